@@ -1,0 +1,55 @@
+/*
+ * cpu.h — CPU features, the ISA the kernels dispatch on, the thread count
+ * shared by every parallel op, and OpenBLAS core selection.
+ *
+ * One process-wide setting each (set once by the CLI before work starts):
+ *   lpv_isa_get()      kernel ISA; defaults to the best the CPU and OS support,
+ *                      lpv_isa_set() forces one (--isa).
+ *   lpv_threads_get()  threads used by lpvit's OpenMP regions; OpenBLAS itself
+ *                      is kept at 1 thread and called per thread, so the
+ *                      machine is never oversubscribed.
+ * lpv_blas_reexec() must run first in main(): Debian's OpenBLAS 0.3.21 picks
+ * its AVX2 "Haswell" kernels on Zen 5 although the CPU has AVX-512; the core
+ * is chosen when the library loads, so lpvit re-executes itself once with
+ * OPENBLAS_CORETYPE set when that happens and the user did not set it.
+ */
+#ifndef LPVIT_CPU_H
+#define LPVIT_CPU_H
+
+#include "lpvit/error.h"
+
+typedef enum { LPV_ISA_REF = 0, LPV_ISA_AVX2 = 1, LPV_ISA_AVX512 = 2 } lpv_isa;
+
+typedef struct {
+    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512_bf16, avx512_vnni;
+    int os_avx, os_avx512; /* XCR0 says the OS saves the registers */
+    int family, model;
+    char vendor[16];
+    char brand[64];
+} lpv_cpu_info;
+
+const lpv_cpu_info *lpv_cpu(void);
+/* The best ISA this CPU + OS can run. */
+lpv_isa lpv_isa_best(void);
+lpv_isa lpv_isa_get(void);
+/* Fails when the CPU cannot run the requested ISA. */
+lpv_status lpv_isa_set(lpv_isa isa, lpv_err *err);
+lpv_status lpv_isa_parse(const char *s, lpv_isa *out, lpv_err *err);
+const char *lpv_isa_name(lpv_isa isa);
+
+/* Thread count for all lpvit parallel work (>= 1); default: online CPUs. */
+int lpv_threads_get(void);
+void lpv_threads_set(int n);
+
+/* Call first thing in main(); may execv() the program. Returns normally otherwise. */
+void lpv_blas_reexec(int argc, char **argv);
+const char *lpv_blas_corename(void);
+/* "OpenBLAS 0.3.21 ..." config string. */
+const char *lpv_blas_config(void);
+/* Where the core came from: "auto", "env" (user set it) or "lpvit" (re-exec). */
+const char *lpv_blas_core_source(void);
+
+/* Monotonic seconds. */
+double lpv_now(void);
+
+#endif

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what lpvit needs to build and test on Debian 12 (idempotent; run as root or with sudo).
+#   build:   cmake gcc libopenblas-dev libcjson-dev zlib1g-dev libstb-dev
+#   tests:   clang (libFuzzer + sanitizers), python3-numpy python3-pil for fixture scripts
+# Pass --with-torch to also install Debian's PyTorch (used only by benchmark scripts).
+set -euo pipefail
+pkgs=(cmake gcc make pkg-config libopenblas-dev libcjson-dev zlib1g-dev libstb-dev)
+extra=(clang python3 python3-numpy python3-pil)
+for a in "$@"; do
+  case "$a" in
+    --with-torch) extra+=(python3-torch) ;;
+    --minimal) extra=() ;;
+    *) echo "install-deps.sh: unknown option '$a'" >&2; exit 2 ;;
+  esac
+done
+missing=()
+for p in "${pkgs[@]}" "${extra[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present" >&2
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -83,3 +83,5 @@ void lpv_linear_forward_ref(const lpv_linear *L, const float *X, int ldx, float 
 void lpv_linear_forward(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi) {
     lpv_linear_forward_dense(L, X, ldx, Y, ldy, T, epi);
 }
+
+double lpv_linear_density(const lpv_linear *L) { return L->bsr ? 1.0 : 1.0; }

@@ -42,6 +42,9 @@ void lpv_linear_forward_dense(const lpv_linear *L, const float *X, int ldx, floa
 /* Naive triple loop with the same contract (reference for tests). */
 void lpv_linear_forward_ref(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi);
 
+/* Fraction of weight blocks kept (1 for a dense layer). */
+double lpv_linear_density(const lpv_linear *L);
+
 /* Exact GELU 0.5·x·(1 + erf(x/√2)) on n floats in place. */
 void lpv_gelu_inplace(float *x, int64_t n);
 

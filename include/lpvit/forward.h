@@ -1,0 +1,74 @@
+/*
+ * forward.h — batched inference of a DeiT/ViT (model.h) on preprocessed
+ * images, computing exactly what timm computes.
+ *
+ * A workspace holds every activation for up to max_batch images in one arena,
+ * sized once by lpv_workspace_init; lpv_forward allocates nothing. Images are
+ * (B, C, S, S) floats (already normalized), logits (B, classes). Activations
+ * are feature-major (linear.h): x (D, ld) with image b's tokens in columns
+ * [b*T, (b+1)*T), ld = round16(B*T).
+ *
+ * With ws->profile set, each op's wall time and FLOPs are accumulated there
+ * (--profile): the per-op breakdown of where time goes.
+ *
+ *     lpv_workspace ws;
+ *     lpv_workspace_init(&ws, &m->cfg, 16, &err);
+ *     lpv_forward(m, &ws, images, 16, logits, &err);
+ *     lpv_workspace_free(&ws);
+ */
+#ifndef LPVIT_FORWARD_H
+#define LPVIT_FORWARD_H
+
+#include <stdint.h>
+
+#include "lpvit/arena.h"
+#include "lpvit/error.h"
+#include "lpvit/model.h"
+
+typedef enum {
+    LPV_OP_PATCH, LPV_OP_LN, LPV_OP_QKV, LPV_OP_ATTN, LPV_OP_PROJ, LPV_OP_FC1, LPV_OP_FC2, LPV_OP_HEAD,
+    LPV_OP_OTHER, LPV_OP_COUNT
+} lpv_op;
+
+typedef struct {
+    double sec[LPV_OP_COUNT];  /* wall seconds */
+    double flop[LPV_OP_COUNT]; /* useful FLOPs (2 per multiply-add; BSR counts kept blocks) */
+    int64_t images;
+    int64_t calls;
+} lpv_profile;
+
+const char *lpv_op_name(lpv_op op);
+
+typedef struct {
+    lpv_config cfg;
+    int max_batch;
+    int ld_max;      /* round16(max_batch * T) */
+    int ldp_max;     /* round16(max_batch * patches) */
+    float *x;        /* (D, ld) residual stream */
+    float *xn;       /* (D, ld) LayerNorm output, reused for attention output */
+    float *big;      /* (max(3D, F), ld) qkv, then MLP hidden */
+    float *patches;  /* (C*p*p, ldp) */
+    float *pe;       /* (D, ldp) patch embeddings */
+    float *hx;       /* (D, n_outputs * round16(max_batch)) tokens the heads read */
+    float *lt;       /* (classes, n_outputs * round16(max_batch)) head outputs, feature-major */
+    float *scratch;  /* attention scores, per thread */
+    int scratch_threads;
+    lpv_profile *profile; /* optional, caller-owned */
+    lpv_arena arena;
+} lpv_workspace;
+
+lpv_status lpv_workspace_init(lpv_workspace *ws, const lpv_config *cfg, int max_batch, lpv_err *err);
+void lpv_workspace_free(lpv_workspace *ws);
+
+/* images (B, C, S, S) → logits (B, classes). B <= ws->max_batch. */
+lpv_status lpv_forward(const lpv_model *m, lpv_workspace *ws, const float *images, int B, float *logits,
+                       lpv_err *err);
+
+/* Multiply-adds of one image's forward pass: linear layers (dense shapes), and attention matmuls. */
+typedef struct {
+    double linear_macs;    /* patch embed + blocks + heads, dense */
+    double attention_macs; /* q k^T and p v */
+} lpv_macs;
+lpv_macs lpv_model_macs(const lpv_config *cfg);
+
+#endif

@@ -1,0 +1,115 @@
+/*
+ * model.h — DeiT/ViT architecture, weight loading (timm and Hugging Face key
+ * names), and the table of linear layers the pruner and the benchmarks walk.
+ *
+ * lpv_model_load reads a .safetensors file (timm names) or a Hugging Face
+ * folder (config.json + model.safetensors, `vit.` or `deit.` prefix), infers
+ * the architecture from tensor shapes (width from cls_token, depth from the
+ * highest block index, tokens from pos_embed, patch from the patch
+ * embedding), takes heads from config.json, the caller, or the known widths
+ * (192→3, 384→6, 768→12), and checks that every expected tensor is present
+ * with its exact shape and that nothing unexpected is there. HF's separate
+ * query/key/value are concatenated into timm's fused qkv (rows q|k|v).
+ * All weights are converted to F32 into one arena owned by the model;
+ * lpv_model_free releases everything. Layer names in reports and in files
+ * lpvit writes are timm's, whatever the source convention.
+ *
+ *     lpv_model *m; lpv_err err;
+ *     if (lpv_model_load(&m, "deit_tiny.safetensors", NULL, &err)) die(err.msg);
+ *     ... lpv_forward(m, ws, images, B, logits, &err) (forward.h) ...
+ *     lpv_model_free(m);
+ */
+#ifndef LPVIT_MODEL_H
+#define LPVIT_MODEL_H
+
+#include <stdint.h>
+
+#include "lpvit/arena.h"
+#include "lpvit/error.h"
+#include "lpvit/linear.h"
+
+typedef enum { LPV_NAMES_TIMM = 0, LPV_NAMES_HF_VIT, LPV_NAMES_HF_DEIT } lpv_names;
+
+typedef struct {
+    int dim;         /* D: embedding width */
+    int depth;       /* number of transformer blocks */
+    int heads;       /* attention heads (D % heads == 0) */
+    int mlp;         /* hidden width of the MLP (4D for DeiT) */
+    int patch;       /* patch side (16) */
+    int img;         /* input side (224) */
+    int chans;       /* input channels (3) */
+    int classes;     /* classifier outputs */
+    int n_prefix;    /* tokens before the patches: 1 (cls) or 2 (cls, dist) */
+    int n_tokens;    /* n_prefix + (img/patch)^2 */
+    int n_outputs;   /* 1: head(token 0); 2: (head(token 0) + head_dist(token 1)) / 2 */
+    float ln_eps;    /* LayerNorm epsilon: timm 1e-6, HF config (1e-12) */
+    lpv_names names; /* key-name convention of the source file */
+} lpv_config;
+
+typedef struct {
+    float *ln1_w, *ln1_b; /* (D) */
+    lpv_linear qkv;       /* (3D, D), rows q | k | v, heads split inside each */
+    lpv_linear proj;      /* (D, D) */
+    float *ln2_w, *ln2_b; /* (D) */
+    lpv_linear fc1;       /* (F, D) */
+    lpv_linear fc2;       /* (D, F) */
+} lpv_block;
+
+typedef struct lpv_model {
+    lpv_config cfg;
+    float *cls;          /* (D) */
+    float *dist;         /* (D) or NULL */
+    float *pos;          /* (T, D) */
+    lpv_linear patch;    /* (D, C*p*p): the conv as a GEMM over flattened patches (c, ky, kx) */
+    lpv_block *blocks;   /* (depth) */
+    float *norm_w, *norm_b;
+    lpv_linear head;     /* (classes, D) */
+    lpv_linear head_dist;/* (classes, D); w == NULL unless n_outputs == 2 */
+    lpv_arena arena;     /* owns every weight */
+    char path[1024];     /* the safetensors file weights came from */
+    char arch[96];       /* timm architecture name when known (metadata or inferred) */
+    char src_dtype[8];   /* dtype of the source weights */
+    char sha256[65];     /* of the weights file; "" until lpv_model_hash */
+    char *lpvit_meta;    /* __metadata__["lpvit"] of a pruned file (arena), or NULL */
+} lpv_model;
+
+typedef struct {
+    int heads;        /* 0: from config.json or the width table */
+    float ln_eps;     /* 0: from config.json, else 1e-6 */
+    int allow_extra;  /* ignore tensors the architecture does not use */
+} lpv_model_opts;
+
+lpv_status lpv_model_load(lpv_model **out, const char *path, const lpv_model_opts *opts, lpv_err *err);
+/* Random weights (timm-style init, seeded) for a given config; names = timm. */
+lpv_status lpv_model_random(lpv_model **out, const lpv_config *cfg, uint64_t seed, lpv_err *err);
+void lpv_model_free(lpv_model *m);
+/* SHA-256 of the weights file, computed once. */
+const char *lpv_model_hash(lpv_model *m, lpv_err *err);
+/* Writes the model as a timm-named F32 safetensors (dense; BSR layers densified). */
+lpv_status lpv_model_save_timm(const lpv_model *m, const char *path, const char *meta_key, const char *meta_value,
+                               lpv_err *err);
+/* Total parameter count (dense shapes). */
+int64_t lpv_model_params(const lpv_model *m);
+
+/* ---- the linear layers, in timm module order ---- */
+
+typedef enum { LPV_LK_PATCH, LPV_LK_QKV, LPV_LK_PROJ, LPV_LK_FC1, LPV_LK_FC2, LPV_LK_HEAD, LPV_LK_HEAD_DIST } lpv_layer_kind;
+
+typedef struct {
+    char name[64];        /* timm module name, e.g. "blocks.3.attn.qkv" */
+    lpv_layer_kind kind;
+    int block;            /* block index or -1 */
+    lpv_linear *lin;
+    int tokens;           /* columns this layer multiplies per image (T, 196, or 1) */
+} lpv_layer_ref;
+
+/* Fills up to cap refs; returns the number of linear layers. */
+int lpv_model_layers(lpv_model *m, lpv_layer_ref *out, int cap);
+/* Finds a layer by its timm module name. */
+lpv_linear *lpv_model_layer(lpv_model *m, const char *name);
+
+/* Heads for a known width (192→3, 384→6, 768→12), 0 if unknown. */
+int lpv_default_heads(int dim);
+const char *lpv_names_str(lpv_names n);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * ops.h — the non-GEMM layers of the forward pass on feature-major
+ * activations (features x tokens, row stride ld): LayerNorm over features,
+ * row softmax, multi-head attention, patch extraction. Each optimized op has
+ * a plain reference beside it (suffix _ref) that the tests compare against.
+ * No allocation: callers pass scratch buffers (sizes documented per op).
+ */
+#ifndef LPVIT_OPS_H
+#define LPVIT_OPS_H
+
+#include <stdint.h>
+
+/* y[:, t] = (x[:, t] - mean_t) / sqrt(var_t + eps) * w + b for t < T; x, y (D, ld); y may equal x. */
+void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps);
+void lpv_layernorm_fm_ref(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps);
+
+/* Softmax of each of n rows (len values, stride ld), in place. */
+void lpv_softmax_rows(float *x, int n, int len, int ld);
+void lpv_softmax_rows_ref(float *x, int n, int len, int ld);
+
+/*
+ * Multi-head self-attention for B images of T tokens each.
+ * qkv (3D, ld): rows q | k | v, heads split inside each (rows h*hd .. h*hd+hd);
+ * image b owns columns [b*T, (b+1)*T). out (D, ld) gets softmax(q k^T / sqrt(hd)) v
+ * per head, written at the head's rows. scratch: lpv_attention_scratch(T) floats
+ * per thread, threads of lpv_threads_get().
+ */
+void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch);
+void lpv_attention_fm_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads);
+int64_t lpv_attention_scratch(int T);
+
+/*
+ * Flattens non-overlapping p x p patches of B images (B, C, S, S) into columns:
+ * out (C*p*p, ld) with row (c*p + ky)*p + kx and column b*G*G + gy*G + gx, G = S/p.
+ * That makes the patch-embedding convolution one GEMM with weight (D, C*p*p).
+ */
+void lpv_patchify(float *out, int ld, const float *img, int B, int C, int S, int p);
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * forward.c — the DeiT/ViT forward pass (see include/lpvit/forward.h).
+ *
+ *   patches = patchify(images)                          (C*p*p, B*G*G)
+ *   x       = [cls | dist | W_pe patches + b] + pos     (D, B*T)
+ *   per block:
+ *     x += W_proj attn(W_qkv LN1(x) + b) + b
+ *     x += W_fc2 gelu(W_fc1 LN2(x) + b) + b
+ *   logits  = mean over heads of W_head LN(x[:, token k]) + b
+ */
+#include "lpvit/forward.h"
+
+#include <string.h>
+
+#include "lpvit/cpu.h"
+#include "lpvit/ops.h"
+
+const char *lpv_op_name(lpv_op op) {
+    static const char *names[LPV_OP_COUNT] = {"patch_embed", "layernorm", "qkv", "attention", "proj",
+                                              "fc1+gelu",    "fc2",       "head", "other"};
+    return op < LPV_OP_COUNT ? names[op] : "?";
+}
+
+static int max_i(int a, int b) { return a > b ? a : b; }
+
+lpv_status lpv_workspace_init(lpv_workspace *ws, const lpv_config *cfg, int max_batch, lpv_err *err) {
+    memset(ws, 0, sizeof *ws);
+    if (max_batch < 1 || max_batch > 4096) return lpv_fail(err, LPV_E_ARG, "batch size %d out of range 1..4096", max_batch);
+    int G = cfg->patch > 0 ? cfg->img / cfg->patch : 0;
+    if (cfg->dim < 1 || cfg->heads < 1 || cfg->dim % cfg->heads || G < 1 || cfg->n_tokens != cfg->n_prefix + G * G ||
+        cfg->mlp < 1 || cfg->classes < 1 || cfg->n_outputs < 1 || cfg->n_outputs > cfg->n_prefix)
+        return lpv_fail(err, LPV_E_ARG, "workspace: inconsistent architecture (tokens %d, prefix %d, grid %d)",
+                        cfg->n_tokens, cfg->n_prefix, G);
+    ws->cfg = *cfg;
+    ws->max_batch = max_batch;
+    int T = cfg->n_tokens, D = cfg->dim;
+    int K = cfg->chans * cfg->patch * cfg->patch;
+    ws->ld_max = lpv_round16(max_batch * T);
+    ws->ldp_max = lpv_round16(max_batch * G * G);
+    int nh = cfg->n_outputs * lpv_round16(max_batch);
+    ws->scratch_threads = lpv_threads_get();
+    lpv_arena_init(&ws->arena, 1 << 20);
+    size_t f = sizeof(float);
+    ws->x = lpv_arena_alloc(&ws->arena, f * (size_t)D * ws->ld_max);
+    ws->xn = lpv_arena_alloc(&ws->arena, f * (size_t)D * ws->ld_max);
+    ws->big = lpv_arena_alloc(&ws->arena, f * (size_t)max_i(3 * D, cfg->mlp) * ws->ld_max);
+    ws->patches = lpv_arena_alloc(&ws->arena, f * (size_t)K * ws->ldp_max);
+    ws->pe = lpv_arena_alloc(&ws->arena, f * (size_t)D * ws->ldp_max);
+    ws->hx = lpv_arena_alloc(&ws->arena, f * (size_t)D * nh);
+    ws->lt = lpv_arena_alloc(&ws->arena, f * (size_t)cfg->classes * nh);
+    ws->scratch = lpv_arena_alloc(&ws->arena, f * (size_t)lpv_attention_scratch(T) * ws->scratch_threads);
+    if (!ws->x || !ws->xn || !ws->big || !ws->patches || !ws->pe || !ws->hx || !ws->lt || !ws->scratch) {
+        lpv_arena_free(&ws->arena);
+        return lpv_fail(err, LPV_E_OOM, "out of memory for a batch of %d (%.0f MiB of activations)", max_batch,
+                        (double)ws->arena.total / (1 << 20));
+    }
+    return LPV_OK;
+}
+
+void lpv_workspace_free(lpv_workspace *ws) { lpv_arena_free(&ws->arena); }
+
+/* ---- profiling ---- */
+
+typedef struct {
+    lpv_profile *p;
+    double t;
+} op_timer;
+
+static void op_start(op_timer *tm, lpv_profile *p) {
+    tm->p = p;
+    tm->t = p ? lpv_now() : 0.0;
+}
+
+static void op_stop(op_timer *tm, lpv_op op, double flop) {
+    if (!tm->p) return;
+    double now = lpv_now();
+    tm->p->sec[op] += now - tm->t;
+    tm->p->flop[op] += flop;
+    tm->t = now;
+}
+
+static double linear_flop(const lpv_linear *L, int T) {
+    return 2.0 * L->out * L->in * T * lpv_linear_density(L);
+}
+
+/* ---- the pass ---- */
+
+/* x (D, ld) = [cls | dist | pe] + pos for every image. */
+static void embed_tokens(const lpv_model *m, lpv_workspace *ws, int B, int ld) {
+    const lpv_config *c = &m->cfg;
+    int D = c->dim, T = c->n_tokens, P = c->n_prefix, G2 = (c->img / c->patch) * (c->img / c->patch);
+    int ldp = lpv_round16(B * G2);
+    for (int d = 0; d < D; d++) {
+        float *xr = ws->x + (int64_t)d * ld;
+        const float *pr = ws->pe + (int64_t)d * ldp;
+        for (int b = 0; b < B; b++) {
+            float *xb = xr + (int64_t)b * T;
+            xb[0] = m->cls[d];
+            if (P == 2) xb[1] = m->dist[d];
+            memcpy(xb + P, pr + (int64_t)b * G2, sizeof(float) * (size_t)G2);
+            for (int t = 0; t < T; t++) xb[t] += m->pos[(int64_t)t * D + d];
+        }
+    }
+}
+
+static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspace *ws, int B, int ld,
+                          op_timer *tm) {
+    int D = c->dim, N = B * c->n_tokens;
+    lpv_layernorm_fm(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
+    op_stop(tm, LPV_OP_LN, 8.0 * D * N);
+    lpv_linear_forward(&blk->qkv, ws->xn, ld, ws->big, ld, N, LPV_EPI_BIAS);
+    op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
+    lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
+    op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
+    lpv_linear_forward(&blk->proj, ws->xn, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
+    op_stop(tm, LPV_OP_PROJ, linear_flop(&blk->proj, N));
+    lpv_layernorm_fm(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps);
+    op_stop(tm, LPV_OP_LN, 8.0 * D * N);
+    lpv_linear_forward(&blk->fc1, ws->xn, ld, ws->big, ld, N, LPV_EPI_BIAS | LPV_EPI_GELU);
+    op_stop(tm, LPV_OP_FC1, linear_flop(&blk->fc1, N));
+    lpv_linear_forward(&blk->fc2, ws->big, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
+    op_stop(tm, LPV_OP_FC2, linear_flop(&blk->fc2, N));
+}
+
+/* Final norm on the tokens the heads read, then the head(s), averaged. */
+static void heads_forward(const lpv_model *m, lpv_workspace *ws, int B, int ld, float *logits) {
+    const lpv_config *c = &m->cfg;
+    int D = c->dim, T = c->n_tokens, no = c->n_outputs, C = c->classes;
+    int Bp = lpv_round16(B), ldh = no * Bp;
+    /* hx columns: token 0 of every image in [0, B), token 1 in [Bp, Bp + B); padding keeps
+       each group's round16 columns inside the row */
+    for (int d = 0; d < D; d++)
+        for (int k = 0; k < no; k++)
+            for (int b = 0; b < B; b++)
+                ws->hx[(int64_t)d * ldh + k * Bp + b] = ws->x[(int64_t)d * ld + (int64_t)b * T + k];
+    lpv_layernorm_fm(ws->hx, ws->hx, m->norm_w, m->norm_b, D, ldh, ldh, c->ln_eps);
+    lpv_linear_forward(&m->head, ws->hx, ldh, ws->lt, ldh, B, LPV_EPI_BIAS);
+    if (no == 2) lpv_linear_forward(&m->head_dist, ws->hx + Bp, ldh, ws->lt + Bp, ldh, B, LPV_EPI_BIAS);
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < C; j++) {
+            const float *r = ws->lt + (int64_t)j * ldh;
+            logits[(int64_t)b * C + j] = no == 2 ? 0.5f * (r[b] + r[Bp + b]) : r[b];
+        }
+}
+
+lpv_status lpv_forward(const lpv_model *m, lpv_workspace *ws, const float *images, int B, float *logits,
+                       lpv_err *err) {
+    const lpv_config *c = &m->cfg;
+    if (B < 1 || B > ws->max_batch)
+        return lpv_fail(err, LPV_E_ARG, "batch of %d images exceeds the workspace's %d", B, ws->max_batch);
+    if (ws->cfg.dim != c->dim || ws->cfg.n_tokens != c->n_tokens || ws->cfg.mlp != c->mlp ||
+        ws->cfg.classes != c->classes || ws->cfg.n_outputs != c->n_outputs)
+        return lpv_fail(err, LPV_E_ARG, "workspace was sized for another architecture");
+    if (ws->scratch_threads < lpv_threads_get())
+        return lpv_fail(err, LPV_E_ARG, "workspace made for %d threads, now %d", ws->scratch_threads, lpv_threads_get());
+    int G = c->img / c->patch, ld = lpv_round16(B * c->n_tokens), ldp = lpv_round16(B * G * G);
+    op_timer tm;
+    op_start(&tm, ws->profile);
+    lpv_patchify(ws->patches, ldp, images, B, c->chans, c->img, c->patch);
+    lpv_linear_forward(&m->patch, ws->patches, ldp, ws->pe, ldp, B * G * G, LPV_EPI_BIAS);
+    op_stop(&tm, LPV_OP_PATCH, linear_flop(&m->patch, B * G * G));
+    embed_tokens(m, ws, B, ld);
+    op_stop(&tm, LPV_OP_OTHER, 0);
+    for (int l = 0; l < c->depth; l++) block_forward(&m->blocks[l], c, ws, B, ld, &tm);
+    heads_forward(m, ws, B, ld, logits);
+    op_stop(&tm, LPV_OP_HEAD, linear_flop(&m->head, B) * c->n_outputs);
+    if (ws->profile) {
+        ws->profile->images += B;
+        ws->profile->calls++;
+    }
+    return LPV_OK;
+}
+
+lpv_macs lpv_model_macs(const lpv_config *c) {
+    double D = c->dim, F = c->mlp, T = c->n_tokens, G = c->img / c->patch;
+    double K = (double)c->chans * c->patch * c->patch;
+    lpv_macs r;
+    r.linear_macs = G * G * D * K + c->depth * T * (3 * D * D + D * D + 2 * D * F) + c->n_outputs * c->classes * D;
+    r.attention_macs = c->depth * 2.0 * T * T * D;
+    return r;
+}

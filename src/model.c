@@ -1,0 +1,691 @@
+/*
+ * model.c — architecture inference, key-name tables, weight loading and
+ * validation (see include/lpvit/model.h).
+ *
+ * Loading is three steps: read the architecture off the tensor shapes
+ * (infer_config), list every tensor that architecture needs with its exact
+ * shape (the plan), then check the file against the plan in both directions
+ * (missing / mis-shaped / unexpected) before converting anything into the
+ * model's arena.
+ */
+#include "lpvit/model.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lpvit/fileio.h"
+#include "lpvit/rng.h"
+#include "lpvit/safetensors.h"
+
+int lpv_default_heads(int dim) {
+    switch (dim) {
+    case 192: return 3;
+    case 384: return 6;
+    case 768: return 12;
+    case 1024: return 16;
+    }
+    return 0;
+}
+
+const char *lpv_names_str(lpv_names n) {
+    switch (n) {
+    case LPV_NAMES_TIMM: return "timm";
+    case LPV_NAMES_HF_VIT: return "hf-vit";
+    case LPV_NAMES_HF_DEIT: return "hf-deit";
+    }
+    return "?";
+}
+
+/* ---------------------------------------------------------------------------
+ * Key-name tables: one printf pattern per logical tensor and convention.
+ * Block patterns take the block index; HF patterns also take the prefix.
+ * ------------------------------------------------------------------------- */
+
+typedef enum {
+    G_CLS, G_DIST, G_POS, G_PE_W, G_PE_B, G_NORM_W, G_NORM_B, G_HEAD_W, G_HEAD_B, G_HEADD_W, G_HEADD_B, G_COUNT
+} global_id;
+
+typedef enum {
+    B_LN1_W, B_LN1_B, B_QKV_W, B_QKV_B, B_Q_W, B_Q_B, B_K_W, B_K_B, B_V_W, B_V_B, B_PROJ_W, B_PROJ_B,
+    B_LN2_W, B_LN2_B, B_FC1_W, B_FC1_B, B_FC2_W, B_FC2_B, B_COUNT
+} block_id;
+
+static const char *TIMM_G[G_COUNT] = {
+    [G_CLS] = "cls_token", [G_DIST] = "dist_token", [G_POS] = "pos_embed",
+    [G_PE_W] = "patch_embed.proj.weight", [G_PE_B] = "patch_embed.proj.bias",
+    [G_NORM_W] = "norm.weight", [G_NORM_B] = "norm.bias", [G_HEAD_W] = "head.weight", [G_HEAD_B] = "head.bias",
+    [G_HEADD_W] = "head_dist.weight", [G_HEADD_B] = "head_dist.bias",
+};
+
+static const char *TIMM_B[B_COUNT] = {
+    [B_LN1_W] = "blocks.%d.norm1.weight", [B_LN1_B] = "blocks.%d.norm1.bias",
+    [B_QKV_W] = "blocks.%d.attn.qkv.weight", [B_QKV_B] = "blocks.%d.attn.qkv.bias",
+    [B_PROJ_W] = "blocks.%d.attn.proj.weight", [B_PROJ_B] = "blocks.%d.attn.proj.bias",
+    [B_LN2_W] = "blocks.%d.norm2.weight", [B_LN2_B] = "blocks.%d.norm2.bias",
+    [B_FC1_W] = "blocks.%d.mlp.fc1.weight", [B_FC1_B] = "blocks.%d.mlp.fc1.bias",
+    [B_FC2_W] = "blocks.%d.mlp.fc2.weight", [B_FC2_B] = "blocks.%d.mlp.fc2.bias",
+};
+
+/* HF: "%s" is the prefix ("vit" or "deit"); heads have no prefix. */
+static const char *HF_G[G_COUNT] = {
+    [G_CLS] = "%s.embeddings.cls_token", [G_DIST] = "%s.embeddings.distillation_token",
+    [G_POS] = "%s.embeddings.position_embeddings",
+    [G_PE_W] = "%s.embeddings.patch_embeddings.projection.weight",
+    [G_PE_B] = "%s.embeddings.patch_embeddings.projection.bias",
+    [G_NORM_W] = "%s.layernorm.weight", [G_NORM_B] = "%s.layernorm.bias",
+    [G_HEAD_W] = "classifier.weight", [G_HEAD_B] = "classifier.bias",
+    [G_HEADD_W] = "distillation_classifier.weight", [G_HEADD_B] = "distillation_classifier.bias",
+};
+
+static const char *HF_B[B_COUNT] = {
+    [B_LN1_W] = "%s.encoder.layer.%d.layernorm_before.weight", [B_LN1_B] = "%s.encoder.layer.%d.layernorm_before.bias",
+    [B_Q_W] = "%s.encoder.layer.%d.attention.attention.query.weight",
+    [B_Q_B] = "%s.encoder.layer.%d.attention.attention.query.bias",
+    [B_K_W] = "%s.encoder.layer.%d.attention.attention.key.weight",
+    [B_K_B] = "%s.encoder.layer.%d.attention.attention.key.bias",
+    [B_V_W] = "%s.encoder.layer.%d.attention.attention.value.weight",
+    [B_V_B] = "%s.encoder.layer.%d.attention.attention.value.bias",
+    [B_PROJ_W] = "%s.encoder.layer.%d.attention.output.dense.weight",
+    [B_PROJ_B] = "%s.encoder.layer.%d.attention.output.dense.bias",
+    [B_LN2_W] = "%s.encoder.layer.%d.layernorm_after.weight", [B_LN2_B] = "%s.encoder.layer.%d.layernorm_after.bias",
+    [B_FC1_W] = "%s.encoder.layer.%d.intermediate.dense.weight",
+    [B_FC1_B] = "%s.encoder.layer.%d.intermediate.dense.bias",
+    [B_FC2_W] = "%s.encoder.layer.%d.output.dense.weight", [B_FC2_B] = "%s.encoder.layer.%d.output.dense.bias",
+};
+
+static const char *hf_prefix(lpv_names n) { return n == LPV_NAMES_HF_DEIT ? "deit" : "vit"; }
+
+/* The distilled HF teacher model names its first head cls_classifier. */
+static void global_name(char *buf, size_t cap, lpv_names n, int hf_teacher, global_id id) {
+    if (n == LPV_NAMES_TIMM) {
+        snprintf(buf, cap, "%s", TIMM_G[id]);
+    } else if (hf_teacher && (id == G_HEAD_W || id == G_HEAD_B)) {
+        snprintf(buf, cap, "%s", id == G_HEAD_W ? "cls_classifier.weight" : "cls_classifier.bias");
+    } else {
+        snprintf(buf, cap, HF_G[id], hf_prefix(n));
+    }
+}
+
+static void block_name(char *buf, size_t cap, lpv_names n, block_id id, int layer) {
+    const char *pat = n == LPV_NAMES_TIMM ? TIMM_B[id] : HF_B[id];
+    LPV_ASSERT(pat != NULL);
+    if (n == LPV_NAMES_TIMM) snprintf(buf, cap, pat, layer);
+    else snprintf(buf, cap, pat, hf_prefix(n), layer);
+}
+
+/* ---------------------------------------------------------------------------
+ * Architecture inference
+ * ------------------------------------------------------------------------- */
+
+typedef struct {
+    const lpv_st_file *f;
+    const char *label; /* file name for messages */
+    int hf_teacher;    /* HF DeiTForImageClassificationWithTeacher */
+} src_ctx;
+
+static const lpv_st_tensor *find_g(const src_ctx *s, lpv_names n, global_id id) {
+    char name[LPV_ST_MAX_NAME];
+    global_name(name, sizeof name, n, s->hf_teacher, id);
+    return lpv_st_find(s->f, name);
+}
+
+static lpv_status need_rank(const src_ctx *s, const lpv_st_tensor *t, int ndim, lpv_err *err) {
+    if (t->ndim == ndim) return LPV_OK;
+    char sb[96];
+    return lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected rank %d", s->label, t->name,
+                    lpv_shape_str(sb, sizeof sb, t->ndim, t->shape), ndim);
+}
+
+/* Highest N such that a tensor named with block N exists, + 1. */
+static int count_blocks(const lpv_st_file *f, lpv_names n) {
+    const char *pat = n == LPV_NAMES_TIMM ? "blocks." : (n == LPV_NAMES_HF_DEIT ? "deit.encoder.layer." : "vit.encoder.layer.");
+    size_t pl = strlen(pat);
+    int depth = 0;
+    for (int i = 0; i < f->n; i++) {
+        const char *nm = f->t[i].name;
+        if (strncmp(nm, pat, pl) != 0) continue;
+        char *end;
+        long b = strtol(nm + pl, &end, 10);
+        if (end != nm + pl && *end == '.' && b >= 0 && b < 4096 && b + 1 > depth) depth = (int)b + 1;
+    }
+    return depth;
+}
+
+typedef struct {
+    int heads;          /* 0 if absent */
+    double ln_eps;      /* 0 if absent */
+    int has_eps;
+} json_config;
+
+static lpv_status read_config_json(const char *path, json_config *jc, lpv_err *err) {
+    memset(jc, 0, sizeof *jc);
+    char *txt;
+    size_t n;
+    LPV_TRY(lpv_read_file(path, &txt, &n, 16u << 20, err));
+    cJSON *root = cJSON_ParseWithLength(txt, n);
+    free(txt);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return lpv_fail(err, LPV_E_FORMAT, "'%s' is not a JSON object", path);
+    }
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "num_attention_heads");
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_eps");
+    lpv_status st = LPV_OK;
+    if (h) {
+        if (!cJSON_IsNumber(h) || h->valuedouble < 1 || h->valuedouble > 1024 || floor(h->valuedouble) != h->valuedouble)
+            st = lpv_fail(err, LPV_E_FORMAT, "'%s': 'num_attention_heads' must be a positive integer", path);
+        else jc->heads = (int)h->valuedouble;
+    }
+    if (e && st == LPV_OK) {
+        if (!cJSON_IsNumber(e) || !(e->valuedouble > 0) || e->valuedouble > 1e-1)
+            st = lpv_fail(err, LPV_E_FORMAT, "'%s': 'layer_norm_eps' must be a small positive number", path);
+        else {
+            jc->ln_eps = e->valuedouble;
+            jc->has_eps = 1;
+        }
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
+static lpv_status detect_names(const lpv_st_file *f, const char *label, lpv_names *out, lpv_err *err) {
+    if (lpv_st_find(f, "cls_token")) *out = LPV_NAMES_TIMM;
+    else if (lpv_st_find(f, "vit.embeddings.cls_token")) *out = LPV_NAMES_HF_VIT;
+    else if (lpv_st_find(f, "deit.embeddings.cls_token")) *out = LPV_NAMES_HF_DEIT;
+    else
+        return lpv_fail(err, LPV_E_SHAPE,
+                        "'%s' is not a DeiT/ViT checkpoint: no 'cls_token' (timm), 'vit.embeddings.cls_token' or "
+                        "'deit.embeddings.cls_token' (Hugging Face)",
+                        label);
+    return LPV_OK;
+}
+
+static lpv_status infer_config(src_ctx *s, const json_config *jc, const lpv_model_opts *o, lpv_config *c,
+                               lpv_err *err) {
+    memset(c, 0, sizeof *c);
+    const lpv_st_file *f = s->f;
+    LPV_TRY(detect_names(f, s->label, &c->names, err));
+    lpv_names n = c->names;
+    s->hf_teacher = n == LPV_NAMES_HF_DEIT && lpv_st_find(f, "cls_classifier.weight") != NULL;
+
+    const lpv_st_tensor *cls = find_g(s, n, G_CLS), *pos = find_g(s, n, G_POS), *pe = find_g(s, n, G_PE_W);
+    const lpv_st_tensor *head = find_g(s, n, G_HEAD_W);
+    char nm[LPV_ST_MAX_NAME];
+    if (!pos || !pe || !head) {
+        global_id miss = !pos ? G_POS : !pe ? G_PE_W : G_HEAD_W;
+        global_name(nm, sizeof nm, n, s->hf_teacher, miss);
+        return lpv_fail(err, LPV_E_SHAPE, "'%s': missing tensor '%s'", s->label, nm);
+    }
+    LPV_TRY(need_rank(s, cls, 3, err));
+    LPV_TRY(need_rank(s, pos, 3, err));
+    LPV_TRY(need_rank(s, pe, 4, err));
+    LPV_TRY(need_rank(s, head, 2, err));
+    c->dim = (int)cls->shape[2];
+    c->chans = (int)pe->shape[1];
+    c->patch = (int)pe->shape[2];
+    if (c->dim < 1 || c->dim > 8192 || c->patch < 1 || pe->shape[3] != c->patch || c->chans < 1 || c->chans > 4) {
+        char sb[96];
+        return lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected [D, 3, P, P] with square patches",
+                        s->label, pe->name, lpv_shape_str(sb, sizeof sb, pe->ndim, pe->shape));
+    }
+    int has_dist = find_g(s, n, G_DIST) != NULL;
+    c->n_prefix = has_dist ? 2 : 1;
+    c->n_tokens = (int)pos->shape[1];
+    int npatch = c->n_tokens - c->n_prefix, side = (int)lrint(sqrt((double)(npatch > 0 ? npatch : 0)));
+    if (npatch < 1 || side * side != npatch) {
+        char sb[96];
+        return lpv_fail(err, LPV_E_SHAPE,
+                        "'%s': tensor '%s' has shape %s: %d positions minus %d prefix tokens is not a square grid",
+                        s->label, pos->name, lpv_shape_str(sb, sizeof sb, pos->ndim, pos->shape), c->n_tokens,
+                        c->n_prefix);
+    }
+    c->img = side * c->patch;
+    c->classes = (int)head->shape[0];
+    /* distilled: a second head (timm head_dist / HF distillation_classifier) averaged with the first */
+    c->n_outputs = find_g(s, n, G_HEADD_W) ? 2 : 1;
+    if (c->n_outputs == 2 && !has_dist)
+        return lpv_fail(err, LPV_E_SHAPE, "'%s': has a distillation head but no distillation token", s->label);
+    c->depth = count_blocks(f, n);
+    if (c->depth < 1) return lpv_fail(err, LPV_E_SHAPE, "'%s': no transformer blocks found", s->label);
+    block_name(nm, sizeof nm, n, B_FC1_W, 0);
+    const lpv_st_tensor *fc1 = lpv_st_find(f, nm);
+    if (!fc1) return lpv_fail(err, LPV_E_SHAPE, "'%s': missing tensor '%s'", s->label, nm);
+    LPV_TRY(need_rank(s, fc1, 2, err));
+    c->mlp = (int)fc1->shape[0];
+
+    c->heads = o && o->heads ? o->heads : jc->heads ? jc->heads : lpv_default_heads(c->dim);
+    if (c->heads <= 0)
+        return lpv_fail(err, LPV_E_ARG,
+                        "'%s': cannot tell the number of attention heads for width %d: pass --heads or put "
+                        "config.json beside the weights",
+                        s->label, c->dim);
+    if (c->dim % c->heads)
+        return lpv_fail(err, LPV_E_ARG, "'%s': width %d is not divisible by %d heads", s->label, c->dim, c->heads);
+    if (o && o->ln_eps > 0) c->ln_eps = o->ln_eps;
+    else if (jc->has_eps) c->ln_eps = (float)jc->ln_eps;
+    else c->ln_eps = n == LPV_NAMES_TIMM ? 1e-6f : 1e-12f;
+    return LPV_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * The plan: every tensor the architecture needs, with its shape and where
+ * it goes. Part > 0 means "rows [part-1)*D .. part*D) of a fused qkv".
+ * ------------------------------------------------------------------------- */
+
+typedef struct {
+    char name[LPV_ST_MAX_NAME];
+    int ndim;
+    int64_t shape[4];
+    float *dst;
+} plan_item;
+
+typedef struct {
+    plan_item *items;
+    int n, cap;
+} plan;
+
+static lpv_status plan_add(plan *p, const char *name, float *dst, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                           int64_t d3, lpv_err *err) {
+    if (p->n == p->cap) {
+        int cap = p->cap ? 2 * p->cap : 256;
+        plan_item *it = realloc(p->items, sizeof *it * (size_t)cap);
+        if (!it) return lpv_fail(err, LPV_E_OOM, "out of memory");
+        p->items = it;
+        p->cap = cap;
+    }
+    plan_item *it = &p->items[p->n++];
+    snprintf(it->name, sizeof it->name, "%s", name);
+    it->ndim = ndim;
+    it->shape[0] = d0, it->shape[1] = d1, it->shape[2] = d2, it->shape[3] = d3;
+    it->dst = dst;
+    return LPV_OK;
+}
+
+static float *alloc_f(lpv_model *m, int64_t n) { return lpv_arena_alloc(&m->arena, (size_t)n * sizeof(float)); }
+
+/* Allocates every weight in the arena, laid out as the forward pass wants them. */
+static lpv_status alloc_weights(lpv_model *m, lpv_err *err) {
+    const lpv_config *c = &m->cfg;
+    int64_t D = c->dim, F = c->mlp, K = (int64_t)c->chans * c->patch * c->patch;
+    m->blocks = lpv_arena_alloc(&m->arena, sizeof(lpv_block) * (size_t)c->depth);
+    m->cls = alloc_f(m, D);
+    m->dist = c->n_prefix == 2 ? alloc_f(m, D) : NULL;
+    m->pos = alloc_f(m, (int64_t)c->n_tokens * D);
+    m->patch = (lpv_linear){(int)D, (int)K, alloc_f(m, D * K), alloc_f(m, D), NULL};
+    m->norm_w = alloc_f(m, D);
+    m->norm_b = alloc_f(m, D);
+    m->head = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL};
+    if (c->n_outputs == 2)
+        m->head_dist = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL};
+    if (!m->blocks || !m->cls || !m->pos || !m->patch.w || !m->head.w) goto oom;
+    for (int l = 0; l < c->depth; l++) {
+        lpv_block *b = &m->blocks[l];
+        b->ln1_w = alloc_f(m, D), b->ln1_b = alloc_f(m, D), b->ln2_w = alloc_f(m, D), b->ln2_b = alloc_f(m, D);
+        b->qkv = (lpv_linear){(int)(3 * D), (int)D, alloc_f(m, 3 * D * D), alloc_f(m, 3 * D), NULL};
+        b->proj = (lpv_linear){(int)D, (int)D, alloc_f(m, D * D), alloc_f(m, D), NULL};
+        b->fc1 = (lpv_linear){(int)F, (int)D, alloc_f(m, F * D), alloc_f(m, F), NULL};
+        b->fc2 = (lpv_linear){(int)D, (int)F, alloc_f(m, D * F), alloc_f(m, D), NULL};
+        if (!b->ln2_b || !b->qkv.b || !b->proj.b || !b->fc1.b || !b->fc2.b) goto oom;
+    }
+    return LPV_OK;
+oom:
+    return lpv_fail(err, LPV_E_OOM, "out of memory allocating weights for '%s'", m->path);
+}
+
+static lpv_status build_plan(lpv_model *m, int hf_teacher, plan *p, lpv_err *err) {
+    const lpv_config *c = &m->cfg;
+    lpv_names n = c->names;
+    int64_t D = c->dim, F = c->mlp;
+    char nm[LPV_ST_MAX_NAME];
+#define G(id, dst, nd, a, b_, c_, d_)                                     \
+    do {                                                                  \
+        global_name(nm, sizeof nm, n, hf_teacher, id);                    \
+        LPV_TRY(plan_add(p, nm, dst, nd, a, b_, c_, d_, err));            \
+    } while (0)
+#define B(id, l, dst, nd, a, b_)                                          \
+    do {                                                                  \
+        block_name(nm, sizeof nm, n, id, l);                              \
+        LPV_TRY(plan_add(p, nm, dst, nd, a, b_, 0, 0, err));              \
+    } while (0)
+    G(G_CLS, m->cls, 3, 1, 1, D, 0);
+    if (m->dist) G(G_DIST, m->dist, 3, 1, 1, D, 0);
+    G(G_POS, m->pos, 3, 1, c->n_tokens, D, 0);
+    G(G_PE_W, m->patch.w, 4, D, c->chans, c->patch, c->patch);
+    G(G_PE_B, m->patch.b, 1, D, 0, 0, 0);
+    for (int l = 0; l < c->depth; l++) {
+        lpv_block *b = &m->blocks[l];
+        B(B_LN1_W, l, b->ln1_w, 1, D, 0);
+        B(B_LN1_B, l, b->ln1_b, 1, D, 0);
+        if (n == LPV_NAMES_TIMM) {
+            B(B_QKV_W, l, b->qkv.w, 2, 3 * D, D);
+            B(B_QKV_B, l, b->qkv.b, 1, 3 * D, 0);
+        } else { /* HF: q, k, v land in consecutive row ranges of the fused qkv */
+            B(B_Q_W, l, b->qkv.w, 2, D, D);
+            B(B_K_W, l, b->qkv.w + D * D, 2, D, D);
+            B(B_V_W, l, b->qkv.w + 2 * D * D, 2, D, D);
+            B(B_Q_B, l, b->qkv.b, 1, D, 0);
+            B(B_K_B, l, b->qkv.b + D, 1, D, 0);
+            B(B_V_B, l, b->qkv.b + 2 * D, 1, D, 0);
+        }
+        B(B_PROJ_W, l, b->proj.w, 2, D, D);
+        B(B_PROJ_B, l, b->proj.b, 1, D, 0);
+        B(B_LN2_W, l, b->ln2_w, 1, D, 0);
+        B(B_LN2_B, l, b->ln2_b, 1, D, 0);
+        B(B_FC1_W, l, b->fc1.w, 2, F, D);
+        B(B_FC1_B, l, b->fc1.b, 1, F, 0);
+        B(B_FC2_W, l, b->fc2.w, 2, D, F);
+        B(B_FC2_B, l, b->fc2.b, 1, D, 0);
+    }
+    G(G_NORM_W, m->norm_w, 1, D, 0, 0, 0);
+    G(G_NORM_B, m->norm_b, 1, D, 0, 0, 0);
+    G(G_HEAD_W, m->head.w, 2, c->classes, D, 0, 0);
+    G(G_HEAD_B, m->head.b, 1, c->classes, 0, 0, 0);
+    if (c->n_outputs == 2) {
+        G(G_HEADD_W, m->head_dist.w, 2, c->classes, D, 0, 0);
+        G(G_HEADD_B, m->head_dist.b, 1, c->classes, 0, 0, 0);
+    }
+#undef G
+#undef B
+    return LPV_OK;
+}
+
+/* Checks the file against the plan (missing, mis-shaped, wrong dtype, unexpected), then converts. */
+static lpv_status execute_plan(const lpv_st_file *f, const char *label, const plan *p, int allow_extra,
+                               lpv_err *err) {
+    unsigned char *used = calloc((size_t)f->n + 1, 1);
+    if (!used) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    lpv_status st = LPV_OK;
+    for (int i = 0; i < p->n && st == LPV_OK; i++) {
+        const plan_item *it = &p->items[i];
+        const lpv_st_tensor *t = lpv_st_find(f, it->name);
+        char want[96], got[96];
+        lpv_shape_str(want, sizeof want, it->ndim, it->shape);
+        if (!t) {
+            st = lpv_fail(err, LPV_E_SHAPE, "'%s': missing tensor '%s' (expected shape %s)", label, it->name, want);
+            break;
+        }
+        used[t - f->t] = 1;
+        int same = t->ndim == it->ndim;
+        for (int k = 0; same && k < it->ndim; k++) same = t->shape[k] == it->shape[k];
+        if (!same) {
+            st = lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected %s", label, it->name,
+                          lpv_shape_str(got, sizeof got, t->ndim, t->shape), want);
+            break;
+        }
+        if (t->dtype != LPV_DT_F32 && t->dtype != LPV_DT_F16 && t->dtype != LPV_DT_BF16) {
+            st = lpv_fail(err, LPV_E_UNSUPPORTED, "'%s': tensor '%s' has dtype %s, expected F32, F16 or BF16", label,
+                          it->name, lpv_dtype_name(t->dtype));
+            break;
+        }
+    }
+    if (st == LPV_OK && !allow_extra)
+        for (int i = 0; i < f->n; i++)
+            if (!used[i]) {
+                st = lpv_fail(err, LPV_E_SHAPE,
+                              "'%s': unexpected tensor '%s' for this architecture (use --allow-extra to ignore)", label,
+                              f->t[i].name);
+                break;
+            }
+    free(used);
+    for (int i = 0; i < p->n && st == LPV_OK; i++)
+        st = lpv_st_read_f32(f, lpv_st_find(f, p->items[i].name), p->items[i].dst, err);
+    return st;
+}
+
+static void infer_arch_name(lpv_model *m, const lpv_st_file *f) {
+    const char *meta_arch = lpv_st_meta(f, "arch");
+    if (meta_arch && strlen(meta_arch) < sizeof m->arch) {
+        snprintf(m->arch, sizeof m->arch, "%s", meta_arch);
+        return;
+    }
+    const lpv_config *c = &m->cfg;
+    const char *size = c->dim == 192 ? "tiny" : c->dim == 384 ? "small" : c->dim == 768 ? "base" : NULL;
+    if (size)
+        snprintf(m->arch, sizeof m->arch, "deit_%s%s_patch%d_%d%s", size, c->n_outputs == 2 ? "_distilled" : "",
+                 c->patch, c->img, c->depth == 12 ? "" : "_custom_depth");
+    else snprintf(m->arch, sizeof m->arch, "vit_d%d_l%d_patch%d_%d", c->dim, c->depth, c->patch, c->img);
+}
+
+/* Resolves a model path: a .safetensors file, or an HF/timm hub folder. */
+static lpv_status resolve_paths(const char *path, char *st_path, size_t cap, char *cfg_path, size_t ccap,
+                                lpv_err *err) {
+    cfg_path[0] = 0;
+    if (lpv_is_dir(path)) {
+        snprintf(st_path, cap, "%s/model.safetensors", path);
+        if (!lpv_file_exists(st_path))
+            return lpv_fail(err, LPV_E_IO, "'%s' is a folder without model.safetensors", path);
+        snprintf(cfg_path, ccap, "%s/config.json", path);
+        if (!lpv_file_exists(cfg_path)) cfg_path[0] = 0;
+        return LPV_OK;
+    }
+    snprintf(st_path, cap, "%s", path);
+    /* a hub layout file (…/model.safetensors) uses the config.json beside it */
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strcmp(base, "model.safetensors") == 0) {
+        snprintf(cfg_path, ccap, "%.*sconfig.json", (int)(base - path), path);
+        if (!lpv_file_exists(cfg_path)) cfg_path[0] = 0;
+    }
+    return LPV_OK;
+}
+
+lpv_status lpv_model_load(lpv_model **out, const char *path, const lpv_model_opts *opts, lpv_err *err) {
+    *out = NULL;
+    char st_path[1024], cfg_path[1024];
+    LPV_TRY(resolve_paths(path, st_path, sizeof st_path, cfg_path, sizeof cfg_path, err));
+    json_config jc;
+    memset(&jc, 0, sizeof jc);
+    if (cfg_path[0]) LPV_TRY(read_config_json(cfg_path, &jc, err));
+
+    lpv_st_file f;
+    LPV_TRY(lpv_st_open(&f, st_path, err));
+    lpv_model *m = calloc(1, sizeof *m);
+    plan p = {0};
+    lpv_status st;
+    if (!m) {
+        st = lpv_fail(err, LPV_E_OOM, "out of memory");
+        goto fail;
+    }
+    snprintf(m->path, sizeof m->path, "%s", st_path);
+    src_ctx s = {&f, st_path, 0};
+    if ((st = infer_config(&s, &jc, opts, &m->cfg, err)) != LPV_OK) goto fail;
+    lpv_arena_init(&m->arena, 1 << 20);
+    if ((st = alloc_weights(m, err)) != LPV_OK) goto fail;
+    if ((st = build_plan(m, s.hf_teacher, &p, err)) != LPV_OK) goto fail;
+    if ((st = execute_plan(&f, st_path, &p, opts && opts->allow_extra, err)) != LPV_OK) goto fail;
+    const lpv_st_tensor *t0 = lpv_st_find(&f, p.items[0].name);
+    snprintf(m->src_dtype, sizeof m->src_dtype, "%s", lpv_dtype_name(t0->dtype));
+    infer_arch_name(m, &f);
+    free(p.items);
+    lpv_st_close(&f);
+    *out = m;
+    return LPV_OK;
+fail:
+    free(p.items);
+    lpv_st_close(&f);
+    if (m) lpv_model_free(m);
+    return st;
+}
+
+void lpv_model_free(lpv_model *m) {
+    if (!m) return;
+    lpv_arena_free(&m->arena);
+    free(m);
+}
+
+const char *lpv_model_hash(lpv_model *m, lpv_err *err) {
+    if (!m->sha256[0] && m->path[0] && lpv_sha256_file(m->path, m->sha256, err) != LPV_OK) return NULL;
+    return m->sha256;
+}
+
+int64_t lpv_model_params(const lpv_model *m) {
+    const lpv_config *c = &m->cfg;
+    int64_t D = c->dim, F = c->mlp, K = (int64_t)c->chans * c->patch * c->patch;
+    int64_t blk = 4 * D + (3 * D * D + 3 * D) + (D * D + D) + (F * D + F) + (D * F + D);
+    int64_t n = D * c->n_prefix + (int64_t)c->n_tokens * D + D * K + D + c->depth * blk + 2 * D;
+    n += (int64_t)c->n_outputs * (c->classes * D + c->classes);
+    return n;
+}
+
+/* ---------------------------------------------------------------------------
+ * Layer table
+ * ------------------------------------------------------------------------- */
+
+int lpv_model_layers(lpv_model *m, lpv_layer_ref *out, int cap) {
+    const lpv_config *c = &m->cfg;
+    int n = 0, npatch = c->n_tokens - c->n_prefix;
+#define ADD(kind_, blk, lin_, tok, ...)                                   \
+    do {                                                                  \
+        if (n < cap) {                                                    \
+            snprintf(out[n].name, sizeof out[n].name, __VA_ARGS__);       \
+            out[n].kind = kind_, out[n].block = blk, out[n].lin = lin_;   \
+            out[n].tokens = tok;                                          \
+        }                                                                 \
+        n++;                                                              \
+    } while (0)
+    ADD(LPV_LK_PATCH, -1, &m->patch, npatch, "patch_embed.proj");
+    for (int l = 0; l < c->depth; l++) {
+        lpv_block *b = &m->blocks[l];
+        ADD(LPV_LK_QKV, l, &b->qkv, c->n_tokens, "blocks.%d.attn.qkv", l);
+        ADD(LPV_LK_PROJ, l, &b->proj, c->n_tokens, "blocks.%d.attn.proj", l);
+        ADD(LPV_LK_FC1, l, &b->fc1, c->n_tokens, "blocks.%d.mlp.fc1", l);
+        ADD(LPV_LK_FC2, l, &b->fc2, c->n_tokens, "blocks.%d.mlp.fc2", l);
+    }
+    ADD(LPV_LK_HEAD, -1, &m->head, 1, "head");
+    if (c->n_outputs == 2) ADD(LPV_LK_HEAD_DIST, -1, &m->head_dist, 1, "head_dist");
+#undef ADD
+    return n;
+}
+
+lpv_linear *lpv_model_layer(lpv_model *m, const char *name) {
+    lpv_layer_ref refs[4 + 4 * 64];
+    int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
+    for (int i = 0; i < n && i < (int)(sizeof refs / sizeof *refs); i++)
+        if (strcmp(refs[i].name, name) == 0) return refs[i].lin;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------
+ * Random weights and saving
+ * ------------------------------------------------------------------------- */
+
+static void fill_normal(lpv_rng *r, float *x, int64_t n, float std) {
+    for (int64_t i = 0; i < n; i++) x[i] = lpv_rng_trunc_normal(r, std);
+}
+
+static void fill_const(float *x, int64_t n, float v) {
+    for (int64_t i = 0; i < n; i++) x[i] = v;
+}
+
+lpv_status lpv_model_random(lpv_model **out, const lpv_config *cfg, uint64_t seed, lpv_err *err) {
+    *out = NULL;
+    const lpv_config *c = cfg;
+    if (c->dim < 1 || c->heads < 1 || c->dim % c->heads || c->depth < 1 || c->mlp < 1 || c->patch < 1 ||
+        c->img % c->patch || c->classes < 1 || c->chans < 1 || (c->n_prefix != 1 && c->n_prefix != 2) ||
+        (c->n_outputs == 2 && c->n_prefix != 2))
+        return lpv_fail(err, LPV_E_ARG, "invalid architecture for random weights");
+    lpv_model *m = calloc(1, sizeof *m);
+    if (!m) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    m->cfg = *cfg;
+    int side = c->img / c->patch;
+    m->cfg.n_tokens = c->n_prefix + side * side;
+    m->cfg.names = LPV_NAMES_TIMM;
+    if (!(m->cfg.ln_eps > 0)) m->cfg.ln_eps = 1e-6f;
+    lpv_arena_init(&m->arena, 1 << 20);
+    lpv_status st = alloc_weights(m, err);
+    if (st != LPV_OK) {
+        lpv_model_free(m);
+        return st;
+    }
+    lpv_rng r;
+    lpv_rng_seed(&r, seed);
+    int64_t D = c->dim, F = c->mlp;
+    /* timm-like init, with small non-zero biases and LayerNorm affine so every parameter matters */
+    fill_normal(&r, m->cls, D, 0.02f);
+    if (m->dist) fill_normal(&r, m->dist, D, 0.02f);
+    fill_normal(&r, m->pos, (int64_t)m->cfg.n_tokens * D, 0.02f);
+    fill_normal(&r, m->patch.w, D * m->patch.in, 0.02f);
+    fill_normal(&r, m->patch.b, D, 0.02f);
+    for (int l = 0; l < c->depth; l++) {
+        lpv_block *b = &m->blocks[l];
+        lpv_linear *ls[4] = {&b->qkv, &b->proj, &b->fc1, &b->fc2};
+        for (int k = 0; k < 4; k++) {
+            fill_normal(&r, ls[k]->w, (int64_t)ls[k]->out * ls[k]->in, 0.02f);
+            fill_normal(&r, ls[k]->b, ls[k]->out, 0.02f);
+        }
+        fill_const(b->ln1_w, D, 1.0f);
+        fill_const(b->ln2_w, D, 1.0f);
+        fill_normal(&r, b->ln1_b, D, 0.02f);
+        fill_normal(&r, b->ln2_b, D, 0.02f);
+        (void)F;
+    }
+    fill_const(m->norm_w, D, 1.0f);
+    fill_normal(&r, m->norm_b, D, 0.02f);
+    fill_normal(&r, m->head.w, (int64_t)c->classes * D, 0.02f);
+    fill_normal(&r, m->head.b, c->classes, 0.02f);
+    if (c->n_outputs == 2) {
+        fill_normal(&r, m->head_dist.w, (int64_t)c->classes * D, 0.02f);
+        fill_normal(&r, m->head_dist.b, c->classes, 0.02f);
+    }
+    snprintf(m->arch, sizeof m->arch, "random_d%d_l%d_h%d", c->dim, c->depth, c->heads);
+    snprintf(m->src_dtype, sizeof m->src_dtype, "F32");
+    *out = m;
+    return LPV_OK;
+}
+
+lpv_status lpv_model_save_timm(const lpv_model *m, const char *path, const char *meta_key, const char *meta_value,
+                               lpv_err *err) {
+    if (m->path[0] && lpv_same_file(path, m->path))
+        return lpv_fail(err, LPV_E_ARG, "refusing to overwrite the input model '%s'", path);
+    const lpv_config *c = &m->cfg;
+    int64_t D = c->dim;
+    lpv_st_writer w;
+    lpv_st_writer_init(&w);
+    lpv_status st = LPV_OK;
+    char nm[LPV_ST_MAX_NAME];
+#define ADDT(name, ptr, nd, ...)                                                                       \
+    do {                                                                                               \
+        if (st == LPV_OK) st = lpv_st_writer_add(&w, name, LPV_DT_F32, nd, (int64_t[]){__VA_ARGS__}, ptr, err); \
+    } while (0)
+    ADDT("cls_token", m->cls, 3, 1, 1, D);
+    if (m->dist) ADDT("dist_token", m->dist, 3, 1, 1, D);
+    ADDT("pos_embed", m->pos, 3, 1, c->n_tokens, D);
+    ADDT("patch_embed.proj.weight", m->patch.w, 4, D, c->chans, c->patch, c->patch);
+    ADDT("patch_embed.proj.bias", m->patch.b, 1, D);
+    for (int l = 0; l < c->depth && st == LPV_OK; l++) {
+        const lpv_block *b = &m->blocks[l];
+        const float *ptrs[B_COUNT] = {
+            [B_LN1_W] = b->ln1_w, [B_LN1_B] = b->ln1_b, [B_QKV_W] = b->qkv.w, [B_QKV_B] = b->qkv.b,
+            [B_PROJ_W] = b->proj.w, [B_PROJ_B] = b->proj.b, [B_LN2_W] = b->ln2_w, [B_LN2_B] = b->ln2_b,
+            [B_FC1_W] = b->fc1.w, [B_FC1_B] = b->fc1.b, [B_FC2_W] = b->fc2.w, [B_FC2_B] = b->fc2.b};
+        for (int id = 0; id < B_COUNT && st == LPV_OK; id++) {
+            if (!TIMM_B[id]) continue;
+            snprintf(nm, sizeof nm, TIMM_B[id], l);
+            const lpv_linear *lin = id == B_QKV_W ? &b->qkv : id == B_PROJ_W ? &b->proj : id == B_FC1_W ? &b->fc1
+                                                                        : id == B_FC2_W ? &b->fc2 : NULL;
+            if (lin) {
+                if (!lin->w) st = lpv_fail(err, LPV_E_UNSUPPORTED, "layer '%s' has no dense weight to save", nm);
+                else ADDT(nm, lin->w, 2, lin->out, lin->in);
+            } else {
+                int64_t len = id == B_QKV_B ? 3 * D : id == B_FC1_B ? c->mlp : D;
+                ADDT(nm, ptrs[id], 1, len);
+            }
+        }
+    }
+    ADDT("norm.weight", m->norm_w, 1, D);
+    ADDT("norm.bias", m->norm_b, 1, D);
+    ADDT("head.weight", m->head.w, 2, c->classes, D);
+    ADDT("head.bias", m->head.b, 1, c->classes);
+    if (c->n_outputs == 2) {
+        ADDT("head_dist.weight", m->head_dist.w, 2, c->classes, D);
+        ADDT("head_dist.bias", m->head_dist.b, 1, c->classes);
+    }
+#undef ADDT
+    if (st == LPV_OK && meta_key) st = lpv_st_writer_meta(&w, meta_key, meta_value, err);
+    if (st == LPV_OK) st = lpv_st_write(&w, path, err);
+    lpv_st_writer_free(&w);
+    return st;
+}

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what lpvit needs to build and test on Debian 12 (idempotent; run as root or with sudo).
 #   build:   cmake gcc libopenblas-dev libcjson-dev zlib1g-dev libstb-dev
-#   tests:   clang (libFuzzer + sanitizers), python3-numpy python3-pil for fixture scripts
+#   tests:   clang + libomp-dev (libFuzzer build), python3-numpy python3-pil (demo images, benchmark scripts)
 # Pass --with-torch to also install Debian's PyTorch (used only by benchmark scripts).
 set -euo pipefail
 pkgs=(cmake gcc make pkg-config libopenblas-dev libcjson-dev zlib1g-dev libstb-dev)
-extra=(clang python3 python3-numpy python3-pil)
+extra=(clang libomp-dev python3 python3-numpy python3-pil)
 for a in "$@"; do
   case "$a" in
     --with-torch) extra+=(python3-torch) ;;

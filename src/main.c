@@ -1,1 +1,58 @@
-int main(void) { return 0; }
+/*
+ * main.c — the lpvit command line: a table of subcommands, like git's
+ * builtins. Each command parses its own options and calls the library.
+ *
+ * Before anything else runs, OpenBLAS's core is checked: Debian's 0.3.21
+ * picks AVX2 kernels on CPUs it does not know even when they have AVX-512,
+ * and the choice is made when the library loads, so lpvit re-executes
+ * itself once with OPENBLAS_CORETYPE set (lpv_blas_reexec).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmds.h"
+#include "lpvit/cpu.h"
+#include "lpvit/report.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"eval", cmd_eval, "top-1/top-5 accuracy on an ImageNet folder"},
+    {"infer", cmd_infer, "logits for a tensor file, or top-5 classes for images"},
+    {"inspect", cmd_inspect, "list the tensors, metadata and architecture of a safetensors file"},
+    {"create-model", cmd_create_model, "write a model with random weights (tests, demos, benchmarks)"},
+};
+
+static void usage(FILE *fp) {
+    fprintf(fp, "usage: lpvit <command> [options]   (lpvit <command> --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
+        fprintf(fp, "  %-14s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(fp, "\nexit status: 0 success, 1 failure, 2 usage error\n");
+}
+
+int main(int argc, char **argv) {
+    lpv_blas_reexec(argc, argv);
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        char env[512];
+        lpv_environment_line(env, sizeof env);
+        printf("%s\n", env);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
+        if (strcmp(cmd, COMMANDS[i].name) == 0) return COMMANDS[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "lpvit: unknown command '%s' (see lpvit --help)\n", cmd);
+    return 2;
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The whole test suite (README command 2; .ci/run calls this):
+#   1. install build dependencies (Debian packages, idempotent)
+#   2. Release build + every ctest test (unit, golden against ../shared/fixtures, e2e CLI runs)
+#   3. ASan+UBSan build, unit + golden tests under it
+#   4. the safetensors parser fuzz target for a short run (clang/libFuzzer)
+#   5. when ../shared/data is present: the accuracy gates (scripts/check-accuracy.sh)
+# Options: --quick (skip 3-5), --no-install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0; install=1
+for a in "$@"; do
+  case "$a" in
+    --quick) quick=1 ;;
+    --no-install) install=0 ;;
+    *) echo "test.sh: unknown option '$a'" >&2; exit 2 ;;
+  esac
+done
+jobs=$(nproc 2>/dev/null || echo 2)
+step() { printf '\n==== %s ====\n' "$*"; }
+t0=$(date +%s)
+
+if [ "$install" = 1 ]; then step "dependencies"; scripts/install-deps.sh; fi
+
+step "release build"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLPVIT_WERROR=ON >/dev/null
+cmake --build build -j"$jobs"
+step "tests (release)"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+if [ "$quick" = 0 ]; then
+  step "asan+ubsan build"
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLPVIT_SANITIZE=ON >/dev/null
+  cmake --build build-asan -j"$jobs"
+  step "tests (asan+ubsan, unit and golden)"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" -L 'unit|golden'
+
+  if command -v clang >/dev/null 2>&1; then
+    step "fuzz (safetensors parser, 30 s)"
+    cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DLPVIT_FUZZ=ON >/dev/null
+    cmake --build build-fuzz -j"$jobs" --target fuzz_safetensors
+    mkdir -p build-fuzz/corpus
+    cp tests/fuzz/corpus/* build-fuzz/corpus/ 2>/dev/null || true
+    build-fuzz/tests/fuzz/fuzz_safetensors -max_total_time=30 -max_len=4096 build-fuzz/corpus >/dev/null 2>build-fuzz/fuzz.log \
+      || { tail -40 build-fuzz/fuzz.log; exit 1; }
+    grep -E "^#[0-9]+ *DONE" build-fuzz/fuzz.log || tail -2 build-fuzz/fuzz.log
+  else
+    echo "skip fuzz: clang not installed"
+  fi
+
+  if [ -d ../shared/data ]; then
+    step "accuracy gates (../shared/data)"
+    scripts/check-accuracy.sh
+  else
+    echo "skip accuracy gates: ../shared/data not found"
+  fi
+fi
+step "all tests passed in $(( $(date +%s) - t0 ))s"

@@ -1,0 +1,187 @@
+#!/usr/bin/python3
+"""A timm-equivalent DeiT/ViT in plain PyTorch (Debian's python3-torch, no timm), reading the
+same safetensors files lpvit reads. Used by the benchmarks as the PyTorch peer and to export
+ONNX (an explicit timm-style block: nn.TransformerEncoderLayer's fused path does not export).
+
+  torch_deit.py bench  --model FILE [--threads N] [--batch 1,16] [--reps K] [--json OUT]
+  torch_deit.py logits --model FILE --input X.safetensors --out Y.npy
+  torch_deit.py onnx   --model FILE --out M.onnx
+A model spec "random:deit_s" builds random weights of that preset's shape instead of a file.
+"""
+import argparse, json, math, os, struct, sys, time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DT = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        hdr = json.loads(f.read(n))
+        base = 8 + n
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+    out = {}
+    for k, v in hdr.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        if v["dtype"] == "BF16":
+            raw = np.frombuffer(data[base + a: base + b], dtype=np.uint16).astype(np.uint32) << 16
+            arr = raw.view(np.float32)
+        else:
+            arr = np.frombuffer(data[base + a: base + b], dtype=DT[v["dtype"]])
+        out[k] = arr.reshape(v["shape"]).copy()
+    return out
+
+
+class Block(nn.Module):
+    def __init__(self, D, H, Fh, eps):
+        super().__init__()
+        self.H = H
+        self.norm1 = nn.LayerNorm(D, eps=eps)
+        self.qkv = nn.Linear(D, 3 * D)
+        self.proj = nn.Linear(D, D)
+        self.norm2 = nn.LayerNorm(D, eps=eps)
+        self.fc1 = nn.Linear(D, Fh)
+        self.fc2 = nn.Linear(Fh, D)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        hd = D // self.H
+        qkv = self.qkv(self.norm1(x)).reshape(B, T, 3, self.H, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        a = (q @ k.transpose(-2, -1)) * (hd ** -0.5)
+        a = a.softmax(dim=-1)
+        y = (a @ v).transpose(1, 2).reshape(B, T, D)
+        x = x + self.proj(y)
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class DeiT(nn.Module):
+    def __init__(self, D, depth, H, Fh, classes, distilled, eps=1e-6, img=224, patch=16):
+        super().__init__()
+        self.distilled = distilled
+        self.patch = nn.Conv2d(3, D, patch, patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, D))
+        self.dist = nn.Parameter(torch.zeros(1, 1, D)) if distilled else None
+        T = (img // patch) ** 2 + (2 if distilled else 1)
+        self.pos = nn.Parameter(torch.zeros(1, T, D))
+        self.blocks = nn.ModuleList([Block(D, H, Fh, eps) for _ in range(depth)])
+        self.norm = nn.LayerNorm(D, eps=eps)
+        self.head = nn.Linear(D, classes)
+        self.head_dist = nn.Linear(D, classes) if distilled else None
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        B = x.shape[0]
+        toks = [self.cls.expand(B, -1, -1)]
+        if self.distilled:
+            toks.append(self.dist.expand(B, -1, -1))
+        x = torch.cat(toks + [x], dim=1) + self.pos
+        for b in self.blocks:
+            x = b(x)
+        x = self.norm(x)
+        if self.distilled:
+            return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
+        return self.head(x[:, 0])
+
+
+PRESETS = {"deit_t": (192, 3), "deit_s": (384, 6), "deit_b": (768, 12)}
+
+
+def load(spec, heads=None):
+    if spec.startswith("random:"):
+        D, H = PRESETS[spec.split(":", 1)[1]]
+        torch.manual_seed(0)
+        m = DeiT(D, 12, H, 4 * D, 1000, False)
+        for p in m.parameters():
+            nn.init.trunc_normal_(p, std=0.02)
+        return m.eval()
+    w = read_safetensors(spec)
+    D = w["cls_token"].shape[2]
+    depth = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
+    H = heads or {192: 3, 384: 6, 768: 12}[D]
+    distilled = "head_dist.weight" in w
+    m = DeiT(D, depth, H, w["blocks.0.mlp.fc1.weight"].shape[0], w["head.weight"].shape[0], distilled)
+    sd = {"patch.weight": w["patch_embed.proj.weight"], "patch.bias": w["patch_embed.proj.bias"],
+          "cls": w["cls_token"], "pos": w["pos_embed"], "norm.weight": w["norm.weight"],
+          "norm.bias": w["norm.bias"], "head.weight": w["head.weight"], "head.bias": w["head.bias"]}
+    if distilled:
+        sd.update({"dist": w["dist_token"], "head_dist.weight": w["head_dist.weight"],
+                   "head_dist.bias": w["head_dist.bias"]})
+    for i in range(depth):
+        for ours, timm in [("norm1", "norm1"), ("qkv", "attn.qkv"), ("proj", "attn.proj"), ("norm2", "norm2"),
+                           ("fc1", "mlp.fc1"), ("fc2", "mlp.fc2")]:
+            for p in ("weight", "bias"):
+                sd["blocks.%d.%s.%s" % (i, ours, p)] = w["blocks.%d.%s.%s" % (i, timm, p)]
+    m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
+    return m.eval()
+
+
+def cmd_bench(a):
+    torch.set_num_threads(a.threads)
+    m = load(a.model)
+    res = {"runtime": "pytorch", "torch": torch.__version__, "threads": a.threads, "model": a.model, "batches": {}}
+    for B in [int(b) for b in a.batch.split(",")]:
+        x = torch.randn(B, 3, 224, 224)
+        with torch.no_grad():
+            for _ in range(2):
+                m(x)
+            ts = []
+            for _ in range(a.reps):
+                t = time.perf_counter()
+                m(x)
+                ts.append(time.perf_counter() - t)
+        ts.sort()
+        med = ts[len(ts) // 2]
+        res["batches"][str(B)] = {"median_ms_per_image": 1e3 * med / B, "min_ms_per_image": 1e3 * ts[0] / B,
+                                  "images_per_sec": B / med, "reps": a.reps}
+    s = json.dumps(res, indent=2)
+    if a.json:
+        open(a.json, "w").write(s + "\n")
+    else:
+        print(s)
+
+
+def cmd_logits(a):
+    torch.set_num_threads(a.threads)
+    m = load(a.model)
+    x = torch.from_numpy(read_safetensors(a.input)["input"])
+    with torch.no_grad():
+        np.save(a.out, m(x).numpy())
+
+
+def cmd_onnx(a):
+    m = load(a.model)
+    x = torch.randn(1, 3, 224, 224)
+    torch.onnx.export(m, x, a.out, input_names=["input"], output_names=["logits"], opset_version=17,
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench")
+    b.add_argument("--model", required=True)
+    b.add_argument("--threads", type=int, default=os.cpu_count())
+    b.add_argument("--batch", default="1,16")
+    b.add_argument("--reps", type=int, default=10)
+    b.add_argument("--json")
+    l = sub.add_parser("logits")
+    l.add_argument("--model", required=True)
+    l.add_argument("--input", required=True)
+    l.add_argument("--out", required=True)
+    l.add_argument("--threads", type=int, default=os.cpu_count())
+    o = sub.add_parser("onnx")
+    o.add_argument("--model", required=True)
+    o.add_argument("--out", required=True)
+    a = p.parse_args()
+    {"bench": cmd_bench, "logits": cmd_logits, "onnx": cmd_onnx}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+/*
+ * cli.h — what the subcommands share: declarative option parsing (git's
+ * parse-options in miniature), runtime setup (--threads, --isa), opening a
+ * model from --model/--weights with its preprocessing, and a progress bar.
+ *
+ * Conventions: results go to stdout, logs and progress to stderr; a usage
+ * error prints one lowercase line and exits 2; any other failure prints one
+ * "lpvit: ..." line and exits 1; --help prints to stdout and exits 0.
+ */
+#ifndef LPVIT_CLI_H
+#define LPVIT_CLI_H
+
+#include <stdio.h>
+
+#include "lpvit/error.h"
+#include "lpvit/image.h"
+#include "lpvit/model.h"
+#include "lpvit/registry.h"
+
+enum { CLI_OK = 0, CLI_HELP = 1, CLI_USAGE = 2 };
+enum { EXIT_USAGE = 2 };
+
+typedef enum { OPT_END = 0, OPT_STR, OPT_INT, OPT_DOUBLE, OPT_FLAG, OPT_FLOAT3 } cli_opt_type;
+
+typedef struct {
+    const char *name;    /* "--batch" */
+    cli_opt_type type;
+    void *dst;           /* char ** / int * / double * / int * (flag) / float[3] */
+    const char *metavar; /* "N" */
+    const char *help;
+    double min, max;     /* for OPT_INT / OPT_DOUBLE when min < max */
+    int *seen;           /* optional: set to 1 when given */
+} cli_opt;
+
+typedef struct {
+    const char *usage;       /* "lpvit eval --model M --imagenet-dir DIR [options]" */
+    const char *description; /* a paragraph */
+    const cli_opt *opts;
+    int min_pos, max_pos;    /* positional arguments accepted */
+} cli_spec;
+
+/* Parses argv[1..]; positional arguments go to pos (npos). Returns CLI_OK / CLI_HELP / CLI_USAGE. */
+int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos);
+/* Prints "lpvit: <msg>" on stderr and returns 1 (or 2 for LPV_E_ARG). */
+int cli_fail(const lpv_err *err, lpv_status st);
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* --threads / --isa: applies them (threads 0 = all online CPUs). */
+lpv_status cli_runtime(int threads, const char *isa, lpv_err *err);
+
+typedef struct {
+    lpv_model *model;
+    lpv_model_ref ref;
+    lpv_preproc pp;
+    char pp_source[128]; /* where the preprocessing came from */
+} cli_model;
+
+typedef struct {
+    const char *model, *weights;
+    int heads;
+    int allow_extra;
+    /* preprocessing overrides (unset: NAN / NULL) */
+    double crop_pct;
+    const char *interp;
+    float mean[3], std[3];
+    int mean_set, std_set;
+    int quiet;
+} cli_model_args;
+
+void cli_model_args_init(cli_model_args *a);
+/* Resolves, loads and checks the model, then settles its preprocessing. Logs one line to stderr. */
+lpv_status cli_open_model(const cli_model_args *a, cli_model *out, lpv_err *err);
+void cli_close_model(cli_model *cm);
+/* "resize 248 bicubic, crop 224 (crop_pct 0.9), mean ..., std ..." */
+void cli_preproc_str(const lpv_preproc *pp, char *buf, size_t cap);
+
+/* ---- progress ---- */
+typedef struct {
+    const char *label;
+    long total, done;
+    double t0, last;
+    int tty, quiet, last_pct;
+} cli_progress;
+
+void cli_progress_start(cli_progress *p, const char *label, long total, int quiet);
+void cli_progress_update(cli_progress *p, long done, const char *extra);
+void cli_progress_end(cli_progress *p);
+
+/* Standard option rows shared by several commands. */
+#define CLI_OPT_THREADS(dst) {"--threads", OPT_INT, dst, "N", "threads for all compute (default: all CPUs)", 0, 4096, NULL}
+#define CLI_OPT_ISA(dst) {"--isa", OPT_STR, dst, "ISA", "kernel ISA: auto, avx512, avx2, ref (default auto)", 0, 0, NULL}
+#define CLI_OPT_QUIET(dst) {"--quiet", OPT_FLAG, dst, NULL, "no progress or log lines on stderr", 0, 0, NULL}
+
+#endif

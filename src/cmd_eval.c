@@ -1,0 +1,306 @@
+/*
+ * cmd_eval.c — `lpvit eval`: top-1 / top-5 accuracy on an ImageNet folder,
+ * the way timm's validate.py reports it (same result keys), plus
+ * throughput, the preprocessing used, skipped files and provenance.
+ *
+ * Images are decoded and preprocessed by the loader's thread while the model
+ * runs on the previous batch.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmds.h"
+#include "lpvit/cpu.h"
+#include "lpvit/dataset.h"
+#include "lpvit/fileio.h"
+#include "lpvit/forward.h"
+#include "lpvit/loader.h"
+#include "lpvit/report.h"
+
+typedef struct {
+    cli_model_args ma;
+    const char *dir, *synsets, *labels, *json, *isa;
+    int batch, threads, limit, strict, profile, decode_threads;
+} eval_opts;
+
+typedef struct {
+    long images, correct1, correct5, skipped;
+    double wall, compute;
+    cJSON *skipped_list; /* [{path, reason}] */
+    lpv_profile prof;
+} eval_result;
+
+/* Rank of the label among the logits: 0 = top-1 (ties go to the lower index, as torch.topk). */
+static int label_rank(const float *l, int C, int label) {
+    int rank = 0;
+    float v = l[label];
+    for (int j = 0; j < C; j++) rank += l[j] > v || (l[j] == v && j < label);
+    return rank;
+}
+
+static lpv_status open_dataset(const eval_opts *o, int classes, lpv_dataset *ds, lpv_err *err) {
+    lpv_synsets syn;
+    const char *sp = o->synsets ? o->synsets : lpv_synsets_default_path();
+    int need_syn = !o->labels || o->synsets;
+    if (need_syn) LPV_TRY(lpv_synsets_load(&syn, sp, err));
+    lpv_status st = o->labels ? lpv_dataset_flat(ds, o->dir, o->labels, need_syn ? &syn : NULL, err)
+                              : lpv_dataset_imagefolder(ds, o->dir, &syn, err);
+    if (need_syn) lpv_synsets_free(&syn);
+    if (st) return st;
+    if (o->limit > 0) lpv_dataset_limit(ds, o->limit);
+    for (int i = 0; i < ds->n; i++)
+        if (ds->items[i].label < 0 || ds->items[i].label >= classes) {
+            int bad = ds->items[i].label;
+            lpv_dataset_free(ds);
+            return lpv_fail(err, LPV_E_ARG, "'%s' has label %d, the model has %d classes", ds->items[i].name, bad,
+                            classes);
+        }
+    return LPV_OK;
+}
+
+/* SHA-256 over "name<TAB>label<LF>" of every item: which images, in which order, with which labels. */
+static void dataset_hash(const lpv_dataset *ds, char out[65]) {
+    lpv_sha256 s;
+    lpv_sha256_init(&s);
+    for (int i = 0; i < ds->n; i++) {
+        char line[64];
+        lpv_sha256_update(&s, ds->items[i].name, strlen(ds->items[i].name));
+        int n = snprintf(line, sizeof line, "\t%d\n", ds->items[i].label);
+        lpv_sha256_update(&s, line, (size_t)n);
+    }
+    uint8_t d[32];
+    lpv_sha256_final(&s, d);
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_dataset *ds, eval_result *r,
+                           lpv_err *err) {
+    const lpv_config *c = &cm->model->cfg;
+    int batch = o->batch < ds->n ? o->batch : ds->n;
+    lpv_workspace ws;
+    LPV_TRY(lpv_workspace_init(&ws, c, batch, err));
+    if (o->profile) ws.profile = &r->prof;
+    float *logits = malloc(sizeof(float) * (size_t)batch * c->classes);
+    lpv_loader *L = NULL;
+    lpv_loader_opts lo = {batch, o->decode_threads, o->strict};
+    lpv_status st = logits ? lpv_loader_open(&L, ds, &cm->pp, &lo, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
+    cli_progress pg;
+    cli_progress_start(&pg, "eval", ds->n, o->ma.quiet);
+    double t0 = lpv_now();
+    long done = 0;
+    while (st == LPV_OK) {
+        lpv_batch b;
+        if ((st = lpv_loader_next(L, &b, err)) != LPV_OK || b.count == 0) break;
+        for (int k = 0; k < b.n_failed; k++) {
+            cJSON *f = cJSON_CreateObject();
+            cJSON_AddStringToObject(f, "file", b.failed[k].path);
+            cJSON_AddStringToObject(f, "reason", b.failed[k].reason);
+            cJSON_AddItemToArray(r->skipped_list, f);
+            if (!o->ma.quiet) fprintf(stderr, "%slpvit: skipped: %s\n", pg.tty ? "\r\033[K" : "", b.failed[k].reason);
+        }
+        r->skipped += b.n_failed;
+        if (b.n > 0) {
+            double tc = lpv_now();
+            if ((st = lpv_forward(cm->model, &ws, b.x, b.n, logits, err)) != LPV_OK) break;
+            r->compute += lpv_now() - tc;
+            for (int i = 0; i < b.n; i++) {
+                const float *l = logits + (int64_t)i * c->classes;
+                for (int j = 0; j < c->classes; j++)
+                    if (!isfinite(l[j])) {
+                        st = lpv_fail(err, LPV_E_DATA, "non-finite logit for '%s'", ds->items[b.index[i]].path);
+                        break;
+                    }
+                int rank = label_rank(l, c->classes, b.labels[i]);
+                r->correct1 += rank == 0;
+                r->correct5 += rank < 5;
+            }
+            r->images += b.n;
+        }
+        done += b.count;
+        char extra[64];
+        snprintf(extra, sizeof extra, "top-1 %.2f%%", r->images ? 100.0 * (double)r->correct1 / (double)r->images : 0.0);
+        cli_progress_update(&pg, done, extra);
+    }
+    r->wall = lpv_now() - t0;
+    cli_progress_end(&pg);
+    lpv_loader_close(L);
+    free(logits);
+    lpv_workspace_free(&ws);
+    if (st == LPV_OK && r->images == 0)
+        st = lpv_fail(err, LPV_E_DATA, "no image of '%s' could be read (%ld skipped)", o->dir, r->skipped);
+    return st;
+}
+
+static cJSON *profile_json(const lpv_profile *p) {
+    cJSON *o = cJSON_CreateObject();
+    double total = 0;
+    for (int i = 0; i < LPV_OP_COUNT; i++) total += p->sec[i];
+    for (int i = 0; i < LPV_OP_COUNT; i++) {
+        cJSON *e = cJSON_AddObjectToObject(o, lpv_op_name((lpv_op)i));
+        cJSON_AddNumberToObject(e, "ms_per_image", p->images ? 1e3 * p->sec[i] / (double)p->images : 0);
+        cJSON_AddNumberToObject(e, "share", total > 0 ? p->sec[i] / total : 0);
+        cJSON_AddNumberToObject(e, "gflops", p->sec[i] > 0 ? p->flop[i] / p->sec[i] / 1e9 : 0);
+    }
+    return o;
+}
+
+static void print_profile(const lpv_profile *p) {
+    double total = 0;
+    for (int i = 0; i < LPV_OP_COUNT; i++) total += p->sec[i];
+    printf("\nprofile (per image, %lld images)\n  %-12s %10s %7s %9s\n", (long long)p->images, "op", "ms", "share",
+           "GFLOP/s");
+    for (int i = 0; i < LPV_OP_COUNT; i++)
+        printf("  %-12s %10.3f %6.1f%% %9.1f\n", lpv_op_name((lpv_op)i), 1e3 * p->sec[i] / (double)p->images,
+               100 * p->sec[i] / total, p->sec[i] > 0 ? p->flop[i] / p->sec[i] / 1e9 : 0.0);
+    printf("  %-12s %10.3f\n", "total", 1e3 * total / (double)p->images);
+}
+
+static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, eval_result *r, lpv_err *err) {
+    lpv_model *m = cm->model;
+    const lpv_preproc *pp = &cm->pp;
+    double top1 = 100.0 * (double)r->correct1 / (double)r->images, top5 = 100.0 * (double)r->correct5 / (double)r->images;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", m->arch);
+    cJSON_AddNumberToObject(j, "top1", round(top1 * 1000) / 1000);
+    cJSON_AddNumberToObject(j, "top1_err", round((100 - top1) * 1000) / 1000);
+    cJSON_AddNumberToObject(j, "top5", round(top5 * 1000) / 1000);
+    cJSON_AddNumberToObject(j, "top5_err", round((100 - top5) * 1000) / 1000);
+    cJSON_AddNumberToObject(j, "param_count", round((double)lpv_model_params(m) / 1e4) / 100);
+    cJSON_AddNumberToObject(j, "img_size", pp->img_size);
+    cJSON_AddNumberToObject(j, "crop_pct", pp->crop_pct);
+    cJSON_AddStringToObject(j, "interpolation", lpv_interp_name(pp->interp));
+    cJSON_AddItemToObject(j, "mean", cJSON_CreateFloatArray(pp->mean, 3));
+    cJSON_AddItemToObject(j, "std", cJSON_CreateFloatArray(pp->std, 3));
+    cJSON_AddStringToObject(j, "preprocess_source", cm->pp_source);
+    cJSON_AddNumberToObject(j, "images", (double)r->images);
+    cJSON_AddNumberToObject(j, "correct_top1", (double)r->correct1);
+    cJSON_AddNumberToObject(j, "correct_top5", (double)r->correct5);
+    cJSON_AddNumberToObject(j, "skipped", (double)r->skipped);
+    cJSON_AddItemToObject(j, "skipped_files", r->skipped_list);
+    r->skipped_list = NULL;
+    cJSON_AddNumberToObject(j, "images_per_sec", (double)r->images / r->wall);
+    cJSON_AddNumberToObject(j, "model_images_per_sec", (double)r->images / r->compute);
+    cJSON_AddNumberToObject(j, "wall_s", r->wall);
+    cJSON_AddNumberToObject(j, "batch", o->batch);
+    cJSON *d = cJSON_AddObjectToObject(j, "dataset");
+    cJSON_AddStringToObject(d, "dir", o->dir);
+    cJSON_AddStringToObject(d, "layout", o->labels ? "flat+labels" : "imagefolder");
+    cJSON_AddNumberToObject(d, "items", ds->n);
+    cJSON_AddNumberToObject(d, "classes_present", ds->n_classes);
+    char h[65];
+    dataset_hash(ds, h);
+    cJSON_AddStringToObject(d, "list_sha256", h);
+    cJSON *mf = cJSON_AddObjectToObject(j, "model_file");
+    cJSON_AddStringToObject(mf, "path", m->path);
+    const char *mh = lpv_model_hash(m, err);
+    cJSON_AddStringToObject(mf, "sha256", mh ? mh : "");
+    cJSON_AddStringToObject(mf, "names", lpv_names_str(m->cfg.names));
+    cJSON_AddStringToObject(mf, "dtype", m->src_dtype);
+    if (cm->ref.has_preset && !isnan(cm->ref.preset.ref_top1)) {
+        cJSON *ref = cJSON_AddObjectToObject(j, "reference");
+        cJSON_AddStringToObject(ref, "preset", cm->ref.preset.key);
+        cJSON_AddNumberToObject(ref, "top1_full_val", cm->ref.preset.ref_top1);
+    }
+    if (o->profile) cJSON_AddItemToObject(j, "profile", profile_json(&r->prof));
+    lpv_report_environment(j);
+    return j;
+}
+
+static void print_table(const eval_opts *o, const cli_model *cm, const lpv_dataset *ds, const eval_result *r) {
+    char pps[256];
+    cli_preproc_str(&cm->pp, pps, sizeof pps);
+    printf("model       %s (%s)\n", cm->model->arch, cm->model->path);
+    printf("dataset     %s: %ld images evaluated, %ld skipped, %d classes present\n", o->dir, r->images, r->skipped,
+           ds->n_classes);
+    printf("top-1       %.2f %%\n", 100.0 * (double)r->correct1 / (double)r->images);
+    printf("top-5       %.2f %%\n", 100.0 * (double)r->correct5 / (double)r->images);
+    printf("throughput  %.1f images/s end to end, %.1f images/s in the model (batch %d, %d threads)\n",
+           (double)r->images / r->wall, (double)r->images / r->compute, o->batch, lpv_threads_get());
+    printf("preprocess  %s [%s]\n", pps, cm->pp_source);
+    if (cm->ref.has_preset && !isnan(cm->ref.preset.ref_top1))
+        printf("reference   timm %.2f %% top-1 on the full 50k validation set (%s)\n", cm->ref.preset.ref_top1,
+               cm->ref.preset.key);
+}
+
+int cmd_eval(int argc, char **argv) {
+    eval_opts o;
+    memset(&o, 0, sizeof o);
+    cli_model_args_init(&o.ma);
+    o.batch = 32;
+    o.decode_threads = 1;
+    const cli_opt opts[] = {
+        {"--model", OPT_STR, &o.ma.model, "M", "preset name (deit_b, vit_t, ...), .safetensors file or HF folder", 0, 0, NULL},
+        {"--weights", OPT_STR, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
+        {"--imagenet-dir", OPT_STR, &o.dir, "DIR", "ImageFolder (DIR/<wnid>/*.JPEG) or, with --labels, a flat folder", 0, 0, NULL},
+        {"--labels", OPT_STR, &o.labels, "FILE", "\"file label\" lines for a flat folder (ILSVRC2012_val_labels.txt)", 0, 0, NULL},
+        {"--synsets", OPT_STR, &o.synsets, "FILE", "class order, one wnid per line (default models/synset_words.txt)", 0, 0, NULL},
+        {"--batch", OPT_INT, &o.batch, "N", "images per forward pass", 1, 4096, NULL},
+        {"--limit", OPT_INT, &o.limit, "N", "only the first N images (sorted order)", 1, 100000000, NULL},
+        {"--crop-pct", OPT_DOUBLE, &o.ma.crop_pct, "F", "resize to floor(224 / F) before the center crop", 0.05, 4, NULL},
+        {"--interp", OPT_STR, &o.ma.interp, "I", "bicubic or bilinear (PIL-exact)", 0, 0, NULL},
+        {"--mean", OPT_FLOAT3, o.ma.mean, "a,b,c", "normalization mean (default from the preset)", 0, 0, &o.ma.mean_set},
+        {"--std", OPT_FLOAT3, o.ma.std, "a,b,c", "normalization std (default from the preset)", 0, 0, &o.ma.std_set},
+        {"--heads", OPT_INT, &o.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        {"--strict", OPT_FLAG, &o.strict, NULL, "an unreadable image is an error (default: skip and report it)", 0, 0, NULL},
+        {"--profile", OPT_FLAG, &o.profile, NULL, "time every op of the forward pass", 0, 0, NULL},
+        {"--decode-threads", OPT_INT, &o.decode_threads, "N", "threads decoding images beside the model", 1, 64, NULL},
+        {"--json", OPT_STR, &o.json, "FILE", "write the report as JSON ('-': stdout instead of the table)", 0, 0, NULL},
+        CLI_OPT_THREADS(&o.threads),
+        CLI_OPT_ISA(&o.isa),
+        CLI_OPT_QUIET(&o.ma.quiet),
+        {0},
+    };
+    const cli_spec spec = {
+        "lpvit eval --model M --imagenet-dir DIR [options]",
+        "Top-1/top-5 accuracy on an ImageNet validation folder with timm's eval preprocessing (PIL-exact bicubic "
+        "resize to floor(224/crop_pct), center crop 224, normalize). Unreadable images are skipped and listed.",
+        opts, 0, 0};
+    char *pos[1];
+    int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
+    if (rc) return rc == CLI_HELP ? 0 : rc;
+    if (!o.ma.model) return cli_usage_error("--model is required");
+    if (!o.dir) return cli_usage_error("--imagenet-dir is required");
+    lpv_err err;
+    lpv_status st = cli_runtime(o.threads, o.isa, &err);
+    if (st) return cli_fail(&err, st);
+    if (!lpv_is_dir(o.dir)) {
+        lpv_fail(&err, LPV_E_IO, "--imagenet-dir '%s' is not a directory", o.dir);
+        return cli_fail(&err, LPV_E_IO);
+    }
+    cli_model cm;
+    if ((st = cli_open_model(&o.ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
+    lpv_dataset ds;
+    if ((st = open_dataset(&o, cm.model->cfg.classes, &ds, &err)) != LPV_OK) {
+        cli_close_model(&cm);
+        return cli_fail(&err, st);
+    }
+    if (!o.ma.quiet) {
+        char env[512], pps[256];
+        lpv_environment_line(env, sizeof env);
+        cli_preproc_str(&cm.pp, pps, sizeof pps);
+        fprintf(stderr, "lpvit: %s\nlpvit: %d images, %d classes; preprocess: %s [%s]\n", env, ds.n, ds.n_classes, pps,
+                cm.pp_source);
+    }
+    eval_result r;
+    memset(&r, 0, sizeof r);
+    r.skipped_list = cJSON_CreateArray();
+    st = run_eval(&o, &cm, &ds, &r, &err);
+    if (st == LPV_OK) {
+        cJSON *j = report(&o, &cm, &ds, &r, &err);
+        int to_stdout = o.json && strcmp(o.json, "-") == 0;
+        if (!to_stdout) {
+            print_table(&o, &cm, &ds, &r);
+            if (o.profile) print_profile(&r.prof);
+        }
+        if (o.json) st = lpv_json_write(j, o.json, &err);
+        cJSON_Delete(j);
+    }
+    cJSON_Delete(r.skipped_list);
+    lpv_dataset_free(&ds);
+    cli_close_model(&cm);
+    return st ? cli_fail(&err, st) : 0;
+}

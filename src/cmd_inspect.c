@@ -1,0 +1,85 @@
+/* cmd_inspect.c — `lpvit inspect FILE`: tensors, metadata and (for models) the architecture. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmds.h"
+#include "lpvit/model.h"
+#include "lpvit/report.h"
+#include "lpvit/safetensors.h"
+
+int cmd_inspect(int argc, char **argv) {
+    const char *json = NULL;
+    int quiet = 0;
+    const cli_opt opts[] = {
+        {"--json", OPT_STR, &json, "FILE", "write the listing as JSON ('-' for stdout)", 0, 0, NULL},
+        CLI_OPT_QUIET(&quiet),
+        {0},
+    };
+    const cli_spec spec = {"lpvit inspect FILE.safetensors [--json FILE]",
+                           "Validates a safetensors file and lists its tensors and metadata; for a DeiT/ViT checkpoint "
+                           "(timm or Hugging Face names) also the architecture lpvit reads from it.",
+                           opts, 1, 1};
+    char *pos[1];
+    int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
+    if (rc) return rc == CLI_HELP ? 0 : rc;
+    lpv_err err;
+    lpv_st_file f;
+    lpv_status st = lpv_st_open(&f, pos[0], &err);
+    if (st) return cli_fail(&err, st);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "file", pos[0]);
+    cJSON *ts = cJSON_AddArrayToObject(root, "tensors");
+    uint64_t bytes = 0;
+    for (int i = 0; i < f.n; i++) {
+        const lpv_st_tensor *t = &f.t[i];
+        char sb[160];
+        lpv_shape_str(sb, sizeof sb, t->ndim, t->shape);
+        if (!json) printf("%-60s %-5s %s\n", t->name, lpv_dtype_name(t->dtype), sb);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", t->name);
+        cJSON_AddStringToObject(o, "dtype", lpv_dtype_name(t->dtype));
+        cJSON_AddRawToObject(o, "shape", sb);
+        cJSON_AddItemToArray(ts, o);
+        bytes += t->end - t->begin;
+    }
+    cJSON *meta = cJSON_AddObjectToObject(root, "metadata");
+    for (int i = 0; i < f.n_meta; i++) {
+        cJSON_AddStringToObject(meta, f.meta[i].key, f.meta[i].value);
+        if (!json) printf("metadata %s = %.200s%s\n", f.meta[i].key, f.meta[i].value, strlen(f.meta[i].value) > 200 ? "..." : "");
+    }
+    if (!json) printf("%d tensors, %llu bytes of data, header %llu bytes\n", f.n, (unsigned long long)bytes,
+                      (unsigned long long)f.header_len);
+    lpv_st_close(&f);
+    lpv_model *m = NULL;
+    lpv_model_opts mo = {0, 0, 1};
+    if (lpv_model_load(&m, pos[0], &mo, &err) == LPV_OK) {
+        const lpv_config *c = &m->cfg;
+        cJSON *a = cJSON_AddObjectToObject(root, "architecture");
+        cJSON_AddStringToObject(a, "arch", m->arch);
+        cJSON_AddStringToObject(a, "names", lpv_names_str(c->names));
+        cJSON_AddNumberToObject(a, "dim", c->dim);
+        cJSON_AddNumberToObject(a, "depth", c->depth);
+        cJSON_AddNumberToObject(a, "heads", c->heads);
+        cJSON_AddNumberToObject(a, "mlp", c->mlp);
+        cJSON_AddNumberToObject(a, "tokens", c->n_tokens);
+        cJSON_AddNumberToObject(a, "classes", c->classes);
+        cJSON_AddBoolToObject(a, "distilled", c->n_outputs == 2);
+        cJSON_AddNumberToObject(a, "params", (double)lpv_model_params(m));
+        if (!json)
+            printf("architecture: %s (%s names), width %d, depth %d, %d heads, mlp %d, %d tokens, %d classes%s, %.2fM "
+                   "params\n",
+                   m->arch, lpv_names_str(c->names), c->dim, c->depth, c->heads, c->mlp, c->n_tokens, c->classes,
+                   c->n_outputs == 2 ? ", distilled" : "", (double)lpv_model_params(m) / 1e6);
+        lpv_model_free(m);
+    } else if (!json && !quiet) {
+        printf("not loadable as a DeiT/ViT model: %s\n", err.msg);
+    }
+    if (json && (st = lpv_json_write(root, json, &err)) != LPV_OK) {
+        cJSON_Delete(root);
+        return cli_fail(&err, st);
+    }
+    cJSON_Delete(root);
+    return 0;
+}

@@ -1,0 +1,10 @@
+/* cmds.h — the subcommands dispatched by main.c (one src/cmd_<name>.c each). */
+#ifndef LPVIT_CMDS_H
+#define LPVIT_CMDS_H
+
+int cmd_eval(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_create_model(int argc, char **argv);
+
+#endif

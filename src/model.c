@@ -191,6 +191,20 @@ static lpv_status read_config_json(const char *path, json_config *jc, lpv_err *e
     return st;
 }
 
+/* Files lpvit writes record what shapes cannot say (heads, eps) under "lpvit.arch". */
+static void arch_from_metadata(const lpv_st_file *f, json_config *jc) {
+    const char *meta = lpv_st_meta(f, "lpvit.arch");
+    cJSON *root = meta ? cJSON_Parse(meta) : NULL;
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "heads");
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "ln_eps");
+    if (cJSON_IsNumber(h) && h->valuedouble >= 1 && h->valuedouble <= 1024) jc->heads = (int)h->valuedouble;
+    if (cJSON_IsNumber(e) && e->valuedouble > 0 && e->valuedouble < 0.1) {
+        jc->ln_eps = e->valuedouble;
+        jc->has_eps = 1;
+    }
+    cJSON_Delete(root);
+}
+
 static lpv_status detect_names(const lpv_st_file *f, const char *label, lpv_names *out, lpv_err *err) {
     if (lpv_st_find(f, "cls_token")) *out = LPV_NAMES_TIMM;
     else if (lpv_st_find(f, "vit.embeddings.cls_token")) *out = LPV_NAMES_HF_VIT;
@@ -482,6 +496,7 @@ lpv_status lpv_model_load(lpv_model **out, const char *path, const lpv_model_opt
 
     lpv_st_file f;
     LPV_TRY(lpv_st_open(&f, st_path, err));
+    if (!cfg_path[0]) arch_from_metadata(&f, &jc);
     lpv_model *m = calloc(1, sizeof *m);
     plan p = {0};
     lpv_status st;
@@ -684,6 +699,10 @@ lpv_status lpv_model_save_timm(const lpv_model *m, const char *path, const char 
         ADDT("head_dist.bias", m->head_dist.b, 1, c->classes);
     }
 #undef ADDT
+    char arch[160];
+    snprintf(arch, sizeof arch, "{\"heads\": %d, \"ln_eps\": %.9g, \"arch\": \"%s\"}", c->heads, (double)c->ln_eps,
+             m->arch);
+    if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.arch", arch, err);
     if (st == LPV_OK && meta_key) st = lpv_st_writer_meta(&w, meta_key, meta_value, err);
     if (st == LPV_OK) st = lpv_st_write(&w, path, err);
     lpv_st_writer_free(&w);

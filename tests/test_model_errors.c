@@ -125,7 +125,12 @@ int main(void) {
     /* width 32 has no default head count: without config.json or --heads it must say so */
     lpv_model *m = NULL;
     lpv_err err;
-    CHECK(lpv_model_load(&m, good, NULL, &err) == LPV_E_ARG && strstr(err.msg, "--heads"));
+    /* heads come from the file's lpvit.arch metadata; without it, width 32 needs --heads */
+    CHECK_OK(lpv_model_load(&m, good, NULL, &err), &err);
+    CHECK(m && m->cfg.heads == 2);
+    if (m) lpv_model_free(m);
+    rewrite(good, bad, NULL, NULL, 0, NULL, LPV_DT_F32, NULL); /* the rewrite drops metadata */
+    CHECK(lpv_model_load(&m, bad, NULL, &err) == LPV_E_ARG && strstr(err.msg, "--heads"));
     lpv_model_opts o = {5, 0, 0};
     CHECK(lpv_model_load(&m, good, &o, &err) == LPV_E_ARG && strstr(err.msg, "not divisible by 5 heads"));
     /* extra tensors are accepted with allow_extra */

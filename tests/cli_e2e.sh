@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# End-to-end tests of the lpvit command line: exit codes (0 ok, 1 failure, 2 usage),
+# one-line errors naming the file or flag, no partial outputs, eval/infer/inspect on the
+# committed mini ImageFolder (tests/data) with a random model, and the fixtures when
+# ../shared is present.
+#   cli_e2e.sh path/to/lpvit SOURCE_DIR
+set -u
+L=$1
+SRC=$2
+T=$(mktemp -d /tmp/lpvit_e2e.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fails=0
+pass=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+
+# run EXPECTED_CODE cmd...: stdout -> $T/out, stderr -> $T/err
+run() {
+  local want=$1; shift
+  "$@" >"$T/out" 2>"$T/err"
+  local got=$?
+  if [ "$got" != "$want" ]; then bad "exit $got, expected $want: $*"; sed 's/^/    /' "$T/err" | head -5 >&2; return 1; fi
+  ok
+}
+# an error: exactly one stderr line, starting with "lpvit: ", containing $1
+one_line_err() {
+  local n; n=$(wc -l <"$T/err")
+  if [ "$n" != 1 ]; then bad "expected one error line, got $n: $(head -3 "$T/err")"; return; fi
+  grep -q "^lpvit: " "$T/err" || bad "error does not start with 'lpvit: ': $(cat "$T/err")"
+  grep -qF -- "$1" "$T/err" && ok || bad "error lacks '$1': $(cat "$T/err")"
+}
+json_get() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; }
+
+MINI=$SRC/tests/data/imagenet-mini
+FIX=$SRC/../shared/fixtures
+# ---- usage errors: exit 2 ----
+run 0 "$L" --help; grep -q "eval" "$T/out" || bad "--help lists no commands"
+run 2 "$L" frobnicate; one_line_err "unknown command 'frobnicate'"
+run 2 "$L" eval --frob; one_line_err "unknown option '--frob'"
+run 2 "$L" eval --imagenet-dir "$MINI"; one_line_err "--model is required"
+run 2 "$L" eval --model x --imagenet-dir "$MINI" --batch abc; one_line_err "--batch: expected an integer, got 'abc'"
+run 2 "$L" eval --model x --imagenet-dir "$MINI" --batch 0; one_line_err "--batch: expected 1..4096, got 0"
+run 2 "$L" eval --model x --imagenet-dir "$MINI" --mean 1,2; one_line_err "--mean: expected three numbers"
+run 2 "$L" eval --model x --imagenet-dir "$MINI" --threads; one_line_err "--threads needs a value"
+run 0 "$L" eval --help; grep -q -- "--imagenet-dir" "$T/out" || bad "eval --help lacks --imagenet-dir"
+for c in eval infer inspect create-model; do run 0 "$L" "$c" --help; done
+
+# ---- a random model ----
+M=$T/tiny.safetensors
+run 0 "$L" create-model --dim 64 --depth 2 --heads 2 --seed 1 --out "$M" --quiet
+[ -s "$M" ] && ok || bad "create-model wrote nothing"
+run 0 "$L" inspect "$M"; grep -q "width 64, depth 2" "$T/out" || bad "inspect: $(tail -1 "$T/out")"
+run 2 "$L" create-model --dim 64 --depth 2 --heads 3 --out "$T/x.safetensors"; one_line_err "not divisible"
+
+# ---- eval ----
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --batch 5 --json "$T/e.json" --quiet
+grep -q "^top-1" "$T/out" || bad "eval printed no top-1 line"
+[ "$(json_get "$T/e.json" "d['images']")" = 12 ] && ok || bad "eval images != 12"
+[ "$(json_get "$T/e.json" "d['skipped']")" = 0 ] && ok || bad "eval skipped != 0"
+[ "$(json_get "$T/e.json" "d['dataset']['classes_present']")" = 4 ] && ok || bad "classes_present != 4"
+[ "$(json_get "$T/e.json" "'environment' in d and 'model_file' in d and len(d['model_file']['sha256'])")" = 64 ] && ok || bad "eval json lacks provenance"
+# the same images through the flat layout give the same predictions
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$SRC/tests/data/flat" --labels "$SRC/tests/data/flat_labels.txt" --json "$T/f.json" --quiet
+[ "$(json_get "$T/e.json" "(d['correct_top1'], d['correct_top5'])")" = "$(json_get "$T/f.json" "(d['correct_top1'], d['correct_top5'])")" ] && ok || bad "flat and imagefolder disagree"
+# batch size does not change results
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --batch 12 --threads 1 --json "$T/e2.json" --quiet
+[ "$(json_get "$T/e.json" "d['correct_top5']")" = "$(json_get "$T/e2.json" "d['correct_top5']")" ] && ok || bad "batch/threads change results"
+# --json - replaces the table with JSON on stdout
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --json - --quiet
+/usr/bin/python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$T/out" && ok || bad "--json - is not JSON"
+
+# unreadable images are skipped and listed; --strict makes them fatal; non-images are ignored
+cp -r "$MINI" "$T/mini"
+printf 'not a jpeg' > "$T/mini/n01440764/broken.JPEG"
+printf 'notes' > "$T/mini/n01440764/README.txt"
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$T/mini" --json "$T/s.json" --quiet
+[ "$(json_get "$T/s.json" "(d['images'], d['skipped'], d['skipped_files'][0]['file'].endswith('broken.JPEG'))")" = "(12, 1, True)" ] && ok || bad "broken image not skipped+listed"
+run 1 "$L" eval --model "$M" --heads 2 --imagenet-dir "$T/mini" --strict --quiet; one_line_err "broken.JPEG"
+
+# bad inputs: one line, exit 1, nothing written
+run 1 "$L" eval --model "$M" --heads 2 --imagenet-dir "$T/nope" --quiet; one_line_err "'$T/nope'"
+mkdir -p "$T/empty"
+run 1 "$L" eval --model "$M" --heads 2 --imagenet-dir "$T/empty" --quiet; one_line_err "$T/empty"
+mkdir -p "$T/wrongclass/n99999999" && cp "$MINI/n01440764/img1.png" "$T/wrongclass/n99999999/"
+run 1 "$L" eval --model "$M" --heads 2 --imagenet-dir "$T/wrongclass" --quiet; one_line_err "n99999999"
+head -c 10000 "$M" > "$T/trunc.safetensors"
+run 1 "$L" eval --model "$T/trunc.safetensors" --heads 2 --imagenet-dir "$MINI" --quiet; one_line_err "trunc.safetensors"
+run 1 "$L" eval --model "$T/missing.safetensors" --imagenet-dir "$MINI" --quiet; one_line_err "does not exist"
+run 2 "$L" eval --model deit_q --imagenet-dir "$MINI" --quiet; one_line_err "unknown model 'deit_q'"
+LPVIT_MODELS=$T run 1 "$L" eval --model deit_b --imagenet-dir "$MINI" --quiet; one_line_err "download-model.sh deit_b"
+run 1 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --json "$T/no/such/dir/r.json" --quiet; one_line_err "r.json"
+[ ! -e "$T/no/such/dir/r.json" ] && ok || bad "partial json written"
+# heads are recorded in files lpvit writes; a foreign file of unknown width needs --heads (usage error)
+run 0 "$L" eval --model "$M" --imagenet-dir "$MINI" --quiet
+[ -d "$FIX" ] && { run 2 "$L" eval --model "$FIX/timm_deit_tiny_d2.safetensors" --heads 5 --imagenet-dir "$MINI" --quiet; one_line_err "not divisible by 5 heads"; }
+run 1 "$L" inspect "$T/trunc.safetensors"; one_line_err "truncated"
+
+# ---- infer ----
+run 0 "$L" infer --model "$M" --heads 2 "$MINI/n01440764/img0.JPEG" "$MINI/n15075141/img11.png" --quiet
+[ "$(grep -c '%' "$T/out")" = 10 ] && ok || bad "infer images: expected 2x5 top-5 lines"
+run 0 "$L" infer --model "$M" --heads 2 "$MINI/n01440764/img0.JPEG" --json "$T/i.json" --quiet
+[ "$(json_get "$T/i.json" "len(d['images'][0]['top5'])")" = 5 ] && ok || bad "infer json"
+run 1 "$L" infer --model "$M" --heads 2 "$T/mini/n01440764/broken.JPEG" --quiet; one_line_err "broken.JPEG"
+run 2 "$L" infer --model "$M" --input x.safetensors; one_line_err "--input and --out go together"
+
+if [ -d "$FIX" ]; then
+  run 0 "$L" infer --model "$FIX/timm_deit_tiny_d2.safetensors" --input "$FIX/timm_deit_tiny_d2.ref.safetensors" --out "$T/logits.safetensors" --quiet
+  run 0 "$L" inspect "$T/logits.safetensors"; grep -q "logits .*F32 .*\[4, 1000\]" "$T/out" && ok || bad "infer --out tensor: $(head -1 "$T/out")"
+  cp "$FIX/timm_deit_tiny_d2.ref.safetensors" "$T/in.safetensors"
+  run 2 "$L" infer --model "$FIX/timm_deit_tiny_d2.safetensors" --input "$T/in.safetensors" --out "$T/in.safetensors" --quiet; one_line_err "is the input file"
+  run 1 "$L" infer --model "$FIX/timm_deit_tiny_d2.safetensors" --input "$M" --out "$T/o.safetensors" --quiet; one_line_err "no tensor named 'input'"
+  [ ! -e "$T/o.safetensors" ] && ok || bad "partial infer output"
+  # HF folders load as they are
+  run 0 "$L" inspect "$FIX/hf_deit_tiny_distilled_d2/model.safetensors"; grep -q "hf-deit names" "$T/out" && ok || bad "HF inspect"
+else
+  echo "skip fixture checks: $FIX not found"
+fi
+
+echo "cli_e2e: $pass checks passed, $fails failed"
+[ "$fails" = 0 ]

@@ -1,0 +1,124 @@
+/*
+ * bsr.h — block-sparse rows (BSR) weights and the engine's sparse GEMM.
+ *
+ * A weight W (rows = out × cols = in) is cut into R×C blocks (R, C each one of
+ * 8, 16, 32, 64; rectangular allowed). Edge blocks may be partial (e.g. the
+ * 1000-row head with R = 64); they are stored zero-padded to R×C. Only kept
+ * blocks are stored, in the torch/scipy BSR arrays that the safetensors export
+ * uses (NAME.bsr_crow_indices / bsr_col_indices / bsr_values):
+ *     row_ptr (nbr + 1)       blocks of block row i are [row_ptr[i], row_ptr[i+1])
+ *     col_idx (nnzb)          block column of each block, strictly increasing in a row
+ *     values  (nnzb, R, C)    row-major blocks
+ * plus a kernel layout `packed` (the same numbers reordered, see bsr.c) and
+ * small tables for the K-chunking and the thread split.
+ *
+ * The product, on feature-major activations as in linear.h (features × tokens,
+ * row stride ld; columns [T, round16(T)) are padding the kernels may read and
+ * write when round16(T) <= ld):
+ *     Y (rows, T) = epi(W · X (cols, T) + b)        epi: LPV_EPI_* of linear.h
+ * Three implementations: a plain-loop reference, AVX2 (4 rows × 24 tokens
+ * register tile) and AVX-512 (8 rows × 48 tokens), chosen with lpv_isa_get(). Block rows are split over lpv_threads_get() OpenMP threads by
+ * kept-block count (or tokens when there are too few rows).
+ *
+ * Memory: every array of an lpv_bsr lives in one lpv_arena. Pass your own
+ * arena (e.g. the model's BSR arena; the arrays die with it and lpv_bsr_free
+ * only forgets them) or NULL to let the lpv_bsr own a private arena that
+ * lpv_bsr_free releases (the struct may be copied/moved either way). Storage is 2 × nnzb·R·C floats (values + packed)
+ * plus O(nbr · cols/256) ints. The builders copy their inputs. The kernels
+ * allocate nothing and only read the lpv_bsr, so one lpv_bsr may be used by
+ * several threads at once.
+ *
+ *     lpv_bsr w; lpv_err err;
+ *     if (lpv_bsr_from_dense(&w, W, 768, 3072, 32, 32, mask, NULL, "blocks.0.mlp.fc2", &err)) die(err.msg);
+ *     lpv_bsr_matmul(&w, bias, X, ldx, Y, ldy, T, LPV_EPI_BIAS | LPV_EPI_ACC);
+ *     lpv_bsr_free(&w);
+ */
+#ifndef LPVIT_BSR_H
+#define LPVIT_BSR_H
+
+#include <stdint.h>
+
+#include "lpvit/arena.h"
+#include "lpvit/cpu.h"
+#include "lpvit/error.h"
+
+/* K (input feature) granule of the chunk tables; a multiple of every C. */
+#define LPV_BSR_KGRAN 256
+
+typedef struct lpv_bsr {
+    int rows, cols;     /* dense shape (out, in) */
+    int R, C;           /* block shape: R output rows × C input columns */
+    int nbr, nbc;       /* ceil(rows / R), ceil(cols / C) */
+    int64_t nnzb;       /* kept blocks */
+    int32_t *row_ptr;   /* (nbr + 1) */
+    int32_t *col_idx;   /* (nnzb) */
+    float *values;      /* (nnzb, R, C) canonical, zero beyond the dense edges */
+    /* ---- kernel tables (derived; see bsr.c) ---- */
+    float *packed;      /* (nnzb·R·C): per block row, per 8-row group, its blocks' [C][8] slices */
+    int ngran;          /* ceil(cols / LPV_BSR_KGRAN) */
+    int32_t *gran_ptr;  /* (nbr, ngran + 1): first block of a row at or after granule g */
+    int ngroups;        /* 8-row groups holding at least one dense row */
+    int64_t *group_cost;/* (ngroups + 1) prefix of per-group work, for the thread split */
+    /* ---- memory ---- */
+    int owns_arena;     /* 1: the arrays live in `own`, freed by lpv_bsr_free */
+    lpv_arena own;
+} lpv_bsr;
+
+/* W (rows, cols) row-major, mask (nbr, nbc) with nonzero = keep (NULL keeps
+ * every block). `name` prefixes error messages. */
+lpv_status lpv_bsr_from_dense(lpv_bsr *b, const float *W, int rows, int cols, int R, int C, const uint8_t *mask,
+                              lpv_arena *arena, const char *name, lpv_err *err);
+
+/* From the three file arrays with their element counts (n_values floats,
+ * n_col ints, n_row_ptr ints). Validates everything: block shape, dims > 0,
+ * n_row_ptr == nbr + 1, row_ptr[0] == 0, row_ptr non-decreasing,
+ * row_ptr[nbr] == n_col, n_values == n_col·R·C, every column in [0, nbc) and
+ * strictly increasing within a block row. Values beyond the dense edge of a
+ * partial block are ignored (stored as 0). Errors name `name` (e.g.
+ * "blocks.3.mlp.fc1.weight") and the broken rule. Everything is validated
+ * before anything is allocated; on any failure *b is left empty (all zero,
+ * safe to lpv_bsr_free) and only an out-of-memory failure can leave partial
+ * allocations in a caller's arena. */
+lpv_status lpv_bsr_from_arrays(lpv_bsr *b, int rows, int cols, int R, int C, const float *values, int64_t n_values,
+                               const int32_t *col_idx, int64_t n_col, const int32_t *row_ptr, int64_t n_row_ptr,
+                               lpv_arena *arena, const char *name, lpv_err *err);
+
+/* W (rows, cols) with zeros in pruned blocks. */
+void lpv_bsr_to_dense(const lpv_bsr *b, float *W);
+/* mask (nbr, nbc): 1 where a block is kept. */
+void lpv_bsr_mask(const lpv_bsr *b, uint8_t *mask);
+/* Kept blocks / all blocks (0 for an empty shape). */
+double lpv_bsr_density(const lpv_bsr *b);
+/* Releases the private arena (if any) and zeroes *b. */
+void lpv_bsr_free(lpv_bsr *b);
+
+/* Y (rows, T) ld ldy = epi(W X + bias), X (cols, T) ld ldx; bias (rows) or
+ * NULL (then LPV_EPI_BIAS adds nothing). GELU is not combined with ACC.
+ * Needs ldx, ldy >= T; T >= 1. ISA from lpv_isa_get(), threads from
+ * lpv_threads_get() (1 when called inside a parallel region). X and Y must
+ * not overlap. */
+void lpv_bsr_matmul(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi);
+
+/* The same with an explicit ISA (one the CPU can run; see lpv_isa_best) and
+ * thread count (tests, benchmarks). */
+void lpv_bsr_matmul_isa(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi,
+                        lpv_isa isa, int nthreads);
+
+/* Thread `tid`'s share of the product split `nthreads` ways, for callers that
+ * keep one parallel region open: every thread of the team calls it with its
+ * omp_get_thread_num(); outputs are disjoint, so no barrier is needed inside
+ * (the caller puts one before Y is read). */
+void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T,
+                         int epi, lpv_isa isa, int tid, int nthreads);
+
+/* ---- vectorized exact GELU (used by the BSR epilogue) ----
+ * x[i] = 0.5·x·(1 + erf(x/√2)) in place, relative error <= ~5e-7 everywhere
+ * (src/vmath.h), AVX-512 / AVX2 by lpv_isa_get(), scalar otherwise.
+ * Single-threaded; n >= 0, any alignment. */
+void lpv_vgelu(float *x, int64_t n);
+/* With an explicit ISA; LPV_ISA_REF is the same algorithm in scalar C. */
+void lpv_vgelu_isa(float *x, int64_t n, lpv_isa isa);
+/* y = erf(x) with the vmath algorithm (exposed for tests). */
+void lpv_verf_isa(float *y, const float *x, int64_t n, lpv_isa isa);
+
+#endif

@@ -1,0 +1,332 @@
+/*
+ * vmath.h — internal vectorized math for kernel epilogues: exp on (-inf, 0],
+ * erf, and exact (erf) GELU, as static inline functions in three flavours:
+ * portable scalar (lpv__erf_s / lpv__gelu_s), AVX2+FMA (8 lanes, *8) and
+ * AVX-512 (16 lanes, *16). The vector functions carry their own target
+ * attribute, so only TUs that dispatch on lpv_isa_get() may call them
+ * (src/bsr_avx2.c, src/bsr_avx512.c); the generic build has no -m flags.
+ * Nothing is allocated. The exported array routine is lpv_vgelu (bsr.h).
+ *
+ * Method (z = |x|; all flavours evaluate the same formulas with the same FMAs,
+ * so they agree to within a few ulp — reciprocal and exp scaling differ):
+ *   z <  1     erf(z)  = z + z·(P(z²) - 1)         P: degree 6, rel. err 1.2e-9
+ *   z >= 1     erfc(z) = exp(-z²) · E(t), t = 2/(2+z), z clamped to 12
+ *              E: degree 8 fit of erfcx(z) = exp(z²)·erfc(z), rel. err 5e-8
+ *              exp(-z²) with z² split hi+lo by an FMA, so no argument rounding
+ *              is amplified (erfc stays relatively accurate out to z ≈ 9).
+ *   gelu(x) = x·Φ(x) with one branch-free path for every x: q = Φ(-|x|) =
+ *   0.5·erfc(|x|/√2) = 0.5·exp(-x²/2)·G(t), t = 2/(2+|x|/√2) (G: degree 9
+ *   fit of erfcx on [0, 14], rel. err 6.2e-8; t by reciprocal + Newton in
+ *   the vector flavours), exp(-x²/2) from x directly (hi+lo as above); then
+ *   gelu = x·(1 - q) for x > 0, x·q otherwise. The negative tail is thus
+ *   accurate relative to its own (tiny) size, unlike 0.5·x·(1 + erff(·)).
+ *   Cost (AVX-512, Zen 4): ~40 cycles per 16 values, throughput-bound.
+ * Measured over every 97th float in [-10, 10] against double erf/erfc:
+ * |erf - erf_double| <= 7.5e-8 (erff: 5.2e-8); GELU relative error <= 5.7e-7
+ * wherever |gelu| > 1e-30, absolute <= 3.9e-7 (tests/test_bsr.c checks both).
+ * Special values: erf(±0) = ±0, erf(±inf) = ±1, gelu(+inf) = +inf,
+ * gelu(±0) = ±0, gelu(-inf) = -0 (the limit; the erff formula gives NaN),
+ * NaN -> NaN.
+ */
+#ifndef LPVIT_VMATH_H
+#define LPVIT_VMATH_H
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LPV_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define LPV_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define LPV_VINLINE static inline __attribute__((always_inline))
+
+/* erf(z)/z = P(z²) on [0, 1] */
+#define LPV_ERF_P0M1 1.28379166e-01f /* P0 - 1 = 2/sqrt(pi) - 1 */
+#define LPV_ERF_P1 -3.761262584e-01f
+#define LPV_ERF_P2 1.128358527e-01f
+#define LPV_ERF_P3 -2.685381592e-02f
+#define LPV_ERF_P4 5.188334205e-03f
+#define LPV_ERF_P5 -8.010244870e-04f
+#define LPV_ERF_P6 7.854016490e-05f
+/* erfcx(z) = E(t), t = 2/(2+z), z in [1, 12] */
+#define LPV_ERF_E0 -1.897892076e-06f
+#define LPV_ERF_E1 2.821460520e-01f
+#define LPV_ERF_E2 2.815355727e-01f
+#define LPV_ERF_E3 2.498983666e-01f
+#define LPV_ERF_E4 1.684866753e-01f
+#define LPV_ERF_E5 8.331159871e-02f
+#define LPV_ERF_E6 5.323572151e-02f
+#define LPV_ERF_E7 -2.050571196e-01f
+#define LPV_ERF_E8 8.695131827e-02f
+/* GELU: erfcx(z) = G(t), t = 2/(2+z), z in [0, 14], rel. err 6.2e-8 */
+#define LPV_GELU_G0 -5.307243628e-07f
+#define LPV_GELU_G1 2.820974815e-01f
+#define LPV_GELU_G2 2.822770534e-01f
+#define LPV_GELU_G3 2.435920688e-01f
+#define LPV_GELU_G4 2.011884908e-01f
+#define LPV_GELU_G5 -2.367692093e-02f
+#define LPV_GELU_G6 2.743381358e-01f
+#define LPV_GELU_G7 -4.842712967e-01f
+#define LPV_GELU_G8 2.832758667e-01f
+#define LPV_GELU_G9 -5.882039089e-02f
+#define LPV_ERF_SPLIT 1.0f
+#define LPV_ERF_ZMAX 12.0f
+/* exp: Cephes expf reduction and polynomial */
+#define LPV_EXP_LOG2E 1.44269504088896341f
+#define LPV_EXP_C1 0.693359375f
+#define LPV_EXP_C2 -2.12194440e-4f
+#define LPV_EXP_Q0 1.9875691500e-4f
+#define LPV_EXP_Q1 1.3981999507e-3f
+#define LPV_EXP_Q2 8.3334519073e-3f
+#define LPV_EXP_Q3 4.1665795894e-2f
+#define LPV_EXP_Q4 1.6666665459e-1f
+#define LPV_EXP_Q5 5.0000001201e-1f
+#define LPV_EXP_MIN -87.0f /* below: result flushed to 0 */
+#define LPV_SQRT1_2 0.70710678118654752f
+
+/* ---------------------------------------------------------------------------
+ * Scalar mirror (portable C, uses fmaf). */
+
+/* exp(a) for a <= 0; 0 below LPV_EXP_MIN. */
+static inline float lpv__exp_neg_s(float a) {
+    if (!(a >= LPV_EXP_MIN)) return 0.0f;
+    /* round to nearest by the 1.5·2^23 trick (|a·log2e| < 2^22), no libm call */
+    float n = (a * LPV_EXP_LOG2E + 12582912.0f) - 12582912.0f;
+    float r = fmaf(-n, LPV_EXP_C1, a);
+    r = fmaf(-n, LPV_EXP_C2, r);
+    float p = fmaf(LPV_EXP_Q0, r, LPV_EXP_Q1);
+    p = fmaf(p, r, LPV_EXP_Q2);
+    p = fmaf(p, r, LPV_EXP_Q3);
+    p = fmaf(p, r, LPV_EXP_Q4);
+    p = fmaf(p, r, LPV_EXP_Q5);
+    p = fmaf(p, r * r, r) + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n, n >= -126 here */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static inline float lpv__erf_small_s(float z) { /* erf(z), 0 <= z < 1 */
+    float u = z * z;
+    float p = fmaf(LPV_ERF_P6, u, LPV_ERF_P5);
+    p = fmaf(p, u, LPV_ERF_P4);
+    p = fmaf(p, u, LPV_ERF_P3);
+    p = fmaf(p, u, LPV_ERF_P2);
+    p = fmaf(p, u, LPV_ERF_P1);
+    p = fmaf(p, u, LPV_ERF_P0M1);
+    return fmaf(z, p, z);
+}
+
+static inline float lpv__erfcx_s(float z) { /* exp(z²)·erfc(z), 1 <= z <= 12 */
+    float t = 2.0f / (2.0f + z);
+    float e = fmaf(LPV_ERF_E8, t, LPV_ERF_E7);
+    e = fmaf(e, t, LPV_ERF_E6);
+    e = fmaf(e, t, LPV_ERF_E5);
+    e = fmaf(e, t, LPV_ERF_E4);
+    e = fmaf(e, t, LPV_ERF_E3);
+    e = fmaf(e, t, LPV_ERF_E2);
+    e = fmaf(e, t, LPV_ERF_E1);
+    return fmaf(e, t, LPV_ERF_E0);
+}
+
+static inline float lpv__erf_s(float x) {
+    if (isnan(x)) return x;
+    float z = fabsf(x), r;
+    if (z < LPV_ERF_SPLIT) {
+        r = lpv__erf_small_s(z);
+    } else {
+        z = z < LPV_ERF_ZMAX ? z : LPV_ERF_ZMAX;
+        float hi = z * z, lo = fmaf(z, z, -hi);
+        float e = lpv__exp_neg_s(-hi) * (1.0f - lo);
+        r = fmaf(-e, lpv__erfcx_s(z), 1.0f);
+    }
+    return copysignf(r, x);
+}
+
+static inline float lpv__gelu_g_s(float t) {
+    float e = fmaf(LPV_GELU_G9, t, LPV_GELU_G8);
+    e = fmaf(e, t, LPV_GELU_G7);
+    e = fmaf(e, t, LPV_GELU_G6);
+    e = fmaf(e, t, LPV_GELU_G5);
+    e = fmaf(e, t, LPV_GELU_G4);
+    e = fmaf(e, t, LPV_GELU_G3);
+    e = fmaf(e, t, LPV_GELU_G2);
+    e = fmaf(e, t, LPV_GELU_G1);
+    return fmaf(e, t, LPV_GELU_G0);
+}
+
+static inline float lpv__gelu_s(float x) {
+    if (isnan(x)) return x;
+    float xc = x < -20.0f ? -20.0f : (x > 20.0f ? 20.0f : x);
+    float z = fabsf(xc) * LPV_SQRT1_2;
+    float t = 2.0f / (2.0f + z);
+    float hi = xc * xc, lo = fmaf(xc, xc, -hi);
+    float q = 0.5f * lpv__exp_neg_s(-0.5f * hi) * (1.0f - 0.5f * lo) * lpv__gelu_g_s(t); /* Φ(-|x|) */
+    return x > 0 ? x * (1.0f - q) : xc * q;
+}
+
+/* ---------------------------------------------------------------------------
+ * AVX2 + FMA, 8 lanes. */
+
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__exp_neg8(__m256 a) {
+    __m256 keep = _mm256_cmp_ps(a, _mm256_set1_ps(LPV_EXP_MIN), _CMP_GE_OQ);
+    a = _mm256_max_ps(a, _mm256_set1_ps(LPV_EXP_MIN));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(LPV_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LPV_EXP_C1), a);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LPV_EXP_C2), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(LPV_EXP_Q0), r, _mm256_set1_ps(LPV_EXP_Q1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q5));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__erf_small8(__m256 z) {
+    __m256 u = _mm256_mul_ps(z, z);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(LPV_ERF_P6), u, _mm256_set1_ps(LPV_ERF_P5));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(LPV_ERF_P4));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(LPV_ERF_P3));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(LPV_ERF_P2));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(LPV_ERF_P1));
+    p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(LPV_ERF_P0M1));
+    return _mm256_fmadd_ps(z, p, z);
+}
+
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__erfcx8(__m256 z) {
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(_mm256_set1_ps(2.0f), z));
+    __m256 e = _mm256_fmadd_ps(_mm256_set1_ps(LPV_ERF_E8), t, _mm256_set1_ps(LPV_ERF_E7));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_ERF_E6));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_ERF_E5));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_ERF_E4));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_ERF_E3));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_ERF_E2));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_ERF_E1));
+    return _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_ERF_E0));
+}
+
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__erf8(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 z = _mm256_andnot_ps(sign, x);
+    __m256 small = lpv__erf_small8(z);
+    __m256 zc = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(LPV_ERF_SPLIT)), _mm256_set1_ps(LPV_ERF_ZMAX));
+    __m256 hi = _mm256_mul_ps(zc, zc), lo = _mm256_fmsub_ps(zc, zc, hi);
+    __m256 e = _mm256_mul_ps(lpv__exp_neg8(_mm256_xor_ps(hi, sign)), _mm256_sub_ps(_mm256_set1_ps(1.0f), lo));
+    __m256 big = _mm256_fnmadd_ps(e, lpv__erfcx8(zc), _mm256_set1_ps(1.0f));
+    __m256 r = _mm256_blendv_ps(big, small, _mm256_cmp_ps(z, _mm256_set1_ps(LPV_ERF_SPLIT), _CMP_LT_OQ));
+    r = _mm256_or_ps(r, _mm256_and_ps(x, sign));
+    return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__gelu8(__m256 x) {
+    const __m256 half = _mm256_set1_ps(0.5f);
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-20.0f)), _mm256_set1_ps(20.0f));
+    __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), xc), _mm256_set1_ps(LPV_SQRT1_2));
+    /* t = 2/(2+z): reciprocal estimate + one Newton step (rel. err ~1e-7) */
+    __m256 d = _mm256_add_ps(_mm256_set1_ps(2.0f), z);
+    __m256 r = _mm256_rcp_ps(d);
+    r = _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0f)));
+    __m256 t = _mm256_add_ps(r, r);
+    __m256 e = _mm256_fmadd_ps(_mm256_set1_ps(LPV_GELU_G9), t, _mm256_set1_ps(LPV_GELU_G8));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_GELU_G7));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_GELU_G6));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_GELU_G5));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_GELU_G4));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_GELU_G3));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_GELU_G2));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_GELU_G1));
+    e = _mm256_fmadd_ps(e, t, _mm256_set1_ps(LPV_GELU_G0));
+    __m256 hi = _mm256_mul_ps(xc, xc), lo = _mm256_fmsub_ps(xc, xc, hi);
+    __m256 ex = lpv__exp_neg8(_mm256_mul_ps(hi, _mm256_set1_ps(-0.5f)));
+    __m256 q = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(half, ex), _mm256_fnmadd_ps(half, lo, _mm256_set1_ps(1.0f))), e);
+    __m256 pos = _mm256_mul_ps(x, _mm256_sub_ps(_mm256_set1_ps(1.0f), q));
+    __m256 neg = _mm256_mul_ps(xc, q);
+    __m256 g = _mm256_blendv_ps(neg, pos, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
+    return _mm256_blendv_ps(g, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+/* ---------------------------------------------------------------------------
+ * AVX-512, 16 lanes. */
+
+LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__exp_neg16(__m512 a) {
+    a = _mm512_max_ps(a, _mm512_set1_ps(-150.0f)); /* scalef flushes to 0 below */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(LPV_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LPV_EXP_C1), a);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LPV_EXP_C2), r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(LPV_EXP_Q0), r, _mm512_set1_ps(LPV_EXP_Q1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q5));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    __m512 res = _mm512_scalef_ps(p, n);
+    /* same cutoff as the scalar and AVX2 versions */
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(LPV_EXP_MIN), _CMP_GE_OQ), res);
+}
+
+LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__erf_small16(__m512 z) {
+    __m512 u = _mm512_mul_ps(z, z);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(LPV_ERF_P6), u, _mm512_set1_ps(LPV_ERF_P5));
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(LPV_ERF_P4));
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(LPV_ERF_P3));
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(LPV_ERF_P2));
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(LPV_ERF_P1));
+    p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(LPV_ERF_P0M1));
+    return _mm512_fmadd_ps(z, p, z);
+}
+
+LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__erfcx16(__m512 z) {
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(_mm512_set1_ps(2.0f), z));
+    __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(LPV_ERF_E8), t, _mm512_set1_ps(LPV_ERF_E7));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_ERF_E6));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_ERF_E5));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_ERF_E4));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_ERF_E3));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_ERF_E2));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_ERF_E1));
+    return _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_ERF_E0));
+}
+
+LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__erf16(__m512 x) {
+    __m512 z = _mm512_abs_ps(x);
+    __m512 small = lpv__erf_small16(z);
+    __m512 zc = _mm512_min_ps(_mm512_max_ps(z, _mm512_set1_ps(LPV_ERF_SPLIT)), _mm512_set1_ps(LPV_ERF_ZMAX));
+    __m512 hi = _mm512_mul_ps(zc, zc), lo = _mm512_fmsub_ps(zc, zc, hi);
+    __m512 e = _mm512_mul_ps(lpv__exp_neg16(_mm512_sub_ps(_mm512_setzero_ps(), hi)), _mm512_sub_ps(_mm512_set1_ps(1.0f), lo));
+    __m512 r = _mm512_fnmadd_ps(e, lpv__erfcx16(zc), _mm512_set1_ps(1.0f));
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(z, _mm512_set1_ps(LPV_ERF_SPLIT), _CMP_LT_OQ), small);
+    r = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r),
+                                            _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN))));
+    return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__gelu16(__m512 x) {
+    const __m512 half = _mm512_set1_ps(0.5f);
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-20.0f)), _mm512_set1_ps(20.0f));
+    __m512 z = _mm512_mul_ps(_mm512_abs_ps(xc), _mm512_set1_ps(LPV_SQRT1_2));
+    /* t = 2/(2+z): 14-bit reciprocal + one Newton step (rel. err ~1e-8) */
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(2.0f), z);
+    __m512 r = _mm512_rcp14_ps(d);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+    __m512 t = _mm512_add_ps(r, r);
+    __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(LPV_GELU_G9), t, _mm512_set1_ps(LPV_GELU_G8));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G7));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G6));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G5));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G4));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G3));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G2));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G1));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G0));
+    __m512 hi = _mm512_mul_ps(xc, xc), lo = _mm512_fmsub_ps(xc, xc, hi);
+    __m512 ex = lpv__exp_neg16(_mm512_mul_ps(hi, _mm512_set1_ps(-0.5f)));
+    __m512 q = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(half, ex), _mm512_fnmadd_ps(half, lo, _mm512_set1_ps(1.0f))), e);
+    __m512 g = _mm512_mul_ps(xc, q);
+    g = _mm512_mask_mov_ps(g, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ),
+                           _mm512_mul_ps(x, _mm512_sub_ps(_mm512_set1_ps(1.0f), q)));
+    return _mm512_mask_mov_ps(g, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+#endif

@@ -229,9 +229,14 @@ lpv_status cli_open_model(const cli_model_args *a, cli_model *out, lpv_err *err)
     memset(out, 0, sizeof *out);
     LPV_TRY(lpv_resolve_model(a->model, a->weights, &out->ref, err));
     lpv_model_opts mo = {a->heads, 0, a->allow_extra};
-    if (!a->heads && out->ref.has_preset) mo.heads = out->ref.preset.heads;
     double t0 = lpv_now();
-    LPV_TRY(lpv_model_load(&out->model, out->ref.path, &mo, err));
+    lpv_status ls = lpv_model_load(&out->model, out->ref.path, &mo, err);
+    /* a file that does not say its head count gets the preset's (checked against the rest below) */
+    if (ls == LPV_E_ARG && !a->heads && out->ref.has_preset) {
+        mo.heads = out->ref.preset.heads;
+        ls = lpv_model_load(&out->model, out->ref.path, &mo, err);
+    }
+    if (ls) return ls;
     lpv_model *m = out->model;
     if (out->ref.has_preset) {
         lpv_status st = lpv_preset_check(&out->ref.preset, &m->cfg, out->ref.path, err);
@@ -292,6 +297,25 @@ lpv_status cli_open_model(const cli_model_args *a, cli_model *out, lpv_err *err)
 void cli_close_model(cli_model *cm) {
     lpv_model_free(cm->model);
     cm->model = NULL;
+}
+
+lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err) {
+    char *end;
+    long r = strtol(s, &end, 10), c = r;
+    if (end != s && (*end == 'x' || *end == 'X')) {
+        const char *q = end + 1;
+        c = strtol(q, &end, 10);
+        if (end == q) c = -1;
+    }
+    int ok = end != s && *end == 0;
+    long sides[2] = {r, c};
+    for (int i = 0; i < 2 && ok; i++)
+        ok = sides[i] == 8 || sides[i] == 16 || sides[i] == 32 || sides[i] == 64;
+    if (!ok)
+        return lpv_fail(err, LPV_E_ARG, "--block: expected RxC with R, C in {8, 16, 32, 64} (e.g. 32x32), got '%s'", s);
+    *R = (int)r;
+    *C = (int)c;
+    return LPV_OK;
 }
 
 /* ---------------------------------------------------------------------------

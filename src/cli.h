@@ -74,6 +74,9 @@ void cli_close_model(cli_model *cm);
 /* "resize 248 bicubic, crop 224 (crop_pct 0.9), mean ..., std ..." */
 void cli_preproc_str(const lpv_preproc *pp, char *buf, size_t cap);
 
+/* "32x32", "16x32" or "32" (square); each side one of 8, 16, 32, 64. */
+lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err);
+
 /* ---- progress ---- */
 typedef struct {
     const char *label;

@@ -64,7 +64,8 @@ int cmd_create_model(int argc, char **argv) {
     if (st) return cli_fail(&err, st);
     char meta[128];
     snprintf(meta, sizeof meta, "{\"random_seed\": %d}", seed);
-    st = lpv_model_save_timm(m, out, "lpvit.random", meta, &err);
+    lpv_save_opts so = {0, 1, {"lpvit.random"}, {meta}};
+    st = lpv_model_save(m, out, &so, &err);
     if (!st && !quiet)
         fprintf(stderr, "lpvit: wrote '%s': random weights (seed %d), width %d, depth %d, %d heads, %.2fM params\n", out,
                 seed, c.dim, c.depth, c.heads, (double)lpv_model_params(m) / 1e6);

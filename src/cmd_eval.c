@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "cmds.h"
+#include "lpvit/calib.h"
 #include "lpvit/cpu.h"
 #include "lpvit/dataset.h"
 #include "lpvit/fileio.h"
@@ -60,21 +61,6 @@ static lpv_status open_dataset(const eval_opts *o, int classes, lpv_dataset *ds,
                             classes);
         }
     return LPV_OK;
-}
-
-/* SHA-256 over "name<TAB>label<LF>" of every item: which images, in which order, with which labels. */
-static void dataset_hash(const lpv_dataset *ds, char out[65]) {
-    lpv_sha256 s;
-    lpv_sha256_init(&s);
-    for (int i = 0; i < ds->n; i++) {
-        char line[64];
-        lpv_sha256_update(&s, ds->items[i].name, strlen(ds->items[i].name));
-        int n = snprintf(line, sizeof line, "\t%d\n", ds->items[i].label);
-        lpv_sha256_update(&s, line, (size_t)n);
-    }
-    uint8_t d[32];
-    lpv_sha256_final(&s, d);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
 static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_dataset *ds, eval_result *r,
@@ -192,7 +178,7 @@ static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, e
     cJSON_AddNumberToObject(d, "items", ds->n);
     cJSON_AddNumberToObject(d, "classes_present", ds->n_classes);
     char h[65];
-    dataset_hash(ds, h);
+    lpv_dataset_hash(ds, h);
     cJSON_AddStringToObject(d, "list_sha256", h);
     cJSON *mf = cJSON_AddObjectToObject(j, "model_file");
     cJSON_AddStringToObject(mf, "path", m->path);

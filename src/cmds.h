@@ -6,5 +6,8 @@ int cmd_eval(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_create_model(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 #endif

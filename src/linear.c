@@ -13,14 +13,13 @@
 #include <omp.h>
 #include <string.h>
 
+#include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
 #include "lpvit/error.h"
 
 static float gelu1(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 
-void lpv_gelu_inplace(float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) x[i] = gelu1(x[i]);
-}
+void lpv_gelu_inplace(float *x, int64_t n) { lpv_vgelu(x, n); }
 
 /* Applies bias / GELU to rows [r0, r1) of Y (T valid columns). ACC is handled by the GEMM. */
 static void epilogue_rows(float *Y, int ldy, int T, int r0, int r1, const float *b, int epi) {
@@ -32,8 +31,7 @@ static void epilogue_rows(float *Y, int ldy, int T, int r0, int r1, const float 
             float bv = b[r];
             for (int t = 0; t < Tp; t++) y[t] += bv;
         }
-        if (epi & LPV_EPI_GELU)
-            for (int t = 0; t < Tp; t++) y[t] = gelu1(y[t]);
+        if (epi & LPV_EPI_GELU) lpv_vgelu(y, Tp);
     }
 }
 
@@ -81,7 +79,8 @@ void lpv_linear_forward_ref(const lpv_linear *L, const float *X, int ldx, float 
 }
 
 void lpv_linear_forward(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi) {
-    lpv_linear_forward_dense(L, X, ldx, Y, ldy, T, epi);
+    if (L->bsr) lpv_bsr_matmul(L->bsr, L->b, X, ldx, Y, ldy, T, epi);
+    else lpv_linear_forward_dense(L, X, ldx, Y, ldy, T, epi);
 }
 
-double lpv_linear_density(const lpv_linear *L) { return L->bsr ? 1.0 : 1.0; }
+double lpv_linear_density(const lpv_linear *L) { return L->bsr ? lpv_bsr_density(L->bsr) : 1.0; }

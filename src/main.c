@@ -21,7 +21,10 @@ typedef struct {
 } command;
 
 static const command COMMANDS[] = {
+    {"prune", cmd_prune, "post-training block pruning to a FLOPs target (writes a BSR model + report)"},
     {"eval", cmd_eval, "top-1/top-5 accuracy on an ImageNet folder"},
+    {"bench", cmd_bench, "dense vs block-sparse speed, per layer and end to end, in one run"},
+    {"export", cmd_export, "write a pruned model as dense-with-zeros (timm-loadable) or BSR safetensors"},
     {"infer", cmd_infer, "logits for a tensor file, or top-5 classes for images"},
     {"inspect", cmd_inspect, "list the tensors, metadata and architecture of a safetensors file"},
     {"create-model", cmd_create_model, "write a model with random weights (tests, demos, benchmarks)"},

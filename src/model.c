@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lpvit/bsr.h"
 #include "lpvit/fileio.h"
 #include "lpvit/rng.h"
 #include "lpvit/safetensors.h"
@@ -158,6 +159,7 @@ typedef struct {
     int heads;          /* 0 if absent */
     double ln_eps;      /* 0 if absent */
     int has_eps;
+    int patch, chans;   /* lpvit.arch only: the patch geometry of a file whose patch weight is BSR */
 } json_config;
 
 static lpv_status read_config_json(const char *path, json_config *jc, lpv_err *err) {
@@ -202,6 +204,9 @@ static void arch_from_metadata(const lpv_st_file *f, json_config *jc) {
         jc->ln_eps = e->valuedouble;
         jc->has_eps = 1;
     }
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "patch"), *c = cJSON_GetObjectItemCaseSensitive(root, "chans");
+    if (cJSON_IsNumber(p) && p->valuedouble >= 1 && p->valuedouble <= 1024) jc->patch = (int)p->valuedouble;
+    if (cJSON_IsNumber(c) && c->valuedouble >= 1 && c->valuedouble <= 4) jc->chans = (int)c->valuedouble;
     cJSON_Delete(root);
 }
 
@@ -225,25 +230,34 @@ static lpv_status infer_config(src_ctx *s, const json_config *jc, const lpv_mode
     lpv_names n = c->names;
     s->hf_teacher = n == LPV_NAMES_HF_DEIT && lpv_st_find(f, "cls_classifier.weight") != NULL;
 
+    /* Shapes come from tensors a pruned file keeps dense (tokens, biases); the patch
+       geometry from the patch weight, or from lpvit.arch metadata when it is stored as BSR. */
     const lpv_st_tensor *cls = find_g(s, n, G_CLS), *pos = find_g(s, n, G_POS), *pe = find_g(s, n, G_PE_W);
-    const lpv_st_tensor *head = find_g(s, n, G_HEAD_W);
+    const lpv_st_tensor *head_b = find_g(s, n, G_HEAD_B);
     char nm[LPV_ST_MAX_NAME];
-    if (!pos || !pe || !head) {
-        global_id miss = !pos ? G_POS : !pe ? G_PE_W : G_HEAD_W;
+    if (!pos || !head_b || (!pe && !jc->patch)) {
+        global_id miss = !pos ? G_POS : !head_b ? G_HEAD_B : G_PE_W;
         global_name(nm, sizeof nm, n, s->hf_teacher, miss);
         return lpv_fail(err, LPV_E_SHAPE, "'%s': missing tensor '%s'", s->label, nm);
     }
     LPV_TRY(need_rank(s, cls, 3, err));
     LPV_TRY(need_rank(s, pos, 3, err));
-    LPV_TRY(need_rank(s, pe, 4, err));
-    LPV_TRY(need_rank(s, head, 2, err));
+    LPV_TRY(need_rank(s, head_b, 1, err));
     c->dim = (int)cls->shape[2];
-    c->chans = (int)pe->shape[1];
-    c->patch = (int)pe->shape[2];
-    if (c->dim < 1 || c->dim > 8192 || c->patch < 1 || pe->shape[3] != c->patch || c->chans < 1 || c->chans > 4) {
+    if (pe) {
+        LPV_TRY(need_rank(s, pe, 4, err));
+        c->chans = (int)pe->shape[1];
+        c->patch = (int)pe->shape[2];
+        if (pe->shape[3] != c->patch) c->patch = -1;
+    } else {
+        c->chans = jc->chans ? jc->chans : 3;
+        c->patch = jc->patch;
+    }
+    if (c->dim < 1 || c->dim > 8192 || c->patch < 1 || c->chans < 1 || c->chans > 4) {
         char sb[96];
         return lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected [D, 3, P, P] with square patches",
-                        s->label, pe->name, lpv_shape_str(sb, sizeof sb, pe->ndim, pe->shape));
+                        s->label, pe ? pe->name : "patch_embed.proj.weight",
+                        pe ? lpv_shape_str(sb, sizeof sb, pe->ndim, pe->shape) : "?");
     }
     int has_dist = find_g(s, n, G_DIST) != NULL;
     c->n_prefix = has_dist ? 2 : 1;
@@ -257,17 +271,20 @@ static lpv_status infer_config(src_ctx *s, const json_config *jc, const lpv_mode
                         c->n_prefix);
     }
     c->img = side * c->patch;
-    c->classes = (int)head->shape[0];
+    c->classes = (int)head_b->shape[0];
     /* distilled: a second head (timm head_dist / HF distillation_classifier) averaged with the first */
-    c->n_outputs = find_g(s, n, G_HEADD_W) ? 2 : 1;
+    c->n_outputs = find_g(s, n, G_HEADD_B) ? 2 : 1;
     if (c->n_outputs == 2 && !has_dist)
         return lpv_fail(err, LPV_E_SHAPE, "'%s': has a distillation head but no distillation token", s->label);
     c->depth = count_blocks(f, n);
     if (c->depth < 1) return lpv_fail(err, LPV_E_SHAPE, "'%s': no transformer blocks found", s->label);
-    block_name(nm, sizeof nm, n, B_FC1_W, 0);
+    if (c->depth > LPV_MAX_DEPTH)
+        return lpv_fail(err, LPV_E_UNSUPPORTED, "'%s': %d blocks, at most %d supported", s->label, c->depth,
+                        LPV_MAX_DEPTH);
+    block_name(nm, sizeof nm, n, B_FC1_B, 0);
     const lpv_st_tensor *fc1 = lpv_st_find(f, nm);
     if (!fc1) return lpv_fail(err, LPV_E_SHAPE, "'%s': missing tensor '%s'", s->label, nm);
-    LPV_TRY(need_rank(s, fc1, 2, err));
+    LPV_TRY(need_rank(s, fc1, 1, err));
     c->mlp = (int)fc1->shape[0];
 
     c->heads = o && o->heads ? o->heads : jc->heads ? jc->heads : lpv_default_heads(c->dim);
@@ -294,6 +311,7 @@ typedef struct {
     int ndim;
     int64_t shape[4];
     float *dst;
+    lpv_linear *lin; /* set for a linear weight that a pruned file may store as BSR */
 } plan_item;
 
 typedef struct {
@@ -315,6 +333,7 @@ static lpv_status plan_add(plan *p, const char *name, float *dst, int ndim, int6
     it->ndim = ndim;
     it->shape[0] = d0, it->shape[1] = d1, it->shape[2] = d2, it->shape[3] = d3;
     it->dst = dst;
+    it->lin = NULL;
     return LPV_OK;
 }
 
@@ -364,10 +383,12 @@ static lpv_status build_plan(lpv_model *m, int hf_teacher, plan *p, lpv_err *err
         block_name(nm, sizeof nm, n, id, l);                              \
         LPV_TRY(plan_add(p, nm, dst, nd, a, b_, 0, 0, err));              \
     } while (0)
+#define LIN(lin_) (p->items[p->n - 1].lin = (lin_))
     G(G_CLS, m->cls, 3, 1, 1, D, 0);
     if (m->dist) G(G_DIST, m->dist, 3, 1, 1, D, 0);
     G(G_POS, m->pos, 3, 1, c->n_tokens, D, 0);
     G(G_PE_W, m->patch.w, 4, D, c->chans, c->patch, c->patch);
+    LIN(&m->patch);
     G(G_PE_B, m->patch.b, 1, D, 0, 0, 0);
     for (int l = 0; l < c->depth; l++) {
         lpv_block *b = &m->blocks[l];
@@ -375,6 +396,7 @@ static lpv_status build_plan(lpv_model *m, int hf_teacher, plan *p, lpv_err *err
         B(B_LN1_B, l, b->ln1_b, 1, D, 0);
         if (n == LPV_NAMES_TIMM) {
             B(B_QKV_W, l, b->qkv.w, 2, 3 * D, D);
+            LIN(&b->qkv);
             B(B_QKV_B, l, b->qkv.b, 1, 3 * D, 0);
         } else { /* HF: q, k, v land in consecutive row ranges of the fused qkv */
             B(B_Q_W, l, b->qkv.w, 2, D, D);
@@ -385,38 +407,144 @@ static lpv_status build_plan(lpv_model *m, int hf_teacher, plan *p, lpv_err *err
             B(B_V_B, l, b->qkv.b + 2 * D, 1, D, 0);
         }
         B(B_PROJ_W, l, b->proj.w, 2, D, D);
+        if (n == LPV_NAMES_TIMM) LIN(&b->proj);
         B(B_PROJ_B, l, b->proj.b, 1, D, 0);
         B(B_LN2_W, l, b->ln2_w, 1, D, 0);
         B(B_LN2_B, l, b->ln2_b, 1, D, 0);
         B(B_FC1_W, l, b->fc1.w, 2, F, D);
+        if (n == LPV_NAMES_TIMM) LIN(&b->fc1);
         B(B_FC1_B, l, b->fc1.b, 1, F, 0);
         B(B_FC2_W, l, b->fc2.w, 2, D, F);
+        if (n == LPV_NAMES_TIMM) LIN(&b->fc2);
         B(B_FC2_B, l, b->fc2.b, 1, D, 0);
     }
     G(G_NORM_W, m->norm_w, 1, D, 0, 0, 0);
     G(G_NORM_B, m->norm_b, 1, D, 0, 0, 0);
     G(G_HEAD_W, m->head.w, 2, c->classes, D, 0, 0);
+    if (n == LPV_NAMES_TIMM) LIN(&m->head);
     G(G_HEAD_B, m->head.b, 1, c->classes, 0, 0, 0);
     if (c->n_outputs == 2) {
         G(G_HEADD_W, m->head_dist.w, 2, c->classes, D, 0, 0);
+        if (n == LPV_NAMES_TIMM) LIN(&m->head_dist);
         G(G_HEADD_B, m->head_dist.b, 1, c->classes, 0, 0, 0);
     }
 #undef G
 #undef B
+#undef LIN
+    /* the patch embedding is a linear only under timm names too */
+    if (n != LPV_NAMES_TIMM)
+        for (int i = 0; i < p->n; i++) p->items[i].lin = NULL;
+    return LPV_OK;
+}
+
+/* The three BSR tensors of a pruned linear weight, or NULL when the file has none. */
+typedef struct {
+    const lpv_st_tensor *values, *cols, *rows;
+} bsr_tensors;
+
+static int find_bsr(const lpv_st_file *f, const char *name, bsr_tensors *bt) {
+    char nm[LPV_ST_MAX_NAME + 32];
+    snprintf(nm, sizeof nm, "%s.bsr_values", name);
+    bt->values = lpv_st_find(f, nm);
+    snprintf(nm, sizeof nm, "%s.bsr_col_indices", name);
+    bt->cols = lpv_st_find(f, nm);
+    snprintf(nm, sizeof nm, "%s.bsr_row_ptr", name);
+    bt->rows = lpv_st_find(f, nm);
+    return bt->values || bt->cols || bt->rows;
+}
+
+/* Reads an I32/I64 index tensor into int32 (range-checked). */
+static lpv_status read_index(const lpv_st_file *f, const lpv_st_tensor *t, int32_t *dst, lpv_err *err) {
+    if (t->ndim != 1) return lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' must be 1-D", f->path, t->name);
+    int64_t *tmp = malloc(sizeof(int64_t) * (t->nelem + 1));
+    if (!tmp) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    lpv_status st = lpv_st_read_i64(f, t, tmp, err);
+    for (uint64_t i = 0; st == LPV_OK && i < t->nelem; i++) {
+        if (tmp[i] < INT32_MIN || tmp[i] > INT32_MAX)
+            st = lpv_fail(err, LPV_E_FORMAT, "'%s': tensor '%s' entry %llu out of int32 range", f->path, t->name,
+                          (unsigned long long)i);
+        else dst[i] = (int32_t)tmp[i];
+    }
+    free(tmp);
+    return st;
+}
+
+/* Loads a pruned linear weight stored as <name>.bsr_{values,col_indices,row_ptr}. */
+static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan_item *it, const bsr_tensors *bt,
+                                  lpv_err *err) {
+    const char *label = f->path;
+    if (!bt->values || !bt->cols || !bt->rows)
+        return lpv_fail(err, LPV_E_SHAPE, "'%s': '%s' needs all of .bsr_values, .bsr_col_indices and .bsr_row_ptr",
+                        label, it->name);
+    const lpv_st_tensor *v = bt->values;
+    char sb[96];
+    if (v->ndim != 3)
+        return lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected [nnzb, R, C]", label, v->name,
+                        lpv_shape_str(sb, sizeof sb, v->ndim, v->shape));
+    if (v->dtype != LPV_DT_F32 && v->dtype != LPV_DT_F16 && v->dtype != LPV_DT_BF16)
+        return lpv_fail(err, LPV_E_UNSUPPORTED, "'%s': tensor '%s' has dtype %s, expected F32, F16 or BF16", label,
+                        v->name, lpv_dtype_name(v->dtype));
+    if (bt->cols->dtype != LPV_DT_I32 && bt->cols->dtype != LPV_DT_I64)
+        return lpv_fail(err, LPV_E_FORMAT, "'%s': tensor '%s' has dtype %s, expected I32", label, bt->cols->name,
+                        lpv_dtype_name(bt->cols->dtype));
+    if (bt->rows->dtype != LPV_DT_I32 && bt->rows->dtype != LPV_DT_I64)
+        return lpv_fail(err, LPV_E_FORMAT, "'%s': tensor '%s' has dtype %s, expected I32", label, bt->rows->name,
+                        lpv_dtype_name(bt->rows->dtype));
+    lpv_linear *L = it->lin;
+    float *vals = malloc(sizeof(float) * (v->nelem + 1));
+    int32_t *cols = malloc(sizeof(int32_t) * (bt->cols->nelem + 1));
+    int32_t *rows = malloc(sizeof(int32_t) * (bt->rows->nelem + 1));
+    lpv_bsr *b = lpv_arena_alloc(&m->arena, sizeof *b);
+    lpv_status st = (!vals || !cols || !rows || !b) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
+    if (!st) st = lpv_st_read_f32(f, v, vals, err);
+    if (!st) st = read_index(f, bt->cols, cols, err);
+    if (!st) st = read_index(f, bt->rows, rows, err);
+    if (!st) {
+        char name[LPV_ST_MAX_NAME + 1100];
+        snprintf(name, sizeof name, "'%s': '%s'", label, it->name);
+        int R = v->shape[1] > 0 && v->shape[1] <= 64 ? (int)v->shape[1] : 0;
+        int C = v->shape[2] > 0 && v->shape[2] <= 64 ? (int)v->shape[2] : 0;
+        st = lpv_bsr_from_arrays(b, L->out, L->in, R, C, vals, (int64_t)v->nelem, cols, (int64_t)bt->cols->nelem,
+                                 rows, (int64_t)bt->rows->nelem, &m->arena, name, err);
+    }
+    free(vals);
+    free(cols);
+    free(rows);
+    if (st) return st;
+    L->bsr = b;
+    L->w = NULL; /* the dense weight is never materialized for a pruned layer */
     return LPV_OK;
 }
 
 /* Checks the file against the plan (missing, mis-shaped, wrong dtype, unexpected), then converts. */
-static lpv_status execute_plan(const lpv_st_file *f, const char *label, const plan *p, int allow_extra,
-                               lpv_err *err) {
+static lpv_status execute_plan(lpv_model *m, const lpv_st_file *f, const char *label, const plan *p,
+                               int allow_extra, lpv_err *err) {
     unsigned char *used = calloc((size_t)f->n + 1, 1);
     if (!used) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    unsigned char *sparse = calloc((size_t)p->n + 1, 1);
+    if (!sparse) {
+        free(used);
+        return lpv_fail(err, LPV_E_OOM, "out of memory");
+    }
     lpv_status st = LPV_OK;
     for (int i = 0; i < p->n && st == LPV_OK; i++) {
         const plan_item *it = &p->items[i];
         const lpv_st_tensor *t = lpv_st_find(f, it->name);
         char want[96], got[96];
         lpv_shape_str(want, sizeof want, it->ndim, it->shape);
+        bsr_tensors bt;
+        if (it->lin && find_bsr(f, it->name, &bt)) {
+            if (t) {
+                st = lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' is stored both dense and as BSR", label, it->name);
+                break;
+            }
+            const lpv_st_tensor *three[3] = {bt.values, bt.cols, bt.rows};
+            for (int k = 0; k < 3; k++)
+                if (three[k]) used[three[k] - f->t] = 1;
+            sparse[i] = 1;
+            st = load_bsr_weight(m, f, it, &bt, err);
+            continue;
+        }
         if (!t) {
             st = lpv_fail(err, LPV_E_SHAPE, "'%s': missing tensor '%s' (expected shape %s)", label, it->name, want);
             break;
@@ -445,7 +573,8 @@ static lpv_status execute_plan(const lpv_st_file *f, const char *label, const pl
             }
     free(used);
     for (int i = 0; i < p->n && st == LPV_OK; i++)
-        st = lpv_st_read_f32(f, lpv_st_find(f, p->items[i].name), p->items[i].dst, err);
+        if (!sparse[i]) st = lpv_st_read_f32(f, lpv_st_find(f, p->items[i].name), p->items[i].dst, err);
+    free(sparse);
     return st;
 }
 
@@ -510,9 +639,11 @@ lpv_status lpv_model_load(lpv_model **out, const char *path, const lpv_model_opt
     lpv_arena_init(&m->arena, 1 << 20);
     if ((st = alloc_weights(m, err)) != LPV_OK) goto fail;
     if ((st = build_plan(m, s.hf_teacher, &p, err)) != LPV_OK) goto fail;
-    if ((st = execute_plan(&f, st_path, &p, opts && opts->allow_extra, err)) != LPV_OK) goto fail;
+    if ((st = execute_plan(m, &f, st_path, &p, opts && opts->allow_extra, err)) != LPV_OK) goto fail;
     const lpv_st_tensor *t0 = lpv_st_find(&f, p.items[0].name);
     snprintf(m->src_dtype, sizeof m->src_dtype, "%s", lpv_dtype_name(t0->dtype));
+    const char *meta = lpv_st_meta(&f, "lpvit");
+    if (meta) m->lpvit_meta = lpv_arena_strdup(&m->arena, meta);
     infer_arch_name(m, &f);
     free(p.items);
     lpv_st_close(&f);
@@ -576,11 +707,59 @@ int lpv_model_layers(lpv_model *m, lpv_layer_ref *out, int cap) {
 }
 
 lpv_linear *lpv_model_layer(lpv_model *m, const char *name) {
-    lpv_layer_ref refs[4 + 4 * 64];
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
     for (int i = 0; i < n && i < (int)(sizeof refs / sizeof *refs); i++)
         if (strcmp(refs[i].name, name) == 0) return refs[i].lin;
     return NULL;
+}
+
+lpv_status lpv_model_sparsify(lpv_model *m, lpv_linear *L, int R, int C, const uint8_t *mask, const char *name,
+                              lpv_err *err) {
+    const float *W = L->w;
+    float *tmp = NULL;
+    if (!W) { /* already sparse: re-mask its dense form */
+        if (!L->bsr) return lpv_fail(err, LPV_E_ARG, "layer '%s' has no weights", name);
+        tmp = malloc(sizeof(float) * (size_t)L->out * (size_t)L->in);
+        if (!tmp) return lpv_fail(err, LPV_E_OOM, "out of memory");
+        lpv_bsr_to_dense(L->bsr, tmp);
+        W = tmp;
+    }
+    lpv_bsr *b = lpv_arena_alloc(&m->arena, sizeof *b);
+    lpv_status st = b ? lpv_bsr_from_dense(b, W, L->out, L->in, R, C, mask, &m->arena, name, err)
+                      : lpv_fail(err, LPV_E_OOM, "out of memory");
+    free(tmp);
+    if (st) return st;
+    L->bsr = b;
+    L->w = NULL;
+    return LPV_OK;
+}
+
+lpv_status lpv_model_densify(lpv_model *m, lpv_err *err) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
+    for (int i = 0; i < n; i++) {
+        lpv_linear *L = refs[i].lin;
+        if (!L->bsr) continue;
+        float *w = lpv_arena_alloc(&m->arena, sizeof(float) * (size_t)L->out * (size_t)L->in);
+        if (!w) return lpv_fail(err, LPV_E_OOM, "out of memory densifying '%s'", refs[i].name);
+        lpv_bsr_to_dense(L->bsr, w);
+        L->w = w;
+        L->bsr = NULL;
+    }
+    return LPV_OK;
+}
+
+double lpv_model_linear_density(lpv_model *m) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
+    double kept = 0, all = 0;
+    for (int i = 0; i < n; i++) {
+        double sz = (double)refs[i].lin->out * refs[i].lin->in;
+        kept += sz * lpv_linear_density(refs[i].lin);
+        all += sz;
+    }
+    return all > 0 ? kept / all : 1.0;
 }
 
 /* ---------------------------------------------------------------------------
@@ -598,7 +777,7 @@ static void fill_const(float *x, int64_t n, float v) {
 lpv_status lpv_model_random(lpv_model **out, const lpv_config *cfg, uint64_t seed, lpv_err *err) {
     *out = NULL;
     const lpv_config *c = cfg;
-    if (c->dim < 1 || c->heads < 1 || c->dim % c->heads || c->depth < 1 || c->mlp < 1 || c->patch < 1 ||
+    if (c->dim < 1 || c->heads < 1 || c->dim % c->heads || c->depth < 1 || c->depth > LPV_MAX_DEPTH || c->mlp < 1 || c->patch < 1 ||
         c->img % c->patch || c->classes < 1 || c->chans < 1 || (c->n_prefix != 1 && c->n_prefix != 2) ||
         (c->n_outputs == 2 && c->n_prefix != 2))
         return lpv_fail(err, LPV_E_ARG, "invalid architecture for random weights");
@@ -651,39 +830,74 @@ lpv_status lpv_model_random(lpv_model **out, const lpv_config *cfg, uint64_t see
     return LPV_OK;
 }
 
-lpv_status lpv_model_save_timm(const lpv_model *m, const char *path, const char *meta_key, const char *meta_value,
-                               lpv_err *err) {
+/* Temporary dense copies of BSR weights, freed after the write. */
+typedef struct {
+    float *bufs[LPV_MAX_LAYERS];
+    int n;
+} dense_tmp;
+
+/* Adds one linear weight: dense, densified (dense_masked), or as the three BSR arrays. */
+static lpv_status add_linear(lpv_st_writer *w, const char *name, const lpv_linear *L, int ndim, const int64_t *shape,
+                             int dense_masked, dense_tmp *tmp, lpv_err *err) {
+    if (!L->bsr) {
+        if (!L->w) return lpv_fail(err, LPV_E_UNSUPPORTED, "layer '%s' has no weights to save", name);
+        return lpv_st_writer_add(w, name, LPV_DT_F32, ndim, shape, L->w, err);
+    }
+    const lpv_bsr *b = L->bsr;
+    if (dense_masked) {
+        if (tmp->n >= (int)(sizeof tmp->bufs / sizeof *tmp->bufs)) return lpv_fail(err, LPV_E_ARG, "too many layers");
+        float *d = malloc(sizeof(float) * (size_t)b->rows * (size_t)b->cols);
+        if (!d) return lpv_fail(err, LPV_E_OOM, "out of memory densifying '%s'", name);
+        tmp->bufs[tmp->n++] = d;
+        lpv_bsr_to_dense(b, d);
+        return lpv_st_writer_add(w, name, LPV_DT_F32, ndim, shape, d, err);
+    }
+    char nm[LPV_ST_MAX_NAME + 32];
+    snprintf(nm, sizeof nm, "%s.bsr_values", name);
+    LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_F32, 3, (int64_t[]){b->nnzb, b->R, b->C}, b->values, err));
+    snprintf(nm, sizeof nm, "%s.bsr_col_indices", name);
+    LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_I32, 1, (int64_t[]){b->nnzb}, b->col_idx, err));
+    snprintf(nm, sizeof nm, "%s.bsr_row_ptr", name);
+    return lpv_st_writer_add(w, nm, LPV_DT_I32, 1, (int64_t[]){(int64_t)b->nbr + 1}, b->row_ptr, err);
+}
+
+lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_opts *o, lpv_err *err) {
     if (m->path[0] && lpv_same_file(path, m->path))
         return lpv_fail(err, LPV_E_ARG, "refusing to overwrite the input model '%s'", path);
     const lpv_config *c = &m->cfg;
     int64_t D = c->dim;
+    int dm = o && o->dense_masked;
     lpv_st_writer w;
     lpv_st_writer_init(&w);
+    dense_tmp tmp;
+    tmp.n = 0;
     lpv_status st = LPV_OK;
     char nm[LPV_ST_MAX_NAME];
 #define ADDT(name, ptr, nd, ...)                                                                       \
     do {                                                                                               \
         if (st == LPV_OK) st = lpv_st_writer_add(&w, name, LPV_DT_F32, nd, (int64_t[]){__VA_ARGS__}, ptr, err); \
     } while (0)
+#define ADDL(name, lin, nd, ...)                                                                       \
+    do {                                                                                               \
+        if (st == LPV_OK) st = add_linear(&w, name, lin, nd, (int64_t[]){__VA_ARGS__}, dm, &tmp, err);  \
+    } while (0)
     ADDT("cls_token", m->cls, 3, 1, 1, D);
     if (m->dist) ADDT("dist_token", m->dist, 3, 1, 1, D);
     ADDT("pos_embed", m->pos, 3, 1, c->n_tokens, D);
-    ADDT("patch_embed.proj.weight", m->patch.w, 4, D, c->chans, c->patch, c->patch);
+    ADDL("patch_embed.proj.weight", &m->patch, 4, D, c->chans, c->patch, c->patch);
     ADDT("patch_embed.proj.bias", m->patch.b, 1, D);
     for (int l = 0; l < c->depth && st == LPV_OK; l++) {
         const lpv_block *b = &m->blocks[l];
         const float *ptrs[B_COUNT] = {
-            [B_LN1_W] = b->ln1_w, [B_LN1_B] = b->ln1_b, [B_QKV_W] = b->qkv.w, [B_QKV_B] = b->qkv.b,
-            [B_PROJ_W] = b->proj.w, [B_PROJ_B] = b->proj.b, [B_LN2_W] = b->ln2_w, [B_LN2_B] = b->ln2_b,
-            [B_FC1_W] = b->fc1.w, [B_FC1_B] = b->fc1.b, [B_FC2_W] = b->fc2.w, [B_FC2_B] = b->fc2.b};
+            [B_LN1_W] = b->ln1_w, [B_LN1_B] = b->ln1_b, [B_QKV_B] = b->qkv.b, [B_PROJ_B] = b->proj.b,
+            [B_LN2_W] = b->ln2_w, [B_LN2_B] = b->ln2_b, [B_FC1_B] = b->fc1.b, [B_FC2_B] = b->fc2.b};
         for (int id = 0; id < B_COUNT && st == LPV_OK; id++) {
             if (!TIMM_B[id]) continue;
             snprintf(nm, sizeof nm, TIMM_B[id], l);
             const lpv_linear *lin = id == B_QKV_W ? &b->qkv : id == B_PROJ_W ? &b->proj : id == B_FC1_W ? &b->fc1
                                                                         : id == B_FC2_W ? &b->fc2 : NULL;
             if (lin) {
-                if (!lin->w) st = lpv_fail(err, LPV_E_UNSUPPORTED, "layer '%s' has no dense weight to save", nm);
-                else ADDT(nm, lin->w, 2, lin->out, lin->in);
+                ADDL(nm, lin, 2, lin->out, lin->in);
             } else {
                 int64_t len = id == B_QKV_B ? 3 * D : id == B_FC1_B ? c->mlp : D;
                 ADDT(nm, ptrs[id], 1, len);
@@ -692,19 +906,22 @@ lpv_status lpv_model_save_timm(const lpv_model *m, const char *path, const char 
     }
     ADDT("norm.weight", m->norm_w, 1, D);
     ADDT("norm.bias", m->norm_b, 1, D);
-    ADDT("head.weight", m->head.w, 2, c->classes, D);
+    ADDL("head.weight", &m->head, 2, c->classes, D);
     ADDT("head.bias", m->head.b, 1, c->classes);
     if (c->n_outputs == 2) {
-        ADDT("head_dist.weight", m->head_dist.w, 2, c->classes, D);
+        ADDL("head_dist.weight", &m->head_dist, 2, c->classes, D);
         ADDT("head_dist.bias", m->head_dist.b, 1, c->classes);
     }
 #undef ADDT
-    char arch[160];
-    snprintf(arch, sizeof arch, "{\"heads\": %d, \"ln_eps\": %.9g, \"arch\": \"%s\"}", c->heads, (double)c->ln_eps,
-             m->arch);
+#undef ADDL
+    char arch[256];
+    snprintf(arch, sizeof arch, "{\"heads\": %d, \"ln_eps\": %.9g, \"patch\": %d, \"chans\": %d, \"arch\": \"%s\"}",
+             c->heads, (double)c->ln_eps, c->patch, c->chans, m->arch);
     if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.arch", arch, err);
-    if (st == LPV_OK && meta_key) st = lpv_st_writer_meta(&w, meta_key, meta_value, err);
+    for (int i = 0; o && i < o->n_meta && st == LPV_OK; i++)
+        st = lpv_st_writer_meta(&w, o->meta_keys[i], o->meta_values[i], err);
     if (st == LPV_OK) st = lpv_st_write(&w, path, err);
     lpv_st_writer_free(&w);
+    for (int i = 0; i < tmp.n; i++) free(tmp.bufs[i]);
     return st;
 }

@@ -16,10 +16,11 @@
 #include <string.h>
 
 #include "lpvit/cpu.h"
+#include "ops_internal.h"
 
 /* ---- LayerNorm ---- */
 
-#define LN_BAND 64 /* columns normalized together */
+#define LN_BAND LPV_LN_BAND /* columns normalized together */
 
 static void layernorm_band(float *y, const float *x, const float *w, const float *b, int D, int t0, int n, int ld,
                            float eps) {
@@ -53,7 +54,8 @@ void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, 
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int i = 0; i < nbands; i++) {
         int t0 = i * LN_BAND, n = T - t0 < LN_BAND ? T - t0 : LN_BAND;
-        layernorm_band(y, x, w, b, D, t0, n, ld, eps);
+        if (lpv_isa_get() == LPV_ISA_AVX512) lpv__layernorm_band_avx512(y, x, w, b, D, t0, n, ld, eps);
+        else layernorm_band(y, x, w, b, D, t0, n, ld, eps);
     }
 }
 
@@ -75,6 +77,15 @@ void lpv_layernorm_fm_ref(float *y, const float *x, const float *w, const float 
 /* ---- softmax ---- */
 
 void lpv_softmax_rows(float *x, int n, int len, int ld) {
+    lpv_isa isa = lpv_isa_get();
+    if (isa == LPV_ISA_AVX512) {
+        lpv__softmax_rows_avx512(x, n, len, ld);
+        return;
+    }
+    if (isa == LPV_ISA_AVX2) {
+        lpv__softmax_rows_avx2(x, n, len, ld);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         float *r = x + (int64_t)i * ld, mx = -INFINITY, s = 0.0f;
         for (int j = 0; j < len; j++) mx = r[j] > mx ? r[j] : mx;

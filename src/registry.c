@@ -207,3 +207,14 @@ lpv_status lpv_preset_check(const lpv_preset *p, const lpv_config *c, const char
                         p->depth, p->heads, p->mlp, p->classes, p->distilled ? ", distilled" : "");
     return LPV_OK;
 }
+
+void lpv_preset_config(const lpv_preset *p, lpv_config *c) {
+    memset(c, 0, sizeof *c);
+    c->dim = p->dim, c->depth = p->depth, c->heads = p->heads, c->mlp = p->mlp, c->patch = p->patch;
+    c->img = p->img, c->chans = 3, c->classes = p->classes;
+    c->n_prefix = p->distilled ? 2 : 1, c->n_outputs = p->distilled ? 2 : 1;
+    int g = p->patch > 0 ? p->img / p->patch : 0;
+    c->n_tokens = c->n_prefix + g * g;
+    c->ln_eps = 1e-6f;
+    c->names = LPV_NAMES_TIMM;
+}

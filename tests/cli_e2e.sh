@@ -103,6 +103,53 @@ run 0 "$L" infer --model "$M" --heads 2 "$MINI/n01440764/img0.JPEG" --json "$T/i
 run 1 "$L" infer --model "$M" --heads 2 "$T/mini/n01440764/broken.JPEG" --quiet; one_line_err "broken.JPEG"
 run 2 "$L" infer --model "$M" --input x.safetensors; one_line_err "--input and --out go together"
 
+# ---- prune -> eval -> bench -> export ----
+P=$T/pruned.safetensors
+C="--cache-dir $T/cache"
+for sal in taylor2 fisher lpvit l1; do
+  rm -f "$P"
+  refine="--refine 1 --refine-images 4"
+  [ $sal = taylor2 ] || [ $sal = fisher ] || refine=""
+  run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --calib-batch 3 --saliency $sal --target-flops 0.6 \
+    --block 16x16 $refine $C --out "$P" --report "$T/r_$sal.json" --quiet
+  [ -s "$P" ] && ok || bad "prune $sal wrote nothing"
+  [ "$(json_get "$T/r_$sal.json" "abs(d['totals']['achieved_flops_ratio'] - 0.6) <= 0.005")" = True ] && ok || bad "prune $sal missed the target: $(json_get "$T/r_$sal.json" "d['totals']['achieved_flops_ratio']")"
+  [ "$(json_get "$T/r_$sal.json" "len(d['layers']) == 8 and d['settings']['saliency'] == '$sal' and len(d['model_sha256']) == 64")" = True ] && ok || bad "prune $sal report"
+done
+# the second run with the same inputs reuses the cached statistics
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
+[ "$(json_get "$T/r.json" "d['calibration']['from_cache']")" = False ] && ok || bad "first run should not hit the cache"
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.4 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
+[ "$(json_get "$T/r.json" "d['calibration']['from_cache']")" = True ] && ok || bad "second run should hit the cache"
+run 0 "$L" inspect "$P"; grep -q "bsr_values" "$T/out" && grep -q '"format":"lpvit-bsr-v1"' "$T/out" && ok || bad "pruned file lacks BSR tensors / metadata"
+run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --json "$T/pe.json"
+[ "$(json_get "$T/pe.json" "d['images']")" = 12 ] && ok || bad "eval of the pruned model"
+grep -q "recorded in the pruned file" "$T/out" && ok || bad "pruned eval did not reuse the recorded preprocessing"
+run 0 "$L" bench --pruned "$P" --reps 2 --warmup 0 --json "$T/b.json" --quiet
+[ "$(json_get "$T/b.json" "d['end_to_end']['speedup'] > 0 and 0.4 < d['linear_density'] < 0.95")" = True ] && ok || bad "bench --pruned"
+run 0 "$L" bench --model "$M" --density 0.5 --block 16x16 --reps 2 --warmup 0 --no-layers --quiet
+run 0 "$L" export --model "$P" --dense-masked --out "$T/masked.safetensors" --quiet
+run 0 "$L" inspect "$T/masked.safetensors"; grep -q "bsr_values" "$T/out" && bad "dense-masked export still has BSR tensors" || ok
+run 0 "$L" eval --model "$T/masked.safetensors" --imagenet-dir "$MINI" --json "$T/me.json" --quiet
+[ "$(json_get "$T/pe.json" "(d['correct_top1'], d['correct_top5'])")" = "$(json_get "$T/me.json" "(d['correct_top1'], d['correct_top5'])")" ] && ok || bad "BSR and dense-masked disagree"
+# speed objectives: a measured time table, reused from a file
+run 0 "$L" bench --calibrate --model "$M" --block 32x32 --reps 2 --out "$T/tt.json" --quiet
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed+power --lambda-power 0.5 --cost-table "$T/tt.json" --refine 0 $C --out "$P" --report "$T/r.json" --quiet
+[ "$(json_get "$T/r.json" "'predicted_speedup_pruned_layers' in d['totals']")" = True ] && ok || bad "speed objective reports no predicted speedup"
+# bad inputs: usage errors exit 2, data errors exit 1, never an output file
+rm -f "$T/x.safetensors"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0 --out "$T/x.safetensors"; one_line_err "--target-flops: expected a ratio in (0, 1], got 0"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 1.5 --out "$T/x.safetensors"; one_line_err "got 1.5"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --block 24x24 --out "$T/x.safetensors"; one_line_err "--block: expected RxC"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --saliency magic --out "$T/x.safetensors"; one_line_err "--saliency"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --out "$M" --quiet; one_line_err "is the input model"
+run 1 "$L" prune --model "$M" --calib-dir "$T/empty" --target-flops 0.5 --out "$T/x.safetensors" --quiet; one_line_err "$T/empty"
+run 1 "$L" prune --model deit_t --weights "$M" --calib-dir "$MINI" --target-flops 0.5 --out "$T/x.safetensors" --quiet; one_line_err "does not match preset 'deit_t'"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.02 --min-density 0.05 --saliency l1 --allocator greedy --out "$T/x.safetensors" --quiet; one_line_err "--min-density"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --exclude "blocks.9.*" --out "$T/x.safetensors" --quiet; one_line_err "matches no layer"
+[ ! -e "$T/x.safetensors" ] && ok || bad "a failed prune left an output file"
+ls "$T"/*.tmp.* >/dev/null 2>&1 && bad "temporary files left behind" || ok
+
 if [ -d "$FIX" ]; then
   run 0 "$L" infer --model "$FIX/timm_deit_tiny_d2.safetensors" --input "$FIX/timm_deit_tiny_d2.ref.safetensors" --out "$T/logits.safetensors" --quiet
   run 0 "$L" inspect "$T/logits.safetensors"; grep -q "logits .*F32 .*\[4, 1000\]" "$T/out" && ok || bad "infer --out tensor: $(head -1 "$T/out")"

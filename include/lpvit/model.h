@@ -28,6 +28,9 @@
 #include "lpvit/error.h"
 #include "lpvit/linear.h"
 
+#define LPV_MAX_DEPTH 256
+#define LPV_MAX_LAYERS (4 * LPV_MAX_DEPTH + 3) /* linear layers: patch, 4 per block, 2 heads */
+
 typedef enum { LPV_NAMES_TIMM = 0, LPV_NAMES_HF_VIT, LPV_NAMES_HF_DEIT } lpv_names;
 
 typedef struct {
@@ -85,9 +88,26 @@ lpv_status lpv_model_random(lpv_model **out, const lpv_config *cfg, uint64_t see
 void lpv_model_free(lpv_model *m);
 /* SHA-256 of the weights file, computed once. */
 const char *lpv_model_hash(lpv_model *m, lpv_err *err);
-/* Writes the model as a timm-named F32 safetensors (dense; BSR layers densified). */
-lpv_status lpv_model_save_timm(const lpv_model *m, const char *path, const char *meta_key, const char *meta_value,
-                               lpv_err *err);
+typedef struct {
+    int dense_masked;            /* write pruned layers as dense weights with zero blocks */
+    int n_meta;                  /* extra __metadata__ entries */
+    const char *meta_keys[4];
+    const char *meta_values[4];
+} lpv_save_opts;
+
+/* Writes the model with timm names (F32) atomically. Pruned layers go out as
+ * <name>.bsr_values / .bsr_col_indices / .bsr_row_ptr unless dense_masked.
+ * "lpvit.arch" metadata records heads and eps. Refuses to overwrite the source file. */
+lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_opts *o, lpv_err *err);
+/* Replaces a layer's weight by its block-sparse form: blocks R x C, mask (ceil(out/R), ceil(in/C)),
+ * nonzero = keep. The BSR arrays live in the model's arena; the dense weight is dropped (w = NULL). */
+lpv_status lpv_model_sparsify(lpv_model *m, lpv_linear *L, int R, int C, const uint8_t *mask, const char *name,
+                              lpv_err *err);
+/* Turns every BSR layer back into a dense weight with zeros in pruned blocks (for dense baselines). */
+lpv_status lpv_model_densify(lpv_model *m, lpv_err *err);
+/* Kept weights of all linear layers / their dense count (1.0 for a dense model). */
+double lpv_model_linear_density(lpv_model *m);
+
 /* Total parameter count (dense shapes). */
 int64_t lpv_model_params(const lpv_model *m);
 

@@ -47,6 +47,8 @@ typedef struct {
 
 /* --model M [--weights W]: a file/folder, or a preset (file from W, $LPVIT_MODELS or models/). */
 lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_ref *out, lpv_err *err);
+/* The architecture of a preset as a config (for random weights). */
+void lpv_preset_config(const lpv_preset *p, lpv_config *c);
 /* Checks a loaded model against its preset's architecture. */
 lpv_status lpv_preset_check(const lpv_preset *p, const lpv_config *c, const char *path, lpv_err *err);
 

@@ -1,0 +1,40 @@
+/*
+ * bench.h — honest timing of the engine: dense vs block-sparse, per layer and
+ * end to end, measured in one run with the same threads, interleaved, as
+ * medians of repeated trials after warm-up.
+ *
+ * Callers own the models; the functions allocate their own scratch (once per
+ * call, never inside the timed region) and free it before returning.
+ */
+#ifndef LPVIT_BENCH_H
+#define LPVIT_BENCH_H
+
+#include <stdint.h>
+
+#include "lpvit/error.h"
+#include "lpvit/forward.h"
+#include "lpvit/model.h"
+
+typedef struct {
+    double median_ms, min_ms, max_ms;
+    int reps;
+} lpv_timing;
+
+/* Summarizes n trial times (seconds); the array is sorted in place. */
+lpv_timing lpv_timing_of(double *sec, int n);
+
+/* Times `a` and `b` (either may be NULL) interleaved: Y = epi(L X + b) on T token columns. */
+lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int warmup, int reps,
+                                 uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err);
+
+/* Forward passes of B random images through `a` and `b` (either may be NULL), interleaved.
+ * Per-op profiles (summed over the timed reps) go to pa / pb when non-NULL. */
+lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int warmup, int reps, uint64_t seed,
+                                  lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb, lpv_err *err);
+
+/* Prunes each linear layer selected by `which` to density d with a uniformly random block mask
+ * (exactly round(d * blocks) kept, at least one). which: bit 0 block linears, bit 1 patch embed, bit 2 heads. */
+enum { LPV_SEL_BLOCKS = 1, LPV_SEL_PATCH = 2, LPV_SEL_HEADS = 4 };
+lpv_status lpv_prune_random(lpv_model *m, double d, int R, int C, int which, uint64_t seed, lpv_err *err);
+
+#endif

@@ -1,0 +1,127 @@
+/*
+ * bench.c — interleaved dense/sparse timing (see include/lpvit/bench.h).
+ *
+ * Interleaving matters on a shared 2-core machine: load that comes and goes
+ * hits both variants alike, so their ratio stays meaningful even when the
+ * absolute times wander. Medians, not means, for the same reason.
+ */
+#include "lpvit/bench.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lpvit/cpu.h"
+#include "lpvit/report.h"
+#include "lpvit/rng.h"
+
+lpv_timing lpv_timing_of(double *sec, int n) {
+    lpv_timing t = {NAN, NAN, NAN, n};
+    if (n <= 0) return t;
+    t.median_ms = 1e3 * lpv_median(sec, n); /* sorts */
+    t.min_ms = 1e3 * sec[0];
+    t.max_ms = 1e3 * sec[n - 1];
+    return t;
+}
+
+static void fill_normal(float *x, int64_t n, uint64_t seed) {
+    lpv_rng r;
+    lpv_rng_seed(&r, seed);
+    for (int64_t i = 0; i < n; i++) x[i] = (float)lpv_rng_normal(&r);
+}
+
+lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int warmup, int reps,
+                                 uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err) {
+    const lpv_linear *ref = a ? a : b;
+    if (!ref || reps < 1 || T < 1) return lpv_fail(err, LPV_E_ARG, "bench: nothing to time");
+    int ld = lpv_round16(T);
+    float *X = malloc(sizeof(float) * (size_t)ref->in * ld), *Y = malloc(sizeof(float) * (size_t)ref->out * ld);
+    double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
+    if (!X || !Y || !sa || !sb) {
+        free(X), free(Y), free(sa), free(sb);
+        return lpv_fail(err, LPV_E_OOM, "out of memory");
+    }
+    fill_normal(X, (int64_t)ref->in * ld, seed);
+    memset(Y, 0, sizeof(float) * (size_t)ref->out * ld);
+    for (int r = -warmup; r < reps; r++) {
+        for (int k = 0; k < 2; k++) {
+            const lpv_linear *L = k ? b : a;
+            if (!L) continue;
+            double t0 = lpv_now();
+            lpv_linear_forward(L, X, ld, Y, ld, T, epi);
+            double dt = lpv_now() - t0;
+            if (r >= 0) (k ? sb : sa)[r] = dt;
+        }
+    }
+    if (a) *ta = lpv_timing_of(sa, reps);
+    if (b) *tb = lpv_timing_of(sb, reps);
+    free(X), free(Y), free(sa), free(sb);
+    return LPV_OK;
+}
+
+lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int warmup, int reps, uint64_t seed,
+                                  lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb, lpv_err *err) {
+    const lpv_model *ref = a ? a : b;
+    if (!ref || reps < 1) return lpv_fail(err, LPV_E_ARG, "bench: nothing to time");
+    const lpv_config *c = &ref->cfg;
+    int64_t per = (int64_t)c->chans * c->img * c->img;
+    float *x = malloc(sizeof(float) * (size_t)(per * B)), *logits = malloc(sizeof(float) * (size_t)B * c->classes);
+    double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
+    lpv_workspace ws;
+    lpv_status st = (!x || !logits || !sa || !sb) ? lpv_fail(err, LPV_E_OOM, "out of memory")
+                                                  : lpv_workspace_init(&ws, c, B, err);
+    if (st) {
+        free(x), free(logits), free(sa), free(sb);
+        return st;
+    }
+    fill_normal(x, per * B, seed);
+    for (int r = -warmup; r < reps && st == LPV_OK; r++) {
+        for (int k = 0; k < 2 && st == LPV_OK; k++) {
+            const lpv_model *m = k ? b : a;
+            if (!m) continue;
+            ws.profile = r >= 0 ? (k ? pb : pa) : NULL;
+            double t0 = lpv_now();
+            st = lpv_forward(m, &ws, x, B, logits, err);
+            double dt = lpv_now() - t0;
+            if (r >= 0) (k ? sb : sa)[r] = dt;
+        }
+    }
+    if (st == LPV_OK) {
+        if (a) *ta = lpv_timing_of(sa, reps);
+        if (b) *tb = lpv_timing_of(sb, reps);
+    }
+    lpv_workspace_free(&ws);
+    free(x), free(logits), free(sa), free(sb);
+    return st;
+}
+
+lpv_status lpv_prune_random(lpv_model *m, double d, int R, int C, int which, uint64_t seed, lpv_err *err) {
+    if (!(d > 0 && d <= 1)) return lpv_fail(err, LPV_E_ARG, "--density: expected a value in (0, 1], got %g", d);
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    lpv_rng r;
+    lpv_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+        lpv_layer_kind k = refs[i].kind;
+        int sel = k == LPV_LK_PATCH ? LPV_SEL_PATCH : (k == LPV_LK_HEAD || k == LPV_LK_HEAD_DIST) ? LPV_SEL_HEADS
+                                                                                                   : LPV_SEL_BLOCKS;
+        if (!(which & sel)) continue;
+        lpv_linear *L = refs[i].lin;
+        int nbr = (L->out + R - 1) / R, nbc = (L->in + C - 1) / C, nb = nbr * nbc;
+        int keep = (int)lround(d * nb);
+        if (keep < 1) keep = 1;
+        int *idx = malloc(sizeof(int) * (size_t)nb);
+        uint8_t *mask = calloc((size_t)nb, 1);
+        if (!idx || !mask) {
+            free(idx), free(mask);
+            return lpv_fail(err, LPV_E_OOM, "out of memory");
+        }
+        for (int q = 0; q < nb; q++) idx[q] = q;
+        lpv_rng_shuffle(&r, idx, nb);
+        for (int q = 0; q < keep; q++) mask[idx[q]] = 1;
+        lpv_status st = lpv_model_sparsify(m, L, R, C, mask, refs[i].name, err);
+        free(idx), free(mask);
+        if (st) return st;
+    }
+    return LPV_OK;
+}

@@ -1,0 +1,329 @@
+/*
+ * cmd_bench.c — `lpvit bench`: dense vs block-sparse speed measured in one
+ * run, same threads, interleaved, medians after warm-up: a per-layer table
+ * (shape, density, dense ms, sparse ms, speedup), end-to-end latency and
+ * images/s, and where the time goes per op.
+ *
+ * Sparse model: a pruned file (--pruned), or random blocks at --density
+ * with --block for a synthetic sweep. Dense model: --model (a file, a
+ * preset, or a preset with --random-weights), else the pruned file densified.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmds.h"
+#include "lpvit/bench.h"
+#include "lpvit/bsr.h"
+#include "lpvit/cost.h"
+#include "lpvit/cpu.h"
+#include "lpvit/report.h"
+
+typedef struct {
+    cli_model_args ma;
+    const char *pruned, *block, *json, *isa, *out;
+    double density;
+    int random_weights, batch, threads, reps, warmup, seed, no_layers, include_patch, include_heads, calibrate;
+} bench_opts;
+
+typedef struct {
+    lpv_model *dense, *sparse;
+    char dense_desc[1200], sparse_desc[1200];
+} bench_models;
+
+static lpv_status load_plain(const char *path, int heads, lpv_model **m, lpv_err *err) {
+    lpv_model_opts mo = {heads, 0, 0};
+    return lpv_model_load(m, path, &mo, err);
+}
+
+/* The dense model: random weights at a preset's shape, a file/preset, or NULL (use the pruned file). */
+static lpv_status open_dense(const bench_opts *o, bench_models *bm, lpv_err *err) {
+    if (!o->ma.model) return LPV_OK;
+    if (o->random_weights) {
+        lpv_preset p;
+        LPV_TRY(lpv_registry_find(o->ma.model, &p, err));
+        lpv_config c;
+        lpv_preset_config(&p, &c);
+        LPV_TRY(lpv_model_random(&bm->dense, &c, (uint64_t)o->seed, err));
+        snprintf(bm->dense->arch, sizeof bm->dense->arch, "%s", p.timm_name);
+        snprintf(bm->dense_desc, sizeof bm->dense_desc, "%s (random weights, seed %d)", p.timm_name, o->seed);
+        return LPV_OK;
+    }
+    lpv_model_ref ref;
+    LPV_TRY(lpv_resolve_model(o->ma.model, o->ma.weights, &ref, err));
+    LPV_TRY(load_plain(ref.path, o->ma.heads ? o->ma.heads : ref.has_preset ? ref.preset.heads : 0, &bm->dense, err));
+    if (ref.has_preset) {
+        lpv_status st = lpv_preset_check(&ref.preset, &bm->dense->cfg, ref.path, err);
+        if (st) return st;
+    }
+    snprintf(bm->dense_desc, sizeof bm->dense_desc, "%s (%s)", bm->dense->arch, ref.path);
+    /* a pruned file passed as --model is timed dense too */
+    return lpv_model_densify(bm->dense, err);
+}
+
+static int same_arch(const lpv_config *a, const lpv_config *b) {
+    return a->dim == b->dim && a->depth == b->depth && a->mlp == b->mlp && a->n_tokens == b->n_tokens &&
+           a->classes == b->classes && a->n_outputs == b->n_outputs;
+}
+
+static lpv_status open_sparse(const bench_opts *o, bench_models *bm, lpv_err *err) {
+    if (o->pruned) {
+        LPV_TRY(load_plain(o->pruned, o->ma.heads, &bm->sparse, err));
+        snprintf(bm->sparse_desc, sizeof bm->sparse_desc, "pruned file %s (%.1f%% of linear weights kept)", o->pruned,
+                 100 * lpv_model_linear_density(bm->sparse));
+        if (!bm->dense) {
+            LPV_TRY(load_plain(o->pruned, o->ma.heads, &bm->dense, err));
+            LPV_TRY(lpv_model_densify(bm->dense, err));
+            snprintf(bm->dense_desc, sizeof bm->dense_desc, "%s densified (zeros in pruned blocks)", o->pruned);
+        } else if (!same_arch(&bm->dense->cfg, &bm->sparse->cfg)) {
+            return lpv_fail(err, LPV_E_SHAPE, "--pruned '%s' does not have the architecture of --model '%s'", o->pruned,
+                            o->ma.model);
+        }
+        return LPV_OK;
+    }
+    if (o->density > 0) {
+        int R, C;
+        LPV_TRY(cli_parse_block(o->block ? o->block : "32x32", &R, &C, err));
+        lpv_model_ref ref;
+        if (o->random_weights) {
+            lpv_preset p;
+            LPV_TRY(lpv_registry_find(o->ma.model, &p, err));
+            lpv_config c;
+            lpv_preset_config(&p, &c);
+            LPV_TRY(lpv_model_random(&bm->sparse, &c, (uint64_t)o->seed, err));
+        } else {
+            LPV_TRY(lpv_resolve_model(o->ma.model, o->ma.weights, &ref, err));
+            LPV_TRY(load_plain(ref.path, bm->dense->cfg.heads, &bm->sparse, err));
+            LPV_TRY(lpv_model_densify(bm->sparse, err));
+        }
+        int which = LPV_SEL_BLOCKS | (o->include_patch ? LPV_SEL_PATCH : 0) | (o->include_heads ? LPV_SEL_HEADS : 0);
+        LPV_TRY(lpv_prune_random(bm->sparse, o->density, R, C, which, (uint64_t)o->seed + 1, err));
+        snprintf(bm->sparse_desc, sizeof bm->sparse_desc, "random %dx%d blocks at density %.3g on the %s", R, C,
+                 o->density, which == LPV_SEL_BLOCKS ? "block linears" : "block linears + patch/heads");
+    }
+    return LPV_OK;
+}
+
+/* --calibrate: the cost table `lpvit prune --objective speed` reads. */
+static int run_calibrate(const bench_opts *o, bench_models *bm) {
+    lpv_err err;
+    int R, C;
+    lpv_status st = cli_parse_block(o->block ? o->block : "32x32", &R, &C, &err);
+    if (st) return cli_fail(&err, st);
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(bm->dense, refs, LPV_MAX_LAYERS), ns = 0;
+    lpv_layer_shape shapes[LPV_MAX_LAYERS];
+    for (int i = 0; i < n; i++) shapes[ns++] = (lpv_layer_shape){refs[i].lin->out, refs[i].lin->in, refs[i].tokens};
+    static const double grid[] = {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
+    lpv_time_table t;
+    st = lpv_time_table_measure(&t, shapes, ns, R, C, grid, (int)(sizeof grid / sizeof *grid), o->batch, o->reps,
+                                (unsigned long long)o->seed, o->ma.quiet, &err);
+    if (!st) st = lpv_time_table_save(&t, o->out, &err);
+    if (!st && !o->ma.quiet)
+        fprintf(stderr, "lpvit: wrote '%s': %d layer shapes x %d densities, %dx%d blocks, batch %d, %d threads\n",
+                o->out, t.n, (int)(sizeof grid / sizeof *grid), R, C, o->batch, lpv_threads_get());
+    lpv_time_table_free(&t);
+    return st ? cli_fail(&err, st) : 0;
+}
+
+static cJSON *timing_json(const lpv_timing *t) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "median_ms", t->median_ms);
+    cJSON_AddNumberToObject(o, "min_ms", t->min_ms);
+    cJSON_AddNumberToObject(o, "max_ms", t->max_ms);
+    cJSON_AddNumberToObject(o, "reps", t->reps);
+    return o;
+}
+
+static lpv_status bench_layers(const bench_opts *o, bench_models *bm, cJSON *arr, int human, lpv_err *err) {
+    lpv_layer_ref rd[LPV_MAX_LAYERS], rs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(bm->dense, rd, LPV_MAX_LAYERS);
+    if (bm->sparse) lpv_model_layers(bm->sparse, rs, LPV_MAX_LAYERS);
+    if (human)
+        printf("\nper layer (batch %d, median of %d, ms per batch)\n  %-24s %-11s %7s %9s %9s %8s\n", o->batch, o->reps,
+               "layer", "shape", "density", "dense", "sparse", "speedup");
+    double sum_d = 0, sum_s = 0;
+    cli_progress pg;
+    cli_progress_start(&pg, "layers", n, o->ma.quiet || human);
+    for (int i = 0; i < n; i++) {
+        const lpv_linear *ld = rd[i].lin, *ls = bm->sparse ? rs[i].lin : NULL;
+        int T = rd[i].tokens * o->batch;
+        int epi = rd[i].kind == LPV_LK_FC1 ? (LPV_EPI_BIAS | LPV_EPI_GELU) : LPV_EPI_BIAS;
+        lpv_timing td, ts = {NAN, NAN, NAN, 0};
+        LPV_TRY(lpv_bench_linear_pair(ld, ls, T, epi, o->warmup, o->reps, (uint64_t)o->seed + (uint64_t)i, &td, &ts, err));
+        double dens = ls ? lpv_linear_density(ls) : 1.0;
+        sum_d += td.median_ms;
+        if (ls) sum_s += ts.median_ms;
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%d", ld->out, ld->in);
+        if (human) {
+            if (ls)
+                printf("  %-24s %-11s %7.3f %9.3f %9.3f %7.2fx\n", rd[i].name, shape, dens, td.median_ms, ts.median_ms,
+                       td.median_ms / ts.median_ms);
+            else printf("  %-24s %-11s %7s %9.3f\n", rd[i].name, shape, "-", td.median_ms);
+        }
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "layer", rd[i].name);
+        cJSON_AddNumberToObject(e, "out", ld->out);
+        cJSON_AddNumberToObject(e, "in", ld->in);
+        cJSON_AddNumberToObject(e, "tokens", T);
+        cJSON_AddNumberToObject(e, "density", dens);
+        if (ls && ls->bsr) {
+            char blk[16];
+            snprintf(blk, sizeof blk, "%dx%d", ls->bsr->R, ls->bsr->C);
+            cJSON_AddStringToObject(e, "block", blk);
+        }
+        cJSON_AddItemToObject(e, "dense", timing_json(&td));
+        if (ls) {
+            cJSON_AddItemToObject(e, "sparse", timing_json(&ts));
+            cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
+        }
+        cJSON_AddItemToArray(arr, e);
+        cli_progress_update(&pg, i + 1, NULL);
+    }
+    cli_progress_end(&pg);
+    if (human && bm->sparse)
+        printf("  %-24s %-11s %7s %9.3f %9.3f %7.2fx\n", "all linear layers", "", "", sum_d, sum_s, sum_d / sum_s);
+    return LPV_OK;
+}
+
+static void print_profile_pair(const lpv_profile *a, const lpv_profile *b) {
+    printf("\nwhere the time goes (ms per image)\n  %-12s %9s %9s\n", "op", "dense", b ? "sparse" : "");
+    double ta = 0, tb = 0;
+    for (int i = 0; i < LPV_OP_COUNT; i++) {
+        double da = 1e3 * a->sec[i] / (double)a->images, db = b ? 1e3 * b->sec[i] / (double)b->images : 0;
+        ta += da, tb += db;
+        if (b) printf("  %-12s %9.3f %9.3f\n", lpv_op_name((lpv_op)i), da, db);
+        else printf("  %-12s %9.3f\n", lpv_op_name((lpv_op)i), da);
+    }
+    if (b) printf("  %-12s %9.3f %9.3f\n", "total", ta, tb);
+    else printf("  %-12s %9.3f\n", "total", ta);
+}
+
+static cJSON *profile_json(const lpv_profile *p) {
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; i < LPV_OP_COUNT; i++)
+        cJSON_AddNumberToObject(o, lpv_op_name((lpv_op)i), p->images ? 1e3 * p->sec[i] / (double)p->images : 0);
+    return o;
+}
+
+int cmd_bench(int argc, char **argv) {
+    bench_opts o;
+    memset(&o, 0, sizeof o);
+    cli_model_args_init(&o.ma);
+    o.batch = 1, o.reps = 10, o.warmup = 2;
+    const cli_opt opts[] = {
+        {"--model", OPT_STR, &o.ma.model, "M", "dense model: preset, .safetensors or HF folder", 0, 0, NULL},
+        {"--weights", OPT_STR, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
+        {"--random-weights", OPT_FLAG, &o.random_weights, NULL, "random weights at the preset's shape (no file needed)", 0, 0, NULL},
+        {"--pruned", OPT_STR, &o.pruned, "P", "pruned (BSR) model to compare against", 0, 0, NULL},
+        {"--density", OPT_DOUBLE, &o.density, "d", "synthetic: keep a random fraction d of blocks", 1e-6, 1, NULL},
+        {"--block", OPT_STR, &o.block, "RxC", "synthetic block shape (default 32x32)", 0, 0, NULL},
+        {"--include-patch", OPT_FLAG, &o.include_patch, NULL, "synthetic: also prune the patch embedding", 0, 0, NULL},
+        {"--include-heads", OPT_FLAG, &o.include_heads, NULL, "synthetic: also prune the classifier head(s)", 0, 0, NULL},
+        {"--calibrate", OPT_FLAG, &o.calibrate, NULL, "write a cost table (BSR time per layer shape and density) to --out", 0, 0, NULL},
+        {"--out", OPT_STR, &o.out, "FILE", "--calibrate: the table (JSON) for lpvit prune --cost-table", 0, 0, NULL},
+        {"--batch", OPT_INT, &o.batch, "N", "images per forward pass", 1, 1024, NULL},
+        {"--reps", OPT_INT, &o.reps, "K", "timed repetitions (median reported)", 1, 100000, NULL},
+        {"--warmup", OPT_INT, &o.warmup, "W", "untimed repetitions first", 0, 1000, NULL},
+        {"--no-layers", OPT_FLAG, &o.no_layers, NULL, "skip the per-layer table", 0, 0, NULL},
+        {"--seed", OPT_INT, &o.seed, "S", "seed for random inputs, weights and masks", 0, 2147483647, NULL},
+        {"--heads", OPT_INT, &o.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        {"--json", OPT_STR, &o.json, "FILE", "write the report as JSON ('-': stdout instead of the tables)", 0, 0, NULL},
+        CLI_OPT_THREADS(&o.threads),
+        CLI_OPT_ISA(&o.isa),
+        CLI_OPT_QUIET(&o.ma.quiet),
+        {0},
+    };
+    const cli_spec spec = {
+        "lpvit bench (--model M [--random-weights] | --pruned P) [--pruned P | --density d --block RxC] [options]",
+        "Times dense against block-sparse in one run: every linear layer alone, then whole forward passes, "
+        "interleaved, same threads, medians of --reps after --warmup. Reports CPU, ISA, threads and OpenBLAS core.",
+        opts, 0, 0};
+    char *pos[1];
+    int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
+    if (rc) return rc == CLI_HELP ? 0 : rc;
+    if (!o.ma.model && !o.pruned) return cli_usage_error("give --model or --pruned");
+    if (o.random_weights && !o.ma.model) return cli_usage_error("--random-weights needs --model PRESET");
+    if (o.pruned && o.density > 0) return cli_usage_error("--pruned and --density are alternatives");
+    if (o.block && !(o.density > 0) && !o.calibrate) return cli_usage_error("--block goes with --density or --calibrate");
+    if (o.calibrate && (!o.out || !o.ma.model)) return cli_usage_error("--calibrate needs --model and --out");
+    lpv_err err;
+    lpv_status st = cli_runtime(o.threads, o.isa, &err);
+    if (st) return cli_fail(&err, st);
+    bench_models bm;
+    memset(&bm, 0, sizeof bm);
+    if (o.calibrate) {
+        if ((st = open_dense(&o, &bm, &err)) != LPV_OK) return cli_fail(&err, st);
+        int rc2 = run_calibrate(&o, &bm);
+        lpv_model_free(bm.dense);
+        return rc2;
+    }
+    if ((st = open_dense(&o, &bm, &err)) == LPV_OK) st = open_sparse(&o, &bm, &err);
+    if (st) {
+        lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
+        return cli_fail(&err, st);
+    }
+    int human = !(o.json && strcmp(o.json, "-") == 0);
+    char env[512];
+    lpv_environment_line(env, sizeof env);
+    if (!o.ma.quiet) fprintf(stderr, "lpvit: %s\n", env);
+    if (human) {
+        printf("dense    %s\n", bm.dense_desc);
+        if (bm.sparse) printf("sparse   %s\n", bm.sparse_desc);
+        printf("setup    batch %d, %d threads, isa %s, openblas core %s, %d reps after %d warm-up\n", o.batch,
+               lpv_threads_get(), lpv_isa_name(lpv_isa_get()), lpv_blas_corename(), o.reps, o.warmup);
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "dense", bm.dense_desc);
+    if (bm.sparse) cJSON_AddStringToObject(j, "sparse", bm.sparse_desc);
+    cJSON_AddNumberToObject(j, "batch", o.batch);
+    cJSON_AddNumberToObject(j, "reps", o.reps);
+    cJSON_AddNumberToObject(j, "warmup", o.warmup);
+    cJSON_AddNumberToObject(j, "seed", o.seed);
+    if (bm.sparse) cJSON_AddNumberToObject(j, "linear_density", lpv_model_linear_density(bm.sparse));
+    if (!o.no_layers) st = bench_layers(&o, &bm, cJSON_AddArrayToObject(j, "layers"), human, &err);
+    lpv_timing td, ts;
+    lpv_profile pd, ps;
+    memset(&pd, 0, sizeof pd), memset(&ps, 0, sizeof ps);
+    if (st == LPV_OK)
+        st = lpv_bench_forward_pair(bm.dense, bm.sparse, o.batch, o.warmup, o.reps, (uint64_t)o.seed, &td, &ts, &pd,
+                                    bm.sparse ? &ps : NULL, &err);
+    if (st == LPV_OK) {
+        cJSON *e = cJSON_AddObjectToObject(j, "end_to_end");
+        cJSON *d = timing_json(&td);
+        cJSON_AddNumberToObject(d, "ms_per_image", td.median_ms / o.batch);
+        cJSON_AddNumberToObject(d, "images_per_sec", 1e3 * o.batch / td.median_ms);
+        cJSON_AddItemToObject(d, "profile_ms_per_image", profile_json(&pd));
+        cJSON_AddItemToObject(e, "dense", d);
+        if (bm.sparse) {
+            cJSON *s = timing_json(&ts);
+            cJSON_AddNumberToObject(s, "ms_per_image", ts.median_ms / o.batch);
+            cJSON_AddNumberToObject(s, "images_per_sec", 1e3 * o.batch / ts.median_ms);
+            cJSON_AddItemToObject(s, "profile_ms_per_image", profile_json(&ps));
+            cJSON_AddItemToObject(e, "sparse", s);
+            cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
+        }
+        if (human) {
+            printf("\nend to end (batch %d, median of %d)\n  %-8s %10s %10s %10s\n", o.batch, o.reps, "", "ms/batch",
+                   "ms/image", "images/s");
+            printf("  %-8s %10.2f %10.2f %10.1f\n", "dense", td.median_ms, td.median_ms / o.batch,
+                   1e3 * o.batch / td.median_ms);
+            if (bm.sparse) {
+                printf("  %-8s %10.2f %10.2f %10.1f\n", "sparse", ts.median_ms, ts.median_ms / o.batch,
+                       1e3 * o.batch / ts.median_ms);
+                printf("  speedup  %.2fx\n", td.median_ms / ts.median_ms);
+            }
+            print_profile_pair(&pd, bm.sparse ? &ps : NULL);
+        }
+        lpv_report_environment(j);
+        if (o.json) st = lpv_json_write(j, o.json, &err);
+    }
+    cJSON_Delete(j);
+    lpv_model_free(bm.dense);
+    lpv_model_free(bm.sparse);
+    return st ? cli_fail(&err, st) : 0;
+}

@@ -1,0 +1,50 @@
+/*
+ * cmd_export.c — `lpvit export`: rewrite a (pruned) model as a plain
+ * timm-named safetensors that timm loads as it is — every pruned block a
+ * block of zeros (--dense-masked) — or re-save it in lpvit's BSR format.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmds.h"
+#include "lpvit/model.h"
+
+int cmd_export(int argc, char **argv) {
+    const char *model = NULL, *out = NULL;
+    int dense_masked = 0, heads = 0, quiet = 0;
+    const cli_opt opts[] = {
+        {"--model", OPT_STR, &model, "P", "model to export (pruned BSR file, or any model lpvit loads)", 0, 0, NULL},
+        {"--out", OPT_STR, &out, "FILE", "output .safetensors (required; never the input)", 0, 0, NULL},
+        {"--dense-masked", OPT_FLAG, &dense_masked, NULL, "dense weights with zeros in pruned blocks (timm-loadable)", 0, 0, NULL},
+        {"--heads", OPT_INT, &heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_QUIET(&quiet),
+        {0},
+    };
+    const cli_spec spec = {"lpvit export --model P --out FILE [--dense-masked]",
+                           "Writes the model with timm key names: pruned layers as .bsr_values/.bsr_col_indices/"
+                           ".bsr_row_ptr (default), or with --dense-masked as ordinary dense weights with zero blocks, "
+                           "so timm's load_state_dict takes the file unchanged.",
+                           opts, 0, 0};
+    char *pos[1];
+    int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
+    if (rc) return rc == CLI_HELP ? 0 : rc;
+    if (!model) return cli_usage_error("--model is required");
+    if (!out) return cli_usage_error("--out is required");
+    lpv_err err;
+    lpv_model_ref ref;
+    lpv_status st = lpv_resolve_model(model, NULL, &ref, &err);
+    lpv_model *m = NULL;
+    lpv_model_opts mo = {heads, 0, 0};
+    if (!st) st = lpv_model_load(&m, ref.path, &mo, &err);
+    if (st) return cli_fail(&err, st);
+    const char *keys[2] = {"lpvit.exported_from", "lpvit"};
+    const char *vals[2] = {m->path, m->lpvit_meta};
+    lpv_save_opts so = {dense_masked, m->lpvit_meta ? 2 : 1, {keys[0], keys[1]}, {vals[0], vals[1]}};
+    st = lpv_model_save(m, out, &so, &err);
+    if (!st && !quiet)
+        fprintf(stderr, "lpvit: wrote '%s' (%s, %.1f%% of linear weights nonzero)\n", out,
+                dense_masked ? "dense with zero blocks" : "BSR layers kept sparse", 100 * lpv_model_linear_density(m));
+    lpv_model_free(m);
+    return st ? cli_fail(&err, st) : 0;
+}

@@ -1,0 +1,16 @@
+/*
+ * ops_internal.h — ISA-specific kernels behind include/lpvit/ops.h, chosen
+ * at run time from lpv_isa_get() by src/ops.c. Same contracts as the public
+ * ops; n <= LPV_LN_BAND columns per LayerNorm band.
+ */
+#ifndef LPVIT_OPS_INTERNAL_H
+#define LPVIT_OPS_INTERNAL_H
+
+#define LPV_LN_BAND 64
+
+void lpv__softmax_rows_avx512(float *x, int n, int len, int ld);
+void lpv__softmax_rows_avx2(float *x, int n, int len, int ld);
+void lpv__layernorm_band_avx512(float *y, const float *x, const float *w, const float *b, int D, int t0, int n,
+                                int ld, float eps);
+
+#endif

@@ -103,21 +103,32 @@ static void embed_tokens(const lpv_model *m, lpv_workspace *ws, int B, int ld) {
     }
 }
 
-static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspace *ws, int B, int ld,
+static void tap(lpv_workspace *ws, int layer, const float *X, int ld, int ncols) {
+    if (ws->tap) ws->tap(ws->tap_ctx, layer, X, ld, ncols);
+}
+
+/* Layer index of block l's first linear in lpv_model_layers order (patch embed is 0). */
+static int block_layer0(int l) { return 1 + 4 * l; }
+
+static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspace *ws, int B, int ld, int l,
                           op_timer *tm) {
-    int D = c->dim, N = B * c->n_tokens;
+    int D = c->dim, N = B * c->n_tokens, L0 = block_layer0(l);
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
+    tap(ws, L0, ws->xn, ld, N);
     lpv_linear_forward(&blk->qkv, ws->xn, ld, ws->big, ld, N, LPV_EPI_BIAS);
     op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
     lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
+    tap(ws, L0 + 1, ws->xn, ld, N);
     lpv_linear_forward(&blk->proj, ws->xn, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
     op_stop(tm, LPV_OP_PROJ, linear_flop(&blk->proj, N));
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
+    tap(ws, L0 + 2, ws->xn, ld, N);
     lpv_linear_forward(&blk->fc1, ws->xn, ld, ws->big, ld, N, LPV_EPI_BIAS | LPV_EPI_GELU);
     op_stop(tm, LPV_OP_FC1, linear_flop(&blk->fc1, N));
+    tap(ws, L0 + 3, ws->big, ld, N);
     lpv_linear_forward(&blk->fc2, ws->big, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
     op_stop(tm, LPV_OP_FC2, linear_flop(&blk->fc2, N));
 }
@@ -134,8 +145,13 @@ static void heads_forward(const lpv_model *m, lpv_workspace *ws, int B, int ld, 
             for (int b = 0; b < B; b++)
                 ws->hx[(int64_t)d * ldh + k * Bp + b] = ws->x[(int64_t)d * ld + (int64_t)b * T + k];
     lpv_layernorm_fm(ws->hx, ws->hx, m->norm_w, m->norm_b, D, ldh, ldh, c->ln_eps);
+    int Lh = block_layer0(c->depth);
+    tap(ws, Lh, ws->hx, ldh, B);
     lpv_linear_forward(&m->head, ws->hx, ldh, ws->lt, ldh, B, LPV_EPI_BIAS);
-    if (no == 2) lpv_linear_forward(&m->head_dist, ws->hx + Bp, ldh, ws->lt + Bp, ldh, B, LPV_EPI_BIAS);
+    if (no == 2) {
+        tap(ws, Lh + 1, ws->hx + Bp, ldh, B);
+        lpv_linear_forward(&m->head_dist, ws->hx + Bp, ldh, ws->lt + Bp, ldh, B, LPV_EPI_BIAS);
+    }
     for (int b = 0; b < B; b++)
         for (int j = 0; j < C; j++) {
             const float *r = ws->lt + (int64_t)j * ldh;
@@ -143,8 +159,7 @@ static void heads_forward(const lpv_model *m, lpv_workspace *ws, int B, int ld, 
         }
 }
 
-lpv_status lpv_forward(const lpv_model *m, lpv_workspace *ws, const float *images, int B, float *logits,
-                       lpv_err *err) {
+static lpv_status check_ws(const lpv_model *m, lpv_workspace *ws, int B, lpv_err *err) {
     const lpv_config *c = &m->cfg;
     if (B < 1 || B > ws->max_batch)
         return lpv_fail(err, LPV_E_ARG, "batch of %d images exceeds the workspace's %d", B, ws->max_batch);
@@ -153,17 +168,42 @@ lpv_status lpv_forward(const lpv_model *m, lpv_workspace *ws, const float *image
         return lpv_fail(err, LPV_E_ARG, "workspace was sized for another architecture");
     if (ws->scratch_threads < lpv_threads_get())
         return lpv_fail(err, LPV_E_ARG, "workspace made for %d threads, now %d", ws->scratch_threads, lpv_threads_get());
+    return LPV_OK;
+}
+
+lpv_status lpv_forward_begin(const lpv_model *m, lpv_workspace *ws, const float *images, int B, lpv_err *err) {
+    LPV_TRY(check_ws(m, ws, B, err));
+    const lpv_config *c = &m->cfg;
     int G = c->img / c->patch, ld = lpv_round16(B * c->n_tokens), ldp = lpv_round16(B * G * G);
     op_timer tm;
     op_start(&tm, ws->profile);
     lpv_patchify(ws->patches, ldp, images, B, c->chans, c->img, c->patch);
+    tap(ws, 0, ws->patches, ldp, B * G * G);
     lpv_linear_forward(&m->patch, ws->patches, ldp, ws->pe, ldp, B * G * G, LPV_EPI_BIAS);
     op_stop(&tm, LPV_OP_PATCH, linear_flop(&m->patch, B * G * G));
     embed_tokens(m, ws, B, ld);
     op_stop(&tm, LPV_OP_OTHER, 0);
-    for (int l = 0; l < c->depth; l++) block_forward(&m->blocks[l], c, ws, B, ld, &tm);
-    heads_forward(m, ws, B, ld, logits);
-    op_stop(&tm, LPV_OP_HEAD, linear_flop(&m->head, B) * c->n_outputs);
+    return LPV_OK;
+}
+
+void lpv_forward_block(const lpv_model *m, lpv_workspace *ws, int l, int B) {
+    op_timer tm;
+    op_start(&tm, ws->profile);
+    block_forward(&m->blocks[l], &m->cfg, ws, B, lpv_round16(B * m->cfg.n_tokens), l, &tm);
+}
+
+void lpv_forward_end(const lpv_model *m, lpv_workspace *ws, int B, float *logits) {
+    op_timer tm;
+    op_start(&tm, ws->profile);
+    heads_forward(m, ws, B, lpv_round16(B * m->cfg.n_tokens), logits);
+    op_stop(&tm, LPV_OP_HEAD, linear_flop(&m->head, B) * m->cfg.n_outputs);
+}
+
+lpv_status lpv_forward(const lpv_model *m, lpv_workspace *ws, const float *images, int B, float *logits,
+                       lpv_err *err) {
+    LPV_TRY(lpv_forward_begin(m, ws, images, B, err));
+    for (int l = 0; l < m->cfg.depth; l++) lpv_forward_block(m, ws, l, B);
+    lpv_forward_end(m, ws, B, logits);
     if (ws->profile) {
         ws->profile->images += B;
         ws->profile->calls++;

@@ -54,6 +54,10 @@ typedef struct {
     float *scratch;  /* attention scores, per thread */
     int scratch_threads;
     lpv_profile *profile; /* optional, caller-owned */
+    /* optional: called with the input of every linear layer just before it runs;
+       layer = index in lpv_model_layers order, X (in, ld) with ncols valid columns */
+    void (*tap)(void *ctx, int layer, const float *X, int ld, int ncols);
+    void *tap_ctx;
     lpv_arena arena;
 } lpv_workspace;
 
@@ -63,6 +67,13 @@ void lpv_workspace_free(lpv_workspace *ws);
 /* images (B, C, S, S) → logits (B, classes). B <= ws->max_batch. */
 lpv_status lpv_forward(const lpv_model *m, lpv_workspace *ws, const float *images, int B, float *logits,
                        lpv_err *err);
+
+/* The same pass in pieces, for callers that work block by block (layer-wise reconstruction):
+ * begin fills ws->x (D, round16(B*T)) with the embedded tokens, block runs block l on ws->x in
+ * place, end applies the final norm and heads. ws->x may be saved and restored between calls. */
+lpv_status lpv_forward_begin(const lpv_model *m, lpv_workspace *ws, const float *images, int B, lpv_err *err);
+void lpv_forward_block(const lpv_model *m, lpv_workspace *ws, int l, int B);
+void lpv_forward_end(const lpv_model *m, lpv_workspace *ws, int B, float *logits);
 
 /* Multiply-adds of one image's forward pass: linear layers (dense shapes), and attention matmuls. */
 typedef struct {

@@ -29,6 +29,7 @@
 #include "lpvit/fileio.h"
 #include "lpvit/forward.h"
 #include "lpvit/loader.h"
+#include "lpvit/reconstruct.h"
 #include "lpvit/refine.h"
 #include "lpvit/report.h"
 #include "lpvit/saliency.h"
@@ -39,7 +40,9 @@ typedef struct {
     const char *cost_table, *cache_dir, *isa;
     double target, lambda_power, min_density, e_mac, e_dram, e_cache, lpvit_smooth;
     int calib_size, calib_batch, seed, threads, no_cache, lpvit_as_released, lpvit_h, lpvit_power;
-    int refine, refine_images;
+    int refine, refine_images, recon_images, sequential;
+    const char *update;
+    double damp;
 } prune_opts;
 
 enum { ALLOC_GREEDY, ALLOC_LPVIT, ALLOC_UNIFORM };
@@ -50,7 +53,8 @@ typedef struct {
     int allocator;
     lpv_objective obj;
     lpv_loss_kind loss;
-    int need_stats, need_fisher, need_blocks;
+    int need_stats, need_fisher, need_blocks, need_inputs;
+    lpv_update_kind update;
     int R, C;
 } prune_plan;
 
@@ -110,9 +114,14 @@ static lpv_status make_plan(const prune_opts *o, prune_plan *p, lpv_err *err) {
                         o->objective);
     const char *loss = o->loss ? o->loss : p->sal == LPV_SAL_LPVIT ? "mean-sq" : "self-ce";
     LPV_TRY(lpv_loss_parse(loss, &p->loss, err));
-    p->need_stats = p->sal != LPV_SAL_L1;
+    p->need_stats = p->sal != LPV_SAL_L1 && p->sal != LPV_SAL_OBS && p->sal != LPV_SAL_WANDA;
     p->need_fisher = p->sal == LPV_SAL_FISHER;
     p->need_blocks = p->sal == LPV_SAL_TAYLOR2;
+    LPV_TRY(lpv_update_parse(o->update, &p->update, err));
+    p->need_inputs = p->sal == LPV_SAL_OBS || p->sal == LPV_SAL_WANDA || p->update != LPV_UPDATE_NONE;
+    if (o->sequential && (p->update == LPV_UPDATE_NONE || p->update == LPV_UPDATE_BIAS))
+        return lpv_fail(err, LPV_E_ARG, "--sequential refits weights: use it with --update lsq or obs");
+    if (!(o->damp > 0 && o->damp < 10)) return lpv_fail(err, LPV_E_ARG, "--damp: expected (0, 10), got %g", o->damp);
     if (o->lambda_power < 0) return lpv_fail(err, LPV_E_ARG, "--lambda-power: expected >= 0, got %g", o->lambda_power);
     if (o->calib_size < 1) return lpv_fail(err, LPV_E_ARG, "--calib-size: expected >= 1");
     return LPV_OK;
@@ -279,9 +288,37 @@ typedef struct {
     double seconds;
 } refine_info;
 
+/* KL of pruning one layer alone, with the weight update the final model will get. */
+static lpv_status measure_layer(lpv_model *m, lpv_linear *L, const lpv_layer_sal *s, int k, const prune_plan *p,
+                                const lpv_layer_stats *st, const lpv_recon_opts *ro, const float *x, int M,
+                                const float *dl, float *lg, lpv_workspace *ws, double *kl, lpv_err *err) {
+    if (p->update == LPV_UPDATE_NONE) return lpv_layer_kl(m, L, p->R, p->C, s->order, k, x, M, dl, lg, ws, kl, err);
+    size_t nw = (size_t)L->out * (size_t)L->in;
+    float *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * (size_t)L->out);
+    uint8_t *mask = malloc((size_t)s->nb);
+    lpv_status r = (!w || !b || !mask) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
+    if (!r) {
+        memcpy(w, L->w, sizeof(float) * nw);
+        if (L->b) memcpy(b, L->b, sizeof(float) * (size_t)L->out);
+        else memset(b, 0, sizeof(float) * (size_t)L->out);
+        memset(mask, 1, (size_t)s->nb);
+        for (int q = 0; q < k; q++) mask[s->order[q]] = 0;
+        r = lpv_reconstruct_layer(w, b, L->out, L->in, p->R, p->C, mask, st, p->update, ro, NULL, s->name, err);
+    }
+    if (!r) {
+        float *w0 = L->w, *b0 = L->b;
+        L->w = w, L->b = b;
+        r = lpv_forward_all(m, ws, x, M, lg, err);
+        L->w = w0, L->b = b0;
+        if (!r) *kl = lpv_mean_kl(dl, lg, M, m->cfg.classes);
+    }
+    free(w), free(b), free(mask);
+    return r;
+}
+
 static lpv_status refine_curves(const prune_opts *o, const prune_plan *p, cli_model *cm, lpv_layer_ref *refs, player *pl,
                                 int np, lpv_alloc_layer *al, int *k, double target_macs, const lpv_dataset *ds,
-                                refine_info *ri, lpv_err *err) {
+                                const lpv_model_stats *ist, refine_info *ri, lpv_err *err) {
     lpv_model *m = cm->model;
     int M = o->refine_images < ds->n ? o->refine_images : ds->n;
     int64_t per = (int64_t)3 * cm->pp.img_size * cm->pp.img_size;
@@ -302,7 +339,10 @@ static lpv_status refine_curves(const prune_opts *o, const prune_plan *p, cli_mo
             if (kk > pl[i].kmax) kk = pl[i].kmax;
             if (kk < 1) continue;
             double kl, pred = s->curve[kk] - s->curve[0];
-            st = lpv_layer_kl(m, refs[pl[i].idx].lin, p->R, p->C, s->order, kk, x, got, dl, lg, &ws, &kl, err);
+            lpv_recon_opts ro = lpv_recon_defaults();
+            ro.damp = o->damp;
+            st = measure_layer(m, refs[pl[i].idx].lin, s, kk, p, p->need_inputs ? &ist->st[pl[i].idx] : NULL, &ro, x,
+                               got, dl, lg, &ws, &kl, err);
             if (st) break;
             ri->kl_measured[i] = kl;
             if (!(pred > 0)) continue; /* a curve that predicts a gain cannot be scaled into a loss */
@@ -338,6 +378,8 @@ static cJSON *settings_json(const prune_opts *o, const prune_plan *p) {
     cJSON_AddStringToObject(s, "objective", lpv_objective_name(p->obj));
     cJSON_AddNumberToObject(s, "lambda_power", o->lambda_power);
     cJSON_AddStringToObject(s, "loss", p->need_stats ? lpv_loss_name(p->loss) : "none");
+    cJSON_AddStringToObject(s, "update", lpv_update_name(p->update));
+    cJSON_AddBoolToObject(s, "sequential", o->sequential);
     cJSON_AddStringToObject(s, "exclude", o->exclude);
     cJSON_AddNumberToObject(s, "min_density", o->min_density);
     cJSON_AddNumberToObject(s, "calib_size", o->calib_size);
@@ -367,7 +409,7 @@ int cmd_prune(int argc, char **argv) {
     cli_model_args_init(&o.ma);
     o.calib_size = 2000, o.calib_batch = 8, o.target = NAN, o.min_density = 0.05, o.lpvit_smooth = 0.5, o.lpvit_h = 4;
     o.block = "32x32", o.saliency = "taylor2", o.objective = "flops", o.exclude = "patch_embed,head";
-    o.refine = -1, o.refine_images = 32;
+    o.refine = -1, o.refine_images = 32, o.update = "none", o.damp = LPV_RECON_DAMP;
     const cli_opt opts[] = {
         {"--model", OPT_STR, &o.ma.model, "M", "preset (deit_b, vit_t, ...), .safetensors or HF folder", 0, 0, NULL},
         {"--weights", OPT_STR, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
@@ -394,6 +436,10 @@ int cmd_prune(int argc, char **argv) {
         {"--lpvit-power", OPT_FLAG, &o.lpvit_power, NULL, "lpvit: add LPViT's power term (auto beta)", 0, 0, NULL},
         {"--refine", OPT_INT, &o.refine, "N", "rounds of scaling each layer's curve by its measured KL (default 2 for taylor2/fisher, 0 otherwise)", 0, 20, NULL},
         {"--refine-images", OPT_INT, &o.refine_images, "M", "calibration images the refinement measures KL on", 1, 100000, NULL},
+        {"--update", OPT_STR, &o.update, "U", "weight update after masking: none, bias, lsq (exact least squares), obs (SparseGPT)", 0, 0, NULL},
+        {"--sequential", OPT_FLAG, &o.sequential, NULL, "refit block by block on the pruned model's own inputs (lsq/obs)", 0, 0, NULL},
+        {"--recon-images", OPT_INT, &o.recon_images, "N", "calibration images for input statistics (default: all)", 1, 10000000, NULL},
+        {"--damp", OPT_DOUBLE, &o.damp, "x", "Hessian damping, a fraction of its mean diagonal", 0, 0, NULL},
         {"--seed", OPT_INT, &o.seed, "S", "seed for calibration choice and sampling", 0, 2147483647, NULL},
         {"--cache-dir", OPT_STR, &o.cache_dir, "DIR", "calibration statistics cache (default ~/.cache/lpvit)", 0, 0, NULL},
         {"--no-cache", OPT_FLAG, &o.no_cache, NULL, "always recompute calibration statistics", 0, 0, NULL},
@@ -421,9 +467,13 @@ int cmd_prune(int argc, char **argv) {
     prune_plan p;
     lpv_status st = make_plan(&o, &p, &err);
     if (st) return cli_fail(&err, st);
-    if (o.refine < 0) o.refine = (p.sal == LPV_SAL_TAYLOR2 || p.sal == LPV_SAL_FISHER) && p.allocator == ALLOC_GREEDY ? 2 : 0;
+    if (o.refine < 0)
+        o.refine = (p.sal == LPV_SAL_TAYLOR2 || p.sal == LPV_SAL_FISHER || p.sal == LPV_SAL_OBS || p.sal == LPV_SAL_WANDA) &&
+                           p.allocator == ALLOC_GREEDY
+                       ? 2
+                       : 0;
     if (o.refine > 0 && p.allocator != ALLOC_GREEDY) return cli_usage_error("--refine needs --allocator greedy");
-    if ((p.need_stats || o.refine > 0) && !o.calib_dir)
+    if ((p.need_stats || p.need_inputs || o.refine > 0) && !o.calib_dir)
         return cli_usage_error("--calib-dir is required for --saliency %s%s", o.saliency, o.refine ? " and --refine" : "");
     if ((st = cli_runtime(o.threads, o.isa, &err)) != LPV_OK) return cli_fail(&err, st);
     phase_times pt;
@@ -483,6 +533,14 @@ int cmd_prune(int argc, char **argv) {
     char cache_path[2048] = "";
     if (p.need_stats && (st = get_stats(&o, &p, &cm, &ds, list_sha, &cs, cache_path, sizeof cache_path, &err)) != LPV_OK)
         goto fail_ds;
+    /* 3b. the dense model's input statistics (obs / wanda saliency, weight updates) */
+    lpv_model_stats ist;
+    memset(&ist, 0, sizeof ist);
+    if (st == LPV_OK && p.need_inputs) {
+        if (o.recon_images > 0 && o.recon_images < ds.n) lpv_dataset_limit(&ds, o.recon_images);
+        for (int i = 0; i < nl; i++) ist.want[i] = !excluded(refs[i].name, o.exclude);
+        st = lpv_collect_input_stats(m, &ds, &cm.pp, 32, o.ma.quiet, &ist, &err);
+    }
     pt.stats = lpv_now() - t, t = lpv_now();
 
     /* 4. saliency per prunable layer */
@@ -503,8 +561,33 @@ int cmd_prune(int argc, char **argv) {
            gradient points toward overconfidence, not toward preserving the function */
         int first_order = p.loss == LPV_LOSS_CE || p.loss == LPV_LOSS_MEAN_SQ;
         const float *g = p.need_stats && (p.sal != LPV_SAL_TAYLOR2 || first_order) ? cs.g[i] : NULL;
-        lpv_sal_inputs in = {refs[i].lin->w, g, p.need_fisher ? cs.f[i] : NULL, p.need_blocks ? cs.bf[i] : NULL};
+        lpv_sal_inputs in = {refs[i].lin->w, g, p.need_fisher ? cs.f[i] : NULL, p.need_blocks ? cs.bf[i] : NULL,
+                             NULL, 0};
+        double *bscore = NULL;
+        if (p.sal == LPV_SAL_OBS || p.sal == LPV_SAL_WANDA) {
+            const lpv_linear *Lw = refs[i].lin;
+            int nbb = ((Lw->out + p.R - 1) / p.R) * ((Lw->in + p.C - 1) / p.C);
+            bscore = malloc(sizeof(double) * (size_t)nbb);
+            if (!bscore) {
+                st = lpv_fail(&err, LPV_E_OOM, "out of memory");
+                break;
+            }
+            if (p.sal == LPV_SAL_OBS) {
+                lpv_recon_opts ro = lpv_recon_defaults();
+                ro.damp = o.damp;
+                st = lpv_score_obs(Lw->w, Lw->out, Lw->in, ist.st[i].H, p.R, p.C, &ro, bscore, NULL, refs[i].name, &err);
+            } else {
+                lpv_score_wanda(Lw->w, Lw->out, Lw->in, ist.st[i].H, p.R, p.C, bscore);
+            }
+            if (!st) st = lpv_output_energy(Lw->w, Lw->out, Lw->in, ist.st[i].H, &in.norm, &err);
+            in.block_scores = bscore;
+        }
+        if (st) {
+            free(bscore);
+            break;
+        }
         st = lpv_saliency_layer(p.sal, &in, &so, refs[i].lin->out, refs[i].lin->in, p.R, p.C, &q->sal, &work, &err);
+        free(bscore);
         int min_keep = (int)ceil(o.min_density * q->sal.nb - 1e-9);
         if (min_keep < 1) min_keep = 1;
         q->kmax = q->sal.nb - min_keep;
@@ -542,11 +625,13 @@ int cmd_prune(int argc, char **argv) {
     refine_info ri;
     memset(&ri, 0, sizeof ri);
     if (st == LPV_OK && o.refine > 0)
-        st = refine_curves(&o, &p, &cm, refs, pl, np, al, k, o.target * dense_macs, &ds, &ri, &err);
+        st = refine_curves(&o, &p, &cm, refs, pl, np, al, k, o.target * dense_macs, &ds, &ist, &ri, &err);
     pt.alloc = lpv_now() - t, t = lpv_now();
 
-    /* 7. masks → BSR, written with the provenance */
+    /* 7. masks → weight updates → BSR, written with the provenance */
     double kept_macs = 0;
+    uint8_t *masks[LPV_MAX_LAYERS];
+    memset(masks, 0, sizeof masks);
     for (int i = 0; i < np && st == LPV_OK; i++) {
         lpv_layer_sal *s = &pl[i].sal;
         pl[i].k = k[i];
@@ -558,9 +643,29 @@ int cmd_prune(int argc, char **argv) {
         }
         memset(mask, 1, (size_t)s->nb);
         for (int q = 0; q < k[i]; q++) mask[s->order[q]] = 0;
-        st = lpv_model_sparsify(m, refs[pl[i].idx].lin, p.R, p.C, mask, s->name, &err);
-        free(mask);
+        masks[pl[i].idx] = mask;
     }
+    lpv_reconstruct_info rinfo;
+    memset(&rinfo, 0, sizeof rinfo);
+    double t_recon = lpv_now();
+    if (st == LPV_OK && p.update != LPV_UPDATE_NONE) {
+        lpv_model *dense = NULL;
+        if (o.sequential) { /* an untouched copy: the sequential refit targets the dense model's outputs */
+            lpv_model_opts mo = {m->cfg.heads, m->cfg.ln_eps, 0};
+            st = lpv_model_load(&dense, m->path, &mo, &err);
+            if (!st) st = lpv_model_densify(dense, &err);
+        }
+        lpv_reconstruct_opts ro = {p.update, o.sequential, lpv_recon_defaults(), 16, o.ma.quiet};
+        ro.recon.damp = o.damp;
+        if (!st) st = lpv_reconstruct(m, dense, masks, p.R, p.C, &ist, &ds, &cm.pp, &ro, &rinfo, &err);
+        lpv_model_free(dense);
+    }
+    t_recon = lpv_now() - t_recon;
+    for (int i = 0; i < np && st == LPV_OK; i++) {
+        lpv_layer_sal *s = &pl[i].sal;
+        st = lpv_model_sparsify(m, refs[pl[i].idx].lin, p.R, p.C, masks[pl[i].idx], s->name, &err);
+    }
+    for (int i = 0; i < nl; i++) free(masks[i]);
     double achieved = kept_macs / dense_macs;
     if (st == LPV_OK && fabs(achieved - o.target) > 0.005 && !o.ma.quiet)
         fprintf(stderr, "lpvit: warning: achieved FLOPs ratio %.4f is %.4f from the target\n", achieved,
@@ -662,6 +767,26 @@ int cmd_prune(int argc, char **argv) {
             cJSON_AddNumberToObject(al_j, "topup_blocks", info.lpvit_topup);
             cJSON_AddNumberToObject(al_j, "beta", info.lpvit_beta);
         }
+        if (p.update != LPV_UPDATE_NONE) {
+            cJSON *ru = cJSON_AddObjectToObject(r, "reconstruction");
+            cJSON_AddStringToObject(ru, "update", lpv_update_name(p.update));
+            cJSON_AddBoolToObject(ru, "sequential", o.sequential);
+            cJSON_AddNumberToObject(ru, "images", (double)ist.images);
+            cJSON_AddNumberToObject(ru, "damp", o.damp);
+            cJSON_AddNumberToObject(ru, "max_damp_used", rinfo.max_damp);
+            cJSON_AddNumberToObject(ru, "factorizations_retried", rinfo.retried);
+            cJSON_AddNumberToObject(ru, "seconds", t_recon);
+            if (!o.sequential) {
+                cJSON *le = cJSON_AddArrayToObject(ru, "relative_output_error");
+                for (int i = 0; i < np; i++) {
+                    cJSON *e = cJSON_CreateObject();
+                    cJSON_AddStringToObject(e, "layer", pl[i].sal.name);
+                    cJSON_AddNumberToObject(e, "masked_only", rinfo.err_masked[pl[i].idx]);
+                    cJSON_AddNumberToObject(e, "updated", rinfo.err_updated[pl[i].idx]);
+                    cJSON_AddItemToArray(le, e);
+                }
+            }
+        }
         if (ri.rounds) {
             cJSON *rf = cJSON_AddObjectToObject(r, "refine");
             cJSON_AddNumberToObject(rf, "rounds", ri.rounds);
@@ -684,6 +809,7 @@ int cmd_prune(int argc, char **argv) {
         cJSON_AddNumberToObject(ph, "cost_model", pt.cost);
         cJSON_AddNumberToObject(ph, "allocation", pt.alloc - ri.seconds);
         cJSON_AddNumberToObject(ph, "refine", ri.seconds);
+        cJSON_AddNumberToObject(ph, "reconstruction", t_recon);
         cJSON_AddNumberToObject(ph, "write", pt.write);
         cJSON_AddNumberToObject(ph, "total", lpv_now() - t_start);
         lpv_report_environment(r);
@@ -696,9 +822,9 @@ int cmd_prune(int argc, char **argv) {
             printf("energy proxy    %.3f of the dense pruned layers%s\n", e1 / e0, "");
             if (t0 > 0) printf("predicted       %.2fx faster pruned layers (time table)\n", t0 / t1);
             printf("wall time       %.1fs (statistics %.1fs%s, saliency %.2fs, cost %.2fs, allocation %.2fs, refine %.1fs, "
-                   "write %.2fs)\n",
+                   "update %.1fs, write %.2fs)\n",
                    lpv_now() - t_start, pt.stats, cs.from_cache ? " from cache" : "", pt.saliency, pt.cost,
-                   pt.alloc - ri.seconds, ri.seconds, pt.write);
+                   pt.alloc - ri.seconds, ri.seconds, t_recon, pt.write - t_recon);
             printf("wrote           %s\n", o.out);
         }
         if (o.report) st = lpv_json_write(r, o.report, &err);
@@ -708,6 +834,7 @@ int cmd_prune(int argc, char **argv) {
     lpv_time_table_free(&tt);
     lpv_arena_free(&work);
     lpv_calib_free(&cs);
+    lpv_model_stats_free(&ist);
 fail_ds:
     lpv_dataset_free(&ds);
 fail_model:

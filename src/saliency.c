@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *NAMES[LPV_SAL_COUNT] = {"l1", "fisher", "taylor2", "lpvit"};
+static const char *NAMES[LPV_SAL_COUNT] = {"l1", "fisher", "taylor2", "lpvit", "obs", "wanda"};
 
 const char *lpv_saliency_name(lpv_saliency_kind k) { return k < LPV_SAL_COUNT ? NAMES[k] : "?"; }
 
@@ -24,7 +24,7 @@ lpv_status lpv_saliency_parse(const char *s, lpv_saliency_kind *out, lpv_err *er
             *out = (lpv_saliency_kind)i;
             return LPV_OK;
         }
-    return lpv_fail(err, LPV_E_ARG, "--saliency: expected l1, fisher, taylor2 or lpvit, got '%s'", s);
+    return lpv_fail(err, LPV_E_ARG, "--saliency: expected taylor2, obs, wanda, fisher, lpvit or l1, got '%s'", s);
 }
 
 /* what: 0 |x|, 1 |x·y|, 2 ½ z x², 3 x·y, 4 (x·y)², 5 x */
@@ -153,6 +153,8 @@ lpv_status lpv_saliency_layer(lpv_saliency_kind kind, const lpv_sal_inputs *in, 
         return lpv_fail(err, LPV_E_ARG, "saliency 'fisher' needs the Fisher diagonal");
     if (kind == LPV_SAL_TAYLOR2 && !in->bf)
         return lpv_fail(err, LPV_E_ARG, "saliency 'taylor2' needs per-block second moments");
+    if ((kind == LPV_SAL_OBS || kind == LPV_SAL_WANDA) && (!in->block_scores || !(in->norm > 0)))
+        return lpv_fail(err, LPV_E_ARG, "saliency '%s' needs block scores and the output energy", lpv_saliency_name(kind));
     s->out = out, s->in = in_features, s->R = R, s->C = C, s->nbr = nbr, s->nbc = nbc, s->nb = nb;
     s->order = lpv_arena_alloc(a, sizeof(int32_t) * (size_t)nb);
     s->curve = lpv_arena_alloc(a, sizeof(double) * (size_t)(nb + 1));
@@ -179,6 +181,10 @@ lpv_status lpv_saliency_layer(lpv_saliency_kind kind, const lpv_sal_inputs *in, 
     case LPV_SAL_TAYLOR2: /* g == NULL: no first-order term */
         if (in->g) block_sums(t2, in->w, in->g, NULL, out, in_features, R, C, nbc, 3);
         for (int b = 0; b < nb; b++) t1[b] = 0.5 * (double)in->bf[b] - t2[b], s->score[b] = (float)t1[b];
+        break;
+    case LPV_SAL_OBS:
+    case LPV_SAL_WANDA:
+        for (int b = 0; b < nb; b++) t1[b] = in->block_scores[b] / in->norm, s->score[b] = (float)t1[b];
         break;
     case LPV_SAL_LPVIT: /* curves and the search rank by block-mean |w·g| */
         block_sums(t1, in->w, in->g, NULL, out, in_features, R, C, nbc, 1);

@@ -116,6 +116,15 @@ for sal in taylor2 fisher lpvit l1; do
   [ "$(json_get "$T/r_$sal.json" "abs(d['totals']['achieved_flops_ratio'] - 0.6) <= 0.005")" = True ] && ok || bad "prune $sal missed the target: $(json_get "$T/r_$sal.json" "d['totals']['achieved_flops_ratio']")"
   [ "$(json_get "$T/r_$sal.json" "len(d['layers']) == 8 and d['settings']['saliency'] == '$sal' and len(d['model_sha256']) == 64")" = True ] && ok || bad "prune $sal report"
 done
+# reconstruction: obs/wanda saliency from input statistics, lsq/obs/bias updates, sequential refit
+for upd in "--saliency obs --update lsq" "--saliency wanda --update obs" "--saliency obs --update lsq --sequential" "--update bias"; do
+  run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.6 --block 16x16 --refine 1 --refine-images 4 \
+    $upd $C --out "$P" --report "$T/ru.json" --quiet
+  [ "$(json_get "$T/ru.json" "abs(d['totals']['achieved_flops_ratio'] - 0.6) <= 0.005 and d['reconstruction']['update'] in ('lsq', 'obs', 'bias')")" = True ] && ok || bad "prune $upd"
+  run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --quiet
+done
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --out "$T/x.safetensors" --quiet; one_line_err "--sequential"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --update magic --out "$T/x.safetensors" --quiet; one_line_err "--update"
 # the second run with the same inputs reuses the cached statistics
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 [ "$(json_get "$T/r.json" "d['calibration']['from_cache']")" = False ] && ok || bad "first run should not hit the cache"

@@ -60,6 +60,8 @@ static void test_saliency(lpv_rng *r) {
         int n = out * in, nbr = (out + R - 1) / R, nbc = (in + C - 1) / C, nb = nbr * nbc;
         float *w = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n), *f = malloc(sizeof(float) * n);
         float *bf = malloc(sizeof(float) * nb);
+        double *bs = malloc(sizeof(double) * nb);
+        for (int b = 0; b < nb; b++) bs[b] = lpv_rng_uniform(r);
         fill(w, n, r, 0.1f), fill(g, n, r, 0.01f);
         for (int i = 0; i < n; i++) f[i] = fabsf(g[i]) * 3;
         for (int b = 0; b < nb; b++) bf[b] = (float)lpv_rng_uniform(r);
@@ -69,7 +71,7 @@ static void test_saliency(lpv_rng *r) {
         for (int kind = 0; kind < LPV_SAL_COUNT; kind++) {
             lpv_layer_sal sal;
             memset(&sal, 0, sizeof sal);
-            lpv_sal_inputs inp = {w, g, f, bf};
+            lpv_sal_inputs inp = {w, g, f, bf, bs, 2.0};
             lpv_sal_opts so = {0, 0, 1};
             CHECK_OK(lpv_saliency_layer((lpv_saliency_kind)kind, &inp, &so, out, in, R, C, &sal, &a, &err), &err);
             CHECK(sal.nb == nb && sal.elems[nb] == n);
@@ -83,7 +85,8 @@ static void test_saliency(lpv_rng *r) {
                 int br = b / nbc, bc = b % nbc;
                 double el = lpv_block_sum_ref(w, NULL, NULL, out, in, R, C, br, bc, 5) * 0 +
                             (double)(((br + 1) * R < out ? R : out - br * R) * ((bc + 1) * C < in ? C : in - bc * C));
-                double want = kind == LPV_SAL_L1       ? lpv_block_sum_ref(w, NULL, NULL, out, in, R, C, br, bc, 0) / el
+                double want = kind == LPV_SAL_OBS || kind == LPV_SAL_WANDA ? bs[b] / 2.0
+                              : kind == LPV_SAL_L1       ? lpv_block_sum_ref(w, NULL, NULL, out, in, R, C, br, bc, 0) / el
                               : kind == LPV_SAL_FISHER ? lpv_block_sum_ref(w, NULL, f, out, in, R, C, br, bc, 2)
                               : kind == LPV_SAL_TAYLOR2
                                   ? 0.5 * bf[b] - lpv_block_sum_ref(w, g, NULL, out, in, R, C, br, bc, 3)
@@ -132,11 +135,12 @@ static void test_saliency(lpv_rng *r) {
         /* missing inputs are errors, not crashes */
         lpv_layer_sal bad;
         memset(&bad, 0, sizeof bad);
-        lpv_sal_inputs none = {w, NULL, NULL, NULL};
+        lpv_sal_inputs none = {w, NULL, NULL, NULL, NULL, 0};
         CHECK(lpv_saliency_layer(LPV_SAL_TAYLOR2, &none, NULL, out, in, R, C, &bad, &a, &err) == LPV_E_ARG);
         CHECK(lpv_saliency_layer(LPV_SAL_LPVIT, &none, NULL, out, in, R, C, &bad, &a, &err) == LPV_E_ARG);
+        CHECK(lpv_saliency_layer(LPV_SAL_OBS, &none, NULL, out, in, R, C, &bad, &a, &err) == LPV_E_ARG);
         lpv_arena_free(&a);
-        free(w), free(g), free(f), free(bf);
+        free(w), free(g), free(f), free(bf), free(bs);
     }
 }
 

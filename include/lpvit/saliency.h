@@ -29,7 +29,9 @@
 #include "lpvit/error.h"
 #include "lpvit/model.h"
 
-typedef enum { LPV_SAL_L1, LPV_SAL_FISHER, LPV_SAL_TAYLOR2, LPV_SAL_LPVIT, LPV_SAL_COUNT } lpv_saliency_kind;
+typedef enum {
+    LPV_SAL_L1, LPV_SAL_FISHER, LPV_SAL_TAYLOR2, LPV_SAL_LPVIT, LPV_SAL_OBS, LPV_SAL_WANDA, LPV_SAL_COUNT
+} lpv_saliency_kind;
 
 const char *lpv_saliency_name(lpv_saliency_kind k);
 lpv_status lpv_saliency_parse(const char *s, lpv_saliency_kind *out, lpv_err *err);
@@ -54,6 +56,8 @@ typedef struct {
     const float *g; /* (out, in) mean gradient (taylor2, lpvit) or NULL */
     const float *f; /* (out, in) Fisher diagonal (fisher) or NULL */
     const float *bf;/* (nbr, nbc) block second moments mean_n (g_n,b · w_b)² (taylor2) or NULL */
+    const double *block_scores; /* (nbr, nbc) obs / wanda scores */
+    double norm;                /* obs / wanda: ‖W X‖², divides the curve */
 } lpv_sal_inputs;
 
 typedef struct {

@@ -1,0 +1,164 @@
+/*
+ * recon.h — layer-wise reconstruction math for one linear layer
+ *     Y (out, n) = W (out, in) · X (in, n) + b
+ * on calibration inputs: the input statistics, per-block pruning scores, and
+ * the weight updates that repair a layer after a FIXED R×C block mask has
+ * been chosen (research/lpvit.md §5).
+ *
+ * Activations are feature-major as in linear.h: X is (in, n) row-major with
+ * row stride ld >= n (rows = input features, columns = tokens). A block mask
+ * is (nbr, nbc) = (ceil(out / R), ceil(in / C)) bytes, nonzero = keep; R, C in
+ * {8, 16, 32, 64}; edge blocks may be partial.
+ *
+ * Statistics (lpv_layer_stats):
+ *   H   (in, in)  Σ x xᵀ over the inputs the layer sees. lpv_stats_accumulate
+ *                 updates ONLY the upper triangle (row-major, H[i·in + j] with
+ *                 j >= i; the lower triangle stays 0). Every function here that
+ *                 takes an H reads only its upper triangle, so a full
+ *                 symmetric matrix works as well; lpv_stats_symmetrize mirrors
+ *                 it for other users.
+ *   sum (in)      Σ x, in double.
+ *   G   (in, in)  cross statistics Σ x x̃ᵀ, full (cross mode only).
+ * Sequential ("cross") mode: the layer of the pruned model sees x̃ while the
+ * dense model's layer saw x for the same token. lpv_stats_accumulate_cross
+ * then gathers H = Σ x̃ x̃ᵀ, sum = Σ x̃, G = Σ x x̃ᵀ and sum_dense = Σ x.
+ *
+ * Damping: δ = damp · mean(diag H) (damp = 0.01 by default, SparseGPT's; when
+ * the diagonal is all zero or negative, δ = damp). A factorization that
+ * fails is retried with max(damp, 0.001) × 10^a on retry a = 1..`retries`;
+ * lpv_recon_info says what was used, and a failure after the last retry is
+ * an error naming the layer (and the block row for lsq).
+ *
+ * Scores, one per block (nbr, nbc) in double, row-major:
+ *   obs    ΔL(b) = ½ Σ_{r ∈ rows(b)} w_{r,Cb} ([Hd⁻¹]_{Cb,Cb})⁻¹ w_{r,Cb}ᵀ,
+ *          Hd = H + δI: the minimum over the other weights of those rows of
+ *          ½ [‖(W − Ŵ) X‖² + δ‖W − Ŵ‖²] when the block is removed (OBS/OBC).
+ *   wanda  Σ_b |w_ij| · ‖x_j‖₂ with ‖x_j‖₂ = sqrt(H_jj).
+ *   lpv_output_energy(W, H) = tr(W H Wᵀ) = ‖W X‖² (normalizes layers' curves;
+ *   with W − Ŵ it is the layer's output error ‖(W − Ŵ) X‖²).
+ *
+ * Updates, W (out, in) in place; on entry W is the DENSE weight (the pruned
+ * blocks' values define the target W X), on return pruned blocks are exactly 0:
+ *   lsq   exact least squares per block row (its rows share the kept column
+ *         set K):  Ŵ_{r,K} = argmin ‖W_r X − Ŵ_{r,K} X̃_K‖² + δ‖Ŵ_{r,K} − W_{r,K}‖²
+ *                          = (W_r G_{:,K} + δ W_{r,K}) (H̃_KK + δI)⁻¹,
+ *         G = Σ x x̃ᵀ (G == NULL: plain case, G = H̃ = H). The ridge pulls toward
+ *         the dense weights, so a fully kept block row is left unchanged and
+ *         the result is the exact OBS optimum under Hd (what lpv_score_obs
+ *         scores and what lpv_recon_obs reaches when a row's pruned columns
+ *         come first). opts.ridge_zero = 1 gives the plain ridge
+ *         W_r G_{:,K} (H̃_KK + δI)⁻¹ instead. A block row with no kept block
+ *         becomes 0. One Cholesky of |K|×|K| per block row, block rows split
+ *         over lpv_threads_get() OpenMP threads.
+ *   obs   SparseGPT's column sweep (arXiv 2301.00774, Alg. 1) for the fixed
+ *         mask: U = upper Cholesky factor of Hd⁻¹ (Hd⁻¹ = Uᵀ U); columns left
+ *         to right, each pruned w_ij gives e = w_ij / U_jj, w_{i,j+1:} −= e·U_{j,j+1:},
+ *         w_ij = 0 (lazy batches of 128 columns, rows split over threads).
+ *   bias  b ← b + W mean(x) − Ŵ mean(x̃) (mean_xt == NULL: x̃ = x), i.e.
+ *         b + (W − Ŵ) mean(x): the mean output error becomes 0. Needs the
+ *         dense W, so keep a copy before lsq / obs.
+ *
+ * Every optimized routine has a plain `_ref` next to it (double precision,
+ * single thread, no lazy batching) that tests compare against.
+ *
+ * Memory: lpv_stats_init mallocs H, sum (and G, sum_dense) — 4·in² bytes each
+ * matrix — and lpv_stats_free releases them. The scores and updates malloc
+ * their scratch once per call (an in×in copy of H, plus per thread a
+ * |K|max² matrix for lsq or a rows×128 panel for obs) and free it before
+ * returning; nothing is allocated inside their loops. Outputs are caller-owned.
+ *
+ *     lpv_layer_stats s; lpv_stats_init(&s, in, 0, &err);
+ *     for each batch: lpv_stats_accumulate(&s, X, ld, T);
+ *     lpv_recon_opts o = lpv_recon_defaults();
+ *     memcpy(W0, W, ...);  lpv_recon_lsq(W, out, in, 32, 32, mask, s.H, NULL, &o, &info, name, &err);
+ *     lpv_stats_mean(&s, mean, NULL); lpv_recon_bias(b, W0, W, out, in, mean, NULL);
+ *     lpv_stats_free(&s);
+ */
+#ifndef LPVIT_RECON_H
+#define LPVIT_RECON_H
+
+#include <stdint.h>
+
+#include "lpvit/error.h"
+
+#define LPV_RECON_DAMP 0.01
+#define LPV_RECON_RETRIES 3
+
+typedef struct {
+    int in;
+    float *H;          /* (in, in) Σ x̃ x̃ᵀ, upper triangle (j >= i) accumulated */
+    double *sum;       /* (in) Σ x̃ */
+    int64_t n;         /* columns (tokens) accumulated */
+    float *G;          /* (in, in) Σ x x̃ᵀ, full; cross mode only, else NULL */
+    double *sum_dense; /* (in) Σ x of the dense model; cross mode only, else NULL */
+} lpv_layer_stats;
+
+typedef struct {
+    double damp;     /* δ = damp · mean(diag H), >= 0 */
+    int retries;     /* failed factorizations retry with max(damp, 0.001) · 10^a, a = 1..retries, <= 12 */
+    int ridge_zero;  /* lsq: ridge toward 0 instead of toward the dense weights */
+} lpv_recon_opts;
+
+typedef struct {
+    double damp;     /* largest damp actually used (> opts.damp after a retry) */
+    double delta;    /* the δ that went with it */
+    int retried;     /* factorizations that needed more damping */
+} lpv_recon_info;
+
+/* {LPV_RECON_DAMP, LPV_RECON_RETRIES, 0} */
+lpv_recon_opts lpv_recon_defaults(void);
+
+/* ---- statistics ---- */
+
+/* Zeroed statistics for `in` features; cross != 0 also allocates G and sum_dense. */
+lpv_status lpv_stats_init(lpv_layer_stats *s, int in, int cross, lpv_err *err);
+void lpv_stats_free(lpv_layer_stats *s);
+/* H += X Xᵀ (upper triangle, ssyrk; row bands over the threads), sum += Σ x,
+ * n += ncols. X (in, ncols) with row stride ld >= ncols. */
+void lpv_stats_accumulate(lpv_layer_stats *s, const float *X, int ld, int ncols);
+void lpv_stats_accumulate_ref(lpv_layer_stats *s, const float *X, int ld, int ncols);
+/* Cross mode: X (in, ncols) dense-model inputs, Xt (in, ncols) the pruned
+ * model's inputs for the same tokens: H += X̃ X̃ᵀ, G += X X̃ᵀ (sgemm),
+ * sum += Σ x̃, sum_dense += Σ x. */
+void lpv_stats_accumulate_cross(lpv_layer_stats *s, const float *X, int ldx, const float *Xt, int ldxt, int ncols);
+void lpv_stats_accumulate_cross_ref(lpv_layer_stats *s, const float *X, int ldx, const float *Xt, int ldxt,
+                                    int ncols);
+/* mean (in) = sum / n; mean_dense (in) = sum_dense / n when non-NULL (cross mode). */
+void lpv_stats_mean(const lpv_layer_stats *s, double *mean, double *mean_dense);
+/* Copies H's upper triangle onto its lower triangle. */
+void lpv_stats_symmetrize(float *H, int in);
+/* Hd (in, in) = full symmetric copy of H's upper triangle + δI; returns
+ * δ = damp · mean(diag H) (damp when the diagonal is all zero). */
+double lpv_damp_copy(const float *H, int in, double damp, float *Hd);
+
+/* ---- scores (nbr, nbc) ---- */
+
+lpv_status lpv_score_obs(const float *W, int out, int in, const float *H, int R, int C, const lpv_recon_opts *o,
+                         double *score, lpv_recon_info *info, const char *name, lpv_err *err);
+lpv_status lpv_score_obs_ref(const float *W, int out, int in, const float *H, int R, int C, const lpv_recon_opts *o,
+                             double *score, lpv_recon_info *info, const char *name, lpv_err *err);
+void lpv_score_wanda(const float *W, int out, int in, const float *H, int R, int C, double *score);
+void lpv_score_wanda_ref(const float *W, int out, int in, const float *H, int R, int C, double *score);
+/* *energy = tr(W H Wᵀ); fails only on out-of-memory. */
+lpv_status lpv_output_energy(const float *W, int out, int in, const float *H, double *energy, lpv_err *err);
+double lpv_output_energy_ref(const float *W, int out, int in, const float *H);
+
+/* ---- updates for a fixed mask ---- */
+
+/* Zeroes W's pruned blocks (the masked-only baseline). */
+void lpv_mask_apply(float *W, int out, int in, int R, int C, const uint8_t *mask);
+/* b (out) += W_dense mean_x − W_new mean_xt (mean_xt NULL: mean_x); mean_* (in). */
+void lpv_recon_bias(float *b, const float *W_dense, const float *W_new, int out, int in, const double *mean_x,
+                    const double *mean_xt);
+/* H is H̃ (upper triangle read), G (in, in) full or NULL (then G = H). o NULL = defaults; info may be NULL. */
+lpv_status lpv_recon_lsq(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H, const float *G,
+                         const lpv_recon_opts *o, lpv_recon_info *info, const char *name, lpv_err *err);
+lpv_status lpv_recon_lsq_ref(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                             const float *G, const lpv_recon_opts *o, lpv_recon_info *info, const char *name,
+                             lpv_err *err);
+lpv_status lpv_recon_obs(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                         const lpv_recon_opts *o, lpv_recon_info *info, const char *name, lpv_err *err);
+lpv_status lpv_recon_obs_ref(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                             const lpv_recon_opts *o, lpv_recon_info *info, const char *name, lpv_err *err);
+
+#endif

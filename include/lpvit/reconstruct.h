@@ -1,0 +1,85 @@
+/*
+ * reconstruct.h — layer-wise reconstruction of a whole pruned model
+ * (recon.h does the math for one layer).
+ *
+ * Input statistics: one forward pass of the dense model over calibration
+ * images, with a tap on every selected linear layer's input, gives each
+ * layer's H = Σ x xᵀ and Σ x (lpv_collect_input_stats).
+ *
+ * Updates for fixed block masks (lpv_reconstruct):
+ *   non-sequential  each layer repaired from the dense model's statistics
+ *                   alone (lsq or obs, then bias correction).
+ *   sequential      SparseGPT/OBC style, block by block: the residual stream
+ *                   entering block l is cached for every calibration image,
+ *                   for the dense model and for the model pruned so far; one
+ *                   pass of block l over both gives, per linear, the pruned
+ *                   model's input statistics H̃ and the cross statistics
+ *                   G = Σ x x̃ᵀ, so each layer is refit to reproduce the DENSE
+ *                   model's output from the PRUNED model's inputs (errors of
+ *                   earlier layers are corrected, not compounded); then block l
+ *                   of the pruned model is re-run with its new weights to give
+ *                   the next block's input. The heads are done the same way.
+ *                   Cost: about three forward passes over the images; memory:
+ *                   2 × D × tokens × images floats for the cached streams.
+ * The model is modified in place: its pruned layers' dense weights are
+ * replaced by the updated ones (zeros in pruned blocks); the caller converts
+ * them to BSR afterwards. Statistics own their matrices (lpv_model_stats_free).
+ */
+#ifndef LPVIT_RECONSTRUCT_H
+#define LPVIT_RECONSTRUCT_H
+
+#include <stdint.h>
+
+#include "lpvit/dataset.h"
+#include "lpvit/error.h"
+#include "lpvit/image.h"
+#include "lpvit/model.h"
+#include "lpvit/recon.h"
+
+typedef enum { LPV_UPDATE_NONE, LPV_UPDATE_BIAS, LPV_UPDATE_LSQ, LPV_UPDATE_OBS, LPV_UPDATE_COUNT } lpv_update_kind;
+
+const char *lpv_update_name(lpv_update_kind u);
+lpv_status lpv_update_parse(const char *s, lpv_update_kind *out, lpv_err *err);
+
+typedef struct {
+    int n;                                  /* model layers (lpv_model_layers order) */
+    int want[LPV_MAX_LAYERS];               /* statistics gathered for this layer */
+    lpv_layer_stats st[LPV_MAX_LAYERS];
+    int64_t images;
+} lpv_model_stats;
+
+/* H and Σx for every layer with want[i] set, over the dataset's images (batch images per pass). */
+lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch, int quiet,
+                                   lpv_model_stats *s, lpv_err *err);
+void lpv_model_stats_free(lpv_model_stats *s);
+
+typedef struct {
+    lpv_update_kind update;
+    int sequential;
+    lpv_recon_opts recon;
+    int batch;
+    int quiet;
+} lpv_reconstruct_opts;
+
+typedef struct {
+    double seconds;
+    double max_damp;          /* largest damping any factorization needed */
+    int retried;              /* factorizations that needed more damping */
+    double err_masked[LPV_MAX_LAYERS], err_updated[LPV_MAX_LAYERS]; /* relative output error ‖ΔW X‖² / ‖W X‖² (non-seq) */
+} lpv_reconstruct_info;
+
+/* One layer, fixed mask: W (out, in) dense on entry, repaired on return; b updated when bias != NULL. */
+lpv_status lpv_reconstruct_layer(float *W, float *b, int out, int in, int R, int C, const uint8_t *mask,
+                                 const lpv_layer_stats *st, lpv_update_kind u, const lpv_recon_opts *o,
+                                 lpv_recon_info *info, const char *name, lpv_err *err);
+
+/*
+ * Applies masks (per layer in model order; NULL = layer not pruned) with the chosen update.
+ * stats: the dense model's statistics (needed for non-sequential lsq/obs/bias).
+ * Sequential mode re-reads the images (ds, pp) and needs `dense`, an untouched copy of the model.
+ */
+lpv_status lpv_reconstruct(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
+                           const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,
+                           const lpv_reconstruct_opts *o, lpv_reconstruct_info *info, lpv_err *err);
+
+#endif

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Pruning benchmark on ../shared/data (real ViT-Tiny, ImageNet images): for each FLOPs target and
+# block shape, prune with each method (post-training, no fine-tuning), evaluate top-1 on the
+# validation images, and measure the pruned model's end-to-end speedup over the dense engine in
+# the same run. Prints one markdown table (dense top-1 in the first row) and writes every report.
+#
+#   scripts/bench-prune.sh                  # full table: targets 0.7 0.5 0.3, blocks 16x16 32x32
+#   scripts/bench-prune.sh --quick          # CI: 256 calibration / 300 val images, target 0.7, 32x32,
+#                                           # taylor2 only, fails below the recorded floor
+# Options: --data DIR (default ../shared/data), --methods "l1 lpvit taylor2 ...", --targets, --blocks,
+#          --calib-size N, --val-limit N, --threads N, --out DIR, --floor X (quick mode's top-1 floor)
+# A method is a saliency name, optionally with an update: taylor2, l1, lpvit, obs+lsq, obs+obs, wanda ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=../shared/data; methods="l1 lpvit taylor2"; targets="0.7 0.5 0.3"; blocks="16x16 32x32"
+calib=1000; val=0; threads=$(nproc); out=out/bench-prune; quick=0; floor=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1; shift ;;
+    --data) data=$2; shift 2 ;; --methods) methods=$2; shift 2 ;; --targets) targets=$2; shift 2 ;;
+    --blocks) blocks=$2; shift 2 ;; --calib-size) calib=$2; shift 2 ;; --val-limit) val=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;; --out) out=$2; shift 2 ;; --floor) floor=$2; shift 2 ;;
+    *) echo "bench-prune.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+done
+if [ "$quick" = 1 ]; then
+  methods=${QUICK_METHODS:-taylor2}; targets=0.7; blocks=32x32; calib=256; val=300
+  floor=${floor:-$(cat scripts/bench-prune.floor 2>/dev/null || echo 0)}
+fi
+model="$data/vit_tiny_patch16_224.safetensors"
+[ -f "$model" ] || { echo "bench-prune.sh: '$model' not found (the project's shared data)" >&2; exit 2; }
+[ -x build/lpvit ] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j"$(nproc)" >/dev/null; }
+L=build/lpvit
+mkdir -p "$out"
+cache="$out/cache"
+limit=""; [ "$val" -gt 0 ] && limit="--limit $val"
+py=/usr/bin/python3
+jget() { $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; }
+
+echo "dense eval" >&2
+$L eval --model "$model" --imagenet-dir "$data/imagenet-val-1000" $limit --threads "$threads" --json "$out/dense.json" --quiet >/dev/null
+rows=()
+for blk in $blocks; do for t in $targets; do for meth in $methods; do
+  sal=${meth%%+*}; upd=""; [ "$meth" != "$sal" ] && upd="--update ${meth#*+}"
+  tag="${meth//+/_}_${blk}_t${t}"
+  echo "prune $meth $blk target $t" >&2
+  t0=$(date +%s.%N)
+  $L prune --model "$model" --calib-dir "$data/imagenet-calib-1000" --calib-size "$calib" --saliency "$sal" $upd \
+    --target-flops "$t" --block "$blk" --threads "$threads" --cache-dir "$cache" \
+    --out "$out/$tag.safetensors" --report "$out/$tag.prune.json" --quiet >/dev/null
+  t1=$(date +%s.%N)
+  $L eval --model "$out/$tag.safetensors" --imagenet-dir "$data/imagenet-val-1000" $limit --threads "$threads" \
+    --json "$out/$tag.eval.json" --quiet >/dev/null
+  $L bench --pruned "$out/$tag.safetensors" --batch 8 --reps 5 --warmup 1 --no-layers --threads "$threads" \
+    --json "$out/$tag.bench.json" --quiet >/dev/null
+  rows+=("$tag|$meth|$blk|$t|$($py -c "print('%.1f' % ($t1 - $t0))")")
+done; done; done
+
+dense_top1=$(jget "$out/dense.json" "d['top1']")
+images=$(jget "$out/dense.json" "d['images']")
+echo
+echo "ViT-Tiny (../shared/data), $images validation images, calibration $calib images, $threads threads, post-training (no fine-tuning)"
+echo
+echo "| method | block | target FLOPs | achieved FLOPs | top-1 | drop | speedup (e2e, batch 8) | prune wall s | statistics s |"
+echo "|---|---|---|---|---|---|---|---|---|"
+echo "| dense | - | 1.0 | 1.0 | $dense_top1 | 0 | 1.00x | - | - |"
+fail=0
+for r in "${rows[@]}"; do
+  IFS='|' read -r tag meth blk t wall <<<"$r"
+  top1=$(jget "$out/$tag.eval.json" "d['top1']")
+  ach=$(jget "$out/$tag.prune.json" "'%.4f' % d['totals']['achieved_flops_ratio']")
+  sp=$(jget "$out/$tag.bench.json" "'%.2fx' % d['end_to_end']['speedup']")
+  st=$(jget "$out/$tag.prune.json" "'%.1f%s' % (d['wall_s']['statistics'], ' (cached)' if d['calibration']['from_cache'] else '')")
+  drop=$($py -c "print('%.2f' % ($dense_top1 - $top1))")
+  echo "| $meth | $blk | $t | $ach | $top1 | $drop | $sp | $wall | $st |"
+  if [ -n "$floor" ] && $py -c "import sys; sys.exit(0 if $top1 < $floor else 1)"; then
+    echo "FAIL: $meth $blk target $t: top-1 $top1 below the floor $floor" >&2; fail=1
+  fi
+done
+echo
+jget "$out/dense.json" "'CPU %s, isa %s, OpenBLAS core %s, lpvit %s' % (d['environment']['cpu'], d['environment']['isa'], d['environment']['openblas_core'], d['environment']['commit'])"
+exit $fail

@@ -1,0 +1,357 @@
+/* reconstruct.c — model-level layer-wise reconstruction (see include/lpvit/reconstruct.h). */
+#include "lpvit/reconstruct.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lpvit/cpu.h"
+#include "lpvit/forward.h"
+#include "lpvit/loader.h"
+
+static const char *UPDATE_NAMES[LPV_UPDATE_COUNT] = {"none", "bias", "lsq", "obs"};
+
+const char *lpv_update_name(lpv_update_kind u) { return u < LPV_UPDATE_COUNT ? UPDATE_NAMES[u] : "?"; }
+
+lpv_status lpv_update_parse(const char *s, lpv_update_kind *out, lpv_err *err) {
+    for (int i = 0; i < LPV_UPDATE_COUNT; i++)
+        if (strcmp(s, UPDATE_NAMES[i]) == 0) {
+            *out = (lpv_update_kind)i;
+            return LPV_OK;
+        }
+    return lpv_fail(err, LPV_E_ARG, "--update: expected none, bias, lsq or obs, got '%s'", s);
+}
+
+/* ---- statistics of the dense model ---- */
+
+static void stats_tap(void *ctx, int layer, const float *X, int ld, int ncols) {
+    lpv_model_stats *s = ctx;
+    if (layer < s->n && s->want[layer]) lpv_stats_accumulate(&s->st[layer], X, ld, ncols);
+}
+
+void lpv_model_stats_free(lpv_model_stats *s) {
+    for (int i = 0; i < s->n; i++)
+        if (s->want[i]) lpv_stats_free(&s->st[i]);
+}
+
+lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch, int quiet,
+                                   lpv_model_stats *s, lpv_err *err) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    s->n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    s->images = 0;
+    for (int i = 0; i < s->n; i++) {
+        memset(&s->st[i], 0, sizeof s->st[i]);
+        if (!s->want[i]) continue;
+        lpv_status st = lpv_stats_init(&s->st[i], refs[i].lin->in, 0, err);
+        if (st) {
+            s->want[i] = 0;
+            lpv_model_stats_free(s);
+            return st;
+        }
+    }
+    int b = batch < ds->n ? batch : ds->n;
+    lpv_workspace ws;
+    lpv_status st = lpv_workspace_init(&ws, &m->cfg, b, err);
+    if (st) {
+        lpv_model_stats_free(s);
+        return st;
+    }
+    ws.tap = stats_tap, ws.tap_ctx = s;
+    float *logits = malloc(sizeof(float) * (size_t)b * m->cfg.classes);
+    lpv_loader *L = NULL;
+    lpv_loader_opts lo = {b, 1, 0};
+    if (!logits) st = lpv_fail(err, LPV_E_OOM, "out of memory");
+    if (!st) st = lpv_loader_open(&L, ds, pp, &lo, err);
+    double t0 = lpv_now();
+    while (st == LPV_OK) {
+        lpv_batch bt;
+        if ((st = lpv_loader_next(L, &bt, err)) != LPV_OK || bt.count == 0) break;
+        if (bt.n == 0) continue;
+        if ((st = lpv_forward(m, &ws, bt.x, bt.n, logits, err)) != LPV_OK) break;
+        s->images += bt.n;
+        if (!quiet && isatty(2))
+            fprintf(stderr, "\rlpvit: input statistics %lld/%d images (%.1fs)\033[K", (long long)s->images, ds->n,
+                    lpv_now() - t0);
+    }
+    if (!quiet)
+        fprintf(stderr, "%slpvit: input statistics from %lld images in %.1fs\n", isatty(2) ? "\r\033[K" : "",
+                (long long)s->images, lpv_now() - t0);
+    lpv_loader_close(L);
+    free(logits);
+    lpv_workspace_free(&ws);
+    if (st == LPV_OK && s->images == 0) st = lpv_fail(err, LPV_E_DATA, "no calibration image could be read");
+    if (st) lpv_model_stats_free(s);
+    return st;
+}
+
+/* ---- one layer ---- */
+
+lpv_status lpv_reconstruct_layer(float *W, float *b, int out, int in, int R, int C, const uint8_t *mask,
+                                 const lpv_layer_stats *st, lpv_update_kind u, const lpv_recon_opts *o,
+                                 lpv_recon_info *info, const char *name, lpv_err *err) {
+    if (u == LPV_UPDATE_NONE) {
+        lpv_mask_apply(W, out, in, R, C, mask);
+        return LPV_OK;
+    }
+    size_t nw = (size_t)out * (size_t)in;
+    float *W0 = malloc(sizeof(float) * nw);
+    double *mx = malloc(sizeof(double) * (size_t)in), *mxt = malloc(sizeof(double) * (size_t)in);
+    lpv_status s = (!W0 || !mx || !mxt) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
+    if (!s) {
+        memcpy(W0, W, sizeof(float) * nw);
+        if (u == LPV_UPDATE_LSQ) s = lpv_recon_lsq(W, out, in, R, C, mask, st->H, st->G, o, info, name, err);
+        else if (u == LPV_UPDATE_OBS) s = lpv_recon_obs(W, out, in, R, C, mask, st->H, o, info, name, err);
+        else lpv_mask_apply(W, out, in, R, C, mask);
+    }
+    if (!s && b) { /* the mean output error to zero: b += W0 E[x] - W E[x~] */
+        if (st->G) {
+            lpv_stats_mean(st, mxt, mx);
+            lpv_recon_bias(b, W0, W, out, in, mx, mxt);
+        } else {
+            lpv_stats_mean(st, mx, NULL);
+            lpv_recon_bias(b, W0, W, out, in, mx, NULL);
+        }
+    }
+    free(W0), free(mx), free(mxt);
+    return s;
+}
+
+static void note(lpv_reconstruct_info *ri, const lpv_recon_info *r) {
+    if (r->damp > ri->max_damp) ri->max_damp = r->damp;
+    ri->retried += r->retried;
+}
+
+/* ---- non-sequential: every layer from the dense statistics ---- */
+
+static lpv_status reconstruct_independent(lpv_model *m, uint8_t *const *masks, int R, int C, const lpv_model_stats *stats,
+                                          const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri, lpv_err *err) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    for (int i = 0; i < n; i++) {
+        if (!masks[i]) continue;
+        lpv_linear *L = refs[i].lin;
+        if (o->update != LPV_UPDATE_NONE && (!stats || !stats->want[i]))
+            return lpv_fail(err, LPV_E_ARG, "no input statistics for layer '%s'", refs[i].name);
+        const lpv_layer_stats *st = o->update != LPV_UPDATE_NONE ? &stats->st[i] : NULL;
+        float *W0 = NULL;
+        double e0 = 0;
+        if (st) { /* relative output error before and after, for the report */
+            W0 = malloc(sizeof(float) * (size_t)L->out * L->in);
+            if (!W0) return lpv_fail(err, LPV_E_OOM, "out of memory");
+            memcpy(W0, L->w, sizeof(float) * (size_t)L->out * L->in);
+            LPV_TRY(lpv_output_energy(W0, L->out, L->in, st->H, &e0, err));
+        }
+        lpv_recon_info info = {0, 0, 0};
+        lpv_status s = lpv_reconstruct_layer(L->w, L->b, L->out, L->in, R, C, masks[i], st, o->update, &o->recon,
+                                             &info, refs[i].name, err);
+        note(ri, &info);
+        if (!s && W0) {
+            int64_t nw = (int64_t)L->out * L->in;
+            float *d = malloc(sizeof(float) * (size_t)nw);
+            double eu = 0, em = 0;
+            if (d) {
+                for (int64_t q = 0; q < nw; q++) d[q] = W0[q] - L->w[q];
+                s = lpv_output_energy(d, L->out, L->in, st->H, &eu, err);
+                memcpy(d, W0, sizeof(float) * (size_t)nw);
+                lpv_mask_apply(d, L->out, L->in, R, C, masks[i]);
+                for (int64_t q = 0; q < nw; q++) d[q] = W0[q] - d[q];
+                if (!s) s = lpv_output_energy(d, L->out, L->in, st->H, &em, err);
+                free(d);
+                ri->err_masked[i] = e0 > 0 ? em / e0 : 0;
+                ri->err_updated[i] = e0 > 0 ? eu / e0 : 0;
+            }
+        }
+        free(W0);
+        if (s) return s;
+    }
+    return LPV_OK;
+}
+
+/* ---- sequential: block by block on cached residual streams ---- */
+
+typedef struct {
+    int first, count;      /* layers [first, first + count) are captured / accumulated */
+    float *buf[4];         /* dense mode: copies of those layers' inputs */
+    int ld[4], ncols[4];
+    lpv_model_stats *cross;/* cross mode: accumulate G, H~ against buf */
+    int capture;           /* 1: copy into buf (dense pass), 0: accumulate cross stats (pruned pass) */
+    const int *active;     /* per model layer: masked (needs statistics) */
+    const int *in;         /* per model layer: input features */
+    int64_t rows[4];       /* floats per buffer row capacity check */
+} seq_tap_ctx;
+
+static void seq_tap(void *ctx, int layer, const float *X, int ld, int ncols) {
+    seq_tap_ctx *c = ctx;
+    int j = layer - c->first;
+    if (j < 0 || j >= c->count || !c->active[layer]) return;
+    if (c->capture) { /* only the valid columns: X may be a view into a wider buffer */
+        int in = c->in[layer];
+        for (int r = 0; r < in; r++) memcpy(c->buf[j] + (int64_t)r * ld, X + (int64_t)r * ld, sizeof(float) * (size_t)ncols);
+        c->ld[j] = ld, c->ncols[j] = ncols;
+    } else {
+        lpv_stats_accumulate_cross(&c->cross->st[layer], c->buf[j], c->ld[j], X, ld, ncols);
+    }
+}
+
+typedef struct {
+    int n;        /* chunks */
+    int *bsz;     /* images per chunk */
+    float **xd, **xp; /* (D, round16(bsz*T)) residual streams: dense, pruned */
+} stream_cache;
+
+static void cache_free(stream_cache *c) {
+    for (int i = 0; i < c->n; i++) free(c->xd[i]), free(c->xp[i]);
+    free(c->xd), free(c->xp), free(c->bsz);
+    memset(c, 0, sizeof *c);
+}
+
+static lpv_status update_layers(lpv_model *m, lpv_layer_ref *refs, int first, int count, uint8_t *const *masks, int R,
+                                int C, lpv_model_stats *cs, const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri,
+                                lpv_err *err) {
+    for (int i = first; i < first + count; i++) {
+        if (!masks[i]) continue;
+        lpv_linear *L = refs[i].lin;
+        lpv_recon_info info = {0, 0, 0};
+        lpv_status s = lpv_reconstruct_layer(L->w, L->b, L->out, L->in, R, C, masks[i], &cs->st[i], o->update,
+                                             &o->recon, &info, refs[i].name, err);
+        note(ri, &info);
+        lpv_stats_free(&cs->st[i]);
+        cs->want[i] = 0;
+        if (s) return s;
+    }
+    return LPV_OK;
+}
+
+static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
+                                         const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,
+                                         const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri, lpv_err *err) {
+    const lpv_config *cfg = &m->cfg;
+    int D = cfg->dim, T = cfg->n_tokens, F = cfg->mlp, b = o->batch < ds->n ? o->batch : ds->n;
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    int active[LPV_MAX_LAYERS], in_of[LPV_MAX_LAYERS];
+    for (int i = 0; i < n; i++) active[i] = masks[i] != NULL, in_of[i] = refs[i].lin->in;
+    /* the patch embedding sees the same patches in both models: its dense statistics are exact */
+    if (masks[0]) {
+        if (!stats || !stats->want[0]) return lpv_fail(err, LPV_E_ARG, "no input statistics for 'patch_embed.proj'");
+        lpv_recon_info info = {0, 0, 0};
+        LPV_TRY(lpv_reconstruct_layer(m->patch.w, m->patch.b, m->patch.out, m->patch.in, R, C, masks[0], &stats->st[0],
+                                      o->update, &o->recon, &info, "patch_embed.proj", err));
+        note(ri, &info);
+    }
+    lpv_workspace ws;
+    LPV_TRY(lpv_workspace_init(&ws, cfg, b, err));
+    stream_cache cache = {0, NULL, NULL, NULL};
+    int nch = (ds->n + b - 1) / b;
+    cache.bsz = calloc((size_t)nch, sizeof(int));
+    cache.xd = calloc((size_t)nch, sizeof(float *));
+    cache.xp = calloc((size_t)nch, sizeof(float *));
+    int64_t ldmax = lpv_round16(b * T);
+    seq_tap_ctx tc;
+    memset(&tc, 0, sizeof tc);
+    tc.active = active, tc.in = in_of;
+    int64_t rows_of[4] = {D, D, D, F};
+    for (int j = 0; j < 4; j++) {
+        tc.rows[j] = rows_of[j] > D ? rows_of[j] : D;
+        tc.buf[j] = malloc(sizeof(float) * (size_t)tc.rows[j] * (size_t)ldmax);
+    }
+    float *logits = malloc(sizeof(float) * (size_t)b * cfg->classes);
+    lpv_status st = (!cache.bsz || !cache.xd || !cache.xp || !logits || !tc.buf[0] || !tc.buf[1] || !tc.buf[2] || !tc.buf[3])
+                        ? lpv_fail(err, LPV_E_OOM, "out of memory for the sequential reconstruction")
+                        : LPV_OK;
+    /* embed every chunk of calibration images in both models */
+    lpv_loader *Ld = NULL;
+    lpv_loader_opts lo = {b, 1, 1};
+    if (!st) st = lpv_loader_open(&Ld, ds, pp, &lo, err);
+    while (st == LPV_OK) {
+        lpv_batch bt;
+        if ((st = lpv_loader_next(Ld, &bt, err)) != LPV_OK || bt.count == 0) break;
+        int c = cache.n, bs = bt.n;
+        size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
+        cache.xd[c] = malloc(bytes), cache.xp[c] = malloc(bytes), cache.bsz[c] = bs;
+        cache.n++;
+        if (!cache.xd[c] || !cache.xp[c]) {
+            st = lpv_fail(err, LPV_E_OOM, "out of memory caching %d images' residual streams (lower --recon-images)",
+                          ds->n);
+            break;
+        }
+        if ((st = lpv_forward_begin(dense, &ws, bt.x, bs, err)) != LPV_OK) break;
+        memcpy(cache.xd[c], ws.x, bytes);
+        if ((st = lpv_forward_begin(m, &ws, bt.x, bs, err)) != LPV_OK) break;
+        memcpy(cache.xp[c], ws.x, bytes);
+    }
+    lpv_loader_close(Ld);
+    lpv_model_stats cs;
+    memset(&cs, 0, sizeof cs);
+    cs.n = n;
+    double t0 = lpv_now();
+    for (int l = 0; l <= cfg->depth && st == LPV_OK; l++) {
+        int first = l < cfg->depth ? 1 + 4 * l : 1 + 4 * cfg->depth, count = l < cfg->depth ? 4 : cfg->n_outputs;
+        int any = 0;
+        for (int i = first; i < first + count; i++)
+            if (active[i]) {
+                if ((st = lpv_stats_init(&cs.st[i], refs[i].lin->in, 1, err)) != LPV_OK) break;
+                cs.want[i] = 1, any = 1;
+            }
+        tc.first = first, tc.count = count, tc.cross = &cs;
+        /* pass 1: dense block (advances the dense stream) and the pruned block with its dense weights */
+        for (int c = 0; c < cache.n && st == LPV_OK; c++) {
+            int bs = cache.bsz[c];
+            size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
+            ws.tap = any ? seq_tap : NULL, ws.tap_ctx = &tc;
+            tc.capture = 1;
+            memcpy(ws.x, cache.xd[c], bytes);
+            if (l < cfg->depth) {
+                lpv_forward_block(dense, &ws, l, bs);
+                memcpy(cache.xd[c], ws.x, bytes);
+            } else if (any) {
+                lpv_forward_end(dense, &ws, bs, logits);
+            }
+            if (!any) continue;
+            tc.capture = 0;
+            memcpy(ws.x, cache.xp[c], bytes);
+            if (l < cfg->depth) lpv_forward_block(m, &ws, l, bs);
+            else lpv_forward_end(m, &ws, bs, logits);
+        }
+        ws.tap = NULL;
+        if (st) break;
+        if (any) st = update_layers(m, refs, first, count, masks, R, C, &cs, o, ri, err);
+        /* pass 2: the pruned stream through the repaired block */
+        for (int c = 0; c < cache.n && st == LPV_OK && l < cfg->depth; c++) {
+            int bs = cache.bsz[c];
+            size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
+            memcpy(ws.x, cache.xp[c], bytes);
+            lpv_forward_block(m, &ws, l, bs);
+            memcpy(cache.xp[c], ws.x, bytes);
+        }
+        if (!o->quiet)
+            fprintf(stderr, "%slpvit: sequential reconstruction: block %d/%d (%.1fs)%s", isatty(2) ? "\r" : "",
+                    l < cfg->depth ? l + 1 : cfg->depth, cfg->depth, lpv_now() - t0, isatty(2) ? "\033[K" : "\n");
+    }
+    if (!o->quiet && isatty(2)) fputc('\n', stderr);
+    for (int i = 0; i < n; i++)
+        if (cs.want[i]) lpv_stats_free(&cs.st[i]);
+    cache_free(&cache);
+    for (int j = 0; j < 4; j++) free(tc.buf[j]);
+    free(logits);
+    lpv_workspace_free(&ws);
+    return st;
+}
+
+lpv_status lpv_reconstruct(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
+                           const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,
+                           const lpv_reconstruct_opts *o, lpv_reconstruct_info *info, lpv_err *err) {
+    memset(info, 0, sizeof *info);
+    double t0 = lpv_now();
+    lpv_status st;
+    if (o->sequential && o->update != LPV_UPDATE_NONE) {
+        if (!dense || !ds) return lpv_fail(err, LPV_E_ARG, "sequential reconstruction needs the dense model and images");
+        st = reconstruct_sequential(m, dense, masks, R, C, stats, ds, pp, o, info, err);
+    } else {
+        st = reconstruct_independent(m, masks, R, C, stats, o, info, err);
+    }
+    info->seconds = lpv_now() - t0;
+    return st;
+}

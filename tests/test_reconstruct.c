@@ -1,0 +1,153 @@
+// label: unit
+/*
+ * test_reconstruct.c — model-level reconstruction on a random model and the
+ * committed mini ImageFolder: the tapped input statistics equal the inputs
+ * each linear really sees; least-squares updates lower every layer's output
+ * error below masking alone; and the pruned model's outputs move toward the
+ * dense model's: KL(masked) > KL(lsq) and sequential refitting (dense targets
+ * from the pruned model's own inputs) is no worse than independent refits.
+ */
+#include "lpvit/cpu.h"
+#include "lpvit/forward.h"
+#include "lpvit/loader.h"
+#include "lpvit/reconstruct.h"
+#include "lpvit/refine.h"
+#include "lpvit/rng.h"
+#include "test.h"
+
+static lpv_model *model(void) {
+    lpv_config c;
+    memset(&c, 0, sizeof c);
+    c.dim = 64, c.depth = 3, c.heads = 2, c.mlp = 128, c.patch = 16, c.img = 48, c.chans = 3, c.classes = 1000;
+    c.n_prefix = 1, c.n_outputs = 1;
+    lpv_model *m;
+    lpv_err err;
+    CHECK_OK(lpv_model_random(&m, &c, 21, &err), &err);
+    /* larger weights than timm's init so pruning visibly changes the outputs */
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    for (int i = 0; i < n; i++)
+        for (int64_t q = 0; q < (int64_t)refs[i].lin->out * refs[i].lin->in; q++) refs[i].lin->w[q] *= 5;
+    return m;
+}
+
+typedef struct {
+    int layer;
+    double *H; /* double reference of Σ x xᵀ for one layer */
+    int in;
+} ref_tap;
+
+static void tap_ref(void *ctx, int layer, const float *X, int ld, int ncols) {
+    ref_tap *r = ctx;
+    if (layer != r->layer) return;
+    for (int i = 0; i < r->in; i++)
+        for (int j = 0; j < r->in; j++) {
+            double s = 0;
+            for (int t = 0; t < ncols; t++) s += (double)X[(int64_t)i * ld + t] * X[(int64_t)j * ld + t];
+            r->H[i * r->in + j] += s;
+        }
+}
+
+/* KL of m against dense on the dataset's images. */
+static double kl_of(const lpv_model *m, const float *dense_logits, const float *x, int M) {
+    lpv_workspace ws;
+    lpv_err err;
+    float *lg = malloc(sizeof(float) * (size_t)M * 1000);
+    CHECK_OK(lpv_workspace_init(&ws, &m->cfg, M, &err), &err);
+    CHECK_OK(lpv_forward_all(m, &ws, x, M, lg, &err), &err);
+    double kl = lpv_mean_kl(dense_logits, lg, M, 1000);
+    lpv_workspace_free(&ws);
+    free(lg);
+    return kl;
+}
+
+int main(void) {
+    lpv_threads_set(2);
+    lpv_err err;
+    lpv_synsets syn;
+    CHECK_OK(lpv_synsets_load(&syn, LPVIT_SOURCE_DIR "/models/synset_words.txt", &err), &err);
+    lpv_dataset ds;
+    CHECK_OK(lpv_dataset_imagefolder(&ds, LPVIT_SOURCE_DIR "/tests/data/imagenet-mini", &syn, &err), &err);
+    lpv_preproc pp = lpv_preproc_default();
+    pp.img_size = 48;
+    lpv_model *m = model(), *dense = model();
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+
+    /* statistics: the fc2 input of block 1 against a double reference accumulated by a tap */
+    lpv_model_stats s;
+    memset(&s, 0, sizeof s);
+    for (int i = 1; i < n - 1; i++) s.want[i] = 1;
+    CHECK_OK(lpv_collect_input_stats(m, &ds, &pp, 5, 1, &s, &err), &err);
+    CHECK(s.images == ds.n && s.want[8] && s.st[8].in == 128);
+    ref_tap rt = {8, calloc(128 * 128, sizeof(double)), 128};
+    lpv_loader *L;
+    lpv_loader_opts lo = {ds.n, 1, 1};
+    CHECK_OK(lpv_loader_open(&L, &ds, &pp, &lo, &err), &err);
+    lpv_batch b;
+    CHECK_OK(lpv_loader_next(L, &b, &err), &err);
+    int M = b.n;
+    float *x = malloc(sizeof(float) * (size_t)M * 3 * 48 * 48), *dl = malloc(sizeof(float) * (size_t)M * 1000);
+    memcpy(x, b.x, sizeof(float) * (size_t)M * 3 * 48 * 48);
+    lpv_loader_close(L);
+    lpv_workspace ws;
+    CHECK_OK(lpv_workspace_init(&ws, &m->cfg, M, &err), &err);
+    ws.tap = tap_ref, ws.tap_ctx = &rt;
+    CHECK_OK(lpv_forward_all(m, &ws, x, M, dl, &err), &err);
+    ws.tap = NULL;
+    double e = 0, mx = 0;
+    for (int i = 0; i < 128; i++)
+        for (int j = i; j < 128; j++) {
+            e = fmax(e, fabs(s.st[8].H[i * 128 + j] - rt.H[i * 128 + j]));
+            mx = fmax(mx, fabs(rt.H[i * 128 + j]));
+        }
+    CHECKF(e <= 1e-4 * mx, "tapped H differs: %g of %g", e, mx);
+    free(rt.H);
+    lpv_workspace_free(&ws);
+
+    /* random 50% block masks on the block linears */
+    int R = 16, C = 16;
+    uint8_t *masks[LPV_MAX_LAYERS] = {0};
+    lpv_rng r;
+    lpv_rng_seed(&r, 3);
+    for (int i = 1; i < n - 1; i++) {
+        int nb = ((refs[i].lin->out + R - 1) / R) * ((refs[i].lin->in + C - 1) / C);
+        masks[i] = malloc((size_t)nb);
+        for (int q = 0; q < nb; q++) masks[i][q] = lpv_rng_uniform(&r) < 0.5;
+    }
+    double kl[4];
+    for (int mode = 0; mode < 4; mode++) { /* masked, bias, lsq, lsq sequential */
+        lpv_model *p = model();
+        lpv_reconstruct_opts o = {mode == 0 ? LPV_UPDATE_NONE : mode == 1 ? LPV_UPDATE_BIAS : LPV_UPDATE_LSQ, mode == 3,
+                                  lpv_recon_defaults(), 5, 1};
+        lpv_reconstruct_info info;
+        CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
+        if (mode == 2)
+            for (int i = 1; i < n - 1; i++)
+                CHECKF(info.err_updated[i] < info.err_masked[i], "%s: lsq error %g not below masked %g", refs[i].name,
+                       info.err_updated[i], info.err_masked[i]);
+        /* pruned blocks are exactly zero */
+        lpv_layer_ref pr[LPV_MAX_LAYERS];
+        lpv_model_layers(p, pr, LPV_MAX_LAYERS);
+        int zeros_ok = 1;
+        for (int i = 1; i < n - 1; i++) {
+            int nbc = (pr[i].lin->in + C - 1) / C;
+            for (int rr = 0; rr < pr[i].lin->out; rr++)
+                for (int cc = 0; cc < pr[i].lin->in; cc++)
+                    if (!masks[i][(rr / R) * nbc + cc / C]) zeros_ok &= pr[i].lin->w[(int64_t)rr * pr[i].lin->in + cc] == 0;
+        }
+        CHECK(zeros_ok);
+        kl[mode] = kl_of(p, dl, x, M);
+        printf("mode %d: KL to dense %.5g\n", mode, kl[mode]);
+        lpv_model_free(p);
+    }
+    CHECKF(kl[2] < kl[0], "lsq KL %g not below masked %g", kl[2], kl[0]);
+    CHECKF(kl[3] <= kl[2] * 1.05, "sequential KL %g worse than independent %g", kl[3], kl[2]);
+    for (int i = 0; i < n; i++) free(masks[i]);
+    free(x), free(dl);
+    lpv_model_stats_free(&s);
+    lpv_model_free(m), lpv_model_free(dense);
+    lpv_dataset_free(&ds);
+    lpv_synsets_free(&syn);
+    return test_finish("test_reconstruct");
+}

@@ -173,6 +173,7 @@ static lpv_status reconstruct_independent(lpv_model *m, uint8_t *const *masks, i
 
 typedef struct {
     int first, count;      /* layers [first, first + count) are captured / accumulated */
+    int slot0;             /* buffer of layer `first`: its position in its block (fc2's input is the widest) */
     float *buf[4];         /* dense mode: copies of those layers' inputs */
     int ld[4], ncols[4];
     lpv_model_stats *cross;/* cross mode: accumulate G, H~ against buf */
@@ -186,6 +187,7 @@ static void seq_tap(void *ctx, int layer, const float *X, int ld, int ncols) {
     seq_tap_ctx *c = ctx;
     int j = layer - c->first;
     if (j < 0 || j >= c->count || !c->active[layer]) return;
+    j += c->slot0;
     if (c->capture) { /* only the valid columns: X may be a view into a wider buffer */
         int in = c->in[layer];
         for (int r = 0; r < in; r++) memcpy(c->buf[j] + (int64_t)r * ld, X + (int64_t)r * ld, sizeof(float) * (size_t)ncols);
@@ -289,35 +291,37 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     double t0 = lpv_now();
     for (int l = 0; l <= cfg->depth && st == LPV_OK; l++) {
         int first = l < cfg->depth ? 1 + 4 * l : 1 + 4 * cfg->depth, count = l < cfg->depth ? 4 : cfg->n_outputs;
-        int any = 0;
-        for (int i = first; i < first + count; i++)
-            if (active[i]) {
-                if ((st = lpv_stats_init(&cs.st[i], refs[i].lin->in, 1, err)) != LPV_OK) break;
-                cs.want[i] = 1, any = 1;
+        /* one sublayer at a time, in order: each is fitted on the inputs that the sublayers refit before it
+           produce, so the upstream error is corrected once, not by every sublayer of the block again */
+        for (int i = first; i < first + count && st == LPV_OK; i++) {
+            if (!active[i]) continue;
+            if ((st = lpv_stats_init(&cs.st[i], refs[i].lin->in, 1, err)) != LPV_OK) break;
+            cs.want[i] = 1;
+            tc.first = i, tc.count = 1, tc.slot0 = i - first, tc.cross = &cs;
+            ws.tap = seq_tap, ws.tap_ctx = &tc;
+            for (int c = 0; c < cache.n && st == LPV_OK; c++) {
+                int bs = cache.bsz[c];
+                size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
+                tc.capture = 1;
+                memcpy(ws.x, cache.xd[c], bytes);
+                if (l < cfg->depth) lpv_forward_block(dense, &ws, l, bs);
+                else lpv_forward_end(dense, &ws, bs, logits);
+                tc.capture = 0;
+                memcpy(ws.x, cache.xp[c], bytes);
+                if (l < cfg->depth) lpv_forward_block(m, &ws, l, bs);
+                else lpv_forward_end(m, &ws, bs, logits);
             }
-        tc.first = first, tc.count = count, tc.cross = &cs;
-        /* pass 1: dense block (advances the dense stream) and the pruned block with its dense weights */
-        for (int c = 0; c < cache.n && st == LPV_OK; c++) {
+            ws.tap = NULL;
+            if (st == LPV_OK) st = update_layers(m, refs, i, 1, masks, R, C, &cs, o, ri, err);
+        }
+        /* the dense stream moves to the next block */
+        for (int c = 0; c < cache.n && st == LPV_OK && l < cfg->depth; c++) {
             int bs = cache.bsz[c];
             size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
-            ws.tap = any ? seq_tap : NULL, ws.tap_ctx = &tc;
-            tc.capture = 1;
             memcpy(ws.x, cache.xd[c], bytes);
-            if (l < cfg->depth) {
-                lpv_forward_block(dense, &ws, l, bs);
-                memcpy(cache.xd[c], ws.x, bytes);
-            } else if (any) {
-                lpv_forward_end(dense, &ws, bs, logits);
-            }
-            if (!any) continue;
-            tc.capture = 0;
-            memcpy(ws.x, cache.xp[c], bytes);
-            if (l < cfg->depth) lpv_forward_block(m, &ws, l, bs);
-            else lpv_forward_end(m, &ws, bs, logits);
+            lpv_forward_block(dense, &ws, l, bs);
+            memcpy(cache.xd[c], ws.x, bytes);
         }
-        ws.tap = NULL;
-        if (st) break;
-        if (any) st = update_layers(m, refs, first, count, masks, R, C, &cs, o, ri, err);
         /* pass 2: the pruned stream through the repaired block */
         for (int c = 0; c < cache.n && st == LPV_OK && l < cfg->depth; c++) {
             int bs = cache.bsz[c];

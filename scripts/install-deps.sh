@@ -2,13 +2,15 @@
 # Installs what lpvit needs to build and test on Debian 12 (idempotent; run as root or with sudo).
 #   build:   cmake gcc libopenblas-dev libcjson-dev zlib1g-dev libstb-dev
 #   tests:   clang + libomp-dev (libFuzzer build), python3-numpy python3-pil (demo images, benchmark scripts)
-# Pass --with-torch to also install Debian's PyTorch (used only by benchmark scripts).
+# Pass --with-torch to also install Debian's PyTorch, --with-node Node.js + npm (for ONNX Runtime via npm);
+# both are used only by benchmark scripts (scripts/bench-peers.sh).
 set -euo pipefail
 pkgs=(cmake gcc make pkg-config libopenblas-dev libcjson-dev zlib1g-dev libstb-dev)
 extra=(clang libomp-dev python3 python3-numpy python3-pil)
 for a in "$@"; do
   case "$a" in
     --with-torch) extra+=(python3-torch) ;;
+    --with-node) extra+=(nodejs npm) ;;
     --minimal) extra=() ;;
     *) echo "install-deps.sh: unknown option '$a'" >&2; exit 2 ;;
   esac

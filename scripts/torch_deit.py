@@ -3,12 +3,24 @@
 same safetensors files lpvit reads. Used by the benchmarks as the PyTorch peer and to export
 ONNX (an explicit timm-style block: nn.TransformerEncoderLayer's fused path does not export).
 
-  torch_deit.py bench  --model FILE [--threads N] [--batch 1,16] [--reps K] [--json OUT]
+  torch_deit.py bench  --model FILE [--threads N] [--batch 1,16] [--reps K] [--warmup W] [--json OUT]
   torch_deit.py logits --model FILE --input X.safetensors --out Y.npy
-  torch_deit.py onnx   --model FILE --out M.onnx
-A model spec "random:deit_s" builds random weights of that preset's shape instead of a file.
+  torch_deit.py onnx   --model FILE --out M.onnx [--opset 17]
+A model spec "random:deit_s" builds random weights of that preset's shape instead of a file
+(torch's RNG: not the weights lpvit create-model writes; export a create-model file to compare).
+Run it with /usr/bin/python3 (Debian's torch imports only there). OpenBLAS (torch's BLAS here) reads
+OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS when it loads, so set them in the environment; bench sets
+OPENBLAS_NUM_THREADS to --threads when it is unset and reports the core OpenBLAS picked.
 """
 import argparse, json, math, os, struct, sys, time
+
+if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "bench":
+    # before torch loads OpenBLAS: its thread count is read once, at load time
+    for i, a in enumerate(sys.argv):
+        if a == "--threads" and i + 1 < len(sys.argv):
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", sys.argv[i + 1])
+        elif a.startswith("--threads="):
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", a.split("=", 1)[1])
 
 import numpy as np
 import torch
@@ -122,24 +134,41 @@ def load(spec, heads=None):
     return m.eval()
 
 
+def openblas_core():
+    """The core OpenBLAS picked, if torch's BLAS is OpenBLAS (Debian: libblas.so.3 -> openblas)."""
+    import ctypes
+    for name in ("libblas.so.3", "libopenblas.so.0"):
+        try:
+            f = ctypes.CDLL(name).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        f.restype = ctypes.c_char_p
+        return f().decode()
+    return None
+
+
 def cmd_bench(a):
     torch.set_num_threads(a.threads)
+    torch.set_num_interop_threads(1)
     m = load(a.model)
-    res = {"runtime": "pytorch", "torch": torch.__version__, "threads": a.threads, "model": a.model, "batches": {}}
+    res = {"runtime": "pytorch", "torch": torch.__version__, "threads": a.threads, "model": a.model,
+           "openblas_core": openblas_core(), "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+           "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"), "batches": {}}
     for B in [int(b) for b in a.batch.split(",")]:
-        x = torch.randn(B, 3, 224, 224)
+        x = torch.randn(B, 3, 224, 224, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            for _ in range(2):
+            for _ in range(a.warmup):
                 m(x)
-            ts = []
+            raw = []
             for _ in range(a.reps):
                 t = time.perf_counter()
                 m(x)
-                ts.append(time.perf_counter() - t)
-        ts.sort()
-        med = ts[len(ts) // 2]
-        res["batches"][str(B)] = {"median_ms_per_image": 1e3 * med / B, "min_ms_per_image": 1e3 * ts[0] / B,
-                                  "images_per_sec": B / med, "reps": a.reps}
+                raw.append(1e3 * (time.perf_counter() - t))
+        ts = sorted(raw)
+        med = ts[len(ts) // 2] if len(ts) % 2 else 0.5 * (ts[len(ts) // 2 - 1] + ts[len(ts) // 2])
+        res["batches"][str(B)] = {"median_ms": med, "min_ms": ts[0], "median_ms_per_image": med / B,
+                                  "min_ms_per_image": ts[0] / B, "images_per_sec": 1e3 * B / med,
+                                  "reps": a.reps, "warmup": a.warmup, "times_ms": raw}
     s = json.dumps(res, indent=2)
     if a.json:
         open(a.json, "w").write(s + "\n")
@@ -157,9 +186,12 @@ def cmd_logits(a):
 
 def cmd_onnx(a):
     m = load(a.model)
-    x = torch.randn(1, 3, 224, 224)
-    torch.onnx.export(m, x, a.out, input_names=["input"], output_names=["logits"], opset_version=17,
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    tmp = a.out + ".tmp.onnx"
+    with torch.no_grad():
+        torch.onnx.export(m, x, tmp, input_names=["input"], output_names=["logits"], opset_version=a.opset,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    os.replace(tmp, a.out)  # never leave a half-written model under the final name
 
 
 def main():
@@ -170,6 +202,7 @@ def main():
     b.add_argument("--threads", type=int, default=os.cpu_count())
     b.add_argument("--batch", default="1,16")
     b.add_argument("--reps", type=int, default=10)
+    b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--json")
     l = sub.add_parser("logits")
     l.add_argument("--model", required=True)
@@ -179,6 +212,7 @@ def main():
     o = sub.add_parser("onnx")
     o.add_argument("--model", required=True)
     o.add_argument("--out", required=True)
+    o.add_argument("--opset", type=int, default=17)
     a = p.parse_args()
     {"bench": cmd_bench, "logits": cmd_logits, "onnx": cmd_onnx}[a.cmd](a)
 

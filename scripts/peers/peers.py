@@ -1,0 +1,216 @@
+#!/usr/bin/python3
+"""Helpers for scripts/bench-peers.sh (numpy only, no torch):
+
+  peers.py input   --out X.safetensors [--batch N] [--seed S]     write tensor 'input' (N,3,224,224) F32
+  peers.py compare --ref Y.safetensors --other Z.safetensors|Z.npy [--tol T] [--name NAME]
+                   print max |ref - other| over the logits; exit 1 when above --tol
+  peers.py table   --dir DIR [--checks DIR2] [--models "a b"]        the markdown table from the JSON files
+"""
+import argparse, glob, json, os, struct, sys
+
+import numpy as np
+
+DT = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        hdr = json.loads(f.read(n))
+        buf = f.read()
+    out = {}
+    for k, v in hdr.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        out[k] = np.frombuffer(buf[a:b], dtype=DT[v["dtype"]]).reshape(v["shape"]).copy()
+    return out
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Minimal writer: F32 tensors, header padded to 8 bytes, atomic rename."""
+    hdr, blobs, off = {}, [], 0
+    if metadata:
+        hdr["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+    for k, a in tensors.items():
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        b = a.tobytes()
+        hdr[k] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(hdr, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    tmp = path + ".tmp.safetensors"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+def cmd_input(a):
+    # an already-normalized image tensor: N(0,1) values, roughly what mean/std normalization gives
+    x = np.random.default_rng(a.seed).standard_normal((a.batch, 3, a.size, a.size)).astype(np.float32)
+    write_safetensors(a.out, {"input": x}, {"seed": a.seed})
+
+
+def load_logits(path):
+    if path.endswith(".npy"):
+        return np.load(path)
+    t = read_safetensors(path)
+    if "logits" not in t:
+        sys.exit("peers.py: %s holds no tensor 'logits' (has %s)" % (path, ", ".join(t) or "none"))
+    return t["logits"]
+
+
+def cmd_compare(a):
+    r, o = load_logits(a.ref).astype(np.float64), load_logits(a.other).astype(np.float64)
+    if r.shape != o.shape:
+        sys.exit("peers.py: %s: logits shape %s, but %s has %s" % (a.name, o.shape, a.ref, r.shape))
+    err = float(np.abs(r - o).max())
+    scale = float(np.abs(r).max())
+    same_top1 = float((r.argmax(1) == o.argmax(1)).mean())
+    res = {"name": a.name, "max_abs_err": err, "max_abs_logit": scale, "top1_agreement": same_top1,
+           "shape": list(r.shape), "tol": a.tol, "ok": err <= a.tol}
+    if a.json:
+        json.dump(res, open(a.json, "w"), indent=1)
+    print("%-28s max|diff| %.3g (max|logit| %.3g, top-1 agree %.0f%%, tol %g) %s" % (
+        a.name, err, scale, 100 * same_top1, a.tol, "ok" if err <= a.tol else "FAIL"))
+    if not err <= a.tol:  # also catches NaN
+        sys.exit(1)
+
+
+def med(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+
+
+def cmd_table(a):
+    """DIR holds <model>_b<B>_r<round>_<runtime>.json (runtime: ort, torch, lpvit); CHECKS (default DIR)
+    holds check_*.json from compare --json.
+    Per runtime: the median over rounds of each round's median ms/batch (lpvit reports medians only)."""
+    runs = {}
+    env = {}
+    for f in sorted(glob.glob(os.path.join(a.dir, "*_b*_r*_*.json"))):
+        base = os.path.basename(f)[:-5]
+        head, rt = base.rsplit("_", 1)
+        head, rnd = head.rsplit("_r", 1)
+        model, B = head.rsplit("_b", 1)
+        B = int(B)
+        j = json.load(open(f))
+        key = (model, B)
+        d = runs.setdefault(key, {})
+        if rt == "lpvit":
+            e = j["end_to_end"]
+            d.setdefault("dense", []).append(e["dense"]["median_ms"])
+            d.setdefault("pruned", []).append(e["sparse"]["median_ms"])
+            d["density"] = j.get("linear_density")
+            env["lpvit"] = j["environment"]
+        elif rt == "ort":
+            d.setdefault("ort", []).append(j["batches"][str(B)]["median_ms"])
+            env["ort"] = j
+        elif rt == "torch":
+            d.setdefault("torch", []).append(j["batches"][str(B)]["median_ms"])
+            env["torch"] = j
+    if not runs:
+        sys.exit("peers.py: no benchmark results in %s" % a.dir)
+    checks = {}
+    for f in glob.glob(os.path.join(a.checks or a.dir, "check_*.json")):
+        j = json.load(open(f))
+        checks[j["name"]] = j
+
+    other = {}
+    if a.other_cpu and os.path.exists(a.other_cpu):
+        for line in open(a.other_cpu):
+            f = line.split()
+            if len(f) == 5:
+                k = (f[0], int(f[1]))
+                other[k] = max(other.get(k, 0), int(f[4]))
+
+    def cell(ms, B):
+        if ms is None:
+            return "–"
+        return "%.1f ms · %.1f/s" % (ms / B, 1e3 * B / ms)
+
+    order = []
+    for m in a.models.split() if a.models else sorted({k[0] for k in runs}):
+        for B in sorted({k[1] for k in runs if k[0] == m}):
+            order.append((m, B))
+    print("| model | batch | ONNX Runtime | PyTorch | lpvit dense | lpvit pruned %g%% (%s) | dense / ORT | pruned / ORT | rounds | other CPU use | max\\|Δ\\| ORT vs lpvit |"
+          % (100 * a.density, a.block))
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    summary = {}
+    for key in order:
+        m, B = key
+        d = runs[key]
+        ms = {k: (med(d[k]) if d.get(k) else None) for k in ("ort", "torch", "dense", "pruned")}
+        r1 = ms["dense"] / ms["ort"] if ms["dense"] and ms["ort"] else None
+        r2 = ms["pruned"] / ms["ort"] if ms["pruned"] and ms["ort"] else None
+        ck = checks.get("ort_vs_lpvit_%s" % m)
+        nr = max(len(d.get(k, [])) for k in ("ort", "torch", "dense"))
+        print("| %s | %d | %s | %s | %s | %s | %s | %s | %d | %s | %s |" % (
+            m, B, cell(ms["ort"], B), cell(ms["torch"], B), cell(ms["dense"], B), cell(ms["pruned"], B),
+            "%.2f" % r1 if r1 else "–", "%.2f" % r2 if r2 else "–", nr,
+            "≤ %d%%" % other[key] if key in other else "–",
+            "%.1e" % ck["max_abs_err"] if ck else "–"))
+        summary["%s_b%d" % key] = {"ms_per_image": {k: (v / B if v else None) for k, v in ms.items()},
+                                   "rounds_ms_per_batch": {k: d.get(k) for k in ("ort", "torch", "dense", "pruned")},
+                                   "lpvit_dense_over_ort": r1, "lpvit_pruned_over_ort": r2,
+                                   "pruned_linear_density": d.get("density")}
+    print()
+    print("Cells: median ms per image · images per second (median over rounds of each round's median). "
+          "Ratios are time ratios: below 1 means lpvit is faster than ONNX Runtime. "
+          "Other CPU use: the largest share of all CPUs that other processes took during one of the row's runs.")
+    le, oe, te = env.get("lpvit", {}), env.get("ort", {}), env.get("torch", {})
+    dens = sorted({"%.3f" % r["density"] for r in runs.values() if r.get("density") is not None})
+    print()
+    print("- CPU: %s (family/model %s, %s online CPUs), lpvit ISA %s" % (
+        le.get("cpu", "?"), le.get("cpu_family_model", "?"), le.get("online_cpus", "?"), le.get("isa", "?")))
+    print("- threads: %s for every runtime (ORT intra-op %s, inter-op 1, sequential, graph optimization all; "
+          "torch set_num_threads %s + OPENBLAS_NUM_THREADS %s)" % (
+              le.get("threads", "?"), oe.get("threads", "?"), te.get("threads", "?"), te.get("openblas_num_threads", "?")))
+    print("- lpvit %s, commit %s, %s build, %s; OpenBLAS core %s (%s); %s" % (
+        le.get("lpvit", "?"), le.get("commit", "?"), le.get("build", "?"), le.get("compiler", "?"),
+        le.get("openblas_core", "?"), le.get("openblas_core_source", "?"), le.get("openblas_config", "?")))
+    print("- lpvit pruned: random " + a.block + "-block masks on the block linears, measured linear density %s "
+          "(patch embedding and head stay dense)" % (", ".join(dens) or "?"))
+    print("- ONNX Runtime %s (npm onnxruntime-node, CPU execution provider, library %s)" % (
+        oe.get("ort_version", "?"), oe.get("library", "?")))
+    print("- PyTorch %s (Debian python3-torch), OpenBLAS core %s" % (te.get("torch", "?"), te.get("openblas_core", "?")))
+    if a.loadavg:
+        print("- other load (1/5/15-min load average): %s" % a.loadavg)
+    if a.json:
+        json.dump({"results": summary, "checks": checks, "environment": env}, open(a.json, "w"), indent=1)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("input")
+    i.add_argument("--out", required=True)
+    i.add_argument("--batch", type=int, default=4)
+    i.add_argument("--size", type=int, default=224)
+    i.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("compare")
+    c.add_argument("--ref", required=True)
+    c.add_argument("--other", required=True)
+    c.add_argument("--tol", type=float, default=1e-3)
+    c.add_argument("--name", default="logits")
+    c.add_argument("--json")
+    t = sub.add_parser("table")
+    t.add_argument("--dir", required=True)
+    t.add_argument("--checks", default="")
+    t.add_argument("--other-cpu", default="", help="TSV: model, batch, round, runtime, %% of CPUs other processes used")
+    t.add_argument("--models", default="")
+    t.add_argument("--block", default="32x32")
+    t.add_argument("--density", type=float, default=0.5)
+    t.add_argument("--loadavg", default="")
+    t.add_argument("--json")
+    a = p.parse_args()
+    {"input": cmd_input, "compare": cmd_compare, "table": cmd_table}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -177,6 +177,19 @@ lpv_status cli_runtime(int threads, const char *isa, lpv_err *err) {
     return LPV_OK;
 }
 
+lpv_status cli_dense_kernel(const char *s, lpv_err *err) {
+    if (!s) return LPV_OK;
+    if (strcmp(s, "blocked") == 0) lpv_dense_kernel_set(LPV_DENSE_BLOCKED);
+    else if (strcmp(s, "openblas") == 0 || strcmp(s, "blas") == 0) lpv_dense_kernel_set(LPV_DENSE_BLAS);
+    else return lpv_fail(err, LPV_E_ARG, "--dense-kernel: expected blocked or openblas, got '%s'", s);
+    return LPV_OK;
+}
+
+lpv_status cli_pack_dense(lpv_model *m, lpv_err *err) {
+    if (!m || lpv_dense_kernel_get() != LPV_DENSE_BLOCKED) return LPV_OK;
+    return lpv_model_pack_dense(m, 32, 32, err);
+}
+
 /* ---------------------------------------------------------------------------
  * Models and preprocessing
  * ------------------------------------------------------------------------- */

@@ -47,6 +47,11 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* --threads / --isa: applies them (threads 0 = all online CPUs). */
 lpv_status cli_runtime(int threads, const char *isa, lpv_err *err);
+/* --dense-kernel blocked|openblas: sets the process-wide choice (NULL keeps the default). */
+lpv_status cli_dense_kernel(const char *s, lpv_err *err);
+/* Packs a model's dense layers for the blocked kernel when that is the choice (inference only:
+ * call it after the last change to the weights). */
+lpv_status cli_pack_dense(lpv_model *m, lpv_err *err);
 
 typedef struct {
     lpv_model *model;
@@ -92,6 +97,7 @@ void cli_progress_end(cli_progress *p);
 /* Standard option rows shared by several commands. */
 #define CLI_OPT_THREADS(dst) {"--threads", OPT_INT, dst, "N", "threads for all compute (default: all CPUs)", 0, 4096, NULL}
 #define CLI_OPT_ISA(dst) {"--isa", OPT_STR, dst, "ISA", "kernel ISA: auto, avx512, avx2, ref (default auto)", 0, 0, NULL}
+#define CLI_OPT_DENSE_KERNEL(dst) {"--dense-kernel", OPT_STR, dst, "K", "dense layers: blocked (lpvit's kernel) or openblas (default blocked)", 0, 0, NULL}
 #define CLI_OPT_QUIET(dst) {"--quiet", OPT_FLAG, dst, NULL, "no progress or log lines on stderr", 0, 0, NULL}
 
 #endif

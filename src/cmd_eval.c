@@ -24,7 +24,7 @@
 
 typedef struct {
     cli_model_args ma;
-    const char *dir, *synsets, *labels, *json, *isa;
+    const char *dir, *synsets, *labels, *json, *isa, *dense_kernel;
     int batch, threads, limit, strict, profile, decode_threads;
 } eval_opts;
 
@@ -237,6 +237,7 @@ int cmd_eval(int argc, char **argv) {
         {"--json", OPT_STR, &o.json, "FILE", "write the report as JSON ('-': stdout instead of the table)", 0, 0, NULL},
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_ISA(&o.isa),
+        CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
         CLI_OPT_QUIET(&o.ma.quiet),
         {0},
     };
@@ -252,6 +253,7 @@ int cmd_eval(int argc, char **argv) {
     if (!o.dir) return cli_usage_error("--imagenet-dir is required");
     lpv_err err;
     lpv_status st = cli_runtime(o.threads, o.isa, &err);
+    if (st == LPV_OK) st = cli_dense_kernel(o.dense_kernel, &err);
     if (st) return cli_fail(&err, st);
     if (!lpv_is_dir(o.dir)) {
         lpv_fail(&err, LPV_E_IO, "--imagenet-dir '%s' is not a directory", o.dir);
@@ -259,6 +261,10 @@ int cmd_eval(int argc, char **argv) {
     }
     cli_model cm;
     if ((st = cli_open_model(&o.ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
+    if ((st = cli_pack_dense(cm.model, &err)) != LPV_OK) {
+        cli_close_model(&cm);
+        return cli_fail(&err, st);
+    }
     lpv_dataset ds;
     if ((st = open_dataset(&o, cm.model->cfg.classes, &ds, &err)) != LPV_OK) {
         cli_close_model(&cm);

@@ -154,7 +154,7 @@ static lpv_status infer_images(const cli_model *cm, char **paths, int n, int bat
 int cmd_infer(int argc, char **argv) {
     cli_model_args ma;
     cli_model_args_init(&ma);
-    const char *input = NULL, *out = NULL, *isa = NULL, *synsets = NULL, *json = NULL;
+    const char *input = NULL, *out = NULL, *isa = NULL, *synsets = NULL, *json = NULL, *dense_kernel = NULL;
     int threads = 0, batch = 16;
     const cli_opt opts[] = {
         {"--model", OPT_STR, &ma.model, "M", "preset name, .safetensors file or Hugging Face folder", 0, 0, NULL},
@@ -171,6 +171,7 @@ int cmd_infer(int argc, char **argv) {
         {"--json", OPT_STR, &json, "FILE", "image mode: write the top-5 as JSON ('-' for stdout)", 0, 0, NULL},
         CLI_OPT_THREADS(&threads),
         CLI_OPT_ISA(&isa),
+        CLI_OPT_DENSE_KERNEL(&dense_kernel),
         CLI_OPT_QUIET(&ma.quiet),
         {0},
     };
@@ -187,10 +188,12 @@ int cmd_infer(int argc, char **argv) {
     if (!input && !npos) return cli_usage_error("nothing to do: give --input X --out Y, or image files");
     lpv_err err;
     lpv_status st = cli_runtime(threads, isa, &err);
+    if (st == LPV_OK) st = cli_dense_kernel(dense_kernel, &err);
     if (st) return cli_fail(&err, st);
     cli_model cm;
     if ((st = cli_open_model(&ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
-    st = input ? infer_tensor(&cm, input, out, batch, &err) : infer_images(&cm, pos, npos, batch, synsets, json, &err);
+    if ((st = cli_pack_dense(cm.model, &err)) == LPV_OK)
+        st = input ? infer_tensor(&cm, input, out, batch, &err) : infer_images(&cm, pos, npos, batch, synsets, json, &err);
     cli_close_model(&cm);
     return st ? cli_fail(&err, st) : 0;
 }

@@ -80,7 +80,13 @@ void lpv_linear_forward_ref(const lpv_linear *L, const float *X, int ldx, float 
 
 void lpv_linear_forward(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi) {
     if (L->bsr) lpv_bsr_matmul(L->bsr, L->b, X, ldx, Y, ldy, T, epi);
+    else if (L->blocked) lpv_bsr_matmul(L->blocked, L->b, X, ldx, Y, ldy, T, epi);
     else lpv_linear_forward_dense(L, X, ldx, Y, ldy, T, epi);
 }
+
+static lpv_dense_kernel g_dense_kernel = LPV_DENSE_BLOCKED;
+void lpv_dense_kernel_set(lpv_dense_kernel k) { g_dense_kernel = k; }
+lpv_dense_kernel lpv_dense_kernel_get(void) { return g_dense_kernel; }
+const char *lpv_dense_kernel_name(lpv_dense_kernel k) { return k == LPV_DENSE_BLAS ? "openblas" : "blocked"; }
 
 double lpv_linear_density(const lpv_linear *L) { return L->bsr ? lpv_bsr_density(L->bsr) : 1.0; }

@@ -347,20 +347,20 @@ static lpv_status alloc_weights(lpv_model *m, lpv_err *err) {
     m->cls = alloc_f(m, D);
     m->dist = c->n_prefix == 2 ? alloc_f(m, D) : NULL;
     m->pos = alloc_f(m, (int64_t)c->n_tokens * D);
-    m->patch = (lpv_linear){(int)D, (int)K, alloc_f(m, D * K), alloc_f(m, D), NULL};
+    m->patch = (lpv_linear){(int)D, (int)K, alloc_f(m, D * K), alloc_f(m, D), NULL, NULL};
     m->norm_w = alloc_f(m, D);
     m->norm_b = alloc_f(m, D);
-    m->head = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL};
+    m->head = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL};
     if (c->n_outputs == 2)
-        m->head_dist = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL};
+        m->head_dist = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL};
     if (!m->blocks || !m->cls || !m->pos || !m->patch.w || !m->head.w) goto oom;
     for (int l = 0; l < c->depth; l++) {
         lpv_block *b = &m->blocks[l];
         b->ln1_w = alloc_f(m, D), b->ln1_b = alloc_f(m, D), b->ln2_w = alloc_f(m, D), b->ln2_b = alloc_f(m, D);
-        b->qkv = (lpv_linear){(int)(3 * D), (int)D, alloc_f(m, 3 * D * D), alloc_f(m, 3 * D), NULL};
-        b->proj = (lpv_linear){(int)D, (int)D, alloc_f(m, D * D), alloc_f(m, D), NULL};
-        b->fc1 = (lpv_linear){(int)F, (int)D, alloc_f(m, F * D), alloc_f(m, F), NULL};
-        b->fc2 = (lpv_linear){(int)D, (int)F, alloc_f(m, D * F), alloc_f(m, D), NULL};
+        b->qkv = (lpv_linear){(int)(3 * D), (int)D, alloc_f(m, 3 * D * D), alloc_f(m, 3 * D), NULL, NULL};
+        b->proj = (lpv_linear){(int)D, (int)D, alloc_f(m, D * D), alloc_f(m, D), NULL, NULL};
+        b->fc1 = (lpv_linear){(int)F, (int)D, alloc_f(m, F * D), alloc_f(m, F), NULL, NULL};
+        b->fc2 = (lpv_linear){(int)D, (int)F, alloc_f(m, D * F), alloc_f(m, D), NULL, NULL};
         if (!b->ln2_b || !b->qkv.b || !b->proj.b || !b->fc1.b || !b->fc2.b) goto oom;
     }
     return LPV_OK;
@@ -732,7 +732,29 @@ lpv_status lpv_model_sparsify(lpv_model *m, lpv_linear *L, int R, int C, const u
     if (st) return st;
     L->bsr = b;
     L->w = NULL;
+    L->blocked = NULL;
     return LPV_OK;
+}
+
+lpv_status lpv_model_pack_dense(lpv_model *m, int R, int C, lpv_err *err) {
+    if (lpv_isa_get() == LPV_ISA_REF) return LPV_OK; /* the reference kernel is no faster than BLAS */
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
+    for (int i = 0; i < n; i++) {
+        lpv_linear *L = refs[i].lin;
+        if (!L->w || L->bsr || L->blocked || refs[i].kind == LPV_LK_HEAD || refs[i].kind == LPV_LK_HEAD_DIST) continue;
+        lpv_bsr *b = lpv_arena_alloc(&m->arena, sizeof *b);
+        if (!b) return lpv_fail(err, LPV_E_OOM, "out of memory packing '%s'", refs[i].name);
+        LPV_TRY(lpv_bsr_from_dense(b, L->w, L->out, L->in, R, C, NULL, &m->arena, refs[i].name, err));
+        L->blocked = b;
+    }
+    return LPV_OK;
+}
+
+void lpv_model_unpack_dense(lpv_model *m) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
+    for (int i = 0; i < n; i++) refs[i].lin->blocked = NULL;
 }
 
 lpv_status lpv_model_densify(lpv_model *m, lpv_err *err) {

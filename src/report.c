@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit/linear.h"
 #include "lpvit/fileio.h"
 
 const char *lpv_version(void) { return LPVIT_VERSION; }
@@ -38,6 +39,7 @@ void lpv_report_environment(cJSON *obj) {
     cJSON_AddNumberToObject(e, "online_cpus", (double)sysconf(_SC_NPROCESSORS_ONLN));
     cJSON_AddStringToObject(e, "isa", lpv_isa_name(lpv_isa_get()));
     cJSON_AddNumberToObject(e, "threads", lpv_threads_get());
+    cJSON_AddStringToObject(e, "dense_kernel", lpv_dense_kernel_name(lpv_dense_kernel_get()));
     cJSON_AddStringToObject(e, "openblas_core", lpv_blas_corename());
     cJSON_AddStringToObject(e, "openblas_core_source", lpv_blas_core_source());
     cJSON_AddStringToObject(e, "openblas_config", lpv_blas_config());
@@ -54,8 +56,9 @@ void lpv_environment_line(char *buf, size_t cap) {
     const lpv_cpu_info *c = lpv_cpu();
     char la[64];
     loadavg(la, sizeof la);
-    snprintf(buf, cap, "lpvit %s (%s), cpu '%s', isa %s, %d threads, openblas core %s (%s), load %s", LPVIT_VERSION,
-             LPVIT_GIT_COMMIT, c->brand[0] ? c->brand : c->vendor, lpv_isa_name(lpv_isa_get()), lpv_threads_get(),
+    snprintf(buf, cap, "lpvit %s (%s), cpu '%s', isa %s, %d threads, dense kernel %s, openblas core %s (%s), load %s",
+             LPVIT_VERSION, LPVIT_GIT_COMMIT, c->brand[0] ? c->brand : c->vendor, lpv_isa_name(lpv_isa_get()),
+             lpv_threads_get(), lpv_dense_kernel_name(lpv_dense_kernel_get()),
              lpv_blas_corename(), lpv_blas_core_source(), la);
 }
 

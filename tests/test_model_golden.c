@@ -46,8 +46,12 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
     if (!input || !want) goto out;
     float *got = calloc((size_t)nlog, sizeof(float));
     int per_img = 3 * 224 * 224;
-    for (int threads = 1; threads <= 2; threads++) {
+    /* OpenBLAS first, then lpvit's blocked kernel on the same dense weights (what eval runs) */
+    for (int pass = 0; pass < 4; pass++) {
+        int threads = 1 + (pass & 1), blocked = pass >= 2;
         lpv_threads_set(threads);
+        if (blocked) CHECK_OK(lpv_model_pack_dense(m, 32, 32, &err), &err);
+        CHECK(!blocked || lpv_isa_get() == LPV_ISA_REF || m->blocks[0].fc1.blocked != NULL);
         /* whole batch at once, then as 3 + 1 (different column layout) */
         for (int split = 4; split >= 3; split--) {
             lpv_workspace ws;
@@ -56,8 +60,8 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
             if (split < 4)
                 CHECK_OK(lpv_forward(m, &ws, input + (int64_t)split * per_img, 4 - split, got + split * 1000, &err), &err);
             test_diff d = test_compare(got, want, (size_t)nlog, 1e-3);
-            printf("%-45s threads=%d split=%d  max_abs=%.3g max_rel=%.3g\n", model_rel, threads, split, d.max_abs,
-                   d.max_rel);
+            printf("%-45s threads=%d split=%d %-8s max_abs=%.3g max_rel=%.3g\n", model_rel, threads, split,
+                   blocked ? "blocked" : "openblas", d.max_abs, d.max_rel);
             CHECKF(d.max_abs <= 1e-4, "%s: logits max abs error %.3g > 1e-4 (at %zu: %g vs %g)", model_rel, d.max_abs,
                    d.at, (double)got[d.at], (double)want[d.at]);
             lpv_workspace_free(&ws);

@@ -33,14 +33,25 @@ typedef struct lpv_linear {
     float *w;            /* (out, in) dense weight; NULL when only bsr is set */
     float *b;            /* (out) or NULL */
     struct lpv_bsr *bsr; /* block-sparse form; when set, forward uses it */
+    struct lpv_bsr *blocked; /* the dense w again, every block kept, in the BSR kernel's
+                              * layout: forward prefers it to OpenBLAS (lpv_model_pack_dense).
+                              * A copy: whoever changes w afterwards must drop it. */
 } lpv_linear;
 
-/* Y = epi(W X + b), X (in, T) with row stride ldx, Y (out, T) with row stride ldy. */
+/* Y = epi(W X + b), X (in, T) with row stride ldx, Y (out, T) with row stride ldy.
+ * Runs bsr if set, else blocked if set, else OpenBLAS. */
 void lpv_linear_forward(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi);
 /* Dense path with OpenBLAS, whatever L->bsr says (the baseline bench compares against). */
 void lpv_linear_forward_dense(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi);
 /* Naive triple loop with the same contract (reference for tests). */
 void lpv_linear_forward_ref(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi);
+
+/* Which kernel a dense model's linears should run in the inference commands: lpvit's own
+ * blocked kernel (lpv_model_pack_dense; default) or OpenBLAS. Process-wide, like the ISA. */
+typedef enum { LPV_DENSE_BLOCKED = 0, LPV_DENSE_BLAS = 1 } lpv_dense_kernel;
+void lpv_dense_kernel_set(lpv_dense_kernel k);
+lpv_dense_kernel lpv_dense_kernel_get(void);
+const char *lpv_dense_kernel_name(lpv_dense_kernel k);
 
 /* Fraction of weight blocks kept (1 for a dense layer). */
 double lpv_linear_density(const lpv_linear *L);

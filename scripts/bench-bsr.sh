@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # BSR speed sweep (issue: block-sparse engine): lpvit's sparse engine against its dense path
-# (OpenBLAS, AVX-512 core) on DeiT-S and DeiT-B shapes with random weights, random block masks at
+# (its fastest: lpvit's blocked kernel with every block kept, see README) on DeiT-S and DeiT-B shapes with random weights, random block masks at
 # densities 1.0 0.7 0.5 0.3 0.1, blocks 16x16 and 32x32, batch 1 and 8, one lpvit process per
 # case (dense and sparse interleaved inside it). Prints one markdown table of speedups:
 #   linear = sum of the per-layer medians of the 48 block linears, dense / sparse

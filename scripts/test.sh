@@ -4,7 +4,8 @@
 #   2. Release build + every ctest test (unit, golden against ../shared/fixtures, e2e CLI runs)
 #   3. ASan+UBSan build, unit + golden tests under it
 #   4. the safetensors parser fuzz target for a short run (clang/libFuzzer)
-#   5. when ../shared/data is present: the accuracy gates (scripts/check-accuracy.sh)
+#   5. when ../shared/data is present: the accuracy gates (scripts/check-accuracy.sh) and the pruning
+#      gate (scripts/bench-prune.sh --quick: pruned top-1 must stay above scripts/bench-prune.floor)
 # Options: --quick (skip 3-5), --no-install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,8 @@ if [ "$quick" = 0 ]; then
   if [ -d ../shared/data ]; then
     step "accuracy gates (../shared/data)"
     scripts/check-accuracy.sh
+    step "pruning gate (scripts/bench-prune.sh --quick)"
+    scripts/bench-prune.sh --quick --out build/bench-prune-quick
   else
     echo "skip accuracy gates: ../shared/data not found"
   fi

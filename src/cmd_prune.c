@@ -419,7 +419,7 @@ int cmd_prune(int argc, char **argv) {
         {"--synsets", OPT_STR, &o.synsets, "FILE", "class order for the calibration folder", 0, 0, NULL},
         {"--target-flops", OPT_DOUBLE, &o.target, "r", "keep this fraction of the prunable layers' FLOPs (required)", 0, 0, NULL},
         {"--block", OPT_STR, &o.block, "RxC", "block shape, R output rows x C input columns, each of 8/16/32/64", 0, 0, NULL},
-        {"--saliency", OPT_STR, &o.saliency, "S", "taylor2, fisher, lpvit or l1", 0, 0, NULL},
+        {"--saliency", OPT_STR, &o.saliency, "S", "taylor2, fisher, lpvit, l1, obs (block OBS on the input Gram) or wanda", 0, 0, NULL},
         {"--allocator", OPT_STR, &o.allocator, "A", "greedy, uniform or lpvit (default: lpvit for lpvit, uniform for l1, else greedy)", 0, 0, NULL},
         {"--objective", OPT_STR, &o.objective, "O", "what a pruned block buys: flops, speed, power, speed+power", 0, 0, NULL},
         {"--lambda-power", OPT_DOUBLE, &o.lambda_power, "x", "weight of energy against time for speed+power", 0, 0, NULL},

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit_commit.h" /* generated at build time */
 #include "lpvit/linear.h"
 #include "lpvit/fileio.h"
 

@@ -62,6 +62,11 @@ grep -q "^top-1" "$T/out" || bad "eval printed no top-1 line"
 # the same images through the flat layout give the same predictions
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$SRC/tests/data/flat" --labels "$SRC/tests/data/flat_labels.txt" --json "$T/f.json" --quiet
 [ "$(json_get "$T/e.json" "(d['correct_top1'], d['correct_top5'])")" = "$(json_get "$T/f.json" "(d['correct_top1'], d['correct_top5'])")" ] && ok || bad "flat and imagefolder disagree"
+# the OpenBLAS dense path gives the same predictions as the default blocked kernel
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --dense-kernel openblas --json "$T/eb.json" --quiet
+[ "$(json_get "$T/eb.json" "(d['correct_top1'], d['correct_top5'], d['environment']['dense_kernel'])")" = "$(json_get "$T/e.json" "(d['correct_top1'], d['correct_top5'], 'openblas')")" ] && ok || bad "openblas and blocked dense disagree"
+[ "$(json_get "$T/e.json" "d['environment']['dense_kernel']")" = blocked ] && ok || bad "default dense kernel is not blocked"
+run 2 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --dense-kernel fast --quiet && one_line_err "--dense-kernel"
 # batch size does not change results
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --batch 12 --threads 1 --json "$T/e2.json" --quiet
 [ "$(json_get "$T/e.json" "d['correct_top5']")" = "$(json_get "$T/e2.json" "d['correct_top5']")" ] && ok || bad "batch/threads change results"

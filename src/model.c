@@ -584,6 +584,13 @@ static void infer_arch_name(lpv_model *m, const lpv_st_file *f) {
         snprintf(m->arch, sizeof m->arch, "%s", meta_arch);
         return;
     }
+    /* files lpvit wrote (pruned models) keep the source's name inside lpvit.arch */
+    cJSON *la = cJSON_Parse(lpv_st_meta(f, "lpvit.arch") ? lpv_st_meta(f, "lpvit.arch") : "");
+    const cJSON *an = cJSON_GetObjectItemCaseSensitive(la, "arch");
+    int named = cJSON_IsString(an) && an->valuestring[0] && strlen(an->valuestring) < sizeof m->arch;
+    if (named) snprintf(m->arch, sizeof m->arch, "%s", an->valuestring);
+    cJSON_Delete(la);
+    if (named) return;
     const lpv_config *c = &m->cfg;
     const char *size = c->dim == 192 ? "tiny" : c->dim == 384 ? "small" : c->dim == 768 ? "base" : NULL;
     if (size)

@@ -136,6 +136,8 @@ run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.4 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 [ "$(json_get "$T/r.json" "d['calibration']['from_cache']")" = True ] && ok || bad "second run should hit the cache"
 run 0 "$L" inspect "$P"; grep -q "bsr_values" "$T/out" && grep -q '"format":"lpvit-bsr-v1"' "$T/out" && ok || bad "pruned file lacks BSR tensors / metadata"
+# the name recorded in lpvit.arch survives create-model -> prune -> load (was replaced by a shape guess)
+run 0 "$L" inspect "$P"; grep -q "^architecture: random_d64_l2_h2 " "$T/out" && ok || bad "pruned file lost the model's name: $(grep ^architecture "$T/out")"
 run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --json "$T/pe.json"
 [ "$(json_get "$T/pe.json" "d['images']")" = 12 ] && ok || bad "eval of the pruned model"
 grep -q "recorded in the pruned file" "$T/out" && ok || bad "pruned eval did not reuse the recorded preprocessing"

@@ -160,6 +160,7 @@ typedef struct {
     double ln_eps;      /* 0 if absent */
     int has_eps;
     int patch, chans;   /* lpvit.arch only: the patch geometry of a file whose patch weight is BSR */
+    char arch[96];      /* lpvit.arch only: the model's recorded name, "" if absent */
 } json_config;
 
 static lpv_status read_config_json(const char *path, json_config *jc, lpv_err *err) {
@@ -207,6 +208,8 @@ static void arch_from_metadata(const lpv_st_file *f, json_config *jc) {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "patch"), *c = cJSON_GetObjectItemCaseSensitive(root, "chans");
     if (cJSON_IsNumber(p) && p->valuedouble >= 1 && p->valuedouble <= 1024) jc->patch = (int)p->valuedouble;
     if (cJSON_IsNumber(c) && c->valuedouble >= 1 && c->valuedouble <= 4) jc->chans = (int)c->valuedouble;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "arch");
+    if (cJSON_IsString(a) && strlen(a->valuestring) < sizeof jc->arch) snprintf(jc->arch, sizeof jc->arch, "%s", a->valuestring);
     cJSON_Delete(root);
 }
 
@@ -578,19 +581,16 @@ static lpv_status execute_plan(lpv_model *m, const lpv_st_file *f, const char *l
     return st;
 }
 
-static void infer_arch_name(lpv_model *m, const lpv_st_file *f) {
+static void infer_arch_name(lpv_model *m, const lpv_st_file *f, const json_config *jc) {
     const char *meta_arch = lpv_st_meta(f, "arch");
     if (meta_arch && strlen(meta_arch) < sizeof m->arch) {
         snprintf(m->arch, sizeof m->arch, "%s", meta_arch);
         return;
     }
-    /* files lpvit wrote (pruned models) keep the source's name inside lpvit.arch */
-    cJSON *la = cJSON_Parse(lpv_st_meta(f, "lpvit.arch") ? lpv_st_meta(f, "lpvit.arch") : "");
-    const cJSON *an = cJSON_GetObjectItemCaseSensitive(la, "arch");
-    int named = cJSON_IsString(an) && an->valuestring[0] && strlen(an->valuestring) < sizeof m->arch;
-    if (named) snprintf(m->arch, sizeof m->arch, "%s", an->valuestring);
-    cJSON_Delete(la);
-    if (named) return;
+    if (jc->arch[0]) { /* files lpvit wrote (pruned models) keep the source's name inside lpvit.arch */
+        snprintf(m->arch, sizeof m->arch, "%s", jc->arch);
+        return;
+    }
     const lpv_config *c = &m->cfg;
     const char *size = c->dim == 192 ? "tiny" : c->dim == 384 ? "small" : c->dim == 768 ? "base" : NULL;
     if (size)
@@ -651,7 +651,7 @@ lpv_status lpv_model_load(lpv_model **out, const char *path, const lpv_model_opt
     snprintf(m->src_dtype, sizeof m->src_dtype, "%s", lpv_dtype_name(t0->dtype));
     const char *meta = lpv_st_meta(&f, "lpvit");
     if (meta) m->lpvit_meta = lpv_arena_strdup(&m->arena, meta);
-    infer_arch_name(m, &f);
+    infer_arch_name(m, &f, &jc);
     free(p.items);
     lpv_st_close(&f);
     *out = m;
@@ -756,12 +756,6 @@ lpv_status lpv_model_pack_dense(lpv_model *m, int R, int C, lpv_err *err) {
         L->blocked = b;
     }
     return LPV_OK;
-}
-
-void lpv_model_unpack_dense(lpv_model *m) {
-    lpv_layer_ref refs[LPV_MAX_LAYERS];
-    int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
-    for (int i = 0; i < n; i++) refs[i].lin->blocked = NULL;
 }
 
 lpv_status lpv_model_densify(lpv_model *m, lpv_err *err) {

@@ -209,6 +209,17 @@ static void cache_free(stream_cache *c) {
     memset(c, 0, sizeof *c);
 }
 
+/* Moves every cached chunk of one stream (cache->xd or cache->xp) through block l of m. */
+static void advance_streams(const lpv_model *m, lpv_workspace *ws, int l, const stream_cache *c, float **xs, int D,
+                            int T) {
+    for (int i = 0; i < c->n; i++) {
+        size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(c->bsz[i] * T);
+        memcpy(ws->x, xs[i], bytes);
+        lpv_forward_block(m, ws, l, c->bsz[i]);
+        memcpy(xs[i], ws->x, bytes);
+    }
+}
+
 static lpv_status update_layers(lpv_model *m, lpv_layer_ref *refs, int first, int count, uint8_t *const *masks, int R,
                                 int C, lpv_model_stats *cs, const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri,
                                 lpv_err *err) {
@@ -314,21 +325,9 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             ws.tap = NULL;
             if (st == LPV_OK) st = update_layers(m, refs, i, 1, masks, R, C, &cs, o, ri, err);
         }
-        /* the dense stream moves to the next block */
-        for (int c = 0; c < cache.n && st == LPV_OK && l < cfg->depth; c++) {
-            int bs = cache.bsz[c];
-            size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
-            memcpy(ws.x, cache.xd[c], bytes);
-            lpv_forward_block(dense, &ws, l, bs);
-            memcpy(cache.xd[c], ws.x, bytes);
-        }
-        /* pass 2: the pruned stream through the repaired block */
-        for (int c = 0; c < cache.n && st == LPV_OK && l < cfg->depth; c++) {
-            int bs = cache.bsz[c];
-            size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
-            memcpy(ws.x, cache.xp[c], bytes);
-            lpv_forward_block(m, &ws, l, bs);
-            memcpy(cache.xp[c], ws.x, bytes);
+        if (st == LPV_OK && l < cfg->depth) {
+            advance_streams(dense, &ws, l, &cache, cache.xd, D, T); /* the dense stream moves to the next block */
+            advance_streams(m, &ws, l, &cache, cache.xp, D, T);     /* pass 2: the pruned one through the repaired block */
         }
         if (!o->quiet)
             fprintf(stderr, "%slpvit: sequential reconstruction: block %d/%d (%.1fs)%s", isatty(2) ? "\r" : "",

@@ -108,9 +108,8 @@ lpv_status lpv_model_sparsify(lpv_model *m, lpv_linear *L, int R, int C, const u
  * kept, so lpv_linear_forward runs lpvit's own AVX-512/AVX2 kernel instead of OpenBLAS
  * (measured 1.05-1.15x faster on DeiT shapes, see README). Costs 2x the weights' memory
  * in the model arena. Call it after the last change to the weights (prune/reconstruct
- * never call it); lpv_model_unpack_dense forgets the copies. Nothing to do under --isa ref. */
+ * never call it). Nothing to do under --isa ref. */
 lpv_status lpv_model_pack_dense(lpv_model *m, int R, int C, lpv_err *err);
-void lpv_model_unpack_dense(lpv_model *m);
 /* Turns every BSR layer back into a dense weight with zeros in pruned blocks (for dense baselines). */
 lpv_status lpv_model_densify(lpv_model *m, lpv_err *err);
 /* Kept weights of all linear layers / their dense count (1.0 for a dense model). */

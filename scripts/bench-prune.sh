@@ -11,7 +11,9 @@
 # below, see README: a floor near 0 % would not catch a regression.)
 # Options: --data DIR (default ../shared/data), --methods "l1 lpvit taylor2 ...", --targets, --blocks,
 #          --calib-size N, --val-limit N, --threads N, --out DIR, --floor X (quick mode's top-1 floor)
-# A method is a saliency name, optionally with an update: taylor2, l1, lpvit, obs+lsq, obs+obs, wanda ...
+# A method is a saliency name with its defaults (taylor2 = sorted channels + sequential lsq refit; l1 and
+# lpvit = plain masks), optionally followed by +parts: an update (none, bias, lsq, obs), perm / noperm
+# (channel sort), seq / noseq (sequential refit). E.g. taylor2+none+noperm (masks only), obs+lsq, wanda.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data; methods="l1 lpvit taylor2"; targets="0.7 0.5 0.3"; blocks="16x16 32x32"
@@ -43,7 +45,17 @@ echo "dense eval" >&2
 $L eval --model "$model" --imagenet-dir "$data/imagenet-val-1000" $limit --threads "$threads" --json "$out/dense.json" --quiet >/dev/null
 rows=()
 for blk in $blocks; do for t in $targets; do for meth in $methods; do
-  sal=${meth%%+*}; upd=""; [ "$meth" != "$sal" ] && upd="--update ${meth#*+}"
+  sal=${meth%%+*}; upd=""
+  if [ "$meth" != "$sal" ]; then
+    IFS=+ read -r -a mods <<<"${meth#*+}"
+    for x in "${mods[@]}"; do
+      case "$x" in
+        none|bias|lsq|obs) upd="$upd --update $x" ;; perm) upd="$upd --permute sort" ;;
+        noperm) upd="$upd --permute none" ;; seq) upd="$upd --sequential" ;; noseq) upd="$upd --no-sequential" ;;
+        *) echo "bench-prune.sh: unknown method part '$x' in '$meth'" >&2; exit 2 ;;
+      esac
+    done
+  fi
   tag="${meth//+/_}_${blk}_t${t}"
   echo "prune $meth $blk target $t" >&2
   t0=$(date +%s.%N)

@@ -29,6 +29,7 @@
 #include "lpvit/fileio.h"
 #include "lpvit/forward.h"
 #include "lpvit/loader.h"
+#include "lpvit/permute.h"
 #include "lpvit/reconstruct.h"
 #include "lpvit/refine.h"
 #include "lpvit/report.h"
@@ -40,8 +41,8 @@ typedef struct {
     const char *cost_table, *cache_dir, *isa;
     double target, lambda_power, min_density, e_mac, e_dram, e_cache, lpvit_smooth;
     int calib_size, calib_batch, seed, threads, no_cache, lpvit_as_released, lpvit_h, lpvit_power;
-    int refine, refine_images, recon_images, sequential;
-    const char *update;
+    int refine, refine_images, recon_images, sequential, no_sequential;
+    const char *update, *permute;
     double damp;
 } prune_opts;
 
@@ -55,11 +56,13 @@ typedef struct {
     lpv_loss_kind loss;
     int need_stats, need_fisher, need_blocks, need_inputs;
     lpv_update_kind update;
+    int permute;    /* sort channels by importance before choosing blocks (permute.h) */
+    int sequential; /* refit on the pruned model's own inputs (reconstruct.h) */
     int R, C;
 } prune_plan;
 
 typedef struct {
-    double load, list, stats, saliency, cost, alloc, write;
+    double load, list, permute, stats, saliency, cost, alloc, write;
 } phase_times;
 
 /* ---- layer selection ---- */
@@ -117,13 +120,24 @@ static lpv_status make_plan(const prune_opts *o, prune_plan *p, lpv_err *err) {
     p->need_stats = p->sal != LPV_SAL_L1 && p->sal != LPV_SAL_OBS && p->sal != LPV_SAL_WANDA;
     p->need_fisher = p->sal == LPV_SAL_FISHER;
     p->need_blocks = p->sal == LPV_SAL_TAYLOR2;
-    LPV_TRY(lpv_update_parse(o->update, &p->update, err));
+    /* taylor2, the default criterion, runs the whole corrected pipeline unless told otherwise:
+       channels sorted, masks, then a sequential least-squares refit (README "Pruning" measures each
+       step); the baselines (l1, lpvit) and the other criteria keep plain masks by default */
+    const char *upd = o->update ? o->update : p->sal == LPV_SAL_TAYLOR2 ? "lsq" : "none";
+    LPV_TRY(lpv_update_parse(upd, &p->update, err));
     p->need_inputs = p->sal == LPV_SAL_OBS || p->sal == LPV_SAL_WANDA || p->update != LPV_UPDATE_NONE;
     if (o->sequential && (p->update == LPV_UPDATE_NONE || p->update == LPV_UPDATE_BIAS))
         return lpv_fail(err, LPV_E_ARG, "--sequential refits weights: use it with --update lsq or obs");
+    if (o->sequential && o->no_sequential)
+        return lpv_fail(err, LPV_E_ARG, "--sequential and --no-sequential contradict each other");
+    p->sequential = o->sequential || (!o->no_sequential && (p->update == LPV_UPDATE_LSQ || p->update == LPV_UPDATE_OBS));
     if (!(o->damp > 0 && o->damp < 10)) return lpv_fail(err, LPV_E_ARG, "--damp: expected (0, 10), got %g", o->damp);
     if (o->lambda_power < 0) return lpv_fail(err, LPV_E_ARG, "--lambda-power: expected >= 0, got %g", o->lambda_power);
     if (o->calib_size < 1) return lpv_fail(err, LPV_E_ARG, "--calib-size: expected >= 1");
+    const char *perm = o->permute ? o->permute : p->sal == LPV_SAL_L1 || p->sal == LPV_SAL_LPVIT ? "none" : "sort";
+    if (strcmp(perm, "sort") == 0) p->permute = 1;
+    else if (strcmp(perm, "none") != 0)
+        return lpv_fail(err, LPV_E_ARG, "--permute: expected sort or none, got '%s'", perm);
     return LPV_OK;
 }
 
@@ -189,6 +203,73 @@ static lpv_status get_stats(const prune_opts *o, const prune_plan *p, cli_model 
         }
     }
     return LPV_OK;
+}
+
+/* ---- channel permutation (permute.h) ---- */
+
+/* Importance of every weight of the pruned layers, in the units of the chosen criterion: the
+   diagonal second-order term F·w² for the gradient criteria (taylor2/fisher; block correlations
+   cannot be known before the blocks are), |w·g| for lpvit, |w|·‖x_j‖ for obs/wanda, |w| for l1.
+   The gradients come from a first calibration pass (cached like the second). */
+static lpv_status element_scores(const prune_opts *o, const prune_plan *p, cli_model *cm, lpv_layer_ref *refs, int nl,
+                                 const lpv_dataset *ds, const char *list_sha, float **score, lpv_err *err) {
+    lpv_model *m = cm->model;
+    lpv_calib_stats cs;
+    memset(&cs, 0, sizeof cs);
+    lpv_model_stats ist;
+    memset(&ist, 0, sizeof ist);
+    lpv_status st = LPV_OK;
+    int grad = p->need_stats, inputs = p->sal == LPV_SAL_OBS || p->sal == LPV_SAL_WANDA;
+    if (grad) {
+        prune_plan p1 = *p;
+        p1.need_fisher = 1, p1.need_blocks = 0;
+        char path[2048];
+        st = get_stats(o, &p1, cm, ds, list_sha, &cs, path, sizeof path, err);
+    } else if (inputs) {
+        for (int i = 0; i < nl; i++) ist.want[i] = !excluded(refs[i].name, o->exclude);
+        st = lpv_collect_input_stats(m, ds, &cm->pp, 32, o->ma.quiet, &ist, err);
+    }
+    for (int i = 0; i < nl && st == LPV_OK; i++) {
+        if (excluded(refs[i].name, o->exclude)) continue;
+        const lpv_linear *L = refs[i].lin;
+        score[i] = malloc(sizeof(float) * (size_t)L->out * (size_t)L->in);
+        if (!score[i]) {
+            st = lpv_fail(err, LPV_E_OOM, "out of memory");
+            break;
+        }
+        for (int r = 0; r < L->out; r++)
+            for (int j = 0; j < L->in; j++) {
+                int64_t e = (int64_t)r * L->in + j;
+                float w = L->w[e];
+                if (grad && p->sal == LPV_SAL_LPVIT) score[i][e] = fabsf(w * cs.g[i][e]);
+                else if (grad) score[i][e] = cs.f[i][e] * w * w;
+                else if (inputs) score[i][e] = fabsf(w) * sqrtf(fmaxf(ist.st[i].H[(int64_t)j * L->in + j], 0));
+                else score[i][e] = fabsf(w);
+            }
+    }
+    if (grad) lpv_calib_free(&cs);
+    if (inputs) lpv_model_stats_free(&ist);
+    return st;
+}
+
+/* Sorts the model's channels by importance (function-preserving), and gives the permuted model its
+   own identity (source hash + permutation digest) so the statistics cache keeps the two apart. */
+static lpv_status permute_model(const prune_opts *o, const prune_plan *p, cli_model *cm, lpv_layer_ref *refs, int nl,
+                                const lpv_dataset *ds, const char *list_sha, lpv_perm *perm, lpv_err *err) {
+    lpv_model *m = cm->model;
+    float *score[LPV_MAX_LAYERS] = {0};
+    lpv_status st = lpv_perm_init(perm, &m->cfg, err);
+    if (st == LPV_OK) st = element_scores(o, p, cm, refs, nl, ds, list_sha, score, err);
+    if (st == LPV_OK) st = lpv_perm_by_importance(m, (const float *const *)score, perm, err);
+    if (st == LPV_OK) st = lpv_model_permute(m, perm, err);
+    if (st == LPV_OK) {
+        char d[65], key[160];
+        lpv_perm_digest(perm, d);
+        snprintf(key, sizeof key, "%s+perm:%s", m->sha256, d);
+        lpv_sha256_hex(key, strlen(key), m->sha256);
+    }
+    for (int i = 0; i < nl; i++) free(score[i]);
+    return st;
 }
 
 /* ---- cost ---- */
@@ -379,7 +460,8 @@ static cJSON *settings_json(const prune_opts *o, const prune_plan *p) {
     cJSON_AddNumberToObject(s, "lambda_power", o->lambda_power);
     cJSON_AddStringToObject(s, "loss", p->need_stats ? lpv_loss_name(p->loss) : "none");
     cJSON_AddStringToObject(s, "update", lpv_update_name(p->update));
-    cJSON_AddBoolToObject(s, "sequential", o->sequential);
+    cJSON_AddBoolToObject(s, "sequential", p->sequential);
+    cJSON_AddStringToObject(s, "permute", p->permute ? "sort" : "none");
     cJSON_AddStringToObject(s, "exclude", o->exclude);
     cJSON_AddNumberToObject(s, "min_density", o->min_density);
     cJSON_AddNumberToObject(s, "calib_size", o->calib_size);
@@ -409,7 +491,7 @@ int cmd_prune(int argc, char **argv) {
     cli_model_args_init(&o.ma);
     o.calib_size = 2000, o.calib_batch = 8, o.target = NAN, o.min_density = 0.05, o.lpvit_smooth = 0.5, o.lpvit_h = 4;
     o.block = "32x32", o.saliency = "taylor2", o.objective = "flops", o.exclude = "patch_embed,head";
-    o.refine = -1, o.refine_images = 32, o.update = "none", o.damp = LPV_RECON_DAMP;
+    o.refine = -1, o.refine_images = 32, o.damp = LPV_RECON_DAMP;
     const cli_opt opts[] = {
         {"--model", OPT_STR, &o.ma.model, "M", "preset (deit_b, vit_t, ...), .safetensors or HF folder", 0, 0, NULL},
         {"--weights", OPT_STR, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
@@ -434,10 +516,12 @@ int cmd_prune(int argc, char **argv) {
         {"--lpvit-smooth", OPT_DOUBLE, &o.lpvit_smooth, "w", "lpvit: EMA weight of curve smoothing (0 = off)", 0, 0.999, NULL},
         {"--lpvit-h", OPT_INT, &o.lpvit_h, "H", "lpvit: stencil half-width of the slope", 1, 50, NULL},
         {"--lpvit-power", OPT_FLAG, &o.lpvit_power, NULL, "lpvit: add LPViT's power term (auto beta)", 0, 0, NULL},
-        {"--refine", OPT_INT, &o.refine, "N", "rounds of scaling each layer's curve by its measured KL (default 2 for taylor2/fisher, 0 otherwise)", 0, 20, NULL},
+        {"--refine", OPT_INT, &o.refine, "N", "rounds of scaling each layer's curve by its measured KL (default 2 for greedy criteria without a weight update, else 0)", 0, 20, NULL},
         {"--refine-images", OPT_INT, &o.refine_images, "M", "calibration images the refinement measures KL on", 1, 100000, NULL},
-        {"--update", OPT_STR, &o.update, "U", "weight update after masking: none, bias, lsq (exact least squares), obs (SparseGPT)", 0, 0, NULL},
-        {"--sequential", OPT_FLAG, &o.sequential, NULL, "refit block by block on the pruned model's own inputs (lsq/obs)", 0, 0, NULL},
+        {"--update", OPT_STR, &o.update, "U", "weight update after masking: none, bias, lsq (exact least squares), obs (SparseGPT); default lsq for taylor2, else none", 0, 0, NULL},
+        {"--permute", OPT_STR, &o.permute, "P", "sort: order channels by importance first, so blocks group what matters (same function), or none; default sort except for the l1/lpvit baselines", 0, 0, NULL},
+        {"--sequential", OPT_FLAG, &o.sequential, NULL, "refit block by block on the pruned model's own inputs (lsq/obs; the default with them)", 0, 0, NULL},
+        {"--no-sequential", OPT_FLAG, &o.no_sequential, NULL, "refit each layer from the dense model's statistics alone", 0, 0, NULL},
         {"--recon-images", OPT_INT, &o.recon_images, "N", "calibration images for input statistics (default: all)", 1, 10000000, NULL},
         {"--damp", OPT_DOUBLE, &o.damp, "x", "Hessian damping, a fraction of its mean diagonal", 0, 0, NULL},
         {"--seed", OPT_INT, &o.seed, "S", "seed for calibration choice and sampling", 0, 2147483647, NULL},
@@ -469,7 +553,7 @@ int cmd_prune(int argc, char **argv) {
     if (st) return cli_fail(&err, st);
     if (o.refine < 0)
         o.refine = (p.sal == LPV_SAL_TAYLOR2 || p.sal == LPV_SAL_FISHER || p.sal == LPV_SAL_OBS || p.sal == LPV_SAL_WANDA) &&
-                           p.allocator == ALLOC_GREEDY
+                           p.allocator == ALLOC_GREEDY && p.update == LPV_UPDATE_NONE
                        ? 2
                        : 0;
     if (o.refine > 0 && p.allocator != ALLOC_GREEDY) return cli_usage_error("--refine needs --allocator greedy");
@@ -496,11 +580,12 @@ int cmd_prune(int argc, char **argv) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int nl = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
     if ((st = check_exclude_list(o.exclude, refs, nl, &err)) != LPV_OK) goto fail_model;
-    const char *model_sha = lpv_model_hash(m, &err);
-    if (!model_sha) {
+    char model_sha[65]; /* the source file's: the model in memory may be permuted below */
+    if (!lpv_model_hash(m, &err)) {
         st = LPV_E_IO;
         goto fail_model;
     }
+    snprintf(model_sha, sizeof model_sha, "%s", m->sha256);
     pt.load = lpv_now() - t, t = lpv_now();
 
     /* 2. calibration list */
@@ -527,12 +612,18 @@ int cmd_prune(int argc, char **argv) {
     }
     pt.list = lpv_now() - t, t = lpv_now();
 
+    /* 2b. channels sorted by importance (the model stays the same function) */
+    lpv_perm perm;
+    memset(&perm, 0, sizeof perm);
+    if (p.permute && (st = permute_model(&o, &p, &cm, refs, nl, &ds, list_sha, &perm, &err)) != LPV_OK) goto fail_perm;
+    pt.permute = lpv_now() - t, t = lpv_now();
+
     /* 3. statistics */
     lpv_calib_stats cs;
     memset(&cs, 0, sizeof cs);
     char cache_path[2048] = "";
     if (p.need_stats && (st = get_stats(&o, &p, &cm, &ds, list_sha, &cs, cache_path, sizeof cache_path, &err)) != LPV_OK)
-        goto fail_ds;
+        goto fail_perm;
     /* 3b. the dense model's input statistics (obs / wanda saliency, weight updates) */
     lpv_model_stats ist;
     memset(&ist, 0, sizeof ist);
@@ -650,12 +741,13 @@ int cmd_prune(int argc, char **argv) {
     double t_recon = lpv_now();
     if (st == LPV_OK && p.update != LPV_UPDATE_NONE) {
         lpv_model *dense = NULL;
-        if (o.sequential) { /* an untouched copy: the sequential refit targets the dense model's outputs */
+        if (p.sequential) { /* an untouched copy: the sequential refit targets the dense model's outputs */
             lpv_model_opts mo = {m->cfg.heads, m->cfg.ln_eps, 0};
             st = lpv_model_load(&dense, m->path, &mo, &err);
             if (!st) st = lpv_model_densify(dense, &err);
+            if (!st && p.permute) st = lpv_model_permute(dense, &perm, &err);
         }
-        lpv_reconstruct_opts ro = {p.update, o.sequential, lpv_recon_defaults(), 16, o.ma.quiet};
+        lpv_reconstruct_opts ro = {p.update, p.sequential, lpv_recon_defaults(), 16, o.ma.quiet};
         ro.recon.damp = o.damp;
         if (!st) st = lpv_reconstruct(m, dense, masks, p.R, p.C, &ist, &ds, &cm.pp, &ro, &rinfo, &err);
         lpv_model_free(dense);
@@ -770,13 +862,13 @@ int cmd_prune(int argc, char **argv) {
         if (p.update != LPV_UPDATE_NONE) {
             cJSON *ru = cJSON_AddObjectToObject(r, "reconstruction");
             cJSON_AddStringToObject(ru, "update", lpv_update_name(p.update));
-            cJSON_AddBoolToObject(ru, "sequential", o.sequential);
+            cJSON_AddBoolToObject(ru, "sequential", p.sequential);
             cJSON_AddNumberToObject(ru, "images", (double)ist.images);
             cJSON_AddNumberToObject(ru, "damp", o.damp);
             cJSON_AddNumberToObject(ru, "max_damp_used", rinfo.max_damp);
             cJSON_AddNumberToObject(ru, "factorizations_retried", rinfo.retried);
             cJSON_AddNumberToObject(ru, "seconds", t_recon);
-            if (!o.sequential) {
+            if (!p.sequential) {
                 cJSON *le = cJSON_AddArrayToObject(ru, "relative_output_error");
                 for (int i = 0; i < np; i++) {
                     cJSON *e = cJSON_CreateObject();
@@ -804,6 +896,7 @@ int cmd_prune(int argc, char **argv) {
         cJSON *ph = cJSON_AddObjectToObject(r, "wall_s");
         cJSON_AddNumberToObject(ph, "load", pt.load);
         cJSON_AddNumberToObject(ph, "calibration_list", pt.list);
+        cJSON_AddNumberToObject(ph, "permutation", pt.permute);
         cJSON_AddNumberToObject(ph, "statistics", pt.stats);
         cJSON_AddNumberToObject(ph, "saliency", pt.saliency);
         cJSON_AddNumberToObject(ph, "cost_model", pt.cost);
@@ -835,6 +928,8 @@ int cmd_prune(int argc, char **argv) {
     lpv_arena_free(&work);
     lpv_calib_free(&cs);
     lpv_model_stats_free(&ist);
+fail_perm:
+    lpv_perm_free(&perm);
 fail_ds:
     lpv_dataset_free(&ds);
 fail_model:

@@ -128,7 +128,19 @@ for upd in "--saliency obs --update lsq" "--saliency wanda --update obs" "--sali
   [ "$(json_get "$T/ru.json" "abs(d['totals']['achieved_flops_ratio'] - 0.6) <= 0.005 and d['reconstruction']['update'] in ('lsq', 'obs', 'bias')")" = True ] && ok || bad "prune $upd"
   run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --quiet
 done
-run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --out "$T/x.safetensors" --quiet; one_line_err "--sequential"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --update none --out "$T/x.safetensors" --quiet; one_line_err "--sequential"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --no-sequential --out "$T/x.safetensors" --quiet; one_line_err "contradict"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --permute magic --out "$T/x.safetensors" --quiet; one_line_err "--permute"
+# taylor2's defaults are the whole pipeline (sorted channels, sequential lsq refit); the baselines stay plain
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.6 --block 16x16 $C --out "$P" --report "$T/rd.json" --quiet
+[ "$(json_get "$T/rd.json" "(d['settings']['permute'], d['settings']['update'], d['settings']['sequential'])")" = "('sort', 'lsq', True)" ] && ok || bad "taylor2 defaults: $(json_get "$T/rd.json" "d['settings']")"
+[ "$(json_get "$T/r_lpvit.json" "(d['settings']['permute'], d['settings']['update'])")" = "('none', 'none')" ] && ok || bad "lpvit baseline must stay faithful"
+# a permutation alone (target 1.0, no update) keeps the model's function: same predictions as the dense file
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 1.0 --update none --permute sort --cache-dir "$T/cache-perm" --out "$T/perm.safetensors" --quiet
+run 0 "$L" eval --model "$T/perm.safetensors" --imagenet-dir "$MINI" --json "$T/permd.json" --quiet
+run 0 "$L" eval --model "$M" --imagenet-dir "$MINI" --json "$T/dense.json" --quiet
+[ "$(json_get "$T/permd.json" "(d['correct_top1'], d['correct_top5'])")" = "$(json_get "$T/dense.json" "(d['correct_top1'], d['correct_top5'])")" ] && ok || bad "permuted model predicts differently"
+cmp -s "$T/perm.safetensors" "$M" && bad "permuted model is byte-identical to the input" || ok
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --update magic --out "$T/x.safetensors" --quiet; one_line_err "--update"
 # the second run with the same inputs reuses the cached statistics
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet

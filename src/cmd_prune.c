@@ -41,7 +41,7 @@ typedef struct {
     const char *cost_table, *cache_dir, *isa;
     double target, lambda_power, min_density, e_mac, e_dram, e_cache, lpvit_smooth;
     int calib_size, calib_batch, seed, threads, no_cache, lpvit_as_released, lpvit_h, lpvit_power;
-    int refine, refine_images, recon_images, sequential, no_sequential;
+    int refine, refine_images, recon_images, permute_images, sequential, no_sequential;
     const char *update, *permute;
     double damp;
 } prune_opts;
@@ -212,7 +212,7 @@ static lpv_status get_stats(const prune_opts *o, const prune_plan *p, cli_model 
    cannot be known before the blocks are), |w·g| for lpvit, |w|·‖x_j‖ for obs/wanda, |w| for l1.
    The gradients come from a first calibration pass (cached like the second). */
 static lpv_status element_scores(const prune_opts *o, const prune_plan *p, cli_model *cm, lpv_layer_ref *refs, int nl,
-                                 const lpv_dataset *ds, const char *list_sha, float **score, lpv_err *err) {
+                                 const lpv_dataset *ds, float **score, lpv_err *err) {
     lpv_model *m = cm->model;
     lpv_calib_stats cs;
     memset(&cs, 0, sizeof cs);
@@ -220,15 +220,24 @@ static lpv_status element_scores(const prune_opts *o, const prune_plan *p, cli_m
     memset(&ist, 0, sizeof ist);
     lpv_status st = LPV_OK;
     int grad = p->need_stats, inputs = p->sal == LPV_SAL_OBS || p->sal == LPV_SAL_WANDA;
+    /* a rough importance is enough to order channels: a spread subset of the calibration list */
+    lpv_dataset sub = *ds;
+    sub.items = malloc(sizeof *sub.items * (size_t)(ds->n > 0 ? ds->n : 1));
+    if (!sub.items) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    memcpy(sub.items, ds->items, sizeof *sub.items * (size_t)ds->n);
+    lpv_dataset_spread(&sub, o->permute_images);
+    char sub_sha[65];
+    lpv_dataset_hash(&sub, sub_sha);
     if (grad) {
         prune_plan p1 = *p;
         p1.need_fisher = 1, p1.need_blocks = 0;
         char path[2048];
-        st = get_stats(o, &p1, cm, ds, list_sha, &cs, path, sizeof path, err);
+        st = get_stats(o, &p1, cm, &sub, sub_sha, &cs, path, sizeof path, err);
     } else if (inputs) {
         for (int i = 0; i < nl; i++) ist.want[i] = !excluded(refs[i].name, o->exclude);
-        st = lpv_collect_input_stats(m, ds, &cm->pp, 32, o->ma.quiet, &ist, err);
+        st = lpv_collect_input_stats(m, &sub, &cm->pp, 32, o->ma.quiet, &ist, err);
     }
+    free(sub.items); /* sub shares everything else with ds */
     for (int i = 0; i < nl && st == LPV_OK; i++) {
         if (excluded(refs[i].name, o->exclude)) continue;
         const lpv_linear *L = refs[i].lin;
@@ -255,11 +264,11 @@ static lpv_status element_scores(const prune_opts *o, const prune_plan *p, cli_m
 /* Sorts the model's channels by importance (function-preserving), and gives the permuted model its
    own identity (source hash + permutation digest) so the statistics cache keeps the two apart. */
 static lpv_status permute_model(const prune_opts *o, const prune_plan *p, cli_model *cm, lpv_layer_ref *refs, int nl,
-                                const lpv_dataset *ds, const char *list_sha, lpv_perm *perm, lpv_err *err) {
+                                const lpv_dataset *ds, lpv_perm *perm, lpv_err *err) {
     lpv_model *m = cm->model;
     float *score[LPV_MAX_LAYERS] = {0};
     lpv_status st = lpv_perm_init(perm, &m->cfg, err);
-    if (st == LPV_OK) st = element_scores(o, p, cm, refs, nl, ds, list_sha, score, err);
+    if (st == LPV_OK) st = element_scores(o, p, cm, refs, nl, ds, score, err);
     if (st == LPV_OK) st = lpv_perm_by_importance(m, (const float *const *)score, perm, err);
     if (st == LPV_OK) st = lpv_model_permute(m, perm, err);
     if (st == LPV_OK) {
@@ -462,6 +471,7 @@ static cJSON *settings_json(const prune_opts *o, const prune_plan *p) {
     cJSON_AddStringToObject(s, "update", lpv_update_name(p->update));
     cJSON_AddBoolToObject(s, "sequential", p->sequential);
     cJSON_AddStringToObject(s, "permute", p->permute ? "sort" : "none");
+    if (p->permute) cJSON_AddNumberToObject(s, "permute_images", o->permute_images);
     cJSON_AddStringToObject(s, "exclude", o->exclude);
     cJSON_AddNumberToObject(s, "min_density", o->min_density);
     cJSON_AddNumberToObject(s, "calib_size", o->calib_size);
@@ -491,7 +501,7 @@ int cmd_prune(int argc, char **argv) {
     cli_model_args_init(&o.ma);
     o.calib_size = 2000, o.calib_batch = 8, o.target = NAN, o.min_density = 0.05, o.lpvit_smooth = 0.5, o.lpvit_h = 4;
     o.block = "32x32", o.saliency = "taylor2", o.objective = "flops", o.exclude = "patch_embed,head";
-    o.refine = -1, o.refine_images = 32, o.damp = LPV_RECON_DAMP;
+    o.refine = -1, o.refine_images = 32, o.permute_images = 256, o.damp = LPV_RECON_DAMP;
     const cli_opt opts[] = {
         {"--model", OPT_STR, &o.ma.model, "M", "preset (deit_b, vit_t, ...), .safetensors or HF folder", 0, 0, NULL},
         {"--weights", OPT_STR, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
@@ -520,6 +530,7 @@ int cmd_prune(int argc, char **argv) {
         {"--refine-images", OPT_INT, &o.refine_images, "M", "calibration images the refinement measures KL on", 1, 100000, NULL},
         {"--update", OPT_STR, &o.update, "U", "weight update after masking: none, bias, lsq (exact least squares), obs (SparseGPT); default lsq for taylor2, else none", 0, 0, NULL},
         {"--permute", OPT_STR, &o.permute, "P", "sort: order channels by importance first, so blocks group what matters (same function), or none; default sort except for the l1/lpvit baselines", 0, 0, NULL},
+        {"--permute-images", OPT_INT, &o.permute_images, "N", "calibration images (spread over the list) whose gradients order the channels", 1, 10000000, NULL},
         {"--sequential", OPT_FLAG, &o.sequential, NULL, "refit block by block on the pruned model's own inputs (lsq/obs; the default with them)", 0, 0, NULL},
         {"--no-sequential", OPT_FLAG, &o.no_sequential, NULL, "refit each layer from the dense model's statistics alone", 0, 0, NULL},
         {"--recon-images", OPT_INT, &o.recon_images, "N", "calibration images for input statistics (default: all)", 1, 10000000, NULL},
@@ -615,7 +626,7 @@ int cmd_prune(int argc, char **argv) {
     /* 2b. channels sorted by importance (the model stays the same function) */
     lpv_perm perm;
     memset(&perm, 0, sizeof perm);
-    if (p.permute && (st = permute_model(&o, &p, &cm, refs, nl, &ds, list_sha, &perm, &err)) != LPV_OK) goto fail_perm;
+    if (p.permute && (st = permute_model(&o, &p, &cm, refs, nl, &ds, &perm, &err)) != LPV_OK) goto fail_perm;
     pt.permute = lpv_now() - t, t = lpv_now();
 
     /* 3. statistics */
@@ -628,7 +639,7 @@ int cmd_prune(int argc, char **argv) {
     lpv_model_stats ist;
     memset(&ist, 0, sizeof ist);
     if (st == LPV_OK && p.need_inputs) {
-        if (o.recon_images > 0 && o.recon_images < ds.n) lpv_dataset_limit(&ds, o.recon_images);
+        if (o.recon_images > 0 && o.recon_images < ds.n) lpv_dataset_spread(&ds, o.recon_images);
         for (int i = 0; i < nl; i++) ist.want[i] = !excluded(refs[i].name, o.exclude);
         st = lpv_collect_input_stats(m, &ds, &cm.pp, 32, o.ma.quiet, &ist, &err);
     }

@@ -486,6 +486,13 @@ void lpv_dataset_limit(lpv_dataset *ds, int n) {
     }
 }
 
+void lpv_dataset_spread(lpv_dataset *ds, int n) {
+    if (n < 0 || n >= ds->n) return;
+    for (int i = 0; i < n; i++) ds->items[i] = ds->items[(int64_t)i * ds->n / n]; /* source index >= i */
+    ds->n = n;
+    count_classes(ds);
+}
+
 static int cmp_int(const void *a, const void *b) {
     int x = *(const int *)a, y = *(const int *)b;
     return (x > y) - (x < y);

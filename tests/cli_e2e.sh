@@ -132,8 +132,8 @@ run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequentia
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --no-sequential --out "$T/x.safetensors" --quiet; one_line_err "contradict"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --permute magic --out "$T/x.safetensors" --quiet; one_line_err "--permute"
 # taylor2's defaults are the whole pipeline (sorted channels, sequential lsq refit); the baselines stay plain
-run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.6 --block 16x16 $C --out "$P" --report "$T/rd.json" --quiet
-[ "$(json_get "$T/rd.json" "(d['settings']['permute'], d['settings']['update'], d['settings']['sequential'])")" = "('sort', 'lsq', True)" ] && ok || bad "taylor2 defaults: $(json_get "$T/rd.json" "d['settings']")"
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --permute-images 4 --target-flops 0.6 --block 16x16 $C --out "$P" --report "$T/rd.json" --quiet
+[ "$(json_get "$T/rd.json" "(d['settings']['permute'], d['settings']['permute_images'], d['settings']['update'], d['settings']['sequential'])")" = "('sort', 4, 'lsq', True)" ] && ok || bad "taylor2 defaults: $(json_get "$T/rd.json" "d['settings']")"
 [ "$(json_get "$T/r_lpvit.json" "(d['settings']['permute'], d['settings']['update'])")" = "('none', 'none')" ] && ok || bad "lpvit baseline must stay faithful"
 # a permutation alone (target 1.0, no update) keeps the model's function: same predictions as the dense file
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 1.0 --update none --permute sort --cache-dir "$T/cache-perm" --out "$T/perm.safetensors" --quiet

@@ -234,6 +234,18 @@ static void test_flat(const lpv_synsets *syn) {
     CHECK(differs); /* another seed, another subset (true for seeds 7 and 8) */
     lpv_dataset_limit(&b, 2);
     CHECK(b.n == 2);
+    /* spread keeps items 0, 3, 6, 9 of 12 (f00, f03, f06, f09), not the first four */
+    lpv_dataset_free(&b);
+    CHECK_OK(lpv_dataset_flat(&b, p, lp, syn, &err), &err);
+    lpv_dataset_spread(&b, 4);
+    CHECK(b.n == 4);
+    for (int i = 0; i < b.n; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "f%02d.png", 3 * i);
+        CHECKF(strcmp(b.items[i].name, want) == 0, "spread item %d: %s, expected %s", i, b.items[i].name, want);
+    }
+    lpv_dataset_spread(&b, 10); /* more than it has: unchanged */
+    CHECK(b.n == 4);
     lpv_dataset_free(&a);
     lpv_dataset_free(&b);
     lpv_dataset_free(&ds);

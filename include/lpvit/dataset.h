@@ -80,6 +80,9 @@ void lpv_dataset_free(lpv_dataset *ds);
 
 /* Keeps the first n items (n >= ds->n keeps all). */
 void lpv_dataset_limit(lpv_dataset *ds, int n);
+/* Keeps n items evenly spread over the list (item ⌊i·N/n⌋), in order: a class-sorted
+ * list stays balanced, where the first n would be the first classes only. */
+void lpv_dataset_spread(lpv_dataset *ds, int n);
 /* Keeps n items chosen by a seeded shuffle (lpv_rng), in their original
  * order; the same (dataset, n, seed) always gives the same items. */
 lpv_status lpv_dataset_sample(lpv_dataset *ds, int n, uint64_t seed, lpv_err *err);

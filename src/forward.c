@@ -48,7 +48,7 @@ lpv_status lpv_workspace_init(lpv_workspace *ws, const lpv_config *cfg, int max_
     ws->pe = lpv_arena_alloc(&ws->arena, f * (size_t)D * ws->ldp_max);
     ws->hx = lpv_arena_alloc(&ws->arena, f * (size_t)D * nh);
     ws->lt = lpv_arena_alloc(&ws->arena, f * (size_t)cfg->classes * nh);
-    ws->scratch = lpv_arena_alloc(&ws->arena, f * (size_t)lpv_attention_scratch(T) * ws->scratch_threads);
+    ws->scratch = lpv_arena_alloc(&ws->arena, f * (size_t)lpv_attention_scratch(T, D / cfg->heads) * ws->scratch_threads);
     if (!ws->x || !ws->xn || !ws->big || !ws->patches || !ws->pe || !ws->hx || !ws->lt || !ws->scratch) {
         lpv_arena_free(&ws->arena);
         return lpv_fail(err, LPV_E_OOM, "out of memory for a batch of %d (%.0f MiB of activations)", max_batch,

@@ -4,8 +4,10 @@
  *
  * Feature-major makes LayerNorm a column reduction: walking the D rows of a
  * band of columns keeps one running sum per column in registers, and each row
- * read is contiguous. Attention runs per (image, head) with OpenBLAS for
- * q^T k and v p^T; the (T, T) score matrix lives in a per-thread scratch.
+ * read is contiguous. Attention runs per (image, head): with AVX-512 (and
+ * head dim % 8 == 0) as one fused kernel (src/ops_simd.c), otherwise with
+ * OpenBLAS for q^T k and v p^T around a row softmax, the (T, T) score matrix
+ * in a per-thread scratch.
  */
 #include "lpvit/ops.h"
 
@@ -110,7 +112,10 @@ void lpv_softmax_rows_ref(float *x, int n, int len, int ld) {
 
 /* ---- attention ---- */
 
-int64_t lpv_attention_scratch(int T) { return (int64_t)T * T + 64; }
+int64_t lpv_attention_scratch(int T, int hd) {
+    int64_t blas = (int64_t)T * T + 64, fused = lpv__attention_scratch_avx512(T, hd);
+    return blas > fused ? blas : fused;
+}
 
 /* One (image, head): S (T, T) = scale q^T k; softmax rows; out_h (hd, T) = v S^T. */
 static void attention_one(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *S) {
@@ -128,12 +133,16 @@ static void attention_one(float *out, const float *qkv, int ld, int b, int h, in
 void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch) {
     int hd = D / heads, n = B * heads;
     int nt = omp_in_parallel() ? 1 : lpv_threads_get();
-    int64_t per = lpv_attention_scratch(T);
+    int64_t per = lpv_attention_scratch(T, hd);
+    int fused = lpv_isa_get() == LPV_ISA_AVX512 && hd % 8 == 0;
 #pragma omp parallel num_threads(nt)
     {
         float *S = scratch + per * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
-        for (int i = 0; i < n; i++) attention_one(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
+        for (int i = 0; i < n; i++) {
+            if (fused) lpv__attention_head_avx512(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
+            else attention_one(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
+        }
     }
 }
 

@@ -119,3 +119,145 @@ LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, cons
         }
     }
 }
+
+/* ---- fused attention, one (image, head) ----
+ *
+ * Queries sit in the vector lanes: for a tile of nv*16 queries the score
+ * tile St (T, ATT_LD) = k^T q holds one key per row, so the softmax over keys
+ * is a vertical max/sum across rows (no horizontal reductions), and the tile
+ * (at most 197 x 48 floats = 38 KB for DeiT) stays in L1 for the AV product.
+ *   1. St[j][i] = sum_d k[d][j] q[d][i]      8 keys x nv vectors in registers
+ *   2. St[j][i] = exp(scale (St[j][i] - max_j St[j][i])), colsum[i]
+ *   3. out[d][i] = sum_j v[d][j] St[j][i] / colsum[i]   8 rows x nv vectors
+ * k is first copied into kp (ceil(T/8), hd, 8), zero padded, so each step of
+ * the QK^T loop broadcasts 8 keys from one 32-byte run.
+ */
+
+#define ATT_JB 8  /* keys per QK^T register block, head rows per AV block */
+#define ATT_QV 3  /* max query vectors per tile */
+#define ATT_LD 48 /* St row stride: ATT_QV * 16 */
+
+int64_t lpv__attention_scratch_avx512(int T, int hd) {
+    int64_t tp = (T + ATT_JB - 1) / ATT_JB * ATT_JB;
+    return tp * hd + (int64_t)T * ATT_LD + 16;
+}
+
+/* kp (nb, hd, 8) <- k (hd, T) stride ld, keys >= T zero. */
+LPV_TARGET_AVX512 static void pack_keys(float *kp, const float *k, int ld, int T, int hd) {
+    for (int j0 = 0; j0 < T; j0 += ATT_JB) {
+        int n = T - j0 < ATT_JB ? T - j0 : ATT_JB;
+        __mmask8 m = (__mmask8)((1u << n) - 1u);
+        float *dst = kp + (int64_t)j0 * hd;
+        for (int d = 0; d < hd; d++) _mm256_storeu_ps(dst + d * ATT_JB, _mm256_maskz_loadu_ps(m, k + (int64_t)d * ld + j0));
+    }
+}
+
+/* Step 1 on one tile: St (T, ATT_LD). q (hd, .) stride ld at the tile's first query. */
+LPV_VINLINE LPV_TARGET_AVX512 void att_scores(float *St, const float *q, int ld, const float *kp, int T, int hd, int nv,
+                                              const __mmask16 *qm) {
+    for (int j0 = 0; j0 < T; j0 += ATT_JB) {
+        __m512 acc[ATT_JB][ATT_QV];
+        for (int jj = 0; jj < ATT_JB; jj++)
+            for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_setzero_ps();
+        const float *kb = kp + (int64_t)j0 * hd;
+        for (int d = 0; d < hd; d++) {
+            __m512 qv[ATT_QV];
+            for (int v = 0; v < nv; v++) qv[v] = _mm512_maskz_loadu_ps(qm[v], q + (int64_t)d * ld + 16 * v);
+            for (int jj = 0; jj < ATT_JB; jj++) {
+                __m512 kj = _mm512_set1_ps(kb[d * ATT_JB + jj]);
+                for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_fmadd_ps(kj, qv[v], acc[jj][v]);
+            }
+        }
+        int n = T - j0 < ATT_JB ? T - j0 : ATT_JB;
+        for (int jj = 0; jj < ATT_JB; jj++) /* constant bounds keep acc in registers */
+            for (int v = 0; v < nv; v++)
+                if (jj < n) _mm512_storeu_ps(St + (int64_t)(j0 + jj) * ATT_LD + 16 * v, acc[jj][v]);
+    }
+}
+
+/* Step 2: St <- exp(scale (St - column max)) in place; inv (ATT_LD) = 1 / column sums. */
+LPV_VINLINE LPV_TARGET_AVX512 void att_softmax(float *St, float *inv, int T, float scale, int nv) {
+    __m512 sc = _mm512_set1_ps(scale), ms[ATT_QV], sum[ATT_QV];
+    for (int v = 0; v < nv; v++) ms[v] = _mm512_set1_ps(-INFINITY), sum[v] = _mm512_setzero_ps();
+    for (int j = 0; j < T; j++)
+        for (int v = 0; v < nv; v++) ms[v] = _mm512_max_ps(ms[v], _mm512_loadu_ps(St + (int64_t)j * ATT_LD + 16 * v));
+    for (int v = 0; v < nv; v++) ms[v] = _mm512_mul_ps(ms[v], sc);
+    for (int j = 0; j < T; j++)
+        for (int v = 0; v < nv; v++) {
+            float *p = St + (int64_t)j * ATT_LD + 16 * v;
+            __m512 e = lpv__exp_neg16(_mm512_fmsub_ps(_mm512_loadu_ps(p), sc, ms[v]));
+            _mm512_storeu_ps(p, e);
+            sum[v] = _mm512_add_ps(sum[v], e);
+        }
+    for (int v = 0; v < nv; v++) _mm512_storeu_ps(inv + 16 * v, _mm512_div_ps(_mm512_set1_ps(1.0f), sum[v]));
+}
+
+/* Step 3: out (hd, .) stride ld at the tile's first query = v St * inv. */
+LPV_VINLINE LPV_TARGET_AVX512 void att_values(float *out, const float *vh, int ld, const float *St, const float *inv,
+                                              int T, int hd, int nv, const __mmask16 *qm) {
+    for (int d0 = 0; d0 < hd; d0 += ATT_JB) {
+        __m512 acc[ATT_JB][ATT_QV];
+        for (int dd = 0; dd < ATT_JB; dd++)
+            for (int v = 0; v < nv; v++) acc[dd][v] = _mm512_setzero_ps();
+        const float *vr = vh + (int64_t)d0 * ld;
+        for (int j = 0; j < T; j++) {
+            __m512 p[ATT_QV];
+            for (int v = 0; v < nv; v++) p[v] = _mm512_loadu_ps(St + (int64_t)j * ATT_LD + 16 * v);
+            for (int dd = 0; dd < ATT_JB; dd++) {
+                __m512 vj = _mm512_set1_ps(vr[(int64_t)dd * ld + j]);
+                for (int v = 0; v < nv; v++) acc[dd][v] = _mm512_fmadd_ps(vj, p[v], acc[dd][v]);
+            }
+        }
+        for (int dd = 0; dd < ATT_JB; dd++)
+            for (int v = 0; v < nv; v++)
+                _mm512_mask_storeu_ps(out + (int64_t)(d0 + dd) * ld + 16 * v, qm[v],
+                                      _mm512_mul_ps(acc[dd][v], _mm512_loadu_ps(inv + 16 * v)));
+    }
+}
+
+LPV_VINLINE LPV_TARGET_AVX512 void att_tile(float *o, const float *q, const float *vh, int ld, const float *kp,
+                                            float *St, int T, int hd, float scale, int nv, int nq) {
+    __mmask16 qm[ATT_QV];
+    float inv[ATT_LD];
+    for (int v = 0; v < nv; v++) {
+        int c = nq - 16 * v;
+        qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);
+    }
+    att_scores(St, q, ld, kp, T, hd, nv, qm);
+    att_softmax(St, inv, T, scale, nv);
+    att_values(o, vh, ld, St, inv, T, hd, nv, qm);
+}
+
+LPV_TARGET_AVX512 static void att_tile1(float *o, const float *q, const float *vh, int ld, const float *kp, float *St,
+                                        int T, int hd, float scale, int nq) {
+    att_tile(o, q, vh, ld, kp, St, T, hd, scale, 1, nq);
+}
+LPV_TARGET_AVX512 static void att_tile2(float *o, const float *q, const float *vh, int ld, const float *kp, float *St,
+                                        int T, int hd, float scale, int nq) {
+    att_tile(o, q, vh, ld, kp, St, T, hd, scale, 2, nq);
+}
+LPV_TARGET_AVX512 static void att_tile3(float *o, const float *q, const float *vh, int ld, const float *kp, float *St,
+                                        int T, int hd, float scale, int nq) {
+    att_tile(o, q, vh, ld, kp, St, T, hd, scale, 3, nq);
+}
+
+/* One (image b, head h); hd % 8 == 0. Query tiles of 3 vectors; a 4-vector rest goes as 2 + 2. */
+LPV_TARGET_AVX512 void lpv__attention_head_avx512(float *out, const float *qkv, int ld, int b, int h, int T, int D,
+                                                  int hd, float *scratch) {
+    int64_t col = (int64_t)b * T;
+    const float *q = qkv + (int64_t)h * hd * ld + col;
+    const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
+    const float *vh = qkv + (int64_t)(2 * D + h * hd) * ld + col;
+    float *o = out + (int64_t)h * hd * ld + col;
+    float *kp = scratch, *St = scratch + (int64_t)(T + ATT_JB - 1) / ATT_JB * ATT_JB * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    pack_keys(kp, k, ld, T, hd);
+    for (int i0 = 0; i0 < T;) {
+        int vecs = (T - i0 + 15) / 16, nv = vecs == 4 ? 2 : vecs < ATT_QV ? vecs : ATT_QV;
+        int nq = T - i0 < 16 * nv ? T - i0 : 16 * nv;
+        if (nv == 3) att_tile3(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        else if (nv == 2) att_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        else att_tile1(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        i0 += nq;
+    }
+}

@@ -22,12 +22,12 @@ void lpv_softmax_rows_ref(float *x, int n, int len, int ld);
  * Multi-head self-attention for B images of T tokens each.
  * qkv (3D, ld): rows q | k | v, heads split inside each (rows h*hd .. h*hd+hd);
  * image b owns columns [b*T, (b+1)*T). out (D, ld) gets softmax(q k^T / sqrt(hd)) v
- * per head, written at the head's rows. scratch: lpv_attention_scratch(T) floats
+ * per head, written at the head's rows. scratch: lpv_attention_scratch(T, D / heads) floats
  * per thread, threads of lpv_threads_get().
  */
 void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch);
 void lpv_attention_fm_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads);
-int64_t lpv_attention_scratch(int T);
+int64_t lpv_attention_scratch(int T, int hd);
 
 /*
  * Flattens non-overlapping p x p patches of B images (B, C, S, S) into columns:

@@ -20,7 +20,12 @@
  *   the vector flavours), exp(-x²/2) from x directly (hi+lo as above); then
  *   gelu = x·(1 - q) for x > 0, x·q otherwise. The negative tail is thus
  *   accurate relative to its own (tiny) size, unlike 0.5·x·(1 + erff(·)).
- *   Cost (AVX-512, Zen 4): ~40 cycles per 16 values, throughput-bound.
+ *   The AVX-512 GELU evaluates the same formula with fewer instructions (it
+ *   runs in every fc1 epilogue): the 0.5 is folded into G's coefficients,
+ *   the lo part of x² enters the exp's reduced argument instead of a
+ *   (1 - lo/2) factor, t = 1/(1 + |x|/(2√2)), gelu = x - x·q for x > 0, and
+ *   NaN propagates through the clamp by operand order. Cost (Zen 4):
+ *   ~33 cycles per 16 values (the scalar-mirroring form took ~38).
  * Measured over every 97th float in [-10, 10] against double erf/erfc:
  * |erf - erf_double| <= 7.5e-8 (erff: 5.2e-8); GELU relative error <= 5.7e-7
  * wherever |gelu| > 1e-30, absolute <= 3.9e-7 (tests/test_bsr.c checks both).
@@ -303,30 +308,40 @@ LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__erf16(__m512 x) {
 }
 
 LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__gelu16(__m512 x) {
-    const __m512 half = _mm512_set1_ps(0.5f);
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-20.0f)), _mm512_set1_ps(20.0f));
-    __m512 z = _mm512_mul_ps(_mm512_abs_ps(xc), _mm512_set1_ps(LPV_SQRT1_2));
-    /* t = 2/(2+z): 14-bit reciprocal + one Newton step (rel. err ~1e-8) */
-    __m512 d = _mm512_add_ps(_mm512_set1_ps(2.0f), z);
-    __m512 r = _mm512_rcp14_ps(d);
-    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
-    __m512 t = _mm512_add_ps(r, r);
-    __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(LPV_GELU_G9), t, _mm512_set1_ps(LPV_GELU_G8));
-    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G7));
-    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G6));
-    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G5));
-    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G4));
-    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G3));
-    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G2));
-    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G1));
-    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(LPV_GELU_G0));
+    /* clamp with x second so a NaN propagates through max/min (they return the second operand) */
+    __m512 xc = _mm512_min_ps(_mm512_set1_ps(20.0f), _mm512_max_ps(_mm512_set1_ps(-20.0f), x));
+    /* t = 2/(2+z) = 1/(1 + |x|/(2√2)): 14-bit reciprocal + one Newton step (rel. err ~1e-8) */
+    __m512 d = _mm512_fmadd_ps(_mm512_abs_ps(xc), _mm512_set1_ps(0.5f * LPV_SQRT1_2), _mm512_set1_ps(1.0f));
+    __m512 t = _mm512_rcp14_ps(d);
+    t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0f)));
+    /* 0.5·G(t), the 0.5 of Φ(-|x|) = 0.5·erfc folded into the coefficients */
+    __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(0.5f * LPV_GELU_G9), t, _mm512_set1_ps(0.5f * LPV_GELU_G8));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(0.5f * LPV_GELU_G7));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(0.5f * LPV_GELU_G6));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(0.5f * LPV_GELU_G5));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(0.5f * LPV_GELU_G4));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(0.5f * LPV_GELU_G3));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(0.5f * LPV_GELU_G2));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(0.5f * LPV_GELU_G1));
+    e = _mm512_fmadd_ps(e, t, _mm512_set1_ps(0.5f * LPV_GELU_G0));
+    /* exp(-x²/2) with x² = hi + lo: the reduction takes a = -hi/2 (exact) and the
+       rounding part -lo/2 is added to the reduced argument r */
     __m512 hi = _mm512_mul_ps(xc, xc), lo = _mm512_fmsub_ps(xc, xc, hi);
-    __m512 ex = lpv__exp_neg16(_mm512_mul_ps(hi, _mm512_set1_ps(-0.5f)));
-    __m512 q = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(half, ex), _mm512_fnmadd_ps(half, lo, _mm512_set1_ps(1.0f))), e);
-    __m512 g = _mm512_mul_ps(xc, q);
-    g = _mm512_mask_mov_ps(g, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ),
-                           _mm512_mul_ps(x, _mm512_sub_ps(_mm512_set1_ps(1.0f), q)));
-    return _mm512_mask_mov_ps(g, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+    __m512 a = _mm512_mul_ps(hi, _mm512_set1_ps(-0.5f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(LPV_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LPV_EXP_C1), a);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LPV_EXP_C2), r);
+    r = _mm512_fnmadd_ps(lo, _mm512_set1_ps(0.5f), r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(LPV_EXP_Q0), r, _mm512_set1_ps(LPV_EXP_Q1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q5));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    /* q = Φ(-|x|); n >= -289 here, and scalef flushes what underflows to 0 */
+    __m512 xq = _mm512_mul_ps(xc, _mm512_mul_ps(_mm512_scalef_ps(p, n), e));
+    /* x > 0: x - x·q (x, not xc, keeps +inf); otherwise x·q (-inf: -20·0 = -0) */
+    return _mm512_mask_sub_ps(xq, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ), x, xq);
 }
 
 #endif

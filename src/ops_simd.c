@@ -4,9 +4,8 @@
  * src/ops.c only calls one when lpv_isa_get() allows it.
  *
  * Softmax uses vmath.h's exp on (-inf, 0] (relative error ~1e-7, like expf).
- * LayerNorm keeps one running sum per column of a 64-column band in four zmm
- * registers while it walks the D feature rows: every load is a contiguous
- * 256-byte run, and the three passes (mean, variance, normalize) stay in L2.
+ * LayerNorm walks a 64-column band as four 16-column strips; each strip's
+ * three passes (mean, variance, normalize) stay in L1.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -81,42 +80,57 @@ LPV_TARGET_AVX2 void lpv__softmax_rows_avx2(float *x, int n, int len, int ld) {
     for (int i = 0; i < n; i++) softmax_row8(x + (long)i * ld, len);
 }
 
-/* ---- LayerNorm over features, 64-column bands ---- */
+/* ---- LayerNorm over features, 16-column strips ----
+ *
+ * A strip of 16 columns by D rows (24 KB at D = 384) stays in L1 for all
+ * three passes, so only the first pass reads L2. Four accumulators per pass
+ * (rows d, d+1, d+2, d+3) hide the add/FMA latency.
+ */
+
+LPV_TARGET_AVX512 static void layernorm_strip16(float *y, const float *x, const float *w, const float *b, int D, int ld,
+                                                __mmask16 m, float eps) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int d = 0;
+    for (; d + 4 <= D; d += 4) {
+        const float *xr = x + (long)d * ld;
+        s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m, xr));
+        s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(m, xr + ld));
+        s2 = _mm512_add_ps(s2, _mm512_maskz_loadu_ps(m, xr + 2L * ld));
+        s3 = _mm512_add_ps(s3, _mm512_maskz_loadu_ps(m, xr + 3L * ld));
+    }
+    for (; d < D; d++) s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m, x + (long)d * ld));
+    __m512 invD = _mm512_set1_ps(1.0f / (float)D);
+    __m512 mean = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)), invD);
+    /* two-pass variance: exact enough for activations far from zero mean */
+    s0 = s1 = s2 = s3 = _mm512_setzero_ps();
+    for (d = 0; d + 4 <= D; d += 4) {
+        const float *xr = x + (long)d * ld;
+        __m512 c0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr), mean);
+        __m512 c1 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + ld), mean);
+        __m512 c2 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + 2L * ld), mean);
+        __m512 c3 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + 3L * ld), mean);
+        s0 = _mm512_fmadd_ps(c0, c0, s0), s1 = _mm512_fmadd_ps(c1, c1, s1);
+        s2 = _mm512_fmadd_ps(c2, c2, s2), s3 = _mm512_fmadd_ps(c3, c3, s3);
+    }
+    for (; d < D; d++) {
+        __m512 c = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + (long)d * ld), mean);
+        s0 = _mm512_fmadd_ps(c, c, s0);
+    }
+    __m512 var = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+    /* rstd, with a real division and sqrt, not rsqrt14 */
+    __m512 rstd = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(_mm512_fmadd_ps(var, invD, _mm512_set1_ps(eps))));
+    for (d = 0; d < D; d++) {
+        __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + (long)d * ld), mean), rstd);
+        _mm512_mask_storeu_ps(y + (long)d * ld, m, _mm512_fmadd_ps(c, _mm512_set1_ps(w[d]), _mm512_set1_ps(b[d])));
+    }
+}
 
 LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, const float *w, const float *b, int D,
                                                   int t0, int n, int ld, float eps) {
-    __mmask16 m[4];
-    for (int k = 0; k < 4; k++) {
-        int c = n - 16 * k;
-        m[k] = c >= 16 ? (__mmask16)0xffff : c <= 0 ? 0 : (__mmask16)((1u << c) - 1u);
-    }
-    __m512 s[4], v[4];
-    for (int k = 0; k < 4; k++) s[k] = v[k] = _mm512_setzero_ps();
-    for (int d = 0; d < D; d++) {
-        const float *xr = x + (long)d * ld + t0;
-        for (int k = 0; k < 4; k++) s[k] = _mm512_add_ps(s[k], _mm512_maskz_loadu_ps(m[k], xr + 16 * k));
-    }
-    __m512 invD = _mm512_set1_ps(1.0f / (float)D);
-    for (int k = 0; k < 4; k++) s[k] = _mm512_mul_ps(s[k], invD); /* mean */
-    for (int d = 0; d < D; d++) {
-        const float *xr = x + (long)d * ld + t0;
-        for (int k = 0; k < 4; k++) {
-            __m512 c = _mm512_sub_ps(_mm512_maskz_loadu_ps(m[k], xr + 16 * k), s[k]);
-            v[k] = _mm512_fmadd_ps(c, c, v[k]);
-        }
-    }
-    __m512 ve = _mm512_set1_ps(eps);
-    for (int k = 0; k < 4; k++) /* rstd, with a real division and sqrt, not rsqrt14 */
-        v[k] = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(_mm512_fmadd_ps(v[k], invD, ve)));
-    for (int d = 0; d < D; d++) {
-        const float *xr = x + (long)d * ld + t0;
-        float *yr = y + (long)d * ld + t0;
-        __m512 wd = _mm512_set1_ps(w[d]), bd = _mm512_set1_ps(b[d]);
-        for (int k = 0; k < 4; k++) {
-            if (!m[k]) break;
-            __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m[k], xr + 16 * k), s[k]), v[k]);
-            _mm512_mask_storeu_ps(yr + 16 * k, m[k], _mm512_fmadd_ps(c, wd, bd));
-        }
+    for (int j = 0; j < n; j += 16) {
+        int c = n - j;
+        __mmask16 m = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);
+        layernorm_strip16(y + t0 + j, x + t0 + j, w, b, D, ld, m, eps);
     }
 }
 

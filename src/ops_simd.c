@@ -141,7 +141,7 @@ LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, cons
  * is a vertical max/sum across rows (no horizontal reductions), and the tile
  * (at most 197 x 48 floats = 38 KB for DeiT) stays in L1 for the AV product.
  *   1. St[j][i] = sum_d k[d][j] q[d][i]      8 keys x nv vectors in registers
- *   2. St[j][i] = exp(scale (St[j][i] - max_j St[j][i])), colsum[i]
+ *   2. St[j][i] = exp(scale (St[j][i] - max_j St[j][i])), colsum[i], as a power of 2
  *   3. out[d][i] = sum_j v[d][j] St[j][i] / colsum[i]   8 rows x nv vectors
  * k is first copied into kp (ceil(T/8), hd, 8), zero padded, so each step of
  * the QK^T loop broadcasts 8 keys from one 32-byte run.
@@ -189,9 +189,25 @@ LPV_VINLINE LPV_TARGET_AVX512 void att_scores(float *St, const float *q, int ld,
     }
 }
 
+/* 2^y for y <= 0: y = n + f, |f| <= 1/2, 2^f by a degree-6 fit (relative error 1.3e-8).
+   Called with y = log2(e) scale (s - max): rounding y costs a relative ~4e-8 |y|, which
+   matters only for terms already below e^-20 of the largest. */
+LPV_VINLINE LPV_TARGET_AVX512 __m512 att_exp2(__m512 y) {
+    y = _mm512_max_ps(y, _mm512_set1_ps(-200.0f)); /* scalef gives 0 below -149 */
+    __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(y, n);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.499087521e-04f), f, _mm512_set1_ps(1.339308335e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.619673714e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550347269e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402263731e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471825e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
 /* Step 2: St <- exp(scale (St - column max)) in place; inv (ATT_LD) = 1 / column sums. */
 LPV_VINLINE LPV_TARGET_AVX512 void att_softmax(float *St, float *inv, int T, float scale, int nv) {
-    __m512 sc = _mm512_set1_ps(scale), ms[ATT_QV], sum[ATT_QV];
+    __m512 sc = _mm512_set1_ps(scale * LPV_EXP_LOG2E), ms[ATT_QV], sum[ATT_QV];
     for (int v = 0; v < nv; v++) ms[v] = _mm512_set1_ps(-INFINITY), sum[v] = _mm512_setzero_ps();
     for (int j = 0; j < T; j++)
         for (int v = 0; v < nv; v++) ms[v] = _mm512_max_ps(ms[v], _mm512_loadu_ps(St + (int64_t)j * ATT_LD + 16 * v));
@@ -199,7 +215,7 @@ LPV_VINLINE LPV_TARGET_AVX512 void att_softmax(float *St, float *inv, int T, flo
     for (int j = 0; j < T; j++)
         for (int v = 0; v < nv; v++) {
             float *p = St + (int64_t)j * ATT_LD + 16 * v;
-            __m512 e = lpv__exp_neg16(_mm512_fmsub_ps(_mm512_loadu_ps(p), sc, ms[v]));
+            __m512 e = att_exp2(_mm512_fmsub_ps(_mm512_loadu_ps(p), sc, ms[v]));
             _mm512_storeu_ps(p, e);
             sum[v] = _mm512_add_ps(sum[v], e);
         }

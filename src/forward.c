@@ -25,6 +25,7 @@ static int max_i(int a, int b) { return a > b ? a : b; }
 
 lpv_status lpv_workspace_init(lpv_workspace *ws, const lpv_config *cfg, int max_batch, lpv_err *err) {
     memset(ws, 0, sizeof *ws);
+    ws->tap_stop = -1;
     if (max_batch < 1 || max_batch > 4096) return lpv_fail(err, LPV_E_ARG, "batch size %d out of range 1..4096", max_batch);
     int G = cfg->patch > 0 ? cfg->img / cfg->patch : 0;
     if (cfg->dim < 1 || cfg->heads < 1 || cfg->dim % cfg->heads || G < 1 || cfg->n_tokens != cfg->n_prefix + G * G ||
@@ -103,8 +104,10 @@ static void embed_tokens(const lpv_model *m, lpv_workspace *ws, int B, int ld) {
     }
 }
 
-static void tap(lpv_workspace *ws, int layer, const float *X, int ld, int ncols) {
+/* 1 when the caller asked to stop the block here (ws->tap_stop) */
+static int tap(lpv_workspace *ws, int layer, const float *X, int ld, int ncols) {
     if (ws->tap) ws->tap(ws->tap_ctx, layer, X, ld, ncols);
+    return layer == ws->tap_stop;
 }
 
 /* Layer index of block l's first linear in lpv_model_layers order (patch embed is 0). */
@@ -115,20 +118,20 @@ static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspa
     int D = c->dim, N = B * c->n_tokens, L0 = block_layer0(l);
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
-    tap(ws, L0, ws->xn, ld, N);
+    if (tap(ws, L0, ws->xn, ld, N)) return;
     lpv_linear_forward(&blk->qkv, ws->xn, ld, ws->big, ld, N, LPV_EPI_BIAS);
     op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
     lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
-    tap(ws, L0 + 1, ws->xn, ld, N);
+    if (tap(ws, L0 + 1, ws->xn, ld, N)) return;
     lpv_linear_forward(&blk->proj, ws->xn, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
     op_stop(tm, LPV_OP_PROJ, linear_flop(&blk->proj, N));
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
-    tap(ws, L0 + 2, ws->xn, ld, N);
+    if (tap(ws, L0 + 2, ws->xn, ld, N)) return;
     lpv_linear_forward(&blk->fc1, ws->xn, ld, ws->big, ld, N, LPV_EPI_BIAS | LPV_EPI_GELU);
     op_stop(tm, LPV_OP_FC1, linear_flop(&blk->fc1, N));
-    tap(ws, L0 + 3, ws->big, ld, N);
+    if (tap(ws, L0 + 3, ws->big, ld, N)) return;
     lpv_linear_forward(&blk->fc2, ws->big, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
     op_stop(tm, LPV_OP_FC2, linear_flop(&blk->fc2, N));
 }

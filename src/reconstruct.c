@@ -310,6 +310,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             cs.want[i] = 1;
             tc.first = i, tc.count = 1, tc.slot0 = i - first, tc.cross = &cs;
             ws.tap = seq_tap, ws.tap_ctx = &tc;
+            ws.tap_stop = i; /* nothing after this layer's input is needed: ~2x fewer block passes */
             for (int c = 0; c < cache.n && st == LPV_OK; c++) {
                 int bs = cache.bsz[c];
                 size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
@@ -322,7 +323,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
                 if (l < cfg->depth) lpv_forward_block(m, &ws, l, bs);
                 else lpv_forward_end(m, &ws, bs, logits);
             }
-            ws.tap = NULL;
+            ws.tap = NULL, ws.tap_stop = -1;
             if (st == LPV_OK) st = update_layers(m, refs, i, 1, masks, R, C, &cs, o, ri, err);
         }
         if (st == LPV_OK && l < cfg->depth) {

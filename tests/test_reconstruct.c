@@ -48,6 +48,33 @@ static void tap_ref(void *ctx, int layer, const float *X, int ld, int ncols) {
         }
 }
 
+static void tap_count(void *ctx, int layer, const float *X, int ld, int ncols) {
+    (void)X, (void)ld, (void)ncols;
+    ((int *)ctx)[layer]++;
+}
+
+/* ws.tap_stop: a block stops right after tapping that layer, before anything writes the stream */
+static void test_tap_stop(const lpv_model *m, const float *x, int M) {
+    lpv_workspace ws;
+    lpv_err err;
+    CHECK_OK(lpv_workspace_init(&ws, &m->cfg, M, &err), &err);
+    CHECK(ws.tap_stop == -1);
+    CHECK_OK(lpv_forward_begin(m, &ws, x, M, &err), &err);
+    size_t bytes = sizeof(float) * (size_t)m->cfg.dim * (size_t)lpv_round16(M * m->cfg.n_tokens);
+    float *x0 = malloc(bytes);
+    memcpy(x0, ws.x, bytes);
+    int count[LPV_MAX_LAYERS] = {0};
+    ws.tap = tap_count, ws.tap_ctx = count, ws.tap_stop = 2; /* block 0's proj input */
+    lpv_forward_block(m, &ws, 0, M);
+    CHECK(count[1] == 1 && count[2] == 1 && count[3] == 0 && count[4] == 0);
+    CHECK(memcmp(x0, ws.x, bytes) == 0); /* proj and fc2 (the only writers of the stream) never ran */
+    ws.tap_stop = -1;
+    lpv_forward_block(m, &ws, 0, M);
+    CHECK(count[3] == 1 && count[4] == 1 && memcmp(x0, ws.x, bytes) != 0);
+    free(x0);
+    lpv_workspace_free(&ws);
+}
+
 /* KL of m against dense on the dataset's images. */
 static double kl_of(const lpv_model *m, const float *dense_logits, const float *x, int M) {
     lpv_workspace ws;
@@ -104,6 +131,7 @@ int main(void) {
     CHECKF(e <= 1e-4 * mx, "tapped H differs: %g of %g", e, mx);
     free(rt.H);
     lpv_workspace_free(&ws);
+    test_tap_stop(m, x, M);
 
     /* random 50% block masks on the block linears */
     int R = 16, C = 16;

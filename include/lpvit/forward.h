@@ -58,6 +58,9 @@ typedef struct {
        layer = index in lpv_model_layers order, X (in, ld) with ncols valid columns */
     void (*tap)(void *ctx, int layer, const float *X, int ld, int ncols);
     void *tap_ctx;
+    /* >= 0: lpv_forward_block returns right after tapping this layer, skipping the rest of the
+       block (ws->x is then NOT the block's output); -1 (the default): run whole blocks */
+    int tap_stop;
     lpv_arena arena;
 } lpv_workspace;
 

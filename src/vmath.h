@@ -259,17 +259,30 @@ LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__gelu8(__m256 x) {
 /* ---------------------------------------------------------------------------
  * AVX-512, 16 lanes. */
 
-LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__exp_neg16(__m512 a) {
-    a = _mm512_max_ps(a, _mm512_set1_ps(-150.0f)); /* scalef flushes to 0 below */
+/* exp(a) = 2^n · e^r: n = round(a·log2 e), r = a - n·ln 2 in two parts (Cody-Waite). */
+LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__exp_reduce16(__m512 a, __m512 *n_out) {
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(LPV_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LPV_EXP_C1), a);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LPV_EXP_C2), r);
+    *n_out = n;
+    return r;
+}
+
+/* e^r for the reduced argument, |r| <= ln 2 / 2 (same polynomial as the scalar and AVX2 versions). */
+LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__exp_poly16(__m512 r) {
     __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(LPV_EXP_Q0), r, _mm512_set1_ps(LPV_EXP_Q1));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q2));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q3));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q4));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q5));
     p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    return p;
+}
+
+LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__exp_neg16(__m512 a) {
+    a = _mm512_max_ps(a, _mm512_set1_ps(-150.0f)); /* scalef flushes to 0 below */
+    __m512 n, r = lpv__exp_reduce16(a, &n);
+    __m512 p = lpv__exp_poly16(r);
     __m512 res = _mm512_scalef_ps(p, n);
     /* same cutoff as the scalar and AVX2 versions */
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(LPV_EXP_MIN), _CMP_GE_OQ), res);
@@ -332,16 +345,9 @@ LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__gelu16_exp(__m512 x) {
        rounding part -lo/2 is added to the reduced argument r */
     __m512 hi = _mm512_mul_ps(xc, xc), lo = _mm512_fmsub_ps(xc, xc, hi);
     __m512 a = _mm512_mul_ps(hi, _mm512_set1_ps(-0.5f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(LPV_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LPV_EXP_C1), a);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LPV_EXP_C2), r);
+    __m512 n, r = lpv__exp_reduce16(a, &n);
     r = _mm512_fnmadd_ps(lo, _mm512_set1_ps(0.5f), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(LPV_EXP_Q0), r, _mm512_set1_ps(LPV_EXP_Q1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(LPV_EXP_Q5));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    __m512 p = lpv__exp_poly16(r);
     /* q = Φ(-|x|); n >= -289 here, and scalef flushes what underflows to 0 */
     __m512 xq = _mm512_mul_ps(xc, _mm512_mul_ps(_mm512_scalef_ps(p, n), e));
     /* x > 0: x - x·q (x, not xc, keeps +inf); otherwise x·q (-inf: -20·0 = -0) */

@@ -26,9 +26,7 @@ void lpv_dataset_hash(const lpv_dataset *ds, char out[65]) {
         int n = snprintf(line, sizeof line, "\t%d\n", ds->items[i].label);
         lpv_sha256_update(&s, line, (size_t)n);
     }
-    uint8_t d[32];
-    lpv_sha256_final(&s, d);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+    lpv_sha256_final_hex(&s, out);
 }
 
 void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *list_sha, const lpv_calib_opts *o,

@@ -187,8 +187,10 @@ void lpv_sha256_final(lpv_sha256 *s, uint8_t out[32]) {
     }
 }
 
-static void to_hex(const uint8_t d[32], char out[65]) {
+void lpv_sha256_final_hex(lpv_sha256 *s, char out[65]) {
     static const char hx[] = "0123456789abcdef";
+    uint8_t d[32];
+    lpv_sha256_final(s, d);
     for (int i = 0; i < 32; i++) {
         out[2 * i] = hx[d[i] >> 4];
         out[2 * i + 1] = hx[d[i] & 15];
@@ -198,11 +200,9 @@ static void to_hex(const uint8_t d[32], char out[65]) {
 
 void lpv_sha256_hex(const void *data, size_t n, char out[65]) {
     lpv_sha256 s;
-    uint8_t d[32];
     lpv_sha256_init(&s);
     lpv_sha256_update(&s, data, n);
-    lpv_sha256_final(&s, d);
-    to_hex(d, out);
+    lpv_sha256_final_hex(&s, out);
 }
 
 lpv_status lpv_sha256_file(const char *path, char out[65], lpv_err *err) {
@@ -216,8 +216,6 @@ lpv_status lpv_sha256_file(const char *path, char out[65], lpv_err *err) {
     int bad = ferror(fp);
     fclose(fp);
     if (bad) return lpv_fail(err, LPV_E_IO, "cannot read '%s'", path);
-    uint8_t d[32];
-    lpv_sha256_final(&s, d);
-    to_hex(d, out);
+    lpv_sha256_final_hex(&s, out);
     return LPV_OK;
 }

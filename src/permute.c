@@ -79,13 +79,7 @@ void lpv_perm_digest(const lpv_perm *p, char out[65]) {
     lpv_sha256_update(&s, p->mlp_p, sizeof(int32_t) * (size_t)p->depth * (size_t)p->mlp);
     lpv_sha256_update(&s, p->qk, sizeof(int32_t) * (size_t)p->depth * (size_t)p->dim);
     lpv_sha256_update(&s, p->v, sizeof(int32_t) * (size_t)p->depth * (size_t)p->dim);
-    uint8_t d[32];
-    lpv_sha256_final(&s, d);
-    for (int i = 0; i < 32; i++) {
-        static const char hx[] = "0123456789abcdef";
-        out[2 * i] = hx[d[i] >> 4], out[2 * i + 1] = hx[d[i] & 15];
-    }
-    out[64] = 0;
+    lpv_sha256_final_hex(&s, out);
 }
 
 /* ---- choosing: sort each group by importance ---- */

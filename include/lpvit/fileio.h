@@ -45,6 +45,8 @@ typedef struct {
 void lpv_sha256_init(lpv_sha256 *s);
 void lpv_sha256_update(lpv_sha256 *s, const void *data, size_t n);
 void lpv_sha256_final(lpv_sha256 *s, uint8_t out[32]);
+/* lpv_sha256_final as a hex string (65-byte out). */
+void lpv_sha256_final_hex(lpv_sha256 *s, char out[65]);
 /* Hex digest of a buffer / a file (65-byte out). */
 void lpv_sha256_hex(const void *data, size_t n, char out[65]);
 lpv_status lpv_sha256_file(const char *path, char out[65], lpv_err *err);

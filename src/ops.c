@@ -135,12 +135,15 @@ void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D,
     int nt = omp_in_parallel() ? 1 : lpv_threads_get();
     int64_t per = lpv_attention_scratch(T, hd);
     int fused = lpv_isa_get() == LPV_ISA_AVX512 && hd % 8 == 0;
+    /* static round robin: each thread knows its next unit and prefetches it */
 #pragma omp parallel num_threads(nt)
     {
-        float *S = scratch + per * omp_get_thread_num();
-#pragma omp for schedule(dynamic, 1)
-        for (int i = 0; i < n; i++) {
-            if (fused) lpv__attention_head_avx512(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
+        int id = omp_get_thread_num(), step = omp_get_num_threads();
+        float *S = scratch + per * id;
+        for (int i = id; i < n; i += step) {
+            int j = i + step < n ? i + step : -1;
+            if (fused) lpv__attention_head_avx512(out, qkv, ld, i / heads, i % heads, T, D, hd, S, j < 0 ? -1 : j / heads,
+                                                  j < 0 ? 0 : j % heads);
             else attention_one(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
         }
     }

@@ -139,7 +139,7 @@ LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, cons
  * Queries sit in the vector lanes: for a tile of nv*16 queries the score
  * tile St (T, ATT_LD) = k^T q holds one key per row, so the softmax over keys
  * is a vertical max/sum across rows (no horizontal reductions), and the tile
- * (at most 197 x 48 floats = 38 KB for DeiT) stays in L1 for the AV product.
+ * (at most 197 x 32 floats = 25 KB for DeiT) stays in a 32 KB L1 for the AV product.
  *   1. St[j][i] = sum_d k[d][j] q[d][i]      8 keys x nv vectors in registers
  *   2. St[j][i] = exp(scale (St[j][i] - max_j St[j][i])), colsum[i], as a power of 2
  *   3. out[d][i] = sum_j v[d][j] St[j][i] / colsum[i]   8 rows x nv vectors
@@ -148,8 +148,8 @@ LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, cons
  */
 
 #define ATT_JB 8  /* keys per QK^T register block, head rows per AV block */
-#define ATT_QV 3  /* max query vectors per tile */
-#define ATT_LD 48 /* St row stride: ATT_QV * 16 */
+#define ATT_QV 2  /* max query vectors per tile */
+#define ATT_LD 32 /* St row stride: ATT_QV * 16 */
 
 int64_t lpv__attention_scratch_avx512(int T, int hd) {
     int64_t tp = (T + ATT_JB - 1) / ATT_JB * ATT_JB;
@@ -245,35 +245,56 @@ LPV_VINLINE LPV_TARGET_AVX512 void att_values(float *out, const float *vh, int l
     }
 }
 
-LPV_VINLINE LPV_TARGET_AVX512 void att_tile(float *o, const float *q, const float *vh, int ld, const float *kp,
-                                            float *St, int T, int hd, float scale, int nv, int nq) {
-    __mmask16 qm[ATT_QV];
-    float inv[ATT_LD];
-    for (int v = 0; v < nv; v++) {
-        int c = nq - 16 * v;
-        qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);
+/* Each step is its own function, specialized on nv: inlined into one body,
+ * GCC kept softmax constants and the inv vectors live across the AV loop and
+ * spilled two of its three St vectors to the stack every key. */
+#define ATT_STEPS(NV)                                                                                                  \
+    __attribute__((noinline)) LPV_TARGET_AVX512 static void att_scores##NV(float *St, const float *q, int ld,          \
+                                                                           const float *kp, int T, int hd,             \
+                                                                           const __mmask16 *qm) {                      \
+        att_scores(St, q, ld, kp, T, hd, NV, qm);                                                                      \
+    }                                                                                                                  \
+    __attribute__((noinline)) LPV_TARGET_AVX512 static void att_softmax##NV(float *St, float *inv, int T,              \
+                                                                            float scale) {                             \
+        att_softmax(St, inv, T, scale, NV);                                                                            \
+    }                                                                                                                  \
+    __attribute__((noinline)) LPV_TARGET_AVX512 static void att_values##NV(float *out, const float *vh, int ld,        \
+                                                                           const float *St, const float *inv, int T,   \
+                                                                           int hd, const __mmask16 *qm) {              \
+        att_values(out, vh, ld, St, inv, T, hd, NV, qm);                                                               \
+    }                                                                                                                  \
+    LPV_TARGET_AVX512 static void att_tile##NV(float *o, const float *q, const float *vh, int ld, const float *kp,      \
+                                               float *St, int T, int hd, float scale, int nq) {                        \
+        __mmask16 qm[ATT_QV];                                                                                          \
+        float inv[ATT_LD];                                                                                             \
+        for (int v = 0; v < NV; v++) {                                                                                 \
+            int c = nq - 16 * v;                                                                                       \
+            qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);                                         \
+        }                                                                                                              \
+        att_scores##NV(St, q, ld, kp, T, hd, qm);                                                                      \
+        att_softmax##NV(St, inv, T, scale);                                                                            \
+        att_values##NV(o, vh, ld, St, inv, T, hd, qm);                                                                 \
     }
-    att_scores(St, q, ld, kp, T, hd, nv, qm);
-    att_softmax(St, inv, T, scale, nv);
-    att_values(o, vh, ld, St, inv, T, hd, nv, qm);
+
+ATT_STEPS(1)
+ATT_STEPS(2)
+
+/* Prefetches rows [r0, r1) of the 3·hd q/k/v rows of (image b, head h) into L2. */
+LPV_TARGET_AVX512 static void prefetch_head_rows(const float *qkv, int ld, int b, int h, int T, int D, int hd, int r0,
+                                                 int r1) {
+    for (int r = r0; r < r1; r++) {
+        int part = r / hd, d = r % hd;
+        const char *p = (const char *)(qkv + (int64_t)(part * D + h * hd + d) * ld + (int64_t)b * T);
+        for (int64_t o = 0; o < (int64_t)T * 4; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+    }
 }
 
-LPV_TARGET_AVX512 static void att_tile1(float *o, const float *q, const float *vh, int ld, const float *kp, float *St,
-                                        int T, int hd, float scale, int nq) {
-    att_tile(o, q, vh, ld, kp, St, T, hd, scale, 1, nq);
-}
-LPV_TARGET_AVX512 static void att_tile2(float *o, const float *q, const float *vh, int ld, const float *kp, float *St,
-                                        int T, int hd, float scale, int nq) {
-    att_tile(o, q, vh, ld, kp, St, T, hd, scale, 2, nq);
-}
-LPV_TARGET_AVX512 static void att_tile3(float *o, const float *q, const float *vh, int ld, const float *kp, float *St,
-                                        int T, int hd, float scale, int nq) {
-    att_tile(o, q, vh, ld, kp, St, T, hd, scale, 3, nq);
-}
-
-/* One (image b, head h); hd % 8 == 0. Query tiles of 3 vectors; a 4-vector rest goes as 2 + 2. */
+/* One (image b, head h); hd % 8 == 0. Query tiles of 2 vectors: a 3-vector tile's
+ * score block (197 x 48 floats, 38 KB) overflows a 32 KB L1 and ran ~15 % slower.
+ * (nb, nh), when nb >= 0, is the unit this thread runs next: its q/k/v rows are
+ * prefetched a slice per tile, so they come from L2 rather than memory at batch 8. */
 LPV_TARGET_AVX512 void lpv__attention_head_avx512(float *out, const float *qkv, int ld, int b, int h, int T, int D,
-                                                  int hd, float *scratch) {
+                                                  int hd, float *scratch, int nb, int nh) {
     int64_t col = (int64_t)b * T;
     const float *q = qkv + (int64_t)h * hd * ld + col;
     const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
@@ -281,12 +302,15 @@ LPV_TARGET_AVX512 void lpv__attention_head_avx512(float *out, const float *qkv, 
     float *o = out + (int64_t)h * hd * ld + col;
     float *kp = scratch, *St = scratch + (int64_t)(T + ATT_JB - 1) / ATT_JB * ATT_JB * hd;
     float scale = 1.0f / sqrtf((float)hd);
+    int ntiles = (T + 31) / 32, rows = 3 * hd, per = (rows + ntiles - 1) / ntiles, tile = 0;
     pack_keys(kp, k, ld, T, hd);
-    for (int i0 = 0; i0 < T;) {
-        int vecs = (T - i0 + 15) / 16, nv = vecs == 4 ? 2 : vecs < ATT_QV ? vecs : ATT_QV;
-        int nq = T - i0 < 16 * nv ? T - i0 : 16 * nv;
-        if (nv == 3) att_tile3(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
-        else if (nv == 2) att_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+    for (int i0 = 0; i0 < T; tile++) {
+        int nq = T - i0 < 32 ? T - i0 : 32;
+        if (nb >= 0) {
+            int r0 = tile * per, r1 = r0 + per < rows ? r0 + per : rows;
+            prefetch_head_rows(qkv, ld, nb, nh, T, D, hd, r0, r1);
+        }
+        if (nq > 16) att_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
         else att_tile1(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
         i0 += nq;
     }

@@ -81,7 +81,7 @@ static void test_softmax(lpv_rng *r) {
 }
 
 /* Fused AVX-512 kernel (hd % 8 == 0) and the OpenBLAS path against the double reference:
-   query tiles of 1, 2, 3 and 2+2 vectors, partial key blocks, T = 1, and a garbage-filled
+   query tiles of 1 and 2 vectors, partial key blocks, T = 1, and a garbage-filled
    output so a missed column shows. */
 static void test_attention(lpv_rng *r) {
     struct { int B, T, D, H; } cases[] = {{1, 5, 8, 2},   {3, 17, 24, 3}, {2, 197, 64, 1}, {2, 50, 96, 6},

@@ -237,13 +237,24 @@ static lpv_status update_layers(lpv_model *m, lpv_layer_ref *refs, int first, in
     return LPV_OK;
 }
 
+static void copy_weights(lpv_linear *dst, const lpv_linear *src) {
+    memcpy(dst->w, src->w, sizeof(float) * (size_t)dst->out * (size_t)dst->in);
+    if (dst->b) memcpy(dst->b, src->b, sizeof(float) * (size_t)dst->out);
+}
+
 static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
                                          const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,
                                          const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri, lpv_err *err) {
     const lpv_config *cfg = &m->cfg;
     int D = cfg->dim, T = cfg->n_tokens, F = cfg->mlp, b = o->batch < ds->n ? o->batch : ds->n;
-    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    lpv_layer_ref refs[LPV_MAX_LAYERS], drefs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    if (lpv_model_layers((lpv_model *)dense, drefs, LPV_MAX_LAYERS) != n)
+        return lpv_fail(err, LPV_E_ARG, "sequential reconstruction: the dense model has another layout");
+    for (int i = 0; i < n; i++)
+        if (masks[i] && (!drefs[i].lin->w || drefs[i].lin->out != refs[i].lin->out || drefs[i].lin->in != refs[i].lin->in ||
+                         !drefs[i].lin->b != !refs[i].lin->b))
+            return lpv_fail(err, LPV_E_ARG, "sequential reconstruction: layer '%s' differs in the dense model", refs[i].name);
     int active[LPV_MAX_LAYERS], in_of[LPV_MAX_LAYERS];
     for (int i = 0; i < n; i++) active[i] = masks[i] != NULL, in_of[i] = refs[i].lin->in;
     /* the patch embedding sees the same patches in both models: its dense statistics are exact */
@@ -324,6 +335,10 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
                 else lpv_forward_end(m, &ws, bs, logits);
             }
             ws.tap = NULL, ws.tap_stop = -1;
+            /* the target is the dense layer applied to the dense inputs: start from its weights (the
+               closed-form refit does not depend on where it starts, but reads its target from them),
+               which matters when m was already pruned and refit once (prune --steps) */
+            if (st == LPV_OK) copy_weights(refs[i].lin, drefs[i].lin);
             if (st == LPV_OK) st = update_layers(m, refs, i, 1, masks, R, C, &cs, o, ri, err);
         }
         if (st == LPV_OK && l < cfg->depth) {

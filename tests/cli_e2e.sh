@@ -142,6 +142,19 @@ run 0 "$L" eval --model "$M" --imagenet-dir "$MINI" --json "$T/dense.json" --qui
 [ "$(json_get "$T/permd.json" "(d['correct_top1'], d['correct_top5'])")" = "$(json_get "$T/dense.json" "(d['correct_top1'], d['correct_top5'])")" ] && ok || bad "permuted model predicts differently"
 cmp -s "$T/perm.safetensors" "$M" && bad "permuted model is byte-identical to the input" || ok
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --update magic --out "$T/x.safetensors" --quiet; one_line_err "--update"
+# --steps: the schedule walks linearly to the target, each step keeps what the earlier ones pruned
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --permute-images 4 --target-flops 0.5 --block 16x16 --steps 3 \
+  $C --out "$P" --report "$T/rs.json" --quiet
+[ "$(json_get "$T/rs.json" "([round(s['target_flops'], 4) for s in d['steps']], sum(s['blocks_revived'] for s in d['steps']), d['settings']['steps'], abs(d['totals']['achieved_flops_ratio'] - 0.5) <= 0.005)")" = "([0.8333, 0.6667, 0.5], 0, 3, True)" ] && ok || bad "--steps 3: $(json_get "$T/rs.json" "d['steps']")"
+run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --quiet
+# default: one step per 0.125 of FLOPs removed when a sequential refit follows, else one
+[ "$(json_get "$T/rd.json" "len(d['steps'])")" = 4 ] && ok || bad "taylor2 default steps at 0.6: $(json_get "$T/rd.json" "d['steps']")"
+[ "$(json_get "$T/r_lpvit.json" "len(d['steps'])")" = 1 ] && ok || bad "lpvit baseline must prune in one step"
+# without a refit the zeros of one step still reach the next
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --block 16x16 --update none --permute none --steps 2 \
+  $C --out "$P" --report "$T/rn.json" --quiet
+[ "$(json_get "$T/rn.json" "(len(d['steps']), sum(s['blocks_revived'] for s in d['steps']))")" = "(2, 0)" ] && ok || bad "--steps 2 --update none: $(json_get "$T/rn.json" "d['steps']")"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --steps 17 --out "$T/x.safetensors" --quiet; one_line_err "--steps"
 # the second run with the same inputs reuses the cached statistics
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 [ "$(json_get "$T/r.json" "d['calibration']['from_cache']")" = False ] && ok || bad "first run should not hit the cache"

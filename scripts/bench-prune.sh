@@ -7,8 +7,8 @@
 #   scripts/bench-prune.sh                  # full table: targets 0.7 0.5 0.3, blocks 16x16 32x32
 #   scripts/bench-prune.sh --quick          # CI: 256 calibration / 300 val images, target 0.7, 32x32,
 #                                           # taylor2 only, fails below scripts/bench-prune.floor
-# (quick mode's floor, 38, is the measured 44.0 minus 6 points: a lost channel sort or refit falls to
-# ~5 %, see README "Pruning accuracy".)
+# (quick mode's floor, 49, is the measured 55.7 (3 steps) minus ~6 points: one-shot pruning measured
+# 44.0 here, a lost channel sort or refit falls to ~5 %, see README "Pruning accuracy".)
 # Options: --data DIR (default ../shared/data), --methods "l1 lpvit taylor2 ...", --targets, --blocks,
 #          --calib-size N, --val-limit N, --threads N, --out DIR, --floor X (quick mode's top-1 floor),
 #          --rebench (reuse the pruned models and evaluations already in --out; measure the speedups again,
@@ -79,9 +79,9 @@ images=$(jget "$out/dense.json" "d['images']")
 echo
 echo "ViT-Tiny (../shared/data), $images validation images, calibration $calib images, $threads threads, post-training (no fine-tuning)"
 echo
-echo "| method | block | target FLOPs | achieved FLOPs | top-1 | drop | speedup (e2e, batch 8) | prune wall s | channel sort s | statistics s | refit s |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
-echo "| dense | - | 1.0 | 1.0 | $dense_top1 | 0 | 1.00x | - | - | - | - |"
+echo "| method | block | target FLOPs | steps | achieved FLOPs | top-1 | drop | speedup (e2e, batch 8) | prune wall s | channel sort s | statistics s | refit s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| dense | - | 1.0 | - | 1.0 | $dense_top1 | 0 | 1.00x | - | - | - | - |"
 fail=0
 for r in "${rows[@]}"; do
   IFS='|' read -r tag meth blk t <<<"$r"
@@ -89,11 +89,12 @@ for r in "${rows[@]}"; do
   top1=$(jget "$out/$tag.eval.json" "d['top1']")
   ach=$(jget "$out/$tag.prune.json" "'%.4f' % d['totals']['achieved_flops_ratio']")
   sp=$(jget "$out/$tag.bench.json" "'%.2fx' % d['end_to_end']['speedup']")
-  st=$(jget "$out/$tag.prune.json" "'%.1f%s' % (d['wall_s']['statistics'], ' (cached)' if d['calibration']['from_cache'] else '')")
+  st=$(jget "$out/$tag.prune.json" "'%.1f%s' % (d['wall_s']['statistics'], (lambda c, n: ' (cached)' if c == n else ' (%d of %d steps cached)' % (c, n) if c else '')(sum(s['statistics_from_cache'] for s in d.get('steps', [{'statistics_from_cache': d['calibration']['from_cache']}])), len(d.get('steps', [0]))))")
   drop=$($py -c "print('%.2f' % ($dense_top1 - $top1))")
   ps=$(jget "$out/$tag.prune.json" "'%.1f' % d['wall_s'].get('permutation', 0)")
   rs=$(jget "$out/$tag.prune.json" "'%.1f' % d['wall_s']['reconstruction']")
-  echo "| $meth | $blk | $t | $ach | $top1 | $drop | $sp | $wall | $ps | $st | $rs |"
+  nst=$(jget "$out/$tag.prune.json" "len(d.get('steps', [0]))")
+  echo "| $meth | $blk | $t | $nst | $ach | $top1 | $drop | $sp | $wall | $ps | $st | $rs |"
   if [ -n "$floor" ] && $py -c "import sys; sys.exit(0 if $top1 < $floor else 1)"; then
     echo "FAIL: $meth $blk target $t: top-1 $top1 below the floor $floor" >&2; fail=1
   fi

@@ -800,7 +800,8 @@ int cmd_prune(int argc, char **argv) {
                 st = lpv_alloc_greedy(al, np, target * dense_macs, k, &info, &err);
             }
         }
-        double refine_before = ri.seconds;
+        double refine_before = ri.seconds; /* the report keeps the last step's factors, the time of all */
+        memset(&ri, 0, sizeof ri);
         if (st == LPV_OK && o.refine > 0)
             st = refine_curves(&o, &p, &cm, refs, pl, np, al, k, target * dense_macs, &ds, &ist, &ri, &err);
         ri.seconds += refine_before;

@@ -218,6 +218,17 @@ static lpv_status get_stats(const prune_opts *o, const prune_plan *p, cli_model 
 
 /* ---- channel permutation (permute.h) ---- */
 
+/* view <- ds with an item list of its own: n items spread over ds's (all when n <= 0 or
+   n >= ds->n). It shares ds's strings: free only view->items. */
+static lpv_status spread_view(lpv_dataset *view, const lpv_dataset *ds, int n, lpv_err *err) {
+    *view = *ds;
+    view->items = malloc(sizeof *view->items * (size_t)(ds->n > 0 ? ds->n : 1));
+    if (!view->items) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    memcpy(view->items, ds->items, sizeof *view->items * (size_t)ds->n);
+    if (n > 0) lpv_dataset_spread(view, n);
+    return LPV_OK;
+}
+
 /* Importance of every weight of the pruned layers, in the units of the chosen criterion: the
    diagonal second-order term F·w² for the gradient criteria (taylor2/fisher; block correlations
    cannot be known before the blocks are), |w·g| for lpvit, |w|·‖x_j‖ for obs/wanda, |w| for l1.
@@ -232,11 +243,8 @@ static lpv_status element_scores(const prune_opts *o, const prune_plan *p, cli_m
     lpv_status st = LPV_OK;
     int grad = p->need_stats, inputs = p->sal == LPV_SAL_OBS || p->sal == LPV_SAL_WANDA;
     /* a rough importance is enough to order channels: a spread subset of the calibration list */
-    lpv_dataset sub = *ds;
-    sub.items = malloc(sizeof *sub.items * (size_t)(ds->n > 0 ? ds->n : 1));
-    if (!sub.items) return lpv_fail(err, LPV_E_OOM, "out of memory");
-    memcpy(sub.items, ds->items, sizeof *sub.items * (size_t)ds->n);
-    lpv_dataset_spread(&sub, o->permute_images);
+    lpv_dataset sub;
+    LPV_TRY(spread_view(&sub, ds, o->permute_images, err));
     char sub_sha[65];
     lpv_dataset_hash(&sub, sub_sha);
     if (grad) {
@@ -481,7 +489,7 @@ static cJSON *settings_json(const prune_opts *o, const prune_plan *p) {
     cJSON_AddStringToObject(s, "loss", p->need_stats ? lpv_loss_name(p->loss) : "none");
     cJSON_AddStringToObject(s, "update", lpv_update_name(p->update));
     cJSON_AddBoolToObject(s, "sequential", p->sequential);
-    cJSON_AddNumberToObject(s, "steps", o->steps > 0 ? o->steps : default_steps(o, p));
+    cJSON_AddNumberToObject(s, "steps", o->steps);
     cJSON_AddStringToObject(s, "permute", p->permute ? "sort" : "none");
     if (p->permute) cJSON_AddNumberToObject(s, "permute_images", o->permute_images);
     cJSON_AddStringToObject(s, "exclude", o->exclude);
@@ -509,7 +517,7 @@ static cJSON *preprocess_json(const lpv_preproc *pp) {
 
 /* After a step the model in memory is neither the source file nor the permuted one: it gets the
    identity of its own weights (chained to the previous one), so the statistics cache stays exact. */
-static lpv_status next_step_identity(lpv_model *m, lpv_layer_ref *refs, int nl, int step) {
+static void next_step_identity(lpv_model *m, lpv_layer_ref *refs, int nl, int step) {
     lpv_sha256 h;
     lpv_sha256_init(&h);
     char tag[96];
@@ -521,7 +529,6 @@ static lpv_status next_step_identity(lpv_model *m, lpv_layer_ref *refs, int nl, 
         if (L->b) lpv_sha256_update(&h, L->b, sizeof(float) * (size_t)L->out);
     }
     lpv_sha256_final_hex(&h, m->sha256);
-    return LPV_OK;
 }
 
 int cmd_prune(int argc, char **argv) {
@@ -597,6 +604,7 @@ int cmd_prune(int argc, char **argv) {
                            p.allocator == ALLOC_GREEDY && p.update == LPV_UPDATE_NONE
                        ? 2
                        : 0;
+    if (o.steps == 0) o.steps = default_steps(&o, &p);
     if (o.refine > 0 && p.allocator != ALLOC_GREEDY) return cli_usage_error("--refine needs --allocator greedy");
     if ((p.need_stats || p.need_inputs || o.refine > 0) && !o.calib_dir)
         return cli_usage_error("--calib-dir is required for --saliency %s%s", o.saliency, o.refine ? " and --refine" : "");
@@ -661,9 +669,9 @@ int cmd_prune(int argc, char **argv) {
 
     /* 3-7 run once per step of the schedule (--steps): each step prunes a little more of the model
        the previous step left (its zeroed blocks score 0, so they stay pruned), re-measuring the
-       statistics on it and refitting towards the dense model, so the refit never has to repair
-       a large cut at once */
-    int nsteps = o.steps > 0 ? o.steps : default_steps(&o, &p);
+       statistics on it and refitting towards that model, so no refit has to repair a large cut
+       at once */
+    int nsteps = o.steps;
     lpv_calib_stats cs;
     lpv_model_stats ist;
     lpv_arena work;
@@ -684,13 +692,8 @@ int cmd_prune(int argc, char **argv) {
     memset(masks, 0, sizeof masks), memset(prev, 0, sizeof prev);
     int revived[LPV_MAX_STEPS] = {0};
     /* the refit's images: a spread subset when --recon-images is smaller (the statistics keep the whole list) */
-    lpv_dataset rds = ds;
-    rds.items = NULL;
-    if (o.recon_images > 0 && o.recon_images < ds.n) {
-        if (!(rds.items = malloc(sizeof *rds.items * (size_t)ds.n))) st = lpv_fail(&err, LPV_E_OOM, "out of memory");
-        else memcpy(rds.items, ds.items, sizeof *rds.items * (size_t)ds.n), lpv_dataset_spread(&rds, o.recon_images);
-    }
-    lpv_dataset *recon_ds = rds.items ? &rds : &ds;
+    lpv_dataset rds;
+    st = spread_view(&rds, &ds, o.recon_images, &err);
     lpv_model *dense = NULL;
     if (st == LPV_OK && p.update != LPV_UPDATE_NONE && p.sequential) { /* a copy: the refit's target */
         lpv_model_opts mo = {m->cfg.heads, m->cfg.ln_eps, 0};
@@ -701,7 +704,7 @@ int cmd_prune(int argc, char **argv) {
     for (int step = 0; step < nsteps && st == LPV_OK; step++) {
         double target = sched[step] = step == nsteps - 1 ? o.target : 1.0 - (1.0 - o.target) * (step + 1) / nsteps;
         if (step > 0) {
-            if ((st = next_step_identity(m, refs, nl, step)) != LPV_OK) break;
+            next_step_identity(m, refs, nl, step);
             lpv_calib_free(&cs), lpv_model_stats_free(&ist), lpv_time_table_free(&tt);
             memset(&cs, 0, sizeof cs), memset(&ist, 0, sizeof ist), memset(&tt, 0, sizeof tt);
             lpv_arena_free(&work), lpv_arena_init(&work, 1 << 20);
@@ -719,7 +722,7 @@ int cmd_prune(int argc, char **argv) {
         if (p.need_inputs) {
             int all = !p.sequential || p.sal == LPV_SAL_OBS || p.sal == LPV_SAL_WANDA || o.refine > 0, any = 0;
             for (int i = 0; i < nl; i++) any |= ist.want[i] = !excluded(refs[i].name, o.exclude) && (all || i == 0);
-            if (any) st = lpv_collect_input_stats(m, recon_ds, &cm.pp, 32, o.ma.quiet, &ist, &err);
+            if (any) st = lpv_collect_input_stats(m, &rds, &cm.pp, 32, o.ma.quiet, &ist, &err);
         }
         pt.stats += lpv_now() - t, t = lpv_now();
         if (st) break;
@@ -828,7 +831,7 @@ int cmd_prune(int argc, char **argv) {
             lpv_reconstruct_opts ro = {p.update, p.sequential, lpv_recon_defaults(), 16, o.ma.quiet};
             ro.recon.damp = o.damp;
             lpv_reconstruct_info si;
-            st = lpv_reconstruct(m, dense, masks, p.R, p.C, &ist, recon_ds, &cm.pp, &ro, &si, &err);
+            st = lpv_reconstruct(m, dense, masks, p.R, p.C, &ist, &rds, &cm.pp, &ro, &si, &err);
             if (si.max_damp > rinfo.max_damp) rinfo.max_damp = si.max_damp;
             si.retried += rinfo.retried, si.max_damp = rinfo.max_damp;
             rinfo = si;
@@ -844,16 +847,12 @@ int cmd_prune(int argc, char **argv) {
         if (st == LPV_OK && dense && step < nsteps - 1) {
             lpv_layer_ref dr[LPV_MAX_LAYERS];
             lpv_model_layers(dense, dr, LPV_MAX_LAYERS);
-            for (int i = 0; i < nl; i++) {
-                memcpy(dr[i].lin->w, refs[i].lin->w, sizeof(float) * (size_t)refs[i].lin->out * refs[i].lin->in);
-                if (refs[i].lin->b) memcpy(dr[i].lin->b, refs[i].lin->b, sizeof(float) * (size_t)refs[i].lin->out);
-            }
+            for (int i = 0; i < np; i++) lpv_linear_copy_weights(dr[pl[i].idx].lin, refs[pl[i].idx].lin);
         }
     }
     lpv_model_free(dense);
     for (int i = 0; i < nl; i++) free(prev[i]);
-    int recon_n = recon_ds->n;
-    free(rds.items); /* rds shares everything else with ds */
+    free(rds.items); /* rds shares everything else with ds; rds.n stays for the report */
     t = lpv_now();
     for (int i = 0; i < np && st == LPV_OK; i++) {
         lpv_layer_sal *s = &pl[i].sal;
@@ -973,7 +972,7 @@ int cmd_prune(int argc, char **argv) {
             cJSON *ru = cJSON_AddObjectToObject(r, "reconstruction");
             cJSON_AddStringToObject(ru, "update", lpv_update_name(p.update));
             cJSON_AddBoolToObject(ru, "sequential", p.sequential);
-            cJSON_AddNumberToObject(ru, "images", recon_n);
+            cJSON_AddNumberToObject(ru, "images", rds.n);
             cJSON_AddNumberToObject(ru, "damp", o.damp);
             cJSON_AddNumberToObject(ru, "max_damp_used", rinfo.max_damp);
             cJSON_AddNumberToObject(ru, "factorizations_retried", rinfo.retried);

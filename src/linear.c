@@ -89,4 +89,10 @@ void lpv_dense_kernel_set(lpv_dense_kernel k) { g_dense_kernel = k; }
 lpv_dense_kernel lpv_dense_kernel_get(void) { return g_dense_kernel; }
 const char *lpv_dense_kernel_name(lpv_dense_kernel k) { return k == LPV_DENSE_BLAS ? "openblas" : "blocked"; }
 
+void lpv_linear_copy_weights(lpv_linear *dst, const lpv_linear *src) {
+    LPV_ASSERT(dst->w && src->w && dst->out == src->out && dst->in == src->in && (!dst->b || src->b));
+    memcpy(dst->w, src->w, sizeof(float) * (size_t)dst->out * (size_t)dst->in);
+    if (dst->b) memcpy(dst->b, src->b, sizeof(float) * (size_t)dst->out);
+}
+
 double lpv_linear_density(const lpv_linear *L) { return L->bsr ? lpv_bsr_density(L->bsr) : 1.0; }

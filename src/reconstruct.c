@@ -237,11 +237,6 @@ static lpv_status update_layers(lpv_model *m, lpv_layer_ref *refs, int first, in
     return LPV_OK;
 }
 
-static void copy_weights(lpv_linear *dst, const lpv_linear *src) {
-    memcpy(dst->w, src->w, sizeof(float) * (size_t)dst->out * (size_t)dst->in);
-    if (dst->b) memcpy(dst->b, src->b, sizeof(float) * (size_t)dst->out);
-}
-
 static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
                                          const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,
                                          const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri, lpv_err *err) {
@@ -338,7 +333,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             /* the target is the dense layer applied to the dense inputs: start from its weights (the
                closed-form refit does not depend on where it starts, but reads its target from them),
                which matters when m was already pruned and refit once (prune --steps) */
-            if (st == LPV_OK) copy_weights(refs[i].lin, drefs[i].lin);
+            if (st == LPV_OK) lpv_linear_copy_weights(refs[i].lin, drefs[i].lin);
             if (st == LPV_OK) st = update_layers(m, refs, i, 1, masks, R, C, &cs, o, ri, err);
         }
         if (st == LPV_OK && l < cfg->depth) {

@@ -53,6 +53,9 @@ void lpv_dense_kernel_set(lpv_dense_kernel k);
 lpv_dense_kernel lpv_dense_kernel_get(void);
 const char *lpv_dense_kernel_name(lpv_dense_kernel k);
 
+/* dst's dense w (and b, when dst has one) <- src's; both dense, same shape. */
+void lpv_linear_copy_weights(lpv_linear *dst, const lpv_linear *src);
+
 /* Fraction of weight blocks kept (1 for a dense layer). */
 double lpv_linear_density(const lpv_linear *L);
 

@@ -388,9 +388,25 @@ static void copy_rows(float *dst, const float *src, int rows, int N, int ld) {
     for (int r = 0; r < rows; r++) memcpy(dst + (int64_t)r * ld, src + (int64_t)r * ld, sizeof(float) * (size_t)N);
 }
 
+/* One block on the saved input L->x (D, ld): keeps what block_bwd needs in L, writes x' to x_next. */
+static void block_fwd(const lpv_config *c, const lpv_block *blk, lpv_train_ws *ws, lpv_train_layer *L, float *x_next,
+                      int B) {
+    int D = c->dim, T = c->n_tokens, F = c->mlp, N = B * T, ld = lpv_round16(N);
+    lpv_layernorm_forward_fm(L->ln1, L->ln1_mean, L->ln1_rstd, L->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
+    linear_fwd(L->qkv, L->ln1, &blk->qkv, N, ld, 0);
+    lpv_attention_forward_fm(L->att, L->probs, L->qkv, ld, B, T, D, c->heads);
+    copy_rows(L->x_mid, L->x, D, N, ld);
+    linear_fwd(L->x_mid, L->att, &blk->proj, N, ld, 1);
+    lpv_layernorm_forward_fm(L->ln2, L->ln2_mean, L->ln2_rstd, L->x_mid, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps);
+    linear_fwd(L->h, L->ln2, &blk->fc1, N, ld, 0);
+    lpv_gelu_forward_fm(ws->gbuf, L->h, F, N, ld);
+    copy_rows(x_next, L->x_mid, D, N, ld);
+    linear_fwd(x_next, ws->gbuf, &blk->fc2, N, ld, 1);
+}
+
 static void forward_saved(const lpv_model *m, lpv_train_ws *ws, const float *images, int B) {
     const lpv_config *c = &m->cfg;
-    int D = c->dim, T = c->n_tokens, P = c->n_prefix, G = c->img / c->patch, G2 = G * G, F = c->mlp;
+    int D = c->dim, T = c->n_tokens, P = c->n_prefix, G = c->img / c->patch, G2 = G * G;
     int N = B * T, ld = lpv_round16(N), Np = B * G2, ldp = lpv_round16(Np);
     int no = c->n_outputs, Nh = no * B, ldh = lpv_round16(Nh), C = c->classes;
     lpv_patchify(ws->patches, ldp, images, B, c->chans, c->img, c->patch);
@@ -410,22 +426,8 @@ static void forward_saved(const lpv_model *m, lpv_train_ws *ws, const float *ima
             for (int t = 0; t < T; t++) xb[t] += m->pos[(int64_t)t * D + d];
         }
     }
-    for (int l = 0; l < c->depth; l++) {
-        const lpv_block *blk = &m->blocks[l];
-        lpv_train_layer *L = &ws->layers[l];
-        float *x_next = l + 1 < c->depth ? ws->layers[l + 1].x : ws->x_out;
-        lpv_layernorm_forward_fm(L->ln1, L->ln1_mean, L->ln1_rstd, L->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
-        linear_fwd(L->qkv, L->ln1, &blk->qkv, N, ld, 0);
-        lpv_attention_forward_fm(L->att, L->probs, L->qkv, ld, B, T, D, c->heads);
-        copy_rows(L->x_mid, L->x, D, N, ld);
-        linear_fwd(L->x_mid, L->att, &blk->proj, N, ld, 1);
-        lpv_layernorm_forward_fm(L->ln2, L->ln2_mean, L->ln2_rstd, L->x_mid, blk->ln2_w, blk->ln2_b, D, N, ld,
-                                 c->ln_eps);
-        linear_fwd(L->h, L->ln2, &blk->fc1, N, ld, 0);
-        lpv_gelu_forward_fm(ws->gbuf, L->h, F, N, ld);
-        copy_rows(x_next, L->x_mid, D, N, ld);
-        linear_fwd(x_next, ws->gbuf, &blk->fc2, N, ld, 1);
-    }
+    for (int l = 0; l < c->depth; l++)
+        block_fwd(c, &m->blocks[l], ws, &ws->layers[l], l + 1 < c->depth ? ws->layers[l + 1].x : ws->x_out, B);
     /* head tokens: column k*B + b of hx is token k of image b */
     for (int d = 0; d < D; d++)
         for (int k = 0; k < no; k++)
@@ -456,9 +458,28 @@ static void linear_bwd(lpv_train_ws *ws, lpv_linear_grad *lg, float *dX, const f
         lpv_linear_backward(NULL, lg->w, lg->b, dY, X, NULL, L->out, L->in, N, ld, 0);
 }
 
+/* ws->dres holds ∂L/∂x' on entry and ∂L/∂x on exit; the block's parameter gradients accumulate in bg. */
+static void block_bwd(const lpv_config *c, const lpv_block *blk, lpv_block_grads *bg, lpv_train_ws *ws,
+                      lpv_train_layer *L, int B, int R, int C) {
+    int D = c->dim, T = c->n_tokens, F = c->mlp, N = B * T, ld = lpv_round16(N);
+    /* MLP: x' = x_mid + fc2(gelu(h)) */
+    lpv_linear_backward(ws->dbig, NULL, NULL, ws->dres, NULL, blk->fc2.w, D, F, N, ld, 0);
+    lpv_gelu_backward_fm(ws->dbig, ws->gbuf, L->h, F, N, ld);
+    linear_bwd(ws, &bg->fc2, NULL, ws->dres, ws->gbuf, &blk->fc2, N, ld, B, T, 0, R, C);
+    linear_bwd(ws, &bg->fc1, ws->dd, ws->dbig, L->ln2, &blk->fc1, N, ld, B, T, 0, R, C);
+    lpv_layernorm_backward_fm(ws->dres, bg->ln2_w, bg->ln2_b, ws->dd, L->x_mid, L->ln2_mean, L->ln2_rstd, blk->ln2_w,
+                              D, N, ld);
+    /* attention: x_mid = x + proj(attn(qkv(LN1(x)))) */
+    linear_bwd(ws, &bg->proj, ws->dd, ws->dres, L->att, &blk->proj, N, ld, B, T, 0, R, C);
+    lpv_attention_backward_fm(ws->dbig, ws->dd, L->qkv, L->probs, ld, B, T, D, c->heads, ws->att_scratch);
+    linear_bwd(ws, &bg->qkv, ws->dd, ws->dbig, L->ln1, &blk->qkv, N, ld, B, T, 0, R, C);
+    lpv_layernorm_backward_fm(ws->dres, bg->ln1_w, bg->ln1_b, ws->dd, L->x, L->ln1_mean, L->ln1_rstd, blk->ln1_w, D,
+                              N, ld);
+}
+
 static void backward(const lpv_model *m, lpv_train_ws *ws, int B, lpv_grads *g) {
     const lpv_config *c = &m->cfg;
-    int D = c->dim, T = c->n_tokens, P = c->n_prefix, G = c->img / c->patch, G2 = G * G, F = c->mlp;
+    int D = c->dim, T = c->n_tokens, P = c->n_prefix, G = c->img / c->patch, G2 = G * G;
     int N = B * T, ld = lpv_round16(N), Np = B * G2, ldp = lpv_round16(Np);
     int no = c->n_outputs, Nh = no * B, ldh = lpv_round16(Nh), C = c->classes;
 
@@ -480,25 +501,7 @@ static void backward(const lpv_model *m, lpv_train_ws *ws, int B, lpv_grads *g) 
             for (int b = 0; b < B; b++) r[(int64_t)b * T + k] = ws->dhx[(int64_t)d * ldh + k * B + b];
     }
 
-    for (int l = c->depth - 1; l >= 0; l--) {
-        const lpv_block *blk = &m->blocks[l];
-        lpv_block_grads *bg = &g->blocks[l];
-        lpv_train_layer *L = &ws->layers[l];
-        /* MLP: x' = x_mid + fc2(gelu(h)) */
-        lpv_linear_backward(ws->dbig, NULL, NULL, ws->dres, NULL, blk->fc2.w, D, F, N, ld, 0);
-        lpv_gelu_backward_fm(ws->dbig, ws->gbuf, L->h, F, N, ld);
-        linear_bwd(ws, &bg->fc2, NULL, ws->dres, ws->gbuf, &blk->fc2, N, ld, B, T, 0, g->block_R, g->block_C);
-        linear_bwd(ws, &bg->fc1, ws->dd, ws->dbig, L->ln2, &blk->fc1, N, ld, B, T, 0, g->block_R, g->block_C);
-        lpv_layernorm_backward_fm(ws->dres, bg->ln2_w, bg->ln2_b, ws->dd, L->x_mid, L->ln2_mean, L->ln2_rstd,
-                                  blk->ln2_w, D, N, ld);
-        /* attention: x_mid = x + proj(attn(qkv(LN1(x)))) */
-        linear_bwd(ws, &bg->proj, ws->dd, ws->dres, L->att, &blk->proj, N, ld, B, T, 0, g->block_R, g->block_C);
-        lpv_attention_backward_fm(ws->dbig, ws->dd, L->qkv, L->probs, ld, B, T, D, c->heads, ws->att_scratch);
-        linear_bwd(ws, &bg->qkv, ws->dd, ws->dbig, L->ln1, &blk->qkv, N, ld, B, T, 0, g->block_R, g->block_C);
-        lpv_layernorm_backward_fm(ws->dres, bg->ln1_w, bg->ln1_b, ws->dd, L->x, L->ln1_mean, L->ln1_rstd, blk->ln1_w,
-                                  D, N, ld);
-    }
-
+    for (int l = c->depth - 1; l >= 0; l--) block_bwd(c, &m->blocks[l], &g->blocks[l], ws, &ws->layers[l], B, g->block_R, g->block_C);
     /* tokens: x0[:, b*T + t] = token_t + pos[t] */
 #pragma omp parallel for num_threads(team_size()) schedule(static)
     for (int d = 0; d < D; d++) {
@@ -573,5 +576,47 @@ lpv_status lpv_forward_backward(const lpv_model *m, lpv_train_ws *ws, const floa
         g->batches += 1;
         g->samples += B;
     }
+    return LPV_OK;
+}
+
+/* ---- one block alone (block-wise reconstruction) ---- */
+
+static int same_block_shape(const lpv_config *a, const lpv_config *b) {
+    return a->dim == b->dim && a->heads == b->heads && a->mlp == b->mlp && a->n_tokens == b->n_tokens;
+}
+
+lpv_status lpv_block_forward_backward(const lpv_model *m, int l, lpv_train_ws *ws, const float *x, const float *target,
+                                      int ldx, int B, double *loss_out, lpv_block_grads *bg, lpv_err *err) {
+    const lpv_config *c = &m->cfg;
+    if (l < 0 || l >= c->depth) return lpv_fail(err, LPV_E_ARG, "block %d outside 0..%d", l, c->depth - 1);
+    if (B < 1 || B > ws->max_batch)
+        return lpv_fail(err, LPV_E_ARG, "batch of %d images exceeds the training workspace's %d", B, ws->max_batch);
+    if (!same_block_shape(&ws->cfg, c)) return lpv_fail(err, LPV_E_ARG, "training workspace was sized for another block shape");
+    if (ws->threads < lpv_threads_get())
+        return lpv_fail(err, LPV_E_ARG, "training workspace made for %d threads, now %d", ws->threads, lpv_threads_get());
+    const lpv_block *blk = &m->blocks[l];
+    if (!blk->qkv.w || !blk->proj.w || !blk->fc1.w || !blk->fc2.w)
+        return lpv_fail(err, LPV_E_UNSUPPORTED, "a linear layer of 'blocks.%d' has no dense weight; gradients need one", l);
+    if (!x || !target) return lpv_fail(err, LPV_E_ARG, "missing block input or target");
+    int D = c->dim, N = B * c->n_tokens, ld = lpv_round16(N);
+    if (ldx < N) return lpv_fail(err, LPV_E_ARG, "block input stride %d is below its %d columns", ldx, N);
+    lpv_train_layer *L = &ws->layers[0];
+#pragma omp parallel for num_threads(team_size()) schedule(static)
+    for (int d = 0; d < D; d++) memcpy(L->x + (int64_t)d * ld, x + (int64_t)d * ldx, sizeof(float) * (size_t)N);
+    block_fwd(c, blk, ws, L, ws->x_out, B);
+    /* L = mean over the valid entries of (x' - target)²; ∂L/∂x' = 2 (x' - target) / (N D) */
+    double sum = 0, scale = 2.0 / ((double)N * D);
+#pragma omp parallel for num_threads(team_size()) schedule(static) reduction(+ : sum)
+    for (int d = 0; d < D; d++) {
+        const float *y = ws->x_out + (int64_t)d * ld, *t = target + (int64_t)d * ldx;
+        float *dr = ws->dres + (int64_t)d * ld;
+        for (int k = 0; k < N; k++) {
+            float e = y[k] - t[k];
+            sum += (double)e * e;
+            dr[k] = (float)(scale * e);
+        }
+    }
+    if (loss_out) *loss_out = sum / ((double)N * D);
+    if (bg) block_bwd(c, blk, bg, ws, L, B, 0, 0);
     return LPV_OK;
 }

@@ -204,4 +204,16 @@ void lpv_train_ws_free(lpv_train_ws *ws);
 lpv_status lpv_forward_backward(const lpv_model *m, lpv_train_ws *ws, const float *images, int B, const lpv_loss *loss,
                                 float *loss_out, float *logits_out, lpv_grads *g, lpv_err *err);
 
+/*
+ * Block l of m alone, for block-wise reconstruction. x (D, ldx), ldx >= B*T: the block's input for
+ * B images (feature-major, image b in columns [b*T, (b+1)*T)); target (D, ldx): the output it
+ * should give. Computes x' = block_l(x) (left in ws->x_out, stride round16(B*T)), the loss
+ *     L = Σ (x' - target)² / (B·T·D)            over the valid columns, into *loss_out (optional),
+ * and, when bg != NULL, accumulates ∂L/∂(block l's parameters) into bg (no per-sample squares).
+ * Only ws->layers[0] is used: a workspace made for a config of depth 1 and the same width, heads,
+ * MLP width and token count serves every block (and g's blocks[0] can be bg).
+ */
+lpv_status lpv_block_forward_backward(const lpv_model *m, int l, lpv_train_ws *ws, const float *x, const float *target,
+                                      int ldx, int B, double *loss_out, lpv_block_grads *bg, lpv_err *err);
+
 #endif

@@ -43,7 +43,8 @@ typedef struct {
     int calib_size, calib_batch, seed, threads, no_cache, lpvit_as_released, lpvit_h, lpvit_power;
     int refine, refine_images, recon_images, permute_images, sequential, no_sequential, steps;
     const char *update, *permute;
-    double damp;
+    double damp, tune_lr;
+    int tune_epochs, tune_batch;
 } prune_opts;
 
 enum { ALLOC_GREEDY, ALLOC_LPVIT, ALLOC_UNIFORM };
@@ -490,6 +491,7 @@ static cJSON *settings_json(const prune_opts *o, const prune_plan *p) {
     cJSON_AddStringToObject(s, "update", lpv_update_name(p->update));
     cJSON_AddBoolToObject(s, "sequential", p->sequential);
     cJSON_AddNumberToObject(s, "steps", o->steps);
+    cJSON_AddNumberToObject(s, "tune_epochs", o->tune_epochs);
     cJSON_AddStringToObject(s, "permute", p->permute ? "sort" : "none");
     if (p->permute) cJSON_AddNumberToObject(s, "permute_images", o->permute_images);
     cJSON_AddStringToObject(s, "exclude", o->exclude);
@@ -538,6 +540,7 @@ int cmd_prune(int argc, char **argv) {
     o.calib_size = 2000, o.calib_batch = 8, o.target = NAN, o.min_density = 0.05, o.lpvit_smooth = 0.5, o.lpvit_h = 4;
     o.block = "32x32", o.saliency = "taylor2", o.objective = "flops", o.exclude = "patch_embed,head";
     o.refine = -1, o.refine_images = 32, o.permute_images = 256, o.damp = LPV_RECON_DAMP;
+    o.tune_lr = lpv_tune_defaults().lr, o.tune_batch = lpv_tune_defaults().batch;
     const cli_opt opts[] = {
         {"--model", OPT_STR, &o.ma.model, "M", "preset (deit_b, vit_t, ...), .safetensors or HF folder", 0, 0, NULL},
         {"--weights", OPT_STR, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
@@ -570,6 +573,9 @@ int cmd_prune(int argc, char **argv) {
         {"--sequential", OPT_FLAG, &o.sequential, NULL, "refit block by block on the pruned model's own inputs (lsq/obs; the default with them)", 0, 0, NULL},
         {"--no-sequential", OPT_FLAG, &o.no_sequential, NULL, "refit each layer from the dense model's statistics alone", 0, 0, NULL},
         {"--steps", OPT_INT, &o.steps, "N", "prune in N steps towards the target, each refit before the next (default: one per 0.125 of FLOPs removed with a sequential refit, else 1)", 0, LPV_MAX_STEPS, NULL},
+        {"--tune-epochs", OPT_INT, &o.tune_epochs, "E", "block-wise reconstruction in the final step: after each block's sequential refit, E passes of Adam fitting its kept weights to the dense block's outputs (0 = off)", 0, 1000, NULL},
+        {"--tune-lr", OPT_DOUBLE, &o.tune_lr, "x", "block tuning: Adam's peak learning rate, cosine decay", 0, 1, NULL},
+        {"--tune-batch", OPT_INT, &o.tune_batch, "N", "block tuning: images per Adam step", 1, 256, NULL},
         {"--recon-images", OPT_INT, &o.recon_images, "N", "calibration images for input statistics (default: all)", 1, 10000000, NULL},
         {"--damp", OPT_DOUBLE, &o.damp, "x", "Hessian damping, a fraction of its mean diagonal", 0, 0, NULL},
         {"--seed", OPT_INT, &o.seed, "S", "seed for calibration choice and sampling", 0, 2147483647, NULL},
@@ -605,6 +611,8 @@ int cmd_prune(int argc, char **argv) {
                        ? 2
                        : 0;
     if (o.steps == 0) o.steps = default_steps(&o, &p);
+    if (o.tune_epochs > 0 && !(p.sequential && p.update != LPV_UPDATE_NONE))
+        return cli_usage_error("--tune-epochs needs a sequential refit (--update lsq or obs, not --no-sequential)");
     if (o.refine > 0 && p.allocator != ALLOC_GREEDY) return cli_usage_error("--refine needs --allocator greedy");
     if ((p.need_stats || p.need_inputs || o.refine > 0) && !o.calib_dir)
         return cli_usage_error("--calib-dir is required for --saliency %s%s", o.saliency, o.refine ? " and --refine" : "");
@@ -828,8 +836,12 @@ int cmd_prune(int argc, char **argv) {
             for (int q = 0; prev[pl[i].idx] && q < s->nb; q++) revived[step] += !prev[pl[i].idx][q] && mask[q];
         }
         if (st == LPV_OK && p.update != LPV_UPDATE_NONE) {
-            lpv_reconstruct_opts ro = {p.update, p.sequential, lpv_recon_defaults(), 16, o.ma.quiet};
+            lpv_reconstruct_opts ro = {p.update, p.sequential, lpv_recon_defaults(), lpv_tune_defaults(), 16, o.ma.quiet};
             ro.recon.damp = o.damp;
+            /* only the final step's model is kept: earlier steps' refits just prepare the next statistics
+               (tuning every step measured no better, 23.2 vs 22.8 % at 0.5 on 500 images, at 1.8x the time) */
+            ro.tune.epochs = step == nsteps - 1 ? o.tune_epochs : 0;
+            ro.tune.lr = (float)o.tune_lr, ro.tune.batch = o.tune_batch, ro.tune.seed = (uint64_t)o.seed;
             lpv_reconstruct_info si;
             st = lpv_reconstruct(m, dense, masks, p.R, p.C, &ist, &rds, &cm.pp, &ro, &si, &err);
             if (si.max_damp > rinfo.max_damp) rinfo.max_damp = si.max_damp;
@@ -985,6 +997,22 @@ int cmd_prune(int argc, char **argv) {
                     cJSON_AddNumberToObject(e, "masked_only", rinfo.err_masked[pl[i].idx]);
                     cJSON_AddNumberToObject(e, "updated", rinfo.err_updated[pl[i].idx]);
                     cJSON_AddItemToArray(le, e);
+                }
+            }
+            if (o.tune_epochs > 0 && p.sequential) {
+                cJSON *tj = cJSON_AddObjectToObject(ru, "block_tuning");
+                cJSON_AddNumberToObject(tj, "epochs", o.tune_epochs);
+                cJSON_AddNumberToObject(tj, "lr", o.tune_lr);
+                cJSON_AddNumberToObject(tj, "batch", o.tune_batch);
+                cJSON_AddNumberToObject(tj, "seconds_last_step", rinfo.tune_seconds);
+                cJSON_AddNumberToObject(tj, "blocks_reverted", rinfo.tune_reverted);
+                cJSON *be = cJSON_AddArrayToObject(tj, "relative_output_error");
+                for (int l = 0; l < rinfo.tuned_blocks && l < LPV_MAX_DEPTH; l++) {
+                    cJSON *e = cJSON_CreateObject();
+                    cJSON_AddNumberToObject(e, "block", l);
+                    cJSON_AddNumberToObject(e, "refit", rinfo.tune_before[l]);
+                    cJSON_AddNumberToObject(e, "tuned", rinfo.tune_after[l]);
+                    cJSON_AddItemToArray(be, e);
                 }
             }
         }

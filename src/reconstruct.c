@@ -237,6 +237,36 @@ static lpv_status update_layers(lpv_model *m, lpv_layer_ref *refs, int first, in
     return LPV_OK;
 }
 
+/* Mean square of the dense block output (the target in cache->xd), over the valid columns. */
+static double target_mean_square(const stream_cache *c, int D, int T) {
+    double s = 0;
+    int64_t cnt = 0;
+    for (int i = 0; i < c->n; i++) {
+        int N = c->bsz[i] * T, ld = lpv_round16(N);
+        for (int d = 0; d < D; d++)
+            for (int k = 0; k < N; k++) s += (double)c->xd[i][(int64_t)d * ld + k] * c->xd[i][(int64_t)d * ld + k];
+        cnt += (int64_t)N * D;
+    }
+    return cnt ? s / (double)cnt : 0;
+}
+
+/* Block-wise tuning of block l: inputs are the pruned stream, targets the dense stream after block l. */
+static lpv_status tune_block(lpv_tuner *t, lpv_model *m, int l, const stream_cache *c, uint8_t *const *masks, int R,
+                             int C, lpv_reconstruct_info *ri, lpv_err *err) {
+    const uint8_t *bm[4];
+    for (int j = 0; j < 4; j++) bm[j] = masks[1 + 4 * l + j];
+    lpv_tune_info ti;
+    double t0 = lpv_now();
+    LPV_TRY(lpv_block_tune(t, m, l, c->xp, c->xd, c->bsz, c->n, bm, R, C, &ti, err));
+    double ms = target_mean_square(c, m->cfg.dim, m->cfg.n_tokens);
+    ri->tune_before[l] = ms > 0 ? ti.mse_before / ms : 0;
+    ri->tune_after[l] = ms > 0 ? ti.mse_after / ms : 0;
+    ri->tuned_blocks++;
+    ri->tune_reverted += ti.reverted;
+    ri->tune_seconds += lpv_now() - t0;
+    return LPV_OK;
+}
+
 static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
                                          const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,
                                          const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri, lpv_err *err) {
@@ -262,6 +292,15 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     }
     lpv_workspace ws;
     LPV_TRY(lpv_workspace_init(&ws, cfg, b, err));
+    lpv_tuner tuner;
+    int tuning = o->tune.epochs > 0;
+    if (tuning) {
+        lpv_status ts = lpv_tuner_init(&tuner, cfg, &o->tune, err);
+        if (ts) {
+            lpv_workspace_free(&ws);
+            return ts;
+        }
+    }
     stream_cache cache = {0, NULL, NULL, NULL};
     int nch = (ds->n + b - 1) / b;
     cache.bsz = calloc((size_t)nch, sizeof(int));
@@ -338,6 +377,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         }
         if (st == LPV_OK && l < cfg->depth) {
             advance_streams(dense, &ws, l, &cache, cache.xd, D, T); /* the dense stream moves to the next block */
+            if (tuning) st = tune_block(&tuner, m, l, &cache, masks, R, C, ri, err); /* xd is now its target */
             advance_streams(m, &ws, l, &cache, cache.xp, D, T);     /* pass 2: the pruned one through the repaired block */
         }
         if (!o->quiet)
@@ -351,6 +391,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     for (int j = 0; j < 4; j++) free(tc.buf[j]);
     free(logits);
     lpv_workspace_free(&ws);
+    if (tuning) lpv_tuner_free(&tuner);
     return st;
 }
 

@@ -155,6 +155,12 @@ run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 
   $C --out "$P" --report "$T/rn.json" --quiet
 [ "$(json_get "$T/rn.json" "(len(d['steps']), sum(s['blocks_revived'] for s in d['steps']))")" = "(2, 0)" ] && ok || bad "--steps 2 --update none: $(json_get "$T/rn.json" "d['steps']")"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --steps 17 --out "$T/x.safetensors" --quiet; one_line_err "--steps"
+# --tune-epochs: block-wise tuning in the final step; every block tuned, none ends worse than its refit
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --permute-images 4 --target-flops 0.5 --block 16x16 --steps 2 \
+  --tune-epochs 2 --tune-batch 2 $C --out "$P" --report "$T/rt.json" --quiet
+[ "$(json_get "$T/rt.json" "(d['settings']['tune_epochs'], len(d['reconstruction']['block_tuning']['relative_output_error']) == len([l for l in d['layers'] if l['layer'].endswith('.qkv')]) > 0, all(e['tuned'] <= e['refit'] for e in d['reconstruction']['block_tuning']['relative_output_error']))")" = "(2, True, True)" ] && ok || bad "--tune-epochs 2: $(json_get "$T/rt.json" "d['reconstruction']")"
+run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --quiet
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --update none --tune-epochs 2 --out "$T/x.safetensors" --quiet; one_line_err "--tune-epochs"
 # the second run with the same inputs reuses the cached statistics
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 [ "$(json_get "$T/r.json" "d['calibration']['from_cache']")" = False ] && ok || bad "first run should not hit the cache"

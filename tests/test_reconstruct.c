@@ -143,13 +143,22 @@ int main(void) {
         masks[i] = malloc((size_t)nb);
         for (int q = 0; q < nb; q++) masks[i][q] = lpv_rng_uniform(&r) < 0.5;
     }
-    double kl[4];
-    for (int mode = 0; mode < 4; mode++) { /* masked, bias, lsq, lsq sequential */
+    double kl[5];
+    for (int mode = 0; mode < 5; mode++) { /* masked, bias, lsq, lsq sequential, the same + block tuning */
         lpv_model *p = model();
-        lpv_reconstruct_opts o = {mode == 0 ? LPV_UPDATE_NONE : mode == 1 ? LPV_UPDATE_BIAS : LPV_UPDATE_LSQ, mode == 3,
-                                  lpv_recon_defaults(), 5, 1};
+        lpv_reconstruct_opts o = {mode == 0 ? LPV_UPDATE_NONE : mode == 1 ? LPV_UPDATE_BIAS : LPV_UPDATE_LSQ, mode >= 3,
+                                  lpv_recon_defaults(), lpv_tune_defaults(), 5, 1};
+        if (mode == 4) o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
+        if (mode == 4) { /* every block tuned, none ends worse than its refit */
+            CHECKF(info.tuned_blocks == p->cfg.depth, "tuned %d of %d blocks", info.tuned_blocks, p->cfg.depth);
+            for (int l = 0; l < info.tuned_blocks; l++) {
+                CHECKF(info.tune_after[l] <= info.tune_before[l], "block %d: tuned error %g above refit %g", l,
+                       info.tune_after[l], info.tune_before[l]);
+                printf("block %d: relative error refit %.4g, tuned %.4g\n", l, info.tune_before[l], info.tune_after[l]);
+            }
+        }
         if (mode == 2)
             for (int i = 1; i < n - 1; i++)
                 CHECKF(info.err_updated[i] < info.err_masked[i], "%s: lsq error %g not below masked %g", refs[i].name,
@@ -170,6 +179,7 @@ int main(void) {
         lpv_model_free(p);
     }
     CHECKF(kl[2] < kl[0], "lsq KL %g not below masked %g", kl[2], kl[0]);
+    CHECKF(kl[4] < kl[3], "block tuning KL %g not below the sequential refit's %g", kl[4], kl[3]);
     CHECKF(kl[3] <= kl[2] * 1.05, "sequential KL %g worse than independent %g", kl[3], kl[2]);
     /* the sequential refit's target is the dense model's layer on the dense inputs, not what m holds
        (prune --steps refits a model that an earlier step already pruned and refit): with every block
@@ -185,7 +195,7 @@ int main(void) {
                 pr[i].lin->w[q] *= 1.0f + 0.5f * (float)(lpv_rng_uniform(&r) - 0.5);
         }
         double kl_perturbed = kl_of(p, dl, x, M);
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), 5, 1};
+        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), 5, 1};
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
         double kl_refit = kl_of(p, dl, x, M);

@@ -30,6 +30,7 @@
 
 #include <stdint.h>
 
+#include "lpvit/blocktune.h"
 #include "lpvit/dataset.h"
 #include "lpvit/error.h"
 #include "lpvit/image.h"
@@ -57,6 +58,7 @@ typedef struct {
     lpv_update_kind update;
     int sequential;
     lpv_recon_opts recon;
+    lpv_tune_opts tune;  /* sequential only: block-wise tuning after each block's refit (tune.epochs 0: off) */
     int batch;
     int quiet;
 } lpv_reconstruct_opts;
@@ -66,6 +68,11 @@ typedef struct {
     double max_damp;          /* largest damping any factorization needed */
     int retried;              /* factorizations that needed more damping */
     double err_masked[LPV_MAX_LAYERS], err_updated[LPV_MAX_LAYERS]; /* relative output error ‖ΔW X‖² / ‖W X‖² (non-seq) */
+    /* block tuning (sequential, tune.epochs > 0): per block, the output's mean squared error against the
+       dense block before and after tuning, normalized by the dense output's mean square */
+    int tuned_blocks, tune_reverted;
+    double tune_seconds;
+    double tune_before[LPV_MAX_DEPTH], tune_after[LPV_MAX_DEPTH];
 } lpv_reconstruct_info;
 
 /* One layer, fixed mask: W (out, in) dense on entry, repaired on return; b updated when bias != NULL. */

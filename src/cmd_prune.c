@@ -611,6 +611,7 @@ int cmd_prune(int argc, char **argv) {
                        ? 2
                        : 0;
     if (o.steps == 0) o.steps = default_steps(&o, &p);
+    if (!(o.tune_lr > 0)) return cli_usage_error("--tune-lr must be above 0, got %g", o.tune_lr);
     if (o.tune_epochs > 0 && !(p.sequential && p.update != LPV_UPDATE_NONE))
         return cli_usage_error("--tune-epochs needs a sequential refit (--update lsq or obs, not --no-sequential)");
     if (o.refine > 0 && p.allocator != ALLOC_GREEDY) return cli_usage_error("--refine needs --allocator greedy");
@@ -1004,7 +1005,7 @@ int cmd_prune(int argc, char **argv) {
                 cJSON_AddNumberToObject(tj, "epochs", o.tune_epochs);
                 cJSON_AddNumberToObject(tj, "lr", o.tune_lr);
                 cJSON_AddNumberToObject(tj, "batch", o.tune_batch);
-                cJSON_AddNumberToObject(tj, "seconds_last_step", rinfo.tune_seconds);
+                cJSON_AddNumberToObject(tj, "seconds", rinfo.tune_seconds); /* final step only */
                 cJSON_AddNumberToObject(tj, "blocks_reverted", rinfo.tune_reverted);
                 cJSON *be = cJSON_AddArrayToObject(tj, "relative_output_error");
                 for (int l = 0; l < rinfo.tuned_blocks && l < LPV_MAX_DEPTH; l++) {

@@ -161,6 +161,7 @@ run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --permute-image
 [ "$(json_get "$T/rt.json" "(d['settings']['tune_epochs'], len(d['reconstruction']['block_tuning']['relative_output_error']) == len([l for l in d['layers'] if l['layer'].endswith('.qkv')]) > 0, all(e['tuned'] <= e['refit'] for e in d['reconstruction']['block_tuning']['relative_output_error']))")" = "(2, True, True)" ] && ok || bad "--tune-epochs 2: $(json_get "$T/rt.json" "d['reconstruction']")"
 run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --quiet
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --update none --tune-epochs 2 --out "$T/x.safetensors" --quiet; one_line_err "--tune-epochs"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --tune-epochs 2 --tune-lr 0 --out "$T/x.safetensors" --quiet; one_line_err "--tune-lr"
 # the second run with the same inputs reuses the cached statistics
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 [ "$(json_get "$T/r.json" "d['calibration']['from_cache']")" = False ] && ok || bad "first run should not hit the cache"

@@ -21,6 +21,10 @@
  *                   the next block's input. The heads are done the same way.
  *                   Cost: about three forward passes over the images; memory:
  *                   2 × D × tokens × images floats for the cached streams.
+ *                   With tune.epochs > 0, each block is then tuned as a whole
+ *                   (blocktune.h) on the same cached streams before the pruned
+ *                   stream moves on: input = the pruned stream, target = the
+ *                   dense stream after the block.
  * The model is modified in place: its pruned layers' dense weights are
  * replaced by the updated ones (zeros in pruned blocks); the caller converts
  * them to BSR afterwards. Statistics own their matrices (lpv_model_stats_free).

@@ -1000,7 +1000,7 @@ int cmd_prune(int argc, char **argv) {
                     cJSON_AddItemToArray(le, e);
                 }
             }
-            if (o.tune_epochs > 0 && p.sequential) {
+            if (o.tune_epochs > 0) { /* only with a sequential refit (checked with the flags) */
                 cJSON *tj = cJSON_AddObjectToObject(ru, "block_tuning");
                 cJSON_AddNumberToObject(tj, "epochs", o.tune_epochs);
                 cJSON_AddNumberToObject(tj, "lr", o.tune_lr);

@@ -528,6 +528,21 @@ static lpv_status check_dense(const lpv_linear *L, const char *name, lpv_err *er
     return LPV_OK;
 }
 
+/* The batch fits the workspace and its per-thread scratch covers today's thread count. */
+static lpv_status check_ws(const lpv_train_ws *ws, int B, lpv_err *err) {
+    if (B < 1 || B > ws->max_batch)
+        return lpv_fail(err, LPV_E_ARG, "batch of %d images exceeds the training workspace's %d", B, ws->max_batch);
+    if (ws->threads < lpv_threads_get())
+        return lpv_fail(err, LPV_E_ARG, "training workspace made for %d threads, now %d", ws->threads, lpv_threads_get());
+    return LPV_OK;
+}
+
+static lpv_status check_block_dense(const lpv_block *b, int l, lpv_err *err) {
+    if (!b->qkv.w || !b->proj.w || !b->fc1.w || !b->fc2.w)
+        return lpv_fail(err, LPV_E_UNSUPPORTED, "a linear layer of 'blocks.%d' has no dense weight; gradients need one", l);
+    return LPV_OK;
+}
+
 static int same_arch(const lpv_config *a, const lpv_config *b) {
     return a->dim == b->dim && a->depth == b->depth && a->heads == b->heads && a->mlp == b->mlp &&
            a->patch == b->patch && a->img == b->img && a->chans == b->chans && a->classes == b->classes &&
@@ -537,12 +552,9 @@ static int same_arch(const lpv_config *a, const lpv_config *b) {
 lpv_status lpv_forward_backward(const lpv_model *m, lpv_train_ws *ws, const float *images, int B, const lpv_loss *loss,
                                 float *loss_out, float *logits_out, lpv_grads *g, lpv_err *err) {
     const lpv_config *c = &m->cfg;
-    if (B < 1 || B > ws->max_batch)
-        return lpv_fail(err, LPV_E_ARG, "batch of %d images exceeds the training workspace's %d", B, ws->max_batch);
+    LPV_TRY(check_ws(ws, B, err));
     if (!same_arch(&ws->cfg, c)) return lpv_fail(err, LPV_E_ARG, "training workspace was sized for another architecture");
     if (g && !same_arch(&g->cfg, c)) return lpv_fail(err, LPV_E_ARG, "gradients were sized for another architecture");
-    if (ws->threads < lpv_threads_get())
-        return lpv_fail(err, LPV_E_ARG, "training workspace made for %d threads, now %d", ws->threads, lpv_threads_get());
     if (!images || !loss) return lpv_fail(err, LPV_E_ARG, "missing images or loss");
     if ((unsigned)loss->kind >= LPV_LOSS_COUNT) return lpv_fail(err, LPV_E_ARG, "unknown loss kind %d", (int)loss->kind);
     if (loss->kind == LPV_LOSS_CE) {
@@ -557,13 +569,7 @@ lpv_status lpv_forward_backward(const lpv_model *m, lpv_train_ws *ws, const floa
     LPV_TRY(check_dense(&m->patch, "patch_embed.proj", err));
     LPV_TRY(check_dense(&m->head, "head", err));
     if (c->n_outputs == 2) LPV_TRY(check_dense(&m->head_dist, "head_dist", err));
-    for (int l = 0; l < c->depth; l++) {
-        const lpv_block *b = &m->blocks[l];
-        char nm[64];
-        snprintf(nm, sizeof nm, "blocks.%d", l);
-        if (!b->qkv.w || !b->proj.w || !b->fc1.w || !b->fc2.w)
-            return lpv_fail(err, LPV_E_UNSUPPORTED, "a linear layer of '%s' has no dense weight; gradients need one", nm);
-    }
+    for (int l = 0; l < c->depth; l++) LPV_TRY(check_block_dense(&m->blocks[l], l, err));
 
     forward_saved(m, ws, images, B);
     loss_forward_backward(loss, ws->logits, B, c->classes, ws->losses, ws->dlogits);
@@ -589,14 +595,10 @@ lpv_status lpv_block_forward_backward(const lpv_model *m, int l, lpv_train_ws *w
                                       int ldx, int B, double *loss_out, lpv_block_grads *bg, lpv_err *err) {
     const lpv_config *c = &m->cfg;
     if (l < 0 || l >= c->depth) return lpv_fail(err, LPV_E_ARG, "block %d outside 0..%d", l, c->depth - 1);
-    if (B < 1 || B > ws->max_batch)
-        return lpv_fail(err, LPV_E_ARG, "batch of %d images exceeds the training workspace's %d", B, ws->max_batch);
+    LPV_TRY(check_ws(ws, B, err));
     if (!same_block_shape(&ws->cfg, c)) return lpv_fail(err, LPV_E_ARG, "training workspace was sized for another block shape");
-    if (ws->threads < lpv_threads_get())
-        return lpv_fail(err, LPV_E_ARG, "training workspace made for %d threads, now %d", ws->threads, lpv_threads_get());
     const lpv_block *blk = &m->blocks[l];
-    if (!blk->qkv.w || !blk->proj.w || !blk->fc1.w || !blk->fc2.w)
-        return lpv_fail(err, LPV_E_UNSUPPORTED, "a linear layer of 'blocks.%d' has no dense weight; gradients need one", l);
+    LPV_TRY(check_block_dense(blk, l, err));
     if (!x || !target) return lpv_fail(err, LPV_E_ARG, "missing block input or target");
     int D = c->dim, N = B * c->n_tokens, ld = lpv_round16(N);
     if (ldx < N) return lpv_fail(err, LPV_E_ARG, "block input stride %d is below its %d columns", ldx, N);

@@ -201,11 +201,12 @@ typedef struct {
     int n;        /* chunks */
     int *bsz;     /* images per chunk */
     float **xd, **xp; /* (D, round16(bsz*T)) residual streams: dense, pruned */
+    float **xt;       /* the tuning target's stream when it is not the dense one (else NULL) */
 } stream_cache;
 
 static void cache_free(stream_cache *c) {
-    for (int i = 0; i < c->n; i++) free(c->xd[i]), free(c->xp[i]);
-    free(c->xd), free(c->xp), free(c->bsz);
+    for (int i = 0; i < c->n; i++) free(c->xd[i]), free(c->xp[i]), free(c->xt ? c->xt[i] : NULL);
+    free(c->xd), free(c->xp), free(c->xt), free(c->bsz);
     memset(c, 0, sizeof *c);
 }
 
@@ -237,28 +238,29 @@ static lpv_status update_layers(lpv_model *m, lpv_layer_ref *refs, int first, in
     return LPV_OK;
 }
 
-/* Mean square of the dense block output (the target in cache->xd), over the valid columns. */
-static double target_mean_square(const stream_cache *c, int D, int T) {
+/* Mean square of the tuning target's block output (chunks y), over the valid columns. */
+static double target_mean_square(const stream_cache *c, float *const *y, int D, int T) {
     double s = 0;
     int64_t cnt = 0;
     for (int i = 0; i < c->n; i++) {
         int N = c->bsz[i] * T, ld = lpv_round16(N);
         for (int d = 0; d < D; d++)
-            for (int k = 0; k < N; k++) s += (double)c->xd[i][(int64_t)d * ld + k] * c->xd[i][(int64_t)d * ld + k];
+            for (int k = 0; k < N; k++) s += (double)y[i][(int64_t)d * ld + k] * y[i][(int64_t)d * ld + k];
         cnt += (int64_t)N * D;
     }
     return cnt ? s / (double)cnt : 0;
 }
 
-/* Block-wise tuning of block l: inputs are the pruned stream, targets the dense stream after block l. */
+/* Block-wise tuning of block l: inputs are the pruned stream, targets the target's stream after block l. */
 static lpv_status tune_block(lpv_tuner *t, lpv_model *m, int l, const stream_cache *c, uint8_t *const *masks, int R,
                              int C, lpv_reconstruct_info *ri, lpv_err *err) {
     const uint8_t *bm[4];
     for (int j = 0; j < 4; j++) bm[j] = masks[1 + 4 * l + j];
     lpv_tune_info ti;
     double t0 = lpv_now();
-    LPV_TRY(lpv_block_tune(t, m, l, c->xp, c->xd, c->bsz, c->n, bm, R, C, &ti, err));
-    double ms = target_mean_square(c, m->cfg.dim, m->cfg.n_tokens);
+    float **y = c->xt ? c->xt : c->xd;
+    LPV_TRY(lpv_block_tune(t, m, l, c->xp, y, c->bsz, c->n, bm, R, C, &ti, err));
+    double ms = target_mean_square(c, y, m->cfg.dim, m->cfg.n_tokens);
     ri->tune_before[l] = ms > 0 ? ti.mse_before / ms : 0;
     ri->tune_after[l] = ms > 0 ? ti.mse_after / ms : 0;
     ri->tuned_blocks++;
@@ -301,11 +303,19 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             return ts;
         }
     }
-    stream_cache cache = {0, NULL, NULL, NULL};
+    stream_cache cache = {0, NULL, NULL, NULL, NULL};
     int nch = (ds->n + b - 1) / b;
+    const lpv_model *tt = tuning && o->tune_target && o->tune_target != dense ? o->tune_target : NULL;
+    if (tt && (tt->cfg.dim != cfg->dim || tt->cfg.depth != cfg->depth || tt->cfg.mlp != cfg->mlp ||
+               tt->cfg.n_tokens != T || tt->cfg.heads != cfg->heads)) {
+        lpv_workspace_free(&ws);
+        lpv_tuner_free(&tuner);
+        return lpv_fail(err, LPV_E_ARG, "block tuning: the target model has another shape");
+    }
     cache.bsz = calloc((size_t)nch, sizeof(int));
     cache.xd = calloc((size_t)nch, sizeof(float *));
     cache.xp = calloc((size_t)nch, sizeof(float *));
+    if (tt) cache.xt = calloc((size_t)nch, sizeof(float *));
     int64_t ldmax = lpv_round16(b * T);
     seq_tap_ctx tc;
     memset(&tc, 0, sizeof tc);
@@ -316,7 +326,8 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         tc.buf[j] = malloc(sizeof(float) * (size_t)tc.rows[j] * (size_t)ldmax);
     }
     float *logits = malloc(sizeof(float) * (size_t)b * cfg->classes);
-    lpv_status st = (!cache.bsz || !cache.xd || !cache.xp || !logits || !tc.buf[0] || !tc.buf[1] || !tc.buf[2] || !tc.buf[3])
+    lpv_status st = (!cache.bsz || !cache.xd || !cache.xp || (tt && !cache.xt) || !logits || !tc.buf[0] || !tc.buf[1] ||
+                      !tc.buf[2] || !tc.buf[3])
                         ? lpv_fail(err, LPV_E_OOM, "out of memory for the sequential reconstruction")
                         : LPV_OK;
     /* embed every chunk of calibration images in both models */
@@ -329,8 +340,9 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         int c = cache.n, bs = bt.n;
         size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
         cache.xd[c] = malloc(bytes), cache.xp[c] = malloc(bytes), cache.bsz[c] = bs;
+        if (tt) cache.xt[c] = malloc(bytes);
         cache.n++;
-        if (!cache.xd[c] || !cache.xp[c]) {
+        if (!cache.xd[c] || !cache.xp[c] || (tt && !cache.xt[c])) {
             st = lpv_fail(err, LPV_E_OOM, "out of memory caching %d images' residual streams (lower --recon-images)",
                           ds->n);
             break;
@@ -339,6 +351,10 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         memcpy(cache.xd[c], ws.x, bytes);
         if ((st = lpv_forward_begin(m, &ws, bt.x, bs, err)) != LPV_OK) break;
         memcpy(cache.xp[c], ws.x, bytes);
+        if (tt) {
+            if ((st = lpv_forward_begin(tt, &ws, bt.x, bs, err)) != LPV_OK) break;
+            memcpy(cache.xt[c], ws.x, bytes);
+        }
     }
     lpv_loader_close(Ld);
     lpv_model_stats cs;
@@ -377,7 +393,8 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         }
         if (st == LPV_OK && l < cfg->depth) {
             advance_streams(dense, &ws, l, &cache, cache.xd, D, T); /* the dense stream moves to the next block */
-            if (tuning) st = tune_block(&tuner, m, l, &cache, masks, R, C, ri, err); /* xd is now its target */
+            if (tt) advance_streams(tt, &ws, l, &cache, cache.xt, D, T);
+            if (tuning) st = tune_block(&tuner, m, l, &cache, masks, R, C, ri, err); /* xt or xd: its target */
             advance_streams(m, &ws, l, &cache, cache.xp, D, T);     /* pass 2: the pruned one through the repaired block */
         }
         if (!o->quiet)

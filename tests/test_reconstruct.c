@@ -5,7 +5,9 @@
  * each linear really sees; least-squares updates lower every layer's output
  * error below masking alone; and the pruned model's outputs move toward the
  * dense model's: KL(masked) > KL(lsq) and sequential refitting (dense targets
- * from the pruned model's own inputs) is no worse than independent refits.
+ * from the pruned model's own inputs) is no worse than independent refits;
+ * block tuning lowers KL further, and when the refit's target has drifted
+ * (prune --steps), tuning towards the dense model undoes the drift.
  */
 #include "lpvit/cpu.h"
 #include "lpvit/forward.h"
@@ -147,7 +149,7 @@ int main(void) {
     for (int mode = 0; mode < 5; mode++) { /* masked, bias, lsq, lsq sequential, the same + block tuning */
         lpv_model *p = model();
         lpv_reconstruct_opts o = {mode == 0 ? LPV_UPDATE_NONE : mode == 1 ? LPV_UPDATE_BIAS : LPV_UPDATE_LSQ, mode >= 3,
-                                  lpv_recon_defaults(), lpv_tune_defaults(), 5, 1};
+                                  lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1};
         if (mode == 4) o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
@@ -195,13 +197,51 @@ int main(void) {
                 pr[i].lin->w[q] *= 1.0f + 0.5f * (float)(lpv_rng_uniform(&r) - 0.5);
         }
         double kl_perturbed = kl_of(p, dl, x, M);
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), 5, 1};
+        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1};
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
         double kl_refit = kl_of(p, dl, x, M);
         printf("perturbed: KL to dense %.5g, after the sequential refit %.5g\n", kl_perturbed, kl_refit);
         CHECKF(kl_refit < 0.01 * kl_perturbed, "refit of a perturbed model: KL %g, was %g", kl_refit, kl_perturbed);
         lpv_model_free(p);
+    }
+    /* prune --steps: the refit's target (`dense` here) is the step before, a model that already drifted
+       from the user's; the tuning's target is the user's model, so the drift is not locked in */
+    {
+        lpv_model *prev = model(); /* stands for the previous step: the dense model, perturbed */
+        lpv_layer_ref vr[LPV_MAX_LAYERS];
+        lpv_model_layers(prev, vr, LPV_MAX_LAYERS);
+        for (int i = 1; i < n - 1; i++) {
+            int nb = ((refs[i].lin->out + R - 1) / R) * ((refs[i].lin->in + C - 1) / C);
+            for (int q = 0; q < nb; q++) masks[i][q] = lpv_rng_uniform(&r) < 0.7;
+            for (int64_t q = 0; q < (int64_t)vr[i].lin->out * vr[i].lin->in; q++)
+                vr[i].lin->w[q] *= 1.0f + 0.6f * (float)(lpv_rng_uniform(&r) - 0.5);
+        }
+        double klt[2];
+        for (int v = 0; v < 2; v++) {
+            lpv_model *p = model();
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, 1};
+            o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
+            lpv_reconstruct_info info;
+            CHECK_OK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
+            klt[v] = kl_of(p, dl, x, M);
+            lpv_model_free(p);
+        }
+        printf("refit towards a drifted model: KL to dense %.5g tuning towards it, %.5g towards the dense model\n", klt[0],
+               klt[1]);
+        CHECKF(klt[1] < 0.8 * klt[0], "tuning towards the dense model: KL %g, towards the drifted one %g", klt[1], klt[0]);
+        /* a target of another shape is refused */
+        lpv_config c2 = dense->cfg;
+        c2.mlp = 64;
+        lpv_model *other;
+        CHECK_OK(lpv_model_random(&other, &c2, 3, &err), &err);
+        lpv_model *p = model();
+        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), other, 5, 1};
+        o.tune.epochs = 1;
+        lpv_reconstruct_info info;
+        CHECK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err) == LPV_E_ARG);
+        CHECK(strstr(err.msg, "target") != NULL);
+        lpv_model_free(p), lpv_model_free(other), lpv_model_free(prev);
     }
     for (int i = 0; i < n; i++) free(masks[i]);
     free(x), free(dl);

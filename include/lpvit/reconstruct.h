@@ -63,6 +63,7 @@ typedef struct {
     int sequential;
     lpv_recon_opts recon;
     lpv_tune_opts tune;  /* sequential only: block-wise tuning after each block's refit (tune.epochs 0: off) */
+    const lpv_model *tune_target; /* whose block outputs the tuning matches (NULL: `dense`, the refit's target) */
     int batch;
     int quiet;
 } lpv_reconstruct_opts;

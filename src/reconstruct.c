@@ -269,19 +269,35 @@ static lpv_status tune_block(lpv_tuner *t, lpv_model *m, int l, const stream_cac
     return LPV_OK;
 }
 
+/* A model whose blocks run on m's cached streams (the refit's or the tuning's target, `what`): the same
+   width, depth, MLP width, heads and tokens, and every masked layer dense and of m's shape. */
+static lpv_status check_twin(lpv_model *m, const lpv_model *other, uint8_t *const *masks, const char *what,
+                             lpv_err *err) {
+    const lpv_config *a = &m->cfg, *c = &other->cfg;
+    lpv_layer_ref refs[LPV_MAX_LAYERS], orefs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    if (a->dim != c->dim || a->depth != c->depth || a->mlp != c->mlp || a->heads != c->heads ||
+        a->n_tokens != c->n_tokens || lpv_model_layers((lpv_model *)other, orefs, LPV_MAX_LAYERS) != n)
+        return lpv_fail(err, LPV_E_ARG, "sequential reconstruction: %s has another layout", what);
+    for (int i = 0; i < n; i++)
+        if (masks[i] && (!orefs[i].lin->w || orefs[i].lin->out != refs[i].lin->out || orefs[i].lin->in != refs[i].lin->in ||
+                         !orefs[i].lin->b != !refs[i].lin->b))
+            return lpv_fail(err, LPV_E_ARG, "sequential reconstruction: layer '%s' differs in %s", refs[i].name, what);
+    return LPV_OK;
+}
+
 static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
                                          const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,
                                          const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri, lpv_err *err) {
     const lpv_config *cfg = &m->cfg;
     int D = cfg->dim, T = cfg->n_tokens, F = cfg->mlp, b = o->batch < ds->n ? o->batch : ds->n;
+    int tuning = o->tune.epochs > 0;
+    const lpv_model *tt = tuning && o->tune_target && o->tune_target != dense ? o->tune_target : NULL;
+    LPV_TRY(check_twin(m, dense, masks, "the dense model", err));
+    if (tt) LPV_TRY(check_twin(m, tt, masks, "the tuning target model", err));
     lpv_layer_ref refs[LPV_MAX_LAYERS], drefs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
-    if (lpv_model_layers((lpv_model *)dense, drefs, LPV_MAX_LAYERS) != n)
-        return lpv_fail(err, LPV_E_ARG, "sequential reconstruction: the dense model has another layout");
-    for (int i = 0; i < n; i++)
-        if (masks[i] && (!drefs[i].lin->w || drefs[i].lin->out != refs[i].lin->out || drefs[i].lin->in != refs[i].lin->in ||
-                         !drefs[i].lin->b != !refs[i].lin->b))
-            return lpv_fail(err, LPV_E_ARG, "sequential reconstruction: layer '%s' differs in the dense model", refs[i].name);
+    lpv_model_layers((lpv_model *)dense, drefs, LPV_MAX_LAYERS);
     int active[LPV_MAX_LAYERS], in_of[LPV_MAX_LAYERS];
     for (int i = 0; i < n; i++) active[i] = masks[i] != NULL, in_of[i] = refs[i].lin->in;
     /* the patch embedding sees the same patches in both models: its dense statistics are exact */
@@ -295,7 +311,6 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     lpv_workspace ws;
     LPV_TRY(lpv_workspace_init(&ws, cfg, b, err));
     lpv_tuner tuner;
-    int tuning = o->tune.epochs > 0;
     if (tuning) {
         lpv_status ts = lpv_tuner_init(&tuner, cfg, &o->tune, err);
         if (ts) {
@@ -305,13 +320,6 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     }
     stream_cache cache = {0, NULL, NULL, NULL, NULL};
     int nch = (ds->n + b - 1) / b;
-    const lpv_model *tt = tuning && o->tune_target && o->tune_target != dense ? o->tune_target : NULL;
-    if (tt && (tt->cfg.dim != cfg->dim || tt->cfg.depth != cfg->depth || tt->cfg.mlp != cfg->mlp ||
-               tt->cfg.n_tokens != T || tt->cfg.heads != cfg->heads)) {
-        lpv_workspace_free(&ws);
-        lpv_tuner_free(&tuner);
-        return lpv_fail(err, LPV_E_ARG, "block tuning: the target model has another shape");
-    }
     cache.bsz = calloc((size_t)nch, sizeof(int));
     cache.xd = calloc((size_t)nch, sizeof(float *));
     cache.xp = calloc((size_t)nch, sizeof(float *));

@@ -23,8 +23,7 @@ void lpv_dataset_hash(const lpv_dataset *ds, char out[65]) {
     for (int i = 0; i < ds->n; i++) {
         char line[64];
         lpv_sha256_update(&s, ds->items[i].name, strlen(ds->items[i].name));
-        /* a mirrored item hashes apart from its original; lists without flips keep their old hash */
-        int n = snprintf(line, sizeof line, ds->items[i].flip ? "\t%d\tflip\n" : "\t%d\n", ds->items[i].label);
+        int n = snprintf(line, sizeof line, "\t%d\n", ds->items[i].label);
         lpv_sha256_update(&s, line, (size_t)n);
     }
     lpv_sha256_final_hex(&s, out);

@@ -254,7 +254,7 @@ static lpv_status add_item(lpv_dataset *ds, itemlist *l, const char *root, const
     memcpy(p, root, rl);
     if (sep) p[rl] = '/';
     memcpy(p + rl + sep, rel, nl + 1);
-    l->v[l->n++] = (lpv_item){p, p + rl + sep, label, 0};
+    l->v[l->n++] = (lpv_item){p, p + rl + sep, label};
     return LPV_OK;
 }
 
@@ -519,12 +519,4 @@ lpv_status lpv_dataset_sample(lpv_dataset *ds, int n, uint64_t seed, lpv_err *er
     free(idx);
     count_classes(ds);
     return LPV_OK;
-}
-
-void lpv_items_with_flips(lpv_item *dst, const lpv_item *src, int n) {
-    for (int i = n - 1; i >= 0; i--) { /* backwards: dst may start where src does */
-        lpv_item it = src[i];
-        dst[2 * i] = it, dst[2 * i].flip = 0;
-        dst[2 * i + 1] = it, dst[2 * i + 1].flip = 1;
-    }
 }

@@ -398,13 +398,3 @@ lpv_status lpv_preprocess(const lpv_image *img, const lpv_preproc *pp, float *ou
     if (!s) lpv_resize_scratch_free(&local);
     return st;
 }
-
-void lpv_hflip_chw(float *x, int C, int S) {
-    for (int64_t r = 0; r < (int64_t)C * S; r++) {
-        float *row = x + r * S;
-        for (int a = 0, b = S - 1; a < b; a++, b--) {
-            float t = row[a];
-            row[a] = row[b], row[b] = t;
-        }
-    }
-}

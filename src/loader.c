@@ -101,7 +101,6 @@ static lpv_status load_one(worker *w, const lpv_item *it, float *out, lpv_err *e
     LPV_TRY(lpv_image_load_mem(w->file, n, it->path, &im, err));
     lpv_status st = lpv_preprocess(&im, &w->L->pp, out, &w->scratch, err);
     lpv_image_free(&im);
-    if (st == LPV_OK && it->flip) lpv_hflip_chw(out, 3, w->L->pp.img_size);
     return st;
 }
 

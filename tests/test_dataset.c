@@ -16,7 +16,6 @@
 #include <stdint.h>
 #include <unistd.h>
 
-#include "lpvit/calib.h"
 #include "lpvit/dataset.h"
 #include "lpvit/fileio.h"
 #include "lpvit/image.h"
@@ -299,7 +298,6 @@ static void check_batch(const lpv_dataset *ds, const lpv_preproc *pp, const lpv_
         CHECK_OK(lpv_image_load(it->path, &im, &err), &err);
         CHECK_OK(lpv_preprocess(&im, pp, want, NULL, &err), &err);
         lpv_image_free(&im);
-        if (it->flip) lpv_hflip_chw(want, 3, pp->img_size);
         CHECKF(memcmp(want, b->x + i * per, per * sizeof(float)) == 0, "image '%s' differs", it->path);
         CHECK(b->labels[i] == it->label);
     }
@@ -338,36 +336,6 @@ static void test_loader(const lpv_synsets *syn) {
         CHECK(k == 3 && b.count == 0);
         CHECK(lpv_loader_next(L, &b, &err) == LPV_OK && b.count == 0); /* stays at the end */
         lpv_loader_close(L);
-    }
-
-    /* mirrored items: each original then its mirror, which the loader flips left-right */
-    {
-        lpv_dataset fl = ds;
-        fl.items = malloc(sizeof *fl.items * (size_t)ds.n * 2);
-        lpv_items_with_flips(fl.items, ds.items, ds.n);
-        fl.n = ds.n * 2;
-        CHECK(fl.items[0].flip == 0 && fl.items[1].flip == 1 && strcmp(fl.items[1].path, ds.items[0].path) == 0 &&
-              fl.items[2 * ds.n - 1].flip == 1 && strcmp(fl.items[2 * ds.n - 1].path, ds.items[ds.n - 1].path) == 0);
-        char h0[65], h1[65];
-        lpv_dataset_hash(&ds, h0), lpv_dataset_hash(&fl, h1);
-        CHECK(strcmp(h0, h1) != 0);
-        lpv_loader *Lf;
-        lpv_loader_opts o = {3, 2, 0};
-        CHECK_OK(lpv_loader_open(&Lf, &fl, &pp, &o, &err), &err);
-        lpv_batch b;
-        int seen = 0, mirrored = 0;
-        size_t per = (size_t)3 * pp.img_size * pp.img_size;
-        while (lpv_loader_next(Lf, &b, &err) == LPV_OK && b.count > 0) {
-            check_batch(&fl, &pp, &b); /* against lpv_preprocess, mirrored where flip is set */
-            for (int i = 0; i + 1 < b.n; i++) /* an original and its mirror in one batch: not the same pixels */
-                if (fl.items[b.index[i + 1]].flip && b.index[i + 1] == b.index[i] + 1)
-                    mirrored += memcmp(b.x + i * per, b.x + (i + 1) * per, per * sizeof(float)) != 0;
-            seen += b.n;
-        }
-        CHECK(seen == 2 * (ds.n - 1)); /* broken.png fails twice */
-        CHECK(mirrored >= 1);
-        lpv_loader_close(Lf);
-        free(fl.items);
     }
 
     /* strict: the failure is an error naming the file */

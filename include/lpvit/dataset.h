@@ -55,7 +55,6 @@ typedef struct {
     const char *path; /* file to open */
     const char *name; /* path relative to the dataset folder ("n01440764/x.JPEG"), or as given */
     int label;        /* class index; -1 when unknown */
-    int flip;         /* 1: the loader mirrors the preprocessed image left-right (calibration augmentation) */
 } lpv_item;
 
 typedef struct {
@@ -87,8 +86,5 @@ void lpv_dataset_spread(lpv_dataset *ds, int n);
 /* Keeps n items chosen by a seeded shuffle (lpv_rng), in their original
  * order; the same (dataset, n, seed) always gives the same items. */
 lpv_status lpv_dataset_sample(lpv_dataset *ds, int n, uint64_t seed, lpv_err *err);
-/* dst (2n items, caller-owned) = every item of src followed by its mirror image (flip = 1): twice the
- * calibration images from the same files, pairs kept together so batches see both. */
-void lpv_items_with_flips(lpv_item *dst, const lpv_item *src, int n);
 
 #endif

@@ -124,7 +124,5 @@ int lpv_center_offset(int in, int crop);
 /* Eval transform of img into out (3, img_size, img_size), channel-major. */
 lpv_status lpv_preprocess(const lpv_image *img, const lpv_preproc *pp, float *out,
                           lpv_resize_scratch *s, lpv_err *err);
-/* Mirrors x (C, S, S) left-right in place (the horizontal flip of torchvision's RandomHorizontalFlip). */
-void lpv_hflip_chw(float *x, int C, int S);
 
 #endif

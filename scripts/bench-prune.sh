@@ -15,8 +15,8 @@
 #          e.g. on a quiet machine after pruning ran beside other jobs)
 # A method is a saliency name with its defaults (taylor2 = sorted channels + sequential lsq refit; l1 and
 # lpvit = plain masks), optionally followed by +parts: an update (none, bias, lsq, obs), perm / noperm
-# (channel sort), seq / noseq (sequential refit), tuneN (block-wise tuning, N epochs). E.g. taylor2+none+noperm
-# (masks only), obs+lsq, wanda, taylor2+tune10.
+# (channel sort), seq / noseq (sequential refit), tuneN (block-wise tuning, N epochs), noheads (classifier heads
+# not refit). E.g. taylor2+none+noperm (masks only), obs+lsq, wanda, taylor2+tune10, taylor2+tune10+noheads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=../shared/data; methods="l1 lpvit taylor2"; targets="0.7 0.5 0.3"; blocks="16x16 32x32"
@@ -57,7 +57,7 @@ for blk in $blocks; do for t in $targets; do for meth in $methods; do
       case "$x" in
         none|bias|lsq|obs) upd="$upd --update $x" ;; perm) upd="$upd --permute sort" ;;
         noperm) upd="$upd --permute none" ;; seq) upd="$upd --sequential" ;; noseq) upd="$upd --no-sequential" ;;
-        tune[0-9]*) upd="$upd --tune-epochs ${x#tune}" ;;
+        tune[0-9]*) upd="$upd --tune-epochs ${x#tune}" ;; noheads) upd="$upd --no-refit-heads" ;;
         *) echo "bench-prune.sh: unknown method part '$x' in '$meth'" >&2; exit 2 ;;
       esac
     done

@@ -43,8 +43,8 @@ typedef struct {
     int calib_size, calib_batch, seed, threads, no_cache, lpvit_as_released, lpvit_h, lpvit_power;
     int refine, refine_images, recon_images, permute_images, sequential, no_sequential, steps;
     const char *update, *permute;
-    double damp, tune_lr;
-    int tune_epochs, tune_batch;
+    double damp, tune_lr, head_damp;
+    int tune_epochs, tune_batch, no_refit_heads;
 } prune_opts;
 
 enum { ALLOC_GREEDY, ALLOC_LPVIT, ALLOC_UNIFORM };
@@ -486,6 +486,12 @@ static lpv_status load_dense_copy(const lpv_model *m, const lpv_perm *perm, lpv_
 
 /* ---- report ---- */
 
+/* The heads are refit with every sequential refit unless --no-refit-heads (they need the pruned model's
+   own final features, which only the sequential pass has). */
+static int refits_heads(const prune_opts *o, const prune_plan *p) {
+    return !o->no_refit_heads && p->sequential && p->update != LPV_UPDATE_NONE;
+}
+
 static cJSON *settings_json(const prune_opts *o, const prune_plan *p) {
     cJSON *s = cJSON_CreateObject();
     cJSON_AddNumberToObject(s, "target_flops", o->target);
@@ -501,6 +507,8 @@ static cJSON *settings_json(const prune_opts *o, const prune_plan *p) {
     cJSON_AddBoolToObject(s, "sequential", p->sequential);
     cJSON_AddNumberToObject(s, "steps", o->steps);
     cJSON_AddNumberToObject(s, "tune_epochs", o->tune_epochs);
+    cJSON_AddBoolToObject(s, "refit_heads", refits_heads(o, p));
+    if (refits_heads(o, p)) cJSON_AddNumberToObject(s, "head_damp", o->head_damp);
     cJSON_AddStringToObject(s, "permute", p->permute ? "sort" : "none");
     if (p->permute) cJSON_AddNumberToObject(s, "permute_images", o->permute_images);
     cJSON_AddStringToObject(s, "exclude", o->exclude);
@@ -548,7 +556,7 @@ int cmd_prune(int argc, char **argv) {
     cli_model_args_init(&o.ma);
     o.calib_size = 2000, o.calib_batch = 8, o.target = NAN, o.min_density = 0.05, o.lpvit_smooth = 0.5, o.lpvit_h = 4;
     o.block = "32x32", o.saliency = "taylor2", o.objective = "flops", o.exclude = "patch_embed,head";
-    o.refine = -1, o.refine_images = 32, o.permute_images = 256, o.damp = LPV_RECON_DAMP;
+    o.refine = -1, o.refine_images = 32, o.permute_images = 256, o.damp = LPV_RECON_DAMP, o.head_damp = LPV_HEAD_DAMP;
     o.tune_lr = lpv_tune_defaults().lr, o.tune_batch = lpv_tune_defaults().batch;
     const cli_opt opts[] = {
         {"--model", OPT_STR, &o.ma.model, "M", "preset (deit_b, vit_t, ...), .safetensors or HF folder", 0, 0, NULL},
@@ -587,6 +595,8 @@ int cmd_prune(int argc, char **argv) {
         {"--tune-batch", OPT_INT, &o.tune_batch, "N", "block tuning: images per Adam step", 1, 256, NULL},
         {"--recon-images", OPT_INT, &o.recon_images, "N", "calibration images for input statistics (default: all)", 1, 10000000, NULL},
         {"--damp", OPT_DOUBLE, &o.damp, "x", "Hessian damping, a fraction of its mean diagonal", 0, 0, NULL},
+        {"--no-refit-heads", OPT_FLAG, &o.no_refit_heads, NULL, "keep the classifier heads as they are (by default a sequential refit also refits them, least squares towards the input model's logits)", 0, 0, NULL},
+        {"--head-damp", OPT_DOUBLE, &o.head_damp, "x", "damping of the heads' refit, a fraction of its mean diagonal (one token per image: stronger than --damp)", 0, 0, NULL},
         {"--seed", OPT_INT, &o.seed, "S", "seed for calibration choice and sampling", 0, 2147483647, NULL},
         {"--cache-dir", OPT_STR, &o.cache_dir, "DIR", "calibration statistics cache (default ~/.cache/lpvit)", 0, 0, NULL},
         {"--no-cache", OPT_FLAG, &o.no_cache, NULL, "always recompute calibration statistics", 0, 0, NULL},
@@ -621,6 +631,7 @@ int cmd_prune(int argc, char **argv) {
                        : 0;
     if (o.steps == 0) o.steps = default_steps(&o, &p);
     if (!(o.tune_lr > 0)) return cli_usage_error("--tune-lr must be above 0, got %g", o.tune_lr);
+    if (!(o.head_damp > 0)) return cli_usage_error("--head-damp must be above 0, got %g", o.head_damp);
     if (o.tune_epochs > 0 && !(p.sequential && p.update != LPV_UPDATE_NONE))
         return cli_usage_error("--tune-epochs needs a sequential refit (--update lsq or obs, not --no-sequential)");
     if (o.refine > 0 && p.allocator != ALLOC_GREEDY) return cli_usage_error("--refine needs --allocator greedy");
@@ -689,7 +700,7 @@ int cmd_prune(int argc, char **argv) {
        the previous step left (its zeroed blocks score 0, so they stay pruned), re-measuring the
        statistics on it and refitting towards that model, so no refit has to repair a large cut
        at once */
-    int nsteps = o.steps;
+    int nsteps = o.steps, refit_heads = refits_heads(&o, &p);
     lpv_calib_stats cs;
     lpv_model_stats ist;
     lpv_arena work;
@@ -718,7 +729,8 @@ int cmd_prune(int argc, char **argv) {
         /* with --steps, each step's refit targets the step before (it repairs its own cut); the final
            tuning targets the model the user gave, so the steps' approximations do not add up
            (measured at 0.5 / 32x32, 500 val: 27.0 % vs 22.8 % tuning towards the step before) */
-        if (!st && o.tune_epochs > 0 && nsteps > 1) st = load_dense_copy(m, p.permute ? &perm : NULL, &orig, &err);
+        if (!st && (o.tune_epochs > 0 || refit_heads) && nsteps > 1)
+            st = load_dense_copy(m, p.permute ? &perm : NULL, &orig, &err);
     }
     for (int step = 0; step < nsteps && st == LPV_OK; step++) {
         double target = sched[step] = step == nsteps - 1 ? o.target : 1.0 - (1.0 - o.target) * (step + 1) / nsteps;
@@ -847,7 +859,8 @@ int cmd_prune(int argc, char **argv) {
             for (int q = 0; prev[pl[i].idx] && q < s->nb; q++) revived[step] += !prev[pl[i].idx][q] && mask[q];
         }
         if (st == LPV_OK && p.update != LPV_UPDATE_NONE) {
-            lpv_reconstruct_opts ro = {p.update, p.sequential, lpv_recon_defaults(), lpv_tune_defaults(), orig, 16, o.ma.quiet};
+            lpv_reconstruct_opts ro = {p.update, p.sequential, lpv_recon_defaults(), lpv_tune_defaults(), orig, 16, o.ma.quiet,
+                                       refit_heads && step == nsteps - 1, o.head_damp};
             ro.recon.damp = o.damp;
             /* only the final step's model is kept: earlier steps' refits just prepare the next statistics
                (tuning every step measured no better: 23.2 vs 22.8 % at 0.5 on 500 images at 1.8x the time
@@ -1011,6 +1024,13 @@ int cmd_prune(int argc, char **argv) {
                     cJSON_AddItemToArray(le, e);
                 }
             }
+            if (rinfo.heads_refit) {
+                cJSON *hj = cJSON_AddObjectToObject(ru, "heads");
+                cJSON_AddNumberToObject(hj, "refit", rinfo.heads_refit);
+                cJSON_AddNumberToObject(hj, "damp", o.head_damp);
+                cJSON_AddNumberToObject(hj, "logit_error_before", rinfo.logit_err_before);
+                cJSON_AddNumberToObject(hj, "logit_error_after", rinfo.logit_err_after);
+            }
             if (o.tune_epochs > 0) { /* only with a sequential refit (checked with the flags) */
                 cJSON *tj = cJSON_AddObjectToObject(ru, "block_tuning");
                 cJSON_AddNumberToObject(tj, "epochs", o.tune_epochs);
@@ -1063,6 +1083,9 @@ int cmd_prune(int argc, char **argv) {
                    whole_kept / 1e9, mm.attention_macs / 1e9);
             printf("energy proxy    %.3f of the dense pruned layers%s\n", e1 / e0, "");
             if (t0 > 0) printf("predicted       %.2fx faster pruned layers (time table)\n", t0 / t1);
+            if (rinfo.heads_refit)
+                printf("heads refit     logits' relative error on the calibration images %.4f -> %.4f\n",
+                       rinfo.logit_err_before, rinfo.logit_err_after);
             printf("wall time       %.1fs (channel sort %.1fs, statistics %.1fs%s, saliency %.2fs, cost %.2fs, allocation %.2fs, "
                    "refine %.1fs, update %.1fs, write %.2fs)\n",
                    lpv_now() - t_start, pt.permute, pt.stats, ncached == nsteps ? " from cache" : ncached ? " partly cached" : "", pt.saliency, pt.cost,

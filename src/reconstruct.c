@@ -222,20 +222,41 @@ static void advance_streams(const lpv_model *m, lpv_workspace *ws, int l, const 
 }
 
 static lpv_status update_layers(lpv_model *m, lpv_layer_ref *refs, int first, int count, uint8_t *const *masks, int R,
-                                int C, lpv_model_stats *cs, const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri,
-                                lpv_err *err) {
+                                int C, lpv_model_stats *cs, lpv_update_kind u, const lpv_recon_opts *ro,
+                                lpv_reconstruct_info *ri, lpv_err *err) {
     for (int i = first; i < first + count; i++) {
         if (!masks[i]) continue;
         lpv_linear *L = refs[i].lin;
         lpv_recon_info info = {0, 0, 0};
-        lpv_status s = lpv_reconstruct_layer(L->w, L->b, L->out, L->in, R, C, masks[i], &cs->st[i], o->update,
-                                             &o->recon, &info, refs[i].name, err);
+        lpv_status s = lpv_reconstruct_layer(L->w, L->b, L->out, L->in, R, C, masks[i], &cs->st[i], u, ro, &info,
+                                             refs[i].name, err);
         note(ri, &info);
         lpv_stats_free(&cs->st[i]);
         cs->want[i] = 0;
         if (s) return s;
     }
     return LPV_OK;
+}
+
+/* The final logits' squared error of m (run from the pruned stream) against tgt's (from its stream ys), over
+   the target logits' mean square: what the heads' refit lowers. la, lb: (b, classes) scratch. */
+static double logit_error(const lpv_model *m, const lpv_model *tgt, lpv_workspace *ws, const stream_cache *c,
+                          float *const *ys, float *la, float *lb) {
+    const lpv_config *cfg = &m->cfg;
+    double se = 0, ss = 0;
+    for (int i = 0; i < c->n; i++) {
+        int bs = c->bsz[i];
+        size_t bytes = sizeof(float) * (size_t)cfg->dim * (size_t)lpv_round16(bs * cfg->n_tokens);
+        memcpy(ws->x, ys[i], bytes);
+        lpv_forward_end(tgt, ws, bs, la);
+        memcpy(ws->x, c->xp[i], bytes);
+        lpv_forward_end(m, ws, bs, lb);
+        for (int64_t k = 0; k < (int64_t)bs * cfg->classes; k++) {
+            double d = (double)lb[k] - la[k];
+            se += d * d, ss += (double)la[k] * la[k];
+        }
+    }
+    return ss > 0 ? se / ss : 0;
 }
 
 /* Mean square of the tuning target's block output (chunks y), over the valid columns. */
@@ -292,29 +313,60 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     const lpv_config *cfg = &m->cfg;
     int D = cfg->dim, T = cfg->n_tokens, F = cfg->mlp, b = o->batch < ds->n ? o->batch : ds->n;
     int tuning = o->tune.epochs > 0;
-    const lpv_model *tt = tuning && o->tune_target && o->tune_target != dense ? o->tune_target : NULL;
-    LPV_TRY(check_twin(m, dense, masks, "the dense model", err));
-    if (tt) LPV_TRY(check_twin(m, tt, masks, "the tuning target model", err));
-    lpv_layer_ref refs[LPV_MAX_LAYERS], drefs[LPV_MAX_LAYERS];
-    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    const lpv_model *tt = (tuning || o->refit_heads) && o->final_target && o->final_target != dense ? o->final_target
+                                                                                                      : NULL;
+    lpv_layer_ref refs[LPV_MAX_LAYERS], drefs[LPV_MAX_LAYERS], trefs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS), h0 = 1 + 4 * cfg->depth;
+    /* the masks as the refit sees them: a head to refit is a layer with every block kept */
+    uint8_t *mk[LPV_MAX_LAYERS];
+    int refit[LPV_MAX_LAYERS], heads_active = 0;
+    size_t full_n = 0;
+    for (int i = 0; i < n; i++) {
+        mk[i] = masks[i];
+        refit[i] = o->refit_heads && i >= h0 && !masks[i];
+        if (refit[i]) {
+            size_t nb = (size_t)((refs[i].lin->out + R - 1) / R) * (size_t)((refs[i].lin->in + C - 1) / C);
+            if (nb > full_n) full_n = nb;
+        }
+        heads_active |= i >= h0 && (masks[i] || refit[i]);
+    }
+    uint8_t *full = full_n ? malloc(full_n) : NULL;
+    if (full_n && !full) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    if (full) memset(full, 1, full_n);
+    for (int i = 0; i < n; i++)
+        if (refit[i]) mk[i] = full;
+    lpv_status cst = check_twin(m, dense, mk, "the dense model", err);
+    if (!cst && tt) cst = check_twin(m, tt, mk, "the final target model", err);
+    if (cst) {
+        free(full);
+        return cst;
+    }
     lpv_model_layers((lpv_model *)dense, drefs, LPV_MAX_LAYERS);
+    if (tt) lpv_model_layers((lpv_model *)tt, trefs, LPV_MAX_LAYERS);
     int active[LPV_MAX_LAYERS], in_of[LPV_MAX_LAYERS];
-    for (int i = 0; i < n; i++) active[i] = masks[i] != NULL, in_of[i] = refs[i].lin->in;
+    for (int i = 0; i < n; i++) active[i] = mk[i] != NULL, in_of[i] = refs[i].lin->in;
     /* the patch embedding sees the same patches in both models: its dense statistics are exact */
+    lpv_status pst = LPV_OK;
     if (masks[0]) {
-        if (!stats || !stats->want[0]) return lpv_fail(err, LPV_E_ARG, "no input statistics for 'patch_embed.proj'");
         lpv_recon_info info = {0, 0, 0};
-        LPV_TRY(lpv_reconstruct_layer(m->patch.w, m->patch.b, m->patch.out, m->patch.in, R, C, masks[0], &stats->st[0],
-                                      o->update, &o->recon, &info, "patch_embed.proj", err));
+        pst = !stats || !stats->want[0]
+                  ? lpv_fail(err, LPV_E_ARG, "no input statistics for 'patch_embed.proj'")
+                  : lpv_reconstruct_layer(m->patch.w, m->patch.b, m->patch.out, m->patch.in, R, C, masks[0],
+                                          &stats->st[0], o->update, &o->recon, &info, "patch_embed.proj", err);
         note(ri, &info);
     }
     lpv_workspace ws;
-    LPV_TRY(lpv_workspace_init(&ws, cfg, b, err));
+    if (!pst) pst = lpv_workspace_init(&ws, cfg, b, err);
+    if (pst) {
+        free(full);
+        return pst;
+    }
     lpv_tuner tuner;
     if (tuning) {
         lpv_status ts = lpv_tuner_init(&tuner, cfg, &o->tune, err);
         if (ts) {
             lpv_workspace_free(&ws);
+            free(full);
             return ts;
         }
     }
@@ -333,9 +385,11 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         tc.rows[j] = rows_of[j] > D ? rows_of[j] : D;
         tc.buf[j] = malloc(sizeof(float) * (size_t)tc.rows[j] * (size_t)ldmax);
     }
+    /* (b, classes) each: the heads' pass, and the logits' error before/after their refit */
     float *logits = malloc(sizeof(float) * (size_t)b * cfg->classes);
-    lpv_status st = (!cache.bsz || !cache.xd || !cache.xp || (tt && !cache.xt) || !logits || !tc.buf[0] || !tc.buf[1] ||
-                      !tc.buf[2] || !tc.buf[3])
+    float *logits2 = malloc(sizeof(float) * (size_t)b * cfg->classes);
+    lpv_status st = (!cache.bsz || !cache.xd || !cache.xp || (tt && !cache.xt) || !logits || !logits2 || !tc.buf[0] ||
+                     !tc.buf[1] || !tc.buf[2] || !tc.buf[3])
                         ? lpv_fail(err, LPV_E_OOM, "out of memory for the sequential reconstruction")
                         : LPV_OK;
     /* embed every chunk of calibration images in both models */
@@ -370,7 +424,12 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     cs.n = n;
     double t0 = lpv_now();
     for (int l = 0; l <= cfg->depth && st == LPV_OK; l++) {
-        int first = l < cfg->depth ? 1 + 4 * l : 1 + 4 * cfg->depth, count = l < cfg->depth ? 4 : cfg->n_outputs;
+        int first = l < cfg->depth ? 1 + 4 * l : h0, count = l < cfg->depth ? 4 : cfg->n_outputs;
+        /* the heads' target: the final target when there is one (its logits are what the user gets) */
+        const lpv_model *src = l == cfg->depth && tt ? tt : dense;
+        float **sx = l == cfg->depth && tt ? cache.xt : cache.xd;
+        lpv_layer_ref *srefs = l == cfg->depth && tt ? trefs : drefs;
+        if (l == cfg->depth && heads_active) ri->logit_err_before = logit_error(m, src, &ws, &cache, sx, logits, logits2);
         /* one sublayer at a time, in order: each is fitted on the inputs that the sublayers refit before it
            produce, so the upstream error is corrected once, not by every sublayer of the block again */
         for (int i = first; i < first + count && st == LPV_OK; i++) {
@@ -384,9 +443,9 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
                 int bs = cache.bsz[c];
                 size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
                 tc.capture = 1;
-                memcpy(ws.x, cache.xd[c], bytes);
-                if (l < cfg->depth) lpv_forward_block(dense, &ws, l, bs);
-                else lpv_forward_end(dense, &ws, bs, logits);
+                memcpy(ws.x, sx[c], bytes);
+                if (l < cfg->depth) lpv_forward_block(src, &ws, l, bs);
+                else lpv_forward_end(src, &ws, bs, logits);
                 tc.capture = 0;
                 memcpy(ws.x, cache.xp[c], bytes);
                 if (l < cfg->depth) lpv_forward_block(m, &ws, l, bs);
@@ -396,9 +455,16 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             /* the target is the dense layer applied to the dense inputs: start from its weights (the
                closed-form refit does not depend on where it starts, but reads its target from them),
                which matters when m was already pruned and refit once (prune --steps) */
-            if (st == LPV_OK) lpv_linear_copy_weights(refs[i].lin, drefs[i].lin);
-            if (st == LPV_OK) st = update_layers(m, refs, i, 1, masks, R, C, &cs, o, ri, err);
+            if (st == LPV_OK) lpv_linear_copy_weights(refs[i].lin, srefs[i].lin);
+            /* a head sees one token per image, not T: its damping is its own (see reconstruct.h) */
+            lpv_recon_opts ro = o->recon;
+            if (i >= h0 && o->head_damp > 0) ro.damp = o->head_damp;
+            if (st == LPV_OK)
+                st = update_layers(m, refs, i, 1, mk, R, C, &cs, refit[i] ? LPV_UPDATE_LSQ : o->update, &ro, ri, err);
+            ri->heads_refit += st == LPV_OK && refit[i];
         }
+        if (st == LPV_OK && l == cfg->depth && heads_active)
+            ri->logit_err_after = logit_error(m, src, &ws, &cache, sx, logits, logits2);
         if (st == LPV_OK && l < cfg->depth) {
             advance_streams(dense, &ws, l, &cache, cache.xd, D, T); /* the dense stream moves to the next block */
             if (tt) advance_streams(tt, &ws, l, &cache, cache.xt, D, T);
@@ -414,7 +480,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         if (cs.want[i]) lpv_stats_free(&cs.st[i]);
     cache_free(&cache);
     for (int j = 0; j < 4; j++) free(tc.buf[j]);
-    free(logits);
+    free(logits), free(logits2), free(full);
     lpv_workspace_free(&ws);
     if (tuning) lpv_tuner_free(&tuner);
     return st;

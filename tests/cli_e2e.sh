@@ -162,6 +162,12 @@ run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --permute-image
 run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --quiet
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --update none --tune-epochs 2 --out "$T/x.safetensors" --quiet; one_line_err "--tune-epochs"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --tune-epochs 2 --tune-lr 0 --out "$T/x.safetensors" --quiet; one_line_err "--tune-lr"
+# the heads: refit by default with a sequential refit (the logits' error drops), left as they were with --no-refit-heads
+[ "$(json_get "$T/rt.json" "(d['settings']['refit_heads'], d['reconstruction']['heads']['refit'], d['reconstruction']['heads']['logit_error_after'] < d['reconstruction']['heads']['logit_error_before'])")" = "(True, 1, True)" ] && ok || bad "heads refit: $(json_get "$T/rt.json" "d['reconstruction'].get('heads')")"
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --permute-images 4 --target-flops 0.5 --block 16x16 --steps 1 \
+  --no-refit-heads $C --out "$T/nh.safetensors" --report "$T/rnh.json" --quiet
+[ "$(json_get "$T/rnh.json" "(d['settings']['refit_heads'], 'heads' in d['reconstruction'], d['reconstruction']['images'])")" = "(False, False, 8)" ] && ok || bad "--no-refit-heads: $(json_get "$T/rnh.json" "d['reconstruction']")"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --head-damp 0 --out "$T/x.safetensors" --quiet; one_line_err "--head-damp"
 # the second run with the same inputs reuses the cached statistics
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 [ "$(json_get "$T/r.json" "d['calibration']['from_cache']")" = False ] && ok || bad "first run should not hit the cache"

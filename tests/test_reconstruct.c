@@ -149,7 +149,7 @@ int main(void) {
     for (int mode = 0; mode < 5; mode++) { /* masked, bias, lsq, lsq sequential, the same + block tuning */
         lpv_model *p = model();
         lpv_reconstruct_opts o = {mode == 0 ? LPV_UPDATE_NONE : mode == 1 ? LPV_UPDATE_BIAS : LPV_UPDATE_LSQ, mode >= 3,
-                                  lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1};
+                                  lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, 0, 0};
         if (mode == 4) o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
@@ -183,6 +183,30 @@ int main(void) {
     CHECKF(kl[2] < kl[0], "lsq KL %g not below masked %g", kl[2], kl[0]);
     CHECKF(kl[4] < kl[3], "block tuning KL %g not below the sequential refit's %g", kl[4], kl[3]);
     CHECKF(kl[3] <= kl[2] * 1.05, "sequential KL %g worse than independent %g", kl[3], kl[2]);
+    /* the heads the masks leave dense: refit (least squares over all their columns) to the dense logits from
+       the pruned model's final features; off, the head is left bit for bit as it was */
+    {
+        double klh[2];
+        for (int v = 0; v < 2; v++) {
+            lpv_model *p = model();
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, v, 0.01};
+            lpv_reconstruct_info info;
+            CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
+            klh[v] = kl_of(p, dl, x, M);
+            CHECK(info.heads_refit == v);
+            if (v) {
+                printf("heads refit: logits' relative error %.4g -> %.4g\n", info.logit_err_before, info.logit_err_after);
+                CHECKF(info.logit_err_after < 0.9 * info.logit_err_before, "head refit: logit error %g, was %g",
+                       info.logit_err_after, info.logit_err_before);
+            } else {
+                CHECK(memcmp(p->head.w, dense->head.w, sizeof(float) * (size_t)p->head.out * p->head.in) == 0);
+                CHECK(memcmp(p->head.b, dense->head.b, sizeof(float) * (size_t)p->head.out) == 0);
+            }
+            lpv_model_free(p);
+        }
+        printf("sequential lsq: KL to dense %.5g, with the head refit %.5g\n", klh[0], klh[1]);
+        CHECKF(klh[1] < klh[0], "head refit: KL %g not below %g", klh[1], klh[0]);
+    }
     /* the sequential refit's target is the dense model's layer on the dense inputs, not what m holds
        (prune --steps refits a model that an earlier step already pruned and refit): with every block
        kept, a model whose weights were all perturbed is brought back to the dense function */
@@ -197,7 +221,7 @@ int main(void) {
                 pr[i].lin->w[q] *= 1.0f + 0.5f * (float)(lpv_rng_uniform(&r) - 0.5);
         }
         double kl_perturbed = kl_of(p, dl, x, M);
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1};
+        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, 0, 0};
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
         double kl_refit = kl_of(p, dl, x, M);
@@ -220,7 +244,7 @@ int main(void) {
         double klt[2];
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, 1};
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, 1, 0, 0};
             o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
@@ -230,13 +254,24 @@ int main(void) {
         printf("refit towards a drifted model: KL to dense %.5g tuning towards it, %.5g towards the dense model\n", klt[0],
                klt[1]);
         CHECKF(klt[1] < 0.8 * klt[0], "tuning towards the dense model: KL %g, towards the drifted one %g", klt[1], klt[0]);
+        /* the heads, without tuning, follow the final target too */
+        for (int v = 0; v < 2; v++) {
+            lpv_model *p = model();
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, 1, 1, 0.01};
+            lpv_reconstruct_info info;
+            CHECK_OK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
+            klt[v] = kl_of(p, dl, x, M);
+            lpv_model_free(p);
+        }
+        printf("heads refit towards the drifted model: KL to dense %.5g, towards the dense model %.5g\n", klt[0], klt[1]);
+        CHECKF(klt[1] < 0.5 * klt[0], "heads towards the dense model: KL %g, towards the drifted one %g", klt[1], klt[0]);
         /* a target of another shape is refused */
         lpv_config c2 = dense->cfg;
         c2.mlp = 64;
         lpv_model *other;
         CHECK_OK(lpv_model_random(&other, &c2, 3, &err), &err);
         lpv_model *p = model();
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), other, 5, 1};
+        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), other, 5, 1, 0, 0};
         o.tune.epochs = 1;
         lpv_reconstruct_info info;
         CHECK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err) == LPV_E_ARG);

@@ -7,8 +7,9 @@
 #   scripts/bench-prune.sh                  # full table: targets 0.7 0.5 0.3, blocks 16x16 32x32
 #   scripts/bench-prune.sh --quick          # CI: 256 calibration / 300 val images, target 0.7, 32x32,
 #                                           # taylor2 only, fails below scripts/bench-prune.floor
-# (quick mode's floor, 49, is the measured 55.7 (3 steps) minus ~6 points: one-shot pruning measured
-# 44.0 here, a lost channel sort or refit falls to ~5 %, see README "Pruning accuracy".)
+# (quick mode's floor, 57, is the measured 63.3 (3 steps, heads refit) minus ~6 points: without the
+# heads' refit it measured 55.7, one-shot pruning 44.0, a lost channel sort or refit falls to ~5 %,
+# see README "Pruning accuracy".)
 # Options: --data DIR (default ../shared/data), --methods "l1 lpvit taylor2 ...", --targets, --blocks,
 #          --calib-size N, --val-limit N, --threads N, --out DIR, --floor X (quick mode's top-1 floor),
 #          --rebench (reuse the pruned models and evaluations already in --out; measure the speedups again,

@@ -201,7 +201,7 @@ typedef struct {
     int n;        /* chunks */
     int *bsz;     /* images per chunk */
     float **xd, **xp; /* (D, round16(bsz*T)) residual streams: dense, pruned */
-    float **xt;       /* the tuning target's stream when it is not the dense one (else NULL) */
+    float **xt;       /* the final target's stream (tuning, heads) when it is not the dense one (else NULL) */
 } stream_cache;
 
 static void cache_free(stream_cache *c) {
@@ -259,7 +259,7 @@ static double logit_error(const lpv_model *m, const lpv_model *tgt, lpv_workspac
     return ss > 0 ? se / ss : 0;
 }
 
-/* Mean square of the tuning target's block output (chunks y), over the valid columns. */
+/* Mean square of the final target's block output (chunks y), over the valid columns. */
 static double target_mean_square(const stream_cache *c, float *const *y, int D, int T) {
     double s = 0;
     int64_t cnt = 0;

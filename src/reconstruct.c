@@ -239,16 +239,21 @@ static lpv_status update_layers(lpv_model *m, lpv_layer_ref *refs, int first, in
 }
 
 /* The final logits' squared error of m (run from the pruned stream) against tgt's (from its stream ys), over
-   the target logits' mean square: what the heads' refit lowers. la, lb: (b, classes) scratch. */
-static double logit_error(const lpv_model *m, const lpv_model *tgt, lpv_workspace *ws, const stream_cache *c,
-                          float *const *ys, float *la, float *lb) {
+   the target logits' mean square: what the heads' refit lowers; the target's logits come from ht when it is
+   given. la, lb: (b, classes) scratch. */
+static double logit_error(const lpv_model *m, const lpv_model *tgt, const lpv_head_targets *ht, lpv_workspace *ws,
+                          const stream_cache *c, float *const *ys, float *la, float *lb) {
     const lpv_config *cfg = &m->cfg;
     double se = 0, ss = 0;
-    for (int i = 0; i < c->n; i++) {
+    for (int i = 0, off = 0; i < c->n; off += c->bsz[i], i++) {
         int bs = c->bsz[i];
         size_t bytes = sizeof(float) * (size_t)cfg->dim * (size_t)lpv_round16(bs * cfg->n_tokens);
-        memcpy(ws->x, ys[i], bytes);
-        lpv_forward_end(tgt, ws, bs, la);
+        if (ht) { /* recorded earlier */
+            memcpy(la, ht->logits + (int64_t)off * cfg->classes, sizeof(float) * (size_t)bs * cfg->classes);
+        } else {
+            memcpy(ws->x, ys[i], bytes);
+            lpv_forward_end(tgt, ws, bs, la);
+        }
         memcpy(ws->x, c->xp[i], bytes);
         lpv_forward_end(m, ws, bs, lb);
         for (int64_t k = 0; k < (int64_t)bs * cfg->classes; k++) {
@@ -257,6 +262,68 @@ static double logit_error(const lpv_model *m, const lpv_model *tgt, lpv_workspac
         }
     }
     return ss > 0 ? se / ss : 0;
+}
+
+void lpv_head_targets_free(lpv_head_targets *h) {
+    if (!h) return;
+    free(h->x), free(h->w), free(h->b), free(h->logits);
+    memset(h, 0, sizeof *h);
+}
+
+static lpv_status head_targets_alloc(lpv_head_targets *h, const lpv_config *cfg, int images, lpv_err *err) {
+    lpv_head_targets_free(h);
+    h->images = images, h->outputs = cfg->n_outputs, h->dim = cfg->dim, h->classes = cfg->classes;
+    size_t no = (size_t)h->outputs, D = (size_t)h->dim, K = (size_t)h->classes, n = (size_t)images;
+    h->x = malloc(sizeof(float) * no * D * n);
+    h->w = malloc(sizeof(float) * no * K * D);
+    h->b = malloc(sizeof(float) * no * K);
+    h->logits = malloc(sizeof(float) * n * K);
+    if (h->x && h->w && h->b && h->logits) return LPV_OK;
+    lpv_head_targets_free(h);
+    return lpv_fail(err, LPV_E_OOM, "out of memory recording the heads' targets of %d images", images);
+}
+
+/* Recording tap: head k's input columns (one per image) go to image `off` onward of h->x. */
+typedef struct {
+    lpv_head_targets *h;
+    int h0, off;
+} record_ctx;
+
+static void record_tap(void *ctx, int layer, const float *X, int ld, int ncols) {
+    record_ctx *r = ctx;
+    int k = layer - r->h0;
+    if (k < 0 || k >= r->h->outputs) return;
+    for (int d = 0; d < r->h->dim; d++)
+        memcpy(r->h->x + ((int64_t)k * r->h->dim + d) * r->h->images + r->off, X + (int64_t)d * ld,
+               sizeof(float) * (size_t)ncols);
+}
+
+/* Runs the heads of tgt on its final stream ys and keeps what a later heads' refit needs. */
+static void record_heads(const lpv_model *tgt, lpv_workspace *ws, const stream_cache *c, float *const *ys, int h0,
+                         lpv_head_targets *h) {
+    const lpv_config *cfg = &tgt->cfg;
+    const lpv_linear *hd[2] = {&tgt->head, &tgt->head_dist};
+    for (int k = 0; k < h->outputs; k++) {
+        memcpy(h->w + (int64_t)k * h->classes * h->dim, hd[k]->w, sizeof(float) * (size_t)h->classes * h->dim);
+        if (hd[k]->b) memcpy(h->b + (int64_t)k * h->classes, hd[k]->b, sizeof(float) * (size_t)h->classes);
+        else memset(h->b + (int64_t)k * h->classes, 0, sizeof(float) * (size_t)h->classes);
+    }
+    record_ctx rc = {h, h0, 0};
+    for (int i = 0; i < c->n; rc.off += c->bsz[i], i++) {
+        memcpy(ws->x, ys[i], sizeof(float) * (size_t)cfg->dim * (size_t)lpv_round16(c->bsz[i] * cfg->n_tokens));
+        ws->tap = record_tap, ws->tap_ctx = &rc;
+        lpv_forward_end(tgt, ws, c->bsz[i], h->logits + (int64_t)rc.off * h->classes);
+        ws->tap = NULL;
+    }
+}
+
+static lpv_status check_head_targets(const lpv_head_targets *h, const lpv_config *cfg, int images, lpv_err *err) {
+    if (h->images != images || h->outputs != cfg->n_outputs || h->dim != cfg->dim || h->classes != cfg->classes)
+        return lpv_fail(err, LPV_E_ARG,
+                        "recorded head targets are for %d images, %d heads, width %d, %d classes; expected %d, %d, %d, "
+                        "%d",
+                        h->images, h->outputs, h->dim, h->classes, images, cfg->n_outputs, cfg->dim, cfg->classes);
+    return LPV_OK;
 }
 
 /* Mean square of the final target's block output (chunks y), over the valid columns. */
@@ -313,8 +380,10 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     const lpv_config *cfg = &m->cfg;
     int D = cfg->dim, T = cfg->n_tokens, F = cfg->mlp, b = o->batch < ds->n ? o->batch : ds->n;
     int tuning = o->tune.epochs > 0;
-    const lpv_model *tt = (tuning || o->refit_heads) && o->final_target && o->final_target != dense ? o->final_target
-                                                                                                      : NULL;
+    const lpv_head_targets *ht = o->refit_heads ? o->head_targets : NULL;
+    const lpv_model *tt = (tuning || (o->refit_heads && !ht)) && o->final_target && o->final_target != dense
+                              ? o->final_target
+                              : NULL;
     lpv_layer_ref refs[LPV_MAX_LAYERS], drefs[LPV_MAX_LAYERS], trefs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS), h0 = 1 + 4 * cfg->depth;
     /* the masks as the refit sees them: a head to refit is a layer with every block kept */
@@ -337,6 +406,8 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         if (refit[i]) mk[i] = full;
     lpv_status cst = check_twin(m, dense, mk, "the dense model", err);
     if (!cst && tt) cst = check_twin(m, tt, mk, "the final target model", err);
+    if (!cst && ht) cst = check_head_targets(ht, cfg, ds->n, err);
+    if (!cst && o->record_heads) cst = head_targets_alloc(o->record_heads, cfg, ds->n, err);
     if (cst) {
         free(full);
         return cst;
@@ -429,7 +500,9 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         const lpv_model *src = l == cfg->depth && tt ? tt : dense;
         float **sx = l == cfg->depth && tt ? cache.xt : cache.xd;
         lpv_layer_ref *srefs = l == cfg->depth && tt ? trefs : drefs;
-        if (l == cfg->depth && heads_active) ri->logit_err_before = logit_error(m, src, &ws, &cache, sx, logits, logits2);
+        if (l == cfg->depth && o->record_heads) record_heads(dense, &ws, &cache, cache.xd, h0, o->record_heads);
+        if (l == cfg->depth && heads_active)
+            ri->logit_err_before = logit_error(m, src, ht, &ws, &cache, sx, logits, logits2);
         /* one sublayer at a time, in order: each is fitted on the inputs that the sublayers refit before it
            produce, so the upstream error is corrected once, not by every sublayer of the block again */
         for (int i = first; i < first + count && st == LPV_OK; i++) {
@@ -439,13 +512,21 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             tc.first = i, tc.count = 1, tc.slot0 = i - first, tc.cross = &cs;
             ws.tap = seq_tap, ws.tap_ctx = &tc;
             ws.tap_stop = i; /* nothing after this layer's input is needed: ~2x fewer block passes */
-            for (int c = 0; c < cache.n && st == LPV_OK; c++) {
+            for (int c = 0, off = 0; c < cache.n && st == LPV_OK; off += cache.bsz[c], c++) {
                 int bs = cache.bsz[c];
                 size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
                 tc.capture = 1;
-                memcpy(ws.x, sx[c], bytes);
-                if (l < cfg->depth) lpv_forward_block(src, &ws, l, bs);
-                else lpv_forward_end(src, &ws, bs, logits);
+                if (l == cfg->depth && ht) { /* the head's recorded inputs stand for the capture pass */
+                    int j = i - first;
+                    for (int d = 0; d < D; d++)
+                        memcpy(tc.buf[j] + (int64_t)d * bs, ht->x + ((int64_t)j * D + d) * ht->images + off,
+                               sizeof(float) * (size_t)bs);
+                    tc.ld[j] = bs, tc.ncols[j] = bs;
+                } else {
+                    memcpy(ws.x, sx[c], bytes);
+                    if (l < cfg->depth) lpv_forward_block(src, &ws, l, bs);
+                    else lpv_forward_end(src, &ws, bs, logits);
+                }
                 tc.capture = 0;
                 memcpy(ws.x, cache.xp[c], bytes);
                 if (l < cfg->depth) lpv_forward_block(m, &ws, l, bs);
@@ -455,7 +536,13 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             /* the target is the dense layer applied to the dense inputs: start from its weights (the
                closed-form refit does not depend on where it starts, but reads its target from them),
                which matters when m was already pruned and refit once (prune --steps) */
-            if (st == LPV_OK) lpv_linear_copy_weights(refs[i].lin, srefs[i].lin);
+            if (st == LPV_OK && l == cfg->depth && ht) {
+                lpv_linear *hl = refs[i].lin;
+                memcpy(hl->w, ht->w + (int64_t)(i - h0) * ht->classes * D, sizeof(float) * (size_t)ht->classes * D);
+                if (hl->b) memcpy(hl->b, ht->b + (int64_t)(i - h0) * ht->classes, sizeof(float) * (size_t)ht->classes);
+            } else if (st == LPV_OK) {
+                lpv_linear_copy_weights(refs[i].lin, srefs[i].lin);
+            }
             /* a head sees one token per image, not T: its damping is its own (see reconstruct.h) */
             lpv_recon_opts ro = o->recon;
             if (i >= h0 && o->head_damp > 0) ro.damp = o->head_damp;
@@ -464,7 +551,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             ri->heads_refit += st == LPV_OK && refit[i];
         }
         if (st == LPV_OK && l == cfg->depth && heads_active)
-            ri->logit_err_after = logit_error(m, src, &ws, &cache, sx, logits, logits2);
+            ri->logit_err_after = logit_error(m, src, ht, &ws, &cache, sx, logits, logits2);
         if (st == LPV_OK && l < cfg->depth) {
             advance_streams(dense, &ws, l, &cache, cache.xd, D, T); /* the dense stream moves to the next block */
             if (tt) advance_streams(tt, &ws, l, &cache, cache.xt, D, T);

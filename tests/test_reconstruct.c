@@ -149,7 +149,7 @@ int main(void) {
     for (int mode = 0; mode < 5; mode++) { /* masked, bias, lsq, lsq sequential, the same + block tuning */
         lpv_model *p = model();
         lpv_reconstruct_opts o = {mode == 0 ? LPV_UPDATE_NONE : mode == 1 ? LPV_UPDATE_BIAS : LPV_UPDATE_LSQ, mode >= 3,
-                                  lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, 0, 0};
+                                  lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, 0, 0, NULL, NULL};
         if (mode == 4) o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
@@ -189,7 +189,7 @@ int main(void) {
         double klh[2];
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, v, 0.01};
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, v, 0.01, NULL, NULL};
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
             klh[v] = kl_of(p, dl, x, M);
@@ -221,7 +221,7 @@ int main(void) {
                 pr[i].lin->w[q] *= 1.0f + 0.5f * (float)(lpv_rng_uniform(&r) - 0.5);
         }
         double kl_perturbed = kl_of(p, dl, x, M);
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, 0, 0};
+        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, 0, 0, NULL, NULL};
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
         double kl_refit = kl_of(p, dl, x, M);
@@ -244,7 +244,7 @@ int main(void) {
         double klt[2];
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, 1, 0, 0};
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, 1, 0, 0, NULL, NULL};
             o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
@@ -257,7 +257,7 @@ int main(void) {
         /* the heads, without tuning, follow the final target too */
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, 1, 1, 0.01};
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, 1, 1, 0.01, NULL, NULL};
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
             klt[v] = kl_of(p, dl, x, M);
@@ -265,13 +265,56 @@ int main(void) {
         }
         printf("heads refit towards the drifted model: KL to dense %.5g, towards the dense model %.5g\n", klt[0], klt[1]);
         CHECKF(klt[1] < 0.5 * klt[0], "heads towards the dense model: KL %g, towards the drifted one %g", klt[1], klt[0]);
+        /* the same from a record: prune --steps without tuning records the input model's heads (their inputs,
+           weights and logits) in step 1, whose target it is, instead of holding that model and running it again
+           in the final step; the final model must not change */
+        {
+            lpv_head_targets rec;
+            memset(&rec, 0, sizeof rec);
+            lpv_model *q = model(), *pa = model(), *pb = model();
+            lpv_reconstruct_opts o1 = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, 0, 0, &rec, NULL};
+            lpv_reconstruct_opts oa = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), dense, 5, 1, 1, 0.01, NULL, NULL};
+            lpv_reconstruct_opts ob = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, 1, 1, 0.01, NULL, &rec};
+            lpv_reconstruct_info i1, ia, ib;
+            CHECK_OK(lpv_reconstruct(q, dense, masks, R, C, &s, &ds, &pp, &o1, &i1, &err), &err);
+            CHECK(rec.images == ds.n && rec.outputs == 1 && rec.dim == dense->cfg.dim && i1.heads_refit == 0);
+            CHECK_OK(lpv_reconstruct(pa, prev, masks, R, C, &s, &ds, &pp, &oa, &ia, &err), &err);
+            CHECK_OK(lpv_reconstruct(pb, prev, masks, R, C, &s, &ds, &pp, &ob, &ib, &err), &err);
+            CHECK(ia.heads_refit == 1 && ib.heads_refit == 1);
+            double dmax = 0, wmax = 0;
+            for (int64_t q2 = 0; q2 < (int64_t)pa->head.out * pa->head.in; q2++) {
+                double d = fabs((double)pa->head.w[q2] - pb->head.w[q2]);
+                dmax = d > dmax ? d : dmax, wmax = fabs(pa->head.w[q2]) > wmax ? fabs(pa->head.w[q2]) : wmax;
+            }
+            for (int q2 = 0; q2 < pa->head.out; q2++) {
+                double d = fabs((double)pa->head.b[q2] - pb->head.b[q2]);
+                dmax = d > dmax ? d : dmax;
+            }
+            printf("heads from a record: max |Δ| %.3g (max |w| %.3g), logits' error %.6g -> %.6g vs %.6g -> %.6g\n", dmax,
+                   wmax, ib.logit_err_before, ib.logit_err_after, ia.logit_err_before, ia.logit_err_after);
+            CHECKF(dmax <= 1e-5 * wmax, "heads from a record differ by %g (max |w| %g)", dmax, wmax);
+            CHECK(fabs(ia.logit_err_before - ib.logit_err_before) <= 1e-6 * ia.logit_err_before);
+            CHECK(fabs(ia.logit_err_after - ib.logit_err_after) <= 1e-5 * ia.logit_err_after);
+            lpv_layer_ref ar[LPV_MAX_LAYERS], br[LPV_MAX_LAYERS];
+            lpv_model_layers(pa, ar, LPV_MAX_LAYERS), lpv_model_layers(pb, br, LPV_MAX_LAYERS);
+            for (int i = 0; i < n - 1; i++) /* the blocks' refit is the same computation */
+                CHECK(memcmp(ar[i].lin->w, br[i].lin->w, sizeof(float) * (size_t)ar[i].lin->out * ar[i].lin->in) == 0);
+            /* a record of other images is refused */
+            rec.images--;
+            lpv_model *c2 = model();
+            CHECK(lpv_reconstruct(c2, prev, masks, R, C, &s, &ds, &pp, &ob, &ib, &err) == LPV_E_ARG);
+            CHECKF(strstr(err.msg, "recorded head targets") != NULL, "message: %s", err.msg);
+            rec.images++;
+            lpv_head_targets_free(&rec);
+            lpv_model_free(q), lpv_model_free(pa), lpv_model_free(pb), lpv_model_free(c2);
+        }
         /* a target of another shape is refused */
         lpv_config c2 = dense->cfg;
         c2.mlp = 64;
         lpv_model *other;
         CHECK_OK(lpv_model_random(&other, &c2, 3, &err), &err);
         lpv_model *p = model();
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), other, 5, 1, 0, 0};
+        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), other, 5, 1, 0, 0, NULL, NULL};
         o.tune.epochs = 1;
         lpv_reconstruct_info info;
         CHECK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err) == LPV_E_ARG);

@@ -34,6 +34,9 @@
  *                   that model's outputs instead of `dense`'s (prune --steps:
  *                   the input model, while each step's refit targets the step
  *                   before); its stream is cached too (memory +50 %).
+ *                   Without tuning, the heads alone need far less of that
+ *                   model: record_heads / head_targets keep its heads' inputs
+ *                   and logits from an earlier pass (lpv_head_targets).
  * The model is modified in place: its pruned layers' dense weights are
  * replaced by the updated ones (zeros in pruned blocks); the caller converts
  * them to BSR afterwards. Statistics own their matrices (lpv_model_stats_free).
@@ -72,6 +75,21 @@ lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lp
                                    lpv_model_stats *s, lpv_err *err);
 void lpv_model_stats_free(lpv_model_stats *s);
 
+/* What the heads' refit needs of its target model, recorded by one sequential pass (the final-norm
+ * tokens each head reads, the heads' weights and the logits of that pass's `dense` model, per image) so
+ * that a later pass over the same images in the same order can refit the heads towards that model
+ * without holding it and running it again (prune --steps without tuning: step 1's `dense` is the input
+ * model, which the final step's heads must match). Owns its arrays: lpv_head_targets_free.
+ * Memory: outputs × (dim × images + classes × dim) + images × classes floats (DeiT-B, 2000 images: 17 MiB). */
+typedef struct {
+    int images, outputs, dim, classes;
+    float *x;      /* (outputs, dim, images): head k's input for image i at x[(k * dim + d) * images + i] */
+    float *w, *b;  /* (outputs, classes, dim), (outputs, classes): the heads' weights and biases */
+    float *logits; /* (images, classes): the model's output (the heads' mean when there are two) */
+} lpv_head_targets;
+
+void lpv_head_targets_free(lpv_head_targets *h);
+
 typedef struct {
     lpv_update_kind update;
     int sequential;
@@ -82,6 +100,9 @@ typedef struct {
     int quiet;
     int refit_heads;    /* sequential only: also refit the heads no mask prunes (lsq, all columns kept) */
     double head_damp;   /* damping of every head's refit, a fraction of its mean diagonal (0: recon.damp) */
+    lpv_head_targets *record_heads;       /* sequential: filled with `dense`'s head targets (NULL: not recorded) */
+    const lpv_head_targets *head_targets; /* sequential: the heads' refit matches these, recorded over the same
+                                             images, instead of final_target or `dense` (NULL: not used) */
 } lpv_reconstruct_opts;
 
 typedef struct {

@@ -110,12 +110,9 @@ static int tap(lpv_workspace *ws, int layer, const float *X, int ld, int ncols) 
     return layer == ws->tap_stop;
 }
 
-/* Layer index of block l's first linear in lpv_model_layers order (patch embed is 0). */
-static int block_layer0(int l) { return 1 + 4 * l; }
-
 static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspace *ws, int B, int ld, int l,
                           op_timer *tm) {
-    int D = c->dim, N = B * c->n_tokens, L0 = block_layer0(l);
+    int D = c->dim, N = B * c->n_tokens, L0 = lpv_block_layer0(l);
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0, ws->xn, ld, N)) return;
@@ -148,7 +145,7 @@ static void heads_forward(const lpv_model *m, lpv_workspace *ws, int B, int ld, 
             for (int b = 0; b < B; b++)
                 ws->hx[(int64_t)d * ldh + k * Bp + b] = ws->x[(int64_t)d * ld + (int64_t)b * T + k];
     lpv_layernorm_fm(ws->hx, ws->hx, m->norm_w, m->norm_b, D, ldh, ldh, c->ln_eps);
-    int Lh = block_layer0(c->depth);
+    int Lh = lpv_block_layer0(c->depth);
     tap(ws, Lh, ws->hx, ldh, B);
     lpv_linear_forward(&m->head, ws->hx, ldh, ws->lt, ldh, B, LPV_EPI_BIAS);
     if (no == 2) {

@@ -132,6 +132,9 @@ typedef struct {
 
 /* Fills up to cap refs; returns the number of linear layers. */
 int lpv_model_layers(lpv_model *m, lpv_layer_ref *out, int cap);
+/* Index in lpv_model_layers order of block l's first linear (qkv; then proj, fc1, fc2); l = depth gives the
+   first head. The patch embedding is 0. */
+static inline int lpv_block_layer0(int l) { return 1 + 4 * l; }
 /* Finds a layer by its timm module name. */
 lpv_linear *lpv_model_layer(lpv_model *m, const char *name);
 

@@ -221,21 +221,17 @@ static void advance_streams(const lpv_model *m, lpv_workspace *ws, int l, const 
     }
 }
 
-static lpv_status update_layers(lpv_model *m, lpv_layer_ref *refs, int first, int count, uint8_t *const *masks, int R,
-                                int C, lpv_model_stats *cs, lpv_update_kind u, const lpv_recon_opts *ro,
-                                lpv_reconstruct_info *ri, lpv_err *err) {
-    for (int i = first; i < first + count; i++) {
-        if (!masks[i]) continue;
-        lpv_linear *L = refs[i].lin;
-        lpv_recon_info info = {0, 0, 0};
-        lpv_status s = lpv_reconstruct_layer(L->w, L->b, L->out, L->in, R, C, masks[i], &cs->st[i], u, ro, &info,
-                                             refs[i].name, err);
-        note(ri, &info);
-        lpv_stats_free(&cs->st[i]);
-        cs->want[i] = 0;
-        if (s) return s;
-    }
-    return LPV_OK;
+/* Refits layer i of the sequential pass from its accumulated statistics, then frees them. */
+static lpv_status update_layer(lpv_layer_ref *refs, int i, const uint8_t *mask, int R, int C, lpv_model_stats *cs,
+                               lpv_update_kind u, const lpv_recon_opts *ro, lpv_reconstruct_info *ri, lpv_err *err) {
+    lpv_linear *L = refs[i].lin;
+    lpv_recon_info info = {0, 0, 0};
+    lpv_status s = lpv_reconstruct_layer(L->w, L->b, L->out, L->in, R, C, mask, &cs->st[i], u, ro, &info, refs[i].name,
+                                         err);
+    note(ri, &info);
+    lpv_stats_free(&cs->st[i]);
+    cs->want[i] = 0;
+    return s;
 }
 
 /* The final logits' squared error of m (run from the pruned stream) against tgt's (from its stream ys), over
@@ -343,7 +339,7 @@ static double target_mean_square(const stream_cache *c, float *const *y, int D, 
 static lpv_status tune_block(lpv_tuner *t, lpv_model *m, int l, const stream_cache *c, uint8_t *const *masks, int R,
                              int C, lpv_reconstruct_info *ri, lpv_err *err) {
     const uint8_t *bm[4];
-    for (int j = 0; j < 4; j++) bm[j] = masks[1 + 4 * l + j];
+    for (int j = 0; j < 4; j++) bm[j] = masks[lpv_block_layer0(l) + j];
     lpv_tune_info ti;
     double t0 = lpv_now();
     float **y = c->xt ? c->xt : c->xd;
@@ -385,7 +381,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
                               ? o->final_target
                               : NULL;
     lpv_layer_ref refs[LPV_MAX_LAYERS], drefs[LPV_MAX_LAYERS], trefs[LPV_MAX_LAYERS];
-    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS), h0 = 1 + 4 * cfg->depth;
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS), h0 = lpv_block_layer0(cfg->depth);
     /* the masks as the refit sees them: a head to refit is a layer with every block kept */
     uint8_t *mk[LPV_MAX_LAYERS];
     int refit[LPV_MAX_LAYERS], heads_active = 0;
@@ -495,7 +491,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     cs.n = n;
     double t0 = lpv_now();
     for (int l = 0; l <= cfg->depth && st == LPV_OK; l++) {
-        int first = l < cfg->depth ? 1 + 4 * l : h0, count = l < cfg->depth ? 4 : cfg->n_outputs;
+        int first = lpv_block_layer0(l), count = l < cfg->depth ? 4 : cfg->n_outputs;
         /* the heads' target: the final target when there is one (its logits are what the user gets) */
         const lpv_model *src = l == cfg->depth && tt ? tt : dense;
         float **sx = l == cfg->depth && tt ? cache.xt : cache.xd;
@@ -547,7 +543,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             lpv_recon_opts ro = o->recon;
             if (i >= h0 && o->head_damp > 0) ro.damp = o->head_damp;
             if (st == LPV_OK)
-                st = update_layers(m, refs, i, 1, mk, R, C, &cs, refit[i] ? LPV_UPDATE_LSQ : o->update, &ro, ri, err);
+                st = update_layer(refs, i, mk[i], R, C, &cs, refit[i] ? LPV_UPDATE_LSQ : o->update, &ro, ri, err);
             ri->heads_refit += st == LPV_OK && refit[i];
         }
         if (st == LPV_OK && l == cfg->depth && heads_active)

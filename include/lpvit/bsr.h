@@ -12,10 +12,10 @@
  * plus a kernel layout `packed` (the same numbers reordered, see bsr.c) and
  * small tables for the K-chunking and the thread split.
  *
- * The product, on feature-major activations as in linear.h (features × tokens,
+ * The product, on feature-major activations (layout.h) (features × tokens,
  * row stride ld; columns [T, round16(T)) are padding the kernels may read and
  * write when round16(T) <= ld):
- *     Y (rows, T) = epi(W · X (cols, T) + b)        epi: LPV_EPI_* of linear.h
+ *     Y (rows, T) = epi(W · X (cols, T) + b)        epi: LPV_EPI_* of layout.h
  * Three implementations: a plain-loop reference, AVX2 (4 rows × 24 tokens
  * register tile) and AVX-512 (8 rows × 48 tokens), chosen with lpv_isa_get().
  * 8-row groups are split over lpv_threads_get() OpenMP threads by kept-block
@@ -46,6 +46,7 @@
 #include "lpvit/arena.h"
 #include "lpvit/cpu.h"
 #include "lpvit/error.h"
+#include "lpvit/layout.h"
 
 /* K (input feature) granule of the chunk tables; a multiple of every C. */
 #define LPV_BSR_KGRAN 256
@@ -118,7 +119,7 @@ void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, in
 
 /* ---- vectorized exact GELU (used by the BSR epilogue) ----
  * x[i] = 0.5·x·(1 + erf(x/√2)) in place, relative error <= ~5e-7 everywhere
- * (src/vmath.h), AVX-512 / AVX2 by lpv_isa_get(), scalar otherwise.
+ * (src/engine/kernels/vmath.h), AVX-512 / AVX2 by lpv_isa_get(), scalar otherwise.
  * Single-threaded; n >= 0, any alignment. */
 void lpv_vgelu(float *x, int64_t n);
 /* With an explicit ISA; LPV_ISA_REF is the same algorithm in scalar C. */

@@ -69,7 +69,4 @@ lpv_status lpv_calib_load(lpv_calib_stats *s, lpv_model *m, const char *path, co
                           const lpv_calib_opts *o, lpv_err *err);
 void lpv_calib_free(lpv_calib_stats *s);
 
-/* SHA-256 of "name<TAB>label<LF>" over the dataset's items. */
-void lpv_dataset_hash(const lpv_dataset *ds, char out[65]);
-
 #endif

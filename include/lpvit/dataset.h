@@ -87,4 +87,7 @@ void lpv_dataset_spread(lpv_dataset *ds, int n);
  * order; the same (dataset, n, seed) always gives the same items. */
 lpv_status lpv_dataset_sample(lpv_dataset *ds, int n, uint64_t seed, lpv_err *err);
 
+/* SHA-256 of "name<TAB>label<LF>" over the dataset's items: identifies the list and its order. */
+void lpv_dataset_hash(const lpv_dataset *ds, char out[65]);
+
 #endif

@@ -34,6 +34,11 @@ int lpv_is_dir(const char *path);
 /* 1 when a and b name the same existing file (same device and inode). */
 int lpv_same_file(const char *a, const char *b);
 
+/* The project's models/ folder (registry.json, synset_words.txt, downloaded weights): next to the
+ * executable (build/lpvit -> ../models) when there, else the source tree's. $LPVIT_MODELS overrides
+ * only where weights are found (registry.h). */
+const char *lpv_models_dir(void);
+
 /* ---- SHA-256 (FIPS 180-4) ---- */
 typedef struct {
     uint32_t h[8];

@@ -30,8 +30,6 @@ typedef struct {
     double ref_top1, ref_top5; /* NAN when unknown */
 } lpv_preset;
 
-/* Folder holding registry.json and downloaded weights ($LPVIT_MODELS overrides where weights are found). */
-const char *lpv_models_dir(void);
 /* Finds a preset by key, alias or timm name. LPV_E_ARG (listing the known keys) if none matches. */
 lpv_status lpv_registry_find(const char *name, lpv_preset *out, lpv_err *err);
 /* Preset whose timm name prefixes a file's base name (e.g. vit_tiny_patch16_224.safetensors); 0 if none. */

@@ -1,0 +1,373 @@
+/* cli.c — option parsing, model opening, progress (see src/cli/cli.h). */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lpvit/cpu.h"
+#include "lpvit/fileio.h"
+
+/* ---------------------------------------------------------------------------
+ * Options
+ * ------------------------------------------------------------------------- */
+
+int cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("lpvit: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see --help)\n", stderr);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+int cli_fail(const lpv_err *err, lpv_status st) {
+    fprintf(stderr, "lpvit: %s\n", err->msg);
+    return st == LPV_E_ARG ? EXIT_USAGE : 1;
+}
+
+static void print_default(const cli_opt *o) {
+    switch (o->type) {
+    case OPT_STR:
+        if (*(char **)o->dst) printf(" (default %s)", *(char **)o->dst);
+        break;
+    case OPT_INT:
+        printf(" (default %d)", *(int *)o->dst);
+        break;
+    case OPT_DOUBLE:
+        if (!isnan(*(double *)o->dst)) printf(" (default %g)", *(double *)o->dst);
+        break;
+    default:
+        break;
+    }
+}
+
+static void print_help(const cli_spec *s) {
+    printf("usage: %s\n\n", s->usage);
+    if (s->description) printf("%s\n\n", s->description);
+    printf("options:\n");
+    for (const cli_opt *o = s->opts; o->name; o++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+        printf("  %-26s %s", left, o->help);
+        if (!strstr(o->help, "(default")) print_default(o);
+        printf("\n");
+    }
+    printf("  %-26s %s\n", "--help", "show this help");
+}
+
+static int parse_int(const char *name, const char *v, const cli_opt *o, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < -2147483647L || x > 2147483647L)
+        return cli_usage_error("%s: expected an integer, got '%s'", name, v);
+    if (o->min < o->max && (x < o->min || x > o->max))
+        return cli_usage_error("%s: expected %g..%g, got %ld", name, o->min, o->max, x);
+    *out = (int)x;
+    return CLI_OK;
+}
+
+static int parse_double(const char *name, const char *v, const cli_opt *o, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x)) return cli_usage_error("%s: expected a number, got '%s'", name, v);
+    if (o->min < o->max && (x < o->min || x > o->max))
+        return cli_usage_error("%s: expected a value in [%g, %g], got %g", name, o->min, o->max, x);
+    *out = x;
+    return CLI_OK;
+}
+
+static int parse_float3(const char *name, const char *v, float out[3]) {
+    const char *p = v;
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        errno = 0;
+        double x = strtod(p, &end);
+        if (errno || end == p || !isfinite(x)) return cli_usage_error("%s: expected three numbers a,b,c, got '%s'", name, v);
+        out[i] = (float)x;
+        p = end;
+        if (i < 2) {
+            if (*p != ',') return cli_usage_error("%s: expected three numbers a,b,c, got '%s'", name, v);
+            p++;
+        }
+    }
+    if (*p) return cli_usage_error("%s: expected three numbers a,b,c, got '%s'", name, v);
+    return CLI_OK;
+}
+
+static int set_opt(const cli_opt *o, const char *v) {
+    int rc = CLI_OK;
+    switch (o->type) {
+    case OPT_STR:
+        if (!v[0]) return cli_usage_error("%s: empty value", o->name);
+        *(const char **)o->dst = v;
+        break;
+    case OPT_INT: rc = parse_int(o->name, v, o, (int *)o->dst); break;
+    case OPT_DOUBLE: rc = parse_double(o->name, v, o, (double *)o->dst); break;
+    case OPT_FLOAT3: rc = parse_float3(o->name, v, (float *)o->dst); break;
+    default: break;
+    }
+    if (rc == CLI_OK && o->seen) *o->seen = 1;
+    return rc;
+}
+
+int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos) {
+    *npos = 0;
+    int only_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (!only_pos && strcmp(a, "--") == 0) {
+            only_pos = 1;
+            continue;
+        }
+        if (!only_pos && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
+            print_help(spec);
+            return CLI_HELP;
+        }
+        if (!only_pos && a[0] == '-' && a[1]) {
+            char name[64];
+            const char *eq = strchr(a, '=');
+            size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+            if (nl >= sizeof name) return cli_usage_error("unknown option '%.40s...'", a);
+            memcpy(name, a, nl);
+            name[nl] = 0;
+            const cli_opt *o = spec->opts;
+            while (o->name && strcmp(o->name, name) != 0) o++;
+            if (!o->name) return cli_usage_error("unknown option '%s'", name);
+            if (o->type == OPT_FLAG) {
+                if (eq) return cli_usage_error("%s takes no value", name);
+                *(int *)o->dst = 1;
+                if (o->seen) *o->seen = 1;
+                continue;
+            }
+            const char *v = eq ? eq + 1 : NULL;
+            if (!v) {
+                if (i + 1 >= argc) return cli_usage_error("%s needs a value%s%s", name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
+                v = argv[++i];
+            }
+            int rc = set_opt(o, v);
+            if (rc != CLI_OK) return rc;
+            continue;
+        }
+        if (*npos >= spec->max_pos)
+            return spec->max_pos ? cli_usage_error("too many arguments ('%s')", a)
+                                 : cli_usage_error("unexpected argument '%s'", a);
+        pos[(*npos)++] = a;
+    }
+    if (*npos < spec->min_pos) return cli_usage_error("missing argument (usage: %s)", spec->usage);
+    return CLI_OK;
+}
+
+lpv_status cli_runtime(int threads, const char *isa, lpv_err *err) {
+    if (threads < 0) return lpv_fail(err, LPV_E_ARG, "--threads: expected >= 0, got %d", threads);
+    if (threads > 0) lpv_threads_set(threads);
+    else lpv_threads_set(lpv_threads_get());
+    if (isa) {
+        lpv_isa i;
+        LPV_TRY(lpv_isa_parse(isa, &i, err));
+        LPV_TRY(lpv_isa_set(i, err));
+    }
+    return LPV_OK;
+}
+
+lpv_status cli_dense_kernel(const char *s, lpv_err *err) {
+    if (!s) return LPV_OK;
+    if (strcmp(s, "blocked") == 0) lpv_dense_kernel_set(LPV_DENSE_BLOCKED);
+    else if (strcmp(s, "openblas") == 0 || strcmp(s, "blas") == 0) lpv_dense_kernel_set(LPV_DENSE_BLAS);
+    else return lpv_fail(err, LPV_E_ARG, "--dense-kernel: expected blocked or openblas, got '%s'", s);
+    return LPV_OK;
+}
+
+lpv_status cli_pack_dense(lpv_model *m, lpv_err *err) {
+    if (!m || lpv_dense_kernel_get() != LPV_DENSE_BLOCKED) return LPV_OK;
+    return lpv_model_pack_dense(m, 32, 32, err);
+}
+
+/* ---------------------------------------------------------------------------
+ * Models and preprocessing
+ * ------------------------------------------------------------------------- */
+
+void cli_model_args_init(cli_model_args *a) {
+    memset(a, 0, sizeof *a);
+    a->crop_pct = NAN;
+}
+
+void cli_preproc_str(const lpv_preproc *pp, char *buf, size_t cap) {
+    snprintf(buf, cap, "resize %d %s, crop %d (crop_pct %g), mean %g,%g,%g, std %g,%g,%g",
+             lpv_preproc_scale_size(pp), lpv_interp_name(pp->interp), pp->img_size, pp->crop_pct,
+             (double)pp->mean[0], (double)pp->mean[1], (double)pp->mean[2], (double)pp->std[0], (double)pp->std[1],
+             (double)pp->std[2]);
+}
+
+static void pp_from_preset(lpv_preproc *pp, const lpv_preset *p) {
+    pp->crop_pct = p->crop_pct;
+    pp->interp = p->interp;
+    memcpy(pp->mean, p->mean, sizeof pp->mean);
+    memcpy(pp->std, p->std, sizeof pp->std);
+}
+
+/* Preprocessing recorded by `lpvit prune` in the pruned file's metadata. */
+static int pp_from_lpvit_meta(lpv_preproc *pp, const char *meta) {
+    cJSON *root = meta ? cJSON_Parse(meta) : NULL;
+    const cJSON *p = root ? cJSON_GetObjectItemCaseSensitive(root, "preprocess") : NULL;
+    int ok = 0;
+    if (cJSON_IsObject(p)) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(p, "crop_pct");
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(p, "mean"), *s = cJSON_GetObjectItemCaseSensitive(p, "std");
+        const cJSON *in = cJSON_GetObjectItemCaseSensitive(p, "interpolation");
+        if (cJSON_IsNumber(c) && cJSON_GetArraySize(m) == 3 && cJSON_GetArraySize(s) == 3) {
+            pp->crop_pct = c->valuedouble;
+            for (int i = 0; i < 3; i++) {
+                pp->mean[i] = (float)cJSON_GetArrayItem(m, i)->valuedouble;
+                pp->std[i] = (float)cJSON_GetArrayItem(s, i)->valuedouble;
+            }
+            lpv_interp ip;
+            lpv_err e;
+            if (cJSON_IsString(in) && lpv_interp_parse(in->valuestring, &ip, &e) == LPV_OK) pp->interp = ip;
+            ok = 1;
+        }
+    }
+    cJSON_Delete(root);
+    return ok;
+}
+
+lpv_status cli_open_model(const cli_model_args *a, cli_model *out, lpv_err *err) {
+    memset(out, 0, sizeof *out);
+    LPV_TRY(lpv_resolve_model(a->model, a->weights, &out->ref, err));
+    lpv_model_opts mo = {a->heads, 0, a->allow_extra};
+    double t0 = lpv_now();
+    lpv_status ls = lpv_model_load(&out->model, out->ref.path, &mo, err);
+    /* a file that does not say its head count gets the preset's (checked against the rest below) */
+    if (ls == LPV_E_ARG && !a->heads && out->ref.has_preset) {
+        mo.heads = out->ref.preset.heads;
+        ls = lpv_model_load(&out->model, out->ref.path, &mo, err);
+    }
+    if (ls) return ls;
+    lpv_model *m = out->model;
+    if (out->ref.has_preset) {
+        lpv_status st = lpv_preset_check(&out->ref.preset, &m->cfg, out->ref.path, err);
+        if (st != LPV_OK) {
+            cli_close_model(out);
+            return st;
+        }
+        snprintf(m->arch, sizeof m->arch, "%s", out->ref.preset.timm_name);
+    }
+    /* preprocessing: pruned-file metadata, then the preset, then DeiT's defaults (with a warning) */
+    out->pp = lpv_preproc_default();
+    out->pp.img_size = m->cfg.img;
+    int guessed = 0;
+    if (m->lpvit_meta && pp_from_lpvit_meta(&out->pp, m->lpvit_meta)) {
+        snprintf(out->pp_source, sizeof out->pp_source, "recorded in the pruned file");
+    } else if (out->ref.has_preset) {
+        pp_from_preset(&out->pp, &out->ref.preset);
+        snprintf(out->pp_source, sizeof out->pp_source, "preset '%s'", out->ref.preset.key);
+    } else {
+        guessed = 1;
+        snprintf(out->pp_source, sizeof out->pp_source, "default (DeiT: ImageNet mean/std, crop 0.9)");
+    }
+    int overridden = 0;
+    if (!isnan(a->crop_pct)) out->pp.crop_pct = a->crop_pct, overridden = 1;
+    if (a->interp) {
+        lpv_status st = lpv_interp_parse(a->interp, &out->pp.interp, err);
+        if (st != LPV_OK) {
+            cli_close_model(out);
+            return st;
+        }
+        overridden = 1;
+    }
+    if (a->mean_set) memcpy(out->pp.mean, a->mean, sizeof out->pp.mean), overridden = 1;
+    if (a->std_set) memcpy(out->pp.std, a->std, sizeof out->pp.std), overridden = 1;
+    if (overridden) {
+        size_t n = strlen(out->pp_source);
+        snprintf(out->pp_source + n, sizeof out->pp_source - n, " + command-line overrides");
+    }
+    lpv_status st = lpv_preproc_check(&out->pp, err);
+    if (st != LPV_OK) {
+        cli_close_model(out);
+        return st;
+    }
+    if (!a->quiet) {
+        const lpv_config *c = &m->cfg;
+        fprintf(stderr, "lpvit: model '%s' from '%s': %s names, %s, width %d, depth %d, %d heads, %.2fM params (%.2fs)\n",
+                m->arch, out->ref.path, lpv_names_str(c->names), m->src_dtype, c->dim, c->depth, c->heads,
+                (double)lpv_model_params(m) / 1e6, lpv_now() - t0);
+        if (guessed && !overridden)
+            fprintf(stderr,
+                    "lpvit: warning: preprocessing for '%s' is not known; using DeiT's (ImageNet mean/std, crop 0.9). "
+                    "ViT augreg models need --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 (or --model PRESET --weights FILE)\n",
+                    out->ref.path);
+    }
+    return LPV_OK;
+}
+
+void cli_close_model(cli_model *cm) {
+    lpv_model_free(cm->model);
+    cm->model = NULL;
+}
+
+lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err) {
+    char *end;
+    long r = strtol(s, &end, 10), c = r;
+    if (end != s && (*end == 'x' || *end == 'X')) {
+        const char *q = end + 1;
+        c = strtol(q, &end, 10);
+        if (end == q) c = -1;
+    }
+    int ok = end != s && *end == 0;
+    long sides[2] = {r, c};
+    for (int i = 0; i < 2 && ok; i++)
+        ok = sides[i] == 8 || sides[i] == 16 || sides[i] == 32 || sides[i] == 64;
+    if (!ok)
+        return lpv_fail(err, LPV_E_ARG, "--block: expected RxC with R, C in {8, 16, 32, 64} (e.g. 32x32), got '%s'", s);
+    *R = (int)r;
+    *C = (int)c;
+    return LPV_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Progress: a redrawn bar when stderr is a terminal, a line per quarter otherwise
+ * ------------------------------------------------------------------------- */
+
+void cli_progress_start(cli_progress *p, const char *label, long total, int quiet) {
+    memset(p, 0, sizeof *p);
+    p->label = label;
+    p->total = total;
+    p->quiet = quiet;
+    p->tty = isatty(2);
+    p->t0 = p->last = lpv_now();
+    p->last_pct = -1;
+}
+
+void cli_progress_update(cli_progress *p, long done, const char *extra) {
+    if (p->quiet || p->total <= 0) return;
+    p->done = done;
+    double now = lpv_now(), el = now - p->t0;
+    int pct = (int)(100.0 * (double)done / (double)p->total);
+    if (p->tty) {
+        if (now - p->last < 0.1 && done < p->total) return;
+        p->last = now;
+        int w = 30, fill = (int)((double)w * (double)done / (double)p->total);
+        double rate = el > 0 ? (double)done / el : 0, eta = rate > 0 ? (double)(p->total - done) / rate : 0;
+        fprintf(stderr, "\r%s [", p->label);
+        for (int i = 0; i < w; i++) fputc(i < fill ? '=' : (i == fill ? '>' : ' '), stderr);
+        fprintf(stderr, "] %ld/%ld %.1f/s eta %.0fs %s\033[K", done, p->total, rate, eta, extra ? extra : "");
+        fflush(stderr);
+    } else if (pct / 25 > p->last_pct / 25 && done < p->total) {
+        p->last_pct = pct;
+        fprintf(stderr, "lpvit: %s %ld/%ld (%.0fs)%s%s\n", p->label, done, p->total, el, extra ? " " : "",
+                extra ? extra : "");
+    }
+}
+
+void cli_progress_end(cli_progress *p) {
+    if (p->quiet || p->total <= 0) return;
+    if (p->tty) fprintf(stderr, "\r\033[K");
+    fprintf(stderr, "lpvit: %s done: %ld in %.1fs\n", p->label, p->done, lpv_now() - p->t0);
+}

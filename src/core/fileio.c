@@ -1,0 +1,246 @@
+/* fileio.c — atomic writes, whole-file reads, SHA-256 (see include/lpvit/fileio.h). */
+#include "lpvit/fileio.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+lpv_status lpv_atomic_open(lpv_atomic_file *af, const char *path, lpv_err *err) {
+    memset(af, 0, sizeof *af);
+    if (strlen(path) >= sizeof af->path)
+        return lpv_fail(err, LPV_E_ARG, "output path '%.64s...' is too long", path);
+    if (lpv_is_dir(path)) return lpv_fail(err, LPV_E_ARG, "output '%s' is a directory", path);
+    snprintf(af->path, sizeof af->path, "%s", path);
+    snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", path, (long)getpid());
+    af->fp = fopen(af->tmp, "wb");
+    if (!af->fp)
+        return lpv_fail(err, LPV_E_IO, "cannot create '%s': %s", af->tmp, strerror(errno));
+    return LPV_OK;
+}
+
+lpv_status lpv_atomic_commit(lpv_atomic_file *af, lpv_err *err) {
+    int bad = ferror(af->fp);
+    if (fflush(af->fp) != 0) bad = 1;
+    if (!bad && fsync(fileno(af->fp)) != 0) bad = 1;
+    int saved = errno;
+    if (fclose(af->fp) != 0) bad = 1;
+    af->fp = NULL;
+    if (bad) {
+        unlink(af->tmp);
+        return lpv_fail(err, LPV_E_IO, "cannot write '%s': %s", af->path, strerror(saved ? saved : EIO));
+    }
+    if (rename(af->tmp, af->path) != 0) {
+        saved = errno;
+        unlink(af->tmp);
+        return lpv_fail(err, LPV_E_IO, "cannot rename '%s' to '%s': %s", af->tmp, af->path,
+                        strerror(saved));
+    }
+    return LPV_OK;
+}
+
+void lpv_atomic_abort(lpv_atomic_file *af) {
+    if (af->fp) fclose(af->fp);
+    af->fp = NULL;
+    if (af->tmp[0]) unlink(af->tmp);
+}
+
+lpv_status lpv_write_file_atomic(const char *path, const void *data, size_t n, lpv_err *err) {
+    lpv_atomic_file af;
+    LPV_TRY(lpv_atomic_open(&af, path, err));
+    if (n && fwrite(data, 1, n, af.fp) != n) {
+        lpv_atomic_abort(&af);
+        return lpv_fail(err, LPV_E_IO, "cannot write '%s': %s", path, strerror(errno));
+    }
+    return lpv_atomic_commit(&af, err);
+}
+
+lpv_status lpv_read_file(const char *path, char **out, size_t *n, size_t max_bytes, lpv_err *err) {
+    *out = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return lpv_fail(err, LPV_E_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        return lpv_fail(err, LPV_E_IO, "'%s' is not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        fclose(fp);
+        return lpv_fail(err, LPV_E_FORMAT, "'%s' is %lld bytes, more than the %zu allowed", path,
+                        (long long)st.st_size, max_bytes);
+    }
+    size_t size = (size_t)st.st_size;
+    char *buf = malloc(size + 1);
+    if (!buf) {
+        fclose(fp);
+        return lpv_fail(err, LPV_E_OOM, "out of memory reading '%s'", path);
+    }
+    size_t got = fread(buf, 1, size, fp);
+    fclose(fp);
+    if (got != size) {
+        free(buf);
+        return lpv_fail(err, LPV_E_IO, "short read on '%s'", path);
+    }
+    buf[size] = 0;
+    *out = buf;
+    if (n) *n = size;
+    return LPV_OK;
+}
+
+int lpv_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int lpv_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int lpv_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* ---- SHA-256 ---- */
+
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_block(lpv_sha256 *s, const uint8_t *p) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
+               p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
+    uint32_t e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i];
+        uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        h = g; g = f; f = e; e = d + t1;
+        d = c; c = b; b = a; a = t1 + t2;
+    }
+    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
+    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+}
+
+void lpv_sha256_init(lpv_sha256 *s) {
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, h0, sizeof h0);
+    s->len = 0;
+    s->nbuf = 0;
+}
+
+void lpv_sha256_update(lpv_sha256 *s, const void *data, size_t n) {
+    const uint8_t *p = data;
+    s->len += n;
+    while (n) {
+        if (s->nbuf == 0 && n >= 64) {
+            sha256_block(s, p);
+            p += 64;
+            n -= 64;
+            continue;
+        }
+        size_t k = 64 - s->nbuf < n ? 64 - s->nbuf : n;
+        memcpy(s->buf + s->nbuf, p, k);
+        s->nbuf += k;
+        p += k;
+        n -= k;
+        if (s->nbuf == 64) {
+            sha256_block(s, s->buf);
+            s->nbuf = 0;
+        }
+    }
+}
+
+void lpv_sha256_final(lpv_sha256 *s, uint8_t out[32]) {
+    uint64_t bits = s->len * 8;
+    uint8_t pad = 0x80;
+    lpv_sha256_update(s, &pad, 1);
+    uint8_t zero = 0;
+    while (s->nbuf != 56) lpv_sha256_update(s, &zero, 1);
+    uint8_t lenb[8];
+    for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)(bits >> (56 - 8 * i));
+    lpv_sha256_update(s, lenb, 8);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(s->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(s->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)s->h[i];
+    }
+}
+
+void lpv_sha256_final_hex(lpv_sha256 *s, char out[65]) {
+    static const char hx[] = "0123456789abcdef";
+    uint8_t d[32];
+    lpv_sha256_final(s, d);
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = hx[d[i] >> 4];
+        out[2 * i + 1] = hx[d[i] & 15];
+    }
+    out[64] = 0;
+}
+
+void lpv_sha256_hex(const void *data, size_t n, char out[65]) {
+    lpv_sha256 s;
+    lpv_sha256_init(&s);
+    lpv_sha256_update(&s, data, n);
+    lpv_sha256_final_hex(&s, out);
+}
+
+lpv_status lpv_sha256_file(const char *path, char out[65], lpv_err *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return lpv_fail(err, LPV_E_IO, "cannot open '%s': %s", path, strerror(errno));
+    lpv_sha256 s;
+    lpv_sha256_init(&s);
+    static __thread uint8_t buf[1 << 16];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, fp)) > 0) lpv_sha256_update(&s, buf, got);
+    int bad = ferror(fp);
+    fclose(fp);
+    if (bad) return lpv_fail(err, LPV_E_IO, "cannot read '%s'", path);
+    lpv_sha256_final_hex(&s, out);
+    return LPV_OK;
+}
+
+const char *lpv_models_dir(void) {
+    static char dir[PATH_MAX];
+    if (dir[0]) return dir;
+    /* next to the executable (build/lpvit -> ../models), else the source tree's */
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            char cand[PATH_MAX + 32];
+            snprintf(cand, sizeof cand, "%s/../models/registry.json", exe);
+            if (lpv_file_exists(cand) && strlen(exe) + 11 < sizeof dir) {
+                snprintf(dir, sizeof dir, "%s/../models", exe);
+                return dir;
+            }
+        }
+    }
+    snprintf(dir, sizeof dir, "%s", LPVIT_MODELS_DIR);
+    return dir;
+}

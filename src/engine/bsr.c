@@ -1,0 +1,390 @@
+/*
+ * bsr.c — BSR builders and validation, the kernel layout, the reference
+ * kernel, the thread split / blocking plan and ISA dispatch (see
+ * include/lpvit/bsr.h; the vector kernels are in bsr_avx2.c / bsr_avx512.c).
+ *
+ * Kernel layout `packed`: for block row i (blocks [rp, rp + nb), rp =
+ * row_ptr[i]) the region [rp·R·C, (rp + nb)·R·C) holds, for each 8-row group
+ * s of the block row, its nb blocks' 8×C slices transposed to [C][8]:
+ *     packed[rp·R·C + s·nb·8·C + j·8·C + k·8 + r] = values[rp + j][8s + r][k]
+ * so one group streams its weights contiguously, 8 weights (one per output
+ * row) per input column k: the 8 broadcasts of one k-step are one 32-byte line.
+ *
+ * Plan: the 8-row groups are split over threads by a prefix of their work
+ * (kept blocks·C + alpha), i.e. balanced by nnz at 8-row granularity; when
+ * there are fewer than 2 groups per thread, token vectors are split instead.
+ * Within a thread: token panels × K chunks × groups × register tiles, with the
+ * panel and chunk sized so the panel's X stays in L2 and a group's weights for
+ * one chunk stay in L1 (see plan_blocking).
+ */
+#include "lpvit/bsr.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "engine/kernels/bsr_internal.h"
+#include "engine/kernels/vmath.h"
+
+lpv__bsr_tuning lpv__bsr_tune = {.l2_bytes = 512 << 10, .l1_w_bytes = 16 << 10, .kept_cols = 1024, .alpha = 6};
+
+static int block_dim_ok(int v) { return v == 8 || v == 16 || v == 32 || v == 64; }
+
+static const char *nm(const char *name) { return name && *name ? name : "weight"; }
+
+/* Checks what both builders need; fills the derived counts. */
+static lpv_status check_shape(lpv_bsr *b, int rows, int cols, int R, int C, const char *name, lpv_err *err) {
+    memset(b, 0, sizeof *b); /* a failed build leaves an empty lpv_bsr that lpv_bsr_free accepts */
+    if (!block_dim_ok(R) || !block_dim_ok(C))
+        return lpv_fail(err, LPV_E_UNSUPPORTED, "bsr '%s': block %dx%d not supported, expected R and C in {8, 16, 32, 64}",
+                        nm(name), R, C);
+    if (rows < 1 || cols < 1)
+        return lpv_fail(err, LPV_E_SHAPE, "bsr '%s': dense shape [%d, %d], expected both dimensions >= 1", nm(name), rows,
+                        cols);
+    b->rows = rows;
+    b->cols = cols;
+    b->R = R;
+    b->C = C;
+    b->nbr = (rows + R - 1) / R;
+    b->nbc = (cols + C - 1) / C;
+    b->ngran = (cols + LPV_BSR_KGRAN - 1) / LPV_BSR_KGRAN;
+    b->ngroups = (rows + 7) / 8;
+    if ((int64_t)b->nbr * b->nbc > INT32_MAX)
+        return lpv_fail(err, LPV_E_SHAPE, "bsr '%s': %d x %d blocks exceed the int32 block index", nm(name), b->nbr,
+                        b->nbc);
+    return LPV_OK;
+}
+
+/* Allocates every array (values, packed, indices, tables) for b->nnzb blocks. */
+static lpv_status alloc_arrays(lpv_bsr *b, lpv_arena *arena, const char *name, lpv_err *err) {
+    int64_t nval = b->nnzb * b->R * b->C;
+    size_t bytes = (size_t)nval * sizeof(float) * 2 + (size_t)(b->nbr + 1 + b->nnzb) * sizeof(int32_t) +
+                   (size_t)b->nbr * (size_t)(b->ngran + 1) * sizeof(int32_t) +
+                   (size_t)(b->ngroups + 1) * sizeof(int64_t) + 6 * 64;
+    if (!arena) {
+        lpv_arena_init(&b->own, bytes);
+        b->owns_arena = 1;
+        arena = &b->own;
+    }
+    b->row_ptr = lpv_arena_alloc(arena, (size_t)(b->nbr + 1) * sizeof(int32_t));
+    b->col_idx = lpv_arena_alloc(arena, (size_t)b->nnzb * sizeof(int32_t));
+    b->values = lpv_arena_alloc(arena, (size_t)nval * sizeof(float));
+    b->packed = lpv_arena_alloc(arena, (size_t)nval * sizeof(float));
+    b->gran_ptr = lpv_arena_alloc(arena, (size_t)b->nbr * (size_t)(b->ngran + 1) * sizeof(int32_t));
+    b->group_cost = lpv_arena_alloc(arena, (size_t)(b->ngroups + 1) * sizeof(int64_t));
+    if (!b->row_ptr || !b->col_idx || !b->values || !b->packed || !b->gran_ptr || !b->group_cost) {
+        if (b->owns_arena) lpv_arena_free(&b->own);
+        memset(b, 0, sizeof *b);
+        return lpv_fail(err, LPV_E_OOM, "bsr '%s': cannot allocate %zu bytes", nm(name), bytes);
+    }
+    return LPV_OK;
+}
+
+/* Zeroes the parts of partial edge blocks that lie outside the dense matrix. */
+static void zero_edges(lpv_bsr *b) {
+    int R = b->R, C = b->C;
+    int rlast = b->rows - (b->nbr - 1) * R, clast = b->cols - (b->nbc - 1) * C;
+    for (int i = 0; i < b->nbr; i++)
+        for (int32_t j = b->row_ptr[i]; j < b->row_ptr[i + 1]; j++) {
+            int nr = i == b->nbr - 1 ? rlast : R, nc = b->col_idx[j] == b->nbc - 1 ? clast : C;
+            if (nr == R && nc == C) continue;
+            float *v = b->values + (int64_t)j * R * C;
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++)
+                    if (r >= nr || c >= nc) v[r * C + c] = 0.0f;
+        }
+}
+
+/* Builds packed, gran_ptr and group_cost from row_ptr / col_idx / values. */
+static void build_tables(lpv_bsr *b) {
+    int R = b->R, C = b->C, gpb = R / 8;
+    for (int i = 0; i < b->nbr; i++) {
+        int32_t rp = b->row_ptr[i], nb = b->row_ptr[i + 1] - rp;
+        for (int s = 0; s < gpb; s++)
+            for (int32_t j = 0; j < nb; j++) {
+                const float *src = b->values + (int64_t)(rp + j) * R * C + (int64_t)s * 8 * C;
+                float *dst = b->packed + (int64_t)rp * R * C + ((int64_t)s * nb + j) * 8 * C;
+                for (int k = 0; k < C; k++)
+                    for (int r = 0; r < 8; r++) dst[k * 8 + r] = src[r * C + k];
+            }
+        int32_t *gp = b->gran_ptr + (int64_t)i * (b->ngran + 1);
+        int32_t j = rp;
+        for (int g = 0; g <= b->ngran; g++) {
+            int64_t c0 = (int64_t)g * LPV_BSR_KGRAN;
+            while (j < rp + nb && (int64_t)b->col_idx[j] * C < c0) j++;
+            gp[g] = g == b->ngran ? rp + nb : j;
+        }
+    }
+    b->group_cost[0] = 0;
+    for (int g = 0; g < b->ngroups; g++) {
+        int i = g / gpb;
+        int64_t nb = b->row_ptr[i + 1] - b->row_ptr[i];
+        b->group_cost[g + 1] = b->group_cost[g] + nb * C + lpv__bsr_tune.alpha;
+    }
+}
+
+lpv_status lpv_bsr_from_dense(lpv_bsr *b, const float *W, int rows, int cols, int R, int C, const uint8_t *mask,
+                              lpv_arena *arena, const char *name, lpv_err *err) {
+    LPV_TRY(check_shape(b, rows, cols, R, C, name, err));
+    int64_t nnzb = 0;
+    for (int64_t i = 0; i < (int64_t)b->nbr * b->nbc; i++) nnzb += !mask || mask[i];
+    b->nnzb = nnzb;
+    LPV_TRY(alloc_arrays(b, arena, name, err));
+    int32_t k = 0;
+    b->row_ptr[0] = 0;
+    for (int i = 0; i < b->nbr; i++) {
+        for (int j = 0; j < b->nbc; j++) {
+            if (mask && !mask[(int64_t)i * b->nbc + j]) continue;
+            b->col_idx[k] = j;
+            float *v = b->values + (int64_t)k * R * C;
+            for (int r = 0; r < R && i * R + r < rows; r++)
+                for (int c = 0; c < C && j * C + c < cols; c++) v[r * C + c] = W[(int64_t)(i * R + r) * cols + j * C + c];
+            k++;
+        }
+        b->row_ptr[i + 1] = k;
+    }
+    build_tables(b);
+    return LPV_OK;
+}
+
+lpv_status lpv_bsr_from_arrays(lpv_bsr *b, int rows, int cols, int R, int C, const float *values, int64_t n_values,
+                               const int32_t *col_idx, int64_t n_col, const int32_t *row_ptr, int64_t n_row_ptr,
+                               lpv_arena *arena, const char *name, lpv_err *err) {
+    LPV_TRY(check_shape(b, rows, cols, R, C, name, err));
+    const char *n = nm(name);
+    int nbr = b->nbr, nbc = b->nbc;
+    if (n_row_ptr != (int64_t)nbr + 1)
+        return lpv_fail(err, LPV_E_SHAPE,
+                        "bsr '%s': row_ptr has %lld entries, expected nbr + 1 = %d (%d rows in blocks of %d)", n,
+                        (long long)n_row_ptr, nbr + 1, rows, R);
+    if (n_col < 0 || n_col > (int64_t)nbr * nbc)
+        return lpv_fail(err, LPV_E_SHAPE, "bsr '%s': col_idx has %lld entries, expected at most nbr x nbc = %lld", n,
+                        (long long)n_col, (long long)nbr * nbc);
+    if (!row_ptr || (n_col > 0 && (!col_idx || !values)))
+        return lpv_fail(err, LPV_E_ARG, "bsr '%s': missing array (row_ptr, col_idx or values is NULL)", n);
+    if (row_ptr[0] != 0) return lpv_fail(err, LPV_E_FORMAT, "bsr '%s': row_ptr[0] is %d, expected 0", n, row_ptr[0]);
+    for (int i = 0; i < nbr; i++) {
+        if (row_ptr[i + 1] < row_ptr[i])
+            return lpv_fail(err, LPV_E_FORMAT, "bsr '%s': row_ptr decreases at block row %d: %d after %d, expected non-decreasing",
+                            n, i, row_ptr[i + 1], row_ptr[i]);
+        if (row_ptr[i + 1] - row_ptr[i] > nbc)
+            return lpv_fail(err, LPV_E_FORMAT, "bsr '%s': block row %d has %d blocks, expected at most nbc = %d", n, i,
+                            row_ptr[i + 1] - row_ptr[i], nbc);
+    }
+    if ((int64_t)row_ptr[nbr] != n_col)
+        return lpv_fail(err, LPV_E_FORMAT, "bsr '%s': row_ptr[%d] is %d, expected nnzb = %lld (the col_idx count)", n, nbr,
+                        row_ptr[nbr], (long long)n_col);
+    int64_t want = n_col * R * C;
+    if (n_values != want)
+        return lpv_fail(err, LPV_E_SHAPE, "bsr '%s': values has %lld floats, expected nnzb x R x C = %lld x %d x %d = %lld",
+                        n, (long long)n_values, (long long)n_col, R, C, (long long)want);
+    for (int i = 0; i < nbr; i++)
+        for (int32_t j = row_ptr[i]; j < row_ptr[i + 1]; j++) {
+            if (col_idx[j] < 0 || col_idx[j] >= nbc)
+                return lpv_fail(err, LPV_E_FORMAT, "bsr '%s': col_idx[%d] (block row %d) is %d, expected in [0, %d)", n, j, i,
+                                col_idx[j], nbc);
+            if (j > row_ptr[i] && col_idx[j] <= col_idx[j - 1])
+                return lpv_fail(err, LPV_E_FORMAT,
+                                "bsr '%s': col_idx not strictly increasing in block row %d: %d after %d at index %d", n, i,
+                                col_idx[j], col_idx[j - 1], j);
+        }
+    b->nnzb = n_col;
+    LPV_TRY(alloc_arrays(b, arena, name, err));
+    memcpy(b->row_ptr, row_ptr, (size_t)(nbr + 1) * sizeof(int32_t));
+    if (n_col) {
+        memcpy(b->col_idx, col_idx, (size_t)n_col * sizeof(int32_t));
+        memcpy(b->values, values, (size_t)want * sizeof(float));
+    }
+    zero_edges(b);
+    build_tables(b);
+    return LPV_OK;
+}
+
+void lpv_bsr_to_dense(const lpv_bsr *b, float *W) {
+    int R = b->R, C = b->C;
+    memset(W, 0, (size_t)b->rows * (size_t)b->cols * sizeof(float));
+    for (int i = 0; i < b->nbr; i++)
+        for (int32_t j = b->row_ptr[i]; j < b->row_ptr[i + 1]; j++) {
+            const float *v = b->values + (int64_t)j * R * C;
+            int c0 = b->col_idx[j] * C;
+            for (int r = 0; r < R && i * R + r < b->rows; r++)
+                for (int c = 0; c < C && c0 + c < b->cols; c++) W[(int64_t)(i * R + r) * b->cols + c0 + c] = v[r * C + c];
+        }
+}
+
+void lpv_bsr_mask(const lpv_bsr *b, uint8_t *mask) {
+    memset(mask, 0, (size_t)b->nbr * (size_t)b->nbc);
+    for (int i = 0; i < b->nbr; i++)
+        for (int32_t j = b->row_ptr[i]; j < b->row_ptr[i + 1]; j++) mask[(int64_t)i * b->nbc + b->col_idx[j]] = 1;
+}
+
+double lpv_bsr_density(const lpv_bsr *b) {
+    int64_t n = (int64_t)b->nbr * b->nbc;
+    return n ? (double)b->nnzb / (double)n : 0.0;
+}
+
+void lpv_bsr_free(lpv_bsr *b) {
+    if (b->owns_arena) lpv_arena_free(&b->own);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---------------------------------------------------------------------------
+ * Plan: thread split and blocking. */
+
+/* First group g in [0, ngroups] with group_cost[g] >= target. */
+static int group_at_cost(const lpv_bsr *W, int64_t target) {
+    int lo = 0, hi = W->ngroups;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (W->group_cost[mid] < target) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Panel width and K chunk for `nvec` token vectors (see lpv__bsr_plan). */
+static void plan_blocking(const lpv_bsr *W, int nvec, lpv__bsr_plan *p) {
+    const lpv__bsr_tuning *t = &lpv__bsr_tune;
+    int64_t xbytes = (int64_t)W->cols * nvec * 64;
+    p->panel_vec = nvec;
+    p->chunk_gran = W->ngran;
+    if (xbytes <= t->l2_bytes || nvec <= 0) return;
+    double d = lpv_bsr_density(W);
+    if (d <= 0) return;
+    /* Sparse enough that a group's weights stay in L1 for its whole token
+     * range: run each group over all tokens. X then streams from L3, but the
+     * next-tile prefetch is timely, and no weight is re-read per panel
+     * (measured 3-6 % faster than panels at d <= 0.3, K >= 768, T = 1576). */
+    if ((double)W->cols * d * 8 * sizeof(float) <= (double)t->l1_w_bytes) return;
+    /* K chunk: about kept_cols kept columns per group, so reloading the
+     * accumulators once per chunk stays cheap; then the widest panel whose
+     * X (chunk × panel) fits the budget, at least one 3-vector tile. */
+    int m = (int)((double)t->kept_cols / (d * LPV_BSR_KGRAN) + 0.5);
+    if (m < 1) m = 1;
+    if (m > W->ngran) m = W->ngran;
+    int64_t chunk_cols = (int64_t)m * LPV_BSR_KGRAN;
+    if (chunk_cols > W->cols) chunk_cols = W->cols;
+    int pv = (int)(t->l2_bytes / (chunk_cols * 64));
+    pv = pv / 3 * 3;
+    if (pv < 3) pv = 3;
+    if (pv > nvec) pv = nvec;
+    /* spread the vectors evenly over the panels (no 1-vector leftovers) */
+    int npanel = (nvec + pv - 1) / pv;
+    pv = (nvec + npanel - 1) / npanel;
+    p->panel_vec = pv;
+    p->chunk_gran = m;
+}
+
+static void make_plan(const lpv_bsr *W, int ldx, int ldy, int T, int tid, int nt, lpv__bsr_plan *p) {
+    int T16 = lpv_round16(T);
+    if (T16 <= ldx && T16 <= ldy) {
+        p->nvec_full = T16 / 16;
+        p->tail = 0;
+    } else {
+        p->nvec_full = T / 16;
+        p->tail = T % 16;
+    }
+    int nv = p->nvec_full + (p->tail > 0);
+    if (nt <= 1) {
+        p->g0 = 0;
+        p->g1 = W->ngroups;
+        p->v0 = 0;
+        p->v1 = nv;
+    } else if (W->ngroups >= 2 * nt || nv < 2) {
+        int64_t total = W->group_cost[W->ngroups];
+        p->g0 = tid == 0 ? 0 : group_at_cost(W, (total * tid + nt / 2) / nt);
+        p->g1 = tid == nt - 1 ? W->ngroups : group_at_cost(W, (total * (tid + 1) + nt / 2) / nt);
+        p->v0 = 0;
+        p->v1 = nv;
+    } else {
+        p->g0 = 0;
+        p->g1 = W->ngroups;
+        p->v0 = (int)((int64_t)nv * tid / nt);
+        p->v1 = (int)((int64_t)nv * (tid + 1) / nt);
+    }
+    plan_blocking(W, p->v1 - p->v0, p);
+}
+
+/* ---------------------------------------------------------------------------
+ * Reference kernel: plain loops over the canonical `values`, same split. */
+
+static float gelu_ref(float v) { return (float)(0.5 * (double)v * erfc(-(double)v * 0.70710678118654752440)); }
+
+static void part_ref(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi,
+                     const lpv__bsr_plan *p) {
+    int R = W->R, C = W->C;
+    int t0 = p->v0 * 16, t1 = p->v1 * 16 < T ? p->v1 * 16 : T;
+    int r1 = p->g1 * 8 < W->rows ? p->g1 * 8 : W->rows;
+    for (int r = p->g0 * 8; r < r1; r++) {
+        int i = r / R;
+        float *y = Y + (int64_t)r * ldy;
+        float bv = (epi & LPV_EPI_BIAS) && bias ? bias[r] : 0.0f;
+        for (int t = t0; t < t1; t++) y[t] = ((epi & LPV_EPI_ACC) ? y[t] : 0.0f) + bv;
+        for (int32_t j = W->row_ptr[i]; j < W->row_ptr[i + 1]; j++) {
+            const float *v = W->values + (int64_t)j * R * C + (int64_t)(r - i * R) * C;
+            int c0 = W->col_idx[j] * C;
+            for (int c = 0; c < C && c0 + c < W->cols; c++) {
+                const float *x = X + (int64_t)(c0 + c) * ldx;
+                float w = v[c];
+                for (int t = t0; t < t1; t++) y[t] += w * x[t];
+            }
+        }
+        if (epi & LPV_EPI_GELU)
+            for (int t = t0; t < t1; t++) y[t] = gelu_ref(y[t]);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Dispatch. */
+
+void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T,
+                         int epi, lpv_isa isa, int tid, int nthreads) {
+    LPV_ASSERT(T >= 1 && ldx >= T && ldy >= T && !((epi & LPV_EPI_GELU) && (epi & LPV_EPI_ACC)));
+    LPV_ASSERT(nthreads >= 1 && tid >= 0 && tid < nthreads);
+    if (!(epi & LPV_EPI_BIAS)) bias = NULL;
+    lpv__bsr_plan p;
+    make_plan(W, ldx, ldy, T, tid, nthreads, &p);
+    if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
+    switch (isa) {
+    case LPV_ISA_AVX512: lpv__bsr_part_avx512(W, bias, X, ldx, Y, ldy, epi, &p); break;
+    case LPV_ISA_AVX2: lpv__bsr_part_avx2(W, bias, X, ldx, Y, ldy, epi, &p); break;
+    default: part_ref(W, bias, X, ldx, Y, ldy, T, epi, &p); break;
+    }
+}
+
+void lpv_bsr_matmul_isa(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi,
+                        lpv_isa isa, int nthreads) {
+    LPV_ASSERT(isa <= lpv_isa_best());
+    if (nthreads <= 1 || omp_in_parallel()) {
+        lpv_bsr_matmul_part(W, bias, X, ldx, Y, ldy, T, epi, isa, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nthreads)
+    lpv_bsr_matmul_part(W, bias, X, ldx, Y, ldy, T, epi, isa, omp_get_thread_num(), omp_get_num_threads());
+}
+
+void lpv_bsr_matmul(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi) {
+    lpv_bsr_matmul_isa(W, bias, X, ldx, Y, ldy, T, epi, lpv_isa_get(), lpv_threads_get());
+}
+
+void lpv_vgelu_isa(float *x, int64_t n, lpv_isa isa) {
+    LPV_ASSERT(isa <= lpv_isa_best());
+    switch (isa) {
+    case LPV_ISA_AVX512: lpv__vgelu_avx512(x, n); break;
+    case LPV_ISA_AVX2: lpv__vgelu_avx2(x, n); break;
+    default:
+        for (int64_t i = 0; i < n; i++) x[i] = lpv__gelu_s(x[i]);
+    }
+}
+
+void lpv_vgelu(float *x, int64_t n) { lpv_vgelu_isa(x, n, lpv_isa_get()); }
+
+void lpv_verf_isa(float *y, const float *x, int64_t n, lpv_isa isa) {
+    LPV_ASSERT(isa <= lpv_isa_best());
+    switch (isa) {
+    case LPV_ISA_AVX512: lpv__verf_avx512(y, x, n); break;
+    case LPV_ISA_AVX2: lpv__verf_avx2(y, x, n); break;
+    default:
+        for (int64_t i = 0; i < n; i++) y[i] = lpv__erf_s(x[i]);
+    }
+}

@@ -1,0 +1,24 @@
+/*
+ * ops_internal.h — ISA-specific kernels behind include/lpvit/ops.h, chosen
+ * at run time from lpv_isa_get() by src/engine/ops.c. Same contracts as the public
+ * ops; n <= LPV_LN_BAND columns per LayerNorm band.
+ */
+#ifndef LPVIT_OPS_INTERNAL_H
+#define LPVIT_OPS_INTERNAL_H
+
+#include <stdint.h>
+
+#define LPV_LN_BAND 64
+
+void lpv__softmax_rows_avx512(float *x, int n, int len, int ld);
+void lpv__softmax_rows_avx2(float *x, int n, int len, int ld);
+void lpv__layernorm_band_avx512(float *y, const float *x, const float *w, const float *b, int D, int t0, int n,
+                                int ld, float eps);
+
+/* Fused attention for one (image b, head h), hd % 8 == 0; scratch of lpv__attention_scratch_avx512(T, hd).
+   (nb, nh): the unit the caller runs next, prefetched meanwhile; nb < 0 for none. */
+void lpv__attention_head_avx512(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
+                                float *scratch, int nb, int nh);
+int64_t lpv__attention_scratch_avx512(int T, int hd);
+
+#endif

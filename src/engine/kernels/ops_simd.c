@@ -1,0 +1,317 @@
+/*
+ * ops_simd.c — AVX-512 / AVX2 versions of the softmax and LayerNorm kernels
+ * (see src/engine/kernels/ops_internal.h). Each function carries its own target attribute;
+ * src/engine/ops.c only calls one when lpv_isa_get() allows it.
+ *
+ * Softmax uses vmath.h's exp on (-inf, 0] (relative error ~1e-7, like expf).
+ * LayerNorm walks a 64-column band as four 16-column strips; each strip's
+ * three passes (mean, variance, normalize) stay in L1.
+ */
+#include <immintrin.h>
+#include <math.h>
+
+#include "ops_internal.h"
+#include "vmath.h"
+
+/* ---- softmax ---- */
+
+LPV_TARGET_AVX512 static void softmax_row16(float *r, int len) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 mx = ninf;
+    int j = 0;
+    for (; j + 16 <= len; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(r + j));
+    __mmask16 tail = (__mmask16)((1u << (len - j)) - 1u);
+    if (tail) mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, tail, r + j));
+    __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), sum = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= len; j += 16) {
+        __m512 e = lpv__exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(r + j), m));
+        _mm512_storeu_ps(r + j, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (tail) {
+        __m512 e = lpv__exp_neg16(_mm512_sub_ps(_mm512_mask_loadu_ps(ninf, tail, r + j), m));
+        _mm512_mask_storeu_ps(r + j, tail, e);
+        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(tail, e));
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (j = 0; j + 16 <= len; j += 16) _mm512_storeu_ps(r + j, _mm512_mul_ps(_mm512_loadu_ps(r + j), inv));
+    if (tail) _mm512_mask_storeu_ps(r + j, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, r + j), inv));
+}
+
+LPV_TARGET_AVX512 void lpv__softmax_rows_avx512(float *x, int n, int len, int ld) {
+    for (int i = 0; i < n; i++) softmax_row16(x + (long)i * ld, len);
+}
+
+LPV_TARGET_AVX2 static float hmax8(__m256 v) {
+    __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
+
+LPV_TARGET_AVX2 static float hsum8(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
+
+LPV_TARGET_AVX2 static void softmax_row8(float *r, int len) {
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    int j = 0, full = len & ~7;
+    for (; j < full; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(r + j));
+    float m = hmax8(mx);
+    for (; j < len; j++) m = r[j] > m ? r[j] : m;
+    __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
+    for (j = 0; j < full; j += 8) {
+        __m256 e = lpv__exp_neg8(_mm256_sub_ps(_mm256_loadu_ps(r + j), mv));
+        _mm256_storeu_ps(r + j, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float s = hsum8(sum);
+    for (; j < len; j++) s += (r[j] = lpv__exp_neg_s(r[j] - m));
+    float inv = 1.0f / s;
+    __m256 iv = _mm256_set1_ps(inv);
+    for (j = 0; j < full; j += 8) _mm256_storeu_ps(r + j, _mm256_mul_ps(_mm256_loadu_ps(r + j), iv));
+    for (; j < len; j++) r[j] *= inv;
+}
+
+LPV_TARGET_AVX2 void lpv__softmax_rows_avx2(float *x, int n, int len, int ld) {
+    for (int i = 0; i < n; i++) softmax_row8(x + (long)i * ld, len);
+}
+
+/* ---- LayerNorm over features, 16-column strips ----
+ *
+ * A strip of 16 columns by D rows (24 KB at D = 384) stays in L1 for all
+ * three passes, so only the first pass reads L2. Four accumulators per pass
+ * (rows d, d+1, d+2, d+3) hide the add/FMA latency.
+ */
+
+LPV_TARGET_AVX512 static void layernorm_strip16(float *y, const float *x, const float *w, const float *b, int D, int ld,
+                                                __mmask16 m, float eps) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int d = 0;
+    for (; d + 4 <= D; d += 4) {
+        const float *xr = x + (long)d * ld;
+        s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m, xr));
+        s1 = _mm512_add_ps(s1, _mm512_maskz_loadu_ps(m, xr + ld));
+        s2 = _mm512_add_ps(s2, _mm512_maskz_loadu_ps(m, xr + 2L * ld));
+        s3 = _mm512_add_ps(s3, _mm512_maskz_loadu_ps(m, xr + 3L * ld));
+    }
+    for (; d < D; d++) s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(m, x + (long)d * ld));
+    __m512 invD = _mm512_set1_ps(1.0f / (float)D);
+    __m512 mean = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)), invD);
+    /* two-pass variance: exact enough for activations far from zero mean */
+    s0 = s1 = s2 = s3 = _mm512_setzero_ps();
+    for (d = 0; d + 4 <= D; d += 4) {
+        const float *xr = x + (long)d * ld;
+        __m512 c0 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr), mean);
+        __m512 c1 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + ld), mean);
+        __m512 c2 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + 2L * ld), mean);
+        __m512 c3 = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + 3L * ld), mean);
+        s0 = _mm512_fmadd_ps(c0, c0, s0), s1 = _mm512_fmadd_ps(c1, c1, s1);
+        s2 = _mm512_fmadd_ps(c2, c2, s2), s3 = _mm512_fmadd_ps(c3, c3, s3);
+    }
+    for (; d < D; d++) {
+        __m512 c = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + (long)d * ld), mean);
+        s0 = _mm512_fmadd_ps(c, c, s0);
+    }
+    __m512 var = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+    /* rstd, with a real division and sqrt, not rsqrt14 */
+    __m512 rstd = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(_mm512_fmadd_ps(var, invD, _mm512_set1_ps(eps))));
+    for (d = 0; d < D; d++) {
+        __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + (long)d * ld), mean), rstd);
+        _mm512_mask_storeu_ps(y + (long)d * ld, m, _mm512_fmadd_ps(c, _mm512_set1_ps(w[d]), _mm512_set1_ps(b[d])));
+    }
+}
+
+LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, const float *w, const float *b, int D,
+                                                  int t0, int n, int ld, float eps) {
+    for (int j = 0; j < n; j += 16) {
+        int c = n - j;
+        __mmask16 m = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);
+        layernorm_strip16(y + t0 + j, x + t0 + j, w, b, D, ld, m, eps);
+    }
+}
+
+/* ---- fused attention, one (image, head) ----
+ *
+ * Queries sit in the vector lanes: for a tile of nv*16 queries the score
+ * tile St (T, ATT_LD) = k^T q holds one key per row, so the softmax over keys
+ * is a vertical max/sum across rows (no horizontal reductions), and the tile
+ * (at most 197 x 32 floats = 25 KB for DeiT) stays in a 32 KB L1 for the AV product.
+ *   1. St[j][i] = sum_d k[d][j] q[d][i]      8 keys x nv vectors in registers
+ *   2. St[j][i] = exp(scale (St[j][i] - max_j St[j][i])), colsum[i], as a power of 2
+ *   3. out[d][i] = sum_j v[d][j] St[j][i] / colsum[i]   8 rows x nv vectors
+ * k is first copied into kp (ceil(T/8), hd, 8), zero padded, so each step of
+ * the QK^T loop broadcasts 8 keys from one 32-byte run.
+ */
+
+#define ATT_JB 8  /* keys per QK^T register block, head rows per AV block */
+#define ATT_QV 2  /* max query vectors per tile */
+#define ATT_LD 32 /* St row stride: ATT_QV * 16 */
+
+int64_t lpv__attention_scratch_avx512(int T, int hd) {
+    int64_t tp = (T + ATT_JB - 1) / ATT_JB * ATT_JB;
+    return tp * hd + (int64_t)T * ATT_LD + 16;
+}
+
+/* kp (nb, hd, 8) <- k (hd, T) stride ld, keys >= T zero. */
+LPV_TARGET_AVX512 static void pack_keys(float *kp, const float *k, int ld, int T, int hd) {
+    for (int j0 = 0; j0 < T; j0 += ATT_JB) {
+        int n = T - j0 < ATT_JB ? T - j0 : ATT_JB;
+        __mmask8 m = (__mmask8)((1u << n) - 1u);
+        float *dst = kp + (int64_t)j0 * hd;
+        for (int d = 0; d < hd; d++) _mm256_storeu_ps(dst + d * ATT_JB, _mm256_maskz_loadu_ps(m, k + (int64_t)d * ld + j0));
+    }
+}
+
+/* Step 1 on one tile: St (T, ATT_LD). q (hd, .) stride ld at the tile's first query. */
+LPV_VINLINE LPV_TARGET_AVX512 void att_scores(float *St, const float *q, int ld, const float *kp, int T, int hd, int nv,
+                                              const __mmask16 *qm) {
+    for (int j0 = 0; j0 < T; j0 += ATT_JB) {
+        __m512 acc[ATT_JB][ATT_QV];
+        for (int jj = 0; jj < ATT_JB; jj++)
+            for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_setzero_ps();
+        const float *kb = kp + (int64_t)j0 * hd;
+        for (int d = 0; d < hd; d++) {
+            __m512 qv[ATT_QV];
+            for (int v = 0; v < nv; v++) qv[v] = _mm512_maskz_loadu_ps(qm[v], q + (int64_t)d * ld + 16 * v);
+            for (int jj = 0; jj < ATT_JB; jj++) {
+                __m512 kj = _mm512_set1_ps(kb[d * ATT_JB + jj]);
+                for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_fmadd_ps(kj, qv[v], acc[jj][v]);
+            }
+        }
+        int n = T - j0 < ATT_JB ? T - j0 : ATT_JB;
+        for (int jj = 0; jj < ATT_JB; jj++) /* constant bounds keep acc in registers */
+            for (int v = 0; v < nv; v++)
+                if (jj < n) _mm512_storeu_ps(St + (int64_t)(j0 + jj) * ATT_LD + 16 * v, acc[jj][v]);
+    }
+}
+
+/* 2^y for y <= 0: y = n + f, |f| <= 1/2, 2^f by a degree-6 fit (relative error 1.3e-8).
+   Called with y = log2(e) scale (s - max): rounding y costs a relative ~4e-8 |y|, which
+   matters only for terms already below e^-20 of the largest. */
+LPV_VINLINE LPV_TARGET_AVX512 __m512 att_exp2(__m512 y) {
+    y = _mm512_max_ps(y, _mm512_set1_ps(-200.0f)); /* scalef gives 0 below -149 */
+    __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(y, n);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.499087521e-04f), f, _mm512_set1_ps(1.339308335e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.619673714e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550347269e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402263731e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471825e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Step 2: St <- exp(scale (St - column max)) in place; inv (ATT_LD) = 1 / column sums. */
+LPV_VINLINE LPV_TARGET_AVX512 void att_softmax(float *St, float *inv, int T, float scale, int nv) {
+    __m512 sc = _mm512_set1_ps(scale * LPV_EXP_LOG2E), ms[ATT_QV], sum[ATT_QV];
+    for (int v = 0; v < nv; v++) ms[v] = _mm512_set1_ps(-INFINITY), sum[v] = _mm512_setzero_ps();
+    for (int j = 0; j < T; j++)
+        for (int v = 0; v < nv; v++) ms[v] = _mm512_max_ps(ms[v], _mm512_loadu_ps(St + (int64_t)j * ATT_LD + 16 * v));
+    for (int v = 0; v < nv; v++) ms[v] = _mm512_mul_ps(ms[v], sc);
+    for (int j = 0; j < T; j++)
+        for (int v = 0; v < nv; v++) {
+            float *p = St + (int64_t)j * ATT_LD + 16 * v;
+            __m512 e = att_exp2(_mm512_fmsub_ps(_mm512_loadu_ps(p), sc, ms[v]));
+            _mm512_storeu_ps(p, e);
+            sum[v] = _mm512_add_ps(sum[v], e);
+        }
+    for (int v = 0; v < nv; v++) _mm512_storeu_ps(inv + 16 * v, _mm512_div_ps(_mm512_set1_ps(1.0f), sum[v]));
+}
+
+/* Step 3: out (hd, .) stride ld at the tile's first query = v St * inv. */
+LPV_VINLINE LPV_TARGET_AVX512 void att_values(float *out, const float *vh, int ld, const float *St, const float *inv,
+                                              int T, int hd, int nv, const __mmask16 *qm) {
+    for (int d0 = 0; d0 < hd; d0 += ATT_JB) {
+        __m512 acc[ATT_JB][ATT_QV];
+        for (int dd = 0; dd < ATT_JB; dd++)
+            for (int v = 0; v < nv; v++) acc[dd][v] = _mm512_setzero_ps();
+        const float *vr = vh + (int64_t)d0 * ld;
+        for (int j = 0; j < T; j++) {
+            __m512 p[ATT_QV];
+            for (int v = 0; v < nv; v++) p[v] = _mm512_loadu_ps(St + (int64_t)j * ATT_LD + 16 * v);
+            for (int dd = 0; dd < ATT_JB; dd++) {
+                __m512 vj = _mm512_set1_ps(vr[(int64_t)dd * ld + j]);
+                for (int v = 0; v < nv; v++) acc[dd][v] = _mm512_fmadd_ps(vj, p[v], acc[dd][v]);
+            }
+        }
+        for (int dd = 0; dd < ATT_JB; dd++)
+            for (int v = 0; v < nv; v++)
+                _mm512_mask_storeu_ps(out + (int64_t)(d0 + dd) * ld + 16 * v, qm[v],
+                                      _mm512_mul_ps(acc[dd][v], _mm512_loadu_ps(inv + 16 * v)));
+    }
+}
+
+/* Each step is its own function, specialized on nv: inlined into one body,
+ * GCC kept softmax constants and the inv vectors live across the AV loop and
+ * spilled two of its three St vectors to the stack every key. */
+#define ATT_STEPS(NV)                                                                                                  \
+    __attribute__((noinline)) LPV_TARGET_AVX512 static void att_scores##NV(float *St, const float *q, int ld,          \
+                                                                           const float *kp, int T, int hd,             \
+                                                                           const __mmask16 *qm) {                      \
+        att_scores(St, q, ld, kp, T, hd, NV, qm);                                                                      \
+    }                                                                                                                  \
+    __attribute__((noinline)) LPV_TARGET_AVX512 static void att_softmax##NV(float *St, float *inv, int T,              \
+                                                                            float scale) {                             \
+        att_softmax(St, inv, T, scale, NV);                                                                            \
+    }                                                                                                                  \
+    __attribute__((noinline)) LPV_TARGET_AVX512 static void att_values##NV(float *out, const float *vh, int ld,        \
+                                                                           const float *St, const float *inv, int T,   \
+                                                                           int hd, const __mmask16 *qm) {              \
+        att_values(out, vh, ld, St, inv, T, hd, NV, qm);                                                               \
+    }                                                                                                                  \
+    LPV_TARGET_AVX512 static void att_tile##NV(float *o, const float *q, const float *vh, int ld, const float *kp,      \
+                                               float *St, int T, int hd, float scale, int nq) {                        \
+        __mmask16 qm[ATT_QV];                                                                                          \
+        float inv[ATT_LD];                                                                                             \
+        for (int v = 0; v < NV; v++) {                                                                                 \
+            int c = nq - 16 * v;                                                                                       \
+            qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);                                         \
+        }                                                                                                              \
+        att_scores##NV(St, q, ld, kp, T, hd, qm);                                                                      \
+        att_softmax##NV(St, inv, T, scale);                                                                            \
+        att_values##NV(o, vh, ld, St, inv, T, hd, qm);                                                                 \
+    }
+
+ATT_STEPS(1)
+ATT_STEPS(2)
+
+/* Prefetches rows [r0, r1) of the 3·hd q/k/v rows of (image b, head h) into L2. */
+LPV_TARGET_AVX512 static void prefetch_head_rows(const float *qkv, int ld, int b, int h, int T, int D, int hd, int r0,
+                                                 int r1) {
+    for (int r = r0; r < r1; r++) {
+        int part = r / hd, d = r % hd;
+        const char *p = (const char *)(qkv + (int64_t)(part * D + h * hd + d) * ld + (int64_t)b * T);
+        for (int64_t o = 0; o < (int64_t)T * 4; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+    }
+}
+
+/* One (image b, head h); hd % 8 == 0. Query tiles of 2 vectors: a 3-vector tile's
+ * score block (197 x 48 floats, 38 KB) overflows a 32 KB L1 and ran ~15 % slower.
+ * (nb, nh), when nb >= 0, is the unit this thread runs next: its q/k/v rows are
+ * prefetched a slice per tile, so they come from L2 rather than memory at batch 8. */
+LPV_TARGET_AVX512 void lpv__attention_head_avx512(float *out, const float *qkv, int ld, int b, int h, int T, int D,
+                                                  int hd, float *scratch, int nb, int nh) {
+    int64_t col = (int64_t)b * T;
+    const float *q = qkv + (int64_t)h * hd * ld + col;
+    const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
+    const float *vh = qkv + (int64_t)(2 * D + h * hd) * ld + col;
+    float *o = out + (int64_t)h * hd * ld + col;
+    float *kp = scratch, *St = scratch + (int64_t)(T + ATT_JB - 1) / ATT_JB * ATT_JB * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int ntiles = (T + 31) / 32, rows = 3 * hd, per = (rows + ntiles - 1) / ntiles, tile = 0;
+    pack_keys(kp, k, ld, T, hd);
+    for (int i0 = 0; i0 < T; tile++) {
+        int nq = T - i0 < 32 ? T - i0 : 32;
+        if (nb >= 0) {
+            int r0 = tile * per, r1 = r0 + per < rows ? r0 + per : rows;
+            prefetch_head_rows(qkv, ld, nb, nh, T, D, hd, r0, r1);
+        }
+        if (nq > 16) att_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        else att_tile1(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        i0 += nq;
+    }
+}

@@ -1,0 +1,199 @@
+/*
+ * ops.c — LayerNorm, softmax, attention and patch extraction on
+ * feature-major activations (see include/lpvit/ops.h).
+ *
+ * Feature-major makes LayerNorm a column reduction: walking the D rows of a
+ * band of columns keeps one running sum per column in registers, and each row
+ * read is contiguous. Attention runs per (image, head): with AVX-512 (and
+ * head dim % 8 == 0) as one fused kernel (src/engine/kernels/ops_simd.c), otherwise with
+ * OpenBLAS for q^T k and v p^T around a row softmax, the (T, T) score matrix
+ * in a per-thread scratch.
+ */
+#include "lpvit/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lpvit/cpu.h"
+#include "engine/kernels/ops_internal.h"
+
+/* ---- LayerNorm ---- */
+
+#define LN_BAND LPV_LN_BAND /* columns normalized together */
+
+static void layernorm_band(float *y, const float *x, const float *w, const float *b, int D, int t0, int n, int ld,
+                           float eps) {
+    float mean[LN_BAND], rstd[LN_BAND];
+    for (int j = 0; j < n; j++) mean[j] = 0.0f, rstd[j] = 0.0f;
+    for (int d = 0; d < D; d++) {
+        const float *xr = x + (int64_t)d * ld + t0;
+        for (int j = 0; j < n; j++) mean[j] += xr[j];
+    }
+    for (int j = 0; j < n; j++) mean[j] /= (float)D;
+    /* two-pass variance: exact enough for activations far from zero mean */
+    for (int d = 0; d < D; d++) {
+        const float *xr = x + (int64_t)d * ld + t0;
+        for (int j = 0; j < n; j++) {
+            float c = xr[j] - mean[j];
+            rstd[j] += c * c;
+        }
+    }
+    for (int j = 0; j < n; j++) rstd[j] = 1.0f / sqrtf(rstd[j] / (float)D + eps);
+    for (int d = 0; d < D; d++) {
+        const float *xr = x + (int64_t)d * ld + t0;
+        float *yr = y + (int64_t)d * ld + t0;
+        float wd = w[d], bd = b[d];
+        for (int j = 0; j < n; j++) yr[j] = (xr[j] - mean[j]) * rstd[j] * wd + bd;
+    }
+}
+
+void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps) {
+    int nbands = (T + LN_BAND - 1) / LN_BAND;
+    int nt = omp_in_parallel() ? 1 : lpv_threads_get();
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < nbands; i++) {
+        int t0 = i * LN_BAND, n = T - t0 < LN_BAND ? T - t0 : LN_BAND;
+        if (lpv_isa_get() == LPV_ISA_AVX512) lpv__layernorm_band_avx512(y, x, w, b, D, t0, n, ld, eps);
+        else layernorm_band(y, x, w, b, D, t0, n, ld, eps);
+    }
+}
+
+void lpv_layernorm_fm_ref(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps) {
+    for (int t = 0; t < T; t++) {
+        double m = 0, v = 0;
+        for (int d = 0; d < D; d++) m += x[(int64_t)d * ld + t];
+        m /= D;
+        for (int d = 0; d < D; d++) {
+            double c = x[(int64_t)d * ld + t] - m;
+            v += c * c;
+        }
+        double r = 1.0 / sqrt(v / D + eps);
+        for (int d = 0; d < D; d++)
+            y[(int64_t)d * ld + t] = (float)((x[(int64_t)d * ld + t] - m) * r * w[d] + b[d]);
+    }
+}
+
+/* ---- softmax ---- */
+
+void lpv_softmax_rows(float *x, int n, int len, int ld) {
+    lpv_isa isa = lpv_isa_get();
+    if (isa == LPV_ISA_AVX512) {
+        lpv__softmax_rows_avx512(x, n, len, ld);
+        return;
+    }
+    if (isa == LPV_ISA_AVX2) {
+        lpv__softmax_rows_avx2(x, n, len, ld);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        float *r = x + (int64_t)i * ld, mx = -INFINITY, s = 0.0f;
+        for (int j = 0; j < len; j++) mx = r[j] > mx ? r[j] : mx;
+        for (int j = 0; j < len; j++) {
+            r[j] = expf(r[j] - mx);
+            s += r[j];
+        }
+        float inv = 1.0f / s;
+        for (int j = 0; j < len; j++) r[j] *= inv;
+    }
+}
+
+void lpv_softmax_rows_ref(float *x, int n, int len, int ld) {
+    for (int i = 0; i < n; i++) {
+        float *r = x + (int64_t)i * ld;
+        double mx = -INFINITY, s = 0;
+        for (int j = 0; j < len; j++) mx = r[j] > mx ? r[j] : mx;
+        for (int j = 0; j < len; j++) s += exp((double)r[j] - mx);
+        for (int j = 0; j < len; j++) r[j] = (float)(exp((double)r[j] - mx) / s);
+    }
+}
+
+/* ---- attention ---- */
+
+int64_t lpv_attention_scratch(int T, int hd) {
+    int64_t blas = (int64_t)T * T + 64, fused = lpv__attention_scratch_avx512(T, hd);
+    return blas > fused ? blas : fused;
+}
+
+/* One (image, head): S (T, T) = scale q^T k; softmax rows; out_h (hd, T) = v S^T. */
+static void attention_one(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *S) {
+    int64_t col = (int64_t)b * T;
+    const float *q = qkv + (int64_t)h * hd * ld + col;
+    const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
+    const float *v = qkv + (int64_t)(2 * D + h * hd) * ld + col;
+    float *o = out + (int64_t)h * hd * ld + col;
+    float scale = 1.0f / sqrtf((float)hd);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, S, T);
+    lpv_softmax_rows(S, T, T, T);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hd, T, T, 1.0f, v, ld, S, T, 0.0f, o, ld);
+}
+
+void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch) {
+    int hd = D / heads, n = B * heads;
+    int nt = omp_in_parallel() ? 1 : lpv_threads_get();
+    int64_t per = lpv_attention_scratch(T, hd);
+    int fused = lpv_isa_get() == LPV_ISA_AVX512 && hd % 8 == 0;
+    /* static round robin: each thread knows its next unit and prefetches it */
+#pragma omp parallel num_threads(nt)
+    {
+        int id = omp_get_thread_num(), step = omp_get_num_threads();
+        float *S = scratch + per * id;
+        for (int i = id; i < n; i += step) {
+            int j = i + step < n ? i + step : -1;
+            if (fused) lpv__attention_head_avx512(out, qkv, ld, i / heads, i % heads, T, D, hd, S, j < 0 ? -1 : j / heads,
+                                                  j < 0 ? 0 : j % heads);
+            else attention_one(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
+        }
+    }
+}
+
+void lpv_attention_fm_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads) {
+    int hd = D / heads;
+    double *s = malloc(sizeof(double) * (size_t)T);
+    if (!s) return;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < T; i++) {
+                int64_t ci = (int64_t)b * T + i;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < T; j++) {
+                    int64_t cj = (int64_t)b * T + j;
+                    double acc = 0;
+                    for (int d = 0; d < hd; d++)
+                        acc += (double)qkv[(int64_t)(h * hd + d) * ld + ci] * qkv[(int64_t)(D + h * hd + d) * ld + cj];
+                    s[j] = acc / sqrt((double)hd);
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                for (int j = 0; j < T; j++) sum += (s[j] = exp(s[j] - mx));
+                for (int d = 0; d < hd; d++) {
+                    double acc = 0;
+                    for (int j = 0; j < T; j++)
+                        acc += s[j] * qkv[(int64_t)(2 * D + h * hd + d) * ld + (int64_t)b * T + j];
+                    out[(int64_t)(h * hd + d) * ld + ci] = (float)(acc / sum);
+                }
+            }
+    free(s);
+}
+
+/* ---- patches ---- */
+
+void lpv_patchify(float *out, int ld, const float *img, int B, int C, int S, int p) {
+    int G = S / p;
+    int nt = omp_in_parallel() ? 1 : lpv_threads_get();
+#pragma omp parallel for collapse(2) num_threads(nt) schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int ky = 0; ky < p; ky++)
+            for (int kx = 0; kx < p; kx++) {
+                float *row = out + (int64_t)((c * p + ky) * p + kx) * ld;
+                for (int b = 0; b < B; b++) {
+                    const float *im = img + ((int64_t)b * C + c) * S * S;
+                    float *r = row + (int64_t)b * G * G;
+                    for (int gy = 0; gy < G; gy++) {
+                        const float *src = im + (int64_t)(gy * p + ky) * S + kx;
+                        for (int gx = 0; gx < G; gx++) r[gy * G + gx] = src[gx * p];
+                    }
+                }
+            }
+}

@@ -1,0 +1,107 @@
+/* report.c — provenance and JSON output (see include/lpvit/report.h). */
+#include "lpvit/report.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lpvit/cpu.h"
+#include "lpvit_commit.h" /* generated at build time */
+#include "lpvit/fileio.h"
+
+const char *lpv_version(void) { return LPVIT_VERSION; }
+const char *lpv_commit(void) { return LPVIT_GIT_COMMIT; }
+
+static void loadavg(char *buf, size_t cap) {
+    buf[0] = 0;
+    FILE *fp = fopen("/proc/loadavg", "r");
+    if (!fp) return;
+    double a, b, c;
+    if (fscanf(fp, "%lf %lf %lf", &a, &b, &c) == 3) snprintf(buf, cap, "%.2f %.2f %.2f", a, b, c);
+    fclose(fp);
+}
+
+void lpv_report_environment(cJSON *obj) {
+    cJSON *e = cJSON_AddObjectToObject(obj, "environment");
+    if (!e) return;
+    const lpv_cpu_info *c = lpv_cpu();
+    char buf[128];
+    cJSON_AddStringToObject(e, "lpvit", LPVIT_VERSION);
+    cJSON_AddStringToObject(e, "commit", LPVIT_GIT_COMMIT);
+    cJSON_AddStringToObject(e, "build", LPVIT_BUILD_TYPE);
+    cJSON_AddStringToObject(e, "compiler", LPVIT_C_COMPILER);
+    cJSON_AddStringToObject(e, "cpu", c->brand[0] ? c->brand : c->vendor);
+    snprintf(buf, sizeof buf, "%d/%d", c->family, c->model);
+    cJSON_AddStringToObject(e, "cpu_family_model", buf);
+    cJSON_AddNumberToObject(e, "online_cpus", (double)sysconf(_SC_NPROCESSORS_ONLN));
+    cJSON_AddStringToObject(e, "isa", lpv_isa_name(lpv_isa_get()));
+    cJSON_AddNumberToObject(e, "threads", lpv_threads_get());
+    cJSON_AddStringToObject(e, "dense_kernel", lpv_dense_kernel_name(lpv_dense_kernel_get()));
+    cJSON_AddStringToObject(e, "openblas_core", lpv_blas_corename());
+    cJSON_AddStringToObject(e, "openblas_core_source", lpv_blas_core_source());
+    cJSON_AddStringToObject(e, "openblas_config", lpv_blas_config());
+    loadavg(buf, sizeof buf);
+    cJSON_AddStringToObject(e, "loadavg", buf);
+    time_t now = time(NULL);
+    struct tm tmv;
+    gmtime_r(&now, &tmv);
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    cJSON_AddStringToObject(e, "time", buf);
+}
+
+void lpv_environment_line(char *buf, size_t cap) {
+    const lpv_cpu_info *c = lpv_cpu();
+    char la[64];
+    loadavg(la, sizeof la);
+    snprintf(buf, cap, "lpvit %s (%s), cpu '%s', isa %s, %d threads, dense kernel %s, openblas core %s (%s), load %s",
+             LPVIT_VERSION, LPVIT_GIT_COMMIT, c->brand[0] ? c->brand : c->vendor, lpv_isa_name(lpv_isa_get()),
+             lpv_threads_get(), lpv_dense_kernel_name(lpv_dense_kernel_get()),
+             lpv_blas_corename(), lpv_blas_core_source(), la);
+}
+
+/* Depth-first search for a non-finite number; writes its key path into where. */
+static int find_nonfinite(const cJSON *j, char *where, size_t cap) {
+    for (const cJSON *c = j ? j->child : NULL; c; c = c->next) {
+        if (cJSON_IsNumber(c) && !isfinite(c->valuedouble)) {
+            snprintf(where, cap, "%s", c->string ? c->string : "[array item]");
+            return 1;
+        }
+        if ((cJSON_IsObject(c) || cJSON_IsArray(c)) && find_nonfinite(c, where, cap)) return 1;
+    }
+    return 0;
+}
+
+lpv_status lpv_json_write(const cJSON *root, const char *path, lpv_err *err) {
+    char where[128];
+    if (find_nonfinite(root, where, sizeof where))
+        return lpv_fail(err, LPV_E_DATA, "report value '%s' is not a finite number; refusing to write '%s'", where,
+                        path);
+    char *txt = cJSON_Print(root);
+    if (!txt) return lpv_fail(err, LPV_E_OOM, "out of memory printing JSON");
+    lpv_status st = LPV_OK;
+    if (strcmp(path, "-") == 0) {
+        fputs(txt, stdout);
+        fputc('\n', stdout);
+        fflush(stdout);
+    } else {
+        size_t n = strlen(txt);
+        txt[n] = '\n';
+        st = lpv_write_file_atomic(path, txt, n + 1, err);
+    }
+    free(txt);
+    return st;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double lpv_median(double *v, int n) {
+    if (n <= 0) return NAN;
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}

@@ -1,0 +1,313 @@
+/* calib.c — calibration gradients / Fisher and their zlib cache (see include/lpvit/calib.h). */
+#include "lpvit/calib.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "lpvit/cpu.h"
+#include "lpvit/fileio.h"
+#include "lpvit/loader.h"
+#include "lpvit/report.h"
+#include "lpvit/rng.h"
+#include "lpvit/safetensors.h"
+
+#define CALIB_FORMAT "lpvit-calib-v1"
+
+void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *list_sha, const lpv_calib_opts *o,
+                   const lpv_preproc *pp) {
+    snprintf(key, cap,
+             "{\"format\": \"%s\", \"model_sha256\": \"%s\", \"calib_list_sha256\": \"%s\", \"loss\": \"%s\", "
+             "\"fisher\": %d, \"blocks\": \"%dx%d\", \"seed\": %llu, "
+             "\"preprocess\": \"%d %.6g %s %.6g,%.6g,%.6g %.6g,%.6g,%.6g\"}",
+             CALIB_FORMAT, model_sha, list_sha, lpv_loss_name(o->loss), o->fisher, o->block_R, o->block_C,
+             o->loss == LPV_LOSS_KL ? (unsigned long long)o->seed : 0ull, pp->img_size, pp->crop_pct,
+             lpv_interp_name(pp->interp), (double)pp->mean[0], (double)pp->mean[1], (double)pp->mean[2],
+             (double)pp->std[0], (double)pp->std[1], (double)pp->std[2]);
+}
+
+static int64_t n_blocks(const lpv_linear *L, int R, int C) {
+    return (int64_t)((L->out + R - 1) / R) * ((L->in + C - 1) / C);
+}
+
+static lpv_status stats_alloc(lpv_calib_stats *s, lpv_model *m, const lpv_calib_opts *o, lpv_err *err) {
+    lpv_arena_init(&s->arena, 1 << 20);
+    s->n = lpv_model_layers(m, s->refs, LPV_MAX_LAYERS);
+    s->block_R = o->block_R, s->block_C = o->block_C;
+    for (int i = 0; i < s->n; i++) {
+        const lpv_linear *L = s->refs[i].lin;
+        size_t bytes = sizeof(float) * (size_t)L->out * (size_t)L->in;
+        s->g[i] = lpv_arena_alloc(&s->arena, bytes);
+        s->f[i] = o->fisher ? lpv_arena_alloc(&s->arena, bytes) : NULL;
+        s->bf[i] = o->block_R ? lpv_arena_alloc(&s->arena, sizeof(float) * (size_t)n_blocks(L, o->block_R, o->block_C))
+                              : NULL;
+        if (!s->g[i] || (o->fisher && !s->f[i]) || (o->block_R && !s->bf[i]))
+            return lpv_fail(err, LPV_E_OOM, "out of memory for calibration statistics");
+    }
+    return LPV_OK;
+}
+
+/* Labels drawn from softmax(logits) per sample (kl's true-Fisher estimate). */
+static void sample_labels(const float *logits, int B, int C, lpv_rng *r, int *labels) {
+    for (int b = 0; b < B; b++) {
+        const float *l = logits + (int64_t)b * C;
+        double mx = -INFINITY, s = 0;
+        for (int j = 0; j < C; j++) mx = l[j] > mx ? l[j] : mx;
+        for (int j = 0; j < C; j++) s += exp(l[j] - mx);
+        double u = lpv_rng_uniform(r) * s, acc = 0;
+        int pick = C - 1;
+        for (int j = 0; j < C; j++) {
+            acc += exp(l[j] - mx);
+            if (acc >= u) {
+                pick = j;
+                break;
+            }
+        }
+        labels[b] = pick;
+    }
+}
+
+lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, const lpv_calib_opts *o,
+                             lpv_calib_stats *s, lpv_err *err) {
+    memset(s, 0, sizeof *s);
+    if (ds->n < 1) return lpv_fail(err, LPV_E_DATA, "calibration set is empty");
+    int batch = o->batch < ds->n ? o->batch : ds->n;
+    LPV_TRY(stats_alloc(s, m, o, err));
+    lpv_train_ws ws;
+    lpv_grads g;
+    lpv_status st = lpv_train_ws_init(&ws, &m->cfg, batch, err);
+    if (st) return st;
+    if ((st = lpv_grads_init(&g, &m->cfg, o->fisher ? LPV_GRADS_SQ : 0, err)) != LPV_OK) {
+        lpv_train_ws_free(&ws);
+        return st;
+    }
+    if (o->block_R && (st = lpv_grads_enable_blocks(&g, o->block_R, o->block_C, err)) != LPV_OK) {
+        lpv_grads_free(&g);
+        lpv_train_ws_free(&ws);
+        return st;
+    }
+    lpv_loader *L = NULL;
+    lpv_loader_opts lo = {batch, 1, 0};
+    int *labels = malloc(sizeof(int) * (size_t)batch);
+    float *logits = malloc(sizeof(float) * (size_t)batch * m->cfg.classes);
+    if (!labels || !logits) st = lpv_fail(err, LPV_E_OOM, "out of memory");
+    if (!st) st = lpv_loader_open(&L, ds, pp, &lo, err);
+    lpv_rng r;
+    lpv_rng_seed(&r, o->seed);
+    double t0 = lpv_now(), loss_sum = 0;
+    long done = 0;
+    while (st == LPV_OK) {
+        lpv_batch b;
+        if ((st = lpv_loader_next(L, &b, err)) != LPV_OK || b.count == 0) break;
+        for (int i = 0; i < b.n_failed && !o->quiet; i++)
+            fprintf(stderr, "%slpvit: calibration image skipped: %s\n", isatty(2) ? "\r\033[K" : "", b.failed[i].reason);
+        done += b.count;
+        if (b.n == 0) continue;
+        lpv_loss loss = {o->loss, NULL, NULL};
+        if (o->loss == LPV_LOSS_CE) {
+            for (int i = 0; i < b.n; i++)
+                if (b.labels[i] < 0 || b.labels[i] >= m->cfg.classes) {
+                    st = lpv_fail(err, LPV_E_DATA, "--loss ce needs labels: '%s' has none", ds->items[b.index[i]].path);
+                    break;
+                }
+            loss.labels = b.labels;
+        } else if (o->loss == LPV_LOSS_KL) { /* forward once to sample labels from the dense prediction */
+            lpv_loss fwd = {LPV_LOSS_MEAN_SQ, NULL, NULL}; /* any loss: only the logits are used */
+            st = lpv_forward_backward(m, &ws, b.x, b.n, &fwd, NULL, logits, NULL, err);
+            if (st) break;
+            sample_labels(logits, b.n, m->cfg.classes, &r, labels);
+            loss.kind = LPV_LOSS_CE;
+            loss.labels = labels;
+        }
+        if (st) break;
+        lpv_grads_zero(&g);
+        float lval = 0;
+        if ((st = lpv_forward_backward(m, &ws, b.x, b.n, &loss, &lval, NULL, &g, err)) != LPV_OK) break;
+        loss_sum += (double)lval * b.n;
+        /* exact sample mean: every batch mean weighted by its size */
+        for (int i = 0; i < s->n; i++) {
+            lpv_linear_grad *lg = lpv_grads_linear(&g, s->refs[i].kind, s->refs[i].block);
+            int64_t nw = (int64_t)lg->out * lg->in;
+            float *dst = s->g[i];
+            for (int64_t q = 0; q < nw; q++) dst[q] += (float)b.n * lg->w[q];
+            if (o->fisher)
+                for (int64_t q = 0; q < nw; q++) s->f[i][q] += lg->sq[q];
+            if (o->block_R) {
+                int64_t nb = n_blocks(s->refs[i].lin, o->block_R, o->block_C);
+                for (int64_t q = 0; q < nb; q++) s->bf[i][q] += lg->bsq[q];
+            }
+        }
+        s->samples += b.n;
+        if (!o->quiet) {
+            double el = lpv_now() - t0;
+            fprintf(stderr, "%slpvit: calibration %ld/%d images, %.2f s/image, loss %.4f%s", isatty(2) ? "\r" : "", done,
+                    ds->n, el / (double)done, loss_sum / (double)s->samples, isatty(2) ? "\033[K" : "\n");
+        }
+    }
+    if (!o->quiet && isatty(2)) fputc('\n', stderr);
+    lpv_loader_close(L);
+    free(labels), free(logits);
+    lpv_grads_free(&g);
+    lpv_train_ws_free(&ws);
+    if (st == LPV_OK && s->samples == 0) st = lpv_fail(err, LPV_E_DATA, "no calibration image could be read");
+    if (st == LPV_OK) {
+        for (int i = 0; i < s->n; i++) {
+            int64_t nw = (int64_t)s->refs[i].lin->out * s->refs[i].lin->in;
+            float inv = 1.0f / (float)s->samples;
+            for (int64_t q = 0; q < nw; q++) s->g[i][q] *= inv;
+            if (o->fisher)
+                for (int64_t q = 0; q < nw; q++) s->f[i][q] *= inv;
+            if (o->block_R)
+                for (int64_t q = 0; q < n_blocks(s->refs[i].lin, o->block_R, o->block_C); q++) s->bf[i][q] *= inv;
+        }
+        s->mean_loss = loss_sum / (double)s->samples;
+    } else {
+        lpv_calib_free(s);
+    }
+    return st;
+}
+
+/* ---- cache: safetensors, gzip-compressed ---- */
+
+lpv_status lpv_calib_save(const lpv_calib_stats *s, const char *path, lpv_err *err) {
+    char tmp[1200], ztmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.raw.%ld", path, (long)getpid());
+    lpv_st_writer w;
+    lpv_st_writer_init(&w);
+    lpv_status st = LPV_OK;
+    for (int i = 0; i < s->n && st == LPV_OK; i++) {
+        char nm[96];
+        int64_t shape[2] = {s->refs[i].lin->out, s->refs[i].lin->in};
+        snprintf(nm, sizeof nm, "g.%s", s->refs[i].name);
+        st = lpv_st_writer_add(&w, nm, LPV_DT_F32, 2, shape, s->g[i], err);
+        if (st == LPV_OK && s->f[i]) {
+            snprintf(nm, sizeof nm, "f.%s", s->refs[i].name);
+            st = lpv_st_writer_add(&w, nm, LPV_DT_F32, 2, shape, s->f[i], err);
+        }
+        if (st == LPV_OK && s->bf[i]) {
+            const lpv_linear *L = s->refs[i].lin;
+            int64_t bshape[2] = {(L->out + s->block_R - 1) / s->block_R, (L->in + s->block_C - 1) / s->block_C};
+            snprintf(nm, sizeof nm, "b.%s", s->refs[i].name);
+            st = lpv_st_writer_add(&w, nm, LPV_DT_F32, 2, bshape, s->bf[i], err);
+        }
+    }
+    char num[64];
+    snprintf(num, sizeof num, "%lld", (long long)s->samples);
+    if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.calib_key", s->key, err);
+    if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.samples", num, err);
+    snprintf(num, sizeof num, "%.9g", s->mean_loss);
+    if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.mean_loss", num, err);
+    if (st == LPV_OK) st = lpv_st_write(&w, tmp, err);
+    lpv_st_writer_free(&w);
+    if (st) return st;
+    /* compress to a temporary name, then rename: a crash never leaves a half cache file */
+    snprintf(ztmp, sizeof ztmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *in = fopen(tmp, "rb");
+    gzFile z = gzopen(ztmp, "wb1");
+    int ok = in && z;
+    static __thread unsigned char buf[1 << 16];
+    size_t got;
+    while (ok && (got = fread(buf, 1, sizeof buf, in)) > 0) ok = gzwrite(z, buf, (unsigned)got) == (int)got;
+    if (in) fclose(in);
+    if (z && gzclose(z) != Z_OK) ok = 0;
+    unlink(tmp);
+    if (!ok || rename(ztmp, path) != 0) {
+        unlink(ztmp);
+        return lpv_fail(err, LPV_E_IO, "cannot write calibration cache '%s'", path);
+    }
+    return LPV_OK;
+}
+
+/* gunzip path into a malloc'd buffer, at most cap bytes. */
+static lpv_status gunzip_file(const char *path, uint8_t **out, size_t *n, size_t cap, lpv_err *err) {
+    gzFile z = gzopen(path, "rb");
+    if (!z) return lpv_fail(err, LPV_E_IO, "cannot open '%s'", path);
+    size_t size = 0, alloc = 1 << 20;
+    uint8_t *buf = malloc(alloc);
+    lpv_status st = buf ? LPV_OK : lpv_fail(err, LPV_E_OOM, "out of memory");
+    while (st == LPV_OK) {
+        if (size == alloc) {
+            if (alloc >= cap) {
+                st = lpv_fail(err, LPV_E_FORMAT, "'%s' inflates past %zu bytes", path, cap);
+                break;
+            }
+            alloc = alloc * 2 < cap ? alloc * 2 : cap;
+            uint8_t *nb = realloc(buf, alloc);
+            if (!nb) {
+                st = lpv_fail(err, LPV_E_OOM, "out of memory");
+                break;
+            }
+            buf = nb;
+        }
+        int got = gzread(z, buf + size, (unsigned)(alloc - size > (1u << 30) ? (1u << 30) : alloc - size));
+        if (got < 0) {
+            int e;
+            st = lpv_fail(err, LPV_E_FORMAT, "'%s' is not a valid gzip stream (%s)", path, gzerror(z, &e));
+            break;
+        }
+        if (got == 0) break;
+        size += (size_t)got;
+    }
+    if (gzclose(z) != Z_OK && st == LPV_OK) st = lpv_fail(err, LPV_E_FORMAT, "'%s': gzip stream is corrupt", path);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    *n = size;
+    return LPV_OK;
+}
+
+lpv_status lpv_calib_load(lpv_calib_stats *s, lpv_model *m, const char *path, const char *key,
+                          const lpv_calib_opts *o, lpv_err *err) {
+    memset(s, 0, sizeof *s);
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    LPV_TRY(gunzip_file(path, &buf, &n, (size_t)16 << 30, err));
+    lpv_st_file f;
+    lpv_status st = lpv_st_parse(&f, buf, n, path, err);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    const char *k = lpv_st_meta(&f, "lpvit.calib_key"), *ns = lpv_st_meta(&f, "lpvit.samples");
+    const char *ml = lpv_st_meta(&f, "lpvit.mean_loss");
+    if (!k || strcmp(k, key) != 0) st = lpv_fail(err, LPV_E_FORMAT, "'%s' was made for other inputs", path);
+    if (!st && (!ns || atoll(ns) < 1)) st = lpv_fail(err, LPV_E_FORMAT, "'%s' has no sample count", path);
+    if (!st) st = stats_alloc(s, m, o, err);
+    for (int i = 0; i < s->n && st == LPV_OK; i++) {
+        const lpv_linear *L = s->refs[i].lin;
+        const char *kinds[3] = {"g", "f", "b"};
+        float *dst[3] = {s->g[i], s->f[i], s->bf[i]};
+        int64_t rows[3] = {L->out, L->out, o->block_R ? (L->out + o->block_R - 1) / o->block_R : 0};
+        int64_t cols[3] = {L->in, L->in, o->block_C ? (L->in + o->block_C - 1) / o->block_C : 0};
+        for (int which = 0; which < 3 && st == LPV_OK; which++) {
+            if (!dst[which]) continue;
+            char nm[96];
+            snprintf(nm, sizeof nm, "%s.%s", kinds[which], s->refs[i].name);
+            const lpv_st_tensor *t = lpv_st_find(&f, nm);
+            if (!t || t->dtype != LPV_DT_F32 || t->ndim != 2 || t->shape[0] != rows[which] || t->shape[1] != cols[which])
+                st = lpv_fail(err, LPV_E_FORMAT, "'%s': tensor '%s' missing or not F32 [%lld, %lld]", path, nm,
+                              (long long)rows[which], (long long)cols[which]);
+            else st = lpv_st_read_f32(&f, t, dst[which], err);
+        }
+    }
+    if (!st) {
+        s->samples = atoll(ns);
+        s->mean_loss = ml ? atof(ml) : NAN;
+        s->from_cache = 1;
+        snprintf(s->key, sizeof s->key, "%s", key);
+    }
+    lpv_st_close(&f);
+    free(buf);
+    if (st) lpv_calib_free(s);
+    return st;
+}
+
+void lpv_calib_free(lpv_calib_stats *s) {
+    lpv_arena_free(&s->arena);
+    s->n = 0;
+}

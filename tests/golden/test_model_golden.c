@@ -1,0 +1,88 @@
+/*
+ * test_model_golden.c — lpvit's forward pass computes what timm and
+ * transformers compute: logits of the 2-layer random DeiT-Tiny fixtures
+ * (timm and HF names, plain and distilled) match the reference logits made by
+ * timm 1.0 / transformers 5 to max abs error <= 1e-4, with 1 and 2 threads
+ * and with batches split differently.
+ */
+#include "lpvit/cpu.h"
+#include "lpvit/forward.h"
+#include "lpvit/model.h"
+#include "lpvit/safetensors.h"
+#include "test.h"
+
+static float *read_tensor(const lpv_st_file *f, const char *name, int64_t *n) {
+    const lpv_st_tensor *t = lpv_st_find(f, name);
+    if (!t) return NULL;
+    float *x = malloc(sizeof(float) * (t->nelem ? t->nelem : 1));
+    lpv_err err;
+    if (lpv_st_read_f32(f, t, x, &err) != LPV_OK) {
+        free(x);
+        return NULL;
+    }
+    if (n) *n = (int64_t)t->nelem;
+    return x;
+}
+
+static void check_fixture(const char *shared, const char *model_rel, const char *ref_rel, int expect_outputs,
+                          int expect_prefix, float expect_eps) {
+    char mp[1024], rp[1024];
+    test_path(mp, sizeof mp, shared, model_rel);
+    test_path(rp, sizeof rp, shared, ref_rel);
+    lpv_model *m = NULL;
+    lpv_err err;
+    CHECK_OK(lpv_model_load(&m, mp, NULL, &err), &err);
+    if (!m) return;
+    CHECK(m->cfg.dim == 192 && m->cfg.depth == 2 && m->cfg.heads == 3 && m->cfg.mlp == 768);
+    CHECKF(m->cfg.n_outputs == expect_outputs && m->cfg.n_prefix == expect_prefix, "%s: outputs %d prefix %d",
+           model_rel, m->cfg.n_outputs, m->cfg.n_prefix);
+    CHECKF(m->cfg.ln_eps == expect_eps, "%s: eps %g", model_rel, (double)m->cfg.ln_eps);
+    lpv_st_file ref;
+    CHECK_OK(lpv_st_open(&ref, rp, &err), &err);
+    int64_t nin = 0, nlog = 0;
+    float *input = read_tensor(&ref, "input", &nin), *want = read_tensor(&ref, "logits", &nlog);
+    CHECK(input && want && nlog == 4 * 1000);
+    if (!input || !want) goto out;
+    float *got = calloc((size_t)nlog, sizeof(float));
+    int per_img = 3 * 224 * 224;
+    /* OpenBLAS first, then lpvit's blocked kernel on the same dense weights (what eval runs) */
+    for (int pass = 0; pass < 4; pass++) {
+        int threads = 1 + (pass & 1), blocked = pass >= 2;
+        lpv_threads_set(threads);
+        if (blocked) CHECK_OK(lpv_model_pack_dense(m, 32, 32, &err), &err);
+        CHECK(!blocked || lpv_isa_get() == LPV_ISA_REF || m->blocks[0].fc1.blocked != NULL);
+        /* whole batch at once, then as 3 + 1 (different column layout) */
+        for (int split = 4; split >= 3; split--) {
+            lpv_workspace ws;
+            CHECK_OK(lpv_workspace_init(&ws, &m->cfg, 4, &err), &err);
+            CHECK_OK(lpv_forward(m, &ws, input, split, got, &err), &err);
+            if (split < 4)
+                CHECK_OK(lpv_forward(m, &ws, input + (int64_t)split * per_img, 4 - split, got + split * 1000, &err), &err);
+            test_diff d = test_compare(got, want, (size_t)nlog, 1e-3);
+            printf("%-45s threads=%d split=%d %-8s max_abs=%.3g max_rel=%.3g\n", model_rel, threads, split,
+                   blocked ? "blocked" : "openblas", d.max_abs, d.max_rel);
+            CHECKF(d.max_abs <= 1e-4, "%s: logits max abs error %.3g > 1e-4 (at %zu: %g vs %g)", model_rel, d.max_abs,
+                   d.at, (double)got[d.at], (double)want[d.at]);
+            lpv_workspace_free(&ws);
+        }
+    }
+    free(got);
+out:
+    free(input);
+    free(want);
+    lpv_st_close(&ref);
+    lpv_model_free(m);
+}
+
+int main(void) {
+    const char *shared = test_shared_dir();
+    if (!shared) return TEST_SKIP;
+    check_fixture(shared, "fixtures/timm_deit_tiny_d2.safetensors", "fixtures/timm_deit_tiny_d2.ref.safetensors", 1, 1,
+                  1e-6f);
+    check_fixture(shared, "fixtures/timm_deit_tiny_distilled_d2.safetensors",
+                  "fixtures/timm_deit_tiny_distilled_d2.ref.safetensors", 2, 2, 1e-6f);
+    check_fixture(shared, "fixtures/hf_deit_tiny_d2", "fixtures/hf_deit_tiny_d2/ref.safetensors", 1, 2, 1e-12f);
+    check_fixture(shared, "fixtures/hf_deit_tiny_distilled_d2", "fixtures/hf_deit_tiny_distilled_d2/ref.safetensors", 2,
+                  2, 1e-12f);
+    return test_finish("test_model_golden");
+}

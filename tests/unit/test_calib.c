@@ -1,0 +1,137 @@
+/*
+ * test_calib.c — calibration statistics equal their definitions computed one
+ * image at a time (mean gradient, Fisher diagonal, per-block second moments
+ * mean_n (g_n,b · w_b)²) on a random model and the committed mini ImageFolder,
+ * with an uneven last batch; the zlib cache round-trips exactly, and a cache
+ * made for other inputs, truncated or corrupted is refused.
+ */
+#include <unistd.h>
+
+#include "lpvit/calib.h"
+#include "lpvit/cpu.h"
+#include "lpvit/fileio.h"
+#include "lpvit/loader.h"
+#include "test.h"
+
+int main(void) {
+    lpv_threads_set(2);
+    lpv_err err;
+    lpv_config c;
+    memset(&c, 0, sizeof c);
+    c.dim = 32, c.depth = 2, c.heads = 2, c.mlp = 64, c.patch = 16, c.img = 32, c.chans = 3, c.classes = 1000;
+    c.n_prefix = 1, c.n_outputs = 1;
+    lpv_model *m;
+    CHECK_OK(lpv_model_random(&m, &c, 9, &err), &err);
+    lpv_synsets syn;
+    CHECK_OK(lpv_synsets_load(&syn, LPVIT_SOURCE_DIR "/models/synset_words.txt", &err), &err);
+    lpv_dataset ds;
+    CHECK_OK(lpv_dataset_imagefolder(&ds, LPVIT_SOURCE_DIR "/tests/data/imagenet-mini", &syn, &err), &err);
+    lpv_preproc pp = lpv_preproc_default();
+    pp.img_size = 32;
+    int R = 16, C = 16;
+    lpv_calib_opts o = {LPV_LOSS_SELF_CE, 1, R, C, 5, 0, 1};
+    lpv_calib_stats s;
+    CHECK_OK(lpv_calib_collect(m, &ds, &pp, &o, &s, &err), &err);
+    CHECK(s.samples == ds.n && s.n == 1 + 4 * 2 + 1);
+
+    /* reference: one image at a time */
+    lpv_loader *L;
+    lpv_loader_opts lo = {ds.n, 1, 1};
+    CHECK_OK(lpv_loader_open(&L, &ds, &pp, &lo, &err), &err);
+    lpv_batch b;
+    CHECK_OK(lpv_loader_next(L, &b, &err), &err);
+    lpv_train_ws ws;
+    CHECK_OK(lpv_train_ws_init(&ws, &m->cfg, 1, &err), &err);
+    lpv_grads g;
+    CHECK_OK(lpv_grads_init(&g, &m->cfg, 0, &err), &err);
+    double *gm[16] = {0}, *fm[16] = {0}, *bm[16] = {0};
+    for (int i = 0; i < s.n; i++) {
+        int64_t nw = (int64_t)s.refs[i].lin->out * s.refs[i].lin->in;
+        int64_t nb = (int64_t)((s.refs[i].lin->out + R - 1) / R) * ((s.refs[i].lin->in + C - 1) / C);
+        gm[i] = calloc((size_t)nw, sizeof(double)), fm[i] = calloc((size_t)nw, sizeof(double));
+        bm[i] = calloc((size_t)nb, sizeof(double));
+    }
+    int64_t per = 3 * 32 * 32;
+    for (int n = 0; n < b.n; n++) {
+        lpv_grads_zero(&g);
+        lpv_loss loss = {LPV_LOSS_SELF_CE, NULL, NULL};
+        CHECK_OK(lpv_forward_backward(m, &ws, b.x + n * per, 1, &loss, NULL, NULL, &g, &err), &err);
+        for (int i = 0; i < s.n; i++) {
+            const lpv_linear *W = s.refs[i].lin;
+            lpv_linear_grad *lg = lpv_grads_linear(&g, s.refs[i].kind, s.refs[i].block);
+            int nbc = (W->in + C - 1) / C;
+            for (int64_t q = 0; q < (int64_t)W->out * W->in; q++) {
+                gm[i][q] += lg->w[q] / b.n;
+                fm[i][q] += (double)lg->w[q] * lg->w[q] / b.n;
+            }
+            for (int br = 0; br * R < W->out; br++)
+                for (int bc = 0; bc * C < W->in; bc++) {
+                    double dot = 0;
+                    for (int r = br * R; r < (br + 1) * R && r < W->out; r++)
+                        for (int cc = bc * C; cc < (bc + 1) * C && cc < W->in; cc++)
+                            dot += (double)lg->w[(int64_t)r * W->in + cc] * W->w[(int64_t)r * W->in + cc];
+                    bm[i][br * nbc + bc] += dot * dot / b.n;
+                }
+        }
+    }
+    for (int i = 0; i < s.n; i++) {
+        const lpv_linear *W = s.refs[i].lin;
+        int64_t nw = (int64_t)W->out * W->in, nb = (int64_t)((W->out + R - 1) / R) * ((W->in + C - 1) / C);
+        double eg = 0, mg = 0, ef = 0, mf = 0, eb = 0, mb = 0;
+        for (int64_t q = 0; q < nw; q++) {
+            eg = fmax(eg, fabs(s.g[i][q] - gm[i][q])), mg = fmax(mg, fabs(gm[i][q]));
+            ef = fmax(ef, fabs(s.f[i][q] - fm[i][q])), mf = fmax(mf, fabs(fm[i][q]));
+        }
+        for (int64_t q = 0; q < nb; q++) eb = fmax(eb, fabs(s.bf[i][q] - bm[i][q])), mb = fmax(mb, fabs(bm[i][q]));
+        CHECKF(eg <= 1e-4 * mg && ef <= 1e-4 * mf && eb <= 1e-4 * mb, "%s: g %g/%g f %g/%g b %g/%g", s.refs[i].name, eg,
+               mg, ef, mf, eb, mb);
+        CHECK(mg > 0 && mf > 0 && mb > 0);
+        free(gm[i]), free(fm[i]), free(bm[i]);
+    }
+    lpv_grads_free(&g);
+    lpv_train_ws_free(&ws);
+    lpv_loader_close(L);
+
+    /* cache round trip */
+    char dir[] = "/tmp/lpvit_calib_XXXXXX", path[128], bad[160];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/c.lpvc", dir);
+    char key[1024], list[65];
+    lpv_dataset_hash(&ds, list);
+    lpv_calib_key(key, sizeof key, "modelsha", list, &o, &pp);
+    snprintf(s.key, sizeof s.key, "%s", key);
+    CHECK_OK(lpv_calib_save(&s, path, &err), &err);
+    lpv_calib_stats t;
+    CHECK_OK(lpv_calib_load(&t, m, path, key, &o, &err), &err);
+    CHECK(t.samples == s.samples && t.from_cache);
+    for (int i = 0; i < s.n; i++) {
+        int64_t nw = (int64_t)s.refs[i].lin->out * s.refs[i].lin->in;
+        CHECK(memcmp(t.g[i], s.g[i], sizeof(float) * (size_t)nw) == 0 && memcmp(t.f[i], s.f[i], sizeof(float) * (size_t)nw) == 0);
+    }
+    lpv_calib_free(&t);
+    /* another key (other model hash) is refused */
+    char key2[1024];
+    lpv_calib_key(key2, sizeof key2, "othersha", list, &o, &pp);
+    CHECK(lpv_calib_load(&t, m, path, key2, &o, &err) == LPV_E_FORMAT && strstr(err.msg, "other inputs"));
+    /* truncated and corrupted gzip streams are refused */
+    char *raw;
+    size_t n;
+    CHECK_OK(lpv_read_file(path, &raw, &n, 1u << 30, &err), &err);
+    snprintf(bad, sizeof bad, "%s/bad.lpvc", dir);
+    CHECK_OK(lpv_write_file_atomic(bad, raw, n / 2, &err), &err);
+    CHECK(lpv_calib_load(&t, m, bad, key, &o, &err) != LPV_OK);
+    raw[n / 2] ^= 0x5a, raw[n / 2 + 1] ^= 0xa5;
+    CHECK_OK(lpv_write_file_atomic(bad, raw, n, &err), &err);
+    CHECK(lpv_calib_load(&t, m, bad, key, &o, &err) != LPV_OK);
+    CHECK_OK(lpv_write_file_atomic(bad, "plain text", 10, &err), &err);
+    CHECK(lpv_calib_load(&t, m, bad, key, &o, &err) != LPV_OK);
+    free(raw);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    lpv_calib_free(&s);
+    lpv_dataset_free(&ds);
+    lpv_synsets_free(&syn);
+    lpv_model_free(m);
+    return test_finish("test_calib");
+}

@@ -1,0 +1,174 @@
+/*
+ * test_model_bsr.c — pruned models: a model with BSR layers computes the same
+ * logits as its dense-masked twin, survives a save/load round trip in the BSR
+ * file format (<name>.bsr_values / .bsr_col_indices / .bsr_row_ptr) and as a
+ * dense-masked export, and corrupt BSR tensors are rejected with messages
+ * naming the tensor.
+ */
+#include <unistd.h>
+
+#include "lpvit/bsr.h"
+#include "lpvit/cpu.h"
+#include "lpvit/forward.h"
+#include "lpvit/model.h"
+#include "lpvit/rng.h"
+#include "lpvit/safetensors.h"
+#include "test.h"
+
+static char dir[] = "/tmp/lpvit_bsrm_XXXXXX";
+
+static lpv_model *tiny(uint64_t seed, int distilled) {
+    lpv_config c;
+    memset(&c, 0, sizeof c);
+    c.dim = 64, c.depth = 2, c.heads = 2, c.mlp = 128, c.patch = 16, c.img = 32, c.chans = 3, c.classes = 40;
+    c.n_prefix = distilled ? 2 : 1, c.n_outputs = distilled ? 2 : 1;
+    lpv_model *m;
+    lpv_err err;
+    CHECK_OK(lpv_model_random(&m, &c, seed, &err), &err);
+    return m;
+}
+
+/* Prunes every linear layer at ~50% with random R x C masks (head included: 40 rows -> partial block rows). */
+static void prune_random(lpv_model *m, int R, int C, uint64_t seed) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    lpv_rng r;
+    lpv_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+        lpv_linear *L = refs[i].lin;
+        int nbr = (L->out + R - 1) / R, nbc = (L->in + C - 1) / C;
+        uint8_t *mask = malloc((size_t)nbr * nbc);
+        for (int k = 0; k < nbr * nbc; k++) mask[k] = lpv_rng_uniform(&r) < 0.5;
+        if (i == 1) memset(mask, 0, (size_t)nbc); /* one empty block row */
+        lpv_err err;
+        CHECK_OK(lpv_model_sparsify(m, L, R, C, mask, refs[i].name, &err), &err);
+        free(mask);
+    }
+}
+
+static void logits_of(lpv_model *m, const float *x, int B, float *out) {
+    lpv_workspace ws;
+    lpv_err err;
+    CHECK_OK(lpv_workspace_init(&ws, &m->cfg, B, &err), &err);
+    CHECK_OK(lpv_forward(m, &ws, x, B, out, &err), &err);
+    lpv_workspace_free(&ws);
+}
+
+static void test_roundtrip(int R, int C, int distilled) {
+    lpv_model *m = tiny(3, distilled);
+    prune_random(m, R, C, 11);
+    double d = lpv_model_linear_density(m);
+    CHECKF(d > 0.35 && d < 0.65, "density %g", d);
+    int B = 3, S = 32;
+    float *x = malloc(sizeof(float) * (size_t)B * 3 * S * S), l_bsr[3 * 40], l_file[3 * 40], l_dense[3 * 40],
+          l_export[3 * 40];
+    lpv_rng r;
+    lpv_rng_seed(&r, 5);
+    for (int i = 0; i < B * 3 * S * S; i++) x[i] = (float)lpv_rng_normal(&r);
+    logits_of(m, x, B, l_bsr);
+
+    char p_bsr[128], p_dense[128];
+    snprintf(p_bsr, sizeof p_bsr, "%s/pruned.safetensors", dir);
+    snprintf(p_dense, sizeof p_dense, "%s/masked.safetensors", dir);
+    lpv_err err;
+    lpv_save_opts so = {0, 1, {"lpvit"}, {"{\"format\": \"lpvit-bsr-v1\"}"}};
+    CHECK_OK(lpv_model_save(m, p_bsr, &so, &err), &err);
+    lpv_save_opts sd = {1, 0, {0}, {0}};
+    CHECK_OK(lpv_model_save(m, p_dense, &sd, &err), &err);
+
+    lpv_model *mf = NULL, *md = NULL;
+    CHECK_OK(lpv_model_load(&mf, p_bsr, NULL, &err), &err);
+    CHECK_OK(lpv_model_load(&md, p_dense, NULL, &err), &err);
+    if (!mf || !md) return;
+    CHECK(mf->lpvit_meta && strstr(mf->lpvit_meta, "lpvit-bsr-v1"));
+    CHECK(mf->blocks[1].fc2.bsr && !mf->blocks[1].fc2.w && md->blocks[1].fc2.w && !md->blocks[1].fc2.bsr);
+    CHECK(fabs(lpv_model_linear_density(mf) - d) < 1e-12);
+    logits_of(mf, x, B, l_file);
+    logits_of(md, x, B, l_dense);
+    CHECK(memcmp(l_file, l_bsr, sizeof l_bsr) == 0);
+    test_diff df = test_compare(l_dense, l_bsr, (size_t)B * 40, 1e-3);
+    CHECKF(df.max_rel < 1e-4, "R%d C%d: dense-masked vs bsr rel err %g", R, C, df.max_rel);
+    /* densify in memory gives the dense-masked weights */
+    CHECK_OK(lpv_model_densify(mf, &err), &err);
+    logits_of(mf, x, B, l_export);
+    CHECK(memcmp(l_export, l_dense, sizeof l_dense) == 0);
+    lpv_model_free(m), lpv_model_free(mf), lpv_model_free(md);
+    free(x);
+}
+
+/* Rewrites the pruned file with one BSR tensor replaced by `data` of `shape`. */
+static void corrupt(const char *src, const char *dst, const char *name, lpv_dtype dt, int ndim, const int64_t *shape,
+                    const void *data, const char *drop) {
+    lpv_st_file f;
+    lpv_err err;
+    CHECK_OK(lpv_st_open(&f, src, &err), &err);
+    lpv_st_writer w;
+    lpv_st_writer_init(&w);
+    for (int i = 0; i < f.n; i++) {
+        const lpv_st_tensor *t = &f.t[i];
+        if (drop && strcmp(t->name, drop) == 0) continue;
+        if (name && strcmp(t->name, name) == 0) CHECK_OK(lpv_st_writer_add(&w, name, dt, ndim, shape, data, &err), &err);
+        else CHECK_OK(lpv_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &err), &err);
+    }
+    for (int i = 0; i < f.n_meta; i++) lpv_st_writer_meta(&w, f.meta[i].key, f.meta[i].value, &err);
+    CHECK_OK(lpv_st_write(&w, dst, &err), &err);
+    lpv_st_writer_free(&w);
+    lpv_st_close(&f);
+}
+
+static void expect_error(const char *path, const char *needle, const char *what) {
+    lpv_model *m = NULL;
+    lpv_err err = {{0}};
+    CHECKF(lpv_model_load(&m, path, NULL, &err) != LPV_OK && !m, "%s: loaded", what);
+    CHECKF(strstr(err.msg, needle) != NULL, "%s: '%s' lacks '%s'", what, err.msg, needle);
+    if (m) lpv_model_free(m);
+}
+
+static void test_corrupt_files(void) {
+    lpv_model *m = tiny(4, 0);
+    lpv_linear *L = &m->blocks[0].fc1; /* (128, 64) at 32x32: 4 x 2 blocks */
+    uint8_t mask[8] = {1, 0, 1, 1, 0, 0, 1, 0};
+    lpv_err err;
+    CHECK_OK(lpv_model_sparsify(m, L, 32, 32, mask, "blocks.0.mlp.fc1.weight", &err), &err);
+    char good[128], bad[128];
+    snprintf(good, sizeof good, "%s/good.safetensors", dir);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    CHECK_OK(lpv_model_save(m, good, NULL, &err), &err);
+    const char *rp = "blocks.0.mlp.fc1.weight.bsr_row_ptr", *cp = "blocks.0.mlp.fc1.weight.bsr_col_indices";
+    int32_t rows_bad[5] = {0, 1, 3, 2, 4}; /* not monotone */
+    corrupt(good, bad, rp, LPV_DT_I32, 1, (int64_t[]){5}, rows_bad, NULL);
+    expect_error(bad, "blocks.0.mlp.fc1.weight", "row_ptr not monotone");
+    int32_t rows_short[4] = {0, 1, 3, 4};
+    corrupt(good, bad, rp, LPV_DT_I32, 1, (int64_t[]){4}, rows_short, NULL);
+    expect_error(bad, "blocks.0.mlp.fc1.weight", "row_ptr short");
+    int32_t cols_oob[4] = {0, 0, 5, 0}; /* block column 5 of 2 */
+    corrupt(good, bad, cp, LPV_DT_I32, 1, (int64_t[]){4}, cols_oob, NULL);
+    expect_error(bad, "blocks.0.mlp.fc1.weight", "column out of range");
+    int32_t cols_dup[4] = {0, 0, 0, 0}; /* row 1 has blocks 0, 1 -> make it 0, 0 */
+    corrupt(good, bad, cp, LPV_DT_I32, 1, (int64_t[]){4}, cols_dup, NULL);
+    expect_error(bad, "blocks.0.mlp.fc1.weight", "unsorted columns");
+    static float vals[4 * 32 * 32];
+    corrupt(good, bad, "blocks.0.mlp.fc1.weight.bsr_values", LPV_DT_F32, 3, (int64_t[]){4, 24, 32}, vals, NULL);
+    expect_error(bad, "blocks.0.mlp.fc1.weight", "block rows 24");
+    corrupt(good, bad, "blocks.0.mlp.fc1.weight.bsr_values", LPV_DT_F32, 3, (int64_t[]){3, 32, 32}, vals, NULL);
+    expect_error(bad, "blocks.0.mlp.fc1.weight", "values count");
+    corrupt(good, bad, NULL, LPV_DT_F32, 0, NULL, NULL, cp);
+    expect_error(bad, "needs all of", "missing col indices");
+    int64_t cols64[4] = {0, 0, 1, 0};
+    corrupt(good, bad, cp, LPV_DT_F32, 1, (int64_t[]){4}, cols64, NULL);
+    expect_error(bad, "expected I32", "float indices");
+    lpv_model_free(m);
+}
+
+int main(void) {
+    CHECK(mkdtemp(dir) != NULL);
+    lpv_threads_set(2);
+    test_roundtrip(16, 16, 0);
+    test_roundtrip(32, 16, 1);
+    test_roundtrip(8, 64, 0);
+    test_corrupt_files();
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+    return test_finish("test_model_bsr");
+}

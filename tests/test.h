@@ -3,8 +3,10 @@
  *
  * CHECK(cond) records a failure with file:line and keeps going; a test's main
  * returns test_finish(), which is non-zero when anything failed, so ctest sees
- * every numeric mismatch. A test that needs ../shared and cannot find it
- * returns TEST_SKIP (77) after printing why.
+ * every numeric mismatch, and also non-zero when no check ran at all (a test
+ * whose loops or fixtures silently came up empty). A test that needs ../shared
+ * and cannot find it returns TEST_SKIP (77) after printing why, before
+ * test_finish.
  */
 #ifndef LPVIT_TEST_H
 #define LPVIT_TEST_H
@@ -53,6 +55,10 @@ static int test_checks;
     } while (0)
 
 static inline int test_finish(const char *name) {
+    if (test_checks == 0) { /* a test that checked nothing proves nothing: fail it (skips return TEST_SKIP first) */
+        fprintf(stderr, "%s: FAILED: no check ran\n", name);
+        return 1;
+    }
     if (test_failures) {
         fprintf(stderr, "%s: %d of %d checks FAILED\n", name, test_failures, test_checks);
         return 1;

@@ -15,7 +15,8 @@
  *   uniform the same fraction of blocks from every layer (LPViT's "Uniform" baseline,
  *           and the usual partner of magnitude ranking: global magnitude would
  *           compare weights of differently scaled layers); binary search on the
- *           fraction, then single blocks by curve order to meet the target.
+ *           fraction, then single blocks, each from the layer furthest behind
+ *           the common fraction, to meet the target.
  *   lpvit   LPViT's equal-slope search (research/lpvit.md §2.8): per layer a
  *           5-point stencil derivative of the curve on its 101-point grid of
  *           pruned fractions, each layer at the grid point whose slope is
@@ -25,7 +26,9 @@
  *           is not monotone on non-convex curves, so s is scanned on a 0.05 grid
  *           instead. LPViT's fractions are on a 1% grid, so when no s lands
  *           within tol the allocation just above the target is topped up one
- *           block at a time by Δcurve/ΔFLOPs (reported).
+ *           block at a time by Δcurve/ΔFLOPs (reported). As LPViT's code does,
+ *           min_sp is lowered to (1 - target) / 2 when that is smaller. A
+ *           target below what the layers' kmax allow fails (LPV_E_ARG).
  *           Optional LPViT power term: curves += β·P, P = pruned fraction ×
  *           blocks × int(in/16) (224/16 for the patch embedding, as its code
  *           does), β = mean max D' / mean max P' (derivatives with h = 10).

@@ -14,8 +14,7 @@
  * Fisher" Monte-Carlo estimate.
  *
  * Cache: a zlib (gzip) stream of a safetensors file holding g (and f) under
- * the timm layer names, with the key — model SHA-256, calibration list hash,
- * loss, preprocessing, seed, format version — in its metadata. The file name
+ * the timm layer names, with the key (lpv_calib_key) in its metadata. The file name
  * is the key's SHA-256. Loading validates like any input (gzip integrity,
  * safetensors rules, the key, every tensor's shape); a file that fails is
  * ignored with a warning and the statistics are recomputed.
@@ -32,6 +31,7 @@
 #include "lpvit/error.h"
 #include "lpvit/grad.h"
 #include "lpvit/image.h"
+#include "lpvit/loader.h"
 #include "lpvit/model.h"
 
 typedef struct {
@@ -40,7 +40,8 @@ typedef struct {
     int block_R, block_C; /* > 0: also the per-block second moments mean_n (g_n,b · w_b)² */
     int batch;         /* images per forward/backward pass */
     uint64_t seed;     /* kl: label sampling */
-    int quiet;
+    lpv_skips *skips;  /* optional: unreadable images are counted here (loader.h) */
+    const char *label; /* what the progress reports call this pass (NULL: "statistics") */
 } lpv_calib_opts;
 
 typedef struct {
@@ -57,8 +58,10 @@ typedef struct {
     lpv_arena arena;
 } lpv_calib_stats;
 
-/* Builds the cache key for these inputs (model hash, list hash, loss, preprocessing, seed). */
-void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *list_sha, const lpv_calib_opts *o,
+/* The cache key: everything the statistics depend on — lpvit's version and commit, the model's hash, the
+ * images' hash (lpv_dataset_files_hash: names, labels, order, sizes and times), loss, Fisher, block shape,
+ * batch, seed and preprocessing. A change in any of them misses the cache. */
+void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *images_sha, const lpv_calib_opts *o,
                    const lpv_preproc *pp);
 /* Runs forward/backward over the dataset. */
 lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, const lpv_calib_opts *o,

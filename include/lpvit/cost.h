@@ -20,8 +20,11 @@
 #define LPVIT_COST_H
 
 #include "lpvit/error.h"
+#include "lpvit/names.h"
 
-typedef enum { LPV_OBJ_FLOPS, LPV_OBJ_SPEED, LPV_OBJ_POWER, LPV_OBJ_SPEED_POWER, LPV_OBJ_COUNT } lpv_objective;
+#define LPV_OBJECTIVE_LIST(X) \
+    X(LPV_OBJ_FLOPS, "flops") X(LPV_OBJ_SPEED, "speed") X(LPV_OBJ_POWER, "power") X(LPV_OBJ_SPEED_POWER, "speed+power")
+typedef enum { LPV_OBJECTIVE_LIST(LPV_ENUM_VALUE) LPV_OBJ_COUNT } lpv_objective;
 
 const char *lpv_objective_name(lpv_objective o);
 lpv_status lpv_objective_parse(const char *s, lpv_objective *out, lpv_err *err);
@@ -58,7 +61,7 @@ typedef struct {
 /* Times the BSR kernel (random masks, exact kept counts) and dense OpenBLAS for each distinct shape. */
 lpv_status lpv_time_table_measure(lpv_time_table *t, const lpv_layer_shape *shapes, int n, int R, int C,
                                   const double *densities, int nd, int batch, int reps, unsigned long long seed,
-                                  int quiet, lpv_err *err);
+                                  lpv_err *err);
 lpv_status lpv_time_table_save(const lpv_time_table *t, const char *path, lpv_err *err);
 /* Validates everything it reads (shapes > 0, densities ascending in (0, 1], times finite > 0). */
 lpv_status lpv_time_table_load(lpv_time_table *t, const char *path, lpv_err *err);

@@ -18,8 +18,10 @@
 #define LPVIT_CPU_H
 
 #include "lpvit/error.h"
+#include "lpvit/names.h"
 
-typedef enum { LPV_ISA_REF = 0, LPV_ISA_AVX2 = 1, LPV_ISA_AVX512 = 2 } lpv_isa;
+#define LPV_ISA_LIST(X) X(LPV_ISA_REF, "ref") X(LPV_ISA_AVX2, "avx2") X(LPV_ISA_AVX512, "avx512")
+typedef enum { LPV_ISA_LIST(LPV_ENUM_VALUE) LPV_ISA_COUNT } lpv_isa;
 
 typedef struct {
     int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512_bf16, avx512_vnni;
@@ -48,6 +50,8 @@ const char *lpv_dense_kernel_name(lpv_dense_kernel k);
 /* Thread count for all lpvit parallel work (>= 1); default: online CPUs. */
 int lpv_threads_get(void);
 void lpv_threads_set(int n);
+/* Threads for a new parallel region: 1 inside one already (nested regions are not used), else lpv_threads_get(). */
+int lpv_team_size(void);
 
 /* Call first thing in main(); may execv() the program. Returns normally otherwise. */
 void lpv_blas_reexec(int argc, char **argv);

@@ -78,6 +78,12 @@ lpv_status lpv_dataset_flat(lpv_dataset *ds, const char *dir, const char *labels
 lpv_status lpv_dataset_paths(lpv_dataset *ds, const char *const *paths, int n, lpv_err *err);
 void lpv_dataset_free(lpv_dataset *ds);
 
+/* view <- ds with an item list of its own, sharing ds's strings: narrow it with limit / spread / sample
+ * without touching ds. ds must outlive the view; free it with lpv_dataset_view_free, never
+ * lpv_dataset_free. An empty ds gives an empty view. */
+lpv_status lpv_dataset_view(lpv_dataset *view, const lpv_dataset *ds, lpv_err *err);
+void lpv_dataset_view_free(lpv_dataset *view);
+
 /* Keeps the first n items (n >= ds->n keeps all). */
 void lpv_dataset_limit(lpv_dataset *ds, int n);
 /* Keeps n items evenly spread over the list (item ⌊i·N/n⌋), in order: a class-sorted
@@ -89,5 +95,8 @@ lpv_status lpv_dataset_sample(lpv_dataset *ds, int n, uint64_t seed, lpv_err *er
 
 /* SHA-256 of "name<TAB>label<LF>" over the dataset's items: identifies the list and its order. */
 void lpv_dataset_hash(const lpv_dataset *ds, char out[65]);
+/* The same with each file's size and modification time: changes when an image is replaced in place, so a
+ * cache keyed by it never serves statistics of other pixels. A file that cannot be stat'ed counts as size -1. */
+void lpv_dataset_files_hash(const lpv_dataset *ds, char out[65]);
 
 #endif

@@ -31,6 +31,8 @@ lpv_status lpv_write_file_atomic(const char *path, const void *data, size_t n, l
 lpv_status lpv_read_file(const char *path, char **out, size_t *n, size_t max_bytes, lpv_err *err);
 int lpv_file_exists(const char *path);
 int lpv_is_dir(const char *path);
+/* Creates dir and its missing parents (mode 0755); 1 when dir is a directory afterwards. */
+int lpv_mkdir_p(const char *dir);
 /* 1 when a and b name the same existing file (same device and inode). */
 int lpv_same_file(const char *a, const char *b);
 

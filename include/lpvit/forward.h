@@ -78,6 +78,11 @@ lpv_status lpv_forward_begin(const lpv_model *m, lpv_workspace *ws, const float 
 void lpv_forward_block(const lpv_model *m, lpv_workspace *ws, int l, int B);
 void lpv_forward_end(const lpv_model *m, lpv_workspace *ws, int B, float *logits);
 
+/* The residual stream's first value, shared by the forward and the backward pass (grad.h):
+ * x (D, ld) <- each image's tokens [cls | dist | patch embeddings] + pos, image b at columns
+ * [b T, (b + 1) T); pe (D, ldp) holds the patch embeddings, image b's G² at [b G², (b + 1) G²). */
+void lpv_embed_tokens(const lpv_model *m, float *x, int ld, const float *pe, int ldp, int B);
+
 /* Multiply-adds of one image's forward pass: linear layers (dense shapes), and attention matmuls. */
 typedef struct {
     double linear_macs;    /* patch embed + blocks + heads, dense */

@@ -45,7 +45,7 @@
  *
  * Speed (2 threads, AMD EPYC Zen 4, batch 8, forward + backward): DeiT-Tiny
  * ~50 ms/image, DeiT-B ~0.58 s/image (about 3.1 × inference; 2000 images in
- * ~20 min); the squared accumulators add 2-5 %. tests/test_grad_bench.c measures.
+ * ~20 min); the squared accumulators add 2-5 %. tests/bench/test_grad_bench.c measures.
  *
  *     lpv_train_ws ws; lpv_grads g; lpv_err err;
  *     lpv_train_ws_init(&ws, &m->cfg, 8, &err);
@@ -63,14 +63,18 @@
 #include "lpvit/arena.h"
 #include "lpvit/error.h"
 #include "lpvit/model.h"
+#include "lpvit/names.h"
 
 /* ---- losses ---- */
 
+#define LPV_LOSS_LIST(X) \
+    X(LPV_LOSS_CE, "ce") X(LPV_LOSS_MEAN_SQ, "mean-sq") X(LPV_LOSS_SELF_CE, "self-ce") X(LPV_LOSS_KL, "kl")
 typedef enum {
-    LPV_LOSS_CE = 0,   /* L_n = cross-entropy(logits_n, labels[n]) */
-    LPV_LOSS_MEAN_SQ,  /* L_n = mean over classes of logits_n²; L = mean(logits²) (LPViT's baseline) */
-    LPV_LOSS_SELF_CE,  /* L_n = cross-entropy(logits_n, argmax logits_n) (argmax not differentiated) */
-    LPV_LOSS_KL,       /* L_n = KL(softmax(target_n) ‖ softmax(logits_n)) */
+    /* LPV_LOSS_CE       L_n = cross-entropy(logits_n, labels[n])
+     * LPV_LOSS_MEAN_SQ  L_n = mean over classes of logits_n²; L = mean(logits²) (LPViT's baseline)
+     * LPV_LOSS_SELF_CE  L_n = cross-entropy(logits_n, argmax logits_n) (argmax not differentiated)
+     * LPV_LOSS_KL       L_n = KL(softmax(target_n) ‖ softmax(logits_n)) */
+    LPV_LOSS_LIST(LPV_ENUM_VALUE)
     LPV_LOSS_COUNT
 } lpv_loss_kind;
 

@@ -17,9 +17,7 @@
 
 /* ---- LayerNorm over features ---- */
 
-/* y = (x - mean) * rstd * w + b, saving mean (N) and rstd (N). x, y (D, ld). */
-void lpv_layernorm_forward_fm(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b,
-                              int D, int N, int ld, float eps);
+/* (the forward with saved statistics is lpv_layernorm_forward_fm in ops.h) */
 /* dx += ∂/∂x, dw += Σ_t dy·x̂, db += Σ_t dy, given dy (D, ld) and the forward's x, mean, rstd.
    dx may not alias dy. dw/db may be NULL (skipped). */
 void lpv_layernorm_backward_fm(float *dx, float *dw, float *db, const float *dy, const float *x, const float *mean,

@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "lpvit/error.h"
+#include "lpvit/names.h"
 
 /* Decoded images larger than this are refused before any pixel is allocated. */
 #define LPV_IMAGE_MAX_SIDE 32768
@@ -59,7 +60,8 @@ lpv_status lpv_image_load_mem(const void *buf, size_t n, const char *label, lpv_
 void lpv_image_free(lpv_image *img);
 
 /* ---- resampling ---- */
-typedef enum { LPV_INTERP_BICUBIC = 0, LPV_INTERP_BILINEAR = 1 } lpv_interp;
+#define LPV_INTERP_LIST(X) X(LPV_INTERP_BICUBIC, "bicubic") X(LPV_INTERP_BILINEAR, "bilinear")
+typedef enum { LPV_INTERP_LIST(LPV_ENUM_VALUE) LPV_INTERP_COUNT } lpv_interp;
 
 const char *lpv_interp_name(lpv_interp interp);
 lpv_status lpv_interp_parse(const char *s, lpv_interp *out, lpv_err *err);

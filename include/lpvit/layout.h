@@ -24,7 +24,10 @@ enum {
 /* Row stride for t token columns: the next multiple of 16 floats (one AVX-512 vector). */
 static inline int lpv_round16(int t) { return (t + 15) & ~15; }
 
+/* ceil(a / b) for a >= 0, b > 0. */
+static inline int lpv_ceil_div(int a, int b) { return (a + b - 1) / b; }
+
 /* Blocks of an R x C grid over a (rows, cols) matrix; edge blocks may be partial. */
-static inline int lpv_nblocks(int rows, int cols, int R, int C) { return ((rows + R - 1) / R) * ((cols + C - 1) / C); }
+static inline int lpv_nblocks(int rows, int cols, int R, int C) { return lpv_ceil_div(rows, R) * lpv_ceil_div(cols, C); }
 
 #endif

@@ -10,6 +10,12 @@
  * does not stop an evaluation; with opts.strict it makes lpv_loader_next
  * fail instead.
  *
+ * The skip policy every pass over a calibration set shares (statistics,
+ * refit, refinement, ...): an unreadable image is skipped, logged once and
+ * counted in an lpv_skips the caller keeps over all its passes (an image
+ * that fails in several passes counts once), and a pass fails, with
+ * lpv_loader_verdict, only when fewer than half of its images could be read.
+ *
  * Ownership: the loader borrows the dataset (keep it alive until close),
  * copies the preproc and owns the batch buffers; a returned batch stays
  * valid until the next lpv_loader_next or lpv_loader_close. Buffers and
@@ -31,10 +37,23 @@
 #include "lpvit/error.h"
 #include "lpvit/image.h"
 
+/* Images skipped over one or more passes. Owns only its path array; the
+ * paths are borrowed from the dataset's items. Zero-initialize, free with
+ * lpv_skips_free. */
+typedef struct {
+    int n;                  /* distinct images skipped */
+    const char **paths;     /* (n) */
+    int cap;
+    char first_reason[512]; /* the first skip's error, which names the file */
+} lpv_skips;
+
+void lpv_skips_free(lpv_skips *s);
+
 typedef struct {
     int batch;   /* dataset items per batch, >= 1 */
     int threads; /* decoder threads, 1..64 (0 means 1) */
     int strict;  /* a file that fails to load fails lpv_loader_next */
+    lpv_skips *skips; /* optional: failures are added here (and logged) the first time they are seen */
 } lpv_loader_opts;
 
 typedef struct {
@@ -61,6 +80,9 @@ lpv_status lpv_loader_open(lpv_loader **out, const lpv_dataset *ds, const lpv_pr
 /* Next batch in dataset order; at the end returns LPV_OK with b->count == 0.
  * Strict mode: LPV_E_DATA with the first failure's message. */
 lpv_status lpv_loader_next(lpv_loader *L, lpv_batch *b, lpv_err *err);
+/* Once the last batch is read: LPV_E_DATA when no image, or fewer than half of the dataset's, could be
+ * read (the message names the first failure); LPV_OK otherwise. `what` names the pass ("statistics"). */
+lpv_status lpv_loader_verdict(const lpv_loader *L, const char *what, lpv_err *err);
 /* Stops the threads (each finishes its current image) and frees everything. NULL is a no-op. */
 void lpv_loader_close(lpv_loader *L);
 

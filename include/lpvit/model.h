@@ -27,11 +27,13 @@
 #include "lpvit/arena.h"
 #include "lpvit/error.h"
 #include "lpvit/linear.h"
+#include "lpvit/names.h"
 
 #define LPV_MAX_DEPTH 256
 #define LPV_MAX_LAYERS (4 * LPV_MAX_DEPTH + 3) /* linear layers: patch, 4 per block, 2 heads */
 
-typedef enum { LPV_NAMES_TIMM = 0, LPV_NAMES_HF_VIT, LPV_NAMES_HF_DEIT } lpv_names;
+#define LPV_NAMES_LIST(X) X(LPV_NAMES_TIMM, "timm") X(LPV_NAMES_HF_VIT, "hf-vit") X(LPV_NAMES_HF_DEIT, "hf-deit")
+typedef enum { LPV_NAMES_LIST(LPV_ENUM_VALUE) LPV_NAMES_COUNT } lpv_names;
 
 typedef struct {
     int dim;         /* D: embedding width */
@@ -86,6 +88,9 @@ lpv_status lpv_model_load(lpv_model **out, const char *path, const lpv_model_opt
 /* Random weights (timm-style init, seeded) for a given config; names = timm. */
 lpv_status lpv_model_random(lpv_model **out, const lpv_config *cfg, uint64_t seed, lpv_err *err);
 void lpv_model_free(lpv_model *m);
+/* A copy of a dense model's weights (no BSR or packed layers; it must be dense) in an arena of its own, with
+ * its config, path, arch and hash. Free it with lpv_model_free. */
+lpv_status lpv_model_clone(lpv_model **out, const lpv_model *src, lpv_err *err);
 /* SHA-256 of the weights file, computed once. */
 const char *lpv_model_hash(lpv_model *m, lpv_err *err);
 typedef struct {
@@ -106,7 +111,7 @@ lpv_status lpv_model_sparsify(lpv_model *m, lpv_linear *L, int R, int C, const u
 /* The dense engine's fast path: copies every dense linear layer's weight (except the
  * classifier heads, too small to matter) into the BSR kernel's layout with all R x C blocks
  * kept, so lpv_linear_forward runs lpvit's own AVX-512/AVX2 kernel instead of OpenBLAS
- * (measured 1.05-1.15x faster on DeiT shapes, see README). Costs 2x the weights' memory
+ * (measured 1.05-1.15x faster on DeiT shapes, see docs/benchmarks.md). Costs 2x the weights' memory
  * in the model arena. Call it after the last change to the weights (prune/reconstruct
  * never call it). Nothing to do under --isa ref. */
 lpv_status lpv_model_pack_dense(lpv_model *m, int R, int C, lpv_err *err);

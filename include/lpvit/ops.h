@@ -13,6 +13,10 @@
 /* y[:, t] = (x[:, t] - mean_t) / sqrt(var_t + eps) * w + b for t < T; x, y (D, ld); y may equal x. */
 void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps);
 void lpv_layernorm_fm_ref(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps);
+/* The same for a backward pass (grad_ops.h): the portable kernel whatever the ISA, saving each column's mean
+ * (T) and 1/std (T). */
+void lpv_layernorm_forward_fm(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b,
+                              int D, int T, int ld, float eps);
 
 /* Softmax of each of n rows (len values, stride ld), in place. */
 void lpv_softmax_rows(float *x, int n, int len, int ld);
@@ -28,6 +32,9 @@ void lpv_softmax_rows_ref(float *x, int n, int len, int ld);
 void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch);
 void lpv_attention_fm_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads);
 int64_t lpv_attention_scratch(int T, int hd);
+/* One (image b, head h) with OpenBLAS: S (T, T) = softmax rows of q^T k / sqrt(hd), then out's head rows (hd, T)
+ * = v S^T. S is left holding the probabilities (the backward pass keeps them). */
+void lpv_attention_head(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *S);
 
 /*
  * Flattens non-overlapping p x p patches of B images (B, C, S, S) into columns:

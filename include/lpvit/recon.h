@@ -140,6 +140,7 @@ lpv_status lpv_score_obs_ref(const float *W, int out, int in, const float *H, in
 void lpv_score_wanda(const float *W, int out, int in, const float *H, int R, int C, double *score);
 void lpv_score_wanda_ref(const float *W, int out, int in, const float *H, int R, int C, double *score);
 /* *energy = tr(W H Wᵀ); fails only on out-of-memory. */
+/* Fails (LPV_E_DATA) when W or H holds a non-finite value, rather than let NaN reach an allocator. */
 lpv_status lpv_output_energy(const float *W, int out, int in, const float *H, double *energy, lpv_err *err);
 double lpv_output_energy_ref(const float *W, int out, int in, const float *H);
 
@@ -147,6 +148,8 @@ double lpv_output_energy_ref(const float *W, int out, int in, const float *H);
 
 /* Zeroes W's pruned blocks (the masked-only baseline). */
 void lpv_mask_apply(float *W, int out, int in, int R, int C, const uint8_t *mask);
+/* mask (nb) <- 1 everywhere but the blocks order[0..k), the first k in pruning order (saliency.h): 0. */
+void lpv_mask_from_order(uint8_t *mask, int nb, const int32_t *order, int k);
 /* b (out) += W_dense mean_x − W_new mean_xt (mean_xt NULL: mean_x); mean_* (in). */
 void lpv_recon_bias(float *b, const float *W_dense, const float *W_new, int out, int in, const double *mean_x,
                     const double *mean_xt);

@@ -50,7 +50,9 @@
 #include "lpvit/dataset.h"
 #include "lpvit/error.h"
 #include "lpvit/image.h"
+#include "lpvit/loader.h"
 #include "lpvit/model.h"
+#include "lpvit/names.h"
 #include "lpvit/recon.h"
 
 /* The heads' damping: with one token per image a head's refit has ~T times fewer samples than a block's
@@ -58,7 +60,9 @@
  * 10 keeps the gain from 128 to 1000 images (36.1 - 38.0 %), 100 gives part of it back (34.3 %). */
 #define LPV_HEAD_DAMP 10.0
 
-typedef enum { LPV_UPDATE_NONE, LPV_UPDATE_BIAS, LPV_UPDATE_LSQ, LPV_UPDATE_OBS, LPV_UPDATE_COUNT } lpv_update_kind;
+#define LPV_UPDATE_LIST(X) \
+    X(LPV_UPDATE_NONE, "none") X(LPV_UPDATE_BIAS, "bias") X(LPV_UPDATE_LSQ, "lsq") X(LPV_UPDATE_OBS, "obs")
+typedef enum { LPV_UPDATE_LIST(LPV_ENUM_VALUE) LPV_UPDATE_COUNT } lpv_update_kind;
 
 const char *lpv_update_name(lpv_update_kind u);
 lpv_status lpv_update_parse(const char *s, lpv_update_kind *out, lpv_err *err);
@@ -71,8 +75,8 @@ typedef struct {
 } lpv_model_stats;
 
 /* H and Σx for every layer with want[i] set, over the dataset's images (batch images per pass). */
-lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch, int quiet,
-                                   lpv_model_stats *s, lpv_err *err);
+lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
+                                   lpv_skips *skips, lpv_model_stats *s, lpv_err *err);
 void lpv_model_stats_free(lpv_model_stats *s);
 
 /* What the heads' refit needs of its target model, recorded by one sequential pass (the final-norm
@@ -97,7 +101,7 @@ typedef struct {
     lpv_tune_opts tune;  /* sequential only: block-wise tuning after each block's refit (tune.epochs 0: off) */
     const lpv_model *final_target; /* whose outputs the tuning and the heads match (NULL: `dense`, the refit's target) */
     int batch;
-    int quiet;
+    lpv_skips *skips;   /* optional: unreadable images are counted here (loader.h) */
     int refit_heads;    /* sequential only: also refit the heads no mask prunes (lsq, all columns kept) */
     double head_damp;   /* damping of every head's refit, a fraction of its mean diagonal (0: recon.damp) */
     lpv_head_targets *record_heads;       /* sequential: filled with `dense`'s head targets (NULL: not recorded) */

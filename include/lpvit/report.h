@@ -5,7 +5,8 @@
  *
  * Reports are cJSON trees owned by the caller. lpv_json_write refuses a tree
  * holding NaN or Inf (cJSON would silently print null), and writes the file
- * atomically (temp + rename). "-" writes to stdout.
+ * atomically (temp + rename). Nothing here prints: a front end that wants
+ * JSON on stdout prints lpv_json_print's text itself.
  */
 #ifndef LPVIT_REPORT_H
 #define LPVIT_REPORT_H
@@ -19,7 +20,10 @@ void lpv_report_environment(cJSON *obj);
 /* The same facts as one human line for stderr logs. */
 void lpv_environment_line(char *buf, size_t cap);
 
-/* Writes JSON (pretty) to path or "-" (stdout). Fails naming the first non-finite number's key. */
+/* *out <- pretty JSON text ending in a newline (malloc'd; the caller frees it). Fails naming the first
+ * non-finite number's key and `dest` (where the text was going, for the message). */
+lpv_status lpv_json_print(const cJSON *root, const char *dest, char **out, lpv_err *err);
+/* Writes lpv_json_print's text to the file at path, atomically. */
 lpv_status lpv_json_write(const cJSON *root, const char *path, lpv_err *err);
 
 /* Median and min of n doubles (array is sorted in place). */

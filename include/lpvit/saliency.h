@@ -28,10 +28,12 @@
 #include "lpvit/arena.h"
 #include "lpvit/error.h"
 #include "lpvit/model.h"
+#include "lpvit/names.h"
 
-typedef enum {
-    LPV_SAL_L1, LPV_SAL_FISHER, LPV_SAL_TAYLOR2, LPV_SAL_LPVIT, LPV_SAL_OBS, LPV_SAL_WANDA, LPV_SAL_COUNT
-} lpv_saliency_kind;
+#define LPV_SALIENCY_LIST(X)                                                                              \
+    X(LPV_SAL_L1, "l1") X(LPV_SAL_FISHER, "fisher") X(LPV_SAL_TAYLOR2, "taylor2") X(LPV_SAL_LPVIT, "lpvit")   \
+    X(LPV_SAL_OBS, "obs") X(LPV_SAL_WANDA, "wanda")
+typedef enum { LPV_SALIENCY_LIST(LPV_ENUM_VALUE) LPV_SAL_COUNT } lpv_saliency_kind;
 
 const char *lpv_saliency_name(lpv_saliency_kind k);
 lpv_status lpv_saliency_parse(const char *s, lpv_saliency_kind *out, lpv_err *err);

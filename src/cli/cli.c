@@ -11,6 +11,8 @@
 
 #include "lpvit/cpu.h"
 #include "lpvit/fileio.h"
+#include "lpvit/log.h"
+#include "lpvit/report.h"
 
 /* ---------------------------------------------------------------------------
  * Options
@@ -26,8 +28,22 @@ int cli_usage_error(const char *fmt, ...) {
     return CLI_USAGE;
 }
 
+static void clear_bar(void);
+
 int cli_fail(const lpv_err *err, lpv_status st) {
-    fprintf(stderr, "lpvit: %s\n", err->msg);
+    clear_bar();
+    if (err->param[0]) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", err->param);
+        for (char *c = flag + 2; *c; c++)
+            if (*c == '_') *c = '-';
+        size_t n = strlen(err->param);
+        if (strncmp(err->msg, err->param, n) == 0 && strncmp(err->msg + n, ": ", 2) == 0)
+            fprintf(stderr, "lpvit: %s%s\n", flag, err->msg + n);
+        else fprintf(stderr, "lpvit: %s (see %s)\n", err->msg, flag);
+    } else {
+        fprintf(stderr, "lpvit: %s\n", err->msg);
+    }
     return st == LPV_E_ARG ? EXIT_USAGE : 1;
 }
 
@@ -293,17 +309,14 @@ lpv_status cli_open_model(const cli_model_args *a, cli_model *out, lpv_err *err)
         cli_close_model(out);
         return st;
     }
-    if (!a->quiet) {
-        const lpv_config *c = &m->cfg;
-        fprintf(stderr, "lpvit: model '%s' from '%s': %s names, %s, width %d, depth %d, %d heads, %.2fM params (%.2fs)\n",
-                m->arch, out->ref.path, lpv_names_str(c->names), m->src_dtype, c->dim, c->depth, c->heads,
-                (double)lpv_model_params(m) / 1e6, lpv_now() - t0);
-        if (guessed && !overridden)
-            fprintf(stderr,
-                    "lpvit: warning: preprocessing for '%s' is not known; using DeiT's (ImageNet mean/std, crop 0.9). "
-                    "ViT augreg models need --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 (or --model PRESET --weights FILE)\n",
-                    out->ref.path);
-    }
+    const lpv_config *c = &m->cfg;
+    lpv_info("model '%s' from '%s': %s names, %s, width %d, depth %d, %d heads, %.2fM params (%.2fs)", m->arch,
+             out->ref.path, lpv_names_str(c->names), m->src_dtype, c->dim, c->depth, c->heads,
+             (double)lpv_model_params(m) / 1e6, lpv_now() - t0);
+    if (guessed && !overridden)
+        lpv_warn("preprocessing for '%s' is not known; using DeiT's (ImageNet mean/std, crop 0.9). ViT augreg models "
+                 "need --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5 (or --model PRESET --weights FILE)",
+                 out->ref.path);
     return LPV_OK;
 }
 
@@ -332,42 +345,85 @@ lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err) {
 }
 
 /* ---------------------------------------------------------------------------
- * Progress: a redrawn bar when stderr is a terminal, a line per quarter otherwise
+ * Output: the library's log lines and progress, rendered on stderr
  * ------------------------------------------------------------------------- */
 
-void cli_progress_start(cli_progress *p, const char *label, long total, int quiet) {
-    memset(p, 0, sizeof *p);
-    p->label = label;
-    p->total = total;
-    p->quiet = quiet;
-    p->tty = isatty(2);
-    p->t0 = p->last = lpv_now();
-    p->last_pct = -1;
+static struct {
+    int quiet, tty, bar_shown;
+    double last_draw;
+    char label[96];  /* the progress the quarter lines belong to */
+    int last_quarter;
+} g_out;
+
+static void clear_bar(void) {
+    if (g_out.bar_shown) fputs("\r\033[K", stderr);
+    g_out.bar_shown = 0;
 }
 
-void cli_progress_update(cli_progress *p, long done, const char *extra) {
-    if (p->quiet || p->total <= 0) return;
-    p->done = done;
-    double now = lpv_now(), el = now - p->t0;
-    int pct = (int)(100.0 * (double)done / (double)p->total);
-    if (p->tty) {
-        if (now - p->last < 0.1 && done < p->total) return;
-        p->last = now;
-        int w = 30, fill = (int)((double)w * (double)done / (double)p->total);
-        double rate = el > 0 ? (double)done / el : 0, eta = rate > 0 ? (double)(p->total - done) / rate : 0;
-        fprintf(stderr, "\r%s [", p->label);
+static void render_log(lpv_log_level level, const char *msg, void *user) {
+    (void)user;
+    if (g_out.quiet || level == LPV_LOG_DEBUG) return;
+    clear_bar();
+    fprintf(stderr, "lpvit: %s%s\n", level == LPV_LOG_WARN ? "warning: " : "", msg);
+}
+
+/* "42s", "6 min", "1 h 05 min" */
+static void fmt_eta(char *buf, size_t cap, double s) {
+    if (s < 0) snprintf(buf, cap, "?");
+    else if (s < 90) snprintf(buf, cap, "%.0fs", s);
+    else if (s < 5400) snprintf(buf, cap, "%.0f min", s / 60);
+    else snprintf(buf, cap, "%d h %02d min", (int)(s / 3600), (int)(s / 60) % 60);
+}
+
+static void render_progress(const lpv_progress_event *ev, void *user) {
+    (void)user;
+    if (g_out.quiet || ev->total <= 0) return;
+    if (ev->finished) {
+        clear_bar();
+        fprintf(stderr, "lpvit: %s done: %ld in %.1fs\n", ev->label, ev->done, ev->elapsed_s);
+        return;
+    }
+    char eta[32];
+    fmt_eta(eta, sizeof eta, ev->eta_s);
+    double rate = ev->elapsed_s > 0 ? (double)ev->done / ev->elapsed_s : 0;
+    if (g_out.tty) {
+        double now = lpv_now();
+        if (now - g_out.last_draw < 0.1 && ev->done < ev->total) return;
+        g_out.last_draw = now;
+        int w = 30, fill = (int)((double)w * (double)ev->done / (double)ev->total);
+        fprintf(stderr, "\r%s [", ev->label);
         for (int i = 0; i < w; i++) fputc(i < fill ? '=' : (i == fill ? '>' : ' '), stderr);
-        fprintf(stderr, "] %ld/%ld %.1f/s eta %.0fs %s\033[K", done, p->total, rate, eta, extra ? extra : "");
+        fprintf(stderr, "] %ld/%ld %.1f/s eta %s %s\033[K", ev->done, ev->total, rate, eta, ev->detail ? ev->detail : "");
         fflush(stderr);
-    } else if (pct / 25 > p->last_pct / 25 && done < p->total) {
-        p->last_pct = pct;
-        fprintf(stderr, "lpvit: %s %ld/%ld (%.0fs)%s%s\n", p->label, done, p->total, el, extra ? " " : "",
-                extra ? extra : "");
+        g_out.bar_shown = 1;
+        return;
+    }
+    /* a log file: a line at each quarter, never a carriage return */
+    if (strcmp(g_out.label, ev->label) != 0) {
+        snprintf(g_out.label, sizeof g_out.label, "%s", ev->label);
+        g_out.last_quarter = 0;
+    }
+    int quarter = (int)(4 * ev->done / ev->total);
+    if (quarter > g_out.last_quarter && ev->done < ev->total) {
+        g_out.last_quarter = quarter;
+        fprintf(stderr, "lpvit: %s %ld/%ld (%.0fs, eta %s)%s%s\n", ev->label, ev->done, ev->total, ev->elapsed_s, eta,
+                ev->detail ? " " : "", ev->detail ? ev->detail : "");
     }
 }
 
-void cli_progress_end(cli_progress *p) {
-    if (p->quiet || p->total <= 0) return;
-    if (p->tty) fprintf(stderr, "\r\033[K");
-    fprintf(stderr, "lpvit: %s done: %ld in %.1fs\n", p->label, p->done, lpv_now() - p->t0);
+void cli_output_init(void) {
+    g_out.tty = isatty(2);
+    lpv_log_set(render_log, render_progress, NULL);
+}
+
+void cli_quiet(int quiet) { g_out.quiet = quiet; }
+
+lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err) {
+    if (strcmp(path, "-") != 0) return lpv_json_write(root, path, err);
+    char *txt;
+    LPV_TRY(lpv_json_print(root, "stdout", &txt, err));
+    fputs(txt, stdout);
+    fflush(stdout);
+    free(txt);
+    return LPV_OK;
 }

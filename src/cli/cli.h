@@ -6,10 +6,13 @@
  * Conventions: results go to stdout, logs and progress to stderr; a usage
  * error prints one lowercase line and exits 2; any other failure prints one
  * "lpvit: ..." line and exits 1; --help prints to stdout and exits 0.
+ * The CLI is the only code that prints: it renders the library's log lines
+ * and progress (log.h) and turns the parameter an error names into its flag.
  */
 #ifndef LPVIT_CLI_H
 #define LPVIT_CLI_H
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 
 #include "lpvit/error.h"
@@ -41,7 +44,8 @@ typedef struct {
 
 /* Parses argv[1..]; positional arguments go to pos (npos). Returns CLI_OK / CLI_HELP / CLI_USAGE. */
 int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos);
-/* Prints "lpvit: <msg>" on stderr and returns 1 (or 2 for LPV_E_ARG). */
+/* Prints "lpvit: <msg>" on stderr and returns 1 (or 2 for LPV_E_ARG). A parameter the error names
+ * (err->param, "min_density") is said as its flag ("--min-density: ..." or "... (see --min-density)"). */
 int cli_fail(const lpv_err *err, lpv_status st);
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -82,17 +86,14 @@ void cli_preproc_str(const lpv_preproc *pp, char *buf, size_t cap);
 /* "32x32", "16x32" or "32" (square); each side one of 8, 16, 32, 64. */
 lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err);
 
-/* ---- progress ---- */
-typedef struct {
-    const char *label;
-    long total, done;
-    double t0, last;
-    int tty, quiet, last_pct;
-} cli_progress;
-
-void cli_progress_start(cli_progress *p, const char *label, long total, int quiet);
-void cli_progress_update(cli_progress *p, long done, const char *extra);
-void cli_progress_end(cli_progress *p);
+/* ---- output ---- */
+/* Installs the renderers of the library's log lines and progress on stderr (main does it once): a
+ * redrawn bar with an ETA when stderr is a terminal, a line per quarter otherwise. */
+void cli_output_init(void);
+/* --quiet: no log lines or progress from here on (errors still print). */
+void cli_quiet(int quiet);
+/* JSON to a file (atomically) or, for "-", to stdout. */
+lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
 
 /* Standard option rows shared by several commands. */
 #define CLI_OPT_THREADS(dst) {"--threads", OPT_INT, dst, "N", "threads for all compute (default: all CPUs)", 0, 4096, NULL}

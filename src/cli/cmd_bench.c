@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "cmds.h"
+#include "lpvit/log.h"
 #include "lpvit/bench.h"
 #include "lpvit/bsr.h"
 #include "lpvit/cost.h"
@@ -120,11 +121,11 @@ static int run_calibrate(const bench_opts *o, bench_models *bm) {
     static const double grid[] = {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
     lpv_time_table t;
     st = lpv_time_table_measure(&t, shapes, ns, R, C, grid, (int)(sizeof grid / sizeof *grid), o->batch, o->reps,
-                                (unsigned long long)o->seed, o->ma.quiet, &err);
+                                (unsigned long long)o->seed, &err);
     if (!st) st = lpv_time_table_save(&t, o->out, &err);
-    if (!st && !o->ma.quiet)
-        fprintf(stderr, "lpvit: wrote '%s': %d layer shapes x %d densities, %dx%d blocks, batch %d, %d threads\n",
-                o->out, t.n, (int)(sizeof grid / sizeof *grid), R, C, o->batch, lpv_threads_get());
+    if (!st)
+        lpv_info("wrote '%s': %d layer shapes x %d densities, %dx%d blocks, batch %d, %d threads", o->out, t.n,
+                 (int)(sizeof grid / sizeof *grid), R, C, o->batch, lpv_threads_get());
     lpv_time_table_free(&t);
     return st ? cli_fail(&err, st) : 0;
 }
@@ -146,8 +147,8 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, cJSON *arr
         printf("\nper layer (batch %d, median of %d, ms per batch)\n  %-24s %-11s %7s %9s %9s %8s\n", o->batch, o->reps,
                "layer", "shape", "density", "dense", "sparse", "speedup");
     double sum_d = 0, sum_s = 0;
-    cli_progress pg;
-    cli_progress_start(&pg, "layers", n, o->ma.quiet || human);
+    lpv_progress pg; /* the table shows the progress when it is printed */
+    if (!human) lpv_progress_begin(&pg, n, "layers");
     for (int i = 0; i < n; i++) {
         const lpv_linear *ld = rd[i].lin, *ls = bm->sparse ? rs[i].lin : NULL;
         int T = rd[i].tokens * o->batch;
@@ -182,9 +183,9 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, cJSON *arr
             cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
         }
         cJSON_AddItemToArray(arr, e);
-        cli_progress_update(&pg, i + 1, NULL);
+        if (!human) lpv_progress_update(&pg, i + 1, NULL);
     }
-    cli_progress_end(&pg);
+    if (!human) lpv_progress_end(&pg);
     if (human && bm->sparse)
         printf("  %-24s %-11s %7s %9.3f %9.3f %7.2fx\n", "all linear layers", "", "", sum_d, sum_s, sum_d / sum_s);
     return LPV_OK;
@@ -247,6 +248,7 @@ int cmd_bench(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
+    cli_quiet(o.ma.quiet);
     if (!o.ma.model && !o.pruned) return cli_usage_error("give --model or --pruned");
     if (o.random_weights && !o.ma.model) return cli_usage_error("--random-weights needs --model PRESET");
     if (o.pruned && o.density > 0) return cli_usage_error("--pruned and --density are alternatives");
@@ -275,7 +277,7 @@ int cmd_bench(int argc, char **argv) {
     int human = !(o.json && strcmp(o.json, "-") == 0);
     char env[512];
     lpv_environment_line(env, sizeof env);
-    if (!o.ma.quiet) fprintf(stderr, "lpvit: %s\n", env);
+    lpv_info("%s", env);
     if (human) {
         printf("dense    %s\n", bm.dense_desc);
         if (bm.sparse) printf("sparse   %s\n", bm.sparse_desc);
@@ -326,7 +328,7 @@ int cmd_bench(int argc, char **argv) {
             print_profile_pair(&pd, bm.sparse ? &ps : NULL);
         }
         lpv_report_environment(j);
-        if (o.json) st = lpv_json_write(j, o.json, &err);
+        if (o.json) st = cli_json_out(j, o.json, &err);
     }
     cJSON_Delete(j);
     lpv_model_free(bm.dense);

@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "cmds.h"
+#include "lpvit/log.h"
 #include "lpvit/model.h"
 #include "lpvit/registry.h"
 
@@ -34,6 +35,7 @@ int cmd_create_model(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
+    cli_quiet(quiet);
     if (!out) return cli_usage_error("--out is required");
     lpv_err err;
     lpv_config c;
@@ -66,9 +68,9 @@ int cmd_create_model(int argc, char **argv) {
     snprintf(meta, sizeof meta, "{\"random_seed\": %d}", seed);
     lpv_save_opts so = {0, 1, {"lpvit.random"}, {meta}};
     st = lpv_model_save(m, out, &so, &err);
-    if (!st && !quiet)
-        fprintf(stderr, "lpvit: wrote '%s': random weights (seed %d), width %d, depth %d, %d heads, %.2fM params\n", out,
-                seed, c.dim, c.depth, c.heads, (double)lpv_model_params(m) / 1e6);
+    if (!st)
+        lpv_info("wrote '%s': random weights (seed %d), width %d, depth %d, %d heads, %.2fM params", out, seed, c.dim,
+                 c.depth, c.heads, (double)lpv_model_params(m) / 1e6);
     lpv_model_free(m);
     return st ? cli_fail(&err, st) : 0;
 }

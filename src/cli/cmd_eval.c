@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "cmds.h"
+#include "lpvit/log.h"
 #include "lpvit/calib.h"
 #include "lpvit/cpu.h"
 #include "lpvit/dataset.h"
@@ -72,10 +73,10 @@ static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_da
     if (o->profile) ws.profile = &r->prof;
     float *logits = malloc(sizeof(float) * (size_t)batch * c->classes);
     lpv_loader *L = NULL;
-    lpv_loader_opts lo = {batch, o->decode_threads, o->strict};
+    lpv_loader_opts lo = {batch, o->decode_threads, o->strict, NULL};
     lpv_status st = logits ? lpv_loader_open(&L, ds, &cm->pp, &lo, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
-    cli_progress pg;
-    cli_progress_start(&pg, "eval", ds->n, o->ma.quiet);
+    lpv_progress pg;
+    lpv_progress_begin(&pg, ds->n, "eval");
     double t0 = lpv_now();
     long done = 0;
     while (st == LPV_OK) {
@@ -86,7 +87,7 @@ static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_da
             cJSON_AddStringToObject(f, "file", b.failed[k].path);
             cJSON_AddStringToObject(f, "reason", b.failed[k].reason);
             cJSON_AddItemToArray(r->skipped_list, f);
-            if (!o->ma.quiet) fprintf(stderr, "%slpvit: skipped: %s\n", pg.tty ? "\r\033[K" : "", b.failed[k].reason);
+            lpv_warn("skipped: %s", b.failed[k].reason);
         }
         r->skipped += b.n_failed;
         if (b.n > 0) {
@@ -107,12 +108,10 @@ static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_da
             r->images += b.n;
         }
         done += b.count;
-        char extra[64];
-        snprintf(extra, sizeof extra, "top-1 %.2f%%", r->images ? 100.0 * (double)r->correct1 / (double)r->images : 0.0);
-        cli_progress_update(&pg, done, extra);
+        lpv_progress_update(&pg, done, "top-1 %.2f%%", r->images ? 100.0 * (double)r->correct1 / (double)r->images : 0.0);
     }
     r->wall = lpv_now() - t0;
-    cli_progress_end(&pg);
+    lpv_progress_end(&pg);
     lpv_loader_close(L);
     free(logits);
     lpv_workspace_free(&ws);
@@ -249,6 +248,7 @@ int cmd_eval(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
+    cli_quiet(o.ma.quiet);
     if (!o.ma.model) return cli_usage_error("--model is required");
     if (!o.dir) return cli_usage_error("--imagenet-dir is required");
     lpv_err err;
@@ -270,13 +270,11 @@ int cmd_eval(int argc, char **argv) {
         cli_close_model(&cm);
         return cli_fail(&err, st);
     }
-    if (!o.ma.quiet) {
-        char env[512], pps[256];
-        lpv_environment_line(env, sizeof env);
-        cli_preproc_str(&cm.pp, pps, sizeof pps);
-        fprintf(stderr, "lpvit: %s\nlpvit: %d images, %d classes; preprocess: %s [%s]\n", env, ds.n, ds.n_classes, pps,
-                cm.pp_source);
-    }
+    char env[512], pps[256];
+    lpv_environment_line(env, sizeof env);
+    cli_preproc_str(&cm.pp, pps, sizeof pps);
+    lpv_info("%s", env);
+    lpv_info("%d images, %d classes; preprocess: %s [%s]", ds.n, ds.n_classes, pps, cm.pp_source);
     eval_result r;
     memset(&r, 0, sizeof r);
     r.skipped_list = cJSON_CreateArray();
@@ -288,7 +286,7 @@ int cmd_eval(int argc, char **argv) {
             print_table(&o, &cm, &ds, &r);
             if (o.profile) print_profile(&r.prof);
         }
-        if (o.json) st = lpv_json_write(j, o.json, &err);
+        if (o.json) st = cli_json_out(j, o.json, &err);
         cJSON_Delete(j);
     }
     cJSON_Delete(r.skipped_list);

@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "cmds.h"
+#include "lpvit/log.h"
 #include "lpvit/model.h"
 
 int cmd_export(int argc, char **argv) {
@@ -29,6 +30,7 @@ int cmd_export(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
+    cli_quiet(quiet);
     if (!model) return cli_usage_error("--model is required");
     if (!out) return cli_usage_error("--out is required");
     lpv_err err;
@@ -42,9 +44,9 @@ int cmd_export(int argc, char **argv) {
     const char *vals[2] = {m->path, m->lpvit_meta};
     lpv_save_opts so = {dense_masked, m->lpvit_meta ? 2 : 1, {keys[0], keys[1]}, {vals[0], vals[1]}};
     st = lpv_model_save(m, out, &so, &err);
-    if (!st && !quiet)
-        fprintf(stderr, "lpvit: wrote '%s' (%s, %.1f%% of linear weights nonzero)\n", out,
-                dense_masked ? "dense with zero blocks" : "BSR layers kept sparse", 100 * lpv_model_linear_density(m));
+    if (!st)
+        lpv_info("wrote '%s' (%s, %.1f%% of linear weights nonzero)", out,
+                 dense_masked ? "dense with zero blocks" : "BSR layers kept sparse", 100 * lpv_model_linear_density(m));
     lpv_model_free(m);
     return st ? cli_fail(&err, st) : 0;
 }

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "cmds.h"
+#include "lpvit/log.h"
 #include "lpvit/cpu.h"
 #include "lpvit/dataset.h"
 #include "lpvit/fileio.h"
@@ -142,7 +143,7 @@ static lpv_status infer_images(const cli_model *cm, char **paths, int n, int bat
     if (!st && json) {
         cJSON_AddStringToObject(root, "model", cm->model->arch);
         lpv_report_environment(root);
-        st = lpv_json_write(root, json, err);
+        st = cli_json_out(root, json, err);
     }
     cJSON_Delete(root);
     if (have_syn) lpv_synsets_free(&syn);
@@ -182,6 +183,7 @@ int cmd_infer(int argc, char **argv) {
     char *pos[MAX_IMAGES];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
+    cli_quiet(ma.quiet);
     if (!ma.model) return cli_usage_error("--model is required");
     if (!!input != !!out) return cli_usage_error("--input and --out go together");
     if (input && npos) return cli_usage_error("give --input or image files, not both");

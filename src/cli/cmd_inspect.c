@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "cmds.h"
+#include "lpvit/log.h"
 #include "lpvit/model.h"
 #include "lpvit/report.h"
 #include "lpvit/safetensors.h"
@@ -24,6 +25,7 @@ int cmd_inspect(int argc, char **argv) {
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
+    cli_quiet(quiet);
     lpv_err err;
     lpv_st_file f;
     lpv_status st = lpv_st_open(&f, pos[0], &err);
@@ -76,7 +78,7 @@ int cmd_inspect(int argc, char **argv) {
     } else if (!json && !quiet) {
         printf("not loadable as a DeiT/ViT model: %s\n", err.msg);
     }
-    if (json && (st = lpv_json_write(root, json, &err)) != LPV_OK) {
+    if (json && (st = cli_json_out(root, json, &err)) != LPV_OK) {
         cJSON_Delete(root);
         return cli_fail(&err, st);
     }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
 #include "cmds.h"
 #include "lpvit/cpu.h"
 #include "lpvit/report.h"
@@ -39,6 +40,7 @@ static void usage(FILE *fp) {
 
 int main(int argc, char **argv) {
     lpv_blas_reexec(argc, argv);
+    cli_output_init();
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -93,21 +93,19 @@ lpv_status lpv_isa_set(lpv_isa isa, lpv_err *err) {
     return LPV_OK;
 }
 
-const char *lpv_isa_name(lpv_isa isa) {
-    switch (isa) {
-    case LPV_ISA_REF: return "ref";
-    case LPV_ISA_AVX2: return "avx2";
-    case LPV_ISA_AVX512: return "avx512";
-    }
-    return "?";
-}
+static const char *const ISA_NAMES[] = {LPV_ISA_LIST(LPV_ENUM_NAME)};
+
+const char *lpv_isa_name(lpv_isa isa) { return lpv_enum_name(ISA_NAMES, LPV_ISA_COUNT, (int)isa); }
 
 lpv_status lpv_isa_parse(const char *s, lpv_isa *out, lpv_err *err) {
-    if (strcmp(s, "auto") == 0) *out = lpv_isa_best();
-    else if (strcmp(s, "ref") == 0) *out = LPV_ISA_REF;
-    else if (strcmp(s, "avx2") == 0) *out = LPV_ISA_AVX2;
-    else if (strcmp(s, "avx512") == 0) *out = LPV_ISA_AVX512;
-    else return lpv_fail(err, LPV_E_ARG, "--isa: expected auto, ref, avx2 or avx512, got '%s'", s);
+    if (strcmp(s, "auto") == 0) {
+        *out = lpv_isa_best();
+        return LPV_OK;
+    }
+    int v;
+    if (lpv_enum_parse(ISA_NAMES, LPV_ISA_COUNT, "isa", s, &v, NULL) != LPV_OK)
+        return lpv_fail_param(err, LPV_E_ARG, "isa", "expected auto, ref, avx2 or avx512, got '%s'", s);
+    *out = (lpv_isa)v;
     return LPV_OK;
 }
 
@@ -168,3 +166,5 @@ static lpv_dense_kernel g_dense_kernel = LPV_DENSE_BLOCKED;
 void lpv_dense_kernel_set(lpv_dense_kernel k) { g_dense_kernel = k; }
 lpv_dense_kernel lpv_dense_kernel_get(void) { return g_dense_kernel; }
 const char *lpv_dense_kernel_name(lpv_dense_kernel k) { return k == LPV_DENSE_BLAS ? "openblas" : "blocked"; }
+
+int lpv_team_size(void) { return omp_in_parallel() ? 1 : lpv_threads_get(); }

@@ -2,6 +2,7 @@
 #include "lpvit/error.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 lpv_status lpv_fail(lpv_err *err, lpv_status st, const char *fmt, ...) {
@@ -10,7 +11,36 @@ lpv_status lpv_fail(lpv_err *err, lpv_status st, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        err->param[0] = 0;
     }
+    return st;
+}
+
+lpv_status lpv_fail_param(lpv_err *err, lpv_status st, const char *param, const char *fmt, ...) {
+    if (err) {
+        int n = snprintf(err->msg, sizeof err->msg, "%s: ", param);
+        va_list ap;
+        va_start(ap, fmt);
+        if (n > 0 && (size_t)n < sizeof err->msg) vsnprintf(err->msg + n, sizeof err->msg - (size_t)n, fmt, ap);
+        va_end(ap);
+        snprintf(err->param, sizeof err->param, "%s", param);
+    }
+    return st;
+}
+
+lpv_status lpv_fail_hint(lpv_err *err, lpv_status st, const char *param, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        snprintf(err->param, sizeof err->param, "%s", param);
+    }
+    return st;
+}
+
+lpv_status lpv_blame(lpv_err *err, lpv_status st, const char *param) {
+    if (err && st != LPV_OK) snprintf(err->param, sizeof err->param, "%s", param);
     return st;
 }
 

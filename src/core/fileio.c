@@ -52,8 +52,9 @@ lpv_status lpv_write_file_atomic(const char *path, const void *data, size_t n, l
     lpv_atomic_file af;
     LPV_TRY(lpv_atomic_open(&af, path, err));
     if (n && fwrite(data, 1, n, af.fp) != n) {
+        int e = errno; /* before abort's fclose and unlink can change it */
         lpv_atomic_abort(&af);
-        return lpv_fail(err, LPV_E_IO, "cannot write '%s': %s", path, strerror(errno));
+        return lpv_fail(err, LPV_E_IO, "cannot write '%s': %s", path, strerror(e));
     }
     return lpv_atomic_commit(&af, err);
 }
@@ -235,12 +236,26 @@ const char *lpv_models_dir(void) {
             *slash = 0;
             char cand[PATH_MAX + 32];
             snprintf(cand, sizeof cand, "%s/../models/registry.json", exe);
-            if (lpv_file_exists(cand) && strlen(exe) + 11 < sizeof dir) {
-                snprintf(dir, sizeof dir, "%s/../models", exe);
+            size_t len = strlen(exe);
+            if (lpv_file_exists(cand) && len + sizeof "/../models" <= sizeof dir) {
+                memcpy(dir, exe, len);
+                memcpy(dir + len, "/../models", sizeof "/../models");
                 return dir;
             }
         }
     }
     snprintf(dir, sizeof dir, "%s", LPVIT_MODELS_DIR);
     return dir;
+}
+
+int lpv_mkdir_p(const char *dir) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s", dir) >= sizeof tmp) return 0;
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) == 0 || lpv_is_dir(tmp);
 }

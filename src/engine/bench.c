@@ -96,7 +96,7 @@ lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B,
 }
 
 lpv_status lpv_prune_random(lpv_model *m, double d, int R, int C, int which, uint64_t seed, lpv_err *err) {
-    if (!(d > 0 && d <= 1)) return lpv_fail(err, LPV_E_ARG, "--density: expected a value in (0, 1], got %g", d);
+    if (!(d > 0 && d <= 1)) return lpv_fail_param(err, LPV_E_ARG, "density", "expected a value in (0, 1], got %g", d);
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
     lpv_rng r;
@@ -107,7 +107,7 @@ lpv_status lpv_prune_random(lpv_model *m, double d, int R, int C, int which, uin
                                                                                                    : LPV_SEL_BLOCKS;
         if (!(which & sel)) continue;
         lpv_linear *L = refs[i].lin;
-        int nbr = (L->out + R - 1) / R, nbc = (L->in + C - 1) / C, nb = nbr * nbc;
+        int nbr = lpv_ceil_div(L->out, R), nbc = lpv_ceil_div(L->in, C), nb = nbr * nbc;
         int keep = (int)lround(d * nb);
         if (keep < 1) keep = 1;
         int *idx = malloc(sizeof(int) * (size_t)nb);

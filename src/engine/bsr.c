@@ -45,8 +45,8 @@ static lpv_status check_shape(lpv_bsr *b, int rows, int cols, int R, int C, cons
     b->cols = cols;
     b->R = R;
     b->C = C;
-    b->nbr = (rows + R - 1) / R;
-    b->nbc = (cols + C - 1) / C;
+    b->nbr = lpv_ceil_div(rows, R);
+    b->nbc = lpv_ceil_div(cols, C);
     b->ngran = (cols + LPV_BSR_KGRAN - 1) / LPV_BSR_KGRAN;
     b->ngroups = (rows + 7) / 8;
     if ((int64_t)b->nbr * b->nbc > INT32_MAX)
@@ -335,6 +335,51 @@ static void part_ref(const lpv_bsr *W, const float *bias, const float *X, int ld
 }
 
 /* ---------------------------------------------------------------------------
+ * The driver every SIMD kernel shares: panels of token vectors (X stays in
+ * L2), K chunks (the kept weights of a chunk stay in L1), then each 8-row
+ * group's blocks of the chunk, run by the ISA's micro-kernel. */
+
+static void part_simd(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int epi,
+                      const lpv__bsr_plan *p, lpv__bsr_group_fn run) {
+    const int R = W->R, C = W->C, gpb = R / 8, ngran = W->ngran;
+    const int acc_mode = (epi & LPV_EPI_ACC) != 0, gelu = (epi & LPV_EPI_GELU) != 0;
+    static const float zeros[8];
+    float b8[8];
+    lpv__bsr_group a;
+    memset(&a, 0, sizeof a);
+    a.X = X, a.ldx = ldx, a.ldy = ldy, a.C = C, a.K = W->cols;
+    for (int pv0 = p->v0; pv0 < p->v1; pv0 += p->panel_vec) {
+        int pv1 = pv0 + p->panel_vec < p->v1 ? pv0 + p->panel_vec : p->v1;
+        int has_tail = p->tail > 0 && pv1 > p->nvec_full; /* then vector pv1 - 1 is the partial one */
+        a.v0 = pv0, a.v1 = has_tail ? pv1 - 1 : pv1, a.tail = has_tail ? p->tail : 0;
+        for (int gl = 0; gl < ngran; gl += p->chunk_gran) {
+            int gh = gl + p->chunk_gran < ngran ? gl + p->chunk_gran : ngran;
+            int first = gl == 0, last = gh == ngran;
+            for (int g = p->g0; g < p->g1; g++) {
+                int i = g / gpb, s = g % gpb;
+                int32_t rp = W->row_ptr[i], nbt = W->row_ptr[i + 1] - rp;
+                const int32_t *gp = W->gran_ptr + (int64_t)i * (ngran + 1);
+                int32_t bs = gp[gl], be = gp[gh];
+                if (!first && bs == be && !(last && gelu)) continue;
+                a.nrows = W->rows - 8 * g < 8 ? W->rows - 8 * g : 8;
+                a.wp = W->packed + (int64_t)rp * R * C + ((int64_t)s * nbt + (bs - rp)) * 8 * C;
+                a.ci = W->col_idx + bs;
+                a.nb = be - bs;
+                a.init_y = !first || acc_mode;
+                a.b8 = zeros;
+                if (first && bias) {
+                    for (int r = 0; r < 8; r++) b8[r] = r < a.nrows ? bias[8 * g + r] : 0.0f;
+                    a.b8 = b8;
+                }
+                a.Y = Y + (int64_t)8 * g * ldy;
+                a.gelu = last && gelu;
+                run(&a);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------
  * Dispatch. */
 
 void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T,
@@ -346,8 +391,8 @@ void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, in
     make_plan(W, ldx, ldy, T, tid, nthreads, &p);
     if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
     switch (isa) {
-    case LPV_ISA_AVX512: lpv__bsr_part_avx512(W, bias, X, ldx, Y, ldy, epi, &p); break;
-    case LPV_ISA_AVX2: lpv__bsr_part_avx2(W, bias, X, ldx, Y, ldy, epi, &p); break;
+    case LPV_ISA_AVX512: part_simd(W, bias, X, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512); break;
+    case LPV_ISA_AVX2: part_simd(W, bias, X, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2); break;
     default: part_ref(W, bias, X, ldx, Y, ldy, T, epi, &p); break;
     }
 }

@@ -86,14 +86,13 @@ static double linear_flop(const lpv_linear *L, int T) {
 
 /* ---- the pass ---- */
 
-/* x (D, ld) = [cls | dist | pe] + pos for every image. */
-static void embed_tokens(const lpv_model *m, lpv_workspace *ws, int B, int ld) {
+void lpv_embed_tokens(const lpv_model *m, float *x, int ld, const float *pe, int ldp, int B) {
     const lpv_config *c = &m->cfg;
     int D = c->dim, T = c->n_tokens, P = c->n_prefix, G2 = (c->img / c->patch) * (c->img / c->patch);
-    int ldp = lpv_round16(B * G2);
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int d = 0; d < D; d++) {
-        float *xr = ws->x + (int64_t)d * ld;
-        const float *pr = ws->pe + (int64_t)d * ldp;
+        float *xr = x + (int64_t)d * ld;
+        const float *pr = pe + (int64_t)d * ldp;
         for (int b = 0; b < B; b++) {
             float *xb = xr + (int64_t)b * T;
             xb[0] = m->cls[d];
@@ -181,7 +180,7 @@ lpv_status lpv_forward_begin(const lpv_model *m, lpv_workspace *ws, const float 
     tap(ws, 0, ws->patches, ldp, B * G * G);
     lpv_linear_forward(&m->patch, ws->patches, ldp, ws->pe, ldp, B * G * G, LPV_EPI_BIAS);
     op_stop(&tm, LPV_OP_PATCH, linear_flop(&m->patch, B * G * G));
-    embed_tokens(m, ws, B, ld);
+    lpv_embed_tokens(m, ws->x, ld, ws->pe, ldp, B);
     op_stop(&tm, LPV_OP_OTHER, 0);
     return LPV_OK;
 }

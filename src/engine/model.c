@@ -31,14 +31,9 @@ int lpv_default_heads(int dim) {
     return 0;
 }
 
-const char *lpv_names_str(lpv_names n) {
-    switch (n) {
-    case LPV_NAMES_TIMM: return "timm";
-    case LPV_NAMES_HF_VIT: return "hf-vit";
-    case LPV_NAMES_HF_DEIT: return "hf-deit";
-    }
-    return "?";
-}
+static const char *const NAMES_NAMES[] = {LPV_NAMES_LIST(LPV_ENUM_NAME)};
+
+const char *lpv_names_str(lpv_names n) { return lpv_enum_name(NAMES_NAMES, LPV_NAMES_COUNT, (int)n); }
 
 /* ---------------------------------------------------------------------------
  * Key-name tables: one printf pattern per logical tensor and convention.
@@ -292,9 +287,9 @@ static lpv_status infer_config(src_ctx *s, const json_config *jc, const lpv_mode
 
     c->heads = o && o->heads ? o->heads : jc->heads ? jc->heads : lpv_default_heads(c->dim);
     if (c->heads <= 0)
-        return lpv_fail(err, LPV_E_ARG,
-                        "'%s': cannot tell the number of attention heads for width %d: pass --heads or put "
-                        "config.json beside the weights",
+        return lpv_fail_hint(err, LPV_E_ARG, "heads",
+                             "'%s': cannot tell the number of attention heads for width %d: give them or put "
+                             "config.json beside the weights",
                         s->label, c->dim);
     if (c->dim % c->heads)
         return lpv_fail(err, LPV_E_ARG, "'%s': width %d is not divisible by %d heads", s->label, c->dim, c->heads);
@@ -569,9 +564,8 @@ static lpv_status execute_plan(lpv_model *m, const lpv_st_file *f, const char *l
     if (st == LPV_OK && !allow_extra)
         for (int i = 0; i < f->n; i++)
             if (!used[i]) {
-                st = lpv_fail(err, LPV_E_SHAPE,
-                              "'%s': unexpected tensor '%s' for this architecture (use --allow-extra to ignore)", label,
-                              f->t[i].name);
+                st = lpv_fail_hint(err, LPV_E_SHAPE, "allow_extra",
+                                   "'%s': unexpected tensor '%s' for this architecture", label, f->t[i].name);
                 break;
             }
     free(used);
@@ -849,6 +843,48 @@ lpv_status lpv_model_random(lpv_model **out, const lpv_config *cfg, uint64_t see
     }
     snprintf(m->arch, sizeof m->arch, "random_d%d_l%d_h%d", c->dim, c->depth, c->heads);
     snprintf(m->src_dtype, sizeof m->src_dtype, "F32");
+    *out = m;
+    return LPV_OK;
+}
+
+static void copy_linear(lpv_linear *dst, const lpv_linear *src) {
+    memcpy(dst->w, src->w, sizeof(float) * (size_t)src->out * (size_t)src->in);
+    memcpy(dst->b, src->b, sizeof(float) * (size_t)src->out);
+}
+
+lpv_status lpv_model_clone(lpv_model **out, const lpv_model *src, lpv_err *err) {
+    *out = NULL;
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers((lpv_model *)src, refs, LPV_MAX_LAYERS);
+    for (int i = 0; i < n; i++)
+        if (!refs[i].lin->w || !refs[i].lin->b)
+            return lpv_fail(err, LPV_E_ARG, "'%s': layer '%s' is not dense: densify the model before cloning it",
+                            src->path, refs[i].name);
+    lpv_model *m = calloc(1, sizeof *m);
+    if (!m) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    m->cfg = src->cfg;
+    memcpy(m->path, src->path, sizeof m->path), memcpy(m->arch, src->arch, sizeof m->arch);
+    memcpy(m->src_dtype, src->src_dtype, sizeof m->src_dtype), memcpy(m->sha256, src->sha256, sizeof m->sha256);
+    lpv_arena_init(&m->arena, 1 << 20);
+    lpv_status st = alloc_weights(m, err);
+    if (st != LPV_OK) {
+        lpv_model_free(m);
+        return st;
+    }
+    int64_t D = src->cfg.dim;
+    memcpy(m->cls, src->cls, sizeof(float) * (size_t)D);
+    if (m->dist) memcpy(m->dist, src->dist, sizeof(float) * (size_t)D);
+    memcpy(m->pos, src->pos, sizeof(float) * (size_t)(src->cfg.n_tokens * D));
+    memcpy(m->norm_w, src->norm_w, sizeof(float) * (size_t)D), memcpy(m->norm_b, src->norm_b, sizeof(float) * (size_t)D);
+    for (int l = 0; l < src->cfg.depth; l++) {
+        const lpv_block *a = &src->blocks[l];
+        lpv_block *b = &m->blocks[l];
+        memcpy(b->ln1_w, a->ln1_w, sizeof(float) * (size_t)D), memcpy(b->ln1_b, a->ln1_b, sizeof(float) * (size_t)D);
+        memcpy(b->ln2_w, a->ln2_w, sizeof(float) * (size_t)D), memcpy(b->ln2_b, a->ln2_b, sizeof(float) * (size_t)D);
+    }
+    lpv_layer_ref dst[LPV_MAX_LAYERS];
+    lpv_model_layers(m, dst, LPV_MAX_LAYERS);
+    for (int i = 0; i < n; i++) copy_linear(dst[i].lin, refs[i].lin);
     *out = m;
     return LPV_OK;
 }

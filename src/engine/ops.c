@@ -24,8 +24,9 @@
 
 #define LN_BAND LPV_LN_BAND /* columns normalized together */
 
-static void layernorm_band(float *y, const float *x, const float *w, const float *b, int D, int t0, int n, int ld,
-                           float eps) {
+/* Columns [t0, t0 + n) of one band; mean_out / rstd_out (indexed by column) may be NULL. */
+static void layernorm_band(float *y, float *mean_out, float *rstd_out, const float *x, const float *w, const float *b,
+                           int D, int t0, int n, int ld, float eps) {
     float mean[LN_BAND], rstd[LN_BAND];
     for (int j = 0; j < n; j++) mean[j] = 0.0f, rstd[j] = 0.0f;
     for (int d = 0; d < D; d++) {
@@ -48,16 +49,26 @@ static void layernorm_band(float *y, const float *x, const float *w, const float
         float wd = w[d], bd = b[d];
         for (int j = 0; j < n; j++) yr[j] = (xr[j] - mean[j]) * rstd[j] * wd + bd;
     }
+    for (int j = 0; mean_out && j < n; j++) mean_out[t0 + j] = mean[j], rstd_out[t0 + j] = rstd[j];
 }
 
 void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps) {
     int nbands = (T + LN_BAND - 1) / LN_BAND;
-    int nt = omp_in_parallel() ? 1 : lpv_threads_get();
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int i = 0; i < nbands; i++) {
         int t0 = i * LN_BAND, n = T - t0 < LN_BAND ? T - t0 : LN_BAND;
         if (lpv_isa_get() == LPV_ISA_AVX512) lpv__layernorm_band_avx512(y, x, w, b, D, t0, n, ld, eps);
-        else layernorm_band(y, x, w, b, D, t0, n, ld, eps);
+        else layernorm_band(y, NULL, NULL, x, w, b, D, t0, n, ld, eps);
+    }
+}
+
+void lpv_layernorm_forward_fm(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b,
+                              int D, int T, int ld, float eps) {
+    int nbands = (T + LN_BAND - 1) / LN_BAND;
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
+    for (int i = 0; i < nbands; i++) {
+        int t0 = i * LN_BAND, n = T - t0 < LN_BAND ? T - t0 : LN_BAND;
+        layernorm_band(y, mean, rstd, x, w, b, D, t0, n, ld, eps);
     }
 }
 
@@ -117,8 +128,7 @@ int64_t lpv_attention_scratch(int T, int hd) {
     return blas > fused ? blas : fused;
 }
 
-/* One (image, head): S (T, T) = scale q^T k; softmax rows; out_h (hd, T) = v S^T. */
-static void attention_one(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *S) {
+void lpv_attention_head(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *S) {
     int64_t col = (int64_t)b * T;
     const float *q = qkv + (int64_t)h * hd * ld + col;
     const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
@@ -144,7 +154,7 @@ void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D,
             int j = i + step < n ? i + step : -1;
             if (fused) lpv__attention_head_avx512(out, qkv, ld, i / heads, i % heads, T, D, hd, S, j < 0 ? -1 : j / heads,
                                                   j < 0 ? 0 : j % heads);
-            else attention_one(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
+            else lpv_attention_head(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
         }
     }
 }

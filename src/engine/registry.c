@@ -135,9 +135,9 @@ int lpv_registry_match_file(const char *path, lpv_preset *out) {
 
 lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_ref *out, lpv_err *err) {
     memset(out, 0, sizeof *out);
-    if (!model || !model[0]) return lpv_fail(err, LPV_E_ARG, "--model is required");
+    if (!model || !model[0]) return lpv_fail_param(err, LPV_E_ARG, "model", "none given");
     if (lpv_file_exists(model) || lpv_is_dir(model)) {
-        if (weights) return lpv_fail(err, LPV_E_ARG, "--weights needs --model to be a preset name, got the path '%s'", model);
+        if (weights) return lpv_fail_param(err, LPV_E_ARG, "weights", "goes with a preset name as the model, not the path '%s'", model);
         snprintf(out->path, sizeof out->path, "%s", model);
         out->has_preset = lpv_registry_match_file(model, &out->preset);
         return LPV_OK;
@@ -148,7 +148,7 @@ lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_r
     out->has_preset = 1;
     if (weights) {
         if (!lpv_file_exists(weights) && !lpv_is_dir(weights))
-            return lpv_fail(err, LPV_E_IO, "--weights: '%s' does not exist", weights);
+            return lpv_fail_param(err, LPV_E_IO, "weights", "'%s' does not exist", weights);
         snprintf(out->path, sizeof out->path, "%s", weights);
         return LPV_OK;
     }
@@ -163,13 +163,14 @@ lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_r
     snprintf(tried[nt], sizeof tried[nt], "%s/%s", lpv_models_dir(), out->preset.file);
     if (lpv_file_exists(tried[nt])) goto found;
     nt++;
-    return lpv_fail(err, LPV_E_IO,
-                    "weights for '%s' not found (looked for '%s'%s%s%s): run scripts/download-model.sh %s or pass "
-                    "--weights FILE",
+    return lpv_fail_hint(err, LPV_E_IO, "weights",
+                    "weights for '%s' not found (looked for '%s'%s%s%s): run scripts/download-model.sh %s",
                     model, tried[0], nt > 1 ? " and '" : "", nt > 1 ? tried[1] : "", nt > 1 ? "'" : "",
                     out->preset.key);
-found:
-    snprintf(out->path, sizeof out->path, "%s", tried[nt]);
+found:;
+    size_t len = strlen(tried[nt]);
+    if (len >= sizeof out->path) return lpv_fail(err, LPV_E_IO, "weights path '%s' is too long", tried[nt]);
+    memcpy(out->path, tried[nt], len + 1);
     return LPV_OK;
 }
 

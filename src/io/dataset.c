@@ -478,6 +478,21 @@ void lpv_dataset_free(lpv_dataset *ds) {
     ds->root = "";
 }
 
+lpv_status lpv_dataset_view(lpv_dataset *view, const lpv_dataset *ds, lpv_err *err) {
+    memset(view, 0, sizeof *view);
+    view->n = ds->n, view->n_classes = ds->n_classes, view->root = ds->root ? ds->root : "";
+    if (ds->n <= 0) return LPV_OK;
+    view->items = malloc(sizeof *view->items * (size_t)ds->n);
+    if (!view->items) return lpv_fail(err, LPV_E_OOM, "out of memory copying a list of %d images", ds->n);
+    memcpy(view->items, ds->items, sizeof *view->items * (size_t)ds->n);
+    return LPV_OK;
+}
+
+void lpv_dataset_view_free(lpv_dataset *view) {
+    free(view->items);
+    memset(view, 0, sizeof *view);
+}
+
 void lpv_dataset_limit(lpv_dataset *ds, int n) {
     if (n >= 0 && n < ds->n) {
         ds->n = n;
@@ -527,6 +542,21 @@ void lpv_dataset_hash(const lpv_dataset *ds, char out[65]) {
         char line[64];
         lpv_sha256_update(&s, ds->items[i].name, strlen(ds->items[i].name));
         int n = snprintf(line, sizeof line, "\t%d\n", ds->items[i].label);
+        lpv_sha256_update(&s, line, (size_t)n);
+    }
+    lpv_sha256_final_hex(&s, out);
+}
+
+void lpv_dataset_files_hash(const lpv_dataset *ds, char out[65]) {
+    lpv_sha256 s;
+    lpv_sha256_init(&s);
+    for (int i = 0; i < ds->n; i++) {
+        struct stat sb;
+        long long size = -1, sec = 0, nsec = 0;
+        if (stat(ds->items[i].path, &sb) == 0) size = (long long)sb.st_size, sec = sb.st_mtim.tv_sec, nsec = sb.st_mtim.tv_nsec;
+        char line[128];
+        lpv_sha256_update(&s, ds->items[i].name, strlen(ds->items[i].name));
+        int n = snprintf(line, sizeof line, "\t%d\t%lld\t%lld.%09lld\n", ds->items[i].label, size, sec, nsec);
         lpv_sha256_update(&s, line, (size_t)n);
     }
     lpv_sha256_final_hex(&s, out);

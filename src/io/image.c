@@ -99,17 +99,7 @@ static double filter_eval(lpv_interp interp, double x) {
 
 static double filter_support(lpv_interp interp) { return interp == LPV_INTERP_BILINEAR ? 1.0 : 2.0; }
 
-const char *lpv_interp_name(lpv_interp interp) {
-    return interp == LPV_INTERP_BILINEAR ? "bilinear" : "bicubic";
-}
-
-lpv_status lpv_interp_parse(const char *s, lpv_interp *out, lpv_err *err) {
-    if (strcmp(s, "bicubic") == 0) *out = LPV_INTERP_BICUBIC;
-    else if (strcmp(s, "bilinear") == 0) *out = LPV_INTERP_BILINEAR;
-    else
-        return lpv_fail(err, LPV_E_ARG, "unknown interpolation '%s', expected bicubic or bilinear", s);
-    return LPV_OK;
-}
+LPV_ENUM_FUNCS(lpv_interp, lpv_interp_name, lpv_interp_parse, LPV_INTERP_LIST, LPV_INTERP_COUNT, "interp")
 
 /* Makes *p hold at least `bytes` (contents are not kept). Scratch buffers
  * only ever grow, so a run over many images settles after the largest one. */

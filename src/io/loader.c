@@ -12,12 +12,15 @@
 #include "lpvit/loader.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "lpvit/log.h"
 
 #define MAX_BATCH 65536
 #define MAX_THREADS 64
@@ -44,6 +47,9 @@ struct lpv_loader {
     const lpv_dataset *ds;
     lpv_preproc pp;
     int B, n_items, n_batches, strict;
+    lpv_skips *skips;
+    int n_loaded, n_failed; /* over the batches returned so far (caller's thread only) */
+    char first_failure[512];
     size_t per; /* floats per image: 3 S S */
     pthread_mutex_t mu;
     pthread_cond_t cv_work;  /* a slot was released, or stop */
@@ -184,6 +190,7 @@ lpv_status lpv_loader_open(lpv_loader **out, const lpv_dataset *ds, const lpv_pr
     L->pp = *pp;
     L->B = opts->batch;
     L->strict = opts->strict;
+    L->skips = opts->skips;
     L->n_items = ds->n;
     L->n_batches = (ds->n + L->B - 1) / L->B;
     L->per = (size_t)3 * pp->img_size * pp->img_size;
@@ -207,6 +214,36 @@ lpv_status lpv_loader_open(lpv_loader **out, const lpv_dataset *ds, const lpv_pr
     return LPV_OK;
 }
 
+/* Records a failure the first time its file is seen (a linear scan: skips are rare). */
+static void skips_add(lpv_skips *s, const lpv_load_failure *f) {
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->paths[i], f->path) == 0) return;
+    if (s->n == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 16;
+        const char **p = realloc(s->paths, sizeof *p * (size_t)cap);
+        if (!p) return; /* counting is best effort; the pass itself goes on */
+        s->paths = p, s->cap = cap;
+    }
+    if (!s->n) snprintf(s->first_reason, sizeof s->first_reason, "%s", f->reason);
+    s->paths[s->n++] = f->path;
+    lpv_warn("image skipped: %s", f->reason);
+}
+
+void lpv_skips_free(lpv_skips *s) {
+    free(s->paths);
+    memset(s, 0, sizeof *s);
+}
+
+lpv_status lpv_loader_verdict(const lpv_loader *L, const char *what, lpv_err *err) {
+    if (L->n_loaded == 0 && L->n_items > 0)
+        return lpv_fail(err, LPV_E_DATA, "%s: none of the %d images could be read (first: %s)", what, L->n_items,
+                        L->first_failure);
+    if (2 * L->n_failed > L->n_items)
+        return lpv_fail(err, LPV_E_DATA, "%s: %d of %d images could not be read (first: %s)", what, L->n_failed,
+                        L->n_items, L->first_failure);
+    return LPV_OK;
+}
+
 /* Closes up the holes of failed images and fills b from slot s (batch bi).
  * Runs on the caller's thread while the workers fill the other slot; the
  * copies only happen when something failed. */
@@ -225,6 +262,9 @@ static lpv_status batch_finish(struct lpv_loader *L, slot *s, int bi, lpv_batch 
         n++;
     }
     *b = (lpv_batch){n, s->x, s->labels, s->index, first, count, nf, s->failed};
+    if (nf > 0 && !L->n_failed) snprintf(L->first_failure, sizeof L->first_failure, "%s", s->failed[0].reason);
+    L->n_loaded += n, L->n_failed += nf;
+    for (int i = 0; i < nf && L->skips; i++) skips_add(L->skips, &s->failed[i]);
     if (L->strict && nf > 0) return lpv_fail(err, LPV_E_DATA, "%s", s->failed[0].reason);
     return LPV_OK;
 }

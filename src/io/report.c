@@ -74,23 +74,28 @@ static int find_nonfinite(const cJSON *j, char *where, size_t cap) {
     return 0;
 }
 
-lpv_status lpv_json_write(const cJSON *root, const char *path, lpv_err *err) {
+lpv_status lpv_json_print(const cJSON *root, const char *dest, char **out, lpv_err *err) {
+    *out = NULL;
     char where[128];
     if (find_nonfinite(root, where, sizeof where))
         return lpv_fail(err, LPV_E_DATA, "report value '%s' is not a finite number; refusing to write '%s'", where,
-                        path);
+                        dest);
     char *txt = cJSON_Print(root);
-    if (!txt) return lpv_fail(err, LPV_E_OOM, "out of memory printing JSON");
-    lpv_status st = LPV_OK;
-    if (strcmp(path, "-") == 0) {
-        fputs(txt, stdout);
-        fputc('\n', stdout);
-        fflush(stdout);
-    } else {
-        size_t n = strlen(txt);
-        txt[n] = '\n';
-        st = lpv_write_file_atomic(path, txt, n + 1, err);
+    size_t n = txt ? strlen(txt) : 0;
+    char *t2 = txt ? realloc(txt, n + 2) : NULL;
+    if (!t2) {
+        free(txt);
+        return lpv_fail(err, LPV_E_OOM, "out of memory printing JSON for '%s'", dest);
     }
+    t2[n] = '\n', t2[n + 1] = 0;
+    *out = t2;
+    return LPV_OK;
+}
+
+lpv_status lpv_json_write(const cJSON *root, const char *path, lpv_err *err) {
+    char *txt;
+    LPV_TRY(lpv_json_print(root, path, &txt, err));
+    lpv_status st = lpv_write_file_atomic(path, txt, strlen(txt), err);
     free(txt);
     return st;
 }

@@ -580,8 +580,9 @@ lpv_status lpv_st_write(const lpv_st_writer *w, const char *path, lpv_err *err) 
     free(json);
     free(ord);
     if (!ok) {
+        int e = errno; /* before abort's fclose and unlink can change it */
         lpv_atomic_abort(&af);
-        return lpv_fail(err, LPV_E_IO, "cannot write '%s': %s", path, strerror(errno));
+        return lpv_fail(err, LPV_E_IO, "cannot write '%s': %s", path, strerror(e));
     }
     return lpv_atomic_commit(&af, err);
 }

@@ -77,9 +77,9 @@ lpv_status lpv_alloc_greedy(const lpv_alloc_layer *L, int n, double target_kept_
     }
     if (target_kept_macs < floor_macs * (1 - 1e-12)) {
         free(h);
-        return lpv_fail(err, LPV_E_ARG,
-                        "target keeps %.4g of the prunable FLOPs but the per-layer minimum density allows no less than "
-                        "%.4g (lower --min-density)",
+        return lpv_fail_param(err, LPV_E_ARG, "min_density",
+                              "the target keeps %.4g of the prunable FLOPs but the per-layer minimum density allows no "
+                              "less than %.4g (lower it)",
                         target_kept_macs / kept, floor_macs / kept);
     }
     int steps = 0;
@@ -138,7 +138,7 @@ lpv_status lpv_alloc_uniform(const lpv_alloc_layer *L, int n, double target_kept
         }
     }
     if (kept > target_kept_macs * (1 + 1e-9))
-        return lpv_fail(err, LPV_E_ARG, "target below what --min-density allows (lower --min-density)");
+        return lpv_fail_param(err, LPV_E_ARG, "min_density", "the target is below what it allows (lower it)");
     if (info) info->greedy_steps = steps;
     return LPV_OK;
 }
@@ -197,7 +197,7 @@ lpv_status lpv_alloc_lpvit(const lpv_alloc_layer *L, int n, double target_ratio,
     int *idx = malloc(sizeof(int) * (size_t)n), *kb = malloc(sizeof(int) * (size_t)n);
     lpv_status st = (!dy || !y || !pw || !dp || !idx || !kb) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
     for (int l = 0; l < n && !st; l++) {
-        if (!L[l].sal->grid) st = lpv_fail(err, LPV_E_ARG, "--allocator lpvit needs --saliency lpvit curves");
+        if (!L[l].sal->grid) st = lpv_fail_param(err, LPV_E_ARG, "allocator", "lpvit needs the lpvit saliency's curves");
         else if (!(dy[l] = malloc(sizeof(double) * N))) st = lpv_fail(err, LPV_E_OOM, "out of memory");
     }
     double beta = 0;
@@ -258,7 +258,15 @@ lpv_status lpv_alloc_lpvit(const lpv_alloc_layer *L, int n, double target_ratio,
                         double q = dm > 0 ? dd / dm : INFINITY;
                         if (q < br) br = q, bl = l;
                     }
-                    if (bl < 0) break;
+                    if (bl < 0) { /* every layer at its floor and still above the target */
+                        int *kmax = kb;
+                        for (int l = 0; l < n; l++) kmax[l] = L[l].kmax;
+                        st = lpv_fail_param(err, LPV_E_ARG, "min_density",
+                                            "the target keeps %.4g of the prunable FLOPs but the per-layer minimum "
+                                            "density allows no less than %.4g (lower it)",
+                                            target_ratio, total_kept(L, n, kmax) / dense);
+                        break;
+                    }
                     kept -= lpv_alloc_kept_macs(L[bl].sal, kb[bl]) - lpv_alloc_kept_macs(L[bl].sal, kb[bl] + 1);
                     kb[bl]++;
                     topup++;

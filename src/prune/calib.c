@@ -11,26 +11,27 @@
 #include "lpvit/cpu.h"
 #include "lpvit/fileio.h"
 #include "lpvit/loader.h"
+#include "lpvit/log.h"
 #include "lpvit/report.h"
 #include "lpvit/rng.h"
 #include "lpvit/safetensors.h"
 
 #define CALIB_FORMAT "lpvit-calib-v1"
 
-void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *list_sha, const lpv_calib_opts *o,
+void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *images_sha, const lpv_calib_opts *o,
                    const lpv_preproc *pp) {
     snprintf(key, cap,
-             "{\"format\": \"%s\", \"model_sha256\": \"%s\", \"calib_list_sha256\": \"%s\", \"loss\": \"%s\", "
-             "\"fisher\": %d, \"blocks\": \"%dx%d\", \"seed\": %llu, "
+             "{\"format\": \"%s\", \"lpvit\": \"%s %s\", \"model_sha256\": \"%s\", \"images_sha256\": \"%s\", "
+             "\"loss\": \"%s\", \"fisher\": %d, \"blocks\": \"%dx%d\", \"batch\": %d, \"seed\": %llu, "
              "\"preprocess\": \"%d %.6g %s %.6g,%.6g,%.6g %.6g,%.6g,%.6g\"}",
-             CALIB_FORMAT, model_sha, list_sha, lpv_loss_name(o->loss), o->fisher, o->block_R, o->block_C,
-             o->loss == LPV_LOSS_KL ? (unsigned long long)o->seed : 0ull, pp->img_size, pp->crop_pct,
+             CALIB_FORMAT, lpv_version(), lpv_commit(), model_sha, images_sha, lpv_loss_name(o->loss), o->fisher,
+             o->block_R, o->block_C, o->batch, (unsigned long long)o->seed, pp->img_size, pp->crop_pct,
              lpv_interp_name(pp->interp), (double)pp->mean[0], (double)pp->mean[1], (double)pp->mean[2],
              (double)pp->std[0], (double)pp->std[1], (double)pp->std[2]);
 }
 
 static int64_t n_blocks(const lpv_linear *L, int R, int C) {
-    return (int64_t)((L->out + R - 1) / R) * ((L->in + C - 1) / C);
+    return lpv_nblocks(L->out, L->in, R, C);
 }
 
 static lpv_status stats_alloc(lpv_calib_stats *s, lpv_model *m, const lpv_calib_opts *o, lpv_err *err) {
@@ -90,27 +91,28 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
         return st;
     }
     lpv_loader *L = NULL;
-    lpv_loader_opts lo = {batch, 1, 0};
+    lpv_loader_opts lo = {batch, 1, 0, o->skips};
     int *labels = malloc(sizeof(int) * (size_t)batch);
     float *logits = malloc(sizeof(float) * (size_t)batch * m->cfg.classes);
     if (!labels || !logits) st = lpv_fail(err, LPV_E_OOM, "out of memory");
     if (!st) st = lpv_loader_open(&L, ds, pp, &lo, err);
     lpv_rng r;
     lpv_rng_seed(&r, o->seed);
-    double t0 = lpv_now(), loss_sum = 0;
+    double loss_sum = 0;
     long done = 0;
+    lpv_progress pr;
+    const char *what = o->label ? o->label : "statistics";
+    lpv_progress_begin(&pr, ds->n, "%s", what);
     while (st == LPV_OK) {
         lpv_batch b;
         if ((st = lpv_loader_next(L, &b, err)) != LPV_OK || b.count == 0) break;
-        for (int i = 0; i < b.n_failed && !o->quiet; i++)
-            fprintf(stderr, "%slpvit: calibration image skipped: %s\n", isatty(2) ? "\r\033[K" : "", b.failed[i].reason);
         done += b.count;
         if (b.n == 0) continue;
         lpv_loss loss = {o->loss, NULL, NULL};
         if (o->loss == LPV_LOSS_CE) {
             for (int i = 0; i < b.n; i++)
                 if (b.labels[i] < 0 || b.labels[i] >= m->cfg.classes) {
-                    st = lpv_fail(err, LPV_E_DATA, "--loss ce needs labels: '%s' has none", ds->items[b.index[i]].path);
+                    st = lpv_fail_param(err, LPV_E_DATA, "loss", "ce needs labels: '%s' has none", ds->items[b.index[i]].path);
                     break;
                 }
             loss.labels = b.labels;
@@ -141,18 +143,14 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
             }
         }
         s->samples += b.n;
-        if (!o->quiet) {
-            double el = lpv_now() - t0;
-            fprintf(stderr, "%slpvit: calibration %ld/%d images, %.2f s/image, loss %.4f%s", isatty(2) ? "\r" : "", done,
-                    ds->n, el / (double)done, loss_sum / (double)s->samples, isatty(2) ? "\033[K" : "\n");
-        }
+        lpv_progress_update(&pr, done, "loss %.4f", loss_sum / (double)s->samples);
     }
-    if (!o->quiet && isatty(2)) fputc('\n', stderr);
+    if (st == LPV_OK) st = lpv_loader_verdict(L, what, err);
+    if (st == LPV_OK) lpv_progress_end(&pr);
     lpv_loader_close(L);
     free(labels), free(logits);
     lpv_grads_free(&g);
     lpv_train_ws_free(&ws);
-    if (st == LPV_OK && s->samples == 0) st = lpv_fail(err, LPV_E_DATA, "no calibration image could be read");
     if (st == LPV_OK) {
         for (int i = 0; i < s->n; i++) {
             int64_t nw = (int64_t)s->refs[i].lin->out * s->refs[i].lin->in;

@@ -11,21 +11,11 @@
 #include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
 #include "lpvit/fileio.h"
+#include "lpvit/log.h"
 #include "lpvit/report.h"
 #include "lpvit/rng.h"
 
-static const char *OBJ_NAMES[LPV_OBJ_COUNT] = {"flops", "speed", "power", "speed+power"};
-
-const char *lpv_objective_name(lpv_objective o) { return o < LPV_OBJ_COUNT ? OBJ_NAMES[o] : "?"; }
-
-lpv_status lpv_objective_parse(const char *s, lpv_objective *out, lpv_err *err) {
-    for (int i = 0; i < LPV_OBJ_COUNT; i++)
-        if (strcmp(s, OBJ_NAMES[i]) == 0) {
-            *out = (lpv_objective)i;
-            return LPV_OK;
-        }
-    return lpv_fail(err, LPV_E_ARG, "--objective: expected flops, speed, power or speed+power, got '%s'", s);
-}
+LPV_ENUM_FUNCS(lpv_objective, lpv_objective_name, lpv_objective_parse, LPV_OBJECTIVE_LIST, LPV_OBJ_COUNT, "objective")
 
 lpv_energy lpv_energy_default(void) {
     lpv_energy e = {4.6, 160.0, 1.25};
@@ -56,7 +46,7 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
     lpv_rng_seed(&r, seed);
     for (int64_t i = 0; i < nw; i++) dense.w[i] = (float)lpv_rng_normal(&r) * 0.02f;
     for (int i = 0; i < s->out; i++) dense.b[i] = 0.01f;
-    int nbr = (s->out + R - 1) / R, nbc = (s->in + C - 1) / C, nb = nbr * nbc;
+    int nbr = lpv_ceil_div(s->out, R), nbc = lpv_ceil_div(s->in, C), nb = nbr * nbc;
     int *idx = malloc(sizeof(int) * (size_t)nb);
     uint8_t *mask = malloc((size_t)nb);
     lpv_status st = (!idx || !mask) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
@@ -86,7 +76,7 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
 
 lpv_status lpv_time_table_measure(lpv_time_table *t, const lpv_layer_shape *shapes, int n, int R, int C,
                                   const double *densities, int nd, int batch, int reps, unsigned long long seed,
-                                  int quiet, lpv_err *err) {
+                                  lpv_err *err) {
     memset(t, 0, sizeof *t);
     if (nd < 1 || nd > LPV_TT_MAX || densities[nd - 1] != 1.0)
         return lpv_fail(err, LPV_E_ARG, "time table: 1..%d densities ending at 1.0", LPV_TT_MAX);
@@ -103,9 +93,8 @@ lpv_status lpv_time_table_measure(lpv_time_table *t, const lpv_layer_shape *shap
             dup |= t->curves[j].out == shapes[i].out && t->curves[j].in == shapes[i].in &&
                    t->curves[j].tokens == shapes[i].tokens * batch;
         if (dup) continue;
-        if (!quiet)
-            fprintf(stderr, "lpvit: timing %dx%d over %d tokens at %d densities (%dx%d blocks)\n", shapes[i].out,
-                    shapes[i].in, shapes[i].tokens * batch, nd, R, C);
+        lpv_info("timing %dx%d over %d tokens at %d densities (%dx%d blocks)", shapes[i].out, shapes[i].in,
+                 shapes[i].tokens * batch, nd, R, C);
         LPV_TRY(time_shape(&t->curves[t->n], &shapes[i], R, C, densities, nd, batch, reps, seed + (unsigned)i, err));
         t->n++;
     }
@@ -160,7 +149,7 @@ lpv_status lpv_time_table_load(lpv_time_table *t, const char *path, lpv_err *err
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "layers");
     lpv_status st = LPV_OK;
     if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "lpvit-time-table-v1") != 0 || !cJSON_IsArray(arr)) {
-        st = lpv_fail(err, LPV_E_FORMAT, "'%s' is not an lpvit time table (lpvit bench --calibrate writes one)", path);
+        st = lpv_fail(err, LPV_E_FORMAT, "'%s' is not an lpvit time table", path);
         goto out;
     }
     int m = cJSON_GetArraySize(arr);

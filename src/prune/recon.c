@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit/layout.h"
 
 /* LAPACK (OpenBLAS). The trailing size_t is gfortran's hidden length of the
  * CHARACTER argument; OpenBLAS's own C versions ignore it. */
@@ -39,7 +40,6 @@ void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const in
 
 #define OBS_BATCH 128 /* SparseGPT's lazy-batch width */
 
-static int team_size(void) { return omp_in_parallel() ? 1 : lpv_threads_get(); }
 static int imin(int a, int b) { return a < b ? a : b; }
 static const char *nm(const char *name) { return name ? name : "layer"; }
 
@@ -168,7 +168,7 @@ static int band_edge(int n, int nb, int k) {
 
 /* H (upper) += X Xᵀ, X (n, ncols) stride ld, in triangle-balanced row bands. */
 static void syrk_bands(float *H, int n, const float *X, int ld, int ncols) {
-    int nt = team_size();
+    int nt = lpv_team_size();
     int nb = (nt > 1 && n >= 256) ? 4 * nt : 1;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int k = 0; k < nb; k++) {
@@ -221,7 +221,7 @@ void lpv_stats_accumulate_ref(lpv_layer_stats *s, const float *X, int ld, int nc
 void lpv_stats_accumulate_cross(lpv_layer_stats *s, const float *X, int ldx, const float *Xt, int ldxt, int ncols) {
     LPV_ASSERT(s && s->H && s->G && ncols >= 0 && ldx >= ncols && ldxt >= ncols);
     if (ncols == 0) return;
-    int n = s->in, nt = team_size();
+    int n = s->in, nt = lpv_team_size();
     syrk_bands(s->H, n, Xt, ldxt, ncols);
     int nb = (nt > 1 && n >= 256) ? 2 * nt : 1;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
@@ -348,7 +348,7 @@ lpv_status lpv_score_obs(const float *W, int out, int in, const float *H, int R,
                          double *score, lpv_recon_info *info, const char *name, lpv_err *err) {
     lpv_recon_opts o;
     LPV_TRY(prologue(out, in, R, C, H, o_, &o, name, err));
-    int nbr = (out + R - 1) / R, nbc = (in + C - 1) / C, nt = team_size();
+    int nbr = lpv_ceil_div(out, R), nbc = lpv_ceil_div(in, C), nt = lpv_team_size();
     float *Hi = malloc(sizeof(float) * (size_t)in * in);
     double *scr = malloc(sizeof(double) * (size_t)nt * ((size_t)C * C + (size_t)out * C));
     if (!Hi || !scr) {
@@ -413,7 +413,7 @@ lpv_status lpv_score_obs_ref(const float *W, int out, int in, const float *H, in
                              double *score, lpv_recon_info *info, const char *name, lpv_err *err) {
     lpv_recon_opts o;
     LPV_TRY(prologue(out, in, R, C, H, o_, &o, name, err));
-    int nbr = (out + R - 1) / R, nbc = (in + C - 1) / C;
+    int nbr = lpv_ceil_div(out, R), nbc = lpv_ceil_div(in, C);
     double *Hi = malloc(sizeof(double) * (size_t)in * in), *M = malloc(sizeof(double) * (size_t)C * C);
     if (!Hi || !M) {
         free(Hi), free(M);
@@ -447,7 +447,7 @@ lpv_status lpv_score_obs_ref(const float *W, int out, int in, const float *H, in
 }
 
 void lpv_score_wanda(const float *W, int out, int in, const float *H, int R, int C, double *score) {
-    int nbc = (in + C - 1) / C, nbr = (out + R - 1) / R;
+    int nbc = lpv_ceil_div(in, C), nbr = lpv_ceil_div(out, R);
     double *nrm = malloc(sizeof(double) * (size_t)in);
     LPV_ASSERT(nrm);
     for (int j = 0; j < in; j++) {
@@ -468,7 +468,7 @@ void lpv_score_wanda(const float *W, int out, int in, const float *H, int R, int
 }
 
 void lpv_score_wanda_ref(const float *W, int out, int in, const float *H, int R, int C, double *score) {
-    int nbc = (in + C - 1) / C, nbr = (out + R - 1) / R;
+    int nbc = lpv_ceil_div(in, C), nbr = lpv_ceil_div(out, R);
     for (int br = 0; br < nbr; br++)
         for (int bc = 0; bc < nbc; bc++) {
             double s = 0;
@@ -483,7 +483,7 @@ void lpv_score_wanda_ref(const float *W, int out, int in, const float *H, int R,
 
 lpv_status lpv_output_energy(const float *W, int out, int in, const float *H, double *energy, lpv_err *err) {
     const int RB = 64;
-    int nchunks = (out + RB - 1) / RB, nt = team_size();
+    int nchunks = (out + RB - 1) / RB, nt = lpv_team_size();
     float *T = malloc(sizeof(float) * (size_t)nt * RB * in);
     double *part = malloc(sizeof(double) * (size_t)nchunks);
     if (!T || !part) {
@@ -508,6 +508,7 @@ lpv_status lpv_output_energy(const float *W, int out, int in, const float *H, do
     for (int c = 0; c < nchunks; c++) e += part[c];
     *energy = e;
     free(T), free(part);
+    if (!isfinite(e)) return lpv_fail(err, LPV_E_DATA, "energy: the layer's weights or input statistics are not finite");
     return LPV_OK;
 }
 
@@ -527,7 +528,7 @@ double lpv_output_energy_ref(const float *W, int out, int in, const float *H) {
 /* ------------------------------------------------------------------- updates */
 
 void lpv_mask_apply(float *W, int out, int in, int R, int C, const uint8_t *mask) {
-    int nbc = (in + C - 1) / C;
+    int nbc = lpv_ceil_div(in, C);
     for (int i = 0; i < out; i++)
         for (int bc = 0; bc < nbc; bc++)
             if (!mask[(int64_t)(i / R) * nbc + bc])
@@ -626,7 +627,7 @@ lpv_status lpv_recon_lsq(float *W, int out, int in, int R, int C, const uint8_t 
                          const lpv_recon_opts *o_, lpv_recon_info *info, const char *name, lpv_err *err) {
     lpv_recon_opts o;
     LPV_TRY(prologue(out, in, R, C, H, o_, &o, name, err));
-    int nbr = (out + R - 1) / R, nbc = (in + C - 1) / C, nt = team_size();
+    int nbr = lpv_ceil_div(out, R), nbc = lpv_ceil_div(in, C), nt = lpv_team_size();
     float *Hf = malloc(sizeof(float) * (size_t)in * in);
     int64_t *order = malloc(sizeof(int64_t) * (size_t)nbr);
     int *runs = malloc(sizeof(int) * (size_t)nt * 2 * nbc);
@@ -697,7 +698,7 @@ lpv_status lpv_recon_lsq_ref(float *W, int out, int in, int R, int C, const uint
                              lpv_err *err) {
     lpv_recon_opts o;
     LPV_TRY(prologue(out, in, R, C, H, o_, &o, name, err));
-    int nbr = (out + R - 1) / R, nbc = (in + C - 1) / C;
+    int nbr = lpv_ceil_div(out, R), nbc = lpv_ceil_div(in, C);
     double *A = malloc(sizeof(double) * (size_t)in * in), *B = malloc(sizeof(double) * (size_t)R * in);
     int *K = malloc(sizeof(int) * (size_t)in);
     if (!A || !B || !K) {
@@ -752,7 +753,7 @@ lpv_status lpv_recon_obs(float *W, int out, int in, int R, int C, const uint8_t 
                          const lpv_recon_opts *o_, lpv_recon_info *info, const char *name, lpv_err *err) {
     lpv_recon_opts o;
     LPV_TRY(prologue(out, in, R, C, H, o_, &o, name, err));
-    int nbc = (in + C - 1) / C, nt = team_size();
+    int nbc = lpv_ceil_div(in, C), nt = lpv_team_size();
     if (nt > out) nt = out;
     float *U = malloc(sizeof(float) * (size_t)in * in);
     float *E = malloc(sizeof(float) * (size_t)nt * ((out + nt - 1) / nt) * OBS_BATCH);
@@ -804,7 +805,7 @@ lpv_status lpv_recon_obs_ref(float *W, int out, int in, int R, int C, const uint
                              const lpv_recon_opts *o_, lpv_recon_info *info, const char *name, lpv_err *err) {
     lpv_recon_opts o;
     LPV_TRY(prologue(out, in, R, C, H, o_, &o, name, err));
-    int nbc = (in + C - 1) / C;
+    int nbc = lpv_ceil_div(in, C);
     double *U = malloc(sizeof(double) * (size_t)in * in), *w = malloc(sizeof(double) * (size_t)in);
     if (!U || !w) {
         free(U), free(w);
@@ -827,4 +828,9 @@ lpv_status lpv_recon_obs_ref(float *W, int out, int in, int R, int C, const uint
     free(U), free(w);
     if (st == LPV_OK) info_set(info, damp, delta, retried);
     return st;
+}
+
+void lpv_mask_from_order(uint8_t *mask, int nb, const int32_t *order, int k) {
+    memset(mask, 1, (size_t)nb);
+    for (int q = 0; q < k; q++) mask[order[q]] = 0;
 }

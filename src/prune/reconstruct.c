@@ -10,19 +10,9 @@
 #include "lpvit/cpu.h"
 #include "lpvit/forward.h"
 #include "lpvit/loader.h"
+#include "lpvit/log.h"
 
-static const char *UPDATE_NAMES[LPV_UPDATE_COUNT] = {"none", "bias", "lsq", "obs"};
-
-const char *lpv_update_name(lpv_update_kind u) { return u < LPV_UPDATE_COUNT ? UPDATE_NAMES[u] : "?"; }
-
-lpv_status lpv_update_parse(const char *s, lpv_update_kind *out, lpv_err *err) {
-    for (int i = 0; i < LPV_UPDATE_COUNT; i++)
-        if (strcmp(s, UPDATE_NAMES[i]) == 0) {
-            *out = (lpv_update_kind)i;
-            return LPV_OK;
-        }
-    return lpv_fail(err, LPV_E_ARG, "--update: expected none, bias, lsq or obs, got '%s'", s);
-}
+LPV_ENUM_FUNCS(lpv_update_kind, lpv_update_name, lpv_update_parse, LPV_UPDATE_LIST, LPV_UPDATE_COUNT, "update")
 
 /* ---- statistics of the dense model ---- */
 
@@ -36,8 +26,8 @@ void lpv_model_stats_free(lpv_model_stats *s) {
         if (s->want[i]) lpv_stats_free(&s->st[i]);
 }
 
-lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch, int quiet,
-                                   lpv_model_stats *s, lpv_err *err) {
+lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
+                                   lpv_skips *skips, lpv_model_stats *s, lpv_err *err) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     s->n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
     s->images = 0;
@@ -61,27 +51,26 @@ lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lp
     ws.tap = stats_tap, ws.tap_ctx = s;
     float *logits = malloc(sizeof(float) * (size_t)b * m->cfg.classes);
     lpv_loader *L = NULL;
-    lpv_loader_opts lo = {b, 1, 0};
+    lpv_loader_opts lo = {b, 1, 0, skips};
     if (!logits) st = lpv_fail(err, LPV_E_OOM, "out of memory");
     if (!st) st = lpv_loader_open(&L, ds, pp, &lo, err);
-    double t0 = lpv_now();
+    lpv_progress pr;
+    lpv_progress_begin(&pr, ds->n, "input statistics");
+    long done = 0;
     while (st == LPV_OK) {
         lpv_batch bt;
         if ((st = lpv_loader_next(L, &bt, err)) != LPV_OK || bt.count == 0) break;
+        done += bt.count;
         if (bt.n == 0) continue;
         if ((st = lpv_forward(m, &ws, bt.x, bt.n, logits, err)) != LPV_OK) break;
         s->images += bt.n;
-        if (!quiet && isatty(2))
-            fprintf(stderr, "\rlpvit: input statistics %lld/%d images (%.1fs)\033[K", (long long)s->images, ds->n,
-                    lpv_now() - t0);
+        lpv_progress_update(&pr, done, NULL);
     }
-    if (!quiet)
-        fprintf(stderr, "%slpvit: input statistics from %lld images in %.1fs\n", isatty(2) ? "\r\033[K" : "",
-                (long long)s->images, lpv_now() - t0);
+    if (st == LPV_OK) st = lpv_loader_verdict(L, "input statistics", err);
+    if (st == LPV_OK) lpv_progress_end(&pr);
     lpv_loader_close(L);
     free(logits);
     lpv_workspace_free(&ws);
-    if (st == LPV_OK && s->images == 0) st = lpv_fail(err, LPV_E_DATA, "no calibration image could be read");
     if (st) lpv_model_stats_free(s);
     return st;
 }
@@ -137,15 +126,17 @@ static lpv_status reconstruct_independent(lpv_model *m, uint8_t *const *masks, i
         const lpv_layer_stats *st = o->update != LPV_UPDATE_NONE ? &stats->st[i] : NULL;
         float *W0 = NULL;
         double e0 = 0;
+        lpv_status s = LPV_OK;
         if (st) { /* relative output error before and after, for the report */
             W0 = malloc(sizeof(float) * (size_t)L->out * L->in);
             if (!W0) return lpv_fail(err, LPV_E_OOM, "out of memory");
             memcpy(W0, L->w, sizeof(float) * (size_t)L->out * L->in);
-            LPV_TRY(lpv_output_energy(W0, L->out, L->in, st->H, &e0, err));
+            s = lpv_output_energy(W0, L->out, L->in, st->H, &e0, err);
         }
         lpv_recon_info info = {0, 0, 0};
-        lpv_status s = lpv_reconstruct_layer(L->w, L->b, L->out, L->in, R, C, masks[i], st, o->update, &o->recon,
-                                             &info, refs[i].name, err);
+        if (!s)
+            s = lpv_reconstruct_layer(L->w, L->b, L->out, L->in, R, C, masks[i], st, o->update, &o->recon, &info,
+                                      refs[i].name, err);
         note(ri, &info);
         if (!s && W0) {
             int64_t nw = (int64_t)L->out * L->in;
@@ -390,7 +381,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
         mk[i] = masks[i];
         refit[i] = o->refit_heads && i >= h0 && !masks[i];
         if (refit[i]) {
-            size_t nb = (size_t)((refs[i].lin->out + R - 1) / R) * (size_t)((refs[i].lin->in + C - 1) / C);
+            size_t nb = (size_t)lpv_nblocks(refs[i].lin->out, refs[i].lin->in, R, C);
             if (nb > full_n) full_n = nb;
         }
         heads_active |= i >= h0 && (masks[i] || refit[i]);
@@ -461,19 +452,20 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
                         : LPV_OK;
     /* embed every chunk of calibration images in both models */
     lpv_loader *Ld = NULL;
-    lpv_loader_opts lo = {b, 1, 1};
+    lpv_loader_opts lo = {b, 1, 0, o->skips};
     if (!st) st = lpv_loader_open(&Ld, ds, pp, &lo, err);
     while (st == LPV_OK) {
         lpv_batch bt;
         if ((st = lpv_loader_next(Ld, &bt, err)) != LPV_OK || bt.count == 0) break;
+        if (bt.n == 0) continue;
         int c = cache.n, bs = bt.n;
         size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
         cache.xd[c] = malloc(bytes), cache.xp[c] = malloc(bytes), cache.bsz[c] = bs;
         if (tt) cache.xt[c] = malloc(bytes);
         cache.n++;
         if (!cache.xd[c] || !cache.xp[c] || (tt && !cache.xt[c])) {
-            st = lpv_fail(err, LPV_E_OOM, "out of memory caching %d images' residual streams (lower --recon-images)",
-                          ds->n);
+            st = lpv_fail_hint(err, LPV_E_OOM, "recon_images", "out of memory caching %d images' residual streams",
+                               ds->n);
             break;
         }
         if ((st = lpv_forward_begin(dense, &ws, bt.x, bs, err)) != LPV_OK) break;
@@ -485,11 +477,13 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             memcpy(cache.xt[c], ws.x, bytes);
         }
     }
+    if (st == LPV_OK) st = lpv_loader_verdict(Ld, "refit", err);
     lpv_loader_close(Ld);
     lpv_model_stats cs;
     memset(&cs, 0, sizeof cs);
     cs.n = n;
-    double t0 = lpv_now();
+    lpv_progress pr;
+    lpv_progress_begin(&pr, cfg->depth + 1, "refit (blocks and heads)");
     for (int l = 0; l <= cfg->depth && st == LPV_OK; l++) {
         int first = lpv_block_layer0(l), count = l < cfg->depth ? 4 : cfg->n_outputs;
         /* the heads' target: the final target when there is one (its logits are what the user gets) */
@@ -554,11 +548,9 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
             if (tuning) st = tune_block(&tuner, m, l, &cache, masks, R, C, ri, err); /* xt or xd: its target */
             advance_streams(m, &ws, l, &cache, cache.xp, D, T);     /* pass 2: the pruned one through the repaired block */
         }
-        if (!o->quiet)
-            fprintf(stderr, "%slpvit: sequential reconstruction: block %d/%d (%.1fs)%s", isatty(2) ? "\r" : "",
-                    l < cfg->depth ? l + 1 : cfg->depth, cfg->depth, lpv_now() - t0, isatty(2) ? "\033[K" : "\n");
+        if (st == LPV_OK) lpv_progress_update(&pr, l + 1, NULL);
     }
-    if (!o->quiet && isatty(2)) fputc('\n', stderr);
+    if (st == LPV_OK) lpv_progress_end(&pr);
     for (int i = 0; i < n; i++)
         if (cs.want[i]) lpv_stats_free(&cs.st[i]);
     cache_free(&cache);

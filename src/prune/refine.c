@@ -35,7 +35,7 @@ lpv_status lpv_forward_all(const lpv_model *m, lpv_workspace *ws, const float *i
 lpv_status lpv_layer_kl(lpv_model *m, lpv_linear *L, int R, int C, const int32_t *order, int k, const float *images,
                         int M, const float *dense_logits, float *logits, lpv_workspace *ws, double *kl, lpv_err *err) {
     if (!L->w || L->bsr) return lpv_fail(err, LPV_E_ARG, "lpv_layer_kl needs a dense layer");
-    int nbc = (L->in + C - 1) / C;
+    int nbc = lpv_ceil_div(L->in, C);
     /* zero the blocks, remembering them */
     int64_t saved_n = 0;
     for (int q = 0; q < k; q++) {

@@ -14,18 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *NAMES[LPV_SAL_COUNT] = {"l1", "fisher", "taylor2", "lpvit", "obs", "wanda"};
-
-const char *lpv_saliency_name(lpv_saliency_kind k) { return k < LPV_SAL_COUNT ? NAMES[k] : "?"; }
-
-lpv_status lpv_saliency_parse(const char *s, lpv_saliency_kind *out, lpv_err *err) {
-    for (int i = 0; i < LPV_SAL_COUNT; i++)
-        if (strcmp(s, NAMES[i]) == 0) {
-            *out = (lpv_saliency_kind)i;
-            return LPV_OK;
-        }
-    return lpv_fail(err, LPV_E_ARG, "--saliency: expected taylor2, obs, wanda, fisher, lpvit or l1, got '%s'", s);
-}
+LPV_ENUM_FUNCS(lpv_saliency_kind, lpv_saliency_name, lpv_saliency_parse, LPV_SALIENCY_LIST, LPV_SAL_COUNT, "saliency")
 
 /* what: 0 |x|, 1 |x·y|, 2 ½ z x², 3 x·y, 4 (x·y)², 5 x */
 static double elem(int what, float x, float y, float z) {
@@ -146,7 +135,7 @@ static void lpvit_curve_from_grid(double *curve, const double *grid, int nb) {
 
 lpv_status lpv_saliency_layer(lpv_saliency_kind kind, const lpv_sal_inputs *in, const lpv_sal_opts *o, int out,
                               int in_features, int R, int C, lpv_layer_sal *s, lpv_arena *a, lpv_err *err) {
-    int nbr = (out + R - 1) / R, nbc = (in_features + C - 1) / C, nb = nbr * nbc;
+    int nbr = lpv_ceil_div(out, R), nbc = lpv_ceil_div(in_features, C), nb = nbr * nbc;
     if (kind == LPV_SAL_LPVIT && !in->g)
         return lpv_fail(err, LPV_E_ARG, "saliency '%s' needs gradients", lpv_saliency_name(kind));
     if (kind == LPV_SAL_FISHER && !in->f)

@@ -87,7 +87,7 @@ static void adam_step(tparam *ps, int np, float *m1, float *m2, int k, float lr,
     int64_t off = 0;
     for (int i = 0; i < np; i++) {
         tparam *p = &ps[i];
-        int nbc = p->in ? (p->in + C - 1) / C : 0;
+        int nbc = p->in ? lpv_ceil_div(p->in, C) : 0; /* C is 0 when nothing is masked */
 #pragma omp parallel for num_threads(lpv_threads_get()) schedule(static)
         for (int64_t q = 0; q < p->n; q++) {
             if (p->mask) {

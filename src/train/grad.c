@@ -20,27 +20,16 @@
 #include <string.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit/forward.h"
 #include "lpvit/grad_ops.h"
 #include "lpvit/linear.h"
 #include "lpvit/ops.h"
 
-static int team_size(void) { return omp_in_parallel() ? 1 : lpv_threads_get(); }
 static int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* ---- losses ---- */
 
-static const char *LOSS_NAMES[LPV_LOSS_COUNT] = {"ce", "mean-sq", "self-ce", "kl"};
-
-const char *lpv_loss_name(lpv_loss_kind k) { return (unsigned)k < LPV_LOSS_COUNT ? LOSS_NAMES[k] : "?"; }
-
-lpv_status lpv_loss_parse(const char *s, lpv_loss_kind *out, lpv_err *err) {
-    for (int k = 0; k < LPV_LOSS_COUNT; k++)
-        if (s && strcmp(s, LOSS_NAMES[k]) == 0) {
-            *out = (lpv_loss_kind)k;
-            return LPV_OK;
-        }
-    return lpv_fail(err, LPV_E_ARG, "unknown loss '%s' (expected ce, mean-sq, self-ce or kl)", s ? s : "");
-}
+LPV_ENUM_FUNCS(lpv_loss_kind, lpv_loss_name, lpv_loss_parse, LPV_LOSS_LIST, LPV_LOSS_COUNT, "loss")
 
 /* log Σ exp(z) in double. */
 static double logsumexp(const float *z, int C) {
@@ -191,7 +180,7 @@ lpv_status lpv_grads_enable_blocks(lpv_grads *g, int R, int C, lpv_err *err) {
     lpv_linear_grad *ls[LPV_MAX_LAYERS];
     int n = block_grads(g, ls);
     for (int i = 0; i < n; i++) {
-        int64_t nb = (int64_t)((ls[i]->out + R - 1) / R) * ((ls[i]->in + C - 1) / C);
+        int64_t nb = lpv_nblocks(ls[i]->out, ls[i]->in, R, C);
         ls[i]->bsq = lpv_arena_alloc(&g->arena, sizeof(float) * (size_t)nb);
         if (!ls[i]->bsq) return lpv_fail(err, LPV_E_OOM, "out of memory for block statistics");
     }
@@ -364,7 +353,7 @@ void lpv_train_ws_free(lpv_train_ws *ws) {
 
 /* Y (out, N) = W X + b (acc: Y += ...). Output rows split over the threads. */
 static void linear_fwd(float *Y, const float *X, const lpv_linear *L, int N, int ld, int acc) {
-#pragma omp parallel num_threads(team_size())
+#pragma omp parallel num_threads(lpv_team_size())
     {
         int nt = omp_get_num_threads(), id = omp_get_thread_num();
         int chunks = (L->out + 15) / 16;
@@ -384,7 +373,7 @@ static void linear_fwd(float *Y, const float *X, const lpv_linear *L, int N, int
 }
 
 static void copy_rows(float *dst, const float *src, int rows, int N, int ld) {
-#pragma omp parallel for num_threads(team_size()) schedule(static)
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int r = 0; r < rows; r++) memcpy(dst + (int64_t)r * ld, src + (int64_t)r * ld, sizeof(float) * (size_t)N);
 }
 
@@ -406,7 +395,7 @@ static void block_fwd(const lpv_config *c, const lpv_block *blk, lpv_train_ws *w
 
 static void forward_saved(const lpv_model *m, lpv_train_ws *ws, const float *images, int B) {
     const lpv_config *c = &m->cfg;
-    int D = c->dim, T = c->n_tokens, P = c->n_prefix, G = c->img / c->patch, G2 = G * G;
+    int D = c->dim, T = c->n_tokens, G = c->img / c->patch, G2 = G * G;
     int N = B * T, ld = lpv_round16(N), Np = B * G2, ldp = lpv_round16(Np);
     int no = c->n_outputs, Nh = no * B, ldh = lpv_round16(Nh), C = c->classes;
     lpv_patchify(ws->patches, ldp, images, B, c->chans, c->img, c->patch);
@@ -414,18 +403,7 @@ static void forward_saved(const lpv_model *m, lpv_train_ws *ws, const float *ima
     /* patch embeddings straight into their token columns: one GEMM per image */
     float *pe = ws->dpe; /* (D, ldp) borrowed as forward scratch */
     linear_fwd(pe, ws->patches, &m->patch, Np, ldp, 0);
-#pragma omp parallel for num_threads(team_size()) schedule(static)
-    for (int d = 0; d < D; d++) {
-        float *xr = x0 + (int64_t)d * ld;
-        const float *pr = pe + (int64_t)d * ldp;
-        for (int b = 0; b < B; b++) {
-            float *xb = xr + (int64_t)b * T;
-            xb[0] = m->cls[d];
-            if (P == 2) xb[1] = m->dist[d];
-            memcpy(xb + P, pr + (int64_t)b * G2, sizeof(float) * (size_t)G2);
-            for (int t = 0; t < T; t++) xb[t] += m->pos[(int64_t)t * D + d];
-        }
-    }
+    lpv_embed_tokens(m, x0, ld, pe, ldp, B);
     for (int l = 0; l < c->depth; l++)
         block_fwd(c, &m->blocks[l], ws, &ws->layers[l], l + 1 < c->depth ? ws->layers[l + 1].x : ws->x_out, B);
     /* head tokens: column k*B + b of hx is token k of image b */
@@ -493,7 +471,7 @@ static void backward(const lpv_model *m, lpv_train_ws *ws, int B, lpv_grads *g) 
     for (int d = 0; d < D; d++) memset(ws->dhx + (int64_t)d * ldh, 0, sizeof(float) * (size_t)Nh);
     lpv_layernorm_backward_fm(ws->dhx, g->norm_w, g->norm_b, ws->dhxn, ws->hx, ws->h_mean, ws->h_rstd, m->norm_w, D,
                               Nh, ldh);
-#pragma omp parallel for num_threads(team_size()) schedule(static)
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int d = 0; d < D; d++) {
         float *r = ws->dres + (int64_t)d * ld;
         memset(r, 0, sizeof(float) * (size_t)N);
@@ -503,7 +481,7 @@ static void backward(const lpv_model *m, lpv_train_ws *ws, int B, lpv_grads *g) 
 
     for (int l = c->depth - 1; l >= 0; l--) block_bwd(c, &m->blocks[l], &g->blocks[l], ws, &ws->layers[l], B, g->block_R, g->block_C);
     /* tokens: x0[:, b*T + t] = token_t + pos[t] */
-#pragma omp parallel for num_threads(team_size()) schedule(static)
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int d = 0; d < D; d++) {
         const float *r = ws->dres + (int64_t)d * ld;
         float *pr = ws->dpe + (int64_t)d * ldp;
@@ -603,12 +581,12 @@ lpv_status lpv_block_forward_backward(const lpv_model *m, int l, lpv_train_ws *w
     int D = c->dim, N = B * c->n_tokens, ld = lpv_round16(N);
     if (ldx < N) return lpv_fail(err, LPV_E_ARG, "block input stride %d is below its %d columns", ldx, N);
     lpv_train_layer *L = &ws->layers[0];
-#pragma omp parallel for num_threads(team_size()) schedule(static)
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int d = 0; d < D; d++) memcpy(L->x + (int64_t)d * ld, x + (int64_t)d * ldx, sizeof(float) * (size_t)N);
     block_fwd(c, blk, ws, L, ws->x_out, B);
     /* L = mean over the valid entries of (x' - target)²; ∂L/∂x' = 2 (x' - target) / (N D) */
     double sum = 0, scale = 2.0 / ((double)N * D);
-#pragma omp parallel for num_threads(team_size()) schedule(static) reduction(+ : sum)
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static) reduction(+ : sum)
     for (int d = 0; d < D; d++) {
         const float *y = ws->x_out + (int64_t)d * ld, *t = target + (int64_t)d * ldx;
         float *dr = ws->dres + (int64_t)d * ld;

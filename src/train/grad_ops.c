@@ -19,9 +19,9 @@
 #include <string.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit/layout.h"
 #include "lpvit/ops.h"
 
-static int team_size(void) { return omp_in_parallel() ? 1 : lpv_threads_get(); }
 
 /* Splits n rows over the calling team in multiples of `align`. */
 static void team_rows(int n, int align, int *r0, int *r1) {
@@ -58,43 +58,7 @@ static inline float dot16(const float *a, const float *b, int n) {
 
 /* ---- LayerNorm ---- */
 
-#define BAND 64
-
-static void ln_forward_band(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b, int D,
-                            int t0, int n, int ld, float eps) {
-    float mu[BAND], rs[BAND];
-    for (int j = 0; j < n; j++) mu[j] = 0.0f, rs[j] = 0.0f;
-    for (int d = 0; d < D; d++) {
-        const float *xr = x + (int64_t)d * ld + t0;
-        for (int j = 0; j < n; j++) mu[j] += xr[j];
-    }
-    for (int j = 0; j < n; j++) mu[j] /= (float)D;
-    for (int d = 0; d < D; d++) {
-        const float *xr = x + (int64_t)d * ld + t0;
-        for (int j = 0; j < n; j++) {
-            float c = xr[j] - mu[j];
-            rs[j] += c * c;
-        }
-    }
-    for (int j = 0; j < n; j++) rs[j] = 1.0f / sqrtf(rs[j] / (float)D + eps);
-    for (int d = 0; d < D; d++) {
-        const float *xr = x + (int64_t)d * ld + t0;
-        float *yr = y + (int64_t)d * ld + t0;
-        float wd = w[d], bd = b[d];
-        for (int j = 0; j < n; j++) yr[j] = (xr[j] - mu[j]) * rs[j] * wd + bd;
-    }
-    for (int j = 0; j < n; j++) mean[t0 + j] = mu[j], rstd[t0 + j] = rs[j];
-}
-
-void lpv_layernorm_forward_fm(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b,
-                              int D, int N, int ld, float eps) {
-    int nbands = (N + BAND - 1) / BAND;
-#pragma omp parallel for num_threads(team_size()) schedule(static)
-    for (int i = 0; i < nbands; i++) {
-        int t0 = i * BAND, n = N - t0 < BAND ? N - t0 : BAND;
-        ln_forward_band(y, mean, rstd, x, w, b, D, t0, n, ld, eps);
-    }
-}
+#define BAND 64 /* columns per LayerNorm band, as in the forward (ops.c) */
 
 /* dx = rstd · (g - mean_d(g) - x̂ · mean_d(g·x̂)), g = dy·w, for the columns of one band. */
 static void ln_backward_band(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
@@ -125,7 +89,7 @@ static void ln_backward_band(float *dx, const float *dy, const float *x, const f
 void lpv_layernorm_backward_fm(float *dx, float *dw, float *db, const float *dy, const float *x, const float *mean,
                                const float *rstd, const float *w, int D, int N, int ld) {
     int nbands = (N + BAND - 1) / BAND;
-#pragma omp parallel num_threads(team_size())
+#pragma omp parallel num_threads(lpv_team_size())
     {
 #pragma omp for schedule(static) nowait
         for (int i = 0; i < nbands; i++) {
@@ -285,12 +249,12 @@ GELU_CLONES static void gelu_backward_row_noy(float *restrict dx, const float *r
 }
 
 void lpv_gelu_forward_fm(float *y, const float *x, int rows, int N, int ld) {
-#pragma omp parallel for num_threads(team_size()) schedule(static)
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int r = 0; r < rows; r++) gelu_forward_row(y + (int64_t)r * ld, x + (int64_t)r * ld, N);
 }
 
 void lpv_gelu_backward_fm(float *dx, float *y, const float *x, int rows, int N, int ld) {
-#pragma omp parallel for num_threads(team_size()) schedule(static)
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int r = 0; r < rows; r++) {
         if (y) gelu_backward_row(dx + (int64_t)r * ld, y + (int64_t)r * ld, x + (int64_t)r * ld, N);
         else gelu_backward_row_noy(dx + (int64_t)r * ld, x + (int64_t)r * ld, N);
@@ -310,23 +274,11 @@ void lpv_gelu_backward_fm_ref(float *dx, float *y, const float *x, int rows, int
 
 /* ---- attention ---- */
 
-static void attention_forward_one(float *out, float *P, const float *qkv, int ld, int b, int h, int T, int D, int hd) {
-    int64_t col = (int64_t)b * T;
-    const float *q = qkv + (int64_t)h * hd * ld + col;
-    const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
-    const float *v = qkv + (int64_t)(2 * D + h * hd) * ld + col;
-    float *o = out + (int64_t)h * hd * ld + col;
-    float scale = 1.0f / sqrtf((float)hd);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, T, hd, scale, q, ld, k, ld, 0.0f, P, T);
-    lpv_softmax_rows(P, T, T, T);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hd, T, T, 1.0f, v, ld, P, T, 0.0f, o, ld);
-}
-
 void lpv_attention_forward_fm(float *out, float *probs, const float *qkv, int ld, int B, int T, int D, int heads) {
     int hd = D / heads, n = B * heads;
-#pragma omp parallel for num_threads(team_size()) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(dynamic, 1)
     for (int i = 0; i < n; i++)
-        attention_forward_one(out, probs + (int64_t)i * T * T, qkv, ld, i / heads, i % heads, T, D, hd);
+        lpv_attention_head(out, qkv, ld, i / heads, i % heads, T, D, hd, probs + (int64_t)i * T * T);
 }
 
 int64_t lpv_attention_backward_scratch(int T) { return (int64_t)T * T + 64; }
@@ -358,7 +310,7 @@ void lpv_attention_backward_fm(float *dqkv, const float *dout, const float *qkv,
                                int T, int D, int heads, float *scratch) {
     int hd = D / heads, n = B * heads;
     int64_t per = lpv_attention_backward_scratch(T);
-#pragma omp parallel num_threads(team_size())
+#pragma omp parallel num_threads(lpv_team_size())
     {
         float *dP = scratch + per * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
@@ -436,7 +388,7 @@ static void bias_rows(float *db, const float *dY, int r0, int r1, int N, int ld)
 void lpv_linear_backward(float *dX, float *dW, float *db, const float *dY, const float *X, const float *W, int out,
                          int in, int N, int ld, int dx_acc) {
     if (N <= 0) return;
-#pragma omp parallel num_threads(team_size())
+#pragma omp parallel num_threads(lpv_team_size())
     {
         int r0, r1;
         if (dW || db) {
@@ -487,10 +439,10 @@ void lpv_linear_backward_persample_blocks(float *dW, float *db, float *sq, float
                                           float *tmp, const float *dY, const float *X, int out, int in, int S, int cols,
                                           int ld, float scale) {
     float s2 = scale * scale;
-    int nbc = (in + C - 1) / C;
+    int nbc = lpv_ceil_div(in, C);
     /* thread slices hold whole block rows, so a block's dot product is never split between threads */
     int align = R > 16 ? R : 16;
-#pragma omp parallel num_threads(team_size())
+#pragma omp parallel num_threads(lpv_team_size())
     {
         int r0, r1;
         team_rows(out, align, &r0, &r1);

@@ -1,12 +1,22 @@
 /*
  * test_grad_bench.c — speed and memory of lpv_forward_backward (grad.h).
  *
- * By default a quick smoke run (DeiT-Tiny width, depth 2, batch 2) that only
- * checks the loss is finite. With LPVIT_BENCH set it measures, on random
- * weights and images, forward+backward time per image and the memory of the
- * training workspace and the gradients, with and without the per-sample
- * squared accumulators, next to lpv_forward (inference) for scale:
+ * By default a quick smoke run (DeiT-Tiny width, depth 2, batch 2) that
+ * checks every timed call succeeded and the loss is finite. With LPVIT_BENCH
+ * set it measures, on random weights and images, per image:
+ *   inference            lpv_forward on the dense model as loaded (OpenBLAS
+ *                        GEMMs: not packed with lpv_model_pack_dense, so not
+ *                        the blocked kernel `lpvit infer` uses by default;
+ *                        the same GEMMs as the training pass, for scale)
+ *   training forward     lpv_forward_backward with g == NULL: the forward pass
+ *   + loss, no backward  that saves every activation backward needs, and the
+ *                        loss (and its ∂L/∂logits); no backward pass runs
+ *   forward + backward   lpv_forward_backward with gradients, without and with
+ *                        the per-sample squared accumulators (LPV_GRADS_SQ)
+ * and the memory of the gradient buffers (gradients; with LPV_GRADS_SQ also
+ * the squares, printed apart) and of the training workspace:
  *     LPVIT_BENCH=t   DeiT-Tiny (depth 12), batch 8
+ *     LPVIT_BENCH=s   DeiT-S (384 wide, 6 heads, depth 12), batch 8
  *     LPVIT_BENCH=tb  DeiT-Tiny and DeiT-B (768 wide, 12 heads, depth 12)
  * Threads: LPVIT_THREADS (default 2). Run the binary directly for the
  * numbers: OPENBLAS_CORETYPE=SkylakeX LPVIT_BENCH=tb build/tests/test_grad_bench
@@ -33,38 +43,56 @@ static void bench(const char *name, int dim, int heads, int depth, int B, int it
     for (int i = 0; i < B; i++) labels[i] = (i * 131) % 1000;
     lpv_loss ls = {.kind = LPV_LOSS_CE, .labels = labels};
 
+    /* every timed call's status is checked: a call that fails early would time nothing */
     lpv_workspace fw;
     CHECK_OK(lpv_workspace_init(&fw, &m->cfg, B, &err), &err);
-    lpv_forward(m, &fw, img, B, logits, &err);
+    CHECK_OK(lpv_forward(m, &fw, img, B, logits, &err), &err);
+    int bad = 0;
     double t0 = lpv_now();
-    for (int i = 0; i < iters; i++) lpv_forward(m, &fw, img, B, logits, &err);
+    for (int i = 0; i < iters; i++) bad |= lpv_forward(m, &fw, img, B, logits, &err) != LPV_OK;
     double t_inf = (lpv_now() - t0) / iters / B;
+    CHECKF(!bad, "%s: lpv_forward failed in the timed loop: %s", name, err.msg);
     lpv_workspace_free(&fw);
 
     lpv_train_ws ws;
     CHECK_OK(lpv_train_ws_init(&ws, &m->cfg, B, &err), &err);
-    float loss = 0;
-    lpv_forward_backward(m, &ws, img, B, &ls, &loss, NULL, NULL, &err);
+    float loss = NAN;
+    CHECK_OK(lpv_forward_backward(m, &ws, img, B, &ls, &loss, NULL, NULL, &err), &err);
+    bad = 0;
     t0 = lpv_now();
-    for (int i = 0; i < iters; i++) lpv_forward_backward(m, &ws, img, B, &ls, &loss, NULL, NULL, &err);
+    for (int i = 0; i < iters; i++) bad |= lpv_forward_backward(m, &ws, img, B, &ls, &loss, NULL, NULL, &err) != LPV_OK;
     double t_fwd = (lpv_now() - t0) / iters / B;
+    CHECKF(!bad && isfinite(loss), "%s: forward + loss failed in the timed loop: %s", name, err.msg);
     printf("%s depth %d batch %d, %d threads, OpenBLAS core %s\n", name, depth, B, lpv_threads_get(),
            lpv_blas_corename());
-    printf("  inference (lpv_forward)          %8.2f ms/image\n", 1e3 * t_inf);
-    printf("  training forward + loss          %8.2f ms/image\n", 1e3 * t_fwd);
+    printf("  inference (lpv_forward, OpenBLAS, unpacked)        %8.2f ms/image\n", 1e3 * t_inf);
+    printf("  training forward + loss, no backward (g == NULL)   %8.2f ms/image\n", 1e3 * t_fwd);
     for (int sq = 0; sq <= 1; sq++) {
         lpv_grads g;
         CHECK_OK(lpv_grads_init(&g, &m->cfg, sq ? LPV_GRADS_SQ : 0, &err), &err);
+        loss = NAN;
         CHECK_OK(lpv_forward_backward(m, &ws, img, B, &ls, &loss, NULL, &g, &err), &err);
+        bad = 0;
         t0 = lpv_now();
-        for (int i = 0; i < iters; i++) lpv_forward_backward(m, &ws, img, B, &ls, &loss, NULL, &g, &err);
+        for (int i = 0; i < iters; i++) bad |= lpv_forward_backward(m, &ws, img, B, &ls, &loss, NULL, &g, &err) != LPV_OK;
         double t = (lpv_now() - t0) / iters / B;
-        CHECK(isfinite(loss));
-        printf("  forward + backward%-15s %8.2f ms/image  (2000 images: %.1f min)  grads %.0f MiB\n",
-               sq ? " + squares" : "", 1e3 * t, 2000 * t / 60, (double)g.arena.total / (1 << 20));
+        CHECKF(!bad, "%s: forward + backward failed in the timed loop: %s", name, err.msg);
+        CHECK(isfinite(loss) && g.batches == iters + 1 && g.samples == (int64_t)B * (iters + 1));
+        CHECK(sq ? g.n_sq > 0 : g.n_sq == 0);
+        double mib = 1.0 / (1 << 20), grads_mib = (double)g.n_all * sizeof(float) * mib;
+        double sq_mib = (double)g.n_sq * sizeof(float) * mib;
+        printf("  forward + backward%-34s %8.2f ms/image  (2000 images: %.1f min)\n",
+               sq ? " + per-sample squares" : "", 1e3 * t, 2000 * t / 60);
+        if (sq)
+            printf("    gradient buffers: gradients %.1f MiB + squares %.1f MiB (arena %.1f MiB reserved)\n",
+                   grads_mib, sq_mib, (double)g.arena.total * mib);
+        else
+            printf("    gradient buffers: gradients %.1f MiB (arena %.1f MiB reserved)\n", grads_mib,
+                   (double)g.arena.total * mib);
         lpv_grads_free(&g);
     }
-    printf("  training workspace               %8.0f MiB (batch %d)\n", (double)ws.bytes / (1 << 20), B);
+    printf("  training workspace (saved activations + scratch)   %8.0f MiB (batch %d)\n", (double)ws.bytes / (1 << 20),
+           B);
     lpv_train_ws_free(&ws);
     free(img), free(logits), free(labels);
     lpv_model_free(m);

@@ -4,8 +4,16 @@
  * distilled), the mean cross-entropy of the 4 reference images with labels
  * [1, 7, 42, 999] and the gradient of every parameter (grad.<timm name> in
  * the .ref.safetensors) match, per tensor, to
- *     max|got - want| / max|want| <= 1e-3      (max abs error printed too)
- * on 1 and 2 threads. Also, with the per-sample squared accumulators on:
+ *     max|got - want| / max|want| <= GRAD_REL_TOL = 1e-5   (max abs error printed too)
+ * and the loss to a relative 1e-6, on 1 and 2 threads and for every kernel
+ * ISA this CPU runs (lpv_isa_set: ref, avx2, avx512; the ones it cannot run
+ * are printed as skipped). Measured on an AMD EPYC (Zen 4, all three ISAs),
+ * release and ASan builds: worst gradient error 1.7e-6 relative (avx2,
+ * blocks.0.attn.qkv.weight of the distilled fixture; ref 1.6e-6, avx512
+ * 1.5e-6), worst max abs 1.5e-6 (cls_token / pos_embed / proj.bias), so the
+ * bound has ~6x margin while a 1e-4-relative slip (e.g. a truncated constant
+ * in the GELU derivative) fails it; the old bound of 1e-3 let that through.
+ * Also, with the per-sample squared accumulators on:
  * a batch of 4 equals Σ over 4 separate B=1 runs of grad², and two batches of
  * 2 accumulate to (2 × the gradient, the same squares) of one batch of 4.
  * The HF fixtures (no gradients stored) check the training forward's logits.
@@ -15,19 +23,7 @@
 #include "lpvit/model.h"
 #include "lpvit/safetensors.h"
 #include "test.h"
-
-static float *read_tensor(const lpv_st_file *f, const char *name, int64_t *n) {
-    const lpv_st_tensor *t = lpv_st_find(f, name);
-    if (!t) return NULL;
-    float *x = malloc(sizeof(float) * (t->nelem ? t->nelem : 1));
-    lpv_err err;
-    if (lpv_st_read_f32(f, t, x, &err) != LPV_OK) {
-        free(x);
-        return NULL;
-    }
-    if (n) *n = (int64_t)t->nelem;
-    return x;
-}
+#include "test_util.h"
 
 /* max|a-b| / max|b| and max|a-b|. */
 static double rel_max(const float *a, const float *b, int64_t n, double *abs_out) {
@@ -43,6 +39,12 @@ static double rel_max(const float *a, const float *b, int64_t n, double *abs_out
 
 #define MAXT 64
 #define PER_IMG (3 * 224 * 224)
+#define GRAD_REL_TOL 1e-5 /* measured worst 1.7e-6, see above */
+#define LOSS_REL_TOL 1e-6 /* measured: equal to timm's to the 7 printed digits */
+
+/* The ISA the current pass runs on (for messages), and the worst errors seen per ISA. */
+static const char *isa_now = "";
+static double worst_rel_all, worst_abs_all;
 
 static void check_fixture(const char *shared, const char *model_rel, const char *ref_rel) {
     char mp[1024], rp[1024];
@@ -55,7 +57,7 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
     lpv_st_file ref;
     CHECK_OK(lpv_st_open(&ref, rp, &err), &err);
     int64_t nin = 0;
-    float *input = read_tensor(&ref, "input", &nin), *want_loss = read_tensor(&ref, "loss", NULL);
+    float *input = test_read_tensor(&ref, "input", &nin), *want_loss = test_read_tensor(&ref, "loss", NULL);
     const lpv_st_tensor *lt = lpv_st_find(&ref, "labels");
     int64_t labels64[4] = {0};
     CHECK(input && want_loss && nin == 4 * PER_IMG && lt && lt->nelem == 4);
@@ -74,12 +76,15 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
         CHECK_OK(lpv_grads_init(&g, c, 0, &err), &err);
         float loss = 0;
         CHECK_OK(lpv_forward_backward(m, &ws, input, 4, &ls, &loss, NULL, &g, &err), &err);
-        printf("%s threads=%d: loss %.7f (timm %.7f)\n", model_rel, threads, (double)loss, (double)want_loss[0]);
-        CHECKF(fabs(loss - want_loss[0]) <= 1e-4 * fabs(want_loss[0]), "%s: loss %.7g vs %.7g", model_rel,
-               (double)loss, (double)want_loss[0]);
+        double lrel = fabs((double)loss - want_loss[0]) / fabs((double)want_loss[0]);
+        printf("[%s] %s threads=%d: loss %.7f (timm %.7f, rel %.2g)\n", isa_now, model_rel, threads, (double)loss,
+               (double)want_loss[0], lrel);
+        CHECKF(lrel <= LOSS_REL_TOL, "[%s] %s: loss %.7g vs %.7g", isa_now, model_rel, (double)loss,
+               (double)want_loss[0]);
         lpv_grad_tensor gt[MAXT];
         int n = lpv_grads_list(&g, gt, MAXT);
-        double worst = 0;
+        double worst = 0, worst_abs = 0;
+        CHECKF(n > 0 && n <= MAXT, "%s: %d gradients (at most %d listed)", model_rel, n, MAXT);
         for (int k = 0; k < n && k < MAXT; k++) {
             char name[80];
             snprintf(name, sizeof name, "grad.%.63s", gt[k].name);
@@ -90,18 +95,28 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
             for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == gt[k].shape[d];
             CHECKF(same, "%s: '%s' shape differs", ref_rel, name);
             if (!same) continue;
-            float *want = read_tensor(&ref, name, NULL);
+            float *want = test_read_tensor(&ref, name, NULL);
+            CHECKF(want != NULL, "%s: cannot read '%s'", ref_rel, name);
+            if (!want) continue;
             double ab, rel = rel_max(gt[k].data, want, gt[k].n, &ab);
-            if (threads == 2) printf("  %-32s max abs %.3g  rel %.3g\n", gt[k].name, ab, rel);
-            CHECKF(rel <= 1e-3, "%s threads=%d: gradient of '%s' rel error %.3g (max abs %.3g)", model_rel, threads,
-                   gt[k].name, rel, ab);
+            double wmax = 0;
+            for (int64_t i = 0; i < gt[k].n; i++) wmax = fmax(wmax, fabs((double)want[i]));
+            if (threads == 2) printf("  %-32s max abs %.3g  rel %.3g  (max |want| %.3g)\n", gt[k].name, ab, rel, wmax);
+            /* a zero reference would make the relative bound vacuous */
+            CHECKF(wmax > 0, "%s: reference gradient '%s' is all zero", ref_rel, name);
+            CHECKF(rel <= GRAD_REL_TOL, "[%s] %s threads=%d: gradient of '%s' rel error %.3g (max abs %.3g) > %g",
+                   isa_now, model_rel, threads, gt[k].name, rel, ab, GRAD_REL_TOL);
             if (rel > worst) worst = rel;
+            if (ab > worst_abs) worst_abs = ab;
             free(want);
         }
         int want_n = 0;
         for (int i = 0; i < ref.n; i++) want_n += strncmp(ref.t[i].name, "grad.", 5) == 0;
         CHECKF(n == want_n, "%s: %d gradients, reference has %d", model_rel, n, want_n);
-        printf("%s threads=%d: %d gradients, worst rel error %.3g\n", model_rel, threads, n, worst);
+        printf("[%s] %s threads=%d: %d gradients, worst rel error %.3g, worst max abs %.3g (bound rel %g)\n", isa_now,
+               model_rel, threads, n, worst, worst_abs, GRAD_REL_TOL);
+        worst_rel_all = fmax(worst_rel_all, worst);
+        worst_abs_all = fmax(worst_abs_all, worst_abs);
         lpv_grads_free(&g);
     }
 
@@ -129,8 +144,11 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
         }
     }
     double ab, rq = rel_max(g4.all_sq, sq, g4.n_sq, &ab), rm = rel_max(g4.all, mean, g4.n_all, NULL);
-    printf("%s: per-sample squares B=4 vs 4 x B=1: rel %.3g (abs %.3g); batch grad vs mean of B=1: rel %.3g\n",
-           model_rel, rq, ab, rm);
+    double sqmax = 0;
+    for (int64_t i = 0; i < g4.n_sq; i++) sqmax = fmax(sqmax, (double)g4.all_sq[i]);
+    CHECKF(sqmax > 0 && isfinite(sqmax), "%s: the per-sample squares are all zero (max %g)", model_rel, sqmax);
+    printf("[%s] %s: per-sample squares B=4 vs 4 x B=1: rel %.3g (abs %.3g, max square %.3g); batch grad vs mean of "
+           "B=1: rel %.3g\n", isa_now, model_rel, rq, ab, sqmax, rm);
     CHECKF(rq <= 1e-4 && rm <= 1e-4, "%s: per-sample squares rel %.3g, batch mean rel %.3g", model_rel, rq, rm);
     /* two batches of 2 == one batch of 4: Σ of batch means = 2 × mean, same squares */
     lpv_loss l2 = ls;
@@ -139,7 +157,7 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
     CHECK_OK(lpv_forward_backward(m, &ws, input + 2 * PER_IMG, 2, &l2, NULL, NULL, &g22, &err), &err);
     for (int64_t i = 0; i < g22.n_all; i++) g22.all[i] *= 0.5f;
     double ra = rel_max(g22.all, g4.all, g4.n_all, NULL), raq = rel_max(g22.all_sq, g4.all_sq, g4.n_sq, NULL);
-    printf("%s: 2 + 2 accumulated vs 4: grad rel %.3g, squares rel %.3g\n", model_rel, ra, raq);
+    printf("[%s] %s: 2 + 2 accumulated vs 4: grad rel %.3g, squares rel %.3g\n", isa_now, model_rel, ra, raq);
     CHECKF(ra <= 1e-4 && raq <= 1e-4, "%s: 2+2 vs 4: grad %.3g sq %.3g", model_rel, ra, raq);
     CHECK(g22.batches == 2 && g22.samples == 4 && g4.batches == 1 && g4.samples == 4);
     free(sq), free(mean);
@@ -163,7 +181,7 @@ static void check_hf_logits(const char *shared, const char *model_rel, const cha
     lpv_st_file ref;
     CHECK_OK(lpv_st_open(&ref, rp, &err), &err);
     int64_t nlog = 0;
-    float *input = read_tensor(&ref, "input", NULL), *want = read_tensor(&ref, "logits", &nlog);
+    float *input = test_read_tensor(&ref, "input", NULL), *want = test_read_tensor(&ref, "logits", &nlog);
     CHECK(input && want && nlog == 4000);
     if (input && want && nlog == 4000) {
         lpv_train_ws ws;
@@ -176,8 +194,9 @@ static void check_hf_logits(const char *shared, const char *model_rel, const cha
         test_diff d = test_compare(got, want, 4000, 1e-3);
         double gs = 0;
         for (int64_t i = 0; i < g.n_all; i++) gs = fmax(gs, fabs(g.all[i]));
-        printf("%s: logits max abs %.3g, self-ce loss %.5f, max |grad| %.3g\n", model_rel, d.max_abs, (double)loss, gs);
-        CHECKF(d.max_abs <= 1e-4, "%s: training forward logits max abs error %.3g", model_rel, d.max_abs);
+        printf("[%s] %s: logits max abs %.3g, self-ce loss %.5f, max |grad| %.3g\n", isa_now, model_rel, d.max_abs,
+               (double)loss, gs);
+        CHECKF(d.max_abs <= 1e-5, "[%s] %s: training forward logits max abs error %.3g", isa_now, model_rel, d.max_abs);
         CHECK(isfinite(loss) && gs > 0 && isfinite(gs));
         free(got);
         lpv_grads_free(&g);
@@ -191,10 +210,37 @@ static void check_hf_logits(const char *shared, const char *model_rel, const cha
 int main(void) {
     const char *shared = test_shared_dir();
     if (!shared) return TEST_SKIP;
-    check_fixture(shared, "fixtures/timm_deit_tiny_d2.safetensors", "fixtures/timm_deit_tiny_d2.ref.safetensors");
-    check_fixture(shared, "fixtures/timm_deit_tiny_distilled_d2.safetensors",
-                  "fixtures/timm_deit_tiny_distilled_d2.ref.safetensors");
-    check_hf_logits(shared, "fixtures/hf_deit_tiny_d2", "fixtures/hf_deit_tiny_d2/ref.safetensors");
-    check_hf_logits(shared, "fixtures/hf_deit_tiny_distilled_d2", "fixtures/hf_deit_tiny_distilled_d2/ref.safetensors");
+    /* every kernel ISA the CPU runs (the training forward's softmax and LayerNorm dispatch on it) */
+    const lpv_isa isas[] = {LPV_ISA_REF, LPV_ISA_AVX2, LPV_ISA_AVX512};
+    const lpv_isa best = lpv_isa_best();
+    char ran[64] = "", skipped[256] = "";
+    char summary[3][160];
+    int nsum = 0;
+    for (int i = 0; i < 3; i++) {
+        lpv_err err;
+        if (lpv_isa_set(isas[i], &err) != LPV_OK) {
+            size_t u = strlen(skipped);
+            snprintf(skipped + u, sizeof skipped - u, "%s%s (%.60s)", u ? ", " : "", lpv_isa_name(isas[i]), err.msg);
+            continue;
+        }
+        isa_now = lpv_isa_name(isas[i]);
+        size_t u = strlen(ran);
+        snprintf(ran + u, sizeof ran - u, "%s%s", u ? ", " : "", isa_now);
+        worst_rel_all = worst_abs_all = 0;
+        check_fixture(shared, "fixtures/timm_deit_tiny_d2.safetensors", "fixtures/timm_deit_tiny_d2.ref.safetensors");
+        check_fixture(shared, "fixtures/timm_deit_tiny_distilled_d2.safetensors",
+                      "fixtures/timm_deit_tiny_distilled_d2.ref.safetensors");
+        check_hf_logits(shared, "fixtures/hf_deit_tiny_d2", "fixtures/hf_deit_tiny_d2/ref.safetensors");
+        check_hf_logits(shared, "fixtures/hf_deit_tiny_distilled_d2",
+                        "fixtures/hf_deit_tiny_distilled_d2/ref.safetensors");
+        snprintf(summary[nsum++], sizeof summary[0], "  isa %-7s worst gradient rel error %.3g, max abs %.3g", isa_now,
+                 worst_rel_all, worst_abs_all);
+    }
+    lpv_err err;
+    CHECK_OK(lpv_isa_set(best, &err), &err);
+    printf("gradient errors per ISA (bound: rel %g):\n", GRAD_REL_TOL);
+    for (int i = 0; i < nsum; i++) printf("%s\n", summary[i]);
+    printf("ISAs run: %s; skipped: %s\n", ran, skipped[0] ? skipped : "none (this CPU runs them all)");
+    CHECK(nsum >= 1); /* ref always runs */
     return test_finish("test_grad_golden");
 }

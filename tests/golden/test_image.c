@@ -306,7 +306,7 @@ static void test_decode_jpeg(void) {
 
 static void expect_decode_error(const void *buf, size_t n, const char *needle) {
     lpv_image im;
-    lpv_err err = {{0}};
+    lpv_err err = {0};
     lpv_status st = lpv_image_load_mem(buf, n, "bad.img", &im, &err);
     CHECKF(st == LPV_E_DATA, "%s: status %d", needle, st);
     CHECKF(strstr(err.msg, "'bad.img'") && strstr(err.msg, needle), "message '%s' lacks '%s'", err.msg, needle);

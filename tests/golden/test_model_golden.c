@@ -10,19 +10,7 @@
 #include "lpvit/model.h"
 #include "lpvit/safetensors.h"
 #include "test.h"
-
-static float *read_tensor(const lpv_st_file *f, const char *name, int64_t *n) {
-    const lpv_st_tensor *t = lpv_st_find(f, name);
-    if (!t) return NULL;
-    float *x = malloc(sizeof(float) * (t->nelem ? t->nelem : 1));
-    lpv_err err;
-    if (lpv_st_read_f32(f, t, x, &err) != LPV_OK) {
-        free(x);
-        return NULL;
-    }
-    if (n) *n = (int64_t)t->nelem;
-    return x;
-}
+#include "test_util.h"
 
 static void check_fixture(const char *shared, const char *model_rel, const char *ref_rel, int expect_outputs,
                           int expect_prefix, float expect_eps) {
@@ -40,7 +28,7 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
     lpv_st_file ref;
     CHECK_OK(lpv_st_open(&ref, rp, &err), &err);
     int64_t nin = 0, nlog = 0;
-    float *input = read_tensor(&ref, "input", &nin), *want = read_tensor(&ref, "logits", &nlog);
+    float *input = test_read_tensor(&ref, "input", &nin), *want = test_read_tensor(&ref, "logits", &nlog);
     CHECK(input && want && nlog == 4 * 1000);
     if (!input || !want) goto out;
     float *got = calloc((size_t)nlog, sizeof(float));

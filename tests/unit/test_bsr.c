@@ -241,7 +241,7 @@ static void test_builders(void) {
     for (int i = 0; i < ROWS * COLS; i++) W[i] = (float)(i + 1);
     uint8_t mask[NBR * NBC] = {1, 0, 1, 0, 0, 0, 1, 1, 1}, mback[NBR * NBC];
     lpv_bsr b, b2;
-    lpv_err err = {{0}};
+    lpv_err err = {0};
     const char *name = "blocks.1.fc1.weight";
     CHECK_OK(lpv_bsr_from_dense(&b, W, ROWS, COLS, R, C, mask, NULL, name, &err), &err);
     CHECK(b.nbr == NBR && b.nbc == NBC && b.nnzb == 5);

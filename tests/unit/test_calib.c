@@ -11,7 +11,65 @@
 #include "lpvit/cpu.h"
 #include "lpvit/fileio.h"
 #include "lpvit/loader.h"
+#include "lpvit/report.h"
 #include "test.h"
+
+/* Every input the statistics depend on is in the cache key: changing any one of them gives another key. */
+static void test_key_inputs(const lpv_dataset *ds, const lpv_calib_opts *o0, const lpv_preproc *pp0, const char *tmp) {
+    char base[1024], other[1024], imgs[65];
+    lpv_dataset_files_hash(ds, imgs);
+    lpv_calib_key(base, sizeof base, "modelsha", imgs, o0, pp0);
+    CHECK(strstr(base, lpv_commit()) && strstr(base, lpv_version())); /* the code version */
+#define MISSES(what, ...)                                                    \
+    do {                                                                     \
+        lpv_calib_opts o = *o0;                                              \
+        lpv_preproc pp = *pp0;                                               \
+        char sha[65];                                                        \
+        snprintf(sha, sizeof sha, "%s", imgs);                               \
+        const char *model = "modelsha";                                      \
+        __VA_ARGS__;                                                         \
+        lpv_calib_key(other, sizeof other, model, sha, &o, &pp);             \
+        CHECKF(strcmp(base, other) != 0, "%s does not change the key", what); \
+    } while (0)
+    MISSES("the model", model = "othersha");
+    MISSES("the loss", o.loss = LPV_LOSS_KL);
+    MISSES("the Fisher flag", o.fisher = !o.fisher);
+    MISSES("the block shape", o.block_R = 32);
+    MISSES("the batch", o.batch += 1);
+    MISSES("the seed", o.seed += 1);
+    MISSES("the crop", pp.crop_pct = 0.95);
+    MISSES("the mean", pp.mean[1] += 0.01f);
+    /* the images: their order, how many, and their content (a file replaced under the same name) */
+    lpv_dataset v;
+    lpv_err err;
+    CHECK_OK(lpv_dataset_view(&v, ds, &err), &err);
+    lpv_item t = v.items[0];
+    v.items[0] = v.items[1], v.items[1] = t;
+    MISSES("the images' order", lpv_dataset_files_hash(&v, sha));
+    v.items[1] = v.items[0], v.items[0] = t;
+    lpv_dataset_limit(&v, v.n - 1);
+    MISSES("the number of images", lpv_dataset_files_hash(&v, sha));
+    lpv_dataset_view_free(&v);
+    char copy[256], cmd[768];
+    snprintf(copy, sizeof copy, "%s/mini", tmp);
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", ds->root, copy);
+    CHECK(system(cmd) == 0);
+    lpv_synsets syn;
+    lpv_dataset d2;
+    CHECK_OK(lpv_synsets_load(&syn, lpv_synsets_default_path(), &err), &err);
+    CHECK_OK(lpv_dataset_imagefolder(&d2, copy, &syn, &err), &err);
+    char h1[65], h2[65];
+    lpv_dataset_files_hash(&d2, h1);
+    FILE *fp = fopen(d2.items[0].path, "ab"); /* one more byte: another file */
+    if (fp) fputc(0, fp), fclose(fp);
+    lpv_dataset_files_hash(&d2, h2);
+    CHECK(strcmp(h1, h2) != 0);
+    lpv_dataset_free(&d2);
+    lpv_synsets_free(&syn);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", copy);
+    CHECK(system(cmd) == 0);
+#undef MISSES
+}
 
 int main(void) {
     lpv_threads_set(2);
@@ -29,14 +87,14 @@ int main(void) {
     lpv_preproc pp = lpv_preproc_default();
     pp.img_size = 32;
     int R = 16, C = 16;
-    lpv_calib_opts o = {LPV_LOSS_SELF_CE, 1, R, C, 5, 0, 1};
+    lpv_calib_opts o = {LPV_LOSS_SELF_CE, 1, R, C, 5, 0, NULL, NULL};
     lpv_calib_stats s;
     CHECK_OK(lpv_calib_collect(m, &ds, &pp, &o, &s, &err), &err);
     CHECK(s.samples == ds.n && s.n == 1 + 4 * 2 + 1);
 
     /* reference: one image at a time */
     lpv_loader *L;
-    lpv_loader_opts lo = {ds.n, 1, 1};
+    lpv_loader_opts lo = {ds.n, 1, 1, NULL};
     CHECK_OK(lpv_loader_open(&L, &ds, &pp, &lo, &err), &err);
     lpv_batch b;
     CHECK_OK(lpv_loader_next(L, &b, &err), &err);
@@ -97,7 +155,7 @@ int main(void) {
     CHECK(mkdtemp(dir) != NULL);
     snprintf(path, sizeof path, "%s/c.lpvc", dir);
     char key[1024], list[65];
-    lpv_dataset_hash(&ds, list);
+    lpv_dataset_files_hash(&ds, list);
     lpv_calib_key(key, sizeof key, "modelsha", list, &o, &pp);
     snprintf(s.key, sizeof s.key, "%s", key);
     CHECK_OK(lpv_calib_save(&s, path, &err), &err);
@@ -113,6 +171,7 @@ int main(void) {
     char key2[1024];
     lpv_calib_key(key2, sizeof key2, "othersha", list, &o, &pp);
     CHECK(lpv_calib_load(&t, m, path, key2, &o, &err) == LPV_E_FORMAT && strstr(err.msg, "other inputs"));
+    test_key_inputs(&ds, &o, &pp, dir);
     /* truncated and corrupted gzip streams are refused */
     char *raw;
     size_t n;

@@ -313,7 +313,7 @@ static void test_loader(const lpv_synsets *syn) {
     pp.img_size = 16; /* small: the tiny images are upscaled */
     for (int threads = 1; threads <= 3; threads += 2) {
         lpv_loader *L;
-        lpv_loader_opts o = {2, threads, 0};
+        lpv_loader_opts o = {2, threads, 0, NULL};
         CHECK_OK(lpv_loader_open(&L, &ds, &pp, &o, &err), &err);
         if (!L) continue;
         lpv_batch b;
@@ -339,14 +339,14 @@ static void test_loader(const lpv_synsets *syn) {
 
     /* strict: the failure is an error naming the file */
     lpv_loader *L;
-    lpv_loader_opts strict = {4, 1, 1};
+    lpv_loader_opts strict = {4, 1, 1, NULL};
     CHECK_OK(lpv_loader_open(&L, &ds, &pp, &strict, &err), &err);
     lpv_batch b;
     expect_err(lpv_loader_next(L, &b, &err), LPV_E_DATA, &err, "broken.png");
     lpv_loader_close(L);
 
     /* early close: right after open, and with a batch held and another in flight */
-    lpv_loader_opts one = {1, 2, 0};
+    lpv_loader_opts one = {1, 2, 0, NULL};
     CHECK_OK(lpv_loader_open(&L, &ds, &pp, &one, &err), &err);
     lpv_loader_close(L);
     CHECK_OK(lpv_loader_open(&L, &ds, &pp, &one, &err), &err);
@@ -355,7 +355,7 @@ static void test_loader(const lpv_synsets *syn) {
     lpv_loader_close(NULL);
 
     /* bad options */
-    lpv_loader_opts zero = {0, 1, 0};
+    lpv_loader_opts zero = {0, 1, 0, NULL};
     expect_err(lpv_loader_open(&L, &ds, &pp, &zero, &err), LPV_E_ARG, &err, "batch size 0");
     lpv_dataset_free(&ds);
 
@@ -366,7 +366,7 @@ static void test_loader(const lpv_synsets *syn) {
     const char *paths[] = {gone};
     CHECK_OK(lpv_dataset_paths(&ds, paths, 1, &err), &err);
     unlink(gone);
-    lpv_loader_opts o = {8, 1, 0};
+    lpv_loader_opts o = {8, 1, 0, NULL};
     CHECK_OK(lpv_loader_open(&L, &ds, &pp, &o, &err), &err);
     CHECK_OK(lpv_loader_next(L, &b, &err), &err);
     CHECK(b.count == 1 && b.n == 0 && b.n_failed == 1 && strstr(b.failed[0].reason, "cannot open"));
@@ -428,7 +428,7 @@ static void test_imagenet(const char *shared) {
     lpv_dataset_limit(&ds, 24);
     lpv_preproc pp = lpv_preproc_default();
     lpv_loader *L;
-    lpv_loader_opts o = {8, 2, 1};
+    lpv_loader_opts o = {8, 2, 1, NULL};
     CHECK_OK(lpv_loader_open(&L, &ds, &pp, &o, &err), &err);
     lpv_batch b;
     int total = 0;

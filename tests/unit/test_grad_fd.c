@@ -396,7 +396,8 @@ static void check_errors(lpv_model *m, const float *img) {
     CHECK(g.batches == 0 && g.samples == 0);
     lpv_loss_kind k;
     CHECK(lpv_loss_parse("kl", &k, &err) == LPV_OK && k == LPV_LOSS_KL);
-    CHECK(lpv_loss_parse("mse", &k, &err) == LPV_E_ARG && strstr(err.msg, "unknown loss 'mse'"));
+    CHECK(lpv_loss_parse("mse", &k, &err) == LPV_E_ARG && strcmp(err.param, "loss") == 0 &&
+          strcmp(err.msg, "loss: expected ce, mean-sq, self-ce or kl, got 'mse'") == 0);
     lpv_config other = m->cfg;
     other.mlp += 1;
     lpv_train_ws ws2;

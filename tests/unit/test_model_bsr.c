@@ -14,19 +14,13 @@
 #include "lpvit/rng.h"
 #include "lpvit/safetensors.h"
 #include "test.h"
+#include "test_util.h"
+
+/* DeiT-like, 64 wide, 2 blocks, 32 x 32 images, 40 classes */
+static lpv_model *tiny(uint64_t seed, int distilled) { return test_random_model(64, 2, 2, 128, 32, 40, distilled, seed); }
 
 static char dir[] = "/tmp/lpvit_bsrm_XXXXXX";
 
-static lpv_model *tiny(uint64_t seed, int distilled) {
-    lpv_config c;
-    memset(&c, 0, sizeof c);
-    c.dim = 64, c.depth = 2, c.heads = 2, c.mlp = 128, c.patch = 16, c.img = 32, c.chans = 3, c.classes = 40;
-    c.n_prefix = distilled ? 2 : 1, c.n_outputs = distilled ? 2 : 1;
-    lpv_model *m;
-    lpv_err err;
-    CHECK_OK(lpv_model_random(&m, &c, seed, &err), &err);
-    return m;
-}
 
 /* Prunes every linear layer at ~50% with random R x C masks (head included: 40 rows -> partial block rows). */
 static void prune_random(lpv_model *m, int R, int C, uint64_t seed) {
@@ -118,7 +112,7 @@ static void corrupt(const char *src, const char *dst, const char *name, lpv_dtyp
 
 static void expect_error(const char *path, const char *needle, const char *what) {
     lpv_model *m = NULL;
-    lpv_err err = {{0}};
+    lpv_err err = {0};
     CHECKF(lpv_model_load(&m, path, NULL, &err) != LPV_OK && !m, "%s: loaded", what);
     CHECKF(strstr(err.msg, needle) != NULL, "%s: '%s' lacks '%s'", what, err.msg, needle);
     if (m) lpv_model_free(m);

@@ -8,17 +8,11 @@
 #include "lpvit/permute.h"
 #include "lpvit/rng.h"
 #include "test.h"
+#include "test_util.h"
 
-static lpv_model *tiny(uint64_t seed, int distilled) {
-    lpv_config c;
-    memset(&c, 0, sizeof c);
-    c.dim = 64, c.depth = 2, c.heads = 2, c.mlp = 128, c.patch = 16, c.img = 32, c.chans = 3, c.classes = 40;
-    c.n_prefix = distilled ? 2 : 1, c.n_outputs = distilled ? 2 : 1;
-    lpv_model *m;
-    lpv_err err;
-    CHECK_OK(lpv_model_random(&m, &c, seed, &err), &err);
-    return m;
-}
+/* DeiT-like, 64 wide, 2 blocks, 32 x 32 images, 40 classes */
+static lpv_model *tiny(uint64_t seed, int distilled) { return test_random_model(64, 2, 2, 128, 32, 40, distilled, seed); }
+
 
 static void logits_of(lpv_model *m, const float *x, int B, float *out) {
     lpv_workspace ws;

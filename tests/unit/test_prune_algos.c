@@ -223,7 +223,7 @@ static void test_alloc(lpv_rng *r) {
     lpv_alloc_layer L1 = {&y1.s, y1.cost, 8};
     int k1;
     CHECK(lpv_alloc_greedy(&L1, 1, 0.1 * lpv_alloc_kept_macs(&y1.s, 0), &k1, NULL, &err) == LPV_E_ARG &&
-          strstr(err.msg, "--min-density"));
+          strstr(err.msg, "density")); /* names the minimum density ("min_density: ..."), not a CLI flag */
     /* LPViT's allocator reaches the target within its tolerance (search or top-up) */
     synth ys[6];
     lpv_alloc_layer Ls[6];
@@ -244,6 +244,271 @@ static void test_alloc(lpv_rng *r) {
         CHECK_OK(lpv_alloc_lpvit(Ls, 6, t, &lo, k6, &info, &err), &err);
         CHECK(info.lpvit_beta > 0);
     }
+}
+
+/* ---- allocator contracts (alloc.h) on random layer sets ----
+ * Layers of random shapes (partial edge blocks included, so blocks differ in size), random block
+ * orders, token counts and curves (convex, noisy, concave), kmax = nb - ceil(min_density * nb) as
+ * the CLI sets it or (every third set) a different cap per layer. Checked, exactly as alloc.h
+ * states them:
+ *   every allocator   0 <= k[l] <= kmax[l]                            (min density respected)
+ *   greedy, uniform   kept <= target, and within one block of it: undoing the last pruned block
+ *                     of some layer goes back above the target; target >= dense prunes nothing;
+ *                     a target below the min-density floor is refused (LPV_E_ARG) and the floor
+ *                     itself is reached with every layer at kmax
+ *   greedy            info.greedy_steps == Σ k
+ *   uniform           the same fraction everywhere up to one block: some f has
+ *                     k[l] in {floor(f nb), floor(f nb) + 1} for each layer below its kmax
+ *   lpvit             |kept/dense - t| <= tol, or topped up (info.lpvit_topup > 0) to at or
+ *                     below t within one block; with no top-up, each layer keeps at least
+ *                     floor(min_sp nb) blocks ("capped at 1 - min_sp")
+ */
+typedef struct {
+    lpv_layer_sal s;
+    double *cost, *curve, *grid;
+    int32_t *order;
+    int64_t *elems;
+} rlayer;
+
+static int grid_k(int d, int nb) { return nb - (int)((1.0 - d / 100.0) * nb + 1e-9); }
+
+static void rlayer_make(rlayer *y, int out, int in, int R, int C, int tokens, int shape, lpv_rng *r) {
+    memset(y, 0, sizeof *y);
+    lpv_layer_sal *s = &y->s;
+    s->kind = (lpv_layer_kind)lpv_rng_below(r, LPV_LK_HEAD + 1);
+    s->out = out, s->in = in, s->R = R, s->C = C;
+    s->nbr = (out + R - 1) / R, s->nbc = (in + C - 1) / C, s->nb = s->nbr * s->nbc, s->tokens = tokens;
+    int nb = s->nb;
+    y->cost = malloc(sizeof(double) * (size_t)(nb + 1));
+    y->curve = malloc(sizeof(double) * (size_t)(nb + 1));
+    y->grid = malloc(sizeof(double) * LPV_LPVIT_GRID);
+    y->order = malloc(sizeof(int32_t) * (size_t)nb);
+    y->elems = malloc(sizeof(int64_t) * (size_t)(nb + 1));
+    int *perm = malloc(sizeof(int) * (size_t)nb);
+    for (int b = 0; b < nb; b++) perm[b] = b;
+    lpv_rng_shuffle(r, perm, nb);
+    y->elems[0] = 0, y->curve[0] = 0;
+    double inc = 0;
+    for (int q = 0; q < nb; q++) {
+        int b = perm[q], br = b / s->nbc, bc = b % s->nbc;
+        int rows = (br + 1) * R <= out ? R : out - br * R, cols = (bc + 1) * C <= in ? C : in - bc * C;
+        y->order[q] = b;
+        y->elems[q + 1] = y->elems[q] + (int64_t)rows * cols;
+        double u = lpv_rng_uniform(r);
+        inc = shape == 0 ? inc + u : shape == 1 ? u : 1.0 / (q + 1) + 0.01 * u; /* convex, noisy, concave */
+        y->curve[q + 1] = y->curve[q] + inc;
+    }
+    free(perm);
+    for (int k = 0; k <= nb; k++) y->cost[k] = (double)tokens * (double)((int64_t)out * in - y->elems[k]);
+    for (int d = 0; d < LPV_LPVIT_GRID; d++) y->grid[d] = y->curve[grid_k(d, nb)];
+    s->order = y->order, s->curve = y->curve, s->elems = y->elems, s->grid = y->grid;
+    snprintf(s->name, sizeof s->name, "synthetic %dx%d/%dx%d", out, in, R, C);
+}
+
+static void rlayer_free(rlayer *y) { free(y->cost), free(y->curve), free(y->grid), free(y->order), free(y->elems); }
+
+/* A random set of n layers: shapes, blocks, tokens drawn from rng; kmax from min_density as the CLI
+ * sets it, or (hetero) a random kmax per layer between 30 % and 90 % of its blocks, so that some
+ * layers hit their cap long before the others. */
+static void rset_make(rlayer *y, lpv_alloc_layer *L, int n, double min_density, int hetero, lpv_rng *r) {
+    static const int blocks[][2] = {{8, 8}, {16, 16}, {32, 32}, {16, 8}, {4, 32}};
+    static const int tokens[] = {197, 196, 50, 1};
+    for (int i = 0; i < n; i++) {
+        const int *bl = blocks[lpv_rng_below(r, 5)];
+        int out = 8 + (int)lpv_rng_below(r, 120), in = 8 + (int)lpv_rng_below(r, 120);
+        rlayer_make(&y[i], out, in, bl[0], bl[1], tokens[lpv_rng_below(r, 4)], (int)lpv_rng_below(r, 3), r);
+        int nb = y[i].s.nb, min_keep = (int)ceil(min_density * nb - 1e-9);
+        if (min_keep < 1) min_keep = 1;
+        int kmax = nb - min_keep;
+        if (hetero) kmax = (int)(nb * (0.3 + 0.6 * lpv_rng_uniform(r)));
+        L[i] = (lpv_alloc_layer){&y[i].s, y[i].cost, kmax};
+    }
+}
+
+/* MACs pruning block k (1-based) of s saves. */
+static double step_macs(const lpv_layer_sal *s, int k) {
+    return lpv_alloc_kept_macs(s, k - 1) - lpv_alloc_kept_macs(s, k);
+}
+
+static double set_kept(const lpv_alloc_layer *L, int n, const int *k) {
+    double t = 0;
+    for (int i = 0; i < n; i++) t += lpv_alloc_kept_macs(L[i].sal, k[i]);
+    return t;
+}
+
+static int ks_in_range(const lpv_alloc_layer *L, int n, const int *k) {
+    for (int i = 0; i < n; i++)
+        if (k[i] < 0 || k[i] > L[i].kmax) return 0;
+    return 1;
+}
+
+/* kept <= target and undoing the last block of some pruned layer goes back above the target. */
+static int within_one_block(const lpv_alloc_layer *L, int n, const int *k, double kept, double target) {
+    if (!(kept <= target * (1 + 1e-12))) return 0;
+    for (int i = 0; i < n; i++)
+        if (k[i] > 0 && kept + step_macs(L[i].sal, k[i]) > target) return 1;
+    return 0;
+}
+
+/* Some fraction f has k[l] in {floor(f nb), floor(f nb) + 1} for every layer below its kmax (and
+ * floor(f nb) + 1 >= kmax for the layers at it). */
+static int equal_fractions(const lpv_alloc_layer *L, int n, const int *k) {
+    double lo = 0, hi = INFINITY;
+    for (int i = 0; i < n; i++) {
+        double nb = L[i].sal->nb;
+        lo = fmax(lo, (k[i] - 1) / nb);               /* floor(f nb) >= k - 1 */
+        if (k[i] < L[i].kmax) hi = fmin(hi, (k[i] + 1) / nb); /* floor(f nb) <= k */
+    }
+    return lo < hi;
+}
+
+static void test_alloc_contracts(void) {
+    lpv_err err;
+    int trials = 0, topups = 0, hits = 0, uniform_topups = 0;
+    for (int set = 0; set < 12; set++) {
+        lpv_rng r;
+        lpv_rng_seed(&r, 1000 + (uint64_t)set); /* fixed seeds: every set is reproducible alone */
+        int n = 2 + (int)lpv_rng_below(&r, 9);
+        double min_density = (double)lpv_rng_below(&r, 4) * 0.05; /* 0, 0.05, 0.1, 0.15 */
+        rlayer *y = calloc((size_t)n, sizeof *y);
+        lpv_alloc_layer *L = calloc((size_t)n, sizeof *L);
+        int *k = calloc((size_t)n, sizeof *k);
+        rset_make(y, L, n, min_density, set % 3 == 2, &r);
+        double dense = set_kept(L, n, k), floor_macs = 0;
+        for (int i = 0; i < n; i++) floor_macs += lpv_alloc_kept_macs(L[i].sal, L[i].kmax);
+        double floor_ratio = floor_macs / dense;
+
+        /* reachable targets between the floor and dense, plus the floor itself and dense */
+        for (int t = 0; t < 10; t++, trials++) {
+            double ratio = t == 0 ? floor_ratio : t == 1 ? 1.0 : floor_ratio + (1 - floor_ratio) * lpv_rng_uniform(&r);
+            double target = ratio * dense;
+            lpv_alloc_info info;
+            memset(&info, 0, sizeof info);
+            CHECK_OK(lpv_alloc_greedy(L, n, target, k, &info, &err), &err);
+            double kept = set_kept(L, n, k);
+            int sum = 0;
+            for (int i = 0; i < n; i++) sum += k[i];
+            CHECKF(ks_in_range(L, n, k), "set %d greedy: some k outside [0, kmax]", set);
+            CHECKF(info.greedy_steps == sum, "set %d greedy: %d steps for %d pruned blocks", set, info.greedy_steps, sum);
+            if (t == 1) {
+                CHECKF(sum == 0, "set %d greedy: target = dense pruned %d blocks", set, sum);
+            } else {
+                CHECKF(within_one_block(L, n, k, kept, target), "set %d greedy: kept %.10g for target %.10g", set, kept,
+                       target);
+            }
+            if (t == 0) CHECKF(fabs(kept - floor_macs) <= 1e-9 * dense, "set %d greedy: the floor not reached", set);
+
+            memset(&info, 0, sizeof info);
+            CHECK_OK(lpv_alloc_uniform(L, n, target, k, &info, &err), &err);
+            kept = set_kept(L, n, k);
+            sum = 0;
+            for (int i = 0; i < n; i++) sum += k[i];
+            uniform_topups += info.greedy_steps > 0;
+            CHECKF(ks_in_range(L, n, k), "set %d uniform: some k outside [0, kmax]", set);
+            CHECKF(equal_fractions(L, n, k), "set %d uniform: fractions differ by more than a block", set);
+            if (t == 1) {
+                CHECKF(sum == 0, "set %d uniform: target = dense pruned %d blocks", set, sum);
+            } else {
+                CHECKF(within_one_block(L, n, k, kept, target), "set %d uniform: kept %.10g for target %.10g", set, kept,
+                       target);
+            }
+            if (t == 0) CHECKF(fabs(kept - floor_macs) <= 1e-9 * dense, "set %d uniform: the floor not reached", set);
+        }
+        /* a target below the min-density floor is refused, by both */
+        double below = floor_macs * 0.99 - 1;
+        if (below > 0) {
+            err.msg[0] = 0;
+            CHECKF(lpv_alloc_greedy(L, n, below, k, NULL, &err) == LPV_E_ARG && strstr(err.msg, "density"),
+                   "set %d greedy: unreachable target accepted (%s)", set, err.msg);
+            err.msg[0] = 0;
+            CHECKF(lpv_alloc_uniform(L, n, below, k, NULL, &err) == LPV_E_ARG && strstr(err.msg, "density"),
+                   "set %d uniform: unreachable target accepted (%s)", set, err.msg);
+        }
+
+        /* lpvit below the floor: refused like greedy and uniform (it once returned LPV_OK at the floor) */
+        if (floor_ratio > 0.1) {
+            lpv_lpvit_opts lo = {4, min_density, 0.005, 0};
+            lpv_alloc_info info;
+            memset(&info, 0, sizeof info);
+            lpv_status st = lpv_alloc_lpvit(L, n, floor_ratio - 0.1, &lo, k, &info, &err);
+            CHECKF(st == LPV_E_ARG && strcmp(err.param, "min_density") == 0,
+                   "set %d lpvit: unreachable target %.3g (floor %.3g) accepted", set, floor_ratio - 0.1, floor_ratio);
+        }
+
+        /* lpvit: its min_sp is the CLI's min density, tol the CLI's 0.005 */
+        for (int t = 0; t < 6; t++, trials++) {
+            double lo_r = floor_ratio + 0.02, ratio = lo_r + (0.95 - lo_r) * lpv_rng_uniform(&r);
+            if (lo_r >= 0.95) break;
+            lpv_lpvit_opts lo = {4, min_density, 0.005, t % 2};
+            lpv_alloc_info info;
+            memset(&info, 0, sizeof info);
+            CHECK_OK(lpv_alloc_lpvit(L, n, ratio, &lo, k, &info, &err), &err);
+            double kept = set_kept(L, n, k), got = kept / dense;
+            CHECKF(ks_in_range(L, n, k), "set %d lpvit: some k outside [0, kmax]", set);
+            if (info.lpvit_topup > 0) {
+                topups++;
+                CHECKF(within_one_block(L, n, k, kept, ratio * dense),
+                       "set %d lpvit: topped up (%d blocks) to %.6g for target %.6g", set, info.lpvit_topup, got, ratio);
+            } else {
+                hits++;
+                CHECKF(fabs(got - ratio) <= lo.tol, "set %d lpvit: %.6g for target %.6g (tol %g), no top-up", set, got,
+                       ratio, lo.tol);
+            }
+            if (lo.power) CHECK(info.lpvit_beta > 0);
+        }
+        for (int i = 0; i < n; i++) rlayer_free(&y[i]);
+        free(y), free(L), free(k);
+    }
+
+    /* lpvit's per-layer cap: with kmax out of the way (min_keep 1), no layer is pruned past 1 - min_sp
+       unless the search missed and it was topped up */
+    for (int set = 0; set < 6; set++) {
+        lpv_rng r;
+        lpv_rng_seed(&r, 2000 + (uint64_t)set);
+        int n = 3 + (int)lpv_rng_below(&r, 6);
+        rlayer *y = calloc((size_t)n, sizeof *y);
+        lpv_alloc_layer *L = calloc((size_t)n, sizeof *L);
+        int *k = calloc((size_t)n, sizeof *k);
+        rset_make(y, L, n, 0, 0, &r);
+        double dense = set_kept(L, n, k);
+        for (double ratio = 0.3; ratio <= 0.61; ratio += 0.1) {
+            lpv_lpvit_opts lo = {4, 0.2, 0.005, 0}; /* (1 - ratio) / 2 >= 0.2: min_sp is not lowered */
+            lpv_alloc_info info;
+            memset(&info, 0, sizeof info);
+            CHECK_OK(lpv_alloc_lpvit(L, n, ratio, &lo, k, &info, &err), &err);
+            CHECKF(ks_in_range(L, n, k), "cap set %d: some k outside [0, kmax]", set);
+            if (info.lpvit_topup == 0) {
+                for (int i = 0; i < n; i++) {
+                    int nb = L[i].sal->nb, keep_min = (int)(0.2 * nb + 1e-9);
+                    CHECKF(nb - k[i] >= keep_min, "cap set %d layer %d: keeps %d of %d blocks, min_sp 0.2 wants %d", set,
+                           i, nb - k[i], nb, keep_min);
+                }
+                CHECK(fabs(set_kept(L, n, k) / dense - ratio) <= lo.tol);
+            }
+        }
+        for (int i = 0; i < n; i++) rlayer_free(&y[i]);
+        free(y), free(L), free(k);
+    }
+
+    /* lpvit needs the grid curves */
+    {
+        lpv_rng r;
+        lpv_rng_seed(&r, 3000);
+        rlayer y[2];
+        lpv_alloc_layer L[2];
+        int k[2];
+        rset_make(y, L, 2, 0, 0, &r);
+        double *g = y[1].s.grid;
+        y[1].s.grid = NULL;
+        lpv_lpvit_opts lo = {4, 0.05, 0.005, 0};
+        CHECK(lpv_alloc_lpvit(L, 2, 0.5, &lo, k, NULL, &err) == LPV_E_ARG);
+        y[1].s.grid = g;
+        rlayer_free(&y[0]), rlayer_free(&y[1]);
+    }
+    printf("allocator contracts: %d targets; lpvit %d search hits, %d top-ups; uniform %d with top-up steps\n", trials,
+           hits, topups, uniform_topups);
+    /* both lpvit outcomes and the uniform top-up must have been exercised for the checks to mean anything */
+    CHECK(hits > 0 && topups > 0 && uniform_topups > 0);
 }
 
 static void test_cost(void) {
@@ -296,6 +561,7 @@ int main(void) {
     lpv_rng_seed(&r, 7);
     test_saliency(&r);
     test_alloc(&r);
+    test_alloc_contracts();
     test_cost();
     return test_finish("test_prune_algos");
 }

@@ -30,7 +30,7 @@ static size_t mks(const char *header, size_t dlen) {
 /* Expects rejection with a message containing `needle`. */
 static void expect_bad(size_t n, const char *needle, const char *what) {
     lpv_st_file f;
-    lpv_err err = {{0}};
+    lpv_err err = {0};
     lpv_status st = lpv_st_parse(&f, buf, n, "x.safetensors", &err);
     CHECKF(st != LPV_OK, "%s: accepted", what);
     CHECKF(strstr(err.msg, needle) != NULL, "%s: message '%s' lacks '%s'", what, err.msg, needle);
@@ -40,7 +40,7 @@ static void expect_bad(size_t n, const char *needle, const char *what) {
 
 static void expect_good(size_t n, int ntensors, const char *what) {
     lpv_st_file f;
-    lpv_err err = {{0}};
+    lpv_err err = {0};
     lpv_status st = lpv_st_parse(&f, buf, n, "x.safetensors", &err);
     CHECKF(st == LPV_OK, "%s: rejected: %s", what, err.msg);
     if (st == LPV_OK) {

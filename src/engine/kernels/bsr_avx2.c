@@ -6,9 +6,10 @@
  * Register tile: 4 output rows (half an 8-row group) × NV ymm token vectors
  * (NV = 1..3, up to 24 tokens): 4·NV accumulators of the 16 ymm registers,
  * 3 loads + 4 broadcasts per 12 FMAs. A group runs as two half-tiles reading
- * weights 0..3 and 4..7 of each packed [C][8] line. Same plan, chunks and
- * epilogue as the AVX-512 kernel; columns of a partial last vector use
- * vmaskmov (the plan's tail, only when round16(T) exceeds ld).
+ * weights 0..3 and 4..7 of each packed [C][8] line. The plan and the walk
+ * over panels, chunks and groups are bsr.c's, shared with the AVX-512 kernel;
+ * columns of a partial last vector use vmaskmov (the plan's tail, only when
+ * round16(T) exceeds ld).
  */
 #include <stdint.h>
 
@@ -16,19 +17,6 @@
 #include "vmath.h"
 
 #define T256 LPV_TARGET_AVX2
-
-typedef struct {
-    const float *X;   /* at the tile's first column */
-    float *Y;         /* at the half-group's first row and the tile's first column */
-    int64_t ldx, ldy;
-    const float *wp;  /* the group's packed weights for the chunk's first block, + 4 for the upper half */
-    const int32_t *ci;
-    int nb;
-    int C, K;
-    int nrows;        /* valid rows of this half (0..4) */
-    int init_y;
-    const float *b4;  /* (4) bias per row */
-} tile_args;
 
 LPV_VINLINE T256 __m256 ld_v(const float *p, int masked, __m256i m) {
     return masked ? _mm256_maskload_ps(p, m) : _mm256_loadu_ps(p);
@@ -39,12 +27,12 @@ LPV_VINLINE T256 void st_v(float *p, __m256 v, int masked, __m256i m) {
     else _mm256_storeu_ps(p, v);
 }
 
-LPV_VINLINE T256 void tile(const tile_args *a, const int NV, const int MASKED, __m256i m) {
+LPV_VINLINE T256 void tile(const lpv__tile *a, const int NV, const int MASKED, __m256i m) {
     __m256 acc[4][3];
     const int64_t ldx = a->ldx, ldy = a->ldy;
 #pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
-        __m256 bv = _mm256_set1_ps(a->b4[i]);
+        __m256 bv = _mm256_set1_ps(a->b[i]);
 #pragma GCC unroll 3
         for (int j = 0; j < NV; j++) {
             __m256 v = bv;
@@ -82,10 +70,10 @@ LPV_VINLINE T256 void tile(const tile_args *a, const int NV, const int MASKED, _
             for (int j = 0; j < NV; j++) st_v(a->Y + i * ldy + 8 * j, acc[i][j], MASKED && j == NV - 1, m);
 }
 
-__attribute__((noinline)) static T256 void tile3(const tile_args *a) { tile(a, 3, 0, _mm256_setzero_si256()); }
-__attribute__((noinline)) static T256 void tile2(const tile_args *a) { tile(a, 2, 0, _mm256_setzero_si256()); }
-__attribute__((noinline)) static T256 void tile1(const tile_args *a) { tile(a, 1, 0, _mm256_setzero_si256()); }
-__attribute__((noinline)) static T256 void tile1m(const tile_args *a, __m256i m) { tile(a, 1, 1, m); }
+__attribute__((noinline)) static T256 void tile3(const lpv__tile *a) { tile(a, 3, 0, _mm256_setzero_si256()); }
+__attribute__((noinline)) static T256 void tile2(const lpv__tile *a) { tile(a, 2, 0, _mm256_setzero_si256()); }
+__attribute__((noinline)) static T256 void tile1(const lpv__tile *a) { tile(a, 1, 0, _mm256_setzero_si256()); }
+__attribute__((noinline)) static T256 void tile1m(const lpv__tile *a, __m256i m) { tile(a, 1, 1, m); }
 
 static T256 __m256i lane_mask(int n) { /* first n (0..8) lanes */
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -103,81 +91,24 @@ static T256 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
     }
 }
 
-/* Tiles over ymm vectors [ua, ub) (all full) for one half-group. */
-static T256 void run_vectors(tile_args *a, const float *X0, float *Y0, int ua, int ub) {
-    int n = ub - ua, n3 = n / 3, r = n % 3, u = ua;
-    if (r == 1 && n3 >= 1) {
-        n3--;
-        r = 4;
-    }
-    for (int q = 0; q < n3; q++, u += 3) {
-        a->X = X0 + 8 * u;
-        a->Y = Y0 + 8 * u;
-        tile3(a);
-    }
-    for (; r >= 2; r -= 2, u += 2) {
-        a->X = X0 + 8 * u;
-        a->Y = Y0 + 8 * u;
-        tile2(a);
-    }
-    if (r == 1) {
-        a->X = X0 + 8 * u;
-        a->Y = Y0 + 8 * u;
-        tile1(a);
-    }
-}
-
-T256 void lpv__bsr_part_avx2(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int epi,
-                             const lpv__bsr_plan *p) {
-    const int R = W->R, C = W->C, gpb = R / 8, ngran = W->ngran;
-    const int acc_mode = (epi & LPV_EPI_ACC) != 0, gelu = (epi & LPV_EPI_GELU) != 0;
-    static const float zeros[8];
-    float b8[8];
-    tile_args a;
-    a.ldx = ldx;
-    a.ldy = ldy;
-    a.C = C;
-    a.K = W->cols;
-    for (int pv0 = p->v0; pv0 < p->v1; pv0 += p->panel_vec) {
-        int pv1 = pv0 + p->panel_vec < p->v1 ? pv0 + p->panel_vec : p->v1;
-        int has_tail = p->tail > 0 && pv1 > p->nvec_full;
-        int full1 = has_tail ? pv1 - 1 : pv1;
-        int ncols = (full1 - pv0) * 16 + (has_tail ? p->tail : 0);
-        for (int gl = 0; gl < ngran; gl += p->chunk_gran) {
-            int gh = gl + p->chunk_gran < ngran ? gl + p->chunk_gran : ngran;
-            int first = gl == 0, last = gh == ngran;
-            for (int g = p->g0; g < p->g1; g++) {
-                int i = g / gpb, s = g % gpb;
-                int32_t rp = W->row_ptr[i], nbt = W->row_ptr[i + 1] - rp;
-                const int32_t *gp = W->gran_ptr + (int64_t)i * (ngran + 1);
-                int32_t bs = gp[gl], be = gp[gh];
-                if (!first && bs == be && !(last && gelu)) continue;
-                int nrows = W->rows - 8 * g < 8 ? W->rows - 8 * g : 8;
-                const float *wp = W->packed + (int64_t)rp * R * C + ((int64_t)s * nbt + (bs - rp)) * 8 * C;
-                a.ci = W->col_idx + bs;
-                a.nb = be - bs;
-                a.init_y = !first || acc_mode;
-                if (first && bias)
-                    for (int r = 0; r < 8; r++) b8[r] = r < nrows ? bias[8 * g + r] : 0.0f;
-                float *Yg = Y + (int64_t)8 * g * ldy;
-                for (int h = 0; h < 2; h++) {
-                    a.nrows = nrows - 4 * h < 0 ? 0 : (nrows - 4 * h > 4 ? 4 : nrows - 4 * h);
-                    if (a.nrows == 0) break;
-                    a.wp = wp + 4 * h;
-                    a.b4 = (first && bias ? b8 : zeros) + 4 * h;
-                    float *Yh = Yg + (int64_t)4 * h * ldy;
-                    run_vectors(&a, X, Yh, 2 * pv0, 2 * full1);
-                    for (int c = 16 * full1; has_tail && c < 16 * full1 + p->tail; c += 8) {
-                        int n = 16 * full1 + p->tail - c;
-                        a.X = X + c;
-                        a.Y = Yh + c;
-                        tile1m(&a, lane_mask(n > 8 ? 8 : n));
-                    }
-                }
-                if (last && gelu) gelu_rows(Yg + 16 * pv0, ldy, nrows, ncols);
-            }
+/* The group runs as two half-tiles, rows 0..3 and 4..7, reading weights 0..3 and 4..7 of each packed line. */
+T256 void lpv__bsr_group_avx2(const lpv__bsr_group *g) {
+    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL};
+    for (int h = 0; h < 2; h++) {
+        a.nrows = g->nrows - 4 * h < 0 ? 0 : (g->nrows - 4 * h > 4 ? 4 : g->nrows - 4 * h);
+        if (a.nrows == 0) break;
+        a.wp = g->wp + 4 * h;
+        a.b = g->b8 + 4 * h;
+        float *Yh = g->Y + (int64_t)4 * h * g->ldy;
+        lpv__run_tiles(&a, g->X, Yh, 2 * g->v0, 2 * g->v1, 8, tile3, tile2, tile1);
+        for (int c = 16 * g->v1; g->tail && c < 16 * g->v1 + g->tail; c += 8) {
+            int n = 16 * g->v1 + g->tail - c;
+            a.X = g->X + c;
+            a.Y = Yh + c;
+            tile1m(&a, lane_mask(n > 8 ? 8 : n));
         }
     }
+    if (g->gelu) gelu_rows(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);
 }
 
 T256 void lpv__vgelu_avx2(float *x, int64_t n) {

@@ -9,7 +9,8 @@
  * the NV vectors of X[k][t..t+16·NV). With NV = 3: 24 accumulators, 3 loads +
  * 8 broadcasts per 24 FMAs, which keeps the two FMA pipes busy.
  * The accumulators start from the bias (and Y for ACC or a later K chunk), so
- * the epilogue is a store, plus GELU on the last chunk.
+ * the epilogue is a store, plus GELU on the last chunk. The walk over panels,
+ * chunks and groups is bsr.c's, shared with the AVX2 kernel.
  */
 #include <stdint.h>
 
@@ -19,18 +20,6 @@
 #define T512 LPV_TARGET_AVX512
 
 /* Everything a tile needs besides its position. */
-typedef struct {
-    const float *X;   /* at the tile's first column */
-    float *Y;         /* at the group's first row and the tile's first column */
-    int64_t ldx, ldy;
-    const float *wp;  /* the group's packed weights for the chunk's first block */
-    const int32_t *ci;/* col_idx of that block */
-    int nb;           /* blocks in the chunk */
-    int C, K;
-    int nrows;        /* valid rows of the group (<= 8) */
-    int init_y;       /* start from Y (ACC, or a K chunk after the first) */
-    const float *b8;  /* (8) bias per row, zeros when none or not the first chunk */
-} tile_args;
 
 LPV_VINLINE T512 __m512 ld_v(const float *p, int masked, __mmask16 m) {
     return masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
@@ -42,12 +31,12 @@ LPV_VINLINE T512 void st_v(float *p, __m512 v, int masked, __mmask16 m) {
 }
 
 /* The 8 × NV tile; NV and MASKED (last vector partial) are compile-time. */
-LPV_VINLINE T512 void tile(const tile_args *a, const int NV, const int MASKED, __mmask16 m) {
+LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m) {
     __m512 acc[8][3];
     const int64_t ldx = a->ldx, ldy = a->ldy;
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
-        __m512 bv = _mm512_set1_ps(a->b8[i]);
+        __m512 bv = _mm512_set1_ps(a->b[i]);
 #pragma GCC unroll 3
         for (int j = 0; j < NV; j++) {
             __m512 v = bv;
@@ -88,10 +77,10 @@ LPV_VINLINE T512 void tile(const tile_args *a, const int NV, const int MASKED, _
             for (int j = 0; j < NV; j++) st_v(a->Y + i * ldy + 16 * j, acc[i][j], MASKED && j == NV - 1, m);
 }
 
-__attribute__((noinline)) static T512 void tile3(const tile_args *a) { tile(a, 3, 0, 0xffff); }
-__attribute__((noinline)) static T512 void tile2(const tile_args *a) { tile(a, 2, 0, 0xffff); }
-__attribute__((noinline)) static T512 void tile1(const tile_args *a) { tile(a, 1, 0, 0xffff); }
-__attribute__((noinline)) static T512 void tile1m(const tile_args *a, __mmask16 m) { tile(a, 1, 1, m); }
+__attribute__((noinline)) static T512 void tile3(const lpv__tile *a) { tile(a, 3, 0, 0xffff); }
+__attribute__((noinline)) static T512 void tile2(const lpv__tile *a) { tile(a, 2, 0, 0xffff); }
+__attribute__((noinline)) static T512 void tile1(const lpv__tile *a) { tile(a, 1, 0, 0xffff); }
+__attribute__((noinline)) static T512 void tile1m(const lpv__tile *a, __mmask16 m) { tile(a, 1, 1, m); }
 
 /* GELU in place on nrows × ncols of Y (row stride ldy). */
 static T512 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
@@ -106,77 +95,15 @@ static T512 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
     }
 }
 
-/* Runs the tiles of vectors [va, vb) (all full) for one group and chunk. */
-static T512 void run_vectors(tile_args *a, const float *X0, float *Y0, int va, int vb) {
-    int n = vb - va, n3 = n / 3, r = n % 3, v = va;
-    if (r == 1 && n3 >= 1) { /* 3 + 1 -> 2 + 2 */
-        n3--;
-        r = 4;
+T512 void lpv__bsr_group_avx512(const lpv__bsr_group *g) {
+    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->wp, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8};
+    lpv__run_tiles(&a, g->X, g->Y, g->v0, g->v1, 16, tile3, tile2, tile1);
+    if (g->tail) {
+        a.X = g->X + 16 * g->v1;
+        a.Y = g->Y + 16 * g->v1;
+        tile1m(&a, (__mmask16)((1u << g->tail) - 1));
     }
-    for (int q = 0; q < n3; q++, v += 3) {
-        a->X = X0 + 16 * v;
-        a->Y = Y0 + 16 * v;
-        tile3(a);
-    }
-    for (; r >= 2; r -= 2, v += 2) {
-        a->X = X0 + 16 * v;
-        a->Y = Y0 + 16 * v;
-        tile2(a);
-    }
-    if (r == 1) {
-        a->X = X0 + 16 * v;
-        a->Y = Y0 + 16 * v;
-        tile1(a);
-    }
-}
-
-T512 void lpv__bsr_part_avx512(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int epi,
-                          const lpv__bsr_plan *p) {
-    const int R = W->R, C = W->C, gpb = R / 8, ngran = W->ngran;
-    const int acc_mode = (epi & LPV_EPI_ACC) != 0, gelu = (epi & LPV_EPI_GELU) != 0;
-    static const float zeros[8];
-    float b8[8];
-    tile_args a;
-    a.ldx = ldx;
-    a.ldy = ldy;
-    a.C = C;
-    a.K = W->cols;
-    for (int pv0 = p->v0; pv0 < p->v1; pv0 += p->panel_vec) {
-        int pv1 = pv0 + p->panel_vec < p->v1 ? pv0 + p->panel_vec : p->v1;
-        int has_tail = p->tail > 0 && pv1 > p->nvec_full; /* then vector pv1 - 1 is the partial one */
-        int full1 = has_tail ? pv1 - 1 : pv1;
-        int ncols = (full1 - pv0) * 16 + (has_tail ? p->tail : 0);
-        for (int gl = 0; gl < ngran; gl += p->chunk_gran) {
-            int gh = gl + p->chunk_gran < ngran ? gl + p->chunk_gran : ngran;
-            int first = gl == 0, last = gh == ngran;
-            for (int g = p->g0; g < p->g1; g++) {
-                int i = g / gpb, s = g % gpb;
-                int32_t rp = W->row_ptr[i], nbt = W->row_ptr[i + 1] - rp;
-                const int32_t *gp = W->gran_ptr + (int64_t)i * (ngran + 1);
-                int32_t bs = gp[gl], be = gp[gh];
-                if (!first && bs == be && !(last && gelu)) continue;
-                a.nrows = W->rows - 8 * g < 8 ? W->rows - 8 * g : 8;
-                a.wp = W->packed + (int64_t)rp * R * C + ((int64_t)s * nbt + (bs - rp)) * 8 * C;
-                a.ci = W->col_idx + bs;
-                a.nb = be - bs;
-                a.init_y = !first || acc_mode;
-                if (first && bias) {
-                    for (int r = 0; r < 8; r++) b8[r] = r < a.nrows ? bias[8 * g + r] : 0.0f;
-                    a.b8 = b8;
-                } else {
-                    a.b8 = zeros;
-                }
-                float *Yg = Y + (int64_t)8 * g * ldy;
-                run_vectors(&a, X, Yg, pv0, full1);
-                if (has_tail) {
-                    a.X = X + 16 * full1;
-                    a.Y = Yg + 16 * full1;
-                    tile1m(&a, (__mmask16)((1u << p->tail) - 1));
-                }
-                if (last && gelu) gelu_rows(Yg + 16 * pv0, ldy, a.nrows, ncols);
-            }
-        }
-    }
+    if (g->gelu) gelu_rows(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);
 }
 
 T512 void lpv__vgelu_avx512(float *x, int64_t n) {

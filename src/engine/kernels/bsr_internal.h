@@ -1,6 +1,8 @@
 /*
  * bsr_internal.h — what src/engine/bsr.c hands the ISA kernels (src/engine/kernels/bsr_avx2.c,
- * src/engine/kernels/bsr_avx512.c): one thread's share of a product and the blocking plan.
+ * src/engine/kernels/bsr_avx512.c): the blocking plan of one thread's share, and one 8-row group's
+ * work inside it. The driver in bsr.c walks the plan (panels of tokens, K chunks, groups) for
+ * every ISA; an ISA only supplies the micro-kernel that runs one group (lpv__bsr_group_fn).
  * Not installed; the benchmark includes it to try other blockings.
  *
  * Units: an 8-row "group" g covers output rows [8g, 8g + 8) (R is a multiple
@@ -33,10 +35,55 @@ typedef struct {
 
 extern lpv__bsr_tuning lpv__bsr_tune;
 
-void lpv__bsr_part_avx512(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int epi,
-                          const lpv__bsr_plan *p);
-void lpv__bsr_part_avx2(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int epi,
-                        const lpv__bsr_plan *p);
+/* One 8-row group's blocks of one K chunk, over the token columns of one panel:
+ *     Y[rows, cols] (+)= b8 + W_group,chunk · X[chunk, cols], then GELU when asked.
+ * cols are the full 16-column vectors [v0, v1), then `tail` columns of vector v1 (0: none). */
+typedef struct {
+    const float *X;    /* (cols, ld ldx) at token column 0 */
+    float *Y;          /* at the group's first row, token column 0 */
+    int64_t ldx, ldy;
+    const float *wp;   /* the group's packed weights of the chunk's first block: per block [C][8] */
+    const int32_t *ci; /* col_idx of that block */
+    int nb;            /* blocks in the chunk */
+    int C, K;          /* block columns; input features (the last block may be partial) */
+    int nrows;         /* valid rows of the group (1..8) */
+    int init_y;        /* accumulate onto Y (ACC, or a K chunk after the first) */
+    const float *b8;   /* (8) bias per row: zeros when none or not the first chunk */
+    int v0, v1, tail;
+    int gelu;          /* GELU on the group's rows afterwards (the last chunk of a GELU product) */
+} lpv__bsr_group;
+
+typedef void (*lpv__bsr_group_fn)(const lpv__bsr_group *g);
+
+/* One register tile of a group: a few rows (8 on AVX-512, 4 on AVX2) x 1..3 vectors of tokens. */
+typedef struct {
+    const float *X;   /* at the tile's first column */
+    float *Y;         /* at the tile's first row and column */
+    int64_t ldx, ldy;
+    const float *wp;  /* packed weights of the chunk's first block, at the tile's first row */
+    const int32_t *ci;
+    int nb;
+    int C, K;
+    int nrows;        /* valid rows of the tile */
+    int init_y;
+    const float *b;   /* bias per row of the tile */
+} lpv__tile;
+
+typedef void (*lpv__tile_fn)(const lpv__tile *a);
+
+/* The tiles over full vectors [va, vb) of `width` columns: 3-vector tiles, ending with 2 + 2 rather than
+ * 3 + 1 (a 1-vector tile wastes most of the FMA latency). t3, t2, t1 run 3, 2 and 1 vectors. */
+static inline void lpv__run_tiles(lpv__tile *a, const float *X0, float *Y0, int va, int vb, int width,
+                                  lpv__tile_fn t3, lpv__tile_fn t2, lpv__tile_fn t1) {
+    int n = vb - va, n3 = n / 3, r = n % 3, v = va;
+    if (r == 1 && n3 >= 1) n3--, r = 4;
+    for (int q = 0; q < n3; q++, v += 3) a->X = X0 + width * v, a->Y = Y0 + width * v, t3(a);
+    for (; r >= 2; r -= 2, v += 2) a->X = X0 + width * v, a->Y = Y0 + width * v, t2(a);
+    if (r == 1) a->X = X0 + width * v, a->Y = Y0 + width * v, t1(a);
+}
+
+void lpv__bsr_group_avx512(const lpv__bsr_group *g);
+void lpv__bsr_group_avx2(const lpv__bsr_group *g);
 void lpv__vgelu_avx512(float *x, int64_t n);
 void lpv__vgelu_avx2(float *x, int64_t n);
 void lpv__verf_avx512(float *y, const float *x, int64_t n);

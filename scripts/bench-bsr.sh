@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # BSR speed sweep (issue: block-sparse engine): lpvit's sparse engine against its dense path
-# (its fastest: lpvit's blocked kernel with every block kept, see README) on DeiT-S and DeiT-B shapes with random weights, random block masks at
+# (its fastest: lpvit's blocked kernel with every block kept, see docs/benchmarks.md) on DeiT-S and DeiT-B shapes with random weights, random block masks at
 # densities 1.0 0.7 0.5 0.3 0.1, blocks 16x16 and 32x32, batch 1 and 8, one lpvit process per
 # case (dense and sparse interleaved inside it). Prints one markdown table of speedups:
 #   linear = sum of the per-layer medians of the 48 block linears, dense / sparse
@@ -11,6 +11,7 @@
 #        [--densities "1.0 0.7 0.5 0.3 0.1"] [--blocks "16x16 32x32"] [--out DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 threads=$(nproc); reps=7; models="deit_s deit_b"; batches="1 8"; dens="1.0 0.7 0.5 0.3 0.1"; blocks="16x16 32x32"
 out=out/bench-bsr
 while [ $# -gt 0 ]; do
@@ -21,7 +22,8 @@ while [ $# -gt 0 ]; do
     *) echo "bench-bsr.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
-[ -x build/lpvit ] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j"$(nproc)" >/dev/null; }
+lpv_build || exit 2
+py=$(lpv_python) || exit 2   # the table below: python's json, standard library only
 mkdir -p "$out"
 for m in $models; do for b in $batches; do for blk in $blocks; do for d in $dens; do
   f="$out/${m}_b${b}_${blk}_d${d}.json"
@@ -29,7 +31,7 @@ for m in $models; do for b in $batches; do for blk in $blocks; do for d in $dens
   build/lpvit bench --model "$m" --random-weights --density "$d" --block "$blk" --batch "$b" \
     --threads "$threads" --reps "$reps" --warmup 2 --json "$f" --quiet >/dev/null
 done; done; done; done
-/usr/bin/python3 - "$out" $models -- $batches -- $blocks -- $dens <<'PY'
+"$py" - "$out" $models -- $batches -- $blocks -- $dens <<'PY'
 import json, sys, os
 out = sys.argv[1]
 args = sys.argv[2:]

@@ -29,6 +29,7 @@
 #          --wait-idle S (default 120, --quick 30; 0: never wait), --retries N (default 2, --quick 0), --no-install (do not run scripts/install-deps.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 me=bench-peers.sh
 die() { echo "$me: $*" >&2; exit 1; }
 trap 'echo "$me: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
@@ -65,13 +66,12 @@ wait_idle=${wait_idle:-120}; retries=${retries:-2}
   || { echo "$me: --wait-idle, --max-busy and --retries take integers" >&2; exit 2; }
 [[ $warmup =~ ^[0-9]+$ ]] || { echo "$me: --warmup must be an integer, got '$warmup'" >&2; exit 2; }
 for b in $batches; do [[ $b =~ ^[1-9][0-9]*$ ]] || { echo "$me: bad batch '$b' in --batches" >&2; exit 2; }; done
-shared=../shared/data
+shared=$(lpv_data_dir 2>/dev/null) || shared=../shared/data   # optional: adds the real ViT-Tiny
 real_model=$shared/vit_tiny_patch16_224.safetensors
 if [ ${#models[@]} -eq 0 ]; then
   models=(deit_s deit_b)
   [ -f "$real_model" ] && models+=(vit_tiny)
 fi
-py=/usr/bin/python3        # Debian's torch imports only under the system python
 L=build/lpvit
 peers=scripts/peers
 mkdir -p "$out/models" "$out/check" "$out/runs"
@@ -86,14 +86,9 @@ if [ "$install" = 1 ]; then
 fi
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
   || die "node and npm are needed (scripts/install-deps.sh --with-node, or any Node.js >= 16 with npm)"
-[ -x "$py" ] || die "$py not found (Debian's python3)"
-"$py" -c "import torch, numpy" 2>/dev/null \
-  || die "$py cannot import torch and numpy: run scripts/install-deps.sh --with-torch (python3-torch)"
-if [ ! -x "$L" ]; then
-  step "build lpvit (Release)"
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j"$(nproc)" >/dev/null \
-    || die "building lpvit failed"
-fi
+# torch_deit.py needs torch and numpy, peers.py numpy (Debian's torch imports only under the system python)
+py=$(lpv_python torch numpy) || die "no python3 with torch and numpy: run scripts/install-deps.sh --with-torch"
+lpv_build || die "building lpvit failed"
 
 pinned=$(node -p "require('./$peers/package-lock.json').packages['node_modules/onnxruntime-node'].version") \
   || die "$peers/package-lock.json does not pin onnxruntime-node"
@@ -110,8 +105,8 @@ step "ONNX Runtime $pinned loads $(sed -n 's/.*"library": "\(.*\)".*/\1/p' "$out
 # lpvit had to choose it (lpvit re-executes itself with OPENBLAS_CORETYPE on AVX-512 CPUs).
 "$L" bench --model deit_t --random-weights --batch 1 --reps 1 --warmup 0 --no-layers --threads "$threads" \
   --json "$out/lpvit_env.json" --quiet >/dev/null || die "lpvit bench does not run"
-read -r core core_src build_type < <("$py" -c "
-import json,sys; e=json.load(open(sys.argv[1]))['environment']; print(e['openblas_core'], e['openblas_core_source'], e['build'])" "$out/lpvit_env.json")
+{ read -r core; read -r core_src; read -r build_type; } < <(lpv_json "$out/lpvit_env.json" \
+  environment.openblas_core environment.openblas_core_source environment.build) || die "$out/lpvit_env.json lacks the environment"
 [ "$build_type" = Release ] || echo "$me: warning: build/lpvit is a '$build_type' build; timings need Release" >&2
 torch_env=()
 [ "$core_src" = lpvit ] && torch_env=(OPENBLAS_CORETYPE="$core")

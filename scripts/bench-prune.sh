@@ -9,8 +9,8 @@
 #                                           # taylor2 only, fails below scripts/bench-prune.floor
 # (quick mode's floor, 57, is the measured 63.3 (3 steps, heads refit) minus ~6 points: without the
 # heads' refit it measured 55.7, one-shot pruning 44.0, a lost channel sort or refit falls to ~5 %,
-# see README "Pruning accuracy".)
-# Options: --data DIR (default ../shared/data), --methods "l1 lpvit taylor2 ...", --targets, --blocks,
+# see docs/pruning.md.)
+# Options: --data DIR (default $LPVIT_DATA, else ../shared/data), --methods "l1 lpvit taylor2 ...", --targets, --blocks,
 #          --calib-size N, --val-limit N, --threads N, --out DIR, --floor X (quick mode's top-1 floor),
 #          --rebench (reuse the pruned models and evaluations already in --out; measure the speedups again,
 #          e.g. on a quiet machine after pruning ran beside other jobs)
@@ -20,7 +20,8 @@
 # not refit). E.g. taylor2+none+noperm (masks only), obs+lsq, wanda, taylor2+tune10, taylor2+tune10+noheads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=../shared/data; methods="l1 lpvit taylor2"; targets="0.7 0.5 0.3"; blocks="16x16 32x32"
+. scripts/lib.sh
+data=""; methods="l1 lpvit taylor2"; targets="0.7 0.5 0.3"; blocks="16x16 32x32"
 calib=1000; val=0; threads=$(nproc); out=out/bench-prune; quick=0; floor=""; rebench=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
     *) echo "bench-prune.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
+[ -n "$data" ] || data=$(lpv_data_dir) || exit 2
 [ "$rebench" = 1 ] && [ ! -f "$out/dense.json" ] && { echo "bench-prune.sh: --rebench: nothing in '$out'" >&2; exit 2; }
 if [ "$quick" = 1 ]; then
   methods=${QUICK_METHODS:-taylor2}; targets=0.7; blocks=32x32; calib=256; val=300
@@ -39,13 +41,11 @@ if [ "$quick" = 1 ]; then
 fi
 model="$data/vit_tiny_patch16_224.safetensors"
 [ -f "$model" ] || { echo "bench-prune.sh: '$model' not found (the project's shared data)" >&2; exit 2; }
-[ -x build/lpvit ] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j"$(nproc)" >/dev/null; }
+lpv_build || exit 2
 L=build/lpvit
 mkdir -p "$out"
 cache="$out/cache"
 limit=""; [ "$val" -gt 0 ] && limit="--limit $val"
-py=/usr/bin/python3
-jget() { $py -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; }
 
 echo "dense eval" >&2
 [ "$rebench" = 1 ] || $L eval --model "$model" --imagenet-dir "$data/imagenet-val-1000" $limit --threads "$threads" --json "$out/dense.json" --quiet >/dev/null
@@ -77,10 +77,28 @@ for blk in $blocks; do for t in $targets; do for meth in $methods; do
   rows+=("$tag|$meth|$blk|$t")
 done; done; done
 
-dense_top1=$(jget "$out/dense.json" "d['top1']")
-images=$(jget "$out/dense.json" "d['images']")
+# jf FORMAT FILE PATH: a report's value through printf; fails (and so stops the script) when it is missing
+# shellcheck disable=SC2059  # the format is the caller's
+jf() { local v; v=$(lpv_json "$2" "$3") || return 1; printf "$1" "$v"; }
+# The statistics column: seconds, and whether the calibration statistics came from --cache-dir
+# (in each step of a multi-step prune, else in the one calibration pass). Argument: the prune report.
+stats_cell() {
+  local f=$1 n c
+  if lpv_json_has "$f" steps; then
+    n=$(lpv_json_len "$f" steps) && c=$(lpv_json "$f" 'steps.*.statistics_from_cache') || return 1
+    c=$(grep -c '^true$' <<<"$c" || true)
+  else
+    c=$(lpv_json "$f" calibration.from_cache) || return 1
+    n=1; if [ "$c" = true ]; then c=1; else c=0; fi
+  fi
+  jf '%.1f' "$f" wall_s.statistics || return 1
+  if [ "$c" = "$n" ]; then printf ' (cached)'; elif [ "$c" -gt 0 ]; then printf ' (%d of %d steps cached)' "$c" "$n"; fi
+}
+
+dense_top1=$(lpv_json "$out/dense.json" top1)
+images=$(lpv_json "$out/dense.json" images)
 echo
-echo "ViT-Tiny (../shared/data), $images validation images, calibration $calib images, $threads threads, post-training (no fine-tuning)"
+echo "ViT-Tiny ($data), $images validation images, calibration $calib images, $threads threads, post-training (no fine-tuning)"
 echo
 echo "| method | block | target FLOPs | steps | achieved FLOPs | top-1 | drop | speedup (e2e, batch 8) | prune wall s | channel sort s | statistics s | refit s |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -88,20 +106,23 @@ echo "| dense | - | 1.0 | - | 1.0 | $dense_top1 | 0 | 1.00x | - | - | - | - |"
 fail=0
 for r in "${rows[@]}"; do
   IFS='|' read -r tag meth blk t <<<"$r"
-  wall=$(jget "$out/$tag.prune.json" "'%.1f' % d['wall_s']['total']")
-  top1=$(jget "$out/$tag.eval.json" "d['top1']")
-  ach=$(jget "$out/$tag.prune.json" "'%.4f' % d['totals']['achieved_flops_ratio']")
-  sp=$(jget "$out/$tag.bench.json" "'%.2fx' % d['end_to_end']['speedup']")
-  st=$(jget "$out/$tag.prune.json" "'%.1f%s' % (d['wall_s']['statistics'], (lambda c, n: ' (cached)' if c == n else ' (%d of %d steps cached)' % (c, n) if c else '')(sum(s['statistics_from_cache'] for s in d.get('steps', [{'statistics_from_cache': d['calibration']['from_cache']}])), len(d.get('steps', [0]))))")
-  drop=$($py -c "print('%.2f' % ($dense_top1 - $top1))")
-  ps=$(jget "$out/$tag.prune.json" "'%.1f' % d['wall_s'].get('permutation', 0)")
-  rs=$(jget "$out/$tag.prune.json" "'%.1f' % d['wall_s']['reconstruction']")
-  nst=$(jget "$out/$tag.prune.json" "len(d.get('steps', [0]))")
+  pj=$out/$tag.prune.json
+  wall=$(jf '%.1f' "$pj" wall_s.total)
+  top1=$(lpv_json "$out/$tag.eval.json" top1)
+  ach=$(jf '%.4f' "$pj" totals.achieved_flops_ratio)
+  sp=$(jf '%.2fx' "$out/$tag.bench.json" end_to_end.speedup)
+  st=$(stats_cell "$pj")
+  drop=$(awk -v a="$dense_top1" -v b="$top1" 'BEGIN { printf "%.2f", a - b }')
+  ps=0.0; if lpv_json_has "$pj" wall_s.permutation; then ps=$(jf '%.1f' "$pj" wall_s.permutation); fi
+  rs=$(jf '%.1f' "$pj" wall_s.reconstruction)
+  nst=1; if lpv_json_has "$pj" steps; then nst=$(lpv_json_len "$pj" steps); fi
   echo "| $meth | $blk | $t | $nst | $ach | $top1 | $drop | $sp | $wall | $ps | $st | $rs |"
-  if [ -n "$floor" ] && $py -c "import sys; sys.exit(0 if $top1 < $floor else 1)"; then
+  if [ -n "$floor" ] && lpv_less "$top1" "$floor"; then
     echo "FAIL: $meth $blk target $t: top-1 $top1 below the floor $floor" >&2; fail=1
   fi
 done
 echo
-jget "$out/dense.json" "'CPU %s, isa %s, OpenBLAS core %s, lpvit %s' % (d['environment']['cpu'], d['environment']['isa'], d['environment']['openblas_core'], d['environment']['commit'])"
+{ read -r cpu; read -r isa; read -r core; read -r commit; } \
+  < <(lpv_json "$out/dense.json" environment.cpu environment.isa environment.openblas_core environment.commit)
+echo "CPU $cpu, isa $isa, OpenBLAS core $core, lpvit $commit"
 exit $fail

@@ -3,18 +3,20 @@
 # scripts/test.sh when the data is present: an accuracy regression fails CI.
 #   dense ViT-Tiny, 1000 val images: top-1 within 0.5 of the PyTorch reference (82.10)
 #   dense DeiT-Tiny (LN-rounded), 1000 val images: top-1 within 0.5 of 81.00
+# The data: $LPVIT_DATA, else ../shared/data. build/lpvit is (re)built first when older than its sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${LPVIT_DATA:-../shared/data}
+. scripts/lib.sh
+DATA=$(lpv_data_dir) || exit 2
+lpv_build || exit 2
 L=build/lpvit
-[ -x $L ] || { echo "check-accuracy.sh: build/lpvit missing (run scripts/test.sh)" >&2; exit 2; }
 out=$(mktemp -d /tmp/lpvit_acc.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 fail=0
 gate() { # name json reference
   local top1
-  top1=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['top1'])" "$2")
-  if /usr/bin/python3 -c "import sys; sys.exit(0 if abs(float(sys.argv[1]) - float(sys.argv[2])) <= 0.5 else 1)" "$top1" "$3"; then
+  top1=$(lpv_json "$2" top1)
+  if lpv_near "$top1" "$3" 0.5; then
     echo "ok   $1: top-1 $top1 (reference $3, allowed +-0.5)"
   else
     echo "FAIL $1: top-1 $top1, reference $3, allowed +-0.5"; fail=1

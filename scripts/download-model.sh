@@ -6,9 +6,10 @@
 # Needs internet (not run in CI) and curl or wget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 [ $# -eq 1 ] || { echo "usage: scripts/download-model.sh PRESET   (presets: see models/registry.json)" >&2; exit 2; }
 name=$1
-py=/usr/bin/python3
+py=$(lpv_python) || exit 1   # the registry and the size check: python's json, standard library only
 read -r file url bytes < <("$py" - "$name" <<'PY'
 import json, sys
 reg = json.load(open("models/registry.json"))["presets"]
@@ -30,7 +31,7 @@ echo "downloading $url -> $dest" >&2
 if command -v curl >/dev/null; then curl -fL --retry 3 -o "$tmp" "$url"
 elif command -v wget >/dev/null; then wget -O "$tmp" "$url"
 else echo "download-model.sh: need curl or wget" >&2; exit 1; fi
-[ -x build/lpvit ] || cmake --build build -j"$(nproc)" >/dev/null
+lpv_build
 build/lpvit inspect --json - "$tmp" > "$tmp.json"
 got=$("$py" -c "import json,sys; d=json.load(open(sys.argv[1])); import functools,operator
 sz={'F32':4,'F16':2,'BF16':2}

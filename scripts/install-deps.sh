@@ -2,7 +2,8 @@
 # Installs what lpvit needs to build and test on Debian 12 (idempotent; run as root or with sudo).
 #   build:   cmake gcc libopenblas-dev libcjson-dev zlib1g-dev libstb-dev
 #   tests:   clang + libomp-dev (libFuzzer build), python3-numpy python3-pil (demo images, benchmark scripts)
-# Pass --with-torch to also install Debian's PyTorch, --with-node Node.js + npm (for ONNX Runtime via npm);
+# Pass --with-torch to also install Debian's PyTorch, --with-node Node.js + npm (for ONNX Runtime via npm;
+# nodejs only when `node` is not on PATH, npm only when `npm` is not);
 # both are used only by benchmark scripts (scripts/bench-peers.sh).
 set -euo pipefail
 pkgs=(cmake gcc make pkg-config libopenblas-dev libcjson-dev zlib1g-dev libstb-dev)
@@ -10,7 +11,10 @@ extra=(clang libomp-dev python3 python3-numpy python3-pil)
 for a in "$@"; do
   case "$a" in
     --with-torch) extra+=(python3-torch) ;;
-    --with-node) extra+=(nodejs npm) ;;
+    # a Node.js that ships its own npm (NodeSource) conflicts with Debian's npm package: add only
+    # what is not on PATH
+    --with-node) command -v node >/dev/null 2>&1 || extra+=(nodejs)
+                 command -v npm >/dev/null 2>&1 || extra+=(npm) ;;
     --minimal) extra=() ;;
     *) echo "install-deps.sh: unknown option '$a'" >&2; exit 2 ;;
   esac

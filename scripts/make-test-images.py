@@ -1,9 +1,13 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Writes the small committed test/demo image set tests/data/imagenet-mini (deterministic):
 an ImageFolder of 4 ImageNet classes x 3 images covering what the decoder must handle
 (baseline and progressive JPEG, RGB/grey/RGBA/palette PNG, CMYK JPEG, odd sizes), plus
 tests/data/flat (the same images flat, with a labels file). Re-run only to change the set;
-the outputs are committed so tests need no Python."""
+the outputs are committed so tests need no Python. It needs numpy and PIL (Debian's python3-numpy and
+python3-pil, which import only under the system python):
+  "$(. scripts/lib.sh; lpv_python numpy PIL)" scripts/make-test-images.py
+With Debian 12's numpy 1.24 and Pillow 9.4 it rewrites the committed files byte for byte; other
+versions of Pillow (its JPEG and zlib encoders) or of numpy's generator may write different bytes."""
 import os, shutil, sys
 import numpy as np
 from PIL import Image

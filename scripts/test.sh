@@ -4,11 +4,13 @@
 #   2. Release build + every ctest test (unit, golden against ../shared/fixtures, e2e CLI runs)
 #   3. ASan+UBSan build, unit + golden tests under it
 #   4. the safetensors parser fuzz target for a short run (clang/libFuzzer)
-#   5. when ../shared/data is present: the accuracy gates (scripts/check-accuracy.sh) and the pruning
-#      gate (scripts/bench-prune.sh --quick: pruned top-1 must stay above scripts/bench-prune.floor)
+#   5. when the shared data is present ($LPVIT_DATA, else ../shared/data): the accuracy gates
+#      (scripts/check-accuracy.sh) and the pruning gate (scripts/bench-prune.sh --quick: pruned top-1
+#      must stay above scripts/bench-prune.floor)
 # Options: --quick (skip 3-5), --no-install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 quick=0; install=1
 for a in "$@"; do
   case "$a" in
@@ -31,7 +33,7 @@ ctest --test-dir build --output-on-failure -j"$jobs"
 
 if [ "$quick" = 0 ]; then
   step "asan+ubsan build"
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLPVIT_SANITIZE=ON >/dev/null
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLPVIT_SANITIZE=ON -DLPVIT_WERROR=ON >/dev/null
   cmake --build build-asan -j"$jobs"
   step "tests (asan+ubsan, unit and golden)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -50,13 +52,13 @@ if [ "$quick" = 0 ]; then
     echo "skip fuzz: clang not installed"
   fi
 
-  if [ -d ../shared/data ]; then
-    step "accuracy gates (../shared/data)"
+  if data=$(lpv_data_dir 2>/dev/null); then
+    step "accuracy gates ($data)"
     scripts/check-accuracy.sh
     step "pruning gate (scripts/bench-prune.sh --quick)"
     scripts/bench-prune.sh --quick --out build/bench-prune-quick
   else
-    echo "skip accuracy gates: ../shared/data not found"
+    echo "skip accuracy gates: no shared data (\$LPVIT_DATA, ../shared/data)"
   fi
 fi
 step "all tests passed in $(( $(date +%s) - t0 ))s"

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """A timm-equivalent DeiT/ViT in plain PyTorch (Debian's python3-torch, no timm), reading the
 same safetensors files lpvit reads. Used by the benchmarks as the PyTorch peer and to export
 ONNX (an explicit timm-style block: nn.TransformerEncoderLayer's fused path does not export).
@@ -8,9 +8,11 @@ ONNX (an explicit timm-style block: nn.TransformerEncoderLayer's fused path does
   torch_deit.py onnx   --model FILE --out M.onnx [--opset 17]
 A model spec "random:deit_s" builds random weights of that preset's shape instead of a file
 (torch's RNG: not the weights lpvit create-model writes; export a create-model file to compare).
-Run it with /usr/bin/python3 (Debian's torch imports only there). OpenBLAS (torch's BLAS here) reads
-OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS when it loads, so set them in the environment; bench sets
-OPENBLAS_NUM_THREADS to --threads when it is unset and reports the core OpenBLAS picked.
+Run it with a python3 that imports torch and numpy (Debian's torch imports only under the system
+python, which a pyenv python3 may hide): "$(. scripts/lib.sh; lpv_python torch numpy)" scripts/torch_deit.py ...
+OpenBLAS (torch's BLAS here) reads OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS when it loads, so set them
+in the environment; bench sets OPENBLAS_NUM_THREADS to --threads when it is unset and reports the core
+OpenBLAS picked.
 """
 import argparse, json, math, os, struct, sys, time
 

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Helpers for scripts/bench-peers.sh (numpy only, no torch):
 
   peers.py input   --out X.safetensors [--batch N] [--seed S]     write tensor 'input' (N,3,224,224) F32

@@ -361,203 +361,249 @@ static lpv_status check_twin(lpv_model *m, const lpv_model *other, uint8_t *cons
     return LPV_OK;
 }
 
-static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
-                                         const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,
-                                         const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri, lpv_err *err) {
-    const lpv_config *cfg = &m->cfg;
-    int D = cfg->dim, T = cfg->n_tokens, F = cfg->mlp, b = o->batch < ds->n ? o->batch : ds->n;
-    int tuning = o->tune.epochs > 0;
-    const lpv_head_targets *ht = o->refit_heads ? o->head_targets : NULL;
-    const lpv_model *tt = (tuning || (o->refit_heads && !ht)) && o->final_target && o->final_target != dense
-                              ? o->final_target
-                              : NULL;
+/* One sequential pass: its inputs, and the scratch it owns (seq_free). */
+typedef struct {
+    lpv_model *m;
+    const lpv_model *dense, *tt;    /* the refit's target; the tuning's / heads' final target, or NULL */
+    const lpv_head_targets *ht;     /* recorded head targets the heads' refit uses, or NULL */
+    uint8_t *const *masks;
+    int R, C, n, h0, b, tuning, heads_active;
+    const lpv_reconstruct_opts *o;
+    lpv_reconstruct_info *ri;
     lpv_layer_ref refs[LPV_MAX_LAYERS], drefs[LPV_MAX_LAYERS], trefs[LPV_MAX_LAYERS];
-    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS), h0 = lpv_block_layer0(cfg->depth);
-    /* the masks as the refit sees them: a head to refit is a layer with every block kept */
-    uint8_t *mk[LPV_MAX_LAYERS];
-    int refit[LPV_MAX_LAYERS], heads_active = 0;
+    uint8_t *mk[LPV_MAX_LAYERS];    /* the masks as the refit sees them: a head to refit keeps every block */
+    int refit[LPV_MAX_LAYERS], active[LPV_MAX_LAYERS], in_of[LPV_MAX_LAYERS];
+    uint8_t *full;                  /* an all-kept mask for the heads refit without one */
+    lpv_workspace ws;
+    int ws_ok, tuner_ok;
+    lpv_tuner tuner;
+    stream_cache cache;
+    seq_tap_ctx tc;
+    lpv_model_stats cs;             /* the layer being refit: its pruned-input and cross statistics */
+    float *logits, *logits2;        /* (b, classes) each: the heads' pass, the logits' error before/after */
+} seq_run;
+
+static void seq_free(seq_run *S) {
+    for (int i = 0; i < S->n; i++)
+        if (S->cs.want[i]) lpv_stats_free(&S->cs.st[i]);
+    cache_free(&S->cache);
+    for (int j = 0; j < 4; j++) free(S->tc.buf[j]);
+    free(S->logits), free(S->logits2), free(S->full);
+    if (S->ws_ok) lpv_workspace_free(&S->ws);
+    if (S->tuner_ok) lpv_tuner_free(&S->tuner);
+}
+
+/* Which layers the pass refits and with which mask; the twin models and head records checked. */
+static lpv_status seq_masks(seq_run *S, int images, lpv_err *err) {
+    const lpv_reconstruct_opts *o = S->o;
     size_t full_n = 0;
-    for (int i = 0; i < n; i++) {
-        mk[i] = masks[i];
-        refit[i] = o->refit_heads && i >= h0 && !masks[i];
-        if (refit[i]) {
-            size_t nb = (size_t)lpv_nblocks(refs[i].lin->out, refs[i].lin->in, R, C);
+    for (int i = 0; i < S->n; i++) {
+        S->mk[i] = S->masks[i];
+        S->refit[i] = o->refit_heads && i >= S->h0 && !S->masks[i];
+        if (S->refit[i]) {
+            size_t nb = (size_t)lpv_nblocks(S->refs[i].lin->out, S->refs[i].lin->in, S->R, S->C);
             if (nb > full_n) full_n = nb;
         }
-        heads_active |= i >= h0 && (masks[i] || refit[i]);
+        S->heads_active |= i >= S->h0 && (S->masks[i] || S->refit[i]);
     }
-    uint8_t *full = full_n ? malloc(full_n) : NULL;
-    if (full_n && !full) return lpv_fail(err, LPV_E_OOM, "out of memory");
-    if (full) memset(full, 1, full_n);
-    for (int i = 0; i < n; i++)
-        if (refit[i]) mk[i] = full;
-    lpv_status cst = check_twin(m, dense, mk, "the dense model", err);
-    if (!cst && tt) cst = check_twin(m, tt, mk, "the final target model", err);
-    if (!cst && ht) cst = check_head_targets(ht, cfg, ds->n, err);
-    if (!cst && o->record_heads) cst = head_targets_alloc(o->record_heads, cfg, ds->n, err);
-    if (cst) {
-        free(full);
-        return cst;
+    if (full_n && !(S->full = malloc(full_n))) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    if (S->full) memset(S->full, 1, full_n);
+    for (int i = 0; i < S->n; i++) {
+        if (S->refit[i]) S->mk[i] = S->full;
+        S->active[i] = S->mk[i] != NULL, S->in_of[i] = S->refs[i].lin->in;
     }
-    lpv_model_layers((lpv_model *)dense, drefs, LPV_MAX_LAYERS);
-    if (tt) lpv_model_layers((lpv_model *)tt, trefs, LPV_MAX_LAYERS);
-    int active[LPV_MAX_LAYERS], in_of[LPV_MAX_LAYERS];
-    for (int i = 0; i < n; i++) active[i] = mk[i] != NULL, in_of[i] = refs[i].lin->in;
-    /* the patch embedding sees the same patches in both models: its dense statistics are exact */
-    lpv_status pst = LPV_OK;
-    if (masks[0]) {
-        lpv_recon_info info = {0, 0, 0};
-        pst = !stats || !stats->want[0]
-                  ? lpv_fail(err, LPV_E_ARG, "no input statistics for 'patch_embed.proj'")
-                  : lpv_reconstruct_layer(m->patch.w, m->patch.b, m->patch.out, m->patch.in, R, C, masks[0],
-                                          &stats->st[0], o->update, &o->recon, &info, "patch_embed.proj", err);
-        note(ri, &info);
+    const lpv_config *cfg = &S->m->cfg;
+    LPV_TRY(check_twin(S->m, S->dense, S->mk, "the dense model", err));
+    if (S->tt) LPV_TRY(check_twin(S->m, S->tt, S->mk, "the final target model", err));
+    if (S->ht) LPV_TRY(check_head_targets(S->ht, cfg, images, err));
+    if (o->record_heads) LPV_TRY(head_targets_alloc(o->record_heads, cfg, images, err));
+    lpv_model_layers((lpv_model *)S->dense, S->drefs, LPV_MAX_LAYERS);
+    if (S->tt) lpv_model_layers((lpv_model *)S->tt, S->trefs, LPV_MAX_LAYERS);
+    return LPV_OK;
+}
+
+/* The patch embedding sees the same patches in both models: its dense statistics are exact. */
+static lpv_status seq_patch(seq_run *S, const lpv_model_stats *stats, lpv_err *err) {
+    if (!S->masks[0]) return LPV_OK;
+    lpv_model *m = S->m;
+    if (!stats || !stats->want[0]) return lpv_fail(err, LPV_E_ARG, "no input statistics for 'patch_embed.proj'");
+    lpv_recon_info info = {0, 0, 0};
+    lpv_status st = lpv_reconstruct_layer(m->patch.w, m->patch.b, m->patch.out, m->patch.in, S->R, S->C, S->masks[0],
+                                          &stats->st[0], S->o->update, &S->o->recon, &info, "patch_embed.proj", err);
+    note(S->ri, &info);
+    return st;
+}
+
+/* The workspace, the tuner, the capture buffers and the logits' scratch. */
+static lpv_status seq_alloc(seq_run *S, int nch, lpv_err *err) {
+    const lpv_config *cfg = &S->m->cfg;
+    int64_t D = cfg->dim, F = cfg->mlp, ldmax = lpv_round16(S->b * cfg->n_tokens);
+    LPV_TRY(lpv_workspace_init(&S->ws, cfg, S->b, err));
+    S->ws_ok = 1;
+    if (S->tuning) {
+        LPV_TRY(lpv_tuner_init(&S->tuner, cfg, &S->o->tune, err));
+        S->tuner_ok = 1;
     }
-    lpv_workspace ws;
-    if (!pst) pst = lpv_workspace_init(&ws, cfg, b, err);
-    if (pst) {
-        free(full);
-        return pst;
-    }
-    lpv_tuner tuner;
-    if (tuning) {
-        lpv_status ts = lpv_tuner_init(&tuner, cfg, &o->tune, err);
-        if (ts) {
-            lpv_workspace_free(&ws);
-            free(full);
-            return ts;
-        }
-    }
-    stream_cache cache = {0, NULL, NULL, NULL, NULL};
-    int nch = (ds->n + b - 1) / b;
-    cache.bsz = calloc((size_t)nch, sizeof(int));
-    cache.xd = calloc((size_t)nch, sizeof(float *));
-    cache.xp = calloc((size_t)nch, sizeof(float *));
-    if (tt) cache.xt = calloc((size_t)nch, sizeof(float *));
-    int64_t ldmax = lpv_round16(b * T);
-    seq_tap_ctx tc;
-    memset(&tc, 0, sizeof tc);
-    tc.active = active, tc.in = in_of;
+    stream_cache *c = &S->cache;
+    c->bsz = calloc((size_t)nch, sizeof(int));
+    c->xd = calloc((size_t)nch, sizeof(float *)), c->xp = calloc((size_t)nch, sizeof(float *));
+    if (S->tt) c->xt = calloc((size_t)nch, sizeof(float *));
+    S->tc.active = S->active, S->tc.in = S->in_of;
     int64_t rows_of[4] = {D, D, D, F};
     for (int j = 0; j < 4; j++) {
-        tc.rows[j] = rows_of[j] > D ? rows_of[j] : D;
-        tc.buf[j] = malloc(sizeof(float) * (size_t)tc.rows[j] * (size_t)ldmax);
+        S->tc.rows[j] = rows_of[j] > D ? rows_of[j] : D;
+        S->tc.buf[j] = malloc(sizeof(float) * (size_t)S->tc.rows[j] * (size_t)ldmax);
     }
-    /* (b, classes) each: the heads' pass, and the logits' error before/after their refit */
-    float *logits = malloc(sizeof(float) * (size_t)b * cfg->classes);
-    float *logits2 = malloc(sizeof(float) * (size_t)b * cfg->classes);
-    lpv_status st = (!cache.bsz || !cache.xd || !cache.xp || (tt && !cache.xt) || !logits || !logits2 || !tc.buf[0] ||
-                     !tc.buf[1] || !tc.buf[2] || !tc.buf[3])
-                        ? lpv_fail(err, LPV_E_OOM, "out of memory for the sequential reconstruction")
-                        : LPV_OK;
-    /* embed every chunk of calibration images in both models */
+    S->logits = malloc(sizeof(float) * (size_t)S->b * cfg->classes);
+    S->logits2 = malloc(sizeof(float) * (size_t)S->b * cfg->classes);
+    int ok = c->bsz && c->xd && c->xp && (!S->tt || c->xt) && S->logits && S->logits2;
+    for (int j = 0; j < 4; j++) ok &= S->tc.buf[j] != NULL;
+    return ok ? LPV_OK : lpv_fail(err, LPV_E_OOM, "out of memory for the sequential reconstruction");
+}
+
+/* Every chunk of calibration images embedded in each model: the residual streams entering block 0. */
+static lpv_status seq_cache_streams(seq_run *S, const lpv_dataset *ds, const lpv_preproc *pp, lpv_err *err) {
+    const lpv_config *cfg = &S->m->cfg;
+    int D = cfg->dim, T = cfg->n_tokens;
+    stream_cache *c = &S->cache;
     lpv_loader *Ld = NULL;
-    lpv_loader_opts lo = {b, 1, 0, o->skips};
-    if (!st) st = lpv_loader_open(&Ld, ds, pp, &lo, err);
+    lpv_loader_opts lo = {S->b, 1, 0, S->o->skips};
+    lpv_status st = lpv_loader_open(&Ld, ds, pp, &lo, err);
+    const lpv_model *models[3] = {S->dense, S->m, S->tt};
     while (st == LPV_OK) {
         lpv_batch bt;
         if ((st = lpv_loader_next(Ld, &bt, err)) != LPV_OK || bt.count == 0) break;
         if (bt.n == 0) continue;
-        int c = cache.n, bs = bt.n;
+        int k = c->n, bs = bt.n;
         size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
-        cache.xd[c] = malloc(bytes), cache.xp[c] = malloc(bytes), cache.bsz[c] = bs;
-        if (tt) cache.xt[c] = malloc(bytes);
-        cache.n++;
-        if (!cache.xd[c] || !cache.xp[c] || (tt && !cache.xt[c])) {
+        c->xd[k] = malloc(bytes), c->xp[k] = malloc(bytes), c->bsz[k] = bs;
+        if (S->tt) c->xt[k] = malloc(bytes);
+        c->n++;
+        if (!c->xd[k] || !c->xp[k] || (S->tt && !c->xt[k])) {
             st = lpv_fail_hint(err, LPV_E_OOM, "recon_images", "out of memory caching %d images' residual streams",
                                ds->n);
             break;
         }
-        if ((st = lpv_forward_begin(dense, &ws, bt.x, bs, err)) != LPV_OK) break;
-        memcpy(cache.xd[c], ws.x, bytes);
-        if ((st = lpv_forward_begin(m, &ws, bt.x, bs, err)) != LPV_OK) break;
-        memcpy(cache.xp[c], ws.x, bytes);
-        if (tt) {
-            if ((st = lpv_forward_begin(tt, &ws, bt.x, bs, err)) != LPV_OK) break;
-            memcpy(cache.xt[c], ws.x, bytes);
+        float *dst[3] = {c->xd[k], c->xp[k], S->tt ? c->xt[k] : NULL};
+        for (int q = 0; q < 3 && st == LPV_OK; q++) {
+            if (!models[q]) continue;
+            if ((st = lpv_forward_begin(models[q], &S->ws, bt.x, bs, err)) == LPV_OK) memcpy(dst[q], S->ws.x, bytes);
         }
     }
     if (st == LPV_OK) st = lpv_loader_verdict(Ld, "refit", err);
     lpv_loader_close(Ld);
-    lpv_model_stats cs;
-    memset(&cs, 0, sizeof cs);
-    cs.n = n;
+    return st;
+}
+
+/* Layer i of block l (l == depth: the heads): one capture pass of the target on its stream, one
+   accumulating pass of the pruned model on its own, then the refit of the layer from those statistics. */
+static lpv_status seq_refit_layer(seq_run *S, int l, int i, int first, lpv_err *err) {
+    const lpv_config *cfg = &S->m->cfg;
+    int D = cfg->dim, T = cfg->n_tokens, heads = l == cfg->depth;
+    /* the heads' target: the final target when there is one (its logits are what the user gets) */
+    const lpv_model *src = heads && S->tt ? S->tt : S->dense;
+    float **sx = heads && S->tt ? S->cache.xt : S->cache.xd;
+    lpv_layer_ref *srefs = heads && S->tt ? S->trefs : S->drefs;
+    const lpv_head_targets *ht = S->ht;
+    lpv_workspace *ws = &S->ws;
+    seq_tap_ctx *tc = &S->tc;
+    LPV_TRY(lpv_stats_init(&S->cs.st[i], S->refs[i].lin->in, 1, err));
+    S->cs.want[i] = 1;
+    tc->first = i, tc->count = 1, tc->slot0 = i - first, tc->cross = &S->cs;
+    ws->tap = seq_tap, ws->tap_ctx = tc;
+    ws->tap_stop = i; /* nothing after this layer's input is needed: ~2x fewer block passes */
+    for (int c = 0, off = 0; c < S->cache.n; off += S->cache.bsz[c], c++) {
+        int bs = S->cache.bsz[c];
+        size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
+        tc->capture = 1;
+        if (heads && ht) { /* the head's recorded inputs stand for the capture pass */
+            int j = i - first;
+            for (int d = 0; d < D; d++)
+                memcpy(tc->buf[j] + (int64_t)d * bs, ht->x + ((int64_t)j * D + d) * ht->images + off,
+                       sizeof(float) * (size_t)bs);
+            tc->ld[j] = bs, tc->ncols[j] = bs;
+        } else {
+            memcpy(ws->x, sx[c], bytes);
+            if (!heads) lpv_forward_block(src, ws, l, bs);
+            else lpv_forward_end(src, ws, bs, S->logits);
+        }
+        tc->capture = 0;
+        memcpy(ws->x, S->cache.xp[c], bytes);
+        if (!heads) lpv_forward_block(S->m, ws, l, bs);
+        else lpv_forward_end(S->m, ws, bs, S->logits);
+    }
+    ws->tap = NULL, ws->tap_stop = -1;
+    /* the target is the dense layer applied to the dense inputs: start from its weights (the closed-form
+       refit does not depend on where it starts, but reads its target from them), which matters when m was
+       already pruned and refit once (prune --steps) */
+    if (heads && ht) {
+        lpv_linear *hl = S->refs[i].lin;
+        memcpy(hl->w, ht->w + (int64_t)(i - S->h0) * ht->classes * D, sizeof(float) * (size_t)ht->classes * D);
+        if (hl->b) memcpy(hl->b, ht->b + (int64_t)(i - S->h0) * ht->classes, sizeof(float) * (size_t)ht->classes);
+    } else {
+        lpv_linear_copy_weights(S->refs[i].lin, srefs[i].lin);
+    }
+    /* a head sees one token per image, not T: its damping is its own (see reconstruct.h) */
+    lpv_recon_opts ro = S->o->recon;
+    if (i >= S->h0 && S->o->head_damp > 0) ro.damp = S->o->head_damp;
+    lpv_update_kind u = S->refit[i] ? LPV_UPDATE_LSQ : S->o->update;
+    LPV_TRY(update_layer(S->refs, i, S->mk[i], S->R, S->C, &S->cs, u, &ro, S->ri, err));
+    S->ri->heads_refit += S->refit[i];
+    return LPV_OK;
+}
+
+/* Block l (l == depth: the heads), one sublayer at a time, in order: each is fitted on the inputs that the
+   sublayers refit before it produce, so the upstream error is corrected once, not by every sublayer of the
+   block again. Then the streams move on to the next block. */
+static lpv_status seq_block(seq_run *S, int l, lpv_err *err) {
+    const lpv_config *cfg = &S->m->cfg;
+    int first = lpv_block_layer0(l), count = l < cfg->depth ? 4 : cfg->n_outputs, heads = l == cfg->depth;
+    const lpv_model *src = heads && S->tt ? S->tt : S->dense;
+    float **sx = heads && S->tt ? S->cache.xt : S->cache.xd;
+    if (heads && S->o->record_heads) record_heads(S->dense, &S->ws, &S->cache, S->cache.xd, S->h0, S->o->record_heads);
+    if (heads && S->heads_active)
+        S->ri->logit_err_before = logit_error(S->m, src, S->ht, &S->ws, &S->cache, sx, S->logits, S->logits2);
+    for (int i = first; i < first + count; i++)
+        if (S->active[i]) LPV_TRY(seq_refit_layer(S, l, i, first, err));
+    if (heads) {
+        if (S->heads_active)
+            S->ri->logit_err_after = logit_error(S->m, src, S->ht, &S->ws, &S->cache, sx, S->logits, S->logits2);
+        return LPV_OK;
+    }
+    int D = cfg->dim, T = cfg->n_tokens;
+    advance_streams(S->dense, &S->ws, l, &S->cache, S->cache.xd, D, T); /* the dense stream moves to the next block */
+    if (S->tt) advance_streams(S->tt, &S->ws, l, &S->cache, S->cache.xt, D, T);
+    if (S->tuning) LPV_TRY(tune_block(&S->tuner, S->m, l, &S->cache, S->masks, S->R, S->C, S->ri, err)); /* xt or xd */
+    advance_streams(S->m, &S->ws, l, &S->cache, S->cache.xp, D, T); /* the pruned one through the repaired block */
+    return LPV_OK;
+}
+
+static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
+                                         const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,
+                                         const lpv_reconstruct_opts *o, lpv_reconstruct_info *ri, lpv_err *err) {
+    seq_run *S = calloc(1, sizeof *S);
+    if (!S) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    const lpv_config *cfg = &m->cfg;
+    S->m = m, S->dense = dense, S->masks = masks, S->R = R, S->C = C, S->o = o, S->ri = ri;
+    S->b = o->batch < ds->n ? o->batch : ds->n;
+    S->tuning = o->tune.epochs > 0;
+    S->ht = o->refit_heads ? o->head_targets : NULL;
+    if ((S->tuning || (o->refit_heads && !S->ht)) && o->final_target && o->final_target != dense) S->tt = o->final_target;
+    S->n = lpv_model_layers(m, S->refs, LPV_MAX_LAYERS), S->h0 = lpv_block_layer0(cfg->depth);
+    S->cs.n = S->n;
+    lpv_status st = seq_masks(S, ds->n, err);
+    if (st == LPV_OK) st = seq_patch(S, stats, err);
+    if (st == LPV_OK) st = seq_alloc(S, (ds->n + S->b - 1) / S->b, err);
+    if (st == LPV_OK) st = seq_cache_streams(S, ds, pp, err);
     lpv_progress pr;
     lpv_progress_begin(&pr, cfg->depth + 1, "refit (blocks and heads)");
     for (int l = 0; l <= cfg->depth && st == LPV_OK; l++) {
-        int first = lpv_block_layer0(l), count = l < cfg->depth ? 4 : cfg->n_outputs;
-        /* the heads' target: the final target when there is one (its logits are what the user gets) */
-        const lpv_model *src = l == cfg->depth && tt ? tt : dense;
-        float **sx = l == cfg->depth && tt ? cache.xt : cache.xd;
-        lpv_layer_ref *srefs = l == cfg->depth && tt ? trefs : drefs;
-        if (l == cfg->depth && o->record_heads) record_heads(dense, &ws, &cache, cache.xd, h0, o->record_heads);
-        if (l == cfg->depth && heads_active)
-            ri->logit_err_before = logit_error(m, src, ht, &ws, &cache, sx, logits, logits2);
-        /* one sublayer at a time, in order: each is fitted on the inputs that the sublayers refit before it
-           produce, so the upstream error is corrected once, not by every sublayer of the block again */
-        for (int i = first; i < first + count && st == LPV_OK; i++) {
-            if (!active[i]) continue;
-            if ((st = lpv_stats_init(&cs.st[i], refs[i].lin->in, 1, err)) != LPV_OK) break;
-            cs.want[i] = 1;
-            tc.first = i, tc.count = 1, tc.slot0 = i - first, tc.cross = &cs;
-            ws.tap = seq_tap, ws.tap_ctx = &tc;
-            ws.tap_stop = i; /* nothing after this layer's input is needed: ~2x fewer block passes */
-            for (int c = 0, off = 0; c < cache.n && st == LPV_OK; off += cache.bsz[c], c++) {
-                int bs = cache.bsz[c];
-                size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
-                tc.capture = 1;
-                if (l == cfg->depth && ht) { /* the head's recorded inputs stand for the capture pass */
-                    int j = i - first;
-                    for (int d = 0; d < D; d++)
-                        memcpy(tc.buf[j] + (int64_t)d * bs, ht->x + ((int64_t)j * D + d) * ht->images + off,
-                               sizeof(float) * (size_t)bs);
-                    tc.ld[j] = bs, tc.ncols[j] = bs;
-                } else {
-                    memcpy(ws.x, sx[c], bytes);
-                    if (l < cfg->depth) lpv_forward_block(src, &ws, l, bs);
-                    else lpv_forward_end(src, &ws, bs, logits);
-                }
-                tc.capture = 0;
-                memcpy(ws.x, cache.xp[c], bytes);
-                if (l < cfg->depth) lpv_forward_block(m, &ws, l, bs);
-                else lpv_forward_end(m, &ws, bs, logits);
-            }
-            ws.tap = NULL, ws.tap_stop = -1;
-            /* the target is the dense layer applied to the dense inputs: start from its weights (the
-               closed-form refit does not depend on where it starts, but reads its target from them),
-               which matters when m was already pruned and refit once (prune --steps) */
-            if (st == LPV_OK && l == cfg->depth && ht) {
-                lpv_linear *hl = refs[i].lin;
-                memcpy(hl->w, ht->w + (int64_t)(i - h0) * ht->classes * D, sizeof(float) * (size_t)ht->classes * D);
-                if (hl->b) memcpy(hl->b, ht->b + (int64_t)(i - h0) * ht->classes, sizeof(float) * (size_t)ht->classes);
-            } else if (st == LPV_OK) {
-                lpv_linear_copy_weights(refs[i].lin, srefs[i].lin);
-            }
-            /* a head sees one token per image, not T: its damping is its own (see reconstruct.h) */
-            lpv_recon_opts ro = o->recon;
-            if (i >= h0 && o->head_damp > 0) ro.damp = o->head_damp;
-            if (st == LPV_OK)
-                st = update_layer(refs, i, mk[i], R, C, &cs, refit[i] ? LPV_UPDATE_LSQ : o->update, &ro, ri, err);
-            ri->heads_refit += st == LPV_OK && refit[i];
-        }
-        if (st == LPV_OK && l == cfg->depth && heads_active)
-            ri->logit_err_after = logit_error(m, src, ht, &ws, &cache, sx, logits, logits2);
-        if (st == LPV_OK && l < cfg->depth) {
-            advance_streams(dense, &ws, l, &cache, cache.xd, D, T); /* the dense stream moves to the next block */
-            if (tt) advance_streams(tt, &ws, l, &cache, cache.xt, D, T);
-            if (tuning) st = tune_block(&tuner, m, l, &cache, masks, R, C, ri, err); /* xt or xd: its target */
-            advance_streams(m, &ws, l, &cache, cache.xp, D, T);     /* pass 2: the pruned one through the repaired block */
-        }
+        st = seq_block(S, l, err);
         if (st == LPV_OK) lpv_progress_update(&pr, l + 1, NULL);
     }
     if (st == LPV_OK) lpv_progress_end(&pr);
-    for (int i = 0; i < n; i++)
-        if (cs.want[i]) lpv_stats_free(&cs.st[i]);
-    cache_free(&cache);
-    for (int j = 0; j < 4; j++) free(tc.buf[j]);
-    free(logits), free(logits2), free(full);
-    lpv_workspace_free(&ws);
-    if (tuning) lpv_tuner_free(&tuner);
+    seq_free(S);
+    free(S);
     return st;
 }
 

@@ -6,6 +6,7 @@
 #ifndef LPVIT_TEST_UTIL_H
 #define LPVIT_TEST_UTIL_H
 
+#include "lpvit/forward.h"
 #include "lpvit/model.h"
 #include "lpvit/safetensors.h"
 
@@ -20,6 +21,35 @@ static inline lpv_model *test_random_model(int dim, int depth, int heads, int ml
     lpv_err err;
     CHECK_OK(lpv_model_random(&m, &c, seed, &err), &err);
     return m;
+}
+
+/* out (B, classes) <- m's logits for images x (B, 3, S, S). */
+static inline void test_logits(lpv_model *m, const float *x, int B, float *out) {
+    lpv_workspace ws;
+    lpv_err err;
+    CHECK_OK(lpv_workspace_init(&ws, &m->cfg, B, &err), &err);
+    CHECK_OK(lpv_forward(m, &ws, x, B, out, &err), &err);
+    lpv_workspace_free(&ws);
+}
+
+/* dir/rel loaded as a model (NULL, with a failed check, when it does not load). */
+static inline lpv_model *test_load_fixture(const char *dir, const char *rel) {
+    char path[1024];
+    test_path(path, sizeof path, dir, rel);
+    lpv_model *m = NULL;
+    lpv_err err;
+    CHECK_OK(lpv_model_load(&m, path, NULL, &err), &err);
+    return m;
+}
+
+/* dir/rel opened as a safetensors file into f (1), or a failed check (0). */
+static inline int test_open_st(lpv_st_file *f, const char *dir, const char *rel) {
+    char path[1024];
+    test_path(path, sizeof path, dir, rel);
+    lpv_err err;
+    int st = lpv_st_open(f, path, &err);
+    CHECK_OK(st, &err);
+    return st == LPV_OK;
 }
 
 /* A tensor of f as F32 (malloc'd, the caller frees it; n gets its element count), or NULL when absent. */

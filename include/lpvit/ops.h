@@ -13,6 +13,8 @@
 /* y[:, t] = (x[:, t] - mean_t) / sqrt(var_t + eps) * w + b for t < T; x, y (D, ld); y may equal x. */
 void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps);
 void lpv_layernorm_fm_ref(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps);
+/* Column t's mean and 1 / sqrt(var + eps) over the D features, in double (the references' shared part). */
+void lpv_layernorm_moments_ref(const float *x, int D, int ld, int t, float eps, double *mean, double *rstd);
 /* The same for a backward pass (grad_ops.h): the portable kernel whatever the ISA, saving each column's mean
  * (T) and 1/std (T). */
 void lpv_layernorm_forward_fm(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b,

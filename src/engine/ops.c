@@ -72,16 +72,21 @@ void lpv_layernorm_forward_fm(float *y, float *mean, float *rstd, const float *x
     }
 }
 
+void lpv_layernorm_moments_ref(const float *x, int D, int ld, int t, float eps, double *mean, double *rstd) {
+    double m = 0, v = 0;
+    for (int d = 0; d < D; d++) m += x[(int64_t)d * ld + t];
+    m /= D;
+    for (int d = 0; d < D; d++) {
+        double c = x[(int64_t)d * ld + t] - m;
+        v += c * c;
+    }
+    *mean = m, *rstd = 1.0 / sqrt(v / D + eps);
+}
+
 void lpv_layernorm_fm_ref(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps) {
     for (int t = 0; t < T; t++) {
-        double m = 0, v = 0;
-        for (int d = 0; d < D; d++) m += x[(int64_t)d * ld + t];
-        m /= D;
-        for (int d = 0; d < D; d++) {
-            double c = x[(int64_t)d * ld + t] - m;
-            v += c * c;
-        }
-        double r = 1.0 / sqrt(v / D + eps);
+        double m, r;
+        lpv_layernorm_moments_ref(x, D, ld, t, eps, &m, &r);
         for (int d = 0; d < D; d++)
             y[(int64_t)d * ld + t] = (float)((x[(int64_t)d * ld + t] - m) * r * w[d] + b[d]);
     }

@@ -118,14 +118,8 @@ void lpv_layernorm_backward_fm_ref(float *dx, float *dw, float *db, const float 
     double *xh = malloc(sizeof(double) * (size_t)D);
     if (!xh) return;
     for (int t = 0; t < N; t++) {
-        double m = 0, v = 0;
-        for (int d = 0; d < D; d++) m += x[(int64_t)d * ld + t];
-        m /= D;
-        for (int d = 0; d < D; d++) {
-            double c = x[(int64_t)d * ld + t] - m;
-            v += c * c;
-        }
-        double r = 1.0 / sqrt(v / D + eps), s1 = 0, s2 = 0;
+        double m, r, s1 = 0, s2 = 0;
+        lpv_layernorm_moments_ref(x, D, ld, t, eps, &m, &r);
         for (int d = 0; d < D; d++) {
             xh[d] = (x[(int64_t)d * ld + t] - m) * r;
             double g = (double)dy[(int64_t)d * ld + t] * w[d];

@@ -47,15 +47,11 @@ static const char *isa_now = "";
 static double worst_rel_all, worst_abs_all;
 
 static void check_fixture(const char *shared, const char *model_rel, const char *ref_rel) {
-    char mp[1024], rp[1024];
-    test_path(mp, sizeof mp, shared, model_rel);
-    test_path(rp, sizeof rp, shared, ref_rel);
-    lpv_model *m = NULL;
     lpv_err err;
-    CHECK_OK(lpv_model_load(&m, mp, NULL, &err), &err);
+    lpv_model *m = test_load_fixture(shared, model_rel);
     if (!m) return;
     lpv_st_file ref;
-    CHECK_OK(lpv_st_open(&ref, rp, &err), &err);
+    test_open_st(&ref, shared, ref_rel);
     int64_t nin = 0;
     float *input = test_read_tensor(&ref, "input", &nin), *want_loss = test_read_tensor(&ref, "loss", NULL);
     const lpv_st_tensor *lt = lpv_st_find(&ref, "labels");
@@ -171,15 +167,11 @@ out:
 
 /* HF layouts: the training forward reproduces transformers' logits. */
 static void check_hf_logits(const char *shared, const char *model_rel, const char *ref_rel) {
-    char mp[1024], rp[1024];
-    test_path(mp, sizeof mp, shared, model_rel);
-    test_path(rp, sizeof rp, shared, ref_rel);
-    lpv_model *m = NULL;
     lpv_err err;
-    CHECK_OK(lpv_model_load(&m, mp, NULL, &err), &err);
+    lpv_model *m = test_load_fixture(shared, model_rel);
     if (!m) return;
     lpv_st_file ref;
-    CHECK_OK(lpv_st_open(&ref, rp, &err), &err);
+    test_open_st(&ref, shared, ref_rel);
     int64_t nlog = 0;
     float *input = test_read_tensor(&ref, "input", NULL), *want = test_read_tensor(&ref, "logits", &nlog);
     CHECK(input && want && nlog == 4000);

@@ -14,19 +14,15 @@
 
 static void check_fixture(const char *shared, const char *model_rel, const char *ref_rel, int expect_outputs,
                           int expect_prefix, float expect_eps) {
-    char mp[1024], rp[1024];
-    test_path(mp, sizeof mp, shared, model_rel);
-    test_path(rp, sizeof rp, shared, ref_rel);
-    lpv_model *m = NULL;
     lpv_err err;
-    CHECK_OK(lpv_model_load(&m, mp, NULL, &err), &err);
+    lpv_model *m = test_load_fixture(shared, model_rel);
     if (!m) return;
     CHECK(m->cfg.dim == 192 && m->cfg.depth == 2 && m->cfg.heads == 3 && m->cfg.mlp == 768);
     CHECKF(m->cfg.n_outputs == expect_outputs && m->cfg.n_prefix == expect_prefix, "%s: outputs %d prefix %d",
            model_rel, m->cfg.n_outputs, m->cfg.n_prefix);
     CHECKF(m->cfg.ln_eps == expect_eps, "%s: eps %g", model_rel, (double)m->cfg.ln_eps);
     lpv_st_file ref;
-    CHECK_OK(lpv_st_open(&ref, rp, &err), &err);
+    test_open_st(&ref, shared, ref_rel);
     int64_t nin = 0, nlog = 0;
     float *input = test_read_tensor(&ref, "input", &nin), *want = test_read_tensor(&ref, "logits", &nlog);
     CHECK(input && want && nlog == 4 * 1000);

@@ -21,7 +21,6 @@ static lpv_model *tiny(uint64_t seed, int distilled) { return test_random_model(
 
 static char dir[] = "/tmp/lpvit_bsrm_XXXXXX";
 
-
 /* Prunes every linear layer at ~50% with random R x C masks (head included: 40 rows -> partial block rows). */
 static void prune_random(lpv_model *m, int R, int C, uint64_t seed) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
@@ -40,14 +39,6 @@ static void prune_random(lpv_model *m, int R, int C, uint64_t seed) {
     }
 }
 
-static void logits_of(lpv_model *m, const float *x, int B, float *out) {
-    lpv_workspace ws;
-    lpv_err err;
-    CHECK_OK(lpv_workspace_init(&ws, &m->cfg, B, &err), &err);
-    CHECK_OK(lpv_forward(m, &ws, x, B, out, &err), &err);
-    lpv_workspace_free(&ws);
-}
-
 static void test_roundtrip(int R, int C, int distilled) {
     lpv_model *m = tiny(3, distilled);
     prune_random(m, R, C, 11);
@@ -59,7 +50,7 @@ static void test_roundtrip(int R, int C, int distilled) {
     lpv_rng r;
     lpv_rng_seed(&r, 5);
     for (int i = 0; i < B * 3 * S * S; i++) x[i] = (float)lpv_rng_normal(&r);
-    logits_of(m, x, B, l_bsr);
+    test_logits(m, x, B, l_bsr);
 
     char p_bsr[128], p_dense[128];
     snprintf(p_bsr, sizeof p_bsr, "%s/pruned.safetensors", dir);
@@ -77,14 +68,14 @@ static void test_roundtrip(int R, int C, int distilled) {
     CHECK(mf->lpvit_meta && strstr(mf->lpvit_meta, "lpvit-bsr-v1"));
     CHECK(mf->blocks[1].fc2.bsr && !mf->blocks[1].fc2.w && md->blocks[1].fc2.w && !md->blocks[1].fc2.bsr);
     CHECK(fabs(lpv_model_linear_density(mf) - d) < 1e-12);
-    logits_of(mf, x, B, l_file);
-    logits_of(md, x, B, l_dense);
+    test_logits(mf, x, B, l_file);
+    test_logits(md, x, B, l_dense);
     CHECK(memcmp(l_file, l_bsr, sizeof l_bsr) == 0);
     test_diff df = test_compare(l_dense, l_bsr, (size_t)B * 40, 1e-3);
     CHECKF(df.max_rel < 1e-4, "R%d C%d: dense-masked vs bsr rel err %g", R, C, df.max_rel);
     /* densify in memory gives the dense-masked weights */
     CHECK_OK(lpv_model_densify(mf, &err), &err);
-    logits_of(mf, x, B, l_export);
+    test_logits(mf, x, B, l_export);
     CHECK(memcmp(l_export, l_dense, sizeof l_dense) == 0);
     lpv_model_free(m), lpv_model_free(mf), lpv_model_free(md);
     free(x);

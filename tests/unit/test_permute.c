@@ -14,14 +14,6 @@
 static lpv_model *tiny(uint64_t seed, int distilled) { return test_random_model(64, 2, 2, 128, 32, 40, distilled, seed); }
 
 
-static void logits_of(lpv_model *m, const float *x, int B, float *out) {
-    lpv_workspace ws;
-    lpv_err err;
-    CHECK_OK(lpv_workspace_init(&ws, &m->cfg, B, &err), &err);
-    CHECK_OK(lpv_forward(m, &ws, x, B, out, &err), &err);
-    lpv_workspace_free(&ws);
-}
-
 static void shuffle_groups(int32_t *a, int groups, int n, lpv_rng *r) {
     for (int g = 0; g < groups; g++) {
         int32_t *p = a + (int64_t)g * n;
@@ -42,7 +34,7 @@ static void test_function_preserved(int distilled) {
     lpv_rng r;
     lpv_rng_seed(&r, 3);
     for (int i = 0; i < B * 3 * S * S; i++) x[i] = (float)lpv_rng_normal(&r);
-    logits_of(m, x, B, a);
+    test_logits(m, x, B, a);
 
     lpv_perm p;
     lpv_err err;
@@ -56,7 +48,7 @@ static void test_function_preserved(int distilled) {
     float w0 = m->blocks[0].qkv.w[0];
     CHECK_OK(lpv_model_permute(m, &p, &err), &err);
     CHECK(m->blocks[0].qkv.w[0] != w0); /* the weights did move */
-    logits_of(m, x, B, b);
+    test_logits(m, x, B, b);
     double maxd = 0, maxa = 0;
     for (int i = 0; i < B * K; i++) {
         maxd = fmax(maxd, fabs(a[i] - b[i]));
@@ -68,7 +60,7 @@ static void test_function_preserved(int distilled) {
     lpv_perm_identity(&p);
     shuffle_groups(p.qk + p.head_dim, 1, p.head_dim, &r);
     CHECK_OK(lpv_model_permute(m, &p, &err), &err);
-    logits_of(m, x, B, a);
+    test_logits(m, x, B, a);
     maxd = 0;
     for (int i = 0; i < B * K; i++) maxd = fmax(maxd, fabs(a[i] - b[i]));
     CHECKF(maxd <= 1e-5 * fmax(1, maxa), "q/k-permuted logits differ by %g", maxd);

@@ -103,8 +103,8 @@ static void print_table(const lpv_prune_result *r, const char *out) {
         printf("heads refit     logits' relative error on the calibration images %.4f -> %.4f\n",
                r->recon.logit_err_before, r->recon.logit_err_after);
     if (r->skipped.n)
-        printf("skipped         %d image%s that could not be read (first: %s)\n", r->skipped.n,
-               r->skipped.n == 1 ? "" : "s", r->skipped.first_reason);
+        printf("calibration     %d image%s skipped, unreadable (first: %s)\n", r->skipped.n, r->skipped.n == 1 ? "" : "s",
+               r->skipped.first_reason);
     int cached = 0;
     for (int s = 0; s < r->n_steps; s++) cached += r->step_from_cache[s];
     printf("wall time       %.1fs (channel sort %.1fs, statistics %.1fs%s, saliency %.2fs, cost %.2fs, allocation %.2fs, "

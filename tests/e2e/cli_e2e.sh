@@ -226,7 +226,7 @@ run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --exclude "
 # one unreadable image in the calibration folder: every pass skips it, the prune completes and says so
 run 0 "$L" prune --model "$M" --calib-dir "$T/mini" --calib-size 20 --permute-images 4 --target-flops 0.7 --block 16x16 \
   --steps 2 $C --out "$T/skip.safetensors" --report "$T/skip.json"
-grep -q "^skipped  *1 image that could not be read" "$T/out" && ok || bad "prune did not report the skipped image: $(tail -3 "$T/out")"
+grep -q "^calibration  *1 image skipped, unreadable (first: .*broken.JPEG" "$T/out" && ok || bad "prune did not report the skipped image: $(tail -3 "$T/out")"
 grep -q "warning: image skipped: .*broken.JPEG" "$T/err" && ok || bad "prune did not warn about broken.JPEG"
 [ "$(lpv_json "$T/skip.json" calibration.images_skipped)" = 1 ] && [[ "$(lpv_json "$T/skip.json" calibration.skipped_files.0)" == */broken.JPEG ]] \
   && ok || bad "prune report lacks the skipped image"

@@ -27,10 +27,12 @@ lpv_timing lpv_timing_of(double *sec, int n);
 lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int warmup, int reps,
                                  uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err);
 
-/* Forward passes of B random images through `a` and `b` (either may be NULL), interleaved.
- * Per-op profiles (summed over the timed reps) go to pa / pb when non-NULL. */
-lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int warmup, int reps, uint64_t seed,
-                                  lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb, lpv_err *err);
+/* Forward passes of B random images through `a` and `b` (either may be NULL), interleaved; bf16: the
+ * workspace runs the layers' BF16 packs (lpv_workspace_use_bf16). Per-op profiles (summed over the timed reps)
+ * go to pa / pb when non-NULL. */
+lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int bf16, int warmup, int reps,
+                                  uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb,
+                                  lpv_err *err);
 
 /* Prunes each linear layer selected by `which` to density d with a uniformly random block mask
  * (exactly round(d * blocks) kept, at least one). which: bit 0 block linears, bit 1 patch embed, bit 2 heads. */

@@ -61,6 +61,8 @@ typedef struct lpv_bsr {
     float *values;      /* (nnzb, R, C) canonical, zero beyond the dense edges */
     /* ---- kernel tables (derived; see bsr.c) ---- */
     float *packed;      /* (nnzb·R·C): per block row, per 8-row group, its blocks' [C][8] slices */
+    uint32_t *packed_bf16; /* (nnzb·R·C/2) the same order in BF16 pairs along K, [C/2][8] per slice, or NULL
+                            * until lpv_bsr_pack_bf16 (pair = bf16(w[k]) | bf16(w[k+1]) << 16) */
     int ngran;          /* ceil(cols / LPV_BSR_KGRAN) */
     int32_t *gran_ptr;  /* (nbr, ngran + 1): first block of a row at or after granule g */
     int ngroups;        /* 8-row groups holding at least one dense row */
@@ -117,6 +119,24 @@ void lpv_bsr_matmul_isa(const lpv_bsr *W, const float *bias, const float *X, int
 void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T,
                          int epi, lpv_isa isa, int tid, int nthreads);
 
+/* ---- BF16: BF16 products, FP32 sums (AVX512-BF16 vdpbf16ps) ----
+ * Weights and activations are rounded to BF16 (round to nearest even; NaN stays NaN), multiplied exactly
+ * and summed in FP32; bias, GELU and the residual add stay FP32. Activations go in as "pairs" along K:
+ *     X2 (ceil(K / 2), ldx) uint32, X2[p][t] = bf16(X[2p][t]) | bf16(X[2p + 1][t]) << 16
+ * (lpv_bf16_pack_x; an odd K gets a zero high half). Y is FP32 as in lpv_bsr_matmul. The kernel needs
+ * ISA avx512bf16; LPV_ISA_REF runs the plain-loop reference (same numbers up to the order of the
+ * FP32 sums: |Δ| <= 2^-20 · Σ_k |w_k x_k| is what test_bsr checks). */
+
+/* The BF16 form of W's packed weights, in arena (NULL: W's own arena; W must own one). */
+lpv_status lpv_bsr_pack_bf16(lpv_bsr *W, lpv_arena *arena, lpv_err *err);
+/* X2 <- X (K, T) as pairs, both with row stride ld; columns [T, round16(T)) too when round16(T) <= ld. */
+void lpv_bf16_pack_x(uint32_t *X2, const float *X, int ld, int K, int T);
+void lpv_bsr_matmul_bf16(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy, int T,
+                         int epi);
+/* With an explicit ISA (LPV_ISA_AVX512BF16 or LPV_ISA_REF) and thread count. */
+void lpv_bsr_matmul_bf16_isa(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy, int T,
+                             int epi, lpv_isa isa, int nthreads);
+/* (the scalar conversions, lpv_bf16_from_f32 / lpv_bf16_to_f32, are in safetensors.h) */
 /* ---- vectorized exact GELU (used by the BSR epilogue) ----
  * x[i] = 0.5·x·(1 + erf(x/√2)) in place, relative error <= ~5e-7 everywhere
  * (src/engine/kernels/vmath.h), AVX-512 / AVX2 by lpv_isa_get(), scalar otherwise.

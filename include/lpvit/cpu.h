@@ -17,15 +17,25 @@
 #ifndef LPVIT_CPU_H
 #define LPVIT_CPU_H
 
+#include <stddef.h>
+
 #include "lpvit/error.h"
 #include "lpvit/names.h"
 
-#define LPV_ISA_LIST(X) X(LPV_ISA_REF, "ref") X(LPV_ISA_AVX2, "avx2") X(LPV_ISA_AVX512, "avx512")
+/* Ordered levels: each runs every kernel of the levels below it. avx512bf16 adds the BF16 dot product
+ * (vdpbf16ps) to avx512; its FP32 kernels are avx512's (lpv_isa_fp32). */
+#define LPV_ISA_LIST(X) \
+    X(LPV_ISA_REF, "ref") X(LPV_ISA_AVX2, "avx2") X(LPV_ISA_AVX512, "avx512") X(LPV_ISA_AVX512BF16, "avx512bf16")
 typedef enum { LPV_ISA_LIST(LPV_ENUM_VALUE) LPV_ISA_COUNT } lpv_isa;
+
+/* The FP32 kernel family an ISA level runs (avx512bf16 -> avx512). */
+static inline lpv_isa lpv_isa_fp32(lpv_isa isa) { return isa > LPV_ISA_AVX512 ? LPV_ISA_AVX512 : isa; }
 
 typedef struct {
     int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512_bf16, avx512_vnni;
+    int amx_tile, amx_bf16, amx_int8; /* found; no lpvit kernel uses AMX yet */
     int os_avx, os_avx512; /* XCR0 says the OS saves the registers */
+    int os_amx;            /* XCR0 says the OS saves the tile state (Linux still wants ARCH_REQ_XCOMP_PERM) */
     int family, model;
     char vendor[16];
     char brand[64];
@@ -60,6 +70,9 @@ const char *lpv_blas_corename(void);
 const char *lpv_blas_config(void);
 /* Where the core came from: "auto", "env" (user set it) or "lpvit" (re-exec). */
 const char *lpv_blas_core_source(void);
+
+/* "avx2 fma avx512f ... avx512_bf16 amx_tile" : the features lpvit's dispatch looks at, as found. */
+void lpv_cpu_features(char *buf, size_t cap);
 
 /* Monotonic seconds. */
 double lpv_now(void);

@@ -53,6 +53,7 @@ typedef struct {
     float *lt;       /* (classes, n_outputs * round16(max_batch)) head outputs, feature-major */
     float *scratch;  /* attention scores, per thread */
     int scratch_threads;
+    uint32_t *xbf;   /* (max(D, F) / 2, ld) a linear input as BF16 pairs, or NULL: BF16 off (lpv_workspace_use_bf16) */
     lpv_profile *profile; /* optional, caller-owned */
     /* optional: called with the input of every linear layer just before it runs;
        layer = index in lpv_model_layers order, X (in, ld) with ncols valid columns */
@@ -66,6 +67,9 @@ typedef struct {
 
 lpv_status lpv_workspace_init(lpv_workspace *ws, const lpv_config *cfg, int max_batch, lpv_err *err);
 void lpv_workspace_free(lpv_workspace *ws);
+/* Turns BF16 on for this workspace: every linear that has a BF16 pack (lpv_model_pack_bf16) then runs in
+ * BF16 (its input converted into ws->xbf first); the others, and all other ops, stay FP32. */
+lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err);
 
 /* images (B, C, S, S) → logits (B, classes). B <= ws->max_batch. */
 lpv_status lpv_forward(const lpv_model *m, lpv_workspace *ws, const float *images, int B, float *logits,

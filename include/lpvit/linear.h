@@ -32,6 +32,12 @@ typedef struct lpv_linear {
 /* Y = epi(W X + b), X (in, T) with row stride ldx, Y (out, T) with row stride ldy.
  * Runs bsr if set, else blocked if set, else OpenBLAS. */
 void lpv_linear_forward(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi);
+/* The BF16 path: X2 is the input as BF16 pairs (lpv_bf16_pack_x, bsr.h) with row stride ldx; runs the layer's
+ * BSR weights, or its blocked dense copy, in their BF16 pack. Only for a layer with lpv_linear_has_bf16. */
+void lpv_linear_forward_bf16(const lpv_linear *L, const uint32_t *X2, int ldx, float *Y, int ldy, int T, int epi);
+/* 1 when the layer has a BF16 pack (lpv_model_pack_bf16, model.h). */
+int lpv_linear_has_bf16(const lpv_linear *L);
+
 /* Dense path with OpenBLAS, whatever L->bsr says (the baseline bench compares against). */
 void lpv_linear_forward_dense(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi);
 /* Naive triple loop with the same contract (reference for tests). */

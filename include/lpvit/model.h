@@ -115,6 +115,13 @@ lpv_status lpv_model_sparsify(lpv_model *m, lpv_linear *L, int R, int C, const u
  * in the model arena. Call it after the last change to the weights (prune/reconstruct
  * never call it). Nothing to do under --isa ref. */
 lpv_status lpv_model_pack_dense(lpv_model *m, int R, int C, lpv_err *err);
+/* The BF16 engine's weights: every block linear (qkv, proj, fc1, fc2) gets a BF16 pack of its BSR weights, or
+ * of a blocked copy of its dense weights (R x C blocks, all kept), in the model arena (half the FP32 size
+ * more). The patch embedding and the heads stay FP32, as the BF16 accuracy measurements had them.
+ * A workspace runs them with lpv_workspace_use_bf16 (forward.h). Call it after the last change to the weights. */
+lpv_status lpv_model_pack_bf16(lpv_model *m, int R, int C, lpv_err *err);
+/* 1 when some layer has a BF16 pack. */
+int lpv_model_has_bf16(const lpv_model *m);
 /* Turns every BSR layer back into a dense weight with zeros in pruned blocks (for dense baselines). */
 lpv_status lpv_model_densify(lpv_model *m, lpv_err *err);
 /* Kept weights of all linear layers / their dense count (1.0 for a dense model). */

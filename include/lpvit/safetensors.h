@@ -89,6 +89,8 @@ const char *lpv_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
 float lpv_f16_to_f32(uint16_t h);
 uint16_t lpv_f32_to_f16(float f);
 float lpv_bf16_to_f32(uint16_t h);
+/* x rounded to BF16: nearest, ties to even; a NaN stays a (quiet) NaN, never rounds into an Inf. */
+uint16_t lpv_bf16_from_f32(float x);
 
 /* ---- writer ---- */
 typedef struct {

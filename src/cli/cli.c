@@ -201,6 +201,24 @@ lpv_status cli_dense_kernel(const char *s, lpv_err *err) {
     return LPV_OK;
 }
 
+lpv_status cli_precision(const char *s, int *bf16, lpv_err *err) {
+    *bf16 = 0;
+    if (!s || strcmp(s, "fp32") == 0) return LPV_OK;
+    if (strcmp(s, "bf16") != 0) return lpv_fail(err, LPV_E_ARG, "--precision: expected fp32 or bf16, got '%s'", s);
+    lpv_isa isa = lpv_isa_get();
+    if (isa != LPV_ISA_REF && isa < LPV_ISA_AVX512BF16)
+        return lpv_fail(err, LPV_E_UNSUPPORTED,
+                        "--precision bf16 needs isa avx512bf16, and this run has '%s' (cpu best: '%s'; --isa ref runs "
+                        "the slow reference kernel)",
+                        lpv_isa_name(isa), lpv_isa_name(lpv_isa_best()));
+    *bf16 = 1;
+    return LPV_OK;
+}
+
+lpv_status cli_pack_bf16(lpv_model *m, int bf16, lpv_err *err) {
+    return m && bf16 ? lpv_model_pack_bf16(m, 32, 32, err) : LPV_OK;
+}
+
 lpv_status cli_pack_dense(lpv_model *m, lpv_err *err) {
     if (!m || lpv_dense_kernel_get() != LPV_DENSE_BLOCKED) return LPV_OK;
     return lpv_model_pack_dense(m, 32, 32, err);

@@ -53,6 +53,11 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 lpv_status cli_runtime(int threads, const char *isa, lpv_err *err);
 /* --dense-kernel blocked|openblas: sets the process-wide choice (NULL keeps the default). */
 lpv_status cli_dense_kernel(const char *s, lpv_err *err);
+/* --precision fp32|bf16 (NULL: fp32) into *bf16; bf16 needs ISA avx512bf16, or ref (the reference kernel).
+ * Call after cli_runtime. */
+lpv_status cli_precision(const char *s, int *bf16, lpv_err *err);
+/* The BF16 packs of m's block linears when bf16 (lpv_model_pack_bf16), after cli_pack_dense. */
+lpv_status cli_pack_bf16(lpv_model *m, int bf16, lpv_err *err);
 /* Packs a model's dense layers for the blocked kernel when that is the choice (inference only:
  * call it after the last change to the weights). */
 lpv_status cli_pack_dense(lpv_model *m, lpv_err *err);
@@ -97,8 +102,9 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
 
 /* Standard option rows shared by several commands. */
 #define CLI_OPT_THREADS(dst) {"--threads", OPT_INT, dst, "N", "threads for all compute (default: all CPUs)", 0, 4096, NULL}
-#define CLI_OPT_ISA(dst) {"--isa", OPT_STR, dst, "ISA", "kernel ISA: auto, avx512, avx2, ref (default auto)", 0, 0, NULL}
+#define CLI_OPT_ISA(dst) {"--isa", OPT_STR, dst, "ISA", "kernel ISA: auto, avx512bf16, avx512, avx2, ref (default auto: the best the CPU has)", 0, 0, NULL}
 #define CLI_OPT_DENSE_KERNEL(dst) {"--dense-kernel", OPT_STR, dst, "K", "dense layers: blocked (lpvit's kernel) or openblas (default blocked)", 0, 0, NULL}
+#define CLI_OPT_PRECISION(dst) {"--precision", OPT_STR, dst, "P", "fp32, or bf16: the block linears in BF16 (FP32 sums; needs AVX512-BF16) (default fp32)", 0, 0, NULL}
 #define CLI_OPT_QUIET(dst) {"--quiet", OPT_FLAG, dst, NULL, "no progress or log lines on stderr", 0, 0, NULL}
 
 #endif

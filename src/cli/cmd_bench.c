@@ -25,7 +25,7 @@
 
 typedef struct {
     cli_model_args ma;
-    const char *pruned, *block, *json, *isa, *out, *dense_kernel;
+    const char *pruned, *block, *json, *isa, *out, *dense_kernel, *precision;
     double density;
     int random_weights, batch, threads, reps, warmup, seed, no_layers, include_patch, include_heads, calibrate;
 } bench_opts;
@@ -139,6 +139,36 @@ static cJSON *timing_json(const lpv_timing *t) {
     return o;
 }
 
+/* The same models end to end with the block linears in BF16, beside the FP32 times just measured. */
+static lpv_status bench_bf16(const bench_opts *o, const bench_models *bm, const lpv_timing *fp32_dense, cJSON *e,
+                             int human, lpv_err *err) {
+    lpv_timing td, ts;
+    LPV_TRY(lpv_bench_forward_pair(bm->dense, bm->sparse, o->batch, 1, o->warmup, o->reps, (uint64_t)o->seed, &td, &ts,
+                                   NULL, NULL, err));
+    cJSON *b = cJSON_AddObjectToObject(e, "bf16");
+    cJSON *d = timing_json(&td);
+    cJSON_AddNumberToObject(d, "ms_per_image", td.median_ms / o->batch);
+    cJSON_AddNumberToObject(d, "speedup_vs_fp32_dense", fp32_dense->median_ms / td.median_ms);
+    cJSON_AddItemToObject(b, "dense", d);
+    if (bm->sparse) {
+        cJSON *s = timing_json(&ts);
+        cJSON_AddNumberToObject(s, "ms_per_image", ts.median_ms / o->batch);
+        cJSON_AddNumberToObject(s, "speedup_vs_fp32_dense", fp32_dense->median_ms / ts.median_ms);
+        cJSON_AddNumberToObject(s, "speedup_vs_bf16_dense", td.median_ms / ts.median_ms);
+        cJSON_AddItemToObject(b, "sparse", s);
+    }
+    if (human) {
+        printf("\nend to end in BF16 (block linears; batch %d, median of %d)\n  %-8s %10s %10s %10s %14s\n", o->batch,
+               o->reps, "", "ms/batch", "ms/image", "images/s", "vs fp32 dense");
+        printf("  %-8s %10.2f %10.2f %10.1f %13.2fx\n", "dense", td.median_ms, td.median_ms / o->batch,
+               1e3 * o->batch / td.median_ms, fp32_dense->median_ms / td.median_ms);
+        if (bm->sparse)
+            printf("  %-8s %10.2f %10.2f %10.1f %13.2fx\n", "sparse", ts.median_ms, ts.median_ms / o->batch,
+                   1e3 * o->batch / ts.median_ms, fp32_dense->median_ms / ts.median_ms);
+    }
+    return LPV_OK;
+}
+
 static lpv_status bench_layers(const bench_opts *o, bench_models *bm, cJSON *arr, int human, lpv_err *err) {
     lpv_layer_ref rd[LPV_MAX_LAYERS], rs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(bm->dense, rd, LPV_MAX_LAYERS);
@@ -237,6 +267,7 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_ISA(&o.isa),
         CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
+        {"--precision", OPT_STR, &o.precision, "P", "fp32, or bf16: also time both models end to end with their block linears in BF16, beside FP32 (needs AVX512-BF16)", 0, 0, NULL},
         CLI_OPT_QUIET(&o.ma.quiet),
         {0},
     };
@@ -255,8 +286,10 @@ int cmd_bench(int argc, char **argv) {
     if (o.block && !(o.density > 0) && !o.calibrate) return cli_usage_error("--block goes with --density or --calibrate");
     if (o.calibrate && (!o.out || !o.ma.model)) return cli_usage_error("--calibrate needs --model and --out");
     lpv_err err;
+    int bf16 = 0;
     lpv_status st = cli_runtime(o.threads, o.isa, &err);
     if (st == LPV_OK) st = cli_dense_kernel(o.dense_kernel, &err);
+    if (st == LPV_OK) st = cli_precision(o.precision, &bf16, &err);
     if (st) return cli_fail(&err, st);
     bench_models bm;
     memset(&bm, 0, sizeof bm);
@@ -270,6 +303,8 @@ int cmd_bench(int argc, char **argv) {
     /* both sides get the fastest dense path for their dense layers: the baseline is not a straw man */
     if (st == LPV_OK) st = cli_pack_dense(bm.dense, &err);
     if (st == LPV_OK) st = cli_pack_dense(bm.sparse, &err);
+    if (st == LPV_OK) st = cli_pack_bf16(bm.dense, bf16, &err);
+    if (st == LPV_OK) st = cli_pack_bf16(bm.sparse, bf16, &err);
     if (st) {
         lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
         return cli_fail(&err, st);
@@ -298,7 +333,7 @@ int cmd_bench(int argc, char **argv) {
     lpv_profile pd, ps;
     memset(&pd, 0, sizeof pd), memset(&ps, 0, sizeof ps);
     if (st == LPV_OK)
-        st = lpv_bench_forward_pair(bm.dense, bm.sparse, o.batch, o.warmup, o.reps, (uint64_t)o.seed, &td, &ts, &pd,
+        st = lpv_bench_forward_pair(bm.dense, bm.sparse, o.batch, 0, o.warmup, o.reps, (uint64_t)o.seed, &td, &ts, &pd,
                                     bm.sparse ? &ps : NULL, &err);
     if (st == LPV_OK) {
         cJSON *e = cJSON_AddObjectToObject(j, "end_to_end");
@@ -327,6 +362,7 @@ int cmd_bench(int argc, char **argv) {
             }
             print_profile_pair(&pd, bm.sparse ? &ps : NULL);
         }
+        if (bf16) st = bench_bf16(&o, &bm, &td, e, human, &err);
         lpv_report_environment(j);
         if (o.json) st = cli_json_out(j, o.json, &err);
     }

@@ -25,7 +25,7 @@
 
 typedef struct {
     cli_model_args ma;
-    const char *dir, *synsets, *labels, *json, *isa, *dense_kernel;
+    const char *dir, *synsets, *labels, *json, *isa, *dense_kernel, *precision;
     int batch, threads, limit, strict, profile, decode_threads;
 } eval_opts;
 
@@ -70,6 +70,11 @@ static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_da
     int batch = o->batch < ds->n ? o->batch : ds->n;
     lpv_workspace ws;
     LPV_TRY(lpv_workspace_init(&ws, c, batch, err));
+    lpv_status st0 = lpv_model_has_bf16(cm->model) ? lpv_workspace_use_bf16(&ws, err) : LPV_OK;
+    if (st0) {
+        lpv_workspace_free(&ws);
+        return st0;
+    }
     if (o->profile) ws.profile = &r->prof;
     float *logits = malloc(sizeof(float) * (size_t)batch * c->classes);
     lpv_loader *L = NULL;
@@ -161,6 +166,7 @@ static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, e
     cJSON_AddItemToObject(j, "mean", cJSON_CreateFloatArray(pp->mean, 3));
     cJSON_AddItemToObject(j, "std", cJSON_CreateFloatArray(pp->std, 3));
     cJSON_AddStringToObject(j, "preprocess_source", cm->pp_source);
+    cJSON_AddStringToObject(j, "precision", lpv_model_has_bf16(m) ? "bf16" : "fp32");
     cJSON_AddNumberToObject(j, "images", (double)r->images);
     cJSON_AddNumberToObject(j, "correct_top1", (double)r->correct1);
     cJSON_AddNumberToObject(j, "correct_top5", (double)r->correct5);
@@ -237,6 +243,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_ISA(&o.isa),
         CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
+        CLI_OPT_PRECISION(&o.precision),
         CLI_OPT_QUIET(&o.ma.quiet),
         {0},
     };
@@ -252,8 +259,10 @@ int cmd_eval(int argc, char **argv) {
     if (!o.ma.model) return cli_usage_error("--model is required");
     if (!o.dir) return cli_usage_error("--imagenet-dir is required");
     lpv_err err;
+    int bf16 = 0;
     lpv_status st = cli_runtime(o.threads, o.isa, &err);
     if (st == LPV_OK) st = cli_dense_kernel(o.dense_kernel, &err);
+    if (st == LPV_OK) st = cli_precision(o.precision, &bf16, &err);
     if (st) return cli_fail(&err, st);
     if (!lpv_is_dir(o.dir)) {
         lpv_fail(&err, LPV_E_IO, "--imagenet-dir '%s' is not a directory", o.dir);
@@ -261,7 +270,7 @@ int cmd_eval(int argc, char **argv) {
     }
     cli_model cm;
     if ((st = cli_open_model(&o.ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
-    if ((st = cli_pack_dense(cm.model, &err)) != LPV_OK) {
+    if ((st = cli_pack_dense(cm.model, &err)) != LPV_OK || (st = cli_pack_bf16(cm.model, bf16, &err)) != LPV_OK) {
         cli_close_model(&cm);
         return cli_fail(&err, st);
     }

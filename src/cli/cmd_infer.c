@@ -27,7 +27,7 @@ static lpv_status run_batches(const lpv_model *m, const float *x, int n, int bat
     int b = n < batch ? n : batch;
     LPV_TRY(lpv_workspace_init(&ws, &m->cfg, b, err));
     int64_t per = (int64_t)m->cfg.chans * m->cfg.img * m->cfg.img;
-    lpv_status st = LPV_OK;
+    lpv_status st = lpv_model_has_bf16(m) ? lpv_workspace_use_bf16(&ws, err) : LPV_OK;
     for (int i = 0; i < n && st == LPV_OK; i += b) {
         int k = n - i < b ? n - i : b;
         st = lpv_forward(m, &ws, x + (int64_t)i * per, k, logits + (int64_t)i * m->cfg.classes, err);
@@ -156,7 +156,8 @@ int cmd_infer(int argc, char **argv) {
     cli_model_args ma;
     cli_model_args_init(&ma);
     const char *input = NULL, *out = NULL, *isa = NULL, *synsets = NULL, *json = NULL, *dense_kernel = NULL;
-    int threads = 0, batch = 16;
+    const char *precision = NULL;
+    int threads = 0, batch = 16, bf16 = 0;
     const cli_opt opts[] = {
         {"--model", OPT_STR, &ma.model, "M", "preset name, .safetensors file or Hugging Face folder", 0, 0, NULL},
         {"--weights", OPT_STR, &ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
@@ -173,6 +174,7 @@ int cmd_infer(int argc, char **argv) {
         CLI_OPT_THREADS(&threads),
         CLI_OPT_ISA(&isa),
         CLI_OPT_DENSE_KERNEL(&dense_kernel),
+        CLI_OPT_PRECISION(&precision),
         CLI_OPT_QUIET(&ma.quiet),
         {0},
     };
@@ -191,10 +193,12 @@ int cmd_infer(int argc, char **argv) {
     lpv_err err;
     lpv_status st = cli_runtime(threads, isa, &err);
     if (st == LPV_OK) st = cli_dense_kernel(dense_kernel, &err);
+    if (st == LPV_OK) st = cli_precision(precision, &bf16, &err);
     if (st) return cli_fail(&err, st);
     cli_model cm;
     if ((st = cli_open_model(&ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
-    if ((st = cli_pack_dense(cm.model, &err)) == LPV_OK)
+    if ((st = cli_pack_dense(cm.model, &err)) == LPV_OK) st = cli_pack_bf16(cm.model, bf16, &err);
+    if (st == LPV_OK)
         st = input ? infer_tensor(&cm, input, out, batch, &err) : infer_images(&cm, pos, npos, batch, synsets, json, &err);
     cli_close_model(&cm);
     return st ? cli_fail(&err, st) : 0;

@@ -51,9 +51,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
-        char env[512];
+        char env[512], feat[256];
         lpv_environment_line(env, sizeof env);
-        printf("%s\n", env);
+        lpv_cpu_features(feat, sizeof feat);
+        printf("%s\ncpu features: %s\n", env, feat);
         return 0;
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)

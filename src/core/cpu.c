@@ -47,6 +47,7 @@ const lpv_cpu_info *lpv_cpu(void) {
             unsigned long long xcr0 = xgetbv0();
             g_cpu.os_avx = (xcr0 & 6) == 6;
             g_cpu.os_avx512 = (xcr0 & 0xe6) == 0xe6;
+            g_cpu.os_amx = (xcr0 & 0x60000) == 0x60000; /* XTILECFG, XTILEDATA */
         }
     }
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
@@ -56,6 +57,9 @@ const lpv_cpu_info *lpv_cpu(void) {
         g_cpu.avx512bw = (b >> 30) & 1;
         g_cpu.avx512vl = (b >> 31) & 1;
         g_cpu.avx512_vnni = (c >> 11) & 1;
+        g_cpu.amx_bf16 = (d >> 22) & 1;
+        g_cpu.amx_tile = (d >> 24) & 1;
+        g_cpu.amx_int8 = (d >> 25) & 1;
     }
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) g_cpu.avx512_bf16 = (a >> 5) & 1;
     unsigned ext = __get_cpuid_max(0x80000000, NULL);
@@ -75,7 +79,9 @@ const lpv_cpu_info *lpv_cpu(void) {
 
 lpv_isa lpv_isa_best(void) {
     const lpv_cpu_info *c = lpv_cpu();
-    if (c->os_avx512 && c->avx512f && c->avx512bw && c->avx512vl && c->avx512dq && c->fma) return LPV_ISA_AVX512;
+    int avx512 = c->os_avx512 && c->avx512f && c->avx512bw && c->avx512vl && c->avx512dq && c->fma;
+    if (avx512 && c->avx512_bf16) return LPV_ISA_AVX512BF16;
+    if (avx512) return LPV_ISA_AVX512;
     if (c->os_avx && c->avx2 && c->fma) return LPV_ISA_AVX2;
     return LPV_ISA_REF;
 }
@@ -104,7 +110,7 @@ lpv_status lpv_isa_parse(const char *s, lpv_isa *out, lpv_err *err) {
     }
     int v;
     if (lpv_enum_parse(ISA_NAMES, LPV_ISA_COUNT, "isa", s, &v, NULL) != LPV_OK)
-        return lpv_fail_param(err, LPV_E_ARG, "isa", "expected auto, ref, avx2 or avx512, got '%s'", s);
+        return lpv_fail_param(err, LPV_E_ARG, "isa", "expected auto, ref, avx2, avx512 or avx512bf16, got '%s'", s);
     *out = (lpv_isa)v;
     return LPV_OK;
 }
@@ -168,3 +174,18 @@ lpv_dense_kernel lpv_dense_kernel_get(void) { return g_dense_kernel; }
 const char *lpv_dense_kernel_name(lpv_dense_kernel k) { return k == LPV_DENSE_BLAS ? "openblas" : "blocked"; }
 
 int lpv_team_size(void) { return omp_in_parallel() ? 1 : lpv_threads_get(); }
+
+void lpv_cpu_features(char *buf, size_t cap) {
+    const lpv_cpu_info *c = lpv_cpu();
+    struct {
+        int on;
+        const char *name;
+    } f[] = {{c->avx2, "avx2"},           {c->fma, "fma"},           {c->avx512f, "avx512f"},
+             {c->avx512bw, "avx512bw"},   {c->avx512vl, "avx512vl"}, {c->avx512_vnni, "avx512_vnni"},
+             {c->avx512_bf16, "avx512_bf16"}, {c->amx_tile, "amx_tile"}, {c->amx_bf16, "amx_bf16"},
+             {c->amx_int8, "amx_int8"}};
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < sizeof f / sizeof *f && n < cap; i++)
+        if (f[i].on) n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? " " : "", f[i].name);
+}

@@ -59,8 +59,9 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
     return LPV_OK;
 }
 
-lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int warmup, int reps, uint64_t seed,
-                                  lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb, lpv_err *err) {
+lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int bf16, int warmup, int reps,
+                                  uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb,
+                                  lpv_err *err) {
     const lpv_model *ref = a ? a : b;
     if (!ref || reps < 1) return lpv_fail(err, LPV_E_ARG, "bench: nothing to time");
     const lpv_config *c = &ref->cfg;
@@ -70,6 +71,7 @@ lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B,
     lpv_workspace ws;
     lpv_status st = (!x || !logits || !sa || !sb) ? lpv_fail(err, LPV_E_OOM, "out of memory")
                                                   : lpv_workspace_init(&ws, c, B, err);
+    if (!st && bf16 && (st = lpv_workspace_use_bf16(&ws, err)) != LPV_OK) lpv_workspace_free(&ws);
     if (st) {
         free(x), free(logits), free(sa), free(sb);
         return st;

@@ -18,6 +18,7 @@
  * one chunk stay in L1 (see plan_blocking).
  */
 #include "lpvit/bsr.h"
+#include "lpvit/safetensors.h"
 
 #include <math.h>
 #include <omp.h>
@@ -306,12 +307,13 @@ static void make_plan(const lpv_bsr *W, int ldx, int ldy, int T, int tid, int nt
 }
 
 /* ---------------------------------------------------------------------------
- * Reference kernel: plain loops over the canonical `values`, same split. */
+ * Reference kernel: plain loops over the canonical `values`, same split. With X2 (BF16 pairs) instead of X,
+ * the BF16 reference: BF16-rounded weights times the pairs' values, summed in FP32 in k order. */
 
 static float gelu_ref(float v) { return (float)(0.5 * (double)v * erfc(-(double)v * 0.70710678118654752440)); }
 
-static void part_ref(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi,
-                     const lpv__bsr_plan *p) {
+static void part_ref(const lpv_bsr *W, const float *bias, const float *X, const uint32_t *X2, int ldx, float *Y,
+                     int ldy, int T, int epi, const lpv__bsr_plan *p) {
     int R = W->R, C = W->C;
     int t0 = p->v0 * 16, t1 = p->v1 * 16 < T ? p->v1 * 16 : T;
     int r1 = p->g1 * 8 < W->rows ? p->g1 * 8 : W->rows;
@@ -323,10 +325,16 @@ static void part_ref(const lpv_bsr *W, const float *bias, const float *X, int ld
         for (int32_t j = W->row_ptr[i]; j < W->row_ptr[i + 1]; j++) {
             const float *v = W->values + (int64_t)j * R * C + (int64_t)(r - i * R) * C;
             int c0 = W->col_idx[j] * C;
-            for (int c = 0; c < C && c0 + c < W->cols; c++) {
-                const float *x = X + (int64_t)(c0 + c) * ldx;
-                float w = v[c];
-                for (int t = t0; t < t1; t++) y[t] += w * x[t];
+            for (int c = 0, k = c0; c < C && k < W->cols; c++, k++) {
+                if (X2) {
+                    const uint32_t *x = X2 + (int64_t)(k / 2) * ldx;
+                    float w = lpv_bf16_to_f32(lpv_bf16_from_f32(v[c]));
+                    int shift = k % 2 ? 16 : 0;
+                    for (int t = t0; t < t1; t++) y[t] += w * lpv_bf16_to_f32((uint16_t)(x[t] >> shift));
+                } else {
+                    const float *x = X + (int64_t)k * ldx;
+                    for (int t = t0; t < t1; t++) y[t] += v[c] * x[t];
+                }
             }
         }
         if (epi & LPV_EPI_GELU)
@@ -339,15 +347,15 @@ static void part_ref(const lpv_bsr *W, const float *bias, const float *X, int ld
  * L2), K chunks (the kept weights of a chunk stay in L1), then each 8-row
  * group's blocks of the chunk, run by the ISA's micro-kernel. */
 
-static void part_simd(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int epi,
-                      const lpv__bsr_plan *p, lpv__bsr_group_fn run) {
+static void part_simd(const lpv_bsr *W, const float *bias, const float *X, const uint32_t *X2, int ldx, float *Y,
+                      int ldy, int epi, const lpv__bsr_plan *p, lpv__bsr_group_fn run) {
     const int R = W->R, C = W->C, gpb = R / 8, ngran = W->ngran;
     const int acc_mode = (epi & LPV_EPI_ACC) != 0, gelu = (epi & LPV_EPI_GELU) != 0;
     static const float zeros[8];
     float b8[8];
     lpv__bsr_group a;
     memset(&a, 0, sizeof a);
-    a.X = X, a.ldx = ldx, a.ldy = ldy, a.C = C, a.K = W->cols;
+    a.X = X, a.X2 = X2, a.ldx = ldx, a.ldy = ldy, a.C = C, a.K = W->cols;
     for (int pv0 = p->v0; pv0 < p->v1; pv0 += p->panel_vec) {
         int pv1 = pv0 + p->panel_vec < p->v1 ? pv0 + p->panel_vec : p->v1;
         int has_tail = p->tail > 0 && pv1 > p->nvec_full; /* then vector pv1 - 1 is the partial one */
@@ -362,7 +370,9 @@ static void part_simd(const lpv_bsr *W, const float *bias, const float *X, int l
                 int32_t bs = gp[gl], be = gp[gh];
                 if (!first && bs == be && !(last && gelu)) continue;
                 a.nrows = W->rows - 8 * g < 8 ? W->rows - 8 * g : 8;
-                a.wp = W->packed + (int64_t)rp * R * C + ((int64_t)s * nbt + (bs - rp)) * 8 * C;
+                int64_t off = (int64_t)rp * R * C + ((int64_t)s * nbt + (bs - rp)) * 8 * C; /* in floats */
+                a.wp = W->packed + off;
+                a.wp2 = W->packed_bf16 ? W->packed_bf16 + off / 2 : NULL;
                 a.ci = W->col_idx + bs;
                 a.nb = be - bs;
                 a.init_y = !first || acc_mode;
@@ -390,10 +400,10 @@ void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, in
     lpv__bsr_plan p;
     make_plan(W, ldx, ldy, T, tid, nthreads, &p);
     if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
-    switch (isa) {
-    case LPV_ISA_AVX512: part_simd(W, bias, X, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512); break;
-    case LPV_ISA_AVX2: part_simd(W, bias, X, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2); break;
-    default: part_ref(W, bias, X, ldx, Y, ldy, T, epi, &p); break;
+    switch (lpv_isa_fp32(isa)) {
+    case LPV_ISA_AVX512: part_simd(W, bias, X, NULL, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512); break;
+    case LPV_ISA_AVX2: part_simd(W, bias, X, NULL, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2); break;
+    default: part_ref(W, bias, X, NULL, ldx, Y, ldy, T, epi, &p); break;
     }
 }
 
@@ -412,9 +422,80 @@ void lpv_bsr_matmul(const lpv_bsr *W, const float *bias, const float *X, int ldx
     lpv_bsr_matmul_isa(W, bias, X, ldx, Y, ldy, T, epi, lpv_isa_get(), lpv_threads_get());
 }
 
+/* ---------------------------------------------------------------------------
+ * BF16: rounding, packing, the reference and the dispatch (the kernel is in bsr_avx512.c). */
+
+static uint32_t bf16_pair(float lo, float hi) {
+    return (uint32_t)lpv_bf16_from_f32(lo) | (uint32_t)lpv_bf16_from_f32(hi) << 16;
+}
+
+lpv_status lpv_bsr_pack_bf16(lpv_bsr *b, lpv_arena *arena, lpv_err *err) {
+    if (b->packed_bf16) return LPV_OK;
+    if (!arena) {
+        LPV_ASSERT(b->owns_arena);
+        arena = &b->own;
+    }
+    int64_t nval = b->nnzb * b->R * b->C;
+    b->packed_bf16 = lpv_arena_alloc(arena, (size_t)(nval / 2) * sizeof(uint32_t) + 64);
+    if (!b->packed_bf16) return lpv_fail(err, LPV_E_OOM, "bsr: cannot allocate %lld bf16 weights", (long long)nval);
+    /* packed holds each 8-row slice as [C][8]; the pairs are [C/2][8] of (w[2q], w[2q + 1]) */
+    for (int64_t s = 0; s < nval / (8 * b->C); s++) {
+        const float *src = b->packed + s * 8 * b->C;
+        uint32_t *dst = b->packed_bf16 + s * 4 * b->C;
+        for (int q = 0; q < b->C / 2; q++)
+            for (int r = 0; r < 8; r++) dst[q * 8 + r] = bf16_pair(src[(2 * q) * 8 + r], src[(2 * q + 1) * 8 + r]);
+    }
+    return LPV_OK;
+}
+
+/* Columns a kernel may read: round16(T) when the stride allows, else T (layout.h). */
+static int readable_cols(int T, int ld) { return lpv_round16(T) <= ld ? lpv_round16(T) : T; }
+
+void lpv_bf16_pack_x(uint32_t *X2, const float *X, int ld, int K, int T) {
+    int n = readable_cols(T, ld), np = (K + 1) / 2;
+    if (lpv_isa_get() >= LPV_ISA_AVX512BF16) {
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
+        for (int p = 0; p < np; p++)
+            lpv__bf16_pack_x_avx512(X2 + (int64_t)p * ld, X + (int64_t)(2 * p) * ld, ld, 2 * p + 1 < K ? 2 : 1, n);
+        return;
+    }
+    for (int p = 0; p < np; p++)
+        for (int t = 0; t < n; t++)
+            X2[(int64_t)p * ld + t] =
+                bf16_pair(X[(int64_t)(2 * p) * ld + t], 2 * p + 1 < K ? X[(int64_t)(2 * p + 1) * ld + t] : 0.0f);
+}
+
+static void matmul_bf16_part(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy,
+                             int T, int epi, lpv_isa isa, int tid, int nthreads) {
+    if (!(epi & LPV_EPI_BIAS)) bias = NULL;
+    lpv__bsr_plan p;
+    make_plan(W, ldx, ldy, T, tid, nthreads, &p);
+    if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
+    if (isa >= LPV_ISA_AVX512BF16) part_simd(W, bias, NULL, X2, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512bf16);
+    else part_ref(W, bias, NULL, X2, ldx, Y, ldy, T, epi, &p);
+}
+
+void lpv_bsr_matmul_bf16_isa(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy, int T,
+                             int epi, lpv_isa isa, int nthreads) {
+    LPV_ASSERT(T >= 1 && ldx >= T && ldy >= T && !((epi & LPV_EPI_GELU) && (epi & LPV_EPI_ACC)));
+    LPV_ASSERT(W->packed_bf16 && isa <= lpv_isa_best() && (isa == LPV_ISA_REF || isa >= LPV_ISA_AVX512BF16));
+    if (nthreads <= 1 || omp_in_parallel()) {
+        matmul_bf16_part(W, bias, X2, ldx, Y, ldy, T, epi, isa, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nthreads)
+    matmul_bf16_part(W, bias, X2, ldx, Y, ldy, T, epi, isa, omp_get_thread_num(), omp_get_num_threads());
+}
+
+void lpv_bsr_matmul_bf16(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy, int T,
+                         int epi) {
+    lpv_isa isa = lpv_isa_get() >= LPV_ISA_AVX512BF16 ? lpv_isa_get() : LPV_ISA_REF;
+    lpv_bsr_matmul_bf16_isa(W, bias, X2, ldx, Y, ldy, T, epi, isa, lpv_threads_get());
+}
+
 void lpv_vgelu_isa(float *x, int64_t n, lpv_isa isa) {
     LPV_ASSERT(isa <= lpv_isa_best());
-    switch (isa) {
+    switch (lpv_isa_fp32(isa)) {
     case LPV_ISA_AVX512: lpv__vgelu_avx512(x, n); break;
     case LPV_ISA_AVX2: lpv__vgelu_avx2(x, n); break;
     default:
@@ -426,7 +507,7 @@ void lpv_vgelu(float *x, int64_t n) { lpv_vgelu_isa(x, n, lpv_isa_get()); }
 
 void lpv_verf_isa(float *y, const float *x, int64_t n, lpv_isa isa) {
     LPV_ASSERT(isa <= lpv_isa_best());
-    switch (isa) {
+    switch (lpv_isa_fp32(isa)) {
     case LPV_ISA_AVX512: lpv__verf_avx512(y, x, n); break;
     case LPV_ISA_AVX2: lpv__verf_avx2(y, x, n); break;
     default:

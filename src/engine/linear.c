@@ -84,6 +84,19 @@ void lpv_linear_forward(const lpv_linear *L, const float *X, int ldx, float *Y, 
     else lpv_linear_forward_dense(L, X, ldx, Y, ldy, T, epi);
 }
 
+static const lpv_bsr *bf16_weights(const lpv_linear *L) {
+    const lpv_bsr *b = L->bsr ? L->bsr : L->blocked;
+    return b && b->packed_bf16 ? b : NULL;
+}
+
+int lpv_linear_has_bf16(const lpv_linear *L) { return bf16_weights(L) != NULL; }
+
+void lpv_linear_forward_bf16(const lpv_linear *L, const uint32_t *X2, int ldx, float *Y, int ldy, int T, int epi) {
+    const lpv_bsr *b = bf16_weights(L);
+    LPV_ASSERT(b);
+    lpv_bsr_matmul_bf16(b, L->b, X2, ldx, Y, ldy, T, epi);
+}
+
 void lpv_linear_copy_weights(lpv_linear *dst, const lpv_linear *src) {
     LPV_ASSERT(dst->w && src->w && dst->out == src->out && dst->in == src->in && (!dst->b || src->b));
     memcpy(dst->w, src->w, sizeof(float) * (size_t)dst->out * (size_t)dst->in);

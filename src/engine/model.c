@@ -737,6 +737,32 @@ lpv_status lpv_model_sparsify(lpv_model *m, lpv_linear *L, int R, int C, const u
     return LPV_OK;
 }
 
+lpv_status lpv_model_pack_bf16(lpv_model *m, int R, int C, lpv_err *err) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
+    for (int i = 0; i < n; i++) {
+        lpv_linear *L = refs[i].lin;
+        lpv_layer_kind k = refs[i].kind;
+        if (k != LPV_LK_QKV && k != LPV_LK_PROJ && k != LPV_LK_FC1 && k != LPV_LK_FC2) continue;
+        if (!L->bsr && !L->blocked) {
+            lpv_bsr *b = lpv_arena_alloc(&m->arena, sizeof *b);
+            if (!b) return lpv_fail(err, LPV_E_OOM, "out of memory packing '%s'", refs[i].name);
+            LPV_TRY(lpv_bsr_from_dense(b, L->w, L->out, L->in, R, C, NULL, &m->arena, refs[i].name, err));
+            L->blocked = b;
+        }
+        LPV_TRY(lpv_bsr_pack_bf16(L->bsr ? L->bsr : L->blocked, &m->arena, err));
+    }
+    return LPV_OK;
+}
+
+int lpv_model_has_bf16(const lpv_model *m) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers((lpv_model *)m, refs, (int)(sizeof refs / sizeof *refs));
+    for (int i = 0; i < n; i++)
+        if (lpv_linear_has_bf16(refs[i].lin)) return 1;
+    return 0;
+}
+
 lpv_status lpv_model_pack_dense(lpv_model *m, int R, int C, lpv_err *err) {
     if (lpv_isa_get() == LPV_ISA_REF) return LPV_OK; /* the reference kernel is no faster than BLAS */
     lpv_layer_ref refs[LPV_MAX_LAYERS];

@@ -57,7 +57,7 @@ void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, 
 #pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int i = 0; i < nbands; i++) {
         int t0 = i * LN_BAND, n = T - t0 < LN_BAND ? T - t0 : LN_BAND;
-        if (lpv_isa_get() == LPV_ISA_AVX512) lpv__layernorm_band_avx512(y, x, w, b, D, t0, n, ld, eps);
+        if (lpv_isa_get() >= LPV_ISA_AVX512) lpv__layernorm_band_avx512(y, x, w, b, D, t0, n, ld, eps);
         else layernorm_band(y, NULL, NULL, x, w, b, D, t0, n, ld, eps);
     }
 }
@@ -95,7 +95,7 @@ void lpv_layernorm_fm_ref(float *y, const float *x, const float *w, const float 
 /* ---- softmax ---- */
 
 void lpv_softmax_rows(float *x, int n, int len, int ld) {
-    lpv_isa isa = lpv_isa_get();
+    lpv_isa isa = lpv_isa_fp32(lpv_isa_get());
     if (isa == LPV_ISA_AVX512) {
         lpv__softmax_rows_avx512(x, n, len, ld);
         return;
@@ -149,7 +149,7 @@ void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D,
     int hd = D / heads, n = B * heads;
     int nt = omp_in_parallel() ? 1 : lpv_threads_get();
     int64_t per = lpv_attention_scratch(T, hd);
-    int fused = lpv_isa_get() == LPV_ISA_AVX512 && hd % 8 == 0;
+    int fused = lpv_isa_get() >= LPV_ISA_AVX512 && hd % 8 == 0;
     /* static round robin: each thread knows its next unit and prefetches it */
 #pragma omp parallel num_threads(nt)
     {

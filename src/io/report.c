@@ -38,6 +38,9 @@ void lpv_report_environment(cJSON *obj) {
     cJSON_AddStringToObject(e, "cpu_family_model", buf);
     cJSON_AddNumberToObject(e, "online_cpus", (double)sysconf(_SC_NPROCESSORS_ONLN));
     cJSON_AddStringToObject(e, "isa", lpv_isa_name(lpv_isa_get()));
+    char feat[256];
+    lpv_cpu_features(feat, sizeof feat);
+    cJSON_AddStringToObject(e, "cpu_features", feat);
     cJSON_AddNumberToObject(e, "threads", lpv_threads_get());
     cJSON_AddStringToObject(e, "dense_kernel", lpv_dense_kernel_name(lpv_dense_kernel_get()));
     cJSON_AddStringToObject(e, "openblas_core", lpv_blas_corename());

@@ -103,6 +103,13 @@ float lpv_bf16_to_f32(uint16_t h) {
     return f;
 }
 
+uint16_t lpv_bf16_from_f32(float x) {
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    if (x != x) return (uint16_t)((b >> 16) | 0x40);
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
 /* ---- reader ---- */
 
 static lpv_status bad(lpv_err *err, const char *label, const char *fmt, ...)

@@ -140,6 +140,7 @@ int main(int argc, char **argv) {
     double dens[MAXL] = {1.0, 0.7, 0.5, 0.3, 0.1};
     int nd = 5;
     lpv_isa isa = lpv_isa_best();
+    int bf16 = 0; /* --precision bf16: the BSR rows run the BF16 kernel, activations converted inside the timing */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--model")) models = v, i++;
@@ -149,6 +150,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--density")) nd = parse_list_d(v, dens, MAXL), i++;
         else if (!strcmp(a, "--reps")) reps = atoi(v), i++;
         else if (!strcmp(a, "--layer")) only_layer = v, i++;
+        else if (!strcmp(a, "--precision")) bf16 = !strcmp(v, "bf16"), i++;
         else if (!strcmp(a, "--isa")) {
             lpv_err err;
             if (lpv_isa_parse(v, &isa, &err) || lpv_isa_set(isa, &err)) {
@@ -159,7 +161,7 @@ int main(int argc, char **argv) {
         } else {
             int help = !strcmp(a, "--help") || !strcmp(a, "-h");
             fprintf(help ? stdout : stderr, "usage: bench_bsr_kernel [--model S|B|SB] [--T 197,1576] [--threads 1,2] [--block 16,32] "
-                            "[--density 1,0.7,0.5,0.3,0.1] [--reps 11] [--layer NAME] [--isa ISA]\n");
+                            "[--density 1,0.7,0.5,0.3,0.1] [--reps 11] [--layer NAME] [--isa ISA] [--precision fp32|bf16]\n");
             return help ? 0 : 2;
         }
     }
@@ -175,8 +177,13 @@ int main(int argc, char **argv) {
         fclose(lf);
         load[strcspn(load, "\n")] = 0;
     }
+    if (bf16 && isa < LPV_ISA_AVX512BF16) {
+        fprintf(stderr, "bench: --precision bf16 needs isa avx512bf16 (this run: %s)\n", lpv_isa_name(isa));
+        return 2;
+    }
     printf("# bench_bsr_kernel: cpu '%s', isa %s, openblas core %s (%s), loadavg %s\n", lpv_cpu()->brand,
            lpv_isa_name(isa), lpv_blas_corename(), lpv_blas_core_source(), load);
+    if (bf16) printf("# precision bf16: the bsr columns are the BF16 kernel plus the activations' conversion; dense is FP32\n");
     printf("# blocking: l2_bytes %lld, l1_w_bytes %lld, kept_cols %d; reps %d (median of interleaved samples)\n",
            (long long)lpv__bsr_tune.l2_bytes, (long long)lpv__bsr_tune.l1_w_bytes, lpv__bsr_tune.kept_cols, reps);
     printf("\n| model | layer | out x in | T | thr | block | d | dense ms | dense GF/s | bsr ms (min) | bsr GF/s | "
@@ -202,6 +209,7 @@ int main(int argc, char **argv) {
             float *X = aligned_alloc(64, sizeof(float) * (size_t)L->in * ld);
             float *Y = aligned_alloc(64, sizeof(float) * (size_t)L->out * ld);
             for (int64_t i = 0; i < (int64_t)L->in * ld; i++) X[i] = rndf();
+            uint32_t *X2 = aligned_alloc(64, sizeof(uint32_t) * (size_t)((L->in + 1) / 2) * ld);
             dense_prob dp = {W, X, Y, L->out, L->in, T, ld};
             double flops = 2.0 * L->out * L->in * T;
             for (int hi = 0; hi < nth; hi++) {
@@ -259,7 +267,20 @@ int main(int argc, char **argv) {
                             return 1;
                         }
                         double dd = lpv_bsr_density(&bw);
-                        for (int w = 0; w < 3; w++) lpv_bsr_matmul_isa(&bw, NULL, X, ld, Y, ld, T, LPV_EPI_NONE, isa, nt);
+                        if (bf16 && lpv_bsr_pack_bf16(&bw, NULL, &err)) {
+                            fprintf(stderr, "bench: %s\n", err.msg);
+                            return 1;
+                        }
+#define RUN_BSR()                                                                            \
+    do {                                                                                     \
+        if (bf16) {                                                                          \
+            lpv_bf16_pack_x(X2, X, ld, L->in, T);                                            \
+            lpv_bsr_matmul_bf16_isa(&bw, NULL, X2, ld, Y, ld, T, LPV_EPI_NONE, isa, nt);     \
+        } else {                                                                             \
+            lpv_bsr_matmul_isa(&bw, NULL, X, ld, Y, ld, T, LPV_EPI_NONE, isa, nt);           \
+        }                                                                                    \
+    } while (0)
+                        for (int w = 0; w < 3; w++) RUN_BSR();
                         double c_all0 = cpu_all(), c_self0 = cpu_self(), c_t0 = lpv_now();
                         double sd[256], sb[256];
                         int nrep = reps < 256 ? reps : 256;
@@ -267,8 +288,7 @@ int main(int argc, char **argv) {
                             double a0 = lpv_now();
                             for (int k = 0; k < inner; k++) nt > 1 ? dense_omp(&dp, nt) : dense_1(&dp);
                             double a1 = lpv_now();
-                            for (int k = 0; k < inner; k++)
-                                lpv_bsr_matmul_isa(&bw, NULL, X, ld, Y, ld, T, LPV_EPI_NONE, isa, nt);
+                            for (int k = 0; k < inner; k++) RUN_BSR();
                             double a2 = lpv_now();
                             sd[r] = (a1 - a0) / inner;
                             sb[r] = (a2 - a1) / inner;
@@ -314,6 +334,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "done %s %s T=%d threads=%d\n", L->model, L->layer, T, nt);
             }
             free(X);
+            free(X2);
             free(Y);
         }
         free(W);

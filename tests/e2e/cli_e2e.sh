@@ -76,6 +76,18 @@ run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --batch 12 --threa
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --json - --quiet
 lpv_json "$T/out" . >/dev/null && ok || bad "--json - is not JSON"
 
+# --precision bf16: the block linears in BF16 where the CPU has AVX512-BF16 (the reference kernel under --isa ref)
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --isa ref --precision bf16 --json "$T/ebr.json" --quiet
+[ "$(lpv_json "$T/ebr.json" precision)" = bf16 ] && ok || bad "eval --precision bf16 did not run in bf16"
+if "$L" --version | grep -q avx512_bf16; then
+  run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision bf16 --json "$T/eb16.json" --quiet
+  [ "$(lpv_json "$T/eb16.json" precision)" = bf16 ] && [ "$(lpv_json "$T/eb16.json" images)" = 12 ] && ok || bad "eval --precision bf16"
+else
+  echo "skip avx512bf16 eval: not on this cpu"
+  run 1 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision bf16 --quiet; one_line_err "--precision bf16 needs isa avx512bf16"
+fi
+run 2 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision fp16 --quiet; one_line_err "--precision: expected fp32 or bf16"
+
 # unreadable images are skipped and listed; --strict makes them fatal; non-images are ignored
 cp -r "$MINI" "$T/mini"
 printf 'not a jpeg' > "$T/mini/n01440764/broken.JPEG"

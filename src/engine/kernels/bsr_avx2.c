@@ -45,7 +45,7 @@ LPV_VINLINE T256 void tile(const lpv__tile *a, const int NV, const int MASKED, _
     for (int b = 0; b < a->nb; b++, w += 8 * C) {
         int c0 = a->ci[b] * C;
         int kn = a->K - c0 < C ? a->K - c0 : C;
-        const float *xk = a->X + (int64_t)c0 * ldx;
+        const float *xk = (const float *)a->X + (int64_t)c0 * ldx;
         const float *wk = w;
 #pragma GCC unroll 2
         for (int k = 0; k < kn; k++, xk += ldx, wk += 8) {
@@ -73,7 +73,8 @@ LPV_VINLINE T256 void tile(const lpv__tile *a, const int NV, const int MASKED, _
 __attribute__((noinline)) static T256 void tile3(const lpv__tile *a) { tile(a, 3, 0, _mm256_setzero_si256()); }
 __attribute__((noinline)) static T256 void tile2(const lpv__tile *a) { tile(a, 2, 0, _mm256_setzero_si256()); }
 __attribute__((noinline)) static T256 void tile1(const lpv__tile *a) { tile(a, 1, 0, _mm256_setzero_si256()); }
-__attribute__((noinline)) static T256 void tile1m(const lpv__tile *a, __m256i m) { tile(a, 1, 1, m); }
+static T256 __m256i lane_mask(int n);
+__attribute__((noinline)) static T256 void tile1m(const lpv__tile *a) { tile(a, 1, 1, lane_mask((int)a->mask)); }
 
 static T256 __m256i lane_mask(int n) { /* first n (0..8) lanes */
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -93,7 +94,7 @@ static T256 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
 
 /* The group runs as two half-tiles, rows 0..3 and 4..7, reading weights 0..3 and 4..7 of each packed line. */
 T256 void lpv__bsr_group_avx2(const lpv__bsr_group *g) {
-    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL};
+    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 0};
     for (int h = 0; h < 2; h++) {
         a.nrows = g->nrows - 4 * h < 0 ? 0 : (g->nrows - 4 * h > 4 ? 4 : g->nrows - 4 * h);
         if (a.nrows == 0) break;
@@ -103,9 +104,9 @@ T256 void lpv__bsr_group_avx2(const lpv__bsr_group *g) {
         lpv__run_tiles(&a, g->X, Yh, 2 * g->v0, 2 * g->v1, 8, tile3, tile2, tile1);
         for (int c = 16 * g->v1; g->tail && c < 16 * g->v1 + g->tail; c += 8) {
             int n = 16 * g->v1 + g->tail - c;
-            a.X = g->X + c;
-            a.Y = Yh + c;
-            tile1m(&a, lane_mask(n > 8 ? 8 : n));
+            lpv__tile_at(&a, g->X, Yh, c);
+            a.mask = n > 8 ? 8 : (unsigned)n; /* lanes */
+            tile1m(&a);
         }
     }
     if (g->gelu) gelu_rows(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);

@@ -40,9 +40,11 @@ extern lpv__bsr_tuning lpv__bsr_tune;
  * cols are the full 16-column vectors [v0, v1), then `tail` columns of vector v1 (0: none). */
 typedef struct {
     const float *X;    /* (cols, ld ldx) at token column 0 */
+    const uint32_t *X2;/* BF16: (ceil(cols / 2), ld ldx) pairs at token column 0, else NULL */
     float *Y;          /* at the group's first row, token column 0 */
     int64_t ldx, ldy;
     const float *wp;   /* the group's packed weights of the chunk's first block: per block [C][8] */
+    const uint32_t *wp2; /* BF16: the same in packed_bf16, per block [C/2][8] pairs */
     const int32_t *ci; /* col_idx of that block */
     int nb;            /* blocks in the chunk */
     int C, K;          /* block columns; input features (the last block may be partial) */
@@ -57,32 +59,39 @@ typedef void (*lpv__bsr_group_fn)(const lpv__bsr_group *g);
 
 /* One register tile of a group: a few rows (8 on AVX-512, 4 on AVX2) x 1..3 vectors of tokens. */
 typedef struct {
-    const float *X;   /* at the tile's first column */
+    const void *X;    /* at the tile's first column: floats, or BF16 pairs (4 bytes a token either way) */
     float *Y;         /* at the tile's first row and column */
     int64_t ldx, ldy;
-    const float *wp;  /* packed weights of the chunk's first block, at the tile's first row */
+    const void *wp;   /* packed weights of the chunk's first block (floats or BF16 pairs), at the tile's first row */
     const int32_t *ci;
     int nb;
     int C, K;
     int nrows;        /* valid rows of the tile */
     int init_y;
     const float *b;   /* bias per row of the tile */
+    unsigned mask;    /* the masked 1-vector tile: valid columns of its vector (bits) */
 } lpv__tile;
 
 typedef void (*lpv__tile_fn)(const lpv__tile *a);
 
 /* The tiles over full vectors [va, vb) of `width` columns: 3-vector tiles, ending with 2 + 2 rather than
  * 3 + 1 (a 1-vector tile wastes most of the FMA latency). t3, t2, t1 run 3, 2 and 1 vectors. */
-static inline void lpv__run_tiles(lpv__tile *a, const float *X0, float *Y0, int va, int vb, int width,
+static inline void lpv__tile_at(lpv__tile *a, const void *X0, float *Y0, int col) {
+    a->X = (const char *)X0 + (size_t)4 * (size_t)col, a->Y = Y0 + col;
+}
+
+static inline void lpv__run_tiles(lpv__tile *a, const void *X0, float *Y0, int va, int vb, int width,
                                   lpv__tile_fn t3, lpv__tile_fn t2, lpv__tile_fn t1) {
     int n = vb - va, n3 = n / 3, r = n % 3, v = va;
     if (r == 1 && n3 >= 1) n3--, r = 4;
-    for (int q = 0; q < n3; q++, v += 3) a->X = X0 + width * v, a->Y = Y0 + width * v, t3(a);
-    for (; r >= 2; r -= 2, v += 2) a->X = X0 + width * v, a->Y = Y0 + width * v, t2(a);
-    if (r == 1) a->X = X0 + width * v, a->Y = Y0 + width * v, t1(a);
+    for (int q = 0; q < n3; q++, v += 3) lpv__tile_at(a, X0, Y0, width * v), t3(a);
+    for (; r >= 2; r -= 2, v += 2) lpv__tile_at(a, X0, Y0, width * v), t2(a);
+    if (r == 1) lpv__tile_at(a, X0, Y0, width * v), t1(a);
 }
 
 void lpv__bsr_group_avx512(const lpv__bsr_group *g);
+void lpv__bsr_group_avx512bf16(const lpv__bsr_group *g);
+void lpv__bf16_pack_x_avx512(uint32_t *X2, const float *X, int ld, int K, int ncols);
 void lpv__bsr_group_avx2(const lpv__bsr_group *g);
 void lpv__vgelu_avx512(float *x, int64_t n);
 void lpv__vgelu_avx2(float *x, int64_t n);

@@ -47,6 +47,7 @@
 
 #define LPV_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define LPV_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define LPV_TARGET_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 #define LPV_VINLINE static inline __attribute__((always_inline))
 
 /* erf(z)/z = P(z²) on [0, 1] */

@@ -23,9 +23,10 @@ typedef struct {
 /* Summarizes n trial times (seconds); the array is sorted in place. */
 lpv_timing lpv_timing_of(double *sec, int n);
 
-/* Times `a` and `b` (either may be NULL) interleaved: Y = epi(L X + b) on T token columns. */
-lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int warmup, int reps,
-                                 uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err);
+/* Times `a` and `b` (either may be NULL) interleaved: Y = epi(L X + b) on T token columns. bf16: a layer
+ * with a BF16 pack runs in BF16, the conversion of X to pairs inside the timing (as the forward pass does). */
+lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int bf16, int warmup,
+                                 int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err);
 
 /* Forward passes of B random images through `a` and `b` (either may be NULL), interleaved; bf16: the
  * workspace runs the layers' BF16 packs (lpv_workspace_use_bf16). Per-op profiles (summed over the timed reps)

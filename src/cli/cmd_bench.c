@@ -169,13 +169,29 @@ static lpv_status bench_bf16(const bench_opts *o, const bench_models *bm, const 
     return LPV_OK;
 }
 
-static lpv_status bench_layers(const bench_opts *o, bench_models *bm, cJSON *arr, int human, lpv_err *err) {
+/* Per-layer columns of the BF16 times (bf16: the models have BF16 packs), after the FP32 ones. */
+static void layer_bf16(const lpv_timing *td, const lpv_timing *ts, const lpv_timing *fp32_dense, int has_sparse, int human,
+                       cJSON *e) {
+    cJSON_AddItemToObject(e, "dense_bf16", timing_json(td));
+    if (has_sparse) cJSON_AddItemToObject(e, "sparse_bf16", timing_json(ts));
+    cJSON_AddNumberToObject(e, "bf16_dense_speedup_vs_fp32_dense", fp32_dense->median_ms / td->median_ms);
+    if (human) {
+        printf(" %9.3f", td->median_ms);
+        if (has_sparse) printf(" %9.3f", ts->median_ms);
+        printf(" %9.2fx", fp32_dense->median_ms / td->median_ms);
+    }
+}
+
+static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, cJSON *arr, int human, lpv_err *err) {
     lpv_layer_ref rd[LPV_MAX_LAYERS], rs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(bm->dense, rd, LPV_MAX_LAYERS);
     if (bm->sparse) lpv_model_layers(bm->sparse, rs, LPV_MAX_LAYERS);
-    if (human)
-        printf("\nper layer (batch %d, median of %d, ms per batch)\n  %-24s %-11s %7s %9s %9s %8s\n", o->batch, o->reps,
+    if (human) {
+        printf("\nper layer (batch %d, median of %d, ms per batch)\n  %-24s %-11s %7s %9s %9s %8s", o->batch, o->reps,
                "layer", "shape", "density", "dense", "sparse", "speedup");
+        if (bf16) printf(" %9s%s %10s", "dense16", bm->sparse ? "  sparse16" : "", "16 vs 32");
+        printf("\n");
+    }
     double sum_d = 0, sum_s = 0;
     lpv_progress pg; /* the table shows the progress when it is printed */
     if (!human) lpv_progress_begin(&pg, n, "layers");
@@ -184,7 +200,13 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, cJSON *arr
         int T = rd[i].tokens * o->batch;
         int epi = rd[i].kind == LPV_LK_FC1 ? (LPV_EPI_BIAS | LPV_EPI_GELU) : LPV_EPI_BIAS;
         lpv_timing td, ts = {NAN, NAN, NAN, 0};
-        LPV_TRY(lpv_bench_linear_pair(ld, ls, T, epi, o->warmup, o->reps, (uint64_t)o->seed + (uint64_t)i, &td, &ts, err));
+        LPV_TRY(lpv_bench_linear_pair(ld, ls, T, epi, 0, o->warmup, o->reps, (uint64_t)o->seed + (uint64_t)i, &td, &ts,
+                                      err));
+        lpv_timing td16, ts16 = {NAN, NAN, NAN, 0};
+        int in_bf16 = bf16 && lpv_linear_has_bf16(ld);
+        if (in_bf16)
+            LPV_TRY(lpv_bench_linear_pair(ld, ls, T, epi, 1, o->warmup, o->reps, (uint64_t)o->seed + (uint64_t)i, &td16,
+                                          &ts16, err));
         double dens = ls ? lpv_linear_density(ls) : 1.0;
         sum_d += td.median_ms;
         if (ls) sum_s += ts.median_ms;
@@ -192,9 +214,9 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, cJSON *arr
         snprintf(shape, sizeof shape, "%dx%d", ld->out, ld->in);
         if (human) {
             if (ls)
-                printf("  %-24s %-11s %7.3f %9.3f %9.3f %7.2fx\n", rd[i].name, shape, dens, td.median_ms, ts.median_ms,
+                printf("  %-24s %-11s %7.3f %9.3f %9.3f %7.2fx", rd[i].name, shape, dens, td.median_ms, ts.median_ms,
                        td.median_ms / ts.median_ms);
-            else printf("  %-24s %-11s %7s %9.3f\n", rd[i].name, shape, "-", td.median_ms);
+            else printf("  %-24s %-11s %7s %9.3f", rd[i].name, shape, "-", td.median_ms);
         }
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "layer", rd[i].name);
@@ -212,6 +234,8 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, cJSON *arr
             cJSON_AddItemToObject(e, "sparse", timing_json(&ts));
             cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
         }
+        if (in_bf16) layer_bf16(&td16, &ts16, &td, ls != NULL, human, e);
+        if (human) printf("\n");
         cJSON_AddItemToArray(arr, e);
         if (!human) lpv_progress_update(&pg, i + 1, NULL);
     }
@@ -328,7 +352,7 @@ int cmd_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "warmup", o.warmup);
     cJSON_AddNumberToObject(j, "seed", o.seed);
     if (bm.sparse) cJSON_AddNumberToObject(j, "linear_density", lpv_model_linear_density(bm.sparse));
-    if (!o.no_layers) st = bench_layers(&o, &bm, cJSON_AddArrayToObject(j, "layers"), human, &err);
+    if (!o.no_layers) st = bench_layers(&o, &bm, bf16, cJSON_AddArrayToObject(j, "layers"), human, &err);
     lpv_timing td, ts;
     lpv_profile pd, ps;
     memset(&pd, 0, sizeof pd), memset(&ps, 0, sizeof ps);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
 #include "lpvit/report.h"
 #include "lpvit/rng.h"
@@ -30,15 +31,26 @@ static void fill_normal(float *x, int64_t n, uint64_t seed) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)lpv_rng_normal(&r);
 }
 
-lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int warmup, int reps,
-                                 uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err) {
+/* One timed product; in BF16 when asked and the layer has a pack. */
+static void run_linear(const lpv_linear *L, const float *X, uint32_t *X2, int ld, float *Y, int T, int epi) {
+    if (X2 && lpv_linear_has_bf16(L)) {
+        lpv_bf16_pack_x(X2, X, ld, L->in, T);
+        lpv_linear_forward_bf16(L, X2, ld, Y, ld, T, epi);
+    } else {
+        lpv_linear_forward(L, X, ld, Y, ld, T, epi);
+    }
+}
+
+lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int bf16, int warmup,
+                                 int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err) {
     const lpv_linear *ref = a ? a : b;
     if (!ref || reps < 1 || T < 1) return lpv_fail(err, LPV_E_ARG, "bench: nothing to time");
     int ld = lpv_round16(T);
     float *X = malloc(sizeof(float) * (size_t)ref->in * ld), *Y = malloc(sizeof(float) * (size_t)ref->out * ld);
     double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
-    if (!X || !Y || !sa || !sb) {
-        free(X), free(Y), free(sa), free(sb);
+    uint32_t *X2 = bf16 ? malloc(sizeof(uint32_t) * (size_t)((ref->in + 1) / 2) * ld) : NULL;
+    if (!X || !Y || !sa || !sb || (bf16 && !X2)) {
+        free(X), free(Y), free(sa), free(sb), free(X2);
         return lpv_fail(err, LPV_E_OOM, "out of memory");
     }
     fill_normal(X, (int64_t)ref->in * ld, seed);
@@ -48,14 +60,14 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
             const lpv_linear *L = k ? b : a;
             if (!L) continue;
             double t0 = lpv_now();
-            lpv_linear_forward(L, X, ld, Y, ld, T, epi);
+            run_linear(L, X, X2, ld, Y, T, epi);
             double dt = lpv_now() - t0;
             if (r >= 0) (k ? sb : sa)[r] = dt;
         }
     }
     if (a) *ta = lpv_timing_of(sa, reps);
     if (b) *tb = lpv_timing_of(sb, reps);
-    free(X), free(Y), free(sa), free(sb);
+    free(X), free(Y), free(sa), free(sb), free(X2);
     return LPV_OK;
 }
 

@@ -62,7 +62,7 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
         if ((st = lpv_bsr_from_dense(&b, dense.w, s->out, s->in, R, C, mask, NULL, "calibration", err)) != LPV_OK) break;
         lpv_linear sp = {s->out, s->in, NULL, dense.b, &b, NULL};
         lpv_timing td, ts;
-        st = lpv_bench_linear_pair(k == nd - 1 ? &dense : NULL, &sp, c->tokens, LPV_EPI_BIAS, 2, reps, seed + (unsigned)k,
+        st = lpv_bench_linear_pair(k == nd - 1 ? &dense : NULL, &sp, c->tokens, LPV_EPI_BIAS, 0, 2, reps, seed + (unsigned)k,
                                    &td, &ts, err);
         if (st == LPV_OK) {
             c->ms[k] = ts.median_ms;

@@ -215,6 +215,11 @@ grep -q "recorded in the pruned file" "$T/out" && ok || bad "pruned eval did not
 run 0 "$L" bench --pruned "$P" --reps 2 --warmup 0 --json "$T/b.json" --quiet
 lpv_less 0 "$(lpv_json "$T/b.json" end_to_end.speedup)" && lpv_less 0.4 "$(lpv_json "$T/b.json" linear_density)" \
   && lpv_less "$(lpv_json "$T/b.json" linear_density)" 0.95 && ok || bad "bench --pruned"
+# --precision bf16 adds BF16 times per layer and end to end (the reference kernel under --isa ref)
+run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --isa ref --precision bf16 --json "$T/b16.json" --quiet
+lpv_less 0 "$(lpv_json "$T/b16.json" end_to_end.bf16.sparse.speedup_vs_bf16_dense)" \
+  && lpv_json_has "$T/b16.json" layers.1.dense_bf16 && ! lpv_json_has "$T/b16.json" layers.0.dense_bf16 \
+  && ok || bad "bench --precision bf16: $(lpv_json "$T/b16.json" end_to_end)"
 run 0 "$L" bench --model "$M" --density 0.5 --block 16x16 --reps 2 --warmup 0 --no-layers --quiet
 run 0 "$L" export --model "$P" --dense-masked --out "$T/masked.safetensors" --quiet
 run 0 "$L" inspect "$T/masked.safetensors"; grep -q "bsr_values" "$T/out" && bad "dense-masked export still has BSR tensors" || ok

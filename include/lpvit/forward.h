@@ -70,6 +70,8 @@ void lpv_workspace_free(lpv_workspace *ws);
 /* Turns BF16 on for this workspace: every linear that has a BF16 pack (lpv_model_pack_bf16) then runs in
  * BF16 (its input converted into ws->xbf first); the others, and all other ops, stay FP32. */
 lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err);
+/* lpv_workspace_init for m's architecture, with BF16 on when m has BF16 packs (the inference commands). */
+lpv_status lpv_workspace_init_for(lpv_workspace *ws, const lpv_model *m, int max_batch, lpv_err *err);
 
 /* images (B, C, S, S) → logits (B, classes). B <= ws->max_batch. */
 lpv_status lpv_forward(const lpv_model *m, lpv_workspace *ws, const float *images, int B, float *logits,

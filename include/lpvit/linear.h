@@ -37,6 +37,10 @@ void lpv_linear_forward(const lpv_linear *L, const float *X, int ldx, float *Y, 
 void lpv_linear_forward_bf16(const lpv_linear *L, const uint32_t *X2, int ldx, float *Y, int ldy, int T, int epi);
 /* 1 when the layer has a BF16 pack (lpv_model_pack_bf16, model.h). */
 int lpv_linear_has_bf16(const lpv_linear *L);
+/* In BF16 when X2 is given (scratch for X as pairs, ((in + 1) / 2, ldx)) and the layer has a pack: X is
+ * converted into X2, then lpv_linear_forward_bf16; else lpv_linear_forward on X. */
+void lpv_linear_forward_pick(const lpv_linear *L, const float *X, uint32_t *X2, int ldx, float *Y, int ldy, int T,
+                             int epi);
 
 /* Dense path with OpenBLAS, whatever L->bsr says (the baseline bench compares against). */
 void lpv_linear_forward_dense(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi);

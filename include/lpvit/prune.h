@@ -153,7 +153,6 @@ typedef struct {
     double dense_macs, kept_macs, achieved_flops; /* prunable layers, per image */
     double model_macs_dense, model_macs_kept, attention_macs;
     double linear_density;    /* kept weights of all linear layers / their dense count, after pruning */
-    int have_times;
     lpv_alloc_info alloc;
     int refine_rounds;
     lpv_reconstruct_info recon;

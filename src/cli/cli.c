@@ -193,7 +193,7 @@ lpv_status cli_runtime(int threads, const char *isa, lpv_err *err) {
     return LPV_OK;
 }
 
-lpv_status cli_dense_kernel(const char *s, lpv_err *err) {
+static lpv_status dense_kernel(const char *s, lpv_err *err) {
     if (!s) return LPV_OK;
     if (strcmp(s, "blocked") == 0) lpv_dense_kernel_set(LPV_DENSE_BLOCKED);
     else if (strcmp(s, "openblas") == 0 || strcmp(s, "blas") == 0) lpv_dense_kernel_set(LPV_DENSE_BLAS);
@@ -201,7 +201,7 @@ lpv_status cli_dense_kernel(const char *s, lpv_err *err) {
     return LPV_OK;
 }
 
-lpv_status cli_precision(const char *s, int *bf16, lpv_err *err) {
+static lpv_status precision(const char *s, int *bf16, lpv_err *err) {
     *bf16 = 0;
     if (!s || strcmp(s, "fp32") == 0) return LPV_OK;
     if (strcmp(s, "bf16") != 0) return lpv_fail(err, LPV_E_ARG, "--precision: expected fp32 or bf16, got '%s'", s);
@@ -215,13 +215,17 @@ lpv_status cli_precision(const char *s, int *bf16, lpv_err *err) {
     return LPV_OK;
 }
 
-lpv_status cli_pack_bf16(lpv_model *m, int bf16, lpv_err *err) {
-    return m && bf16 ? lpv_model_pack_bf16(m, 32, 32, err) : LPV_OK;
+lpv_status cli_engine(int threads, const char *isa, const char *dense, const char *prec, int *bf16, lpv_err *err) {
+    *bf16 = 0;
+    LPV_TRY(cli_runtime(threads, isa, err));
+    LPV_TRY(dense_kernel(dense, err));
+    return precision(prec, bf16, err); /* after the ISA: it checks bf16 against it */
 }
 
-lpv_status cli_pack_dense(lpv_model *m, lpv_err *err) {
-    if (!m || lpv_dense_kernel_get() != LPV_DENSE_BLOCKED) return LPV_OK;
-    return lpv_model_pack_dense(m, 32, 32, err);
+lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err) {
+    if (!m) return LPV_OK;
+    if (lpv_dense_kernel_get() == LPV_DENSE_BLOCKED) LPV_TRY(lpv_model_pack_dense(m, 32, 32, err));
+    return bf16 ? lpv_model_pack_bf16(m, 32, 32, err) : LPV_OK;
 }
 
 /* ---------------------------------------------------------------------------

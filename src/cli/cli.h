@@ -51,16 +51,14 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* --threads / --isa: applies them (threads 0 = all online CPUs). */
 lpv_status cli_runtime(int threads, const char *isa, lpv_err *err);
-/* --dense-kernel blocked|openblas: sets the process-wide choice (NULL keeps the default). */
-lpv_status cli_dense_kernel(const char *s, lpv_err *err);
-/* --precision fp32|bf16 (NULL: fp32) into *bf16; bf16 needs ISA avx512bf16, or ref (the reference kernel).
- * Call after cli_runtime. */
-lpv_status cli_precision(const char *s, int *bf16, lpv_err *err);
-/* The BF16 packs of m's block linears when bf16 (lpv_model_pack_bf16), after cli_pack_dense. */
-lpv_status cli_pack_bf16(lpv_model *m, int bf16, lpv_err *err);
-/* Packs a model's dense layers for the blocked kernel when that is the choice (inference only:
- * call it after the last change to the weights). */
-lpv_status cli_pack_dense(lpv_model *m, lpv_err *err);
+/* What the inference commands (eval, infer, bench) set up before they load a model: cli_runtime, then
+ * --dense-kernel blocked|openblas (NULL keeps the default), then --precision fp32|bf16 (NULL: fp32) into
+ * *bf16; bf16 needs ISA avx512bf16, or ref (the reference kernel). */
+lpv_status cli_engine(int threads, const char *isa, const char *dense_kernel, const char *precision, int *bf16,
+                      lpv_err *err);
+/* Packs a loaded model for the inference kernels (call it after the last change to the weights): its dense
+ * layers for the blocked kernel when that is the choice, and its block linears in BF16 when bf16. */
+lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err);
 
 typedef struct {
     lpv_model *model;

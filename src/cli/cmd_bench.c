@@ -139,6 +139,18 @@ static cJSON *timing_json(const lpv_timing *t) {
     return o;
 }
 
+/* One end-to-end timing of a batch: the JSON entry, and the start of its table row (no newline). */
+static cJSON *e2e_json(const lpv_timing *t, int batch) {
+    cJSON *j = timing_json(t);
+    cJSON_AddNumberToObject(j, "ms_per_image", t->median_ms / batch);
+    cJSON_AddNumberToObject(j, "images_per_sec", 1e3 * batch / t->median_ms);
+    return j;
+}
+
+static void e2e_row(const char *name, const lpv_timing *t, int batch) {
+    printf("  %-8s %10.2f %10.2f %10.1f", name, t->median_ms, t->median_ms / batch, 1e3 * batch / t->median_ms);
+}
+
 /* The same models end to end with the block linears in BF16, beside the FP32 times just measured. */
 static lpv_status bench_bf16(const bench_opts *o, const bench_models *bm, const lpv_timing *fp32_dense, cJSON *e,
                              int human, lpv_err *err) {
@@ -146,13 +158,11 @@ static lpv_status bench_bf16(const bench_opts *o, const bench_models *bm, const 
     LPV_TRY(lpv_bench_forward_pair(bm->dense, bm->sparse, o->batch, 1, o->warmup, o->reps, (uint64_t)o->seed, &td, &ts,
                                    NULL, NULL, err));
     cJSON *b = cJSON_AddObjectToObject(e, "bf16");
-    cJSON *d = timing_json(&td);
-    cJSON_AddNumberToObject(d, "ms_per_image", td.median_ms / o->batch);
+    cJSON *d = e2e_json(&td, o->batch);
     cJSON_AddNumberToObject(d, "speedup_vs_fp32_dense", fp32_dense->median_ms / td.median_ms);
     cJSON_AddItemToObject(b, "dense", d);
     if (bm->sparse) {
-        cJSON *s = timing_json(&ts);
-        cJSON_AddNumberToObject(s, "ms_per_image", ts.median_ms / o->batch);
+        cJSON *s = e2e_json(&ts, o->batch);
         cJSON_AddNumberToObject(s, "speedup_vs_fp32_dense", fp32_dense->median_ms / ts.median_ms);
         cJSON_AddNumberToObject(s, "speedup_vs_bf16_dense", td.median_ms / ts.median_ms);
         cJSON_AddItemToObject(b, "sparse", s);
@@ -160,11 +170,12 @@ static lpv_status bench_bf16(const bench_opts *o, const bench_models *bm, const 
     if (human) {
         printf("\nend to end in BF16 (block linears; batch %d, median of %d)\n  %-8s %10s %10s %10s %14s\n", o->batch,
                o->reps, "", "ms/batch", "ms/image", "images/s", "vs fp32 dense");
-        printf("  %-8s %10.2f %10.2f %10.1f %13.2fx\n", "dense", td.median_ms, td.median_ms / o->batch,
-               1e3 * o->batch / td.median_ms, fp32_dense->median_ms / td.median_ms);
-        if (bm->sparse)
-            printf("  %-8s %10.2f %10.2f %10.1f %13.2fx\n", "sparse", ts.median_ms, ts.median_ms / o->batch,
-                   1e3 * o->batch / ts.median_ms, fp32_dense->median_ms / ts.median_ms);
+        e2e_row("dense", &td, o->batch);
+        printf(" %13.2fx\n", fp32_dense->median_ms / td.median_ms);
+        if (bm->sparse) {
+            e2e_row("sparse", &ts, o->batch);
+            printf(" %13.2fx\n", fp32_dense->median_ms / ts.median_ms);
+        }
     }
     return LPV_OK;
 }
@@ -311,9 +322,7 @@ int cmd_bench(int argc, char **argv) {
     if (o.calibrate && (!o.out || !o.ma.model)) return cli_usage_error("--calibrate needs --model and --out");
     lpv_err err;
     int bf16 = 0;
-    lpv_status st = cli_runtime(o.threads, o.isa, &err);
-    if (st == LPV_OK) st = cli_dense_kernel(o.dense_kernel, &err);
-    if (st == LPV_OK) st = cli_precision(o.precision, &bf16, &err);
+    lpv_status st = cli_engine(o.threads, o.isa, o.dense_kernel, o.precision, &bf16, &err);
     if (st) return cli_fail(&err, st);
     bench_models bm;
     memset(&bm, 0, sizeof bm);
@@ -325,10 +334,8 @@ int cmd_bench(int argc, char **argv) {
     }
     if ((st = open_dense(&o, &bm, &err)) == LPV_OK) st = open_sparse(&o, &bm, &err);
     /* both sides get the fastest dense path for their dense layers: the baseline is not a straw man */
-    if (st == LPV_OK) st = cli_pack_dense(bm.dense, &err);
-    if (st == LPV_OK) st = cli_pack_dense(bm.sparse, &err);
-    if (st == LPV_OK) st = cli_pack_bf16(bm.dense, bf16, &err);
-    if (st == LPV_OK) st = cli_pack_bf16(bm.sparse, bf16, &err);
+    if (st == LPV_OK) st = cli_pack(bm.dense, bf16, &err);
+    if (st == LPV_OK) st = cli_pack(bm.sparse, bf16, &err);
     if (st) {
         lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
         return cli_fail(&err, st);
@@ -361,15 +368,11 @@ int cmd_bench(int argc, char **argv) {
                                     bm.sparse ? &ps : NULL, &err);
     if (st == LPV_OK) {
         cJSON *e = cJSON_AddObjectToObject(j, "end_to_end");
-        cJSON *d = timing_json(&td);
-        cJSON_AddNumberToObject(d, "ms_per_image", td.median_ms / o.batch);
-        cJSON_AddNumberToObject(d, "images_per_sec", 1e3 * o.batch / td.median_ms);
+        cJSON *d = e2e_json(&td, o.batch);
         cJSON_AddItemToObject(d, "profile_ms_per_image", profile_json(&pd));
         cJSON_AddItemToObject(e, "dense", d);
         if (bm.sparse) {
-            cJSON *s = timing_json(&ts);
-            cJSON_AddNumberToObject(s, "ms_per_image", ts.median_ms / o.batch);
-            cJSON_AddNumberToObject(s, "images_per_sec", 1e3 * o.batch / ts.median_ms);
+            cJSON *s = e2e_json(&ts, o.batch);
             cJSON_AddItemToObject(s, "profile_ms_per_image", profile_json(&ps));
             cJSON_AddItemToObject(e, "sparse", s);
             cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
@@ -377,11 +380,11 @@ int cmd_bench(int argc, char **argv) {
         if (human) {
             printf("\nend to end (batch %d, median of %d)\n  %-8s %10s %10s %10s\n", o.batch, o.reps, "", "ms/batch",
                    "ms/image", "images/s");
-            printf("  %-8s %10.2f %10.2f %10.1f\n", "dense", td.median_ms, td.median_ms / o.batch,
-                   1e3 * o.batch / td.median_ms);
+            e2e_row("dense", &td, o.batch);
+            printf("\n");
             if (bm.sparse) {
-                printf("  %-8s %10.2f %10.2f %10.1f\n", "sparse", ts.median_ms, ts.median_ms / o.batch,
-                       1e3 * o.batch / ts.median_ms);
+                e2e_row("sparse", &ts, o.batch);
+                printf("\n");
                 printf("  speedup  %.2fx\n", td.median_ms / ts.median_ms);
             }
             print_profile_pair(&pd, bm.sparse ? &ps : NULL);

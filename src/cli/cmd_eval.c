@@ -69,12 +69,7 @@ static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_da
     const lpv_config *c = &cm->model->cfg;
     int batch = o->batch < ds->n ? o->batch : ds->n;
     lpv_workspace ws;
-    LPV_TRY(lpv_workspace_init(&ws, c, batch, err));
-    lpv_status st0 = lpv_model_has_bf16(cm->model) ? lpv_workspace_use_bf16(&ws, err) : LPV_OK;
-    if (st0) {
-        lpv_workspace_free(&ws);
-        return st0;
-    }
+    LPV_TRY(lpv_workspace_init_for(&ws, cm->model, batch, err));
     if (o->profile) ws.profile = &r->prof;
     float *logits = malloc(sizeof(float) * (size_t)batch * c->classes);
     lpv_loader *L = NULL;
@@ -260,9 +255,7 @@ int cmd_eval(int argc, char **argv) {
     if (!o.dir) return cli_usage_error("--imagenet-dir is required");
     lpv_err err;
     int bf16 = 0;
-    lpv_status st = cli_runtime(o.threads, o.isa, &err);
-    if (st == LPV_OK) st = cli_dense_kernel(o.dense_kernel, &err);
-    if (st == LPV_OK) st = cli_precision(o.precision, &bf16, &err);
+    lpv_status st = cli_engine(o.threads, o.isa, o.dense_kernel, o.precision, &bf16, &err);
     if (st) return cli_fail(&err, st);
     if (!lpv_is_dir(o.dir)) {
         lpv_fail(&err, LPV_E_IO, "--imagenet-dir '%s' is not a directory", o.dir);
@@ -270,7 +263,7 @@ int cmd_eval(int argc, char **argv) {
     }
     cli_model cm;
     if ((st = cli_open_model(&o.ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
-    if ((st = cli_pack_dense(cm.model, &err)) != LPV_OK || (st = cli_pack_bf16(cm.model, bf16, &err)) != LPV_OK) {
+    if ((st = cli_pack(cm.model, bf16, &err)) != LPV_OK) {
         cli_close_model(&cm);
         return cli_fail(&err, st);
     }

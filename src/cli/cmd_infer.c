@@ -25,9 +25,9 @@
 static lpv_status run_batches(const lpv_model *m, const float *x, int n, int batch, float *logits, lpv_err *err) {
     lpv_workspace ws;
     int b = n < batch ? n : batch;
-    LPV_TRY(lpv_workspace_init(&ws, &m->cfg, b, err));
+    LPV_TRY(lpv_workspace_init_for(&ws, m, b, err));
     int64_t per = (int64_t)m->cfg.chans * m->cfg.img * m->cfg.img;
-    lpv_status st = lpv_model_has_bf16(m) ? lpv_workspace_use_bf16(&ws, err) : LPV_OK;
+    lpv_status st = LPV_OK;
     for (int i = 0; i < n && st == LPV_OK; i += b) {
         int k = n - i < b ? n - i : b;
         st = lpv_forward(m, &ws, x + (int64_t)i * per, k, logits + (int64_t)i * m->cfg.classes, err);
@@ -191,14 +191,11 @@ int cmd_infer(int argc, char **argv) {
     if (input && npos) return cli_usage_error("give --input or image files, not both");
     if (!input && !npos) return cli_usage_error("nothing to do: give --input X --out Y, or image files");
     lpv_err err;
-    lpv_status st = cli_runtime(threads, isa, &err);
-    if (st == LPV_OK) st = cli_dense_kernel(dense_kernel, &err);
-    if (st == LPV_OK) st = cli_precision(precision, &bf16, &err);
+    lpv_status st = cli_engine(threads, isa, dense_kernel, precision, &bf16, &err);
     if (st) return cli_fail(&err, st);
     cli_model cm;
     if ((st = cli_open_model(&ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
-    if ((st = cli_pack_dense(cm.model, &err)) == LPV_OK) st = cli_pack_bf16(cm.model, bf16, &err);
-    if (st == LPV_OK)
+    if ((st = cli_pack(cm.model, bf16, &err)) == LPV_OK)
         st = input ? infer_tensor(&cm, input, out, batch, &err) : infer_images(&cm, pos, npos, batch, synsets, json, &err);
     cli_close_model(&cm);
     return st ? cli_fail(&err, st) : 0;

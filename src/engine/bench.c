@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
 #include "lpvit/report.h"
 #include "lpvit/rng.h"
@@ -29,16 +28,6 @@ static void fill_normal(float *x, int64_t n, uint64_t seed) {
     lpv_rng r;
     lpv_rng_seed(&r, seed);
     for (int64_t i = 0; i < n; i++) x[i] = (float)lpv_rng_normal(&r);
-}
-
-/* One timed product; in BF16 when asked and the layer has a pack. */
-static void run_linear(const lpv_linear *L, const float *X, uint32_t *X2, int ld, float *Y, int T, int epi) {
-    if (X2 && lpv_linear_has_bf16(L)) {
-        lpv_bf16_pack_x(X2, X, ld, L->in, T);
-        lpv_linear_forward_bf16(L, X2, ld, Y, ld, T, epi);
-    } else {
-        lpv_linear_forward(L, X, ld, Y, ld, T, epi);
-    }
 }
 
 lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int bf16, int warmup,
@@ -60,7 +49,7 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
             const lpv_linear *L = k ? b : a;
             if (!L) continue;
             double t0 = lpv_now();
-            run_linear(L, X, X2, ld, Y, T, epi);
+            lpv_linear_forward_pick(L, X, X2, ld, Y, ld, T, epi);
             double dt = lpv_now() - t0;
             if (r >= 0) (k ? sb : sa)[r] = dt;
         }

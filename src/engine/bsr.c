@@ -392,30 +392,42 @@ static void part_simd(const lpv_bsr *W, const float *bias, const float *X, const
 /* ---------------------------------------------------------------------------
  * Dispatch. */
 
-void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T,
-                         int epi, lpv_isa isa, int tid, int nthreads) {
+/* One thread's share of the product, FP32 from X or BF16 from the pairs X2 (exactly one is given). */
+static void part(const lpv_bsr *W, const float *bias, const float *X, const uint32_t *X2, int ldx, float *Y, int ldy,
+                 int T, int epi, lpv_isa isa, int tid, int nthreads) {
     LPV_ASSERT(T >= 1 && ldx >= T && ldy >= T && !((epi & LPV_EPI_GELU) && (epi & LPV_EPI_ACC)));
     LPV_ASSERT(nthreads >= 1 && tid >= 0 && tid < nthreads);
     if (!(epi & LPV_EPI_BIAS)) bias = NULL;
     lpv__bsr_plan p;
     make_plan(W, ldx, ldy, T, tid, nthreads, &p);
     if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
-    switch (lpv_isa_fp32(isa)) {
-    case LPV_ISA_AVX512: part_simd(W, bias, X, NULL, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512); break;
-    case LPV_ISA_AVX2: part_simd(W, bias, X, NULL, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2); break;
-    default: part_ref(W, bias, X, NULL, ldx, Y, ldy, T, epi, &p); break;
+    lpv_isa fp32 = lpv_isa_fp32(isa);
+    if (X2 && isa >= LPV_ISA_AVX512BF16) part_simd(W, bias, NULL, X2, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512bf16);
+    else if (!X2 && fp32 == LPV_ISA_AVX512) part_simd(W, bias, X, NULL, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512);
+    else if (!X2 && fp32 == LPV_ISA_AVX2) part_simd(W, bias, X, NULL, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2);
+    else part_ref(W, bias, X, X2, ldx, Y, ldy, T, epi, &p);
+}
+
+/* The whole product on nthreads (1 inside a parallel region). */
+static void run(const lpv_bsr *W, const float *bias, const float *X, const uint32_t *X2, int ldx, float *Y, int ldy, int T,
+                int epi, lpv_isa isa, int nthreads) {
+    LPV_ASSERT(isa <= lpv_isa_best());
+    if (nthreads <= 1 || omp_in_parallel()) {
+        part(W, bias, X, X2, ldx, Y, ldy, T, epi, isa, 0, 1);
+        return;
     }
+#pragma omp parallel num_threads(nthreads)
+    part(W, bias, X, X2, ldx, Y, ldy, T, epi, isa, omp_get_thread_num(), omp_get_num_threads());
+}
+
+void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T,
+                         int epi, lpv_isa isa, int tid, int nthreads) {
+    part(W, bias, X, NULL, ldx, Y, ldy, T, epi, isa, tid, nthreads);
 }
 
 void lpv_bsr_matmul_isa(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi,
                         lpv_isa isa, int nthreads) {
-    LPV_ASSERT(isa <= lpv_isa_best());
-    if (nthreads <= 1 || omp_in_parallel()) {
-        lpv_bsr_matmul_part(W, bias, X, ldx, Y, ldy, T, epi, isa, 0, 1);
-        return;
-    }
-#pragma omp parallel num_threads(nthreads)
-    lpv_bsr_matmul_part(W, bias, X, ldx, Y, ldy, T, epi, isa, omp_get_thread_num(), omp_get_num_threads());
+    run(W, bias, X, NULL, ldx, Y, ldy, T, epi, isa, nthreads);
 }
 
 void lpv_bsr_matmul(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi) {
@@ -465,26 +477,10 @@ void lpv_bf16_pack_x(uint32_t *X2, const float *X, int ld, int K, int T) {
                 bf16_pair(X[(int64_t)(2 * p) * ld + t], 2 * p + 1 < K ? X[(int64_t)(2 * p + 1) * ld + t] : 0.0f);
 }
 
-static void matmul_bf16_part(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy,
-                             int T, int epi, lpv_isa isa, int tid, int nthreads) {
-    if (!(epi & LPV_EPI_BIAS)) bias = NULL;
-    lpv__bsr_plan p;
-    make_plan(W, ldx, ldy, T, tid, nthreads, &p);
-    if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
-    if (isa >= LPV_ISA_AVX512BF16) part_simd(W, bias, NULL, X2, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512bf16);
-    else part_ref(W, bias, NULL, X2, ldx, Y, ldy, T, epi, &p);
-}
-
 void lpv_bsr_matmul_bf16_isa(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy, int T,
                              int epi, lpv_isa isa, int nthreads) {
-    LPV_ASSERT(T >= 1 && ldx >= T && ldy >= T && !((epi & LPV_EPI_GELU) && (epi & LPV_EPI_ACC)));
-    LPV_ASSERT(W->packed_bf16 && isa <= lpv_isa_best() && (isa == LPV_ISA_REF || isa >= LPV_ISA_AVX512BF16));
-    if (nthreads <= 1 || omp_in_parallel()) {
-        matmul_bf16_part(W, bias, X2, ldx, Y, ldy, T, epi, isa, 0, 1);
-        return;
-    }
-#pragma omp parallel num_threads(nthreads)
-    matmul_bf16_part(W, bias, X2, ldx, Y, ldy, T, epi, isa, omp_get_thread_num(), omp_get_num_threads());
+    LPV_ASSERT(W->packed_bf16 && (isa == LPV_ISA_REF || isa >= LPV_ISA_AVX512BF16));
+    run(W, bias, NULL, X2, ldx, Y, ldy, T, epi, isa, nthreads);
 }
 
 void lpv_bsr_matmul_bf16(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy, int T,

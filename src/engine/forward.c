@@ -60,6 +60,13 @@ lpv_status lpv_workspace_init(lpv_workspace *ws, const lpv_config *cfg, int max_
 
 void lpv_workspace_free(lpv_workspace *ws) { lpv_arena_free(&ws->arena); }
 
+lpv_status lpv_workspace_init_for(lpv_workspace *ws, const lpv_model *m, int max_batch, lpv_err *err) {
+    LPV_TRY(lpv_workspace_init(ws, &m->cfg, max_batch, err));
+    lpv_status st = lpv_model_has_bf16(m) ? lpv_workspace_use_bf16(ws, err) : LPV_OK;
+    if (st) lpv_workspace_free(ws);
+    return st;
+}
+
 lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err) {
     if (ws->xbf) return LPV_OK;
     int rows = max_i(ws->cfg.dim, ws->cfg.mlp);
@@ -68,15 +75,6 @@ lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err) {
     return LPV_OK;
 }
 
-/* A block linear: in BF16 when the workspace and the layer both have it, else FP32. */
-static void linear(lpv_workspace *ws, const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi) {
-    if (ws->xbf && lpv_linear_has_bf16(L)) {
-        lpv_bf16_pack_x(ws->xbf, X, ldx, L->in, T);
-        lpv_linear_forward_bf16(L, ws->xbf, ldx, Y, ldy, T, epi);
-    } else {
-        lpv_linear_forward(L, X, ldx, Y, ldy, T, epi);
-    }
-}
 
 /* ---- profiling ---- */
 
@@ -133,20 +131,20 @@ static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspa
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0, ws->xn, ld, N)) return;
-    linear(ws, &blk->qkv, ws->xn, ld, ws->big, ld, N, LPV_EPI_BIAS);
+    lpv_linear_forward_pick(&blk->qkv, ws->xn, ws->xbf, ld, ws->big, ld, N, LPV_EPI_BIAS);
     op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
     lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
     if (tap(ws, L0 + 1, ws->xn, ld, N)) return;
-    linear(ws, &blk->proj, ws->xn, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
+    lpv_linear_forward_pick(&blk->proj, ws->xn, ws->xbf, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
     op_stop(tm, LPV_OP_PROJ, linear_flop(&blk->proj, N));
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0 + 2, ws->xn, ld, N)) return;
-    linear(ws, &blk->fc1, ws->xn, ld, ws->big, ld, N, LPV_EPI_BIAS | LPV_EPI_GELU);
+    lpv_linear_forward_pick(&blk->fc1, ws->xn, ws->xbf, ld, ws->big, ld, N, LPV_EPI_BIAS | LPV_EPI_GELU);
     op_stop(tm, LPV_OP_FC1, linear_flop(&blk->fc1, N));
     if (tap(ws, L0 + 3, ws->big, ld, N)) return;
-    linear(ws, &blk->fc2, ws->big, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
+    lpv_linear_forward_pick(&blk->fc2, ws->big, ws->xbf, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
     op_stop(tm, LPV_OP_FC2, linear_flop(&blk->fc2, N));
 }
 

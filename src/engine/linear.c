@@ -97,6 +97,16 @@ void lpv_linear_forward_bf16(const lpv_linear *L, const uint32_t *X2, int ldx, f
     lpv_bsr_matmul_bf16(b, L->b, X2, ldx, Y, ldy, T, epi);
 }
 
+void lpv_linear_forward_pick(const lpv_linear *L, const float *X, uint32_t *X2, int ldx, float *Y, int ldy, int T,
+                             int epi) {
+    if (X2 && lpv_linear_has_bf16(L)) {
+        lpv_bf16_pack_x(X2, X, ldx, L->in, T);
+        lpv_linear_forward_bf16(L, X2, ldx, Y, ldy, T, epi);
+    } else {
+        lpv_linear_forward(L, X, ldx, Y, ldy, T, epi);
+    }
+}
+
 void lpv_linear_copy_weights(lpv_linear *dst, const lpv_linear *src) {
     LPV_ASSERT(dst->w && src->w && dst->out == src->out && dst->in == src->in && (!dst->b || src->b));
     memcpy(dst->w, src->w, sizeof(float) * (size_t)dst->out * (size_t)dst->in);

@@ -51,6 +51,7 @@ typedef struct {
     lpv_model_stats ist;
     lpv_arena work;          /* saliency and cost arrays */
     lpv_time_table tt;
+    int have_times;          /* tt holds the layers' measured times (speed objectives, or a given table) */
     player *pl;
     int np;
     lpv_alloc_layer *al;
@@ -292,10 +293,10 @@ static lpv_status layer_costs(run *R, player *q, lpv_err *err) {
     size_t n = sizeof(double) * (size_t)(s->nb + 1);
     q->cost = lpv_arena_alloc(&R->work, n);
     q->energy = lpv_arena_alloc(&R->work, n);
-    q->time_ms = R->r->have_times ? lpv_arena_alloc(&R->work, n) : NULL;
-    if (!q->cost || !q->energy || (R->r->have_times && !q->time_ms)) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    q->time_ms = R->have_times ? lpv_arena_alloc(&R->work, n) : NULL;
+    if (!q->cost || !q->energy || (R->have_times && !q->time_ms)) return lpv_fail(err, LPV_E_OOM, "out of memory");
     const lpv_time_curve *tc = NULL;
-    if (R->r->have_times && !(tc = lpv_time_table_find(&R->tt, s->out, s->in, s->tokens, o->block_R, o->block_C)))
+    if (R->have_times && !(tc = lpv_time_table_find(&R->tt, s->out, s->in, s->tokens, o->block_R, o->block_C)))
         return lpv_fail_param(err, LPV_E_ARG, "cost_table",
                               "the time table has no entry for layer '%s' (%dx%d, %d tokens, %dx%d blocks)", s->name,
                               s->out, s->in, s->tokens, o->block_R, o->block_C);
@@ -310,10 +311,10 @@ static lpv_status layer_costs(run *R, player *q, lpv_err *err) {
 
 static lpv_status step_costs(run *R, lpv_err *err) {
     const lpv_prune_opts *o = R->o;
-    R->r->have_times = 0;
+    R->have_times = 0;
     if (o->objective == LPV_OBJ_SPEED || o->objective == LPV_OBJ_SPEED_POWER || o->cost_table) {
         LPV_TRY(time_table_for(R, err));
-        R->r->have_times = 1;
+        R->have_times = 1;
     }
     double t_dense = 0, e_dense = 0, m_dense = 0;
     for (int i = 0; i < R->np; i++) {
@@ -708,7 +709,7 @@ lpv_status lpv_prune(lpv_model *m, const lpv_calib_set *calib, const lpv_prune_o
     if (st == LPV_OK) st = finish_layers(&R, err);
     r->stats_from_cache = r->step_from_cache[0];
     run_free(&R);
-    r->seconds.total = lpv_now() - t0 + r->seconds.load;
+    r->seconds.total = lpv_now() - t0; /* begin() counts its load part inside it */
     return st;
 }
 

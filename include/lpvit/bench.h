@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "lpvit/cpu.h"
 #include "lpvit/error.h"
 #include "lpvit/forward.h"
 #include "lpvit/model.h"
@@ -34,6 +35,17 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
 lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int bf16, int warmup, int reps,
                                   uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb,
                                   lpv_err *err);
+
+/* This machine's arithmetic peak for one ISA's kernels: register-only FMA loops (FP32 FMAs; vdpbf16ps for
+ * avx512bf16), run on `threads` threads at once, best of a few short trials. gflops is the whole team's rate,
+ * per_thread its mean share. LPV_ISA_REF has no vector peak: gflops is NAN. */
+typedef struct {
+    lpv_isa isa;
+    int threads;
+    double gflops, per_thread;
+} lpv_peak;
+
+lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err);
 
 /* Prunes each linear layer selected by `which` to density d with a uniformly random block mask
  * (exactly round(d * blocks) kept, at least one). which: bit 0 block linears, bit 1 patch embed, bit 2 heads. */

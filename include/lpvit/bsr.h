@@ -49,7 +49,7 @@
 #include "lpvit/layout.h"
 
 /* K (input feature) granule of the chunk tables; a multiple of every C. */
-#define LPV_BSR_KGRAN 256
+#define LPV_BSR_KGRAN 64
 
 typedef struct lpv_bsr {
     int rows, cols;     /* dense shape (out, in) */

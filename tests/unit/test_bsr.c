@@ -305,13 +305,27 @@ static void test_kernels(void) {
     printf("kernels: worst element error %.3g (fp32), %.3g (bf16 against its own reference)\n", worst, worst_bf16);
 }
 
+static void chunking_cases(void);
+
 /* Tiny panel/chunk budgets force the K-chunked path (first / middle / last
- * chunk, rows with empty chunks) and several token panels per thread. */
+ * chunk, rows with empty chunks) and several token panels per thread; for the
+ * x_in_l1 walk (AVX2) also one- and two-vector panels, one-granule chunks and
+ * row blocks of one and of three groups. */
 static void test_chunking(void) {
     lpv__bsr_tuning saved = lpv__bsr_tune;
-    lpv__bsr_tune.l2_bytes = 16 << 10;
-    lpv__bsr_tune.kept_cols = 64;
-    lpv__bsr_tune.l1_w_bytes = 0;
+    for (int v = 0; v < 3; v++) {
+        lpv__bsr_tune.l2_bytes = 16 << 10;
+        lpv__bsr_tune.kept_cols = 64;
+        lpv__bsr_tune.l1_w_bytes = 0;
+        lpv__bsr_tune.l1_x_bytes = v == 0 ? 1 : 2 * 64 * 2 * LPV_BSR_KGRAN;
+        lpv__bsr_tune.l2_w_bytes = v == 1 ? 1 : 3 * 8 * 4 * LPV_BSR_KGRAN;
+        lpv__bsr_tune.l1_panel_vec = v + 1;
+        chunking_cases();
+    }
+    lpv__bsr_tune = saved;
+}
+
+static void chunking_cases(void) {
     for (int e = 0; e < NEPI; e++) {
         kcase kc = {.rows = 100, .cols = 900, .R = 32, .C = 64, .T = 200, .epi = EPIS[e], .density = 0.25};
         run_case(&kc);
@@ -327,7 +341,6 @@ static void test_chunking(void) {
         kc.density = 0.5;
         run_case(&kc);
     }
-    lpv__bsr_tune = saved;
 }
 
 /* ---- builders ---- */

@@ -3,13 +3,18 @@
  * bsr.c when lpv_isa_get() == LPV_ISA_AVX2; every function here carries the
  * AVX2 target attribute).
  *
- * Register tile: 4 output rows (half an 8-row group) × NV ymm token vectors
- * (NV = 1..3, up to 24 tokens): 4·NV accumulators of the 16 ymm registers,
- * 3 loads + 4 broadcasts per 12 FMAs. A group runs as two half-tiles reading
- * weights 0..3 and 4..7 of each packed [C][8] line. The plan and the walk
- * over panels, chunks and groups are bsr.c's, shared with the AVX-512 kernel;
- * columns of a partial last vector use vmaskmov (the plan's tail, only when
- * round16(T) exceeds ld).
+ * The AVX2 walk is bsr.c's x_in_l1 order: X arrives as a packed panel (the K
+ * chunk's rows of at most a few 16-token vectors, contiguous, zero-padded to
+ * whole vectors), which stays in L1 while every group of a row block runs over
+ * it; the weights stream from L2 (prefetched a kilobyte ahead).
+ *
+ * Register tile: 2 output rows × NV ymm token vectors (NV = 1..6, up to 48
+ * tokens): 2·NV accumulators, NV loads + 2 broadcasts per 2·NV FMAs. Two rows
+ * rather than four keep the broadcasts (which take a shuffle slot beside the
+ * FMAs on AMD) at one per six FMAs, as in the AVX-512 tile; X comes from L1,
+ * so its extra loads are cheap. A group runs as four row pairs reading weights
+ * 2p, 2p + 1 of each packed [C][8] line. Only Y's partial last vector is
+ * masked (the panel's X is padded).
  */
 #include <stdint.h>
 
@@ -18,67 +23,70 @@
 
 #define T256 LPV_TARGET_AVX2
 
-LPV_VINLINE T256 __m256 ld_v(const float *p, int masked, __m256i m) {
+static T256 __m256i lane_mask(int n) { /* first n (0..8) lanes */
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+LPV_VINLINE T256 __m256 ld_y(const float *p, int masked, __m256i m) {
     return masked ? _mm256_maskload_ps(p, m) : _mm256_loadu_ps(p);
 }
 
-LPV_VINLINE T256 void st_v(float *p, __m256 v, int masked, __m256i m) {
+LPV_VINLINE T256 void st_y(float *p, __m256 v, int masked, __m256i m) {
     if (masked) _mm256_maskstore_ps(p, m, v);
     else _mm256_storeu_ps(p, v);
 }
 
-LPV_VINLINE T256 void tile(const lpv__tile *a, const int NV, const int MASKED, __m256i m) {
-    __m256 acc[4][3];
+/* The 2 × NV tile over packed X; the last vector's Y columns are masked when a->mask < 8 (lanes). */
+LPV_VINLINE T256 void tile(const lpv__tile *a, const int NV) {
+    __m256 acc[2][6];
     const int64_t ldx = a->ldx, ldy = a->ldy;
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
+    const int masked = a->mask < 8;
+    const __m256i m = lane_mask((int)a->mask);
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
         __m256 bv = _mm256_set1_ps(a->b[i]);
-#pragma GCC unroll 3
+#pragma GCC unroll 6
         for (int j = 0; j < NV; j++) {
             __m256 v = bv;
-            if (a->init_y && i < a->nrows) v = _mm256_add_ps(v, ld_v(a->Y + i * ldy + 8 * j, MASKED && j == NV - 1, m));
+            if (a->init_y && i < a->nrows) v = _mm256_add_ps(v, ld_y(a->Y + i * ldy + 8 * j, masked && j == NV - 1, m));
             acc[i][j] = v;
         }
     }
-    const float *w = a->wp;
+    const float *wk = a->wp;
     const int C = a->C;
-    for (int b = 0; b < a->nb; b++, w += 8 * C) {
+    for (int b = 0; b < a->nb; b++) {
         int c0 = a->ci[b] * C;
         int kn = a->K - c0 < C ? a->K - c0 : C;
-        const float *xk = (const float *)a->X + (int64_t)c0 * ldx;
-        const float *wk = w;
+        const float *xk = (const float *)a->X + (int64_t)(c0 - a->k0) * ldx;
 #pragma GCC unroll 2
         for (int k = 0; k < kn; k++, xk += ldx, wk += 8) {
-            __m256 x[3];
-#pragma GCC unroll 3
-            for (int j = 0; j < NV; j++) x[j] = ld_v(xk + 8 * j, MASKED && j == NV - 1, m);
-            /* X of the next tile (see bsr_avx512.c) */
-            _mm_prefetch((const char *)(xk + 8 * NV), _MM_HINT_T1);
-            if (NV > 1) _mm_prefetch((const char *)(xk + 8 * NV + 16), _MM_HINT_T1);
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; i++) {
-                __m256 wv = _mm256_broadcast_ss(wk + i);
-#pragma GCC unroll 3
-                for (int j = 0; j < NV; j++) acc[i][j] = _mm256_fmadd_ps(wv, x[j], acc[i][j]);
+            _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */
+            __m256 w0 = _mm256_broadcast_ss(wk), w1 = _mm256_broadcast_ss(wk + 1);
+#pragma GCC unroll 6
+            for (int j = 0; j < NV; j++) {
+                __m256 x = _mm256_loadu_ps(xk + 8 * j);
+                acc[0][j] = _mm256_fmadd_ps(w0, x, acc[0][j]);
+                acc[1][j] = _mm256_fmadd_ps(w1, x, acc[1][j]);
             }
         }
+        wk += (int64_t)8 * (C - kn); /* a partial last block keeps its full packed size */
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++)
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
         if (i < a->nrows)
-#pragma GCC unroll 3
-            for (int j = 0; j < NV; j++) st_v(a->Y + i * ldy + 8 * j, acc[i][j], MASKED && j == NV - 1, m);
+#pragma GCC unroll 6
+            for (int j = 0; j < NV; j++) st_y(a->Y + i * ldy + 8 * j, acc[i][j], masked && j == NV - 1, m);
 }
 
-__attribute__((noinline)) static T256 void tile3(const lpv__tile *a) { tile(a, 3, 0, _mm256_setzero_si256()); }
-__attribute__((noinline)) static T256 void tile2(const lpv__tile *a) { tile(a, 2, 0, _mm256_setzero_si256()); }
-__attribute__((noinline)) static T256 void tile1(const lpv__tile *a) { tile(a, 1, 0, _mm256_setzero_si256()); }
-static T256 __m256i lane_mask(int n);
-__attribute__((noinline)) static T256 void tile1m(const lpv__tile *a) { tile(a, 1, 1, lane_mask((int)a->mask)); }
-
-static T256 __m256i lane_mask(int n) { /* first n (0..8) lanes */
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
+#define TILE_FN(n) \
+    __attribute__((noinline)) static T256 void tile##n(const lpv__tile *a) { tile(a, n); }
+TILE_FN(1)
+TILE_FN(2)
+TILE_FN(3)
+TILE_FN(4)
+TILE_FN(5)
+TILE_FN(6)
+static const lpv__tile_fn tiles[7] = {NULL, tile1, tile2, tile3, tile4, tile5, tile6};
 
 static T256 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
     for (int i = 0; i < nrows; i++) {
@@ -92,21 +100,19 @@ static T256 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
     }
 }
 
-/* The group runs as two half-tiles, rows 0..3 and 4..7, reading weights 0..3 and 4..7 of each packed line. */
+/* The group over its panel: 48-token positions, each run as four row pairs (rows 2p, 2p + 1). */
 T256 void lpv__bsr_group_avx2(const lpv__bsr_group *g) {
-    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 0};
-    for (int h = 0; h < 2; h++) {
-        a.nrows = g->nrows - 4 * h < 0 ? 0 : (g->nrows - 4 * h > 4 ? 4 : g->nrows - 4 * h);
-        if (a.nrows == 0) break;
-        a.wp = g->wp + 4 * h;
-        a.b = g->b8 + 4 * h;
-        float *Yh = g->Y + (int64_t)4 * h * g->ldy;
-        lpv__run_tiles(&a, g->X, Yh, 2 * g->v0, 2 * g->v1, 8, tile3, tile2, tile1);
-        for (int c = 16 * g->v1; g->tail && c < 16 * g->v1 + g->tail; c += 8) {
-            int n = 16 * g->v1 + g->tail - c;
-            lpv__tile_at(&a, g->X, Yh, c);
-            a.mask = n > 8 ? 8 : (unsigned)n; /* lanes */
-            tile1m(&a);
+    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8};
+    int c1 = 16 * g->v1 + g->tail; /* one past the last valid token */
+    for (int c = 16 * g->v0; c < c1; c += 48) {
+        int n = c1 - c < 48 ? c1 - c : 48, nv = (n + 7) / 8;
+        a.mask = (unsigned)(n - 8 * (nv - 1)); /* valid lanes of the last vector */
+        lpv__tile_at(&a, g->X, g->xt0, g->Y, c);
+        float *Yc = a.Y;
+        for (int p = 0; 2 * p < g->nrows; p++) {
+            a.nrows = g->nrows - 2 * p < 2 ? g->nrows - 2 * p : 2;
+            a.wp = g->wp + 2 * p, a.b = g->b8 + 2 * p, a.Y = Yc + (int64_t)2 * p * g->ldy;
+            tiles[nv](&a);
         }
     }
     if (g->gelu) gelu_rows(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);

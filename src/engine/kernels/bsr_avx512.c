@@ -67,7 +67,7 @@ LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, _
     for (int b = 0; b < a->nb; b++, w += 8 * C) {
         int c0 = a->ci[b] * C;
         int kn = a->K - c0 < C ? a->K - c0 : C;
-        const float *xk = X + (int64_t)c0 * ldx;
+        const float *xk = X + (int64_t)(c0 - a->k0) * ldx;
         const float *wk = w;
 #pragma GCC unroll 2
         for (int k = 0; k < kn; k++, xk += ldx, wk += 8) {
@@ -107,7 +107,7 @@ LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MA
     for (int b = 0; b < a->nb; b++, w += 4 * C) {
         int c0 = a->ci[b] * C;
         int kn = a->K - c0 < C ? a->K - c0 : C, np = (kn + 1) / 2;
-        const uint32_t *xk = X + (int64_t)(c0 / 2) * ldx;
+        const uint32_t *xk = X + (int64_t)((c0 - a->k0) / 2) * ldx;
         const uint32_t *wk = w;
 #pragma GCC unroll 2
         for (int k = 0; k < np; k++, xk += ldx, wk += 8) {
@@ -148,10 +148,10 @@ static T512 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
 /* One group over the panel's full vectors, the partial one, then GELU: the same for both precisions. */
 LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *wp, lpv__tile_fn t3, lpv__tile_fn t2,
                             lpv__tile_fn t1, lpv__tile_fn t1m) {
-    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, wp, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0};
-    lpv__run_tiles(&a, X, g->Y, g->v0, g->v1, 16, t3, t2, t1);
+    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, wp, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0};
+    lpv__run_tiles(&a, X, g->xt0, g->Y, g->v0, g->v1, 16, t3, t2, t1);
     if (g->tail) {
-        lpv__tile_at(&a, X, g->Y, 16 * g->v1);
+        lpv__tile_at(&a, X, g->xt0, g->Y, 16 * g->v1);
         a.mask = (1u << g->tail) - 1;
         t1m(&a);
     }

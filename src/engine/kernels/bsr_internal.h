@@ -21,8 +21,12 @@ typedef struct {
     int v0, v1;        /* vectors [v0, v1) */
     int nvec_full;     /* vectors below this are 16 wide (padding columns allowed) */
     int tail;          /* columns of vector nvec_full when it is partial (0: none) */
-    int panel_vec;     /* token panel, in vectors: X (chunk × panel) should stay in L2 */
+    int panel_vec;     /* token panel, in vectors: X (chunk × panel) should stay in L2 (in L1: x_in_l1) */
     int chunk_gran;    /* K chunk, in LPV_BSR_KGRAN granules (>= ngran: one chunk) */
+    int x_in_l1;       /* walk order: 0 panels > chunks > groups (a group's weights stay in L1, X comes from L2);
+                        * 1 chunks > row blocks > panels > groups (X of a narrow panel stays in L1 for every
+                        * group of the row block, whose weights stay in L2): for tiles that reuse X little */
+    int rowblock;      /* x_in_l1: groups per row block */
 } lpv__bsr_plan;
 
 /* Blocking knobs (bytes of X a panel may hold; kept columns per chunk). */
@@ -31,6 +35,9 @@ typedef struct {
     int64_t l1_w_bytes;/* no panels/chunks while a group's kept weights (8 rows × cols·d) fit this */
     int kept_cols;     /* target kept input columns per K chunk (chunk ≈ kept_cols / density) */
     int alpha;         /* fixed cost of an 8-row group, in k-steps, for the thread split */
+    int64_t l1_x_bytes;/* x_in_l1 plans: X (chunk × panel) budget */
+    int64_t l2_w_bytes;/* x_in_l1 plans: kept weights of a row block's chunk */
+    int l1_panel_vec;  /* x_in_l1 plans: panel width in vectors (>= 1) */
 } lpv__bsr_tuning;
 
 extern lpv__bsr_tuning lpv__bsr_tune;
@@ -39,10 +46,11 @@ extern lpv__bsr_tuning lpv__bsr_tune;
  *     Y[rows, cols] (+)= b8 + W_group,chunk · X[chunk, cols], then GELU when asked.
  * cols are the full 16-column vectors [v0, v1), then `tail` columns of vector v1 (0: none). */
 typedef struct {
-    const float *X;    /* (cols, ld ldx) at token column 0 */
+    const float *X;    /* (cols, ld ldx): row k holds input k0 + k from token column xt0 */
     const uint32_t *X2;/* BF16: (ceil(cols / 2), ld ldx) pairs at token column 0, else NULL */
     float *Y;          /* at the group's first row, token column 0 */
     int64_t ldx, ldy;
+    int k0, xt0;       /* first input row and token column X holds (0, 0 unless X is a packed panel) */
     const float *wp;   /* the group's packed weights of the chunk's first block: per block [C][8] */
     const uint32_t *wp2; /* BF16: the same in packed_bf16, per block [C/2][8] pairs */
     const int32_t *ci; /* col_idx of that block */
@@ -57,11 +65,12 @@ typedef struct {
 
 typedef void (*lpv__bsr_group_fn)(const lpv__bsr_group *g);
 
-/* One register tile of a group: a few rows (8 on AVX-512, 4 on AVX2) x 1..3 vectors of tokens. */
+/* One register tile of a group: 8 rows x 1..3 zmm vectors of tokens (AVX-512), 2 rows x 1..6 ymm (AVX2). */
 typedef struct {
     const void *X;    /* at the tile's first column: floats, or BF16 pairs (4 bytes a token either way) */
     float *Y;         /* at the tile's first row and column */
     int64_t ldx, ldy;
+    int k0;           /* input of X's first row */
     const void *wp;   /* packed weights of the chunk's first block (floats or BF16 pairs), at the tile's first row */
     const int32_t *ci;
     int nb;
@@ -69,24 +78,25 @@ typedef struct {
     int nrows;        /* valid rows of the tile */
     int init_y;
     const float *b;   /* bias per row of the tile */
-    unsigned mask;    /* the masked 1-vector tile: valid columns of its vector (bits) */
+    unsigned mask;    /* AVX-512: the masked 1-vector tile's valid columns (bits); AVX2: valid lanes of the last vector */
 } lpv__tile;
 
 typedef void (*lpv__tile_fn)(const lpv__tile *a);
 
 /* The tiles over full vectors [va, vb) of `width` columns: 3-vector tiles, ending with 2 + 2 rather than
  * 3 + 1 (a 1-vector tile wastes most of the FMA latency). t3, t2, t1 run 3, 2 and 1 vectors. */
-static inline void lpv__tile_at(lpv__tile *a, const void *X0, float *Y0, int col) {
-    a->X = (const char *)X0 + (size_t)4 * (size_t)col, a->Y = Y0 + col;
+/* Points the tile at token column col (X0's column 0 is token xt0). */
+static inline void lpv__tile_at(lpv__tile *a, const void *X0, int xt0, float *Y0, int col) {
+    a->X = (const char *)X0 + (size_t)4 * (size_t)(col - xt0), a->Y = Y0 + col;
 }
 
-static inline void lpv__run_tiles(lpv__tile *a, const void *X0, float *Y0, int va, int vb, int width,
+static inline void lpv__run_tiles(lpv__tile *a, const void *X0, int xt0, float *Y0, int va, int vb, int width,
                                   lpv__tile_fn t3, lpv__tile_fn t2, lpv__tile_fn t1) {
     int n = vb - va, n3 = n / 3, r = n % 3, v = va;
     if (r == 1 && n3 >= 1) n3--, r = 4;
-    for (int q = 0; q < n3; q++, v += 3) lpv__tile_at(a, X0, Y0, width * v), t3(a);
-    for (; r >= 2; r -= 2, v += 2) lpv__tile_at(a, X0, Y0, width * v), t2(a);
-    if (r == 1) lpv__tile_at(a, X0, Y0, width * v), t1(a);
+    for (int q = 0; q < n3; q++, v += 3) lpv__tile_at(a, X0, xt0, Y0, width * v), t3(a);
+    for (; r >= 2; r -= 2, v += 2) lpv__tile_at(a, X0, xt0, Y0, width * v), t2(a);
+    if (r == 1) lpv__tile_at(a, X0, xt0, Y0, width * v), t1(a);
 }
 
 void lpv__bsr_group_avx512(const lpv__bsr_group *g);
@@ -97,5 +107,9 @@ void lpv__vgelu_avx512(float *x, int64_t n);
 void lpv__vgelu_avx2(float *x, int64_t n);
 void lpv__verf_avx512(float *y, const float *x, int64_t n);
 void lpv__verf_avx2(float *y, const float *x, int64_t n);
+/* Register-only FMA loops of `steps` x 12 instructions (peak.c, for lpv_bench_peak). */
+float lpv__peak_avx2(int64_t steps, float m, float c);
+float lpv__peak_avx512(int64_t steps, float m, float c);
+float lpv__peak_avx512bf16(int64_t steps, float m, float c);
 
 #endif

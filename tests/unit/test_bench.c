@@ -1,0 +1,70 @@
+/*
+ * test_bench.c — the peak measurement (lpv_bench_peak and the register-only loops of peak.c): every
+ * accumulator chain contributes to the result (a loop the compiler merged into one chain would report 12x its
+ * real rate, as a first version did), each ISA the CPU has reports a finite positive rate on 1 and 2 threads,
+ * the reference ISA reports none, and an ISA the CPU lacks is refused. No timing is asserted.
+ */
+#include <math.h>
+
+#include "engine/kernels/bsr_internal.h"
+#include "lpvit/bench.h"
+#include "lpvit/cpu.h"
+#include "test.h"
+
+/* What a loop of `steps` returns: lane 0 of the sum of the 12 chains a_i <- a_i * m + c, a_i(0) = 1.0, 1.1, ..., 2.1. */
+static double expect_sum(int steps, float m, float c, int bf16) {
+    static const float start[12] = {1.0f, 1.1f, 1.2f, 1.3f, 1.4f, 1.5f, 1.6f, 1.7f, 1.8f, 1.9f, 2.0f, 2.1f};
+    double s = 0;
+    for (int i = 0; i < 12; i++) {
+        float a = start[i];
+        for (int k = 0; k < steps; k++) a = bf16 ? a + 2 * m * c : fmaf(a, m, c);
+        s += a;
+    }
+    return s;
+}
+
+static void test_loops(void) {
+    float m = 0.5f, c = 0.25f; /* exact in BF16: the products and sums below round nowhere */
+    for (int steps = 0; steps <= 3; steps++) {
+        double want = expect_sum(steps, m, c, 0);
+        if (lpv_isa_best() >= LPV_ISA_AVX2) {
+            double got = lpv__peak_avx2(steps, m, c);
+            CHECKF(fabs(got - want) <= 1e-5 * fabs(want), "avx2 loop, %d steps: %.7g, want %.7g", steps, got, want);
+        }
+        if (lpv_isa_best() >= LPV_ISA_AVX512) {
+            double got = lpv__peak_avx512(steps, m, c) / 16; /* summed over the 16 lanes */
+            CHECKF(fabs(got - want) <= 1e-5 * fabs(want), "avx512 loop, %d steps: %.7g, want %.7g", steps, got, want);
+        }
+        if (lpv_isa_best() >= LPV_ISA_AVX512BF16) {
+            /* vdpbf16ps adds m*c for both halves of a pair: a += 2 m c */
+            double wb = expect_sum(steps, m, c, 1), got = lpv__peak_avx512bf16(steps, m, c) / 16;
+            CHECKF(fabs(got - wb) <= 1e-5 * fabs(wb), "avx512bf16 loop, %d steps: %.7g, want %.7g", steps, got, wb);
+        }
+    }
+}
+
+static void test_peak(void) {
+    lpv_err err;
+    lpv_peak p;
+    CHECK_OK(lpv_bench_peak(LPV_ISA_REF, 2, &p, &err), &err);
+    CHECK(isnan(p.gflops) && p.threads == 2);
+    for (int isa = LPV_ISA_AVX2; isa <= (int)LPV_ISA_AVX512BF16; isa++) {
+        if (isa > (int)lpv_isa_best()) {
+            printf("SKIP %s peak: not supported by this cpu\n", lpv_isa_name((lpv_isa)isa));
+            CHECK(lpv_bench_peak((lpv_isa)isa, 1, &p, &err) == LPV_E_UNSUPPORTED);
+            CHECK(strstr(err.msg, "not available on this cpu") != NULL);
+            continue;
+        }
+        for (int t = 1; t <= 2; t++) {
+            CHECK_OK(lpv_bench_peak((lpv_isa)isa, t, &p, &err), &err);
+            CHECKF(isfinite(p.gflops) && p.gflops > 0 && p.threads == t && fabs(p.per_thread * t - p.gflops) < 1e-6 * p.gflops,
+                   "%s peak on %d threads: %g GFLOP/s (%g a thread)", lpv_isa_name((lpv_isa)isa), t, p.gflops, p.per_thread);
+        }
+    }
+}
+
+int main(void) {
+    test_loops();
+    test_peak();
+    return test_finish("test_bench");
+}

@@ -27,12 +27,13 @@ typedef struct {
     cli_model_args ma;
     const char *pruned, *block, *json, *isa, *out, *dense_kernel, *precision;
     double density;
-    int random_weights, batch, threads, reps, warmup, seed, no_layers, include_patch, include_heads, calibrate;
+    int random_weights, batch, threads, reps, warmup, seed, no_layers, include_patch, include_heads, calibrate, peak;
 } bench_opts;
 
 typedef struct {
     lpv_model *dense, *sparse;
     char dense_desc[1200], sparse_desc[1200];
+    lpv_peak peak; /* of the FP32 kernels' ISA, on the bench's threads */
 } bench_models;
 
 static lpv_status load_plain(const char *path, int heads, lpv_model **m, lpv_err *err) {
@@ -193,13 +194,60 @@ static void layer_bf16(const lpv_timing *td, const lpv_timing *ts, const lpv_tim
     }
 }
 
+/* GFLOP/s of `flop` in t, and its share of the measured peak (NAN without one). */
+static void rate_json(cJSON *e, const char *key, double flop, const lpv_timing *t, const lpv_peak *pk) {
+    char k[64];
+    double g = flop / (t->median_ms * 1e6);
+    snprintf(k, sizeof k, "%s_gflops", key);
+    cJSON_AddNumberToObject(e, k, g);
+    if (isfinite(pk->gflops)) {
+        snprintf(k, sizeof k, "%s_pct_peak", key);
+        cJSON_AddNumberToObject(e, k, 100 * g / pk->gflops);
+    }
+}
+
+static cJSON *peak_json(const lpv_peak *p) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "isa", lpv_isa_name(p->isa));
+    cJSON_AddNumberToObject(o, "threads", p->threads);
+    if (isfinite(p->gflops)) {
+        cJSON_AddNumberToObject(o, "gflops", p->gflops);
+        cJSON_AddNumberToObject(o, "gflops_per_thread", p->per_thread);
+    }
+    return o;
+}
+
+/* --peak: every vector ISA the CPU has, FMA throughput on the bench's threads. */
+static int run_peak(const bench_opts *o) {
+    lpv_err err;
+    int human = !(o->json && strcmp(o->json, "-") == 0);
+    cJSON *j = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(j, "peaks");
+    if (human)
+        printf("arithmetic peak (register-only FMA loops, %d threads, best of 7)\n  %-12s %10s %12s\n",
+               lpv_threads_get(), "isa", "GFLOP/s", "per thread");
+    lpv_status st = LPV_OK;
+    for (int i = LPV_ISA_AVX2; i <= (int)lpv_isa_best() && st == LPV_OK; i++) {
+        lpv_peak p;
+        if ((st = lpv_bench_peak((lpv_isa)i, lpv_threads_get(), &p, &err)) != LPV_OK) break;
+        cJSON_AddItemToArray(arr, peak_json(&p));
+        if (human) printf("  %-12s %10.1f %12.1f\n", lpv_isa_name(p.isa), p.gflops, p.per_thread);
+    }
+    if (st == LPV_OK && lpv_isa_best() < LPV_ISA_AVX2 && human) printf("  (no AVX2: only the reference kernels run)\n");
+    lpv_report_environment(j);
+    if (st == LPV_OK && o->json) st = cli_json_out(j, o->json, &err);
+    cJSON_Delete(j);
+    return st ? cli_fail(&err, st) : 0;
+}
+
 static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, cJSON *arr, int human, lpv_err *err) {
     lpv_layer_ref rd[LPV_MAX_LAYERS], rs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(bm->dense, rd, LPV_MAX_LAYERS);
     if (bm->sparse) lpv_model_layers(bm->sparse, rs, LPV_MAX_LAYERS);
     if (human) {
-        printf("\nper layer (batch %d, median of %d, ms per batch)\n  %-24s %-11s %7s %9s %9s %8s", o->batch, o->reps,
-               "layer", "shape", "density", "dense", "sparse", "speedup");
+        printf("\nper layer (batch %d, median of %d, ms per batch; GF/s of the kept work, %% of the %s peak)\n"
+               "  %-24s %-11s %7s %9s %9s %8s %7s %5s %7s %5s",
+               o->batch, o->reps, lpv_isa_name(bm->peak.isa), "layer", "shape", "density", "dense", "sparse", "speedup",
+               "dGF/s", "%pk", "sGF/s", "%pk");
         if (bf16) printf(" %9s%s %10s", "dense16", bm->sparse ? "  sparse16" : "", "16 vs 32");
         printf("\n");
     }
@@ -223,11 +271,16 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, 
         if (ls) sum_s += ts.median_ms;
         char shape[32];
         snprintf(shape, sizeof shape, "%dx%d", ld->out, ld->in);
+        double flop_d = 2.0 * ld->out * ld->in * T, flop_s = flop_d * dens;
+        double gd = flop_d / (td.median_ms * 1e6), gs = ls ? flop_s / (ts.median_ms * 1e6) : NAN;
         if (human) {
             if (ls)
                 printf("  %-24s %-11s %7.3f %9.3f %9.3f %7.2fx", rd[i].name, shape, dens, td.median_ms, ts.median_ms,
                        td.median_ms / ts.median_ms);
-            else printf("  %-24s %-11s %7s %9.3f", rd[i].name, shape, "-", td.median_ms);
+            else printf("  %-24s %-11s %7s %9.3f %9s %8s", rd[i].name, shape, "-", td.median_ms, "", "");
+            printf(" %7.1f %4.0f%%", gd, 100 * gd / bm->peak.gflops);
+            if (ls) printf(" %7.1f %4.0f%%", gs, 100 * gs / bm->peak.gflops);
+            else printf(" %7s %5s", "", "");
         }
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "layer", rd[i].name);
@@ -241,9 +294,11 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, 
             cJSON_AddStringToObject(e, "block", blk);
         }
         cJSON_AddItemToObject(e, "dense", timing_json(&td));
+        rate_json(e, "dense", flop_d, &td, &bm->peak);
         if (ls) {
             cJSON_AddItemToObject(e, "sparse", timing_json(&ts));
             cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
+            rate_json(e, "sparse", flop_s, &ts, &bm->peak);
         }
         if (in_bf16) layer_bf16(&td16, &ts16, &td, ls != NULL, human, e);
         if (human) printf("\n");
@@ -290,6 +345,7 @@ int cmd_bench(int argc, char **argv) {
         {"--block", OPT_STR, &o.block, "RxC", "synthetic block shape (default 32x32)", 0, 0, NULL},
         {"--include-patch", OPT_FLAG, &o.include_patch, NULL, "synthetic: also prune the patch embedding", 0, 0, NULL},
         {"--include-heads", OPT_FLAG, &o.include_heads, NULL, "synthetic: also prune the classifier head(s)", 0, 0, NULL},
+        {"--peak", OPT_FLAG, &o.peak, NULL, "only measure this CPU's FMA peak per ISA (GFLOP/s on --threads); no model needed", 0, 0, NULL},
         {"--calibrate", OPT_FLAG, &o.calibrate, NULL, "write a cost table (BSR time per layer shape and density) to --out", 0, 0, NULL},
         {"--out", OPT_STR, &o.out, "FILE", "--calibrate: the table (JSON) for lpvit prune --cost-table", 0, 0, NULL},
         {"--batch", OPT_INT, &o.batch, "N", "images per forward pass", 1, 1024, NULL},
@@ -315,7 +371,9 @@ int cmd_bench(int argc, char **argv) {
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
     cli_quiet(o.ma.quiet);
-    if (!o.ma.model && !o.pruned) return cli_usage_error("give --model or --pruned");
+    if (o.peak && (o.ma.model || o.pruned || o.calibrate))
+        return cli_usage_error("--peak runs alone: no --model, --pruned or --calibrate");
+    if (!o.peak && !o.ma.model && !o.pruned) return cli_usage_error("give --model or --pruned (or --peak)");
     if (o.random_weights && !o.ma.model) return cli_usage_error("--random-weights needs --model PRESET");
     if (o.pruned && o.density > 0) return cli_usage_error("--pruned and --density are alternatives");
     if (o.block && !(o.density > 0) && !o.calibrate) return cli_usage_error("--block goes with --density or --calibrate");
@@ -324,6 +382,7 @@ int cmd_bench(int argc, char **argv) {
     int bf16 = 0;
     lpv_status st = cli_engine(o.threads, o.isa, o.dense_kernel, o.precision, &bf16, &err);
     if (st) return cli_fail(&err, st);
+    if (o.peak) return run_peak(&o);
     bench_models bm;
     memset(&bm, 0, sizeof bm);
     if (o.calibrate) {
@@ -340,6 +399,11 @@ int cmd_bench(int argc, char **argv) {
         lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
         return cli_fail(&err, st);
     }
+    if (st == LPV_OK) st = lpv_bench_peak(lpv_isa_fp32(lpv_isa_get()), lpv_threads_get(), &bm.peak, &err);
+    if (st) {
+        lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
+        return cli_fail(&err, st);
+    }
     int human = !(o.json && strcmp(o.json, "-") == 0);
     char env[512];
     lpv_environment_line(env, sizeof env);
@@ -350,6 +414,9 @@ int cmd_bench(int argc, char **argv) {
         printf("setup    batch %d, %d threads, isa %s, dense kernel %s, openblas core %s, %d reps after %d warm-up\n",
                o.batch, lpv_threads_get(), lpv_isa_name(lpv_isa_get()), lpv_dense_kernel_name(lpv_dense_kernel_get()),
                lpv_blas_corename(), o.reps, o.warmup);
+        if (isfinite(bm.peak.gflops))
+            printf("peak     %.1f GFLOP/s measured (%s FMA loops, %d threads; lpvit bench --peak)\n", bm.peak.gflops,
+                   lpv_isa_name(bm.peak.isa), bm.peak.threads);
     }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "dense", bm.dense_desc);
@@ -358,6 +425,7 @@ int cmd_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "reps", o.reps);
     cJSON_AddNumberToObject(j, "warmup", o.warmup);
     cJSON_AddNumberToObject(j, "seed", o.seed);
+    cJSON_AddItemToObject(j, "peak", peak_json(&bm.peak));
     if (bm.sparse) cJSON_AddNumberToObject(j, "linear_density", lpv_model_linear_density(bm.sparse));
     if (!o.no_layers) st = bench_layers(&o, &bm, bf16, cJSON_AddArrayToObject(j, "layers"), human, &err);
     lpv_timing td, ts;
@@ -369,6 +437,9 @@ int cmd_bench(int argc, char **argv) {
     if (st == LPV_OK) {
         cJSON *e = cJSON_AddObjectToObject(j, "end_to_end");
         cJSON *d = e2e_json(&td, o.batch);
+        lpv_macs mc = lpv_model_macs(&bm.dense->cfg);
+        double flop_e2e = 2.0 * (mc.linear_macs + mc.attention_macs) * o.batch;
+        rate_json(d, "model", flop_e2e, &td, &bm.peak);
         cJSON_AddItemToObject(d, "profile_ms_per_image", profile_json(&pd));
         cJSON_AddItemToObject(e, "dense", d);
         if (bm.sparse) {
@@ -381,6 +452,8 @@ int cmd_bench(int argc, char **argv) {
             printf("\nend to end (batch %d, median of %d)\n  %-8s %10s %10s %10s\n", o.batch, o.reps, "", "ms/batch",
                    "ms/image", "images/s");
             e2e_row("dense", &td, o.batch);
+            double g = flop_e2e / (td.median_ms * 1e6);
+            if (isfinite(bm.peak.gflops)) printf("   %.1f GFLOP/s, %.0f%% of peak", g, 100 * g / bm.peak.gflops);
             printf("\n");
             if (bm.sparse) {
                 e2e_row("sparse", &ts, o.batch);

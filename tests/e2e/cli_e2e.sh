@@ -215,6 +215,18 @@ grep -q "recorded in the pruned file" "$T/out" && ok || bad "pruned eval did not
 run 0 "$L" bench --pruned "$P" --reps 2 --warmup 0 --json "$T/b.json" --quiet
 lpv_less 0 "$(lpv_json "$T/b.json" end_to_end.speedup)" && lpv_less 0.4 "$(lpv_json "$T/b.json" linear_density)" \
   && lpv_less "$(lpv_json "$T/b.json" linear_density)" 0.95 && ok || bad "bench --pruned"
+# every layer row carries its GFLOP/s and, with a vector ISA, the share of the measured peak
+lpv_less 0 "$(lpv_json "$T/b.json" layers.1.dense_gflops)" && lpv_less 0 "$(lpv_json "$T/b.json" layers.1.sparse_gflops)" \
+  && lpv_less 0 "$(lpv_json "$T/b.json" end_to_end.dense.model_gflops)" && ok || bad "bench: no GFLOP/s per layer"
+vec=0; case " $(lpv_json "$T/b.json" environment.cpu_features) " in *" avx2 "*) vec=1 ;; esac
+if [ "$vec" = 1 ]; then
+  lpv_less 0 "$(lpv_json "$T/b.json" layers.1.dense_pct_peak)" && lpv_less 0 "$(lpv_json "$T/b.json" peak.gflops)" \
+    && ok || bad "bench: no % of peak: $(lpv_json "$T/b.json" peak)"
+fi
+run 0 "$L" bench --peak --threads 1 --json "$T/pk.json"
+[ "$vec" = 0 ] || { lpv_less 0 "$(lpv_json "$T/pk.json" peaks.0.gflops)" \
+  && [ "$(lpv_json "$T/pk.json" peaks.0.isa)" = avx2 ] && grep -q "^  avx2 " "$T/out"; } && ok || bad "bench --peak"
+run 2 "$L" bench --peak --model "$M"; one_line_err "--peak runs alone"
 # --precision bf16 adds BF16 times per layer and end to end (the reference kernel under --isa ref)
 run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --isa ref --precision bf16 --json "$T/b16.json" --quiet
 lpv_less 0 "$(lpv_json "$T/b16.json" end_to_end.bf16.sparse.speedup_vs_bf16_dense)" \

@@ -127,10 +127,11 @@ lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err)
     if (threads < 1) threads = 1;
     *out = (lpv_peak){isa, threads, NAN, NAN};
     if (isa == LPV_ISA_REF) return LPV_OK;
-    /* ~10 ms per trial at 100 GFLOP/s a thread; the best of 7 (a neighbour's load only ever lowers a trial) */
-    int64_t steps = 400000;
+    /* ~3 ms per trial at 118 GFLOP/s a thread; the best of 15 spread over ~50 ms (a neighbour's load or a
+     * descheduled thread only ever lowers a trial) */
+    int64_t steps = 2000000;
     double best = 0;
-    for (int t = 0; t < 8; t++) {
+    for (int t = 0; t < 16; t++) {
         double g = peak_trial(isa, threads, steps);
         if (t > 0 && g > best) best = g; /* trial 0 wakes the threads and the clock up */
     }

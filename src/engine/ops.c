@@ -57,7 +57,9 @@ void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, 
 #pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int i = 0; i < nbands; i++) {
         int t0 = i * LN_BAND, n = T - t0 < LN_BAND ? T - t0 : LN_BAND;
-        if (lpv_isa_get() >= LPV_ISA_AVX512) lpv__layernorm_band_avx512(y, x, w, b, D, t0, n, ld, eps);
+        lpv_isa isa = lpv_isa_fp32(lpv_isa_get());
+        if (isa == LPV_ISA_AVX512) lpv__layernorm_band_avx512(y, x, w, b, D, t0, n, ld, eps);
+        else if (isa == LPV_ISA_AVX2) lpv__layernorm_band_avx2(y, x, w, b, D, t0, n, ld, eps);
         else layernorm_band(y, NULL, NULL, x, w, b, D, t0, n, ld, eps);
     }
 }
@@ -130,6 +132,8 @@ void lpv_softmax_rows_ref(float *x, int n, int len, int ld) {
 
 int64_t lpv_attention_scratch(int T, int hd) {
     int64_t blas = (int64_t)T * T + 64, fused = lpv__attention_scratch_avx512(T, hd);
+    int64_t fused2 = lpv__attention_scratch_avx2(T, hd);
+    if (fused2 > fused) fused = fused2;
     return blas > fused ? blas : fused;
 }
 
@@ -149,7 +153,8 @@ void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D,
     int hd = D / heads, n = B * heads;
     int nt = omp_in_parallel() ? 1 : lpv_threads_get();
     int64_t per = lpv_attention_scratch(T, hd);
-    int fused = lpv_isa_get() >= LPV_ISA_AVX512 && hd % 8 == 0;
+    lpv_isa isa = lpv_isa_fp32(lpv_isa_get());
+    int fused = isa == LPV_ISA_AVX512 && hd % 8 == 0, fused2 = isa == LPV_ISA_AVX2 && hd % 4 == 0;
     /* static round robin: each thread knows its next unit and prefetches it */
 #pragma omp parallel num_threads(nt)
     {
@@ -159,6 +164,7 @@ void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D,
             int j = i + step < n ? i + step : -1;
             if (fused) lpv__attention_head_avx512(out, qkv, ld, i / heads, i % heads, T, D, hd, S, j < 0 ? -1 : j / heads,
                                                   j < 0 ? 0 : j % heads);
+            else if (fused2) lpv__attention_head_avx2(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
             else lpv_attention_head(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
         }
     }

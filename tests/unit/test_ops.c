@@ -85,7 +85,7 @@ static void test_softmax(lpv_rng *r) {
 static void test_attention(lpv_rng *r) {
     struct { int B, T, D, H; } cases[] = {{1, 5, 8, 2},   {3, 17, 24, 3}, {2, 197, 64, 1}, {2, 50, 96, 6},
                                           {2, 197, 128, 2}, {1, 1, 16, 2}, {3, 49, 16, 1},  {2, 33, 64, 4},
-                                          {1, 64, 24, 1},   {2, 9, 40, 5}};
+                                          {1, 64, 24, 1},   {2, 9, 40, 5}, {2, 30, 12, 2}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int B = cases[c].B, T = cases[c].T, D = cases[c].D, H = cases[c].H, ld = (B * T + 15) & ~15;
         float *qkv = malloc(sizeof(float) * 3 * (size_t)D * ld), *o = malloc(sizeof(float) * (size_t)D * ld);

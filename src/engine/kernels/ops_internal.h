@@ -14,11 +14,17 @@ void lpv__softmax_rows_avx512(float *x, int n, int len, int ld);
 void lpv__softmax_rows_avx2(float *x, int n, int len, int ld);
 void lpv__layernorm_band_avx512(float *y, const float *x, const float *w, const float *b, int D, int t0, int n,
                                 int ld, float eps);
+void lpv__layernorm_band_avx2(float *y, const float *x, const float *w, const float *b, int D, int t0, int n, int ld,
+                              float eps);
 
 /* Fused attention for one (image b, head h), hd % 8 == 0; scratch of lpv__attention_scratch_avx512(T, hd).
    (nb, nh): the unit the caller runs next, prefetched meanwhile; nb < 0 for none. */
 void lpv__attention_head_avx512(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
                                 float *scratch, int nb, int nh);
 int64_t lpv__attention_scratch_avx512(int T, int hd);
+
+/* The same on AVX2 for (image b, head h), hd % 4 == 0; scratch of lpv__attention_scratch_avx2(T, hd). */
+void lpv__attention_head_avx2(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *scratch);
+int64_t lpv__attention_scratch_avx2(int T, int hd);
 
 #endif

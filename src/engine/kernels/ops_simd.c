@@ -1,5 +1,5 @@
 /*
- * ops_simd.c — AVX-512 / AVX2 versions of the softmax and LayerNorm kernels
+ * ops_simd.c — AVX-512 / AVX2 versions of the softmax and LayerNorm kernels, the fused attention
  * (see src/engine/kernels/ops_internal.h). Each function carries its own target attribute;
  * src/engine/ops.c only calls one when lpv_isa_get() allows it.
  *
@@ -132,6 +132,49 @@ LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, cons
         __mmask16 m = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);
         layernorm_strip16(y + t0 + j, x + t0 + j, w, b, D, ld, m, eps);
     }
+}
+
+/* The same three passes on 8-column strips (AVX2), the last strip masked. */
+LPV_TARGET_AVX2 static void layernorm_strip8(float *y, const float *x, const float *w, const float *b, int D, int ld,
+                                             int n, float eps) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int d = 0;
+    for (; d + 4 <= D; d += 4) {
+        const float *xr = x + (long)d * ld;
+        s0 = _mm256_add_ps(s0, _mm256_maskload_ps(xr, m));
+        s1 = _mm256_add_ps(s1, _mm256_maskload_ps(xr + ld, m));
+        s2 = _mm256_add_ps(s2, _mm256_maskload_ps(xr + 2L * ld, m));
+        s3 = _mm256_add_ps(s3, _mm256_maskload_ps(xr + 3L * ld, m));
+    }
+    for (; d < D; d++) s0 = _mm256_add_ps(s0, _mm256_maskload_ps(x + (long)d * ld, m));
+    __m256 invD = _mm256_set1_ps(1.0f / (float)D);
+    __m256 mean = _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)), invD);
+    s0 = s1 = s2 = s3 = _mm256_setzero_ps();
+    for (d = 0; d + 4 <= D; d += 4) {
+        const float *xr = x + (long)d * ld;
+        __m256 c0 = _mm256_sub_ps(_mm256_maskload_ps(xr, m), mean);
+        __m256 c1 = _mm256_sub_ps(_mm256_maskload_ps(xr + ld, m), mean);
+        __m256 c2 = _mm256_sub_ps(_mm256_maskload_ps(xr + 2L * ld, m), mean);
+        __m256 c3 = _mm256_sub_ps(_mm256_maskload_ps(xr + 3L * ld, m), mean);
+        s0 = _mm256_fmadd_ps(c0, c0, s0), s1 = _mm256_fmadd_ps(c1, c1, s1);
+        s2 = _mm256_fmadd_ps(c2, c2, s2), s3 = _mm256_fmadd_ps(c3, c3, s3);
+    }
+    for (; d < D; d++) {
+        __m256 c = _mm256_sub_ps(_mm256_maskload_ps(x + (long)d * ld, m), mean);
+        s0 = _mm256_fmadd_ps(c, c, s0);
+    }
+    __m256 var = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    __m256 rstd = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(_mm256_fmadd_ps(var, invD, _mm256_set1_ps(eps))));
+    for (d = 0; d < D; d++) {
+        __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + (long)d * ld, m), mean), rstd);
+        _mm256_maskstore_ps(y + (long)d * ld, m, _mm256_fmadd_ps(c, _mm256_set1_ps(w[d]), _mm256_set1_ps(b[d])));
+    }
+}
+
+LPV_TARGET_AVX2 void lpv__layernorm_band_avx2(float *y, const float *x, const float *w, const float *b, int D, int t0,
+                                              int n, int ld, float eps) {
+    for (int j = 0; j < n; j += 8) layernorm_strip8(y + t0 + j, x + t0 + j, w, b, D, ld, n - j < 8 ? n - j : 8, eps);
 }
 
 /* ---- fused attention, one (image, head) ----
@@ -312,6 +355,149 @@ LPV_TARGET_AVX512 void lpv__attention_head_avx512(float *out, const float *qkv, 
         }
         if (nq > 16) att_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
         else att_tile1(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        i0 += nq;
+    }
+}
+
+/* ---- fused attention on AVX2: the same three steps with 8-lane vectors ----
+ *
+ * 16 ymm registers hold a 4-key x 3-vector score block (12 accumulators), so a
+ * query tile is up to 24 queries and k is packed in runs of 4 keys; the score
+ * tile (T, A2_LD) is 197 x 24 floats = 19 KB at DeiT's T, in L1. The softmax
+ * uses vmath.h's exp on (-inf, 0] of scale (s - max).
+ */
+
+#define A2_JB 4  /* keys per QK^T register block, head rows per AV block */
+#define A2_QV 3  /* max query vectors per tile */
+#define A2_LD 24 /* St row stride: A2_QV * 8 */
+
+int64_t lpv__attention_scratch_avx2(int T, int hd) {
+    int64_t tp = (T + A2_JB - 1) / A2_JB * A2_JB;
+    return tp * hd + (int64_t)T * A2_LD + 8;
+}
+
+LPV_VINLINE LPV_TARGET_AVX2 __m256i a2_mask(int n) { /* first n lanes, n may exceed 8 */
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* kp (nb, hd, 4) <- k (hd, T) stride ld, keys >= T zero. */
+LPV_TARGET_AVX2 static void a2_pack_keys(float *kp, const float *k, int ld, int T, int hd) {
+    for (int j0 = 0; j0 < T; j0 += A2_JB) {
+        int n = T - j0 < A2_JB ? T - j0 : A2_JB;
+        __m128i m = _mm256_castsi256_si128(a2_mask(n));
+        float *dst = kp + (int64_t)j0 * hd;
+        for (int d = 0; d < hd; d++) _mm_storeu_ps(dst + d * A2_JB, _mm_maskload_ps(k + (int64_t)d * ld + j0, m));
+    }
+}
+
+/* Step 1: St (T, A2_LD) = k^T q for the tile; q (hd, .) stride ld at the tile's first query. */
+LPV_VINLINE LPV_TARGET_AVX2 void a2_scores(float *St, const float *q, int ld, const float *kp, int T, int hd, int nv,
+                                           const __m256i *qm) {
+    for (int j0 = 0; j0 < T; j0 += A2_JB) {
+        __m256 acc[A2_JB][A2_QV];
+        for (int jj = 0; jj < A2_JB; jj++)
+            for (int v = 0; v < nv; v++) acc[jj][v] = _mm256_setzero_ps();
+        const float *kb = kp + (int64_t)j0 * hd;
+        for (int d = 0; d < hd; d++) {
+            __m256 qv[A2_QV];
+            for (int v = 0; v < nv; v++) qv[v] = _mm256_maskload_ps(q + (int64_t)d * ld + 8 * v, qm[v]);
+            for (int jj = 0; jj < A2_JB; jj++) {
+                __m256 kj = _mm256_broadcast_ss(kb + d * A2_JB + jj);
+                for (int v = 0; v < nv; v++) acc[jj][v] = _mm256_fmadd_ps(kj, qv[v], acc[jj][v]);
+            }
+        }
+        int n = T - j0 < A2_JB ? T - j0 : A2_JB;
+        for (int jj = 0; jj < A2_JB; jj++) /* constant bounds keep acc in registers */
+            for (int v = 0; v < nv; v++)
+                if (jj < n) _mm256_storeu_ps(St + (int64_t)(j0 + jj) * A2_LD + 8 * v, acc[jj][v]);
+    }
+}
+
+/* Step 2: St <- exp(scale (St - column max)) in place; inv (A2_LD) = 1 / column sums. */
+LPV_VINLINE LPV_TARGET_AVX2 void a2_softmax(float *St, float *inv, int T, float scale, int nv) {
+    __m256 sc = _mm256_set1_ps(scale), ms[A2_QV], sum[A2_QV];
+    for (int v = 0; v < nv; v++) ms[v] = _mm256_set1_ps(-INFINITY), sum[v] = _mm256_setzero_ps();
+    for (int j = 0; j < T; j++)
+        for (int v = 0; v < nv; v++) ms[v] = _mm256_max_ps(ms[v], _mm256_loadu_ps(St + (int64_t)j * A2_LD + 8 * v));
+    for (int v = 0; v < nv; v++) ms[v] = _mm256_mul_ps(ms[v], sc);
+    for (int j = 0; j < T; j++)
+        for (int v = 0; v < nv; v++) {
+            float *p = St + (int64_t)j * A2_LD + 8 * v;
+            __m256 e = lpv__exp_neg8(_mm256_fmsub_ps(_mm256_loadu_ps(p), sc, ms[v]));
+            _mm256_storeu_ps(p, e);
+            sum[v] = _mm256_add_ps(sum[v], e);
+        }
+    for (int v = 0; v < nv; v++) _mm256_storeu_ps(inv + 8 * v, _mm256_div_ps(_mm256_set1_ps(1.0f), sum[v]));
+}
+
+/* Step 3: out (hd, .) stride ld at the tile's first query = v St * inv. */
+LPV_VINLINE LPV_TARGET_AVX2 void a2_values(float *out, const float *vh, int ld, const float *St, const float *inv, int T,
+                                           int hd, int nv, const __m256i *qm) {
+    for (int d0 = 0; d0 < hd; d0 += A2_JB) {
+        __m256 acc[A2_JB][A2_QV];
+        for (int dd = 0; dd < A2_JB; dd++)
+            for (int v = 0; v < nv; v++) acc[dd][v] = _mm256_setzero_ps();
+        const float *vr = vh + (int64_t)d0 * ld;
+        for (int j = 0; j < T; j++) {
+            __m256 p[A2_QV];
+            for (int v = 0; v < nv; v++) p[v] = _mm256_loadu_ps(St + (int64_t)j * A2_LD + 8 * v);
+            for (int dd = 0; dd < A2_JB; dd++) {
+                __m256 vj = _mm256_broadcast_ss(vr + (int64_t)dd * ld + j);
+                for (int v = 0; v < nv; v++) acc[dd][v] = _mm256_fmadd_ps(vj, p[v], acc[dd][v]);
+            }
+        }
+        for (int dd = 0; dd < A2_JB; dd++)
+            for (int v = 0; v < nv; v++)
+                _mm256_maskstore_ps(out + (int64_t)(d0 + dd) * ld + 8 * v, qm[v],
+                                    _mm256_mul_ps(acc[dd][v], _mm256_loadu_ps(inv + 8 * v)));
+    }
+}
+
+/* As for AVX-512, each step its own function specialized on nv. */
+#define A2_STEPS(NV)                                                                                                   \
+    __attribute__((noinline)) LPV_TARGET_AVX2 static void a2_scores##NV(float *St, const float *q, int ld,             \
+                                                                        const float *kp, int T, int hd,                \
+                                                                        const __m256i *qm) {                           \
+        a2_scores(St, q, ld, kp, T, hd, NV, qm);                                                                       \
+    }                                                                                                                  \
+    __attribute__((noinline)) LPV_TARGET_AVX2 static void a2_softmax##NV(float *St, float *inv, int T, float scale) {  \
+        a2_softmax(St, inv, T, scale, NV);                                                                             \
+    }                                                                                                                  \
+    __attribute__((noinline)) LPV_TARGET_AVX2 static void a2_values##NV(float *out, const float *vh, int ld,           \
+                                                                        const float *St, const float *inv, int T,      \
+                                                                        int hd, const __m256i *qm) {                   \
+        a2_values(out, vh, ld, St, inv, T, hd, NV, qm);                                                                \
+    }                                                                                                                  \
+    LPV_TARGET_AVX2 static void a2_tile##NV(float *o, const float *q, const float *vh, int ld, const float *kp,         \
+                                            float *St, int T, int hd, float scale, int nq) {                           \
+        __m256i qm[A2_QV];                                                                                             \
+        float inv[A2_LD];                                                                                              \
+        for (int v = 0; v < NV; v++) qm[v] = a2_mask(nq - 8 * v);                                                      \
+        a2_scores##NV(St, q, ld, kp, T, hd, qm);                                                                       \
+        a2_softmax##NV(St, inv, T, scale);                                                                             \
+        a2_values##NV(o, vh, ld, St, inv, T, hd, qm);                                                                  \
+    }
+
+A2_STEPS(1)
+A2_STEPS(2)
+A2_STEPS(3)
+
+/* One (image b, head h); hd % 4 == 0. Query tiles of up to 24, the last ones balanced. */
+LPV_TARGET_AVX2 void lpv__attention_head_avx2(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
+                                              float *scratch) {
+    int64_t col = (int64_t)b * T;
+    const float *q = qkv + (int64_t)h * hd * ld + col;
+    const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
+    const float *vh = qkv + (int64_t)(2 * D + h * hd) * ld + col;
+    float *o = out + (int64_t)h * hd * ld + col;
+    float *kp = scratch, *St = scratch + (int64_t)(T + A2_JB - 1) / A2_JB * A2_JB * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    a2_pack_keys(kp, k, ld, T, hd);
+    for (int i0 = 0; i0 < T;) {
+        int nq = T - i0 < A2_LD ? T - i0 : A2_LD;
+        if (nq > 16) a2_tile3(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        else if (nq > 8) a2_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        else a2_tile1(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
         i0 += nq;
     }
 }

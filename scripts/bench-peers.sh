@@ -26,7 +26,9 @@
 #          (default: all CPUs), --batches "1 8", --reps K (default 7), --rounds R (default 3),
 #          --warmup W (default 2), --density d (default 0.5), --block RxC (default 32x32), --seed S,
 #          --tol T (default 1e-3), --out DIR (default out/bench-peers), --max-busy P (default 25),
-#          --wait-idle S (default 120, --quick 30; 0: never wait), --retries N (default 2, --quick 0), --no-install (do not run scripts/install-deps.sh)
+#          --wait-idle S (default 120, --quick 30; 0: never wait), --retries N (default 2, --quick 0), --no-install (do not run scripts/install-deps.sh),
+#          --isa ISA (lpvit's kernels: auto, avx512bf16, avx512, avx2, ref; default auto; ONNX Runtime and PyTorch
+#          cannot be forced, so compare ISAs against them only on a CPU whose best ISA it is)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -37,7 +39,7 @@ step() { echo "== $*" >&2; }
 
 orig_args=("$@")
 models=(); threads=$(nproc); batches="1 8"; reps=7; rounds=3; warmup=2; density=0.5; block=32x32
-seed=0; tol=1e-3; out=out/bench-peers; quick=0; install=1; max_busy=25; retries=; wait_idle=
+seed=0; tol=1e-3; out=out/bench-peers; quick=0; install=1; max_busy=25; retries=; wait_idle=; isa=auto
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "$me: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
     --threads) need "$@"; threads=$2; shift 2 ;; --batches) need "$@"; batches=$2; shift 2 ;;
     --reps) need "$@"; reps=$2; shift 2 ;; --rounds) need "$@"; rounds=$2; shift 2 ;;
     --warmup) need "$@"; warmup=$2; shift 2 ;; --density) need "$@"; density=$2; shift 2 ;;
-    --block) need "$@"; block=$2; shift 2 ;; --seed) need "$@"; seed=$2; shift 2 ;;
+    --block) need "$@"; block=$2; shift 2 ;; --seed) need "$@"; seed=$2; shift 2 ;; --isa) need "$@"; isa=$2; shift 2 ;;
     --tol) need "$@"; tol=$2; shift 2 ;; --out) need "$@"; out=$2; shift 2 ;;
     --max-busy) need "$@"; max_busy=$2; shift 2 ;; --retries) need "$@"; retries=$2; shift 2 ;; --wait-idle) need "$@"; wait_idle=$2; shift 2 ;;
     --quick) quick=1; shift ;; --no-install) install=0; shift ;;
@@ -199,7 +201,7 @@ run_one() { # runtime tag file batch round
     torch) env ${torch_env[@]+"${torch_env[@]}"} "$py" scripts/torch_deit.py bench --model "$f" --batch "$B" \
            --threads "$threads" --reps "$reps" --warmup "$warmup" --json "$j" \
            || die "PyTorch bench failed ($tag, batch $B)" ;;
-    lpvit) "$L" bench --model "$f" --density "$density" --block "$block" --batch "$B" --threads "$threads" \
+    lpvit) "$L" bench --model "$f" --density "$density" --block "$block" --batch "$B" --threads "$threads" --isa "$isa" \
            --reps "$reps" --warmup "$warmup" --seed "$seed" --no-layers --json "$j" --quiet >/dev/null \
            || die "lpvit bench failed ($tag, batch $B)" ;;
   esac

@@ -107,7 +107,10 @@ def cmd_table(a):
             d.setdefault("dense", []).append(e["dense"]["median_ms"])
             d.setdefault("pruned", []).append(e["sparse"]["median_ms"])
             d["density"] = j.get("linear_density")
+            if "model_pct_peak" in e["dense"]:
+                d.setdefault("dense_pct_peak", []).append(e["dense"]["model_pct_peak"])
             env["lpvit"] = j["environment"]
+            env["lpvit_peak"] = j.get("peak", {})
         elif rt == "ort":
             d.setdefault("ort", []).append(j["batches"][str(B)]["median_ms"])
             env["ort"] = j
@@ -158,7 +161,8 @@ def cmd_table(a):
         summary["%s_b%d" % key] = {"ms_per_image": {k: (v / B if v else None) for k, v in ms.items()},
                                    "rounds_ms_per_batch": {k: d.get(k) for k in ("ort", "torch", "dense", "pruned")},
                                    "lpvit_dense_over_ort": r1, "lpvit_pruned_over_ort": r2,
-                                   "pruned_linear_density": d.get("density")}
+                                   "pruned_linear_density": d.get("density"),
+                                   "lpvit_dense_pct_of_peak": med(d["dense_pct_peak"]) if d.get("dense_pct_peak") else None}
     print()
     print("Cells: median ms per image · images per second (median over rounds of each round's median). "
           "Ratios are time ratios: below 1 means lpvit is faster than ONNX Runtime. "
@@ -166,8 +170,15 @@ def cmd_table(a):
     le, oe, te = env.get("lpvit", {}), env.get("ort", {}), env.get("torch", {})
     dens = sorted({"%.3f" % r["density"] for r in runs.values() if r.get("density") is not None})
     print()
-    print("- CPU: %s (family/model %s, %s online CPUs), lpvit ISA %s" % (
-        le.get("cpu", "?"), le.get("cpu_family_model", "?"), le.get("online_cpus", "?"), le.get("isa", "?")))
+    pk = env.get("lpvit_peak", {})
+    pct = [r["lpvit_dense_pct_of_peak"] for r in summary.values() if r.get("lpvit_dense_pct_of_peak") is not None]
+    print("- CPU: %s (family/model %s, %s online CPUs, features %s); lpvit ISA %s, measured FMA peak %s; "
+          "ONNX Runtime picks its own kernels (MLAS) and does not report its ISA" % (
+        le.get("cpu", "?"), le.get("cpu_family_model", "?"), le.get("online_cpus", "?"), le.get("cpu_features", "?"),
+        le.get("isa", "?"),
+        "%.0f GFLOP/s (%s, %s threads)" % (pk["gflops"], pk.get("isa", "?"), pk.get("threads", "?")) if pk.get("gflops") else "?"))
+    if pct:
+        print("- lpvit dense end to end: %.0f-%.0f %% of that peak (the model's FLOPs over the median time)" % (min(pct), max(pct)))
     print("- threads: %s for every runtime (ORT intra-op %s, inter-op 1, sequential, graph optimization all; "
           "torch set_num_threads %s + OPENBLAS_NUM_THREADS %s)" % (
               le.get("threads", "?"), oe.get("threads", "?"), te.get("threads", "?"), te.get("openblas_num_threads", "?")))

@@ -37,8 +37,8 @@ lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B,
                                   lpv_err *err);
 
 /* This machine's arithmetic peak for one ISA's kernels: register-only FMA loops (FP32 FMAs; vdpbf16ps for
- * avx512bf16) run on `threads` threads at once; each thread's best of 20 short trials, summed. gflops is the
- * whole team's rate, per_thread its mean share. LPV_ISA_REF has no vector peak: gflops is NAN. */
+ * avx512bf16) run on `threads` threads at once; each thread's best of 20 short trials (more, up to 200, while
+ * one thread's best trails another's by 10 %), summed. gflops is the whole team's rate, per_thread its mean. LPV_ISA_REF has no vector peak: gflops is NAN. */
 typedef struct {
     lpv_isa isa;
     int threads;

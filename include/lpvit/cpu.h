@@ -5,7 +5,8 @@
  * One process-wide setting each (set once by the CLI before work starts):
  *   lpv_isa_get()      kernel ISA; defaults to the best the CPU and OS support,
  *                      lpv_isa_set() forces one (--isa).
- *   lpv_dense_kernel_get()  lpvit's blocked kernel or OpenBLAS for dense layers.
+ *   lpv_dense_kernel_get()  lpvit's blocked kernel or OpenBLAS for dense layers
+ *                      (lpv_dense_kernel_auto: the faster on this ISA and OpenBLAS core).
  *   lpv_threads_get()  threads used by lpvit's OpenMP regions; OpenBLAS itself
  *                      is kept at 1 thread and called per thread, so the
  *                      machine is never oversubscribed.
@@ -51,10 +52,15 @@ lpv_status lpv_isa_parse(const char *s, lpv_isa *out, lpv_err *err);
 const char *lpv_isa_name(lpv_isa isa);
 
 /* Which kernel a dense model's linears run in the inference commands: lpvit's own blocked kernel
- * (lpv_model_pack_dense, model.h; the default) or OpenBLAS. Process-wide, like the ISA. */
+ * (lpv_model_pack_dense, model.h; the library's default) or OpenBLAS. Process-wide, like the ISA.
+ * lpv_dense_kernel_auto() is the faster one as measured (docs/benchmarks.md): OpenBLAS when the kernels
+ * run AVX2 and OpenBLAS runs one of its AVX2 cores (Haswell, Zen: their sgemm beat lpvit's AVX2 kernel on
+ * every DeiT shape), else blocked (ahead of OpenBLAS on AVX-512; and the only choice that keeps to a
+ * lower --isa than OpenBLAS's core). Call it after the ISA is set. */
 typedef enum { LPV_DENSE_BLOCKED = 0, LPV_DENSE_BLAS = 1 } lpv_dense_kernel;
 void lpv_dense_kernel_set(lpv_dense_kernel k);
 lpv_dense_kernel lpv_dense_kernel_get(void);
+lpv_dense_kernel lpv_dense_kernel_auto(void);
 const char *lpv_dense_kernel_name(lpv_dense_kernel k);
 
 /* Thread count for all lpvit parallel work (>= 1); default: online CPUs. */

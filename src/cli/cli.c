@@ -193,11 +193,12 @@ lpv_status cli_runtime(int threads, const char *isa, lpv_err *err) {
     return LPV_OK;
 }
 
+/* After the ISA: auto depends on it. */
 static lpv_status dense_kernel(const char *s, lpv_err *err) {
-    if (!s) return LPV_OK;
-    if (strcmp(s, "blocked") == 0) lpv_dense_kernel_set(LPV_DENSE_BLOCKED);
+    if (!s || strcmp(s, "auto") == 0) lpv_dense_kernel_set(lpv_dense_kernel_auto());
+    else if (strcmp(s, "blocked") == 0) lpv_dense_kernel_set(LPV_DENSE_BLOCKED);
     else if (strcmp(s, "openblas") == 0 || strcmp(s, "blas") == 0) lpv_dense_kernel_set(LPV_DENSE_BLAS);
-    else return lpv_fail(err, LPV_E_ARG, "--dense-kernel: expected blocked or openblas, got '%s'", s);
+    else return lpv_fail(err, LPV_E_ARG, "--dense-kernel: expected auto, blocked or openblas, got '%s'", s);
     return LPV_OK;
 }
 

@@ -223,7 +223,7 @@ static int run_peak(const bench_opts *o) {
     int human = !(o->json && strcmp(o->json, "-") == 0);
     cJSON *j = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(j, "peaks");
     if (human)
-        printf("arithmetic peak (register-only FMA loops, %d threads, best of 20 trials a thread)\n  %-12s %10s %12s\n",
+        printf("arithmetic peak (register-only FMA loops, %d threads, best of 20+ trials a thread)\n  %-12s %10s %12s\n",
                lpv_threads_get(), "isa", "GFLOP/s", "per thread");
     lpv_status st = LPV_OK;
     for (int i = LPV_ISA_AVX2; i <= (int)lpv_isa_best() && st == LPV_OK; i++) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -172,6 +173,16 @@ static lpv_dense_kernel g_dense_kernel = LPV_DENSE_BLOCKED;
 void lpv_dense_kernel_set(lpv_dense_kernel k) { g_dense_kernel = k; }
 lpv_dense_kernel lpv_dense_kernel_get(void) { return g_dense_kernel; }
 const char *lpv_dense_kernel_name(lpv_dense_kernel k) { return k == LPV_DENSE_BLAS ? "openblas" : "blocked"; }
+
+/* OpenBLAS cores whose sgemm is AVX2 + FMA code (its AVX-512 ones are SkylakeX, Cooperlake, SapphireRapids) */
+static int blas_core_avx2(const char *name) {
+    return name && (strcasecmp(name, "Haswell") == 0 || strcasecmp(name, "Zen") == 0);
+}
+
+lpv_dense_kernel lpv_dense_kernel_auto(void) {
+    return lpv_isa_fp32(lpv_isa_get()) == LPV_ISA_AVX2 && blas_core_avx2(lpv_blas_corename()) ? LPV_DENSE_BLAS
+                                                                                              : LPV_DENSE_BLOCKED;
+}
 
 int lpv_team_size(void) { return omp_in_parallel() ? 1 : lpv_threads_get(); }
 

@@ -63,11 +63,26 @@ lpv_json_has "$T/e.json" environment && [ "$(lpv_json_len "$T/e.json" model_file
 # the same images through the flat layout give the same predictions
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$SRC/tests/data/flat" --labels "$SRC/tests/data/flat_labels.txt" --json "$T/f.json" --quiet
 [ "$(lpv_json "$T/e.json" correct_top1 correct_top5)" = "$(lpv_json "$T/f.json" correct_top1 correct_top5)" ] && ok || bad "flat and imagefolder disagree"
-# the OpenBLAS dense path gives the same predictions as the default blocked kernel
+# the OpenBLAS dense path gives the same predictions as lpvit's blocked kernel
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --dense-kernel openblas --json "$T/eb.json" --quiet
-[ "$(lpv_json "$T/eb.json" correct_top1 correct_top5)" = "$(lpv_json "$T/e.json" correct_top1 correct_top5)" ] \
-  && [ "$(lpv_json "$T/eb.json" environment.dense_kernel)" = openblas ] && ok || bad "openblas and blocked dense disagree"
-[ "$(lpv_json "$T/e.json" environment.dense_kernel)" = blocked ] && ok || bad "default dense kernel is not blocked"
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --dense-kernel blocked --json "$T/ek.json" --quiet
+[ "$(lpv_json "$T/eb.json" correct_top1 correct_top5)" = "$(lpv_json "$T/ek.json" correct_top1 correct_top5)" ] \
+  && [ "$(lpv_json "$T/eb.json" environment.dense_kernel)" = openblas ] \
+  && [ "$(lpv_json "$T/ek.json" environment.dense_kernel)" = blocked ] && ok || bad "openblas and blocked dense disagree"
+# the default (auto): OpenBLAS only where the kernels run AVX2 and OpenBLAS one of its AVX2 cores
+want=blocked
+case "$(lpv_json "$T/e.json" environment.isa)/$(lpv_json "$T/e.json" environment.openblas_core)" in
+  avx2/Haswell|avx2/Zen) want=openblas ;;
+esac
+[ "$(lpv_json "$T/e.json" environment.dense_kernel)" = "$want" ] && ok || bad "default dense kernel is not $want"
+case " $(lpv_json "$T/e.json" environment.cpu_features) " in
+  *" avx2 "*)
+    OPENBLAS_CORETYPE=Haswell run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --isa avx2 --json "$T/ea.json" --quiet
+    [ "$(lpv_json "$T/ea.json" environment.dense_kernel)" = openblas ] && ok || bad "auto: avx2 + Haswell core is not openblas"
+    OPENBLAS_CORETYPE=Haswell run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --isa ref --json "$T/ea.json" --quiet
+    [ "$(lpv_json "$T/ea.json" environment.dense_kernel)" = blocked ] && ok || bad "auto: --isa ref is not blocked" ;;
+  *) echo "SKIP auto dense kernel with an AVX2 OpenBLAS core: no avx2 on this cpu" ;;
+esac
 run 2 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --dense-kernel fast --quiet && one_line_err "--dense-kernel"
 # batch size does not change results
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --batch 12 --threads 1 --json "$T/e2.json" --quiet

@@ -482,8 +482,11 @@ static void part_simd(const lpv_bsr *W, const float *bias, const float *X, const
             int gh = gl + cg < ngran ? gl + cg : ngran;
             for (int rb = p->g0; rb < p->g1; rb += p->rowblock) {
                 int re = rb + p->rowblock < p->g1 ? rb + p->rowblock : p->g1;
-                for (int pv0 = p->v0; pv0 < p->v1; pv0 += pvw) {
-                    walk_panel(&w, p, pv0, pv0 + pvw < p->v1 ? pv0 + pvw : p->v1);
+                /* panels of at most pvw vectors, their sizes differing by one at most: no 1-vector panel
+                 * (its 2 x 2 tile would be FMA-latency bound), e.g. 13 vectors as 2, 3, 2, 3, 3 */
+                int nv = p->v1 - p->v0, np = (nv + pvw - 1) / pvw;
+                for (int q = 0; q < np; q++) {
+                    walk_panel(&w, p, p->v0 + nv * q / np, p->v0 + nv * (q + 1) / np);
                     int k1 = gh * LPV_BSR_KGRAN < W->cols ? gh * LPV_BSR_KGRAN : W->cols;
                     pack_panel(&w, X, ldx, gl * LPV_BSR_KGRAN, k1);
                     for (int g = rb; g < re; g++) {

@@ -164,7 +164,9 @@ void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D,
             int j = i + step < n ? i + step : -1;
             if (fused) lpv__attention_head_avx512(out, qkv, ld, i / heads, i % heads, T, D, hd, S, j < 0 ? -1 : j / heads,
                                                   j < 0 ? 0 : j % heads);
-            else if (fused2) lpv__attention_head_avx2(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
+            else if (fused2)
+                lpv__attention_head_avx2(out, qkv, ld, i / heads, i % heads, T, D, hd, S, j < 0 ? -1 : j / heads,
+                                         j < 0 ? 0 : j % heads);
             else lpv_attention_head(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
         }
     }

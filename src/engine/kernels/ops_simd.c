@@ -322,8 +322,8 @@ LPV_VINLINE LPV_TARGET_AVX512 void att_values(float *out, const float *vh, int l
 ATT_STEPS(1)
 ATT_STEPS(2)
 
-/* Prefetches rows [r0, r1) of the 3·hd q/k/v rows of (image b, head h) into L2. */
-LPV_TARGET_AVX512 static void prefetch_head_rows(const float *qkv, int ld, int b, int h, int T, int D, int hd, int r0,
+/* Prefetches rows [r0, r1) of the 3·hd q/k/v rows of (image b, head h) into L2 (both ISAs' attention). */
+static void prefetch_head_rows(const float *qkv, int ld, int b, int h, int T, int D, int hd, int r0,
                                                  int r1) {
     for (int r = r0; r < r1; r++) {
         int part = r / hd, d = r % hd;
@@ -482,9 +482,10 @@ A2_STEPS(1)
 A2_STEPS(2)
 A2_STEPS(3)
 
-/* One (image b, head h); hd % 4 == 0. Query tiles of up to 24, the last ones balanced. */
+/* One (image b, head h); hd % 4 == 0. Query tiles of up to 24. (nb, nh), when nb >= 0, is the unit this
+ * thread runs next: its q/k/v rows are prefetched a slice per tile, as in the AVX-512 kernel. */
 LPV_TARGET_AVX2 void lpv__attention_head_avx2(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
-                                              float *scratch) {
+                                              float *scratch, int nb, int nh) {
     int64_t col = (int64_t)b * T;
     const float *q = qkv + (int64_t)h * hd * ld + col;
     const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
@@ -492,9 +493,14 @@ LPV_TARGET_AVX2 void lpv__attention_head_avx2(float *out, const float *qkv, int 
     float *o = out + (int64_t)h * hd * ld + col;
     float *kp = scratch, *St = scratch + (int64_t)(T + A2_JB - 1) / A2_JB * A2_JB * hd;
     float scale = 1.0f / sqrtf((float)hd);
+    int ntiles = (T + A2_LD - 1) / A2_LD, rows = 3 * hd, per = (rows + ntiles - 1) / ntiles, tile = 0;
     a2_pack_keys(kp, k, ld, T, hd);
-    for (int i0 = 0; i0 < T;) {
+    for (int i0 = 0; i0 < T; tile++) {
         int nq = T - i0 < A2_LD ? T - i0 : A2_LD;
+        if (nb >= 0) {
+            int r0 = tile * per, r1 = r0 + per < rows ? r0 + per : rows;
+            prefetch_head_rows(qkv, ld, nb, nh, T, D, hd, r0, r1);
+        }
         if (nq > 16) a2_tile3(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
         else if (nq > 8) a2_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
         else a2_tile1(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);

@@ -60,6 +60,8 @@ static lpv_status open_dense(const bench_opts *o, bench_models *bm, lpv_err *err
     if (ref.has_preset) {
         lpv_status st = lpv_preset_check(&ref.preset, &bm->dense->cfg, ref.path, err);
         if (st) return st;
+        /* the preset names it: vit_tiny and deit_tiny have the same shapes, so the file's guess can't */
+        snprintf(bm->dense->arch, sizeof bm->dense->arch, "%s", ref.preset.timm_name);
     }
     snprintf(bm->dense_desc, sizeof bm->dense_desc, "%s (%s)", bm->dense->arch, ref.path);
     /* a pruned file passed as --model is timed dense too */

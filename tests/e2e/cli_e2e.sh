@@ -242,6 +242,10 @@ run 0 "$L" bench --peak --threads 1 --json "$T/pk.json"
 [ "$vec" = 0 ] || { lpv_less 0 "$(lpv_json "$T/pk.json" peaks.0.gflops)" \
   && [ "$(lpv_json "$T/pk.json" peaks.0.isa)" = avx2 ] && grep -q "^  avx2 " "$T/out"; } && ok || bad "bench --peak"
 run 2 "$L" bench --peak --model "$M"; one_line_err "--peak runs alone"
+# a preset names the model bench times: vit_tiny's shapes are deit_tiny's, so the file alone can't tell
+run 0 "$L" create-model --preset vit_tiny --seed 3 --out "$T/vt.safetensors" --quiet
+run 0 "$L" bench --model vit_tiny --weights "$T/vt.safetensors" --reps 1 --warmup 0 --no-layers --json "$T/bvt.json" --quiet
+case "$(lpv_json "$T/bvt.json" dense)" in vit_tiny_patch16_224*) ok ;; *) bad "bench names a vit_tiny file: $(lpv_json "$T/bvt.json" dense)" ;; esac
 # --precision bf16 adds BF16 times per layer and end to end (the reference kernel under --isa ref)
 run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --isa ref --precision bf16 --json "$T/b16.json" --quiet
 lpv_less 0 "$(lpv_json "$T/b16.json" end_to_end.bf16.sparse.speedup_vs_bf16_dense)" \

@@ -223,6 +223,9 @@ int cmd_prune(int argc, char **argv) {
     if (!p->cost_table && (resolved.objective == LPV_OBJ_SPEED || resolved.objective == LPV_OBJ_SPEED_POWER))
         lpv_info("tip: save the BSR time table once with lpvit bench --calibrate and pass --cost-table to skip timing");
     if ((st = cli_runtime(f.threads, f.isa, &err)) != LPV_OK) return cli_fail(&err, st);
+    /* prune never packs dense weights into the blocked layout: its dense products are OpenBLAS calls, and
+     * the report's environment should say so (it said "blocked", the library's default) */
+    lpv_dense_kernel_set(LPV_DENSE_BLAS);
     double t_start = lpv_now();
     cli_model cm;
     if ((st = cli_open_model(&f.ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);

@@ -219,6 +219,8 @@ run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --head-damp
 # the second run with the same inputs reuses the cached statistics
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 [ "$(lpv_json "$T/r.json" calibration.from_cache)" = false ] && ok || bad "first run should not hit the cache"
+# prune's dense products are OpenBLAS calls (it never packs dense weights), and its report says so
+[ "$(lpv_json "$T/r.json" environment.dense_kernel)" = openblas ] && ok || bad "prune report: dense kernel $(lpv_json "$T/r.json" environment.dense_kernel)"
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.4 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 [ "$(lpv_json "$T/r.json" calibration.from_cache)" = true ] && ok || bad "second run should hit the cache"
 run 0 "$L" inspect "$P"; grep -q "bsr_values" "$T/out" && grep -q '"format":"lpvit-bsr-v1"' "$T/out" && ok || bad "pruned file lacks BSR tensors / metadata"

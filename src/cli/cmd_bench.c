@@ -196,16 +196,23 @@ static void layer_bf16(const lpv_timing *td, const lpv_timing *ts, const lpv_tim
     }
 }
 
-/* GFLOP/s of `flop` in t, and its share of the measured peak (NAN without one). */
-static void rate_json(cJSON *e, const char *key, double flop, const lpv_timing *t, const lpv_peak *pk) {
+static double gflops(double flop, const lpv_timing *t) { return flop / (t->median_ms * 1e6); }
+
+/* The JSON keys <key>_gflops and, with a measured peak, <key>_pct_peak. */
+static void rate_json(cJSON *e, const char *key, double g, const lpv_peak *pk) {
     char k[64];
-    double g = flop / (t->median_ms * 1e6);
     snprintf(k, sizeof k, "%s_gflops", key);
     cJSON_AddNumberToObject(e, k, g);
     if (isfinite(pk->gflops)) {
         snprintf(k, sizeof k, "%s_pct_peak", key);
         cJSON_AddNumberToObject(e, k, 100 * g / pk->gflops);
     }
+}
+
+/* The table's GF/s and %pk columns; the share stays blank without a peak (isa ref). */
+static void rate_cols(double g, const lpv_peak *pk) {
+    if (isfinite(pk->gflops)) printf(" %7.1f %4.0f%%", g, 100 * g / pk->gflops);
+    else printf(" %7.1f %5s", g, "-");
 }
 
 static cJSON *peak_json(const lpv_peak *p) {
@@ -274,14 +281,14 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, 
         char shape[32];
         snprintf(shape, sizeof shape, "%dx%d", ld->out, ld->in);
         double flop_d = 2.0 * ld->out * ld->in * T, flop_s = flop_d * dens;
-        double gd = flop_d / (td.median_ms * 1e6), gs = ls ? flop_s / (ts.median_ms * 1e6) : NAN;
+        double gd = gflops(flop_d, &td), gs = ls ? gflops(flop_s, &ts) : NAN;
         if (human) {
             if (ls)
                 printf("  %-24s %-11s %7.3f %9.3f %9.3f %7.2fx", rd[i].name, shape, dens, td.median_ms, ts.median_ms,
                        td.median_ms / ts.median_ms);
             else printf("  %-24s %-11s %7s %9.3f %9s %8s", rd[i].name, shape, "-", td.median_ms, "", "");
-            printf(" %7.1f %4.0f%%", gd, 100 * gd / bm->peak.gflops);
-            if (ls) printf(" %7.1f %4.0f%%", gs, 100 * gs / bm->peak.gflops);
+            rate_cols(gd, &bm->peak);
+            if (ls) rate_cols(gs, &bm->peak);
             else printf(" %7s %5s", "", "");
         }
         cJSON *e = cJSON_CreateObject();
@@ -296,11 +303,11 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, 
             cJSON_AddStringToObject(e, "block", blk);
         }
         cJSON_AddItemToObject(e, "dense", timing_json(&td));
-        rate_json(e, "dense", flop_d, &td, &bm->peak);
+        rate_json(e, "dense", gd, &bm->peak);
         if (ls) {
             cJSON_AddItemToObject(e, "sparse", timing_json(&ts));
             cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
-            rate_json(e, "sparse", flop_s, &ts, &bm->peak);
+            rate_json(e, "sparse", gs, &bm->peak);
         }
         if (in_bf16) layer_bf16(&td16, &ts16, &td, ls != NULL, human, e);
         if (human) printf("\n");
@@ -440,8 +447,8 @@ int cmd_bench(int argc, char **argv) {
         cJSON *e = cJSON_AddObjectToObject(j, "end_to_end");
         cJSON *d = e2e_json(&td, o.batch);
         lpv_macs mc = lpv_model_macs(&bm.dense->cfg);
-        double flop_e2e = 2.0 * (mc.linear_macs + mc.attention_macs) * o.batch;
-        rate_json(d, "model", flop_e2e, &td, &bm.peak);
+        double g_e2e = gflops(2.0 * (mc.linear_macs + mc.attention_macs) * o.batch, &td);
+        rate_json(d, "model", g_e2e, &bm.peak);
         cJSON_AddItemToObject(d, "profile_ms_per_image", profile_json(&pd));
         cJSON_AddItemToObject(e, "dense", d);
         if (bm.sparse) {
@@ -454,8 +461,7 @@ int cmd_bench(int argc, char **argv) {
             printf("\nend to end (batch %d, median of %d)\n  %-8s %10s %10s %10s\n", o.batch, o.reps, "", "ms/batch",
                    "ms/image", "images/s");
             e2e_row("dense", &td, o.batch);
-            double g = flop_e2e / (td.median_ms * 1e6);
-            if (isfinite(bm.peak.gflops)) printf("   %.1f GFLOP/s, %.0f%% of peak", g, 100 * g / bm.peak.gflops);
+            if (isfinite(bm.peak.gflops)) printf("   %.1f GFLOP/s, %.0f%% of peak", g_e2e, 100 * g_e2e / bm.peak.gflops);
             printf("\n");
             if (bm.sparse) {
                 e2e_row("sparse", &ts, o.batch);

@@ -427,20 +427,27 @@ static void pack_panel(simd_walk *w, const float *X, int64_t ldx, int k0, int k1
     a->X = xpack, a->ldx = ld, a->k0 = k0, a->xt0 = t0;
 }
 
+/* Group g's blocks of granules [gl, gh): [*bs, *be) in col_idx; returns where their packed weights start
+ * (in floats). */
+static int64_t group_chunk(const lpv_bsr *W, int g, int gl, int gh, int32_t *bs, int32_t *be) {
+    const int R = W->R, C = W->C, gpb = R / 8;
+    int i = g / gpb, s = g % gpb;
+    int32_t rp = W->row_ptr[i], nbt = W->row_ptr[i + 1] - rp;
+    const int32_t *gp = W->gran_ptr + (int64_t)i * (W->ngran + 1);
+    *bs = gp[gl], *be = gp[gh];
+    return (int64_t)rp * R * C + ((int64_t)s * nbt + (*bs - rp)) * 8 * C;
+}
+
 /* Group g's blocks of granules [gl, gh) over the current panel. */
 static void walk_group(simd_walk *w, int g, int gl, int gh) {
     static const float zeros[8];
     const lpv_bsr *W = w->W;
-    const int R = W->R, C = W->C, gpb = R / 8, ngran = W->ngran;
-    int first = gl == 0, last = gh == ngran;
-    int i = g / gpb, s = g % gpb;
-    int32_t rp = W->row_ptr[i], nbt = W->row_ptr[i + 1] - rp;
-    const int32_t *gp = W->gran_ptr + (int64_t)i * (ngran + 1);
-    int32_t bs = gp[gl], be = gp[gh];
+    int first = gl == 0, last = gh == W->ngran;
+    int32_t bs, be;
+    int64_t off = group_chunk(W, g, gl, gh, &bs, &be);
     if (!first && bs == be && !(last && w->gelu)) return;
     lpv__bsr_group *a = &w->a;
     a->nrows = W->rows - 8 * g < 8 ? W->rows - 8 * g : 8;
-    int64_t off = (int64_t)rp * R * C + ((int64_t)s * nbt + (bs - rp)) * 8 * C; /* in floats */
     a->wp = W->packed + off;
     a->wp2 = W->packed_bf16 ? W->packed_bf16 + off / 2 : NULL;
     a->ci = W->col_idx + bs;
@@ -459,13 +466,9 @@ static void walk_group(simd_walk *w, int g, int gl, int gh) {
 /* Asks for the first kilobyte of group g's weights of granules [gl, gh): the kernel's own prefetch runs a
  * kilobyte ahead of its loads, so without this every group would start on L2 misses. */
 static void prefetch_w(const simd_walk *w, int g, int gl, int gh) {
-    const lpv_bsr *W = w->W;
-    const int R = W->R, C = W->C, gpb = R / 8;
-    int i = g / gpb, s = g % gpb;
-    int32_t rp = W->row_ptr[i], nbt = W->row_ptr[i + 1] - rp;
-    const int32_t *gp = W->gran_ptr + (int64_t)i * (W->ngran + 1);
-    int64_t n = (int64_t)(gp[gh] - gp[gl]) * 8 * C * (int64_t)sizeof(float);
-    const char *p = (const char *)(W->packed + (int64_t)rp * R * C + ((int64_t)s * nbt + (gp[gl] - rp)) * 8 * C);
+    int32_t bs, be;
+    const char *p = (const char *)(w->W->packed + group_chunk(w->W, g, gl, gh, &bs, &be));
+    int64_t n = (int64_t)(be - bs) * 8 * w->W->C * (int64_t)sizeof(float);
     for (int64_t c = 0; c < n && c < 1024; c += 64) _mm_prefetch(p + c, _MM_HINT_T0);
 }
 
@@ -478,16 +481,16 @@ static void part_simd(const lpv_bsr *W, const float *bias, const float *X, const
     w.a.X = X, w.a.X2 = X2, w.a.ldx = ldx, w.a.ldy = ldy, w.a.C = W->C, w.a.K = W->cols;
     const int ngran = W->ngran, cg = p->chunk_gran, pvw = p->panel_vec;
     if (p->x_in_l1) {
+        /* panels of at most pvw vectors, their sizes differing by one at most: no 1-vector panel (its 2 x 2
+         * tile would be FMA-latency bound), e.g. 13 vectors as 2, 3, 2, 3, 3 */
+        const int nv = p->v1 - p->v0, np = (nv + pvw - 1) / pvw;
         for (int gl = 0; gl < ngran; gl += cg) {
             int gh = gl + cg < ngran ? gl + cg : ngran;
+            int k1 = gh * LPV_BSR_KGRAN < W->cols ? gh * LPV_BSR_KGRAN : W->cols;
             for (int rb = p->g0; rb < p->g1; rb += p->rowblock) {
                 int re = rb + p->rowblock < p->g1 ? rb + p->rowblock : p->g1;
-                /* panels of at most pvw vectors, their sizes differing by one at most: no 1-vector panel
-                 * (its 2 x 2 tile would be FMA-latency bound), e.g. 13 vectors as 2, 3, 2, 3, 3 */
-                int nv = p->v1 - p->v0, np = (nv + pvw - 1) / pvw;
                 for (int q = 0; q < np; q++) {
                     walk_panel(&w, p, p->v0 + nv * q / np, p->v0 + nv * (q + 1) / np);
-                    int k1 = gh * LPV_BSR_KGRAN < W->cols ? gh * LPV_BSR_KGRAN : W->cols;
                     pack_panel(&w, X, ldx, gl * LPV_BSR_KGRAN, k1);
                     for (int g = rb; g < re; g++) {
                         if (g + 1 < re) prefetch_w(&w, g + 1, gl, gh);

@@ -23,10 +23,6 @@
 
 #define T256 LPV_TARGET_AVX2
 
-static T256 __m256i lane_mask(int n) { /* first n (0..8) lanes */
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 LPV_VINLINE T256 __m256 ld_y(const float *p, int masked, __m256i m) {
     return masked ? _mm256_maskload_ps(p, m) : _mm256_loadu_ps(p);
 }
@@ -52,7 +48,7 @@ LPV_VINLINE T256 void tile(const lpv__tile *a, const int NV) {
     __m256 acc[2][6];
     const int64_t ldx = a->ldx, ldy = a->ldy;
     const int masked = a->mask < 8;
-    const __m256i m = lane_mask((int)a->mask);
+    const __m256i m = lpv__lane_mask8((int)a->mask);
     /* the next row pair's accumulators (the group walks its row pairs in order, then the next group's): Y
      * comes from L3 once per K chunk, and its misses at the start of every call cost ~10 % */
     for (int i = 2; i < 4; i++)
@@ -103,7 +99,7 @@ static T256 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
         int c = 0;
         for (; c + 8 <= ncols; c += 8) _mm256_storeu_ps(y + c, lpv__gelu8(_mm256_loadu_ps(y + c)));
         if (c < ncols) {
-            __m256i m = lane_mask(ncols - c);
+            __m256i m = lpv__lane_mask8(ncols - c);
             _mm256_maskstore_ps(y + c, m, lpv__gelu8(_mm256_maskload_ps(y + c, m)));
         }
     }
@@ -131,7 +127,7 @@ T256 void lpv__vgelu_avx2(float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, lpv__gelu8(_mm256_loadu_ps(x + i)));
     if (i < n) {
-        __m256i m = lane_mask((int)(n - i));
+        __m256i m = lpv__lane_mask8((int)(n - i));
         _mm256_maskstore_ps(x + i, m, lpv__gelu8(_mm256_maskload_ps(x + i, m)));
     }
 }
@@ -140,7 +136,7 @@ T256 void lpv__verf_avx2(float *y, const float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, lpv__erf8(_mm256_loadu_ps(x + i)));
     if (i < n) {
-        __m256i m = lane_mask((int)(n - i));
+        __m256i m = lpv__lane_mask8((int)(n - i));
         _mm256_maskstore_ps(y + i, m, lpv__erf8(_mm256_maskload_ps(x + i, m)));
     }
 }

@@ -137,7 +137,7 @@ LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, cons
 /* The same three passes on 8-column strips (AVX2), the last strip masked. */
 LPV_TARGET_AVX2 static void layernorm_strip8(float *y, const float *x, const float *w, const float *b, int D, int ld,
                                              int n, float eps) {
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i m = lpv__lane_mask8(n);
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int d = 0;
     for (; d + 4 <= D; d += 4) {
@@ -376,15 +376,11 @@ int64_t lpv__attention_scratch_avx2(int T, int hd) {
     return tp * hd + (int64_t)T * A2_LD + 8;
 }
 
-LPV_VINLINE LPV_TARGET_AVX2 __m256i a2_mask(int n) { /* first n lanes, n may exceed 8 */
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 /* kp (nb, hd, 4) <- k (hd, T) stride ld, keys >= T zero. */
 LPV_TARGET_AVX2 static void a2_pack_keys(float *kp, const float *k, int ld, int T, int hd) {
     for (int j0 = 0; j0 < T; j0 += A2_JB) {
         int n = T - j0 < A2_JB ? T - j0 : A2_JB;
-        __m128i m = _mm256_castsi256_si128(a2_mask(n));
+        __m128i m = _mm256_castsi256_si128(lpv__lane_mask8(n));
         float *dst = kp + (int64_t)j0 * hd;
         for (int d = 0; d < hd; d++) _mm_storeu_ps(dst + d * A2_JB, _mm_maskload_ps(k + (int64_t)d * ld + j0, m));
     }
@@ -472,7 +468,7 @@ LPV_VINLINE LPV_TARGET_AVX2 void a2_values(float *out, const float *vh, int ld, 
                                             float *St, int T, int hd, float scale, int nq) {                           \
         __m256i qm[A2_QV];                                                                                             \
         float inv[A2_LD];                                                                                              \
-        for (int v = 0; v < NV; v++) qm[v] = a2_mask(nq - 8 * v);                                                      \
+        for (int v = 0; v < NV; v++) qm[v] = lpv__lane_mask8(nq - 8 * v);                                              \
         a2_scores##NV(St, q, ld, kp, T, hd, qm);                                                                       \
         a2_softmax##NV(St, inv, T, scale);                                                                             \
         a2_values##NV(o, vh, ld, St, inv, T, hd, qm);                                                                  \

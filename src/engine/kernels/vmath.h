@@ -178,6 +178,11 @@ static inline float lpv__gelu_s(float x) {
 /* ---------------------------------------------------------------------------
  * AVX2 + FMA, 8 lanes. */
 
+/* The first n lanes (n <= 0: none, n >= 8: all), for vmaskmov loads and stores. */
+LPV_VINLINE LPV_TARGET_AVX2 __m256i lpv__lane_mask8(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__exp_neg8(__m256 a) {
     __m256 keep = _mm256_cmp_ps(a, _mm256_set1_ps(LPV_EXP_MIN), _CMP_GE_OQ);
     a = _mm256_max_ps(a, _mm256_set1_ps(LPV_EXP_MIN));

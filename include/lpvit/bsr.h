@@ -63,6 +63,12 @@ typedef struct lpv_bsr {
     float *packed;      /* (nnzb·R·C): per block row, per 8-row group, its blocks' [C][8] slices */
     uint32_t *packed_bf16; /* (nnzb·R·C/2) the same order in BF16 pairs along K, [C/2][8] per slice, or NULL
                             * until lpv_bsr_pack_bf16 (pair = bf16(w[k]) | bf16(w[k+1]) << 16) */
+    /* ---- int8 weights (lpv_bsr_set_int8; all NULL until then) ---- */
+    int8_t *qvalues;    /* (nnzb, R, C) like values; values then hold qvalues · qscale[row] */
+    float *qscale;      /* (8 · ngroups) per output row, > 0; 0 past the last row */
+    float *qsum;        /* (8 · ngroups) Σ_k qvalues of the row (exact in float) */
+    uint32_t *packed_q8;  /* (nnzb·R·C/4) packed's order, [C/4][8] quads: byte j = q[r][4p + j] (VNNI) */
+    uint32_t *packed_q16; /* (nnzb·R·C/2) [C/4][8][2] int16 pairs (q[4p], q[4p+2]), (q[4p+1], q[4p+3]) (AVX2) */
     int ngran;          /* ceil(cols / LPV_BSR_KGRAN) */
     int32_t *gran_ptr;  /* (nbr, ngran + 1): first block of a row at or after granule g */
     int ngroups;        /* 8-row groups holding at least one dense row */
@@ -136,6 +142,52 @@ void lpv_bsr_matmul_bf16(const lpv_bsr *W, const float *bias, const uint32_t *X2
 /* With an explicit ISA (LPV_ISA_AVX512BF16 or LPV_ISA_REF) and thread count. */
 void lpv_bsr_matmul_bf16_isa(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy, int T,
                              int epi, lpv_isa isa, int nthreads);
+/* ---- int8: uint8 activations × int8 weights, exact int32 sums ----
+ * Weights: symmetric per output row, w[r][k] ≈ qscale[r] · q[r][k], q in [-128, 127] (lpvit writes
+ * [-127, 127]). Activations: uint8 with a zero point, per tensor or per token column:
+ *     x[k][t] ≈ xa[t] · (u[k][t] − zp[t]),   u in [0, 255];   xc[t] = xa[t] · zp[t]
+ * stored as "quads" along K: X4 (ceil(K / 4), ldx) uint32, byte j of X4[p][t] = u[4p + j][t] (0 past K).
+ * The product, with acc[r][t] = Σ_k q[r][k] · u[k][t] in int32 (exact):
+ *     Y[r][t] = epi( qscale[r] · (xa[t] · acc[r][t] − xc[t] · qsum[r]) + b[r] )
+ * in FP32, per K chunk (a later chunk adds qscale[r] · xa[t] · acc_chunk). Kernels: the plain-loop
+ * reference, AVX2 (q and u widened to int16 pairs, vpmaddwd: no int16 saturation, unlike vpmaddubsw) and
+ * AVX-512 VNNI (vpdpbusd), all with the same int32 sums; lpv_q8_kernel says which an ISA runs.
+ * xa and xc have one entry per readable token column (round16(T) when ldx allows, as X). */
+typedef enum { LPV_Q8_REF = 0, LPV_Q8_AVX2 = 1, LPV_Q8_VNNI = 2 } lpv_q8_kernel;
+/* The int8 kernel an ISA level runs: VNNI at avx512 and above when the CPU has avx512_vnni, else AVX2 at
+ * avx2 and above, else the reference. */
+lpv_q8_kernel lpv_q8_kernel_for(lpv_isa isa);
+const char *lpv_q8_kernel_name(lpv_q8_kernel k);
+
+/* Gives W int8 weights: q (nnzb, R, C) in the order of W->values and scale (rows) when given, else rounds
+ * W->values per row (scale = max |w| / 127, q = round-half-even(w / scale); an all-zero row gets scale 1).
+ * Every scale must be finite and > 0. W->values become q · scale (what the int8 kernels compute with, and
+ * what lpv_bsr_to_dense and the exports see). Arrays go into arena (NULL: W's own; W must own one). */
+lpv_status lpv_bsr_set_int8(lpv_bsr *W, const int8_t *q, const float *scale, lpv_arena *arena, const char *name,
+                            lpv_err *err);
+
+/* Activation quantization of one linear input. */
+typedef struct {
+    int per_token;  /* 1: each token column's own range, found at run time (scale, zp unused) */
+    float scale;    /* per tensor: > 0 */
+    int zp;         /* per tensor: in [0, 255] */
+} lpv_qact;
+
+/* X4 (ceil(K / 4), ld), xa, xc (readable columns) <- X (K, T) with row stride ld, by q:
+ *     u = clamp(round-half-even(x · (1 / scale)) + zp, 0, 255)
+ * per token: lo = min(0, min_k x), hi = max(0, max_k x), scale = (hi − lo) / 255 (1 when hi == lo),
+ * zp = clamp(round(−lo / scale), 0, 255). ISA from lpv_isa_get(); every ISA gives the same bytes. */
+void lpv_q8_quantize_x(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T, const lpv_qact *q);
+void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
+                           const lpv_qact *q, lpv_isa isa);
+
+/* Y (rows, T) = epi(...) as above; W must have int8 weights. Same threading and epilogue rules as
+ * lpv_bsr_matmul. */
+void lpv_bsr_matmul_q8(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
+                       int ldx, float *Y, int ldy, int T, int epi);
+void lpv_bsr_matmul_q8_isa(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
+                           int ldx, float *Y, int ldy, int T, int epi, lpv_isa isa, int nthreads);
+
 /* (the scalar conversions, lpv_bf16_from_f32 / lpv_bf16_to_f32, are in safetensors.h) */
 /* ---- vectorized exact GELU (used by the BSR epilogue) ----
  * x[i] = 0.5·x·(1 + erf(x/√2)) in place, relative error <= ~5e-7 everywhere

@@ -358,6 +358,15 @@ static void make_plan(const lpv_bsr *W, int ldx, int ldy, int T, int tid, int nt
  * Reference kernel: plain loops over the canonical `values`, same split. With X2 (BF16 pairs) instead of X,
  * the BF16 reference: BF16-rounded weights times the pairs' values, summed in FP32 in k order. */
 
+/* The activations of one product: FP32 X, BF16 pairs X2, or int8 quads X4 with their per-token scales
+ * (exactly one of X, X2, X4). */
+typedef struct {
+    const float *X;
+    const uint32_t *X2;
+    const uint32_t *X4;
+    const float *xa, *xc;
+} operand;
+
 static float gelu_ref(float v) { return (float)(0.5 * (double)v * erfc(-(double)v * 0.70710678118654752440)); }
 
 static void part_ref(const lpv_bsr *W, const float *bias, const float *X, const uint32_t *X2, int ldx, float *Y,
@@ -399,6 +408,7 @@ typedef struct {
     const float *bias;
     float *Y;
     int acc_mode, gelu;
+    lpv_q8_kernel q8; /* int8: which pack the kernel reads (LPV_Q8_REF: not int8) */
     lpv__bsr_group a;
     float b8[8];
     lpv__bsr_group_fn run;
@@ -450,6 +460,8 @@ static void walk_group(simd_walk *w, int g, int gl, int gh) {
     a->nrows = W->rows - 8 * g < 8 ? W->rows - 8 * g : 8;
     a->wp = W->packed + off;
     a->wp2 = W->packed_bf16 ? W->packed_bf16 + off / 2 : NULL;
+    a->wq = w->q8 == LPV_Q8_VNNI ? W->packed_q8 + off / 4 : w->q8 == LPV_Q8_AVX2 ? W->packed_q16 + off / 2 : NULL;
+    if (w->q8) a->ws8 = W->qscale + 8 * g, a->wsum8 = first ? W->qsum + 8 * g : zeros;
     a->ci = W->col_idx + bs;
     a->nb = be - bs;
     a->init_y = !first || w->acc_mode;
@@ -474,11 +486,14 @@ static void prefetch_w(const simd_walk *w, int g, int gl, int gh) {
 
 /* The driver every SIMD kernel shares; each 8-row group's blocks of one K chunk over one token panel run by
  * the ISA's micro-kernel, in the plan's order (lpv__bsr_plan.x_in_l1). */
-static void part_simd(const lpv_bsr *W, const float *bias, const float *X, const uint32_t *X2, int ldx, float *Y,
-                      int ldy, int epi, const lpv__bsr_plan *p, lpv__bsr_group_fn run) {
+static void part_simd(const lpv_bsr *W, const float *bias, const operand *o, int ldx, float *Y, int ldy, int epi,
+                      const lpv__bsr_plan *p, lpv__bsr_group_fn run) {
+    const float *X = o->X;
     simd_walk w = {.W = W, .bias = bias, .Y = Y, .run = run};
     w.acc_mode = (epi & LPV_EPI_ACC) != 0, w.gelu = (epi & LPV_EPI_GELU) != 0;
-    w.a.X = X, w.a.X2 = X2, w.a.ldx = ldx, w.a.ldy = ldy, w.a.C = W->C, w.a.K = W->cols;
+    w.q8 = o->X4 ? (run == lpv__bsr_group_q8_vnni ? LPV_Q8_VNNI : LPV_Q8_AVX2) : LPV_Q8_REF;
+    w.a.X4 = o->X4, w.a.xa = o->xa, w.a.xc = o->xc;
+    w.a.X = X, w.a.X2 = o->X2, w.a.ldx = ldx, w.a.ldy = ldy, w.a.C = W->C, w.a.K = W->cols;
     const int ngran = W->ngran, cg = p->chunk_gran, pvw = p->panel_vec;
     if (p->x_in_l1) {
         /* panels of at most pvw vectors, their sizes differing by one at most: no 1-vector panel (its 2 x 2
@@ -510,45 +525,90 @@ static void part_simd(const lpv_bsr *W, const float *bias, const float *X, const
     }
 }
 
+/* The int8 reference: int64 sums of q · u over the row's blocks (never overflowing), then the epilogue of
+ * bsr.h in the order the kernels use. */
+static void part_ref_q8(const lpv_bsr *W, const float *bias, const operand *o, int ldx, float *Y, int ldy, int T,
+                        int epi, const lpv__bsr_plan *p) {
+    int R = W->R, C = W->C;
+    int t0 = p->v0 * 16, t1 = p->v1 * 16 < T ? p->v1 * 16 : T;
+    int r1 = p->g1 * 8 < W->rows ? p->g1 * 8 : W->rows;
+    for (int r = p->g0 * 8; r < r1; r++) {
+        int i = r / R;
+        float *y = Y + (int64_t)r * ldy;
+        float bv = bias ? bias[r] : 0.0f, ws = W->qscale[r], wsum = W->qsum[r];
+        for (int t = t0; t < t1; t++) {
+            int64_t acc = 0;
+            for (int32_t j = W->row_ptr[i]; j < W->row_ptr[i + 1]; j++) {
+                const int8_t *q = W->qvalues + (int64_t)j * R * C + (int64_t)(r - i * R) * C;
+                int c0 = W->col_idx[j] * C;
+                for (int c = 0, k = c0; c < C && k < W->cols; c++, k++)
+                    acc += (int64_t)q[c] * (int64_t)((o->X4[(int64_t)(k / 4) * ldx + t] >> (8 * (k % 4))) & 0xff);
+            }
+            float v = ((float)acc * o->xa[t] - o->xc[t] * wsum) * ws + bv;
+            y[t] = (epi & LPV_EPI_ACC) ? y[t] + v : v;
+        }
+        if (epi & LPV_EPI_GELU)
+            for (int t = t0; t < t1; t++) y[t] = gelu_ref(y[t]);
+    }
+}
+
 /* ---------------------------------------------------------------------------
  * Dispatch. */
 
-/* One thread's share of the product, FP32 from X or BF16 from the pairs X2 (exactly one is given). */
-static void part(const lpv_bsr *W, const float *bias, const float *X, const uint32_t *X2, int ldx, float *Y, int ldy,
-                 int T, int epi, lpv_isa isa, int tid, int nthreads) {
+/* One thread's share of the product. */
+static void part(const lpv_bsr *W, const float *bias, const operand *o, int ldx, float *Y, int ldy, int T, int epi,
+                 lpv_isa isa, int tid, int nthreads) {
     LPV_ASSERT(T >= 1 && ldx >= T && ldy >= T && !((epi & LPV_EPI_GELU) && (epi & LPV_EPI_ACC)));
     LPV_ASSERT(nthreads >= 1 && tid >= 0 && tid < nthreads);
     if (!(epi & LPV_EPI_BIAS)) bias = NULL;
     lpv_isa fp32 = lpv_isa_fp32(isa);
     lpv__bsr_plan p;
-    make_plan(W, ldx, ldy, T, tid, nthreads, !X2 && fp32 == LPV_ISA_AVX2, &p);
+    make_plan(W, ldx, ldy, T, tid, nthreads, o->X && fp32 == LPV_ISA_AVX2, &p);
     if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
-    if (X2 && isa >= LPV_ISA_AVX512BF16) part_simd(W, bias, NULL, X2, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512bf16);
-    else if (!X2 && fp32 == LPV_ISA_AVX512) part_simd(W, bias, X, NULL, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512);
-    else if (!X2 && fp32 == LPV_ISA_AVX2) part_simd(W, bias, X, NULL, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2);
-    else part_ref(W, bias, X, X2, ldx, Y, ldy, T, epi, &p);
+    if (o->X4) {
+        lpv_q8_kernel k = lpv_q8_kernel_for(isa);
+        if (k == LPV_Q8_REF) part_ref_q8(W, bias, o, ldx, Y, ldy, T, epi, &p);
+        else part_simd(W, bias, o, ldx, Y, ldy, epi, &p, k == LPV_Q8_VNNI ? lpv__bsr_group_q8_vnni : lpv__bsr_group_q8_avx2);
+    } else if (o->X2 && isa >= LPV_ISA_AVX512BF16) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512bf16);
+    else if (o->X && fp32 == LPV_ISA_AVX512) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512);
+    else if (o->X && fp32 == LPV_ISA_AVX2) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2);
+    else part_ref(W, bias, o->X, o->X2, ldx, Y, ldy, T, epi, &p);
 }
 
 /* The whole product on nthreads (1 inside a parallel region). */
-static void run(const lpv_bsr *W, const float *bias, const float *X, const uint32_t *X2, int ldx, float *Y, int ldy, int T,
-                int epi, lpv_isa isa, int nthreads) {
+static void run(const lpv_bsr *W, const float *bias, const operand *o, int ldx, float *Y, int ldy, int T, int epi,
+                lpv_isa isa, int nthreads) {
     LPV_ASSERT(isa <= lpv_isa_best());
     if (nthreads <= 1 || omp_in_parallel()) {
-        part(W, bias, X, X2, ldx, Y, ldy, T, epi, isa, 0, 1);
+        part(W, bias, o, ldx, Y, ldy, T, epi, isa, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(nthreads)
-    part(W, bias, X, X2, ldx, Y, ldy, T, epi, isa, omp_get_thread_num(), omp_get_num_threads());
+    part(W, bias, o, ldx, Y, ldy, T, epi, isa, omp_get_thread_num(), omp_get_num_threads());
+}
+
+void lpv_bsr_matmul_q8_isa(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
+                           int ldx, float *Y, int ldy, int T, int epi, lpv_isa isa, int nthreads) {
+    LPV_ASSERT(W->packed_q8 && W->packed_q16 && X4 && xa && xc);
+    operand o = {.X4 = X4, .xa = xa, .xc = xc};
+    run(W, bias, &o, ldx, Y, ldy, T, epi, isa, nthreads);
+}
+
+void lpv_bsr_matmul_q8(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
+                       int ldx, float *Y, int ldy, int T, int epi) {
+    lpv_bsr_matmul_q8_isa(W, bias, X4, xa, xc, ldx, Y, ldy, T, epi, lpv_isa_get(), lpv_threads_get());
 }
 
 void lpv_bsr_matmul_part(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T,
                          int epi, lpv_isa isa, int tid, int nthreads) {
-    part(W, bias, X, NULL, ldx, Y, ldy, T, epi, isa, tid, nthreads);
+    operand o = {.X = X};
+    part(W, bias, &o, ldx, Y, ldy, T, epi, isa, tid, nthreads);
 }
 
 void lpv_bsr_matmul_isa(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi,
                         lpv_isa isa, int nthreads) {
-    run(W, bias, X, NULL, ldx, Y, ldy, T, epi, isa, nthreads);
+    operand o = {.X = X};
+    run(W, bias, &o, ldx, Y, ldy, T, epi, isa, nthreads);
 }
 
 void lpv_bsr_matmul(const lpv_bsr *W, const float *bias, const float *X, int ldx, float *Y, int ldy, int T, int epi) {
@@ -601,7 +661,8 @@ void lpv_bf16_pack_x(uint32_t *X2, const float *X, int ld, int K, int T) {
 void lpv_bsr_matmul_bf16_isa(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy, int T,
                              int epi, lpv_isa isa, int nthreads) {
     LPV_ASSERT(W->packed_bf16 && (isa == LPV_ISA_REF || isa >= LPV_ISA_AVX512BF16));
-    run(W, bias, NULL, X2, ldx, Y, ldy, T, epi, isa, nthreads);
+    operand o = {.X2 = X2};
+    run(W, bias, &o, ldx, Y, ldy, T, epi, isa, nthreads);
 }
 
 void lpv_bsr_matmul_bf16(const lpv_bsr *W, const float *bias, const uint32_t *X2, int ldx, float *Y, int ldy, int T,

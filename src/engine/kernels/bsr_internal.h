@@ -48,11 +48,16 @@ extern lpv__bsr_tuning lpv__bsr_tune;
 typedef struct {
     const float *X;    /* (cols, ld ldx): row k holds input k0 + k from token column xt0 */
     const uint32_t *X2;/* BF16: (ceil(cols / 2), ld ldx) pairs at token column 0, else NULL */
+    const uint32_t *X4;/* int8: (ceil(cols / 4), ld ldx) quads at token column 0, else NULL */
+    const float *xa, *xc; /* int8: per token column (from column 0): activation scale, scale · zero point */
+    const float *ws8;  /* int8: (8) weight scale per row */
+    const float *wsum8;/* int8: (8) Σ_k q per row: zeros when not the first chunk */
     float *Y;          /* at the group's first row, token column 0 */
     int64_t ldx, ldy;
     int k0, xt0;       /* first input row and token column X holds (0, 0 unless X is a packed panel) */
     const float *wp;   /* the group's packed weights of the chunk's first block: per block [C][8] */
     const uint32_t *wp2; /* BF16: the same in packed_bf16, per block [C/2][8] pairs */
+    const uint32_t *wq;  /* int8: the same in packed_q8 ([C/4][8] quads) or packed_q16 ([C/4][8][2] pairs) */
     const int32_t *ci; /* col_idx of that block */
     int nb;            /* blocks in the chunk */
     int C, K;          /* block columns; input features (the last block may be partial) */
@@ -103,6 +108,12 @@ void lpv__bsr_group_avx512(const lpv__bsr_group *g);
 void lpv__bsr_group_avx512bf16(const lpv__bsr_group *g);
 void lpv__bf16_pack_x_avx512(uint32_t *X2, const float *X, int ld, int K, int ncols);
 void lpv__bsr_group_avx2(const lpv__bsr_group *g);
+void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g);
+void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g);
+/* Step 2 of the activation quantizer (bsr_q8.c): nk (1..4) rows of X (row stride ld) into one row of quads o,
+ * columns [0, n), with the columns' xa, xc. */
+void lpv__q8_quantize_avx512(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk, int n);
+void lpv__q8_quantize_avx2(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk, int n);
 void lpv__vgelu_avx512(float *x, int64_t n);
 void lpv__vgelu_avx2(float *x, int64_t n);
 void lpv__verf_avx512(float *y, const float *x, int64_t n);

@@ -1,0 +1,200 @@
+/*
+ * bsr_q8.c — int8 weights for an lpv_bsr (rounding, the kernels' packs) and the activation
+ * quantizer that feeds the int8 kernels (see the int8 part of include/lpvit/bsr.h; the product's
+ * walk and reference are in bsr.c, the vector kernels in kernels/bsr_q8_*.c).
+ *
+ * Quantizing activations is two steps for every ISA:
+ *   1. per column t: xa[t] = scale, xc[t] = scale · zp (per tensor: the given pair; per token: from
+ *      the column's range, found by a min/max pass);
+ *   2. u = clamp(rint(clamp(x · (1 / xa[t]), ±512)) + rint(xc[t] / xa[t]), 0, 255)
+ * so the vector quantizers only redo step 2's arithmetic (one correctly rounded multiply, one
+ * round-to-nearest-even, integer clamps: no FMA to contract, same bytes on every ISA).
+ */
+#include "lpvit/bsr.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "engine/kernels/bsr_internal.h"
+
+lpv_q8_kernel lpv_q8_kernel_for(lpv_isa isa) {
+    if (isa >= LPV_ISA_AVX512 && lpv_cpu()->avx512_vnni) return LPV_Q8_VNNI;
+    if (isa >= LPV_ISA_AVX2) return LPV_Q8_AVX2;
+    return LPV_Q8_REF;
+}
+
+const char *lpv_q8_kernel_name(lpv_q8_kernel k) {
+    return k == LPV_Q8_VNNI ? "avx512vnni" : k == LPV_Q8_AVX2 ? "avx2" : "ref";
+}
+
+/* Per-row scales of W->values (max |w| / 127) into scale, q by round-half-even. */
+static void round_rows(const lpv_bsr *W, int8_t *q, float *scale) {
+    int R = W->R, C = W->C;
+    for (int r = 0; r < W->rows; r++) scale[r] = 0.0f;
+    for (int i = 0; i < W->nbr; i++)
+        for (int32_t j = W->row_ptr[i]; j < W->row_ptr[i + 1]; j++)
+            for (int rr = 0; rr < R && i * R + rr < W->rows; rr++) {
+                const float *v = W->values + (int64_t)j * R * C + (int64_t)rr * C;
+                for (int c = 0; c < C; c++)
+                    if (fabsf(v[c]) > scale[i * R + rr]) scale[i * R + rr] = fabsf(v[c]);
+            }
+    for (int r = 0; r < W->rows; r++) scale[r] = scale[r] > 0.0f ? scale[r] / 127.0f : 1.0f;
+    for (int i = 0; i < W->nbr; i++)
+        for (int32_t j = W->row_ptr[i]; j < W->row_ptr[i + 1]; j++)
+            for (int rr = 0; rr < R; rr++) {
+                const float *v = W->values + (int64_t)j * R * C + (int64_t)rr * C;
+                int8_t *o = q + (int64_t)j * R * C + (int64_t)rr * C;
+                float s = i * R + rr < W->rows ? scale[i * R + rr] : 1.0f;
+                for (int c = 0; c < C; c++) {
+                    float u = nearbyintf(v[c] / s);
+                    o[c] = (int8_t)(u > 127.0f ? 127 : u < -127.0f ? -127 : (int)u);
+                }
+            }
+}
+
+/* packed_q8 / packed_q16 from qvalues, in packed's block order (bsr.c): per block row, per 8-row
+ * slice, per block, k-quads [C/4][8]. */
+static void pack_q(lpv_bsr *W) {
+    int R = W->R, C = W->C, gpb = R / 8;
+    for (int i = 0; i < W->nbr; i++) {
+        int32_t rp = W->row_ptr[i], nb = W->row_ptr[i + 1] - rp;
+        for (int s = 0; s < gpb; s++)
+            for (int32_t j = 0; j < nb; j++) {
+                const int8_t *src = W->qvalues + (int64_t)(rp + j) * R * C + (int64_t)s * 8 * C;
+                int64_t off = (int64_t)rp * R * C + ((int64_t)s * nb + j) * 8 * C; /* elements, as packed */
+                uint32_t *d8 = W->packed_q8 + off / 4, *d16 = W->packed_q16 + off / 2;
+                for (int p = 0; p < C / 4; p++)
+                    for (int r = 0; r < 8; r++) {
+                        const int8_t *q = src + r * C + 4 * p;
+                        d8[p * 8 + r] = (uint32_t)(uint8_t)q[0] | (uint32_t)(uint8_t)q[1] << 8 |
+                                        (uint32_t)(uint8_t)q[2] << 16 | (uint32_t)(uint8_t)q[3] << 24;
+                        d16[(p * 8 + r) * 2] = (uint32_t)(uint16_t)q[0] | (uint32_t)(uint16_t)q[2] << 16;
+                        d16[(p * 8 + r) * 2 + 1] = (uint32_t)(uint16_t)q[1] | (uint32_t)(uint16_t)q[3] << 16;
+                    }
+            }
+    }
+}
+
+lpv_status lpv_bsr_set_int8(lpv_bsr *W, const int8_t *q, const float *scale, lpv_arena *arena, const char *name,
+                            lpv_err *err) {
+    const char *n = name && *name ? name : "weight";
+    if (scale)
+        for (int r = 0; r < W->rows; r++)
+            if (!(scale[r] > 0.0f) || !isfinite(scale[r]))
+                return lpv_fail(err, LPV_E_FORMAT, "'%s': weight scale of row %d is %g, expected finite and > 0", n, r,
+                                (double)scale[r]);
+    if (!arena) {
+        LPV_ASSERT(W->owns_arena);
+        arena = &W->own;
+    }
+    int64_t nval = W->nnzb * W->R * W->C;
+    int rows8 = 8 * W->ngroups;
+    if (!W->qvalues) {
+        W->qvalues = lpv_arena_alloc(arena, (size_t)nval + 64);
+        W->qscale = lpv_arena_alloc(arena, sizeof(float) * (size_t)rows8);
+        W->qsum = lpv_arena_alloc(arena, sizeof(float) * (size_t)rows8);
+        W->packed_q8 = lpv_arena_alloc(arena, (size_t)nval + 64);
+        W->packed_q16 = lpv_arena_alloc(arena, 2 * (size_t)nval + 64);
+        if (!W->qvalues || !W->qscale || !W->qsum || !W->packed_q8 || !W->packed_q16) {
+            W->qvalues = NULL, W->qscale = W->qsum = NULL, W->packed_q8 = W->packed_q16 = NULL;
+            return lpv_fail(err, LPV_E_OOM, "'%s': cannot allocate the int8 weights (%lld values)", n, (long long)nval);
+        }
+    }
+    if (q) {
+        memcpy(W->qvalues, q, (size_t)nval);
+        memcpy(W->qscale, scale, sizeof(float) * (size_t)W->rows);
+    } else {
+        round_rows(W, W->qvalues, W->qscale);
+    }
+    /* rows past the matrix's edge: zero weights, scale 0 (their outputs are never stored) */
+    for (int r = W->rows; r < rows8; r++) W->qscale[r] = 0.0f;
+    int R = W->R, C = W->C;
+    memset(W->qsum, 0, sizeof(float) * (size_t)rows8);
+    for (int i = 0; i < W->nbr; i++)
+        for (int32_t j = W->row_ptr[i]; j < W->row_ptr[i + 1]; j++) {
+            int nc = W->cols - W->col_idx[j] * C < C ? W->cols - W->col_idx[j] * C : C;
+            for (int rr = 0; rr < R; rr++) {
+                int r = i * R + rr;
+                int8_t *qv = W->qvalues + (int64_t)j * R * C + (int64_t)rr * C;
+                float *v = W->values + (int64_t)j * R * C + (int64_t)rr * C;
+                int32_t sum = 0;
+                for (int c = 0; c < C; c++) {
+                    if (r >= W->rows || c >= nc) qv[c] = 0; /* outside the dense matrix, as values */
+                    sum += qv[c];
+                    v[c] = r < W->rows ? (float)qv[c] * W->qscale[r] : 0.0f;
+                }
+                if (r < rows8) W->qsum[r] += (float)sum;
+            }
+        }
+    pack_q(W);
+    return LPV_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Activations. */
+
+/* Step 1: xa, xc for columns [0, n). Per token: xa, xc first receive the columns' min and max. */
+static void column_params(float *xa, float *xc, const float *X, int ld, int K, int n, const lpv_qact *q) {
+    if (!q->per_token) {
+        for (int t = 0; t < n; t++) xa[t] = q->scale, xc[t] = q->scale * (float)q->zp;
+        return;
+    }
+    for (int t = 0; t < n; t++) xa[t] = 0.0f, xc[t] = 0.0f; /* the range always holds 0 */
+    for (int k = 0; k < K; k++) {
+        const float *x = X + (int64_t)k * ld;
+        for (int t = 0; t < n; t++) {
+            xa[t] = x[t] < xa[t] ? x[t] : xa[t];
+            xc[t] = x[t] > xc[t] ? x[t] : xc[t];
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        float lo = xa[t], hi = xc[t];
+        float s = hi > lo && isfinite(hi - lo) ? (hi - lo) / 255.0f : 1.0f;
+        float zp = nearbyintf(-lo / s);
+        zp = zp > 255.0f ? 255.0f : zp < 0.0f ? 0.0f : zp; /* also maps a NaN range to 0 */
+        xa[t] = s, xc[t] = s * zp;
+    }
+}
+
+/* Step 2, scalar: every quad row of X4, columns [0, n). */
+static void quantize_ref(uint32_t *X4, const float *xa, const float *xc, const float *X, int ld, int K, int n) {
+    for (int p = 0; p < (K + 3) / 4; p++) {
+        uint32_t *o = X4 + (int64_t)p * ld;
+        for (int t = 0; t < n; t++) {
+            float inv = 1.0f / xa[t];
+            int zp = (int)nearbyintf(xc[t] / xa[t]);
+            uint32_t word = 0;
+            for (int j = 0; j < 4 && 4 * p + j < K; j++) {
+                float v = X[(int64_t)(4 * p + j) * ld + t] * inv;
+                v = fmaxf(v, -512.0f), v = fminf(v, 512.0f); /* NaN -> -512 (so u = 0) */
+                int u = (int)nearbyintf(v) + zp;
+                u = u < 0 ? 0 : u > 255 ? 255 : u;
+                word |= (uint32_t)u << (8 * j);
+            }
+            o[t] = word;
+        }
+    }
+}
+
+void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
+                           const lpv_qact *q, lpv_isa isa) {
+    LPV_ASSERT(isa <= lpv_isa_best() && T >= 1 && ld >= T && K >= 1);
+    int n = lpv_round16(T) <= ld ? lpv_round16(T) : T;
+    column_params(xa, xc, X, ld, K, n, q);
+    lpv_q8_kernel k = lpv_q8_kernel_for(isa);
+    if (k == LPV_Q8_REF) {
+        quantize_ref(X4, xa, xc, X, ld, K, n);
+        return;
+    }
+    int np = (K + 3) / 4;
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
+    for (int p = 0; p < np; p++) {
+        int nk = K - 4 * p < 4 ? K - 4 * p : 4;
+        if (k == LPV_Q8_VNNI) lpv__q8_quantize_avx512(X4 + (int64_t)p * ld, xa, xc, X + (int64_t)(4 * p) * ld, ld, nk, n);
+        else lpv__q8_quantize_avx2(X4 + (int64_t)p * ld, xa, xc, X + (int64_t)(4 * p) * ld, ld, nk, n);
+    }
+}
+
+void lpv_q8_quantize_x(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T, const lpv_qact *q) {
+    lpv_q8_quantize_x_isa(X4, xa, xc, X, ld, K, T, q, lpv_isa_get());
+}

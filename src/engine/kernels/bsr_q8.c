@@ -1,0 +1,273 @@
+/*
+ * bsr_q8.c — the int8 BSR micro-kernels (AVX-512 VNNI and AVX2) and the vector activation
+ * quantizers (contract: the int8 part of include/lpvit/bsr.h; the walk over panels, chunks and
+ * groups is bsr.c's plain order, the reference is part_ref_q8 in bsr.c).
+ *
+ * Both kernels keep int32 accumulators of Σ q·u for a tile and convert once, in the epilogue:
+ *     y = (float(acc) · xa[t] − xc[t] · qsum[r]) · qscale[r] + b[r]   (+ Y when accumulating)
+ * VNNI (8 rows × 1..3 zmm of 16 tokens): per k-quad, NV loads of X4 and 8 weight broadcasts feed
+ *   8·NV vpdpbusd (u8 × s8, four products summed into each int32 lane: 4x the FP32 FMA's work).
+ * AVX2 (2 rows × 1..4 ymm of 8 tokens): no u8 × s8 instruction adds without saturating
+ *   (vpmaddubsw sums two u8·s8 products into int16: 255·127·2 overflows), so each quad of
+ *   activations is split into int16 pairs, (u[k], u[k+2]) = quad & 0x00ff00ff and (u[k+1], u[k+3])
+ *   = quad >> 8 per 16-bit lane, and multiplied with the weights' int16 pairs (packed_q16) by
+ *   vpmaddwd, whose int32 pair sums cannot overflow. The int32 sums are the VNNI kernel's exactly.
+ */
+#include <stdint.h>
+
+#include "bsr_internal.h"
+#include "vmath.h"
+
+#define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+#define T256 LPV_TARGET_AVX2
+
+/* ---- AVX-512 VNNI ---- */
+
+LPV_VINLINE TVNNI __m512i ldq(const uint32_t *p, int masked, __mmask16 m) {
+    return masked ? _mm512_maskz_loadu_epi32(m, p) : _mm512_loadu_si512(p);
+}
+
+LPV_VINLINE TVNNI __m512 ldf(const float *p, int masked, __mmask16 m) {
+    return masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
+}
+
+/* The 8 x NV tile: int32 sums over the group's blocks of the chunk, then the epilogue. */
+LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, const int NV, const int MASKED,
+                                 __mmask16 m) {
+    __m512i acc[8][3];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_si512();
+    const int64_t ldx = a->ldx;
+    const uint32_t *w = a->wp, *X = a->X;
+    const int C = a->C;
+    for (int b = 0; b < a->nb; b++, w += 2 * C) { /* a block's [C/4][8] quads */
+        int c0 = a->ci[b] * C;
+        int kn = a->K - c0 < C ? a->K - c0 : C, nq = (kn + 3) / 4;
+        const uint32_t *xk = X + (int64_t)(c0 / 4) * ldx, *wk = w;
+#pragma GCC unroll 2
+        for (int k = 0; k < nq; k++, xk += ldx, wk += 8) {
+            __m512i x[3];
+#pragma GCC unroll 3
+            for (int j = 0; j < NV; j++) x[j] = ldq(xk + 16 * j, MASKED && j == NV - 1, m);
+#pragma GCC unroll 3
+            for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xk + 16 * NV + 16 * j), _MM_HINT_T1);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m512i wv = _mm512_set1_epi32((int)wk[i]);
+#pragma GCC unroll 3
+                for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], x[j], wv);
+            }
+        }
+    }
+    /* epilogue; a->X points at column col of X4 and a->Y at column col of Y: xa, xc follow X */
+    const int64_t col = (const uint32_t *)a->X - g->X4;
+    __m512 xa[3], xc[3];
+#pragma GCC unroll 3
+    for (int j = 0; j < NV; j++)
+        xa[j] = ldf(g->xa + col + 16 * j, MASKED && j == NV - 1, m),
+        xc[j] = ldf(g->xc + col + 16 * j, MASKED && j == NV - 1, m);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        if (i >= a->nrows) break;
+        __m512 ws = _mm512_set1_ps(g->ws8[i]), sum = _mm512_set1_ps(g->wsum8[i]), bv = _mm512_set1_ps(a->b[i]);
+        float *y = a->Y + i * a->ldy;
+#pragma GCC unroll 3
+        for (int j = 0; j < NV; j++) {
+            int mk = MASKED && j == NV - 1;
+            __m512 v = _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][j]), xa[j]), _mm512_mul_ps(xc[j], sum));
+            v = _mm512_add_ps(_mm512_mul_ps(v, ws), bv);
+            if (a->init_y) v = _mm512_add_ps(v, ldf(y + 16 * j, mk, m));
+            if (mk) _mm512_mask_storeu_ps(y + 16 * j, m, v);
+            else _mm512_storeu_ps(y + 16 * j, v);
+        }
+    }
+}
+
+/* the tile functions of lpv__run_tiles take only the tile: the group rides along in a wrapper */
+typedef struct {
+    lpv__tile t;
+    const lpv__bsr_group *g;
+} q8_tile;
+
+#define VNNI_FN(name, NV, MASKED)                                                        \
+    __attribute__((noinline)) static TVNNI void name(const lpv__tile *a) {              \
+        const q8_tile *q = (const q8_tile *)a;                                          \
+        tile_vnni(a, q->g, NV, MASKED, MASKED ? (__mmask16)a->mask : (__mmask16)0xffff); \
+    }
+VNNI_FN(vnni3, 3, 0)
+VNNI_FN(vnni2, 2, 0)
+VNNI_FN(vnni1, 1, 0)
+VNNI_FN(vnni1m, 1, 1)
+
+static TVNNI void gelu_rows512(float *Y, int64_t ldy, int nrows, int ncols) {
+    for (int i = 0; i < nrows; i++) {
+        float *y = Y + i * ldy;
+        int c = 0;
+        for (; c + 16 <= ncols; c += 16) _mm512_storeu_ps(y + c, lpv__gelu16(_mm512_loadu_ps(y + c)));
+        if (c < ncols) {
+            __mmask16 m = (__mmask16)((1u << (ncols - c)) - 1);
+            _mm512_mask_storeu_ps(y + c, m, lpv__gelu16(_mm512_maskz_loadu_ps(m, y + c)));
+        }
+    }
+}
+
+TVNNI void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g) {
+    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, g->wq, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0}, g};
+    lpv__run_tiles(&q.t, g->X4, 0, g->Y, g->v0, g->v1, 16, vnni3, vnni2, vnni1);
+    if (g->tail) {
+        lpv__tile_at(&q.t, g->X4, 0, g->Y, 16 * g->v1);
+        q.t.mask = (1u << g->tail) - 1;
+        vnni1m(&q.t);
+    }
+    if (g->gelu) gelu_rows512(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);
+}
+
+/* Step 2 of the quantizer (bsr_q8.c) for nk (1..4) rows of X into one row of quads, columns [0, n). */
+TVNNI void lpv__q8_quantize_avx512(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk,
+                                   int n) {
+    const __m512 lo = _mm512_set1_ps(-512.0f), hi = _mm512_set1_ps(512.0f), one = _mm512_set1_ps(1.0f);
+    const __m512i z = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 m = n - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - t)) - 1);
+        __m512 a = _mm512_mask_loadu_ps(one, m, xa + t), c = _mm512_maskz_loadu_ps(m, xc + t);
+        __m512 inv = _mm512_div_ps(one, a);
+        __m512i zp = _mm512_cvtps_epi32(_mm512_div_ps(c, a));
+        __m512i word = z;
+        for (int j = 0; j < nk; j++) {
+            __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, X + (int64_t)j * ld + t), inv);
+            v = _mm512_min_ps(_mm512_max_ps(v, lo), hi); /* NaN -> -512 (max returns its second operand) */
+            __m512i u = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
+            u = _mm512_min_epi32(_mm512_max_epi32(u, z), top);
+            word = _mm512_or_si512(word, _mm512_slli_epi32(u, 8 * j));
+        }
+        _mm512_mask_storeu_epi32(o + t, m, word);
+    }
+}
+
+/* ---- AVX2 ---- */
+
+/* The 2 x NV tile (NV = 1..4 vectors of 8 tokens); the last vector's columns are masked when a->mask < 8. */
+LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, const int NV) {
+    __m256i acc[2][4];
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) acc[i][j] = _mm256_setzero_si256();
+    const int64_t ldx = a->ldx;
+    const uint32_t *w = a->wp, *X = a->X;
+    const int C = a->C;
+    const __m256i lo8 = _mm256_set1_epi32(0x00ff00ff);
+    for (int b = 0; b < a->nb; b++, w += 4 * C) { /* a block's [C/4][8][2] pairs */
+        int c0 = a->ci[b] * C;
+        int kn = a->K - c0 < C ? a->K - c0 : C, nq = (kn + 3) / 4;
+        const uint32_t *xk = X + (int64_t)(c0 / 4) * ldx, *wk = w;
+#pragma GCC unroll 2
+        for (int k = 0; k < nq; k++, xk += ldx, wk += 16) {
+            __m256i wa0 = _mm256_set1_epi32((int)wk[0]), wb0 = _mm256_set1_epi32((int)wk[1]);
+            __m256i wa1 = _mm256_set1_epi32((int)wk[2]), wb1 = _mm256_set1_epi32((int)wk[3]);
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; j++) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(xk + 8 * j)); /* padded columns are readable */
+                __m256i xe = _mm256_and_si256(x, lo8), xo = _mm256_srli_epi16(x, 8);
+                acc[0][j] = _mm256_add_epi32(acc[0][j], _mm256_add_epi32(_mm256_madd_epi16(xe, wa0), _mm256_madd_epi16(xo, wb0)));
+                acc[1][j] = _mm256_add_epi32(acc[1][j], _mm256_add_epi32(_mm256_madd_epi16(xe, wa1), _mm256_madd_epi16(xo, wb1)));
+            }
+        }
+    }
+    const int64_t col = (const uint32_t *)a->X - g->X4;
+    const int masked = a->mask < 8;
+    const __m256i m = lpv__lane_mask8((int)a->mask);
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+        if (i >= a->nrows) break;
+        const int r = (int)(a->b - g->b8) + i; /* the tile's rows inside the group */
+        __m256 ws = _mm256_set1_ps(g->ws8[r]), sum = _mm256_set1_ps(g->wsum8[r]), bv = _mm256_set1_ps(a->b[i]);
+        float *y = a->Y + i * a->ldy;
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; j++) {
+            int mk = masked && j == NV - 1;
+            __m256 xa = mk ? _mm256_maskload_ps(g->xa + col + 8 * j, m) : _mm256_loadu_ps(g->xa + col + 8 * j);
+            __m256 xc = mk ? _mm256_maskload_ps(g->xc + col + 8 * j, m) : _mm256_loadu_ps(g->xc + col + 8 * j);
+            __m256 v = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][j]), xa), _mm256_mul_ps(xc, sum));
+            v = _mm256_add_ps(_mm256_mul_ps(v, ws), bv);
+            if (a->init_y) v = _mm256_add_ps(v, mk ? _mm256_maskload_ps(y + 8 * j, m) : _mm256_loadu_ps(y + 8 * j));
+            if (mk) _mm256_maskstore_ps(y + 8 * j, m, v);
+            else _mm256_storeu_ps(y + 8 * j, v);
+        }
+    }
+}
+
+#define AVX2_FN(n)                                                                             \
+    __attribute__((noinline)) static T256 void q8avx2_##n(const lpv__tile *a) {                \
+        tile_avx2(a, ((const q8_tile *)a)->g, n);                                              \
+    }
+AVX2_FN(1)
+AVX2_FN(2)
+AVX2_FN(3)
+AVX2_FN(4)
+static const lpv__tile_fn q8avx2[5] = {NULL, q8avx2_1, q8avx2_2, q8avx2_3, q8avx2_4};
+
+static T256 void gelu_rows256(float *Y, int64_t ldy, int nrows, int ncols) {
+    for (int i = 0; i < nrows; i++) {
+        float *y = Y + i * ldy;
+        int c = 0;
+        for (; c + 8 <= ncols; c += 8) _mm256_storeu_ps(y + c, lpv__gelu8(_mm256_loadu_ps(y + c)));
+        if (c < ncols) {
+            __m256i m = lpv__lane_mask8(ncols - c);
+            _mm256_maskstore_ps(y + c, m, lpv__gelu8(_mm256_maskload_ps(y + c, m)));
+        }
+    }
+}
+
+/* The group: 32-token positions, each as four row pairs (weights 2p, 2p + 1 of each [8][2] line). */
+T256 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g) {
+    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8}, g};
+    int c1 = 16 * g->v1 + g->tail;
+    for (int c = 16 * g->v0; c < c1; c += 32) {
+        int n = c1 - c < 32 ? c1 - c : 32, nv = (n + 7) / 8;
+        q.t.mask = (unsigned)(n - 8 * (nv - 1));
+        lpv__tile_at(&q.t, g->X4, 0, g->Y, c);
+        float *Yc = q.t.Y;
+        for (int p = 0; 2 * p < g->nrows; p++) {
+            q.t.nrows = g->nrows - 2 * p < 2 ? g->nrows - 2 * p : 2;
+            q.t.wp = g->wq + 4 * p, q.t.b = g->b8 + 2 * p, q.t.Y = Yc + (int64_t)2 * p * g->ldy;
+            q8avx2[nv](&q.t);
+        }
+    }
+    if (g->gelu) gelu_rows256(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);
+}
+
+T256 void lpv__q8_quantize_avx2(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk, int n) {
+    const __m256 lo = _mm256_set1_ps(-512.0f), hi = _mm256_set1_ps(512.0f), one = _mm256_set1_ps(1.0f);
+    const __m256i z = _mm256_setzero_si256(), top = _mm256_set1_epi32(255);
+    int t = 0;
+    for (; t + 8 <= n; t += 8) {
+        __m256 a = _mm256_loadu_ps(xa + t), c = _mm256_loadu_ps(xc + t);
+        __m256 inv = _mm256_div_ps(one, a);
+        __m256i zp = _mm256_cvtps_epi32(_mm256_div_ps(c, a));
+        __m256i word = z;
+        for (int j = 0; j < nk; j++) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(X + (int64_t)j * ld + t), inv);
+            v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+            __m256i u = _mm256_add_epi32(_mm256_cvtps_epi32(v), zp);
+            u = _mm256_min_epi32(_mm256_max_epi32(u, z), top);
+            word = _mm256_or_si256(word, _mm256_sllv_epi32(u, _mm256_set1_epi32(8 * j)));
+        }
+        _mm256_storeu_si256((__m256i *)(o + t), word);
+    }
+    for (; t < n; t++) { /* the scalar step 2 of bsr_q8.c */
+        float inv = 1.0f / xa[t];
+        int zp = (int)nearbyintf(xc[t] / xa[t]);
+        uint32_t word = 0;
+        for (int j = 0; j < nk; j++) {
+            float v = X[(int64_t)j * ld + t] * inv;
+            v = fmaxf(v, -512.0f), v = fminf(v, 512.0f);
+            int u = (int)nearbyintf(v) + zp;
+            u = u < 0 ? 0 : u > 255 ? 255 : u;
+            word |= (uint32_t)u << (8 * j);
+        }
+        o[t] = word;
+    }
+}

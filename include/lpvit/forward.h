@@ -54,6 +54,8 @@ typedef struct {
     float *scratch;  /* attention scores, per thread */
     int scratch_threads;
     uint32_t *xbf;   /* (max(D, F) / 2, ld) a linear input as BF16 pairs, or NULL: BF16 off (lpv_workspace_use_bf16) */
+    uint32_t *xq;    /* ((max(D, F) + 3) / 4, ld) a linear input as int8 quads, or NULL: int8 off (lpv_workspace_use_int8) */
+    float *xqa, *xqc;/* (ld) its per-column scale and scale x zero point */
     lpv_profile *profile; /* optional, caller-owned */
     /* optional: called with the input of every linear layer just before it runs;
        layer = index in lpv_model_layers order, X (in, ld) with ncols valid columns */
@@ -70,7 +72,11 @@ void lpv_workspace_free(lpv_workspace *ws);
 /* Turns BF16 on for this workspace: every linear that has a BF16 pack (lpv_model_pack_bf16) then runs in
  * BF16 (its input converted into ws->xbf first); the others, and all other ops, stay FP32. */
 lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err);
-/* lpv_workspace_init for m's architecture, with BF16 on when m has BF16 packs (the inference commands). */
+/* Turns int8 on: every linear with int8 weights (lpv_model_quantize_int8) runs in int8 (its input quantized
+ * into ws->xq first); int8 layers go before BF16 ones when a model has both. */
+lpv_status lpv_workspace_use_int8(lpv_workspace *ws, lpv_err *err);
+/* lpv_workspace_init for m's architecture, with BF16 / int8 on when m has BF16 packs / int8 weights (the
+ * inference commands). */
 lpv_status lpv_workspace_init_for(lpv_workspace *ws, const lpv_model *m, int max_batch, lpv_err *err);
 
 /* images (B, C, S, S) → logits (B, classes). B <= ws->max_batch. */

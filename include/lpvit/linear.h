@@ -27,6 +27,8 @@ typedef struct lpv_linear {
     struct lpv_bsr *blocked; /* the dense w again, every block kept, in the BSR kernel's
                               * layout: forward prefers it to OpenBLAS (lpv_model_pack_dense).
                               * A copy: whoever changes w afterwards must drop it. */
+    lpv_qact qx;         /* int8 layers (bsr or blocked with int8 weights, lpv_model_quantize_int8): how the
+                          * input is quantized (per token at run time, or a calibrated per-tensor scale) */
 } lpv_linear;
 
 /* Y = epi(W X + b), X (in, T) with row stride ldx, Y (out, T) with row stride ldy.
@@ -41,6 +43,13 @@ int lpv_linear_has_bf16(const lpv_linear *L);
  * converted into X2, then lpv_linear_forward_bf16; else lpv_linear_forward on X. */
 void lpv_linear_forward_pick(const lpv_linear *L, const float *X, uint32_t *X2, int ldx, float *Y, int ldy, int T,
                              int epi);
+
+/* The int8 path (bsr.h): X is quantized by L->qx into X4 ((in + 3) / 4, ldx) with per-column xa, xc (scratch of
+ * the readable columns), then the layer's int8 weights run. Only for a layer with lpv_linear_has_int8. */
+void lpv_linear_forward_q8(const lpv_linear *L, const float *X, int ldx, uint32_t *X4, float *xa, float *xc, float *Y,
+                           int ldy, int T, int epi);
+/* 1 when the layer's BSR weights (or blocked copy) carry int8 weights. */
+int lpv_linear_has_int8(const lpv_linear *L);
 
 /* Dense path with OpenBLAS, whatever L->bsr says (the baseline bench compares against). */
 void lpv_linear_forward_dense(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi);

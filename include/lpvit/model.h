@@ -120,6 +120,14 @@ lpv_status lpv_model_pack_dense(lpv_model *m, int R, int C, lpv_err *err);
  * more). The patch embedding and the heads stay FP32, as the BF16 accuracy measurements had them.
  * A workspace runs them with lpv_workspace_use_bf16 (forward.h). Call it after the last change to the weights. */
 lpv_status lpv_model_pack_bf16(lpv_model *m, int R, int C, lpv_err *err);
+/* The int8 engine's weights: every block linear (qkv, proj, fc1, fc2) gets int8 weights (symmetric, one scale
+ * per output row, round to nearest) in its BSR form or in a blocked copy of its dense weights (R x C blocks, all
+ * kept); its FP32 values become the dequantized ones. Inputs are quantized per token at run time unless a
+ * layer's qx already holds a per-tensor scale (a quantized file's). Patch embedding, heads, LayerNorm,
+ * attention and GELU stay FP32. Layers that already have int8 weights are left as they are. */
+lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err);
+/* 1 when some layer has int8 weights. */
+int lpv_model_has_int8(const lpv_model *m);
 /* 1 when some layer has a BF16 pack. */
 int lpv_model_has_bf16(const lpv_model *m);
 /* Turns every BSR layer back into a dense weight with zeros in pruned blocks (for dense baselines). */

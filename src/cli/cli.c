@@ -203,16 +203,20 @@ static lpv_status dense_kernel(const char *s, lpv_err *err) {
 }
 
 static lpv_status precision(const char *s, int *bf16, lpv_err *err) {
-    *bf16 = 0;
+    *bf16 = CLI_FP32;
     if (!s || strcmp(s, "fp32") == 0) return LPV_OK;
-    if (strcmp(s, "bf16") != 0) return lpv_fail(err, LPV_E_ARG, "--precision: expected fp32 or bf16, got '%s'", s);
+    if (strcmp(s, "int8") == 0) { /* every ISA runs it: VNNI, AVX2 or the reference */
+        *bf16 = CLI_INT8;
+        return LPV_OK;
+    }
+    if (strcmp(s, "bf16") != 0) return lpv_fail(err, LPV_E_ARG, "--precision: expected fp32, bf16 or int8, got '%s'", s);
     lpv_isa isa = lpv_isa_get();
     if (isa != LPV_ISA_REF && isa < LPV_ISA_AVX512BF16)
         return lpv_fail(err, LPV_E_UNSUPPORTED,
                         "--precision bf16 needs isa avx512bf16, and this run has '%s' (cpu best: '%s'; --isa ref runs "
                         "the slow reference kernel)",
                         lpv_isa_name(isa), lpv_isa_name(lpv_isa_best()));
-    *bf16 = 1;
+    *bf16 = CLI_BF16;
     return LPV_OK;
 }
 
@@ -226,7 +230,8 @@ lpv_status cli_engine(int threads, const char *isa, const char *dense, const cha
 lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err) {
     if (!m) return LPV_OK;
     if (lpv_dense_kernel_get() == LPV_DENSE_BLOCKED) LPV_TRY(lpv_model_pack_dense(m, 32, 32, err));
-    return bf16 ? lpv_model_pack_bf16(m, 32, 32, err) : LPV_OK;
+    if (bf16 == CLI_INT8) return lpv_model_quantize_int8(m, 32, 32, err);
+    return bf16 == CLI_BF16 ? lpv_model_pack_bf16(m, 32, 32, err) : LPV_OK;
 }
 
 /* ---------------------------------------------------------------------------

@@ -52,12 +52,14 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* --threads / --isa: applies them (threads 0 = all online CPUs). */
 lpv_status cli_runtime(int threads, const char *isa, lpv_err *err);
 /* What the inference commands (eval, infer, bench) set up before they load a model: cli_runtime, then
- * --dense-kernel blocked|openblas (NULL keeps the default), then --precision fp32|bf16 (NULL: fp32) into
- * *bf16; bf16 needs ISA avx512bf16, or ref (the reference kernel). */
+ * --dense-kernel blocked|openblas (NULL keeps the default), then --precision fp32|bf16|int8 (NULL: fp32) into
+ * *bf16 as a CLI_* code (0 = fp32); bf16 needs ISA avx512bf16, or ref (the reference kernel). */
+enum { CLI_FP32 = 0, CLI_BF16 = 1, CLI_INT8 = 2 };
 lpv_status cli_engine(int threads, const char *isa, const char *dense_kernel, const char *precision, int *bf16,
                       lpv_err *err);
 /* Packs a loaded model for the inference kernels (call it after the last change to the weights): its dense
- * layers for the blocked kernel when that is the choice, and its block linears in BF16 when bf16. */
+ * layers for the blocked kernel when that is the choice, and its block linears in BF16 or int8 (bf16: a CLI_*
+ * code; int8 quantizes the weights per row and the inputs per token unless the file has scales). */
 lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err);
 
 typedef struct {
@@ -102,7 +104,7 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
 #define CLI_OPT_THREADS(dst) {"--threads", OPT_INT, dst, "N", "threads for all compute (default: all CPUs)", 0, 4096, NULL}
 #define CLI_OPT_ISA(dst) {"--isa", OPT_STR, dst, "ISA", "kernel ISA: auto, avx512bf16, avx512, avx2, ref (default auto: the best the CPU has)", 0, 0, NULL}
 #define CLI_OPT_DENSE_KERNEL(dst) {"--dense-kernel", OPT_STR, dst, "K", "dense layers: auto (openblas on AVX2 when OpenBLAS runs an AVX2 core, else blocked), blocked (lpvit's kernel) or openblas (default auto)", 0, 0, NULL}
-#define CLI_OPT_PRECISION(dst) {"--precision", OPT_STR, dst, "P", "fp32, or bf16: the block linears in BF16 (FP32 sums; needs AVX512-BF16) (default fp32)", 0, 0, NULL}
+#define CLI_OPT_PRECISION(dst) {"--precision", OPT_STR, dst, "P", "fp32; bf16: the block linears in BF16 (FP32 sums; needs AVX512-BF16); int8: the block linears in int8 (weights per row, inputs per token; patch embedding, heads, attention, LayerNorm, GELU stay FP32) (default fp32)", 0, 0, NULL}
 #define CLI_OPT_QUIET(dst) {"--quiet", OPT_FLAG, dst, NULL, "no progress or log lines on stderr", 0, 0, NULL}
 
 #endif

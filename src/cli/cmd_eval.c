@@ -161,7 +161,7 @@ static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, e
     cJSON_AddItemToObject(j, "mean", cJSON_CreateFloatArray(pp->mean, 3));
     cJSON_AddItemToObject(j, "std", cJSON_CreateFloatArray(pp->std, 3));
     cJSON_AddStringToObject(j, "preprocess_source", cm->pp_source);
-    cJSON_AddStringToObject(j, "precision", lpv_model_has_bf16(m) ? "bf16" : "fp32");
+    cJSON_AddStringToObject(j, "precision", lpv_model_has_int8(m) ? "int8" : lpv_model_has_bf16(m) ? "bf16" : "fp32");
     cJSON_AddNumberToObject(j, "images", (double)r->images);
     cJSON_AddNumberToObject(j, "correct_top1", (double)r->correct1);
     cJSON_AddNumberToObject(j, "correct_top5", (double)r->correct5);

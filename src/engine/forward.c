@@ -63,6 +63,7 @@ void lpv_workspace_free(lpv_workspace *ws) { lpv_arena_free(&ws->arena); }
 lpv_status lpv_workspace_init_for(lpv_workspace *ws, const lpv_model *m, int max_batch, lpv_err *err) {
     LPV_TRY(lpv_workspace_init(ws, &m->cfg, max_batch, err));
     lpv_status st = lpv_model_has_bf16(m) ? lpv_workspace_use_bf16(ws, err) : LPV_OK;
+    if (st == LPV_OK && lpv_model_has_int8(m)) st = lpv_workspace_use_int8(ws, err);
     if (st) lpv_workspace_free(ws);
     return st;
 }
@@ -75,6 +76,15 @@ lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err) {
     return LPV_OK;
 }
 
+lpv_status lpv_workspace_use_int8(lpv_workspace *ws, lpv_err *err) {
+    if (ws->xq) return LPV_OK;
+    int rows = max_i(ws->cfg.dim, ws->cfg.mlp);
+    ws->xq = lpv_arena_alloc(&ws->arena, sizeof(uint32_t) * (size_t)((rows + 3) / 4) * (size_t)ws->ld_max);
+    ws->xqa = lpv_arena_alloc(&ws->arena, sizeof(float) * (size_t)ws->ld_max);
+    ws->xqc = lpv_arena_alloc(&ws->arena, sizeof(float) * (size_t)ws->ld_max);
+    if (!ws->xq || !ws->xqa || !ws->xqc) return lpv_fail(err, LPV_E_OOM, "out of memory for the int8 activations");
+    return LPV_OK;
+}
 
 /* ---- profiling ---- */
 
@@ -125,26 +135,32 @@ static int tap(lpv_workspace *ws, int layer, const float *X, int ld, int ncols) 
     return layer == ws->tap_stop;
 }
 
+/* One block linear: int8 when it has int8 weights and the workspace int8 scratch, else BF16 or FP32. */
+static void run_linear(const lpv_linear *L, const float *X, lpv_workspace *ws, int ld, float *Y, int N, int epi) {
+    if (ws->xq && lpv_linear_has_int8(L)) lpv_linear_forward_q8(L, X, ld, ws->xq, ws->xqa, ws->xqc, Y, ld, N, epi);
+    else lpv_linear_forward_pick(L, X, ws->xbf, ld, Y, ld, N, epi);
+}
+
 static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspace *ws, int B, int ld, int l,
                           op_timer *tm) {
     int D = c->dim, N = B * c->n_tokens, L0 = lpv_block_layer0(l);
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0, ws->xn, ld, N)) return;
-    lpv_linear_forward_pick(&blk->qkv, ws->xn, ws->xbf, ld, ws->big, ld, N, LPV_EPI_BIAS);
+    run_linear(&blk->qkv, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS);
     op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
     lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
     if (tap(ws, L0 + 1, ws->xn, ld, N)) return;
-    lpv_linear_forward_pick(&blk->proj, ws->xn, ws->xbf, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
+    run_linear(&blk->proj, ws->xn, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC);
     op_stop(tm, LPV_OP_PROJ, linear_flop(&blk->proj, N));
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0 + 2, ws->xn, ld, N)) return;
-    lpv_linear_forward_pick(&blk->fc1, ws->xn, ws->xbf, ld, ws->big, ld, N, LPV_EPI_BIAS | LPV_EPI_GELU);
+    run_linear(&blk->fc1, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS | LPV_EPI_GELU);
     op_stop(tm, LPV_OP_FC1, linear_flop(&blk->fc1, N));
     if (tap(ws, L0 + 3, ws->big, ld, N)) return;
-    lpv_linear_forward_pick(&blk->fc2, ws->big, ws->xbf, ld, ws->x, ld, N, LPV_EPI_BIAS | LPV_EPI_ACC);
+    run_linear(&blk->fc2, ws->big, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC);
     op_stop(tm, LPV_OP_FC2, linear_flop(&blk->fc2, N));
 }
 

@@ -345,20 +345,20 @@ static lpv_status alloc_weights(lpv_model *m, lpv_err *err) {
     m->cls = alloc_f(m, D);
     m->dist = c->n_prefix == 2 ? alloc_f(m, D) : NULL;
     m->pos = alloc_f(m, (int64_t)c->n_tokens * D);
-    m->patch = (lpv_linear){(int)D, (int)K, alloc_f(m, D * K), alloc_f(m, D), NULL, NULL};
+    m->patch = (lpv_linear){(int)D, (int)K, alloc_f(m, D * K), alloc_f(m, D), NULL, NULL, {0, 0, 0}};
     m->norm_w = alloc_f(m, D);
     m->norm_b = alloc_f(m, D);
-    m->head = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL};
+    m->head = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}};
     if (c->n_outputs == 2)
-        m->head_dist = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL};
+        m->head_dist = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}};
     if (!m->blocks || !m->cls || !m->pos || !m->patch.w || !m->head.w) goto oom;
     for (int l = 0; l < c->depth; l++) {
         lpv_block *b = &m->blocks[l];
         b->ln1_w = alloc_f(m, D), b->ln1_b = alloc_f(m, D), b->ln2_w = alloc_f(m, D), b->ln2_b = alloc_f(m, D);
-        b->qkv = (lpv_linear){(int)(3 * D), (int)D, alloc_f(m, 3 * D * D), alloc_f(m, 3 * D), NULL, NULL};
-        b->proj = (lpv_linear){(int)D, (int)D, alloc_f(m, D * D), alloc_f(m, D), NULL, NULL};
-        b->fc1 = (lpv_linear){(int)F, (int)D, alloc_f(m, F * D), alloc_f(m, F), NULL, NULL};
-        b->fc2 = (lpv_linear){(int)D, (int)F, alloc_f(m, D * F), alloc_f(m, D), NULL, NULL};
+        b->qkv = (lpv_linear){(int)(3 * D), (int)D, alloc_f(m, 3 * D * D), alloc_f(m, 3 * D), NULL, NULL, {0, 0, 0}};
+        b->proj = (lpv_linear){(int)D, (int)D, alloc_f(m, D * D), alloc_f(m, D), NULL, NULL, {0, 0, 0}};
+        b->fc1 = (lpv_linear){(int)F, (int)D, alloc_f(m, F * D), alloc_f(m, F), NULL, NULL, {0, 0, 0}};
+        b->fc2 = (lpv_linear){(int)D, (int)F, alloc_f(m, D * F), alloc_f(m, D), NULL, NULL, {0, 0, 0}};
         if (!b->ln2_b || !b->qkv.b || !b->proj.b || !b->fc1.b || !b->fc2.b) goto oom;
     }
     return LPV_OK;
@@ -753,6 +753,38 @@ lpv_status lpv_model_pack_bf16(lpv_model *m, int R, int C, lpv_err *err) {
         LPV_TRY(lpv_bsr_pack_bf16(L->bsr ? L->bsr : L->blocked, &m->arena, err));
     }
     return LPV_OK;
+}
+
+static int block_kind(lpv_layer_kind k) {
+    return k == LPV_LK_QKV || k == LPV_LK_PROJ || k == LPV_LK_FC1 || k == LPV_LK_FC2;
+}
+
+lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
+    for (int i = 0; i < n; i++) {
+        lpv_linear *L = refs[i].lin;
+        if (!block_kind(refs[i].kind) || lpv_linear_has_int8(L)) continue;
+        if (!L->bsr && !L->blocked) {
+            lpv_bsr *b = lpv_arena_alloc(&m->arena, sizeof *b);
+            if (!b) return lpv_fail(err, LPV_E_OOM, "out of memory quantizing '%s'", refs[i].name);
+            LPV_TRY(lpv_bsr_from_dense(b, L->w, L->out, L->in, R, C, NULL, &m->arena, refs[i].name, err));
+            L->blocked = b;
+        }
+        lpv_bsr *b = L->bsr ? L->bsr : L->blocked;
+        LPV_TRY(lpv_bsr_set_int8(b, NULL, NULL, &m->arena, refs[i].name, err));
+        if (L->w) lpv_bsr_to_dense(b, L->w); /* the dense copy holds the dequantized weights too */
+        if (!(L->qx.scale > 0)) L->qx.per_token = 1;
+    }
+    return LPV_OK;
+}
+
+int lpv_model_has_int8(const lpv_model *m) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers((lpv_model *)m, refs, (int)(sizeof refs / sizeof *refs));
+    for (int i = 0; i < n; i++)
+        if (lpv_linear_has_int8(refs[i].lin)) return 1;
+    return 0;
 }
 
 int lpv_model_has_bf16(const lpv_model *m) {

@@ -37,7 +37,7 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
     memset(c, 0, sizeof *c);
     c->out = s->out, c->in = s->in, c->tokens = s->tokens * batch, c->R = R, c->C = C, c->n = nd;
     int64_t nw = (int64_t)s->out * s->in;
-    lpv_linear dense = {s->out, s->in, malloc(sizeof(float) * (size_t)nw), malloc(sizeof(float) * (size_t)s->out), NULL, NULL};
+    lpv_linear dense = {s->out, s->in, malloc(sizeof(float) * (size_t)nw), malloc(sizeof(float) * (size_t)s->out), NULL, NULL, {0, 0, 0}};
     if (!dense.w || !dense.b) {
         free(dense.w), free(dense.b);
         return lpv_fail(err, LPV_E_OOM, "out of memory");
@@ -60,7 +60,7 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
         for (int q = 0; q < keep; q++) mask[idx[q]] = 1;
         lpv_bsr b;
         if ((st = lpv_bsr_from_dense(&b, dense.w, s->out, s->in, R, C, mask, NULL, "calibration", err)) != LPV_OK) break;
-        lpv_linear sp = {s->out, s->in, NULL, dense.b, &b, NULL};
+        lpv_linear sp = {s->out, s->in, NULL, dense.b, &b, NULL, {0, 0, 0}};
         lpv_timing td, ts;
         st = lpv_bench_linear_pair(k == nd - 1 ? &dense : NULL, &sp, c->tokens, LPV_EPI_BIAS, 0, 2, reps, seed + (unsigned)k,
                                    &td, &ts, err);

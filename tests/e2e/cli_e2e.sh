@@ -101,7 +101,16 @@ else
   echo "skip avx512bf16 eval: not on this cpu"
   run 1 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision bf16 --quiet; one_line_err "--precision bf16 needs isa avx512bf16"
 fi
-run 2 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision fp16 --quiet; one_line_err "--precision: expected fp32 or bf16"
+run 2 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision fp16 --quiet; one_line_err "--precision: expected fp32, bf16 or int8"
+# --precision int8: every ISA runs it (reference, AVX2, AVX-512 VNNI), with the same int32 sums
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --isa ref --precision int8 --json "$T/eqr.json" --quiet
+[ "$(lpv_json "$T/eqr.json" precision)" = int8 ] && [ "$(lpv_json "$T/eqr.json" images)" = 12 ] && ok || bad "eval --precision int8 (ref)"
+for isa in avx2 avx512; do
+  if "$L" --version | grep -q "${isa/avx512/avx512f}"; then
+    run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --isa $isa --precision int8 --json "$T/eq.json" --quiet
+    [ "$(lpv_json "$T/eq.json" correct_top5)" = "$(lpv_json "$T/eqr.json" correct_top5)" ] && ok || bad "eval --precision int8 --isa $isa differs from ref"
+  else echo "skip int8 eval --isa $isa: not on this cpu"; fi
+done
 
 # unreadable images are skipped and listed; --strict makes them fatal; non-images are ignored
 cp -r "$MINI" "$T/mini"

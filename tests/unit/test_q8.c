@@ -16,6 +16,7 @@
 #include "engine/kernels/bsr_internal.h"
 #include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
+#include "lpvit/linear.h"
 #include "test.h"
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
@@ -271,6 +272,51 @@ static void test_weights(void) {
     lpv_bsr_free(&b);
 }
 
+/* The int8 linear is the FP32 product of its dequantized weights and dequantized inputs: lpv_linear_forward_q8
+ * (per token and per tensor) against lpv_linear_forward_ref on x' = xa·(u − zp), w' = values. */
+static void fake_quant_case(int out, int in, int T, int per_token, int epi) {
+    lpv_err err;
+    int ld = lpv_round16(T);
+    float *W = malloc(sizeof(float) * out * in), *b = malloc(sizeof(float) * out);
+    for (int i = 0; i < out * in; i++) W[i] = (float)(rng_unif() - 0.5);
+    for (int i = 0; i < out; i++) b[i] = (float)(rng_unif() - 0.5);
+    lpv_bsr blk;
+    CHECK_OK(lpv_bsr_from_dense(&blk, W, out, in, 32, 32, NULL, NULL, "fq", &err), &err);
+    CHECK_OK(lpv_bsr_set_int8(&blk, NULL, NULL, NULL, "fq", &err), &err);
+    float *Wd = malloc(sizeof(float) * out * in);
+    lpv_bsr_to_dense(&blk, Wd);
+    lpv_linear L = {out, in, NULL, b, NULL, &blk, {per_token, 0.03f, 40}};
+    lpv_linear R = {out, in, Wd, b, NULL, NULL, {0, 0, 0}};
+    float *X = malloc(sizeof(float) * in * ld), *Xd = malloc(sizeof(float) * in * ld);
+    for (int i = 0; i < in * ld; i++) X[i] = (float)(3.0 * rng_unif() - 1.0);
+    uint32_t *X4 = malloc(sizeof(uint32_t) * ((in + 3) / 4) * ld);
+    float *xa = malloc(sizeof(float) * ld), *xc = malloc(sizeof(float) * ld);
+    float *Y = malloc(sizeof(float) * out * ld), *Yr = malloc(sizeof(float) * out * ld);
+    for (int i = 0; i < out * ld; i++) Y[i] = Yr[i] = (float)rng_unif();
+    lpv_linear_forward_q8(&L, X, ld, X4, xa, xc, Y, ld, T, epi);
+    for (int k = 0; k < in; k++)
+        for (int t = 0; t < ld; t++) Xd[k * ld + t] = xa[t] * (float)((int)ubyte(X4, ld, k, t) - (int)nearbyintf(xc[t] / xa[t]));
+    lpv_linear_forward_ref(&R, Xd, ld, Yr, ld, T, epi);
+    double worst = 0;
+    for (int r = 0; r < out; r++)
+        for (int t = 0; t < T; t++) {
+            double e = fabs((double)Y[r * ld + t] - Yr[r * ld + t]) / (1.0 + fabs(Yr[r * ld + t]));
+            if (e > worst) worst = e;
+        }
+    CHECKF(worst <= 1e-5, "int8 linear vs fake-quant FP32: %.3g (%dx%d T=%d per_token=%d epi=%d)", worst, out, in, T,
+           per_token, epi);
+    lpv_bsr_free(&blk);
+    free(W), free(b), free(Wd), free(X), free(Xd), free(X4), free(xa), free(xc), free(Y), free(Yr);
+}
+
+static void test_fake_quant(void) {
+    for (int pt = 0; pt <= 1; pt++) {
+        fake_quant_case(96, 192, 197, pt, LPV_EPI_BIAS);
+        fake_quant_case(64, 256, 50, pt, LPV_EPI_BIAS | LPV_EPI_GELU);
+        fake_quant_case(64, 128, 23, pt, LPV_EPI_BIAS | LPV_EPI_ACC);
+    }
+}
+
 int main(void) {
     isas[n_isas++] = LPV_ISA_REF;
     if (lpv_isa_best() >= LPV_ISA_AVX2) isas[n_isas++] = LPV_ISA_AVX2;
@@ -282,5 +328,6 @@ int main(void) {
     test_epilogue();
     test_quantizer();
     test_weights();
+    test_fake_quant();
     return test_finish("test_q8");
 }

@@ -24,15 +24,19 @@ typedef struct {
 /* Summarizes n trial times (seconds); the array is sorted in place. */
 lpv_timing lpv_timing_of(double *sec, int n);
 
-/* Times `a` and `b` (either may be NULL) interleaved: Y = epi(L X + b) on T token columns. bf16: a layer
- * with a BF16 pack runs in BF16, the conversion of X to pairs inside the timing (as the forward pass does). */
-lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int bf16, int warmup,
+/* Precision of a timed run: FP32, or the layers' BF16 packs / int8 weights where they have them. */
+enum { LPV_BENCH_FP32 = 0, LPV_BENCH_BF16 = 1, LPV_BENCH_INT8 = 2 };
+
+/* Times `a` and `b` (either may be NULL) interleaved: Y = epi(L X + b) on T token columns. lowp (LPV_BENCH_*):
+ * a layer with a BF16 pack / int8 weights runs in that precision, the conversion or quantization of X inside
+ * the timing (as the forward pass does). */
+lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int lowp, int warmup,
                                  int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err);
 
-/* Forward passes of B random images through `a` and `b` (either may be NULL), interleaved; bf16: the
- * workspace runs the layers' BF16 packs (lpv_workspace_use_bf16). Per-op profiles (summed over the timed reps)
- * go to pa / pb when non-NULL. */
-lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int bf16, int warmup, int reps,
+/* Forward passes of B random images through `a` and `b` (either may be NULL), interleaved; lowp: the
+ * workspace runs the layers' BF16 packs or int8 weights (lpv_workspace_use_bf16 / _int8). Per-op profiles
+ * (summed over the timed reps) go to pa / pb when non-NULL. */
+lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int lowp, int warmup, int reps,
                                   uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb,
                                   lpv_err *err);
 

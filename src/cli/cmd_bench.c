@@ -154,25 +154,31 @@ static void e2e_row(const char *name, const lpv_timing *t, int batch) {
     printf("  %-8s %10.2f %10.2f %10.1f", name, t->median_ms, t->median_ms / batch, 1e3 * batch / t->median_ms);
 }
 
-/* The same models end to end with the block linears in BF16, beside the FP32 times just measured. */
-static lpv_status bench_bf16(const bench_opts *o, const bench_models *bm, const lpv_timing *fp32_dense, cJSON *e,
-                             int human, lpv_err *err) {
+static const char *lowp_name(int lowp) { return lowp == LPV_BENCH_INT8 ? "int8" : "bf16"; }
+
+/* The same models end to end with the block linears in BF16 or int8 (lowp), beside the FP32 times just
+ * measured. */
+static lpv_status bench_lowp(const bench_opts *o, const bench_models *bm, int lowp, const lpv_timing *fp32_dense,
+                             cJSON *e, int human, lpv_err *err) {
     lpv_timing td, ts;
-    LPV_TRY(lpv_bench_forward_pair(bm->dense, bm->sparse, o->batch, 1, o->warmup, o->reps, (uint64_t)o->seed, &td, &ts,
-                                   NULL, NULL, err));
-    cJSON *b = cJSON_AddObjectToObject(e, "bf16");
+    LPV_TRY(lpv_bench_forward_pair(bm->dense, bm->sparse, o->batch, lowp, o->warmup, o->reps, (uint64_t)o->seed, &td,
+                                   &ts, NULL, NULL, err));
+    const char *nm = lowp_name(lowp);
+    char key[32];
+    cJSON *b = cJSON_AddObjectToObject(e, nm);
     cJSON *d = e2e_json(&td, o->batch);
     cJSON_AddNumberToObject(d, "speedup_vs_fp32_dense", fp32_dense->median_ms / td.median_ms);
     cJSON_AddItemToObject(b, "dense", d);
     if (bm->sparse) {
         cJSON *s = e2e_json(&ts, o->batch);
         cJSON_AddNumberToObject(s, "speedup_vs_fp32_dense", fp32_dense->median_ms / ts.median_ms);
-        cJSON_AddNumberToObject(s, "speedup_vs_bf16_dense", td.median_ms / ts.median_ms);
+        snprintf(key, sizeof key, "speedup_vs_%s_dense", nm);
+        cJSON_AddNumberToObject(s, key, td.median_ms / ts.median_ms);
         cJSON_AddItemToObject(b, "sparse", s);
     }
     if (human) {
-        printf("\nend to end in BF16 (block linears; batch %d, median of %d)\n  %-8s %10s %10s %10s %14s\n", o->batch,
-               o->reps, "", "ms/batch", "ms/image", "images/s", "vs fp32 dense");
+        printf("\nend to end in %s (block linears; batch %d, median of %d)\n  %-8s %10s %10s %10s %14s\n",
+               lowp == LPV_BENCH_INT8 ? "int8" : "BF16", o->batch, o->reps, "", "ms/batch", "ms/image", "images/s", "vs fp32 dense");
         e2e_row("dense", &td, o->batch);
         printf(" %13.2fx\n", fp32_dense->median_ms / td.median_ms);
         if (bm->sparse) {
@@ -183,12 +189,20 @@ static lpv_status bench_bf16(const bench_opts *o, const bench_models *bm, const 
     return LPV_OK;
 }
 
-/* Per-layer columns of the BF16 times (bf16: the models have BF16 packs), after the FP32 ones. */
-static void layer_bf16(const lpv_timing *td, const lpv_timing *ts, const lpv_timing *fp32_dense, int has_sparse, int human,
-                       cJSON *e) {
-    cJSON_AddItemToObject(e, "dense_bf16", timing_json(td));
-    if (has_sparse) cJSON_AddItemToObject(e, "sparse_bf16", timing_json(ts));
-    cJSON_AddNumberToObject(e, "bf16_dense_speedup_vs_fp32_dense", fp32_dense->median_ms / td->median_ms);
+/* Per-layer columns of the BF16 or int8 times (lowp), after the FP32 ones. */
+static void layer_lowp(int lowp, const lpv_timing *td, const lpv_timing *ts, const lpv_timing *fp32_dense, int has_sparse,
+                       int human, cJSON *e) {
+    char key[48];
+    snprintf(key, sizeof key, "dense_%s", lowp_name(lowp));
+    cJSON_AddItemToObject(e, key, timing_json(td));
+    snprintf(key, sizeof key, "sparse_%s", lowp_name(lowp));
+    if (has_sparse) cJSON_AddItemToObject(e, key, timing_json(ts));
+    snprintf(key, sizeof key, "%s_dense_speedup_vs_fp32_dense", lowp_name(lowp));
+    cJSON_AddNumberToObject(e, key, fp32_dense->median_ms / td->median_ms);
+    if (has_sparse) {
+        snprintf(key, sizeof key, "%s_sparse_speedup_vs_fp32_dense", lowp_name(lowp));
+        cJSON_AddNumberToObject(e, key, fp32_dense->median_ms / ts->median_ms);
+    }
     if (human) {
         printf(" %9.3f", td->median_ms);
         if (has_sparse) printf(" %9.3f", ts->median_ms);
@@ -248,7 +262,7 @@ static int run_peak(const bench_opts *o) {
     return st ? cli_fail(&err, st) : 0;
 }
 
-static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, cJSON *arr, int human, lpv_err *err) {
+static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, cJSON *arr, int human, lpv_err *err) {
     lpv_layer_ref rd[LPV_MAX_LAYERS], rs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(bm->dense, rd, LPV_MAX_LAYERS);
     if (bm->sparse) lpv_model_layers(bm->sparse, rs, LPV_MAX_LAYERS);
@@ -257,7 +271,8 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, 
                "  %-24s %-11s %7s %9s %9s %8s %7s %5s %7s %5s",
                o->batch, o->reps, lpv_isa_name(bm->peak.isa), "layer", "shape", "density", "dense", "sparse", "speedup",
                "dGF/s", "%pk", "sGF/s", "%pk");
-        if (bf16) printf(" %9s%s %10s", "dense16", bm->sparse ? "  sparse16" : "", "16 vs 32");
+        if (lowp == LPV_BENCH_BF16) printf(" %9s%s %10s", "dense16", bm->sparse ? "  sparse16" : "", "16 vs 32");
+        if (lowp == LPV_BENCH_INT8) printf(" %9s%s %10s", "dense8", bm->sparse ? "   sparse8" : "", "8 vs 32");
         printf("\n");
     }
     double sum_d = 0, sum_s = 0;
@@ -271,9 +286,9 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, 
         LPV_TRY(lpv_bench_linear_pair(ld, ls, T, epi, 0, o->warmup, o->reps, (uint64_t)o->seed + (uint64_t)i, &td, &ts,
                                       err));
         lpv_timing td16, ts16 = {NAN, NAN, NAN, 0};
-        int in_bf16 = bf16 && lpv_linear_has_bf16(ld);
-        if (in_bf16)
-            LPV_TRY(lpv_bench_linear_pair(ld, ls, T, epi, 1, o->warmup, o->reps, (uint64_t)o->seed + (uint64_t)i, &td16,
+        int in_lowp = lowp == LPV_BENCH_BF16 ? lpv_linear_has_bf16(ld) : lowp == LPV_BENCH_INT8 && lpv_linear_has_int8(ld);
+        if (in_lowp)
+            LPV_TRY(lpv_bench_linear_pair(ld, ls, T, epi, lowp, o->warmup, o->reps, (uint64_t)o->seed + (uint64_t)i, &td16,
                                           &ts16, err));
         double dens = ls ? lpv_linear_density(ls) : 1.0;
         sum_d += td.median_ms;
@@ -309,7 +324,7 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int bf16, 
             cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
             rate_json(e, "sparse", gs, &bm->peak);
         }
-        if (in_bf16) layer_bf16(&td16, &ts16, &td, ls != NULL, human, e);
+        if (in_lowp) layer_lowp(lowp, &td16, &ts16, &td, ls != NULL, human, e);
         if (human) printf("\n");
         cJSON_AddItemToArray(arr, e);
         if (!human) lpv_progress_update(&pg, i + 1, NULL);
@@ -367,7 +382,7 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_ISA(&o.isa),
         CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
-        {"--precision", OPT_STR, &o.precision, "P", "fp32, or bf16: also time both models end to end with their block linears in BF16, beside FP32 (needs AVX512-BF16)", 0, 0, NULL},
+        {"--precision", OPT_STR, &o.precision, "P", "fp32; bf16 or int8: also time both models per layer and end to end with their block linears in BF16 (needs AVX512-BF16) or int8, beside FP32", 0, 0, NULL},
         CLI_OPT_QUIET(&o.ma.quiet),
         {0},
     };
@@ -388,8 +403,8 @@ int cmd_bench(int argc, char **argv) {
     if (o.block && !(o.density > 0) && !o.calibrate) return cli_usage_error("--block goes with --density or --calibrate");
     if (o.calibrate && (!o.out || !o.ma.model)) return cli_usage_error("--calibrate needs --model and --out");
     lpv_err err;
-    int bf16 = 0;
-    lpv_status st = cli_engine(o.threads, o.isa, o.dense_kernel, o.precision, &bf16, &err);
+    int prec = 0;
+    lpv_status st = cli_engine(o.threads, o.isa, o.dense_kernel, o.precision, &prec, &err);
     if (st) return cli_fail(&err, st);
     if (o.peak) return run_peak(&o);
     bench_models bm;
@@ -402,8 +417,8 @@ int cmd_bench(int argc, char **argv) {
     }
     if ((st = open_dense(&o, &bm, &err)) == LPV_OK) st = open_sparse(&o, &bm, &err);
     /* both sides get the fastest dense path for their dense layers: the baseline is not a straw man */
-    if (st == LPV_OK) st = cli_pack(bm.dense, bf16, &err);
-    if (st == LPV_OK) st = cli_pack(bm.sparse, bf16, &err);
+    if (st == LPV_OK) st = cli_pack(bm.dense, prec, &err);
+    if (st == LPV_OK) st = cli_pack(bm.sparse, prec, &err);
     if (st) {
         lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
         return cli_fail(&err, st);
@@ -436,7 +451,7 @@ int cmd_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "seed", o.seed);
     cJSON_AddItemToObject(j, "peak", peak_json(&bm.peak));
     if (bm.sparse) cJSON_AddNumberToObject(j, "linear_density", lpv_model_linear_density(bm.sparse));
-    if (!o.no_layers) st = bench_layers(&o, &bm, bf16, cJSON_AddArrayToObject(j, "layers"), human, &err);
+    if (!o.no_layers) st = bench_layers(&o, &bm, prec, cJSON_AddArrayToObject(j, "layers"), human, &err);
     lpv_timing td, ts;
     lpv_profile pd, ps;
     memset(&pd, 0, sizeof pd), memset(&ps, 0, sizeof ps);
@@ -470,7 +485,7 @@ int cmd_bench(int argc, char **argv) {
             }
             print_profile_pair(&pd, bm.sparse ? &ps : NULL);
         }
-        if (bf16) st = bench_bf16(&o, &bm, &td, e, human, &err);
+        if (prec) st = bench_lowp(&o, &bm, prec, &td, e, human, &err);
         lpv_report_environment(j);
         if (o.json) st = cli_json_out(j, o.json, &err);
     }

@@ -33,16 +33,19 @@ static void fill_normal(float *x, int64_t n, uint64_t seed) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)lpv_rng_normal(&r);
 }
 
-lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int bf16, int warmup,
+lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int lowp, int warmup,
                                  int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err) {
     const lpv_linear *ref = a ? a : b;
     if (!ref || reps < 1 || T < 1) return lpv_fail(err, LPV_E_ARG, "bench: nothing to time");
     int ld = lpv_round16(T);
     float *X = malloc(sizeof(float) * (size_t)ref->in * ld), *Y = malloc(sizeof(float) * (size_t)ref->out * ld);
     double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
+    int bf16 = lowp == LPV_BENCH_BF16, q8 = lowp == LPV_BENCH_INT8;
     uint32_t *X2 = bf16 ? malloc(sizeof(uint32_t) * (size_t)((ref->in + 1) / 2) * ld) : NULL;
-    if (!X || !Y || !sa || !sb || (bf16 && !X2)) {
-        free(X), free(Y), free(sa), free(sb), free(X2);
+    uint32_t *X4 = q8 ? malloc(sizeof(uint32_t) * (size_t)((ref->in + 3) / 4) * ld) : NULL;
+    float *xa = q8 ? malloc(sizeof(float) * (size_t)ld) : NULL, *xc = q8 ? malloc(sizeof(float) * (size_t)ld) : NULL;
+    if (!X || !Y || !sa || !sb || (bf16 && !X2) || (q8 && (!X4 || !xa || !xc))) {
+        free(X), free(Y), free(sa), free(sb), free(X2), free(X4), free(xa), free(xc);
         return lpv_fail(err, LPV_E_OOM, "out of memory");
     }
     fill_normal(X, (int64_t)ref->in * ld, seed);
@@ -52,18 +55,19 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
             const lpv_linear *L = k ? b : a;
             if (!L) continue;
             double t0 = lpv_now();
-            lpv_linear_forward_pick(L, X, X2, ld, Y, ld, T, epi);
+            if (q8 && lpv_linear_has_int8(L)) lpv_linear_forward_q8(L, X, ld, X4, xa, xc, Y, ld, T, epi);
+            else lpv_linear_forward_pick(L, X, X2, ld, Y, ld, T, epi);
             double dt = lpv_now() - t0;
             if (r >= 0) (k ? sb : sa)[r] = dt;
         }
     }
     if (a) *ta = lpv_timing_of(sa, reps);
     if (b) *tb = lpv_timing_of(sb, reps);
-    free(X), free(Y), free(sa), free(sb), free(X2);
+    free(X), free(Y), free(sa), free(sb), free(X2), free(X4), free(xa), free(xc);
     return LPV_OK;
 }
 
-lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int bf16, int warmup, int reps,
+lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int lowp, int warmup, int reps,
                                   uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb,
                                   lpv_err *err) {
     const lpv_model *ref = a ? a : b;
@@ -75,7 +79,8 @@ lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B,
     lpv_workspace ws;
     lpv_status st = (!x || !logits || !sa || !sb) ? lpv_fail(err, LPV_E_OOM, "out of memory")
                                                   : lpv_workspace_init(&ws, c, B, err);
-    if (!st && bf16 && (st = lpv_workspace_use_bf16(&ws, err)) != LPV_OK) lpv_workspace_free(&ws);
+    if (!st && lowp == LPV_BENCH_BF16 && (st = lpv_workspace_use_bf16(&ws, err)) != LPV_OK) lpv_workspace_free(&ws);
+    if (!st && lowp == LPV_BENCH_INT8 && (st = lpv_workspace_use_int8(&ws, err)) != LPV_OK) lpv_workspace_free(&ws);
     if (st) {
         free(x), free(logits), free(sa), free(sb);
         return st;

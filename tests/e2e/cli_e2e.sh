@@ -262,6 +262,13 @@ run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --isa ref --precision bf16 --
 lpv_less 0 "$(lpv_json "$T/b16.json" end_to_end.bf16.sparse.speedup_vs_bf16_dense)" \
   && lpv_json_has "$T/b16.json" layers.1.dense_bf16 && ! lpv_json_has "$T/b16.json" layers.0.dense_bf16 \
   && ok || bad "bench --precision bf16: $(lpv_json "$T/b16.json" end_to_end)"
+# --precision int8 adds int8 times per layer (block linears only) and end to end, with speedups over FP32 dense
+run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --precision int8 --json "$T/b8.json" --quiet
+lpv_less 0 "$(lpv_json "$T/b8.json" end_to_end.int8.sparse.speedup_vs_fp32_dense)" \
+  && lpv_less 0 "$(lpv_json "$T/b8.json" end_to_end.int8.dense.speedup_vs_fp32_dense)" \
+  && lpv_less 0 "$(lpv_json "$T/b8.json" layers.1.int8_sparse_speedup_vs_fp32_dense)" \
+  && lpv_json_has "$T/b8.json" layers.1.dense_int8 && ! lpv_json_has "$T/b8.json" layers.0.dense_int8 \
+  && ok || bad "bench --precision int8: $(lpv_json "$T/b8.json" end_to_end)"
 run 0 "$L" bench --model "$M" --density 0.5 --block 16x16 --reps 2 --warmup 0 --no-layers --quiet
 run 0 "$L" export --model "$P" --dense-masked --out "$T/masked.safetensors" --quiet
 run 0 "$L" inspect "$T/masked.safetensors"; grep -q "bsr_values" "$T/out" && bad "dense-masked export still has BSR tensors" || ok

@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "cmds.h"
 #include "lpvit/log.h"
+#include "lpvit/linear.h"
 #include "lpvit/model.h"
 #include "lpvit/report.h"
 #include "lpvit/safetensors.h"
@@ -74,6 +75,22 @@ int cmd_inspect(int argc, char **argv) {
                    "params\n",
                    m->arch, lpv_names_str(c->names), c->dim, c->depth, c->heads, c->mlp, c->n_tokens, c->classes,
                    c->n_outputs == 2 ? ", distilled" : "", (double)lpv_model_params(m) / 1e6);
+        /* what runs in int8: the layers with int8 weights, and how their inputs are quantized */
+        lpv_layer_ref refs[LPV_MAX_LAYERS];
+        int nl = lpv_model_layers(m, refs, LPV_MAX_LAYERS), n8 = 0, per_tensor = 0;
+        for (int i = 0; i < nl; i++)
+            if (lpv_linear_has_int8(refs[i].lin)) n8++, per_tensor += !refs[i].lin->qx.per_token;
+        cJSON_AddStringToObject(a, "precision", n8 ? "int8" : "fp32");
+        if (n8) {
+            cJSON *q = cJSON_AddObjectToObject(a, "int8");
+            cJSON_AddNumberToObject(q, "layers", n8);
+            cJSON_AddNumberToObject(q, "inputs_per_tensor", per_tensor);
+            cJSON_AddNumberToObject(q, "inputs_per_token", n8 - per_tensor);
+            if (!json)
+                printf("int8: %d of %d linears (weights per output row; inputs: %d per token at run time, %d with a "
+                       "calibrated per-tensor scale); the rest FP32\n",
+                       n8, nl, n8 - per_tensor, per_tensor);
+        }
         lpv_model_free(m);
     } else if (!json && !quiet) {
         printf("not loadable as a DeiT/ViT model: %s\n", err.msg);

@@ -21,7 +21,7 @@ typedef struct {
     cli_model_args ma;
     lpv_prune_opts p;
     const char *calib_dir, *synsets, *block, *saliency, *allocator, *objective, *loss, *update, *permute;
-    const char *out, *report, *cache_dir, *isa;
+    const char *out, *report, *cache_dir, *isa, *quant;
     double e_mac, e_dram, e_cache;
     int seed, threads, no_cache, sequential, no_sequential, no_refit_heads;
 } prune_flags;
@@ -124,13 +124,18 @@ static lpv_status run_prune(prune_flags *f, cli_model *cm, const lpv_dataset *ds
     lpv_status st = lpv_prune(m, &calib, &f->p, &r, err);
     r.seconds.load += open_s, r.seconds.list += list_s; /* opening the model and listing the folder: the CLI's part */
     double t = lpv_now();
+    if (st == LPV_OK && f->quant) st = lpv_model_quantize_int8(m, 32, 32, err); /* the pruned model, then int8 */
     if (st == LPV_OK) st = lpv_prune_save(m, &r, &cm->pp, f->out, err);
     r.seconds.write = lpv_now() - t;
     r.seconds.total = lpv_now() - t_start;
     if (st == LPV_OK) {
-        if (!(f->report && strcmp(f->report, "-") == 0)) print_table(&r, f->out);
+        if (!(f->report && strcmp(f->report, "-") == 0)) {
+            print_table(&r, f->out);
+            if (f->quant) printf("quantized       int8 block linears (weights per output row, inputs per token)\n");
+        }
         if (f->report) {
             cJSON *rep = lpv_prune_report(m, &r, &cm->pp, f->out);
+            cJSON_AddStringToObject(rep, "quantization", f->quant ? "int8" : "none");
             st = cli_json_out(rep, f->report, err);
             cJSON_Delete(rep);
         }
@@ -190,6 +195,7 @@ int cmd_prune(int argc, char **argv) {
         {"--no-cache", OPT_FLAG, &f.no_cache, NULL, "always recompute calibration statistics", 0, 0, NULL},
         {"--out", OPT_STR, &f.out, "FILE", "pruned model (BSR safetensors; required)", 0, 0, NULL},
         {"--report", OPT_STR, &f.report, "FILE", "JSON report ('-' for stdout instead of the table)", 0, 0, NULL},
+        {"--quant", OPT_STR, &f.quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does)", 0, 0, NULL},
         {"--heads", OPT_INT, &f.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
         CLI_OPT_THREADS(&f.threads),
         CLI_OPT_ISA(&f.isa),
@@ -209,6 +215,7 @@ int cmd_prune(int argc, char **argv) {
     if (!f.ma.model) return cli_usage_error("--model is required");
     if (isnan(p->target_flops)) return cli_usage_error("--target-flops is required");
     if (!f.out) return cli_usage_error("--out is required");
+    if (f.quant && strcmp(f.quant, "int8") != 0) return cli_usage_error("--quant: expected int8, got '%s'", f.quant);
     lpv_err err;
     lpv_prune_opts resolved;
     lpv_status st = flags_to_opts(&f, &err);

@@ -9,5 +9,6 @@ int cmd_create_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 #endif

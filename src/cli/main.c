@@ -25,6 +25,7 @@ static const command COMMANDS[] = {
     {"prune", cmd_prune, "post-training block pruning to a FLOPs target (writes a BSR model + report)"},
     {"eval", cmd_eval, "top-1/top-5 accuracy on an ImageNet folder"},
     {"bench", cmd_bench, "dense vs block-sparse speed, per layer and end to end, in one run"},
+    {"quantize", cmd_quantize, "write a model's block linears in int8 (W8A8, per-token inputs)"},
     {"export", cmd_export, "write a pruned model as dense-with-zeros (timm-loadable) or BSR safetensors"},
     {"infer", cmd_infer, "logits for a tensor file, or top-5 classes for images"},
     {"inspect", cmd_inspect, "list the tensors, metadata and architecture of a safetensors file"},

@@ -110,8 +110,8 @@ static void zero_edges(lpv_bsr *b) {
         }
 }
 
-/* Builds packed, gran_ptr and group_cost from row_ptr / col_idx / values. */
-static void build_tables(lpv_bsr *b) {
+/* packed from values (see the top of this file). */
+static void pack_values(lpv_bsr *b) {
     int R = b->R, C = b->C, gpb = R / 8;
     for (int i = 0; i < b->nbr; i++) {
         int32_t rp = b->row_ptr[i], nb = b->row_ptr[i + 1] - rp;
@@ -122,6 +122,22 @@ static void build_tables(lpv_bsr *b) {
                 for (int k = 0; k < C; k++)
                     for (int r = 0; r < 8; r++) dst[k * 8 + r] = src[r * C + k];
             }
+    }
+}
+
+static void fill_bf16(lpv_bsr *b);
+
+void lpv__bsr_repack(lpv_bsr *b) {
+    pack_values(b);
+    if (b->packed_bf16) fill_bf16(b);
+}
+
+/* Builds packed, gran_ptr and group_cost from row_ptr / col_idx / values. */
+static void build_tables(lpv_bsr *b) {
+    int R = b->R, C = b->C, gpb = R / 8;
+    pack_values(b);
+    for (int i = 0; i < b->nbr; i++) {
+        int32_t rp = b->row_ptr[i], nb = b->row_ptr[i + 1] - rp;
         int32_t *gp = b->gran_ptr + (int64_t)i * (b->ngran + 1);
         int32_t j = rp;
         for (int g = 0; g <= b->ngran; g++) {
@@ -631,14 +647,19 @@ lpv_status lpv_bsr_pack_bf16(lpv_bsr *b, lpv_arena *arena, lpv_err *err) {
     int64_t nval = b->nnzb * b->R * b->C;
     b->packed_bf16 = lpv_arena_alloc(arena, (size_t)(nval / 2) * sizeof(uint32_t) + 64);
     if (!b->packed_bf16) return lpv_fail(err, LPV_E_OOM, "bsr: cannot allocate %lld bf16 weights", (long long)nval);
-    /* packed holds each 8-row slice as [C][8]; the pairs are [C/2][8] of (w[2q], w[2q + 1]) */
+    fill_bf16(b);
+    return LPV_OK;
+}
+
+/* packed_bf16 from packed: each 8-row slice [C][8] becomes [C/2][8] pairs (w[2q], w[2q + 1]). */
+static void fill_bf16(lpv_bsr *b) {
+    int64_t nval = b->nnzb * b->R * b->C;
     for (int64_t s = 0; s < nval / (8 * b->C); s++) {
         const float *src = b->packed + s * 8 * b->C;
         uint32_t *dst = b->packed_bf16 + s * 4 * b->C;
         for (int q = 0; q < b->C / 2; q++)
             for (int r = 0; r < 8; r++) dst[q * 8 + r] = bf16_pair(src[(2 * q) * 8 + r], src[(2 * q + 1) * 8 + r]);
     }
-    return LPV_OK;
 }
 
 /* Columns a kernel may read: round16(T) when the stride allows, else T (layout.h). */

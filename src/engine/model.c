@@ -9,6 +9,7 @@
  * model's arena.
  */
 #include "lpvit/model.h"
+#include "engine/model_internal.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -469,7 +470,7 @@ static lpv_status read_index(const lpv_st_file *f, const lpv_st_tensor *t, int32
 
 /* Loads a pruned linear weight stored as <name>.bsr_{values,col_indices,row_ptr}. */
 static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan_item *it, const bsr_tensors *bt,
-                                  lpv_err *err) {
+                                  unsigned char *used, lpv_err *err) {
     const char *label = f->path;
     if (!bt->values || !bt->cols || !bt->rows)
         return lpv_fail(err, LPV_E_SHAPE, "'%s': '%s' needs all of .bsr_values, .bsr_col_indices and .bsr_row_ptr",
@@ -479,8 +480,9 @@ static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan
     if (v->ndim != 3)
         return lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected [nnzb, R, C]", label, v->name,
                         lpv_shape_str(sb, sizeof sb, v->ndim, v->shape));
-    if (v->dtype != LPV_DT_F32 && v->dtype != LPV_DT_F16 && v->dtype != LPV_DT_BF16)
-        return lpv_fail(err, LPV_E_UNSUPPORTED, "'%s': tensor '%s' has dtype %s, expected F32, F16 or BF16", label,
+    int q8 = v->dtype == LPV_DT_I8;
+    if (v->dtype != LPV_DT_F32 && v->dtype != LPV_DT_F16 && v->dtype != LPV_DT_BF16 && !q8)
+        return lpv_fail(err, LPV_E_UNSUPPORTED, "'%s': tensor '%s' has dtype %s, expected F32, F16, BF16 or I8", label,
                         v->name, lpv_dtype_name(v->dtype));
     if (bt->cols->dtype != LPV_DT_I32 && bt->cols->dtype != LPV_DT_I64)
         return lpv_fail(err, LPV_E_FORMAT, "'%s': tensor '%s' has dtype %s, expected I32", label, bt->cols->name,
@@ -494,7 +496,9 @@ static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan
     int32_t *rows = malloc(sizeof(int32_t) * (bt->rows->nelem + 1));
     lpv_bsr *b = lpv_arena_alloc(&m->arena, sizeof *b);
     lpv_status st = (!vals || !cols || !rows || !b) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
-    if (!st) st = lpv_st_read_f32(f, v, vals, err);
+    if (!st && q8)
+        for (uint64_t i = 0; i < v->nelem; i++) vals[i] = (float)((const int8_t *)v->data)[i];
+    else if (!st) st = lpv_st_read_f32(f, v, vals, err);
     if (!st) st = read_index(f, bt->cols, cols, err);
     if (!st) st = read_index(f, bt->rows, rows, err);
     if (!st) {
@@ -508,6 +512,7 @@ static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan
     free(vals);
     free(cols);
     free(rows);
+    if (!st && q8) st = lpv__q8_set_bsr(m, b, (const int8_t *)v->data, f, it->name, used, err);
     if (st) return st;
     L->bsr = b;
     L->w = NULL; /* the dense weight is never materialized for a pruned layer */
@@ -540,7 +545,8 @@ static lpv_status execute_plan(lpv_model *m, const lpv_st_file *f, const char *l
             for (int k = 0; k < 3; k++)
                 if (three[k]) used[three[k] - f->t] = 1;
             sparse[i] = 1;
-            st = load_bsr_weight(m, f, it, &bt, err);
+            st = load_bsr_weight(m, f, it, &bt, used, err);
+            if (!st) st = lpv__q8_load_input(it->lin, f, it->name, lpv_linear_has_int8(it->lin), used, err);
             continue;
         }
         if (!t) {
@@ -555,11 +561,18 @@ static lpv_status execute_plan(lpv_model *m, const lpv_st_file *f, const char *l
                           lpv_shape_str(got, sizeof got, t->ndim, t->shape), want);
             break;
         }
+        if (t->dtype == LPV_DT_I8 && it->lin && it->ndim == 2) { /* an int8 linear (model_q8.c) */
+            sparse[i] = 1; /* not read as F32 below */
+            st = lpv__q8_load_dense(m, it->lin, f, t, used, err);
+            if (!st) st = lpv__q8_load_input(it->lin, f, it->name, 1, used, err);
+            continue;
+        }
         if (t->dtype != LPV_DT_F32 && t->dtype != LPV_DT_F16 && t->dtype != LPV_DT_BF16) {
             st = lpv_fail(err, LPV_E_UNSUPPORTED, "'%s': tensor '%s' has dtype %s, expected F32, F16 or BF16", label,
                           it->name, lpv_dtype_name(t->dtype));
             break;
         }
+        if (it->lin) st = lpv__q8_load_input(it->lin, f, it->name, 0, used, err);
     }
     if (st == LPV_OK && !allow_extra)
         for (int i = 0; i < f->n; i++)
@@ -949,13 +962,18 @@ lpv_status lpv_model_clone(lpv_model **out, const lpv_model *src, lpv_err *err) 
 
 /* Temporary dense copies of BSR weights, freed after the write. */
 typedef struct {
-    float *bufs[LPV_MAX_LAYERS];
+    void *bufs[LPV_MAX_LAYERS];
     int n;
 } dense_tmp;
 
 /* Adds one linear weight: dense, densified (dense_masked), or as the three BSR arrays. */
 static lpv_status add_linear(lpv_st_writer *w, const char *name, const lpv_linear *L, int ndim, const int64_t *shape,
                              int dense_masked, dense_tmp *tmp, lpv_err *err) {
+    if (!dense_masked && lpv__q8_weights(L)) {
+        if (tmp->n >= (int)(sizeof tmp->bufs / sizeof *tmp->bufs)) return lpv_fail(err, LPV_E_ARG, "too many layers");
+        tmp->bufs[tmp->n] = NULL;
+        return lpv__q8_save(w, name, L, ndim, shape, &tmp->bufs[tmp->n++], err);
+    }
     if (!L->bsr) {
         if (!L->w) return lpv_fail(err, LPV_E_UNSUPPORTED, "layer '%s' has no weights to save", name);
         return lpv_st_writer_add(w, name, LPV_DT_F32, ndim, shape, L->w, err);
@@ -1035,6 +1053,18 @@ lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_o
     snprintf(arch, sizeof arch, "{\"heads\": %d, \"ln_eps\": %.9g, \"patch\": %d, \"chans\": %d, \"arch\": \"%s\"}",
              c->heads, (double)c->ln_eps, c->patch, c->chans, m->arch);
     if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.arch", arch, err);
+    if (st == LPV_OK && !dm && lpv_model_has_int8(m)) {
+        int per_tensor = 0;
+        lpv_layer_ref refs[LPV_MAX_LAYERS];
+        int nl = lpv_model_layers((lpv_model *)m, refs, LPV_MAX_LAYERS);
+        for (int i = 0; i < nl; i++) per_tensor |= lpv_linear_has_int8(refs[i].lin) && !refs[i].lin->qx.per_token;
+        st = lpv_st_writer_meta(&w, "lpvit.quant",
+                                per_tensor ? "{\"weights\": \"int8, symmetric, one scale per output row\", \"inputs\": "
+                                             "\"uint8, calibrated per-tensor scale and zero point\"}"
+                                           : "{\"weights\": \"int8, symmetric, one scale per output row\", \"inputs\": "
+                                             "\"uint8, per token at run time\"}",
+                                err);
+    }
     for (int i = 0; o && i < o->n_meta && st == LPV_OK; i++)
         st = lpv_st_writer_meta(&w, o->meta_keys[i], o->meta_values[i], err);
     if (st == LPV_OK) st = lpv_st_write(&w, path, err);

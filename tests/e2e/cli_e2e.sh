@@ -169,6 +169,29 @@ for upd in "--saliency obs --update lsq" "--saliency wanda --update obs" "--sali
     && [[ "$(lpv_json "$T/ru.json" reconstruction.update)" =~ ^(lsq|obs|bias)$ ]] && ok || bad "prune $upd"
   run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --quiet
 done
+# int8: quantize writes I8 weights + scales; eval runs the file in int8 with the results of --precision int8;
+# prune --quant int8 writes a pruned int8 file; export --dense-masked gives FP32 again
+run 0 "$L" quantize --model "$M" --out "$T/q8.safetensors" --quiet
+run 0 "$L" inspect "$T/q8.safetensors" --json "$T/iq8.json"
+[ "$(lpv_json "$T/iq8.json" architecture.precision)" = int8 ] && [ "$(lpv_json "$T/iq8.json" architecture.int8.layers)" = 8 ] \
+  && ok || bad "inspect of a quantized file: $(lpv_json "$T/iq8.json" architecture)"
+run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --json "$T/eq8f.json" --quiet
+run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision int8 --json "$T/eq8p.json" --quiet
+[ "$(lpv_json "$T/eq8f.json" precision)" = int8 ] && [ "$(lpv_json "$T/eq8f.json" correct_top5)" = "$(lpv_json "$T/eq8p.json" correct_top5)" ] \
+  && ok || bad "eval of the quantized file differs from --precision int8"
+run 2 "$L" quantize --model "$M" --quiet; one_line_err "--out is required"
+run 2 "$L" quantize --model "$M" --out "$M" --quiet; one_line_err "refusing to overwrite"
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.6 --block 16x16 $C --quant int8 \
+  --out "$T/pq8.safetensors" --report "$T/rq8.json" --quiet
+[ "$(lpv_json "$T/rq8.json" quantization)" = int8 ] && ok || bad "prune --quant int8 report"
+run 0 "$L" inspect "$T/pq8.safetensors"
+grep -q 'bsr_values *I8' "$T/out" && grep -q '^int8: 8 of' "$T/out" && ok || bad "prune --quant int8 did not write BSR int8"
+run 0 "$L" eval --model "$T/pq8.safetensors" --heads 2 --imagenet-dir "$MINI" --json "$T/epq8.json" --quiet
+[ "$(lpv_json "$T/epq8.json" precision)" = int8 ] && ok || bad "eval of a pruned int8 file"
+run 0 "$L" export --model "$T/pq8.safetensors" --dense-masked --out "$T/pq8dm.safetensors" --quiet
+run 0 "$L" inspect "$T/pq8dm.safetensors"
+! grep -q ' I8 ' "$T/out" && ok || bad "export --dense-masked of an int8 file kept I8 tensors"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant int4 --out "$T/x.safetensors" --quiet; one_line_err "--quant"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --update none --out "$T/x.safetensors" --quiet; one_line_err "--sequential"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --no-sequential --out "$T/x.safetensors" --quiet; one_line_err "contradict"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --permute magic --out "$T/x.safetensors" --quiet; one_line_err "--permute"

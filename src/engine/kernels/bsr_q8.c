@@ -146,6 +146,19 @@ TVNNI void lpv__q8_quantize_avx512(uint32_t *o, const float *xa, const float *xc
     }
 }
 
+/* min/max per column; max_ps/min_ps return the second operand (the running value) when x is NaN. */
+TVNNI void lpv__q8_minmax_avx512(float *lo, float *hi, const float *X, int ld, int K, int n) {
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 m = n - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - t)) - 1);
+        __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+        for (int k = 0; k < K; k++) {
+            __m512 x = _mm512_maskz_loadu_ps(m, X + (int64_t)k * ld + t);
+            a = _mm512_min_ps(x, a), b = _mm512_max_ps(x, b);
+        }
+        _mm512_mask_storeu_ps(lo + t, m, a), _mm512_mask_storeu_ps(hi + t, m, b);
+    }
+}
+
 /* ---- AVX2 ---- */
 
 /* The 2 x NV tile (NV = 1..4 vectors of 8 tokens); the last vector's columns are masked when a->mask < 8. */
@@ -237,6 +250,26 @@ T256 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g) {
         }
     }
     if (g->gelu) gelu_rows256(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);
+}
+
+T256 void lpv__q8_minmax_avx2(float *lo, float *hi, const float *X, int ld, int K, int n) {
+    int t = 0;
+    for (; t + 8 <= n; t += 8) {
+        __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+        for (int k = 0; k < K; k++) {
+            __m256 x = _mm256_loadu_ps(X + (int64_t)k * ld + t);
+            a = _mm256_min_ps(x, a), b = _mm256_max_ps(x, b);
+        }
+        _mm256_storeu_ps(lo + t, a), _mm256_storeu_ps(hi + t, b);
+    }
+    for (; t < n; t++) {
+        float a = 0.0f, b = 0.0f;
+        for (int k = 0; k < K; k++) {
+            float x = X[(int64_t)k * ld + t];
+            a = x < a ? x : a, b = x > b ? x : b;
+        }
+        lo[t] = a, hi[t] = b;
+    }
 }
 
 T256 void lpv__q8_quantize_avx2(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk, int n) {

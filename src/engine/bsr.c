@@ -22,7 +22,8 @@
  *    groups, X of one chunk × panel copied to a contiguous per-thread buffer
  *    that stays in L1 for every group of the row block, whose weights of the
  *    chunk stay in L2 (plan_blocking_l1; measured on Zen 4, `--isa avx2`,
- *    DeiT-B shapes: ~75 -> ~90 GFLOP/s a core).
+ *    DeiT-B shapes: ~75 -> ~90 GFLOP/s a core). The int8 AVX2 kernel walks
+ *    the same way, its panel widened to int16 pairs (pack_panel_q16).
  */
 #include "lpvit/bsr.h"
 #include "lpvit/safetensors.h"
@@ -41,7 +42,9 @@ lpv__bsr_tuning lpv__bsr_tune = {.l2_bytes = 512 << 10,
                                  .alpha = 6,
                                  .l1_x_bytes = 24 << 10,
                                  .l2_w_bytes = 384 << 10,
-                                 .l1_panel_vec = 3};
+                                 .l1_panel_vec = 3,
+                                 .q8_l1_x_bytes = 24 << 10,
+                                 .q8_panel_vec = 3};
 
 static int block_dim_ok(int v) { return v == 8 || v == 16 || v == 32 || v == 64; }
 
@@ -314,22 +317,27 @@ static void plan_blocking(const lpv_bsr *W, int nvec, lpv__bsr_plan *p) {
 static _Thread_local _Alignas(64) float xpack[XPACK_BYTES / sizeof(float)];
 
 /* The x_in_l1 plan: panels of l1_panel_vec vectors, the K chunk whose X over one panel fits l1_x_bytes, and
- * row blocks whose kept weights of one chunk fit l2_w_bytes. */
-static void plan_blocking_l1(const lpv_bsr *W, int ngroups, int nvec, lpv__bsr_plan *p) {
+ * row blocks whose kept weights of one chunk fit l2_w_bytes. eb: bytes of an input element in the packed panel
+ * and in the packed weights (FP32: 4; int8 AVX2: 2, int16 pairs both). */
+static void plan_blocking_l1(const lpv_bsr *W, int ngroups, int nvec, int eb, lpv__bsr_plan *p) {
     const lpv__bsr_tuning *t = &lpv__bsr_tune;
-    int pv = t->l1_panel_vec < nvec ? t->l1_panel_vec : nvec;
-    if (pv > XPACK_BYTES / (64 * LPV_BSR_KGRAN)) pv = XPACK_BYTES / (64 * LPV_BSR_KGRAN); /* one granule fits */
+    const int vg = 16 * eb * LPV_BSR_KGRAN; /* bytes of one vector × granule of X */
+    const int q8 = eb < (int)sizeof(float);
+    const int64_t l1_x = q8 ? t->q8_l1_x_bytes : t->l1_x_bytes;
+    int pv = q8 ? t->q8_panel_vec : t->l1_panel_vec;
+    if (pv > nvec) pv = nvec;
+    if (pv > XPACK_BYTES / vg) pv = XPACK_BYTES / vg; /* one granule fits */
     /* a sparser chunk gives each group fewer k-steps per call for the same X: widen it, up to 2x, although
      * the panel then spills from L1 (measured --isa avx2, T = 1576: d = 0.5 best at 1.5x, d <= 0.3 at 2x) */
     double d = lpv_bsr_density(W), widen = d > 0 ? 0.75 / d : 2;
     widen = widen < 1 ? 1 : widen > 2 ? 2 : widen;
-    int64_t budget = (int64_t)((double)t->l1_x_bytes * widen);
+    int64_t budget = (int64_t)((double)l1_x * widen);
     if (budget > XPACK_BYTES) budget = XPACK_BYTES;
-    int m = (int)lround((double)budget / ((double)pv * 64 * LPV_BSR_KGRAN));
-    if ((int64_t)m * pv * 64 * LPV_BSR_KGRAN > XPACK_BYTES) m--;
+    int m = (int)lround((double)budget / ((double)pv * vg));
+    if ((int64_t)m * pv * vg > XPACK_BYTES) m--;
     if (m < 1) m = 1;
     if (m > W->ngran) m = W->ngran;
-    double kept = (double)m * LPV_BSR_KGRAN * d * 8 * sizeof(float); /* bytes a group */
+    double kept = (double)m * LPV_BSR_KGRAN * d * 8 * eb; /* bytes a group */
     int rb = kept > 0 ? (int)((double)t->l2_w_bytes / kept) : ngroups;
     if (rb < 1) rb = 1;
     if (rb > ngroups) rb = ngroups;
@@ -339,6 +347,7 @@ static void plan_blocking_l1(const lpv_bsr *W, int ngroups, int nvec, lpv__bsr_p
     p->rowblock = rb;
 }
 
+/* x_in_l1: 0, or the packed panel's bytes per element (plan_blocking_l1's eb) */
 static void make_plan(const lpv_bsr *W, int ldx, int ldy, int T, int tid, int nt, int x_in_l1, lpv__bsr_plan *p) {
     int T16 = lpv_round16(T);
     if (T16 <= ldx && T16 <= ldy) {
@@ -366,7 +375,7 @@ static void make_plan(const lpv_bsr *W, int ldx, int ldy, int T, int tid, int nt
         p->v0 = (int)((int64_t)nv * tid / nt);
         p->v1 = (int)((int64_t)nv * (tid + 1) / nt);
     }
-    if (x_in_l1) plan_blocking_l1(W, p->g1 - p->g0, p->v1 - p->v0, p);
+    if (x_in_l1) plan_blocking_l1(W, p->g1 - p->g0, p->v1 - p->v0, x_in_l1, p);
     else plan_blocking(W, p->v1 - p->v0, p);
 }
 
@@ -453,6 +462,23 @@ static void pack_panel(simd_walk *w, const float *X, int64_t ldx, int k0, int k1
     a->X = xpack, a->ldx = ld, a->k0 = k0, a->xt0 = t0;
 }
 
+/* The int8 AVX2 form of pack_panel: quad rows [k0 / 4, ceil(k1 / 4)) of the panel's columns of X4, each widened
+ * into two rows of int16 pairs (lpv__q8_widen_avx2), so that the kernel's k-steps are a load and a vpmaddwd
+ * each, with no unpacking left inside the tile (X4's columns past a partial vector's tail are zeroed). */
+static void pack_panel_q16(simd_walk *w, const uint32_t *X4, int64_t ldx, int k0, int k1) {
+    lpv__bsr_group *a = &w->a;
+    uint32_t *xp = (uint32_t *)xpack;
+    int t0 = 16 * a->v0, n = 16 * (a->v1 - a->v0) + a->tail, ld = 16 * (a->v1 - a->v0) + (a->tail ? 16 : 0);
+    int p0 = k0 / 4, p1 = (k1 + 3) / 4;
+    LPV_ASSERT(k0 % 4 == 0 && (int64_t)(p1 - p0) * 2 * ld * (int64_t)sizeof(uint32_t) <= XPACK_BYTES);
+    for (int p = p0; p < p1; p++) {
+        const uint32_t *src = X4 + (int64_t)p * ldx + t0;
+        for (int c = ld; c < 2 * ld; c += 16) _mm_prefetch((const char *)(src + c), _MM_HINT_T1);
+        lpv__q8_widen_avx2(xp + (int64_t)(p - p0) * 2 * ld, ld, src, n);
+    }
+    a->X16 = xp, a->ldx = ld, a->k0 = k0, a->xt0 = t0;
+}
+
 /* Group g's blocks of granules [gl, gh): [*bs, *be) in col_idx; returns where their packed weights start
  * (in floats). */
 static int64_t group_chunk(const lpv_bsr *W, int g, int gl, int gh, int32_t *bs, int32_t *be) {
@@ -495,8 +521,10 @@ static void walk_group(simd_walk *w, int g, int gl, int gh) {
  * kilobyte ahead of its loads, so without this every group would start on L2 misses. */
 static void prefetch_w(const simd_walk *w, int g, int gl, int gh) {
     int32_t bs, be;
-    const char *p = (const char *)(w->W->packed + group_chunk(w->W, g, gl, gh, &bs, &be));
-    int64_t n = (int64_t)(be - bs) * 8 * w->W->C * (int64_t)sizeof(float);
+    int64_t off = group_chunk(w->W, g, gl, gh, &bs, &be);
+    int eb = w->q8 == LPV_Q8_AVX2 ? 2 : (int)sizeof(float); /* packed_q16: 2 bytes a weight */
+    const char *p = w->q8 == LPV_Q8_AVX2 ? (const char *)(w->W->packed_q16 + off / 2) : (const char *)(w->W->packed + off);
+    int64_t n = (int64_t)(be - bs) * 8 * w->W->C * eb;
     for (int64_t c = 0; c < n && c < 1024; c += 64) _mm_prefetch(p + c, _MM_HINT_T0);
 }
 
@@ -522,7 +550,8 @@ static void part_simd(const lpv_bsr *W, const float *bias, const operand *o, int
                 int re = rb + p->rowblock < p->g1 ? rb + p->rowblock : p->g1;
                 for (int q = 0; q < np; q++) {
                     walk_panel(&w, p, p->v0 + nv * q / np, p->v0 + nv * (q + 1) / np);
-                    pack_panel(&w, X, ldx, gl * LPV_BSR_KGRAN, k1);
+                    if (w.q8 == LPV_Q8_AVX2) pack_panel_q16(&w, o->X4, ldx, gl * LPV_BSR_KGRAN, k1);
+                    else pack_panel(&w, X, ldx, gl * LPV_BSR_KGRAN, k1);
                     for (int g = rb; g < re; g++) {
                         if (g + 1 < re) prefetch_w(&w, g + 1, gl, gh);
                         walk_group(&w, g, gl, gh);
@@ -579,7 +608,9 @@ static void part(const lpv_bsr *W, const float *bias, const operand *o, int ldx,
     if (!(epi & LPV_EPI_BIAS)) bias = NULL;
     lpv_isa fp32 = lpv_isa_fp32(isa);
     lpv__bsr_plan p;
-    make_plan(W, ldx, ldy, T, tid, nthreads, o->X && fp32 == LPV_ISA_AVX2, &p);
+    /* x_in_l1 walks: the FP32 AVX2 kernel (float panels) and the int8 AVX2 one (int16-pair panels) */
+    int x_in_l1 = o->X && fp32 == LPV_ISA_AVX2 ? (int)sizeof(float) : o->X4 && lpv_q8_kernel_for(isa) == LPV_Q8_AVX2 ? 2 : 0;
+    make_plan(W, ldx, ldy, T, tid, nthreads, x_in_l1, &p);
     if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
     if (o->X4) {
         lpv_q8_kernel k = lpv_q8_kernel_for(isa);

@@ -109,6 +109,14 @@ static void test_exact(void) {
     lpv__bsr_tune.l2_bytes = 8 << 10, lpv__bsr_tune.kept_cols = 64, lpv__bsr_tune.l1_w_bytes = 0;
     exact_case(96, 512, 32, 32, 394, 0.7);
     exact_case(48, 768, 16, 32, 100, 0.4);
+    /* the AVX2 kernel's x_in_l1 walk: 1-granule chunks, row blocks of one group, 1-, 2- and 3-vector panels */
+    for (int v = 0; v < 3; v++) {
+        lpv__bsr_tune.q8_l1_x_bytes = v == 0 ? 1 : 2 * 32 * 2 * LPV_BSR_KGRAN;
+        lpv__bsr_tune.l2_w_bytes = v == 1 ? 1 : 3 * 8 * 2 * LPV_BSR_KGRAN;
+        lpv__bsr_tune.q8_panel_vec = v + 1;
+        exact_case(96, 520, 32, 32, 394, 0.7);
+        exact_case(40, 257, 8, 16, 37, 0.9);
+    }
     lpv__bsr_tune = saved;
 }
 
@@ -177,6 +185,9 @@ static void test_epilogue(void) {
     }
     lpv__bsr_tuning saved = lpv__bsr_tune;
     lpv__bsr_tune.l2_bytes = 8 << 10, lpv__bsr_tune.kept_cols = 64, lpv__bsr_tune.l1_w_bytes = 0;
+    epilogue_case(64, 768, 32, 32, 200, 0.6, LPV_EPI_BIAS | LPV_EPI_ACC);
+    epilogue_case(64, 768, 32, 32, 200, 0.6, LPV_EPI_BIAS | LPV_EPI_GELU);
+    lpv__bsr_tune.q8_l1_x_bytes = 1, lpv__bsr_tune.l2_w_bytes = 1, lpv__bsr_tune.q8_panel_vec = 2;
     epilogue_case(64, 768, 32, 32, 200, 0.6, LPV_EPI_BIAS | LPV_EPI_ACC);
     epilogue_case(64, 768, 32, 32, 200, 0.6, LPV_EPI_BIAS | LPV_EPI_GELU);
     lpv__bsr_tune = saved;

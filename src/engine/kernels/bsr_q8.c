@@ -7,11 +7,14 @@
  *     y = (float(acc) · xa[t] − xc[t] · qsum[r]) · qscale[r] + b[r]   (+ Y when accumulating)
  * VNNI (8 rows × 1..3 zmm of 16 tokens): per k-quad, NV loads of X4 and 8 weight broadcasts feed
  *   8·NV vpdpbusd (u8 × s8, four products summed into each int32 lane: 4x the FP32 FMA's work).
- * AVX2 (2 rows × 1..4 ymm of 8 tokens): no u8 × s8 instruction adds without saturating
- *   (vpmaddubsw sums two u8·s8 products into int16: 255·127·2 overflows), so each quad of
- *   activations is split into int16 pairs, (u[k], u[k+2]) = quad & 0x00ff00ff and (u[k+1], u[k+3])
- *   = quad >> 8 per 16-bit lane, and multiplied with the weights' int16 pairs (packed_q16) by
- *   vpmaddwd, whose int32 pair sums cannot overflow. The int32 sums are the VNNI kernel's exactly.
+ * AVX2 (2 rows × 1..6 ymm of 8 tokens, bsr.c's x_in_l1 walk): no u8 × s8 instruction adds without
+ *   saturating (vpmaddubsw sums two u8·s8 products into int16: 255·127·2 overflows), so activations and
+ *   weights are multiplied as int16 pairs by vpmaddwd, whose int32 pair sums cannot overflow. The walk
+ *   widens each panel's quads once into an L1 buffer (X16: per quad, a row of (u[k], u[k+2]) = quad &
+ *   0x00ff00ff and a row of (u[k+1], u[k+3]) = quad >> 8 per 16-bit lane), shared by every group of a row
+ *   block; the weights come as the matching pairs (packed_q16). A k-quad of the tile is then, per half,
+ *   2 broadcasts + 6 loads + 12 vpmaddwd + 12 vpaddd on 12 accumulators (16 ymm registers in all), about
+ *   twice the MACs of the FP32 tile's 12 FMAs per k-step. The int32 sums are the VNNI kernel's exactly.
  */
 #include <stdint.h>
 
@@ -89,6 +92,7 @@ LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, co
 typedef struct {
     lpv__tile t;
     const lpv__bsr_group *g;
+    int64_t col; /* AVX2: the tile's first token column (xa, xc index) */
 } q8_tile;
 
 #define VNNI_FN(name, NV, MASKED)                                                        \
@@ -114,7 +118,7 @@ static TVNNI void gelu_rows512(float *Y, int64_t ldy, int nrows, int ncols) {
 }
 
 TVNNI void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g) {
-    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, g->wq, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0}, g};
+    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, g->wq, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0}, g, 0};
     lpv__run_tiles(&q.t, g->X4, 0, g->Y, g->v0, g->v1, 16, vnni3, vnni2, vnni1);
     if (g->tail) {
         lpv__tile_at(&q.t, g->X4, 0, g->Y, 16 * g->v1);
@@ -161,44 +165,74 @@ TVNNI void lpv__q8_minmax_avx512(float *lo, float *hi, const float *X, int ld, i
 
 /* ---- AVX2 ---- */
 
-/* The 2 x NV tile (NV = 1..4 vectors of 8 tokens); the last vector's columns are masked when a->mask < 8. */
-LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, const int NV) {
-    __m256i acc[2][4];
-#pragma GCC unroll 2
-    for (int i = 0; i < 2; i++)
+#ifndef Q8_MR
+#define Q8_MR 2
+#endif
+#ifndef Q8_NV
+#define Q8_NV 6
+#endif
+/* acc + vpmaddwd(x, w) as one asm statement: written as intrinsics, gcc reassociates a k-step's two halves into
+ * madd + madd before the add (the sums of int32 are associative) and keeps the products live, which needs more
+ * than 16 ymm registers and spills accumulators (seen in objdump, gcc 12) */
+LPV_VINLINE T256 __m256i madd_acc(__m256i acc, __m256i x, __m256i w) {
+    __m256i t;
+    __asm__("vpmaddwd %[w], %[x], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
+            : [acc] "+x"(acc), [t] "=&x"(t)
+            : [x] "x"(x), [w] "x"(w));
+    return acc;
+}
+
+/* The MR x NV tile (MR = 2 or 4 rows, NV = 1..6 vectors of 8 tokens) over the group's widened panel (X16):
+ * per quad, for each half (even pairs (u0, u2) then odd pairs (u1, u3), rows 2p and 2p + 1 of X16) MR weight
+ * broadcasts and NV loads feed MR·NV vpmaddwd + vpaddd. The last vector's Y columns are masked when
+ * a->mask < 8 (the panel's X16 is zero-padded, so its loads need no mask). */
+LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, const int MR, const int NV) {
+    __m256i acc[4][6];
 #pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 6
         for (int j = 0; j < NV; j++) acc[i][j] = _mm256_setzero_si256();
-    const int64_t ldx = a->ldx;
-    const uint32_t *w = a->wp, *X = a->X;
+    const int64_t ldx = a->ldx, ldy = a->ldy;
+    const uint32_t *w = a->wp;
     const int C = a->C;
-    const __m256i lo8 = _mm256_set1_epi32(0x00ff00ff);
-    for (int b = 0; b < a->nb; b++, w += 4 * C) { /* a block's [C/4][8][2] pairs */
-        int c0 = a->ci[b] * C;
-        int kn = a->K - c0 < C ? a->K - c0 : C, nq = (kn + 3) / 4;
-        const uint32_t *xk = X + (int64_t)(c0 / 4) * ldx, *wk = w;
+    /* the next row tile's Y (the group walks its row tiles in order, then the next group's) */
+    for (int i = MR; i < 2 * MR; i++)
+        for (int j = 0; j < NV; j += 2) _mm_prefetch((const char *)(a->Y + i * ldy + 8 * j), _MM_HINT_T0);
+    /* runs of blocks in consecutive block columns (all of them in a dense row) are one loop: their packed
+     * [C/4][8][2] pairs and their X16 rows follow each other (only a row's last block can be partial) */
+    for (int b = 0; b < a->nb;) {
+        int c0 = a->ci[b] * C, e = b + 1;
+        while (e < a->nb && a->ci[e] == a->ci[e - 1] + 1) e++;
+        int c1 = a->ci[e - 1] * C + C < a->K ? a->ci[e - 1] * C + C : a->K, nq = (c1 - c0 + 3) / 4;
+        const uint32_t *xk = (const uint32_t *)a->X + (int64_t)((c0 - a->k0) / 4) * 2 * ldx, *wk = w;
+        w += (int64_t)4 * C * (e - b), b = e;
+#pragma GCC unroll 1
+        for (int k = 0; k < nq; k++, xk += 2 * ldx, wk += 16) {
+            _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */
 #pragma GCC unroll 2
-        for (int k = 0; k < nq; k++, xk += ldx, wk += 16) {
-            __m256i wa0 = _mm256_set1_epi32((int)wk[0]), wb0 = _mm256_set1_epi32((int)wk[1]);
-            __m256i wa1 = _mm256_set1_epi32((int)wk[2]), wb1 = _mm256_set1_epi32((int)wk[3]);
+            for (int h = 0; h < 2; h++) { /* h = 0: (u0, u2) x (q0, q2); 1: (u1, u3) x (q1, q3) */
+                __m256i wv[4];
 #pragma GCC unroll 4
-            for (int j = 0; j < NV; j++) {
-                __m256i x = _mm256_loadu_si256((const __m256i *)(xk + 8 * j)); /* padded columns are readable */
-                __m256i xe = _mm256_and_si256(x, lo8), xo = _mm256_srli_epi16(x, 8);
-                acc[0][j] = _mm256_add_epi32(acc[0][j], _mm256_add_epi32(_mm256_madd_epi16(xe, wa0), _mm256_madd_epi16(xo, wb0)));
-                acc[1][j] = _mm256_add_epi32(acc[1][j], _mm256_add_epi32(_mm256_madd_epi16(xe, wa1), _mm256_madd_epi16(xo, wb1)));
+                for (int i = 0; i < MR; i++) wv[i] = _mm256_set1_epi32((int)wk[2 * i + h]);
+#pragma GCC unroll 6
+                for (int j = 0; j < NV; j++) {
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(xk + h * ldx + 8 * j));
+#pragma GCC unroll 4
+                    for (int i = 0; i < MR; i++) acc[i][j] = madd_acc(acc[i][j], x, wv[i]);
+                }
             }
         }
     }
-    const int64_t col = (const uint32_t *)a->X - g->X4;
+    const int64_t col = ((const q8_tile *)a)->col;
     const int masked = a->mask < 8;
     const __m256i m = lpv__lane_mask8((int)a->mask);
-#pragma GCC unroll 2
-    for (int i = 0; i < 2; i++) {
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) {
         if (i >= a->nrows) break;
         const int r = (int)(a->b - g->b8) + i; /* the tile's rows inside the group */
         __m256 ws = _mm256_set1_ps(g->ws8[r]), sum = _mm256_set1_ps(g->wsum8[r]), bv = _mm256_set1_ps(a->b[i]);
-        float *y = a->Y + i * a->ldy;
-#pragma GCC unroll 4
+        float *y = a->Y + i * ldy;
+#pragma GCC unroll 6
         for (int j = 0; j < NV; j++) {
             int mk = masked && j == NV - 1;
             __m256 xa = mk ? _mm256_maskload_ps(g->xa + col + 8 * j, m) : _mm256_loadu_ps(g->xa + col + 8 * j);
@@ -214,13 +248,15 @@ LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, con
 
 #define AVX2_FN(n)                                                                             \
     __attribute__((noinline)) static T256 void q8avx2_##n(const lpv__tile *a) {                \
-        tile_avx2(a, ((const q8_tile *)a)->g, n);                                              \
+        tile_avx2(a, ((const q8_tile *)a)->g, Q8_MR, n);                                       \
     }
 AVX2_FN(1)
 AVX2_FN(2)
 AVX2_FN(3)
 AVX2_FN(4)
-static const lpv__tile_fn q8avx2[5] = {NULL, q8avx2_1, q8avx2_2, q8avx2_3, q8avx2_4};
+AVX2_FN(5)
+AVX2_FN(6)
+static const lpv__tile_fn q8avx2[7] = {NULL, q8avx2_1, q8avx2_2, q8avx2_3, q8avx2_4, q8avx2_5, q8avx2_6};
 
 static T256 void gelu_rows256(float *Y, int64_t ldy, int nrows, int ncols) {
     for (int i = 0; i < nrows; i++) {
@@ -234,18 +270,20 @@ static T256 void gelu_rows256(float *Y, int64_t ldy, int nrows, int ncols) {
     }
 }
 
-/* The group: 32-token positions, each as four row pairs (weights 2p, 2p + 1 of each [8][2] line). */
+/* The group over its widened panel (bsr.c's x_in_l1 walk): positions of Q8_NV vectors, each as 8 / Q8_MR row
+ * tiles (weights MR·p .. MR·p + MR - 1 of each [8][2] line). */
 T256 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g) {
-    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8}, g};
+    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8}, g, 0};
     int c1 = 16 * g->v1 + g->tail;
-    for (int c = 16 * g->v0; c < c1; c += 32) {
-        int n = c1 - c < 32 ? c1 - c : 32, nv = (n + 7) / 8;
+    for (int c = 16 * g->v0; c < c1; c += 8 * Q8_NV) {
+        int n = c1 - c < 8 * Q8_NV ? c1 - c : 8 * Q8_NV, nv = (n + 7) / 8;
         q.t.mask = (unsigned)(n - 8 * (nv - 1));
-        lpv__tile_at(&q.t, g->X4, 0, g->Y, c);
+        lpv__tile_at(&q.t, g->X16, g->xt0, g->Y, c);
+        q.col = c;
         float *Yc = q.t.Y;
-        for (int p = 0; 2 * p < g->nrows; p++) {
-            q.t.nrows = g->nrows - 2 * p < 2 ? g->nrows - 2 * p : 2;
-            q.t.wp = g->wq + 4 * p, q.t.b = g->b8 + 2 * p, q.t.Y = Yc + (int64_t)2 * p * g->ldy;
+        for (int p = 0; Q8_MR * p < g->nrows; p++) {
+            q.t.nrows = g->nrows - Q8_MR * p < Q8_MR ? g->nrows - Q8_MR * p : Q8_MR;
+            q.t.wp = g->wq + 2 * Q8_MR * p, q.t.b = g->b8 + Q8_MR * p, q.t.Y = Yc + (int64_t)Q8_MR * p * g->ldy;
             q8avx2[nv](&q.t);
         }
     }
@@ -270,6 +308,19 @@ T256 void lpv__q8_minmax_avx2(float *lo, float *hi, const float *X, int ld, int 
         }
         lo[t] = a, hi[t] = b;
     }
+}
+
+/* Two int16-pair rows from one quad row (bsr_internal.h). */
+T256 void lpv__q8_widen_avx2(uint32_t *o, int64_t ld, const uint32_t *q, int n) {
+    const __m256i lo8 = _mm256_set1_epi32(0x00ff00ff);
+    int t = 0;
+    for (; t + 8 <= n; t += 8) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(q + t));
+        _mm256_storeu_si256((__m256i *)(o + t), _mm256_and_si256(x, lo8));
+        _mm256_storeu_si256((__m256i *)(o + ld + t), _mm256_srli_epi16(x, 8));
+    }
+    for (; t < n; t++) o[t] = q[t] & 0x00ff00ffu, o[ld + t] = (q[t] >> 8) & 0x00ff00ffu;
+    for (; t < ld; t++) o[t] = 0, o[ld + t] = 0;
 }
 
 T256 void lpv__q8_quantize_avx2(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk, int n) {

@@ -165,12 +165,6 @@ TVNNI void lpv__q8_minmax_avx512(float *lo, float *hi, const float *X, int ld, i
 
 /* ---- AVX2 ---- */
 
-#ifndef Q8_MR
-#define Q8_MR 2
-#endif
-#ifndef Q8_NV
-#define Q8_NV 6
-#endif
 /* acc + vpmaddwd(x, w) as one asm statement: written as intrinsics, gcc reassociates a k-step's two halves into
  * madd + madd before the add (the sums of int32 are associative) and keeps the products live, which needs more
  * than 16 ymm registers and spills accumulators (seen in objdump, gcc 12) */
@@ -182,12 +176,16 @@ LPV_VINLINE T256 __m256i madd_acc(__m256i acc, __m256i x, __m256i w) {
     return acc;
 }
 
-/* The MR x NV tile (MR = 2 or 4 rows, NV = 1..6 vectors of 8 tokens) over the group's widened panel (X16):
- * per quad, for each half (even pairs (u0, u2) then odd pairs (u1, u3), rows 2p and 2p + 1 of X16) MR weight
- * broadcasts and NV loads feed MR·NV vpmaddwd + vpaddd. The last vector's Y columns are masked when
- * a->mask < 8 (the panel's X16 is zero-padded, so its loads need no mask). */
-LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, const int MR, const int NV) {
-    __m256i acc[4][6];
+/* The MR x NV tile (MR rows, NV = 1..6 vectors of 8 tokens) over the group's widened panel (X16): per quad,
+ * for each half (even pairs (u0, u2) then odd pairs (u1, u3), rows 2p and 2p + 1 of X16) MR weight broadcasts
+ * and NV loads feed MR·NV vpmaddwd + vpaddd. The last vector's Y columns are masked when a->mask < 8 (the
+ * panel's X16 is zero-padded, so its loads need no mask). MR = 2, NV = 6 fills the 16 ymm registers (12
+ * accumulators, 2 weights, x, the product); measured on Zen 4 against 2 x 4 and 4 x 2 (slower: more loads and
+ * broadcasts per vpmaddwd) and 4 x 3 (17 registers: spills). */
+#define Q8_MR 2
+LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, const int NV) {
+    const int MR = Q8_MR;
+    __m256i acc[Q8_MR][6];
 #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 6
@@ -206,7 +204,6 @@ LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, con
         int c1 = a->ci[e - 1] * C + C < a->K ? a->ci[e - 1] * C + C : a->K, nq = (c1 - c0 + 3) / 4;
         const uint32_t *xk = (const uint32_t *)a->X + (int64_t)((c0 - a->k0) / 4) * 2 * ldx, *wk = w;
         w += (int64_t)4 * C * (e - b), b = e;
-#pragma GCC unroll 1
         for (int k = 0; k < nq; k++, xk += 2 * ldx, wk += 16) {
             _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */
 #pragma GCC unroll 2
@@ -248,7 +245,7 @@ LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, con
 
 #define AVX2_FN(n)                                                                             \
     __attribute__((noinline)) static T256 void q8avx2_##n(const lpv__tile *a) {                \
-        tile_avx2(a, ((const q8_tile *)a)->g, Q8_MR, n);                                       \
+        tile_avx2(a, ((const q8_tile *)a)->g, n);                                              \
     }
 AVX2_FN(1)
 AVX2_FN(2)
@@ -270,13 +267,13 @@ static T256 void gelu_rows256(float *Y, int64_t ldy, int nrows, int ncols) {
     }
 }
 
-/* The group over its widened panel (bsr.c's x_in_l1 walk): positions of Q8_NV vectors, each as 8 / Q8_MR row
- * tiles (weights MR·p .. MR·p + MR - 1 of each [8][2] line). */
+/* The group over its widened panel (bsr.c's x_in_l1 walk): 48-token positions, each as four row pairs (weights
+ * 2p, 2p + 1 of each [8][2] line). */
 T256 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g) {
     q8_tile q = {{NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8}, g, 0};
     int c1 = 16 * g->v1 + g->tail;
-    for (int c = 16 * g->v0; c < c1; c += 8 * Q8_NV) {
-        int n = c1 - c < 8 * Q8_NV ? c1 - c : 8 * Q8_NV, nv = (n + 7) / 8;
+    for (int c = 16 * g->v0; c < c1; c += 48) {
+        int n = c1 - c < 48 ? c1 - c : 48, nv = (n + 7) / 8;
         q.t.mask = (unsigned)(n - 8 * (nv - 1));
         lpv__tile_at(&q.t, g->X16, g->xt0, g->Y, c);
         q.col = c;

@@ -117,9 +117,9 @@ void lpv__bsr_repack(lpv_bsr *b);
 void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g);
 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g);
 /* Step 2 of the activation quantizer (bsr_q8.c): nk (1..4) rows of X (row stride ld) into one row of quads o,
- * columns [0, n), with the columns' xa, xc. */
-void lpv__q8_quantize_avx512(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk, int n);
-void lpv__q8_quantize_avx2(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk, int n);
+ * columns [0, n), with the columns' 1 / scale and zero point (a whole number, as float). */
+void lpv__q8_quantize_avx512(uint32_t *o, const float *inv, const float *zp, const float *X, int ld, int nk, int n);
+void lpv__q8_quantize_avx2(uint32_t *o, const float *inv, const float *zp, const float *X, int ld, int nk, int n);
 /* Per column of X (K rows, stride ld, columns [0, n)): lo[t] = min(0, min_k x), hi[t] = max(0, max_k x), NaN ignored. */
 void lpv__q8_minmax_avx512(float *lo, float *hi, const float *X, int ld, int K, int n);
 void lpv__q8_minmax_avx2(float *lo, float *hi, const float *X, int ld, int K, int n);

@@ -129,15 +129,14 @@ TVNNI void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g) {
 }
 
 /* Step 2 of the quantizer (bsr_q8.c) for nk (1..4) rows of X into one row of quads, columns [0, n). */
-TVNNI void lpv__q8_quantize_avx512(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk,
+TVNNI void lpv__q8_quantize_avx512(uint32_t *o, const float *inv_t, const float *zp_t, const float *X, int ld, int nk,
                                    int n) {
-    const __m512 lo = _mm512_set1_ps(-512.0f), hi = _mm512_set1_ps(512.0f), one = _mm512_set1_ps(1.0f);
+    const __m512 lo = _mm512_set1_ps(-512.0f), hi = _mm512_set1_ps(512.0f);
     const __m512i z = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
     for (int t = 0; t < n; t += 16) {
         __mmask16 m = n - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - t)) - 1);
-        __m512 a = _mm512_mask_loadu_ps(one, m, xa + t), c = _mm512_maskz_loadu_ps(m, xc + t);
-        __m512 inv = _mm512_div_ps(one, a);
-        __m512i zp = _mm512_cvtps_epi32(_mm512_div_ps(c, a));
+        __m512 inv = _mm512_maskz_loadu_ps(m, inv_t + t);
+        __m512i zp = _mm512_cvtps_epi32(_mm512_maskz_loadu_ps(m, zp_t + t));
         __m512i word = z;
         for (int j = 0; j < nk; j++) {
             __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, X + (int64_t)j * ld + t), inv);
@@ -150,16 +149,25 @@ TVNNI void lpv__q8_quantize_avx512(uint32_t *o, const float *xa, const float *xc
     }
 }
 
-/* min/max per column; max_ps/min_ps return the second operand (the running value) when x is NaN. */
+/* min/max per column, row by row (each row's n floats are contiguous; a column-first walk jumps a page per
+ * row and ran 3x slower at K = 3072); lo and hi stay in L1. max_ps/min_ps return the second operand (the
+ * running value) when x is NaN. */
 TVNNI void lpv__q8_minmax_avx512(float *lo, float *hi, const float *X, int ld, int K, int n) {
-    for (int t = 0; t < n; t += 16) {
-        __mmask16 m = n - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - t)) - 1);
-        __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
-        for (int k = 0; k < K; k++) {
-            __m512 x = _mm512_maskz_loadu_ps(m, X + (int64_t)k * ld + t);
-            a = _mm512_min_ps(x, a), b = _mm512_max_ps(x, b);
+    int nv = n / 16;
+    __mmask16 mt = (__mmask16)((1u << (n % 16)) - 1);
+    for (int t = 0; t < n; t++) lo[t] = 0.0f, hi[t] = 0.0f;
+    for (int k = 0; k < K; k++) {
+        const float *x = X + (int64_t)k * ld;
+        for (int v = 0; v < nv; v++) {
+            __m512 xv = _mm512_loadu_ps(x + 16 * v);
+            _mm512_storeu_ps(lo + 16 * v, _mm512_min_ps(xv, _mm512_loadu_ps(lo + 16 * v)));
+            _mm512_storeu_ps(hi + 16 * v, _mm512_max_ps(xv, _mm512_loadu_ps(hi + 16 * v)));
         }
-        _mm512_mask_storeu_ps(lo + t, m, a), _mm512_mask_storeu_ps(hi + t, m, b);
+        if (mt) {
+            __m512 xv = _mm512_maskz_loadu_ps(mt, x + 16 * nv);
+            _mm512_mask_storeu_ps(lo + 16 * nv, mt, _mm512_min_ps(xv, _mm512_maskz_loadu_ps(mt, lo + 16 * nv)));
+            _mm512_mask_storeu_ps(hi + 16 * nv, mt, _mm512_max_ps(xv, _mm512_maskz_loadu_ps(mt, hi + 16 * nv)));
+        }
     }
 }
 
@@ -287,23 +295,21 @@ T256 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g) {
     if (g->gelu) gelu_rows256(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);
 }
 
+/* As lpv__q8_minmax_avx512: row by row. */
 T256 void lpv__q8_minmax_avx2(float *lo, float *hi, const float *X, int ld, int K, int n) {
-    int t = 0;
-    for (; t + 8 <= n; t += 8) {
-        __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
-        for (int k = 0; k < K; k++) {
-            __m256 x = _mm256_loadu_ps(X + (int64_t)k * ld + t);
-            a = _mm256_min_ps(x, a), b = _mm256_max_ps(x, b);
+    int nv = n / 8;
+    for (int t = 0; t < n; t++) lo[t] = 0.0f, hi[t] = 0.0f;
+    for (int k = 0; k < K; k++) {
+        const float *x = X + (int64_t)k * ld;
+        for (int v = 0; v < nv; v++) {
+            __m256 xv = _mm256_loadu_ps(x + 8 * v);
+            _mm256_storeu_ps(lo + 8 * v, _mm256_min_ps(xv, _mm256_loadu_ps(lo + 8 * v)));
+            _mm256_storeu_ps(hi + 8 * v, _mm256_max_ps(xv, _mm256_loadu_ps(hi + 8 * v)));
         }
-        _mm256_storeu_ps(lo + t, a), _mm256_storeu_ps(hi + t, b);
-    }
-    for (; t < n; t++) {
-        float a = 0.0f, b = 0.0f;
-        for (int k = 0; k < K; k++) {
-            float x = X[(int64_t)k * ld + t];
-            a = x < a ? x : a, b = x > b ? x : b;
+        for (int t = 8 * nv; t < n; t++) {
+            lo[t] = x[t] < lo[t] ? x[t] : lo[t];
+            hi[t] = x[t] > hi[t] ? x[t] : hi[t];
         }
-        lo[t] = a, hi[t] = b;
     }
 }
 
@@ -320,14 +326,13 @@ T256 void lpv__q8_widen_avx2(uint32_t *o, int64_t ld, const uint32_t *q, int n) 
     for (; t < ld; t++) o[t] = 0, o[ld + t] = 0;
 }
 
-T256 void lpv__q8_quantize_avx2(uint32_t *o, const float *xa, const float *xc, const float *X, int ld, int nk, int n) {
-    const __m256 lo = _mm256_set1_ps(-512.0f), hi = _mm256_set1_ps(512.0f), one = _mm256_set1_ps(1.0f);
+T256 void lpv__q8_quantize_avx2(uint32_t *o, const float *inv_t, const float *zp_t, const float *X, int ld, int nk, int n) {
+    const __m256 lo = _mm256_set1_ps(-512.0f), hi = _mm256_set1_ps(512.0f);
     const __m256i z = _mm256_setzero_si256(), top = _mm256_set1_epi32(255);
     int t = 0;
     for (; t + 8 <= n; t += 8) {
-        __m256 a = _mm256_loadu_ps(xa + t), c = _mm256_loadu_ps(xc + t);
-        __m256 inv = _mm256_div_ps(one, a);
-        __m256i zp = _mm256_cvtps_epi32(_mm256_div_ps(c, a));
+        __m256 inv = _mm256_loadu_ps(inv_t + t);
+        __m256i zp = _mm256_cvtps_epi32(_mm256_loadu_ps(zp_t + t));
         __m256i word = z;
         for (int j = 0; j < nk; j++) {
             __m256 v = _mm256_mul_ps(_mm256_loadu_ps(X + (int64_t)j * ld + t), inv);
@@ -339,13 +344,11 @@ T256 void lpv__q8_quantize_avx2(uint32_t *o, const float *xa, const float *xc, c
         _mm256_storeu_si256((__m256i *)(o + t), word);
     }
     for (; t < n; t++) { /* the scalar step 2 of bsr_q8.c */
-        float inv = 1.0f / xa[t];
-        int zp = (int)nearbyintf(xc[t] / xa[t]);
         uint32_t word = 0;
         for (int j = 0; j < nk; j++) {
-            float v = X[(int64_t)j * ld + t] * inv;
+            float v = X[(int64_t)j * ld + t] * inv_t[t];
             v = fmaxf(v, -512.0f), v = fminf(v, 512.0f);
-            int u = (int)nearbyintf(v) + zp;
+            int u = (int)nearbyintf(v) + (int)zp_t[t];
             u = u < 0 ? 0 : u > 255 ? 255 : u;
             word |= (uint32_t)u << (8 * j);
         }

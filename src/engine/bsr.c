@@ -277,9 +277,11 @@ static int group_at_cost(const lpv_bsr *W, int64_t target) {
 }
 
 /* Panel width and K chunk for `nvec` token vectors (see lpv__bsr_plan). */
-static void plan_blocking(const lpv_bsr *W, int nvec, lpv__bsr_plan *p) {
+/* eb: bytes per element of X and of the weights (4 FP32 and BF16, whose budgets were tuned on FP32; 1 for the
+ * int8 VNNI kernel, whose quads make X and weights 4x smaller and each k-step 4x shorter) */
+static void plan_blocking(const lpv_bsr *W, int nvec, int eb, lpv__bsr_plan *p) {
     const lpv__bsr_tuning *t = &lpv__bsr_tune;
-    int64_t xbytes = (int64_t)W->cols * nvec * 64;
+    int64_t xbytes = (int64_t)W->cols * nvec * 16 * eb;
     p->panel_vec = nvec;
     p->chunk_gran = W->ngran;
     p->x_in_l1 = 0;
@@ -291,16 +293,16 @@ static void plan_blocking(const lpv_bsr *W, int nvec, lpv__bsr_plan *p) {
      * range: run each group over all tokens. X then streams from L3, but the
      * next-tile prefetch is timely, and no weight is re-read per panel
      * (measured 3-6 % faster than panels at d <= 0.3, K >= 768, T = 1576). */
-    if ((double)W->cols * d * 8 * sizeof(float) <= (double)t->l1_w_bytes) return;
+    if (eb == 4 && (double)W->cols * d * 8 * sizeof(float) <= (double)t->l1_w_bytes) return;
     /* K chunk: about kept_cols kept columns per group, so reloading the
      * accumulators once per chunk stays cheap; then the widest panel whose
      * X (chunk × panel) fits the budget, at least one 3-vector tile. */
-    int m = (int)((double)t->kept_cols / (d * LPV_BSR_KGRAN) + 0.5);
+    int m = (int)((double)t->kept_cols * (4 / eb) / (d * LPV_BSR_KGRAN) + 0.5);
     if (m < 1) m = 1;
     if (m > W->ngran) m = W->ngran;
     int64_t chunk_cols = (int64_t)m * LPV_BSR_KGRAN;
     if (chunk_cols > W->cols) chunk_cols = W->cols;
-    int pv = (int)(t->l2_bytes / (chunk_cols * 64));
+    int pv = (int)(t->l2_bytes / (chunk_cols * 16 * eb));
     pv = pv / 3 * 3;
     if (pv < 3) pv = 3;
     if (pv > nvec) pv = nvec;
@@ -347,8 +349,9 @@ static void plan_blocking_l1(const lpv_bsr *W, int ngroups, int nvec, int eb, lp
     p->rowblock = rb;
 }
 
-/* x_in_l1: 0, or the packed panel's bytes per element (plan_blocking_l1's eb) */
-static void make_plan(const lpv_bsr *W, int ldx, int ldy, int T, int tid, int nt, int x_in_l1, lpv__bsr_plan *p) {
+/* x_in_l1: 0, or the packed panel's bytes per element (plan_blocking_l1's eb); eb: plan_blocking's */
+static void make_plan(const lpv_bsr *W, int ldx, int ldy, int T, int tid, int nt, int x_in_l1, int eb,
+                      lpv__bsr_plan *p) {
     int T16 = lpv_round16(T);
     if (T16 <= ldx && T16 <= ldy) {
         p->nvec_full = T16 / 16;
@@ -376,7 +379,7 @@ static void make_plan(const lpv_bsr *W, int ldx, int ldy, int T, int tid, int nt
         p->v1 = (int)((int64_t)nv * (tid + 1) / nt);
     }
     if (x_in_l1) plan_blocking_l1(W, p->g1 - p->g0, p->v1 - p->v0, x_in_l1, p);
-    else plan_blocking(W, p->v1 - p->v0, p);
+    else plan_blocking(W, p->v1 - p->v0, eb, p);
 }
 
 /* ---------------------------------------------------------------------------
@@ -610,7 +613,7 @@ static void part(const lpv_bsr *W, const float *bias, const operand *o, int ldx,
     lpv__bsr_plan p;
     /* x_in_l1 walks: the FP32 AVX2 kernel (float panels) and the int8 AVX2 one (int16-pair panels) */
     int x_in_l1 = o->X && fp32 == LPV_ISA_AVX2 ? (int)sizeof(float) : o->X4 && lpv_q8_kernel_for(isa) == LPV_Q8_AVX2 ? 2 : 0;
-    make_plan(W, ldx, ldy, T, tid, nthreads, x_in_l1, &p);
+    make_plan(W, ldx, ldy, T, tid, nthreads, x_in_l1, o->X4 ? 1 : 4, &p);
     if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
     if (o->X4) {
         lpv_q8_kernel k = lpv_q8_kernel_for(isa);

@@ -154,6 +154,26 @@ static void e2e_row(const char *name, const lpv_timing *t, int batch) {
     printf("  %-8s %10.2f %10.2f %10.1f", name, t->median_ms, t->median_ms / batch, 1e3 * batch / t->median_ms);
 }
 
+static void print_profile_pair(const lpv_profile *a, const lpv_profile *b) {
+    printf("\nwhere the time goes (ms per image)\n  %-12s %9s %9s\n", "op", "dense", b ? "sparse" : "");
+    double ta = 0, tb = 0;
+    for (int i = 0; i < LPV_OP_COUNT; i++) {
+        double da = 1e3 * a->sec[i] / (double)a->images, db = b ? 1e3 * b->sec[i] / (double)b->images : 0;
+        ta += da, tb += db;
+        if (b) printf("  %-12s %9.3f %9.3f\n", lpv_op_name((lpv_op)i), da, db);
+        else printf("  %-12s %9.3f\n", lpv_op_name((lpv_op)i), da);
+    }
+    if (b) printf("  %-12s %9.3f %9.3f\n", "total", ta, tb);
+    else printf("  %-12s %9.3f\n", "total", ta);
+}
+
+static cJSON *profile_json(const lpv_profile *p) {
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; i < LPV_OP_COUNT; i++)
+        cJSON_AddNumberToObject(o, lpv_op_name((lpv_op)i), p->images ? 1e3 * p->sec[i] / (double)p->images : 0);
+    return o;
+}
+
 static const char *lowp_name(int lowp) { return lowp == LPV_BENCH_INT8 ? "int8" : "bf16"; }
 
 /* The same models end to end with the block linears in BF16 or int8 (lowp), beside the FP32 times just
@@ -161,19 +181,23 @@ static const char *lowp_name(int lowp) { return lowp == LPV_BENCH_INT8 ? "int8" 
 static lpv_status bench_lowp(const bench_opts *o, const bench_models *bm, int lowp, const lpv_timing *fp32_dense,
                              cJSON *e, int human, lpv_err *err) {
     lpv_timing td, ts;
+    lpv_profile pd, ps;
+    memset(&pd, 0, sizeof pd), memset(&ps, 0, sizeof ps);
     LPV_TRY(lpv_bench_forward_pair(bm->dense, bm->sparse, o->batch, lowp, o->warmup, o->reps, (uint64_t)o->seed, &td,
-                                   &ts, NULL, NULL, err));
+                                   &ts, &pd, bm->sparse ? &ps : NULL, err));
     const char *nm = lowp_name(lowp);
     char key[32];
     cJSON *b = cJSON_AddObjectToObject(e, nm);
     cJSON *d = e2e_json(&td, o->batch);
     cJSON_AddNumberToObject(d, "speedup_vs_fp32_dense", fp32_dense->median_ms / td.median_ms);
+    cJSON_AddItemToObject(d, "profile_ms_per_image", profile_json(&pd));
     cJSON_AddItemToObject(b, "dense", d);
     if (bm->sparse) {
         cJSON *s = e2e_json(&ts, o->batch);
         cJSON_AddNumberToObject(s, "speedup_vs_fp32_dense", fp32_dense->median_ms / ts.median_ms);
         snprintf(key, sizeof key, "speedup_vs_%s_dense", nm);
         cJSON_AddNumberToObject(s, key, td.median_ms / ts.median_ms);
+        cJSON_AddItemToObject(s, "profile_ms_per_image", profile_json(&ps));
         cJSON_AddItemToObject(b, "sparse", s);
     }
     if (human) {
@@ -185,6 +209,7 @@ static lpv_status bench_lowp(const bench_opts *o, const bench_models *bm, int lo
             e2e_row("sparse", &ts, o->batch);
             printf(" %13.2fx\n", fp32_dense->median_ms / ts.median_ms);
         }
+        print_profile_pair(&pd, bm->sparse ? &ps : NULL);
     }
     return LPV_OK;
 }
@@ -333,26 +358,6 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, 
     if (human && bm->sparse)
         printf("  %-24s %-11s %7s %9.3f %9.3f %7.2fx\n", "all linear layers", "", "", sum_d, sum_s, sum_d / sum_s);
     return LPV_OK;
-}
-
-static void print_profile_pair(const lpv_profile *a, const lpv_profile *b) {
-    printf("\nwhere the time goes (ms per image)\n  %-12s %9s %9s\n", "op", "dense", b ? "sparse" : "");
-    double ta = 0, tb = 0;
-    for (int i = 0; i < LPV_OP_COUNT; i++) {
-        double da = 1e3 * a->sec[i] / (double)a->images, db = b ? 1e3 * b->sec[i] / (double)b->images : 0;
-        ta += da, tb += db;
-        if (b) printf("  %-12s %9.3f %9.3f\n", lpv_op_name((lpv_op)i), da, db);
-        else printf("  %-12s %9.3f\n", lpv_op_name((lpv_op)i), da);
-    }
-    if (b) printf("  %-12s %9.3f %9.3f\n", "total", ta, tb);
-    else printf("  %-12s %9.3f\n", "total", ta);
-}
-
-static cJSON *profile_json(const lpv_profile *p) {
-    cJSON *o = cJSON_CreateObject();
-    for (int i = 0; i < LPV_OP_COUNT; i++)
-        cJSON_AddNumberToObject(o, lpv_op_name((lpv_op)i), p->images ? 1e3 * p->sec[i] / (double)p->images : 0);
-    return o;
 }
 
 int cmd_bench(int argc, char **argv) {

@@ -17,7 +17,7 @@
 
 const char *lpv_op_name(lpv_op op) {
     static const char *names[LPV_OP_COUNT] = {"patch_embed", "layernorm", "qkv", "attention", "proj",
-                                              "fc1+gelu",    "fc2",       "head", "other"};
+                                              "fc1+gelu",    "fc2",       "head", "quantize", "other"};
     return op < LPV_OP_COUNT ? names[op] : "?";
 }
 
@@ -135,10 +135,17 @@ static int tap(lpv_workspace *ws, int layer, const float *X, int ld, int ncols) 
     return layer == ws->tap_stop;
 }
 
-/* One block linear: int8 when it has int8 weights and the workspace int8 scratch, else BF16 or FP32. */
-static void run_linear(const lpv_linear *L, const float *X, lpv_workspace *ws, int ld, float *Y, int N, int epi) {
-    if (ws->xq && lpv_linear_has_int8(L)) lpv_linear_forward_q8(L, X, ld, ws->xq, ws->xqa, ws->xqc, Y, ld, N, epi);
-    else lpv_linear_forward_pick(L, X, ws->xbf, ld, Y, ld, N, epi);
+/* One block linear: int8 when it has int8 weights and the workspace int8 scratch (the input's quantization
+ * timed apart, as LPV_OP_QUANT), else BF16 or FP32. */
+static void run_linear(const lpv_linear *L, const float *X, lpv_workspace *ws, int ld, float *Y, int N, int epi,
+                       op_timer *tm) {
+    if (ws->xq && lpv_linear_has_int8(L)) {
+        lpv_q8_quantize_x(ws->xq, ws->xqa, ws->xqc, X, ld, L->in, N, &L->qx);
+        op_stop(tm, LPV_OP_QUANT, 0);
+        lpv_bsr_matmul_q8(L->bsr ? L->bsr : L->blocked, L->b, ws->xq, ws->xqa, ws->xqc, ld, Y, ld, N, epi);
+    } else {
+        lpv_linear_forward_pick(L, X, ws->xbf, ld, Y, ld, N, epi);
+    }
 }
 
 static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspace *ws, int B, int ld, int l,
@@ -147,20 +154,20 @@ static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspa
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0, ws->xn, ld, N)) return;
-    run_linear(&blk->qkv, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS);
+    run_linear(&blk->qkv, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS, tm);
     op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
     lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
     if (tap(ws, L0 + 1, ws->xn, ld, N)) return;
-    run_linear(&blk->proj, ws->xn, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC);
+    run_linear(&blk->proj, ws->xn, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm);
     op_stop(tm, LPV_OP_PROJ, linear_flop(&blk->proj, N));
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0 + 2, ws->xn, ld, N)) return;
-    run_linear(&blk->fc1, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS | LPV_EPI_GELU);
+    run_linear(&blk->fc1, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS | LPV_EPI_GELU, tm);
     op_stop(tm, LPV_OP_FC1, linear_flop(&blk->fc1, N));
     if (tap(ws, L0 + 3, ws->big, ld, N)) return;
-    run_linear(&blk->fc2, ws->big, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC);
+    run_linear(&blk->fc2, ws->big, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm);
     op_stop(tm, LPV_OP_FC2, linear_flop(&blk->fc2, N));
 }
 

@@ -291,6 +291,8 @@ lpv_less 0 "$(lpv_json "$T/b8.json" end_to_end.int8.sparse.speedup_vs_fp32_dense
   && lpv_less 0 "$(lpv_json "$T/b8.json" end_to_end.int8.dense.speedup_vs_fp32_dense)" \
   && lpv_less 0 "$(lpv_json "$T/b8.json" layers.1.int8_sparse_speedup_vs_fp32_dense)" \
   && lpv_json_has "$T/b8.json" layers.1.dense_int8 && ! lpv_json_has "$T/b8.json" layers.0.dense_int8 \
+  && lpv_less 0 "$(lpv_json "$T/b8.json" end_to_end.int8.sparse.profile_ms_per_image.quantize)" \
+  && [ "$(lpv_json "$T/b8.json" end_to_end.sparse.profile_ms_per_image.quantize)" = 0 ] \
   && ok || bad "bench --precision int8: $(lpv_json "$T/b8.json" end_to_end)"
 run 0 "$L" bench --model "$M" --density 0.5 --block 16x16 --reps 2 --warmup 0 --no-layers --quiet
 run 0 "$L" export --model "$P" --dense-masked --out "$T/masked.safetensors" --quiet

@@ -27,7 +27,7 @@
 
 typedef enum {
     LPV_OP_PATCH, LPV_OP_LN, LPV_OP_QKV, LPV_OP_ATTN, LPV_OP_PROJ, LPV_OP_FC1, LPV_OP_FC2, LPV_OP_HEAD,
-    LPV_OP_OTHER, LPV_OP_COUNT
+    LPV_OP_QUANT /* quantizing the int8 linears' inputs */, LPV_OP_OTHER, LPV_OP_COUNT
 } lpv_op;
 
 typedef struct {

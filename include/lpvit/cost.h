@@ -44,13 +44,14 @@ typedef struct {
     int n;                         /* grid points */
     double density[LPV_TT_MAX];    /* ascending, last = 1 */
     double ms[LPV_TT_MAX];         /* BSR kernel median ms at each density */
-    double dense_ms;               /* OpenBLAS dense median ms */
+    double dense_ms;               /* dense median ms: OpenBLAS FP32, or (int8) the int8 kernel with every block */
 } lpv_time_curve;
 
 typedef struct {
     int n;
     lpv_time_curve *curves;
     char cpu[128], isa[16], blas_core[64], commit[32];
+    char precision[8];             /* "fp32", or "int8": the times are the int8 kernels' (input quantization included) */
     int threads, batch, reps;
 } lpv_time_table;
 
@@ -58,12 +59,14 @@ typedef struct {
     int out, in, tokens;
 } lpv_layer_shape;
 
-/* Times the BSR kernel (random masks, exact kept counts) and dense OpenBLAS for each distinct shape. */
+/* Times the BSR kernel (random masks, exact kept counts) and dense OpenBLAS for each distinct shape; int8: the
+ * int8 BSR kernel with its input's quantization, and the int8 kernel with every block as the dense time. */
 lpv_status lpv_time_table_measure(lpv_time_table *t, const lpv_layer_shape *shapes, int n, int R, int C,
                                   const double *densities, int nd, int batch, int reps, unsigned long long seed,
-                                  lpv_err *err);
+                                  int int8, lpv_err *err);
 lpv_status lpv_time_table_save(const lpv_time_table *t, const char *path, lpv_err *err);
-/* Validates everything it reads (shapes > 0, densities ascending in (0, 1], times finite > 0). */
+/* Validates everything it reads (shapes > 0, densities ascending in (0, 1], times finite > 0); a table without
+ * "precision" (older files) is fp32. */
 lpv_status lpv_time_table_load(lpv_time_table *t, const char *path, lpv_err *err);
 void lpv_time_table_free(lpv_time_table *t);
 const lpv_time_curve *lpv_time_table_find(const lpv_time_table *t, int out, int in, int tokens, int R, int C);

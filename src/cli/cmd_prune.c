@@ -195,7 +195,7 @@ int cmd_prune(int argc, char **argv) {
         {"--no-cache", OPT_FLAG, &f.no_cache, NULL, "always recompute calibration statistics", 0, 0, NULL},
         {"--out", OPT_STR, &f.out, "FILE", "pruned model (BSR safetensors; required)", 0, 0, NULL},
         {"--report", OPT_STR, &f.report, "FILE", "JSON report ('-' for stdout instead of the table)", 0, 0, NULL},
-        {"--quant", OPT_STR, &f.quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does)", 0, 0, NULL},
+        {"--quant", OPT_STR, &f.quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); the speed objectives then allocate with int8 kernel times", 0, 0, NULL},
         {"--heads", OPT_INT, &f.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
         CLI_OPT_THREADS(&f.threads),
         CLI_OPT_ISA(&f.isa),
@@ -216,6 +216,7 @@ int cmd_prune(int argc, char **argv) {
     if (isnan(p->target_flops)) return cli_usage_error("--target-flops is required");
     if (!f.out) return cli_usage_error("--out is required");
     if (f.quant && strcmp(f.quant, "int8") != 0) return cli_usage_error("--quant: expected int8, got '%s'", f.quant);
+    p->quant_int8 = f.quant != NULL;
     lpv_err err;
     lpv_prune_opts resolved;
     lpv_status st = flags_to_opts(&f, &err);

@@ -33,7 +33,7 @@ double lpv_layer_energy_pj(const lpv_energy *e, int out, int in, int tokens, int
 /* ---- measured time ---- */
 
 static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R, int C, const double *dens, int nd,
-                             int batch, int reps, unsigned long long seed, lpv_err *err) {
+                             int batch, int reps, unsigned long long seed, int int8, lpv_err *err) {
     memset(c, 0, sizeof *c);
     c->out = s->out, c->in = s->in, c->tokens = s->tokens * batch, c->R = R, c->C = C, c->n = nd;
     int64_t nw = (int64_t)s->out * s->in;
@@ -60,13 +60,18 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
         for (int q = 0; q < keep; q++) mask[idx[q]] = 1;
         lpv_bsr b;
         if ((st = lpv_bsr_from_dense(&b, dense.w, s->out, s->in, R, C, mask, NULL, "calibration", err)) != LPV_OK) break;
-        lpv_linear sp = {s->out, s->in, NULL, dense.b, &b, NULL, {0, 0, 0}};
+        if (int8 && (st = lpv_bsr_set_int8(&b, NULL, NULL, NULL, "calibration", err)) != LPV_OK) {
+            lpv_bsr_free(&b);
+            break;
+        }
+        lpv_linear sp = {s->out, s->in, NULL, dense.b, &b, NULL, {1, 0, 0}}; /* int8: inputs per token, as lpvit runs */
         lpv_timing td, ts;
-        st = lpv_bench_linear_pair(k == nd - 1 ? &dense : NULL, &sp, c->tokens, LPV_EPI_BIAS, 0, 2, reps, seed + (unsigned)k,
-                                   &td, &ts, err);
+        const lpv_linear *d1 = k == nd - 1 && !int8 ? &dense : NULL; /* int8's dense time is its d = 1 point */
+        st = lpv_bench_linear_pair(d1, &sp, c->tokens, LPV_EPI_BIAS, int8 ? LPV_BENCH_INT8 : LPV_BENCH_FP32, 2, reps,
+                                   seed + (unsigned)k, &td, &ts, err);
         if (st == LPV_OK) {
             c->ms[k] = ts.median_ms;
-            if (k == nd - 1) c->dense_ms = td.median_ms;
+            if (k == nd - 1) c->dense_ms = int8 ? ts.median_ms : td.median_ms;
         }
         lpv_bsr_free(&b);
     }
@@ -76,7 +81,7 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
 
 lpv_status lpv_time_table_measure(lpv_time_table *t, const lpv_layer_shape *shapes, int n, int R, int C,
                                   const double *densities, int nd, int batch, int reps, unsigned long long seed,
-                                  lpv_err *err) {
+                                  int int8, lpv_err *err) {
     memset(t, 0, sizeof *t);
     if (nd < 1 || nd > LPV_TT_MAX || densities[nd - 1] != 1.0)
         return lpv_fail(err, LPV_E_ARG, "time table: 1..%d densities ending at 1.0", LPV_TT_MAX);
@@ -86,6 +91,7 @@ lpv_status lpv_time_table_measure(lpv_time_table *t, const lpv_layer_shape *shap
     snprintf(t->isa, sizeof t->isa, "%s", lpv_isa_name(lpv_isa_get()));
     snprintf(t->blas_core, sizeof t->blas_core, "%s", lpv_blas_corename());
     snprintf(t->commit, sizeof t->commit, "%s", lpv_commit());
+    snprintf(t->precision, sizeof t->precision, "%s", int8 ? "int8" : "fp32");
     t->threads = lpv_threads_get(), t->batch = batch, t->reps = reps;
     for (int i = 0; i < n; i++) {
         int dup = 0;
@@ -93,9 +99,9 @@ lpv_status lpv_time_table_measure(lpv_time_table *t, const lpv_layer_shape *shap
             dup |= t->curves[j].out == shapes[i].out && t->curves[j].in == shapes[i].in &&
                    t->curves[j].tokens == shapes[i].tokens * batch;
         if (dup) continue;
-        lpv_info("timing %dx%d over %d tokens at %d densities (%dx%d blocks)", shapes[i].out, shapes[i].in,
-                 shapes[i].tokens * batch, nd, R, C);
-        LPV_TRY(time_shape(&t->curves[t->n], &shapes[i], R, C, densities, nd, batch, reps, seed + (unsigned)i, err));
+        lpv_info("timing %dx%d over %d tokens at %d densities (%dx%d blocks, %s)", shapes[i].out, shapes[i].in,
+                 shapes[i].tokens * batch, nd, R, C, t->precision);
+        LPV_TRY(time_shape(&t->curves[t->n], &shapes[i], R, C, densities, nd, batch, reps, seed + (unsigned)i, int8, err));
         t->n++;
     }
     return LPV_OK;
@@ -108,6 +114,7 @@ lpv_status lpv_time_table_save(const lpv_time_table *t, const char *path, lpv_er
     cJSON_AddStringToObject(root, "isa", t->isa);
     cJSON_AddStringToObject(root, "openblas_core", t->blas_core);
     cJSON_AddStringToObject(root, "commit", t->commit);
+    cJSON_AddStringToObject(root, "precision", t->precision[0] ? t->precision : "fp32");
     cJSON_AddNumberToObject(root, "threads", t->threads);
     cJSON_AddNumberToObject(root, "batch", t->batch);
     cJSON_AddNumberToObject(root, "reps", t->reps);
@@ -164,6 +171,14 @@ lpv_status lpv_time_table_load(lpv_time_table *t, const char *path, lpv_err *err
     const cJSON *s;
     if (cJSON_IsString(s = cJSON_GetObjectItemCaseSensitive(root, "cpu"))) snprintf(t->cpu, sizeof t->cpu, "%s", s->valuestring);
     if (cJSON_IsString(s = cJSON_GetObjectItemCaseSensitive(root, "isa"))) snprintf(t->isa, sizeof t->isa, "%s", s->valuestring);
+    snprintf(t->precision, sizeof t->precision, "fp32");
+    if ((s = cJSON_GetObjectItemCaseSensitive(root, "precision")) != NULL) {
+        if (!cJSON_IsString(s) || (strcmp(s->valuestring, "fp32") != 0 && strcmp(s->valuestring, "int8") != 0)) {
+            st = lpv_fail(err, LPV_E_FORMAT, "'%s': precision must be \"fp32\" or \"int8\"", path);
+            goto out;
+        }
+        snprintf(t->precision, sizeof t->precision, "%s", s->valuestring);
+    }
     const cJSON *o;
     cJSON_ArrayForEach(o, arr) {
         lpv_time_curve *c = &t->curves[t->n];

@@ -273,17 +273,27 @@ static lpv_status step_saliency(run *R, lpv_err *err) {
 
 static lpv_status time_table_for(run *R, lpv_err *err) {
     const lpv_prune_opts *o = R->o;
-    if (o->cost_table) return lpv_blame(err, lpv_time_table_load(&R->tt, o->cost_table, err), "cost_table");
+    if (o->cost_table) {
+        LPV_TRY(lpv_blame(err, lpv_time_table_load(&R->tt, o->cost_table, err), "cost_table"));
+        int t8 = strcmp(R->tt.precision, "int8") == 0;
+        if (t8 != !!o->quant_int8)
+            return lpv_fail_param(err, LPV_E_ARG, "cost_table",
+                                  "'%s' holds %s times but the pruned model will run in %s: measure one with `lpvit "
+                                  "bench --calibrate%s`",
+                                  o->cost_table, R->tt.precision, o->quant_int8 ? "int8" : "fp32",
+                                  o->quant_int8 ? " --precision int8" : "");
+        return LPV_OK;
+    }
     lpv_layer_shape shapes[LPV_MAX_LAYERS];
     for (int i = 0; i < R->np; i++) {
         const lpv_layer_ref *ref = &R->refs[R->pl[i].idx];
         shapes[i] = (lpv_layer_shape){ref->lin->out, ref->lin->in, ref->tokens};
     }
     static const double grid[] = {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
-    lpv_info("measuring BSR time per layer shape for the %s objective (a saved time table skips this)",
-             lpv_objective_name(o->objective));
+    lpv_info("measuring %s BSR time per layer shape for the %s objective (a saved time table skips this)",
+             o->quant_int8 ? "int8" : "FP32", lpv_objective_name(o->objective));
     return lpv_time_table_measure(&R->tt, shapes, R->np, o->block_R, o->block_C, grid, (int)(sizeof grid / sizeof *grid),
-                                  1, 5, (unsigned long long)o->seed, err);
+                                  1, 5, (unsigned long long)o->seed, o->quant_int8, err);
 }
 
 /* Time and energy of each prunable layer after k pruned blocks, for every k. */

@@ -303,6 +303,19 @@ run 0 "$L" eval --model "$T/masked.safetensors" --imagenet-dir "$MINI" --json "$
 run 0 "$L" bench --calibrate --model "$M" --block 32x32 --reps 2 --out "$T/tt.json" --quiet
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed+power --lambda-power 0.5 --cost-table "$T/tt.json" --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 lpv_json_has "$T/r.json" totals.predicted_speedup_pruned_layers && ok || bad "speed objective reports no predicted speedup"
+# joint pruning + int8: the speed objective allocates with int8 kernel times (measured, or an int8 table)
+[ "$(lpv_json "$T/tt.json" precision)" = fp32 ] && ok || bad "time table precision"
+run 0 "$L" bench --calibrate --model "$M" --block 32x32 --reps 2 --precision int8 --out "$T/tt8.json" --quiet
+[ "$(lpv_json "$T/tt8.json" precision)" = int8 ] && ok || bad "int8 time table precision"
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --cost-table "$T/tt8.json" \
+  --quant int8 --refine 0 $C --out "$T/pq8s.safetensors" --report "$T/rq8s.json" --quiet
+[ "$(lpv_json "$T/rq8s.json" quantization)" = int8 ] && lpv_json_has "$T/rq8s.json" totals.predicted_speedup_pruned_layers \
+  && ok || bad "prune --quant int8 --objective speed"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --cost-table "$T/tt.json" \
+  --quant int8 $C --out "$T/x.safetensors" --quiet; one_line_err "holds fp32 times but the pruned model will run in int8"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --cost-table "$T/tt8.json" \
+  $C --out "$T/x.safetensors" --quiet; one_line_err "holds int8 times but the pruned model will run in fp32"
+run 2 "$L" bench --calibrate --model "$M" --precision bf16 --isa ref --out "$T/x.json" --quiet; one_line_err "--calibrate measures fp32 or int8"
 # bad inputs: usage errors exit 2, data errors exit 1, never an output file
 rm -f "$T/x.safetensors"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0 --out "$T/x.safetensors"; one_line_err "--target-flops: expected a ratio in (0, 1], got 0"

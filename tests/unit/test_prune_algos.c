@@ -533,6 +533,7 @@ static void test_cost(void) {
     CHECK_OK(lpv_time_table_load(&u, path, &err), &err);
     const lpv_time_curve *f = lpv_time_table_find(&u, 64, 32, 197, 16, 16);
     CHECK(f && f->n == 3 && f->ms[2] == 2.0 && f->dense_ms == 2.1);
+    CHECK(strcmp(u.precision, "fp32") == 0); /* t.precision empty: written as fp32 */
     CHECK(lpv_time_table_find(&u, 64, 32, 198, 16, 16) == NULL);
     /* monotone envelope: the dip at 0.5 is lifted to 1.0 */
     CHECK(fabs(lpv_time_curve_at(f, 0.5) - 1.0) < 1e-12 && fabs(lpv_time_curve_at(f, 0.75) - 1.5) < 1e-12);
@@ -543,11 +544,21 @@ static void test_cost(void) {
                          "\"dense_ms\": 1, \"block\": \"8x8\", \"density\": [0.5, 0.4], \"ms\": [1, 1]}]}",
                          "{\"format\": \"lpvit-time-table-v1\", \"layers\": [{\"out\": 4, \"in\": 4, \"tokens\": 1, "
                          "\"dense_ms\": 1, \"block\": \"8x8\", \"density\": [0.5], \"ms\": [1]}]}",
-                         "not json"};
-    for (int i = 0; i < 5; i++) {
+                         "not json",
+                         "{\"format\": \"lpvit-time-table-v1\", \"precision\": \"bf16\", \"layers\": []}"};
+    for (int i = 0; i < 6; i++) {
         CHECK_OK(lpv_write_file_atomic(path, bad[i], strlen(bad[i]), &err), &err);
         CHECKF(lpv_time_table_load(&u, path, &err) == LPV_E_FORMAT, "bad table %d accepted", i);
     }
+    /* int8 tables say so; a table without "precision" (written before int8) reads as fp32 */
+    const char *p8 = "{\"format\": \"lpvit-time-table-v1\", \"precision\": \"int8\", \"layers\": []}";
+    CHECK_OK(lpv_write_file_atomic(path, p8, strlen(p8), &err), &err);
+    CHECK(lpv_time_table_load(&u, path, &err) == LPV_OK && strcmp(u.precision, "int8") == 0);
+    lpv_time_table_free(&u);
+    const char *p0 = "{\"format\": \"lpvit-time-table-v1\", \"layers\": []}";
+    CHECK_OK(lpv_write_file_atomic(path, p0, strlen(p0), &err), &err);
+    CHECK(lpv_time_table_load(&u, path, &err) == LPV_OK && strcmp(u.precision, "fp32") == 0);
+    lpv_time_table_free(&u);
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);

@@ -181,12 +181,27 @@ void lpv_q8_quantize_x(uint32_t *X4, float *xa, float *xc, const float *X, int l
 void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
                            const lpv_qact *q, lpv_isa isa);
 
+/* The same with the per-token range given instead of found: lo[t] <= 0 <= hi[t] per readable column (as the
+ * product below records it), so only the quantizing pass reads X. Equal bytes to lpv_q8_quantize_x when lo / hi
+ * are X's column min / max with 0. */
+void lpv_q8_quantize_x_range(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
+                             const float *lo, const float *hi);
+
 /* Y (rows, T) = epi(...) as above; W must have int8 weights. Same threading and epilogue rules as
  * lpv_bsr_matmul. */
 void lpv_bsr_matmul_q8(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
                        int ldx, float *Y, int ldy, int T, int epi);
 void lpv_bsr_matmul_q8_isa(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
                            int ldx, float *Y, int ldy, int T, int epi, lpv_isa isa, int nthreads);
+/* A GELU product (epi has LPV_EPI_GELU) that also records each column's range of its output, what the next
+ * layer's per-token quantizer needs (lpv_q8_quantize_x_range): afterwards range[c] = min(0, min_r Y[r][c]) and
+ * range[ldy + c] = max(0, max_r Y[r][c]) over the columns the product wrote (NaN ignored). range: scratch of
+ * 2 · ldy · (threads) floats (threads: lpv_threads_get(), or nthreads). */
+void lpv_bsr_matmul_q8_range(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
+                             int ldx, float *Y, int ldy, int T, int epi, float *range);
+void lpv_bsr_matmul_q8_range_isa(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa,
+                                 const float *xc, int ldx, float *Y, int ldy, int T, int epi, float *range, lpv_isa isa,
+                                 int nthreads);
 
 /* (the scalar conversions, lpv_bf16_from_f32 / lpv_bf16_to_f32, are in safetensors.h) */
 /* ---- vectorized exact GELU (used by the BSR epilogue) ----

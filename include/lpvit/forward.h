@@ -56,6 +56,8 @@ typedef struct {
     uint32_t *xbf;   /* (max(D, F) / 2, ld) a linear input as BF16 pairs, or NULL: BF16 off (lpv_workspace_use_bf16) */
     uint32_t *xq;    /* ((max(D, F) + 3) / 4, ld) a linear input as int8 quads, or NULL: int8 off (lpv_workspace_use_int8) */
     float *xqa, *xqc;/* (ld) its per-column scale and scale x zero point */
+    float *xqr;      /* (threads, 2, ld) the int8 fc1's record of its output's range, which fc2's quantizer uses */
+    int q8_unfused;  /* 1: fc2's quantizer finds the range itself (tests compare the two; same bytes) */
     lpv_profile *profile; /* optional, caller-owned */
     /* optional: called with the input of every linear layer just before it runs;
        layer = index in lpv_model_layers order, X (in, ld) with ncols valid columns */

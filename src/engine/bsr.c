@@ -393,6 +393,8 @@ typedef struct {
     const uint32_t *X2;
     const uint32_t *X4;
     const float *xa, *xc;
+    float *range;      /* int8 GELU products recording their output's range: (nthreads, 2, ldy) scratch, per thread
+                        * its running min then max per column; NULL: not asked */
 } operand;
 
 static float gelu_ref(float v) { return (float)(0.5 * (double)v * erfc(-(double)v * 0.70710678118654752440)); }
@@ -534,12 +536,13 @@ static void prefetch_w(const simd_walk *w, int g, int gl, int gh) {
 /* The driver every SIMD kernel shares; each 8-row group's blocks of one K chunk over one token panel run by
  * the ISA's micro-kernel, in the plan's order (lpv__bsr_plan.x_in_l1). */
 static void part_simd(const lpv_bsr *W, const float *bias, const operand *o, int ldx, float *Y, int ldy, int epi,
-                      const lpv__bsr_plan *p, lpv__bsr_group_fn run) {
+                      const lpv__bsr_plan *p, lpv__bsr_group_fn run, float *cmin,
+                      float *cmax) {
     const float *X = o->X;
     simd_walk w = {.W = W, .bias = bias, .Y = Y, .run = run};
     w.acc_mode = (epi & LPV_EPI_ACC) != 0, w.gelu = (epi & LPV_EPI_GELU) != 0;
     w.q8 = o->X4 ? (run == lpv__bsr_group_q8_vnni ? LPV_Q8_VNNI : LPV_Q8_AVX2) : LPV_Q8_REF;
-    w.a.X4 = o->X4, w.a.xa = o->xa, w.a.xc = o->xc;
+    w.a.X4 = o->X4, w.a.xa = o->xa, w.a.xc = o->xc, w.a.cmin = cmin, w.a.cmax = cmax;
     w.a.X = X, w.a.X2 = o->X2, w.a.ldx = ldx, w.a.ldy = ldy, w.a.C = W->C, w.a.K = W->cols;
     const int ngran = W->ngran, cg = p->chunk_gran, pvw = p->panel_vec;
     if (p->x_in_l1) {
@@ -576,7 +579,7 @@ static void part_simd(const lpv_bsr *W, const float *bias, const operand *o, int
 /* The int8 reference: int64 sums of q · u over the row's blocks (never overflowing), then the epilogue of
  * bsr.h in the order the kernels use. */
 static void part_ref_q8(const lpv_bsr *W, const float *bias, const operand *o, int ldx, float *Y, int ldy, int T,
-                        int epi, const lpv__bsr_plan *p) {
+                        int epi, const lpv__bsr_plan *p, float *cmin, float *cmax) {
     int R = W->R, C = W->C;
     int t0 = p->v0 * 16, t1 = p->v1 * 16 < T ? p->v1 * 16 : T;
     int r1 = p->g1 * 8 < W->rows ? p->g1 * 8 : W->rows;
@@ -597,6 +600,11 @@ static void part_ref_q8(const lpv_bsr *W, const float *bias, const operand *o, i
         }
         if (epi & LPV_EPI_GELU)
             for (int t = t0; t < t1; t++) y[t] = gelu_ref(y[t]);
+        if (cmin)
+            for (int t = t0; t < t1; t++) {
+                cmin[t] = y[t] < cmin[t] ? y[t] : cmin[t]; /* a NaN never replaces the running value */
+                cmax[t] = y[t] > cmax[t] ? y[t] : cmax[t];
+            }
     }
 }
 
@@ -617,11 +625,14 @@ static void part(const lpv_bsr *W, const float *bias, const operand *o, int ldx,
     if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
     if (o->X4) {
         lpv_q8_kernel k = lpv_q8_kernel_for(isa);
-        if (k == LPV_Q8_REF) part_ref_q8(W, bias, o, ldx, Y, ldy, T, epi, &p);
-        else part_simd(W, bias, o, ldx, Y, ldy, epi, &p, k == LPV_Q8_VNNI ? lpv__bsr_group_q8_vnni : lpv__bsr_group_q8_avx2);
-    } else if (o->X2 && isa >= LPV_ISA_AVX512BF16) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512bf16);
-    else if (o->X && fp32 == LPV_ISA_AVX512) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512);
-    else if (o->X && fp32 == LPV_ISA_AVX2) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2);
+        float *cmin = o->range ? o->range + (int64_t)2 * tid * ldy : NULL, *cmax = cmin ? cmin + ldy : NULL;
+        if (k == LPV_Q8_REF) part_ref_q8(W, bias, o, ldx, Y, ldy, T, epi, &p, cmin, cmax);
+        else part_simd(W, bias, o, ldx, Y, ldy, epi, &p, k == LPV_Q8_VNNI ? lpv__bsr_group_q8_vnni : lpv__bsr_group_q8_avx2,
+                       cmin, cmax);
+    } else if (o->X2 && isa >= LPV_ISA_AVX512BF16)
+        part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512bf16, NULL, NULL);
+    else if (o->X && fp32 == LPV_ISA_AVX512) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512, NULL, NULL);
+    else if (o->X && fp32 == LPV_ISA_AVX2) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2, NULL, NULL);
     else part_ref(W, bias, o->X, o->X2, ldx, Y, ldy, T, epi, &p);
 }
 
@@ -629,12 +640,21 @@ static void part(const lpv_bsr *W, const float *bias, const operand *o, int ldx,
 static void run(const lpv_bsr *W, const float *bias, const operand *o, int ldx, float *Y, int ldy, int T, int epi,
                 lpv_isa isa, int nthreads) {
     LPV_ASSERT(isa <= lpv_isa_best());
-    if (nthreads <= 1 || omp_in_parallel()) {
+    if (nthreads <= 1 || omp_in_parallel()) nthreads = 1;
+    if (o->range) /* each thread's running range starts at [0, 0] (the quantizer's always holds 0) */
+        memset(o->range, 0, sizeof(float) * 2 * (size_t)ldy * (size_t)nthreads);
+    if (nthreads == 1) {
         part(W, bias, o, ldx, Y, ldy, T, epi, isa, 0, 1);
         return;
     }
 #pragma omp parallel num_threads(nthreads)
     part(W, bias, o, ldx, Y, ldy, T, epi, isa, omp_get_thread_num(), omp_get_num_threads());
+    for (int t = 1; t < nthreads && o->range; t++) /* into thread 0's */
+        for (int c = 0; c < ldy; c++) {
+            const float *r = o->range + (int64_t)2 * t * ldy;
+            o->range[c] = r[c] < o->range[c] ? r[c] : o->range[c];
+            o->range[ldy + c] = r[ldy + c] > o->range[ldy + c] ? r[ldy + c] : o->range[ldy + c];
+        }
 }
 
 void lpv_bsr_matmul_q8_isa(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
@@ -642,6 +662,19 @@ void lpv_bsr_matmul_q8_isa(const lpv_bsr *W, const float *bias, const uint32_t *
     LPV_ASSERT(W->packed_q8 && W->packed_q16 && X4 && xa && xc);
     operand o = {.X4 = X4, .xa = xa, .xc = xc};
     run(W, bias, &o, ldx, Y, ldy, T, epi, isa, nthreads);
+}
+
+void lpv_bsr_matmul_q8_range_isa(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa,
+                                 const float *xc, int ldx, float *Y, int ldy, int T, int epi, float *range, lpv_isa isa,
+                                 int nthreads) {
+    LPV_ASSERT(W->packed_q8 && W->packed_q16 && X4 && xa && xc && range && (epi & LPV_EPI_GELU));
+    operand o = {.X4 = X4, .xa = xa, .xc = xc, .range = range};
+    run(W, bias, &o, ldx, Y, ldy, T, epi, isa, nthreads);
+}
+
+void lpv_bsr_matmul_q8_range(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
+                             int ldx, float *Y, int ldy, int T, int epi, float *range) {
+    lpv_bsr_matmul_q8_range_isa(W, bias, X4, xa, xc, ldx, Y, ldy, T, epi, range, lpv_isa_get(), lpv_threads_get());
 }
 
 void lpv_bsr_matmul_q8(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,

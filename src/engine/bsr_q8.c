@@ -137,12 +137,14 @@ lpv_status lpv_bsr_set_int8(lpv_bsr *W, const int8_t *q, const float *scale, lpv
 /* Step 1 for columns [0, n) of X (already offset to the block's first column). Per token, a vector min/max
  * pass (minmax) leaves each column's min in xa and max in xc first. */
 static void column_params(float *xa, float *xc, const float *X, int ld, int K, int n, const lpv_qact *q,
-                          lpv_q8_kernel k) {
+                          lpv_q8_kernel k, const float *lo, const float *hi) {
     if (!q->per_token) {
         for (int t = 0; t < n; t++) xa[t] = q->scale, xc[t] = q->scale * (float)q->zp;
         return;
     }
-    if (k == LPV_Q8_VNNI) lpv__q8_minmax_avx512(xa, xc, X, ld, K, n);
+    if (lo) /* the range is given (the producer recorded it) */
+        for (int t = 0; t < n; t++) xa[t] = lo[t], xc[t] = hi[t];
+    else if (k == LPV_Q8_VNNI) lpv__q8_minmax_avx512(xa, xc, X, ld, K, n);
     else if (k == LPV_Q8_AVX2) lpv__q8_minmax_avx2(xa, xc, X, ld, K, n);
     else {
         for (int t = 0; t < n; t++) xa[t] = 0.0f, xc[t] = 0.0f; /* the range always holds 0 */
@@ -155,9 +157,9 @@ static void column_params(float *xa, float *xc, const float *X, int ld, int K, i
         }
     }
     for (int t = 0; t < n; t++) {
-        float lo = xa[t], hi = xc[t];
-        float s = hi > lo && isfinite(hi - lo) ? (hi - lo) / 255.0f : 1.0f;
-        float zp = nearbyintf(-lo / s);
+        float a = xa[t], b = xc[t]; /* the column's min and max */
+        float s = b > a && isfinite(b - a) ? (b - a) / 255.0f : 1.0f;
+        float zp = nearbyintf(-a / s);
         zp = zp > 255.0f ? 255.0f : zp < 0.0f ? 0.0f : zp;
         xa[t] = s, xc[t] = s * zp;
     }
@@ -187,8 +189,8 @@ static void quantize_ref(uint32_t *X4, const float *xa, const float *xc, const f
 
 /* Each thread takes one contiguous range of columns and streams its part of every row twice (min/max, then
  * quantize): narrow column blocks would touch a new page per row (measured 2x slower at K = 3072). */
-void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
-                           const lpv_qact *q, lpv_isa isa) {
+static void quantize(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T, const lpv_qact *q,
+                     lpv_isa isa, const float *lo, const float *hi) {
     LPV_ASSERT(isa <= lpv_isa_best() && T >= 1 && ld >= T && K >= 1);
     int n = lpv_round16(T) <= ld ? lpv_round16(T) : T, np = (K + 3) / 4, nt = lpv_team_size();
     int bw = lpv_round16((n + nt - 1) / nt), nb = (n + bw - 1) / bw;
@@ -196,7 +198,7 @@ void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, i
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int b = 0; b < nb; b++) {
         int t0 = b * bw, nc = n - t0 < bw ? n - t0 : bw;
-        column_params(xa + t0, xc + t0, X + t0, ld, K, nc, q, k);
+        column_params(xa + t0, xc + t0, X + t0, ld, K, nc, q, k, lo ? lo + t0 : NULL, hi ? hi + t0 : NULL);
         if (k == LPV_Q8_REF) {
             quantize_ref(X4 + t0, xa + t0, xc + t0, X + t0, ld, K, nc);
             continue;
@@ -216,6 +218,17 @@ void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, i
             }
         }
     }
+}
+
+void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
+                           const lpv_qact *q, lpv_isa isa) {
+    quantize(X4, xa, xc, X, ld, K, T, q, isa, NULL, NULL);
+}
+
+void lpv_q8_quantize_x_range(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
+                             const float *lo, const float *hi) {
+    static const lpv_qact per_token = {1, 0.0f, 0};
+    quantize(X4, xa, xc, X, ld, K, T, &per_token, lpv_isa_get(), lo, hi);
 }
 
 void lpv_q8_quantize_x(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T, const lpv_qact *q) {

@@ -82,7 +82,8 @@ lpv_status lpv_workspace_use_int8(lpv_workspace *ws, lpv_err *err) {
     ws->xq = lpv_arena_alloc(&ws->arena, sizeof(uint32_t) * (size_t)((rows + 3) / 4) * (size_t)ws->ld_max);
     ws->xqa = lpv_arena_alloc(&ws->arena, sizeof(float) * (size_t)ws->ld_max);
     ws->xqc = lpv_arena_alloc(&ws->arena, sizeof(float) * (size_t)ws->ld_max);
-    if (!ws->xq || !ws->xqa || !ws->xqc) return lpv_fail(err, LPV_E_OOM, "out of memory for the int8 activations");
+    ws->xqr = lpv_arena_alloc(&ws->arena, sizeof(float) * 2 * (size_t)ws->ld_max * (size_t)ws->scratch_threads);
+    if (!ws->xq || !ws->xqa || !ws->xqc || !ws->xqr) return lpv_fail(err, LPV_E_OOM, "out of memory for the int8 activations");
     return LPV_OK;
 }
 
@@ -135,14 +136,20 @@ static int tap(lpv_workspace *ws, int layer, const float *X, int ld, int ncols) 
     return layer == ws->tap_stop;
 }
 
+static int runs_int8(const lpv_linear *L, const lpv_workspace *ws) { return ws->xq && lpv_linear_has_int8(L); }
+
 /* One block linear: int8 when it has int8 weights and the workspace int8 scratch (the input's quantization
- * timed apart, as LPV_OP_QUANT), else BF16 or FP32. */
+ * timed apart, as LPV_OP_QUANT), else BF16 or FP32. int8 only: range_in, X's per-token range recorded by the
+ * product that wrote it (the quantizer then skips its min/max pass); range_out: record Y's (GELU products). */
 static void run_linear(const lpv_linear *L, const float *X, lpv_workspace *ws, int ld, float *Y, int N, int epi,
-                       op_timer *tm) {
-    if (ws->xq && lpv_linear_has_int8(L)) {
-        lpv_q8_quantize_x(ws->xq, ws->xqa, ws->xqc, X, ld, L->in, N, &L->qx);
+                       op_timer *tm, const float *range_in, float *range_out) {
+    if (runs_int8(L, ws)) {
+        if (range_in) lpv_q8_quantize_x_range(ws->xq, ws->xqa, ws->xqc, X, ld, L->in, N, range_in, range_in + ld);
+        else lpv_q8_quantize_x(ws->xq, ws->xqa, ws->xqc, X, ld, L->in, N, &L->qx);
         op_stop(tm, LPV_OP_QUANT, 0);
-        lpv_bsr_matmul_q8(L->bsr ? L->bsr : L->blocked, L->b, ws->xq, ws->xqa, ws->xqc, ld, Y, ld, N, epi);
+        const lpv_bsr *W = L->bsr ? L->bsr : L->blocked;
+        if (range_out) lpv_bsr_matmul_q8_range(W, L->b, ws->xq, ws->xqa, ws->xqc, ld, Y, ld, N, epi, range_out);
+        else lpv_bsr_matmul_q8(W, L->b, ws->xq, ws->xqa, ws->xqc, ld, Y, ld, N, epi);
     } else {
         lpv_linear_forward_pick(L, X, ws->xbf, ld, Y, ld, N, epi);
     }
@@ -154,20 +161,22 @@ static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspa
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0, ws->xn, ld, N)) return;
-    run_linear(&blk->qkv, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS, tm);
+    run_linear(&blk->qkv, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS, tm, NULL, NULL);
     op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
     lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
     if (tap(ws, L0 + 1, ws->xn, ld, N)) return;
-    run_linear(&blk->proj, ws->xn, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm);
+    run_linear(&blk->proj, ws->xn, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm, NULL, NULL);
     op_stop(tm, LPV_OP_PROJ, linear_flop(&blk->proj, N));
     lpv_layernorm_fm(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0 + 2, ws->xn, ld, N)) return;
-    run_linear(&blk->fc1, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS | LPV_EPI_GELU, tm);
+    /* both int8, fc2 quantized per token: fc1's epilogue records the range fc2's quantizer needs */
+    int fused = runs_int8(&blk->fc1, ws) && runs_int8(&blk->fc2, ws) && blk->fc2.qx.per_token && !ws->q8_unfused;
+    run_linear(&blk->fc1, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS | LPV_EPI_GELU, tm, NULL, fused ? ws->xqr : NULL);
     op_stop(tm, LPV_OP_FC1, linear_flop(&blk->fc1, N));
     if (tap(ws, L0 + 3, ws->big, ld, N)) return;
-    run_linear(&blk->fc2, ws->big, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm);
+    run_linear(&blk->fc2, ws->big, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm, fused ? ws->xqr : NULL, NULL);
     op_stop(tm, LPV_OP_FC2, linear_flop(&blk->fc2, N));
 }
 

@@ -328,6 +328,57 @@ static void test_fake_quant(void) {
     }
 }
 
+/* A GELU product that records its output's range: the range is each column's min / max with 0, exactly, and the
+ * quantizer given it writes the bytes it would have found by itself. */
+static void range_case(int rows, int cols, int T, double d) {
+    lpv_bsr b;
+    int8_t *Wq = malloc((size_t)rows * cols);
+    float *s = malloc(sizeof(float) * rows), *bias = malloc(sizeof(float) * rows);
+    for (int r = 0; r < rows; r++) s[r] = (float)(2e-3 * (0.5 + rng_unif())), bias[r] = (float)(rng_unif() - 0.5);
+    make_w(&b, Wq, rows, cols, 32, 32, d, s);
+    int ld = lpv_round16(T), nq = (cols + 3) / 4, nrq = (rows + 3) / 4;
+    uint32_t *X4 = malloc(sizeof(uint32_t) * (size_t)nq * ld), *A = malloc(sizeof(uint32_t) * (size_t)nrq * ld),
+             *B = malloc(sizeof(uint32_t) * (size_t)nrq * ld);
+    for (int64_t i = 0; i < (int64_t)nq * ld; i++) X4[i] = (uint32_t)rng_u64();
+    float *xa = malloc(sizeof(float) * ld), *xc = malloc(sizeof(float) * ld), *Y = malloc(sizeof(float) * rows * ld);
+    float *range = malloc(sizeof(float) * 2 * ld * 2), *ya = malloc(sizeof(float) * ld), *yc = malloc(sizeof(float) * ld),
+          *yb = malloc(sizeof(float) * ld), *yd = malloc(sizeof(float) * ld);
+    for (int t = 0; t < ld; t++) xa[t] = (float)(0.01 * (0.5 + rng_unif())), xc[t] = xa[t] * (float)(rng_u64() % 256);
+    for (int ii = 0; ii < n_isas; ii++)
+        for (int nt = 1; nt <= 2; nt++) {
+            lpv_bsr_matmul_q8_range_isa(&b, bias, X4, xa, xc, ld, Y, ld, T, LPV_EPI_BIAS | LPV_EPI_GELU, range, isas[ii], nt);
+            int bad = 0;
+            for (int t = 0; t < T; t++) {
+                float lo = 0, hi = 0;
+                for (int r = 0; r < rows; r++) {
+                    float v = Y[(int64_t)r * ld + t];
+                    lo = v < lo ? v : lo, hi = v > hi ? v : hi;
+                }
+                bad += range[t] != lo || range[ld + t] != hi;
+            }
+            CHECKF(bad == 0, "range %s nt=%d (%dx%d T=%d): %d columns differ", lpv_isa_name(isas[ii]), nt, rows, cols, T, bad);
+            lpv_qact pt = {1, 0, 0};
+            lpv_q8_quantize_x_isa(A, ya, yc, Y, ld, rows, T, &pt, lpv_isa_get());
+            lpv_q8_quantize_x_range(B, yb, yd, Y, ld, rows, T, range, range + ld);
+            for (int p = 0; p < nrq; p++)
+                for (int t = 0; t < T; t++) bad += A[(int64_t)p * ld + t] != B[(int64_t)p * ld + t];
+            for (int t = 0; t < T; t++) bad += ya[t] != yb[t] || yc[t] != yd[t];
+            CHECKF(bad == 0, "quantizing with the recorded range (%s nt=%d): %d words differ", lpv_isa_name(isas[ii]), nt, bad);
+        }
+    lpv_bsr_free(&b);
+    free(Wq), free(s), free(bias), free(X4), free(A), free(B), free(xa), free(xc), free(Y), free(range), free(ya), free(yc),
+        free(yb), free(yd);
+}
+
+static void test_range(void) {
+    range_case(96, 192, 197, 1.0);
+    range_case(100, 256, 37, 0.5); /* partial row group, a partial last vector */
+    lpv__bsr_tuning saved = lpv__bsr_tune;
+    lpv__bsr_tune.l2_bytes = 8 << 10, lpv__bsr_tune.kept_cols = 64, lpv__bsr_tune.l1_w_bytes = 0;
+    range_case(64, 768, 200, 0.6); /* K chunks: only the last one applies GELU and records */
+    lpv__bsr_tune = saved;
+}
+
 int main(void) {
     isas[n_isas++] = LPV_ISA_REF;
     if (lpv_isa_best() >= LPV_ISA_AVX2) isas[n_isas++] = LPV_ISA_AVX2;
@@ -340,5 +391,6 @@ int main(void) {
     test_quantizer();
     test_weights();
     test_fake_quant();
+    test_range();
     return test_finish("test_q8");
 }

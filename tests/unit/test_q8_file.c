@@ -25,15 +25,19 @@ static lpv_config tiny_cfg(void) {
     return c;
 }
 
-static void logits(const lpv_model *m, float *out) {
+/* unfused: fc2's quantizer finds its input's range itself instead of taking fc1's record of it */
+static void logits_as(const lpv_model *m, float *out, int unfused) {
     lpv_err err;
     float x[2 * 3 * 32 * 32];
     for (int i = 0; i < 2 * 3 * 32 * 32; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
     lpv_workspace ws;
     CHECK_OK(lpv_workspace_init_for(&ws, m, 2, &err), &err);
+    ws.q8_unfused = unfused;
     CHECK_OK(lpv_forward(m, &ws, x, 2, out, &err), &err);
     lpv_workspace_free(&ws);
 }
+
+static void logits(const lpv_model *m, float *out) { logits_as(m, out, 0); }
 
 static lpv_model *load(const char *path) {
     lpv_model *m = NULL;
@@ -98,6 +102,9 @@ static void roundtrip(const char *path, int pruned, int per_tensor) {
     float l1[20], l2[20];
     logits(m, l1), logits(m2, l2);
     CHECKF(memcmp(l1, l2, sizeof l1) == 0, "reloaded int8 model (pruned %d, per_tensor %d) gives other logits", pruned,
+           per_tensor);
+    logits_as(m, l2, 1);
+    CHECKF(memcmp(l1, l2, sizeof l1) == 0, "fc1's recorded range changes the logits (pruned %d, per_tensor %d)", pruned,
            per_tensor);
     /* the dense-masked export is the dequantized model in FP32: an FP32 run of the original's dequantized weights */
     char dm[300];

@@ -70,6 +70,8 @@ typedef struct {
     const float *b8;   /* (8) bias per row: zeros when none or not the first chunk */
     int v0, v1, tail;
     int gelu;          /* GELU on the group's rows afterwards (the last chunk of a GELU product) */
+    float *cmin, *cmax;/* GELU products that record their output's range: this thread's running min / max per
+                        * token column (from column 0), updated with the GELU values; else NULL */
 } lpv__bsr_group;
 
 typedef void (*lpv__bsr_group_fn)(const lpv__bsr_group *g);

@@ -792,21 +792,18 @@ lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err) {
     return LPV_OK;
 }
 
-int lpv_model_has_int8(const lpv_model *m) {
+/* 1 when some linear layer of m satisfies has (its int8 weights, its BF16 pack). */
+static int any_linear(const lpv_model *m, int (*has)(const lpv_linear *)) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers((lpv_model *)m, refs, (int)(sizeof refs / sizeof *refs));
     for (int i = 0; i < n; i++)
-        if (lpv_linear_has_int8(refs[i].lin)) return 1;
+        if (has(refs[i].lin)) return 1;
     return 0;
 }
 
-int lpv_model_has_bf16(const lpv_model *m) {
-    lpv_layer_ref refs[LPV_MAX_LAYERS];
-    int n = lpv_model_layers((lpv_model *)m, refs, (int)(sizeof refs / sizeof *refs));
-    for (int i = 0; i < n; i++)
-        if (lpv_linear_has_bf16(refs[i].lin)) return 1;
-    return 0;
-}
+int lpv_model_has_int8(const lpv_model *m) { return any_linear(m, lpv_linear_has_int8); }
+
+int lpv_model_has_bf16(const lpv_model *m) { return any_linear(m, lpv_linear_has_bf16); }
 
 lpv_status lpv_model_pack_dense(lpv_model *m, int R, int C, lpv_err *err) {
     if (lpv_isa_get() == LPV_ISA_REF) return LPV_OK; /* the reference kernel is no faster than BLAS */

@@ -12,6 +12,11 @@
 
 /* y[:, t] = (x[:, t] - mean_t) / sqrt(var_t + eps) * w + b for t < T; x, y (D, ld); y may equal x. */
 void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps);
+/* The same, also recording each column's range for the int8 quantizer (lpv_q8_quantize_x_range, bsr.h):
+ * lo[t] = min(0, min_d y[d][t]), hi[t] = max(0, max_d y[d][t]) (NaN ignored) for t < T, 0 for the padding
+ * columns [T, round16(T)) when ld holds them. */
+void lpv_layernorm_fm_range(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps,
+                            float *lo, float *hi);
 void lpv_layernorm_fm_ref(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps);
 /* Column t's mean and 1 / sqrt(var + eps) over the D features, in double (the references' shared part). */
 void lpv_layernorm_moments_ref(const float *x, int D, int ld, int t, float eps, double *mean, double *rstd);

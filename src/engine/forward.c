@@ -155,28 +155,38 @@ static void run_linear(const lpv_linear *L, const float *X, lpv_workspace *ws, i
     }
 }
 
+/* 1 when L runs in int8 with per-token inputs whose range the op producing them may record (ws->xqr). */
+static int takes_range(const lpv_linear *L, const lpv_workspace *ws) {
+    return runs_int8(L, ws) && L->qx.per_token && !ws->q8_unfused;
+}
+
 static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspace *ws, int B, int ld, int l,
                           op_timer *tm) {
     int D = c->dim, N = B * c->n_tokens, L0 = lpv_block_layer0(l);
-    lpv_layernorm_fm(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps);
+    /* int8 layers with per-token inputs: the op writing each input records its per-token range on the way
+     * (LayerNorm for qkv and fc1, fc1's GELU epilogue for fc2), so the quantizer reads the input once */
+    float *lo = ws->xqr, *hi = ws->xqr ? ws->xqr + ld : NULL;
+    int r_qkv = takes_range(&blk->qkv, ws), r_fc1 = takes_range(&blk->fc1, ws);
+    int r_fc2 = takes_range(&blk->fc2, ws) && runs_int8(&blk->fc1, ws);
+    lpv_layernorm_fm_range(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps, r_qkv ? lo : NULL, hi);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0, ws->xn, ld, N)) return;
-    run_linear(&blk->qkv, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS, tm, NULL, NULL);
+    run_linear(&blk->qkv, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS, tm, r_qkv ? lo : NULL, NULL);
     op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
     lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
     if (tap(ws, L0 + 1, ws->xn, ld, N)) return;
     run_linear(&blk->proj, ws->xn, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm, NULL, NULL);
     op_stop(tm, LPV_OP_PROJ, linear_flop(&blk->proj, N));
-    lpv_layernorm_fm(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps);
+    lpv_layernorm_fm_range(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps, r_fc1 ? lo : NULL, hi);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0 + 2, ws->xn, ld, N)) return;
-    /* both int8, fc2 quantized per token: fc1's epilogue records the range fc2's quantizer needs */
-    int fused = runs_int8(&blk->fc1, ws) && runs_int8(&blk->fc2, ws) && blk->fc2.qx.per_token && !ws->q8_unfused;
-    run_linear(&blk->fc1, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS | LPV_EPI_GELU, tm, NULL, fused ? ws->xqr : NULL);
+    /* fc1's quantizer reads the range before fc1's product overwrites the buffer with its own output's */
+    run_linear(&blk->fc1, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS | LPV_EPI_GELU, tm, r_fc1 ? lo : NULL,
+               r_fc2 ? ws->xqr : NULL);
     op_stop(tm, LPV_OP_FC1, linear_flop(&blk->fc1, N));
     if (tap(ws, L0 + 3, ws->big, ld, N)) return;
-    run_linear(&blk->fc2, ws->big, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm, fused ? ws->xqr : NULL, NULL);
+    run_linear(&blk->fc2, ws->big, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm, r_fc2 ? lo : NULL, NULL);
     op_stop(tm, LPV_OP_FC2, linear_flop(&blk->fc2, N));
 }
 

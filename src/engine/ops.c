@@ -18,15 +18,16 @@
 #include <string.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit/layout.h"
 #include "engine/kernels/ops_internal.h"
 
 /* ---- LayerNorm ---- */
 
 #define LN_BAND LPV_LN_BAND /* columns normalized together */
 
-/* Columns [t0, t0 + n) of one band; mean_out / rstd_out (indexed by column) may be NULL. */
+/* Columns [t0, t0 + n) of one band; mean_out / rstd_out, lo / hi (indexed by column) may be NULL. */
 static void layernorm_band(float *y, float *mean_out, float *rstd_out, const float *x, const float *w, const float *b,
-                           int D, int t0, int n, int ld, float eps) {
+                           int D, int t0, int n, int ld, float eps, float *lo, float *hi) {
     float mean[LN_BAND], rstd[LN_BAND];
     for (int j = 0; j < n; j++) mean[j] = 0.0f, rstd[j] = 0.0f;
     for (int d = 0; d < D; d++) {
@@ -50,18 +51,33 @@ static void layernorm_band(float *y, float *mean_out, float *rstd_out, const flo
         for (int j = 0; j < n; j++) yr[j] = (xr[j] - mean[j]) * rstd[j] * wd + bd;
     }
     for (int j = 0; mean_out && j < n; j++) mean_out[t0 + j] = mean[j], rstd_out[t0 + j] = rstd[j];
+    if (!lo) return;
+    for (int j = 0; j < n; j++) lo[t0 + j] = 0.0f, hi[t0 + j] = 0.0f;
+    for (int d = 0; d < D; d++) {
+        const float *yr = y + (int64_t)d * ld + t0;
+        for (int j = 0; j < n; j++) {
+            lo[t0 + j] = yr[j] < lo[t0 + j] ? yr[j] : lo[t0 + j]; /* a NaN never replaces the running value */
+            hi[t0 + j] = yr[j] > hi[t0 + j] ? yr[j] : hi[t0 + j];
+        }
+    }
 }
 
-void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps) {
+void lpv_layernorm_fm_range(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps,
+                            float *lo, float *hi) {
     int nbands = (T + LN_BAND - 1) / LN_BAND;
 #pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int i = 0; i < nbands; i++) {
         int t0 = i * LN_BAND, n = T - t0 < LN_BAND ? T - t0 : LN_BAND;
         lpv_isa isa = lpv_isa_fp32(lpv_isa_get());
-        if (isa == LPV_ISA_AVX512) lpv__layernorm_band_avx512(y, x, w, b, D, t0, n, ld, eps);
-        else if (isa == LPV_ISA_AVX2) lpv__layernorm_band_avx2(y, x, w, b, D, t0, n, ld, eps);
-        else layernorm_band(y, NULL, NULL, x, w, b, D, t0, n, ld, eps);
+        if (isa == LPV_ISA_AVX512) lpv__layernorm_band_avx512(y, x, w, b, D, t0, n, ld, eps, lo, hi);
+        else if (isa == LPV_ISA_AVX2) lpv__layernorm_band_avx2(y, x, w, b, D, t0, n, ld, eps, lo, hi);
+        else layernorm_band(y, NULL, NULL, x, w, b, D, t0, n, ld, eps, lo, hi);
     }
+    for (int t = T; lo && t < lpv_round16(T) && t < ld; t++) lo[t] = 0.0f, hi[t] = 0.0f; /* padding: a defined range */
+}
+
+void lpv_layernorm_fm(float *y, const float *x, const float *w, const float *b, int D, int T, int ld, float eps) {
+    lpv_layernorm_fm_range(y, x, w, b, D, T, ld, eps, NULL, NULL);
 }
 
 void lpv_layernorm_forward_fm(float *y, float *mean, float *rstd, const float *x, const float *w, const float *b,
@@ -70,7 +86,7 @@ void lpv_layernorm_forward_fm(float *y, float *mean, float *rstd, const float *x
 #pragma omp parallel for num_threads(lpv_team_size()) schedule(static)
     for (int i = 0; i < nbands; i++) {
         int t0 = i * LN_BAND, n = T - t0 < LN_BAND ? T - t0 : LN_BAND;
-        layernorm_band(y, mean, rstd, x, w, b, D, t0, n, ld, eps);
+        layernorm_band(y, mean, rstd, x, w, b, D, t0, n, ld, eps, NULL, NULL);
     }
 }
 

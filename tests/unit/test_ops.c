@@ -38,6 +38,23 @@ static void test_layernorm(lpv_rng *r) {
                 memcpy(xc, x, sizeof(float) * (size_t)D * ld);
                 lpv_layernorm_fm(xc, xc, w, bb, D, T, ld, 1e-6f);
                 CHECK(memcmp(xc, y, sizeof(float) * (size_t)T) == 0);
+                /* with the output's range recorded (the int8 quantizer's input): the same y, and per column
+                 * exactly min(0, min y) and max(0, max y); padding columns 0 */
+                float *lo = malloc(sizeof(float) * ld), *hi = malloc(sizeof(float) * ld);
+                for (int t = 0; t < ld; t++) lo[t] = hi[t] = NAN;
+                lpv_layernorm_fm_range(xc, x, w, bb, D, T, ld, 1e-6f, lo, hi);
+                CHECK(memcmp(xc, y, sizeof(float) * (size_t)T) == 0);
+                int bad = 0;
+                for (int t = 0; t < ld; t++) {
+                    float mn = 0, z = 0;
+                    for (int d = 0; d < D && t < T; d++) {
+                        float v = y[(int64_t)d * ld + t];
+                        mn = v < mn ? v : mn, z = v > z ? v : z;
+                    }
+                    bad += lo[t] != mn || hi[t] != z;
+                }
+                CHECKF(bad == 0, "layernorm range isa %d D %d T %d: %d columns wrong", isa, D, T, bad);
+                free(lo), free(hi);
                 free(xc);
             }
             lpv_isa_set(lpv_isa_best(), NULL);

@@ -12,10 +12,11 @@
 
 void lpv__softmax_rows_avx512(float *x, int n, int len, int ld);
 void lpv__softmax_rows_avx2(float *x, int n, int len, int ld);
+/* lo, hi (indexed by column, or NULL): each column's min(0, min y) and max(0, max y), for the int8 quantizer. */
 void lpv__layernorm_band_avx512(float *y, const float *x, const float *w, const float *b, int D, int t0, int n,
-                                int ld, float eps);
+                                int ld, float eps, float *lo, float *hi);
 void lpv__layernorm_band_avx2(float *y, const float *x, const float *w, const float *b, int D, int t0, int n, int ld,
-                              float eps);
+                              float eps, float *lo, float *hi);
 
 /* Fused attention for one (image b, head h), hd % 8 == 0; scratch of lpv__attention_scratch_avx512(T, hd).
    (nb, nh): the unit the caller runs next, prefetched meanwhile; nb < 0 for none. */

@@ -88,7 +88,7 @@ LPV_TARGET_AVX2 void lpv__softmax_rows_avx2(float *x, int n, int len, int ld) {
  */
 
 LPV_TARGET_AVX512 static void layernorm_strip16(float *y, const float *x, const float *w, const float *b, int D, int ld,
-                                                __mmask16 m, float eps) {
+                                                __mmask16 m, float eps, float *lo, float *hi) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int d = 0;
     for (; d + 4 <= D; d += 4) {
@@ -119,6 +119,17 @@ LPV_TARGET_AVX512 static void layernorm_strip16(float *y, const float *x, const 
     __m512 var = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
     /* rstd, with a real division and sqrt, not rsqrt14 */
     __m512 rstd = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(_mm512_fmadd_ps(var, invD, _mm512_set1_ps(eps))));
+    if (lo) { /* the output's range too (min_ps / max_ps keep the running value against a NaN) */
+        __m512 mn = _mm512_setzero_ps(), mx = mn;
+        for (d = 0; d < D; d++) {
+            __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + (long)d * ld), mean), rstd);
+            __m512 v = _mm512_fmadd_ps(c, _mm512_set1_ps(w[d]), _mm512_set1_ps(b[d]));
+            _mm512_mask_storeu_ps(y + (long)d * ld, m, v);
+            mn = _mm512_min_ps(v, mn), mx = _mm512_max_ps(v, mx);
+        }
+        _mm512_mask_storeu_ps(lo, m, mn), _mm512_mask_storeu_ps(hi, m, mx);
+        return;
+    }
     for (d = 0; d < D; d++) {
         __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + (long)d * ld), mean), rstd);
         _mm512_mask_storeu_ps(y + (long)d * ld, m, _mm512_fmadd_ps(c, _mm512_set1_ps(w[d]), _mm512_set1_ps(b[d])));
@@ -126,17 +137,17 @@ LPV_TARGET_AVX512 static void layernorm_strip16(float *y, const float *x, const 
 }
 
 LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, const float *w, const float *b, int D,
-                                                  int t0, int n, int ld, float eps) {
+                                                  int t0, int n, int ld, float eps, float *lo, float *hi) {
     for (int j = 0; j < n; j += 16) {
         int c = n - j;
         __mmask16 m = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);
-        layernorm_strip16(y + t0 + j, x + t0 + j, w, b, D, ld, m, eps);
+        layernorm_strip16(y + t0 + j, x + t0 + j, w, b, D, ld, m, eps, lo ? lo + t0 + j : NULL, hi ? hi + t0 + j : NULL);
     }
 }
 
 /* The same three passes on 8-column strips (AVX2), the last strip masked. */
 LPV_TARGET_AVX2 static void layernorm_strip8(float *y, const float *x, const float *w, const float *b, int D, int ld,
-                                             int n, float eps) {
+                                             int n, float eps, float *lo, float *hi) {
     const __m256i m = lpv__lane_mask8(n);
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int d = 0;
@@ -166,15 +177,21 @@ LPV_TARGET_AVX2 static void layernorm_strip8(float *y, const float *x, const flo
     }
     __m256 var = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
     __m256 rstd = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(_mm256_fmadd_ps(var, invD, _mm256_set1_ps(eps))));
+    __m256 mn = _mm256_setzero_ps(), mx = mn;
     for (d = 0; d < D; d++) {
         __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + (long)d * ld, m), mean), rstd);
-        _mm256_maskstore_ps(y + (long)d * ld, m, _mm256_fmadd_ps(c, _mm256_set1_ps(w[d]), _mm256_set1_ps(b[d])));
+        __m256 v = _mm256_fmadd_ps(c, _mm256_set1_ps(w[d]), _mm256_set1_ps(b[d]));
+        _mm256_maskstore_ps(y + (long)d * ld, m, v);
+        if (lo) mn = _mm256_min_ps(v, mn), mx = _mm256_max_ps(v, mx); /* the running value wins against a NaN */
     }
+    if (lo) _mm256_maskstore_ps(lo, m, mn), _mm256_maskstore_ps(hi, m, mx);
 }
 
 LPV_TARGET_AVX2 void lpv__layernorm_band_avx2(float *y, const float *x, const float *w, const float *b, int D, int t0,
-                                              int n, int ld, float eps) {
-    for (int j = 0; j < n; j += 8) layernorm_strip8(y + t0 + j, x + t0 + j, w, b, D, ld, n - j < 8 ? n - j : 8, eps);
+                                              int n, int ld, float eps, float *lo, float *hi) {
+    for (int j = 0; j < n; j += 8)
+        layernorm_strip8(y + t0 + j, x + t0 + j, w, b, D, ld, n - j < 8 ? n - j : 8, eps, lo ? lo + t0 + j : NULL,
+                         hi ? hi + t0 + j : NULL);
 }
 
 /* ---- fused attention, one (image, head) ----

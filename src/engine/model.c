@@ -655,7 +655,8 @@ lpv_status lpv_model_load(lpv_model **out, const char *path, const lpv_model_opt
     if ((st = build_plan(m, s.hf_teacher, &p, err)) != LPV_OK) goto fail;
     if ((st = execute_plan(m, &f, st_path, &p, opts && opts->allow_extra, err)) != LPV_OK) goto fail;
     const lpv_st_tensor *t0 = lpv_st_find(&f, p.items[0].name);
-    snprintf(m->src_dtype, sizeof m->src_dtype, "%s", lpv_dtype_name(t0->dtype));
+    /* an int8 file: its block linears are I8 whatever the first tensor is */
+    snprintf(m->src_dtype, sizeof m->src_dtype, "%s", lpv_model_has_int8(m) ? "F32+I8" : lpv_dtype_name(t0->dtype));
     const char *meta = lpv_st_meta(&f, "lpvit");
     if (meta) m->lpvit_meta = lpv_arena_strdup(&m->arena, meta);
     infer_arch_name(m, &f, &jc);

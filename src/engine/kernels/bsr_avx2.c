@@ -93,18 +93,6 @@ TILE_FN(5)
 TILE_FN(6)
 static const lpv__tile_fn tiles[7] = {NULL, tile1, tile2, tile3, tile4, tile5, tile6};
 
-static T256 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
-    for (int i = 0; i < nrows; i++) {
-        float *y = Y + i * ldy;
-        int c = 0;
-        for (; c + 8 <= ncols; c += 8) _mm256_storeu_ps(y + c, lpv__gelu8(_mm256_loadu_ps(y + c)));
-        if (c < ncols) {
-            __m256i m = lpv__lane_mask8(ncols - c);
-            _mm256_maskstore_ps(y + c, m, lpv__gelu8(_mm256_maskload_ps(y + c, m)));
-        }
-    }
-}
-
 /* The group over its panel: 48-token positions, each run as four row pairs (rows 2p, 2p + 1). */
 T256 void lpv__bsr_group_avx2(const lpv__bsr_group *g) {
     lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8};
@@ -120,7 +108,7 @@ T256 void lpv__bsr_group_avx2(const lpv__bsr_group *g) {
             tiles[nv](&a);
         }
     }
-    if (g->gelu) gelu_rows(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);
+    if (g->gelu) lpv__gelu_rows8(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, NULL, NULL);
 }
 
 T256 void lpv__vgelu_avx2(float *x, int64_t n) {

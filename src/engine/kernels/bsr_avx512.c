@@ -132,19 +132,6 @@ __attribute__((noinline)) static T512BF void tile2_bf16(const lpv__tile *a) { ti
 __attribute__((noinline)) static T512BF void tile1_bf16(const lpv__tile *a) { tile_bf16(a, 1, 0, 0xffff); }
 __attribute__((noinline)) static T512BF void tile1m_bf16(const lpv__tile *a) { tile_bf16(a, 1, 1, (__mmask16)a->mask); }
 
-/* GELU in place on nrows × ncols of Y (row stride ldy). */
-static T512 void gelu_rows(float *Y, int64_t ldy, int nrows, int ncols) {
-    for (int i = 0; i < nrows; i++) {
-        float *y = Y + i * ldy;
-        int c = 0;
-        for (; c + 16 <= ncols; c += 16) _mm512_storeu_ps(y + c, lpv__gelu16(_mm512_loadu_ps(y + c)));
-        if (c < ncols) {
-            __mmask16 m = (__mmask16)((1u << (ncols - c)) - 1);
-            _mm512_mask_storeu_ps(y + c, m, lpv__gelu16(_mm512_maskz_loadu_ps(m, y + c)));
-        }
-    }
-}
-
 /* One group over the panel's full vectors, the partial one, then GELU: the same for both precisions. */
 LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *wp, lpv__tile_fn t3, lpv__tile_fn t2,
                             lpv__tile_fn t1, lpv__tile_fn t1m) {
@@ -155,7 +142,7 @@ LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *
         a.mask = (1u << g->tail) - 1;
         t1m(&a);
     }
-    if (g->gelu) gelu_rows(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail);
+    if (g->gelu) lpv__gelu_rows16(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, NULL, NULL);
 }
 
 T512 void lpv__bsr_group_avx512(const lpv__bsr_group *g) { group(g, g->X, g->wp, tile3, tile2, tile1, tile1m); }

@@ -105,23 +105,6 @@ VNNI_FN(vnni2, 2, 0)
 VNNI_FN(vnni1, 1, 0)
 VNNI_FN(vnni1m, 1, 1)
 
-/* GELU in place on nrows x ncols of Y; with cmin / cmax (at Y's first column), also each column's running min
- * and max of the results (min_ps / max_ps keep the running value when the new one is NaN, as the quantizer's
- * own min/max pass does). */
-static TVNNI void gelu_rows512(float *Y, int64_t ldy, int nrows, int ncols, float *cmin, float *cmax) {
-    for (int c = 0; c < ncols; c += 16) {
-        __mmask16 m = ncols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (ncols - c)) - 1);
-        __m512 lo = cmin ? _mm512_maskz_loadu_ps(m, cmin + c) : _mm512_setzero_ps(), hi = cmax ? _mm512_maskz_loadu_ps(m, cmax + c) : lo;
-        for (int i = 0; i < nrows; i++) {
-            float *y = Y + i * ldy + c;
-            __m512 v = lpv__gelu16(_mm512_maskz_loadu_ps(m, y));
-            _mm512_mask_storeu_ps(y, m, v);
-            lo = _mm512_min_ps(v, lo), hi = _mm512_max_ps(v, hi);
-        }
-        if (cmin) _mm512_mask_storeu_ps(cmin + c, m, lo), _mm512_mask_storeu_ps(cmax + c, m, hi);
-    }
-}
-
 TVNNI void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g) {
     q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, g->wq, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0}, g, 0};
     lpv__run_tiles(&q.t, g->X4, 0, g->Y, g->v0, g->v1, 16, vnni3, vnni2, vnni1);
@@ -131,7 +114,7 @@ TVNNI void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g) {
         vnni1m(&q.t);
     }
     if (g->gelu)
-        gelu_rows512(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, g->cmin ? g->cmin + 16 * g->v0 : NULL,
+        lpv__gelu_rows16(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, g->cmin ? g->cmin + 16 * g->v0 : NULL,
                      g->cmax ? g->cmax + 16 * g->v0 : NULL);
 }
 
@@ -270,22 +253,6 @@ AVX2_FN(5)
 AVX2_FN(6)
 static const lpv__tile_fn q8avx2[7] = {NULL, q8avx2_1, q8avx2_2, q8avx2_3, q8avx2_4, q8avx2_5, q8avx2_6};
 
-/* As gelu_rows512. */
-static T256 void gelu_rows256(float *Y, int64_t ldy, int nrows, int ncols, float *cmin, float *cmax) {
-    for (int c = 0; c < ncols; c += 8) {
-        int full = ncols - c >= 8;
-        __m256i m = lpv__lane_mask8(full ? 8 : ncols - c);
-        __m256 lo = cmin ? _mm256_maskload_ps(cmin + c, m) : _mm256_setzero_ps(), hi = cmax ? _mm256_maskload_ps(cmax + c, m) : lo;
-        for (int i = 0; i < nrows; i++) {
-            float *y = Y + i * ldy + c;
-            __m256 v = lpv__gelu8(_mm256_maskload_ps(y, m));
-            _mm256_maskstore_ps(y, m, v);
-            lo = _mm256_min_ps(v, lo), hi = _mm256_max_ps(v, hi);
-        }
-        if (cmin) _mm256_maskstore_ps(cmin + c, m, lo), _mm256_maskstore_ps(cmax + c, m, hi);
-    }
-}
-
 /* The group over its widened panel (bsr.c's x_in_l1 walk): 48-token positions, each as four row pairs (weights
  * 2p, 2p + 1 of each [8][2] line). */
 T256 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g) {
@@ -304,7 +271,7 @@ T256 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g) {
         }
     }
     if (g->gelu)
-        gelu_rows256(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, g->cmin ? g->cmin + 16 * g->v0 : NULL,
+        lpv__gelu_rows8(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, g->cmin ? g->cmin + 16 * g->v0 : NULL,
                      g->cmax ? g->cmax + 16 * g->v0 : NULL);
 }
 

@@ -399,4 +399,41 @@ LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__gelu16(__m512 x) {
     return _mm512_mask_sub_ps(xq, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ), x, xq);
 }
 
+/* GELU in place on nrows x ncols of Y (row stride ldy), the BSR kernels' epilogue (FP32 and int8). With cmin
+ * and cmax (at Y's first column; else NULL) also each column's running min and max of the results, for the
+ * int8 quantizer of the next layer: min_ps / max_ps keep the running value (second operand) against a NaN. */
+LPV_VINLINE LPV_TARGET_AVX512 void lpv__gelu_rows16(float *Y, int64_t ldy, int nrows, int ncols, float *cmin,
+                                                    float *cmax) {
+    for (int c = 0; c < ncols; c += 16) {
+        __mmask16 m = ncols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (ncols - c)) - 1);
+        __m512 lo = cmin ? _mm512_maskz_loadu_ps(m, cmin + c) : _mm512_setzero_ps();
+        __m512 hi = cmax ? _mm512_maskz_loadu_ps(m, cmax + c) : lo;
+        for (int i = 0; i < nrows; i++) {
+            float *y = Y + i * ldy + c;
+            __m512 v = lpv__gelu16(_mm512_maskz_loadu_ps(m, y));
+            _mm512_mask_storeu_ps(y, m, v);
+            lo = _mm512_min_ps(v, lo), hi = _mm512_max_ps(v, hi);
+        }
+        if (cmin) _mm512_mask_storeu_ps(cmin + c, m, lo), _mm512_mask_storeu_ps(cmax + c, m, hi);
+    }
+}
+
+/* The same with AVX2 (8 columns a vector). */
+LPV_VINLINE LPV_TARGET_AVX2 void lpv__gelu_rows8(float *Y, int64_t ldy, int nrows, int ncols, float *cmin, float *cmax) {
+    for (int c = 0; c < ncols; c += 8) {
+        const int full = ncols - c >= 8; /* whole vectors without the masked moves */
+        __m256i m = lpv__lane_mask8(full ? 8 : ncols - c);
+        __m256 lo = cmin ? _mm256_maskload_ps(cmin + c, m) : _mm256_setzero_ps();
+        __m256 hi = cmax ? _mm256_maskload_ps(cmax + c, m) : lo;
+        for (int i = 0; i < nrows; i++) {
+            float *y = Y + i * ldy + c;
+            __m256 v = lpv__gelu8(full ? _mm256_loadu_ps(y) : _mm256_maskload_ps(y, m));
+            if (full) _mm256_storeu_ps(y, v);
+            else _mm256_maskstore_ps(y, m, v);
+            lo = _mm256_min_ps(v, lo), hi = _mm256_max_ps(v, hi);
+        }
+        if (cmin) _mm256_maskstore_ps(cmin + c, m, lo), _mm256_maskstore_ps(cmax + c, m, hi);
+    }
+}
+
 #endif

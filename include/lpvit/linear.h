@@ -48,7 +48,9 @@ void lpv_linear_forward_pick(const lpv_linear *L, const float *X, uint32_t *X2, 
  * the readable columns), then the layer's int8 weights run. Only for a layer with lpv_linear_has_int8. */
 void lpv_linear_forward_q8(const lpv_linear *L, const float *X, int ldx, uint32_t *X4, float *xa, float *xc, float *Y,
                            int ldy, int T, int epi);
-/* 1 when the layer's BSR weights (or blocked copy) carry int8 weights. */
+/* The layer's BSR weights (or blocked copy) when they carry int8 weights, else NULL. */
+const lpv_bsr *lpv_linear_int8_weights(const lpv_linear *L);
+/* 1 when lpv_linear_int8_weights is not NULL. */
 int lpv_linear_has_int8(const lpv_linear *L);
 
 /* Dense path with OpenBLAS, whatever L->bsr says (the baseline bench compares against). */

@@ -147,7 +147,7 @@ static void run_linear(const lpv_linear *L, const float *X, lpv_workspace *ws, i
         if (range_in) lpv_q8_quantize_x_range(ws->xq, ws->xqa, ws->xqc, X, ld, L->in, N, range_in, range_in + ld);
         else lpv_q8_quantize_x(ws->xq, ws->xqa, ws->xqc, X, ld, L->in, N, &L->qx);
         op_stop(tm, LPV_OP_QUANT, 0);
-        const lpv_bsr *W = L->bsr ? L->bsr : L->blocked;
+        const lpv_bsr *W = lpv_linear_int8_weights(L);
         if (range_out) lpv_bsr_matmul_q8_range(W, L->b, ws->xq, ws->xqa, ws->xqc, ld, Y, ld, N, epi, range_out);
         else lpv_bsr_matmul_q8(W, L->b, ws->xq, ws->xqa, ws->xqc, ld, Y, ld, N, epi);
     } else {

@@ -97,16 +97,16 @@ void lpv_linear_forward_bf16(const lpv_linear *L, const uint32_t *X2, int ldx, f
     lpv_bsr_matmul_bf16(b, L->b, X2, ldx, Y, ldy, T, epi);
 }
 
-static const lpv_bsr *q8_weights(const lpv_linear *L) {
+const lpv_bsr *lpv_linear_int8_weights(const lpv_linear *L) {
     const lpv_bsr *b = L->bsr ? L->bsr : L->blocked;
     return b && b->packed_q8 ? b : NULL;
 }
 
-int lpv_linear_has_int8(const lpv_linear *L) { return q8_weights(L) != NULL; }
+int lpv_linear_has_int8(const lpv_linear *L) { return lpv_linear_int8_weights(L) != NULL; }
 
 void lpv_linear_forward_q8(const lpv_linear *L, const float *X, int ldx, uint32_t *X4, float *xa, float *xc, float *Y,
                            int ldy, int T, int epi) {
-    const lpv_bsr *b = q8_weights(L);
+    const lpv_bsr *b = lpv_linear_int8_weights(L);
     LPV_ASSERT(b);
     lpv_q8_quantize_x(X4, xa, xc, X, ldx, L->in, T, &L->qx);
     lpv_bsr_matmul_q8(b, L->b, X4, xa, xc, ldx, Y, ldy, T, epi);

@@ -967,7 +967,7 @@ typedef struct {
 /* Adds one linear weight: dense, densified (dense_masked), or as the three BSR arrays. */
 static lpv_status add_linear(lpv_st_writer *w, const char *name, const lpv_linear *L, int ndim, const int64_t *shape,
                              int dense_masked, dense_tmp *tmp, lpv_err *err) {
-    if (!dense_masked && lpv__q8_weights(L)) {
+    if (!dense_masked && lpv_linear_has_int8(L)) {
         if (tmp->n >= (int)(sizeof tmp->bufs / sizeof *tmp->bufs)) return lpv_fail(err, LPV_E_ARG, "too many layers");
         tmp->bufs[tmp->n] = NULL;
         return lpv__q8_save(w, name, L, ndim, shape, &tmp->bufs[tmp->n++], err);

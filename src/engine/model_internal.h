@@ -20,8 +20,6 @@ lpv_status lpv__q8_load_dense(lpv_model *m, lpv_linear *L, const lpv_st_file *f,
  * any scale tensor is present. */
 lpv_status lpv__q8_load_input(lpv_linear *L, const lpv_st_file *f, const char *wname, int is_int8, unsigned char *used,
                               lpv_err *err);
-/* The int8 weights of L (bsr or blocked), or NULL. */
-const lpv_bsr *lpv__q8_weights(const lpv_linear *L);
 /* Adds L's int8 tensors under wname; a dense layer's int8 matrix is malloc'd into *tmp (free it after the write). */
 lpv_status lpv__q8_save(lpv_st_writer *w, const char *wname, const lpv_linear *L, int ndim, const int64_t *shape,
                         void **tmp, lpv_err *err);

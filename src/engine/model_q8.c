@@ -117,14 +117,9 @@ lpv_status lpv__q8_load_input(lpv_linear *L, const lpv_st_file *f, const char *w
     return LPV_OK;
 }
 
-const lpv_bsr *lpv__q8_weights(const lpv_linear *L) {
-    const lpv_bsr *b = L->bsr ? L->bsr : L->blocked;
-    return b && b->qvalues ? b : NULL;
-}
-
 lpv_status lpv__q8_save(lpv_st_writer *w, const char *wname, const lpv_linear *L, int ndim, const int64_t *shape,
                         void **tmp, lpv_err *err) {
-    const lpv_bsr *b = lpv__q8_weights(L);
+    const lpv_bsr *b = lpv_linear_int8_weights(L);
     LPV_ASSERT(b);
     char nm[LPV_ST_MAX_NAME + 32];
     if (L->bsr) {

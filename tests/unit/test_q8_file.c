@@ -59,7 +59,7 @@ static void same_int8(lpv_model *a, lpv_model *b) {
                lpv_linear_has_int8(x), lpv_linear_has_int8(y));
         if (!lpv_linear_has_int8(x) || !lpv_linear_has_int8(y)) continue;
         n8++;
-        const lpv_bsr *p = x->bsr ? x->bsr : x->blocked, *q = y->bsr ? y->bsr : y->blocked;
+        const lpv_bsr *p = lpv_linear_int8_weights(x), *q = lpv_linear_int8_weights(y);
         float *dp = malloc(sizeof(float) * p->rows * p->cols), *dq = malloc(sizeof(float) * p->rows * p->cols);
         lpv_bsr_to_dense(p, dp), lpv_bsr_to_dense(q, dq);
         CHECKF(memcmp(dp, dq, sizeof(float) * p->rows * p->cols) == 0, "%s: dequantized weights differ", ra[i].name);
@@ -120,7 +120,7 @@ static void roundtrip(const char *path, int pruned, int per_tensor) {
         for (int i = 0; i < n; i++) {
             const lpv_linear *a = r1[i].lin;
             if (!lpv_linear_has_int8(a)) continue;
-            const lpv_bsr *b = a->bsr ? a->bsr : a->blocked;
+            const lpv_bsr *b = lpv_linear_int8_weights(a);
             float *d = malloc(sizeof(float) * b->rows * b->cols);
             lpv_bsr_to_dense(b, d);
             CHECKF(memcmp(d, r3[i].lin->w, sizeof(float) * b->rows * b->cols) == 0, "%s: export is not the dequantized weight",

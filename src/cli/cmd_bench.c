@@ -28,7 +28,6 @@ typedef struct {
     const char *pruned, *block, *json, *isa, *out, *dense_kernel, *precision;
     double density;
     int random_weights, batch, threads, reps, warmup, seed, no_layers, include_patch, include_heads, calibrate, peak;
-    int calibrate_int8; /* --calibrate --precision int8: the int8 kernels' times */
 } bench_opts;
 
 typedef struct {
@@ -112,8 +111,8 @@ static lpv_status open_sparse(const bench_opts *o, bench_models *bm, lpv_err *er
     return LPV_OK;
 }
 
-/* --calibrate: the cost table `lpvit prune --objective speed` reads. */
-static int run_calibrate(const bench_opts *o, bench_models *bm) {
+/* --calibrate: the cost table `lpvit prune --objective speed` reads (int8: the int8 kernels' times). */
+static int run_calibrate(const bench_opts *o, bench_models *bm, int int8) {
     lpv_err err;
     int R, C;
     lpv_status st = cli_parse_block(o->block ? o->block : "32x32", &R, &C, &err);
@@ -125,7 +124,7 @@ static int run_calibrate(const bench_opts *o, bench_models *bm) {
     static const double grid[] = {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
     lpv_time_table t;
     st = lpv_time_table_measure(&t, shapes, ns, R, C, grid, (int)(sizeof grid / sizeof *grid), o->batch, o->reps,
-                                (unsigned long long)o->seed, o->calibrate_int8, &err);
+                                (unsigned long long)o->seed, int8, &err);
     if (!st) st = lpv_time_table_save(&t, o->out, &err);
     if (!st)
         lpv_info("wrote '%s': %d layer shapes x %d densities, %dx%d blocks, batch %d, %d threads", o->out, t.n,
@@ -417,9 +416,8 @@ int cmd_bench(int argc, char **argv) {
     memset(&bm, 0, sizeof bm);
     if (o.calibrate) {
         if (prec == CLI_BF16) return cli_usage_error("--calibrate measures fp32 or int8 times, not bf16");
-        o.calibrate_int8 = prec == CLI_INT8;
         if ((st = open_dense(&o, &bm, &err)) != LPV_OK) return cli_fail(&err, st);
-        int rc2 = run_calibrate(&o, &bm);
+        int rc2 = run_calibrate(&o, &bm, prec == CLI_INT8);
         lpv_model_free(bm.dense);
         return rc2;
     }

@@ -162,8 +162,9 @@ static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, e
     cJSON_AddItemToObject(j, "mean", cJSON_CreateFloatArray(pp->mean, 3));
     cJSON_AddItemToObject(j, "std", cJSON_CreateFloatArray(pp->std, 3));
     cJSON_AddStringToObject(j, "preprocess_source", cm->pp_source);
-    cJSON_AddStringToObject(j, "precision", lpv_model_has_int8(m) ? "int8" : lpv_model_has_bf16(m) ? "bf16" : "fp32");
-    if (lpv_model_has_int8(m)) cJSON_AddStringToObject(j, "int8_kernel", lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())));
+    int q8 = lpv_model_has_int8(m);
+    cJSON_AddStringToObject(j, "precision", q8 ? "int8" : lpv_model_has_bf16(m) ? "bf16" : "fp32");
+    if (q8) cJSON_AddStringToObject(j, "int8_kernel", lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())));
     cJSON_AddNumberToObject(j, "images", (double)r->images);
     cJSON_AddNumberToObject(j, "correct_top1", (double)r->correct1);
     cJSON_AddNumberToObject(j, "correct_top5", (double)r->correct5);
@@ -209,10 +210,10 @@ static void print_table(const eval_opts *o, const cli_model *cm, const lpv_datas
     printf("throughput  %.1f images/s end to end, %.1f images/s in the model (batch %d, %d threads)\n",
            (double)r->images / r->wall, (double)r->images / r->compute, o->batch, lpv_threads_get());
     printf("preprocess  %s [%s]\n", pps, cm->pp_source);
-    if (lpv_model_has_int8(cm->model) || lpv_model_has_bf16(cm->model))
-        printf("precision   %s block linears (qkv, proj, fc1, fc2), the rest FP32; kernel %s\n",
-               lpv_model_has_int8(cm->model) ? "int8" : "bf16",
-               lpv_model_has_int8(cm->model) ? lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())) : "avx512bf16");
+    int q8 = lpv_model_has_int8(cm->model);
+    if (q8 || lpv_model_has_bf16(cm->model))
+        printf("precision   %s block linears (qkv, proj, fc1, fc2), the rest FP32; kernel %s\n", q8 ? "int8" : "bf16",
+               q8 ? lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())) : "avx512bf16");
     if (cm->ref.has_preset && !isnan(cm->ref.preset.ref_top1))
         printf("reference   timm %.2f %% top-1 on the full 50k validation set (%s)\n", cm->ref.preset.ref_top1,
                cm->ref.preset.key);

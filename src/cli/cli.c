@@ -11,6 +11,7 @@
 
 #include "lpvit/cpu.h"
 #include "lpvit/fileio.h"
+#include "lpvit/ioguard.h"
 #include "lpvit/log.h"
 #include "lpvit/report.h"
 
@@ -50,6 +51,9 @@ int cli_fail(const lpv_err *err, lpv_status st) {
 static void print_default(const cli_opt *o) {
     switch (o->type) {
     case OPT_STR:
+    case OPT_IN:
+    case OPT_OUT:
+    case OPT_MODEL:
         if (*(char **)o->dst) printf(" (default %s)", *(char **)o->dst);
         break;
     case OPT_INT:
@@ -122,6 +126,9 @@ static int set_opt(const cli_opt *o, const char *v) {
     int rc = CLI_OK;
     switch (o->type) {
     case OPT_STR:
+    case OPT_IN:
+    case OPT_OUT:
+    case OPT_MODEL:
         if (!v[0]) return cli_usage_error("%s: empty value", o->name);
         *(const char **)o->dst = v;
         break;
@@ -132,6 +139,27 @@ static int set_opt(const cli_opt *o, const char *v) {
     }
     if (rc == CLI_OK && o->seen) *o->seen = 1;
     return rc;
+}
+
+/* The files a command will read and write, checked before it does anything (ioguard.h). */
+static int guard_paths(const cli_spec *spec, char **pos, int npos) {
+    lpv_ioguard g;
+    lpv_ioguard_init(&g);
+    lpv_model_ref ref; /* a preset --model's weights file (one --model per command) */
+    for (const cli_opt *o = spec->opts; o->name; o++) {
+        const char *v = (o->type == OPT_IN || o->type == OPT_OUT || o->type == OPT_MODEL) ? *(char **)o->dst : NULL;
+        if (!v) continue;
+        if (o->type == OPT_OUT) lpv_ioguard_output(&g, o->name, v);
+        else lpv_ioguard_input(&g, o->name, v);
+        lpv_err e;
+        if (o->type == OPT_MODEL && access(v, F_OK) != 0 && lpv_resolve_model(v, NULL, &ref, &e) == LPV_OK)
+            lpv_ioguard_input(&g, o->name, ref.path);
+    }
+    for (int i = 0; spec->pos_in && i < npos; i++) lpv_ioguard_input(&g, "file", pos[i]);
+    lpv_err err;
+    lpv_status st = lpv_ioguard_check(&g, &err);
+    lpv_ioguard_free(&g);
+    return st == LPV_OK ? CLI_OK : cli_fail(&err, st);
 }
 
 int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos) {
@@ -178,7 +206,7 @@ int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos
         pos[(*npos)++] = a;
     }
     if (*npos < spec->min_pos) return cli_usage_error("missing argument (usage: %s)", spec->usage);
-    return CLI_OK;
+    return guard_paths(spec, pos, *npos);
 }
 
 lpv_status cli_runtime(int threads, const char *isa, lpv_err *err) {

@@ -20,10 +20,13 @@
 #include "lpvit/model.h"
 #include "lpvit/registry.h"
 
-enum { CLI_OK = 0, CLI_HELP = 1, CLI_USAGE = 2 };
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2, CLI_HELP = 3 };
 enum { EXIT_USAGE = 2 };
 
-typedef enum { OPT_END = 0, OPT_STR, OPT_INT, OPT_DOUBLE, OPT_FLAG, OPT_FLOAT3 } cli_opt_type;
+/* OPT_IN, OPT_OUT and OPT_MODEL are strings that name files: an input file or folder, an output file, a
+ * --model (a file, a folder or a preset whose weights are looked up). cli_parse checks the outputs against
+ * the inputs before any work (ioguard.h). */
+typedef enum { OPT_END = 0, OPT_STR, OPT_INT, OPT_DOUBLE, OPT_FLAG, OPT_FLOAT3, OPT_IN, OPT_OUT, OPT_MODEL } cli_opt_type;
 
 typedef struct {
     const char *name;    /* "--batch" */
@@ -40,9 +43,12 @@ typedef struct {
     const char *description; /* a paragraph */
     const cli_opt *opts;
     int min_pos, max_pos;    /* positional arguments accepted */
+    int pos_in;              /* 1: the positional arguments are input files */
 } cli_spec;
 
-/* Parses argv[1..]; positional arguments go to pos (npos). Returns CLI_OK / CLI_HELP / CLI_USAGE. */
+/* Parses argv[1..]; positional arguments go to pos (npos). Then checks the output options against the input
+ * ones (lpv_ioguard_check), printing one line when they clash. Returns CLI_OK, CLI_HELP (--help printed),
+ * CLI_USAGE or CLI_FAIL (an output folder that cannot be written): callers return 0 for CLI_HELP, else rc. */
 int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos);
 /* Prints "lpvit: <msg>" on stderr and returns 1 (or 2 for LPV_E_ARG). A parameter the error names
  * (err->param, "min_density") is said as its flag ("--min-density: ..." or "... (see --min-density)"). */

@@ -366,24 +366,24 @@ int cmd_bench(int argc, char **argv) {
     cli_model_args_init(&o.ma);
     o.batch = 1, o.reps = 10, o.warmup = 2;
     const cli_opt opts[] = {
-        {"--model", OPT_STR, &o.ma.model, "M", "dense model: preset, .safetensors or HF folder", 0, 0, NULL},
-        {"--weights", OPT_STR, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
+        {"--model", OPT_MODEL, &o.ma.model, "M", "dense model: preset, .safetensors or HF folder", 0, 0, NULL},
+        {"--weights", OPT_IN, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
         {"--random-weights", OPT_FLAG, &o.random_weights, NULL, "random weights at the preset's shape (no file needed)", 0, 0, NULL},
-        {"--pruned", OPT_STR, &o.pruned, "P", "pruned (BSR) model to compare against", 0, 0, NULL},
+        {"--pruned", OPT_IN, &o.pruned, "P", "pruned (BSR) model to compare against", 0, 0, NULL},
         {"--density", OPT_DOUBLE, &o.density, "d", "synthetic: keep a random fraction d of blocks", 1e-6, 1, NULL},
         {"--block", OPT_STR, &o.block, "RxC", "synthetic block shape (default 32x32)", 0, 0, NULL},
         {"--include-patch", OPT_FLAG, &o.include_patch, NULL, "synthetic: also prune the patch embedding", 0, 0, NULL},
         {"--include-heads", OPT_FLAG, &o.include_heads, NULL, "synthetic: also prune the classifier head(s)", 0, 0, NULL},
         {"--peak", OPT_FLAG, &o.peak, NULL, "only measure this CPU's FMA peak per ISA (GFLOP/s on --threads); no model needed", 0, 0, NULL},
         {"--calibrate", OPT_FLAG, &o.calibrate, NULL, "write a cost table (BSR time per layer shape and density) to --out", 0, 0, NULL},
-        {"--out", OPT_STR, &o.out, "FILE", "--calibrate: the table (JSON) for lpvit prune --cost-table", 0, 0, NULL},
+        {"--out", OPT_OUT, &o.out, "FILE", "--calibrate: the table (JSON) for lpvit prune --cost-table", 0, 0, NULL},
         {"--batch", OPT_INT, &o.batch, "N", "images per forward pass", 1, 1024, NULL},
         {"--reps", OPT_INT, &o.reps, "K", "timed repetitions (median reported)", 1, 100000, NULL},
         {"--warmup", OPT_INT, &o.warmup, "W", "untimed repetitions first", 0, 1000, NULL},
         {"--no-layers", OPT_FLAG, &o.no_layers, NULL, "skip the per-layer table", 0, 0, NULL},
         {"--seed", OPT_INT, &o.seed, "S", "seed for random inputs, weights and masks", 0, 2147483647, NULL},
         {"--heads", OPT_INT, &o.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
-        {"--json", OPT_STR, &o.json, "FILE", "write the report as JSON ('-': stdout instead of the tables)", 0, 0, NULL},
+        {"--json", OPT_OUT, &o.json, "FILE", "write the report as JSON ('-': stdout instead of the tables)", 0, 0, NULL},
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_ISA(&o.isa),
         CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
@@ -395,7 +395,7 @@ int cmd_bench(int argc, char **argv) {
         "lpvit bench (--model M [--random-weights] | --pruned P) [--pruned P | --density d --block RxC] [options]",
         "Times dense against block-sparse in one run: every linear layer alone, then whole forward passes, "
         "interleaved, same threads, medians of --reps after --warmup. Reports CPU, ISA, threads and OpenBLAS core.",
-        opts, 0, 0};
+        opts, 0, 0, 0};
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

@@ -26,12 +26,12 @@ int cmd_create_model(int argc, char **argv) {
         {"--patch", OPT_INT, &patch, "P", "patch side", 1, 256, NULL},
         {"--distilled", OPT_FLAG, &distilled, NULL, "add a distillation token and head", 0, 0, NULL},
         {"--seed", OPT_INT, &seed, "S", "random seed", 0, 2147483647, NULL},
-        {"--out", OPT_STR, &out, "FILE", "output .safetensors (required)", 0, 0, NULL},
+        {"--out", OPT_OUT, &out, "FILE", "output .safetensors (required)", 0, 0, NULL},
         CLI_OPT_QUIET(&quiet),
         {0},
     };
     const cli_spec spec = {"lpvit create-model [--preset NAME] [--dim D --depth L --heads H] --out FILE",
-                           "Writes a DeiT/ViT with random weights in timm's format.", opts, 0, 0};
+                           "Writes a DeiT/ViT with random weights in timm's format.", opts, 0, 0, 0};
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

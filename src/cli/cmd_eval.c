@@ -226,11 +226,11 @@ int cmd_eval(int argc, char **argv) {
     o.batch = 32;
     o.decode_threads = 1;
     const cli_opt opts[] = {
-        {"--model", OPT_STR, &o.ma.model, "M", "preset name (deit_b, vit_t, ...), .safetensors file or HF folder", 0, 0, NULL},
-        {"--weights", OPT_STR, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
-        {"--imagenet-dir", OPT_STR, &o.dir, "DIR", "ImageFolder (DIR/<wnid>/*.JPEG) or, with --labels, a flat folder", 0, 0, NULL},
-        {"--labels", OPT_STR, &o.labels, "FILE", "\"file label\" lines for a flat folder (ILSVRC2012_val_labels.txt)", 0, 0, NULL},
-        {"--synsets", OPT_STR, &o.synsets, "FILE", "class order, one wnid per line (default models/synset_words.txt)", 0, 0, NULL},
+        {"--model", OPT_MODEL, &o.ma.model, "M", "preset name (deit_b, vit_t, ...), .safetensors file or HF folder", 0, 0, NULL},
+        {"--weights", OPT_IN, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
+        {"--imagenet-dir", OPT_IN, &o.dir, "DIR", "ImageFolder (DIR/<wnid>/*.JPEG) or, with --labels, a flat folder", 0, 0, NULL},
+        {"--labels", OPT_IN, &o.labels, "FILE", "\"file label\" lines for a flat folder (ILSVRC2012_val_labels.txt)", 0, 0, NULL},
+        {"--synsets", OPT_IN, &o.synsets, "FILE", "class order, one wnid per line (default models/synset_words.txt)", 0, 0, NULL},
         {"--batch", OPT_INT, &o.batch, "N", "images per forward pass", 1, 4096, NULL},
         {"--limit", OPT_INT, &o.limit, "N", "only the first N images (sorted order)", 1, 100000000, NULL},
         {"--crop-pct", OPT_DOUBLE, &o.ma.crop_pct, "F", "resize to floor(224 / F) before the center crop", 0.05, 4, NULL},
@@ -241,7 +241,7 @@ int cmd_eval(int argc, char **argv) {
         {"--strict", OPT_FLAG, &o.strict, NULL, "an unreadable image is an error (default: skip and report it)", 0, 0, NULL},
         {"--profile", OPT_FLAG, &o.profile, NULL, "time every op of the forward pass", 0, 0, NULL},
         {"--decode-threads", OPT_INT, &o.decode_threads, "N", "threads decoding images beside the model", 1, 64, NULL},
-        {"--json", OPT_STR, &o.json, "FILE", "write the report as JSON ('-': stdout instead of the table)", 0, 0, NULL},
+        {"--json", OPT_OUT, &o.json, "FILE", "write the report as JSON ('-': stdout instead of the table)", 0, 0, NULL},
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_ISA(&o.isa),
         CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
@@ -253,7 +253,7 @@ int cmd_eval(int argc, char **argv) {
         "lpvit eval --model M --imagenet-dir DIR [options]",
         "Top-1/top-5 accuracy on an ImageNet validation folder with timm's eval preprocessing (PIL-exact bicubic "
         "resize to floor(224/crop_pct), center crop 224, normalize). Unreadable images are skipped and listed.",
-        opts, 0, 0};
+        opts, 0, 0, 0};
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

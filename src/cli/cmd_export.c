@@ -15,8 +15,8 @@ int cmd_export(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
     int dense_masked = 0, heads = 0, quiet = 0;
     const cli_opt opts[] = {
-        {"--model", OPT_STR, &model, "P", "model to export (pruned BSR file, or any model lpvit loads)", 0, 0, NULL},
-        {"--out", OPT_STR, &out, "FILE", "output .safetensors (required; never the input)", 0, 0, NULL},
+        {"--model", OPT_MODEL, &model, "P", "model to export (pruned BSR file, or any model lpvit loads)", 0, 0, NULL},
+        {"--out", OPT_OUT, &out, "FILE", "output .safetensors (required; never the input)", 0, 0, NULL},
         {"--dense-masked", OPT_FLAG, &dense_masked, NULL, "dense weights with zeros in pruned blocks (timm-loadable)", 0, 0, NULL},
         {"--heads", OPT_INT, &heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
         CLI_OPT_QUIET(&quiet),
@@ -26,7 +26,7 @@ int cmd_export(int argc, char **argv) {
                            "Writes the model with timm key names: pruned layers as .bsr_values/.bsr_col_indices/"
                            ".bsr_row_ptr (default), or with --dense-masked as ordinary dense weights with zero blocks, "
                            "so timm's load_state_dict takes the file unchanged.",
-                           opts, 0, 0};
+                           opts, 0, 0, 0};
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

@@ -38,7 +38,6 @@ static lpv_status run_batches(const lpv_model *m, const float *x, int n, int bat
 
 static lpv_status infer_tensor(const cli_model *cm, const char *in, const char *out, int batch, lpv_err *err) {
     const lpv_config *c = &cm->model->cfg;
-    if (lpv_same_file(in, out)) return lpv_fail(err, LPV_E_ARG, "--out '%s' is the input file", out);
     lpv_st_file f;
     LPV_TRY(lpv_st_open(&f, in, err));
     lpv_status st = LPV_OK;
@@ -159,18 +158,18 @@ int cmd_infer(int argc, char **argv) {
     const char *precision = NULL;
     int threads = 0, batch = 16, bf16 = 0;
     const cli_opt opts[] = {
-        {"--model", OPT_STR, &ma.model, "M", "preset name, .safetensors file or Hugging Face folder", 0, 0, NULL},
-        {"--weights", OPT_STR, &ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
-        {"--input", OPT_STR, &input, "X", "safetensors with tensor 'input' (N, 3, S, S), already normalized", 0, 0, NULL},
-        {"--out", OPT_STR, &out, "Y", "write tensor 'logits' (N, classes) here (with --input)", 0, 0, NULL},
+        {"--model", OPT_MODEL, &ma.model, "M", "preset name, .safetensors file or Hugging Face folder", 0, 0, NULL},
+        {"--weights", OPT_IN, &ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
+        {"--input", OPT_IN, &input, "X", "safetensors with tensor 'input' (N, 3, S, S), already normalized", 0, 0, NULL},
+        {"--out", OPT_OUT, &out, "Y", "write tensor 'logits' (N, classes) here (with --input)", 0, 0, NULL},
         {"--batch", OPT_INT, &batch, "N", "images per forward pass", 1, 4096, NULL},
-        {"--synsets", OPT_STR, &synsets, "FILE", "class names (default models/synset_words.txt)", 0, 0, NULL},
+        {"--synsets", OPT_IN, &synsets, "FILE", "class names (default models/synset_words.txt)", 0, 0, NULL},
         {"--crop-pct", OPT_DOUBLE, &ma.crop_pct, "F", "override the preset's crop_pct", 0.05, 4, NULL},
         {"--interp", OPT_STR, &ma.interp, "I", "bicubic or bilinear", 0, 0, NULL},
         {"--mean", OPT_FLOAT3, ma.mean, "a,b,c", "normalization mean", 0, 0, &ma.mean_set},
         {"--std", OPT_FLOAT3, ma.std, "a,b,c", "normalization std", 0, 0, &ma.std_set},
         {"--heads", OPT_INT, &ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
-        {"--json", OPT_STR, &json, "FILE", "image mode: write the top-5 as JSON ('-' for stdout)", 0, 0, NULL},
+        {"--json", OPT_OUT, &json, "FILE", "image mode: write the top-5 as JSON ('-' for stdout)", 0, 0, NULL},
         CLI_OPT_THREADS(&threads),
         CLI_OPT_ISA(&isa),
         CLI_OPT_DENSE_KERNEL(&dense_kernel),
@@ -181,7 +180,7 @@ int cmd_infer(int argc, char **argv) {
     const cli_spec spec = {"lpvit infer --model M (--input X.safetensors --out Y.safetensors | IMAGE...)",
                            "Runs the model on a tensor of preprocessed images and writes the logits, or on image files "
                            "(preprocessed like eval) and prints their top-5 classes.",
-                           opts, 0, MAX_IMAGES};
+                           opts, 0, MAX_IMAGES, 1};
     char *pos[MAX_IMAGES];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

@@ -15,14 +15,14 @@ int cmd_inspect(int argc, char **argv) {
     const char *json = NULL;
     int quiet = 0;
     const cli_opt opts[] = {
-        {"--json", OPT_STR, &json, "FILE", "write the listing as JSON ('-' for stdout)", 0, 0, NULL},
+        {"--json", OPT_OUT, &json, "FILE", "write the listing as JSON ('-' for stdout)", 0, 0, NULL},
         CLI_OPT_QUIET(&quiet),
         {0},
     };
     const cli_spec spec = {"lpvit inspect FILE.safetensors [--json FILE]",
                            "Validates a safetensors file and lists its tensors and metadata; for a DeiT/ViT checkpoint "
                            "(timm or Hugging Face names) also the architecture lpvit reads from it.",
-                           opts, 1, 1};
+                           opts, 1, 1, 1};
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

@@ -152,19 +152,19 @@ int cmd_prune(int argc, char **argv) {
     lpv_prune_opts *p = &f.p;
     f.block = "32x32", f.saliency = "taylor2", f.objective = "flops";
     const cli_opt opts[] = {
-        {"--model", OPT_STR, &f.ma.model, "M", "preset (deit_b, vit_t, ...), .safetensors or HF folder", 0, 0, NULL},
-        {"--weights", OPT_STR, &f.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
-        {"--calib-dir", OPT_STR, &f.calib_dir, "DIR", "calibration ImageFolder (DIR/<wnid>/*.JPEG)", 0, 0, NULL},
+        {"--model", OPT_MODEL, &f.ma.model, "M", "preset (deit_b, vit_t, ...), .safetensors or HF folder", 0, 0, NULL},
+        {"--weights", OPT_IN, &f.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
+        {"--calib-dir", OPT_IN, &f.calib_dir, "DIR", "calibration ImageFolder (DIR/<wnid>/*.JPEG)", 0, 0, NULL},
         {"--calib-size", OPT_INT, &p->calib_size, "N", "calibration images (seeded choice, sorted)", 1, 10000000, NULL},
         {"--calib-batch", OPT_INT, &p->calib_batch, "N", "images per forward/backward pass", 1, 1024, NULL},
-        {"--synsets", OPT_STR, &f.synsets, "FILE", "class order for the calibration folder", 0, 0, NULL},
+        {"--synsets", OPT_IN, &f.synsets, "FILE", "class order for the calibration folder", 0, 0, NULL},
         {"--target-flops", OPT_DOUBLE, &p->target_flops, "r", "keep this fraction of the prunable layers' FLOPs (required)", 0, 0, NULL},
         {"--block", OPT_STR, &f.block, "RxC", "block shape, R output rows x C input columns, each of 8/16/32/64", 0, 0, NULL},
         {"--saliency", OPT_STR, &f.saliency, "S", "taylor2, fisher, lpvit, l1, obs (block OBS on the input Gram) or wanda", 0, 0, NULL},
         {"--allocator", OPT_STR, &f.allocator, "A", "greedy, uniform or lpvit (default: lpvit for lpvit, uniform for l1, else greedy)", 0, 0, NULL},
         {"--objective", OPT_STR, &f.objective, "O", "what a pruned block buys: flops, speed, power, speed+power", 0, 0, NULL},
         {"--lambda-power", OPT_DOUBLE, &p->lambda_power, "x", "weight of energy against time for speed+power", 0, 0, NULL},
-        {"--cost-table", OPT_STR, &p->cost_table, "FILE", "measured BSR times (lpvit bench --calibrate)", 0, 0, NULL},
+        {"--cost-table", OPT_IN, &p->cost_table, "FILE", "measured BSR times (lpvit bench --calibrate)", 0, 0, NULL},
         {"--energy-mac", OPT_DOUBLE, &f.e_mac, "pJ", "energy per multiply-add (default 4.6)", 0, 0, NULL},
         {"--energy-dram-byte", OPT_DOUBLE, &f.e_dram, "pJ", "energy per weight byte from DRAM (default 160)", 0, 0, NULL},
         {"--energy-cache-byte", OPT_DOUBLE, &f.e_cache, "pJ", "energy per activation byte from cache (default 1.25)", 0, 0, NULL},
@@ -193,8 +193,8 @@ int cmd_prune(int argc, char **argv) {
         {"--seed", OPT_INT, &f.seed, "S", "seed for calibration choice and sampling", 0, 2147483647, NULL},
         {"--cache-dir", OPT_STR, &f.cache_dir, "DIR", "calibration statistics cache (default ~/.cache/lpvit)", 0, 0, NULL},
         {"--no-cache", OPT_FLAG, &f.no_cache, NULL, "always recompute calibration statistics", 0, 0, NULL},
-        {"--out", OPT_STR, &f.out, "FILE", "pruned model (BSR safetensors; required)", 0, 0, NULL},
-        {"--report", OPT_STR, &f.report, "FILE", "JSON report ('-' for stdout instead of the table)", 0, 0, NULL},
+        {"--out", OPT_OUT, &f.out, "FILE", "pruned model (BSR safetensors; required)", 0, 0, NULL},
+        {"--report", OPT_OUT, &f.report, "FILE", "JSON report ('-' for stdout instead of the table)", 0, 0, NULL},
         {"--quant", OPT_STR, &f.quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); the speed objectives then allocate with int8 kernel times", 0, 0, NULL},
         {"--heads", OPT_INT, &f.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
         CLI_OPT_THREADS(&f.threads),
@@ -207,7 +207,7 @@ int cmd_prune(int argc, char **argv) {
         "Post-training block pruning: gradients on a calibration set, block saliency (second-order Taylor by "
         "default), a per-layer block budget from a hardware-aware allocator, and a block-sparse model lpvit's "
         "engine runs (lpvit eval / lpvit bench --pruned).",
-        opts, 0, 0};
+        opts, 0, 0, 0};
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
@@ -240,9 +240,7 @@ int cmd_prune(int argc, char **argv) {
     double open_s = lpv_now() - t_start, t = lpv_now();
     lpv_dataset ds;
     memset(&ds, 0, sizeof ds);
-    if (lpv_same_file(f.out, cm.model->path))
-        st = lpv_fail(&err, LPV_E_ARG, "--out '%s' is the input model", f.out);
-    if (st == LPV_OK && f.calib_dir) st = open_calib(&f, &ds, &err);
+    if (f.calib_dir) st = open_calib(&f, &ds, &err);
     if (st == LPV_OK) st = run_prune(&f, &cm, &ds, t_start, open_s, lpv_now() - t, &err);
     lpv_dataset_free(&ds);
     cli_close_model(&cm);

@@ -42,9 +42,9 @@ int cmd_quantize(int argc, char **argv) {
     cli_model_args_init(&ma);
     const char *out = NULL;
     const cli_opt opts[] = {
-        {"--model", OPT_STR, &ma.model, "M", "model to quantize: preset, .safetensors (dense or pruned) or HF folder", 0, 0, NULL},
-        {"--weights", OPT_STR, &ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
-        {"--out", OPT_STR, &out, "FILE", "output .safetensors (required; never the input)", 0, 0, NULL},
+        {"--model", OPT_MODEL, &ma.model, "M", "model to quantize: preset, .safetensors (dense or pruned) or HF folder", 0, 0, NULL},
+        {"--weights", OPT_IN, &ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
+        {"--out", OPT_OUT, &out, "FILE", "output .safetensors (required; never the input)", 0, 0, NULL},
         {"--crop-pct", OPT_DOUBLE, &ma.crop_pct, "F", "preprocessing to record: override the preset's crop_pct", 0.05, 4, NULL},
         {"--interp", OPT_STR, &ma.interp, "I", "preprocessing to record: bicubic or bilinear", 0, 0, NULL},
         {"--mean", OPT_FLOAT3, ma.mean, "a,b,c", "preprocessing to record: normalization mean", 0, 0, &ma.mean_set},
@@ -59,7 +59,7 @@ int cmd_quantize(int argc, char **argv) {
                            "point, found at run time (no calibration needed). The patch embedding, heads, LayerNorm, "
                            "attention and GELU stay FP32. Pruned layers stay block sparse. The file records the "
                            "preprocessing, so eval/infer/bench run it with no flags.",
-                           opts, 0, 0};
+                           opts, 0, 0, 0};
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

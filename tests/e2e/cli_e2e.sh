@@ -180,7 +180,7 @@ run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision int8 -
 [ "$(lpv_json "$T/eq8f.json" precision)" = int8 ] && [ "$(lpv_json "$T/eq8f.json" correct_top5)" = "$(lpv_json "$T/eq8p.json" correct_top5)" ] \
   && ok || bad "eval of the quantized file differs from --precision int8"
 run 2 "$L" quantize --model "$M" --quiet; one_line_err "--out is required"
-run 2 "$L" quantize --model "$M" --out "$M" --quiet; one_line_err "refusing to overwrite"
+run 2 "$L" quantize --model "$M" --out "$M" --quiet; one_line_err "never overwrites an input"
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.6 --block 16x16 $C --quant int8 \
   --out "$T/pq8.safetensors" --report "$T/rq8.json" --quiet
 [ "$(lpv_json "$T/rq8.json" quantization)" = int8 ] && ok || bad "prune --quant int8 report"
@@ -322,7 +322,7 @@ run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0 --out "$T/x.s
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 1.5 --out "$T/x.safetensors"; one_line_err "got 1.5"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --block 24x24 --out "$T/x.safetensors"; one_line_err "--block: expected RxC"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --saliency magic --out "$T/x.safetensors"; one_line_err "--saliency"
-run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --out "$M" --quiet; one_line_err "is the input model"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --out "$M" --quiet; one_line_err "--out '$M' is the input --model"
 run 1 "$L" prune --model "$M" --calib-dir "$T/empty" --target-flops 0.5 --out "$T/x.safetensors" --quiet; one_line_err "$T/empty"
 run 1 "$L" prune --model deit_t --weights "$M" --calib-dir "$MINI" --target-flops 0.5 --out "$T/x.safetensors" --quiet; one_line_err "does not match preset 'deit_t'"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.02 --min-density 0.05 --saliency l1 --allocator greedy --out "$T/x.safetensors" --quiet; one_line_err "--min-density"
@@ -341,7 +341,7 @@ if [ -d "$FIX" ]; then
   run 0 "$L" infer --model "$FIX/timm_deit_tiny_d2.safetensors" --input "$FIX/timm_deit_tiny_d2.ref.safetensors" --out "$T/logits.safetensors" --quiet
   run 0 "$L" inspect "$T/logits.safetensors"; grep -q "logits .*F32 .*\[4, 1000\]" "$T/out" && ok || bad "infer --out tensor: $(head -1 "$T/out")"
   cp "$FIX/timm_deit_tiny_d2.ref.safetensors" "$T/in.safetensors"
-  run 2 "$L" infer --model "$FIX/timm_deit_tiny_d2.safetensors" --input "$T/in.safetensors" --out "$T/in.safetensors" --quiet; one_line_err "is the input file"
+  run 2 "$L" infer --model "$FIX/timm_deit_tiny_d2.safetensors" --input "$T/in.safetensors" --out "$T/in.safetensors" --quiet; one_line_err "is the input --input"
   run 1 "$L" infer --model "$FIX/timm_deit_tiny_d2.safetensors" --input "$M" --out "$T/o.safetensors" --quiet; one_line_err "no tensor named 'input'"
   [ ! -e "$T/o.safetensors" ] && ok || bad "partial infer output"
   # HF folders load as they are

@@ -77,6 +77,10 @@ lpv_status lpv_dataset_flat(lpv_dataset *ds, const char *dir, const char *labels
  * Each must exist; they are not decoded here. */
 lpv_status lpv_dataset_paths(lpv_dataset *ds, const char *const *paths, int n, lpv_err *err);
 void lpv_dataset_free(lpv_dataset *ds);
+/* LPV_E_DATA naming the first item whose label is not a class of a `classes`-way model, and the file the
+ * labels came from (source: the labels or synsets file), so a folder of other classes fails with a line
+ * instead of indexing past the logits. */
+lpv_status lpv_dataset_check_labels(const lpv_dataset *ds, int classes, const char *source, lpv_err *err);
 
 /* view <- ds with an item list of its own, sharing ds's strings: narrow it with limit / spread / sample
  * without touching ds. ds must outlive the view; free it with lpv_dataset_view_free, never

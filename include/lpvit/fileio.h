@@ -29,6 +29,10 @@ void lpv_atomic_abort(lpv_atomic_file *af);
 lpv_status lpv_write_file_atomic(const char *path, const void *data, size_t n, lpv_err *err);
 
 lpv_status lpv_read_file(const char *path, char **out, size_t *n, size_t max_bytes, lpv_err *err);
+/* Opens an existing file for reading (O_CLOEXEC) and checks that it is a regular file before anything reads
+ * it. It opens without blocking, so a FIFO with no writer is refused instead of hanging open(2); the fd is
+ * blocking again when returned. *size gets the file's size (NULL: not wanted). Every reader opens through it. */
+lpv_status lpv_open_regular(const char *path, int *fd, size_t *size, lpv_err *err);
 int lpv_file_exists(const char *path);
 int lpv_is_dir(const char *path);
 /* Creates dir and its missing parents (mode 0755); 1 when dir is a directory afterwards. */

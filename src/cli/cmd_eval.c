@@ -55,14 +55,9 @@ static lpv_status open_dataset(const eval_opts *o, int classes, lpv_dataset *ds,
     if (need_syn) lpv_synsets_free(&syn);
     if (st) return st;
     if (o->limit > 0) lpv_dataset_limit(ds, o->limit);
-    for (int i = 0; i < ds->n; i++)
-        if (ds->items[i].label < 0 || ds->items[i].label >= classes) {
-            int bad = ds->items[i].label;
-            lpv_dataset_free(ds);
-            return lpv_fail(err, LPV_E_ARG, "'%s' has label %d, the model has %d classes", ds->items[i].name, bad,
-                            classes);
-        }
-    return LPV_OK;
+    st = lpv_dataset_check_labels(ds, classes, o->labels ? o->labels : sp, err);
+    if (st) lpv_dataset_free(ds);
+    return st;
 }
 
 static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_dataset *ds, eval_result *r,

@@ -2,6 +2,7 @@
 #include "lpvit/fileio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,28 +60,44 @@ lpv_status lpv_write_file_atomic(const char *path, const void *data, size_t n, l
     return lpv_atomic_commit(&af, err);
 }
 
-lpv_status lpv_read_file(const char *path, char **out, size_t *n, size_t max_bytes, lpv_err *err) {
-    *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return lpv_fail(err, LPV_E_IO, "cannot open '%s': %s", path, strerror(errno));
+lpv_status lpv_open_regular(const char *path, int *fd, size_t *size, lpv_err *err) {
+    *fd = -1;
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (f < 0) return lpv_fail(err, LPV_E_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(fp);
+    if (fstat(f, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(f);
         return lpv_fail(err, LPV_E_IO, "'%s' is not a regular file", path);
     }
-    if ((uint64_t)st.st_size > max_bytes) {
-        fclose(fp);
-        return lpv_fail(err, LPV_E_FORMAT, "'%s' is %lld bytes, more than the %zu allowed", path,
-                        (long long)st.st_size, max_bytes);
+    int fl = fcntl(f, F_GETFL);
+    if (fl >= 0) fcntl(f, F_SETFL, fl & ~O_NONBLOCK);
+    *fd = f;
+    if (size) *size = (size_t)st.st_size;
+    return LPV_OK;
+}
+
+lpv_status lpv_read_file(const char *path, char **out, size_t *n, size_t max_bytes, lpv_err *err) {
+    *out = NULL;
+    int fd;
+    size_t size;
+    LPV_TRY(lpv_open_regular(path, &fd, &size, err));
+    if (size > max_bytes) {
+        close(fd);
+        return lpv_fail(err, LPV_E_FORMAT, "'%s' is %zu bytes, more than the %zu allowed", path, size, max_bytes);
     }
-    size_t size = (size_t)st.st_size;
     char *buf = malloc(size + 1);
     if (!buf) {
-        fclose(fp);
+        close(fd);
         return lpv_fail(err, LPV_E_OOM, "out of memory reading '%s'", path);
     }
-    size_t got = fread(buf, 1, size, fp);
-    fclose(fp);
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, buf + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
     if (got != size) {
         free(buf);
         return lpv_fail(err, LPV_E_IO, "short read on '%s'", path);
@@ -209,16 +226,19 @@ void lpv_sha256_hex(const void *data, size_t n, char out[65]) {
 }
 
 lpv_status lpv_sha256_file(const char *path, char out[65], lpv_err *err) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return lpv_fail(err, LPV_E_IO, "cannot open '%s': %s", path, strerror(errno));
+    int fd;
+    LPV_TRY(lpv_open_regular(path, &fd, NULL, err));
     lpv_sha256 s;
     lpv_sha256_init(&s);
     static __thread uint8_t buf[1 << 16];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, fp)) > 0) lpv_sha256_update(&s, buf, got);
-    int bad = ferror(fp);
-    fclose(fp);
-    if (bad) return lpv_fail(err, LPV_E_IO, "cannot read '%s'", path);
+    ssize_t got;
+    while ((got = read(fd, buf, sizeof buf)) != 0) {
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) break;
+        lpv_sha256_update(&s, buf, (size_t)got);
+    }
+    close(fd);
+    if (got < 0) return lpv_fail(err, LPV_E_IO, "cannot read '%s'", path);
     lpv_sha256_final_hex(&s, out);
     return LPV_OK;
 }

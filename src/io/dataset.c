@@ -207,14 +207,15 @@ static lpv_status list_dir(const char *dir, int what, strlist *out, lpv_err *err
         if (e->d_name[0] == '.') continue;
         if (what == LIST_IMAGES && !lpv_is_image_name(e->d_name)) continue;
         /* d_type says what it is on most file systems; symlinks and "unknown" need stat */
-        int is_dir = e->d_type == DT_DIR, is_reg = e->d_type == DT_REG;
+        int is_dir = e->d_type == DT_DIR;
         if (e->d_type == DT_UNKNOWN || e->d_type == DT_LNK) {
             struct stat sb;
             if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= sizeof path) continue;
-            if (stat(path, &sb) != 0) continue; /* dangling link */
-            is_dir = S_ISDIR(sb.st_mode), is_reg = S_ISREG(sb.st_mode);
+            is_dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
         }
-        if (what == LIST_DIRS ? !is_dir : !is_reg) continue;
+        /* an image name that is not a folder is listed even when it cannot be read (a dangling link, a
+         * FIFO): the loader then skips it with its reason and counts it, instead of losing it silently */
+        if (what == LIST_DIRS ? !is_dir : is_dir) continue;
         if (!strlist_push(out, e->d_name)) st = lpv_fail(err, LPV_E_OOM, "out of memory listing '%s'", dir);
     }
     if (st == LPV_OK && errno) st = lpv_fail(err, LPV_E_IO, "cannot read folder '%s': %s", dir, strerror(errno));
@@ -447,6 +448,17 @@ lpv_status lpv_dataset_flat(lpv_dataset *ds, const char *dir, const char *labels
     free(l.v);
     if (st != LPV_OK) lpv_dataset_free(ds);
     return st;
+}
+
+lpv_status lpv_dataset_check_labels(const lpv_dataset *ds, int classes, const char *source, lpv_err *err) {
+    for (int i = 0; i < ds->n; i++) {
+        int y = ds->items[i].label;
+        if (y < 0) return lpv_fail(err, LPV_E_DATA, "'%s' has no label", ds->items[i].name);
+        if (y >= classes)
+            return lpv_fail(err, LPV_E_DATA, "'%s' is class %d in '%s', but the model has %d classes", ds->items[i].name,
+                            y, source, classes);
+    }
+    return LPV_OK;
 }
 
 /* ------------------------------------------------------------------------- */

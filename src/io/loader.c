@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lpvit/fileio.h"
 #include "lpvit/log.h"
 
 #define MAX_BATCH 65536
@@ -71,16 +72,14 @@ struct lpv_loader {
 /* Reads a whole file into the worker's buffer (no allocation once it is large enough). */
 static lpv_status read_into(worker *w, const char *path, size_t *n, lpv_err *err) {
     char ebuf[128];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return lpv_fail(err, LPV_E_IO, "cannot open '%s': %s", path, strerror_r(errno, ebuf, sizeof ebuf));
-    struct stat sb;
+    int fd;
+    size_t size, got = 0;
+    LPV_TRY(lpv_open_regular(path, &fd, &size, err));
     lpv_status st = LPV_OK;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
-        st = lpv_fail(err, LPV_E_IO, "'%s' is not a regular file", path);
-    else if ((uint64_t)sb.st_size > LPV_IMAGE_MAX_FILE)
-        st = lpv_fail(err, LPV_E_DATA, "'%s' is %lld bytes, more than the %zu allowed", path,
-                      (long long)sb.st_size, LPV_IMAGE_MAX_FILE);
-    size_t size = st == LPV_OK ? (size_t)sb.st_size : 0, got = 0;
+    if (size > LPV_IMAGE_MAX_FILE) {
+        st = lpv_fail(err, LPV_E_DATA, "'%s' is %zu bytes, more than the %zu allowed", path, size, LPV_IMAGE_MAX_FILE);
+        size = 0;
+    }
     if (st == LPV_OK && size + 1 > w->cap_file) {
         free(w->file);
         w->file = malloc(size + 1);

@@ -370,14 +370,9 @@ lpv_status lpv_st_parse(lpv_st_file *f, const uint8_t *buf, size_t size, const c
 
 lpv_status lpv_st_open(lpv_st_file *f, const char *path, lpv_err *err) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return lpv_fail(err, LPV_E_IO, "cannot open '%s': %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return lpv_fail(err, LPV_E_IO, "'%s' is not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
+    int fd;
+    size_t size;
+    LPV_TRY(lpv_open_regular(path, &fd, &size, err));
     const uint8_t *buf = NULL;
     static const uint8_t empty[1];
     if (size > 0) {

@@ -112,7 +112,10 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
         if (o->loss == LPV_LOSS_CE) {
             for (int i = 0; i < b.n; i++)
                 if (b.labels[i] < 0 || b.labels[i] >= m->cfg.classes) {
-                    st = lpv_fail_param(err, LPV_E_DATA, "loss", "ce needs labels: '%s' has none", ds->items[b.index[i]].path);
+                    const char *p = ds->items[b.index[i]].path;
+                    st = b.labels[i] < 0 ? lpv_fail_param(err, LPV_E_DATA, "loss", "ce needs labels: '%s' has none", p)
+                                         : lpv_fail(err, LPV_E_DATA, "'%s' is class %d, but the model has %d classes", p,
+                                                    b.labels[i], m->cfg.classes);
                     break;
                 }
             loss.labels = b.labels;

@@ -65,7 +65,12 @@ const char *lpv_dense_kernel_name(lpv_dense_kernel k);
 
 /* Thread count for all lpvit parallel work (>= 1); default: online CPUs. */
 int lpv_threads_get(void);
+/* n is clamped to 1..lpv_threads_max(). */
 void lpv_threads_set(int n);
+/* The most threads lpvit runs: each may call OpenBLAS at the same time, and OpenBLAS keeps buffers for
+ * 2 x its built MAX_THREADS callers (more corrupt its heap: 0.3.21 built for 64 crashed at 1024), so
+ * 2 x MAX_THREADS read from openblas_get_config(), at most 1024; 128 when the config does not say. */
+int lpv_threads_max(void);
 /* Threads for a new parallel region: 1 inside one already (nested regions are not used), else lpv_threads_get(). */
 int lpv_team_size(void);
 

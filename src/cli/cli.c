@@ -210,7 +210,10 @@ int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos
 }
 
 lpv_status cli_runtime(int threads, const char *isa, lpv_err *err) {
-    if (threads < 0) return lpv_fail(err, LPV_E_ARG, "--threads: expected >= 0, got %d", threads);
+    if (threads < 0 || threads > lpv_threads_max())
+        return lpv_fail(err, LPV_E_ARG,
+                        "--threads: expected 0..%d (0: all CPUs; OpenBLAS here is built for %d callers at once), got %d",
+                        lpv_threads_max(), lpv_threads_max(), threads);
     if (threads > 0) lpv_threads_set(threads);
     else lpv_threads_set(lpv_threads_get());
     if (isa) {

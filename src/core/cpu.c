@@ -124,8 +124,16 @@ int lpv_threads_get(void) {
     return g_threads;
 }
 
+int lpv_threads_max(void) {
+    const char *cfg = openblas_get_config(), *p = cfg ? strstr(cfg, "MAX_THREADS=") : NULL;
+    long m = p ? strtol(p + strlen("MAX_THREADS="), NULL, 10) : 0;
+    if (m <= 0) return 128;
+    return m > 512 ? 1024 : (int)(2 * m);
+}
+
 void lpv_threads_set(int n) {
-    g_threads = n < 1 ? 1 : n;
+    int max = lpv_threads_max();
+    g_threads = n < 1 ? 1 : n > max ? max : n;
     omp_set_num_threads(g_threads);
     openblas_set_num_threads(1);
 }

@@ -79,7 +79,8 @@ void lpv_st_close(lpv_st_file *f);
 const lpv_st_tensor *lpv_st_find(const lpv_st_file *f, const char *name);
 /* __metadata__ value for key, or NULL. */
 const char *lpv_st_meta(const lpv_st_file *f, const char *key);
-/* Converts an F32/F16/BF16 tensor to F32 into dst (t->nelem floats). */
+/* Converts an F32/F16/BF16 tensor to F32 into dst (t->nelem floats). A NaN or infinity in it is LPV_E_DATA
+ * naming the file, the tensor and the index: weights that would poison every logit stop at load. */
 lpv_status lpv_st_read_f32(const lpv_st_file *f, const lpv_st_tensor *t, float *dst, lpv_err *err);
 /* Copies an I32 or I64 tensor into dst as int64 (range checked by caller). */
 lpv_status lpv_st_read_i64(const lpv_st_file *f, const lpv_st_tensor *t, int64_t *dst, lpv_err *err);

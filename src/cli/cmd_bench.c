@@ -36,8 +36,8 @@ typedef struct {
     lpv_peak peak; /* of the FP32 kernels' ISA, on the bench's threads */
 } bench_models;
 
-static lpv_status load_plain(const char *path, int heads, lpv_model **m, lpv_err *err) {
-    lpv_model_opts mo = {heads, 0, 0};
+static lpv_status load_plain(const char *path, int heads, int allow_extra, lpv_model **m, lpv_err *err) {
+    lpv_model_opts mo = {heads, 0, allow_extra};
     return lpv_model_load(m, path, &mo, err);
 }
 
@@ -56,7 +56,7 @@ static lpv_status open_dense(const bench_opts *o, bench_models *bm, lpv_err *err
     }
     lpv_model_ref ref;
     LPV_TRY(lpv_resolve_model(o->ma.model, o->ma.weights, &ref, err));
-    LPV_TRY(load_plain(ref.path, o->ma.heads ? o->ma.heads : ref.has_preset ? ref.preset.heads : 0, &bm->dense, err));
+    LPV_TRY(load_plain(ref.path, o->ma.heads ? o->ma.heads : ref.has_preset ? ref.preset.heads : 0, o->ma.allow_extra, &bm->dense, err));
     if (ref.has_preset) {
         lpv_status st = lpv_preset_check(&ref.preset, &bm->dense->cfg, ref.path, err);
         if (st) return st;
@@ -75,11 +75,11 @@ static int same_arch(const lpv_config *a, const lpv_config *b) {
 
 static lpv_status open_sparse(const bench_opts *o, bench_models *bm, lpv_err *err) {
     if (o->pruned) {
-        LPV_TRY(load_plain(o->pruned, o->ma.heads, &bm->sparse, err));
+        LPV_TRY(load_plain(o->pruned, o->ma.heads, o->ma.allow_extra, &bm->sparse, err));
         snprintf(bm->sparse_desc, sizeof bm->sparse_desc, "pruned file %s (%.1f%% of linear weights kept)", o->pruned,
                  100 * lpv_model_linear_density(bm->sparse));
         if (!bm->dense) {
-            LPV_TRY(load_plain(o->pruned, o->ma.heads, &bm->dense, err));
+            LPV_TRY(load_plain(o->pruned, o->ma.heads, o->ma.allow_extra, &bm->dense, err));
             LPV_TRY(lpv_model_densify(bm->dense, err));
             snprintf(bm->dense_desc, sizeof bm->dense_desc, "%s densified (zeros in pruned blocks)", o->pruned);
         } else if (!same_arch(&bm->dense->cfg, &bm->sparse->cfg)) {
@@ -100,7 +100,7 @@ static lpv_status open_sparse(const bench_opts *o, bench_models *bm, lpv_err *er
             LPV_TRY(lpv_model_random(&bm->sparse, &c, (uint64_t)o->seed, err));
         } else {
             LPV_TRY(lpv_resolve_model(o->ma.model, o->ma.weights, &ref, err));
-            LPV_TRY(load_plain(ref.path, bm->dense->cfg.heads, &bm->sparse, err));
+            LPV_TRY(load_plain(ref.path, bm->dense->cfg.heads, o->ma.allow_extra, &bm->sparse, err));
             LPV_TRY(lpv_model_densify(bm->sparse, err));
         }
         int which = LPV_SEL_BLOCKS | (o->include_patch ? LPV_SEL_PATCH : 0) | (o->include_heads ? LPV_SEL_HEADS : 0);
@@ -383,6 +383,7 @@ int cmd_bench(int argc, char **argv) {
         {"--no-layers", OPT_FLAG, &o.no_layers, NULL, "skip the per-layer table", 0, 0, NULL},
         {"--seed", OPT_INT, &o.seed, "S", "seed for random inputs, weights and masks", 0, 2147483647, NULL},
         {"--heads", OPT_INT, &o.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_ALLOW_EXTRA(&o.ma.allow_extra),
         {"--json", OPT_OUT, &o.json, "FILE", "write the report as JSON ('-': stdout instead of the tables)", 0, 0, NULL},
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_ISA(&o.isa),

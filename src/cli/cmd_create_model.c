@@ -15,15 +15,16 @@
 int cmd_create_model(int argc, char **argv) {
     const char *preset = NULL, *out = NULL;
     int dim = 0, depth = 0, heads = 0, mlp = 0, classes = 1000, img = 224, patch = 16, distilled = 0, seed = 0, quiet = 0;
+    int classes_set = 0, img_set = 0, patch_set = 0;
     const cli_opt opts[] = {
         {"--preset", OPT_STR, &preset, "NAME", "take the architecture of a preset (deit_t, deit_b, ...)", 0, 0, NULL},
         {"--dim", OPT_INT, &dim, "D", "embedding width (overrides the preset)", 1, 8192, NULL},
         {"--depth", OPT_INT, &depth, "L", "number of blocks", 1, 256, NULL},
         {"--heads", OPT_INT, &heads, "H", "attention heads (must divide D)", 1, 1024, NULL},
         {"--mlp", OPT_INT, &mlp, "F", "MLP hidden width (default 4D)", 1, 65536, NULL},
-        {"--classes", OPT_INT, &classes, "C", "classifier outputs", 1, 100000, NULL},
-        {"--img", OPT_INT, &img, "S", "input side", 16, 4096, NULL},
-        {"--patch", OPT_INT, &patch, "P", "patch side", 1, 256, NULL},
+        {"--classes", OPT_INT, &classes, "C", "classifier outputs (overrides the preset)", 1, 100000, &classes_set},
+        {"--img", OPT_INT, &img, "S", "input side (overrides the preset)", 16, 4096, &img_set},
+        {"--patch", OPT_INT, &patch, "P", "patch side (overrides the preset)", 1, 256, &patch_set},
         {"--distilled", OPT_FLAG, &distilled, NULL, "add a distillation token and head", 0, 0, NULL},
         {"--seed", OPT_INT, &seed, "S", "random seed", 0, 2147483647, NULL},
         {"--out", OPT_OUT, &out, "FILE", "output .safetensors (required)", 0, 0, NULL},
@@ -48,6 +49,10 @@ int cmd_create_model(int argc, char **argv) {
         c.dim = p.dim, c.depth = p.depth, c.heads = p.heads, c.mlp = p.mlp, c.classes = p.classes;
         c.img = p.img, c.patch = p.patch, distilled |= p.distilled;
     }
+    /* every flag given wins over the preset, as --dim and --depth do */
+    if (classes_set) c.classes = classes;
+    if (img_set) c.img = img;
+    if (patch_set) c.patch = patch;
     if (dim) c.dim = dim;
     if (depth) c.depth = depth;
     if (heads) c.heads = heads;

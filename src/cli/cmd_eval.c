@@ -233,6 +233,7 @@ int cmd_eval(int argc, char **argv) {
         {"--mean", OPT_FLOAT3, o.ma.mean, "a,b,c", "normalization mean (default from the preset)", 0, 0, &o.ma.mean_set},
         {"--std", OPT_FLOAT3, o.ma.std, "a,b,c", "normalization std (default from the preset)", 0, 0, &o.ma.std_set},
         {"--heads", OPT_INT, &o.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_ALLOW_EXTRA(&o.ma.allow_extra),
         {"--strict", OPT_FLAG, &o.strict, NULL, "an unreadable image is an error (default: skip and report it)", 0, 0, NULL},
         {"--profile", OPT_FLAG, &o.profile, NULL, "time every op of the forward pass", 0, 0, NULL},
         {"--decode-threads", OPT_INT, &o.decode_threads, "N", "threads decoding images beside the model", 1, 64, NULL},

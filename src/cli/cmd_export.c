@@ -13,12 +13,13 @@
 
 int cmd_export(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
-    int dense_masked = 0, heads = 0, quiet = 0;
+    int dense_masked = 0, heads = 0, allow_extra = 0, quiet = 0;
     const cli_opt opts[] = {
         {"--model", OPT_MODEL, &model, "P", "model to export (pruned BSR file, or any model lpvit loads)", 0, 0, NULL},
         {"--out", OPT_OUT, &out, "FILE", "output .safetensors (required; never the input)", 0, 0, NULL},
         {"--dense-masked", OPT_FLAG, &dense_masked, NULL, "dense weights with zeros in pruned blocks (timm-loadable)", 0, 0, NULL},
         {"--heads", OPT_INT, &heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_ALLOW_EXTRA(&allow_extra),
         CLI_OPT_QUIET(&quiet),
         {0},
     };
@@ -37,7 +38,7 @@ int cmd_export(int argc, char **argv) {
     lpv_model_ref ref;
     lpv_status st = lpv_resolve_model(model, NULL, &ref, &err);
     lpv_model *m = NULL;
-    lpv_model_opts mo = {heads, 0, 0};
+    lpv_model_opts mo = {heads, 0, allow_extra};
     if (!st) st = lpv_model_load(&m, ref.path, &mo, &err);
     if (st) return cli_fail(&err, st);
     const char *keys[2] = {"lpvit.exported_from", "lpvit"};

@@ -169,6 +169,7 @@ int cmd_infer(int argc, char **argv) {
         {"--mean", OPT_FLOAT3, ma.mean, "a,b,c", "normalization mean", 0, 0, &ma.mean_set},
         {"--std", OPT_FLOAT3, ma.std, "a,b,c", "normalization std", 0, 0, &ma.std_set},
         {"--heads", OPT_INT, &ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_ALLOW_EXTRA(&ma.allow_extra),
         {"--json", OPT_OUT, &json, "FILE", "image mode: write the top-5 as JSON ('-' for stdout)", 0, 0, NULL},
         CLI_OPT_THREADS(&threads),
         CLI_OPT_ISA(&isa),

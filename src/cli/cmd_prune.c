@@ -197,6 +197,7 @@ int cmd_prune(int argc, char **argv) {
         {"--report", OPT_OUT, &f.report, "FILE", "JSON report ('-' for stdout instead of the table)", 0, 0, NULL},
         {"--quant", OPT_STR, &f.quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); the speed objectives then allocate with int8 kernel times", 0, 0, NULL},
         {"--heads", OPT_INT, &f.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_ALLOW_EXTRA(&f.ma.allow_extra),
         CLI_OPT_THREADS(&f.threads),
         CLI_OPT_ISA(&f.isa),
         CLI_OPT_QUIET(&f.ma.quiet),

@@ -50,6 +50,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--mean", OPT_FLOAT3, ma.mean, "a,b,c", "preprocessing to record: normalization mean", 0, 0, &ma.mean_set},
         {"--std", OPT_FLOAT3, ma.std, "a,b,c", "preprocessing to record: normalization std", 0, 0, &ma.std_set},
         {"--heads", OPT_INT, &ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_ALLOW_EXTRA(&ma.allow_extra),
         CLI_OPT_QUIET(&ma.quiet),
         {0},
     };

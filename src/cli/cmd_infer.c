@@ -95,8 +95,10 @@ static lpv_status infer_images(const cli_model *cm, char **paths, int n, int bat
         LPV_TRY(lpv_synsets_load(&syn, synsets_path ? synsets_path : lpv_synsets_default_path(), err));
         have_syn = 1;
         if (syn.n != c->classes) {
+            int ns = syn.n; /* read before the free clears it */
             lpv_synsets_free(&syn);
-            return lpv_fail(err, LPV_E_ARG, "synset list has %d classes, the model %d", syn.n, c->classes);
+            return lpv_fail_hint(err, LPV_E_DATA, "synsets", "'%s' has %d classes, but the model has %d",
+                                 synsets_path ? synsets_path : lpv_synsets_default_path(), ns, c->classes);
         }
     }
     int64_t per = (int64_t)c->chans * c->img * c->img;

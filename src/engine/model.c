@@ -503,7 +503,7 @@ static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan
     if (!st) st = read_index(f, bt->rows, rows, err);
     if (!st) {
         char name[LPV_ST_MAX_NAME + 1100];
-        snprintf(name, sizeof name, "'%s': '%s'", label, it->name);
+        snprintf(name, sizeof name, "%s: %s", label, it->name); /* bsr.c quotes it */
         int R = v->shape[1] > 0 && v->shape[1] <= 64 ? (int)v->shape[1] : 0;
         int C = v->shape[2] > 0 && v->shape[2] <= 64 ? (int)v->shape[2] : 0;
         st = lpv_bsr_from_arrays(b, L->out, L->in, R, C, vals, (int64_t)v->nelem, cols, (int64_t)bt->cols->nelem,

@@ -30,6 +30,21 @@ lpv_status lpv_image_load(const char *path, lpv_image *img, lpv_err *err) {
     return st;
 }
 
+/* Width and height from a PNG's IHDR, or 0. stb refuses a PNG too large for its own limit while probing
+ * and then reports the last format it tried ("unknown image type"); reading the header here lets a huge
+ * PNG be called what it is. */
+static int png_size(const uint8_t *b, size_t n, int64_t *w, int64_t *h) {
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n < 24 || memcmp(b, sig, 8) != 0 || memcmp(b + 12, "IHDR", 4) != 0) return 0;
+    *w = (int64_t)b[16] << 24 | b[17] << 16 | b[18] << 8 | b[19];
+    *h = (int64_t)b[20] << 24 | b[21] << 16 | b[22] << 8 | b[23];
+    return 1;
+}
+
+static int too_large(int64_t w, int64_t h) {
+    return w > LPV_IMAGE_MAX_SIDE || h > LPV_IMAGE_MAX_SIDE || w * h > LPV_IMAGE_MAX_PIXELS;
+}
+
 /* stb picks the format from the bytes (not the name), as PIL does; its
  * pixels are handed to the caller as they are, no copy. */
 lpv_status lpv_image_load_mem(const void *buf, size_t n, const char *label, lpv_image *img,
@@ -42,10 +57,13 @@ lpv_status lpv_image_load_mem(const void *buf, size_t n, const char *label, lpv_
                         n, INT_MAX);
     /* Header first, so an absurd size is refused before stb allocates it. */
     int w = 0, h = 0, comp = 0;
+    int64_t pw, ph;
+    if (png_size(buf, n, &pw, &ph) && too_large(pw, ph))
+        return lpv_fail(err, LPV_E_DATA, "image '%s' is %lldx%lld, expected at most %d px a side and %d pixels",
+                        label, (long long)pw, (long long)ph, LPV_IMAGE_MAX_SIDE, LPV_IMAGE_MAX_PIXELS);
     if (!stbi_info_from_memory(buf, (int)n, &w, &h, &comp))
         return lpv_fail(err, LPV_E_DATA, "cannot decode image '%s': %s", label, stb_reason());
-    if (w < 1 || h < 1 || w > LPV_IMAGE_MAX_SIDE || h > LPV_IMAGE_MAX_SIDE ||
-        (int64_t)w * h > LPV_IMAGE_MAX_PIXELS)
+    if (w < 1 || h < 1 || too_large(w, h))
         return lpv_fail(err, LPV_E_DATA,
                         "image '%s' is %dx%d, expected at most %d px a side and %d pixels", label, w,
                         h, LPV_IMAGE_MAX_SIDE, LPV_IMAGE_MAX_PIXELS);

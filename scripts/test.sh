@@ -2,7 +2,7 @@
 # The whole test suite (README command 2; .ci/run calls this):
 #   1. install build dependencies (Debian packages, idempotent)
 #   2. Release build + every ctest test (unit, golden against ../shared/fixtures, e2e CLI runs)
-#   3. ASan+UBSan build, unit + golden tests under it
+#   3. ASan+UBSan build, unit + golden tests and the bad-input suite (tests/e2e/bad_input.sh) under it
 #   4. the safetensors parser fuzz target for a short run (clang/libFuzzer)
 #   5. when the shared data is present ($LPVIT_DATA, else ../shared/data): the accuracy gates
 #      (scripts/check-accuracy.sh) and the pruning gate (scripts/bench-prune.sh --quick: pruned top-1
@@ -35,9 +35,9 @@ if [ "$quick" = 0 ]; then
   step "asan+ubsan build"
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLPVIT_SANITIZE=ON -DLPVIT_WERROR=ON >/dev/null
   cmake --build build-asan -j"$jobs"
-  step "tests (asan+ubsan, unit and golden)"
+  step "tests (asan+ubsan, unit, golden and the bad-input suite)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs" -L 'unit|golden'
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" -L 'unit|golden|badinput'
 
   if command -v clang >/dev/null 2>&1; then
     step "fuzz (safetensors parser, 30 s)"

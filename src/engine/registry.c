@@ -136,6 +136,8 @@ int lpv_registry_match_file(const char *path, lpv_preset *out) {
 lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_ref *out, lpv_err *err) {
     memset(out, 0, sizeof *out);
     if (!model || !model[0]) return lpv_fail_param(err, LPV_E_ARG, "model", "none given");
+    if (access(model, F_OK) == 0 && !lpv_file_exists(model) && !lpv_is_dir(model))
+        return lpv_fail(err, LPV_E_IO, "'%s' is not a regular file", model); /* a FIFO, a device */
     if (lpv_file_exists(model) || lpv_is_dir(model)) {
         if (weights) return lpv_fail_param(err, LPV_E_ARG, "weights", "goes with a preset name as the model, not the path '%s'", model);
         snprintf(out->path, sizeof out->path, "%s", model);
@@ -148,7 +150,8 @@ lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_r
     out->has_preset = 1;
     if (weights) {
         if (!lpv_file_exists(weights) && !lpv_is_dir(weights))
-            return lpv_fail_param(err, LPV_E_IO, "weights", "'%s' does not exist", weights);
+            return lpv_fail_param(err, LPV_E_IO, "weights", "'%s' %s", weights,
+                                  access(weights, F_OK) == 0 ? "is not a regular file" : "does not exist");
         snprintf(out->path, sizeof out->path, "%s", weights);
         return LPV_OK;
     }

@@ -300,13 +300,13 @@ static const char *clean_root(lpv_dataset *ds, const char *dir) {
 static lpv_status add_class(lpv_dataset *ds, itemlist *l, const char *wnid, int label, lpv_err *err) {
     char dir[MAX_PATH], rel[MAX_PATH];
     if ((size_t)snprintf(dir, sizeof dir, "%s/%s", ds->root, wnid) >= sizeof dir)
-        return lpv_fail(err, LPV_E_ARG, "path '%s/%s' is too long", ds->root, wnid);
+        return lpv_fail(err, LPV_E_DATA, "path '%s/%s' is too long", ds->root, wnid);
     strlist files;
     LPV_TRY(list_dir(dir, LIST_IMAGES, &files, err));
     lpv_status st = LPV_OK;
     for (int i = 0; st == LPV_OK && i < files.n; i++) {
         if ((size_t)snprintf(rel, sizeof rel, "%s/%s", wnid, files.v[i]) >= sizeof rel)
-            st = lpv_fail(err, LPV_E_ARG, "path '%s/%s' is too long", dir, files.v[i]);
+            st = lpv_fail(err, LPV_E_DATA, "path '%s/%s' is too long", dir, files.v[i]);
         else st = add_item(ds, l, ds->root, rel, label, err);
     }
     strlist_free(&files);

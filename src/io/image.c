@@ -378,7 +378,7 @@ lpv_status lpv_preprocess(const lpv_image *img, const lpv_preproc *pp, float *ou
                           lpv_resize_scratch *s, lpv_err *err) {
     LPV_TRY(lpv_preproc_check(pp, err));
     if (!img->rgb || img->w < 1 || img->h < 1)
-        return lpv_fail(err, LPV_E_ARG, "cannot preprocess an empty %dx%d image", img->w, img->h);
+        return lpv_fail(err, LPV_E_DATA, "cannot preprocess an empty %dx%d image", img->w, img->h);
     int S = pp->img_size, rw, rh;
     lpv_resize_shorter(img->w, img->h, lpv_preproc_scale_size(pp), &rw, &rh);
     int x0 = lpv_center_offset(rw, S), y0 = lpv_center_offset(rh, S);

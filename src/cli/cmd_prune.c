@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cmds.h"
@@ -227,6 +228,9 @@ int cmd_prune(int argc, char **argv) {
         return cli_usage_error("--calib-dir is required for --saliency %s%s", f.saliency,
                                resolved.refine ? " and --refine" : "");
     char cache_dir[1024];
+    /* the default cache is best effort (a warning when it cannot be written); one the user names must work */
+    if (f.cache_dir && !f.no_cache && access(f.cache_dir, F_OK) == 0 && !lpv_is_dir(f.cache_dir))
+        return cli_usage_error("--cache-dir '%s' exists and is not a folder", f.cache_dir);
     default_cache_dir(cache_dir, sizeof cache_dir, f.cache_dir);
     p->cache_dir = f.no_cache ? NULL : cache_dir;
     if (!p->cost_table && (resolved.objective == LPV_OBJ_SPEED || resolved.objective == LPV_OBJ_SPEED_POWER))

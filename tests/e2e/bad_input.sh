@@ -135,6 +135,8 @@ t 2 "is a fifo"                 prune --model "$M" $PR --out "$O/p.safetensors" 
 t 2 "is a folder"               eval --model "$M" --heads 2 --imagenet-dir "$D" --json "$O"
 t 1 "does not exist"            create-model --dim 64 --depth 1 --heads 2 --out "$O/nowhere/x.safetensors"
 t 1 "does not exist"            prune --model "$M" $PR --out "$O/p.safetensors" --report "$O/nowhere/r.json"
+t 2 "--cache-dir '$M' exists and is not a folder" prune --model "$M" --calib-dir "$D" --target-flops 0.8 --out "$O/p.safetensors" --cache-dir "$M"
+t 2 "exists and is not a folder" prune --model "$M" --calib-dir "$D" --target-flops 0.8 --out "$O/p.safetensors" --cache-dir "$I/fifo"
 # readers given a FIFO with no writer: refused at once, never a hang
 t 1 "not a regular file"        inspect "$I/fifo"
 t 1 "not a regular file"        eval --model "$I/fifo" --imagenet-dir "$D"

@@ -177,7 +177,9 @@ static void bad_files(const char *good, const char *goodp, const char *fp32, con
     for (int k = 0; k < 4; k++) {
         s128[5] = specials[k];
         rewrite(good, bad, W, LPV_DT_F32, 1, (int64_t[]){128}, s128, NULL, 0, NULL);
-        expect_error(bad, "weight scale of row 5", "bad scale value");
+        /* NaN and infinity are refused by the reader (any float tensor), 0 and -1 by the int8 loader */
+        expect_error(bad, isfinite(specials[k]) ? "weight scale of row 5" : "'blocks.0.mlp.fc1.weight_scale' has a non-finite value",
+                     "bad scale value");
         s128[5] = 0.01f;
     }
     /* the pruned file: scales of a BSR int8 weight */
@@ -190,7 +192,10 @@ static void bad_files(const char *good, const char *goodp, const char *fp32, con
     expect_error(bad, "'blocks.1.mlp.fc2.input_zero_point' is 256, expected 0..255", "zero point");
     const float nan = NAN;
     rewrite(good, bad, "blocks.1.mlp.fc2.input_scale", LPV_DT_F32, 1, (int64_t[]){1}, &nan, NULL, 0, NULL);
-    expect_error(bad, "'blocks.1.mlp.fc2.input_scale' is nan, expected finite and > 0", "input scale");
+    expect_error(bad, "'blocks.1.mlp.fc2.input_scale' has a non-finite value (nan)", "input scale");
+    const float neg = -0.5f;
+    rewrite(good, bad, "blocks.1.mlp.fc2.input_scale", LPV_DT_F32, 1, (int64_t[]){1}, &neg, NULL, 0, NULL);
+    expect_error(bad, "'blocks.1.mlp.fc2.input_scale' is -0.5, expected finite and > 0", "negative input scale");
     /* scales beside an FP32 weight */
     rewrite(fp32, bad, NULL, 0, 0, NULL, NULL, "blocks.0.attn.qkv.input_zero_point", LPV_DT_I32, &zp);
     expect_error(bad, "has quantization scales ('blocks.0.attn.qkv.input_zero_point') but its weight is not int8",

@@ -1,11 +1,32 @@
 /*
- * fileio.h — small file helpers: atomic writes, whole-file reads, SHA-256.
+ * fileio.h — small file helpers: atomic writes, whole-file reads, SHA-256,
+ * and the registry of live temp files that a signal handler removes.
  *
- * Atomic write: lpv_atomic_open creates "<path>.tmp.<pid>" beside the target;
- * lpv_atomic_commit flushes, fsyncs and renames it over the target;
- * lpv_atomic_abort removes it. A crash never leaves a half-written target,
- * and a target equal to an input file is refused by the callers that know it.
- * lpv_read_file returns a malloc'd, NUL-terminated buffer the caller frees.
+ * Atomic write: lpv_atomic_open opens an unnamed file (O_TMPFILE) in the
+ * target's directory; lpv_atomic_commit flushes and fsyncs it, links it as
+ * "<path>.tmp.<pid>" and renames that over the target; lpv_atomic_abort
+ * closes it. Until the commit the file has no name, so nothing is left behind
+ * whatever ends the process, SIGKILL and power loss included. Where the
+ * filesystem has no O_TMPFILE (or /proc is not mounted, which the link needs)
+ * the file is created as "<path>.tmp.<pid>" from the start, as before; that
+ * name is registered (below) while it exists. $LPVIT_NO_O_TMPFILE=1 forces
+ * this named fallback (tests). The file mode is the same either way: 0666
+ * less the umask, what fopen gives. A crash never leaves a half-written
+ * target, and a target equal to an input file is refused by the callers that
+ * know it. lpv_read_file returns a malloc'd, NUL-terminated buffer the caller
+ * frees.
+ *
+ * Temp registry: every named temp file lives in a fixed table of paths (no
+ * malloc, lock-free atomics) from just before it is created until just after
+ * it is renamed or removed. lpv_install_cleanup_handlers() installs handlers
+ * for SIGINT, SIGTERM and SIGHUP that unlink every registered path (unlink(2)
+ * only: async-signal-safe), restore the default action and re-raise the
+ * signal, so the process still dies of that signal and its parent sees the
+ * usual status (128+sig in a shell). The library never installs handlers by
+ * itself: a program that embeds it owns its signal dispositions and calls
+ * lpv_install_cleanup_handlers() once, early (the lpvit CLI does, in main).
+ * A signal that was ignored at that moment (nohup, a background job of a
+ * non-interactive shell) stays ignored.
  */
 #ifndef LPVIT_FILEIO_H
 #define LPVIT_FILEIO_H
@@ -19,7 +40,9 @@
 typedef struct {
     FILE *fp;
     char path[1024];
-    char tmp[1100];
+    char tmp[1100]; /* "<path>.tmp.<pid>": the name the file has from open (named) or only during commit */
+    int unnamed;    /* 1: fp is an O_TMPFILE with no name yet */
+    int slot;       /* lpv_tmp_register handle of tmp while it is registered, else -1 */
 } lpv_atomic_file;
 
 lpv_status lpv_atomic_open(lpv_atomic_file *af, const char *path, lpv_err *err);
@@ -27,6 +50,19 @@ lpv_status lpv_atomic_commit(lpv_atomic_file *af, lpv_err *err);
 void lpv_atomic_abort(lpv_atomic_file *af);
 /* Writes a whole buffer atomically. */
 lpv_status lpv_write_file_atomic(const char *path, const void *data, size_t n, lpv_err *err);
+
+/* Registers path (copied) as a live temp file for the signal handlers to remove; returns a handle
+ * for lpv_tmp_unregister, or -1 when the table is full or the path does not fit (the file then
+ * only lacks the cleanup on a signal). Safe from any thread. Register before creating the file and
+ * unregister after renaming or removing it, so that no instant has an unregistered file (a
+ * registered name that is already gone costs the handler one failed unlink). */
+int lpv_tmp_register(const char *path);
+void lpv_tmp_unregister(int handle);
+/* How many paths are registered now (tests). */
+int lpv_tmp_registered(void);
+/* SIGINT, SIGTERM, SIGHUP: unlink the registered temp files, then die of the same signal. For
+ * programs, not the library (see above); later calls do nothing. */
+void lpv_install_cleanup_handlers(void);
 
 lpv_status lpv_read_file(const char *path, char **out, size_t *n, size_t max_bytes, lpv_err *err);
 /* Opens an existing file for reading (O_CLOEXEC) and checks that it is a regular file before anything reads

@@ -19,7 +19,9 @@
  *
  * Writer: collects tensors by reference (the caller keeps the data alive until
  * lpv_st_write returns), sorts them (alignment, then name), pads the header
- * with spaces to 8 bytes, writes "<path>.tmp.<pid>" and renames it over path.
+ * with spaces to 8 bytes, and writes through lpv_atomic_open (fileio.h): the
+ * target appears whole at the end or not at all. lpv_st_write_to streams the
+ * same bytes into a caller's sink instead (the calibration cache gzips them).
  */
 #ifndef LPVIT_SAFETENSORS_H
 #define LPVIT_SAFETENSORS_H
@@ -113,8 +115,12 @@ void lpv_st_writer_init(lpv_st_writer *w);
 lpv_status lpv_st_writer_add(lpv_st_writer *w, const char *name, lpv_dtype dtype, int ndim,
                              const int64_t *shape, const void *data, lpv_err *err);
 lpv_status lpv_st_writer_meta(lpv_st_writer *w, const char *key, const char *value, lpv_err *err);
-/* Writes atomically (temp file + rename); never overwrites `path` with a partial file. */
+/* Writes atomically (lpv_atomic_open: temp file + rename); never overwrites `path` with a partial file. */
 lpv_status lpv_st_write(const lpv_st_writer *w, const char *path, lpv_err *err);
+/* The file's bytes, in order, to sink (which returns 0 when it took all n bytes); `name` only names
+ * the destination in error messages. */
+typedef int (*lpv_st_sink)(void *ctx, const void *data, size_t n);
+lpv_status lpv_st_write_to(const lpv_st_writer *w, lpv_st_sink sink, void *ctx, const char *name, lpv_err *err);
 void lpv_st_writer_free(lpv_st_writer *w);
 
 #endif

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "cmds.h"
 #include "lpvit/cpu.h"
+#include "lpvit/fileio.h"
 #include "lpvit/report.h"
 
 typedef struct {
@@ -41,6 +42,7 @@ static void usage(FILE *fp) {
 
 int main(int argc, char **argv) {
     lpv_blas_reexec(argc, argv);
+    lpv_install_cleanup_handlers(); /* SIGINT/SIGTERM/SIGHUP remove the temp files of writes in flight */
     cli_output_init();
     if (argc < 2) {
         usage(stderr);

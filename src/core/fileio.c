@@ -4,49 +4,180 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* ---- the registry of live temp files ----
+ * A fixed table, so that the signal handler needs no malloc and no lock. A slot is FREE, BUSY (a
+ * thread is writing its path, or the handler is unlinking it) or LIVE (the path is complete). Every
+ * change of owner is a compare-and-swap: register takes FREE -> BUSY, writes the path, publishes
+ * LIVE; unregister takes LIVE -> FREE; the handler takes LIVE -> BUSY before it reads the path, so a
+ * slot is never rewritten while the handler reads it, and a half-written path is never read. */
+
+#define TMP_SLOTS 64
+#define TMP_PATH 1280
+enum { SLOT_FREE, SLOT_BUSY, SLOT_LIVE };
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal handler needs lock-free atomic ints");
+static atomic_int tmp_state[TMP_SLOTS];
+static char tmp_paths[TMP_SLOTS][TMP_PATH];
+
+int lpv_tmp_register(const char *path) {
+    size_t n = strlen(path);
+    if (n >= TMP_PATH) return -1;
+    for (int i = 0; i < TMP_SLOTS; i++) {
+        int expect = SLOT_FREE;
+        if (atomic_compare_exchange_strong(&tmp_state[i], &expect, SLOT_BUSY)) {
+            memcpy(tmp_paths[i], path, n + 1);
+            atomic_store(&tmp_state[i], SLOT_LIVE); /* seq_cst: the path is visible before LIVE is */
+            return i;
+        }
+    }
+    return -1;
+}
+
+void lpv_tmp_unregister(int handle) {
+    if (handle < 0 || handle >= TMP_SLOTS) return;
+    int expect = SLOT_LIVE;
+    /* fails only while the handler owns the slot, and then the process is about to die */
+    atomic_compare_exchange_strong(&tmp_state[handle], &expect, SLOT_FREE);
+}
+
+int lpv_tmp_registered(void) {
+    int n = 0;
+    for (int i = 0; i < TMP_SLOTS; i++) n += atomic_load(&tmp_state[i]) == SLOT_LIVE;
+    return n;
+}
+
+/* Only async-signal-safe calls: atomics, unlink, sigaction, raise. The signal is blocked while its
+ * handler runs, so the raise leaves it pending; when the handler returns it is delivered with the
+ * default action, and the process dies of it: the parent sees "killed by SIGINT" (a shell's 130),
+ * not an exit code that only looks like it, which is what lets a shell script that ran us stop too. */
+static void cleanup_handler(int sig) {
+    for (int i = 0; i < TMP_SLOTS; i++) {
+        int expect = SLOT_LIVE;
+        if (atomic_compare_exchange_strong(&tmp_state[i], &expect, SLOT_BUSY)) unlink(tmp_paths[i]);
+    }
+    struct sigaction dfl;
+    dfl.sa_handler = SIG_DFL;
+    dfl.sa_flags = 0;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, NULL);
+    raise(sig);
+}
+
+void lpv_install_cleanup_handlers(void) {
+    static atomic_int installed;
+    if (atomic_exchange(&installed, 1)) return;
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = cleanup_handler;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(&sa.sa_mask, sigs[i]); /* one handler at a time */
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue; /* nohup & co. keep it ignored */
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+/* ---- atomic writes ---- */
+
+/* O_TMPFILE unless $LPVIT_NO_O_TMPFILE is set to something other than "" or "0". */
+static int want_tmpfile(void) {
+    const char *e = getenv("LPVIT_NO_O_TMPFILE");
+    return !(e && e[0] && strcmp(e, "0") != 0);
+}
+
+/* An unnamed file in path's directory, as a stdio stream; NULL where the filesystem or the kernel
+ * has no O_TMPFILE, or /proc (which the link at commit goes through) is not there. */
+static FILE *open_unnamed(const char *path) {
+#ifdef O_TMPFILE
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) slash[1] = 0; /* "/name" lives in "/" */
+    else *slash = 0;
+    int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666); /* 0666 & ~umask, as fopen creates */
+    if (fd < 0) return NULL;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    struct stat st;
+    FILE *fp = stat(proc, &st) == 0 ? fdopen(fd, "wb") : NULL;
+    if (!fp) close(fd);
+    return fp;
+#else
+    (void)path;
+    return NULL;
+#endif
+}
+
 lpv_status lpv_atomic_open(lpv_atomic_file *af, const char *path, lpv_err *err) {
     memset(af, 0, sizeof *af);
+    af->slot = -1;
     if (strlen(path) >= sizeof af->path)
         return lpv_fail(err, LPV_E_ARG, "output path '%.64s...' is too long", path);
     if (lpv_is_dir(path)) return lpv_fail(err, LPV_E_ARG, "output '%s' is a directory", path);
     snprintf(af->path, sizeof af->path, "%s", path);
     snprintf(af->tmp, sizeof af->tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (want_tmpfile() && (af->fp = open_unnamed(path)) != NULL) {
+        af->unnamed = 1;
+        return LPV_OK;
+    }
+    /* the named fallback: registered before it exists, so a signal never finds it unregistered */
+    af->slot = lpv_tmp_register(af->tmp);
     af->fp = fopen(af->tmp, "wb");
-    if (!af->fp)
-        return lpv_fail(err, LPV_E_IO, "cannot create '%s': %s", af->tmp, strerror(errno));
+    if (!af->fp) {
+        int e = errno;
+        lpv_tmp_unregister(af->slot);
+        af->slot = -1;
+        return lpv_fail(err, LPV_E_IO, "cannot create '%s': %s", af->tmp, strerror(e));
+    }
     return LPV_OK;
 }
 
 lpv_status lpv_atomic_commit(lpv_atomic_file *af, lpv_err *err) {
-    int bad = ferror(af->fp);
-    if (fflush(af->fp) != 0) bad = 1;
-    if (!bad && fsync(fileno(af->fp)) != 0) bad = 1;
-    int saved = errno;
-    if (fclose(af->fp) != 0) bad = 1;
-    af->fp = NULL;
-    if (bad) {
-        unlink(af->tmp);
-        return lpv_fail(err, LPV_E_IO, "cannot write '%s': %s", af->path, strerror(saved ? saved : EIO));
+    int bad = ferror(af->fp), saved = bad ? errno : 0, named = !af->unnamed;
+    const char *what = "write";
+    if (fflush(af->fp) != 0) bad = 1, saved = errno;
+    if (!bad && fsync(fileno(af->fp)) != 0) bad = 1, saved = errno;
+    if (!bad && af->unnamed) {
+        /* give the unnamed file its temp name, registered for the instant until the rename */
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fileno(af->fp));
+        af->slot = lpv_tmp_register(af->tmp);
+        unlink(af->tmp); /* only a process with our pid made it: a dead one's leftover */
+        if (linkat(AT_FDCWD, proc, AT_FDCWD, af->tmp, AT_SYMLINK_FOLLOW) == 0) named = 1;
+        else bad = 1, saved = errno, what = "link";
     }
-    if (rename(af->tmp, af->path) != 0) {
+    if (fclose(af->fp) != 0 && !bad) bad = 1, saved = errno;
+    af->fp = NULL;
+    lpv_status st = LPV_OK;
+    if (bad) {
+        if (named) unlink(af->tmp);
+        st = lpv_fail(err, LPV_E_IO, "cannot %s '%s': %s", what, af->path, strerror(saved ? saved : EIO));
+    } else if (rename(af->tmp, af->path) != 0) {
         saved = errno;
         unlink(af->tmp);
-        return lpv_fail(err, LPV_E_IO, "cannot rename '%s' to '%s': %s", af->tmp, af->path,
-                        strerror(saved));
+        st = lpv_fail(err, LPV_E_IO, "cannot rename '%s' to '%s': %s", af->tmp, af->path, strerror(saved));
     }
-    return LPV_OK;
+    lpv_tmp_unregister(af->slot); /* after the rename or unlink: the name is gone either way */
+    af->slot = -1;
+    return st;
 }
 
 void lpv_atomic_abort(lpv_atomic_file *af) {
-    if (af->fp) fclose(af->fp);
+    if (af->fp) fclose(af->fp); /* an unnamed file vanishes here */
     af->fp = NULL;
-    if (af->tmp[0]) unlink(af->tmp);
+    if (!af->unnamed && af->tmp[0]) unlink(af->tmp);
+    lpv_tmp_unregister(af->slot);
+    af->slot = -1;
 }
 
 lpv_status lpv_write_file_atomic(const char *path, const void *data, size_t n, lpv_err *err) {

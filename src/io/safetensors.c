@@ -548,13 +548,12 @@ static int cmp_write_order(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-lpv_status lpv_st_write(const lpv_st_writer *w, const char *path, lpv_err *err) {
+lpv_status lpv_st_write_to(const lpv_st_writer *w, lpv_st_sink sink, void *ctx, const char *name, lpv_err *err) {
     const lpv_st_wtensor **ord = malloc(sizeof *ord * ((size_t)w->n + 1));
     if (!ord) return lpv_fail(err, LPV_E_OOM, "out of memory");
     for (int i = 0; i < w->n; i++) ord[i] = &w->t[i];
     qsort(ord, (size_t)w->n, sizeof *ord, cmp_write_order);
     cJSON *root = cJSON_CreateObject();
-    lpv_status st = LPV_OK;
     if (!root) {
         free(ord);
         return lpv_fail(err, LPV_E_OOM, "out of memory");
@@ -584,26 +583,30 @@ lpv_status lpv_st_write(const lpv_st_writer *w, const char *path, lpv_err *err) 
         return lpv_fail(err, LPV_E_OOM, "out of memory");
     }
     size_t jl = strlen(json), padded = (jl + 7) & ~(size_t)7;
-    lpv_atomic_file af;
-    if ((st = lpv_atomic_open(&af, path, err)) != LPV_OK) {
-        free(json);
-        free(ord);
-        return st;
-    }
     uint8_t hdr[8];
     for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)((uint64_t)padded >> (8 * i));
-    int ok = fwrite(hdr, 1, 8, af.fp) == 8 && fwrite(json, 1, jl, af.fp) == jl;
-    for (size_t i = jl; ok && i < padded; i++) ok = fputc(' ', af.fp) != EOF;
+    errno = 0;
+    int ok = sink(ctx, hdr, 8) == 0 && sink(ctx, json, jl) == 0 && sink(ctx, "       ", padded - jl) == 0;
     for (int i = 0; ok && i < w->n; i++) {
         uint64_t nb = wt_bytes(ord[i]);
-        if (nb) ok = fwrite(ord[i]->data, 1, nb, af.fp) == nb;
+        if (nb) ok = sink(ctx, ord[i]->data, nb) == 0;
     }
+    int e = errno;
     free(json);
     free(ord);
-    if (!ok) {
-        int e = errno; /* before abort's fclose and unlink can change it */
+    if (!ok) return lpv_fail(err, LPV_E_IO, "cannot write '%s': %s", name, strerror(e ? e : EIO));
+    return LPV_OK;
+}
+
+static int file_sink(void *ctx, const void *data, size_t n) { return n && fwrite(data, 1, n, ctx) != n ? -1 : 0; }
+
+lpv_status lpv_st_write(const lpv_st_writer *w, const char *path, lpv_err *err) {
+    lpv_atomic_file af;
+    LPV_TRY(lpv_atomic_open(&af, path, err));
+    lpv_status st = lpv_st_write_to(w, file_sink, af.fp, path, err);
+    if (st != LPV_OK) {
         lpv_atomic_abort(&af);
-        return lpv_fail(err, LPV_E_IO, "cannot write '%s': %s", path, strerror(e));
+        return st;
     }
     return lpv_atomic_commit(&af, err);
 }

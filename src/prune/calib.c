@@ -1,10 +1,15 @@
 /* calib.c — calibration gradients / Fisher and their zlib cache (see include/lpvit/calib.h). */
 #include "lpvit/calib.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -173,9 +178,56 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
 
 /* ---- cache: safetensors, gzip-compressed ---- */
 
+/* Removes the temp files that earlier writers left in the cache folder of path, by this cache's
+ * naming only: "calib-*.lpvc.tmp.<pid>" (lpv_atomic's name, and the gzip temp of older lpvit) and
+ * "calib-*.lpvc.raw.<pid>" (the uncompressed temp of older lpvit). Such a file is stale when its
+ * writer is gone: no process has that pid (a SIGKILL, a crash, a power cut, an older lpvit). A live
+ * pid keeps its file, since another lpvit may be writing that cache file right now; but pids are
+ * reused, so a live pid may belong to an unrelated process while the writer is long dead: a file
+ * older than a day is stale whatever its pid (a cache write takes seconds). A pid in another pid
+ * namespace looks dead from here; deleting a write in flight there only makes that save fail with
+ * a warning, since the cache is optional. */
+static void cache_clean_stale(const char *path) {
+    char dir[1200];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) slash[1] = 0;
+    else *slash = 0;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *x = strstr(e->d_name, ".lpvc.");
+        if (strncmp(e->d_name, "calib-", 6) != 0 || !x) continue;
+        x += 6;
+        if (strncmp(x, "tmp.", 4) != 0 && strncmp(x, "raw.", 4) != 0) continue;
+        char *end;
+        long pid = strtol(x + 4, &end, 10);
+        if (end == x + 4 || *end || pid <= 0) continue;
+        char full[1600];
+        struct stat st;
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        if (lstat(full, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        int dead = kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+        if (dead || now - st.st_mtime > 24 * 3600) unlink(full);
+    }
+    closedir(d);
+}
+
+/* lpv_st_write_to's sink: the bytes into a gzip stream (gzwrite takes an unsigned count). */
+static int gz_sink(void *ctx, const void *data, size_t n) {
+    const unsigned char *p = data;
+    while (n) {
+        unsigned k = n > (1u << 30) ? 1u << 30 : (unsigned)n;
+        if (gzwrite((gzFile)ctx, p, k) != (int)k) return -1;
+        p += k, n -= k;
+    }
+    return 0;
+}
+
 lpv_status lpv_calib_save(const lpv_calib_stats *s, const char *path, lpv_err *err) {
-    char tmp[1200], ztmp[1200];
-    snprintf(tmp, sizeof tmp, "%s.raw.%ld", path, (long)getpid());
     lpv_st_writer w;
     lpv_st_writer_init(&w);
     lpv_status st = LPV_OK;
@@ -201,25 +253,27 @@ lpv_status lpv_calib_save(const lpv_calib_stats *s, const char *path, lpv_err *e
     if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.samples", num, err);
     snprintf(num, sizeof num, "%.9g", s->mean_loss);
     if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.mean_loss", num, err);
-    if (st == LPV_OK) st = lpv_st_write(&w, tmp, err);
-    lpv_st_writer_free(&w);
-    if (st) return st;
-    /* compress to a temporary name, then rename: a crash never leaves a half cache file */
-    snprintf(ztmp, sizeof ztmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *in = fopen(tmp, "rb");
-    gzFile z = gzopen(ztmp, "wb1");
-    int ok = in && z;
-    static __thread unsigned char buf[1 << 16];
-    size_t got;
-    while (ok && (got = fread(buf, 1, sizeof buf, in)) > 0) ok = gzwrite(z, buf, (unsigned)got) == (int)got;
-    if (in) fclose(in);
-    if (z && gzclose(z) != Z_OK) ok = 0;
-    unlink(tmp);
-    if (!ok || rename(ztmp, path) != 0) {
-        unlink(ztmp);
-        return lpv_fail(err, LPV_E_IO, "cannot write calibration cache '%s'", path);
+    if (st == LPV_OK) cache_clean_stale(path);
+    /* the safetensors bytes gzip straight into an atomic file (fileio.h): no uncompressed copy on
+       disk, and the one temp-file mechanism of every output, signal cleanup included */
+    lpv_atomic_file af;
+    if (st == LPV_OK) st = lpv_atomic_open(&af, path, err);
+    if (st == LPV_OK) {
+        int fd = dup(fileno(af.fp)); /* gzclose closes its own descriptor; af.fp keeps the file for the commit */
+        gzFile z = fd >= 0 ? gzdopen(fd, "wb1") : NULL;
+        if (!z) {
+            if (fd >= 0) close(fd);
+            st = lpv_fail(err, LPV_E_IO, "cannot write calibration cache '%s': %s", path, strerror(errno));
+        } else {
+            st = lpv_st_write_to(&w, gz_sink, z, path, err);
+            if (gzclose(z) != Z_OK && st == LPV_OK)
+                st = lpv_fail(err, LPV_E_IO, "cannot write calibration cache '%s'", path);
+        }
+        if (st == LPV_OK) st = lpv_atomic_commit(&af, err);
+        else lpv_atomic_abort(&af);
     }
-    return LPV_OK;
+    lpv_st_writer_free(&w);
+    return st;
 }
 
 /* gunzip path into a malloc'd buffer, at most cap bytes. */

@@ -3,8 +3,13 @@
  * image at a time (mean gradient, Fisher diagonal, per-block second moments
  * mean_n (g_n,b · w_b)²) on a random model and the committed mini ImageFolder,
  * with an uneven last batch; the zlib cache round-trips exactly, and a cache
- * made for other inputs, truncated or corrupted is refused.
+ * made for other inputs, truncated or corrupted is refused. A save removes the
+ * stale temp files of the cache's naming (a dead writer's pid, or older than a
+ * day) and keeps a live writer's and other names.
  */
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lpvit/calib.h"
@@ -158,7 +163,25 @@ int main(void) {
     lpv_dataset_files_hash(&ds, list);
     lpv_calib_key(key, sizeof key, "modelsha", list, &o, &pp);
     snprintf(s.key, sizeof s.key, "%s", key);
+    /* stale temps of the cache's naming: a dead pid's (a reaped child's), an old one of a live pid */
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    CHECK(dead > 0 && waitpid(dead, NULL, 0) == dead);
+    char stale[4][160], keep[3][160];
+    snprintf(stale[0], 160, "%s/calib-ab12.lpvc.tmp.%ld", dir, (long)dead);
+    snprintf(stale[1], 160, "%s/calib-ab12.lpvc.raw.%ld", dir, (long)dead);
+    snprintf(stale[2], 160, "%s/calib-cd34.lpvc.raw.%ld", dir, (long)getpid()); /* made old below */
+    snprintf(stale[3], 160, "%s/calib-cd34.lpvc.tmp.1", dir);                    /* pid 1 lives, old */
+    snprintf(keep[0], 160, "%s/calib-ef56.lpvc.tmp.%ld", dir, (long)getpid());  /* a live writer's */
+    snprintf(keep[1], 160, "%s/notes.tmp.%ld", dir, (long)dead);                 /* not the cache's */
+    snprintf(keep[2], 160, "%s/calib-ef56.lpvc.tmp.%ldx", dir, (long)dead);      /* not a pid */
+    for (int i = 0; i < 4; i++) CHECK_OK(lpv_write_file_atomic(stale[i], "x", 1, &err), &err);
+    for (int i = 0; i < 3; i++) CHECK_OK(lpv_write_file_atomic(keep[i], "x", 1, &err), &err);
+    struct timespec two_days[2] = {{time(NULL) - 2 * 86400, 0}, {time(NULL) - 2 * 86400, 0}};
+    CHECK(utimensat(AT_FDCWD, stale[2], two_days, 0) == 0 && utimensat(AT_FDCWD, stale[3], two_days, 0) == 0);
     CHECK_OK(lpv_calib_save(&s, path, &err), &err);
+    for (int i = 0; i < 4; i++) CHECKF(!lpv_file_exists(stale[i]), "stale '%s' kept", stale[i]);
+    for (int i = 0; i < 3; i++) CHECKF(lpv_file_exists(keep[i]), "'%s' removed", keep[i]);
     lpv_calib_stats t;
     CHECK_OK(lpv_calib_load(&t, m, path, key, &o, &err), &err);
     CHECK(t.samples == s.samples && t.from_cache);

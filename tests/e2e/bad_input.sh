@@ -40,6 +40,8 @@ ln -s "$I/nonexistent.JPEG" "$I/odd/n01440764/dangling.JPEG"
 mkfifo "$I/odd/n01440764/pipe.JPEG"
 head -c 300 "$SRC/tests/data/imagenet-mini/n01440764/img0.JPEG" >"$I/truncated.JPEG"
 "$L" infer --model "$I/m.safetensors" --heads 2 "$I/data/n01440764/img0.JPEG" --quiet >/dev/null || die "infer"
+"$L" prune --model "$I/m.safetensors" --heads 2 --calib-dir "$I/data" --target-flops 0.8 --no-cache --calib-size 4 \
+  --out "$I/p.safetensors" --quiet >/dev/null || die "prune"
 py=$(lpv_python) || die "python3 is needed to write the hostile files"
 "$py" - "$I" <<'EOF' || die "python"
 import json, struct, sys, zlib
@@ -61,6 +63,15 @@ end = max(v["data_offsets"][1] for k, v in h.items() if k != "__metadata__")
 h2 = dict(h)
 h2["extra.weight"] = {"dtype": "F32", "shape": [2], "data_offsets": [end, end + 8]}
 save("extra.safetensors", h2, b[8 + n:8 + n + end] + b"\0" * 8)
+# a pruned file whose first BSR row pointer is not 0
+bp = open(d + "/p.safetensors", "rb").read()
+pn = struct.unpack("<Q", bp[:8])[0]
+ph = json.loads(bp[8:8 + pn])
+key = sorted(k for k in ph if k.endswith(".bsr_row_ptr"))[0]
+pdata = bytearray(bp[8 + pn:])
+o = ph[key]["data_offsets"][0]
+pdata[o] = 5
+open(d + "/badbsr.safetensors", "wb").write(bp[:8 + pn] + bytes(pdata))
 # corrupt files: cut short, a header length past the end, a header that is not JSON
 open(d + "/short.safetensors", "wb").write(b[:len(b) // 2])
 open(d + "/hugehdr.safetensors", "wb").write(struct.pack("<Q", 1 << 40) + b"{}")
@@ -94,6 +105,8 @@ t() {
       echo "FAIL $what: expected one 'lpvit: ' line, got $lines:" >&2; head -3 "$T/stderr" | sed 's/^/    /' >&2; bad=1
     elif ! grep -qF -- "$needle" "$T/stderr"; then
       echo "FAIL $what: error lacks '$needle': $(cat "$T/stderr")" >&2; bad=1
+    elif grep -qF "''" "$T/stderr"; then
+      echo "FAIL $what: a name quoted twice: $(cat "$T/stderr")" >&2; bad=1
     fi
   fi
   if [ "$(snapshot)" != "$BEFORE" ]; then echo "FAIL $what: an input changed" >&2; bad=1; BEFORE=$(snapshot); fi
@@ -168,6 +181,7 @@ t 0 ""                          create-model --preset deit_t --depth 1 --classes
 t 1 "is 20000x20000"            infer --model "$M" --heads 2 "$I/huge.png"
 t 1 "cannot decode image"       infer --model "$M" --heads 2 "$I/truncated.JPEG"
 t 1 "short.safetensors"         inspect "$I/short.safetensors"
+t 1 "bsr '$I/badbsr.safetensors: blocks." eval --model "$I/badbsr.safetensors" --imagenet-dir "$D"
 t 1 "hugehdr.safetensors"       eval --model "$I/hugehdr.safetensors" --imagenet-dir "$D"
 t 1 "notjson.safetensors"       prune --model "$I/notjson.safetensors" $PR --out "$O/p.safetensors"
 t 0 ""                          eval --model "$M" --heads 2 --imagenet-dir "$I/odd" --json "$O/odd.json"

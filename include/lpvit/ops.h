@@ -48,8 +48,9 @@ int64_t lpv_attention_scratch(int T, int hd);
  */
 void lpv_attention_fm_bf16(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch);
 void lpv_attention_fm_bf16_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads);
-/* 1 when lpv_attention_fm_bf16 runs BF16 for T tokens and head dim hd: ISA avx512bf16 (lpv_isa_get()) and
- * hd % 8 == 0. Below avx512bf16 attention stays FP32, as before BF16 attention existed. */
+/* 1 when lpv_attention_fm_bf16 runs BF16 for T tokens and head dim hd: ISA avx512bf16 (lpv_isa_get()),
+ * hd % 8 == 0 and T >= 16 (where it pays: below, packing the operands costs more than it saves). Below
+ * avx512bf16 attention stays FP32, as before BF16 attention existed. */
 int lpv_attention_bf16_runs(int T, int hd);
 /* One (image b, head h) with OpenBLAS: S (T, T) = softmax rows of q^T k / sqrt(hd), then out's head rows (hd, T)
  * = v S^T. S is left holding the probabilities (the backward pass keeps them). */

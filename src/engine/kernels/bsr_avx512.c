@@ -151,14 +151,24 @@ T512 void lpv__bsr_group_avx512bf16(const lpv__bsr_group *g) {
     group(g, g->X2, g->wp2, tile3_bf16, tile2_bf16, tile1_bf16, tile1m_bf16);
 }
 
+/* Round to nearest even into the high 16 bits (NaN: a quiet NaN, never an Inf or a sign flip). */
+LPV_VINLINE T512 __m512i bf16_hi(__m512 x) {
+    __m512i b = _mm512_castps_si512(x);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), odd);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, b, _mm512_set1_epi32(0x00400000));
+    return _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u));
+}
+
 T512 void lpv__bf16_pack_x_avx512(uint32_t *X2, const float *X, int ld, int K, int ncols) {
     for (int p = 0; p < (K + 1) / 2; p++) {
         const float *x0 = X + (int64_t)(2 * p) * ld, *x1 = 2 * p + 1 < K ? x0 + ld : NULL;
         uint32_t *o = X2 + (int64_t)p * ld;
         for (int t = 0; t < ncols; t += 16) {
             __mmask16 m = ncols - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (ncols - t)) - 1);
-            __m512i lo = _mm512_srli_epi32(lpv__bf16_hi16(_mm512_maskz_loadu_ps(m, x0 + t)), 16);
-            __m512i hi = x1 ? lpv__bf16_hi16(_mm512_maskz_loadu_ps(m, x1 + t)) : _mm512_setzero_si512();
+            __m512i lo = _mm512_srli_epi32(bf16_hi(_mm512_maskz_loadu_ps(m, x0 + t)), 16);
+            __m512i hi = x1 ? bf16_hi(_mm512_maskz_loadu_ps(m, x1 + t)) : _mm512_setzero_si512();
             _mm512_mask_storeu_epi32(o + t, m, _mm512_or_si512(lo, hi));
         }
     }

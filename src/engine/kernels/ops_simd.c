@@ -524,7 +524,7 @@ LPV_TARGET_AVX2 void lpv__attention_head_avx2(float *out, const float *qkv, int 
 /* ---- fused attention in BF16 (avx512bf16), one (image, head) ----
  *
  * The AVX-512 kernel's three steps with BF16 operands: q, k, v and the softmax's
- * exponentials are rounded to BF16 (nearest even, as lpv_bf16_from_f32) and packed
+ * exponentials are rounded to BF16 (nearest even, vcvtne2ps2bf16) and packed
  * in pairs along each product's reduction axis, so one vdpbf16ps does two
  * multiply-adds per lane into FP32 sums; the scores, the softmax and the final
  * 1 / sum stay FP32. Pairs (u32: low half the first, high half the second):
@@ -546,45 +546,58 @@ int64_t lpv__attention_scratch_avx512bf16(int T, int hd) {
     return bf_kp_size(T, hd) + (int64_t)hd * T2 + (int64_t)(hd / 2) * ATT_LD + (int64_t)T * ATT_LD + 16;
 }
 
+/* BF16 by vcvtne2ps2bf16: nearest even as lpv_bf16_from_f32, except that denormals (below 1.2e-38) go to
+ * zero, a change no attention output can see. */
+
+/* Lane i = bf16(lo[i]) | bf16(hi[i]) << 16: the converted halves interleaved by one word permute. */
+LPV_VINLINE T512BF __m512i bf_pair16(__m512 lo, __m512 hi) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                                6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+/* The same for 8 lanes. */
+LPV_VINLINE T512BF __m256i bf_pair8(__m256 lo, __m256 hi) {
+    const __m256i interleave = _mm256_set_epi16(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+    return _mm256_permutexvar_epi16(interleave, (__m256i)_mm256_cvtne2ps_pbh(hi, lo));
+}
+
 /* kp (ceil(T/8), hd/2, 8) <- k (hd, T) stride ld. hd even. */
-LPV_TARGET_AVX512 static void bf_pack_keys(uint32_t *kp, const float *k, int ld, int T, int hd) {
+T512BF static void bf_pack_keys(uint32_t *kp, const float *k, int ld, int T, int hd) {
     for (int j0 = 0; j0 < T; j0 += ATT_JB) {
         int n = T - j0 < ATT_JB ? T - j0 : ATT_JB;
-        __mmask16 m = (__mmask16)((1u << n) - 1u);
+        __mmask8 m = (__mmask8)((1u << n) - 1u);
         uint32_t *dst = kp + (int64_t)j0 * (hd / 2);
         for (int p = 0; p < hd / 2; p++) {
             const float *k0 = k + (int64_t)(2 * p) * ld + j0;
-            __m512i pr = lpv__bf16_pair16(_mm512_maskz_loadu_ps(m, k0), _mm512_maskz_loadu_ps(m, k0 + ld));
-            _mm256_storeu_si256((__m256i *)(dst + p * ATT_JB), _mm512_castsi512_si256(pr));
+            __m256i pr = bf_pair8(_mm256_maskz_loadu_ps(m, k0), _mm256_maskz_loadu_ps(m, k0 + ld));
+            _mm256_storeu_si256((__m256i *)(dst + p * ATT_JB), pr);
         }
     }
 }
 
-/* vp (hd, T2) <- v (hd, T) stride ld: 32 values of a row become 16 pairs (the high halves, in order). */
-LPV_TARGET_AVX512 static void bf_pack_values(uint32_t *vp, const float *v, int ld, int T, int hd) {
-    const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25,
-                                         23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+/* vp (hd, T2) <- v (hd, T) stride ld: 32 values of a row, converted in order, are 16 pairs. */
+T512BF static void bf_pack_values(uint32_t *vp, const float *v, int ld, int T, int hd) {
     int T2 = (T + 1) / 2;
     for (int d = 0; d < hd; d++) {
         const float *vr = v + (int64_t)d * ld;
         uint32_t *dst = vp + (int64_t)d * T2;
         for (int t = 0; t < T; t += 32) {
             int n0 = T - t < 16 ? T - t : 16, n1 = T - t - 16 < 0 ? 0 : T - t - 16 < 16 ? T - t - 16 : 16;
-            __m512i lo = lpv__bf16_hi16(_mm512_maskz_loadu_ps((__mmask16)((1u << n0) - 1u), vr + t));
-            __m512i hi = lpv__bf16_hi16(_mm512_maskz_loadu_ps((__mmask16)((1u << n1) - 1u), vr + t + 16));
+            __m512 lo = _mm512_maskz_loadu_ps((__mmask16)((1u << n0) - 1u), vr + t);
+            __m512 hi = _mm512_maskz_loadu_ps((__mmask16)((1u << n1) - 1u), vr + t + 16);
             int np = T2 - t / 2 < 16 ? T2 - t / 2 : 16;
-            _mm512_mask_storeu_epi32(dst + t / 2, (__mmask16)((1u << np) - 1u), _mm512_permutex2var_epi16(lo, odd, hi));
+            _mm512_mask_storeu_epi32(dst + t / 2, (__mmask16)((1u << np) - 1u), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
         }
     }
 }
 
 /* qp (hd/2, ATT_LD) <- the tile's queries q (hd, .) stride ld, lanes outside qm zero. */
-LPV_VINLINE LPV_TARGET_AVX512 void bf_pack_queries(uint32_t *qp, const float *q, int ld, int hd, int nv,
-                                                   const __mmask16 *qm) {
+LPV_VINLINE T512BF void bf_pack_queries(uint32_t *qp, const float *q, int ld, int hd, int nv, const __mmask16 *qm) {
     for (int p = 0; p < hd / 2; p++)
         for (int v = 0; v < nv; v++) {
             const float *q0 = q + (int64_t)(2 * p) * ld + 16 * v;
-            __m512i pr = lpv__bf16_pair16(_mm512_maskz_loadu_ps(qm[v], q0), _mm512_maskz_loadu_ps(qm[v], q0 + ld));
+            __m512i pr = bf_pair16(_mm512_maskz_loadu_ps(qm[v], q0), _mm512_maskz_loadu_ps(qm[v], q0 + ld));
             _mm512_storeu_si512(qp + p * ATT_LD + 16 * v, pr);
         }
 }
@@ -615,7 +628,7 @@ LPV_VINLINE T512BF void bf_scores(float *St, const uint32_t *qp, const uint32_t 
 /* Step 2: e = exp(scale (St - column max)) in FP32, inv (ATT_LD) = 1 / column sums of e (unrounded);
  * Pp row p <- the pairs (e[2p], e[2p + 1]), e[T] = 0. Row p of Pp overlays row p of St, which rows 2p and
  * 2p + 1, read just before, come at or after: nothing is overwritten before it is read. */
-LPV_VINLINE LPV_TARGET_AVX512 void bf_softmax(float *St, float *inv, int T, float scale, int nv) {
+LPV_VINLINE T512BF void bf_softmax(float *St, float *inv, int T, float scale, int nv) {
     __m512 sc = _mm512_set1_ps(scale * LPV_EXP_LOG2E), ms[ATT_QV], sum[ATT_QV];
     uint32_t *Pp = (uint32_t *)St;
     for (int v = 0; v < nv; v++) ms[v] = _mm512_set1_ps(-INFINITY), sum[v] = _mm512_setzero_ps();
@@ -628,7 +641,7 @@ LPV_VINLINE LPV_TARGET_AVX512 void bf_softmax(float *St, float *inv, int T, floa
             __m512 e0 = att_exp2(_mm512_fmsub_ps(_mm512_loadu_ps(s), sc, ms[v]));
             __m512 e1 = j + 1 < T ? att_exp2(_mm512_fmsub_ps(_mm512_loadu_ps(s + ATT_LD), sc, ms[v])) : _mm512_setzero_ps();
             sum[v] = _mm512_add_ps(sum[v], _mm512_add_ps(e0, e1));
-            _mm512_storeu_si512(Pp + (int64_t)(j / 2) * ATT_LD + 16 * v, lpv__bf16_pair16(e0, e1));
+            _mm512_storeu_si512(Pp + (int64_t)(j / 2) * ATT_LD + 16 * v, bf_pair16(e0, e1));
         }
     for (int v = 0; v < nv; v++) _mm512_storeu_ps(inv + 16 * v, _mm512_div_ps(_mm512_set1_ps(1.0f), sum[v]));
 }

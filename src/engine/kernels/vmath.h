@@ -265,22 +265,6 @@ LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__gelu8(__m256 x) {
 /* ---------------------------------------------------------------------------
  * AVX-512, 16 lanes. */
 
-/* BF16 of each lane, round to nearest even, in the lane's high 16 bits, low 16 bits zero (NaN: a quiet NaN,
- * never an Inf or a sign flip). The same bits as lpv_bf16_from_f32 (safetensors.h), denormals kept. */
-LPV_VINLINE LPV_TARGET_AVX512 __m512i lpv__bf16_hi16(__m512 x) {
-    __m512i b = _mm512_castps_si512(x);
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), odd);
-    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    r = _mm512_mask_or_epi32(r, nan, b, _mm512_set1_epi32(0x00400000));
-    return _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u));
-}
-
-/* Lane i = bf16(lo[i]) | bf16(hi[i]) << 16: a BF16 pair, the operand of vdpbf16ps. */
-LPV_VINLINE LPV_TARGET_AVX512 __m512i lpv__bf16_pair16(__m512 lo, __m512 hi) {
-    return _mm512_or_si512(_mm512_srli_epi32(lpv__bf16_hi16(lo), 16), lpv__bf16_hi16(hi));
-}
-
 /* exp(a) = 2^n · e^r: n = round(a·log2 e), r = a - n·ln 2 in two parts (Cody-Waite). */
 LPV_VINLINE LPV_TARGET_AVX512 __m512 lpv__exp_reduce16(__m512 a, __m512 *n_out) {
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(LPV_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

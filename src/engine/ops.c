@@ -7,7 +7,8 @@
  * read is contiguous. Attention runs per (image, head): with AVX-512 (and
  * head dim % 8 == 0) as one fused kernel (src/engine/kernels/ops_simd.c), otherwise with
  * OpenBLAS for q^T k and v p^T around a row softmax, the (T, T) score matrix
- * in a per-thread scratch.
+ * in a per-thread scratch. In BF16 mode (lpv_attention_fm_bf16) the fused kernel's
+ * avx512bf16 twin runs instead where it pays (lpv_attention_bf16_runs).
  */
 #include "lpvit/ops.h"
 

@@ -1,6 +1,6 @@
 /*
  * ops_simd.c — AVX-512 / AVX2 versions of the softmax and LayerNorm kernels, the fused attention
- * (see src/engine/kernels/ops_internal.h). Each function carries its own target attribute;
+ * and its BF16 twin (avx512bf16) (see src/engine/kernels/ops_internal.h). Each function carries its own target attribute;
  * src/engine/ops.c only calls one when lpv_isa_get() allows it.
  *
  * Softmax uses vmath.h's exp on (-inf, 0] (relative error ~1e-7, like expf).

@@ -58,6 +58,7 @@ typedef struct {
     float *xqa, *xqc;/* (ld) its per-column scale and scale x zero point */
     float *xqr;      /* (threads, 2, ld) the int8 fc1's record of its output's range, which fc2's quantizer uses */
     int q8_unfused;  /* 1: fc2's quantizer finds the range itself (tests compare the two; same bytes) */
+    int attn_fp32;   /* 1: attention stays FP32 with BF16 on (tests and benchmarks compare the two) */
     lpv_profile *profile; /* optional, caller-owned */
     /* optional: called with the input of every linear layer just before it runs;
        layer = index in lpv_model_layers order, X (in, ld) with ncols valid columns */
@@ -72,7 +73,8 @@ typedef struct {
 lpv_status lpv_workspace_init(lpv_workspace *ws, const lpv_config *cfg, int max_batch, lpv_err *err);
 void lpv_workspace_free(lpv_workspace *ws);
 /* Turns BF16 on for this workspace: every linear that has a BF16 pack (lpv_model_pack_bf16) then runs in
- * BF16 (its input converted into ws->xbf first); the others, and all other ops, stay FP32. */
+ * BF16 (its input converted into ws->xbf first); the others stay FP32. Attention's two products run in BF16
+ * too (lpv_attention_fm_bf16, ops.h: on ISA avx512bf16) unless attn_fp32; all other ops stay FP32. */
 lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err);
 /* Turns int8 on: every linear with int8 weights (lpv_model_quantize_int8) runs in int8 (its input quantized
  * into ws->xq first); int8 layers go before BF16 ones when a model has both. */

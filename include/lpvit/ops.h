@@ -39,6 +39,19 @@ void lpv_softmax_rows_ref(float *x, int n, int len, int ld);
 void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch);
 void lpv_attention_fm_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads);
 int64_t lpv_attention_scratch(int T, int hd);
+/*
+ * The same with BF16 products, the attention of the BF16 precision (lpv_workspace_use_bf16): q k^T and p v
+ * from q, k, v and the unnormalized probabilities exp(scale (s - max)) rounded to BF16 (nearest even), FP32
+ * sums; the scores' scaling, the softmax and the final 1 / sum stay FP32. Runs the fused avx512bf16 kernel
+ * when lpv_attention_bf16_runs(T, hd); otherwise it is lpv_attention_fm (FP32, the same bits). Same scratch.
+ * lpv_attention_fm_bf16_ref: plain loops, FP32 sums in key / feature order (the tests' reference).
+ */
+void lpv_attention_fm_bf16(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch);
+void lpv_attention_fm_bf16_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads);
+/* 1 when lpv_attention_fm_bf16 runs BF16 for T tokens and head dim hd: ISA avx512bf16 (lpv_isa_get()),
+ * hd % 8 == 0 and T >= 16 (where it pays: below, packing the operands costs more than it saves). Below
+ * avx512bf16 attention stays FP32, as before BF16 attention existed. */
+int lpv_attention_bf16_runs(int T, int hd);
 /* One (image b, head h) with OpenBLAS: S (T, T) = softmax rows of q^T k / sqrt(hd), then out's head rows (hd, T)
  * = v S^T. S is left holding the probabilities (the backward pass keeps them). */
 void lpv_attention_head(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *S);

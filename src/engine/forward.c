@@ -173,7 +173,8 @@ static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspa
     if (tap(ws, L0, ws->xn, ld, N)) return;
     run_linear(&blk->qkv, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS, tm, r_qkv ? lo : NULL, NULL);
     op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
-    lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
+    if (ws->xbf && !ws->attn_fp32) lpv_attention_fm_bf16(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
+    else lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
     if (tap(ws, L0 + 1, ws->xn, ld, N)) return;
     run_linear(&blk->proj, ws->xn, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm, NULL, NULL);

@@ -7,7 +7,8 @@
  * read is contiguous. Attention runs per (image, head): with AVX-512 (and
  * head dim % 8 == 0) as one fused kernel (src/engine/kernels/ops_simd.c), otherwise with
  * OpenBLAS for q^T k and v p^T around a row softmax, the (T, T) score matrix
- * in a per-thread scratch.
+ * in a per-thread scratch. In BF16 mode (lpv_attention_fm_bf16) the fused kernel's
+ * avx512bf16 twin runs instead where it pays (lpv_attention_bf16_runs).
  */
 #include "lpvit/ops.h"
 
@@ -19,6 +20,7 @@
 
 #include "lpvit/cpu.h"
 #include "lpvit/layout.h"
+#include "lpvit/safetensors.h"
 #include "engine/kernels/ops_internal.h"
 
 /* ---- LayerNorm ---- */
@@ -147,10 +149,11 @@ void lpv_softmax_rows_ref(float *x, int n, int len, int ld) {
 /* ---- attention ---- */
 
 int64_t lpv_attention_scratch(int T, int hd) {
-    int64_t blas = (int64_t)T * T + 64, fused = lpv__attention_scratch_avx512(T, hd);
-    int64_t fused2 = lpv__attention_scratch_avx2(T, hd);
-    if (fused2 > fused) fused = fused2;
-    return blas > fused ? blas : fused;
+    int64_t n = (int64_t)T * T + 64; /* OpenBLAS's score matrix */
+    int64_t fused[3] = {lpv__attention_scratch_avx512(T, hd), lpv__attention_scratch_avx2(T, hd),
+                        lpv__attention_scratch_avx512bf16(T, hd)};
+    for (int i = 0; i < 3; i++) n = fused[i] > n ? fused[i] : n;
+    return n;
 }
 
 void lpv_attention_head(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *S) {
@@ -165,27 +168,82 @@ void lpv_attention_head(float *out, const float *qkv, int ld, int b, int h, int 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hd, T, T, 1.0f, v, ld, S, T, 0.0f, o, ld);
 }
 
-void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch) {
+/* Which kernel runs every (image, head) of one attention call. */
+typedef enum { ATT_BLAS, ATT_AVX2, ATT_AVX512, ATT_AVX512BF16 } att_kernel;
+
+static att_kernel fp32_kernel(int hd) {
+    lpv_isa isa = lpv_isa_fp32(lpv_isa_get());
+    if (isa == LPV_ISA_AVX512 && hd % 8 == 0) return ATT_AVX512;
+    if (isa == LPV_ISA_AVX2 && hd % 4 == 0) return ATT_AVX2;
+    return ATT_BLAS;
+}
+
+/* The B * heads units split over the threads in a static round robin: each thread knows its next unit
+ * and the fused kernels prefetch it. */
+static void attention_units(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch,
+                            att_kernel kern) {
     int hd = D / heads, n = B * heads;
     int nt = omp_in_parallel() ? 1 : lpv_threads_get();
     int64_t per = lpv_attention_scratch(T, hd);
-    lpv_isa isa = lpv_isa_fp32(lpv_isa_get());
-    int fused = isa == LPV_ISA_AVX512 && hd % 8 == 0, fused2 = isa == LPV_ISA_AVX2 && hd % 4 == 0;
-    /* static round robin: each thread knows its next unit and prefetches it */
 #pragma omp parallel num_threads(nt)
     {
         int id = omp_get_thread_num(), step = omp_get_num_threads();
         float *S = scratch + per * id;
         for (int i = id; i < n; i += step) {
-            int j = i + step < n ? i + step : -1;
-            if (fused) lpv__attention_head_avx512(out, qkv, ld, i / heads, i % heads, T, D, hd, S, j < 0 ? -1 : j / heads,
-                                                  j < 0 ? 0 : j % heads);
-            else if (fused2)
-                lpv__attention_head_avx2(out, qkv, ld, i / heads, i % heads, T, D, hd, S, j < 0 ? -1 : j / heads,
-                                         j < 0 ? 0 : j % heads);
-            else lpv_attention_head(out, qkv, ld, i / heads, i % heads, T, D, hd, S);
+            int j = i + step < n ? i + step : -1, b = i / heads, h = i % heads;
+            int nb = j < 0 ? -1 : j / heads, nh = j < 0 ? 0 : j % heads;
+            if (kern == ATT_AVX512BF16) lpv__attention_head_avx512bf16(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
+            else if (kern == ATT_AVX512) lpv__attention_head_avx512(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
+            else if (kern == ATT_AVX2) lpv__attention_head_avx2(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
+            else lpv_attention_head(out, qkv, ld, b, h, T, D, hd, S);
         }
     }
+}
+
+void lpv_attention_fm(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch) {
+    attention_units(out, qkv, ld, B, T, D, heads, scratch, fp32_kernel(D / heads));
+}
+
+/* Where BF16 pays (tests/bench/bench_attention --sweep, Zen 4): 1.2x the FP32 kernel at T = 17, 1.7x at
+ * T = 197; below 16 tokens packing the operands costs more than the halved products save (0.8x at T = 1). */
+#define ATT_BF16_MIN_T 16
+
+int lpv_attention_bf16_runs(int T, int hd) {
+    return lpv_isa_get() >= LPV_ISA_AVX512BF16 && hd % 8 == 0 && T >= ATT_BF16_MIN_T;
+}
+
+void lpv_attention_fm_bf16(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch) {
+    int hd = D / heads;
+    attention_units(out, qkv, ld, B, T, D, heads, scratch, lpv_attention_bf16_runs(T, hd) ? ATT_AVX512BF16 : fp32_kernel(hd));
+}
+
+static float bf16_round(float x) { return lpv_bf16_to_f32(lpv_bf16_from_f32(x)); }
+
+void lpv_attention_fm_bf16_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads) {
+    int hd = D / heads;
+    float scale = 1.0f / sqrtf((float)hd), *s = malloc(sizeof(float) * (size_t)T);
+    if (!s) return;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < heads; h++) {
+            const float *q = qkv + (int64_t)h * hd * ld + (int64_t)b * T;
+            const float *k = q + (int64_t)D * ld, *v = q + (int64_t)2 * D * ld;
+            for (int i = 0; i < T; i++) {
+                float mx = -INFINITY, sum = 0.0f;
+                for (int j = 0; j < T; j++) { /* s_j = q_i . k_j */
+                    float acc = 0.0f;
+                    for (int d = 0; d < hd; d++) acc += bf16_round(q[(int64_t)d * ld + i]) * bf16_round(k[(int64_t)d * ld + j]);
+                    s[j] = acc;
+                    mx = acc > mx ? acc : mx;
+                }
+                for (int j = 0; j < T; j++) sum += (s[j] = expf(scale * (s[j] - mx))); /* unrounded sum */
+                for (int d = 0; d < hd; d++) {
+                    float acc = 0.0f;
+                    for (int j = 0; j < T; j++) acc += bf16_round(s[j]) * bf16_round(v[(int64_t)d * ld + j]);
+                    out[(int64_t)(h * hd + d) * ld + (int64_t)b * T + i] = acc / sum;
+                }
+            }
+        }
+    free(s);
 }
 
 void lpv_attention_fm_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads) {

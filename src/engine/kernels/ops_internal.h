@@ -24,6 +24,12 @@ void lpv__attention_head_avx512(float *out, const float *qkv, int ld, int b, int
                                 float *scratch, int nb, int nh);
 int64_t lpv__attention_scratch_avx512(int T, int hd);
 
+/* The same in BF16 (avx512bf16): q, k, v and the unnormalized probabilities rounded to BF16, FP32 sums;
+   hd % 8 == 0; scratch of lpv__attention_scratch_avx512bf16(T, hd) floats. */
+void lpv__attention_head_avx512bf16(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
+                                    float *scratch, int nb, int nh);
+int64_t lpv__attention_scratch_avx512bf16(int T, int hd);
+
 /* The same on AVX2 for (image b, head h), hd % 4 == 0; scratch of lpv__attention_scratch_avx2(T, hd). */
 void lpv__attention_head_avx2(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *scratch,
                               int nb, int nh);

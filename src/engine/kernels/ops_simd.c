@@ -1,6 +1,6 @@
 /*
  * ops_simd.c — AVX-512 / AVX2 versions of the softmax and LayerNorm kernels, the fused attention
- * (see src/engine/kernels/ops_internal.h). Each function carries its own target attribute;
+ * and its BF16 twin (avx512bf16) (see src/engine/kernels/ops_internal.h). Each function carries its own target attribute;
  * src/engine/ops.c only calls one when lpv_isa_get() allows it.
  *
  * Softmax uses vmath.h's exp on (-inf, 0] (relative error ~1e-7, like expf).
@@ -517,6 +517,214 @@ LPV_TARGET_AVX2 void lpv__attention_head_avx2(float *out, const float *qkv, int 
         if (nq > 16) a2_tile3(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
         else if (nq > 8) a2_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
         else a2_tile1(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        i0 += nq;
+    }
+}
+
+/* ---- fused attention in BF16 (avx512bf16), one (image, head) ----
+ *
+ * The AVX-512 kernel's three steps with BF16 operands: q, k, v and the softmax's
+ * exponentials are rounded to BF16 (nearest even, vcvtne2ps2bf16) and packed
+ * in pairs along each product's reduction axis, so one vdpbf16ps does two
+ * multiply-adds per lane into FP32 sums; the scores, the softmax and the final
+ * 1 / sum stay FP32. Pairs (u32: low half the first, high half the second):
+ *   kp (ceil(T/8), hd/2, 8)   keys along d: (k[2p][j], k[2p+1][j]), keys >= T zero
+ *   vp (hd, T2)               values along keys: (v[d][2p], v[d][2p+1]), T2 = ceil(T/2), v[d][T] = 0
+ *   qp (hd/2, ATT_LD)         the tile's queries along d
+ *   Pp (T2, ATT_LD)           the tile's exponentials along keys, written over the first
+ *                             rows of the FP32 score tile St (T, ATT_LD) as it is read
+ * Half the multiply instructions of the FP32 kernel in both products; the packing
+ * is O(T hd) per head against the products' O(T² hd).
+ */
+
+#define T512BF LPV_TARGET_AVX512BF16
+
+static int64_t bf_kp_size(int T, int hd) { return (int64_t)(T + ATT_JB - 1) / ATT_JB * ATT_JB * (hd / 2); }
+
+int64_t lpv__attention_scratch_avx512bf16(int T, int hd) {
+    int64_t T2 = (T + 1) / 2;
+    return bf_kp_size(T, hd) + (int64_t)hd * T2 + (int64_t)(hd / 2) * ATT_LD + (int64_t)T * ATT_LD + 16;
+}
+
+/* BF16 by vcvtne2ps2bf16: nearest even as lpv_bf16_from_f32, except that denormals (below 1.2e-38) go to
+ * zero, a change no attention output can see. */
+
+/* Lane i = bf16(lo[i]) | bf16(hi[i]) << 16: the converted halves interleaved by one word permute. */
+LPV_VINLINE T512BF __m512i bf_pair16(__m512 lo, __m512 hi) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
+                                                6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+/* The same for 8 lanes. */
+LPV_VINLINE T512BF __m256i bf_pair8(__m256 lo, __m256 hi) {
+    const __m256i interleave = _mm256_set_epi16(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+    return _mm256_permutexvar_epi16(interleave, (__m256i)_mm256_cvtne2ps_pbh(hi, lo));
+}
+
+/* kp (ceil(T/8), hd/2, 8) <- k (hd, T) stride ld. hd even. */
+T512BF static void bf_pack_keys(uint32_t *kp, const float *k, int ld, int T, int hd) {
+    for (int j0 = 0; j0 < T; j0 += ATT_JB) {
+        int n = T - j0 < ATT_JB ? T - j0 : ATT_JB;
+        __mmask8 m = (__mmask8)((1u << n) - 1u);
+        uint32_t *dst = kp + (int64_t)j0 * (hd / 2);
+        for (int p = 0; p < hd / 2; p++) {
+            const float *k0 = k + (int64_t)(2 * p) * ld + j0;
+            __m256i pr = bf_pair8(_mm256_maskz_loadu_ps(m, k0), _mm256_maskz_loadu_ps(m, k0 + ld));
+            _mm256_storeu_si256((__m256i *)(dst + p * ATT_JB), pr);
+        }
+    }
+}
+
+/* vp (hd, T2) <- v (hd, T) stride ld: 32 values of a row, converted in order, are 16 pairs. */
+T512BF static void bf_pack_values(uint32_t *vp, const float *v, int ld, int T, int hd) {
+    int T2 = (T + 1) / 2;
+    for (int d = 0; d < hd; d++) {
+        const float *vr = v + (int64_t)d * ld;
+        uint32_t *dst = vp + (int64_t)d * T2;
+        for (int t = 0; t < T; t += 32) {
+            int n0 = T - t < 16 ? T - t : 16, n1 = T - t - 16 < 0 ? 0 : T - t - 16 < 16 ? T - t - 16 : 16;
+            __m512 lo = _mm512_maskz_loadu_ps((__mmask16)((1u << n0) - 1u), vr + t);
+            __m512 hi = _mm512_maskz_loadu_ps((__mmask16)((1u << n1) - 1u), vr + t + 16);
+            int np = T2 - t / 2 < 16 ? T2 - t / 2 : 16;
+            _mm512_mask_storeu_epi32(dst + t / 2, (__mmask16)((1u << np) - 1u), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+    }
+}
+
+/* qp (hd/2, ATT_LD) <- the tile's queries q (hd, .) stride ld, lanes outside qm zero. */
+LPV_VINLINE T512BF void bf_pack_queries(uint32_t *qp, const float *q, int ld, int hd, int nv, const __mmask16 *qm) {
+    for (int p = 0; p < hd / 2; p++)
+        for (int v = 0; v < nv; v++) {
+            const float *q0 = q + (int64_t)(2 * p) * ld + 16 * v;
+            __m512i pr = bf_pair16(_mm512_maskz_loadu_ps(qm[v], q0), _mm512_maskz_loadu_ps(qm[v], q0 + ld));
+            _mm512_storeu_si512(qp + p * ATT_LD + 16 * v, pr);
+        }
+}
+
+/* Step 1: St (T, ATT_LD) = k^T q, one d pair per vdpbf16ps; 8 keys x nv vectors in registers. */
+LPV_VINLINE T512BF void bf_scores(float *St, const uint32_t *qp, const uint32_t *kp, int T, int hd, int nv) {
+    int hp = hd / 2;
+    for (int j0 = 0; j0 < T; j0 += ATT_JB) {
+        __m512 acc[ATT_JB][ATT_QV];
+        for (int jj = 0; jj < ATT_JB; jj++)
+            for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_setzero_ps();
+        const uint32_t *kb = kp + (int64_t)j0 * hp;
+        for (int p = 0; p < hp; p++) {
+            __m512bh qv[ATT_QV];
+            for (int v = 0; v < nv; v++) qv[v] = (__m512bh)_mm512_loadu_si512(qp + p * ATT_LD + 16 * v);
+            for (int jj = 0; jj < ATT_JB; jj++) {
+                __m512bh kj = (__m512bh)_mm512_set1_epi32((int)kb[p * ATT_JB + jj]);
+                for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_dpbf16_ps(acc[jj][v], kj, qv[v]);
+            }
+        }
+        int n = T - j0 < ATT_JB ? T - j0 : ATT_JB;
+        for (int jj = 0; jj < ATT_JB; jj++) /* constant bounds keep acc in registers */
+            for (int v = 0; v < nv; v++)
+                if (jj < n) _mm512_storeu_ps(St + (int64_t)(j0 + jj) * ATT_LD + 16 * v, acc[jj][v]);
+    }
+}
+
+/* Step 2: e = exp(scale (St - column max)) in FP32, inv (ATT_LD) = 1 / column sums of e (unrounded);
+ * Pp row p <- the pairs (e[2p], e[2p + 1]), e[T] = 0. Row p of Pp overlays row p of St, which rows 2p and
+ * 2p + 1, read just before, come at or after: nothing is overwritten before it is read. */
+LPV_VINLINE T512BF void bf_softmax(float *St, float *inv, int T, float scale, int nv) {
+    __m512 sc = _mm512_set1_ps(scale * LPV_EXP_LOG2E), ms[ATT_QV], sum[ATT_QV];
+    uint32_t *Pp = (uint32_t *)St;
+    for (int v = 0; v < nv; v++) ms[v] = _mm512_set1_ps(-INFINITY), sum[v] = _mm512_setzero_ps();
+    for (int j = 0; j < T; j++)
+        for (int v = 0; v < nv; v++) ms[v] = _mm512_max_ps(ms[v], _mm512_loadu_ps(St + (int64_t)j * ATT_LD + 16 * v));
+    for (int v = 0; v < nv; v++) ms[v] = _mm512_mul_ps(ms[v], sc);
+    for (int j = 0; j < T; j += 2)
+        for (int v = 0; v < nv; v++) {
+            const float *s = St + (int64_t)j * ATT_LD + 16 * v;
+            __m512 e0 = att_exp2(_mm512_fmsub_ps(_mm512_loadu_ps(s), sc, ms[v]));
+            __m512 e1 = j + 1 < T ? att_exp2(_mm512_fmsub_ps(_mm512_loadu_ps(s + ATT_LD), sc, ms[v])) : _mm512_setzero_ps();
+            sum[v] = _mm512_add_ps(sum[v], _mm512_add_ps(e0, e1));
+            _mm512_storeu_si512(Pp + (int64_t)(j / 2) * ATT_LD + 16 * v, bf_pair16(e0, e1));
+        }
+    for (int v = 0; v < nv; v++) _mm512_storeu_ps(inv + 16 * v, _mm512_div_ps(_mm512_set1_ps(1.0f), sum[v]));
+}
+
+/* Step 3: out (hd, .) stride ld at the tile's first query = (v Pp) * inv, one key pair per vdpbf16ps;
+ * 8 rows x nv vectors in registers. hd % 8 == 0. */
+LPV_VINLINE T512BF void bf_values(float *out, int ld, const uint32_t *vp, const uint32_t *Pp, const float *inv, int T,
+                                  int hd, int nv, const __mmask16 *qm) {
+    int T2 = (T + 1) / 2;
+    for (int d0 = 0; d0 < hd; d0 += ATT_JB) {
+        __m512 acc[ATT_JB][ATT_QV];
+        for (int dd = 0; dd < ATT_JB; dd++)
+            for (int v = 0; v < nv; v++) acc[dd][v] = _mm512_setzero_ps();
+        const uint32_t *vr = vp + (int64_t)d0 * T2;
+        for (int p = 0; p < T2; p++) {
+            __m512bh pv[ATT_QV];
+            for (int v = 0; v < nv; v++) pv[v] = (__m512bh)_mm512_loadu_si512(Pp + (int64_t)p * ATT_LD + 16 * v);
+            for (int dd = 0; dd < ATT_JB; dd++) {
+                __m512bh vj = (__m512bh)_mm512_set1_epi32((int)vr[(int64_t)dd * T2 + p]);
+                for (int v = 0; v < nv; v++) acc[dd][v] = _mm512_dpbf16_ps(acc[dd][v], vj, pv[v]);
+            }
+        }
+        for (int dd = 0; dd < ATT_JB; dd++)
+            for (int v = 0; v < nv; v++)
+                _mm512_mask_storeu_ps(out + (int64_t)(d0 + dd) * ld + 16 * v, qm[v],
+                                      _mm512_mul_ps(acc[dd][v], _mm512_loadu_ps(inv + 16 * v)));
+    }
+}
+
+/* Each step its own function specialized on nv, as in the FP32 kernel. */
+#define BF_STEPS(NV)                                                                                                   \
+    __attribute__((noinline)) T512BF static void bf_scores##NV(float *St, const uint32_t *qp, const uint32_t *kp,     \
+                                                               int T, int hd) {                                        \
+        bf_scores(St, qp, kp, T, hd, NV);                                                                              \
+    }                                                                                                                  \
+    __attribute__((noinline)) T512BF static void bf_softmax##NV(float *St, float *inv, int T, float scale) {          \
+        bf_softmax(St, inv, T, scale, NV);                                                                             \
+    }                                                                                                                  \
+    __attribute__((noinline)) T512BF static void bf_values##NV(float *out, int ld, const uint32_t *vp,                \
+                                                               const uint32_t *Pp, const float *inv, int T, int hd,    \
+                                                               const __mmask16 *qm) {                                  \
+        bf_values(out, ld, vp, Pp, inv, T, hd, NV, qm);                                                                \
+    }                                                                                                                  \
+    T512BF static void bf_tile##NV(float *o, const float *q, int ld, const uint32_t *kp, const uint32_t *vp,          \
+                                   uint32_t *qp, float *St, int T, int hd, float scale, int nq) {                      \
+        __mmask16 qm[ATT_QV];                                                                                          \
+        float inv[ATT_LD];                                                                                             \
+        for (int v = 0; v < NV; v++) {                                                                                 \
+            int c = nq - 16 * v;                                                                                       \
+            qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);                                         \
+        }                                                                                                              \
+        bf_pack_queries(qp, q, ld, hd, NV, qm);                                                                        \
+        bf_scores##NV(St, qp, kp, T, hd);                                                                              \
+        bf_softmax##NV(St, inv, T, scale);                                                                             \
+        bf_values##NV(o, ld, vp, (const uint32_t *)St, inv, T, hd, qm);                                                \
+    }
+
+BF_STEPS(1)
+BF_STEPS(2)
+
+/* One (image b, head h) in BF16; hd % 8 == 0. Tiles of 32 queries and the next unit's prefetch as in
+ * lpv__attention_head_avx512. */
+T512BF void lpv__attention_head_avx512bf16(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
+                                           float *scratch, int nb, int nh) {
+    int64_t col = (int64_t)b * T;
+    const float *q = qkv + (int64_t)h * hd * ld + col;
+    const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
+    const float *vh = qkv + (int64_t)(2 * D + h * hd) * ld + col;
+    float *o = out + (int64_t)h * hd * ld + col;
+    uint32_t *kp = (uint32_t *)scratch, *vp = kp + bf_kp_size(T, hd), *qp = vp + (int64_t)hd * ((T + 1) / 2);
+    float *St = (float *)(qp + (int64_t)(hd / 2) * ATT_LD);
+    float scale = 1.0f / sqrtf((float)hd);
+    int ntiles = (T + 31) / 32, rows = 3 * hd, per = (rows + ntiles - 1) / ntiles, tile = 0;
+    bf_pack_keys(kp, k, ld, T, hd);
+    bf_pack_values(vp, vh, ld, T, hd);
+    for (int i0 = 0; i0 < T; tile++) {
+        int nq = T - i0 < 32 ? T - i0 : 32;
+        if (nb >= 0) {
+            int r0 = tile * per, r1 = r0 + per < rows ? r0 + per : rows;
+            prefetch_head_rows(qkv, ld, nb, nh, T, D, hd, r0, r1);
+        }
+        if (nq > 16) bf_tile2(o + i0, q + i0, ld, kp, vp, qp, St, T, hd, scale, nq);
+        else bf_tile1(o + i0, q + i0, ld, kp, vp, qp, St, T, hd, scale, nq);
         i0 += nq;
     }
 }

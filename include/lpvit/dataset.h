@@ -73,6 +73,9 @@ lpv_status lpv_dataset_imagefolder(lpv_dataset *ds, const char *dir, const lpv_s
 /* syn may be NULL when every label in the file is numeric. */
 lpv_status lpv_dataset_flat(lpv_dataset *ds, const char *dir, const char *labels_file,
                             const lpv_synsets *syn, lpv_err *err);
+/* Every image of dir and its sub-folders (any names, up to 8 levels), label -1: the images of a folder, then
+ * those of each sub-folder in name order. For what needs no labels (calibration with a label-free loss). */
+lpv_status lpv_dataset_unlabeled(lpv_dataset *ds, const char *dir, lpv_err *err);
 /* Explicit files (e.g. `lpvit infer a.jpg b.png`), in the given order, label -1.
  * Each must exist; they are not decoded here. */
 lpv_status lpv_dataset_paths(lpv_dataset *ds, const char *const *paths, int n, lpv_err *err);

@@ -69,15 +69,25 @@ static lpv_status flags_to_opts(prune_flags *f, lpv_err *err) {
     return LPV_OK;
 }
 
-/* The calibration list: an ImageFolder in the synsets' class order. */
-static lpv_status open_calib(const prune_flags *f, lpv_dataset *ds, lpv_err *err) {
+/* The calibration list. A loss with a target of its own (ce) needs labels: an ImageFolder in the synsets'
+ * class order. The others need none: an ImageNet ImageFolder is still read as one (the same list, order and
+ * cache key as before), and any other folder, flat or nested, gives its images unlabeled. */
+static lpv_status open_calib(const prune_flags *f, int needs_labels, lpv_dataset *ds, lpv_err *err) {
     memset(ds, 0, sizeof *ds);
     if (!lpv_is_dir(f->calib_dir)) return lpv_fail(err, LPV_E_IO, "--calib-dir '%s' is not a directory", f->calib_dir);
     lpv_synsets syn;
-    LPV_TRY(lpv_synsets_load(&syn, f->synsets ? f->synsets : lpv_synsets_default_path(), err));
-    lpv_status st = lpv_dataset_imagefolder(ds, f->calib_dir, &syn, err);
-    lpv_synsets_free(&syn);
-    return st;
+    lpv_status st = lpv_synsets_load(&syn, f->synsets ? f->synsets : lpv_synsets_default_path(), err);
+    if (st == LPV_OK) {
+        st = lpv_dataset_imagefolder(ds, f->calib_dir, &syn, err);
+        lpv_synsets_free(&syn);
+    }
+    if (st == LPV_OK || st == LPV_E_OOM) return st;
+    if (needs_labels) return lpv_wrap(err, st, "--loss ce needs class labels");
+    if (f->synsets) return st; /* the user asked for these classes */
+    LPV_TRY(lpv_dataset_unlabeled(ds, f->calib_dir, err));
+    lpv_info("calibration: '%s' is not an ImageNet class folder; its %d images are used unlabeled (the loss needs "
+             "no labels)", f->calib_dir, ds->n);
+    return LPV_OK;
 }
 
 static void print_table(const lpv_prune_result *r, const char *out) {
@@ -155,7 +165,7 @@ int cmd_prune(int argc, char **argv) {
     const cli_opt opts[] = {
         {"--model", OPT_MODEL, &f.ma.model, "M", "preset (deit_b, vit_t, ...), .safetensors or HF folder", 0, 0, NULL},
         {"--weights", OPT_IN, &f.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
-        {"--calib-dir", OPT_IN, &f.calib_dir, "DIR", "calibration ImageFolder (DIR/<wnid>/*.JPEG)", 0, 0, NULL},
+        {"--calib-dir", OPT_IN, &f.calib_dir, "DIR", "calibration images: any folder, flat or nested (labels, i.e. an ImageNet DIR/<wnid>/*.JPEG, only for --loss ce)", 0, 0, NULL},
         {"--calib-size", OPT_INT, &p->calib_size, "N", "calibration images (seeded choice, sorted)", 1, 10000000, NULL},
         {"--calib-batch", OPT_INT, &p->calib_batch, "N", "images per forward/backward pass", 1, 1024, NULL},
         {"--synsets", OPT_IN, &f.synsets, "FILE", "class order for the calibration folder", 0, 0, NULL},
@@ -245,7 +255,7 @@ int cmd_prune(int argc, char **argv) {
     double open_s = lpv_now() - t_start, t = lpv_now();
     lpv_dataset ds;
     memset(&ds, 0, sizeof ds);
-    if (f.calib_dir) st = open_calib(&f, &ds, &err);
+    if (f.calib_dir) st = open_calib(&f, resolved.loss == LPV_LOSS_CE, &ds, &err);
     if (st == LPV_OK) st = run_prune(&f, &cm, &ds, t_start, open_s, lpv_now() - t, &err);
     lpv_dataset_free(&ds);
     cli_close_model(&cm);

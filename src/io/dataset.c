@@ -346,6 +346,49 @@ lpv_status lpv_dataset_imagefolder(lpv_dataset *ds, const char *dir, const lpv_s
 }
 
 /* ------------------------------------------------------------------------- */
+/* any folder of images, unlabeled */
+
+#define MAX_DEPTH 8
+
+/* Appends the images of root/rel (rel "" for root itself), then those of its sub-folders in name order. */
+static lpv_status add_tree(lpv_dataset *ds, itemlist *l, const char *rel, int depth, lpv_err *err) {
+    char dir[MAX_PATH], sub[MAX_PATH];
+    if ((size_t)snprintf(dir, sizeof dir, "%s%s%s", ds->root, rel[0] ? "/" : "", rel) >= sizeof dir)
+        return lpv_fail(err, LPV_E_DATA, "path '%s/%s' is too long", ds->root, rel);
+    strlist files, dirs;
+    LPV_TRY(list_dir(dir, LIST_IMAGES, &files, err));
+    lpv_status st = LPV_OK;
+    for (int i = 0; st == LPV_OK && i < files.n; i++) {
+        if ((size_t)snprintf(sub, sizeof sub, "%s%s%s", rel, rel[0] ? "/" : "", files.v[i]) >= sizeof sub)
+            st = lpv_fail(err, LPV_E_DATA, "path '%s/%s' is too long", dir, files.v[i]);
+        else st = add_item(ds, l, ds->root, sub, -1, err);
+    }
+    strlist_free(&files);
+    if (st != LPV_OK || depth >= MAX_DEPTH) return st; /* deeper folders (or a symlink loop) are not read */
+    LPV_TRY(list_dir(dir, LIST_DIRS, &dirs, err));
+    for (int i = 0; st == LPV_OK && i < dirs.n; i++) {
+        if ((size_t)snprintf(sub, sizeof sub, "%s%s%s", rel, rel[0] ? "/" : "", dirs.v[i]) >= sizeof sub)
+            st = lpv_fail(err, LPV_E_DATA, "path '%s/%s' is too long", dir, dirs.v[i]);
+        else st = add_tree(ds, l, sub, depth + 1, err);
+    }
+    strlist_free(&dirs);
+    return st;
+}
+
+lpv_status lpv_dataset_unlabeled(lpv_dataset *ds, const char *dir, lpv_err *err) {
+    ds_init(ds);
+    if (!(ds->root = clean_root(ds, dir))) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    itemlist l = {0};
+    lpv_status st = add_tree(ds, &l, "", 0, err);
+    if (st == LPV_OK && l.n == 0)
+        st = lpv_fail(err, LPV_E_DATA, "no .jpg/.jpeg/.png images in '%s' or its sub-folders", ds->root);
+    if (st == LPV_OK) st = ds_finish(ds, &l, err);
+    free(l.v);
+    if (st != LPV_OK) lpv_dataset_free(ds);
+    return st;
+}
+
+/* ------------------------------------------------------------------------- */
 /* flat folder + labels file */
 
 typedef struct {

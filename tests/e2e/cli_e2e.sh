@@ -170,6 +170,17 @@ for upd in "--saliency obs --update lsq" "--saliency wanda --update obs" "--sali
   run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --quiet
 done
 # int8: quantize writes I8 weights + scales; eval runs the file in int8 with the results of --precision int8;
+# calibration from any folder when the loss needs no labels: flat (tests/data/flat) or nested with any names
+run 0 "$L" prune --model "$M" --calib-dir "$SRC/tests/data/flat" --calib-size 8 --target-flops 0.6 --no-cache \
+  --out "$T/pflat.safetensors" --report "$T/rflat.json" --quiet
+[ "$(lpv_json "$T/rflat.json" calibration.images)" = 8 ] && ok || bad "prune from a flat folder: $(lpv_json "$T/rflat.json" calibration.images) images"
+mkdir -p "$T/nest/a/b" "$T/nest/c"
+cp "$SRC/tests/data/flat/img0.JPEG" "$T/nest/a/"; cp "$SRC/tests/data/flat/img1.png" "$T/nest/a/b/"; cp "$SRC/tests/data/flat/img2.jpg" "$T/nest/c/"
+run 0 "$L" prune --model "$M" --calib-dir "$T/nest" --target-flops 0.6 --no-cache --out "$T/pnest.safetensors" --report "$T/rnest.json" --quiet
+[ "$(lpv_json "$T/rnest.json" calibration.images)" = 3 ] && ok || bad "prune from nested folders"
+run 1 "$L" prune --model "$M" --calib-dir "$SRC/tests/data/flat" --loss ce --target-flops 0.6 --no-cache --out "$T/x.safetensors" --quiet
+one_line_err "--loss ce needs class labels"
+
 # prune --quant int8 writes a pruned int8 file; export --dense-masked gives FP32 again
 run 0 "$L" quantize --model "$M" --out "$T/q8.safetensors" --quiet
 run 0 "$L" inspect "$T/q8.safetensors" --json "$T/iq8.json"

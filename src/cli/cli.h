@@ -85,6 +85,8 @@ typedef struct {
     float mean[3], std[3];
     int mean_set, std_set;
     int quiet;
+    int needs_pp; /* the command reads images or records the preprocessing (eval, infer on images, prune, quantize):
+                   * a model whose preprocessing is not known then needs --mean and --std */
 } cli_model_args;
 
 void cli_model_args_init(cli_model_args *a);
@@ -93,6 +95,10 @@ lpv_status cli_open_model(const cli_model_args *a, cli_model *out, lpv_err *err)
 void cli_close_model(cli_model *cm);
 /* "resize 248 bicubic, crop 224 (crop_pct 0.9), mean ..., std ..." */
 void cli_preproc_str(const lpv_preproc *pp, char *buf, size_t cap);
+
+/* {"img_size", "crop_pct", "interpolation", "mean", "std"}: the "preprocess" object of lpvit's file metadata,
+ * which cli_open_model reads back. The caller owns the object. */
+cJSON *cli_preproc_json(const lpv_preproc *pp);
 
 /* "32x32", "16x32" or "32" (square); each side one of 8, 16, 32, 64. */
 lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err);
@@ -112,6 +118,14 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
 #define CLI_OPT_DENSE_KERNEL(dst) {"--dense-kernel", OPT_STR, dst, "K", "dense layers: auto (openblas on AVX2 when OpenBLAS runs an AVX2 core, else blocked), blocked (lpvit's kernel) or openblas (default auto)", 0, 0, NULL}
 #define CLI_OPT_PRECISION(dst) {"--precision", OPT_STR, dst, "P", "fp32; bf16: the block linears in BF16 (FP32 sums; needs AVX512-BF16); int8: the block linears in int8 (weights per row, inputs per token; patch embedding, heads, attention, LayerNorm, GELU stay FP32) (default fp32)", 0, 0, NULL}
 #define CLI_OPT_ALLOW_EXTRA(dst) {"--allow-extra", OPT_FLAG, dst, NULL, "load a file that has tensors the architecture does not use (ignored)", 0, 0, NULL}
+#define CLI_OPT_HEADS(dst) {"--heads", OPT_INT, dst, "H", "attention heads when the file does not say (default: the file's)", 1, 1024, NULL}
+/* The preprocessing flags of every command that reads images (ma: a cli_model_args); timm's spellings
+ * (--interpolation, --mean 0.5 0.5 0.5) are accepted too (cli_parse). */
+#define CLI_OPTS_PREPROC(ma) \
+    {"--crop-pct", OPT_DOUBLE, &(ma).crop_pct, "F", "resize to floor(size / F) before the center crop (default: the model's)", 0.05, 4, NULL}, \
+    {"--interp", OPT_STR, &(ma).interp, "I", "resize filter, bicubic or bilinear, PIL-exact (default: the model's)", 0, 0, NULL}, \
+    {"--mean", OPT_FLOAT3, (ma).mean, "a,b,c", "normalization mean (default: the model's)", 0, 0, &(ma).mean_set}, \
+    {"--std", OPT_FLOAT3, (ma).std, "a,b,c", "normalization std (default: the model's)", 0, 0, &(ma).std_set}
 #define CLI_OPT_QUIET(dst) {"--quiet", OPT_FLAG, dst, NULL, "no progress or log lines on stderr", 0, 0, NULL}
 
 #endif

@@ -382,7 +382,7 @@ int cmd_bench(int argc, char **argv) {
         {"--warmup", OPT_INT, &o.warmup, "W", "untimed repetitions first", 0, 1000, NULL},
         {"--no-layers", OPT_FLAG, &o.no_layers, NULL, "skip the per-layer table", 0, 0, NULL},
         {"--seed", OPT_INT, &o.seed, "S", "seed for random inputs, weights and masks", 0, 2147483647, NULL},
-        {"--heads", OPT_INT, &o.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_HEADS(&o.ma.heads),
         CLI_OPT_ALLOW_EXTRA(&o.ma.allow_extra),
         {"--json", OPT_OUT, &o.json, "FILE", "write the report as JSON ('-': stdout instead of the tables)", 0, 0, NULL},
         CLI_OPT_THREADS(&o.threads),

@@ -3,7 +3,9 @@
  * (seeded, timm names), at a preset's shape or any width/depth. Used by the
  * demo, the end-to-end tests and the speed benchmarks of DeiT-S/B shapes.
  */
+#include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -42,12 +44,13 @@ int cmd_create_model(int argc, char **argv) {
     lpv_config c;
     memset(&c, 0, sizeof c);
     c.chans = 3, c.classes = classes, c.img = img, c.patch = patch;
+    lpv_preset ps;
+    int has_preset = preset != NULL;
     if (preset) {
-        lpv_preset p;
-        lpv_status st = lpv_registry_find(preset, &p, &err);
+        lpv_status st = lpv_registry_find(preset, &ps, &err);
         if (st) return cli_fail(&err, st);
-        c.dim = p.dim, c.depth = p.depth, c.heads = p.heads, c.mlp = p.mlp, c.classes = p.classes;
-        c.img = p.img, c.patch = p.patch, distilled |= p.distilled;
+        c.dim = ps.dim, c.depth = ps.depth, c.heads = ps.heads, c.mlp = ps.mlp, c.classes = ps.classes;
+        c.img = ps.img, c.patch = ps.patch, distilled |= ps.distilled;
     }
     /* every flag given wins over the preset, as --dim and --depth do */
     if (classes_set) c.classes = classes;
@@ -71,8 +74,19 @@ int cmd_create_model(int argc, char **argv) {
     if (st) return cli_fail(&err, st);
     char meta[128];
     snprintf(meta, sizeof meta, "{\"random_seed\": %d}", seed);
-    lpv_save_opts so = {0, 1, {"lpvit.random"}, {meta}};
+    /* the preprocessing eval should use, recorded as prune records it: the preset's, else DeiT's */
+    lpv_preproc pp = lpv_preproc_default();
+    pp.img_size = c.img;
+    if (has_preset) pp.crop_pct = ps.crop_pct, pp.interp = ps.interp, memcpy(pp.mean, ps.mean, sizeof pp.mean),
+                    memcpy(pp.std, ps.std, sizeof pp.std);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "format", "lpvit-random-v1");
+    cJSON_AddItemToObject(j, "preprocess", cli_preproc_json(&pp));
+    char *lmeta = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    lpv_save_opts so = {0, 2, {"lpvit.random", "lpvit"}, {meta, lmeta ? lmeta : "{}"}};
     st = lpv_model_save(m, out, &so, &err);
+    free(lmeta);
     if (!st)
         lpv_info("wrote '%s': random weights (seed %d), width %d, depth %d, %d heads, %.2fM params", out, seed, c.dim,
                  c.depth, c.heads, (double)lpv_model_params(m) / 1e6);

@@ -228,11 +228,8 @@ int cmd_eval(int argc, char **argv) {
         {"--synsets", OPT_IN, &o.synsets, "FILE", "class order, one wnid per line (default models/synset_words.txt)", 0, 0, NULL},
         {"--batch", OPT_INT, &o.batch, "N", "images per forward pass", 1, 4096, NULL},
         {"--limit", OPT_INT, &o.limit, "N", "only the first N images (sorted order)", 1, 100000000, NULL},
-        {"--crop-pct", OPT_DOUBLE, &o.ma.crop_pct, "F", "resize to floor(224 / F) before the center crop", 0.05, 4, NULL},
-        {"--interp", OPT_STR, &o.ma.interp, "I", "bicubic or bilinear (PIL-exact)", 0, 0, NULL},
-        {"--mean", OPT_FLOAT3, o.ma.mean, "a,b,c", "normalization mean (default from the preset)", 0, 0, &o.ma.mean_set},
-        {"--std", OPT_FLOAT3, o.ma.std, "a,b,c", "normalization std (default from the preset)", 0, 0, &o.ma.std_set},
-        {"--heads", OPT_INT, &o.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPTS_PREPROC(o.ma),
+        CLI_OPT_HEADS(&o.ma.heads),
         CLI_OPT_ALLOW_EXTRA(&o.ma.allow_extra),
         {"--strict", OPT_FLAG, &o.strict, NULL, "an unreadable image is an error (default: skip and report it)", 0, 0, NULL},
         {"--profile", OPT_FLAG, &o.profile, NULL, "time every op of the forward pass", 0, 0, NULL},
@@ -246,15 +243,17 @@ int cmd_eval(int argc, char **argv) {
         {0},
     };
     const cli_spec spec = {
-        "lpvit eval --model M --imagenet-dir DIR [options]",
+        "lpvit eval --model M [--imagenet-dir] DIR [options]",
         "Top-1/top-5 accuracy on an ImageNet validation folder with timm's eval preprocessing (PIL-exact bicubic "
         "resize to floor(224/crop_pct), center crop 224, normalize). Unreadable images are skipped and listed.",
-        opts, 0, 0, 0};
+        opts, 0, 1, 1};
     char *pos[1];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
     cli_quiet(o.ma.quiet);
     if (!o.ma.model) return cli_usage_error("--model is required");
+    if (npos && o.dir) return cli_usage_error("give the folder once: '%s' or --imagenet-dir '%s'", pos[0], o.dir);
+    if (npos) o.dir = pos[0]; /* timm's validate.py takes the data folder as its argument too */
     if (!o.dir) return cli_usage_error("--imagenet-dir is required");
     lpv_err err;
     int bf16 = 0;
@@ -265,6 +264,7 @@ int cmd_eval(int argc, char **argv) {
         return cli_fail(&err, LPV_E_IO);
     }
     cli_model cm;
+    o.ma.needs_pp = 1;
     if ((st = cli_open_model(&o.ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
     if ((st = cli_pack(cm.model, bf16, &err)) != LPV_OK) {
         cli_close_model(&cm);

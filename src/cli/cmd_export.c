@@ -18,7 +18,7 @@ int cmd_export(int argc, char **argv) {
         {"--model", OPT_MODEL, &model, "P", "model to export (pruned BSR file, or any model lpvit loads)", 0, 0, NULL},
         {"--out", OPT_OUT, &out, "FILE", "output .safetensors (required; never the input)", 0, 0, NULL},
         {"--dense-masked", OPT_FLAG, &dense_masked, NULL, "dense weights with zeros in pruned blocks (timm-loadable)", 0, 0, NULL},
-        {"--heads", OPT_INT, &heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_HEADS(&heads),
         CLI_OPT_ALLOW_EXTRA(&allow_extra),
         CLI_OPT_QUIET(&quiet),
         {0},

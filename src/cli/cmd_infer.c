@@ -166,11 +166,8 @@ int cmd_infer(int argc, char **argv) {
         {"--out", OPT_OUT, &out, "Y", "write tensor 'logits' (N, classes) here (with --input)", 0, 0, NULL},
         {"--batch", OPT_INT, &batch, "N", "images per forward pass", 1, 4096, NULL},
         {"--synsets", OPT_IN, &synsets, "FILE", "class names (default models/synset_words.txt)", 0, 0, NULL},
-        {"--crop-pct", OPT_DOUBLE, &ma.crop_pct, "F", "override the preset's crop_pct", 0.05, 4, NULL},
-        {"--interp", OPT_STR, &ma.interp, "I", "bicubic or bilinear", 0, 0, NULL},
-        {"--mean", OPT_FLOAT3, ma.mean, "a,b,c", "normalization mean", 0, 0, &ma.mean_set},
-        {"--std", OPT_FLOAT3, ma.std, "a,b,c", "normalization std", 0, 0, &ma.std_set},
-        {"--heads", OPT_INT, &ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPTS_PREPROC(ma),
+        CLI_OPT_HEADS(&ma.heads),
         CLI_OPT_ALLOW_EXTRA(&ma.allow_extra),
         {"--json", OPT_OUT, &json, "FILE", "image mode: write the top-5 as JSON ('-' for stdout)", 0, 0, NULL},
         CLI_OPT_THREADS(&threads),
@@ -196,6 +193,7 @@ int cmd_infer(int argc, char **argv) {
     lpv_status st = cli_engine(threads, isa, dense_kernel, precision, &bf16, &err);
     if (st) return cli_fail(&err, st);
     cli_model cm;
+    ma.needs_pp = !input;
     if ((st = cli_open_model(&ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
     if ((st = cli_pack(cm.model, bf16, &err)) == LPV_OK)
         st = input ? infer_tensor(&cm, input, out, batch, &err) : infer_images(&cm, pos, npos, batch, synsets, json, &err);

@@ -205,9 +205,10 @@ int cmd_prune(int argc, char **argv) {
         {"--cache-dir", OPT_STR, &f.cache_dir, "DIR", "calibration statistics cache (default ~/.cache/lpvit)", 0, 0, NULL},
         {"--no-cache", OPT_FLAG, &f.no_cache, NULL, "always recompute calibration statistics", 0, 0, NULL},
         {"--out", OPT_OUT, &f.out, "FILE", "pruned model (BSR safetensors; required)", 0, 0, NULL},
-        {"--report", OPT_OUT, &f.report, "FILE", "JSON report ('-' for stdout instead of the table)", 0, 0, NULL},
+        {"--json", OPT_OUT, &f.report, "FILE", "write the report as JSON ('-': stdout instead of the table; --report is the same)", 0, 0, NULL},
         {"--quant", OPT_STR, &f.quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); the speed objectives then allocate with int8 kernel times", 0, 0, NULL},
-        {"--heads", OPT_INT, &f.ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_HEADS(&f.ma.heads),
+        CLI_OPTS_PREPROC(f.ma),
         CLI_OPT_ALLOW_EXTRA(&f.ma.allow_extra),
         CLI_OPT_THREADS(&f.threads),
         CLI_OPT_ISA(&f.isa),
@@ -251,6 +252,7 @@ int cmd_prune(int argc, char **argv) {
     lpv_dense_kernel_set(LPV_DENSE_BLAS);
     double t_start = lpv_now();
     cli_model cm;
+    f.ma.needs_pp = 1;
     if ((st = cli_open_model(&f.ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
     double open_s = lpv_now() - t_start, t = lpv_now();
     lpv_dataset ds;

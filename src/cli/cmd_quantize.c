@@ -20,17 +20,12 @@ static char *quant_meta(lpv_model *m, const lpv_preproc *pp) {
     if (m->lpvit_meta) return strdup(m->lpvit_meta);
     lpv_err e;
     const char *sha = lpv_model_hash(m, &e);
-    cJSON *j = cJSON_CreateObject(), *src = cJSON_AddObjectToObject(j, "source_model"), *p;
+    cJSON *j = cJSON_CreateObject(), *src = cJSON_AddObjectToObject(j, "source_model");
     cJSON_AddStringToObject(j, "format", "lpvit-int8-v1");
     cJSON_AddStringToObject(src, "path", m->path);
     cJSON_AddStringToObject(src, "sha256", sha ? sha : "");
     cJSON_AddStringToObject(src, "arch", m->arch);
-    p = cJSON_AddObjectToObject(j, "preprocess");
-    cJSON_AddNumberToObject(p, "img_size", pp->img_size);
-    cJSON_AddNumberToObject(p, "crop_pct", pp->crop_pct);
-    cJSON_AddStringToObject(p, "interpolation", lpv_interp_name(pp->interp));
-    cJSON_AddItemToObject(p, "mean", cJSON_CreateFloatArray(pp->mean, 3));
-    cJSON_AddItemToObject(p, "std", cJSON_CreateFloatArray(pp->std, 3));
+    cJSON_AddItemToObject(j, "preprocess", cli_preproc_json(pp));
     cJSON_AddStringToObject(j, "lpvit_commit", lpv_commit());
     char *txt = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
@@ -49,7 +44,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--interp", OPT_STR, &ma.interp, "I", "preprocessing to record: bicubic or bilinear", 0, 0, NULL},
         {"--mean", OPT_FLOAT3, ma.mean, "a,b,c", "preprocessing to record: normalization mean", 0, 0, &ma.mean_set},
         {"--std", OPT_FLOAT3, ma.std, "a,b,c", "preprocessing to record: normalization std", 0, 0, &ma.std_set},
-        {"--heads", OPT_INT, &ma.heads, "H", "attention heads when the file does not say", 1, 1024, NULL},
+        CLI_OPT_HEADS(&ma.heads),
         CLI_OPT_ALLOW_EXTRA(&ma.allow_extra),
         CLI_OPT_QUIET(&ma.quiet),
         {0},
@@ -69,6 +64,7 @@ int cmd_quantize(int argc, char **argv) {
     if (!out) return cli_usage_error("--out is required");
     lpv_err err;
     cli_model cm;
+    ma.needs_pp = 1;
     lpv_status st = cli_open_model(&ma, &cm, &err);
     if (st) return cli_fail(&err, st);
     lpv_model *m = cm.model;

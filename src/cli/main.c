@@ -49,6 +49,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 && argc >= 3) { /* lpvit help eval = lpvit eval --help */
+        for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
+            if (strcmp(argv[2], COMMANDS[i].name) == 0) {
+                char *args[] = {argv[2], "--help", NULL};
+                return COMMANDS[i].fn(2, args);
+            }
+        fprintf(stderr, "lpvit: unknown command '%s' (see lpvit --help)\n", argv[2]);
+        return 2;
+    }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

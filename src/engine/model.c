@@ -598,12 +598,10 @@ static void infer_arch_name(lpv_model *m, const lpv_st_file *f, const json_confi
         snprintf(m->arch, sizeof m->arch, "%s", jc->arch);
         return;
     }
+    /* no name in the file: say the architecture, never guess a model (a ViT-Tiny and a DeiT-Tiny have the same) */
     const lpv_config *c = &m->cfg;
-    const char *size = c->dim == 192 ? "tiny" : c->dim == 384 ? "small" : c->dim == 768 ? "base" : NULL;
-    if (size)
-        snprintf(m->arch, sizeof m->arch, "deit_%s%s_patch%d_%d%s", size, c->n_outputs == 2 ? "_distilled" : "",
-                 c->patch, c->img, c->depth == 12 ? "" : "_custom_depth");
-    else snprintf(m->arch, sizeof m->arch, "vit_d%d_l%d_patch%d_%d", c->dim, c->depth, c->patch, c->img);
+    snprintf(m->arch, sizeof m->arch, "vit_d%d_l%d_patch%d_%d%s", c->dim, c->depth, c->patch, c->img,
+             c->n_outputs == 2 ? "_distilled" : "");
 }
 
 /* Resolves a model path: a .safetensors file, or an HF/timm hub folder. */

@@ -72,6 +72,9 @@ pdata = bytearray(bp[8 + pn:])
 o = ph[key]["data_offsets"][0]
 pdata[o] = 5
 open(d + "/badbsr.safetensors", "wb").write(bp[:8 + pn] + bytes(pdata))
+# the same model without any metadata: its preprocessing is unknown
+h3 = {k: v for k, v in h.items() if k != "__metadata__"}
+save("nometa.safetensors", h3, b[8 + n:])
 # corrupt files: cut short, a header length past the end, a header that is not JSON
 open(d + "/short.safetensors", "wb").write(b[:len(b) // 2])
 open(d + "/hugehdr.safetensors", "wb").write(struct.pack("<Q", 1 << 40) + b"{}")
@@ -177,6 +180,14 @@ t 1 "non-finite value"          bench --model "$I/inf.safetensors" --heads 2 --r
 t 1 "(see --allow-extra)"       infer --model "$I/extra.safetensors" --heads 2 "$D/n01440764/img0.JPEG"
 t 0 ""                          infer --model "$I/extra.safetensors" --heads 2 --allow-extra "$D/n01440764/img0.JPEG"
 t 0 ""                          create-model --preset deit_t --depth 1 --classes 10 --img 32 --out "$O/c.safetensors"
+# preprocessing is never guessed: a file without metadata needs --mean/--std to read images
+PP="is not known (no lpvit metadata"
+t 2 "$PP"                       eval --model "$I/nometa.safetensors" --heads 2 "$D"
+t 2 "$PP"                       prune --model "$I/nometa.safetensors" --heads 2 $PR --out "$O/p.safetensors"
+t 2 "$PP"                       infer --model "$I/nometa.safetensors" --heads 2 "$D/n01440764/img0.JPEG"
+t 2 "$PP"                       quantize --model "$I/nometa.safetensors" --heads 2 --out "$O/q.safetensors"
+t 0 ""                          eval --model "$I/nometa.safetensors" --heads 2 "$D" --mean 0.5 0.5 0.5 --std 0.5 0.5 0.5
+t 0 ""                          bench --model "$I/nometa.safetensors" --heads 2 --reps 1 --warmup 0 --no-layers
 # hostile files
 t 1 "is 20000x20000"            infer --model "$M" --heads 2 "$I/huge.png"
 t 1 "cannot decode image"       infer --model "$M" --heads 2 "$I/truncated.JPEG"

@@ -271,7 +271,7 @@ run 0 "$L" inspect "$P"; grep -q "bsr_values" "$T/out" && grep -q '"format":"lpv
 run 0 "$L" inspect "$P"; grep -q "^architecture: random_d64_l2_h2 " "$T/out" && ok || bad "pruned file lost the model's name: $(grep ^architecture "$T/out")"
 run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --json "$T/pe.json"
 [ "$(lpv_json "$T/pe.json" images)" = 12 ] && ok || bad "eval of the pruned model"
-grep -q "recorded in the pruned file" "$T/out" && ok || bad "pruned eval did not reuse the recorded preprocessing"
+grep -q "recorded in the file" "$T/out" && ok || bad "pruned eval did not reuse the recorded preprocessing"
 run 0 "$L" bench --pruned "$P" --reps 2 --warmup 0 --json "$T/b.json" --quiet
 lpv_less 0 "$(lpv_json "$T/b.json" end_to_end.speedup)" && lpv_less 0.4 "$(lpv_json "$T/b.json" linear_density)" \
   && lpv_less "$(lpv_json "$T/b.json" linear_density)" 0.95 && ok || bad "bench --pruned"

@@ -68,7 +68,7 @@ for blk in $blocks; do for t in $targets; do for meth in $methods; do
   if [ "$rebench" = 0 ] || [ ! -f "$out/$tag.eval.json" ]; then
   $L prune --model "$model" --calib-dir "$data/imagenet-calib-1000" --calib-size "$calib" --saliency "$sal" $upd \
     --target-flops "$t" --block "$blk" --threads "$threads" --cache-dir "$cache" \
-    --out "$out/$tag.safetensors" --report "$out/$tag.prune.json" --quiet >/dev/null
+    --out "$out/$tag.safetensors" --json "$out/$tag.prune.json" --quiet >/dev/null
   $L eval --model "$out/$tag.safetensors" --imagenet-dir "$data/imagenet-val-1000" $limit --threads "$threads" \
     --json "$out/$tag.eval.json" --quiet >/dev/null
   fi

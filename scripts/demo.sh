@@ -23,7 +23,7 @@ echo "== infer: top-5 classes of one image"
 $L infer --model "$out/tiny.safetensors" tests/data/imagenet-mini/n01440764/img0.JPEG --quiet
 echo "== prune to 50% of the FLOPs (taylor2 saliency, greedy allocator, 32x32 blocks)"
 $L prune --model "$out/tiny.safetensors" --calib-dir tests/data/imagenet-mini --calib-size 12 --target-flops 0.5 \
-  --out "$out/tiny-pruned.safetensors" --report "$out/prune.json" --cache-dir "$out/cache"
+  --out "$out/tiny-pruned.safetensors" --json "$out/prune.json" --cache-dir "$out/cache"
 echo "== eval the pruned model (BSR engine)"
 $L eval --model "$out/tiny-pruned.safetensors" --imagenet-dir tests/data/imagenet-mini --batch 12 --json "$out/eval-pruned.json"
 echo "== measured speedup, dense vs pruned, one run"
@@ -33,7 +33,7 @@ D=$(lpv_data_dir 2>/dev/null) || D=""
 if [ -n "$D" ] && [ -f "$D/vit_tiny_patch16_224.safetensors" ]; then
   echo "== real ViT-Tiny ($D): prune to 90% of the FLOPs, eval dense and pruned on 300 images"
   $L prune --model "$D/vit_tiny_patch16_224.safetensors" --calib-dir "$D/imagenet-calib-1000" --calib-size 128 \
-    --target-flops 0.9 --out "$out/vit_tiny-pruned.safetensors" --report "$out/vit_tiny-prune.json" \
+    --target-flops 0.9 --out "$out/vit_tiny-pruned.safetensors" --json "$out/vit_tiny-prune.json" \
     --cache-dir "$out/cache" --quiet | tail -4
   for m in "$D/vit_tiny_patch16_224.safetensors" "$out/vit_tiny-pruned.safetensors"; do
     $L eval --model "$m" --imagenet-dir "$D/imagenet-val-1000" --limit 300 --quiet | sed -n '1p;3p'

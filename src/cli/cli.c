@@ -368,6 +368,31 @@ cJSON *cli_preproc_json(const lpv_preproc *pp) {
     return p;
 }
 
+cJSON *cli_sparsity_json(lpv_model *m) {
+    lpv_sparsity s;
+    lpv_model_sparsity(m, &s);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "linears", s.layers);
+    cJSON_AddNumberToObject(j, "pruned_linears", s.pruned);
+    cJSON_AddNumberToObject(j, "weights_kept", s.weights_kept / s.weights_dense);
+    cJSON_AddNumberToObject(j, "flops_kept", s.model_macs_kept / s.model_macs_dense);
+    cJSON_AddNumberToObject(j, "gflops_dense", 2e-9 * s.model_macs_dense);
+    cJSON_AddNumberToObject(j, "gflops", 2e-9 * s.model_macs_kept);
+    return j;
+}
+
+void cli_sparsity_line(lpv_model *m, char *buf, size_t cap) {
+    lpv_sparsity s;
+    lpv_model_sparsity(m, &s);
+    if (!s.pruned) {
+        snprintf(buf, cap, "%s", "");
+        return;
+    }
+    snprintf(buf, cap, "%d of %d linears block-sparse: %.1f %% of their weights kept, %.1f %% of the FLOPs (%.2f of %.2f GFLOPs per image)",
+             s.pruned, s.layers, 100 * s.weights_kept / s.weights_dense, 100 * s.model_macs_kept / s.model_macs_dense,
+             2e-9 * s.model_macs_kept, 2e-9 * s.model_macs_dense);
+}
+
 /* Preprocessing recorded in lpvit's metadata (prune, quantize, create-model write it). */
 static int pp_from_lpvit_meta(lpv_preproc *pp, const char *meta) {
     cJSON *root = meta ? cJSON_Parse(meta) : NULL;

@@ -100,6 +100,11 @@ void cli_preproc_str(const lpv_preproc *pp, char *buf, size_t cap);
  * which cli_open_model reads back. The caller owns the object. */
 cJSON *cli_preproc_json(const lpv_preproc *pp);
 
+/* What pruning left of m (lpv_model_sparsity) for reports: {"linears", "pruned_linears", "weights_kept",
+ * "flops_kept" (ratios), "gflops_dense", "gflops"} per image; and as one line for tables ("" when dense). */
+cJSON *cli_sparsity_json(lpv_model *m);
+void cli_sparsity_line(lpv_model *m, char *buf, size_t cap);
+
 /* "32x32", "16x32" or "32" (square); each side one of 8, 16, 32, 64. */
 lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err);
 

@@ -441,7 +441,11 @@ int cmd_bench(int argc, char **argv) {
     lpv_info("%s", env);
     if (human) {
         printf("dense    %s\n", bm.dense_desc);
-        if (bm.sparse) printf("sparse   %s\n", bm.sparse_desc);
+        if (bm.sparse) {
+            char sp[256];
+            cli_sparsity_line(bm.sparse, sp, sizeof sp);
+            printf("sparse   %s\n%s%s%s", bm.sparse_desc, sp[0] ? "         " : "", sp, sp[0] ? "\n" : "");
+        }
         printf("setup    batch %d, %d threads, isa %s, dense kernel %s, openblas core %s, %d reps after %d warm-up\n",
                o.batch, lpv_threads_get(), lpv_isa_name(lpv_isa_get()), lpv_dense_kernel_name(lpv_dense_kernel_get()),
                lpv_blas_corename(), o.reps, o.warmup);
@@ -452,6 +456,7 @@ int cmd_bench(int argc, char **argv) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "dense", bm.dense_desc);
     if (bm.sparse) cJSON_AddStringToObject(j, "sparse", bm.sparse_desc);
+    if (bm.sparse) cJSON_AddItemToObject(j, "sparsity", cli_sparsity_json(bm.sparse));
     cJSON_AddNumberToObject(j, "batch", o.batch);
     cJSON_AddNumberToObject(j, "reps", o.reps);
     cJSON_AddNumberToObject(j, "warmup", o.warmup);

@@ -151,6 +151,7 @@ static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, e
     cJSON_AddNumberToObject(j, "top5", round(top5 * 1000) / 1000);
     cJSON_AddNumberToObject(j, "top5_err", round((100 - top5) * 1000) / 1000);
     cJSON_AddNumberToObject(j, "param_count", round((double)lpv_model_params(m) / 1e4) / 100);
+    cJSON_AddItemToObject(j, "sparsity", cli_sparsity_json(m));
     cJSON_AddNumberToObject(j, "img_size", pp->img_size);
     cJSON_AddNumberToObject(j, "crop_pct", pp->crop_pct);
     cJSON_AddStringToObject(j, "interpolation", lpv_interp_name(pp->interp));
@@ -198,6 +199,9 @@ static void print_table(const eval_opts *o, const cli_model *cm, const lpv_datas
     char pps[256];
     cli_preproc_str(&cm->pp, pps, sizeof pps);
     printf("model       %s (%s)\n", cm->model->arch, cm->model->path);
+    char sp[256];
+    cli_sparsity_line(cm->model, sp, sizeof sp);
+    if (sp[0]) printf("pruned      %s\n", sp);
     printf("dataset     %s: %ld images evaluated, %ld skipped, %d classes present\n", o->dir, r->images, r->skipped,
            ds->n_classes);
     printf("top-1       %.2f %%\n", 100.0 * (double)r->correct1 / (double)r->images);

@@ -1,15 +1,74 @@
 /* cmd_inspect.c — `lpvit inspect FILE`: tensors, metadata and (for models) the architecture. */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "cmds.h"
-#include "lpvit/log.h"
+#include "lpvit/bsr.h"
 #include "lpvit/linear.h"
+#include "lpvit/log.h"
 #include "lpvit/model.h"
 #include "lpvit/report.h"
 #include "lpvit/safetensors.h"
+
+/* Natural order: "blocks.2" before "blocks.10", as a person reads them. */
+static int natcmp(const char *a, const char *b) {
+    while (*a && *b) {
+        if (isdigit((unsigned char)*a) && isdigit((unsigned char)*b)) {
+            while (*a == '0') a++;
+            while (*b == '0') b++;
+            size_t la = 0, lb = 0;
+            while (isdigit((unsigned char)a[la])) la++;
+            while (isdigit((unsigned char)b[lb])) lb++;
+            if (la != lb) return la < lb ? -1 : 1;
+            int c = strncmp(a, b, la);
+            if (c) return c;
+            a += la, b += lb;
+        } else {
+            if (*a != *b) return (unsigned char)*a < (unsigned char)*b ? -1 : 1;
+            a++, b++;
+        }
+    }
+    return *a ? 1 : *b ? -1 : 0;
+}
+
+static const lpv_st_file *g_sort_file; /* qsort has no context argument */
+
+static int by_natural_name(const void *x, const void *y) {
+    return natcmp(g_sort_file->t[*(const int *)x].name, g_sort_file->t[*(const int *)y].name);
+}
+
+/* A metadata value whole: JSON objects (lpvit's settings) indented, other values as they are. */
+static void print_meta(const char *key, const char *value) {
+    cJSON *j = value[0] == '{' ? cJSON_Parse(value) : NULL;
+    char *txt = j ? cJSON_Print(j) : NULL;
+    printf("metadata %s = %s\n", key, txt ? txt : value);
+    free(txt);
+    cJSON_Delete(j);
+}
+
+/* The block-sparse layers: shape, block, blocks kept, density; one line each. */
+static void print_density_table(lpv_model *m) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    printf("%-22s %-10s %-6s %13s %8s\n", "layer", "shape", "block", "blocks kept", "density");
+    for (int i = 0; i < n; i++) {
+        const lpv_linear *L = refs[i].lin;
+        char shape[32], blk[16], kept[32];
+        snprintf(shape, sizeof shape, "%dx%d", L->out, L->in);
+        if (L->bsr) {
+            snprintf(blk, sizeof blk, "%dx%d", L->bsr->R, L->bsr->C);
+            snprintf(kept, sizeof kept, "%lld/%lld", (long long)L->bsr->nnzb, (long long)L->bsr->nbr * L->bsr->nbc);
+        } else {
+            snprintf(blk, sizeof blk, "dense");
+            snprintf(kept, sizeof kept, "all");
+        }
+        printf("%-22s %-10s %-6s %13s %8.3f\n", refs[i].name, shape, blk, kept, lpv_linear_density(L));
+    }
+}
 
 int cmd_inspect(int argc, char **argv) {
     const char *json = NULL;
@@ -35,8 +94,17 @@ int cmd_inspect(int argc, char **argv) {
     cJSON_AddStringToObject(root, "file", pos[0]);
     cJSON *ts = cJSON_AddArrayToObject(root, "tensors");
     uint64_t bytes = 0;
-    for (int i = 0; i < f.n; i++) {
-        const lpv_st_tensor *t = &f.t[i];
+    int *order = malloc(sizeof(int) * (size_t)(f.n ? f.n : 1));
+    if (!order) {
+        lpv_st_close(&f);
+        cJSON_Delete(root);
+        return cli_fail(&(lpv_err){"out of memory", ""}, LPV_E_OOM);
+    }
+    for (int i = 0; i < f.n; i++) order[i] = i;
+    g_sort_file = &f;
+    qsort(order, (size_t)f.n, sizeof *order, by_natural_name);
+    for (int k = 0; k < f.n; k++) {
+        const lpv_st_tensor *t = &f.t[order[k]];
         char sb[160];
         lpv_shape_str(sb, sizeof sb, t->ndim, t->shape);
         if (!json) printf("%-60s %-5s %s\n", t->name, lpv_dtype_name(t->dtype), sb);
@@ -47,10 +115,11 @@ int cmd_inspect(int argc, char **argv) {
         cJSON_AddItemToArray(ts, o);
         bytes += t->end - t->begin;
     }
+    free(order);
     cJSON *meta = cJSON_AddObjectToObject(root, "metadata");
     for (int i = 0; i < f.n_meta; i++) {
         cJSON_AddStringToObject(meta, f.meta[i].key, f.meta[i].value);
-        if (!json) printf("metadata %s = %.200s%s\n", f.meta[i].key, f.meta[i].value, strlen(f.meta[i].value) > 200 ? "..." : "");
+        if (!json) print_meta(f.meta[i].key, f.meta[i].value);
     }
     if (!json) printf("%d tensors, %llu bytes of data, header %llu bytes\n", f.n, (unsigned long long)bytes,
                       (unsigned long long)f.header_len);
@@ -75,6 +144,13 @@ int cmd_inspect(int argc, char **argv) {
                    "params\n",
                    m->arch, lpv_names_str(c->names), c->dim, c->depth, c->heads, c->mlp, c->n_tokens, c->classes,
                    c->n_outputs == 2 ? ", distilled" : "", (double)lpv_model_params(m) / 1e6);
+        cJSON_AddItemToObject(a, "sparsity", cli_sparsity_json(m));
+        char sp[256];
+        cli_sparsity_line(m, sp, sizeof sp);
+        if (!json && sp[0]) {
+            printf("pruned: %s\n", sp);
+            print_density_table(m);
+        }
         /* what runs in int8: the layers with int8 weights, and how their inputs are quantized */
         lpv_layer_ref refs[LPV_MAX_LAYERS];
         int nl = lpv_model_layers(m, refs, LPV_MAX_LAYERS), n8 = 0, per_tensor = 0;

@@ -266,12 +266,23 @@ run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 
 [ "$(lpv_json "$T/r.json" environment.dense_kernel)" = openblas ] && ok || bad "prune report: dense kernel $(lpv_json "$T/r.json" environment.dense_kernel)"
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.4 --block 32x32 --refine 0 $C --out "$P" --report "$T/r.json" --quiet
 [ "$(lpv_json "$T/r.json" calibration.from_cache)" = true ] && ok || bad "second run should hit the cache"
-run 0 "$L" inspect "$P"; grep -q "bsr_values" "$T/out" && grep -q '"format":"lpvit-bsr-v1"' "$T/out" && ok || bad "pruned file lacks BSR tensors / metadata"
+run 0 "$L" inspect "$P"; grep -q "bsr_values" "$T/out" && grep -qE '"format":[[:space:]]*"lpvit-bsr-v1"' "$T/out" && ok || bad "pruned file lacks BSR tensors / metadata"
 # the name recorded in lpvit.arch survives create-model -> prune -> load (was replaced by a shape guess)
 run 0 "$L" inspect "$P"; grep -q "^architecture: random_d64_l2_h2 " "$T/out" && ok || bad "pruned file lost the model's name: $(grep ^architecture "$T/out")"
 run 0 "$L" eval --model "$P" --imagenet-dir "$MINI" --json "$T/pe.json"
 [ "$(lpv_json "$T/pe.json" images)" = 12 ] && ok || bad "eval of the pruned model"
 grep -q "recorded in the file" "$T/out" && ok || bad "pruned eval did not reuse the recorded preprocessing"
+# a pruned model shows it: eval's table and JSON, inspect's per-layer table
+grep -q "^pruned .* linears block-sparse: .* of the FLOPs" "$T/out" && ok || bad "eval of a pruned model does not say it is pruned"
+fk=$(lpv_json "$T/pe.json" sparsity.flops_kept)
+awk -v f="$fk" 'BEGIN { exit !(f > 0.3 && f < 1) }' && [ "$(lpv_json "$T/pe.json" sparsity.pruned_linears)" -gt 0 ] && ok || bad "eval JSON sparsity: $fk"
+run 0 "$L" inspect "$P"
+grep -q "^layer .* blocks kept  density" "$T/out" && grep -q "^blocks.0.attn.qkv .* [0-9]*/[0-9]* " "$T/out" && ok || bad "inspect has no density table"
+run 0 "$L" create-model --dim 32 --depth 11 --heads 2 --img 32 --classes 10 --out "$T/d11.safetensors" --quiet
+run 0 "$L" inspect "$T/d11.safetensors"
+[ "$(grep -n '^blocks.2.attn.qkv.weight' "$T/out" | cut -d: -f1)" -lt "$(grep -n '^blocks.10.attn.qkv.weight' "$T/out" | cut -d: -f1)" ] \
+  && ok || bad "inspect does not sort blocks.2 before blocks.10"
+grep -q "^pruned" "$T/out" && bad "a dense model said pruned" || ok
 run 0 "$L" bench --pruned "$P" --reps 2 --warmup 0 --json "$T/b.json" --quiet
 lpv_less 0 "$(lpv_json "$T/b.json" end_to_end.speedup)" && lpv_less 0.4 "$(lpv_json "$T/b.json" linear_density)" \
   && lpv_less "$(lpv_json "$T/b.json" linear_density)" 0.95 && ok || bad "bench --pruned"

@@ -39,6 +39,34 @@ static void prune_random(lpv_model *m, int R, int C, uint64_t seed) {
     }
 }
 
+/* lpv_model_sparsity: a dense model keeps everything and its MACs are lpv_model_macs'; a pruned one keeps its
+ * layers' block fractions, weighted by shape (weights) and by shape x tokens (MACs). */
+static void test_sparsity(void) {
+    lpv_model *m = tiny(4, 1);
+    lpv_sparsity s;
+    lpv_model_sparsity(m, &s);
+    lpv_macs mc = lpv_model_macs(&m->cfg);
+    CHECK(s.pruned == 0 && s.layers == 1 + 4 * 2 + 2);
+    CHECK(s.weights_kept == s.weights_dense && s.linear_macs_kept == s.linear_macs_dense);
+    CHECKF(fabs(s.linear_macs_dense - mc.linear_macs) < 1e-6 * mc.linear_macs, "%g vs %g", s.linear_macs_dense,
+           mc.linear_macs);
+    CHECK(fabs(s.model_macs_dense - (mc.linear_macs + mc.attention_macs)) < 1e-6 * s.model_macs_dense);
+    prune_random(m, 16, 16, 12);
+    lpv_model_sparsity(m, &s);
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    double w = 0, macs = 0;
+    for (int i = 0; i < n; i++) {
+        double sz = (double)refs[i].lin->out * refs[i].lin->in * lpv_linear_density(refs[i].lin);
+        w += sz, macs += sz * refs[i].tokens;
+    }
+    CHECK(s.pruned == n);
+    CHECK(fabs(s.weights_kept - w) < 1e-6 * w && fabs(s.linear_macs_kept - macs) < 1e-6 * macs);
+    CHECK(fabs(s.weights_kept / s.weights_dense - lpv_model_linear_density(m)) < 1e-12);
+    CHECK(s.model_macs_kept - s.linear_macs_kept == s.model_macs_dense - s.linear_macs_dense); /* attention stays */
+    lpv_model_free(m);
+}
+
 static void test_roundtrip(int R, int C, int distilled) {
     lpv_model *m = tiny(3, distilled);
     prune_random(m, R, C, 11);
@@ -148,6 +176,7 @@ static void test_corrupt_files(void) {
 int main(void) {
     CHECK(mkdtemp(dir) != NULL);
     lpv_threads_set(2);
+    test_sparsity();
     test_roundtrip(16, 16, 0);
     test_roundtrip(32, 16, 1);
     test_roundtrip(8, 64, 0);

@@ -106,4 +106,14 @@ typedef struct {
 } lpv_macs;
 lpv_macs lpv_model_macs(const lpv_config *cfg);
 
+/* What pruning left of a model, per image: weights and multiply-adds of its linears (a layer's kept
+ * fraction is its kept blocks / all blocks), and of the whole forward pass with attention's matmuls. */
+typedef struct {
+    int layers, pruned;                     /* linear layers, and those stored as BSR */
+    double weights_dense, weights_kept;     /* all linear layers */
+    double linear_macs_dense, linear_macs_kept;
+    double model_macs_dense, model_macs_kept; /* + q k^T and p v */
+} lpv_sparsity;
+void lpv_model_sparsity(lpv_model *m, lpv_sparsity *s);
+
 #endif

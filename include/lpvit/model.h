@@ -135,15 +135,6 @@ lpv_status lpv_model_densify(lpv_model *m, lpv_err *err);
 /* Kept weights of all linear layers / their dense count (1.0 for a dense model). */
 double lpv_model_linear_density(lpv_model *m);
 
-/* What pruning left of a model, per image: weights and multiply-adds of its linears (a layer's kept
- * fraction is its kept blocks / all blocks), and of the whole forward pass with attention's matmuls. */
-typedef struct {
-    int layers, pruned;                     /* linear layers, and those stored as BSR */
-    double weights_dense, weights_kept;     /* all linear layers */
-    double linear_macs_dense, linear_macs_kept;
-    double model_macs_dense, model_macs_kept; /* + q k^T and p v */
-} lpv_sparsity;
-void lpv_model_sparsity(lpv_model *m, lpv_sparsity *s);
 
 /* Total parameter count (dense shapes). */
 int64_t lpv_model_params(const lpv_model *m);

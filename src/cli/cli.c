@@ -11,6 +11,7 @@
 
 #include "lpvit/cpu.h"
 #include "lpvit/fileio.h"
+#include "lpvit/forward.h"
 #include "lpvit/ioguard.h"
 #include "lpvit/log.h"
 #include "lpvit/report.h"

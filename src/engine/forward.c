@@ -277,3 +277,18 @@ lpv_macs lpv_model_macs(const lpv_config *c) {
     r.attention_macs = c->depth * 2.0 * T * T * D;
     return r;
 }
+
+void lpv_model_sparsity(lpv_model *m, lpv_sparsity *s) {
+    memset(s, 0, sizeof *s);
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    s->layers = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
+    for (int i = 0; i < s->layers; i++) {
+        double sz = (double)refs[i].lin->out * refs[i].lin->in, d = lpv_linear_density(refs[i].lin);
+        s->pruned += refs[i].lin->bsr != NULL;
+        s->weights_dense += sz, s->weights_kept += sz * d;
+        s->linear_macs_dense += sz * refs[i].tokens, s->linear_macs_kept += sz * d * refs[i].tokens;
+    }
+    double att = lpv_model_macs(&m->cfg).attention_macs;
+    s->model_macs_dense = s->linear_macs_dense + att;
+    s->model_macs_kept = s->linear_macs_kept + att;
+}

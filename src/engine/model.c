@@ -19,7 +19,6 @@
 
 #include "lpvit/bsr.h"
 #include "lpvit/fileio.h"
-#include "lpvit/forward.h"
 #include "lpvit/rng.h"
 #include "lpvit/safetensors.h"
 
@@ -845,21 +844,6 @@ double lpv_model_linear_density(lpv_model *m) {
         all += sz;
     }
     return all > 0 ? kept / all : 1.0;
-}
-
-void lpv_model_sparsity(lpv_model *m, lpv_sparsity *s) {
-    memset(s, 0, sizeof *s);
-    lpv_layer_ref refs[LPV_MAX_LAYERS];
-    s->layers = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
-    for (int i = 0; i < s->layers; i++) {
-        double sz = (double)refs[i].lin->out * refs[i].lin->in, d = lpv_linear_density(refs[i].lin);
-        s->pruned += refs[i].lin->bsr != NULL;
-        s->weights_dense += sz, s->weights_kept += sz * d;
-        s->linear_macs_dense += sz * refs[i].tokens, s->linear_macs_kept += sz * d * refs[i].tokens;
-    }
-    double att = lpv_model_macs(&m->cfg).attention_macs;
-    s->model_macs_dense = s->linear_macs_dense + att;
-    s->model_macs_kept = s->linear_macs_kept + att;
 }
 
 /* ---------------------------------------------------------------------------

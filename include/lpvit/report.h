@@ -20,6 +20,17 @@ void lpv_report_environment(cJSON *obj);
 /* The same facts as one human line for stderr logs. */
 void lpv_environment_line(char *buf, size_t cap);
 
+/* Did other processes take CPU while we timed? Take a snapshot before and after; lpv_cpu_others gives the
+ * average number of CPUs kept busy by anything but this process in between (all CPUs' busy time from
+ * /proc/stat, steal included, minus this process's user + system time), or NAN where /proc/stat is
+ * unreadable. The load average cannot say it: it counts our own threads and lags by a minute. */
+typedef struct {
+    double wall, self_cpu, busy_cpu; /* seconds */
+    int ok;
+} lpv_cpu_snap;
+void lpv_cpu_snap_take(lpv_cpu_snap *s);
+double lpv_cpu_others(const lpv_cpu_snap *before, const lpv_cpu_snap *after);
+
 /* *out <- pretty JSON text ending in a newline (malloc'd; the caller frees it). Fails naming the first
  * non-finite number's key and `dest` (where the text was going, for the message). */
 lpv_status lpv_json_print(const cJSON *root, const char *dest, char **out, lpv_err *err);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cmds.h"
@@ -142,6 +143,18 @@ static cJSON *timing_json(const lpv_timing *t) {
     return o;
 }
 
+/* What other processes took while we timed: in the JSON always, and a warning past a quarter of a CPU. */
+static void busy_note(cJSON *j, double others, int human) {
+    if (isnan(others)) return;
+    cJSON_AddNumberToObject(j, "other_processes_cpus", others);
+    if (others > 0.25)
+        lpv_warn("other processes kept %.1f of the %ld CPUs busy while lpvit timed: times and speedups are not "
+                 "reliable (see the min-max spread); rerun on a quiet machine",
+                 others, sysconf(_SC_NPROCESSORS_ONLN));
+    else if (human)
+        printf("\nquiet    other processes used %.2f CPUs while timing\n", others);
+}
+
 /* One end-to-end timing of a batch: the JSON entry, and the start of its table row (no newline). */
 static cJSON *e2e_json(const lpv_timing *t, int batch) {
     cJSON *j = timing_json(t);
@@ -150,8 +163,13 @@ static cJSON *e2e_json(const lpv_timing *t, int batch) {
     return j;
 }
 
+/* The median, and the fastest and slowest rep, per image: a spread as wide as the gap between two rows says
+ * the machine was busy. */
+#define E2E_HEADER "  %-8s %10s %10s %16s %10s"
 static void e2e_row(const char *name, const lpv_timing *t, int batch) {
-    printf("  %-8s %10.2f %10.2f %10.1f", name, t->median_ms, t->median_ms / batch, 1e3 * batch / t->median_ms);
+    char range[40];
+    snprintf(range, sizeof range, "%.2f-%.2f", t->min_ms / batch, t->max_ms / batch);
+    printf("  %-8s %10.2f %10.2f %16s %10.1f", name, t->median_ms, t->median_ms / batch, range, 1e3 * batch / t->median_ms);
 }
 
 static void print_profile_pair(const lpv_profile *a, const lpv_profile *b) {
@@ -201,8 +219,9 @@ static lpv_status bench_lowp(const bench_opts *o, const bench_models *bm, int lo
         cJSON_AddItemToObject(b, "sparse", s);
     }
     if (human) {
-        printf("\nend to end in %s (block linears; batch %d, median of %d)\n  %-8s %10s %10s %10s %14s\n",
-               lowp == LPV_BENCH_INT8 ? "int8" : "BF16", o->batch, o->reps, "", "ms/batch", "ms/image", "images/s", "vs fp32 dense");
+        printf("\nend to end in %s (block linears; batch %d, median of %d)\n" E2E_HEADER " %14s\n",
+               lowp == LPV_BENCH_INT8 ? "int8" : "BF16", o->batch, o->reps, "", "ms/batch", "ms/image", "min-max ms/img",
+               "images/s", "vs fp32 dense");
         e2e_row("dense", &td, o->batch);
         printf(" %13.2fx\n", fp32_dense->median_ms / td.median_ms);
         if (bm->sparse) {
@@ -463,6 +482,8 @@ int cmd_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "seed", o.seed);
     cJSON_AddItemToObject(j, "peak", peak_json(&bm.peak));
     if (bm.sparse) cJSON_AddNumberToObject(j, "linear_density", lpv_model_linear_density(bm.sparse));
+    lpv_cpu_snap snap0, snap1;
+    lpv_cpu_snap_take(&snap0);
     if (!o.no_layers) st = bench_layers(&o, &bm, prec, cJSON_AddArrayToObject(j, "layers"), human, &err);
     lpv_timing td, ts;
     lpv_profile pd, ps;
@@ -485,8 +506,8 @@ int cmd_bench(int argc, char **argv) {
             cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
         }
         if (human) {
-            printf("\nend to end (batch %d, median of %d)\n  %-8s %10s %10s %10s\n", o.batch, o.reps, "", "ms/batch",
-                   "ms/image", "images/s");
+            printf("\nend to end (batch %d, median of %d)\n" E2E_HEADER "\n", o.batch, o.reps, "", "ms/batch", "ms/image",
+                   "min-max ms/img", "images/s");
             e2e_row("dense", &td, o.batch);
             if (isfinite(bm.peak.gflops)) printf("   %.1f GFLOP/s, %.0f%% of peak", g_e2e, 100 * g_e2e / bm.peak.gflops);
             printf("\n");
@@ -498,6 +519,8 @@ int cmd_bench(int argc, char **argv) {
             print_profile_pair(&pd, bm.sparse ? &ps : NULL);
         }
         if (prec) st = bench_lowp(&o, &bm, prec, &td, e, human, &err);
+        lpv_cpu_snap_take(&snap1);
+        busy_note(j, lpv_cpu_others(&snap0, &snap1), human);
         lpv_report_environment(j);
         if (o.json) st = cli_json_out(j, o.json, &err);
     }

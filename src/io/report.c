@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +23,35 @@ static void loadavg(char *buf, size_t cap) {
     double a, b, c;
     if (fscanf(fp, "%lf %lf %lf", &a, &b, &c) == 3) snprintf(buf, cap, "%.2f %.2f %.2f", a, b, c);
     fclose(fp);
+}
+
+void lpv_cpu_snap_take(lpv_cpu_snap *s) {
+    memset(s, 0, sizeof *s);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    s->wall = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        s->self_cpu = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+                      1e-6 * (double)ru.ru_stime.tv_usec;
+    FILE *fp = fopen("/proc/stat", "r");
+    if (!fp) return;
+    /* "cpu  user nice system idle iowait irq softirq steal ..." in clock ticks */
+    unsigned long long v[8];
+    if (fscanf(fp, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+               &v[7]) == 8) {
+        long hz = sysconf(_SC_CLK_TCK);
+        s->busy_cpu = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)(hz > 0 ? hz : 100);
+        s->ok = 1;
+    }
+    fclose(fp);
+}
+
+double lpv_cpu_others(const lpv_cpu_snap *a, const lpv_cpu_snap *b) {
+    double wall = b->wall - a->wall;
+    if (!a->ok || !b->ok || wall <= 0) return NAN;
+    double others = (b->busy_cpu - a->busy_cpu) - (b->self_cpu - a->self_cpu);
+    return others > 0 ? others / wall : 0.0; /* tick rounding can make it slightly negative */
 }
 
 void lpv_report_environment(cJSON *obj) {

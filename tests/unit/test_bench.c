@@ -5,10 +5,14 @@
  * the reference ISA reports none, and an ISA the CPU lacks is refused. No timing is asserted.
  */
 #include <math.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "engine/kernels/bsr_internal.h"
 #include "lpvit/bench.h"
 #include "lpvit/cpu.h"
+#include "lpvit/report.h"
 #include "test.h"
 
 /* What a loop of `steps` returns: lane 0 of the sum of the 12 chains a_i <- a_i * m + c, a_i(0) = 1.0, 1.1, ..., 2.1. */
@@ -63,8 +67,50 @@ static void test_peak(void) {
     }
 }
 
+/* lpv_cpu_others sees another process's CPU time and not ours: a child spins for 0.4 s while we sleep,
+ * then we spin while nobody else does (loose bounds: ctest runs other tests beside this one). */
+static double spin(double seconds) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    volatile double x = 0;
+    do {
+        for (int i = 0; i < 100000; i++) x += 1e-9 * i;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < seconds);
+    return x;
+}
+
+static void test_cpu_others(void) {
+    lpv_cpu_snap a, b;
+    lpv_cpu_snap_take(&a);
+    if (!a.ok) {
+        printf("skip cpu_others: /proc/stat unreadable\n");
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        spin(0.4);
+        _exit(0);
+    }
+    CHECK(pid > 0);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    lpv_cpu_snap_take(&b);
+    double busy_child = lpv_cpu_others(&a, &b);
+    CHECKF(busy_child > 0.3, "a child spinning the whole time counted as %.2f CPUs", busy_child);
+    lpv_cpu_snap_take(&a);
+    spin(0.3);
+    lpv_cpu_snap_take(&b);
+    double ours = lpv_cpu_others(&a, &b);
+    /* our own time is subtracted: it must have been seen as ours (how much others used then depends on ctest) */
+    CHECKF(b.self_cpu - a.self_cpu > 0.2 && ours >= 0, "our 0.3 s spin: %.2f s of our CPU seen, others %.2f",
+           b.self_cpu - a.self_cpu, ours);
+    printf("cpu_others: a spinning child %.2f CPUs, others while we spun %.2f\n", busy_child, ours);
+}
+
 int main(void) {
     test_loops();
     test_peak();
+    test_cpu_others();
     return test_finish("test_bench");
 }

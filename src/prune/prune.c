@@ -575,8 +575,9 @@ static lpv_status run_step(run *R, int step, lpv_err *err) {
     if (step > 0) {
         next_step_identity(R, step);
         step_reset(R);
-        lpv_info("step %d/%d: target FLOPs %.4f", step + 1, r->n_steps, target);
     }
+    /* every step announced, the first too: the user sees how many there are before the long statistics pass */
+    lpv_info("step %d/%d: target FLOPs %.4f", step + 1, r->n_steps, target);
     LPV_TRY(step_statistics(R, step, err));
     r->seconds.stats += lpv_now() - t, t = lpv_now();
     LPV_TRY(step_saliency(R, err));

@@ -174,6 +174,11 @@ done
 run 0 "$L" prune --model "$M" --calib-dir "$SRC/tests/data/flat" --calib-size 8 --target-flops 0.6 --no-cache \
   --out "$T/pflat.safetensors" --report "$T/rflat.json" --quiet
 [ "$(lpv_json "$T/rflat.json" calibration.images)" = 8 ] && ok || bad "prune from a flat folder: $(lpv_json "$T/rflat.json" calibration.images) images"
+# every step is announced, the first one too (step 1/N never printed)
+run 0 "$L" prune --model "$M" --calib-dir "$SRC/tests/data/flat" --calib-size 8 --target-flops 0.6 --steps 2 --no-cache \
+  --out "$T/pflat2.safetensors"
+grep -q "^lpvit: step 1/2: target FLOPs" "$T/err" && grep -q "^lpvit: step 2/2: target FLOPs" "$T/err" && ok || bad "prune did not announce its steps"
+grep -q $'\r' "$T/err" && bad "prune wrote a carriage return into a log file" || ok
 mkdir -p "$T/nest/a/b" "$T/nest/c"
 cp "$SRC/tests/data/flat/img0.JPEG" "$T/nest/a/"; cp "$SRC/tests/data/flat/img1.png" "$T/nest/a/b/"; cp "$SRC/tests/data/flat/img2.jpg" "$T/nest/c/"
 run 0 "$L" prune --model "$M" --calib-dir "$T/nest" --target-flops 0.6 --no-cache --out "$T/pnest.safetensors" --report "$T/rnest.json" --quiet

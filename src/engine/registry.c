@@ -133,6 +133,43 @@ int lpv_registry_match_file(const char *path, lpv_preset *out) {
     return found;
 }
 
+/* timm's hub spellings of a model name: "hf-hub:timm/NAME.TAG" and "timm/NAME.TAG" are NAME.TAG. */
+static const char *hub_name(const char *model) {
+    if (strncmp(model, "hf-hub:", 7) == 0) model += 7;
+    if (strncmp(model, "timm/", 5) == 0) model += 5;
+    return model;
+}
+
+/* The Hugging Face cache's copy of repo "org/name" ($HF_HUB_CACHE, else $HF_HOME/hub, else
+ * ~/.cache/huggingface/hub): models--org--name/snapshots/<the revision refs/main names>/file. With file "",
+ * the snapshot folder itself (with a trailing '/'). Writes the path even when nothing is there, for the
+ * error message. */
+static void hf_snapshot(char *out, size_t cap, const char *repo, const char *file) {
+    char hub[PATH_MAX], dir[PATH_MAX + 300], rev[128] = "main";
+    const char *c = getenv("HF_HUB_CACHE"), *h = getenv("HF_HOME"), *home = getenv("HOME");
+    if (c && c[0]) snprintf(hub, sizeof hub, "%s", c);
+    else if (h && h[0]) snprintf(hub, sizeof hub, "%s/hub", h);
+    else snprintf(hub, sizeof hub, "%s/.cache/huggingface/hub", home ? home : "");
+    snprintf(dir, sizeof dir, "%s/models--", hub);
+    size_t k = strlen(dir);
+    for (const char *p = repo; *p && k + 2 < sizeof dir; p++) { /* "/" becomes "--" */
+        if (*p == '/') dir[k++] = '-', dir[k++] = '-';
+        else dir[k++] = *p;
+    }
+    dir[k] = 0;
+    char ref[PATH_MAX + 320];
+    snprintf(ref, sizeof ref, "%s/refs/main", dir);
+    char *txt = NULL;
+    size_t n = 0;
+    lpv_err e;
+    if (lpv_read_file(ref, &txt, &n, 127, &e) == LPV_OK) {
+        while (n > 0 && (txt[n - 1] == '\n' || txt[n - 1] == ' ')) txt[--n] = 0;
+        if (n > 0 && !strchr(txt, '/')) snprintf(rev, sizeof rev, "%s", txt);
+        free(txt);
+    }
+    snprintf(out, cap, "%s/snapshots/%s/%s", dir, rev, file);
+}
+
 lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_ref *out, lpv_err *err) {
     memset(out, 0, sizeof *out);
     if (!model || !model[0]) return lpv_fail_param(err, LPV_E_ARG, "model", "none given");
@@ -144,9 +181,10 @@ lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_r
         out->has_preset = lpv_registry_match_file(model, &out->preset);
         return LPV_OK;
     }
-    if (strchr(model, '/') || strstr(model, ".safetensors"))
+    const char *name = hub_name(model); /* "hf-hub:timm/deit_tiny_patch16_224.fb_in1k" -> "deit_tiny_..." */
+    if (strchr(name, '/') || strstr(name, ".safetensors"))
         return lpv_fail(err, LPV_E_IO, "model file '%s' does not exist", model);
-    LPV_TRY(lpv_registry_find(model, &out->preset, err));
+    LPV_TRY(lpv_registry_find(name, &out->preset, err));
     out->has_preset = 1;
     if (weights) {
         if (!lpv_file_exists(weights) && !lpv_is_dir(weights))
@@ -155,26 +193,30 @@ lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_r
         snprintf(out->path, sizeof out->path, "%s", weights);
         return LPV_OK;
     }
-    const char *env = getenv("LPVIT_MODELS");
-    char tried[2][PATH_MAX + 160];
+    /* where users keep weights: $LPVIT_MODELS, models/, then the Hugging Face cache (timm's file, or the
+     * transformers folder of the preset's hf_repo) */
+    char tried[4][PATH_MAX + 160], repo[256];
     int nt = 0;
-    if (env && env[0]) {
-        snprintf(tried[nt], sizeof tried[nt], "%s/%s", env, out->preset.file);
-        if (lpv_file_exists(tried[nt])) goto found;
-        nt++;
+    const char *env = getenv("LPVIT_MODELS");
+    if (env && env[0]) snprintf(tried[nt++], sizeof tried[0], "%s/%s", env, out->preset.file);
+    snprintf(tried[nt++], sizeof tried[0], "%s/%s", lpv_models_dir(), out->preset.file);
+    snprintf(repo, sizeof repo, "timm/%s%s%s", out->preset.timm_name, out->preset.tag[0] ? "." : "", out->preset.tag);
+    hf_snapshot(tried[nt++], sizeof tried[0], repo, "model.safetensors");
+    if (out->preset.hf_repo[0]) hf_snapshot(tried[nt++], sizeof tried[0], out->preset.hf_repo, "");
+    for (int i = 0; i < nt; i++) {
+        int ok = i >= 2 && tried[i][strlen(tried[i]) - 1] == '/' ? lpv_is_dir(tried[i]) : lpv_file_exists(tried[i]);
+        if (!ok) continue;
+        size_t len = strlen(tried[i]);
+        if (len >= sizeof out->path) return lpv_fail(err, LPV_E_IO, "weights path '%s' is too long", tried[i]);
+        memcpy(out->path, tried[i], len + 1);
+        return LPV_OK;
     }
-    snprintf(tried[nt], sizeof tried[nt], "%s/%s", lpv_models_dir(), out->preset.file);
-    if (lpv_file_exists(tried[nt])) goto found;
-    nt++;
-    return lpv_fail_hint(err, LPV_E_IO, "weights",
-                    "weights for '%s' not found (looked for '%s'%s%s%s): run scripts/download-model.sh %s",
-                    model, tried[0], nt > 1 ? " and '" : "", nt > 1 ? tried[1] : "", nt > 1 ? "'" : "",
-                    out->preset.key);
-found:;
-    size_t len = strlen(tried[nt]);
-    if (len >= sizeof out->path) return lpv_fail(err, LPV_E_IO, "weights path '%s' is too long", tried[nt]);
-    memcpy(out->path, tried[nt], len + 1);
-    return LPV_OK;
+    char where[4 * (PATH_MAX + 170)];
+    size_t k = 0;
+    for (int i = 0; i < nt && k < sizeof where; i++)
+        k += (size_t)snprintf(where + k, sizeof where - k, "%s'%s'", i ? ", " : "", tried[i]);
+    return lpv_fail_hint(err, LPV_E_IO, "weights", "weights for '%s' not found (looked in %s): run scripts/download-model.sh %s",
+                         model, where, out->preset.key);
 }
 
 lpv_status lpv_preset_check(const lpv_preset *p, const lpv_config *c, const char *path, lpv_err *err) {

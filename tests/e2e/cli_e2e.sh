@@ -147,6 +147,16 @@ run 0 "$L" infer --model "$M" --heads 2 "$MINI/n01440764/img0.JPEG" --json "$T/i
 run 1 "$L" infer --model "$M" --heads 2 "$T/mini/n01440764/broken.JPEG" --quiet; one_line_err "broken.JPEG"
 run 2 "$L" infer --model "$M" --input x.safetensors; one_line_err "--input and --out go together"
 
+# ---- models where users keep them: timm hub names, the Hugging Face cache ----
+HFC=$T/hf/models--timm--deit_tiny_patch16_224.fb_in1k
+mkdir -p "$HFC/refs" "$HFC/snapshots/abc123"
+printf 'abc123' >"$HFC/refs/main"
+run 0 "$L" create-model --preset deit_t --depth 12 --out "$HFC/snapshots/abc123/model.safetensors" --quiet
+HF_HUB_CACHE=$T/hf LPVIT_MODELS=$T/none run 0 "$L" eval --model timm/deit_tiny_patch16_224.fb_in1k "$MINI" --limit 2 --json "$T/hf.json" --quiet
+[ "$(lpv_json "$T/hf.json" model_file.path)" = "$HFC/snapshots/abc123/model.safetensors" ] && ok || bad "timm/ name not found in the HF cache"
+HF_HUB_CACHE=$T/nohf LPVIT_MODELS=$T/none run 1 "$L" eval --model hf-hub:timm/deit_small_patch16_224.fb_in1k "$MINI" --quiet
+one_line_err "$T/nohf/models--timm--deit_small_patch16_224.fb_in1k/snapshots/main/model.safetensors"
+
 # ---- prune -> eval -> bench -> export ----
 P=$T/pruned.safetensors
 C="--cache-dir $T/cache"

@@ -67,16 +67,16 @@ static void test_peak(void) {
     }
 }
 
-/* lpv_cpu_others sees another process's CPU time and not ours: a child spins for 0.4 s while we sleep,
- * then we spin while nobody else does (loose bounds: ctest runs other tests beside this one). */
-static double spin(double seconds) {
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+/* lpv_cpu_others sees another process's CPU time and not ours: a child spins 0.4 s of its own CPU time while
+ * we wait, then we spin 0.3 s of ours. CPU time, not wall time, so a loaded machine (ctest runs other tests
+ * beside this one) only stretches the test. */
+static double spin_cpu(double seconds) {
+    struct timespec t;
     volatile double x = 0;
     do {
         for (int i = 0; i < 100000; i++) x += 1e-9 * i;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec) < seconds);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    } while ((double)t.tv_sec + 1e-9 * (double)t.tv_nsec < seconds);
     return x;
 }
 
@@ -89,23 +89,24 @@ static void test_cpu_others(void) {
     }
     pid_t pid = fork();
     if (pid == 0) {
-        spin(0.4);
+        spin_cpu(0.4); /* a fresh process: its thread CPU clock starts near 0 */
         _exit(0);
     }
     CHECK(pid > 0);
     int status = 0;
     waitpid(pid, &status, 0);
     lpv_cpu_snap_take(&b);
-    double busy_child = lpv_cpu_others(&a, &b);
-    CHECKF(busy_child > 0.3, "a child spinning the whole time counted as %.2f CPUs", busy_child);
+    double child_s = lpv_cpu_others(&a, &b) * (b.wall - a.wall);
+    CHECKF(child_s > 0.35, "a child's 0.4 s of CPU counted as %.2f s of others'", child_s);
     lpv_cpu_snap_take(&a);
-    spin(0.3);
+    struct timespec t0;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    spin_cpu((double)t0.tv_sec + 1e-9 * (double)t0.tv_nsec + 0.3);
     lpv_cpu_snap_take(&b);
     double ours = lpv_cpu_others(&a, &b);
-    /* our own time is subtracted: it must have been seen as ours (how much others used then depends on ctest) */
-    CHECKF(b.self_cpu - a.self_cpu > 0.2 && ours >= 0, "our 0.3 s spin: %.2f s of our CPU seen, others %.2f",
+    CHECKF(b.self_cpu - a.self_cpu > 0.28 && ours >= 0, "our 0.3 s spin: %.2f s of our CPU seen, others %.2f",
            b.self_cpu - a.self_cpu, ours);
-    printf("cpu_others: a spinning child %.2f CPUs, others while we spun %.2f\n", busy_child, ours);
+    printf("cpu_others: a child's 0.4 s seen as %.2f s; others while we spun %.2f CPUs\n", child_s, ours);
 }
 
 int main(void) {

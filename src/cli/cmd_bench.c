@@ -389,7 +389,7 @@ int cmd_bench(int argc, char **argv) {
         {"--weights", OPT_IN, &o.ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
         {"--random-weights", OPT_FLAG, &o.random_weights, NULL, "random weights at the preset's shape (no file needed)", 0, 0, NULL},
         {"--pruned", OPT_IN, &o.pruned, "P", "pruned (BSR) model to compare against", 0, 0, NULL},
-        {"--density", OPT_DOUBLE, &o.density, "d", "synthetic: keep a random fraction d of blocks", 1e-6, 1, NULL},
+        {"--density", OPT_DOUBLE, &o.density, "d", "synthetic: keep a random fraction d of blocks (default: none, dense only or --pruned)", 1e-6, 1, NULL},
         {"--block", OPT_STR, &o.block, "RxC", "synthetic block shape (default 32x32)", 0, 0, NULL},
         {"--include-patch", OPT_FLAG, &o.include_patch, NULL, "synthetic: also prune the patch embedding", 0, 0, NULL},
         {"--include-heads", OPT_FLAG, &o.include_heads, NULL, "synthetic: also prune the classifier head(s)", 0, 0, NULL},

@@ -20,9 +20,9 @@ int cmd_create_model(int argc, char **argv) {
     int classes_set = 0, img_set = 0, patch_set = 0;
     const cli_opt opts[] = {
         {"--preset", OPT_STR, &preset, "NAME", "take the architecture of a preset (deit_t, deit_b, ...)", 0, 0, NULL},
-        {"--dim", OPT_INT, &dim, "D", "embedding width (overrides the preset)", 1, 8192, NULL},
-        {"--depth", OPT_INT, &depth, "L", "number of blocks", 1, 256, NULL},
-        {"--heads", OPT_INT, &heads, "H", "attention heads (must divide D)", 1, 1024, NULL},
+        {"--dim", OPT_INT, &dim, "D", "embedding width (default: the preset's)", 1, 8192, NULL},
+        {"--depth", OPT_INT, &depth, "L", "number of blocks (default: the preset's)", 1, 256, NULL},
+        {"--heads", OPT_INT, &heads, "H", "attention heads, dividing D (default: the preset's, else by width: 192->3, 384->6, 768->12)", 1, 1024, NULL},
         {"--mlp", OPT_INT, &mlp, "F", "MLP hidden width (default 4D)", 1, 65536, NULL},
         {"--classes", OPT_INT, &classes, "C", "classifier outputs (overrides the preset)", 1, 100000, &classes_set},
         {"--img", OPT_INT, &img, "S", "input side (overrides the preset)", 16, 4096, &img_set},

@@ -231,7 +231,7 @@ int cmd_eval(int argc, char **argv) {
         {"--labels", OPT_IN, &o.labels, "FILE", "\"file label\" lines for a flat folder (ILSVRC2012_val_labels.txt)", 0, 0, NULL},
         {"--synsets", OPT_IN, &o.synsets, "FILE", "class order, one wnid per line (default models/synset_words.txt)", 0, 0, NULL},
         {"--batch", OPT_INT, &o.batch, "N", "images per forward pass", 1, 4096, NULL},
-        {"--limit", OPT_INT, &o.limit, "N", "only the first N images (sorted order)", 1, 100000000, NULL},
+        {"--limit", OPT_INT, &o.limit, "N", "only the first N images (sorted order) (default: all)", 1, 100000000, NULL},
         CLI_OPTS_PREPROC(o.ma),
         CLI_OPT_HEADS(&o.ma.heads),
         CLI_OPT_ALLOW_EXTRA(&o.ma.allow_extra),

@@ -394,6 +394,75 @@ void cli_sparsity_line(lpv_model *m, char *buf, size_t cap) {
              2e-9 * s.model_macs_kept, 2e-9 * s.model_macs_dense);
 }
 
+/* Reads a JSON file of at most 1 MB; NULL when absent or not JSON. */
+static cJSON *read_json(const char *path) {
+    char *txt = NULL;
+    lpv_err e;
+    if (lpv_read_file(path, &txt, NULL, 1 << 20, &e) != LPV_OK) return NULL;
+    cJSON *j = cJSON_Parse(txt);
+    free(txt);
+    return j;
+}
+
+static int float3(const cJSON *a, float out[3]) {
+    if (cJSON_GetArraySize(a) != 3) return 0;
+    for (int i = 0; i < 3; i++) {
+        const cJSON *v = cJSON_GetArrayItem(a, i);
+        if (!cJSON_IsNumber(v)) return 0;
+        out[i] = (float)v->valuedouble;
+    }
+    return 1;
+}
+
+/* The "height" of {"height": H, "width": W} or the "shortest_edge" of {"shortest_edge": S}, or 0. */
+static double hf_side(const cJSON *o) {
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "height"), *e = cJSON_GetObjectItemCaseSensitive(o, "shortest_edge");
+    return cJSON_IsNumber(h) ? h->valuedouble : cJSON_IsNumber(e) ? e->valuedouble : 0;
+}
+
+/* The preprocessing of a file's folder, as the hub ships it: timm's config.json ("pretrained_cfg": mean, std,
+ * crop_pct, interpolation), else transformers' preprocessor_config.json (image_mean, image_std, resample,
+ * and crop_size / size when it center-crops). For a folder model, its own files. 1 when found. */
+static int pp_from_config_beside(lpv_preproc *pp, const char *model_path, char *source, size_t cap) {
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s", model_path);
+    if (!lpv_is_dir(model_path)) {
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0;
+        else snprintf(dir, sizeof dir, ".");
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *j = read_json(path);
+    const cJSON *pc = cJSON_GetObjectItemCaseSensitive(j, "pretrained_cfg");
+    lpv_preproc p = *pp;
+    int ok = cJSON_IsObject(pc) && float3(cJSON_GetObjectItemCaseSensitive(pc, "mean"), p.mean) &&
+             float3(cJSON_GetObjectItemCaseSensitive(pc, "std"), p.std);
+    if (ok) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(pc, "crop_pct"), *in = cJSON_GetObjectItemCaseSensitive(pc, "interpolation");
+        lpv_err e;
+        if (cJSON_IsNumber(c)) p.crop_pct = c->valuedouble;
+        if (cJSON_IsString(in) && lpv_interp_parse(in->valuestring, &p.interp, &e) != LPV_OK) ok = 0;
+    }
+    cJSON_Delete(j);
+    if (!ok) {
+        p = *pp;
+        snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+        j = read_json(path);
+        ok = j && float3(cJSON_GetObjectItemCaseSensitive(j, "image_mean"), p.mean) &&
+             float3(cJSON_GetObjectItemCaseSensitive(j, "image_std"), p.std);
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "resample"), *cc = cJSON_GetObjectItemCaseSensitive(j, "do_center_crop");
+        if (ok && cJSON_IsNumber(rs)) p.interp = rs->valueint == 2 ? LPV_INTERP_BILINEAR : LPV_INTERP_BICUBIC; /* PIL: 2, 3 */
+        double crop = hf_side(cJSON_GetObjectItemCaseSensitive(j, "crop_size")), size = hf_side(cJSON_GetObjectItemCaseSensitive(j, "size"));
+        if (ok && cJSON_IsTrue(cc) && crop > 0 && size >= crop) p.crop_pct = crop / size;
+        cJSON_Delete(j);
+    }
+    if (!ok) return 0;
+    *pp = p;
+    const char *base = strrchr(path, '/') + 1; /* path is "<dir>/<name>" */
+    snprintf(source, cap, "%.40s beside the weights", base);
+    return 1;
+}
+
 /* Preprocessing recorded in lpvit's metadata (prune, quantize, create-model write it). */
 static int pp_from_lpvit_meta(lpv_preproc *pp, const char *meta) {
     cJSON *root = meta ? cJSON_Parse(meta) : NULL;
@@ -449,6 +518,8 @@ lpv_status cli_open_model(const cli_model_args *a, cli_model *out, lpv_err *err)
     } else if (out->ref.has_preset) {
         pp_from_preset(&out->pp, &out->ref.preset);
         snprintf(out->pp_source, sizeof out->pp_source, "preset '%s'", out->ref.preset.key);
+    } else if (pp_from_config_beside(&out->pp, out->ref.path, out->pp_source, sizeof out->pp_source)) {
+        /* a timm hub snapshot's config.json, or a transformers preprocessor_config.json */
     } else {
         guessed = 1;
         snprintf(out->pp_source, sizeof out->pp_source, "default (DeiT: ImageNet mean/std, crop 0.9)");

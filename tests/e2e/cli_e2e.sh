@@ -147,6 +147,27 @@ run 0 "$L" infer --model "$M" --heads 2 "$MINI/n01440764/img0.JPEG" --json "$T/i
 run 1 "$L" infer --model "$M" --heads 2 "$T/mini/n01440764/broken.JPEG" --quiet; one_line_err "broken.JPEG"
 run 2 "$L" infer --model "$M" --input x.safetensors; one_line_err "--input and --out go together"
 
+# ---- preprocessing from the hub's config beside the weights (timm config.json, transformers preprocessor) ----
+mkdir -p "$T/cfg/timm" "$T/cfg/hf"
+"$(lpv_python)" - "$M" "$T/cfg/timm/model.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = {k: v for k, v in json.loads(b[8:8 + n]).items() if k != "__metadata__"}
+hb = json.dumps(h).encode()
+hb += b" " * ((8 - len(hb) % 8) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+PY
+cp "$T/cfg/timm/model.safetensors" "$T/cfg/hf/model.safetensors"
+echo '{"architecture": "x", "pretrained_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "crop_pct": 0.95, "interpolation": "bilinear"}}' >"$T/cfg/timm/config.json"
+echo '{"crop_size": {"height": 224, "width": 224}, "do_center_crop": true, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": {"height": 256, "width": 256}}' >"$T/cfg/hf/preprocessor_config.json"
+run 0 "$L" eval --model "$T/cfg/timm/model.safetensors" --heads 2 "$MINI" --quiet
+grep -q "resize 235 bilinear, crop 224 (crop_pct 0.95), mean 0.5,0.5,0.5, std 0.5,0.5,0.5 \[config.json beside" "$T/out" && ok || bad "timm config.json not read: $(grep preprocess "$T/out")"
+run 0 "$L" eval --model "$T/cfg/hf/model.safetensors" --heads 2 "$MINI" --quiet
+grep -q "resize 256 bicubic, crop 224 (crop_pct 0.875), mean 0.485,0.456,0.406, std 0.229,0.224,0.225 \[preprocessor_config.json" "$T/out" && ok || bad "preprocessor_config.json not read: $(grep preprocess "$T/out")"
+rm "$T/cfg/hf/preprocessor_config.json"
+run 2 "$L" eval --model "$T/cfg/hf/model.safetensors" --heads 2 "$MINI" --quiet; one_line_err "give --mean and --std"
+
 # ---- models where users keep them: timm hub names, the Hugging Face cache ----
 HFC=$T/hf/models--timm--deit_tiny_patch16_224.fb_in1k
 mkdir -p "$HFC/refs" "$HFC/snapshots/abc123"

@@ -78,8 +78,10 @@ typedef struct {
     lpv_objective objective;    /* what a pruned block buys */
     double lambda_power;        /* speed+power: weight of energy against time, >= 0 */
     const char *cost_table;     /* measured BSR times (lpv_time_table_save); NULL: measured now when needed */
-    int quant_int8;             /* the pruned model will run in int8 (prune --quant int8): the speed objectives
-                                   time the int8 kernels, and a given cost table must be an int8 one */
+    lpv_precision precision;    /* what the pruned model will run at (fp32 default): the speed objectives time
+                                   that precision's kernels, a given cost table must be of that precision, and
+                                   the file's metadata records it. The weights written stay FP32 (the CLI's
+                                   --quant int8 quantizes them afterwards) */
     lpv_energy energy;          /* energy proxy constants (cost.h) */
     int refine;                 /* rounds of scaling curves by measured KL; -1 auto (2 for greedy gradient
                                    criteria without a weight update, else 0) */

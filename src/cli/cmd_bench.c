@@ -112,8 +112,8 @@ static lpv_status open_sparse(const bench_opts *o, bench_models *bm, lpv_err *er
     return LPV_OK;
 }
 
-/* --calibrate: the cost table `lpvit prune --objective speed` reads (int8: the int8 kernels' times). */
-static int run_calibrate(const bench_opts *o, bench_models *bm, int int8) {
+/* --calibrate: the cost table `lpvit prune --objective speed` reads, timing the kernels of `prec` (--precision). */
+static int run_calibrate(const bench_opts *o, bench_models *bm, lpv_precision prec) {
     lpv_err err;
     int R, C;
     lpv_status st = cli_parse_block(o->block ? o->block : "32x32", &R, &C, &err);
@@ -125,11 +125,11 @@ static int run_calibrate(const bench_opts *o, bench_models *bm, int int8) {
     static const double grid[] = {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
     lpv_time_table t;
     st = lpv_time_table_measure(&t, shapes, ns, R, C, grid, (int)(sizeof grid / sizeof *grid), o->batch, o->reps,
-                                (unsigned long long)o->seed, int8, &err);
+                                (unsigned long long)o->seed, prec, &err);
     if (!st) st = lpv_time_table_save(&t, o->out, &err);
     if (!st)
-        lpv_info("wrote '%s': %d layer shapes x %d densities, %dx%d blocks, batch %d, %d threads", o->out, t.n,
-                 (int)(sizeof grid / sizeof *grid), R, C, o->batch, lpv_threads_get());
+        lpv_info("wrote '%s': %s times, %d layer shapes x %d densities, %dx%d blocks, batch %d, %d threads", o->out,
+                 lpv_precision_name(prec), t.n, (int)(sizeof grid / sizeof *grid), R, C, o->batch, lpv_threads_get());
     lpv_time_table_free(&t);
     return st ? cli_fail(&err, st) : 0;
 }
@@ -394,7 +394,7 @@ int cmd_bench(int argc, char **argv) {
         {"--include-patch", OPT_FLAG, &o.include_patch, NULL, "synthetic: also prune the patch embedding", 0, 0, NULL},
         {"--include-heads", OPT_FLAG, &o.include_heads, NULL, "synthetic: also prune the classifier head(s)", 0, 0, NULL},
         {"--peak", OPT_FLAG, &o.peak, NULL, "only measure this CPU's FMA peak per ISA (GFLOP/s on --threads); no model needed", 0, 0, NULL},
-        {"--calibrate", OPT_FLAG, &o.calibrate, NULL, "write a cost table (BSR time per layer shape and density) to --out", 0, 0, NULL},
+        {"--calibrate", OPT_FLAG, &o.calibrate, NULL, "write a cost table (BSR time per layer shape and density, in --precision's kernels) to --out", 0, 0, NULL},
         {"--out", OPT_OUT, &o.out, "FILE", "--calibrate: the table (JSON) for lpvit prune --cost-table", 0, 0, NULL},
         {"--batch", OPT_INT, &o.batch, "N", "images per forward pass", 1, 1024, NULL},
         {"--reps", OPT_INT, &o.reps, "K", "timed repetitions (median reported)", 1, 100000, NULL},
@@ -407,7 +407,7 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT_THREADS(&o.threads),
         CLI_OPT_ISA(&o.isa),
         CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
-        {"--precision", OPT_STR, &o.precision, "P", "fp32; bf16 or int8: also time both models per layer and end to end with their block linears in BF16 (needs AVX512-BF16) or int8, beside FP32", 0, 0, NULL},
+        {"--precision", OPT_STR, &o.precision, "P", "fp32; bf16 or int8: also time both models per layer and end to end with their block linears in BF16 (needs AVX512-BF16) or int8, beside FP32; with --calibrate, the kernels the table times (for lpvit prune --precision)", 0, 0, NULL},
         CLI_OPT_QUIET(&o.ma.quiet),
         {0},
     };
@@ -435,9 +435,9 @@ int cmd_bench(int argc, char **argv) {
     bench_models bm;
     memset(&bm, 0, sizeof bm);
     if (o.calibrate) {
-        if (prec == CLI_BF16) return cli_usage_error("--calibrate measures fp32 or int8 times, not bf16");
         if ((st = open_dense(&o, &bm, &err)) != LPV_OK) return cli_fail(&err, st);
-        int rc2 = run_calibrate(&o, &bm, prec == CLI_INT8);
+        lpv_precision tp = prec == CLI_BF16 ? LPV_PREC_BF16 : prec == CLI_INT8 ? LPV_PREC_INT8 : LPV_PREC_FP32;
+        int rc2 = run_calibrate(&o, &bm, tp);
         lpv_model_free(bm.dense);
         return rc2;
     }

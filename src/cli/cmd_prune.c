@@ -22,7 +22,7 @@ typedef struct {
     cli_model_args ma;
     lpv_prune_opts p;
     const char *calib_dir, *synsets, *block, *saliency, *allocator, *objective, *loss, *update, *permute;
-    const char *out, *report, *cache_dir, *isa, *quant;
+    const char *out, *report, *cache_dir, *isa, *quant, *precision;
     double e_mac, e_dram, e_cache;
     int seed, threads, no_cache, sequential, no_sequential, no_refit_heads;
 } prune_flags;
@@ -66,6 +66,13 @@ static lpv_status flags_to_opts(prune_flags *f, lpv_err *err) {
     if (f->e_mac > 0) p->energy.mac_pj = f->e_mac;
     if (f->e_dram > 0) p->energy.dram_byte_pj = f->e_dram;
     if (f->e_cache > 0) p->energy.cache_byte_pj = f->e_cache;
+    if (f->precision) LPV_TRY(lpv_precision_parse(f->precision, &p->precision, err));
+    if (f->quant) { /* an int8 file runs in int8: its allocation is for int8 */
+        if (f->precision && p->precision != LPV_PREC_INT8)
+            return lpv_fail(err, LPV_E_ARG, "--quant int8 writes an int8 model, which runs in int8: --precision %s "
+                            "contradicts it", f->precision);
+        p->precision = LPV_PREC_INT8;
+    }
     return LPV_OK;
 }
 
@@ -123,6 +130,9 @@ static void print_table(const lpv_prune_result *r, const char *out) {
            r->seconds.total, r->seconds.permute, r->seconds.stats,
            cached == r->n_steps ? " from cache" : cached ? " partly cached" : "", r->seconds.saliency, r->seconds.cost,
            r->seconds.alloc, r->seconds.refine, r->seconds.recon, r->seconds.write);
+    if (o->precision != LPV_PREC_FP32)
+        printf("precision       allocated for %s kernels: run it with --precision %s (eval, infer, bench)\n",
+               lpv_precision_name(o->precision), lpv_precision_name(o->precision));
     printf("wrote           %s\n", out);
 }
 
@@ -206,7 +216,8 @@ int cmd_prune(int argc, char **argv) {
         {"--no-cache", OPT_FLAG, &f.no_cache, NULL, "always recompute calibration statistics", 0, 0, NULL},
         {"--out", OPT_OUT, &f.out, "FILE", "pruned model (BSR safetensors; required)", 0, 0, NULL},
         {"--json", OPT_OUT, &f.report, "FILE", "write the report as JSON ('-': stdout instead of the table; --report is the same)", 0, 0, NULL},
-        {"--quant", OPT_STR, &f.quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); the speed objectives then allocate with int8 kernel times", 0, 0, NULL},
+        {"--precision", OPT_STR, &f.precision, "P", "fp32, bf16 or int8: the precision the pruned model will run at (eval/infer/bench --precision); the speed objectives allocate with its kernels' times, a --cost-table must hold them, and the file records it; the weights stay FP32 (default fp32; int8 with --quant int8)", 0, 0, NULL},
+        {"--quant", OPT_STR, &f.quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); implies --precision int8", 0, 0, NULL},
         CLI_OPT_HEADS(&f.ma.heads),
         CLI_OPTS_PREPROC(f.ma),
         CLI_OPT_ALLOW_EXTRA(&f.ma.allow_extra),
@@ -229,7 +240,6 @@ int cmd_prune(int argc, char **argv) {
     if (isnan(p->target_flops)) return cli_usage_error("--target-flops is required");
     if (!f.out) return cli_usage_error("--out is required");
     if (f.quant && strcmp(f.quant, "int8") != 0) return cli_usage_error("--quant: expected int8, got '%s'", f.quant);
-    p->quant_int8 = f.quant != NULL;
     lpv_err err;
     lpv_prune_opts resolved;
     lpv_status st = flags_to_opts(&f, &err);

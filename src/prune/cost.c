@@ -16,6 +16,7 @@
 #include "lpvit/rng.h"
 
 LPV_ENUM_FUNCS(lpv_objective, lpv_objective_name, lpv_objective_parse, LPV_OBJECTIVE_LIST, LPV_OBJ_COUNT, "objective")
+LPV_ENUM_FUNCS(lpv_precision, lpv_precision_name, lpv_precision_parse, LPV_PRECISION_LIST, LPV_PREC_COUNT, "precision")
 
 lpv_energy lpv_energy_default(void) {
     lpv_energy e = {4.6, 160.0, 1.25};
@@ -32,8 +33,15 @@ double lpv_layer_energy_pj(const lpv_energy *e, int out, int in, int tokens, int
 
 /* ---- measured time ---- */
 
+/* Gives the BSR weights the form `prec` runs (bf16: a BF16 pack; int8: int8 weights), in their own arena. */
+static lpv_status lowp_weights(lpv_bsr *b, lpv_precision prec, lpv_err *err) {
+    if (prec == LPV_PREC_BF16) return lpv_bsr_pack_bf16(b, NULL, err);
+    if (prec == LPV_PREC_INT8) return lpv_bsr_set_int8(b, NULL, NULL, NULL, "calibration", err);
+    return LPV_OK;
+}
+
 static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R, int C, const double *dens, int nd,
-                             int batch, int reps, unsigned long long seed, int int8, lpv_err *err) {
+                             int batch, int reps, unsigned long long seed, lpv_precision prec, lpv_err *err) {
     memset(c, 0, sizeof *c);
     c->out = s->out, c->in = s->in, c->tokens = s->tokens * batch, c->R = R, c->C = C, c->n = nd;
     int64_t nw = (int64_t)s->out * s->in;
@@ -50,6 +58,7 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
     int *idx = malloc(sizeof(int) * (size_t)nb);
     uint8_t *mask = malloc((size_t)nb);
     lpv_status st = (!idx || !mask) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
+    int lowp = prec == LPV_PREC_BF16 ? LPV_BENCH_BF16 : prec == LPV_PREC_INT8 ? LPV_BENCH_INT8 : LPV_BENCH_FP32;
     for (int k = 0; k < nd && st == LPV_OK; k++) {
         c->density[k] = dens[k];
         int keep = (int)lround(dens[k] * nb);
@@ -60,18 +69,19 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
         for (int q = 0; q < keep; q++) mask[idx[q]] = 1;
         lpv_bsr b;
         if ((st = lpv_bsr_from_dense(&b, dense.w, s->out, s->in, R, C, mask, NULL, "calibration", err)) != LPV_OK) break;
-        if (int8 && (st = lpv_bsr_set_int8(&b, NULL, NULL, NULL, "calibration", err)) != LPV_OK) {
+        if ((st = lowp_weights(&b, prec, err)) != LPV_OK) {
             lpv_bsr_free(&b);
             break;
         }
         lpv_linear sp = {s->out, s->in, NULL, dense.b, &b, NULL, {1, 0, 0}}; /* int8: inputs per token, as lpvit runs */
         lpv_timing td, ts;
-        const lpv_linear *d1 = k == nd - 1 && !int8 ? &dense : NULL; /* int8's dense time is its d = 1 point */
-        st = lpv_bench_linear_pair(d1, &sp, c->tokens, LPV_EPI_BIAS, int8 ? LPV_BENCH_INT8 : LPV_BENCH_FP32, 2, reps,
-                                   seed + (unsigned)k, &td, &ts, err);
+        /* FP32's dense time is OpenBLAS's; BF16 and int8 run a dense layer as that kernel with every block
+           (lpv_model_pack_bf16 / _quantize_int8 on a blocked copy), which is their d = 1 point */
+        const lpv_linear *d1 = k == nd - 1 && prec == LPV_PREC_FP32 ? &dense : NULL;
+        st = lpv_bench_linear_pair(d1, &sp, c->tokens, LPV_EPI_BIAS, lowp, 2, reps, seed + (unsigned)k, &td, &ts, err);
         if (st == LPV_OK) {
             c->ms[k] = ts.median_ms;
-            if (k == nd - 1) c->dense_ms = int8 ? ts.median_ms : td.median_ms;
+            if (k == nd - 1) c->dense_ms = d1 ? td.median_ms : ts.median_ms;
         }
         lpv_bsr_free(&b);
     }
@@ -81,17 +91,24 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
 
 lpv_status lpv_time_table_measure(lpv_time_table *t, const lpv_layer_shape *shapes, int n, int R, int C,
                                   const double *densities, int nd, int batch, int reps, unsigned long long seed,
-                                  int int8, lpv_err *err) {
+                                  lpv_precision prec, lpv_err *err) {
     memset(t, 0, sizeof *t);
     if (nd < 1 || nd > LPV_TT_MAX || densities[nd - 1] != 1.0)
         return lpv_fail(err, LPV_E_ARG, "time table: 1..%d densities ending at 1.0", LPV_TT_MAX);
+    if ((unsigned)prec >= LPV_PREC_COUNT)
+        return lpv_fail(err, LPV_E_ARG, "time table: precision out of range (%d)", (int)prec);
+    /* BF16 elsewhere silently runs the reference kernel: its times would mislead the allocator */
+    lpv_isa isa = lpv_isa_get();
+    if (prec == LPV_PREC_BF16 && isa != LPV_ISA_REF && isa < LPV_ISA_AVX512BF16)
+        return lpv_fail(err, LPV_E_UNSUPPORTED, "time table: bf16 times need isa avx512bf16, and this run has '%s' "
+                        "(cpu best: '%s')", lpv_isa_name(isa), lpv_isa_name(lpv_isa_best()));
     t->curves = calloc((size_t)n + 1, sizeof *t->curves);
     if (!t->curves) return lpv_fail(err, LPV_E_OOM, "out of memory");
     snprintf(t->cpu, sizeof t->cpu, "%s", lpv_cpu()->brand);
     snprintf(t->isa, sizeof t->isa, "%s", lpv_isa_name(lpv_isa_get()));
     snprintf(t->blas_core, sizeof t->blas_core, "%s", lpv_blas_corename());
     snprintf(t->commit, sizeof t->commit, "%s", lpv_commit());
-    snprintf(t->precision, sizeof t->precision, "%s", int8 ? "int8" : "fp32");
+    t->precision = prec;
     t->threads = lpv_threads_get(), t->batch = batch, t->reps = reps;
     for (int i = 0; i < n; i++) {
         int dup = 0;
@@ -100,8 +117,9 @@ lpv_status lpv_time_table_measure(lpv_time_table *t, const lpv_layer_shape *shap
                    t->curves[j].tokens == shapes[i].tokens * batch;
         if (dup) continue;
         lpv_info("timing %dx%d over %d tokens at %d densities (%dx%d blocks, %s)", shapes[i].out, shapes[i].in,
-                 shapes[i].tokens * batch, nd, R, C, t->precision);
-        LPV_TRY(time_shape(&t->curves[t->n], &shapes[i], R, C, densities, nd, batch, reps, seed + (unsigned)i, int8, err));
+                 shapes[i].tokens * batch, nd, R, C, lpv_precision_name(prec));
+        LPV_TRY(time_shape(&t->curves[t->n], &shapes[i], R, C, densities, nd, batch, reps, seed + (unsigned)i, prec,
+                           err));
         t->n++;
     }
     return LPV_OK;
@@ -114,7 +132,7 @@ lpv_status lpv_time_table_save(const lpv_time_table *t, const char *path, lpv_er
     cJSON_AddStringToObject(root, "isa", t->isa);
     cJSON_AddStringToObject(root, "openblas_core", t->blas_core);
     cJSON_AddStringToObject(root, "commit", t->commit);
-    cJSON_AddStringToObject(root, "precision", t->precision[0] ? t->precision : "fp32");
+    cJSON_AddStringToObject(root, "precision", lpv_precision_name(t->precision));
     cJSON_AddNumberToObject(root, "threads", t->threads);
     cJSON_AddNumberToObject(root, "batch", t->batch);
     cJSON_AddNumberToObject(root, "reps", t->reps);
@@ -171,13 +189,13 @@ lpv_status lpv_time_table_load(lpv_time_table *t, const char *path, lpv_err *err
     const cJSON *s;
     if (cJSON_IsString(s = cJSON_GetObjectItemCaseSensitive(root, "cpu"))) snprintf(t->cpu, sizeof t->cpu, "%s", s->valuestring);
     if (cJSON_IsString(s = cJSON_GetObjectItemCaseSensitive(root, "isa"))) snprintf(t->isa, sizeof t->isa, "%s", s->valuestring);
-    snprintf(t->precision, sizeof t->precision, "fp32");
+    t->precision = LPV_PREC_FP32; /* tables written before int8 and bf16 have no "precision" */
     if ((s = cJSON_GetObjectItemCaseSensitive(root, "precision")) != NULL) {
-        if (!cJSON_IsString(s) || (strcmp(s->valuestring, "fp32") != 0 && strcmp(s->valuestring, "int8") != 0)) {
-            st = lpv_fail(err, LPV_E_FORMAT, "'%s': precision must be \"fp32\" or \"int8\"", path);
+        lpv_err e2;
+        if (!cJSON_IsString(s) || lpv_precision_parse(s->valuestring, &t->precision, &e2) != LPV_OK) {
+            st = lpv_fail(err, LPV_E_FORMAT, "'%s': precision must be \"fp32\", \"bf16\" or \"int8\"", path);
             goto out;
         }
-        snprintf(t->precision, sizeof t->precision, "%s", s->valuestring);
     }
     const cJSON *o;
     cJSON_ArrayForEach(o, arr) {

@@ -275,13 +275,13 @@ static lpv_status time_table_for(run *R, lpv_err *err) {
     const lpv_prune_opts *o = R->o;
     if (o->cost_table) {
         LPV_TRY(lpv_blame(err, lpv_time_table_load(&R->tt, o->cost_table, err), "cost_table"));
-        int t8 = strcmp(R->tt.precision, "int8") == 0;
-        if (t8 != !!o->quant_int8)
+        if (R->tt.precision != o->precision)
             return lpv_fail_param(err, LPV_E_ARG, "cost_table",
                                   "'%s' holds %s times but the pruned model will run in %s: measure one with `lpvit "
-                                  "bench --calibrate%s`",
-                                  o->cost_table, R->tt.precision, o->quant_int8 ? "int8" : "fp32",
-                                  o->quant_int8 ? " --precision int8" : "");
+                                  "bench --calibrate%s%s`",
+                                  o->cost_table, lpv_precision_name(R->tt.precision), lpv_precision_name(o->precision),
+                                  o->precision != LPV_PREC_FP32 ? " --precision " : "",
+                                  o->precision != LPV_PREC_FP32 ? lpv_precision_name(o->precision) : "");
         return LPV_OK;
     }
     lpv_layer_shape shapes[LPV_MAX_LAYERS];
@@ -291,9 +291,9 @@ static lpv_status time_table_for(run *R, lpv_err *err) {
     }
     static const double grid[] = {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0};
     lpv_info("measuring %s BSR time per layer shape for the %s objective (a saved time table skips this)",
-             o->quant_int8 ? "int8" : "FP32", lpv_objective_name(o->objective));
+             lpv_precision_name(o->precision), lpv_objective_name(o->objective));
     return lpv_time_table_measure(&R->tt, shapes, R->np, o->block_R, o->block_C, grid, (int)(sizeof grid / sizeof *grid),
-                                  1, 5, (unsigned long long)o->seed, o->quant_int8, err);
+                                  1, 5, (unsigned long long)o->seed, o->precision, err);
 }
 
 /* Time and energy of each prunable layer after k pruned blocks, for every k. */
@@ -701,10 +701,24 @@ static lpv_status load_targets(run *R, lpv_err *err) {
     return LPV_OK;
 }
 
+/* A run that will time BF16 kernels needs them on this ISA; said before the statistics, not after them. A given
+   table, or an objective without times, needs no BF16 here: pruning for a bf16 machine elsewhere is fine. */
+static lpv_status precision_runs_here(const lpv_prune_opts *o, lpv_err *err) {
+    int times = (o->objective == LPV_OBJ_SPEED || o->objective == LPV_OBJ_SPEED_POWER) && !o->cost_table;
+    lpv_isa isa = lpv_isa_get();
+    if (times && o->precision == LPV_PREC_BF16 && isa != LPV_ISA_REF && isa < LPV_ISA_AVX512BF16)
+        return lpv_fail_param(err, LPV_E_UNSUPPORTED, "precision",
+                              "timing bf16 kernels for the %s objective needs isa avx512bf16, and this run has '%s' "
+                              "(cpu best: '%s'); a bf16 cost table measured where bf16 runs needs no timing",
+                              lpv_objective_name(o->objective), lpv_isa_name(isa), lpv_isa_name(lpv_isa_best()));
+    return LPV_OK;
+}
+
 lpv_status lpv_prune(lpv_model *m, const lpv_calib_set *calib, const lpv_prune_opts *o, lpv_prune_result *r,
                      lpv_err *err) {
     memset(r, 0, sizeof *r);
     LPV_TRY(lpv_prune_resolve(o, &r->opts, err));
+    LPV_TRY(precision_runs_here(&r->opts, err));
     run R;
     memset(&R, 0, sizeof R);
     R.m = m, R.pp = calib->pp, R.o = &r->opts, R.r = r;

@@ -60,6 +60,8 @@ static lpv_status check_ranges(const lpv_prune_opts *o, lpv_err *err) {
                                         "permute_images, recon_images");
     if ((unsigned)o->saliency >= LPV_SAL_COUNT || (unsigned)o->objective >= LPV_OBJ_COUNT)
         return lpv_fail(err, LPV_E_ARG, "saliency or objective out of range");
+    if ((unsigned)o->precision >= LPV_PREC_COUNT)
+        return lpv_fail_param(err, LPV_E_ARG, "precision", "out of range (%d)", (int)o->precision);
     return LPV_OK;
 }
 

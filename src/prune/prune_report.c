@@ -20,6 +20,7 @@ static cJSON *settings_json(const lpv_prune_opts *o) {
     cJSON_AddStringToObject(s, "allocator", lpv_allocator_name(o->allocator));
     cJSON_AddStringToObject(s, "objective", lpv_objective_name(o->objective));
     cJSON_AddNumberToObject(s, "lambda_power", o->lambda_power);
+    cJSON_AddStringToObject(s, "precision", lpv_precision_name(o->precision)); /* what the model was pruned to run at */
     cJSON_AddStringToObject(s, "loss", lpv_prune_needs_stats(o) ? lpv_loss_name((lpv_loss_kind)o->loss) : "none");
     cJSON_AddStringToObject(s, "update", lpv_update_name((lpv_update_kind)o->update));
     cJSON_AddBoolToObject(s, "sequential", o->sequential);

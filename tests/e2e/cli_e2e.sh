@@ -373,7 +373,33 @@ run 2 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 
   --quant int8 $C --out "$T/x.safetensors" --quiet; one_line_err "holds fp32 times but the pruned model will run in int8"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --cost-table "$T/tt8.json" \
   $C --out "$T/x.safetensors" --quiet; one_line_err "holds int8 times but the pruned model will run in fp32"
-run 2 "$L" bench --calibrate --model "$M" --precision bf16 --isa ref --out "$T/x.json" --quiet; one_line_err "--calibrate measures fp32 or int8"
+# --precision bf16: the speed objective allocates with BF16 kernel times (a bf16 table; the reference kernel under
+# --isa ref), the file and the report say bf16, and a table of another precision is refused
+run 0 "$L" bench --calibrate --model "$M" --block 32x32 --reps 2 --precision bf16 --isa ref --out "$T/tt16.json" --quiet
+[ "$(lpv_json "$T/tt16.json" precision)" = bf16 ] && ok || bad "bf16 time table precision"
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --cost-table "$T/tt16.json" \
+  --precision bf16 --refine 0 $C --out "$T/p16.safetensors" --report "$T/r16.json" --quiet
+run 0 "$L" inspect "$T/p16.safetensors" --json "$T/i16.json" --quiet
+[ "$(lpv_json "$T/r16.json" settings.precision)" = bf16 ] && lpv_json "$T/i16.json" metadata.lpvit | grep -q '"precision":"bf16"' \
+  && ok || bad "prune --precision bf16 does not record bf16"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --cost-table "$T/tt.json" \
+  --precision bf16 $C --out "$T/x.safetensors" --quiet; one_line_err "'$T/tt.json' holds fp32 times but the pruned model will run in bf16"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --cost-table "$T/tt8.json" \
+  --precision bf16 $C --out "$T/x.safetensors" --quiet; one_line_err "holds int8 times but the pruned model will run in bf16"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant int8 --precision bf16 --out "$T/x.safetensors" --quiet; one_line_err "--precision bf16 contradicts it"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --precision fp16 --out "$T/x.safetensors" --quiet; one_line_err "--precision: expected fp32, bf16 or int8"
+if "$L" --version | grep -q avx512_bf16; then
+  run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --precision bf16 \
+    --refine 0 $C --out "$T/p16m.safetensors" --report "$T/r16m.json" --quiet
+  [ "$(lpv_json "$T/r16m.json" settings.precision)" = bf16 ] && lpv_json_has "$T/r16m.json" totals.predicted_speedup_pruned_layers \
+    && ok || bad "prune --precision bf16 --objective speed (measured)"
+else echo "skip prune --precision bf16 timing the avx512bf16 kernel: not on this cpu"; fi
+if "$L" --version | grep -q avx2; then # timing BF16 without the ISA is refused up front; a bf16 table needs no BF16 here
+  run 1 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --precision bf16 --isa avx2 \
+    $C --out "$T/x.safetensors" --quiet; one_line_err "--precision: timing bf16 kernels for the speed objective needs isa avx512bf16"
+  run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.5 --objective speed --precision bf16 --isa avx2 \
+    --cost-table "$T/tt16.json" --refine 0 $C --out "$T/x.safetensors" --quiet
+fi
 # bad inputs: usage errors exit 2, data errors exit 1, never an output file
 rm -f "$T/x.safetensors"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0 --out "$T/x.safetensors"; one_line_err "--target-flops: expected a ratio in (0, 1], got 0"

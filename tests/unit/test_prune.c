@@ -11,6 +11,10 @@
  *     shape changes;
  *   - the power objective ranks blocks by energy: the energy kept is no more
  *     than the FLOPs objective keeps at the same target;
+ *   - precision: a bf16 run allocates with a bf16 cost table's curves and
+ *     records bf16 in the file; fp32 / int8 tables are refused naming the
+ *     file and both precisions; timing bf16 on an ISA without it is refused
+ *     before any work;
  *   - progress reaches the installed callback with an ETA, and nothing else is
  *     needed to run (no CLI).
  */
@@ -118,8 +122,9 @@ static void test_options(void) {
     /* taylor2: greedy, self-ce, lsq refit, sequential, channels sorted, one step per 0.125 of FLOPs removed */
     d.target_flops = 0.5;
     CHECK_OK(lpv_prune_resolve(&d, &r, &err), &err);
-    CHECK(r.allocator == LPV_ALLOC_GREEDY && r.loss == LPV_LOSS_SELF_CE && r.update == LPV_UPDATE_LSQ && r.sequential == 1 &&
-          r.permute == 1 && r.steps == 4 && r.refine == 0 && r.refit_heads == 1 && lpv_prune_needs_images(&r));
+    CHECK(r.precision == LPV_PREC_FP32 && r.allocator == LPV_ALLOC_GREEDY && r.loss == LPV_LOSS_SELF_CE &&
+          r.update == LPV_UPDATE_LSQ && r.sequential == 1 && r.permute == 1 && r.steps == 4 && r.refine == 0 &&
+          r.refit_heads == 1 && lpv_prune_needs_images(&r));
     /* the baselines keep plain masks in one step */
     lpv_prune_opts l1 = d;
     l1.saliency = LPV_SAL_L1;
@@ -138,8 +143,8 @@ static void test_options(void) {
     struct {
         const char *param;
         lpv_prune_opts o;
-    } bad[8];
-    for (int i = 0; i < 8; i++) bad[i].o = d;
+    } bad[9];
+    for (int i = 0; i < 9; i++) bad[i].o = d;
     bad[0].param = "min_density", bad[0].o.min_density = 1;
     bad[1].param = "block", bad[1].o.block_C = 24;
     bad[2].param = "sequential", bad[2].o.sequential = 1, bad[2].o.update = LPV_UPDATE_NONE;
@@ -148,7 +153,8 @@ static void test_options(void) {
     bad[5].param = "tune_epochs", bad[5].o.tune_epochs = 2, bad[5].o.update = LPV_UPDATE_BIAS;
     bad[6].param = "refine", bad[6].o.refine = 1, bad[6].o.saliency = LPV_SAL_L1;
     bad[7].param = "damp", bad[7].o.damp = 0;
-    for (int i = 0; i < 8; i++) {
+    bad[8].param = "precision", bad[8].o.precision = LPV_PREC_COUNT;
+    for (int i = 0; i < 9; i++) {
         lpv_status st = lpv_prune_resolve(&bad[i].o, &r, &err);
         CHECKF(st == LPV_E_ARG && strcmp(err.param, bad[i].param) == 0 && !strstr(err.msg, "--"),
                "%s: status %d, param '%s', msg '%s'", bad[i].param, (int)st, err.param, err.msg);
@@ -328,6 +334,94 @@ static void test_power(const lpv_dataset *ds) {
     run_free(&f), run_free(&p);
 }
 
+/* A cost table of `prec` for every linear layer of the model: times that scale with the layer's size, and a
+   precision-specific slope, so each precision's curve at d = 1 is a different number. */
+static void write_table(const char *path, lpv_precision prec, int R, int C) {
+    lpv_model *m = load_model();
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    lpv_time_curve cv[LPV_MAX_LAYERS];
+    double f = prec == LPV_PREC_BF16 ? 0.5 : prec == LPV_PREC_INT8 ? 0.25 : 1.0;
+    for (int i = 0; i < n; i++) {
+        double s = (double)refs[i].lin->out * refs[i].lin->in / 1e5;
+        cv[i] = (lpv_time_curve){refs[i].lin->out, refs[i].lin->in, refs[i].tokens, R, C, 2, {0.5, 1.0},
+                                 {0.6 * s * f, s * f}, s * f};
+    }
+    lpv_time_table t;
+    memset(&t, 0, sizeof t);
+    t.curves = cv, t.n = n, t.precision = prec, t.threads = 2, t.batch = 1;
+    lpv_err err;
+    CHECK_OK(lpv_time_table_save(&t, path, &err), &err);
+    lpv_model_free(m);
+}
+
+/* --precision bf16 in the library: the speed objective allocates with a bf16 table's curves, and refuses the
+   other precisions' tables with the file, what it holds and what the run needs. */
+static void test_precision(const lpv_dataset *ds, const char *tmp) {
+    char t32[512], t16[512], t8[512], cache[512];
+    snprintf(t32, sizeof t32, "%s/t32.json", tmp), snprintf(t16, sizeof t16, "%s/t16.json", tmp);
+    snprintf(t8, sizeof t8, "%s/t8.json", tmp), snprintf(cache, sizeof cache, "%s/cache_prec", tmp);
+    write_table(t32, LPV_PREC_FP32, 16, 16), write_table(t16, LPV_PREC_BF16, 16, 16);
+    write_table(t8, LPV_PREC_INT8, 16, 16);
+    lpv_prune_opts o = small_opts(0.7);
+    o.update = LPV_UPDATE_NONE, o.refine = 0, o.objective = LPV_OBJ_SPEED, o.precision = LPV_PREC_BF16;
+    o.cache_dir = cache;
+    const char *other[2] = {t32, t8}, *held[2] = {"fp32", "int8"};
+    for (int i = 0; i < 2; i++) {
+        o.cost_table = other[i];
+        run_out x = prune_on(ds, &o);
+        char want[96];
+        snprintf(want, sizeof want, "holds %s times but the pruned model will run in bf16", held[i]);
+        CHECKF(x.st == LPV_E_ARG && strcmp(x.err.param, "cost_table") == 0 && strstr(x.err.msg, other[i]) &&
+                   strstr(x.err.msg, want) && strstr(x.err.msg, "--precision bf16") && !strchr(x.err.msg, '\n'),
+               "%s table with precision bf16: status %d, '%s'", held[i], (int)x.st, x.err.msg);
+        run_free(&x);
+    }
+    o.cost_table = t16;
+    run_out b = prune_on(ds, &o);
+    CHECK_OK(b.st, &b.err);
+    lpv_time_table tt;
+    lpv_err err;
+    CHECK_OK(lpv_time_table_load(&tt, t16, &err), &err);
+    if (b.st == LPV_OK) {
+        CHECK(b.r.opts.precision == LPV_PREC_BF16 && fabs(b.r.achieved_flops - 0.7) <= 0.005);
+        for (int i = 0; i < b.r.n_layers; i++) { /* every layer's cost is the bf16 table's time, not another one */
+            const lpv_pruned_layer *e = &b.r.layers[i];
+            const lpv_time_curve *c = lpv_time_table_find(&tt, e->out, e->in, e->tokens, 16, 16);
+            CHECKF(c && fabs(e->time_ms_dense - lpv_time_curve_at(c, 1.0)) <= 1e-12 * c->dense_ms &&
+                       fabs(e->time_ms_kept - lpv_time_curve_at(c, e->density)) <= 0.02 * c->dense_ms,
+                   "%s: time %g, the bf16 table says %g", e->name, e->time_ms_dense, c ? lpv_time_curve_at(c, 1.0) : -1);
+        }
+        /* the file says which precision it was pruned for: the weights alone cannot */
+        char path[512];
+        snprintf(path, sizeof path, "%s/bf16.safetensors", tmp);
+        lpv_preproc pp = preproc_of(b.m);
+        CHECK_OK(lpv_prune_save(b.m, &b.r, &pp, path, &err), &err);
+        lpv_model *back = NULL;
+        CHECK_OK(lpv_model_load(&back, path, NULL, &err), &err);
+        CHECK(back && back->lpvit_meta && strstr(back->lpvit_meta, "\"precision\":\"bf16\""));
+        lpv_model_free(back);
+    }
+    lpv_time_table_free(&tt);
+    run_free(&b);
+    /* timing bf16 kernels on an ISA without them is refused before the statistics (a given table needs none) */
+    lpv_isa best = lpv_isa_best();
+    if (best >= LPV_ISA_AVX2) {
+        CHECK_OK(lpv_isa_set(LPV_ISA_AVX2, &err), &err);
+        o.cost_table = NULL;
+        run_out u = prune_on(ds, &o);
+        CHECKF(u.st == LPV_E_UNSUPPORTED && strcmp(u.err.param, "precision") == 0 && strstr(u.err.msg, "avx512bf16") &&
+                   u.r.seconds.stats == 0,
+               "bf16 timing under avx2: status %d, '%s'", (int)u.st, u.err.msg);
+        run_free(&u);
+        o.cost_table = t16; /* a bf16 table measured elsewhere: fine on any ISA */
+        run_out g = prune_on(ds, &o);
+        CHECK_OK(g.st, &g.err);
+        run_free(&g);
+        CHECK_OK(lpv_isa_set(best, &err), &err);
+    }
+}
+
 int main(void) {
     lpv_threads_set(2);
     const char *shared = test_shared_dir();
@@ -355,6 +449,7 @@ int main(void) {
         test_cache(&ds, &a, &b, cache);
     }
     test_power(&ds);
+    test_precision(&ds, tmp);
     /* an exclude list that names no layer is refused before any work */
     lpv_prune_opts ex = small_opts(0.75);
     ex.exclude = "blocks.9.*";

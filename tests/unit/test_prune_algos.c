@@ -3,13 +3,15 @@
  * block sums and orders of every saliency criterion, LPViT's curve against a
  * literal transcription of its code (dense vectors, step by step), the greedy
  * allocator against exhaustive search on small problems, the uniform and
- * LPViT allocators' targets, cost-table round trips and validation, and the
- * energy proxy's monotonicity.
+ * LPViT allocators' targets, cost-table round trips and validation (each
+ * precision), measured tables in fp32, bf16 and int8, and the energy proxy's
+ * monotonicity.
  */
 #include <unistd.h>
 
 #include "lpvit/alloc.h"
 #include "lpvit/cost.h"
+#include "lpvit/cpu.h"
 #include "lpvit/fileio.h"
 #include "lpvit/rng.h"
 #include "lpvit/saliency.h"
@@ -533,31 +535,46 @@ static void test_cost(void) {
     CHECK_OK(lpv_time_table_load(&u, path, &err), &err);
     const lpv_time_curve *f = lpv_time_table_find(&u, 64, 32, 197, 16, 16);
     CHECK(f && f->n == 3 && f->ms[2] == 2.0 && f->dense_ms == 2.1);
-    CHECK(strcmp(u.precision, "fp32") == 0); /* t.precision empty: written as fp32 */
+    CHECK(u.precision == LPV_PREC_FP32); /* t.precision zero: fp32 */
     CHECK(lpv_time_table_find(&u, 64, 32, 198, 16, 16) == NULL);
     /* monotone envelope: the dip at 0.5 is lifted to 1.0 */
     CHECK(fabs(lpv_time_curve_at(f, 0.5) - 1.0) < 1e-12 && fabs(lpv_time_curve_at(f, 0.75) - 1.5) < 1e-12);
     CHECK(lpv_time_curve_at(f, 0) == 0 && fabs(lpv_time_curve_at(f, 0.125) - 0.5) < 1e-12);
     lpv_time_table_free(&u);
+    /* a bf16 table (and an int8 one) comes back as it went out, precision included */
+    for (lpv_precision p = LPV_PREC_BF16; p <= LPV_PREC_INT8; p++) {
+        t.precision = p;
+        CHECK_OK(lpv_time_table_save(&t, path, &err), &err);
+        CHECK_OK(lpv_time_table_load(&u, path, &err), &err);
+        f = lpv_time_table_find(&u, 64, 32, 197, 16, 16);
+        CHECKF(u.precision == p && f && f->n == 3 && f->density[1] == 0.5 && f->ms[1] == 0.8 && f->dense_ms == 2.1,
+               "%s table did not round-trip", lpv_precision_name(p));
+        lpv_time_table_free(&u);
+    }
     const char *bad[] = {"{}", "{\"format\": \"lpvit-time-table-v1\", \"layers\": [{\"out\": 4}]}",
                          "{\"format\": \"lpvit-time-table-v1\", \"layers\": [{\"out\": 4, \"in\": 4, \"tokens\": 1, "
                          "\"dense_ms\": 1, \"block\": \"8x8\", \"density\": [0.5, 0.4], \"ms\": [1, 1]}]}",
                          "{\"format\": \"lpvit-time-table-v1\", \"layers\": [{\"out\": 4, \"in\": 4, \"tokens\": 1, "
                          "\"dense_ms\": 1, \"block\": \"8x8\", \"density\": [0.5], \"ms\": [1]}]}",
                          "not json",
-                         "{\"format\": \"lpvit-time-table-v1\", \"precision\": \"bf16\", \"layers\": []}"};
-    for (int i = 0; i < 6; i++) {
+                         "{\"format\": \"lpvit-time-table-v1\", \"precision\": \"fp16\", \"layers\": []}",
+                         "{\"format\": \"lpvit-time-table-v1\", \"precision\": 1, \"layers\": []}"};
+    for (int i = 0; i < 7; i++) {
         CHECK_OK(lpv_write_file_atomic(path, bad[i], strlen(bad[i]), &err), &err);
         CHECKF(lpv_time_table_load(&u, path, &err) == LPV_E_FORMAT, "bad table %d accepted", i);
     }
-    /* int8 tables say so; a table without "precision" (written before int8) reads as fp32 */
+    /* bf16 and int8 tables say so; a table without "precision" (written before int8) reads as fp32 */
     const char *p8 = "{\"format\": \"lpvit-time-table-v1\", \"precision\": \"int8\", \"layers\": []}";
     CHECK_OK(lpv_write_file_atomic(path, p8, strlen(p8), &err), &err);
-    CHECK(lpv_time_table_load(&u, path, &err) == LPV_OK && strcmp(u.precision, "int8") == 0);
+    CHECK(lpv_time_table_load(&u, path, &err) == LPV_OK && u.precision == LPV_PREC_INT8);
+    lpv_time_table_free(&u);
+    const char *p16 = "{\"format\": \"lpvit-time-table-v1\", \"precision\": \"bf16\", \"layers\": []}";
+    CHECK_OK(lpv_write_file_atomic(path, p16, strlen(p16), &err), &err);
+    CHECK(lpv_time_table_load(&u, path, &err) == LPV_OK && u.precision == LPV_PREC_BF16);
     lpv_time_table_free(&u);
     const char *p0 = "{\"format\": \"lpvit-time-table-v1\", \"layers\": []}";
     CHECK_OK(lpv_write_file_atomic(path, p0, strlen(p0), &err), &err);
-    CHECK(lpv_time_table_load(&u, path, &err) == LPV_OK && strcmp(u.precision, "fp32") == 0);
+    CHECK(lpv_time_table_load(&u, path, &err) == LPV_OK && u.precision == LPV_PREC_FP32);
     lpv_time_table_free(&u);
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
@@ -565,6 +582,48 @@ static void test_cost(void) {
     lpv_objective ob;
     CHECK(lpv_objective_parse("speed+power", &ob, &err) == LPV_OK && ob == LPV_OBJ_SPEED_POWER);
     CHECK(lpv_objective_parse("speedy", &ob, &err) == LPV_E_ARG);
+    lpv_precision pr;
+    CHECK(lpv_precision_parse("bf16", &pr, &err) == LPV_OK && pr == LPV_PREC_BF16);
+    CHECK(lpv_precision_parse("fp16", &pr, &err) == LPV_E_ARG && strstr(err.msg, "fp32, bf16 or int8"));
+}
+
+/* Measured tables: each precision times its own kernels. FP32's dense time is OpenBLAS's, a separate
+   measurement; BF16's and int8's is their own kernel with every block, so it is their d = 1 point, bit for bit.
+   BF16 timing refuses an ISA without avx512bf16 (its kernel would silently be the reference one); a CPU
+   without it times the reference kernel under --isa ref. */
+static void test_cost_measure(void) {
+    lpv_err err;
+    const lpv_layer_shape sh[2] = {{96, 64, 50}, {96, 64, 50}}; /* the duplicate is timed once */
+    const double grid[] = {0.25, 0.5, 1.0};
+    lpv_isa best = lpv_isa_best();
+    lpv_time_table t[LPV_PREC_COUNT];
+    for (lpv_precision p = LPV_PREC_FP32; p < LPV_PREC_COUNT; p++) {
+        if (p == LPV_PREC_BF16 && best < LPV_ISA_AVX512BF16) {
+            printf("bf16 time table: no avx512bf16 on this cpu, timing the reference kernel\n");
+            CHECK_OK(lpv_isa_set(LPV_ISA_REF, &err), &err);
+        }
+        CHECK_OK(lpv_time_table_measure(&t[p], sh, 2, 32, 32, grid, 3, 1, 3, 11, p, &err), &err);
+        CHECK_OK(lpv_isa_set(best, &err), &err);
+        const lpv_time_curve *c = lpv_time_table_find(&t[p], 96, 64, 50, 32, 32);
+        CHECKF(t[p].precision == p && t[p].n == 1 && c && c->n == 3, "%s table", lpv_precision_name(p));
+        if (!c) continue;
+        for (int k = 0; k < 3; k++) CHECK(c->density[k] == grid[k] && c->ms[k] > 0 && isfinite(c->ms[k]));
+        if (p != LPV_PREC_FP32)
+            CHECKF(c->dense_ms == c->ms[2], "%s dense time is not its d = 1 point", lpv_precision_name(p));
+        printf("%s: ms at d = 0.25, 0.5, 1: %.4f %.4f %.4f, dense %.4f\n", lpv_precision_name(p), c->ms[0], c->ms[1],
+               c->ms[2], c->dense_ms);
+    }
+    /* the BF16 curve is its own measurement, not the FP32 one relabelled */
+    const lpv_time_curve *c32 = &t[LPV_PREC_FP32].curves[0], *c16 = &t[LPV_PREC_BF16].curves[0];
+    CHECK(memcmp(c32->ms, c16->ms, sizeof c32->ms) != 0 && c32->dense_ms != c32->ms[2]);
+    for (lpv_precision p = LPV_PREC_FP32; p < LPV_PREC_COUNT; p++) lpv_time_table_free(&t[p]);
+    if (best >= LPV_ISA_AVX2) {
+        lpv_time_table u;
+        CHECK_OK(lpv_isa_set(LPV_ISA_AVX2, &err), &err);
+        CHECK(lpv_time_table_measure(&u, sh, 1, 32, 32, grid, 3, 1, 1, 11, LPV_PREC_BF16, &err) == LPV_E_UNSUPPORTED &&
+              strstr(err.msg, "avx512bf16") && strstr(err.msg, "'avx2'"));
+        CHECK_OK(lpv_isa_set(best, &err), &err);
+    }
 }
 
 int main(void) {
@@ -574,5 +633,6 @@ int main(void) {
     test_alloc(&r);
     test_alloc_contracts();
     test_cost();
+    test_cost_measure();
     return test_finish("test_prune_algos");
 }

@@ -20,6 +20,14 @@
  * ignored with a warning and the statistics are recomputed.
  *
  * Memory: one arena in lpv_calib_stats, freed by lpv_calib_free.
+ *
+ * The cache folder (what `lpvit cache` lists and cleans): a cache file is named "calib-<64 hex>.lpvc", the
+ * SHA-256 of its key; nothing else in the folder is ever opened or removed. lpv_calib_cache_scan reads only
+ * each file's safetensors header (gunzipping its first bytes), so it sees a wrong or damaged header but not
+ * damaged tensor data (lpv_calib_load finds that and recomputes). An entry is stale when this build can never
+ * load it: its key names another lpvit version or commit, or another cache format, or its name is not its
+ * key's hash, or its header cannot be parsed (LPV_E_FORMAT). The key holds the commit, so every rebuild at
+ * another commit strands the entries of the one before.
  */
 #ifndef LPVIT_CALIB_H
 #define LPVIT_CALIB_H
@@ -71,5 +79,43 @@ lpv_status lpv_calib_save(const lpv_calib_stats *s, const char *path, lpv_err *e
 lpv_status lpv_calib_load(lpv_calib_stats *s, lpv_model *m, const char *path, const char *key,
                           const lpv_calib_opts *o, lpv_err *err);
 void lpv_calib_free(lpv_calib_stats *s);
+
+/* ---- the cache folder ---- */
+typedef struct {
+    char name[96];         /* "calib-<sha>.lpvc" */
+    int64_t bytes;         /* size on disk */
+    int64_t mtime;         /* last modification, seconds since the epoch */
+    lpv_status status;     /* LPV_OK: the header was read; else problem says why */
+    char problem[1024];    /* lpv_err msg */
+    int stale;             /* this build can never load it (see above) */
+    char key[1024];        /* lpvit.calib_key, "" when unreadable */
+    int64_t samples;       /* lpvit.samples */
+    double mean_loss;      /* lpvit.mean_loss, NAN when absent */
+    /* from the key (JSON), "" when absent */
+    char format[32], lpvit[96], model_sha[72], images_sha[72], loss[24];
+} lpv_calib_entry;
+
+/* 1 when name is a cache file's: "calib-" 64 lowercase hex ".lpvc". */
+int lpv_calib_cache_name(const char *name);
+/* Reads the header of the cache file dir/name into e (name, size, time, key fields); a file that cannot be
+ * read fills e->status and e->problem instead of failing. */
+void lpv_calib_cache_entry(const char *dir, const char *name, lpv_calib_entry *e);
+/* Every cache file of dir (lpv_calib_cache_name), oldest first: *out (malloc'd, the caller frees it; NULL
+ * when none) and *n. Fails only when dir cannot be listed. */
+lpv_status lpv_calib_cache_scan(const char *dir, lpv_calib_entry **out, int *n, lpv_err *err);
+
+typedef struct {
+    int all;                   /* every cache file */
+    double older_than_seconds; /* >= 0: those not modified for this long (< 0: not a criterion) */
+    int stale;                 /* the stale ones */
+} lpv_calib_select;
+/* 1 when e is chosen by sel at time now (seconds since the epoch). */
+int lpv_calib_cache_selected(const lpv_calib_entry *e, const lpv_calib_select *sel, int64_t now);
+/* Removes dir/e->name; one already gone is not an error (another lpvit may clean at the same time). */
+lpv_status lpv_calib_cache_remove(const char *dir, const lpv_calib_entry *e, lpv_err *err);
+/* The temp files earlier writers left in dir, by the cache's naming ("calib-*.lpvc.tmp.<pid>",
+ * ".raw.<pid>"): removed when their writer's pid is gone or they are older than a day (a live writer's
+ * stays). Returns how many; *bytes (optional) their size. dry_run: count only. lpv_calib_save runs it. */
+int lpv_calib_cache_clean_temps(const char *dir, int dry_run, int64_t *bytes);
 
 #endif

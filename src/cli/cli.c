@@ -280,6 +280,16 @@ int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos
     return guard_paths(spec, pos, *npos);
 }
 
+void cli_cache_dir(char *buf, size_t cap, const char *given) {
+    if (given) {
+        snprintf(buf, cap, "%s", given);
+        return;
+    }
+    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    if (x && x[0]) snprintf(buf, cap, "%s/lpvit", x);
+    else snprintf(buf, cap, "%s/.cache/lpvit", h && h[0] ? h : "/tmp");
+}
+
 lpv_status cli_runtime(int threads, const char *isa, lpv_err *err) {
     if (threads < 0 || threads > lpv_threads_max())
         return lpv_fail(err, LPV_E_ARG,

@@ -55,6 +55,10 @@ int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos
 int cli_fail(const lpv_err *err, lpv_status st);
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The calibration statistics cache (prune, cache): given (--cache-dir) when not NULL, else $XDG_CACHE_HOME/lpvit,
+ * else ~/.cache/lpvit. */
+void cli_cache_dir(char *buf, size_t cap, const char *given);
+
 /* --threads / --isa: applies them (threads 0 = all online CPUs). */
 lpv_status cli_runtime(int threads, const char *isa, lpv_err *err);
 /* What the inference commands (eval, infer, bench) set up before they load a model: cli_runtime, then

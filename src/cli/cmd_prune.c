@@ -27,17 +27,6 @@ typedef struct {
     int seed, threads, no_cache, sequential, no_sequential, no_refit_heads;
 } prune_flags;
 
-/* The statistics cache: --cache-dir, else $XDG_CACHE_HOME/lpvit, else ~/.cache/lpvit. */
-static void default_cache_dir(char *buf, size_t cap, const char *given) {
-    if (given) {
-        snprintf(buf, cap, "%s", given);
-        return;
-    }
-    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
-    if (x && x[0]) snprintf(buf, cap, "%s/lpvit", x);
-    else snprintf(buf, cap, "%s/.cache/lpvit", h && h[0] ? h : "/tmp");
-}
-
 /* The string flags, parsed into the library's options ("auto" stays when a flag is absent). */
 static lpv_status flags_to_opts(prune_flags *f, lpv_err *err) {
     lpv_prune_opts *p = &f->p;
@@ -252,7 +241,7 @@ int cmd_prune(int argc, char **argv) {
     /* the default cache is best effort (a warning when it cannot be written); one the user names must work */
     if (f.cache_dir && !f.no_cache && access(f.cache_dir, F_OK) == 0 && !lpv_is_dir(f.cache_dir))
         return cli_usage_error("--cache-dir '%s' exists and is not a folder", f.cache_dir);
-    default_cache_dir(cache_dir, sizeof cache_dir, f.cache_dir);
+    cli_cache_dir(cache_dir, sizeof cache_dir, f.cache_dir);
     p->cache_dir = f.no_cache ? NULL : cache_dir;
     if (!p->cost_table && (resolved.objective == LPV_OBJ_SPEED || resolved.objective == LPV_OBJ_SPEED_POWER))
         lpv_info("tip: save the BSR time table once with lpvit bench --calibrate and pass --cost-table to skip timing");

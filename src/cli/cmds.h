@@ -7,6 +7,7 @@ int cmd_infer(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_create_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_cache(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);

@@ -30,6 +30,7 @@ static const command COMMANDS[] = {
     {"export", cmd_export, "write a pruned model as dense-with-zeros (timm-loadable) or BSR safetensors"},
     {"infer", cmd_infer, "logits for a tensor file, or top-5 classes for images"},
     {"inspect", cmd_inspect, "list the tensors, metadata and architecture of a safetensors file"},
+    {"cache", cmd_cache, "list or clean prune's calibration statistics cache"},
     {"create-model", cmd_create_model, "write a model with random weights (tests, demos, benchmarks)"},
 };
 

@@ -1,6 +1,7 @@
 /* calib.c — calibration gradients / Fisher and their zlib cache (see include/lpvit/calib.h). */
 #include "lpvit/calib.h"
 
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -178,8 +179,8 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
 
 /* ---- cache: safetensors, gzip-compressed ---- */
 
-/* Removes the temp files that earlier writers left in the cache folder of path, by this cache's
- * naming only: "calib-*.lpvc.tmp.<pid>" (lpv_atomic's name, and the gzip temp of older lpvit) and
+/* Removes the temp files that earlier writers left in the cache folder, by this cache's naming only:
+ * "calib-*.lpvc.tmp.<pid>" (lpv_atomic's name, and the gzip temp of older lpvit) and
  * "calib-*.lpvc.raw.<pid>" (the uncompressed temp of older lpvit). Such a file is stale when its
  * writer is gone: no process has that pid (a SIGKILL, a crash, a power cut, an older lpvit). A live
  * pid keeps its file, since another lpvit may be writing that cache file right now; but pids are
@@ -187,15 +188,11 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
  * older than a day is stale whatever its pid (a cache write takes seconds). A pid in another pid
  * namespace looks dead from here; deleting a write in flight there only makes that save fail with
  * a warning, since the cache is optional. */
-static void cache_clean_stale(const char *path) {
-    char dir[1200];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) slash[1] = 0;
-    else *slash = 0;
+int lpv_calib_cache_clean_temps(const char *dir, int dry_run, int64_t *bytes) {
+    int count = 0;
+    if (bytes) *bytes = 0;
     DIR *d = opendir(dir);
-    if (!d) return;
+    if (!d) return 0;
     time_t now = time(NULL);
     struct dirent *e;
     while ((e = readdir(d))) {
@@ -211,9 +208,25 @@ static void cache_clean_stale(const char *path) {
         snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
         if (lstat(full, &st) != 0 || !S_ISREG(st.st_mode)) continue;
         int dead = kill((pid_t)pid, 0) == -1 && errno == ESRCH;
-        if (dead || now - st.st_mtime > 24 * 3600) unlink(full);
+        if (!dead && now - st.st_mtime <= 24 * 3600) continue;
+        if (dry_run || unlink(full) == 0) {
+            count++;
+            if (bytes) *bytes += st.st_size;
+        }
     }
     closedir(d);
+    return count;
+}
+
+/* The temp cleanup for the folder of the cache file path. */
+static void cache_clean_stale(const char *path) {
+    char dir[1200];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) slash[1] = 0;
+    else *slash = 0;
+    lpv_calib_cache_clean_temps(dir, 0, NULL);
 }
 
 /* lpv_st_write_to's sink: the bytes into a gzip stream (gzwrite takes an unsigned count). */
@@ -365,4 +378,187 @@ lpv_status lpv_calib_load(lpv_calib_stats *s, lpv_model *m, const char *path, co
 void lpv_calib_free(lpv_calib_stats *s) {
     lpv_arena_free(&s->arena);
     s->n = 0;
+}
+
+/* ---- the cache folder: list and clean (lpvit cache) ---- */
+
+int lpv_calib_cache_name(const char *name) {
+    if (strncmp(name, "calib-", 6) != 0 || strlen(name) != 6 + 64 + 5 || strcmp(name + 70, ".lpvc") != 0) return 0;
+    for (int i = 6; i < 70; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) return 0;
+    return 1;
+}
+
+/* Exactly n bytes of the stream, or an error naming what broke: a damaged stream or a short file. */
+static lpv_status gz_read_exact(gzFile z, void *buf, size_t n, const char *path, const char *what, lpv_err *err) {
+    size_t got = 0;
+    while (got < n) {
+        unsigned k = n - got > (1u << 30) ? 1u << 30 : (unsigned)(n - got);
+        int r = gzread(z, (uint8_t *)buf + got, k);
+        int e = Z_OK;
+        const char *msg = gzerror(z, &e);
+        if (r < 0 || (r == 0 && e != Z_OK))
+            return lpv_fail(err, LPV_E_FORMAT, "'%s' is not a valid gzip stream (%s)", path, msg);
+        if (r == 0)
+            return lpv_fail(err, LPV_E_FORMAT, "'%s' ends inside its %s (%zu of %zu bytes)", path, what, got, n);
+        got += (size_t)r;
+    }
+    return LPV_OK;
+}
+
+/* A string member of a JSON object into dst ("" when absent or not a string). */
+static void json_str(const cJSON *obj, const char *name, char *dst, size_t cap) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    snprintf(dst, cap, "%s", cJSON_IsString(v) ? v->valuestring : "");
+}
+
+/* The key's fields and the sample count from the header's __metadata__, by the safetensors rules that
+ * matter here: one JSON object, __metadata__ an object of strings. */
+static lpv_status entry_from_header(lpv_calib_entry *e, const char *text, size_t len, const char *path,
+                                    lpv_err *err) {
+    cJSON *h = cJSON_ParseWithLength(text, len);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(h, "__metadata__");
+    lpv_status st = LPV_OK;
+    if (!cJSON_IsObject(h)) st = lpv_fail(err, LPV_E_FORMAT, "'%s': header is not a JSON object", path);
+    else if (!cJSON_IsObject(meta)) st = lpv_fail(err, LPV_E_FORMAT, "'%s': header has no __metadata__", path);
+    for (const cJSON *c = st ? NULL : meta->child; c && !st; c = c->next)
+        if (!cJSON_IsString(c)) st = lpv_fail(err, LPV_E_FORMAT, "'%s': metadata '%s' is not a string", path, c->string);
+    const cJSON *k = st ? NULL : cJSON_GetObjectItemCaseSensitive(meta, "lpvit.calib_key");
+    const cJSON *ns = st ? NULL : cJSON_GetObjectItemCaseSensitive(meta, "lpvit.samples");
+    const cJSON *ml = st ? NULL : cJSON_GetObjectItemCaseSensitive(meta, "lpvit.mean_loss");
+    char *end = NULL;
+    if (!st && (!k || strlen(k->valuestring) >= sizeof e->key))
+        st = lpv_fail(err, LPV_E_FORMAT, "'%s' has no calibration key (lpvit.calib_key)", path);
+    if (!st && ns) e->samples = strtoll(ns->valuestring, &end, 10);
+    if (!st && (!ns || end == ns->valuestring || *end || e->samples < 1))
+        st = lpv_fail(err, LPV_E_FORMAT, "'%s' has no sample count", path);
+    if (!st) {
+        snprintf(e->key, sizeof e->key, "%s", k->valuestring);
+        e->mean_loss = ml ? atof(ml->valuestring) : NAN;
+        cJSON *kj = cJSON_Parse(e->key); /* a key that is not JSON leaves the fields empty: stale below */
+        json_str(kj, "format", e->format, sizeof e->format);
+        json_str(kj, "lpvit", e->lpvit, sizeof e->lpvit);
+        json_str(kj, "model_sha256", e->model_sha, sizeof e->model_sha);
+        json_str(kj, "images_sha256", e->images_sha, sizeof e->images_sha);
+        json_str(kj, "loss", e->loss, sizeof e->loss);
+        cJSON_Delete(kj);
+    }
+    cJSON_Delete(h);
+    return st;
+}
+
+/* The safetensors header of a gzipped cache file: gunzips the 8-byte length, checks it against the
+ * safetensors cap before allocating, then gunzips just the header. */
+static lpv_status read_header(lpv_calib_entry *e, const char *path, lpv_err *err) {
+    int fd;
+    LPV_TRY(lpv_open_regular(path, &fd, NULL, err));
+    struct stat sb;
+    if (fstat(fd, &sb) == 0) e->bytes = sb.st_size, e->mtime = sb.st_mtime;
+    gzFile z = gzdopen(fd, "rb");
+    if (!z) {
+        close(fd);
+        return lpv_fail(err, LPV_E_OOM, "out of memory reading '%s'", path);
+    }
+    lpv_status st = LPV_OK;
+    if (gzdirect(z)) st = lpv_fail(err, LPV_E_FORMAT, "'%s' is not gzip-compressed", path);
+    uint8_t len8[8];
+    uint64_t len = 0;
+    if (!st) st = gz_read_exact(z, len8, 8, path, "header length", err);
+    for (int i = 7; i >= 0 && !st; i--) len = len << 8 | len8[i];
+    if (!st && (len < 2 || len > LPV_ST_MAX_HEADER))
+        st = lpv_fail(err, LPV_E_FORMAT, "'%s': header length %llu out of range (2..%llu)", path,
+                      (unsigned long long)len, LPV_ST_MAX_HEADER);
+    char *text = st ? NULL : malloc((size_t)len);
+    if (!st && !text) st = lpv_fail(err, LPV_E_OOM, "out of memory reading '%s'", path);
+    if (!st) st = gz_read_exact(z, text, (size_t)len, path, "header", err);
+    if (!st) st = entry_from_header(e, text, (size_t)len, path, err);
+    free(text);
+    gzclose(z); /* closes fd; the rest of the stream is not read, so its check value is not either */
+    return st;
+}
+
+/* Stale: this build can never load it (calib.h). */
+static int entry_stale(const lpv_calib_entry *e) {
+    if (e->status == LPV_E_FORMAT) return 1;
+    if (e->status != LPV_OK) return 0;
+    char here[96], sha[65], name[96];
+    snprintf(here, sizeof here, "%s %s", lpv_version(), lpv_commit());
+    lpv_sha256_hex(e->key, strlen(e->key), sha);
+    snprintf(name, sizeof name, "calib-%s.lpvc", sha);
+    return strcmp(e->format, CALIB_FORMAT) != 0 || strcmp(e->lpvit, here) != 0 || strcmp(e->name, name) != 0;
+}
+
+void lpv_calib_cache_entry(const char *dir, const char *name, lpv_calib_entry *e) {
+    memset(e, 0, sizeof *e);
+    e->mean_loss = NAN;
+    snprintf(e->name, sizeof e->name, "%s", name);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    struct stat sb;
+    if (lstat(path, &sb) == 0) e->bytes = sb.st_size, e->mtime = sb.st_mtime;
+    lpv_err err;
+    e->status = read_header(e, path, &err);
+    if (e->status) {
+        snprintf(e->problem, sizeof e->problem, "%s", err.msg);
+        e->key[0] = e->format[0] = e->lpvit[0] = e->model_sha[0] = e->images_sha[0] = e->loss[0] = 0;
+        e->samples = 0;
+    }
+    e->stale = entry_stale(e);
+}
+
+static int entry_cmp(const void *a, const void *b) {
+    const lpv_calib_entry *x = a, *y = b;
+    if (x->mtime != y->mtime) return x->mtime < y->mtime ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+lpv_status lpv_calib_cache_scan(const char *dir, lpv_calib_entry **out, int *n, lpv_err *err) {
+    *out = NULL, *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return lpv_fail(err, LPV_E_IO, "cannot list cache folder '%s': %s", dir, strerror(errno));
+    lpv_calib_entry *v = NULL;
+    int cnt = 0, cap = 0;
+    lpv_status st = LPV_OK;
+    struct dirent *de;
+    while (!st && (de = readdir(d))) {
+        char path[1200];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        /* only regular files of the cache's naming: never a link, a folder or anyone else's file */
+        if (!lpv_calib_cache_name(de->d_name) || lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
+        if (cnt == cap) {
+            cap = cap ? 2 * cap : 16;
+            lpv_calib_entry *nv = realloc(v, sizeof *v * (size_t)cap);
+            if (!nv) {
+                st = lpv_fail(err, LPV_E_OOM, "out of memory listing '%s'", dir);
+                break;
+            }
+            v = nv;
+        }
+        lpv_calib_cache_entry(dir, de->d_name, &v[cnt++]);
+    }
+    closedir(d);
+    if (st) {
+        free(v);
+        return st;
+    }
+    if (cnt) qsort(v, (size_t)cnt, sizeof *v, entry_cmp);
+    *out = v, *n = cnt;
+    return LPV_OK;
+}
+
+int lpv_calib_cache_selected(const lpv_calib_entry *e, const lpv_calib_select *sel, int64_t now) {
+    if (sel->all) return 1;
+    if (sel->stale && e->stale) return 1;
+    return sel->older_than_seconds >= 0 && (double)(now - e->mtime) > sel->older_than_seconds;
+}
+
+lpv_status lpv_calib_cache_remove(const char *dir, const lpv_calib_entry *e, lpv_err *err) {
+    if (!lpv_calib_cache_name(e->name)) /* the one guard that no caller can skip */
+        return lpv_fail(err, LPV_E_ARG, "'%s' is not a cache file", e->name);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, e->name);
+    if (unlink(path) != 0 && errno != ENOENT)
+        return lpv_fail(err, LPV_E_IO, "cannot remove '%s': %s", path, strerror(errno));
+    return LPV_OK;
 }

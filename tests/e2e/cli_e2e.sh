@@ -421,6 +421,32 @@ grep -q "warning: image skipped: .*broken.JPEG" "$T/err" && ok || bad "prune did
 [ ! -e "$T/x.safetensors" ] && ok || bad "a failed prune left an output file"
 ls "$T"/*.tmp.* >/dev/null 2>&1 && bad "temporary files left behind" || ok
 
+# ---- lpvit cache: the statistics the prune runs above left in $T/cache ----
+ncache=$(ls "$T/cache"/calib-*.lpvc | wc -l)
+[ "$ncache" -gt 0 ] && ok || bad "prune left no cache files to list"
+echo notes >"$T/cache/notes.txt" # not the cache's: never listed or removed
+run 0 "$L" cache list --cache-dir "$T/cache"
+[ "$(grep -c ' ok  *calib-[0-9a-f]\{64\}\.lpvc$' "$T/out")" = "$ncache" ] && grep -q "^total: $ncache files, " "$T/out" \
+  && ! grep -q notes "$T/out" && ok || bad "cache list: $(tail -2 "$T/out")"
+run 0 "$L" cache list --cache-dir "$T/cache" --json "$T/cl.json"
+[ "$(lpv_json_len "$T/cl.json" files)" = "$ncache" ] && [ "$(lpv_json "$T/cl.json" files.0.state)" = ok ] \
+  && [ "$(lpv_json "$T/cl.json" files.0.key.format)" = lpvit-calib-v1 ] && ok || bad "cache list --json"
+run 0 "$L" cache clean --cache-dir "$T/cache" --all --dry-run
+[ "$(ls "$T/cache"/calib-*.lpvc | wc -l)" = "$ncache" ] && grep -q "^would remove $ncache cache files, " "$T/out" \
+  && ok || bad "cache clean --dry-run: $(tail -1 "$T/out")"
+run 0 "$L" cache clean --cache-dir "$T/cache" --stale # this build made them all: none is stale
+[ "$(ls "$T/cache"/calib-*.lpvc | wc -l)" = "$ncache" ] && ok || bad "cache clean --stale removed current entries"
+run 2 "$L" cache clean --cache-dir "$T/cache"; one_line_err "choose exactly one of --all, --older-than DAYS, --stale"
+run 2 "$L" cache clean --cache-dir "$T/cache" --all --older-than 3; one_line_err "choose exactly one of"
+run 2 "$L" cache frob; one_line_err "unknown cache command 'frob'"
+run 0 "$L" cache clean --cache-dir "$T/cache" --all
+! ls "$T/cache"/calib-*.lpvc >/dev/null 2>&1 && [ -e "$T/cache/notes.txt" ] && grep -q "^removed $ncache cache files, " "$T/out" \
+  && ok || bad "cache clean --all: $(ls "$T/cache")"
+run 0 "$L" cache list --cache-dir "$T/no-cache"; grep -q "nothing cached" "$T/out" && ok || bad "cache list of a missing folder"
+run 1 "$L" cache list --cache-dir "$M"; one_line_err "cannot list cache folder"
+run 0 "$L" cache --help; grep -q "lpvit cache clean" "$T/out" && ok || bad "cache --help"
+run 0 "$L" help cache; grep -q "lpvit cache list" "$T/out" && ok || bad "help cache"
+
 if [ -d "$FIX" ]; then
   run 0 "$L" infer --model "$FIX/timm_deit_tiny_d2.safetensors" --input "$FIX/timm_deit_tiny_d2.ref.safetensors" --out "$T/logits.safetensors" --quiet
   run 0 "$L" inspect "$T/logits.safetensors"; grep -q "logits .*F32 .*\[4, 1000\]" "$T/out" && ok || bad "infer --out tensor: $(head -1 "$T/out")"

@@ -291,8 +291,13 @@ lpv_status lpv_calib_save(const lpv_calib_stats *s, const char *path, lpv_err *e
 
 /* gunzip path into a malloc'd buffer, at most cap bytes. */
 static lpv_status gunzip_file(const char *path, uint8_t **out, size_t *n, size_t cap, lpv_err *err) {
-    gzFile z = gzopen(path, "rb");
-    if (!z) return lpv_fail(err, LPV_E_IO, "cannot open '%s'", path);
+    int fd;
+    LPV_TRY(lpv_open_regular(path, &fd, NULL, err)); /* a FIFO named like a cache file must not hang prune */
+    gzFile z = gzdopen(fd, "rb");
+    if (!z) {
+        close(fd);
+        return lpv_fail(err, LPV_E_IO, "cannot open '%s'", path);
+    }
     size_t size = 0, alloc = 1 << 20;
     uint8_t *buf = malloc(alloc);
     lpv_status st = buf ? LPV_OK : lpv_fail(err, LPV_E_OOM, "out of memory");

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cmds.h"
@@ -206,8 +207,11 @@ static void print_table(const eval_opts *o, const cli_model *cm, const lpv_datas
            ds->n_classes);
     printf("top-1       %.2f %%\n", 100.0 * (double)r->correct1 / (double)r->images);
     printf("top-5       %.2f %%\n", 100.0 * (double)r->correct5 / (double)r->images);
-    printf("throughput  %.1f images/s end to end, %.1f images/s in the model (batch %d, %d threads)\n",
-           (double)r->images / r->wall, (double)r->images / r->compute, o->batch, lpv_threads_get());
+    /* the model's rate here is lower than bench's when decoder threads share the CPUs: say so */
+    printf("throughput  %.1f images/s end to end, %.1f images/s in the model (batch %d, %d threads, with %d image "
+           "decoder thread%s beside them on %ld CPUs; lpvit bench times the model alone)\n",
+           (double)r->images / r->wall, (double)r->images / r->compute, o->batch, lpv_threads_get(), o->decode_threads,
+           o->decode_threads == 1 ? "" : "s", sysconf(_SC_NPROCESSORS_ONLN));
     printf("preprocess  %s [%s]\n", pps, cm->pp_source);
     int q8 = lpv_model_has_int8(cm->model);
     if (q8 || lpv_model_has_bf16(cm->model))

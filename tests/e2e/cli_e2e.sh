@@ -56,6 +56,7 @@ run 2 "$L" create-model --dim 64 --depth 2 --heads 3 --out "$T/x.safetensors"; o
 # ---- eval ----
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --batch 5 --json "$T/e.json" --quiet
 grep -q "^top-1" "$T/out" || bad "eval printed no top-1 line"
+grep -q "^throughput .* decoder thread.*lpvit bench times the model alone" "$T/out" && ok || bad "eval's throughput line does not say the decoder shares the CPUs"
 [ "$(lpv_json "$T/e.json" images)" = 12 ] && ok || bad "eval images != 12"
 [ "$(lpv_json "$T/e.json" skipped)" = 0 ] && ok || bad "eval skipped != 0"
 [ "$(lpv_json "$T/e.json" dataset.classes_present)" = 4 ] && ok || bad "classes_present != 4"

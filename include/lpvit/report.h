@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "lpvit/error.h"
+#include "lpvit/image.h"
 
 /* Adds an "environment" object: lpvit, commit, build, compiler, cpu, isa, threads, blas, loadavg, time. */
 void lpv_report_environment(cJSON *obj);
@@ -30,6 +31,10 @@ typedef struct {
 } lpv_cpu_snap;
 void lpv_cpu_snap_take(lpv_cpu_snap *s);
 double lpv_cpu_others(const lpv_cpu_snap *before, const lpv_cpu_snap *after);
+
+/* {"img_size", "crop_pct", "interpolation", "mean", "std"}: the "preprocess" object reports and lpvit's file
+ * metadata carry (prune, quantize and create-model write it; the CLI reads it back). The caller owns it. */
+cJSON *lpv_preproc_json(const lpv_preproc *pp);
 
 /* *out <- pretty JSON text ending in a newline (malloc'd; the caller frees it). Fails naming the first
  * non-finite number's key and `dest` (where the text was going, for the message). */

@@ -369,16 +369,6 @@ static void pp_from_preset(lpv_preproc *pp, const lpv_preset *p) {
     memcpy(pp->std, p->std, sizeof pp->std);
 }
 
-cJSON *cli_preproc_json(const lpv_preproc *pp) {
-    cJSON *p = cJSON_CreateObject();
-    cJSON_AddNumberToObject(p, "img_size", pp->img_size);
-    cJSON_AddNumberToObject(p, "crop_pct", pp->crop_pct);
-    cJSON_AddStringToObject(p, "interpolation", lpv_interp_name(pp->interp));
-    cJSON_AddItemToObject(p, "mean", cJSON_CreateFloatArray(pp->mean, 3));
-    cJSON_AddItemToObject(p, "std", cJSON_CreateFloatArray(pp->std, 3));
-    return p;
-}
-
 cJSON *cli_sparsity_json(lpv_model *m) {
     lpv_sparsity s;
     lpv_model_sparsity(m, &s);

@@ -100,10 +100,6 @@ void cli_close_model(cli_model *cm);
 /* "resize 248 bicubic, crop 224 (crop_pct 0.9), mean ..., std ..." */
 void cli_preproc_str(const lpv_preproc *pp, char *buf, size_t cap);
 
-/* {"img_size", "crop_pct", "interpolation", "mean", "std"}: the "preprocess" object of lpvit's file metadata,
- * which cli_open_model reads back. The caller owns the object. */
-cJSON *cli_preproc_json(const lpv_preproc *pp);
-
 /* What pruning left of m (lpv_model_sparsity) for reports: {"linears", "pruned_linears", "weights_kept",
  * "flops_kept" (ratios), "gflops_dense", "gflops"} per image; and as one line for tables ("" when dense). */
 cJSON *cli_sparsity_json(lpv_model *m);

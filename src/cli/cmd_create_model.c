@@ -13,6 +13,7 @@
 #include "lpvit/log.h"
 #include "lpvit/model.h"
 #include "lpvit/registry.h"
+#include "lpvit/report.h"
 
 int cmd_create_model(int argc, char **argv) {
     const char *preset = NULL, *out = NULL;
@@ -81,7 +82,7 @@ int cmd_create_model(int argc, char **argv) {
                     memcpy(pp.std, ps.std, sizeof pp.std);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "lpvit-random-v1");
-    cJSON_AddItemToObject(j, "preprocess", cli_preproc_json(&pp));
+    cJSON_AddItemToObject(j, "preprocess", lpv_preproc_json(&pp));
     char *lmeta = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     lpv_save_opts so = {0, 2, {"lpvit.random", "lpvit"}, {meta, lmeta ? lmeta : "{}"}};

@@ -25,7 +25,7 @@ static char *quant_meta(lpv_model *m, const lpv_preproc *pp) {
     cJSON_AddStringToObject(src, "path", m->path);
     cJSON_AddStringToObject(src, "sha256", sha ? sha : "");
     cJSON_AddStringToObject(src, "arch", m->arch);
-    cJSON_AddItemToObject(j, "preprocess", cli_preproc_json(pp));
+    cJSON_AddItemToObject(j, "preprocess", lpv_preproc_json(pp));
     cJSON_AddStringToObject(j, "lpvit_commit", lpv_commit());
     char *txt = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);

@@ -54,6 +54,16 @@ double lpv_cpu_others(const lpv_cpu_snap *a, const lpv_cpu_snap *b) {
     return others > 0 ? others / wall : 0.0; /* tick rounding can make it slightly negative */
 }
 
+cJSON *lpv_preproc_json(const lpv_preproc *pp) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "img_size", pp->img_size);
+    cJSON_AddNumberToObject(j, "crop_pct", pp->crop_pct);
+    cJSON_AddStringToObject(j, "interpolation", lpv_interp_name(pp->interp));
+    cJSON_AddItemToObject(j, "mean", cJSON_CreateFloatArray(pp->mean, 3));
+    cJSON_AddItemToObject(j, "std", cJSON_CreateFloatArray(pp->std, 3));
+    return j;
+}
+
 void lpv_report_environment(cJSON *obj) {
     cJSON *e = cJSON_AddObjectToObject(obj, "environment");
     if (!e) return;

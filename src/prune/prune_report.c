@@ -43,16 +43,6 @@ static cJSON *settings_json(const lpv_prune_opts *o) {
     return s;
 }
 
-static cJSON *preprocess_json(const lpv_preproc *pp) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "img_size", pp->img_size);
-    cJSON_AddNumberToObject(j, "crop_pct", pp->crop_pct);
-    cJSON_AddStringToObject(j, "interpolation", lpv_interp_name(pp->interp));
-    cJSON_AddItemToObject(j, "mean", cJSON_CreateFloatArray(pp->mean, 3));
-    cJSON_AddItemToObject(j, "std", cJSON_CreateFloatArray(pp->std, 3));
-    return j;
-}
-
 lpv_status lpv_prune_save(const lpv_model *m, const lpv_prune_result *r, const lpv_preproc *pp, const char *path,
                           lpv_err *err) {
     cJSON *meta = cJSON_CreateObject();
@@ -61,7 +51,7 @@ lpv_status lpv_prune_save(const lpv_model *m, const lpv_prune_result *r, const l
     cJSON_AddStringToObject(src, "path", m->path);
     cJSON_AddStringToObject(src, "sha256", r->source_sha256);
     cJSON_AddStringToObject(src, "arch", m->arch);
-    cJSON_AddItemToObject(meta, "preprocess", preprocess_json(pp));
+    cJSON_AddItemToObject(meta, "preprocess", lpv_preproc_json(pp));
     cJSON_AddItemToObject(meta, "pruning", settings_json(&r->opts));
     cJSON_AddStringToObject(meta, "calib_list_sha256", r->calib_list_sha256);
     cJSON_AddNumberToObject(meta, "achieved_flops_ratio", r->achieved_flops);
@@ -229,7 +219,7 @@ cJSON *lpv_prune_report(const lpv_model *m, const lpv_prune_result *r, const lpv
         cJSON_AddNumberToObject(e, "blocks_revived", r->step_revived[i]);
         cJSON_AddItemToArray(sj, e);
     }
-    cJSON_AddItemToObject(root, "preprocess", preprocess_json(pp));
+    cJSON_AddItemToObject(root, "preprocess", lpv_preproc_json(pp));
     add_calibration(root, r);
     add_layers(root, r);
     cJSON *al = cJSON_AddObjectToObject(root, "allocator");

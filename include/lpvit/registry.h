@@ -45,6 +45,8 @@ typedef struct {
 
 /* --model M [--weights W]: a file/folder, or a preset (file from W, $LPVIT_MODELS or models/). */
 lpv_status lpv_resolve_model(const char *model, const char *weights, lpv_model_ref *out, lpv_err *err);
+/* pp's crop_pct, interpolation, mean and std <- the preset's (img_size is left as it is). */
+void lpv_preset_preproc(const lpv_preset *p, lpv_preproc *pp);
 /* The architecture of a preset as a config (for random weights). */
 void lpv_preset_config(const lpv_preset *p, lpv_config *c);
 /* Checks a loaded model against its preset's architecture. */

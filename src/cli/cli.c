@@ -362,13 +362,6 @@ void cli_preproc_str(const lpv_preproc *pp, char *buf, size_t cap) {
              (double)pp->std[2]);
 }
 
-static void pp_from_preset(lpv_preproc *pp, const lpv_preset *p) {
-    pp->crop_pct = p->crop_pct;
-    pp->interp = p->interp;
-    memcpy(pp->mean, p->mean, sizeof pp->mean);
-    memcpy(pp->std, p->std, sizeof pp->std);
-}
-
 cJSON *cli_sparsity_json(lpv_model *m) {
     lpv_sparsity s;
     lpv_model_sparsity(m, &s);
@@ -516,7 +509,7 @@ lpv_status cli_open_model(const cli_model_args *a, cli_model *out, lpv_err *err)
     if (m->lpvit_meta && pp_from_lpvit_meta(&out->pp, m->lpvit_meta)) {
         snprintf(out->pp_source, sizeof out->pp_source, "recorded in the file");
     } else if (out->ref.has_preset) {
-        pp_from_preset(&out->pp, &out->ref.preset);
+        lpv_preset_preproc(&out->ref.preset, &out->pp);
         snprintf(out->pp_source, sizeof out->pp_source, "preset '%s'", out->ref.preset.key);
     } else if (pp_from_config_beside(&out->pp, out->ref.path, out->pp_source, sizeof out->pp_source)) {
         /* a timm hub snapshot's config.json, or a transformers preprocessor_config.json */

@@ -78,8 +78,7 @@ int cmd_create_model(int argc, char **argv) {
     /* the preprocessing eval should use, recorded as prune records it: the preset's, else DeiT's */
     lpv_preproc pp = lpv_preproc_default();
     pp.img_size = c.img;
-    if (has_preset) pp.crop_pct = ps.crop_pct, pp.interp = ps.interp, memcpy(pp.mean, ps.mean, sizeof pp.mean),
-                    memcpy(pp.std, ps.std, sizeof pp.std);
+    if (has_preset) lpv_preset_preproc(&ps, &pp);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "lpvit-random-v1");
     cJSON_AddItemToObject(j, "preprocess", lpv_preproc_json(&pp));

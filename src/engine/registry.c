@@ -231,6 +231,13 @@ lpv_status lpv_preset_check(const lpv_preset *p, const lpv_config *c, const char
     return LPV_OK;
 }
 
+void lpv_preset_preproc(const lpv_preset *p, lpv_preproc *pp) {
+    pp->crop_pct = p->crop_pct;
+    pp->interp = p->interp;
+    memcpy(pp->mean, p->mean, sizeof pp->mean);
+    memcpy(pp->std, p->std, sizeof pp->std);
+}
+
 void lpv_preset_config(const lpv_preset *p, lpv_config *c) {
     memset(c, 0, sizeof *c);
     c->dim = p->dim, c->depth = p->depth, c->heads = p->heads, c->mlp = p->mlp, c->patch = p->patch;

@@ -73,6 +73,8 @@ int lpv_file_exists(const char *path);
 int lpv_is_dir(const char *path);
 /* Creates dir and its missing parents (mode 0755); 1 when dir is a directory afterwards. */
 int lpv_mkdir_p(const char *dir);
+/* The folder part of a path into buf: "a/b" for "a/b/c", "." for "c", "/" for "/c". */
+void lpv_path_folder(const char *path, char *buf, size_t cap);
 /* 1 when a and b name the same existing file (same device and inode). */
 int lpv_same_file(const char *a, const char *b);
 

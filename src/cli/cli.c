@@ -418,12 +418,8 @@ static double hf_side(const cJSON *o) {
  * and crop_size / size when it center-crops). For a folder model, its own files. 1 when found. */
 static int pp_from_config_beside(lpv_preproc *pp, const char *model_path, char *source, size_t cap) {
     char dir[1024], path[1100];
-    snprintf(dir, sizeof dir, "%s", model_path);
-    if (!lpv_is_dir(model_path)) {
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = 0;
-        else snprintf(dir, sizeof dir, ".");
-    }
+    if (lpv_is_dir(model_path)) snprintf(dir, sizeof dir, "%s", model_path);
+    else lpv_path_folder(model_path, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/config.json", dir);
     cJSON *j = read_json(path);
     const cJSON *pc = cJSON_GetObjectItemCaseSensitive(j, "pretrained_cfg");

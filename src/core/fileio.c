@@ -99,11 +99,7 @@ static int want_tmpfile(void) {
 static FILE *open_unnamed(const char *path) {
 #ifdef O_TMPFILE
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) slash[1] = 0; /* "/name" lives in "/" */
-    else *slash = 0;
+    lpv_path_folder(path, dir, sizeof dir);
     int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666); /* 0666 & ~umask, as fopen creates */
     if (fd < 0) return NULL;
     char proc[64];
@@ -247,6 +243,13 @@ int lpv_file_exists(const char *path) {
 int lpv_is_dir(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void lpv_path_folder(const char *path, char *buf, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(buf, cap, ".");
+    else if (slash == path) snprintf(buf, cap, "/");
+    else snprintf(buf, cap, "%.*s", (int)(slash - path), path);
 }
 
 int lpv_same_file(const char *a, const char *b) {

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lpvit/fileio.h"
+
 void lpv_ioguard_init(lpv_ioguard *g) { memset(g, 0, sizeof *g); }
 
 static void free_entries(lpv_io_entry *e, int n) {
@@ -21,19 +23,11 @@ void lpv_ioguard_free(lpv_ioguard *g) {
     memset(g, 0, sizeof *g);
 }
 
-/* The folder part of a path ("a/b" for "a/b/c", "." for "c", "/" for "/c") into buf. */
-static void folder_of(const char *path, char *buf, size_t cap) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(buf, cap, ".");
-    else if (slash == path) snprintf(buf, cap, "/");
-    else snprintf(buf, cap, "%.*s", (int)(slash - path), path);
-}
-
 /* realpath of an existing path; for a missing one, realpath(folder) + "/" + name (NULL when neither). */
 static char *resolve(const char *path, int exists) {
     if (exists) return realpath(path, NULL);
     char dir[PATH_MAX];
-    folder_of(path, dir, sizeof dir);
+    lpv_path_folder(path, dir, sizeof dir);
     char *rd = realpath(dir, NULL);
     if (!rd) return NULL;
     const char *slash = strrchr(path, '/');
@@ -95,7 +89,7 @@ static int inside(const char *r, const char *d) {
 
 static lpv_status check_folder(const lpv_io_entry *o, lpv_err *err) {
     char dir[PATH_MAX];
-    folder_of(o->path, dir, sizeof dir);
+    lpv_path_folder(o->path, dir, sizeof dir);
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return lpv_fail(err, LPV_E_IO, "%s '%s': folder '%s' does not exist", o->label, o->path, dir);

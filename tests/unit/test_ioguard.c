@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lpvit/fileio.h"
 #include "lpvit/ioguard.h"
 #include "test.h"
 
@@ -39,6 +40,14 @@ int main(void) {
     CHECK(mkdir(dir, 0755) == 0);
     touch(p("m.safetensors"));
     lpv_err err;
+
+    char f[64];
+    lpv_path_folder("a/b/c", f, sizeof f);
+    CHECK(strcmp(f, "a/b") == 0);
+    lpv_path_folder("c", f, sizeof f);
+    CHECK(strcmp(f, ".") == 0);
+    lpv_path_folder("/c", f, sizeof f);
+    CHECK(strcmp(f, "/") == 0);
 
     /* a fresh output, and "-" (stdout), are fine */
     CHECK(guard(p("m.safetensors"), p("new.safetensors"), "-", &err) == LPV_OK);

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "lpvit/cpu.h"
 #include "lpvit/forward.h"
 #include "lpvit/model.h"
@@ -151,24 +152,13 @@ static int bench_forward(const char *name, int B, int reps) {
     return 0;
 }
 
-static int parse_list_i(const char *s, int *out, int max) {
-    int n = 0;
-    while (*s && n < max) {
-        out[n++] = atoi(s);
-        const char *c = strchr(s, ',');
-        if (!c) break;
-        s = c + 1;
-    }
-    return n;
-}
-
 int main(int argc, char **argv) {
     lpv_blas_reexec(argc, argv);
     char models_arg[256] = "vit_t,deit_s,deit_b";
     int batches[MAXL] = {1, 8}, nb = 2, threads = 2, reps = 11, forward = 0, sweep = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) snprintf(models_arg, sizeof models_arg, "%s", argv[++i]);
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) nb = parse_list_i(argv[++i], batches, MAXL);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) nb = bench_list_i(argv[++i], batches, MAXL);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--forward")) forward = 1;

@@ -36,34 +36,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "bench/bench_util.h"
 #include "engine/kernels/bsr_internal.h"
 #include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
 #include "lpvit/linear.h"
 
 #define MAXL 16
-
-static int parse_list_i(const char *s, int *out, int max) {
-    int n = 0;
-    while (*s && n < max) {
-        out[n++] = atoi(s);
-        const char *c = strchr(s, ',');
-        if (!c) break;
-        s = c + 1;
-    }
-    return n;
-}
-
-static int parse_list_d(const char *s, double *out, int max) {
-    int n = 0;
-    while (*s && n < max) {
-        out[n++] = atof(s);
-        const char *c = strchr(s, ',');
-        if (!c) break;
-        s = c + 1;
-    }
-    return n;
-}
 
 static uint64_t rs = 12345;
 static uint64_t rnd(void) {
@@ -144,10 +123,10 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--model")) models = v, i++;
-        else if (!strcmp(a, "--T")) nT = parse_list_i(v, Ts, MAXL), i++;
-        else if (!strcmp(a, "--threads")) nth = parse_list_i(v, ths, MAXL), i++;
-        else if (!strcmp(a, "--block")) nblk = parse_list_i(v, blocks, MAXL), i++;
-        else if (!strcmp(a, "--density")) nd = parse_list_d(v, dens, MAXL), i++;
+        else if (!strcmp(a, "--T")) nT = bench_list_i(v, Ts, MAXL), i++;
+        else if (!strcmp(a, "--threads")) nth = bench_list_i(v, ths, MAXL), i++;
+        else if (!strcmp(a, "--block")) nblk = bench_list_i(v, blocks, MAXL), i++;
+        else if (!strcmp(a, "--density")) nd = bench_list_d(v, dens, MAXL), i++;
         else if (!strcmp(a, "--reps")) reps = atoi(v), i++;
         else if (!strcmp(a, "--layer")) only_layer = v, i++;
         else if (!strcmp(a, "--precision")) bf16 = !strcmp(v, "bf16"), i++;

@@ -1,11 +1,16 @@
 /*
  * test_util.h — what several tests build the same way (header-only): a
- * random model of a given shape, and a tensor read from a safetensors file
- * as F32 (the fixtures). Needs test.h first.
+ * random model of a given shape, a tensor read from a safetensors file
+ * as F32 (the fixtures), and what the file tests look at in a folder. Needs
+ * test.h first.
  */
 #ifndef LPVIT_TEST_UTIL_H
 #define LPVIT_TEST_UTIL_H
 
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "lpvit/fileio.h"
 #include "lpvit/forward.h"
 #include "lpvit/model.h"
 #include "lpvit/safetensors.h"
@@ -64,6 +69,46 @@ static inline float *test_read_tensor(const lpv_st_file *f, const char *name, in
     }
     if (n) *n = (int64_t)t->nelem;
     return x;
+}
+
+/* 1 when path names anything, a dangling symlink included. */
+static inline int test_exists(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+/* 1 when the file at path holds exactly the n bytes of data. */
+static inline int test_file_is(const char *path, const void *data, size_t n) {
+    char *got = NULL;
+    size_t len = 0;
+    lpv_err err;
+    if (lpv_read_file(path, &got, &len, (size_t)1 << 30, &err) != LPV_OK) return 0;
+    int same = len == n && (n == 0 || memcmp(got, data, n) == 0);
+    free(got);
+    return same;
+}
+
+/* The same for a string's bytes. */
+static inline int test_file_is_str(const char *path, const char *s) { return test_file_is(path, s, strlen(s)); }
+
+/* The number of entries in dir other than "." and ".." (-1 when it cannot be read), their names joined by
+ * ' ' into names when names is not NULL (in readdir's order). */
+static inline int test_dir_entries(const char *dir, char *names, size_t cap) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (names) names[0] = 0;
+    if (!d) return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (names) {
+            size_t u = strlen(names);
+            snprintf(names + u, cap - u, "%s%s", u ? " " : "", e->d_name);
+        }
+        n++;
+    }
+    closedir(d);
+    return n;
 }
 
 #endif

@@ -23,6 +23,7 @@
 #include "lpvit/model.h"
 #include "lpvit/safetensors.h"
 #include "test.h"
+#include "test_util.h"
 
 static char dir[64];
 
@@ -34,41 +35,6 @@ static void write_raw(const char *path, const void *data, size_t n) {
     if (!f) return;
     CHECK(fwrite(data, 1, n, f) == n);
     CHECK(fclose(f) == 0);
-}
-
-/* 1 when path holds exactly n bytes equal to data. */
-static int file_is(const char *path, const void *data, size_t n) {
-    char *got = NULL;
-    size_t len = 0;
-    lpv_err err;
-    if (lpv_read_file(path, &got, &len, (size_t)1 << 30, &err) != LPV_OK) return 0;
-    int same = len == n && (n == 0 || memcmp(got, data, n) == 0);
-    free(got);
-    return same;
-}
-
-static int exists(const char *path) {
-    struct stat st;
-    return lstat(path, &st) == 0;
-}
-
-/* The names in dir other than "." and "..", joined by ' ' (sorted order not guaranteed), and their count. */
-static int dir_entries(char *names, size_t cap) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    if (names) names[0] = 0;
-    if (!d) return -1;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if (names) {
-            size_t u = strlen(names);
-            snprintf(names + u, cap - u, "%s%s", u ? " " : "", e->d_name);
-        }
-        n++;
-    }
-    closedir(d);
-    return n;
 }
 
 /* Any "*.tmp.*" entry in dir (a temp file left behind). */
@@ -132,16 +98,16 @@ static void test_success(void) {
     unsigned char data[10000];
     for (size_t i = 0; i < sizeof data; i++) data[i] = (unsigned char)(i * 131 + 7);
     CHECK_OK(lpv_write_file_atomic(p, data, sizeof data, &err), &err);
-    CHECK(file_is(p, data, sizeof data));
-    CHECK(!exists(t) && !temp_left());
+    CHECK(test_file_is(p, data, sizeof data));
+    CHECK(!test_exists(t) && !temp_left());
     /* replaces an existing file, shorter: no tail of the old one survives */
     CHECK_OK(lpv_write_file_atomic(p, "short", 5, &err), &err);
-    CHECK(file_is(p, "short", 5));
+    CHECK(test_file_is(p, "short", 5));
     /* an empty write makes an empty file */
     CHECK_OK(lpv_write_file_atomic(p, NULL, 0, &err), &err);
-    CHECK(file_is(p, "", 0));
+    CHECK(test_file_is(p, "", 0));
     char names[512];
-    CHECKF(dir_entries(names, sizeof names) == 1, "dir holds: %s", names);
+    CHECKF(test_dir_entries(dir, names, sizeof names) == 1, "dir holds: %s", names);
 
     /* open / write / commit: the target keeps its old bytes until the commit */
     write_raw(p, OLD, sizeof OLD - 1);
@@ -151,26 +117,26 @@ static void test_success(void) {
     if (af.fp) {
         CHECK(fputs("new contents\n", af.fp) >= 0);
         CHECK(fflush(af.fp) == 0);
-        CHECK(af.unnamed ? !exists(t) && !temp_left() : exists(t)); /* O_TMPFILE: no name until the commit */
-        CHECK(file_is(p, OLD, sizeof OLD - 1));
+        CHECK(af.unnamed ? !test_exists(t) && !temp_left() : test_exists(t)); /* O_TMPFILE: no name until the commit */
+        CHECK(test_file_is(p, OLD, sizeof OLD - 1));
         CHECK_OK(lpv_atomic_commit(&af, &err), &err);
     }
-    CHECK(file_is(p, "new contents\n", 13));
-    CHECK(!exists(t) && !temp_left());
+    CHECK(test_file_is(p, "new contents\n", 13));
+    CHECK(!test_exists(t) && !temp_left());
 
     /* open / write / abort: the old target stays, the temp goes */
     write_raw(p, OLD, sizeof OLD - 1);
     CHECK_OK(lpv_atomic_open(&af, p, &err), &err);
     if (af.fp) fputs("never committed", af.fp);
     lpv_atomic_abort(&af);
-    CHECK(file_is(p, OLD, sizeof OLD - 1));
-    CHECK(!exists(t) && !temp_left());
+    CHECK(test_file_is(p, OLD, sizeof OLD - 1));
+    CHECK(!test_exists(t) && !temp_left());
     /* abort of a new target: nothing at all */
     char q[128];
     pathj(q, sizeof q, "aborted.bin");
     CHECK_OK(lpv_atomic_open(&af, q, &err), &err);
     lpv_atomic_abort(&af);
-    CHECK(!exists(q) && !temp_left());
+    CHECK(!test_exists(q) && !temp_left());
     unlink(p);
 }
 
@@ -184,9 +150,9 @@ static void expect_failed_write(const char *what, const char *p, size_t n, int k
     lpv_status st = lpv_write_file_atomic(p, data, n, &err);
     CHECKF(st == want, "%s: status %d (want %d): %s", what, (int)st, (int)want, err.msg);
     CHECKF(err.msg[0] != 0, "%s: no message", what);
-    if (keep_old == 1) CHECKF(file_is(p, OLD, sizeof OLD - 1), "%s: the existing target changed", what);
+    if (keep_old == 1) CHECKF(test_file_is(p, OLD, sizeof OLD - 1), "%s: the existing target changed", what);
     else if (keep_old == 2) CHECKF(lpv_is_dir(p), "%s: the directory is gone", what);
-    else CHECKF(!exists(p), "%s: a partial target was left", what);
+    else CHECKF(!test_exists(p), "%s: a partial target was left", what);
     CHECKF(!temp_left(), "%s: a temp file was left", what);
     printf("  %-40s -> %d: %s\n", what, (int)st, err.msg);
     free(data);
@@ -214,12 +180,12 @@ static void test_full_disk(void) {
     if (af.fp) {
         for (int i = 0; i < 100; i++) fputs("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", af.fp);
         CHECK(lpv_atomic_commit(&af, &err) == LPV_E_IO);
-        CHECK(!exists(t) && !temp_left());
-        CHECK(file_is(p, OLD, sizeof OLD - 1));
+        CHECK(!test_exists(t) && !temp_left());
+        CHECK(test_file_is(p, OLD, sizeof OLD - 1));
     }
     /* a write under the limit still succeeds with the limit in place */
     CHECK_OK(lpv_write_file_atomic(q, "fits", 4, &err), &err);
-    CHECK(file_is(q, "fits", 4));
+    CHECK(test_file_is(q, "fits", 4));
     fsize_restore();
     unlink(p), unlink(q);
 }
@@ -231,7 +197,7 @@ static void test_bad_dirs(void) {
     /* under a regular file: ENOTDIR */
     snprintf(p, sizeof p, "%s/out.bin", f);
     expect_failed_write("directory is a regular file", p, 100, 0, LPV_E_IO);
-    CHECK(file_is(f, OLD, sizeof OLD - 1));
+    CHECK(test_file_is(f, OLD, sizeof OLD - 1));
     /* under a missing directory: ENOENT */
     pathj(p, sizeof p, "no_such_dir/out.bin");
     expect_failed_write("missing directory", p, 100, 0, LPV_E_IO);
@@ -239,7 +205,7 @@ static void test_bad_dirs(void) {
     char pt[256];
     tmp_name(pt, sizeof pt, "/proc/lpvit_test_fileio.bin");
     expect_failed_write("under /proc", "/proc/lpvit_test_fileio.bin", 100, 0, LPV_E_IO);
-    CHECK(!exists(pt));
+    CHECK(!test_exists(pt));
     /* a directory as the target, and a path too long for the buffer: refused up front */
     expect_failed_write("target is a directory", dir, 100, 2, LPV_E_ARG);
     char longp[1200];
@@ -264,8 +230,8 @@ static void test_bad_dirs(void) {
         write_raw(inner, OLD, sizeof OLD - 1);
         CHECK(lpv_atomic_commit(&af, &err) == LPV_E_IO);
         printf("  %-40s -> %s\n", "rename over a non-empty directory", err.msg);
-        CHECK(!exists(t) && !temp_left());
-        CHECK(file_is(inner, OLD, sizeof OLD - 1));
+        CHECK(!test_exists(t) && !temp_left());
+        CHECK(test_file_is(inner, OLD, sizeof OLD - 1));
     }
     unlink(inner);
     rmdir(d);
@@ -328,7 +294,7 @@ static void test_model_save(void) {
         CHECK(link(p, hl) == 0);
         CHECK(lpv_model_save(back, p, NULL, &err) == LPV_E_ARG);
         CHECK(lpv_model_save(back, hl, NULL, &err) == LPV_E_ARG);
-        CHECK(saved && file_is(p, saved, saved_n) && !temp_left());
+        CHECK(saved && test_file_is(p, saved, saved_n) && !temp_left());
         unlink(hl);
         lpv_model_free(back);
     }
@@ -341,10 +307,10 @@ static void test_model_save(void) {
     lpv_status st = m2 ? lpv_model_save(m2, p, NULL, &err) : LPV_E_IO;
     CHECKF(st == LPV_E_IO, "model save on a full disk: status %d (%s)", (int)st, err.msg);
     printf("  %-40s -> %d: %s\n", "lpv_model_save on a full disk", (int)st, err.msg);
-    CHECK(!exists(t) && !temp_left());
-    CHECK(saved && file_is(p, saved, saved_n));
+    CHECK(!test_exists(t) && !temp_left());
+    CHECK(saved && test_file_is(p, saved, saved_n));
     st = m2 ? lpv_model_save(m2, q, NULL, &err) : LPV_E_IO;
-    CHECK(st == LPV_E_IO && !exists(q) && !temp_left());
+    CHECK(st == LPV_E_IO && !test_exists(q) && !temp_left());
     fsize_restore();
     /* into a missing directory */
     char bad[160];
@@ -353,7 +319,7 @@ static void test_model_save(void) {
     CHECK(!temp_left());
     /* and the limit lifted, the same save succeeds */
     CHECK(m2 && lpv_model_save(m2, p, NULL, &err) == LPV_OK);
-    CHECK(!temp_left() && saved && !file_is(p, saved, saved_n));
+    CHECK(!temp_left() && saved && !test_file_is(p, saved, saved_n));
     free(saved);
     lpv_model_free(m2);
     lpv_model_free(m);
@@ -374,7 +340,7 @@ int main(void) {
     test_same_file();
     test_model_save();
     char names[1024];
-    int left = dir_entries(names, sizeof names);
+    int left = test_dir_entries(dir, names, sizeof names);
     CHECKF(left == 0, "%d entries left in %s: %s", left, dir, names);
     if (left != 0) { /* listed above; do not leave them in /tmp */
         char cmd[128];

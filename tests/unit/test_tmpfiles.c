@@ -20,42 +20,11 @@
 
 #include "lpvit/fileio.h"
 #include "test.h"
+#include "test_util.h"
 
 static char dir[64];
 
 static void pathj(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", dir, name); }
-
-static int exists(const char *path) {
-    struct stat st;
-    return lstat(path, &st) == 0;
-}
-
-/* Number of entries in dir other than "." and ".."; their names joined by ' ' into names. */
-static int dir_entries(char *names, size_t cap) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    names[0] = 0;
-    if (!d) return -1;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        size_t u = strlen(names);
-        snprintf(names + u, cap - u, "%s%s", u ? " " : "", e->d_name);
-        n++;
-    }
-    closedir(d);
-    return n;
-}
-
-static int file_is(const char *path, const char *want) {
-    char *got = NULL;
-    size_t n = 0;
-    lpv_err err;
-    if (lpv_read_file(path, &got, &n, 1 << 20, &err) != LPV_OK) return 0;
-    int same = n == strlen(want) && memcmp(got, want, n) == 0;
-    free(got);
-    return same;
-}
 
 static void write_raw(const char *path, const char *s) {
     FILE *f = fopen(path, "wb");
@@ -129,11 +98,11 @@ static int test_unnamed(mode_t want_mode) {
     CHECK(strcmp(af.tmp, t) == 0);
     fputs("unnamed contents\n", af.fp);
     CHECK(fflush(af.fp) == 0);
-    CHECKF(dir_entries(names, sizeof names) == 0, "the directory holds '%s' before the commit", names);
+    CHECKF(test_dir_entries(dir, names, sizeof names) == 0, "the directory holds '%s' before the commit", names);
     write_raw(t, "stale temp of a dead process with our pid");
     CHECK_OK(lpv_atomic_commit(&af, &err), &err);
-    CHECK(file_is(p, "unnamed contents\n"));
-    CHECKF(dir_entries(names, sizeof names) == 1, "after the commit: %s", names);
+    CHECK(test_file_is_str(p, "unnamed contents\n"));
+    CHECKF(test_dir_entries(dir, names, sizeof names) == 1, "after the commit: %s", names);
     CHECKF(mode_of(p) == want_mode, "mode %o, fopen gives %o", (unsigned)mode_of(p), (unsigned)want_mode);
     CHECK(lpv_tmp_registered() == 0);
 
@@ -142,11 +111,11 @@ static int test_unnamed(mode_t want_mode) {
     if (af.fp) {
         fputs("never committed", af.fp);
         fflush(af.fp);
-        CHECK(file_is(p, "unnamed contents\n"));
+        CHECK(test_file_is_str(p, "unnamed contents\n"));
         lpv_atomic_abort(&af);
     }
-    CHECK(file_is(p, "unnamed contents\n"));
-    CHECKF(dir_entries(names, sizeof names) == 1, "after the abort: %s", names);
+    CHECK(test_file_is_str(p, "unnamed contents\n"));
+    CHECKF(test_dir_entries(dir, names, sizeof names) == 1, "after the abort: %s", names);
     unlink(p);
     /* a relative path (the directory is ".") */
     char cwd[512];
@@ -155,8 +124,8 @@ static int test_unnamed(mode_t want_mode) {
     CHECK_OK(lpv_write_file_atomic("rel.bin", "rel", 3, &err), &err);
     CHECK(chdir(cwd) == 0);
     pathj(p, sizeof p, "rel.bin");
-    CHECK(file_is(p, "rel"));
-    CHECKF(dir_entries(names, sizeof names) == 1, "after a relative write: %s", names);
+    CHECK(test_file_is_str(p, "rel"));
+    CHECKF(test_dir_entries(dir, names, sizeof names) == 1, "after a relative write: %s", names);
     unlink(p);
     return 1;
 }
@@ -170,25 +139,25 @@ static void test_named(mode_t want_mode) {
     lpv_err err;
     CHECK_OK(lpv_atomic_open(&af, p, &err), &err);
     if (af.fp) {
-        CHECK(!af.unnamed && af.slot >= 0 && exists(t) && !exists(p));
+        CHECK(!af.unnamed && af.slot >= 0 && test_exists(t) && !test_exists(p));
         CHECK(lpv_tmp_registered() == 1);
         fputs("named contents\n", af.fp);
         CHECK_OK(lpv_atomic_commit(&af, &err), &err);
     }
-    CHECK(file_is(p, "named contents\n") && !exists(t));
+    CHECK(test_file_is_str(p, "named contents\n") && !test_exists(t));
     CHECK(lpv_tmp_registered() == 0 && af.slot == -1);
     CHECKF(mode_of(p) == want_mode, "mode %o, fopen gives %o", (unsigned)mode_of(p), (unsigned)want_mode);
     CHECK_OK(lpv_atomic_open(&af, p, &err), &err);
     if (af.fp) {
-        CHECK(lpv_tmp_registered() == 1 && exists(t));
+        CHECK(lpv_tmp_registered() == 1 && test_exists(t));
         lpv_atomic_abort(&af);
     }
-    CHECK(lpv_tmp_registered() == 0 && !exists(t) && file_is(p, "named contents\n"));
+    CHECK(lpv_tmp_registered() == 0 && !test_exists(t) && test_file_is_str(p, "named contents\n"));
     /* a failed open registers nothing */
     char bad[160];
     pathj(bad, sizeof bad, "no_such_dir/x.bin");
     CHECK(lpv_atomic_open(&af, bad, &err) == LPV_E_IO && lpv_tmp_registered() == 0);
-    CHECKF(dir_entries(names, sizeof names) == 1, "left: %s", names);
+    CHECKF(test_dir_entries(dir, names, sizeof names) == 1, "left: %s", names);
     unlink(p);
     /* "0" and "" mean O_TMPFILE as usual */
     setenv("LPVIT_NO_O_TMPFILE", "0", 1);
@@ -199,7 +168,7 @@ static void test_named(mode_t want_mode) {
     CHECK_OK(lpv_atomic_open(&af, p, &err), &err);
     CHECK(af.unnamed == unnamed0);
     lpv_atomic_abort(&af);
-    CHECK(!exists(p) && !exists(t));
+    CHECK(!test_exists(p) && !test_exists(t));
 }
 
 /* A child that installs the handlers, opens an atomic write of target (named when named, with
@@ -252,8 +221,8 @@ static void test_signals(int have_tmpfile) {
             int status = child_killed_mid_write(sig, named, p, extra);
             CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == sig, "%s write, signal %d: status 0x%x",
                    named ? "named" : "unnamed", sig, (unsigned)status);
-            CHECK(file_is(p, "old target"));
-            CHECKF(dir_entries(names, sizeof names) == 1, "%s write, signal %d left: %s", named ? "named" : "unnamed", sig,
+            CHECK(test_file_is_str(p, "old target"));
+            CHECKF(test_dir_entries(dir, names, sizeof names) == 1, "%s write, signal %d left: %s", named ? "named" : "unnamed", sig,
                    names);
             unlink(p);
         }
@@ -262,7 +231,7 @@ static void test_signals(int have_tmpfile) {
     if (have_tmpfile) {
         int status = child_killed_mid_write(SIGKILL, 0, p, NULL);
         CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-        CHECKF(dir_entries(names, sizeof names) == 0, "SIGKILL left: %s", names);
+        CHECKF(test_dir_entries(dir, names, sizeof names) == 0, "SIGKILL left: %s", names);
     }
     /* a signal ignored before the install stays ignored (nohup) */
     fflush(stdout), fflush(stderr);
@@ -297,7 +266,7 @@ int main(void) {
     umask(022);
     test_signals(have);
     char names[1024];
-    int left = dir_entries(names, sizeof names);
+    int left = test_dir_entries(dir, names, sizeof names);
     CHECKF(left == 0, "%d entries left in %s: %s", left, dir, names);
     if (left != 0) {
         char cmd[128];

@@ -339,14 +339,30 @@ LPV_VINLINE LPV_TARGET_AVX512 void att_values(float *out, const float *vh, int l
 ATT_STEPS(1)
 ATT_STEPS(2)
 
-/* Prefetches rows [r0, r1) of the 3·hd q/k/v rows of (image b, head h) into L2 (both ISAs' attention). */
-static void prefetch_head_rows(const float *qkv, int ld, int b, int h, int T, int D, int hd, int r0,
-                                                 int r1) {
+/* Query tile `tile` of a unit's `ntiles` prefetches its share of the 3·hd q/k/v rows of the unit this thread
+ * runs next, (image nb, head nh), into L2 (every fused kernel; nb < 0: there is no next unit). */
+static void prefetch_next_share(const float *qkv, int ld, int nb, int nh, int T, int D, int hd, int tile, int ntiles) {
+    if (nb < 0) return;
+    int rows = 3 * hd, per = (rows + ntiles - 1) / ntiles, r0 = tile * per, r1 = r0 + per < rows ? r0 + per : rows;
     for (int r = r0; r < r1; r++) {
         int part = r / hd, d = r % hd;
-        const char *p = (const char *)(qkv + (int64_t)(part * D + h * hd + d) * ld + (int64_t)b * T);
+        const char *p = (const char *)(qkv + (int64_t)(part * D + nh * hd + d) * ld + (int64_t)nb * T);
         for (int64_t o = 0; o < (int64_t)T * 4; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
     }
+}
+
+/* (image b, head h)'s operands in the feature-major qkv (3 D, ld): q, k, v each (hd, T) from column b·T, and
+ * its output rows in out (D, ld). */
+typedef struct {
+    const float *q, *k, *v;
+    float *o;
+} head_operands;
+
+static head_operands head_of(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd) {
+    int64_t col = (int64_t)b * T;
+    head_operands r = {qkv + (int64_t)h * hd * ld + col, qkv + (int64_t)(D + h * hd) * ld + col,
+                       qkv + (int64_t)(2 * D + h * hd) * ld + col, out + (int64_t)h * hd * ld + col};
+    return r;
 }
 
 /* One (image b, head h); hd % 8 == 0. Query tiles of 2 vectors: a 3-vector tile's
@@ -355,23 +371,16 @@ static void prefetch_head_rows(const float *qkv, int ld, int b, int h, int T, in
  * prefetched a slice per tile, so they come from L2 rather than memory at batch 8. */
 LPV_TARGET_AVX512 void lpv__attention_head_avx512(float *out, const float *qkv, int ld, int b, int h, int T, int D,
                                                   int hd, float *scratch, int nb, int nh) {
-    int64_t col = (int64_t)b * T;
-    const float *q = qkv + (int64_t)h * hd * ld + col;
-    const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
-    const float *vh = qkv + (int64_t)(2 * D + h * hd) * ld + col;
-    float *o = out + (int64_t)h * hd * ld + col;
+    head_operands x = head_of(out, qkv, ld, b, h, T, D, hd);
     float *kp = scratch, *St = scratch + (int64_t)(T + ATT_JB - 1) / ATT_JB * ATT_JB * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    int ntiles = (T + 31) / 32, rows = 3 * hd, per = (rows + ntiles - 1) / ntiles, tile = 0;
-    pack_keys(kp, k, ld, T, hd);
+    int ntiles = (T + 31) / 32, tile = 0;
+    pack_keys(kp, x.k, ld, T, hd);
     for (int i0 = 0; i0 < T; tile++) {
         int nq = T - i0 < 32 ? T - i0 : 32;
-        if (nb >= 0) {
-            int r0 = tile * per, r1 = r0 + per < rows ? r0 + per : rows;
-            prefetch_head_rows(qkv, ld, nb, nh, T, D, hd, r0, r1);
-        }
-        if (nq > 16) att_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
-        else att_tile1(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        prefetch_next_share(qkv, ld, nb, nh, T, D, hd, tile, ntiles);
+        if (nq > 16) att_tile2(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
+        else att_tile1(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
         i0 += nq;
     }
 }
@@ -499,24 +508,17 @@ A2_STEPS(3)
  * thread runs next: its q/k/v rows are prefetched a slice per tile, as in the AVX-512 kernel. */
 LPV_TARGET_AVX2 void lpv__attention_head_avx2(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
                                               float *scratch, int nb, int nh) {
-    int64_t col = (int64_t)b * T;
-    const float *q = qkv + (int64_t)h * hd * ld + col;
-    const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
-    const float *vh = qkv + (int64_t)(2 * D + h * hd) * ld + col;
-    float *o = out + (int64_t)h * hd * ld + col;
+    head_operands x = head_of(out, qkv, ld, b, h, T, D, hd);
     float *kp = scratch, *St = scratch + (int64_t)(T + A2_JB - 1) / A2_JB * A2_JB * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    int ntiles = (T + A2_LD - 1) / A2_LD, rows = 3 * hd, per = (rows + ntiles - 1) / ntiles, tile = 0;
-    a2_pack_keys(kp, k, ld, T, hd);
+    int ntiles = (T + A2_LD - 1) / A2_LD, tile = 0;
+    a2_pack_keys(kp, x.k, ld, T, hd);
     for (int i0 = 0; i0 < T; tile++) {
         int nq = T - i0 < A2_LD ? T - i0 : A2_LD;
-        if (nb >= 0) {
-            int r0 = tile * per, r1 = r0 + per < rows ? r0 + per : rows;
-            prefetch_head_rows(qkv, ld, nb, nh, T, D, hd, r0, r1);
-        }
-        if (nq > 16) a2_tile3(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
-        else if (nq > 8) a2_tile2(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
-        else a2_tile1(o + i0, q + i0, vh, ld, kp, St, T, hd, scale, nq);
+        prefetch_next_share(qkv, ld, nb, nh, T, D, hd, tile, ntiles);
+        if (nq > 16) a2_tile3(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
+        else if (nq > 8) a2_tile2(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
+        else a2_tile1(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
         i0 += nq;
     }
 }
@@ -706,25 +708,18 @@ BF_STEPS(2)
  * lpv__attention_head_avx512. */
 T512BF void lpv__attention_head_avx512bf16(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
                                            float *scratch, int nb, int nh) {
-    int64_t col = (int64_t)b * T;
-    const float *q = qkv + (int64_t)h * hd * ld + col;
-    const float *k = qkv + (int64_t)(D + h * hd) * ld + col;
-    const float *vh = qkv + (int64_t)(2 * D + h * hd) * ld + col;
-    float *o = out + (int64_t)h * hd * ld + col;
+    head_operands x = head_of(out, qkv, ld, b, h, T, D, hd);
     uint32_t *kp = (uint32_t *)scratch, *vp = kp + bf_kp_size(T, hd), *qp = vp + (int64_t)hd * ((T + 1) / 2);
     float *St = (float *)(qp + (int64_t)(hd / 2) * ATT_LD);
     float scale = 1.0f / sqrtf((float)hd);
-    int ntiles = (T + 31) / 32, rows = 3 * hd, per = (rows + ntiles - 1) / ntiles, tile = 0;
-    bf_pack_keys(kp, k, ld, T, hd);
-    bf_pack_values(vp, vh, ld, T, hd);
+    int ntiles = (T + 31) / 32, tile = 0;
+    bf_pack_keys(kp, x.k, ld, T, hd);
+    bf_pack_values(vp, x.v, ld, T, hd);
     for (int i0 = 0; i0 < T; tile++) {
         int nq = T - i0 < 32 ? T - i0 : 32;
-        if (nb >= 0) {
-            int r0 = tile * per, r1 = r0 + per < rows ? r0 + per : rows;
-            prefetch_head_rows(qkv, ld, nb, nh, T, D, hd, r0, r1);
-        }
-        if (nq > 16) bf_tile2(o + i0, q + i0, ld, kp, vp, qp, St, T, hd, scale, nq);
-        else bf_tile1(o + i0, q + i0, ld, kp, vp, qp, St, T, hd, scale, nq);
+        prefetch_next_share(qkv, ld, nb, nh, T, D, hd, tile, ntiles);
+        if (nq > 16) bf_tile2(x.o + i0, x.q + i0, ld, kp, vp, qp, St, T, hd, scale, nq);
+        else bf_tile1(x.o + i0, x.q + i0, ld, kp, vp, qp, St, T, hd, scale, nq);
         i0 += nq;
     }
 }

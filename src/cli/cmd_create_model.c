@@ -46,7 +46,6 @@ int cmd_create_model(int argc, char **argv) {
     memset(&c, 0, sizeof c);
     c.chans = 3, c.classes = classes, c.img = img, c.patch = patch;
     lpv_preset ps;
-    int has_preset = preset != NULL;
     if (preset) {
         lpv_status st = lpv_registry_find(preset, &ps, &err);
         if (st) return cli_fail(&err, st);
@@ -78,7 +77,7 @@ int cmd_create_model(int argc, char **argv) {
     /* the preprocessing eval should use, recorded as prune records it: the preset's, else DeiT's */
     lpv_preproc pp = lpv_preproc_default();
     pp.img_size = c.img;
-    if (has_preset) lpv_preset_preproc(&ps, &pp);
+    if (preset) lpv_preset_preproc(&ps, &pp);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "lpvit-random-v1");
     cJSON_AddItemToObject(j, "preprocess", lpv_preproc_json(&pp));

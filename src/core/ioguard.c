@@ -39,7 +39,12 @@ static char *resolve(const char *path, int exists) {
     return r;
 }
 
-static void add(lpv_ioguard *g, lpv_io_entry **arr, int *n, int *cap, const char *label, const char *path) {
+/* Records path (stat'ed once); an input that does not exist is not recorded (existing_only). */
+static void add(lpv_ioguard *g, lpv_io_entry **arr, int *n, int *cap, const char *label, const char *path,
+                int existing_only) {
+    struct stat st;
+    int exists = stat(path, &st) == 0;
+    if (existing_only && !exists) return;
     if (*n == *cap) {
         int nc = *cap ? 2 * *cap : 8;
         lpv_io_entry *na = realloc(*arr, sizeof *na * (size_t)nc);
@@ -52,8 +57,7 @@ static void add(lpv_ioguard *g, lpv_io_entry **arr, int *n, int *cap, const char
     lpv_io_entry *e = &(*arr)[(*n)++];
     memset(e, 0, sizeof *e);
     e->label = label, e->path = path;
-    struct stat st;
-    if (stat(path, &st) == 0) {
+    if (exists) {
         e->exists = 1, e->dev = st.st_dev, e->ino = st.st_ino, e->mode = st.st_mode;
         e->is_dir = S_ISDIR(st.st_mode), e->is_reg = S_ISREG(st.st_mode);
     }
@@ -61,14 +65,12 @@ static void add(lpv_ioguard *g, lpv_io_entry **arr, int *n, int *cap, const char
 }
 
 void lpv_ioguard_input(lpv_ioguard *g, const char *label, const char *path) {
-    struct stat st;
-    if (!path || !path[0] || stat(path, &st) != 0) return;
-    add(g, &g->in, &g->nin, &g->cap_in, label, path);
+    if (path && path[0]) add(g, &g->in, &g->nin, &g->cap_in, label, path, 1);
 }
 
 void lpv_ioguard_output(lpv_ioguard *g, const char *label, const char *path) {
     if (!path || !path[0] || strcmp(path, "-") == 0) return;
-    add(g, &g->out, &g->nout, &g->cap_out, label, path);
+    add(g, &g->out, &g->nout, &g->cap_out, label, path, 0);
 }
 
 static const char *kind(mode_t m) {

@@ -36,7 +36,7 @@ if [ -n "$D" ] && [ -f "$D/vit_tiny_patch16_224.safetensors" ]; then
     --target-flops 0.9 --out "$out/vit_tiny-pruned.safetensors" --json "$out/vit_tiny-prune.json" \
     --cache-dir "$out/cache" --quiet | tail -4
   for m in "$D/vit_tiny_patch16_224.safetensors" "$out/vit_tiny-pruned.safetensors"; do
-    $L eval --model "$m" --imagenet-dir "$D/imagenet-val-1000" --limit 300 --quiet | sed -n '1p;3p'
+    $L eval --model "$m" --imagenet-dir "$D/imagenet-val-1000" --limit 300 --quiet | grep -E '^(model|pruned|top-1) '
   done
   $L bench --model "$D/vit_tiny_patch16_224.safetensors" --pruned "$out/vit_tiny-pruned.safetensors" --batch 8 \
     --reps 5 --no-layers --quiet | sed -n '/end to end/,/speedup/p'

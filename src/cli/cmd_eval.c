@@ -2,9 +2,7 @@
  * cmd_eval.c — `lpvit eval`: top-1 / top-5 accuracy on an ImageNet folder,
  * the way timm's validate.py reports it (same result keys), plus
  * throughput, the preprocessing used, skipped files and provenance.
- *
- * Images are decoded and preprocessed by the loader's thread while the model
- * runs on the previous batch.
+ * The counting is the library's (evaluate.h).
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -20,9 +18,9 @@
 #include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
 #include "lpvit/dataset.h"
+#include "lpvit/evaluate.h"
 #include "lpvit/fileio.h"
 #include "lpvit/forward.h"
-#include "lpvit/loader.h"
 #include "lpvit/report.h"
 
 typedef struct {
@@ -32,18 +30,16 @@ typedef struct {
 } eval_opts;
 
 typedef struct {
-    long images, correct1, correct5, skipped;
-    double wall, compute;
-    cJSON *skipped_list; /* [{path, reason}] */
+    lpv_eval_result res;
+    cJSON *skipped_list; /* [{file, reason}] */
     lpv_profile prof;
 } eval_result;
 
-/* Rank of the label among the logits: 0 = top-1 (ties go to the lower index, as torch.topk). */
-static int label_rank(const float *l, int C, int label) {
-    int rank = 0;
-    float v = l[label];
-    for (int j = 0; j < C; j++) rank += l[j] > v || (l[j] == v && j < label);
-    return rank;
+static void add_skip(void *ctx, const char *path, const char *reason) {
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "file", path);
+    cJSON_AddStringToObject(f, "reason", reason);
+    cJSON_AddItemToArray((cJSON *)ctx, f);
 }
 
 static lpv_status open_dataset(const eval_opts *o, int classes, lpv_dataset *ds, lpv_err *err) {
@@ -63,58 +59,11 @@ static lpv_status open_dataset(const eval_opts *o, int classes, lpv_dataset *ds,
 
 static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_dataset *ds, eval_result *r,
                            lpv_err *err) {
-    const lpv_config *c = &cm->model->cfg;
-    int batch = o->batch < ds->n ? o->batch : ds->n;
-    lpv_workspace ws;
-    LPV_TRY(lpv_workspace_init_for(&ws, cm->model, batch, err));
-    if (o->profile) ws.profile = &r->prof;
-    float *logits = malloc(sizeof(float) * (size_t)batch * c->classes);
-    lpv_loader *L = NULL;
-    lpv_loader_opts lo = {batch, o->decode_threads, o->strict, NULL};
-    lpv_status st = logits ? lpv_loader_open(&L, ds, &cm->pp, &lo, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
-    lpv_progress pg;
-    lpv_progress_begin(&pg, ds->n, "eval");
-    double t0 = lpv_now();
-    long done = 0;
-    while (st == LPV_OK) {
-        lpv_batch b;
-        if ((st = lpv_loader_next(L, &b, err)) != LPV_OK || b.count == 0) break;
-        for (int k = 0; k < b.n_failed; k++) {
-            cJSON *f = cJSON_CreateObject();
-            cJSON_AddStringToObject(f, "file", b.failed[k].path);
-            cJSON_AddStringToObject(f, "reason", b.failed[k].reason);
-            cJSON_AddItemToArray(r->skipped_list, f);
-            lpv_warn("skipped: %s", b.failed[k].reason);
-        }
-        r->skipped += b.n_failed;
-        if (b.n > 0) {
-            double tc = lpv_now();
-            if ((st = lpv_forward(cm->model, &ws, b.x, b.n, logits, err)) != LPV_OK) break;
-            r->compute += lpv_now() - tc;
-            for (int i = 0; i < b.n; i++) {
-                const float *l = logits + (int64_t)i * c->classes;
-                for (int j = 0; j < c->classes; j++)
-                    if (!isfinite(l[j])) {
-                        st = lpv_fail(err, LPV_E_DATA, "non-finite logit for '%s'", ds->items[b.index[i]].path);
-                        break;
-                    }
-                int rank = label_rank(l, c->classes, b.labels[i]);
-                r->correct1 += rank == 0;
-                r->correct5 += rank < 5;
-            }
-            r->images += b.n;
-        }
-        done += b.count;
-        lpv_progress_update(&pg, done, "top-1 %.2f%%", r->images ? 100.0 * (double)r->correct1 / (double)r->images : 0.0);
-    }
-    r->wall = lpv_now() - t0;
-    lpv_progress_end(&pg);
-    lpv_loader_close(L);
-    free(logits);
-    lpv_workspace_free(&ws);
-    if (st == LPV_OK && r->images == 0)
-        st = lpv_fail(err, LPV_E_DATA, "no image of '%s' could be read (%ld skipped)", o->dir, r->skipped);
-    return st;
+    lpv_eval_opts eo = lpv_eval_defaults();
+    eo.batch = o->batch, eo.decode_threads = o->decode_threads, eo.strict = o->strict;
+    eo.profile = o->profile ? &r->prof : NULL;
+    eo.on_skip = add_skip, eo.ctx = r->skipped_list;
+    return lpv_evaluate(cm->model, ds, &cm->pp, &eo, &r->res, err);
 }
 
 static cJSON *profile_json(const lpv_profile *p) {
@@ -144,7 +93,7 @@ static void print_profile(const lpv_profile *p) {
 static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, eval_result *r, lpv_err *err) {
     lpv_model *m = cm->model;
     const lpv_preproc *pp = &cm->pp;
-    double top1 = 100.0 * (double)r->correct1 / (double)r->images, top5 = 100.0 * (double)r->correct5 / (double)r->images;
+    double top1 = 100.0 * (double)r->res.correct1 / (double)r->res.images, top5 = 100.0 * (double)r->res.correct5 / (double)r->res.images;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model", m->arch);
     cJSON_AddNumberToObject(j, "top1", round(top1 * 1000) / 1000);
@@ -162,15 +111,15 @@ static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, e
     int q8 = lpv_model_has_int8(m);
     cJSON_AddStringToObject(j, "precision", q8 ? "int8" : lpv_model_has_bf16(m) ? "bf16" : "fp32");
     if (q8) cJSON_AddStringToObject(j, "int8_kernel", lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())));
-    cJSON_AddNumberToObject(j, "images", (double)r->images);
-    cJSON_AddNumberToObject(j, "correct_top1", (double)r->correct1);
-    cJSON_AddNumberToObject(j, "correct_top5", (double)r->correct5);
-    cJSON_AddNumberToObject(j, "skipped", (double)r->skipped);
+    cJSON_AddNumberToObject(j, "images", (double)r->res.images);
+    cJSON_AddNumberToObject(j, "correct_top1", (double)r->res.correct1);
+    cJSON_AddNumberToObject(j, "correct_top5", (double)r->res.correct5);
+    cJSON_AddNumberToObject(j, "skipped", (double)r->res.skipped);
     cJSON_AddItemToObject(j, "skipped_files", r->skipped_list);
     r->skipped_list = NULL;
-    cJSON_AddNumberToObject(j, "images_per_sec", (double)r->images / r->wall);
-    cJSON_AddNumberToObject(j, "model_images_per_sec", (double)r->images / r->compute);
-    cJSON_AddNumberToObject(j, "wall_s", r->wall);
+    cJSON_AddNumberToObject(j, "images_per_sec", (double)r->res.images / r->res.wall);
+    cJSON_AddNumberToObject(j, "model_images_per_sec", (double)r->res.images / r->res.compute);
+    cJSON_AddNumberToObject(j, "wall_s", r->res.wall);
     cJSON_AddNumberToObject(j, "batch", o->batch);
     cJSON *d = cJSON_AddObjectToObject(j, "dataset");
     cJSON_AddStringToObject(d, "dir", o->dir);
@@ -203,14 +152,14 @@ static void print_table(const eval_opts *o, const cli_model *cm, const lpv_datas
     char sp[256];
     cli_sparsity_line(cm->model, sp, sizeof sp);
     if (sp[0]) printf("pruned      %s\n", sp);
-    printf("dataset     %s: %ld images evaluated, %ld skipped, %d classes present\n", o->dir, r->images, r->skipped,
+    printf("dataset     %s: %ld images evaluated, %ld skipped, %d classes present\n", o->dir, r->res.images, r->res.skipped,
            ds->n_classes);
-    printf("top-1       %.2f %%\n", 100.0 * (double)r->correct1 / (double)r->images);
-    printf("top-5       %.2f %%\n", 100.0 * (double)r->correct5 / (double)r->images);
+    printf("top-1       %.2f %%\n", 100.0 * (double)r->res.correct1 / (double)r->res.images);
+    printf("top-5       %.2f %%\n", 100.0 * (double)r->res.correct5 / (double)r->res.images);
     /* the model's rate here is lower than bench's when decoder threads share the CPUs: say so */
     printf("throughput  %.1f images/s end to end, %.1f images/s in the model (batch %d, %d threads, with %d image "
            "decoder thread%s beside them on %ld CPUs; lpvit bench times the model alone)\n",
-           (double)r->images / r->wall, (double)r->images / r->compute, o->batch, lpv_threads_get(), o->decode_threads,
+           (double)r->res.images / r->res.wall, (double)r->res.images / r->res.compute, o->batch, lpv_threads_get(), o->decode_threads,
            o->decode_threads == 1 ? "" : "s", sysconf(_SC_NPROCESSORS_ONLN));
     printf("preprocess  %s [%s]\n", pps, cm->pp_source);
     int q8 = lpv_model_has_int8(cm->model);

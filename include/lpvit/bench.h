@@ -40,6 +40,11 @@ lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B,
                                   uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb,
                                   lpv_err *err);
 
+/* The same with `dense` always in FP32 (its own workspace) and b in lowp: a low-precision model's speedup over
+ * the FP32 model it came from. */
+lpv_status lpv_bench_forward_vs_fp32(const lpv_model *dense, const lpv_model *b, int B, int lowp, int warmup,
+                                     int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err);
+
 /* This machine's arithmetic peak for one ISA's kernels: register-only FMA loops (FP32 FMAs; vdpbf16ps for
  * avx512bf16) run on `threads` threads at once; each thread's best of 20 short trials (more, up to 200, while
  * one thread's best trails another's by 10 %), summed. gflops is the whole team's rate, per_thread its mean. LPV_ISA_REF has no vector peak: gflops is NAN. */

@@ -208,9 +208,11 @@ static int is_number(const char *s) {
 }
 
 /* The files a command will read and write, checked before it does anything (ioguard.h). */
-static int guard_paths(const cli_spec *spec, char **pos, int npos) {
+int cli_guard_paths(const cli_spec *spec, char **pos, int npos, const char *extra_label, const char *const *extra,
+                    int n_extra) {
     lpv_ioguard g;
     lpv_ioguard_init(&g);
+    for (int i = 0; i < n_extra; i++) lpv_ioguard_output(&g, extra_label, extra[i]);
     lpv_model_ref ref; /* a preset --model's weights file (one --model per command) */
     for (const cli_opt *o = spec->opts; o->name; o++) {
         const char *v = (o->type == OPT_IN || o->type == OPT_OUT || o->type == OPT_MODEL) ? *(char **)o->dst : NULL;
@@ -277,7 +279,7 @@ int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos
         pos[(*npos)++] = a;
     }
     if (*npos < spec->min_pos) return cli_usage_error("missing argument (usage: %s)", spec->usage);
-    return guard_paths(spec, pos, *npos);
+    return cli_guard_paths(spec, pos, *npos, NULL, NULL, 0);
 }
 
 void cli_cache_dir(char *buf, size_t cap, const char *given) {
@@ -656,4 +658,20 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err) {
     fflush(stdout);
     free(txt);
     return LPV_OK;
+}
+
+lpv_status cli_open_labelled(const char *dir, const char *labels, const char *synsets, int limit, int classes,
+                             lpv_dataset *ds, lpv_err *err) {
+    lpv_synsets syn;
+    const char *sp = synsets ? synsets : lpv_synsets_default_path();
+    int need_syn = !labels || synsets;
+    if (need_syn) LPV_TRY(lpv_synsets_load(&syn, sp, err));
+    lpv_status st = labels ? lpv_dataset_flat(ds, dir, labels, need_syn ? &syn : NULL, err)
+                           : lpv_dataset_imagefolder(ds, dir, &syn, err);
+    if (need_syn) lpv_synsets_free(&syn);
+    if (st) return st;
+    if (limit > 0) lpv_dataset_limit(ds, limit);
+    st = lpv_dataset_check_labels(ds, classes, labels ? labels : sp, err);
+    if (st) lpv_dataset_free(ds);
+    return st;
 }

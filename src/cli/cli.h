@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 
+#include "lpvit/dataset.h"
 #include "lpvit/error.h"
 #include "lpvit/image.h"
 #include "lpvit/model.h"
@@ -50,6 +51,10 @@ typedef struct {
  * ones (lpv_ioguard_check), printing one line when they clash. Returns CLI_OK, CLI_HELP (--help printed),
  * CLI_USAGE or CLI_FAIL (an output folder that cannot be written): callers return 0 for CLI_HELP, else rc. */
 int cli_parse(int argc, char **argv, const cli_spec *spec, char **pos, int *npos);
+/* The check cli_parse runs, again with more outputs: files a command derives from its flags (an output
+ * folder's contents), all called extra_label in messages. Returns CLI_OK or the exit code after one line. */
+int cli_guard_paths(const cli_spec *spec, char **pos, int npos, const char *extra_label, const char *const *extra,
+                    int n_extra);
 /* Prints "lpvit: <msg>" on stderr and returns 1 (or 2 for LPV_E_ARG). A parameter the error names
  * (err->param, "min_density") is said as its flag ("--min-density: ..." or "... (see --min-density)"). */
 int cli_fail(const lpv_err *err, lpv_status st);
@@ -104,6 +109,11 @@ void cli_preproc_str(const lpv_preproc *pp, char *buf, size_t cap);
  * "flops_kept" (ratios), "gflops_dense", "gflops"} per image; and as one line for tables ("" when dense). */
 cJSON *cli_sparsity_json(lpv_model *m);
 void cli_sparsity_line(lpv_model *m, char *buf, size_t cap);
+
+/* A labelled image set (eval, sweep): an ImageFolder in the synsets' class order, or with labels a flat folder
+ * and its "file label" lines; the first `limit` items when limit > 0; every label checked against classes. */
+lpv_status cli_open_labelled(const char *dir, const char *labels, const char *synsets, int limit, int classes,
+                             lpv_dataset *ds, lpv_err *err);
 
 /* "32x32", "16x32" or "32" (square); each side one of 8, 16, 32, 64. */
 lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err);

@@ -42,21 +42,6 @@ static void add_skip(void *ctx, const char *path, const char *reason) {
     cJSON_AddItemToArray((cJSON *)ctx, f);
 }
 
-static lpv_status open_dataset(const eval_opts *o, int classes, lpv_dataset *ds, lpv_err *err) {
-    lpv_synsets syn;
-    const char *sp = o->synsets ? o->synsets : lpv_synsets_default_path();
-    int need_syn = !o->labels || o->synsets;
-    if (need_syn) LPV_TRY(lpv_synsets_load(&syn, sp, err));
-    lpv_status st = o->labels ? lpv_dataset_flat(ds, o->dir, o->labels, need_syn ? &syn : NULL, err)
-                              : lpv_dataset_imagefolder(ds, o->dir, &syn, err);
-    if (need_syn) lpv_synsets_free(&syn);
-    if (st) return st;
-    if (o->limit > 0) lpv_dataset_limit(ds, o->limit);
-    st = lpv_dataset_check_labels(ds, classes, o->labels ? o->labels : sp, err);
-    if (st) lpv_dataset_free(ds);
-    return st;
-}
-
 static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_dataset *ds, eval_result *r,
                            lpv_err *err) {
     lpv_eval_opts eo = lpv_eval_defaults();
@@ -228,7 +213,7 @@ int cmd_eval(int argc, char **argv) {
         return cli_fail(&err, st);
     }
     lpv_dataset ds;
-    if ((st = open_dataset(&o, cm.model->cfg.classes, &ds, &err)) != LPV_OK) {
+    if ((st = cli_open_labelled(o.dir, o.labels, o.synsets, o.limit, cm.model->cfg.classes, &ds, &err)) != LPV_OK) {
         cli_close_model(&cm);
         return cli_fail(&err, st);
     }

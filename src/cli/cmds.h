@@ -11,5 +11,6 @@ int cmd_cache(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
 
 #endif

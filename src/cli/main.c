@@ -24,6 +24,7 @@ typedef struct {
 
 static const command COMMANDS[] = {
     {"prune", cmd_prune, "post-training block pruning to a FLOPs target (writes a BSR model + report)"},
+    {"sweep", cmd_sweep, "prune to several FLOPs targets, evaluate and time each: Pareto table and SVG plots"},
     {"eval", cmd_eval, "top-1/top-5 accuracy on an ImageNet folder"},
     {"bench", cmd_bench, "dense vs block-sparse speed, per layer and end to end, in one run"},
     {"quantize", cmd_quantize, "write a model's block linears in int8 (W8A8, per-token inputs)"},

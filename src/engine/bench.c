@@ -67,32 +67,38 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
     return LPV_OK;
 }
 
-lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int lowp, int warmup, int reps,
-                                  uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb,
-                                  lpv_err *err) {
+/* A workspace for B images at one precision (LPV_BENCH_*). */
+static lpv_status bench_ws(lpv_workspace *ws, const lpv_config *c, int B, int lowp, lpv_err *err) {
+    LPV_TRY(lpv_workspace_init(ws, c, B, err));
+    lpv_status st = lowp == LPV_BENCH_BF16 ? lpv_workspace_use_bf16(ws, err)
+                    : lowp == LPV_BENCH_INT8 ? lpv_workspace_use_int8(ws, err) : LPV_OK;
+    if (st) lpv_workspace_free(ws);
+    return st;
+}
+
+/* a and b alternate on the same images, each in its own workspace and precision. */
+static lpv_status time_pair(const lpv_model *a, int lowa, const lpv_model *b, int lowb, int B, int warmup, int reps,
+                            uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb,
+                            lpv_err *err) {
     const lpv_model *ref = a ? a : b;
     if (!ref || reps < 1) return lpv_fail(err, LPV_E_ARG, "bench: nothing to time");
     const lpv_config *c = &ref->cfg;
     int64_t per = (int64_t)c->chans * c->img * c->img;
     float *x = malloc(sizeof(float) * (size_t)(per * B)), *logits = malloc(sizeof(float) * (size_t)B * c->classes);
     double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
-    lpv_workspace ws;
-    lpv_status st = (!x || !logits || !sa || !sb) ? lpv_fail(err, LPV_E_OOM, "out of memory")
-                                                  : lpv_workspace_init(&ws, c, B, err);
-    if (!st && lowp == LPV_BENCH_BF16 && (st = lpv_workspace_use_bf16(&ws, err)) != LPV_OK) lpv_workspace_free(&ws);
-    if (!st && lowp == LPV_BENCH_INT8 && (st = lpv_workspace_use_int8(&ws, err)) != LPV_OK) lpv_workspace_free(&ws);
-    if (st) {
-        free(x), free(logits), free(sa), free(sb);
-        return st;
-    }
-    fill_normal(x, per * B, seed);
+    lpv_workspace ws[2];
+    int nws = 0;
+    lpv_status st = (!x || !logits || !sa || !sb) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
+    for (int k = 0; k < 2 && st == LPV_OK; k++)
+        if ((st = bench_ws(&ws[k], c, B, k ? lowb : lowa, err)) == LPV_OK) nws++;
+    if (st == LPV_OK) fill_normal(x, per * B, seed);
     for (int r = -warmup; r < reps && st == LPV_OK; r++) {
         for (int k = 0; k < 2 && st == LPV_OK; k++) {
             const lpv_model *m = k ? b : a;
             if (!m) continue;
-            ws.profile = r >= 0 ? (k ? pb : pa) : NULL;
+            ws[k].profile = r >= 0 ? (k ? pb : pa) : NULL;
             double t0 = lpv_now();
-            st = lpv_forward(m, &ws, x, B, logits, err);
+            st = lpv_forward(m, &ws[k], x, B, logits, err);
             double dt = lpv_now() - t0;
             if (r >= 0) (k ? sb : sa)[r] = dt;
         }
@@ -101,9 +107,20 @@ lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B,
         if (a) *ta = lpv_timing_of(sa, reps);
         if (b) *tb = lpv_timing_of(sb, reps);
     }
-    lpv_workspace_free(&ws);
+    for (int k = 0; k < nws; k++) lpv_workspace_free(&ws[k]);
     free(x), free(logits), free(sa), free(sb);
     return st;
+}
+
+lpv_status lpv_bench_forward_pair(const lpv_model *a, const lpv_model *b, int B, int lowp, int warmup, int reps,
+                                  uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_profile *pa, lpv_profile *pb,
+                                  lpv_err *err) {
+    return time_pair(a, lowp, b, lowp, B, warmup, reps, seed, ta, tb, pa, pb, err);
+}
+
+lpv_status lpv_bench_forward_vs_fp32(const lpv_model *dense, const lpv_model *b, int B, int lowp, int warmup,
+                                     int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err) {
+    return time_pair(dense, LPV_BENCH_FP32, b, lowp, B, warmup, reps, seed, ta, tb, NULL, NULL, err);
 }
 
 /* One trial: every thread runs `steps` x 12 FMA instructions at once and records its own GFLOP/s in rate[]. */

@@ -41,6 +41,7 @@
 #include "lpvit/image.h"
 #include "lpvit/loader.h"
 #include "lpvit/model.h"
+#include "lpvit/safetensors.h"
 
 typedef struct {
     lpv_loss_kind loss;
@@ -95,7 +96,19 @@ typedef struct {
     char format[32], lpvit[96], model_sha[72], images_sha[72], loss[24];
 } lpv_calib_entry;
 
-/* 1 when name is a cache file's: "calib-" 64 lowercase hex ".lpvc". */
+/* The cache holds two kinds of file, both gzip-compressed safetensors whose metadata has lpvit.calib_key (a
+ * JSON key whose sha256 names the file) and lpvit.samples: statistics ("calib-<sha>.lpvc", made here) and
+ * the pruning steps' checkpoints ("step-<sha>.lpvc", key format LPV_STEP_FORMAT, made by lpv_prune so an
+ * interrupted or repeated run resumes after its last finished step). */
+#define LPV_STEP_FORMAT "lpvit-step-v1"
+
+/* Writes w gzip-compressed to path, atomically (and removes temps that dead writers left beside it). */
+lpv_status lpv_cache_write(const lpv_st_writer *w, const char *path, lpv_err *err);
+/* Reads a cache file back: *buf (malloc'd, the caller frees it after lpv_st_close) holds the inflated bytes
+ * that f parses. */
+lpv_status lpv_cache_read(const char *path, uint8_t **buf, lpv_st_file *f, lpv_err *err);
+
+/* 1 when name is a cache file's: "calib-" or "step-", 64 lowercase hex, ".lpvc". */
 int lpv_calib_cache_name(const char *name);
 /* Reads the header of the cache file dir/name into e (name, size, time, key fields); a file that cannot be
  * read fills e->status and e->problem instead of failing. */

@@ -151,6 +151,7 @@ typedef struct {
     int n_steps;
     double step_target[LPV_MAX_STEPS];
     int step_from_cache[LPV_MAX_STEPS], step_revived[LPV_MAX_STEPS];
+    int steps_resumed;        /* steps restored from their checkpoints in the cache instead of run */
     /* layers and totals */
     int n_layers;
     lpv_pruned_layer *layers; /* (n_layers) */

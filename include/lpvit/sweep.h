@@ -9,8 +9,9 @@
  *
  * The targets share the calibration statistics through lpv_prune's cache:
  * the dense model's statistics (and the channel sort's) are computed for the
- * first target and read back for the others, and a later step whose model is
- * the same as an earlier run's reuses that step too. So the cache must be on
+ * first target and read back for the others; a target whose first steps are
+ * another's (0.8 runs 0.9 then 0.8; 0.7 runs 0.9, 0.8, 0.7) resumes from that
+ * run's step checkpoints instead of redoing them. So the cache must be on
  * (opts.prune.cache_dir). Speedups are end to end, dense median over pruned
  * median of one interleaved measurement (bench.h).
  *
@@ -65,6 +66,7 @@ typedef struct {
     double others_cpu;        /* CPUs other processes used while this point was timed (NAN: unknown) */
     double seconds_prune, seconds_eval, seconds_bench;
     int stat_steps, stat_cached; /* statistics passes of the prune; how many came from the cache */
+    int steps_resumed;        /* steps restored from an earlier run's checkpoints (prune.h) */
     int pareto;               /* no other point has both higher top-1 and higher speedup */
     char model_file[1100];    /* "" when not saved */
     double *density;          /* (n_layers) kept weights per prunable layer; NULL for dense */

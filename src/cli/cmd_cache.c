@@ -18,8 +18,9 @@
 #include "lpvit/fileio.h"
 
 #define CACHE_OVERVIEW                                                                                       \
-    "The calibration statistics that lpvit prune caches (gzipped safetensors, one file per model, image set " \
-    "and settings), in --cache-dir, else $XDG_CACHE_HOME/lpvit, else ~/.cache/lpvit."
+    "What lpvit prune caches, as gzipped safetensors: calibration statistics (calib-*.lpvc, one file per model, " \
+    "image set and settings) and the checkpoints of pruning steps (step-*.lpvc, so an interrupted or repeated " \
+    "run resumes after its last finished step), in --cache-dir, else $XDG_CACHE_HOME/lpvit, else ~/.cache/lpvit."
 
 static void human_bytes(int64_t b, char *buf, size_t cap) {
     if (b < 1000) snprintf(buf, cap, "%lld B", (long long)b);
@@ -146,7 +147,7 @@ static int cache_clean(int argc, char **argv) {
     const cli_spec spec = {"lpvit cache clean (--all | --older-than DAYS | --stale) [--cache-dir DIR] [--dry-run]",
                            CACHE_OVERVIEW " Removes the cache files one selection names (exactly one of --all, "
                            "--older-than, --stale), and the temp files that killed runs left. Only files named "
-                           "calib-<sha256>.lpvc (and their temps) are ever removed; anything else in the folder stays.",
+                           "calib-<sha256>.lpvc, step-<sha256>.lpvc (and their temps) are ever removed; anything else in the folder stays.",
                            opts, 0, 0, 0};
     char *pos[1], dir[1024];
     int npos, rc = cli_parse(argc, argv, &spec, pos, &npos);

@@ -51,6 +51,8 @@ static void print_table(const lpv_prune_result *r, const char *out) {
            r->seconds.total, r->seconds.permute, r->seconds.stats,
            cached == r->n_steps ? " from cache" : cached ? " partly cached" : "", r->seconds.saliency, r->seconds.cost,
            r->seconds.alloc, r->seconds.refine, r->seconds.recon, r->seconds.write);
+    if (r->steps_resumed)
+        printf("resumed         steps 1-%d of %d from their checkpoints in the cache\n", r->steps_resumed, r->n_steps);
     if (o->precision != LPV_PREC_FP32)
         printf("precision       allocated for %s kernels: run it with --precision %s (eval, infer, bench)\n",
                lpv_precision_name(o->precision), lpv_precision_name(o->precision));

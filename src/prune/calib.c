@@ -177,6 +177,11 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
     return st;
 }
 
+/* "calib-" or "step-": the kind of cache file a name is, by its prefix (NULL: neither). */
+static const char *cache_prefix(const char *name) {
+    return strncmp(name, "calib-", 6) == 0 ? "calib-" : strncmp(name, "step-", 5) == 0 ? "step-" : NULL;
+}
+
 /* ---- cache: safetensors, gzip-compressed ---- */
 
 /* Removes the temp files that earlier writers left in the cache folder, by this cache's naming only:
@@ -197,7 +202,7 @@ int lpv_calib_cache_clean_temps(const char *dir, int dry_run, int64_t *bytes) {
     struct dirent *e;
     while ((e = readdir(d))) {
         const char *x = strstr(e->d_name, ".lpvc.");
-        if (strncmp(e->d_name, "calib-", 6) != 0 || !x) continue;
+        if (!cache_prefix(e->d_name) || !x) continue;
         x += 6;
         if (strncmp(x, "tmp.", 4) != 0 && strncmp(x, "raw.", 4) != 0) continue;
         char *end;
@@ -266,26 +271,29 @@ lpv_status lpv_calib_save(const lpv_calib_stats *s, const char *path, lpv_err *e
     if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.samples", num, err);
     snprintf(num, sizeof num, "%.9g", s->mean_loss);
     if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.mean_loss", num, err);
-    if (st == LPV_OK) cache_clean_stale(path);
+    if (st == LPV_OK) st = lpv_cache_write(&w, path, err);
+    lpv_st_writer_free(&w);
+    return st;
+}
+
+lpv_status lpv_cache_write(const lpv_st_writer *w, const char *path, lpv_err *err) {
+    cache_clean_stale(path);
     /* the safetensors bytes gzip straight into an atomic file (fileio.h): no uncompressed copy on
        disk, and the one temp-file mechanism of every output, signal cleanup included */
     lpv_atomic_file af;
-    if (st == LPV_OK) st = lpv_atomic_open(&af, path, err);
-    if (st == LPV_OK) {
-        int fd = dup(fileno(af.fp)); /* gzclose closes its own descriptor; af.fp keeps the file for the commit */
-        gzFile z = fd >= 0 ? gzdopen(fd, "wb1") : NULL;
-        if (!z) {
-            if (fd >= 0) close(fd);
-            st = lpv_fail(err, LPV_E_IO, "cannot write calibration cache '%s': %s", path, strerror(errno));
-        } else {
-            st = lpv_st_write_to(&w, gz_sink, z, path, err);
-            if (gzclose(z) != Z_OK && st == LPV_OK)
-                st = lpv_fail(err, LPV_E_IO, "cannot write calibration cache '%s'", path);
-        }
-        if (st == LPV_OK) st = lpv_atomic_commit(&af, err);
-        else lpv_atomic_abort(&af);
+    LPV_TRY(lpv_atomic_open(&af, path, err));
+    int fd = dup(fileno(af.fp)); /* gzclose closes its own descriptor; af.fp keeps the file for the commit */
+    gzFile z = fd >= 0 ? gzdopen(fd, "wb1") : NULL;
+    lpv_status st = LPV_OK;
+    if (!z) {
+        if (fd >= 0) close(fd);
+        st = lpv_fail(err, LPV_E_IO, "cannot write cache file '%s': %s", path, strerror(errno));
+    } else {
+        st = lpv_st_write_to(w, gz_sink, z, path, err);
+        if (gzclose(z) != Z_OK && st == LPV_OK) st = lpv_fail(err, LPV_E_IO, "cannot write cache file '%s'", path);
     }
-    lpv_st_writer_free(&w);
+    if (st == LPV_OK) return lpv_atomic_commit(&af, err);
+    lpv_atomic_abort(&af);
     return st;
 }
 
@@ -334,18 +342,24 @@ static lpv_status gunzip_file(const char *path, uint8_t **out, size_t *n, size_t
     return LPV_OK;
 }
 
+lpv_status lpv_cache_read(const char *path, uint8_t **buf, lpv_st_file *f, lpv_err *err) {
+    size_t n = 0;
+    LPV_TRY(gunzip_file(path, buf, &n, (size_t)16 << 30, err));
+    lpv_status st = lpv_st_parse(f, *buf, n, path, err);
+    if (st) {
+        free(*buf);
+        *buf = NULL;
+    }
+    return st;
+}
+
 lpv_status lpv_calib_load(lpv_calib_stats *s, lpv_model *m, const char *path, const char *key,
                           const lpv_calib_opts *o, lpv_err *err) {
     memset(s, 0, sizeof *s);
     uint8_t *buf = NULL;
-    size_t n = 0;
-    LPV_TRY(gunzip_file(path, &buf, &n, (size_t)16 << 30, err));
     lpv_st_file f;
-    lpv_status st = lpv_st_parse(&f, buf, n, path, err);
-    if (st) {
-        free(buf);
-        return st;
-    }
+    LPV_TRY(lpv_cache_read(path, &buf, &f, err));
+    lpv_status st = LPV_OK;
     const char *k = lpv_st_meta(&f, "lpvit.calib_key"), *ns = lpv_st_meta(&f, "lpvit.samples");
     const char *ml = lpv_st_meta(&f, "lpvit.mean_loss");
     if (!k || strcmp(k, key) != 0) st = lpv_fail(err, LPV_E_FORMAT, "'%s' was made for other inputs", path);
@@ -388,8 +402,10 @@ void lpv_calib_free(lpv_calib_stats *s) {
 /* ---- the cache folder: list and clean (lpvit cache) ---- */
 
 int lpv_calib_cache_name(const char *name) {
-    if (strncmp(name, "calib-", 6) != 0 || strlen(name) != 6 + 64 + 5 || strcmp(name + 70, ".lpvc") != 0) return 0;
-    for (int i = 6; i < 70; i++)
+    const char *pre = cache_prefix(name);
+    size_t p = pre ? strlen(pre) : 0;
+    if (!pre || strlen(name) != p + 64 + 5 || strcmp(name + p + 64, ".lpvc") != 0) return 0;
+    for (size_t i = p; i < p + 64; i++)
         if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) return 0;
     return 1;
 }
@@ -487,10 +503,12 @@ static int entry_stale(const lpv_calib_entry *e) {
     if (e->status == LPV_E_FORMAT) return 1;
     if (e->status != LPV_OK) return 0;
     char here[96], sha[65], name[96];
+    const char *pre = cache_prefix(e->name);
     snprintf(here, sizeof here, "%s %s", lpv_version(), lpv_commit());
     lpv_sha256_hex(e->key, strlen(e->key), sha);
-    snprintf(name, sizeof name, "calib-%s.lpvc", sha);
-    return strcmp(e->format, CALIB_FORMAT) != 0 || strcmp(e->lpvit, here) != 0 || strcmp(e->name, name) != 0;
+    snprintf(name, sizeof name, "%s%s.lpvc", pre ? pre : "", sha);
+    const char *want = pre && strcmp(pre, "step-") == 0 ? LPV_STEP_FORMAT : CALIB_FORMAT;
+    return strcmp(e->format, want) != 0 || strcmp(e->lpvit, here) != 0 || strcmp(e->name, name) != 0;
 }
 
 void lpv_calib_cache_entry(const char *dir, const char *name, lpv_calib_entry *e) {

@@ -25,6 +25,7 @@
 #include "lpvit/permute.h"
 #include "lpvit/recon.h"
 #include "lpvit/refine.h"
+#include "lpvit/report.h"
 #include "prune/prune_internal.h"
 
 /* One prunable layer during a step. */
@@ -61,6 +62,10 @@ typedef struct {
     uint8_t *masks[LPV_MAX_LAYERS], *prev[LPV_MAX_LAYERS];
     lpv_model *dense, *orig; /* the refit's target; the tuning's (the input model, with --steps) */
     lpv_head_targets heads_tgt;
+    /* step checkpoints (prune_step.c) */
+    int checkpoints;         /* 1: saved after each step but the last, and looked for before the first */
+    char id0[65];            /* the model's identity when step 1 begins (after the channel sort) */
+    char settings[2048];     /* every option a step's result depends on, as text for the keys */
 } run;
 
 /* ---- layer selection ---- */
@@ -522,6 +527,108 @@ static lpv_status step_update(run *R, int step, lpv_err *err) {
     return LPV_OK;
 }
 
+/* ---- step checkpoints ---- */
+
+/* Every option a step's outcome depends on (all but the target and the step count, which the key's list of
+   step targets carries), the inputs' hashes and this build: two runs with equal text make equal steps. */
+static lpv_status step_settings(run *R, lpv_err *err) {
+    const lpv_prune_opts *o = R->o;
+    char table[65] = "none", images[65], recon[65];
+    if (o->cost_table) LPV_TRY(lpv_sha256_file(o->cost_table, table, err));
+    lpv_dataset_files_hash(&R->ds, images);
+    lpv_dataset_files_hash(&R->rds, recon);
+    const lpv_preproc *pp = R->pp;
+    snprintf(R->settings, sizeof R->settings,
+             "block %dx%d sal %s alloc %s obj %s lambda %.17g table %s prec %s energy %.17g,%.17g,%.17g refine %d,%d "
+             "lpvit %d,%d,%d,%.17g permute %d,%d update %d seq %d damp %.17g heads %d,%.17g tune %d,%.17g,%d "
+             "exclude %s min %.17g loss %d calib %d,%d seed %llu recon %s %d pre %d %.6g %s %.6g,%.6g,%.6g "
+             "%.6g,%.6g,%.6g",
+             o->block_R, o->block_C, lpv_saliency_name(o->saliency), lpv_allocator_name(o->allocator),
+             lpv_objective_name(o->objective), o->lambda_power, table, lpv_precision_name(o->precision),
+             o->energy.mac_pj, o->energy.dram_byte_pj, o->energy.cache_byte_pj, o->refine, o->refine_images,
+             o->lpvit_as_released, o->lpvit_h, o->lpvit_power, o->lpvit_smooth, o->permute, o->permute_images,
+             o->update, o->sequential, o->damp, o->refit_heads, o->head_damp, o->tune_epochs, o->tune_lr,
+             o->tune_batch, o->exclude ? o->exclude : "", o->min_density, o->loss, o->calib_size, o->calib_batch,
+             (unsigned long long)o->seed, recon, R->r->recon_images, pp->img_size, pp->crop_pct,
+             lpv_interp_name(pp->interp), (double)pp->mean[0], (double)pp->mean[1], (double)pp->mean[2],
+             (double)pp->std[0], (double)pp->std[1], (double)pp->std[2]);
+    return LPV_OK;
+}
+
+/* The key of step k's checkpoint (JSON, like the statistics' keys: lpvit cache list reads its fields), and the
+   file it names. The chain of targets up to k identifies the path the model took. */
+static void step_key(const run *R, int k, char *key, size_t cap, char *path, size_t pcap) {
+    char targets[LPV_MAX_STEPS * 24] = "", images[65];
+    for (int s = 0; s <= k; s++)
+        snprintf(targets + strlen(targets), sizeof targets - strlen(targets), "%s%.17g", s ? "," : "", R->r->step_target[s]);
+    lpv_dataset_files_hash(&R->ds, images);
+    snprintf(key, cap,
+             "{\"format\": \"%s\", \"lpvit\": \"%s %s\", \"model_sha256\": \"%s\", \"images_sha256\": \"%s\", "
+             "\"loss\": \"%s\", \"steps\": \"%s\", \"settings\": \"%s\"}",
+             LPV_STEP_FORMAT, lpv_version(), lpv_commit(), R->id0, images,
+             lpv_prune_needs_stats(R->o) ? lpv_loss_name((lpv_loss_kind)R->o->loss) : "none", targets, R->settings);
+    char h[65];
+    lpv_sha256_hex(key, strlen(key), h);
+    snprintf(path, pcap, "%s/step-%s.lpvc", R->o->cache_dir, h);
+}
+
+/* Checkpoints are kept when there is a cache and a step's result is a function of the key: not when the speed
+   objectives time the kernels during the run (the times, and so the allocation, vary between runs). */
+static int checkpoints_wanted(const lpv_prune_opts *o) {
+    int timed = (o->objective == LPV_OBJ_SPEED || o->objective == LPV_OBJ_SPEED_POWER) && !o->cost_table;
+    return o->cache_dir && o->steps > 1 && !timed;
+}
+
+static void step_save(run *R, int step) {
+    if (!R->checkpoints || step == R->r->n_steps - 1) return;
+    char key[4096], path[2048];
+    step_key(R, step, key, sizeof key, path, sizeof path);
+    lpv__step_state s = {R->m, R->refs, R->nl, R->o->block_R, R->o->block_C, R->masks, &R->heads_tgt, "", step,
+                         R->r->recon_images, {0}, R->r->recon.max_damp, R->r->recon.retried};
+    snprintf(s.sha_at_start, sizeof s.sha_at_start, "%s", R->m->sha256);
+    memcpy(s.revived, R->r->step_revived, sizeof s.revived);
+    lpv_err e;
+    if (!lpv_mkdir_p(R->o->cache_dir) || lpv__step_save(path, key, &s, &e) != LPV_OK)
+        lpv_warn("step %d/%d not checkpointed: %s", step + 1, R->r->n_steps,
+                 lpv_is_dir(R->o->cache_dir) ? e.msg : "cannot create the cache folder");
+    else lpv_info("step %d/%d checkpointed in '%s'", step + 1, R->r->n_steps, path);
+}
+
+/* The model as the latest checkpointed step left it; *start is the first step still to run. */
+static lpv_status step_resume(run *R, int *start, lpv_err *err) {
+    *start = 0;
+    for (int k = R->r->n_steps - 2; k >= 0 && R->checkpoints; k--) {
+        char key[4096], path[2048];
+        step_key(R, k, key, sizeof key, path, sizeof path);
+        if (!lpv_file_exists(path)) continue;
+        lpv__step_state s = {R->m, R->refs, R->nl, R->o->block_R, R->o->block_C, R->masks, &R->heads_tgt, "", 0, 0,
+                             {0}, 0, 0};
+        lpv_err e;
+        lpv_status st = lpv__step_load(path, key, &s, &e);
+        if (st == LPV_E_DATA) return lpv_wrap(err, st, "checkpoint '%s' (remove it: lpvit cache clean)", path);
+        if (st) {
+            lpv_warn("ignoring checkpoint: %s", e.msg);
+            continue;
+        }
+        snprintf(R->m->sha256, sizeof R->m->sha256, "%s", s.sha_at_start);
+        memcpy(R->r->step_revived, s.revived, sizeof s.revived);
+        R->r->recon.max_damp = s.max_damp, R->r->recon.retried = s.retried;
+        for (int i = 0; i <= k; i++) R->r->step_from_cache[i] = 1;
+        R->r->steps_resumed = k + 1;
+        if (R->dense) { /* the next step refits towards this step's model, as after a step run here */
+            lpv_layer_ref dr[LPV_MAX_LAYERS];
+            lpv_model_layers(R->dense, dr, LPV_MAX_LAYERS);
+            for (int i = 0; i < R->nl; i++)
+                if (R->masks[i]) lpv_linear_copy_weights(dr[i].lin, R->refs[i].lin);
+        }
+        if (k == 0) lpv_info("step 1 of %d from its checkpoint '%s'", R->r->n_steps, path);
+        else lpv_info("steps 1-%d of %d from the checkpoint '%s'", k + 1, R->r->n_steps, path);
+        *start = k + 1;
+        return LPV_OK;
+    }
+    return LPV_OK;
+}
+
 /* ---- the schedule ---- */
 
 /* After a step the model in memory is neither the source file nor the permuted one: it gets the identity of
@@ -597,6 +704,7 @@ static lpv_status run_step(run *R, int step, lpv_err *err) {
         lpv_model_layers(R->dense, dr, LPV_MAX_LAYERS);
         for (int i = 0; i < R->np; i++) lpv_linear_copy_weights(dr[R->pl[i].idx].lin, R->refs[R->pl[i].idx].lin);
     }
+    step_save(R, step);
     return LPV_OK;
 }
 
@@ -730,7 +838,14 @@ lpv_status lpv_prune(lpv_model *m, const lpv_calib_set *calib, const lpv_prune_o
     if (st == LPV_OK && R.o->permute) st = permute_model(&R, err);
     r->seconds.permute = lpv_now() - t;
     if (st == LPV_OK) st = load_targets(&R, err);
-    for (int step = 0; step < r->n_steps && st == LPV_OK; step++) st = run_step(&R, step, err);
+    int start = 0;
+    R.checkpoints = checkpoints_wanted(R.o);
+    if (st == LPV_OK && R.checkpoints) {
+        snprintf(R.id0, sizeof R.id0, "%s", m->sha256);
+        st = step_settings(&R, err);
+    }
+    if (st == LPV_OK) st = step_resume(&R, &start, err);
+    for (int step = start; step < r->n_steps && st == LPV_OK; step++) st = run_step(&R, step, err);
     if (st == LPV_OK) st = finish_layers(&R, err);
     r->stats_from_cache = r->step_from_cache[0];
     run_free(&R);

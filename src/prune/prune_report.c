@@ -217,6 +217,7 @@ cJSON *lpv_prune_report(const lpv_model *m, const lpv_prune_result *r, const lpv
         cJSON_AddNumberToObject(e, "target_flops", r->step_target[i]);
         cJSON_AddBoolToObject(e, "statistics_from_cache", r->step_from_cache[i]);
         cJSON_AddNumberToObject(e, "blocks_revived", r->step_revived[i]);
+        cJSON_AddBoolToObject(e, "resumed", i < r->steps_resumed); /* restored from its checkpoint, not run */
         cJSON_AddItemToArray(sj, e);
     }
     cJSON_AddItemToObject(root, "preprocess", lpv_preproc_json(pp));

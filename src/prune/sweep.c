@@ -119,6 +119,7 @@ static lpv_status prune_point(lpv_model *m, const lpv_calib_set *calib, const lp
     pt->flops_kept = pr.achieved_flops;
     pt->stat_steps = pr.n_steps;
     for (int s = 0; s < pr.n_steps; s++) pt->stat_cached += pr.step_from_cache[s];
+    pt->steps_resumed = pr.steps_resumed;
     if (st == LPV_OK) st = record_layers(&pr, r, pt, err);
     if (st == LPV_OK && o->save_dir) {
         snprintf(pt->model_file, sizeof pt->model_file, "%s/pruned-%g.safetensors", o->save_dir, target);
@@ -198,9 +199,9 @@ static lpv_status sweep_points(const lpv_model *src, const lpv_calib_set *calib,
         lpv_info("sweep: point %d/%d, target FLOPs %g", i + 1, o->n_targets, t[i]);
         st = run_point(src, dense, calib, val, o, t[i], r, pt, err);
         if (st == LPV_OK)
-            lpv_info("sweep: target %g: top-1 %.2f%%, %.2fx the dense model (%s)", t[i], pt->top1, pt->speedup,
-                     pt->stat_cached == pt->stat_steps ? "statistics from the cache"
-                     : pt->stat_cached ? "statistics partly from the cache" : "statistics computed");
+            lpv_info("sweep: target %g: top-1 %.2f%%, %.2fx the dense model (statistics of %d of %d steps from the "
+                     "cache, %d step%s resumed from checkpoints)", t[i], pt->top1, pt->speedup, pt->stat_cached,
+                     pt->stat_steps, pt->steps_resumed, pt->steps_resumed == 1 ? "" : "s");
     }
     lpv_model_free(dense);
     return st;

@@ -30,7 +30,9 @@ void lpv_sweep_markdown(FILE *fp, const lpv_model *src, const lpv_sweep_result *
     for (int i = 0; i < r->n_points; i++) {
         const lpv_sweep_point *p = &r->points[i];
         char name[32], stats[32];
-        if (p->target < 1) snprintf(stats, sizeof stats, "%d/%d cached", p->stat_cached, p->stat_steps);
+        if (p->target < 1 && p->steps_resumed)
+            snprintf(stats, sizeof stats, "%d/%d cached, %d resumed", p->stat_cached, p->stat_steps, p->steps_resumed);
+        else if (p->target < 1) snprintf(stats, sizeof stats, "%d/%d cached", p->stat_cached, p->stat_steps);
         else snprintf(stats, sizeof stats, "-");
         fprintf(fp, "| %s | %s | %.3f | %.3f | %.3f | %.2f | %.2f | %+.2f | %.2f (%.2f-%.2f) | %.2fx | %s | %.1f | %.1f | %s |\n",
                 point_name(p, name, sizeof name), lpv_precision_name(p->precision), p->flops_kept,
@@ -86,6 +88,7 @@ static cJSON *point_json(const lpv_sweep_result *r, const lpv_sweep_point *p) {
         cJSON *st = cJSON_AddObjectToObject(j, "statistics");
         cJSON_AddNumberToObject(st, "steps", p->stat_steps);
         cJSON_AddNumberToObject(st, "from_cache", p->stat_cached);
+        cJSON_AddNumberToObject(st, "steps_resumed", p->steps_resumed);
     }
     cJSON *w = cJSON_AddObjectToObject(j, "wall_s");
     cJSON_AddNumberToObject(w, "prune", p->seconds_prune);

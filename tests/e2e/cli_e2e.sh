@@ -422,26 +422,30 @@ grep -q "warning: image skipped: .*broken.JPEG" "$T/err" && ok || bad "prune did
 [ ! -e "$T/x.safetensors" ] && ok || bad "a failed prune left an output file"
 ls "$T"/*.tmp.* >/dev/null 2>&1 && bad "temporary files left behind" || ok
 
-# ---- lpvit cache: the statistics the prune runs above left in $T/cache ----
-ncache=$(ls "$T/cache"/calib-*.lpvc | wc -l)
-[ "$ncache" -gt 0 ] && ok || bad "prune left no cache files to list"
+# ---- lpvit cache: the statistics and step checkpoints the prune runs above left in $T/cache ----
+ncalib=$(ls "$T/cache"/calib-*.lpvc | wc -l)
+nstep=$(ls "$T/cache"/step-*.lpvc 2>/dev/null | wc -l)
+ncache=$((ncalib + nstep))
+[ "$ncalib" -gt 0 ] && [ "$nstep" -gt 0 ] && ok || bad "prune left no cache files to list ($ncalib statistics, $nstep steps)"
+count_cache() { ls "$T/cache" | grep -c '^\(calib\|step\)-[0-9a-f]\{64\}\.lpvc$'; }
 echo notes >"$T/cache/notes.txt" # not the cache's: never listed or removed
 run 0 "$L" cache list --cache-dir "$T/cache"
-[ "$(grep -c ' ok  *calib-[0-9a-f]\{64\}\.lpvc$' "$T/out")" = "$ncache" ] && grep -q "^total: $ncache files, " "$T/out" \
+[ "$(grep -c ' ok  *\(calib\|step\)-[0-9a-f]\{64\}\.lpvc$' "$T/out")" = "$ncache" ] && grep -q "^total: $ncache files, " "$T/out" \
   && ! grep -q notes "$T/out" && ok || bad "cache list: $(tail -2 "$T/out")"
 run 0 "$L" cache list --cache-dir "$T/cache" --json "$T/cl.json"
+formats=$(lpv_json "$T/cl.json" 'files.*.key.format' | tr -d '[]"' | tr ',' '\n' | sort | uniq -c | awk '{print $2 ":" $1}' | tr '\n' ' ')
 [ "$(lpv_json_len "$T/cl.json" files)" = "$ncache" ] && [ "$(lpv_json "$T/cl.json" files.0.state)" = ok ] \
-  && [ "$(lpv_json "$T/cl.json" files.0.key.format)" = lpvit-calib-v1 ] && ok || bad "cache list --json"
+  && [ "$formats" = "lpvit-calib-v1:$ncalib lpvit-step-v1:$nstep " ] && ok || bad "cache list --json: formats $formats"
 run 0 "$L" cache clean --cache-dir "$T/cache" --all --dry-run
-[ "$(ls "$T/cache"/calib-*.lpvc | wc -l)" = "$ncache" ] && grep -q "^would remove $ncache cache files, " "$T/out" \
+[ "$(count_cache)" = "$ncache" ] && grep -q "^would remove $ncache cache files, " "$T/out" \
   && ok || bad "cache clean --dry-run: $(tail -1 "$T/out")"
 run 0 "$L" cache clean --cache-dir "$T/cache" --stale # this build made them all: none is stale
-[ "$(ls "$T/cache"/calib-*.lpvc | wc -l)" = "$ncache" ] && ok || bad "cache clean --stale removed current entries"
+[ "$(count_cache)" = "$ncache" ] && ok || bad "cache clean --stale removed current entries"
 run 2 "$L" cache clean --cache-dir "$T/cache"; one_line_err "choose exactly one of --all, --older-than DAYS, --stale"
 run 2 "$L" cache clean --cache-dir "$T/cache" --all --older-than 3; one_line_err "choose exactly one of"
 run 2 "$L" cache frob; one_line_err "unknown cache command 'frob'"
 run 0 "$L" cache clean --cache-dir "$T/cache" --all
-! ls "$T/cache"/calib-*.lpvc >/dev/null 2>&1 && [ -e "$T/cache/notes.txt" ] && grep -q "^removed $ncache cache files, " "$T/out" \
+[ "$(count_cache)" = 0 ] && [ -e "$T/cache/notes.txt" ] && grep -q "^removed $ncache cache files, " "$T/out" \
   && ok || bad "cache clean --all: $(ls "$T/cache")"
 run 0 "$L" cache list --cache-dir "$T/no-cache"; grep -q "nothing cached" "$T/out" && ok || bad "cache list of a missing folder"
 run 1 "$L" cache list --cache-dir "$M"; one_line_err "cannot list cache folder"

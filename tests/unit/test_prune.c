@@ -20,6 +20,7 @@
  */
 #include <unistd.h>
 
+#include "lpvit/calib.h"
 #include "lpvit/cpu.h"
 #include "lpvit/fileio.h"
 #include "lpvit/forward.h"
@@ -309,6 +310,47 @@ static void test_cache(const lpv_dataset *ds, const run_out *a, const run_out *b
     run_free(&hit), run_free(&c), run_free(&d);
 }
 
+/* Step checkpoints: the second run of the same options resumed after step 1 (a ran it and saved it) and came
+   out bit for bit as the first, and as a run with no cache at all; a damaged checkpoint is ignored with a
+   warning and the step runs again, to the same model; lpvit cache lists the checkpoint as a fresh file. */
+static void test_checkpoints(const lpv_dataset *ds, const run_out *a, const run_out *b, const char *cache) {
+    CHECKF(a->r.steps_resumed == 0 && b->r.steps_resumed == 1, "resumed %d then %d steps", a->r.steps_resumed,
+           b->r.steps_resumed);
+    lpv_prune_opts o = small_opts(0.75);
+    run_out fresh = prune_on(ds, &o); /* no cache */
+    CHECK(fresh.st == LPV_OK && fresh.r.steps_resumed == 0 && model_diff(a, &fresh) == 0);
+    lpv_calib_entry *v = NULL;
+    int n = 0, steps = 0;
+    lpv_err err;
+    CHECK_OK(lpv_calib_cache_scan(cache, &v, &n, &err), &err);
+    char step_file[1200] = "";
+    for (int i = 0; i < n; i++)
+        if (strncmp(v[i].name, "step-", 5) == 0) {
+            steps++;
+            CHECKF(!v[i].stale && v[i].status == LPV_OK && strcmp(v[i].format, LPV_STEP_FORMAT) == 0,
+                   "%s: stale %d status %d format '%s'", v[i].name, v[i].stale, (int)v[i].status, v[i].format);
+            snprintf(step_file, sizeof step_file, "%s/%s", cache, v[i].name);
+        }
+    free(v);
+    CHECKF(steps == 1, "%d step checkpoints in the cache, want 1 (step 1 of 2)", steps);
+    if (!step_file[0]) {
+        run_free(&fresh);
+        return;
+    }
+    /* damaged: half the file */
+    char *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(lpv_read_file(step_file, &buf, &len, (size_t)1 << 30, &err), &err);
+    CHECK_OK(lpv_write_file_atomic(step_file, buf, len / 2, &err), &err);
+    o.cache_dir = cache;
+    int warned = g_seen.warnings;
+    run_out again = prune_on(ds, &o);
+    CHECK(again.st == LPV_OK && again.r.steps_resumed == 0 && g_seen.warnings > warned);
+    CHECK(model_diff(a, &again) == 0);
+    free(buf);
+    run_free(&again), run_free(&fresh);
+}
+
 static double energy_ratio(const lpv_prune_result *r) {
     double e0 = 0, e1 = 0;
     for (int i = 0; i < r->n_layers; i++) e0 += r->layers[i].energy_pj_dense, e1 += r->layers[i].energy_pj_kept;
@@ -447,6 +489,7 @@ int main(void) {
         test_save_report(&a, tmp);
         test_skips(&ds, &a, tmp);
         test_cache(&ds, &a, &b, cache);
+        test_checkpoints(&ds, &a, &b, cache);
     }
     test_power(&ds);
     test_precision(&ds, tmp);

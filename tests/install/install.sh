@@ -4,7 +4,8 @@
 # against liblpvit.so and once against liblpvit.a (pkg-config --static), must print the same
 # top-1 class and logit as the installed `lpvit infer` for a random model (and for the timm
 # fixture when ../shared/fixtures is there). Also checks what got installed: the soname link,
-# the headers, and that the .so exports lpv_* names only.
+# the headers, that the .so exports lpv_* names only, and that the installed CLI finds its
+# presets in share/lpvit.
 #   install.sh BUILD_DIR SOURCE_DIR LIBDIR CC [sanitized]
 # Exit 77 (skipped, saying why): a sanitizer build (the consumer would need its runtime), or no
 # pkg-config.
@@ -47,6 +48,11 @@ cc_run "${cflags[@]}" "${libs[@]}" -o "$T/consumer_shared" && ok || bad "consume
 cc_run "${cflags[@]}" "${slibs[@]}" -o "$T/consumer_static" && ok || bad "consumer does not build against liblpvit.a"
 readelf -d "$T/consumer_shared" 2>/dev/null | grep -q "NEEDED.*\[$soname\]" && ok || bad "consumer_shared does not load $soname"
 readelf -d "$T/consumer_static" 2>/dev/null | grep -q "NEEDED.*liblpvit" && bad "consumer_static loads liblpvit.so" || ok
+
+# the installed CLI reads presets and class names from its share/lpvit: a preset whose weights are
+# nowhere (HOME, hence the Hugging Face cache, is the temp folder) names that folder in its error
+env -u LPVIT_MODELS -u HF_HOME -u HF_HUB_CACHE HOME="$T" "$P/bin/lpvit" infer --model deit_t x.jpg --quiet 2>"$T/err" >/dev/null
+grep -qF "'$P/bin/../share/lpvit/" "$T/err" && ok || bad "installed lpvit does not look in share/lpvit: $(cat "$T/err")"
 
 # the models: a random one, always; the timm fixture when ../shared is there
 "$P/bin/lpvit" create-model --dim 64 --depth 2 --heads 2 --classes 10 --seed 3 --out "$T/m.safetensors" --quiet \

@@ -79,8 +79,8 @@ void lpv_path_folder(const char *path, char *buf, size_t cap);
 int lpv_same_file(const char *a, const char *b);
 
 /* The project's models/ folder (registry.json, synset_words.txt, downloaded weights): next to the
- * executable (build/lpvit -> ../models) when there, else the source tree's. $LPVIT_MODELS overrides
- * only where weights are found (registry.h). */
+ * executable (build/lpvit -> ../models, an installed bin/lpvit -> ../share/lpvit) when there, else
+ * the source tree's. $LPVIT_MODELS overrides only where weights are found (registry.h). */
 const char *lpv_models_dir(void);
 
 /* ---- SHA-256 (FIPS 180-4) ---- */

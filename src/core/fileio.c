@@ -12,6 +12,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* where lpv_models_dir looks for models/ (CMakeLists.txt sets both) */
+#ifndef LPVIT_MODELS_DIR
+#define LPVIT_MODELS_DIR "models"
+#endif
+#ifndef LPVIT_INSTALL_MODELS_DIR
+#define LPVIT_INSTALL_MODELS_DIR "../share/lpvit"
+#endif
+
 /* ---- the registry of live temp files ----
  * A fixed table, so that the signal handler needs no malloc and no lock. A slot is FREE, BUSY (a
  * thread is writing its path, or the handler is unlinking it) or LIVE (the path is complete). Every
@@ -380,23 +388,25 @@ lpv_status lpv_sha256_file(const char *path, char out[65], lpv_err *err) {
 const char *lpv_models_dir(void) {
     static char dir[PATH_MAX];
     if (dir[0]) return dir;
-    /* next to the executable (build/lpvit -> ../models), else the source tree's */
+    /* relative to the executable: build/lpvit -> ../models (a build tree), bin/lpvit -> ../share/lpvit
+       (cmake --install); else the source tree's */
+    static const char *const rel[] = {"../models", LPVIT_INSTALL_MODELS_DIR};
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = NULL;
     if (n > 0) {
         exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            char cand[PATH_MAX + 32];
-            snprintf(cand, sizeof cand, "%s/../models/registry.json", exe);
-            size_t len = strlen(exe);
-            if (lpv_file_exists(cand) && len + sizeof "/../models" <= sizeof dir) {
-                memcpy(dir, exe, len);
-                memcpy(dir + len, "/../models", sizeof "/../models");
-                return dir;
-            }
-        }
+        if ((slash = strrchr(exe, '/'))) *slash = 0; /* exe is now its folder */
+    }
+    for (size_t i = 0; slash && i < sizeof rel / sizeof rel[0]; i++) {
+        char cand[PATH_MAX + 64];
+        int len = snprintf(cand, sizeof cand, "%s/%s", exe, rel[i]);
+        if (len < 0 || (size_t)len >= sizeof dir) continue;
+        snprintf(cand + len, sizeof cand - (size_t)len, "/registry.json");
+        if (!lpv_file_exists(cand)) continue;
+        cand[len] = 0;
+        memcpy(dir, cand, (size_t)len + 1);
+        return dir;
     }
     snprintf(dir, sizeof dir, "%s", LPVIT_MODELS_DIR);
     return dir;

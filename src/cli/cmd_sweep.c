@@ -22,7 +22,7 @@
 
 typedef struct {
     prune_flags pf;
-    const char *targets, *val_dir, *labels, *out_dir, *json;
+    const char *targets, *val_dir, *labels, *out_dir, *json, *dense_kernel;
     int limit, no_models, eval_batch, bench_batch, reps, decode_threads;
     double t[LPV_SWEEP_MAX_TARGETS];
     int n_t;
@@ -160,6 +160,7 @@ int cmd_sweep(int argc, char **argv) {
     opts[n++] = (cli_opt){"--bench-batch", OPT_INT, &c.bench_batch, "N", "images per timed forward pass", 1, 1024, NULL};
     opts[n++] = (cli_opt){"--reps", OPT_INT, &c.reps, "N", "timed forward passes per model and point (after 2 warm-up passes)", 1, 100000, NULL};
     n += prune_rows_runtime(f, opts + n);
+    opts[n++] = (cli_opt)CLI_OPT_DENSE_KERNEL(&c.dense_kernel);
     opts[n] = (cli_opt){0};
     const cli_spec spec = {
         "lpvit sweep --model M --calib-dir DIR --imagenet-dir DIR --targets 0.9,0.8,0.7 --out-dir DIR [options]",
@@ -180,9 +181,12 @@ int cmd_sweep(int argc, char **argv) {
     f->p.target_flops = c.t[0]; /* resolved per point; the checks need one */
     lpv_prune_opts resolved;
     if ((rc = prune_flags_prepare(f, &resolved)) != 0) return rc;
+    lpv_err err;
+    int lowp; /* the points run as eval and bench would run them: the same dense kernel choice and precision check */
+    lpv_status st = cli_engine(f->threads, f->isa, c.dense_kernel, f->precision, &lowp, &err);
+    if (st) return cli_fail(&err, st);
     if (!lpv_is_dir(c.val_dir)) return cli_usage_error("--imagenet-dir '%s' is not a directory", c.val_dir);
     if ((rc = prepare_out_dir(&c, &spec, pos, npos)) != 0) return rc;
-    lpv_err err;
-    lpv_status st = run_sweep(&c, &resolved, &err);
+    st = run_sweep(&c, &resolved, &err);
     return st ? cli_fail(&err, st) : 0;
 }

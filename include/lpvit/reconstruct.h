@@ -107,6 +107,7 @@ typedef struct {
     lpv_head_targets *record_heads;       /* sequential: filled with `dense`'s head targets (NULL: not recorded) */
     const lpv_head_targets *head_targets; /* sequential: the heads' refit matches these, recorded over the same
                                              images, instead of final_target or `dense` (NULL: not used) */
+    const char *label;  /* sequential: the progress label ("refit, step 2/4"; NULL: "refit") */
 } lpv_reconstruct_opts;
 
 typedef struct {

@@ -509,8 +509,11 @@ static lpv_status step_update(run *R, int step, lpv_err *err) {
     int record = o->refit_heads && o->sequential && R->r->n_steps > 1 && o->tune_epochs == 0;
     lpv_reconstruct_opts ro = {(lpv_update_kind)o->update, o->sequential, lpv_recon_defaults(), lpv_tune_defaults(),
                                R->orig, 16, &R->r->skipped, o->refit_heads && o->sequential && last, o->head_damp,
-                               NULL, NULL};
+                               NULL, NULL, NULL};
     ro.recon.damp = o->damp;
+    char label[48];
+    snprintf(label, sizeof label, "refit, step %d/%d", step + 1, R->r->n_steps);
+    ro.label = R->r->n_steps > 1 ? label : NULL;
     ro.record_heads = record && step == 0 ? &R->heads_tgt : NULL;
     ro.head_targets = record && last ? &R->heads_tgt : NULL;
     /* only the final step's model is kept: earlier steps' refits just prepare the next statistics (tuning

@@ -596,7 +596,8 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     if (st == LPV_OK) st = seq_alloc(S, (ds->n + S->b - 1) / S->b, err);
     if (st == LPV_OK) st = seq_cache_streams(S, ds, pp, err);
     lpv_progress pr;
-    lpv_progress_begin(&pr, cfg->depth + 1, "refit (blocks and heads)");
+    lpv_progress_begin(&pr, cfg->depth + 1, "%s (blocks%s)", o->label ? o->label : "refit",
+                       o->refit_heads ? " and heads" : "");
     for (int l = 0; l <= cfg->depth && st == LPV_OK; l++) {
         st = seq_block(S, l, err);
         if (st == LPV_OK) lpv_progress_update(&pr, l + 1, NULL);

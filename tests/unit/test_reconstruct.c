@@ -151,7 +151,7 @@ int main(void) {
         float keep = s.st[3].H[5];
         s.st[3].H[5] = NAN;
         lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 0, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, NULL,
-                                  NULL};
+                                  NULL, NULL};
         lpv_reconstruct_info info;
         CHECK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err) == LPV_E_DATA &&
               strstr(err.msg, "not finite"));
@@ -162,7 +162,7 @@ int main(void) {
     for (int mode = 0; mode < 5; mode++) { /* masked, bias, lsq, lsq sequential, the same + block tuning */
         lpv_model *p = model();
         lpv_reconstruct_opts o = {mode == 0 ? LPV_UPDATE_NONE : mode == 1 ? LPV_UPDATE_BIAS : LPV_UPDATE_LSQ, mode >= 3,
-                                  lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, NULL, NULL};
+                                  lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, NULL, NULL, NULL};
         if (mode == 4) o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
@@ -202,7 +202,7 @@ int main(void) {
         double klh[2];
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, v, 0.01, NULL, NULL};
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, v, 0.01, NULL, NULL, NULL};
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
             klh[v] = kl_of(p, dl, x, M);
@@ -234,7 +234,7 @@ int main(void) {
                 pr[i].lin->w[q] *= 1.0f + 0.5f * (float)(lpv_rng_uniform(&r) - 0.5);
         }
         double kl_perturbed = kl_of(p, dl, x, M);
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, NULL, NULL};
+        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, NULL, NULL, NULL};
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
         double kl_refit = kl_of(p, dl, x, M);
@@ -257,7 +257,7 @@ int main(void) {
         double klt[2];
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, NULL, 0, 0, NULL, NULL};
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, NULL, 0, 0, NULL, NULL, NULL};
             o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
@@ -270,7 +270,7 @@ int main(void) {
         /* the heads, without tuning, follow the final target too */
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, NULL, 1, 0.01, NULL, NULL};
+            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, NULL, 1, 0.01, NULL, NULL, NULL};
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
             klt[v] = kl_of(p, dl, x, M);
@@ -285,9 +285,9 @@ int main(void) {
             lpv_head_targets rec;
             memset(&rec, 0, sizeof rec);
             lpv_model *q = model(), *pa = model(), *pb = model();
-            lpv_reconstruct_opts o1 = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, &rec, NULL};
-            lpv_reconstruct_opts oa = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), dense, 5, NULL, 1, 0.01, NULL, NULL};
-            lpv_reconstruct_opts ob = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 1, 0.01, NULL, &rec};
+            lpv_reconstruct_opts o1 = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, &rec, NULL, NULL};
+            lpv_reconstruct_opts oa = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), dense, 5, NULL, 1, 0.01, NULL, NULL, NULL};
+            lpv_reconstruct_opts ob = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 1, 0.01, NULL, &rec, NULL};
             lpv_reconstruct_info i1, ia, ib;
             CHECK_OK(lpv_reconstruct(q, dense, masks, R, C, &s, &ds, &pp, &o1, &i1, &err), &err);
             CHECK(rec.images == ds.n && rec.outputs == 1 && rec.dim == dense->cfg.dim && i1.heads_refit == 0);
@@ -327,7 +327,7 @@ int main(void) {
         lpv_model *other;
         CHECK_OK(lpv_model_random(&other, &c2, 3, &err), &err);
         lpv_model *p = model();
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), other, 5, NULL, 0, 0, NULL, NULL};
+        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), other, 5, NULL, 0, 0, NULL, NULL, NULL};
         o.tune.epochs = 1;
         lpv_reconstruct_info info;
         CHECK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err) == LPV_E_ARG);

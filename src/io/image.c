@@ -42,6 +42,20 @@ static int png_size(const uint8_t *b, size_t n, int64_t *w, int64_t *h) {
     return 1;
 }
 
+/* 1 when every IDAT chunk of the PNG b[0, n) lies inside it. stb grows its compressed-data buffer to the
+ * length an IDAT chunk claims before reading it (doubling from 4 KB), so a 300-byte file claiming a 1 GB
+ * chunk costs a 2 GB allocation before stb finds the data missing; refused here, stb fails it anyway. */
+static int png_idat_fits(const uint8_t *b, size_t n) {
+    size_t off = 8;
+    while (off + 8 <= n) {
+        uint32_t len = (uint32_t)b[off] << 24 | (uint32_t)b[off + 1] << 16 | (uint32_t)b[off + 2] << 8 | b[off + 3];
+        if (memcmp(b + off + 4, "IDAT", 4) == 0 && len > n - off - 8) return 0;
+        if (memcmp(b + off + 4, "IEND", 4) == 0 || len > n - off - 8) return 1; /* the rest is stb's to judge */
+        off += 12 + (size_t)len;
+    }
+    return 1;
+}
+
 int lpv__image_too_large(int64_t w, int64_t h) {
     return w > LPV_IMAGE_MAX_SIDE || h > LPV_IMAGE_MAX_SIDE || w * h > LPV_IMAGE_MAX_PIXELS;
 }
@@ -77,6 +91,9 @@ lpv_status lpv_image_load_mem(const void *buf, size_t n, const char *label, lpv_
     int w = 0, h = 0, comp = 0;
     int64_t pw, ph;
     if (png_size(buf, n, &pw, &ph) && lpv__image_too_large(pw, ph)) return lpv__image_size_error(label, pw, ph, err);
+    if (png_size(buf, n, &pw, &ph) && !png_idat_fits(buf, n))
+        return lpv_fail(err, LPV_E_DATA, "cannot decode image '%s': PNG data runs past the end of the file (truncated?)",
+                        label);
     if (!stbi_info_from_memory(buf, (int)n, &w, &h, &comp))
         return lpv_fail(err, LPV_E_DATA, "cannot decode image '%s': %s", label, stb_reason());
     if (w < 1 || h < 1 || lpv__image_too_large(w, h)) return lpv__image_size_error(label, w, h, err);

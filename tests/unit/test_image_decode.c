@@ -350,6 +350,16 @@ static void test_errors(void) {
     uint8_t b[64];
     expect_decode_error(b, png_header(b, 40000, 10), "40000x10");
     expect_decode_error(b, png_header(b, 18000, 16000), "18000x16000"); /* > 2^28 pixels */
+    /* an IDAT chunk claiming 1 GB in a file of a hundred bytes (stb would first grow a buffer to 2 GB) */
+    uint8_t png[256];
+    uint16_t v[12] = {0};
+    size_t n = png16(png, 2, 2, 2, 3, v);
+    for (size_t i = 8; i + 8 <= n; i++)
+        if (memcmp(png + i + 4, "IDAT", 4) == 0) {
+            png[i] = 0x40, png[i + 1] = png[i + 2] = png[i + 3] = 0;
+            break;
+        }
+    expect_decode_error(png, n, "runs past the end");
     lpv_image im;
     lpv_err err;
     CHECK(lpv_image_load("/nonexistent/x.jpg", &im, &err) == LPV_E_IO && strstr(err.msg, "'/nonexistent/x.jpg'"));

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what lpvit needs to build and test on Debian 12 (idempotent; run as root or with sudo).
-#   build:   cmake gcc libopenblas-dev libcjson-dev zlib1g-dev libstb-dev
-#   tests:   clang + libomp-dev (libFuzzer build), python3-numpy python3-pil (demo images, benchmark scripts),
+#   build:   cmake gcc libopenblas-dev libcjson-dev zlib1g-dev libstb-dev libjpeg62-turbo-dev (the libjpeg PIL
+#            decodes with: JPEG pixels identical to PIL's; without it lpvit falls back to stb_image)
+#   tests:   clang + libomp-dev (libFuzzer build), python3-numpy python3-pil (demo images, benchmark scripts,
+#            PIL's reference pixels for tests/golden/test_jpeg_pil),
 #            librsvg2-bin (rsvg-convert renders lpvit sweep's SVG plots in tests/e2e/sweep_e2e.sh),
 #            curl (scripts/download-model.sh, tested on a file:// URL)
 # Pass --with-torch to also install Debian's PyTorch, --with-node Node.js + npm (for ONNX Runtime via npm;
 # nodejs only when `node` is not on PATH, npm only when `npm` is not);
 # both are used only by benchmark scripts (scripts/bench-peers.sh).
 set -euo pipefail
-pkgs=(cmake gcc make pkg-config libopenblas-dev libcjson-dev zlib1g-dev libstb-dev)
+pkgs=(cmake gcc make pkg-config libopenblas-dev libcjson-dev zlib1g-dev libstb-dev libjpeg62-turbo-dev)
 extra=(clang libomp-dev python3 python3-numpy python3-pil librsvg2-bin curl)
 for a in "$@"; do
   case "$a" in

@@ -3,7 +3,7 @@
 #   1. install build dependencies (Debian packages, idempotent)
 #   2. Release build + every ctest test (unit, golden against ../shared/fixtures, e2e CLI runs)
 #   3. ASan+UBSan build, unit + golden tests and the bad-input suite (tests/e2e/bad_input.sh) under it
-#   4. the safetensors parser fuzz target for a short run (clang/libFuzzer)
+#   4. the safetensors parser and image decoder fuzz targets for a short run each (clang/libFuzzer)
 #   5. when the shared data is present ($LPVIT_DATA, else ../shared/data): the accuracy gates
 #      (scripts/check-accuracy.sh) and the pruning gate (scripts/bench-prune.sh --quick: pruned top-1
 #      must stay above scripts/bench-prune.floor)
@@ -42,12 +42,17 @@ if [ "$quick" = 0 ]; then
   if command -v clang >/dev/null 2>&1; then
     step "fuzz (safetensors parser, 30 s)"
     cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DLPVIT_FUZZ=ON >/dev/null
-    cmake --build build-fuzz -j"$jobs" --target fuzz_safetensors
-    mkdir -p build-fuzz/corpus
+    cmake --build build-fuzz -j"$jobs" --target fuzz_safetensors fuzz_image
+    mkdir -p build-fuzz/corpus build-fuzz/corpus_image
     cp tests/fuzz/corpus/* build-fuzz/corpus/ 2>/dev/null || true
+    cp tests/fuzz/corpus_image/* build-fuzz/corpus_image/ 2>/dev/null || true
     build-fuzz/tests/fuzz/fuzz_safetensors -max_total_time=30 -max_len=4096 build-fuzz/corpus >/dev/null 2>build-fuzz/fuzz.log \
       || { tail -40 build-fuzz/fuzz.log; exit 1; }
     grep -E "^#[0-9]+ *DONE" build-fuzz/fuzz.log || tail -2 build-fuzz/fuzz.log
+    step "fuzz (image decoders, 15 s)"
+    build-fuzz/tests/fuzz/fuzz_image -max_total_time=15 -max_len=2048 build-fuzz/corpus_image >/dev/null \
+      2>build-fuzz/fuzz_image.log || { tail -40 build-fuzz/fuzz_image.log; exit 1; }
+    grep -E "^#[0-9]+ *DONE" build-fuzz/fuzz_image.log || tail -2 build-fuzz/fuzz_image.log
   else
     echo "skip fuzz: clang not installed"
   fi

@@ -25,9 +25,9 @@
  * SHA-256 of its key; nothing else in the folder is ever opened or removed. lpv_calib_cache_scan reads only
  * each file's safetensors header (gunzipping its first bytes), so it sees a wrong or damaged header but not
  * damaged tensor data (lpv_calib_load finds that and recomputes). An entry is stale when this build can never
- * load it: its key names another lpvit version or commit, or another cache format, or its name is not its
- * key's hash, or its header cannot be parsed (LPV_E_FORMAT). The key holds the commit, so every rebuild at
- * another commit strands the entries of the one before.
+ * load it: its key names another lpvit version, commit or JPEG decoder, or another cache format, or its name
+ * is not its key's hash, or its header cannot be parsed (LPV_E_FORMAT). The key holds the commit, so every
+ * rebuild at another commit strands the entries of the one before.
  */
 #ifndef LPVIT_CALIB_H
 #define LPVIT_CALIB_H
@@ -67,9 +67,9 @@ typedef struct {
     lpv_arena arena;
 } lpv_calib_stats;
 
-/* The cache key: everything the statistics depend on — lpvit's version and commit, the model's hash, the
- * images' hash (lpv_dataset_files_hash: names, labels, order, sizes and times), loss, Fisher, block shape,
- * batch, seed and preprocessing. A change in any of them misses the cache. */
+/* The cache key: everything the statistics depend on — lpvit's version, commit and JPEG decoder (it decides
+ * the pixels), the model's hash, the images' hash (lpv_dataset_files_hash: names, labels, order, sizes and
+ * times), loss, Fisher, block shape, batch, seed and preprocessing. A change in any of them misses the cache. */
 void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *images_sha, const lpv_calib_opts *o,
                    const lpv_preproc *pp);
 /* Runs forward/backward over the dataset. */
@@ -101,6 +101,10 @@ typedef struct {
  * the pruning steps' checkpoints ("step-<sha>.lpvc", key format LPV_STEP_FORMAT, made by lpv_prune so an
  * interrupted or repeated run resumes after its last finished step). */
 #define LPV_STEP_FORMAT "lpvit-step-v1"
+
+/* The build a cache file is for, the key's "lpvit" field: version, commit and JPEG decoder (the decoder
+ * changes the pixels, so the statistics). A file of another build is stale. */
+void lpv_cache_build_id(char *buf, size_t cap);
 
 /* Writes w gzip-compressed to path, atomically (and removes temps that dead writers left beside it). */
 lpv_status lpv_cache_write(const lpv_st_writer *w, const char *path, lpv_err *err);

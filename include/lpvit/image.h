@@ -1,14 +1,19 @@
 /*
- * image.h — image decoding (stb_image) and the timm/torchvision eval
- * transform, bit-exact with Pillow's resampler.
+ * image.h — image decoding and the timm/torchvision eval transform,
+ * bit-exact with Pillow.
  *
- * Decoding: JPEG and PNG to 8-bit RGB the way PIL's convert('RGB') does for
- * the common cases (grey replicated, alpha dropped, palette expanded, 16-bit
- * reduced to 8). JPEG pixels differ from PIL/libjpeg-turbo by a few levels
- * (there is no bit-exact JPEG decode). Adobe CMYK JPEGs decode with stb's
- * conversion (equal to PIL 9.4's on the test file; YCCK is untested).
- * EXIF orientation is ignored, as in PIL/timm. An lpv_image owns its pixels
- * (allocated by stb_image); release them with lpv_image_free.
+ * Decoding: JPEG and PNG to 8-bit RGB as PIL's Image.open(f).convert('RGB').
+ * JPEG goes through libjpeg-turbo when the build found it (the library PIL
+ * uses, with PIL's settings: ISLOW DCT, fancy upsampling, grey replicated,
+ * CMYK/YCCK read with Adobe's inverted polarity and converted with PIL's
+ * cmyk2rgb), and the pixels are then PIL's exactly; a build without it
+ * decodes JPEG with stb_image, a few levels off on some pixels.
+ * lpv_image_jpeg_decoder() says which. PNG goes through stb_image (grey
+ * replicated, alpha dropped, palette expanded, 16-bit reduced to its high
+ * byte, as PIL does except for 16-bit grey, which PIL's convert('RGB')
+ * saturates at 255). A truncated JPEG is an error, as in PIL. EXIF
+ * orientation is ignored, as in PIL/timm. An lpv_image owns its pixels;
+ * release them with lpv_image_free.
  *
  * Resampling: lpv_resize reproduces Pillow's Image.resize(size, BICUBIC or
  * BILINEAR) exactly: separable, horizontal pass then vertical, the filter
@@ -41,9 +46,12 @@
 #include "lpvit/error.h"
 #include "lpvit/names.h"
 
-/* Decoded images larger than this are refused before any pixel is allocated. */
+/* Decoded images larger than this are refused before any pixel is allocated. The fuzz build
+ * (-DLPVIT_FUZZ=ON) lowers the pixel cap so that every input decodes in milliseconds. */
 #define LPV_IMAGE_MAX_SIDE 32768
+#ifndef LPV_IMAGE_MAX_PIXELS
 #define LPV_IMAGE_MAX_PIXELS (1 << 28)
+#endif
 /* Image files larger than this are refused before reading. */
 #define LPV_IMAGE_MAX_FILE ((size_t)1 << 30)
 
@@ -58,6 +66,8 @@ lpv_status lpv_image_load(const char *path, lpv_image *img, lpv_err *err);
 lpv_status lpv_image_load_mem(const void *buf, size_t n, const char *label, lpv_image *img,
                               lpv_err *err);
 void lpv_image_free(lpv_image *img);
+/* The JPEG decoder built in: "libjpeg-turbo 2.1.5" (the version built against) or "stb_image". */
+const char *lpv_image_jpeg_decoder(void);
 
 /* ---- resampling ---- */
 #define LPV_INTERP_LIST(X) X(LPV_INTERP_BICUBIC, "bicubic") X(LPV_INTERP_BILINEAR, "bilinear")

@@ -1,7 +1,7 @@
 /*
  * report.h — what every lpvit report records so a number can be reproduced
- * (lpvit version and commit, build, compiler, CPU, ISA, threads, OpenBLAS
- * core, load average, time), and the JSON writer the commands share.
+ * (lpvit version and commit, build, compiler, JPEG decoder, CPU, ISA, threads,
+ * OpenBLAS core, load average, time), and the JSON writer the commands share.
  *
  * Reports are cJSON trees owned by the caller. lpv_json_write refuses a tree
  * holding NaN or Inf (cJSON would silently print null), and writes the file
@@ -16,7 +16,8 @@
 #include "lpvit/error.h"
 #include "lpvit/image.h"
 
-/* Adds an "environment" object: lpvit, commit, build, compiler, cpu, isa, threads, blas, loadavg, time. */
+/* Adds an "environment" object: lpvit, commit, build, compiler, jpeg_decoder, cpu, isa, threads, blas, loadavg,
+ * time. */
 void lpv_report_environment(cJSON *obj);
 /* The same facts as one human line for stderr logs. */
 void lpv_environment_line(char *buf, size_t cap);

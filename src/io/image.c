@@ -8,6 +8,7 @@
 
 #include <stb_image.h>
 
+#include "io/image_internal.h"
 #include "lpvit/fileio.h"
 
 /* ------------------------------------------------------------------------- */
@@ -41,12 +42,40 @@ static int png_size(const uint8_t *b, size_t n, int64_t *w, int64_t *h) {
     return 1;
 }
 
-static int too_large(int64_t w, int64_t h) {
+/* 1 when every IDAT chunk of the PNG b[0, n) lies inside it. stb grows its compressed-data buffer to the
+ * length an IDAT chunk claims before reading it (doubling from 4 KB), so a 300-byte file claiming a 1 GB
+ * chunk costs a 2 GB allocation before stb finds the data missing; refused here, stb fails it anyway. */
+static int png_idat_fits(const uint8_t *b, size_t n) {
+    size_t off = 8;
+    while (off + 8 <= n) {
+        uint32_t len = (uint32_t)b[off] << 24 | (uint32_t)b[off + 1] << 16 | (uint32_t)b[off + 2] << 8 | b[off + 3];
+        if (memcmp(b + off + 4, "IDAT", 4) == 0 && len > n - off - 8) return 0;
+        if (memcmp(b + off + 4, "IEND", 4) == 0 || len > n - off - 8) return 1; /* the rest is stb's to judge */
+        off += 12 + (size_t)len;
+    }
+    return 1;
+}
+
+int lpv__image_too_large(int64_t w, int64_t h) {
     return w > LPV_IMAGE_MAX_SIDE || h > LPV_IMAGE_MAX_SIDE || w * h > LPV_IMAGE_MAX_PIXELS;
 }
 
-/* stb picks the format from the bytes (not the name), as PIL does; its
- * pixels are handed to the caller as they are, no copy. */
+lpv_status lpv__image_size_error(const char *label, int64_t w, int64_t h, lpv_err *err) {
+    return lpv_fail(err, LPV_E_DATA, "image '%s' is %lldx%lld, expected at most %d px a side and %d pixels", label,
+                    (long long)w, (long long)h, LPV_IMAGE_MAX_SIDE, LPV_IMAGE_MAX_PIXELS);
+}
+
+#ifdef LPVIT_HAVE_LIBJPEG
+/* PIL's test for a JPEG (JpegImagePlugin._accept): SOI followed by a marker. */
+static int is_jpeg(const uint8_t *b, size_t n) { return n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF; }
+
+const char *lpv_image_jpeg_decoder(void) { return lpv__jpeg_version(); }
+#else
+const char *lpv_image_jpeg_decoder(void) { return "stb_image"; }
+#endif
+
+/* The format comes from the bytes (not the name), as in PIL: JPEG goes to libjpeg-turbo when the build has
+ * it, everything else (and JPEG without it) to stb. Either decoder's pixels are handed over as they are. */
 lpv_status lpv_image_load_mem(const void *buf, size_t n, const char *label, lpv_image *img,
                               lpv_err *err) {
     img->w = img->h = 0;
@@ -55,18 +84,19 @@ lpv_status lpv_image_load_mem(const void *buf, size_t n, const char *label, lpv_
     if (n > INT_MAX)
         return lpv_fail(err, LPV_E_DATA, "cannot decode image '%s': %zu bytes, more than %d", label,
                         n, INT_MAX);
+#ifdef LPVIT_HAVE_LIBJPEG
+    if (is_jpeg(buf, n)) return lpv__jpeg_decode(buf, n, label, img, err);
+#endif
     /* Header first, so an absurd size is refused before stb allocates it. */
     int w = 0, h = 0, comp = 0;
     int64_t pw, ph;
-    if (png_size(buf, n, &pw, &ph) && too_large(pw, ph))
-        return lpv_fail(err, LPV_E_DATA, "image '%s' is %lldx%lld, expected at most %d px a side and %d pixels",
-                        label, (long long)pw, (long long)ph, LPV_IMAGE_MAX_SIDE, LPV_IMAGE_MAX_PIXELS);
+    if (png_size(buf, n, &pw, &ph) && lpv__image_too_large(pw, ph)) return lpv__image_size_error(label, pw, ph, err);
+    if (png_size(buf, n, &pw, &ph) && !png_idat_fits(buf, n))
+        return lpv_fail(err, LPV_E_DATA, "cannot decode image '%s': PNG data runs past the end of the file (truncated?)",
+                        label);
     if (!stbi_info_from_memory(buf, (int)n, &w, &h, &comp))
         return lpv_fail(err, LPV_E_DATA, "cannot decode image '%s': %s", label, stb_reason());
-    if (w < 1 || h < 1 || too_large(w, h))
-        return lpv_fail(err, LPV_E_DATA,
-                        "image '%s' is %dx%d, expected at most %d px a side and %d pixels", label, w,
-                        h, LPV_IMAGE_MAX_SIDE, LPV_IMAGE_MAX_PIXELS);
+    if (w < 1 || h < 1 || lpv__image_too_large(w, h)) return lpv__image_size_error(label, w, h, err);
     int w2 = 0, h2 = 0;
     /* 3 channels: grey is replicated, alpha dropped, CMYK converted by stb. */
     uint8_t *rgb = stbi_load_from_memory(buf, (int)n, &w2, &h2, &comp, 3);
@@ -84,7 +114,7 @@ lpv_status lpv_image_load_mem(const void *buf, size_t n, const char *label, lpv_
 }
 
 void lpv_image_free(lpv_image *img) {
-    if (img->rgb) stbi_image_free(img->rgb);
+    free(img->rgb); /* stb allocates with malloc too (stb_impl.c does not override STBI_MALLOC) */
     img->rgb = NULL;
     img->w = img->h = 0;
 }

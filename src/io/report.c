@@ -73,6 +73,7 @@ void lpv_report_environment(cJSON *obj) {
     cJSON_AddStringToObject(e, "commit", LPVIT_GIT_COMMIT);
     cJSON_AddStringToObject(e, "build", LPVIT_BUILD_TYPE);
     cJSON_AddStringToObject(e, "compiler", LPVIT_C_COMPILER);
+    cJSON_AddStringToObject(e, "jpeg_decoder", lpv_image_jpeg_decoder()); /* decides the pixels: see image.h */
     cJSON_AddStringToObject(e, "cpu", c->brand[0] ? c->brand : c->vendor);
     snprintf(buf, sizeof buf, "%d/%d", c->family, c->model);
     cJSON_AddStringToObject(e, "cpu_family_model", buf);
@@ -99,9 +100,10 @@ void lpv_environment_line(char *buf, size_t cap) {
     const lpv_cpu_info *c = lpv_cpu();
     char la[64];
     loadavg(la, sizeof la);
-    snprintf(buf, cap, "lpvit %s (%s), cpu '%s', isa %s, %d threads, dense kernel %s, openblas core %s (%s), load %s",
-             LPVIT_VERSION, LPVIT_GIT_COMMIT, c->brand[0] ? c->brand : c->vendor, lpv_isa_name(lpv_isa_get()),
-             lpv_threads_get(), lpv_dense_kernel_name(lpv_dense_kernel_get()),
+    snprintf(buf, cap,
+             "lpvit %s (%s), jpeg %s, cpu '%s', isa %s, %d threads, dense kernel %s, openblas core %s (%s), load %s",
+             LPVIT_VERSION, LPVIT_GIT_COMMIT, lpv_image_jpeg_decoder(), c->brand[0] ? c->brand : c->vendor,
+             lpv_isa_name(lpv_isa_get()), lpv_threads_get(), lpv_dense_kernel_name(lpv_dense_kernel_get()),
              lpv_blas_corename(), lpv_blas_core_source(), la);
 }
 

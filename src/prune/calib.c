@@ -24,13 +24,21 @@
 
 #define CALIB_FORMAT "lpvit-calib-v1"
 
+/* The build a cache entry is valid for: version, commit and JPEG decoder (the decoder changes the pixels, so
+ * an stb build and a libjpeg build of one commit must not share gradients). */
+void lpv_cache_build_id(char *buf, size_t cap) {
+    snprintf(buf, cap, "%s %s %s", lpv_version(), lpv_commit(), lpv_image_jpeg_decoder());
+}
+
 void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *images_sha, const lpv_calib_opts *o,
                    const lpv_preproc *pp) {
+    char id[96];
+    lpv_cache_build_id(id, sizeof id);
     snprintf(key, cap,
-             "{\"format\": \"%s\", \"lpvit\": \"%s %s\", \"model_sha256\": \"%s\", \"images_sha256\": \"%s\", "
+             "{\"format\": \"%s\", \"lpvit\": \"%s\", \"model_sha256\": \"%s\", \"images_sha256\": \"%s\", "
              "\"loss\": \"%s\", \"fisher\": %d, \"blocks\": \"%dx%d\", \"batch\": %d, \"seed\": %llu, "
              "\"preprocess\": \"%d %.6g %s %.6g,%.6g,%.6g %.6g,%.6g,%.6g\"}",
-             CALIB_FORMAT, lpv_version(), lpv_commit(), model_sha, images_sha, lpv_loss_name(o->loss), o->fisher,
+             CALIB_FORMAT, id, model_sha, images_sha, lpv_loss_name(o->loss), o->fisher,
              o->block_R, o->block_C, o->batch, (unsigned long long)o->seed, pp->img_size, pp->crop_pct,
              lpv_interp_name(pp->interp), (double)pp->mean[0], (double)pp->mean[1], (double)pp->mean[2],
              (double)pp->std[0], (double)pp->std[1], (double)pp->std[2]);
@@ -504,7 +512,7 @@ static int entry_stale(const lpv_calib_entry *e) {
     if (e->status != LPV_OK) return 0;
     char here[96], sha[65], name[96];
     const char *pre = cache_prefix(e->name);
-    snprintf(here, sizeof here, "%s %s", lpv_version(), lpv_commit());
+    lpv_cache_build_id(here, sizeof here);
     lpv_sha256_hex(e->key, strlen(e->key), sha);
     snprintf(name, sizeof name, "%s%s.lpvc", pre ? pre : "", sha);
     const char *want = pre && strcmp(pre, "step-") == 0 ? LPV_STEP_FORMAT : CALIB_FORMAT;

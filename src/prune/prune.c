@@ -561,14 +561,15 @@ static lpv_status step_settings(run *R, lpv_err *err) {
 /* The key of step k's checkpoint (JSON, like the statistics' keys: lpvit cache list reads its fields), and the
    file it names. The chain of targets up to k identifies the path the model took. */
 static void step_key(const run *R, int k, char *key, size_t cap, char *path, size_t pcap) {
-    char targets[LPV_MAX_STEPS * 24] = "", images[65];
+    char targets[LPV_MAX_STEPS * 24] = "", images[65], build[128];
     for (int s = 0; s <= k; s++)
         snprintf(targets + strlen(targets), sizeof targets - strlen(targets), "%s%.17g", s ? "," : "", R->r->step_target[s]);
     lpv_dataset_files_hash(&R->ds, images);
+    lpv_cache_build_id(build, sizeof build);
     snprintf(key, cap,
-             "{\"format\": \"%s\", \"lpvit\": \"%s %s\", \"model_sha256\": \"%s\", \"images_sha256\": \"%s\", "
+             "{\"format\": \"%s\", \"lpvit\": \"%s\", \"model_sha256\": \"%s\", \"images_sha256\": \"%s\", "
              "\"loss\": \"%s\", \"steps\": \"%s\", \"settings\": \"%s\"}",
-             LPV_STEP_FORMAT, lpv_version(), lpv_commit(), R->id0, images,
+             LPV_STEP_FORMAT, build, R->id0, images,
              lpv_prune_needs_stats(R->o) ? lpv_loss_name((lpv_loss_kind)R->o->loss) : "none", targets, R->settings);
     char h[65];
     lpv_sha256_hex(key, strlen(key), h);

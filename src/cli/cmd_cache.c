@@ -66,18 +66,18 @@ static cJSON *entry_json(const lpv_calib_entry *e) {
 }
 
 /* One row: when, size, samples, the key in short (hash prefixes, loss, lpvit), state, file. */
-static void print_entry(const lpv_calib_entry *e) {
+static void print_entry(const lpv_calib_entry *e, int lw) {
     char t[32], sz[32];
     iso_time(e->mtime, t, sizeof t);
     human_bytes(e->bytes, sz, sizeof sz);
     if (e->status) {
-        printf("%-20s  %9s  %7s  %-8s  %-8s  %-8s  %-24s  %-10s  %s\n", t, sz, "-", "-", "-", "-", "-", "unreadable",
+        printf("%-20s  %9s  %7s  %-8s  %-8s  %-8s  %-*s  %-10s  %s\n", t, sz, "-", "-", "-", "-", lw, "-", "unreadable",
                e->problem); /* the problem names the file */
         return;
     }
-    printf("%-20s  %9s  %7lld  %-8.8s  %-8.8s  %-8s  %-24s  %-10s  %s\n", t, sz, (long long)e->samples,
+    printf("%-20s  %9s  %7lld  %-8.8s  %-8.8s  %-8s  %-*s  %-10s  %s\n", t, sz, (long long)e->samples,
            e->model_sha[0] ? e->model_sha : "-", e->images_sha[0] ? e->images_sha : "-", e->loss[0] ? e->loss : "-",
-           e->lpvit[0] ? e->lpvit : "-", entry_state(e), e->name);
+           lw, e->lpvit[0] ? e->lpvit : "-", entry_state(e), e->name);
 }
 
 static int cache_list(int argc, char **argv) {
@@ -120,10 +120,12 @@ static int cache_list(int argc, char **argv) {
         char sz[32];
         human_bytes(total, sz, sizeof sz);
         printf("cache folder '%s'\n", dir);
+        int lw = 5; /* the lpvit column: version, commit and JPEG decoder, as wide as the widest */
+        for (int i = 0; i < n; i++) lw = (int)strlen(v[i].lpvit) > lw ? (int)strlen(v[i].lpvit) : lw;
         if (n)
-            printf("%-20s  %9s  %7s  %-8s  %-8s  %-8s  %-24s  %-10s  %s\n", "modified (UTC)", "size", "samples", "model",
-                   "images", "loss", "lpvit", "state", "file");
-        for (int i = 0; i < n; i++) print_entry(&v[i]);
+            printf("%-20s  %9s  %7s  %-8s  %-8s  %-8s  %-*s  %-10s  %s\n", "modified (UTC)", "size", "samples", "model",
+                   "images", "loss", lw, "lpvit", "state", "file");
+        for (int i = 0; i < n; i++) print_entry(&v[i], lw);
         printf("total: %d file%s, %s", n, n == 1 ? "" : "s", sz);
         if (stale || unreadable) printf(" (%d stale, %d unreadable: lpvit cache clean --stale removes them)", stale, unreadable);
         printf("\n");

@@ -112,7 +112,7 @@ lpv_status lpv_model_apply_masks(lpv_model *m, const lpv_model *masks, lpv_err *
     LPV_ASSERT(n == np); /* same config, same layer table */
     int sparse = 0;
     for (int i = 0; i < n; i++) sparse += pr[i].lin->bsr != NULL;
-    if (!sparse) return lpv_fail(err, LPV_E_ARG, "'%s' has no block-sparse layer: masks come from a pruned model", masks->path);
+    if (!sparse) return lpv_fail(err, LPV_E_DATA, "'%s' has no block-sparse layer: masks come from a pruned model", masks->path);
     LPV_TRY(check_zeros(m, masks->path, mr, pr, n, err));
     for (int i = 0; i < n; i++) {
         const lpv_bsr *b = pr[i].lin->bsr;

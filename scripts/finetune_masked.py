@@ -180,8 +180,9 @@ def expand(mask, RC, shape):
 
 
 def load_pruned(model_path, masks_path):
-    """(timm-named dense weights, {weight name: element mask}, masks info, model metadata). The masks come
-    from masks_path's BSR layers (model_path's own when it is the pruned file)."""
+    """(timm-named dense weights, {weight name: element mask, True = kept}, the model file's metadata, the masks
+    file's metadata, lpvit.arch). The masks come from masks_path's BSR layers (model_path's own when it is the
+    pruned file); a dense model file must hold zeros wherever they prune."""
     w, meta = read_safetensors(model_path)
     arch = json_meta(meta, "lpvit.arch") or {}
     if masks_path == model_path:
@@ -197,7 +198,7 @@ def load_pruned(model_path, masks_path):
             hint = " (its metadata says it was exported from '%s')" % src
         die("'%s' has no block-sparse layer: the masks come from the pruned BSR file, give it as --masks%s"
             % (masks_path, hint))
-    masks, info = {}, {}
+    masks = {}
     for name in sparse:
         vals, cols, rows = bsr_arrays(mw, name)
         out, inp = linear_shape(name, mw, arch)
@@ -218,11 +219,10 @@ def load_pruned(model_path, masks_path):
                 die("'%s': '%s' has %d nonzero weights in blocks that '%s' prunes: not the same pruned model"
                     % (model_path, name, nz, masks_path))
         masks[name] = emask
-        info[name] = {"block": "%dx%d" % RC, "kept": int(bmask.sum()), "blocks": int(bmask.size)}
     leftover = [k for k in w if ".bsr_" in k]
     if leftover:
         die("'%s': '%s' is BSR but '%s' does not prune that layer" % (model_path, leftover[0], masks_path))
-    return w, masks, info, meta, mmeta, arch
+    return w, masks, meta, mmeta, arch
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -470,7 +470,9 @@ SCHEDULE_ARGS = ("epochs", "batch_size", "lr", "min_lr", "warmup_epochs", "weigh
 
 def load_checkpoint(path, args, model_sha, masks_sha, device):
     try:
-        ck = torch.load(path, map_location=device)
+        # not weights only: the checkpoint holds the optimiser's and Python's RNG state (torch >= 2.6 defaults to
+        # weights_only=True); load only checkpoints this script wrote
+        ck = torch.load(path, map_location=device, weights_only=False)
     except (OSError, RuntimeError, EOFError) as e:
         die("cannot read the checkpoint '%s': %s" % (path, e))
     if ck.get("format") != "finetune_masked-v1":
@@ -526,7 +528,7 @@ def train(args):
         if p and os.path.exists(args.out) and os.path.samefile(p, args.out):
             die("--out '%s' is an input: this script never overwrites an input" % args.out)
     masks_path = args.masks or args.model
-    w, masks, info, meta, mmeta, arch = load_pruned(args.model, masks_path)
+    w, masks, meta, mmeta, arch = load_pruned(args.model, masks_path)
     pp = preprocessing(args, meta if json_meta(meta, "lpvit") else mmeta)
     H, eps = heads_and_eps(w, arch, args.heads)
     random.seed(args.seed)

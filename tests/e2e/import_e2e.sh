@@ -2,7 +2,7 @@
 # lpvit import, without PyTorch: a random 2-block model pruned on tests/data, its --dense-masked export given
 # noise on the weights the masks keep (finetune_tool.py: a stand-in for a masked fine-tune), imported back:
 # exactly the pruned file's BSR structure, other values, the provenance (both files' sha256) in the metadata,
-# eval runs on it; a file without metadata takes the masks file's heads. Refused, one line, exit 1, no output
+# eval runs on it; a file without metadata takes the masks file's heads; export + import is the identity. Refused, one line, exit 1, no output
 # left: one nonzero weight in a pruned block (the layer and the count named), another width or depth, masks
 # from a dense model. Usage errors exit 2. (finetune_e2e.sh runs the real fine-tune when torch is there.)
 #   import_e2e.sh path/to/lpvit SOURCE_DIR
@@ -60,7 +60,9 @@ run 0 "$PY" "$TOOL" finetune "$P" "$D" "$T/plain.safetensors" --no-meta
 run 0 "$L" import --model "$T/plain.safetensors" --masks-from "$P" --out "$T/q2.safetensors"
 grep -q "does not say its attention heads: 2" "$T/err" && ok || bad "no note about the heads: $(cat "$T/err")"
 run 0 "$L" eval --model "$T/q2.safetensors" --imagenet-dir "$MINI" --threads 2 --quiet
-# the pruned file itself imports to itself
+# an untouched --dense-masked export comes back with the pruned file's weights, bit for bit; so does the pruned file
+run 0 "$L" import --model "$D" --masks-from "$P" --out "$T/back.safetensors"
+"$PY" "$TOOL" changed "$P" "$T/back.safetensors" >/dev/null && bad "export + import changed weights" || ok
 run 0 "$L" import --model "$P" --masks-from "$P" --out "$T/same.safetensors"
 "$PY" "$TOOL" changed "$P" "$T/same.safetensors" >/dev/null && bad "importing P onto its own masks changed weights" || ok
 

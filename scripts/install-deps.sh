@@ -6,9 +6,9 @@
 #            PIL's reference pixels for tests/golden/test_jpeg_pil),
 #            librsvg2-bin (rsvg-convert renders lpvit sweep's SVG plots in tests/e2e/sweep_e2e.sh),
 #            curl (scripts/download-model.sh, tested on a file:// URL)
-# Pass --with-torch to also install Debian's PyTorch, --with-node Node.js + npm (for ONNX Runtime via npm;
-# nodejs only when `node` is not on PATH, npm only when `npm` is not);
-# both are used only by benchmark scripts (scripts/bench-peers.sh).
+# Pass --with-torch to also install Debian's PyTorch (benchmark scripts, scripts/finetune_masked.py and its test
+# tests/e2e/finetune_e2e.sh; scripts/test.sh passes it), --with-node Node.js + npm (for ONNX Runtime via npm;
+# nodejs only when `node` is not on PATH, npm only when `npm` is not; used only by scripts/bench-peers.sh).
 set -euo pipefail
 pkgs=(cmake gcc make pkg-config libopenblas-dev libcjson-dev zlib1g-dev libstb-dev libjpeg62-turbo-dev)
 extra=(clang libomp-dev python3 python3-numpy python3-pil librsvg2-bin curl)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite (README command 2; .ci/run calls this):
-#   1. install build dependencies (Debian packages, idempotent)
+#   1. install build and test dependencies (Debian packages, idempotent; python3-torch included)
 #   2. Release build + every ctest test (unit, golden against ../shared/fixtures, e2e CLI runs)
 #   3. ASan+UBSan build, unit + golden tests and the bad-input suite (tests/e2e/bad_input.sh) under it
 #   4. the safetensors parser and image decoder fuzz targets for a short run each (clang/libFuzzer)
@@ -23,7 +23,9 @@ jobs=$(nproc 2>/dev/null || echo 2)
 step() { printf '\n==== %s ====\n' "$*"; }
 t0=$(date +%s)
 
-if [ "$install" = 1 ]; then step "dependencies"; scripts/install-deps.sh; fi
+# --with-torch: Debian's python3-torch (about 60 MB to download, 330 MB installed) for the fine-tuning round
+# trip (tests/e2e/finetune_e2e.sh, which skips without it)
+if [ "$install" = 1 ]; then step "dependencies"; scripts/install-deps.sh --with-torch; fi
 
 step "release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DLPVIT_WERROR=ON >/dev/null

@@ -76,10 +76,10 @@ class Block(nn.Module):
 
 
 class DeiT(nn.Module):
-    def __init__(self, D, depth, H, Fh, classes, distilled, eps=1e-6, img=224, patch=16):
+    def __init__(self, D, depth, H, Fh, classes, distilled, eps=1e-6, img=224, patch=16, chans=3):
         super().__init__()
         self.distilled = distilled
-        self.patch = nn.Conv2d(3, D, patch, patch)
+        self.patch = nn.Conv2d(chans, D, patch, patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, D))
         self.dist = nn.Parameter(torch.zeros(1, 1, D)) if distilled else None
         T = (img // patch) ** 2 + (2 if distilled else 1)
@@ -107,6 +107,36 @@ class DeiT(nn.Module):
 PRESETS = {"deit_t": (192, 3), "deit_s": (384, 6), "deit_b": (768, 12)}
 
 
+def timm_names(depth, distilled):
+    """{this module's parameter name: timm's name} for a model of that depth."""
+    names = {"patch.weight": "patch_embed.proj.weight", "patch.bias": "patch_embed.proj.bias", "cls": "cls_token",
+             "pos": "pos_embed", "norm.weight": "norm.weight", "norm.bias": "norm.bias",
+             "head.weight": "head.weight", "head.bias": "head.bias"}
+    if distilled:
+        names.update({"dist": "dist_token", "head_dist.weight": "head_dist.weight", "head_dist.bias": "head_dist.bias"})
+    for i in range(depth):
+        for ours, timm in [("norm1", "norm1"), ("qkv", "attn.qkv"), ("proj", "attn.proj"), ("norm2", "norm2"),
+                           ("fc1", "mlp.fc1"), ("fc2", "mlp.fc2")]:
+            for p in ("weight", "bias"):
+                names["blocks.%d.%s.%s" % (i, ours, p)] = "blocks.%d.%s.%s" % (i, timm, p)
+    return names
+
+
+def from_timm(w, heads=None, eps=1e-6):
+    """The model for timm-named weights w ({name: numpy array}), its shapes read off the tensors."""
+    D = w["cls_token"].shape[2]
+    depth = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
+    H = heads or {192: 3, 384: 6, 768: 12}[D]
+    distilled = "head_dist.weight" in w
+    pw = w["patch_embed.proj.weight"]
+    side = math.isqrt(w["pos_embed"].shape[1] - (2 if distilled else 1))
+    m = DeiT(D, depth, H, w["blocks.0.mlp.fc1.weight"].shape[0], w["head.weight"].shape[0], distilled, eps=eps,
+             img=side * pw.shape[2], patch=pw.shape[2], chans=pw.shape[1])
+    sd = {ours: w[timm] for ours, timm in timm_names(depth, distilled).items()}
+    m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
+    return m.eval()
+
+
 def load(spec, heads=None):
     if spec.startswith("random:"):
         D, H = PRESETS[spec.split(":", 1)[1]]
@@ -115,25 +145,7 @@ def load(spec, heads=None):
         for p in m.parameters():
             nn.init.trunc_normal_(p, std=0.02)
         return m.eval()
-    w = read_safetensors(spec)
-    D = w["cls_token"].shape[2]
-    depth = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
-    H = heads or {192: 3, 384: 6, 768: 12}[D]
-    distilled = "head_dist.weight" in w
-    m = DeiT(D, depth, H, w["blocks.0.mlp.fc1.weight"].shape[0], w["head.weight"].shape[0], distilled)
-    sd = {"patch.weight": w["patch_embed.proj.weight"], "patch.bias": w["patch_embed.proj.bias"],
-          "cls": w["cls_token"], "pos": w["pos_embed"], "norm.weight": w["norm.weight"],
-          "norm.bias": w["norm.bias"], "head.weight": w["head.weight"], "head.bias": w["head.bias"]}
-    if distilled:
-        sd.update({"dist": w["dist_token"], "head_dist.weight": w["head_dist.weight"],
-                   "head_dist.bias": w["head_dist.bias"]})
-    for i in range(depth):
-        for ours, timm in [("norm1", "norm1"), ("qkv", "attn.qkv"), ("proj", "attn.proj"), ("norm2", "norm2"),
-                           ("fc1", "mlp.fc1"), ("fc2", "mlp.fc2")]:
-            for p in ("weight", "bias"):
-                sd["blocks.%d.%s.%s" % (i, ours, p)] = w["blocks.%d.%s.%s" % (i, timm, p)]
-    m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()})
-    return m.eval()
+    return from_timm(read_safetensors(spec), heads)
 
 
 def openblas_core():

@@ -132,6 +132,16 @@ int lpv_model_has_int8(const lpv_model *m);
 int lpv_model_has_bf16(const lpv_model *m);
 /* Turns every BSR layer back into a dense weight with zeros in pruned blocks (for dense baselines). */
 lpv_status lpv_model_densify(lpv_model *m, lpv_err *err);
+/* LPV_OK when m has ref's architecture (width, depth, mlp, heads, patch, input, classes, tokens, LayerNorm eps);
+ * else one line naming the first difference ("width 64 vs 192"). */
+lpv_status lpv_model_check_same_arch(const lpv_model *m, const lpv_model *ref, lpv_err *err);
+/* The way back from a fine-tune that held a pruned model's masks fixed (lpvit import): every layer that is
+ * block-sparse in `masks` becomes block-sparse in m, with the same block shape and the same blocks kept, and
+ * m's own weights as values. The masks are masks' BSR structure, never m's zeros. Refused, with m's weights
+ * unchanged (its BSR layers densified), when the architectures differ (lpv_model_check_same_arch), when m has
+ * int8 weights, when masks has no block-sparse layer, or when any weight of m inside a block that masks prunes
+ * is not exactly zero: the message names the first such layer and how many of its pruned blocks are not. */
+lpv_status lpv_model_apply_masks(lpv_model *m, const lpv_model *masks, lpv_err *err);
 /* Kept weights of all linear layers / their dense count (1.0 for a dense model). */
 double lpv_model_linear_density(lpv_model *m);
 

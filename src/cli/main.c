@@ -29,6 +29,7 @@ static const command COMMANDS[] = {
     {"bench", cmd_bench, "dense vs block-sparse speed, per layer and end to end, in one run"},
     {"quantize", cmd_quantize, "write a model's block linears in int8 (W8A8, per-token inputs)"},
     {"export", cmd_export, "write a pruned model as dense-with-zeros (timm-loadable) or BSR safetensors"},
+    {"import", cmd_import, "pack fine-tuned dense weights back into a pruned file's BSR structure"},
     {"infer", cmd_infer, "logits for a tensor file, or top-5 classes for images"},
     {"inspect", cmd_inspect, "list the tensors, metadata and architecture of a safetensors file"},
     {"cache", cmd_cache, "list or clean prune's calibration statistics cache"},

@@ -27,6 +27,12 @@ lpv_timing lpv_timing_of(double *sec, int n);
 /* Precision of a timed run: FP32, or the layers' BF16 packs / int8 weights where they have them. */
 enum { LPV_BENCH_FP32 = 0, LPV_BENCH_BF16 = 1, LPV_BENCH_INT8 = 2 };
 
+/* Prepares a loaded model for the inference kernels, as eval, bench, infer and sweep run it (call it after the
+ * last change to the weights): its dense layers in the blocked layout when that is the dense kernel
+ * (lpv_dense_kernel_get), and its block linears as BF16 packs (LPV_BENCH_BF16) or int8 weights quantized per row
+ * (LPV_BENCH_INT8; the inputs per token at run time). */
+lpv_status lpv_model_pack_for(lpv_model *m, int lowp, lpv_err *err);
+
 /* Times `a` and `b` (either may be NULL) interleaved: Y = epi(L X + b) on T token columns. lowp (LPV_BENCH_*):
  * a layer with a BF16 pack / int8 weights runs in that precision, the conversion or quantization of X inside
  * the timing (as the forward pass does). */

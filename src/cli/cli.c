@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lpvit/bench.h"
 #include "lpvit/cpu.h"
 #include "lpvit/fileio.h"
 #include "lpvit/forward.h"
@@ -343,9 +344,8 @@ lpv_status cli_engine(int threads, const char *isa, const char *dense, const cha
 
 lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err) {
     if (!m) return LPV_OK;
-    if (lpv_dense_kernel_get() == LPV_DENSE_BLOCKED) LPV_TRY(lpv_model_pack_dense(m, 32, 32, err));
-    if (bf16 == CLI_INT8) return lpv_model_quantize_int8(m, 32, 32, err);
-    return bf16 == CLI_BF16 ? lpv_model_pack_bf16(m, 32, 32, err) : LPV_OK;
+    int lowp = bf16 == CLI_INT8 ? LPV_BENCH_INT8 : bf16 == CLI_BF16 ? LPV_BENCH_BF16 : LPV_BENCH_FP32;
+    return lpv_model_pack_for(m, lowp, err);
 }
 
 /* ---------------------------------------------------------------------------

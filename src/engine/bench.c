@@ -67,6 +67,12 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
     return LPV_OK;
 }
 
+lpv_status lpv_model_pack_for(lpv_model *m, int lowp, lpv_err *err) {
+    if (lpv_dense_kernel_get() == LPV_DENSE_BLOCKED) LPV_TRY(lpv_model_pack_dense(m, 32, 32, err));
+    if (lowp == LPV_BENCH_INT8) return lpv_model_quantize_int8(m, 32, 32, err);
+    return lowp == LPV_BENCH_BF16 ? lpv_model_pack_bf16(m, 32, 32, err) : LPV_OK;
+}
+
 /* A workspace for B images at one precision (LPV_BENCH_*). */
 static lpv_status bench_ws(lpv_workspace *ws, const lpv_config *c, int B, int lowp, lpv_err *err) {
     LPV_TRY(lpv_workspace_init(ws, c, B, err));

@@ -46,14 +46,6 @@ static int lowp_of(lpv_precision p) {
     return p == LPV_PREC_BF16 ? LPV_BENCH_BF16 : p == LPV_PREC_INT8 ? LPV_BENCH_INT8 : LPV_BENCH_FP32;
 }
 
-/* What the inference commands do before running a model (cli_pack): dense layers in the blocked layout when
- * that kernel is chosen, block linears in BF16 or int8 for those precisions. */
-static lpv_status pack(lpv_model *m, lpv_precision p, lpv_err *err) {
-    if (lpv_dense_kernel_get() == LPV_DENSE_BLOCKED) LPV_TRY(lpv_model_pack_dense(m, 32, 32, err));
-    if (p == LPV_PREC_INT8) return lpv_model_quantize_int8(m, 32, 32, err);
-    return p == LPV_PREC_BF16 ? lpv_model_pack_bf16(m, 32, 32, err) : LPV_OK;
-}
-
 static lpv_status eval_point(lpv_model *m, const lpv_dataset *val, const lpv_preproc *pp, const lpv_sweep_opts *o,
                              const char *label, lpv_sweep_point *pt, lpv_err *err) {
     lpv_eval_opts eo = lpv_eval_defaults();
@@ -159,7 +151,9 @@ static lpv_status run_point(const lpv_model *src, const lpv_model *dense, const 
     LPV_TRY(lpv_model_clone(&m, src, err));
     lpv_status st = LPV_OK;
     if (target < 1) st = prune_point(m, calib, o, target, r, pt, err);
-    if (st == LPV_OK) st = pack(m, target < 1 && o->prune.precision == LPV_PREC_INT8 ? LPV_PREC_FP32 : pt->precision, err);
+    /* an int8 point was quantized right after pruning, before it was saved: only its dense layers are left */
+    int lowp = target < 1 && o->prune.precision == LPV_PREC_INT8 ? LPV_BENCH_FP32 : lowp_of(pt->precision);
+    if (st == LPV_OK) st = lpv_model_pack_for(m, lowp, err);
     char label[64];
     snprintf(label, sizeof label, "eval %s %s", pt->kind, lpv_precision_name(pt->precision));
     if (target < 1) snprintf(label, sizeof label, "eval %g", target);
@@ -177,7 +171,7 @@ static lpv_status sweep_points(const lpv_model *src, const lpv_calib_set *calib,
     lpv_precision prec = o->prune.precision;
     lpv_model *dense;
     LPV_TRY(lpv_model_clone(&dense, src, err));
-    lpv_status st = pack(dense, LPV_PREC_FP32, err);
+    lpv_status st = lpv_model_pack_for(dense, LPV_BENCH_FP32, err);
     /* the reference: dense FP32, timed alone */
     lpv_sweep_point *pt = &r->points[r->n_points++];
     snprintf(pt->kind, sizeof pt->kind, "dense");

@@ -48,6 +48,9 @@ void lpv_ioguard_free(lpv_ioguard *g);
 void lpv_ioguard_input(lpv_ioguard *g, const char *label, const char *path);
 /* Records an output file (NULL or "-": ignored). */
 void lpv_ioguard_output(lpv_ioguard *g, const char *label, const char *path);
+/* 1 when the resolved path r lies inside the resolved folder d (not when it is d). */
+int lpv_path_inside(const char *r, const char *d);
+
 /* Checks every output against the rules above; the first fault fills err. */
 lpv_status lpv_ioguard_check(const lpv_ioguard *g, lpv_err *err);
 

@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "cmds.h"
 #include "lpvit/fileio.h"
+#include "lpvit/ioguard.h"
 #include "lpvit/log.h"
 #include "lpvit/sweep.h"
 #include "prune_flags.h"
@@ -58,8 +59,7 @@ static int parse_targets(sweep_cmd *c) {
 static int inside(const char *dir, const char *folder) {
     char a[PATH_MAX], b[PATH_MAX];
     if (!folder || !realpath(dir, a) || !realpath(folder, b)) return 0;
-    size_t n = strlen(b);
-    return strncmp(a, b, n) == 0 && (a[n] == 0 || a[n] == '/' || n == 1);
+    return strcmp(a, b) == 0 || lpv_path_inside(a, b);
 }
 
 /* Creates --out-dir and checks every file the sweep will write there against the inputs. */

@@ -82,8 +82,7 @@ static const char *kind(mode_t m) {
     return "not a regular file";
 }
 
-/* 1 when real path r lies inside folder d (both resolved). */
-static int inside(const char *r, const char *d) {
+int lpv_path_inside(const char *r, const char *d) {
     size_t n = strlen(d);
     if (strcmp(d, "/") == 0) return 1;
     return strncmp(r, d, n) == 0 && r[n] == '/';
@@ -110,7 +109,7 @@ static lpv_status check_output(const lpv_ioguard *g, int k, lpv_err *err) {
     for (int i = 0; i < g->nin; i++) {
         const lpv_io_entry *in = &g->in[i];
         int same = o->exists && in->dev == o->dev && in->ino == o->ino;
-        int within = o->exists && in->is_dir && o->real && in->real && inside(o->real, in->real);
+        int within = o->exists && in->is_dir && o->real && in->real && lpv_path_inside(o->real, in->real);
         if (same || within)
             return lpv_fail(err, LPV_E_ARG, "%s '%s' is %s %s '%s': lpvit never overwrites an input",
                             o->label, o->path, same ? "the input" : "inside the input", in->label, in->path);

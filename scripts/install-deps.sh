@@ -5,13 +5,15 @@
 #   tests:   clang + libomp-dev (libFuzzer build), python3-numpy python3-pil (demo images, benchmark scripts,
 #            PIL's reference pixels for tests/golden/test_jpeg_pil),
 #            librsvg2-bin (rsvg-convert renders lpvit sweep's SVG plots in tests/e2e/sweep_e2e.sh),
-#            curl (scripts/download-model.sh, tested on a file:// URL)
+#            curl (scripts/download-model.sh, tested on a file:// URL),
+#            libopenmpi-dev openmpi-bin (the MPI build: mpirun -n R lpvit prune|eval, tests/e2e/mpi_e2e.sh;
+#            without them lpvit builds MPI-free)
 # Pass --with-torch to also install Debian's PyTorch (benchmark scripts, scripts/finetune_masked.py and its test
 # tests/e2e/finetune_e2e.sh; scripts/test.sh passes it), --with-node Node.js + npm (for ONNX Runtime via npm;
 # nodejs only when `node` is not on PATH, npm only when `npm` is not; used only by scripts/bench-peers.sh).
 set -euo pipefail
 pkgs=(cmake gcc make pkg-config libopenblas-dev libcjson-dev zlib1g-dev libstb-dev libjpeg62-turbo-dev)
-extra=(clang libomp-dev python3 python3-numpy python3-pil librsvg2-bin curl)
+extra=(clang libomp-dev python3 python3-numpy python3-pil librsvg2-bin curl libopenmpi-dev openmpi-bin)
 for a in "$@"; do
   case "$a" in
     --with-torch) extra+=(python3-torch) ;;

@@ -2,7 +2,7 @@
 # The whole test suite (README command 2; .ci/run calls this):
 #   1. install build and test dependencies (Debian packages, idempotent; python3-torch included)
 #   2. Release build + every ctest test (unit, golden against ../shared/fixtures, e2e CLI runs)
-#   3. ASan+UBSan build, unit + golden tests and the bad-input suite (tests/e2e/bad_input.sh) under it
+#   3. ASan+UBSan build without MPI, unit + golden tests and the bad-input suite (tests/e2e/bad_input.sh) under it
 #   4. the safetensors parser and image decoder fuzz targets for a short run each (clang/libFuzzer)
 #   5. when the shared data is present ($LPVIT_DATA, else ../shared/data): the accuracy gates
 #      (scripts/check-accuracy.sh) and the pruning gate (scripts/bench-prune.sh --quick: pruned top-1
@@ -35,7 +35,8 @@ ctest --test-dir build --output-on-failure -j"$jobs"
 
 if [ "$quick" = 0 ]; then
   step "asan+ubsan build"
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLPVIT_SANITIZE=ON -DLPVIT_WERROR=ON >/dev/null
+  # without MPI: the plain build's code paths (the release build above has MPI when libopenmpi-dev is there)
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLPVIT_SANITIZE=ON -DLPVIT_WERROR=ON -DLPVIT_MPI=OFF >/dev/null
   cmake --build build-asan -j"$jobs"
   step "tests (asan+ubsan, unit, golden and the bad-input suite)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -91,6 +91,10 @@ lpv_status lpv_dataset_check_labels(const lpv_dataset *ds, int classes, const ch
 lpv_status lpv_dataset_view(lpv_dataset *view, const lpv_dataset *ds, lpv_err *err);
 void lpv_dataset_view_free(lpv_dataset *view);
 
+/* This process's share of ds when several MPI ranks split it (dist.h: contiguous, in rank order): a view (as
+ * lpv_dataset_view) of items [*first, *first + view->n); the whole list with one rank. May be empty. */
+lpv_status lpv_dataset_share(lpv_dataset *view, const lpv_dataset *ds, int *first, lpv_err *err);
+
 /* Keeps the first n items (n >= ds->n keeps all). */
 void lpv_dataset_limit(lpv_dataset *ds, int n);
 /* Keeps n items evenly spread over the list (item ⌊i·N/n⌋), in order: a class-sorted

@@ -11,6 +11,7 @@
 
 #include "lpvit/bench.h"
 #include "lpvit/cpu.h"
+#include "lpvit/dist.h"
 #include "lpvit/fileio.h"
 #include "lpvit/forward.h"
 #include "lpvit/ioguard.h"
@@ -582,6 +583,8 @@ lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err) {
 
 static struct {
     int quiet, tty, bar_shown;
+    int rank;        /* > 0: an MPI rank other than 0, whose info and progress rank 0 already shows */
+    FILE *real_err;  /* rank > 0: the terminal's stderr (fd 2 then captures what commands print) */
     double last_draw;
     char label[96];  /* the progress the quarter lines belong to */
     int last_quarter;
@@ -595,6 +598,10 @@ static void clear_bar(void) {
 static void render_log(lpv_log_level level, const char *msg, void *user) {
     (void)user;
     if (g_out.quiet || level == LPV_LOG_DEBUG) return;
+    if (g_out.rank > 0) { /* rank 0 tells how the job goes; another rank only what is its own */
+        if (level == LPV_LOG_WARN) fprintf(g_out.real_err, "lpvit: rank %d: warning: %s\n", g_out.rank, msg);
+        return;
+    }
     clear_bar();
     fprintf(stderr, "lpvit: %s%s\n", level == LPV_LOG_WARN ? "warning: " : "", msg);
 }
@@ -609,21 +616,24 @@ static void fmt_eta(char *buf, size_t cap, double s) {
 
 static void render_progress(const lpv_progress_event *ev, void *user) {
     (void)user;
-    if (g_out.quiet || ev->total <= 0) return;
+    if (g_out.quiet || ev->total <= 0 || g_out.rank > 0) return;
     if (ev->finished) {
         clear_bar();
         fprintf(stderr, "lpvit: %s done: %ld in %.1fs\n", ev->label, ev->done, ev->elapsed_s);
         return;
     }
-    char eta[32];
+    char eta[32], label[128];
     fmt_eta(eta, sizeof eta, ev->eta_s);
+    /* under mpirun rank 0 counts its own share of the images: say so */
+    if (lpv_dist_size() > 1) snprintf(label, sizeof label, "%s (rank 0 of %d)", ev->label, lpv_dist_size());
+    else snprintf(label, sizeof label, "%s", ev->label);
     double rate = ev->elapsed_s > 0 ? (double)ev->done / ev->elapsed_s : 0;
     if (g_out.tty) {
         double now = lpv_now();
         if (now - g_out.last_draw < 0.1 && ev->done < ev->total) return;
         g_out.last_draw = now;
         int w = 30, fill = (int)((double)w * (double)ev->done / (double)ev->total);
-        fprintf(stderr, "\r%s [", ev->label);
+        fprintf(stderr, "\r%s [", label);
         for (int i = 0; i < w; i++) fputc(i < fill ? '=' : (i == fill ? '>' : ' '), stderr);
         fprintf(stderr, "] %ld/%ld %.1f/s eta %s %s\033[K", ev->done, ev->total, rate, eta, ev->detail ? ev->detail : "");
         fflush(stderr);
@@ -638,7 +648,7 @@ static void render_progress(const lpv_progress_event *ev, void *user) {
     int quarter = (int)(4 * ev->done / ev->total);
     if (quarter > g_out.last_quarter && ev->done < ev->total) {
         g_out.last_quarter = quarter;
-        fprintf(stderr, "lpvit: %s %ld/%ld (%.0fs, eta %s)%s%s\n", ev->label, ev->done, ev->total, ev->elapsed_s, eta,
+        fprintf(stderr, "lpvit: %s %ld/%ld (%.0fs, eta %s)%s%s\n", label, ev->done, ev->total, ev->elapsed_s, eta,
                 ev->detail ? " " : "", ev->detail ? ev->detail : "");
     }
 }
@@ -650,7 +660,50 @@ void cli_output_init(void) {
 
 void cli_quiet(int quiet) { g_out.quiet = quiet; }
 
+void cli_dist_begin(void) {
+    g_out.rank = lpv_dist_rank();
+    if (g_out.rank == 0) return;
+    /* rank 0 prints the results and the agreed errors; another rank's stdout goes nowhere and its stderr
+       is held until the end, shown only when its failure is its own (see cli_dist_end) */
+    int fd = dup(2);
+    FILE *hold = tmpfile();
+    g_out.real_err = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!g_out.real_err || !hold || !freopen("/dev/null", "w", stdout)) {
+        if (hold) fclose(hold);
+        g_out.real_err = stderr;
+        return;
+    }
+    fflush(stderr);
+    dup2(fileno(hold), 2);
+    g_out.tty = 0;
+}
+
+int cli_dist_end(int rc) {
+    /* a usage error (2) comes from the command line, the same on every rank, before any collective: every
+       rank stops the same way and rank 0 says why */
+    int agreed = rc == 0 || rc == 2 || lpv_dist_agreed();
+    if (g_out.rank > 0 && g_out.real_err && g_out.real_err != stderr) {
+        fflush(stderr);
+        if (!agreed) { /* its own failure: nobody else has said it */
+            char line[2048];
+            FILE *held = fdopen(dup(2), "r");
+            if (held) {
+                rewind(held);
+                while (fgets(line, sizeof line, held))
+                    fprintf(g_out.real_err, "lpvit: rank %d: %s", g_out.rank,
+                            strncmp(line, "lpvit: ", 7) == 0 ? line + 7 : line);
+                fclose(held);
+            }
+        }
+        fflush(g_out.real_err);
+    }
+    if (!agreed && lpv_dist_size() > 1) lpv_dist_abort(rc); /* the others may be waiting for this rank */
+    lpv_dist_finalize();
+    return rc;
+}
+
 lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err) {
+    if (lpv_dist_rank() > 0) return LPV_OK; /* rank 0 writes the job's report */
     if (strcmp(path, "-") != 0) return lpv_json_write(root, path, err);
     char *txt;
     LPV_TRY(lpv_json_print(root, "stdout", &txt, err));

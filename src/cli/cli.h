@@ -124,6 +124,12 @@ lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err);
 void cli_output_init(void);
 /* --quiet: no log lines or progress from here on (errors still print). */
 void cli_quiet(int quiet);
+/* Under an MPI launcher (dist.h), after lpv_dist_init: a rank other than 0 prints nothing on stdout, only its
+ * warnings on stderr (prefixed "rank N"), and its errors only when the failure was its alone. */
+void cli_dist_begin(void);
+/* The process's exit: a failure the other ranks have not agreed ends the whole job (they may be waiting in a
+ * collective); otherwise leaves the job normally. Returns rc. */
+int cli_dist_end(int rc);
 /* JSON to a file (atomically) or, for "-", to stdout. */
 lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
 

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "cmds.h"
 #include "lpvit/cpu.h"
+#include "lpvit/dist.h"
 #include "lpvit/fileio.h"
 #include "lpvit/report.h"
 
@@ -20,20 +21,21 @@ typedef struct {
     const char *name;
     int (*fn)(int argc, char **argv);
     const char *summary;
+    int mpi; /* splits its images over the ranks of an mpirun job (dist.h) */
 } command;
 
 static const command COMMANDS[] = {
-    {"prune", cmd_prune, "post-training block pruning to a FLOPs target (writes a BSR model + report)"},
-    {"sweep", cmd_sweep, "prune to several FLOPs targets, evaluate and time each: Pareto table and SVG plots"},
-    {"eval", cmd_eval, "top-1/top-5 accuracy on an ImageNet folder"},
-    {"bench", cmd_bench, "dense vs block-sparse speed, per layer and end to end, in one run"},
-    {"quantize", cmd_quantize, "write a model's block linears in int8 (W8A8, per-token inputs)"},
-    {"export", cmd_export, "write a pruned model as dense-with-zeros (timm-loadable) or BSR safetensors"},
-    {"import", cmd_import, "pack fine-tuned dense weights back into a pruned file's BSR structure"},
-    {"infer", cmd_infer, "logits for a tensor file, or top-5 classes for images"},
-    {"inspect", cmd_inspect, "list the tensors, metadata and architecture of a safetensors file"},
-    {"cache", cmd_cache, "list or clean prune's calibration statistics cache"},
-    {"create-model", cmd_create_model, "write a model with random weights (tests, demos, benchmarks)"},
+    {"prune", cmd_prune, "post-training block pruning to a FLOPs target (writes a BSR model + report)", 1},
+    {"sweep", cmd_sweep, "prune to several FLOPs targets, evaluate and time each: Pareto table and SVG plots", 0},
+    {"eval", cmd_eval, "top-1/top-5 accuracy on an ImageNet folder", 1},
+    {"bench", cmd_bench, "dense vs block-sparse speed, per layer and end to end, in one run", 0},
+    {"quantize", cmd_quantize, "write a model's block linears in int8 (W8A8, per-token inputs)", 0},
+    {"export", cmd_export, "write a pruned model as dense-with-zeros (timm-loadable) or BSR safetensors", 0},
+    {"import", cmd_import, "pack fine-tuned dense weights back into a pruned file's BSR structure", 0},
+    {"infer", cmd_infer, "logits for a tensor file, or top-5 classes for images", 0},
+    {"inspect", cmd_inspect, "list the tensors, metadata and architecture of a safetensors file", 0},
+    {"cache", cmd_cache, "list or clean prune's calibration statistics cache", 0},
+    {"create-model", cmd_create_model, "write a model with random weights (tests, demos, benchmarks)", 0},
 };
 
 static void usage(FILE *fp) {
@@ -43,10 +45,22 @@ static void usage(FILE *fp) {
     fprintf(fp, "\nexit status: 0 success, 1 failure, 2 usage error\n");
 }
 
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv) {
     lpv_blas_reexec(argc, argv);
     lpv_install_cleanup_handlers(); /* SIGINT/SIGTERM/SIGHUP remove the temp files of writes in flight */
     cli_output_init();
+    lpv_err err;
+    if (lpv_dist_init(&argc, &argv, &err) != LPV_OK) { /* under mpirun / srun: join the job */
+        fprintf(stderr, "lpvit: %s\n", err.msg);
+        return 1;
+    }
+    cli_dist_begin();
+    return cli_dist_end(run(argc, argv));
+}
+
+static int run(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -69,11 +83,20 @@ int main(int argc, char **argv) {
         char env[512], feat[256];
         lpv_environment_line(env, sizeof env);
         lpv_cpu_features(feat, sizeof feat);
-        printf("%s\ncpu features: %s\n", env, feat);
+        printf("%s\ncpu features: %s\nmpi: %s%s\n", env, feat, lpv_dist_library(),
+               lpv_dist_built() ? " (mpirun -n R lpvit prune|eval splits the images over R processes)" : "");
         return 0;
     }
-    for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
-        if (strcmp(cmd, COMMANDS[i].name) == 0) return COMMANDS[i].fn(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++) {
+        if (strcmp(cmd, COMMANDS[i].name) != 0) continue;
+        /* every rank would do the whole job and write the same files */
+        if (lpv_dist_size() > 1 && !COMMANDS[i].mpi) {
+            fprintf(stderr, "lpvit: %s does not run under mpirun (%d ranks): only prune and eval split their work\n",
+                    cmd, lpv_dist_size());
+            return 2;
+        }
+        return COMMANDS[i].fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "lpvit: unknown command '%s' (see lpvit --help)\n", cmd);
     return 2;
 }

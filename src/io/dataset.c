@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "lpvit/dist.h"
 #include "lpvit/fileio.h"
 #include "lpvit/rng.h"
 
@@ -546,6 +547,17 @@ lpv_status lpv_dataset_view(lpv_dataset *view, const lpv_dataset *ds, lpv_err *e
 void lpv_dataset_view_free(lpv_dataset *view) {
     free(view->items);
     memset(view, 0, sizeof *view);
+}
+
+lpv_status lpv_dataset_share(lpv_dataset *view, const lpv_dataset *ds, int *first, lpv_err *err) {
+    int64_t b, e;
+    lpv_dist_share(ds->n, lpv_dist_rank(), lpv_dist_size(), &b, &e);
+    LPV_TRY(lpv_dataset_view(view, ds, err));
+    if (b > 0) memmove(view->items, view->items + b, sizeof *view->items * (size_t)(e - b));
+    view->n = (int)(e - b);
+    count_classes(view);
+    *first = (int)b;
+    return LPV_OK;
 }
 
 void lpv_dataset_limit(lpv_dataset *ds, int n) {

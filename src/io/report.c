@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit/dist.h"
 #include "lpvit_commit.h" /* generated at build time */
 #include "lpvit/fileio.h"
 
@@ -82,7 +83,9 @@ void lpv_report_environment(cJSON *obj) {
     char feat[256];
     lpv_cpu_features(feat, sizeof feat);
     cJSON_AddStringToObject(e, "cpu_features", feat);
-    cJSON_AddNumberToObject(e, "threads", lpv_threads_get());
+    cJSON_AddNumberToObject(e, "threads", lpv_threads_get()); /* per rank */
+    cJSON_AddNumberToObject(e, "ranks", lpv_dist_size());      /* processes of an mpirun job (dist.h) */
+    cJSON_AddStringToObject(e, "mpi", lpv_dist_library());
     cJSON_AddStringToObject(e, "dense_kernel", lpv_dense_kernel_name(lpv_dense_kernel_get()));
     cJSON_AddStringToObject(e, "openblas_core", lpv_blas_corename());
     cJSON_AddStringToObject(e, "openblas_core_source", lpv_blas_core_source());
@@ -100,10 +103,12 @@ void lpv_environment_line(char *buf, size_t cap) {
     const lpv_cpu_info *c = lpv_cpu();
     char la[64];
     loadavg(la, sizeof la);
+    char ranks[64] = "";
+    if (lpv_dist_size() > 1) snprintf(ranks, sizeof ranks, " x %d mpi ranks", lpv_dist_size());
     snprintf(buf, cap,
-             "lpvit %s (%s), jpeg %s, cpu '%s', isa %s, %d threads, dense kernel %s, openblas core %s (%s), load %s",
+             "lpvit %s (%s), jpeg %s, cpu '%s', isa %s, %d threads%s, dense kernel %s, openblas core %s (%s), load %s",
              LPVIT_VERSION, LPVIT_GIT_COMMIT, lpv_image_jpeg_decoder(), c->brand[0] ? c->brand : c->vendor,
-             lpv_isa_name(lpv_isa_get()), lpv_threads_get(), lpv_dense_kernel_name(lpv_dense_kernel_get()),
+             lpv_isa_name(lpv_isa_get()), lpv_threads_get(), ranks, lpv_dense_kernel_name(lpv_dense_kernel_get()),
              lpv_blas_corename(), lpv_blas_core_source(), la);
 }
 

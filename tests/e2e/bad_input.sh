@@ -215,5 +215,10 @@ if [ "$got" = 1 ] && grep -q "^lpvit: cannot write" "$T/stderr" && [ ! -e "$O/bi
    && [ -z "$(find "$O" -name '*.tmp.*')" ]; then pass=$((pass + 1))
 else echo "FAIL case $n: full disk: exit $got, $(cat "$T/stderr"), $(ls "$O")" >&2; fails=$((fails + 1)); fi
 
+# started by an MPI launcher (2 ranks announced) but built without MPI: every rank would redo the whole job
+if "$L" --version | grep -q '^mpi: none'; then
+  OMPI_COMM_WORLD_SIZE=2 t 1 "built without mpi" eval --model "$M" --imagenet-dir "$D"
+fi
+
 echo "bad_input: $n cases, $pass checks passed, $fails failed"
 [ "$fails" = 0 ]

@@ -10,6 +10,11 @@
  *     if (lpv_evaluate(m, &ds, &pp, &o, &r, &err)) die(err.msg);
  *     printf("top-1 %.2f\n", lpv_eval_top1(&r));
  *
+ * Under mpirun (dist.h) lpv_evaluate is collective: each rank runs its share
+ * of the list and every rank gets the whole list's counts and predictions;
+ * on_skip is called on the rank that met the image, wall is the slowest
+ * rank's, compute the ranks' sum.
+ *
  * Memory: the workspace, logits and loader are allocated once per call and
  * freed before it returns; the caller owns the model, the dataset and the
  * optional pred array.

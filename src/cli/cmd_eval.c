@@ -17,6 +17,7 @@
 #include "lpvit/calib.h"
 #include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
+#include "lpvit/dist.h"
 #include "lpvit/dataset.h"
 #include "lpvit/evaluate.h"
 #include "lpvit/fileio.h"
@@ -142,10 +143,14 @@ static void print_table(const eval_opts *o, const cli_model *cm, const lpv_datas
     printf("top-1       %.2f %%\n", 100.0 * (double)r->res.correct1 / (double)r->res.images);
     printf("top-5       %.2f %%\n", 100.0 * (double)r->res.correct5 / (double)r->res.images);
     /* the model's rate here is lower than bench's when decoder threads share the CPUs: say so */
-    printf("throughput  %.1f images/s end to end, %.1f images/s in the model (batch %d, %d threads, with %d image "
+    int R = lpv_dist_size(); /* under mpirun: compute is summed over ranks, so its rate is one rank's */
+    char ranks[48] = "";
+    if (R > 1) snprintf(ranks, sizeof ranks, " x %d mpi ranks", R);
+    printf("throughput  %.1f images/s end to end, %.1f images/s in the model%s (batch %d, %d threads%s, with %d image "
            "decoder thread%s beside them on %ld CPUs; lpvit bench times the model alone)\n",
-           (double)r->res.images / r->res.wall, (double)r->res.images / r->res.compute, o->batch, lpv_threads_get(), o->decode_threads,
-           o->decode_threads == 1 ? "" : "s", sysconf(_SC_NPROCESSORS_ONLN));
+           (double)r->res.images / r->res.wall, (double)r->res.images / r->res.compute, R > 1 ? " per rank" : "",
+           o->batch, lpv_threads_get(), ranks, o->decode_threads, o->decode_threads == 1 ? "" : "s",
+           sysconf(_SC_NPROCESSORS_ONLN));
     printf("preprocess  %s [%s]\n", pps, cm->pp_source);
     int q8 = lpv_model_has_int8(cm->model);
     if (q8 || lpv_model_has_bf16(cm->model))

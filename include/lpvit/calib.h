@@ -72,7 +72,8 @@ typedef struct {
  * times), loss, Fisher, block shape, batch, seed and preprocessing. A change in any of them misses the cache. */
 void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *images_sha, const lpv_calib_opts *o,
                    const lpv_preproc *pp);
-/* Runs forward/backward over the dataset. */
+/* Runs forward/backward over the dataset. Under mpirun (dist.h), collective: each rank runs its share and
+ * every rank gets the whole list's statistics (kl's sampled labels depend on the image, not on the rank). */
 lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, const lpv_calib_opts *o,
                              lpv_calib_stats *s, lpv_err *err);
 lpv_status lpv_calib_save(const lpv_calib_stats *s, const char *path, lpv_err *err);

@@ -113,6 +113,9 @@ lpv_recon_opts lpv_recon_defaults(void);
 /* Zeroed statistics for `in` features; cross != 0 also allocates G and sum_dense. */
 lpv_status lpv_stats_init(lpv_layer_stats *s, int in, int cross, lpv_err *err);
 void lpv_stats_free(lpv_layer_stats *s);
+/* Under mpirun (dist.h), collective: every rank's H, sum, n (and G, sum_dense) added, identical on all ranks
+ * afterwards; with one rank a no-op. */
+lpv_status lpv_stats_sum_ranks(lpv_layer_stats *s, lpv_err *err);
 /* H += X Xᵀ (upper triangle, ssyrk; row bands over the threads), sum += Σ x,
  * n += ncols. X (in, ncols) with row stride ld >= ncols. */
 void lpv_stats_accumulate(lpv_layer_stats *s, const float *X, int ld, int ncols);

@@ -74,7 +74,8 @@ typedef struct {
     int64_t images;
 } lpv_model_stats;
 
-/* H and Σx for every layer with want[i] set, over the dataset's images (batch images per pass). */
+/* H and Σx for every layer with want[i] set, over the dataset's images (batch images per pass). Under mpirun
+ * (dist.h), collective: each rank passes its share, every rank gets the sums over all. */
 lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
                                    lpv_skips *skips, lpv_model_stats *s, lpv_err *err);
 void lpv_model_stats_free(lpv_model_stats *s);
@@ -135,6 +136,9 @@ lpv_status lpv_reconstruct_layer(float *W, float *b, int out, int in, int R, int
  * Applies masks (per layer in model order; NULL = layer not pruned) with the chosen update.
  * stats: the dense model's statistics (needed for non-sequential lsq/obs/bias).
  * Sequential mode re-reads the images (ds, pp) and needs `dense`, an untouched copy of the model.
+ * Under mpirun (dist.h), collective: each rank caches its share of ds, each layer is refit from the sums
+ * over all ranks and rank 0's weights are broadcast; every rank needs at least one image, and block tuning
+ * is refused (LPV_E_UNSUPPORTED).
  */
 lpv_status lpv_reconstruct(lpv_model *m, const lpv_model *dense, uint8_t *const *masks, int R, int C,
                            const lpv_model_stats *stats, const lpv_dataset *ds, const lpv_preproc *pp,

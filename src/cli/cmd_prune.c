@@ -13,6 +13,7 @@
 #include "cmds.h"
 #include "prune_flags.h"
 #include "lpvit/cpu.h"
+#include "lpvit/dist.h"
 #include "lpvit/fileio.h"
 #include "lpvit/log.h"
 #include "lpvit/prune.h"
@@ -76,7 +77,8 @@ static lpv_status run_prune(prune_cmd *c, cli_model *cm, const lpv_dataset *ds, 
     r.seconds.load += open_s, r.seconds.list += list_s; /* opening the model and listing the folder: the CLI's part */
     double t = lpv_now();
     if (st == LPV_OK && f->quant) st = lpv_model_quantize_int8(m, 32, 32, err); /* the pruned model, then int8 */
-    if (st == LPV_OK) st = lpv_prune_save(m, &r, &cm->pp, c->out, err);
+    if (st == LPV_OK && lpv_dist_rank() == 0) st = lpv_prune_save(m, &r, &cm->pp, c->out, err); /* one writer */
+    st = lpv_dist_agree(st, err); /* under mpirun every rank learns how it went */
     r.seconds.write = lpv_now() - t;
     r.seconds.total = lpv_now() - t_start;
     if (st == LPV_OK) {

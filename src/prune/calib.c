@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit/dist.h"
 #include "lpvit/fileio.h"
 #include "lpvit/loader.h"
 #include "lpvit/log.h"
@@ -65,54 +66,83 @@ static lpv_status stats_alloc(lpv_calib_stats *s, lpv_model *m, const lpv_calib_
     return LPV_OK;
 }
 
-/* Labels drawn from softmax(logits) per sample (kl's true-Fisher estimate). */
-static void sample_labels(const float *logits, int B, int C, lpv_rng *r, int *labels) {
-    for (int b = 0; b < B; b++) {
-        const float *l = logits + (int64_t)b * C;
-        double mx = -INFINITY, s = 0;
-        for (int j = 0; j < C; j++) mx = l[j] > mx ? l[j] : mx;
-        for (int j = 0; j < C; j++) s += exp(l[j] - mx);
-        double u = lpv_rng_uniform(r) * s, acc = 0;
-        int pick = C - 1;
-        for (int j = 0; j < C; j++) {
-            acc += exp(l[j] - mx);
-            if (acc >= u) {
-                pick = j;
-                break;
-            }
-        }
-        labels[b] = pick;
+/* A label drawn from softmax(l) (kl's true-Fisher estimate), from a stream seeded by the image's place in the
+   whole list: the same label whichever rank or batch the image falls in. */
+static int sample_label(const float *l, int C, uint64_t seed, int64_t item) {
+    lpv_rng r;
+    lpv_rng_seed(&r, seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(item + 1)));
+    double mx = -INFINITY, s = 0;
+    for (int j = 0; j < C; j++) mx = l[j] > mx ? l[j] : mx;
+    for (int j = 0; j < C; j++) s += exp(l[j] - mx);
+    double u = lpv_rng_uniform(&r) * s, acc = 0;
+    for (int j = 0; j < C; j++) {
+        acc += exp(l[j] - mx);
+        if (acc >= u) return j;
     }
+    return C - 1;
 }
 
-lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, const lpv_calib_opts *o,
-                             lpv_calib_stats *s, lpv_err *err) {
-    memset(s, 0, sizeof *s);
-    if (ds->n < 1) return lpv_fail(err, LPV_E_DATA, "calibration set is empty");
+/* The loss of one batch: ce checks its labels, kl draws them from the model's own prediction. */
+static lpv_status batch_loss(lpv_model *m, lpv_train_ws *ws, const lpv_dataset *ds, int first, const lpv_batch *b,
+                             const lpv_calib_opts *o, int *labels, float *logits, lpv_loss *loss, lpv_err *err) {
+    *loss = (lpv_loss){o->loss, NULL, NULL};
+    if (o->loss == LPV_LOSS_CE) {
+        for (int i = 0; i < b->n; i++)
+            if (b->labels[i] < 0 || b->labels[i] >= m->cfg.classes) {
+                const char *p = ds->items[b->index[i]].path;
+                return b->labels[i] < 0 ? lpv_fail_param(err, LPV_E_DATA, "loss", "ce needs labels: '%s' has none", p)
+                                        : lpv_fail(err, LPV_E_DATA, "'%s' is class %d, but the model has %d classes", p,
+                                                   b->labels[i], m->cfg.classes);
+            }
+        loss->labels = b->labels;
+    } else if (o->loss == LPV_LOSS_KL) { /* forward once to sample labels from the dense prediction */
+        lpv_loss fwd = {LPV_LOSS_MEAN_SQ, NULL, NULL}; /* any loss: only the logits are used */
+        LPV_TRY(lpv_forward_backward(m, ws, b->x, b->n, &fwd, NULL, logits, NULL, err));
+        for (int i = 0; i < b->n; i++)
+            labels[i] = sample_label(logits + (int64_t)i * m->cfg.classes, m->cfg.classes, o->seed, first + b->index[i]);
+        loss->kind = LPV_LOSS_CE;
+        loss->labels = labels;
+    }
+    return LPV_OK;
+}
+
+/* Adds one batch's per-layer sums into s (sums, not means: batch means weighted by the batch's size). */
+static void add_batch(lpv_calib_stats *s, const lpv_grads *g, const lpv_calib_opts *o, int n) {
+    for (int i = 0; i < s->n; i++) {
+        lpv_linear_grad *lg = lpv_grads_linear((lpv_grads *)g, s->refs[i].kind, s->refs[i].block);
+        int64_t nw = (int64_t)lg->out * lg->in;
+        float *dst = s->g[i];
+        for (int64_t q = 0; q < nw; q++) dst[q] += (float)n * lg->w[q];
+        if (o->fisher)
+            for (int64_t q = 0; q < nw; q++) s->f[i][q] += lg->sq[q];
+        if (o->block_R) {
+            int64_t nb = n_blocks(s->refs[i].lin, o->block_R, o->block_C);
+            for (int64_t q = 0; q < nb; q++) s->bf[i][q] += lg->bsq[q];
+        }
+    }
+    s->samples += n;
+}
+
+/* Forward/backward over this rank's share ds (items [first, ...) of the whole list): sums into s, the loss
+   summed into *loss_sum. */
+static lpv_status collect_share(lpv_model *m, const lpv_dataset *ds, int first, const lpv_preproc *pp,
+                                const lpv_calib_opts *o, lpv_calib_stats *s, double *loss_sum, lpv_err *err) {
     int batch = o->batch < ds->n ? o->batch : ds->n;
-    LPV_TRY(stats_alloc(s, m, o, err));
     lpv_train_ws ws;
     lpv_grads g;
-    lpv_status st = lpv_train_ws_init(&ws, &m->cfg, batch, err);
-    if (st) return st;
-    if ((st = lpv_grads_init(&g, &m->cfg, o->fisher ? LPV_GRADS_SQ : 0, err)) != LPV_OK) {
+    LPV_TRY(lpv_train_ws_init(&ws, &m->cfg, batch, err));
+    lpv_status st = lpv_grads_init(&g, &m->cfg, o->fisher ? LPV_GRADS_SQ : 0, err);
+    if (st) {
         lpv_train_ws_free(&ws);
         return st;
     }
-    if (o->block_R && (st = lpv_grads_enable_blocks(&g, o->block_R, o->block_C, err)) != LPV_OK) {
-        lpv_grads_free(&g);
-        lpv_train_ws_free(&ws);
-        return st;
-    }
+    if (o->block_R) st = lpv_grads_enable_blocks(&g, o->block_R, o->block_C, err);
     lpv_loader *L = NULL;
     lpv_loader_opts lo = {batch, 1, 0, o->skips};
     int *labels = malloc(sizeof(int) * (size_t)batch);
     float *logits = malloc(sizeof(float) * (size_t)batch * m->cfg.classes);
-    if (!labels || !logits) st = lpv_fail(err, LPV_E_OOM, "out of memory");
+    if (!st && (!labels || !logits)) st = lpv_fail(err, LPV_E_OOM, "out of memory");
     if (!st) st = lpv_loader_open(&L, ds, pp, &lo, err);
-    lpv_rng r;
-    lpv_rng_seed(&r, o->seed);
-    double loss_sum = 0;
     long done = 0;
     lpv_progress pr;
     const char *what = o->label ? o->label : "statistics";
@@ -122,45 +152,14 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
         if ((st = lpv_loader_next(L, &b, err)) != LPV_OK || b.count == 0) break;
         done += b.count;
         if (b.n == 0) continue;
-        lpv_loss loss = {o->loss, NULL, NULL};
-        if (o->loss == LPV_LOSS_CE) {
-            for (int i = 0; i < b.n; i++)
-                if (b.labels[i] < 0 || b.labels[i] >= m->cfg.classes) {
-                    const char *p = ds->items[b.index[i]].path;
-                    st = b.labels[i] < 0 ? lpv_fail_param(err, LPV_E_DATA, "loss", "ce needs labels: '%s' has none", p)
-                                         : lpv_fail(err, LPV_E_DATA, "'%s' is class %d, but the model has %d classes", p,
-                                                    b.labels[i], m->cfg.classes);
-                    break;
-                }
-            loss.labels = b.labels;
-        } else if (o->loss == LPV_LOSS_KL) { /* forward once to sample labels from the dense prediction */
-            lpv_loss fwd = {LPV_LOSS_MEAN_SQ, NULL, NULL}; /* any loss: only the logits are used */
-            st = lpv_forward_backward(m, &ws, b.x, b.n, &fwd, NULL, logits, NULL, err);
-            if (st) break;
-            sample_labels(logits, b.n, m->cfg.classes, &r, labels);
-            loss.kind = LPV_LOSS_CE;
-            loss.labels = labels;
-        }
-        if (st) break;
+        lpv_loss loss;
+        if ((st = batch_loss(m, &ws, ds, first, &b, o, labels, logits, &loss, err)) != LPV_OK) break;
         lpv_grads_zero(&g);
         float lval = 0;
         if ((st = lpv_forward_backward(m, &ws, b.x, b.n, &loss, &lval, NULL, &g, err)) != LPV_OK) break;
-        loss_sum += (double)lval * b.n;
-        /* exact sample mean: every batch mean weighted by its size */
-        for (int i = 0; i < s->n; i++) {
-            lpv_linear_grad *lg = lpv_grads_linear(&g, s->refs[i].kind, s->refs[i].block);
-            int64_t nw = (int64_t)lg->out * lg->in;
-            float *dst = s->g[i];
-            for (int64_t q = 0; q < nw; q++) dst[q] += (float)b.n * lg->w[q];
-            if (o->fisher)
-                for (int64_t q = 0; q < nw; q++) s->f[i][q] += lg->sq[q];
-            if (o->block_R) {
-                int64_t nb = n_blocks(s->refs[i].lin, o->block_R, o->block_C);
-                for (int64_t q = 0; q < nb; q++) s->bf[i][q] += lg->bsq[q];
-            }
-        }
-        s->samples += b.n;
-        lpv_progress_update(&pr, done, "loss %.4f", loss_sum / (double)s->samples);
+        *loss_sum += (double)lval * b.n;
+        add_batch(s, &g, o, b.n);
+        lpv_progress_update(&pr, done, "loss %.4f", *loss_sum / (double)s->samples);
     }
     if (st == LPV_OK) st = lpv_loader_verdict(L, what, err);
     if (st == LPV_OK) lpv_progress_end(&pr);
@@ -168,10 +167,43 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
     free(labels), free(logits);
     lpv_grads_free(&g);
     lpv_train_ws_free(&ws);
+    return st;
+}
+
+/* Every rank's sums added (dist.h); identical on every rank afterwards. */
+static lpv_status sum_ranks(lpv_calib_stats *s, const lpv_calib_opts *o, double *loss_sum, lpv_err *err) {
+    if (lpv_dist_size() == 1) return LPV_OK;
+    for (int i = 0; i < s->n; i++) {
+        int64_t nw = (int64_t)s->refs[i].lin->out * s->refs[i].lin->in;
+        LPV_TRY(lpv_dist_sum_f32(s->g[i], nw, err));
+        if (o->fisher) LPV_TRY(lpv_dist_sum_f32(s->f[i], nw, err));
+        if (o->block_R) LPV_TRY(lpv_dist_sum_f32(s->bf[i], n_blocks(s->refs[i].lin, o->block_R, o->block_C), err));
+    }
+    int64_t n = s->samples;
+    LPV_TRY(lpv_dist_sum_i64(&n, 1, err));
+    s->samples = n;
+    return lpv_dist_sum_f64(loss_sum, 1, err);
+}
+
+lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, const lpv_calib_opts *o,
+                             lpv_calib_stats *s, lpv_err *err) {
+    memset(s, 0, sizeof *s);
+    if (ds->n < 1) return lpv_fail(err, LPV_E_DATA, "calibration set is empty");
+    lpv_dataset mine;
+    int first = 0;
+    double loss_sum = 0;
+    lpv_status st = stats_alloc(s, m, o, err);
+    int viewed = st == LPV_OK && (st = lpv_dataset_share(&mine, ds, &first, err)) == LPV_OK;
+    if (st == LPV_OK && mine.n > 0) st = collect_share(m, &mine, first, pp, o, s, &loss_sum, err);
+    if (viewed) lpv_dataset_view_free(&mine);
+    st = lpv_dist_agree(st, err); /* every rank gets here, whatever happened to it */
+    if (st == LPV_OK) st = sum_ranks(s, o, &loss_sum, err);
+    if (st == LPV_OK && s->samples == 0)
+        st = lpv_fail(err, LPV_E_DATA, "no calibration image could be read (%d in the list)", ds->n);
     if (st == LPV_OK) {
+        float inv = 1.0f / (float)s->samples;
         for (int i = 0; i < s->n; i++) {
             int64_t nw = (int64_t)s->refs[i].lin->out * s->refs[i].lin->in;
-            float inv = 1.0f / (float)s->samples;
             for (int64_t q = 0; q < nw; q++) s->g[i][q] *= inv;
             if (o->fisher)
                 for (int64_t q = 0; q < nw; q++) s->f[i][q] *= inv;

@@ -19,6 +19,7 @@
 
 #include "lpvit/calib.h"
 #include "lpvit/cpu.h"
+#include "lpvit/dist.h"
 #include "lpvit/fileio.h"
 #include "lpvit/forward.h"
 #include "lpvit/log.h"
@@ -121,14 +122,21 @@ static lpv_status get_stats(run *R, const lpv_dataset *ds, int fisher, int block
         char h[65];
         lpv_sha256_hex(key, strlen(key), h);
         snprintf(path, sizeof path, "%s/calib-%s.lpvc", o->cache_dir, h);
+        int hit = 0;
         if (lpv_file_exists(path)) {
             lpv_err e2;
-            if (lpv_calib_load(out, R->m, path, key, &co, &e2) == LPV_OK) {
-                lpv_info("%s from cache '%s'", label, path);
-                snprintf(R->r->cache_file, sizeof R->r->cache_file, "%s", path);
-                return LPV_OK;
-            }
-            lpv_warn("ignoring cache: %s", e2.msg);
+            hit = lpv_calib_load(out, R->m, path, key, &co, &e2) == LPV_OK;
+            if (!hit) lpv_warn("ignoring cache: %s", e2.msg);
+        }
+        if (lpv_dist_size() > 1) { /* under mpirun every rank must take the same path: all load, or all compute */
+            int64_t misses = !hit;
+            LPV_TRY(lpv_dist_sum_i64(&misses, 1, err));
+            if (misses && hit) lpv_calib_free(out), hit = 0;
+        }
+        if (hit) {
+            lpv_info("%s from cache '%s'", label, path);
+            snprintf(R->r->cache_file, sizeof R->r->cache_file, "%s", path);
+            return LPV_OK;
         }
         if (!lpv_mkdir_p(o->cache_dir)) {
             lpv_warn("cannot create cache folder '%s'", o->cache_dir);
@@ -137,7 +145,7 @@ static lpv_status get_stats(run *R, const lpv_dataset *ds, int fisher, int block
     }
     LPV_TRY(lpv_calib_collect(R->m, ds, R->pp, &co, out, err));
     snprintf(out->key, sizeof out->key, "%s", key);
-    if (path[0]) {
+    if (path[0] && lpv_dist_rank() == 0) { /* one writer per job */
         lpv_err e2;
         if (lpv_calib_save(out, path, &e2) != LPV_OK) {
             lpv_warn("%s", e2.msg);
@@ -482,11 +490,15 @@ static lpv_status step_allocate(run *R, double target, lpv_err *err) {
 
 static lpv_status step_masks(run *R, int step, lpv_err *err) {
     R->r->kept_macs = 0;
+    /* under mpirun rank 0 decides: the ranks' allocations agree unless their CPUs round differently (or they
+       timed their own kernels for the speed objective), and they must prune the same blocks */
+    LPV_TRY(lpv_dist_bcast(R->k, sizeof *R->k * (size_t)R->np, 0, err));
     for (int i = 0; i < R->np; i++) {
         player *q = &R->pl[i];
         q->k = R->k[i];
         R->r->kept_macs += lpv_alloc_kept_macs(&q->sal, q->k);
         if (!(R->masks[q->idx] = mask_of(&q->sal, q->k))) return lpv_fail(err, LPV_E_OOM, "out of memory");
+        LPV_TRY(lpv_dist_bcast(R->masks[q->idx], (size_t)q->sal.nb, 0, err));
         /* a block an earlier step pruned scores 0 and is pruned again; count any that is not */
         const uint8_t *prev = R->prev[q->idx], *mask = R->masks[q->idx];
         for (int j = 0; prev && j < q->sal.nb; j++) R->r->step_revived[step] += !prev[j] && mask[j];
@@ -580,7 +592,8 @@ static void step_key(const run *R, int k, char *key, size_t cap, char *path, siz
    objectives time the kernels during the run (the times, and so the allocation, vary between runs). */
 static int checkpoints_wanted(const lpv_prune_opts *o) {
     int timed = (o->objective == LPV_OBJ_SPEED || o->objective == LPV_OBJ_SPEED_POWER) && !o->cost_table;
-    return o->cache_dir && o->steps > 1 && !timed;
+    /* under mpirun each rank holds the heads' records of its own images only: a checkpoint would hold rank 0's */
+    return o->cache_dir && o->steps > 1 && !timed && lpv_dist_size() == 1;
 }
 
 static void step_save(run *R, int step) {

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit/dist.h"
 #include "lpvit/layout.h"
 
 /* LAPACK (OpenBLAS). The trailing size_t is gfortran's hidden length of the
@@ -154,6 +155,17 @@ lpv_status lpv_stats_init(lpv_layer_stats *s, int in, int cross, lpv_err *err) {
 void lpv_stats_free(lpv_layer_stats *s) {
     free(s->H), free(s->sum), free(s->G), free(s->sum_dense);
     memset(s, 0, sizeof *s);
+}
+
+lpv_status lpv_stats_sum_ranks(lpv_layer_stats *s, lpv_err *err) {
+    if (lpv_dist_size() == 1) return LPV_OK;
+    int64_t nn = (int64_t)s->in * s->in;
+    LPV_TRY(lpv_dist_sum_f32(s->H, nn, err));
+    LPV_TRY(lpv_dist_sum_f64(s->sum, s->in, err));
+    LPV_TRY(lpv_dist_sum_i64(&s->n, 1, err));
+    if (s->G) LPV_TRY(lpv_dist_sum_f32(s->G, nn, err));
+    if (s->sum_dense) LPV_TRY(lpv_dist_sum_f64(s->sum_dense, s->in, err));
+    return LPV_OK;
 }
 
 /* Row k of `nb` bands that split the upper triangle of an n x n matrix into

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "lpvit/cpu.h"
+#include "lpvit/dist.h"
 #include "lpvit/forward.h"
 #include "lpvit/loader.h"
 #include "lpvit/log.h"
@@ -26,34 +27,17 @@ void lpv_model_stats_free(lpv_model_stats *s) {
         if (s->want[i]) lpv_stats_free(&s->st[i]);
 }
 
-lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
-                                   lpv_skips *skips, lpv_model_stats *s, lpv_err *err) {
-    lpv_layer_ref refs[LPV_MAX_LAYERS];
-    s->n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
-    s->images = 0;
-    for (int i = 0; i < s->n; i++) {
-        memset(&s->st[i], 0, sizeof s->st[i]);
-        if (!s->want[i]) continue;
-        lpv_status st = lpv_stats_init(&s->st[i], refs[i].lin->in, 0, err);
-        if (st) {
-            s->want[i] = 0;
-            lpv_model_stats_free(s);
-            return st;
-        }
-    }
+/* The forward passes over this rank's share (the whole list with one rank): s->st accumulate through the tap. */
+static lpv_status input_stats_share(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
+                                    lpv_skips *skips, lpv_model_stats *s, lpv_err *err) {
     int b = batch < ds->n ? batch : ds->n;
     lpv_workspace ws;
-    lpv_status st = lpv_workspace_init(&ws, &m->cfg, b, err);
-    if (st) {
-        lpv_model_stats_free(s);
-        return st;
-    }
+    LPV_TRY(lpv_workspace_init(&ws, &m->cfg, b, err));
     ws.tap = stats_tap, ws.tap_ctx = s;
     float *logits = malloc(sizeof(float) * (size_t)b * m->cfg.classes);
     lpv_loader *L = NULL;
     lpv_loader_opts lo = {b, 1, 0, skips};
-    if (!logits) st = lpv_fail(err, LPV_E_OOM, "out of memory");
-    if (!st) st = lpv_loader_open(&L, ds, pp, &lo, err);
+    lpv_status st = logits ? lpv_loader_open(&L, ds, pp, &lo, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
     lpv_progress pr;
     lpv_progress_begin(&pr, ds->n, "input statistics");
     long done = 0;
@@ -71,11 +55,55 @@ lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lp
     lpv_loader_close(L);
     free(logits);
     lpv_workspace_free(&ws);
+    return st;
+}
+
+/* Every rank's sums added (dist.h). */
+static lpv_status input_stats_sum_ranks(lpv_model_stats *s, lpv_err *err) {
+    for (int i = 0; i < s->n; i++)
+        if (s->want[i]) LPV_TRY(lpv_stats_sum_ranks(&s->st[i], err));
+    int64_t n = s->images;
+    LPV_TRY(lpv_dist_sum_i64(&n, 1, err));
+    s->images = (int)n;
+    return LPV_OK;
+}
+
+lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
+                                   lpv_skips *skips, lpv_model_stats *s, lpv_err *err) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    s->n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    s->images = 0;
+    for (int i = 0; i < s->n; i++) {
+        memset(&s->st[i], 0, sizeof s->st[i]);
+        if (!s->want[i]) continue;
+        lpv_status st = lpv_stats_init(&s->st[i], refs[i].lin->in, 0, err);
+        if (st) {
+            s->want[i] = 0;
+            lpv_model_stats_free(s);
+            return st;
+        }
+    }
+    lpv_dataset mine;
+    int first;
+    lpv_status st = lpv_dataset_share(&mine, ds, &first, err);
+    int viewed = st == LPV_OK;
+    if (st == LPV_OK && mine.n > 0) st = input_stats_share(m, &mine, pp, batch, skips, s, err);
+    if (viewed) lpv_dataset_view_free(&mine);
+    st = lpv_dist_agree(st, err); /* every rank gets here, whatever happened to it */
+    if (st == LPV_OK) st = input_stats_sum_ranks(s, err);
     if (st) lpv_model_stats_free(s);
     return st;
 }
 
 /* ---- one layer ---- */
+
+/* Rank 0's weights of L on every rank (dist.h). The ranks refit from the same sums, so they agree unless their
+   CPUs round differently; they must hold one model all the same. */
+static lpv_status bcast_linear(lpv_linear *L, lpv_err *err) {
+    if (lpv_dist_size() == 1) return LPV_OK;
+    LPV_TRY(lpv_dist_bcast(L->w, sizeof(float) * (size_t)L->out * (size_t)L->in, 0, err));
+    return L->b ? lpv_dist_bcast(L->b, sizeof(float) * (size_t)L->out, 0, err) : LPV_OK;
+}
 
 lpv_status lpv_reconstruct_layer(float *W, float *b, int out, int in, int R, int C, const uint8_t *mask,
                                  const lpv_layer_stats *st, lpv_update_kind u, const lpv_recon_opts *o,
@@ -155,7 +183,7 @@ static lpv_status reconstruct_independent(lpv_model *m, uint8_t *const *masks, i
             }
         }
         free(W0);
-        if (s) return s;
+        if ((s = lpv_dist_agree(s, err)) != LPV_OK || (s = bcast_linear(L, err)) != LPV_OK) return s;
     }
     return LPV_OK;
 }
@@ -222,14 +250,16 @@ static lpv_status update_layer(lpv_layer_ref *refs, int i, const uint8_t *mask, 
     note(ri, &info);
     lpv_stats_free(&cs->st[i]);
     cs->want[i] = 0;
-    return s;
+    s = lpv_dist_agree(s, err);
+    return s ? s : bcast_linear(L, err);
 }
 
 /* The final logits' squared error of m (run from the pruned stream) against tgt's (from its stream ys), over
-   the target logits' mean square: what the heads' refit lowers; the target's logits come from ht when it is
-   given. la, lb: (b, classes) scratch. */
-static double logit_error(const lpv_model *m, const lpv_model *tgt, const lpv_head_targets *ht, lpv_workspace *ws,
-                          const stream_cache *c, float *const *ys, float *la, float *lb) {
+   the target logits' mean square, summed over ranks: what the heads' refit lowers; the target's logits come
+   from ht when it is given. la, lb: (b, classes) scratch. */
+static lpv_status logit_error(const lpv_model *m, const lpv_model *tgt, const lpv_head_targets *ht,
+                              lpv_workspace *ws, const stream_cache *c, float *const *ys, float *la, float *lb,
+                              double *out, lpv_err *err) {
     const lpv_config *cfg = &m->cfg;
     double se = 0, ss = 0;
     for (int i = 0, off = 0; i < c->n; off += c->bsz[i], i++) {
@@ -248,7 +278,10 @@ static double logit_error(const lpv_model *m, const lpv_model *tgt, const lpv_he
             se += d * d, ss += (double)la[k] * la[k];
         }
     }
-    return ss > 0 ? se / ss : 0;
+    double sums[2] = {se, ss};
+    LPV_TRY(lpv_dist_sum_f64(sums, 2, err));
+    *out = sums[1] > 0 ? sums[0] / sums[1] : 0;
+    return LPV_OK;
 }
 
 void lpv_head_targets_free(lpv_head_targets *h) {
@@ -431,7 +464,8 @@ static lpv_status seq_patch(seq_run *S, const lpv_model_stats *stats, lpv_err *e
     lpv_status st = lpv_reconstruct_layer(m->patch.w, m->patch.b, m->patch.out, m->patch.in, S->R, S->C, S->masks[0],
                                           &stats->st[0], S->o->update, &S->o->recon, &info, "patch_embed.proj", err);
     note(S->ri, &info);
-    return st;
+    st = lpv_dist_agree(st, err);
+    return st ? st : bcast_linear(&m->patch, err);
 }
 
 /* The workspace, the tuner, the capture buffers and the logits' scratch. */
@@ -495,20 +529,17 @@ static lpv_status seq_cache_streams(seq_run *S, const lpv_dataset *ds, const lpv
     return st;
 }
 
-/* Layer i of block l (l == depth: the heads): one capture pass of the target on its stream, one
-   accumulating pass of the pruned model on its own, then the refit of the layer from those statistics. */
-static lpv_status seq_refit_layer(seq_run *S, int l, int i, int first, lpv_err *err) {
+/* Layer i of block l (l == depth: the heads), over this rank's cached images: one capture pass of the target
+   on its stream, one accumulating pass of the pruned model on its own, into S->cs.st[i]. */
+static void seq_accumulate(seq_run *S, int l, int i, int first) {
     const lpv_config *cfg = &S->m->cfg;
     int D = cfg->dim, T = cfg->n_tokens, heads = l == cfg->depth;
     /* the heads' target: the final target when there is one (its logits are what the user gets) */
     const lpv_model *src = heads && S->tt ? S->tt : S->dense;
     float **sx = heads && S->tt ? S->cache.xt : S->cache.xd;
-    lpv_layer_ref *srefs = heads && S->tt ? S->trefs : S->drefs;
     const lpv_head_targets *ht = S->ht;
     lpv_workspace *ws = &S->ws;
     seq_tap_ctx *tc = &S->tc;
-    LPV_TRY(lpv_stats_init(&S->cs.st[i], S->refs[i].lin->in, 1, err));
-    S->cs.want[i] = 1;
     tc->first = i, tc->count = 1, tc->slot0 = i - first, tc->cross = &S->cs;
     ws->tap = seq_tap, ws->tap_ctx = tc;
     ws->tap_stop = i; /* nothing after this layer's input is needed: ~2x fewer block passes */
@@ -533,6 +564,21 @@ static lpv_status seq_refit_layer(seq_run *S, int l, int i, int first, lpv_err *
         else lpv_forward_end(S->m, ws, bs, S->logits);
     }
     ws->tap = NULL, ws->tap_stop = -1;
+}
+
+/* Layer i of block l: its statistics over every rank's images, then its refit from them. */
+static lpv_status seq_refit_layer(seq_run *S, int l, int i, int first, lpv_err *err) {
+    int D = S->m->cfg.dim, heads = l == S->m->cfg.depth;
+    lpv_layer_ref *srefs = heads && S->tt ? S->trefs : S->drefs;
+    const lpv_head_targets *ht = S->ht;
+    lpv_status st = lpv_stats_init(&S->cs.st[i], S->refs[i].lin->in, 1, err);
+    if (st == LPV_OK) {
+        S->cs.want[i] = 1;
+        seq_accumulate(S, l, i, first);
+    }
+    st = lpv_dist_agree(st, err); /* every rank gets here, whatever happened to it */
+    if (st == LPV_OK) st = lpv_stats_sum_ranks(&S->cs.st[i], err);
+    if (st) return st;
     /* the target is the dense layer applied to the dense inputs: start from its weights (the closed-form
        refit does not depend on where it starts, but reads its target from them), which matters when m was
        already pruned and refit once (prune --steps) */
@@ -562,12 +608,14 @@ static lpv_status seq_block(seq_run *S, int l, lpv_err *err) {
     float **sx = heads && S->tt ? S->cache.xt : S->cache.xd;
     if (heads && S->o->record_heads) record_heads(S->dense, &S->ws, &S->cache, S->cache.xd, S->h0, S->o->record_heads);
     if (heads && S->heads_active)
-        S->ri->logit_err_before = logit_error(S->m, src, S->ht, &S->ws, &S->cache, sx, S->logits, S->logits2);
+        LPV_TRY(logit_error(S->m, src, S->ht, &S->ws, &S->cache, sx, S->logits, S->logits2, &S->ri->logit_err_before,
+                            err));
     for (int i = first; i < first + count; i++)
         if (S->active[i]) LPV_TRY(seq_refit_layer(S, l, i, first, err));
     if (heads) {
         if (S->heads_active)
-            S->ri->logit_err_after = logit_error(S->m, src, S->ht, &S->ws, &S->cache, sx, S->logits, S->logits2);
+            LPV_TRY(logit_error(S->m, src, S->ht, &S->ws, &S->cache, sx, S->logits, S->logits2,
+                                &S->ri->logit_err_after, err));
         return LPV_OK;
     }
     int D = cfg->dim, T = cfg->n_tokens;
@@ -584,6 +632,19 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     seq_run *S = calloc(1, sizeof *S);
     if (!S) return lpv_fail(err, LPV_E_OOM, "out of memory");
     const lpv_config *cfg = &m->cfg;
+    /* under mpirun each rank caches and runs its own share of the images; the statistics are summed */
+    lpv_dataset mine;
+    int first;
+    lpv_status st = lpv_dataset_share(&mine, ds, &first, err);
+    if (st == LPV_OK && mine.n == 0)
+        st = lpv_fail_hint(err, LPV_E_ARG, "recon_images", "%d refit images for %d mpi ranks: each rank needs one",
+                           ds->n, lpv_dist_size());
+    if (st) {
+        free(S);
+        lpv_dataset_view_free(&mine);
+        return lpv_dist_agree(st, err);
+    }
+    ds = &mine;
     S->m = m, S->dense = dense, S->masks = masks, S->R = R, S->C = C, S->o = o, S->ri = ri;
     S->b = o->batch < ds->n ? o->batch : ds->n;
     S->tuning = o->tune.epochs > 0;
@@ -591,10 +652,14 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     if ((S->tuning || (o->refit_heads && !S->ht)) && o->final_target && o->final_target != dense) S->tt = o->final_target;
     S->n = lpv_model_layers(m, S->refs, LPV_MAX_LAYERS), S->h0 = lpv_block_layer0(cfg->depth);
     S->cs.n = S->n;
-    lpv_status st = seq_masks(S, ds->n, err);
-    if (st == LPV_OK) st = seq_patch(S, stats, err);
-    if (st == LPV_OK) st = seq_alloc(S, (ds->n + S->b - 1) / S->b, err);
-    if (st == LPV_OK) st = seq_cache_streams(S, ds, pp, err);
+    /* every rank reaches each lpv_dist_agree, whatever happened to it: none waits forever in a collective */
+    st = lpv_dist_agree(seq_masks(S, ds->n, err), err);
+    if (st == LPV_OK) st = seq_patch(S, stats, err); /* before the pruned stream is cached: it starts there */
+    if (st == LPV_OK) {
+        st = seq_alloc(S, (ds->n + S->b - 1) / S->b, err);
+        if (st == LPV_OK) st = seq_cache_streams(S, ds, pp, err);
+        st = lpv_dist_agree(st, err);
+    }
     lpv_progress pr;
     lpv_progress_begin(&pr, cfg->depth + 1, "%s (blocks%s)", o->label ? o->label : "refit",
                        o->refit_heads ? " and heads" : "");
@@ -605,6 +670,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     if (st == LPV_OK) lpv_progress_end(&pr);
     seq_free(S);
     free(S);
+    lpv_dataset_view_free(&mine);
     return st;
 }
 
@@ -616,6 +682,9 @@ lpv_status lpv_reconstruct(lpv_model *m, const lpv_model *dense, uint8_t *const 
     lpv_status st;
     if (o->sequential && o->update != LPV_UPDATE_NONE) {
         if (!dense || !ds) return lpv_fail(err, LPV_E_ARG, "sequential reconstruction needs the dense model and images");
+        /* SGD over a rank's own images would tune another model on each rank */
+        if (o->tune.epochs > 0 && lpv_dist_size() > 1)
+            return lpv_fail(err, LPV_E_UNSUPPORTED, "block tuning does not run across mpi ranks yet: run it in one process");
         st = reconstruct_sequential(m, dense, masks, R, C, stats, ds, pp, o, info, err);
     } else {
         st = reconstruct_independent(m, masks, R, C, stats, o, info, err);

@@ -37,6 +37,56 @@ static inline void test_logits(lpv_model *m, const float *x, int B, float *out) 
     lpv_workspace_free(&ws);
 }
 
+/* Random byte mutations of the valid model file `good` (half in the JSON header, half in the tensors), each
+ * written to `bad` and loaded: a load either succeeds, and then a forward pass runs, or fails with a message. */
+static inline void test_model_mutations(const char *good, const char *bad, uint64_t seed, int n) {
+    FILE *fp = fopen(good, "rb");
+    CHECK(fp != NULL);
+    if (!fp) return;
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *orig = malloc((size_t)size), *buf = malloc((size_t)size);
+    CHECK(fread(orig, 1, (size_t)size, fp) == (size_t)size);
+    fclose(fp);
+    uint64_t hdr = 0;
+    memcpy(&hdr, orig, 8);
+    int loaded = 0, refused = 0;
+    for (int it = 0; it < n; it++) {
+        memcpy(buf, orig, (size_t)size);
+        int k = 1 + (int)(seed % 4);
+        for (int j = 0; j < k; j++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            uint64_t pos = (seed >> 33) % 2 ? 8 + (seed >> 20) % (hdr ? hdr : 1) : (seed >> 20) % (uint64_t)size;
+            buf[pos] = (unsigned char)(seed >> 12);
+        }
+        fp = fopen(bad, "wb");
+        CHECK(fp && fwrite(buf, 1, (size_t)size, fp) == (size_t)size);
+        if (fp) fclose(fp);
+        lpv_model *m = NULL;
+        lpv_err err = {0};
+        lpv_model_opts o = {2, 0, 0};
+        if (lpv_model_load(&m, bad, &o, &err) == LPV_OK) {
+            int64_t per = (int64_t)3 * m->cfg.img * m->cfg.img;
+            float *x = calloc((size_t)per, sizeof(float)), *l = malloc(sizeof(float) * (size_t)m->cfg.classes * 2);
+            for (int64_t q = 0; q < per; q++) x[q] = (float)((q * 37) % 101) / 50.0f - 1.0f;
+            lpv_workspace ws;
+            CHECK_OK(lpv_workspace_init_for(&ws, m, 1, &err), &err);
+            CHECK_OK(lpv_forward(m, &ws, x, 1, l, &err), &err);
+            lpv_workspace_free(&ws);
+            free(x), free(l);
+            lpv_model_free(m);
+            loaded++;
+        } else {
+            CHECKF(err.msg[0] != 0, "mutation %d: refused without a message", it);
+            refused++;
+        }
+    }
+    printf("mutations of %s: %d loaded, %d refused with a message\n", good, loaded, refused);
+    CHECK(loaded + refused == n);
+    free(orig), free(buf);
+}
+
 /* dir/rel loaded as a model (NULL, with a failed check, when it does not load). */
 static inline lpv_model *test_load_fixture(const char *dir, const char *rel) {
     char path[1024];

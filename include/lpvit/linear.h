@@ -29,6 +29,9 @@ typedef struct lpv_linear {
                               * A copy: whoever changes w afterwards must drop it. */
     lpv_qact qx;         /* int8 layers (bsr or blocked with int8 weights, lpv_model_quantize_int8): how the
                           * input is quantized (per token at run time, or a calibrated per-tensor scale) */
+    const float *codebook; /* (codebook_k) the levels every weight is one of (codebook.h), or NULL; saving
+                            * writes codes only when every weight still is one of them */
+    int codebook_k;
 } lpv_linear;
 
 /* Y = epi(W X + b), X (in, T) with row stride ldx, Y (out, T) with row stride ldy.

@@ -128,6 +128,8 @@ lpv_status lpv_model_pack_bf16(lpv_model *m, int R, int C, lpv_err *err);
 lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err);
 /* 1 when some layer has int8 weights. */
 int lpv_model_has_int8(const lpv_model *m);
+/* 1 when some layer's weights are on a shared codebook (codebook.h: saved as uint8 codes). */
+int lpv_model_has_codebook(const lpv_model *m);
 /* 1 when some layer has a BF16 pack. */
 int lpv_model_has_bf16(const lpv_model *m);
 /* Turns every BSR layer back into a dense weight with zeros in pruned blocks (for dense baselines). */

@@ -660,6 +660,13 @@ void cli_output_init(void) {
 
 void cli_quiet(int quiet) { g_out.quiet = quiet; }
 
+int cli_codebook_levels(const char *s) {
+    if (strncmp(s, "codebook:", 9) != 0) return -1;
+    char *end = NULL;
+    long k = strtol(s + 9, &end, 10);
+    return end != s + 9 && *end == 0 && k >= 1 && k <= 256 ? (int)k : -1;
+}
+
 void cli_dist_begin(void) {
     g_out.rank = lpv_dist_rank();
     if (g_out.rank == 0) return;

@@ -124,6 +124,8 @@ lpv_status cli_parse_block(const char *s, int *R, int *C, lpv_err *err);
 void cli_output_init(void);
 /* --quiet: no log lines or progress from here on (errors still print). */
 void cli_quiet(int quiet);
+/* "codebook:K" -> K (1..256), else -1 (prune --quant, quantize --codebook take K itself). */
+int cli_codebook_levels(const char *s);
 /* Under an MPI launcher (dist.h), after lpv_dist_init: a rank other than 0 prints nothing on stdout, only its
  * warnings on stderr (prefixed "rank N"), and its errors only when the failure was its alone. */
 void cli_dist_begin(void);

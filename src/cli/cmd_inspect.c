@@ -167,6 +167,22 @@ int cmd_inspect(int argc, char **argv) {
                        "calibrated per-tensor scale); the rest FP32\n",
                        n8, nl, n8 - per_tensor, per_tensor);
         }
+        /* the layers stored as codes of a shared codebook (decoded to FP32 when loaded) */
+        int ncb = 0, kmin = 0, kmax = 0;
+        for (int i = 0; i < nl; i++) {
+            int k = refs[i].lin->codebook ? refs[i].lin->codebook_k : 0;
+            if (!k) continue;
+            kmin = ncb ? (k < kmin ? k : kmin) : k, kmax = k > kmax ? k : kmax, ncb++;
+        }
+        if (ncb) {
+            cJSON *q = cJSON_AddObjectToObject(a, "codebook");
+            cJSON_AddNumberToObject(q, "layers", ncb);
+            cJSON_AddNumberToObject(q, "levels_min", kmin);
+            cJSON_AddNumberToObject(q, "levels_max", kmax);
+            if (!json)
+                printf("codebook: %d of %d linears as uint8 codes of %d-%d levels shared per layer (run in FP32)\n", ncb,
+                       nl, kmin, kmax);
+        }
         lpv_model_free(m);
     } else if (!json && !quiet) {
         printf("not loadable as a DeiT/ViT model: %s\n", err.msg);

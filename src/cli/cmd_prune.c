@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "cmds.h"
 #include "prune_flags.h"
+#include "lpvit/codebook.h"
 #include "lpvit/cpu.h"
 #include "lpvit/dist.h"
 #include "lpvit/fileio.h"
@@ -64,6 +65,7 @@ static void print_table(const lpv_prune_result *r, const char *out) {
 typedef struct {
     prune_flags pf;
     const char *out, *report;
+    int codebook; /* --quant codebook:K: K, else 0 */
 } prune_cmd;
 
 /* Prunes, writes the model and the report; prints the table unless the report goes to stdout. */
@@ -76,7 +78,9 @@ static lpv_status run_prune(prune_cmd *c, cli_model *cm, const lpv_dataset *ds, 
     lpv_status st = lpv_prune(m, &calib, &f->p, &r, err);
     r.seconds.load += open_s, r.seconds.list += list_s; /* opening the model and listing the folder: the CLI's part */
     double t = lpv_now();
-    if (st == LPV_OK && f->quant) st = lpv_model_quantize_int8(m, 32, 32, err); /* the pruned model, then int8 */
+    int K = c->codebook;
+    if (st == LPV_OK && f->quant && !K) st = lpv_model_quantize_int8(m, 32, 32, err); /* the pruned model, then int8 */
+    if (st == LPV_OK && K) st = lpv_model_quantize_codebook(m, K, err); /* or onto a codebook per layer */
     if (st == LPV_OK && lpv_dist_rank() == 0) st = lpv_prune_save(m, &r, &cm->pp, c->out, err); /* one writer */
     st = lpv_dist_agree(st, err); /* under mpirun every rank learns how it went */
     r.seconds.write = lpv_now() - t;
@@ -84,11 +88,12 @@ static lpv_status run_prune(prune_cmd *c, cli_model *cm, const lpv_dataset *ds, 
     if (st == LPV_OK) {
         if (!(c->report && strcmp(c->report, "-") == 0)) {
             print_table(&r, c->out);
-            if (f->quant) printf("quantized       int8 block linears (weights per output row, inputs per token)\n");
+            if (f->quant && !K) printf("quantized       int8 block linears (weights per output row, inputs per token)\n");
+            if (K) printf("quantized       block linears on a codebook of %d levels per layer (uint8 codes)\n", K);
         }
         if (c->report) {
             cJSON *rep = lpv_prune_report(m, &r, &cm->pp, c->out);
-            cJSON_AddStringToObject(rep, "quantization", f->quant ? "int8" : "none");
+            cJSON_AddStringToObject(rep, "quantization", f->quant ? f->quant : "none");
             st = cli_json_out(rep, c->report, err);
             cJSON_Delete(rep);
         }
@@ -109,7 +114,7 @@ int cmd_prune(int argc, char **argv) {
     opts[n++] = (cli_opt){"--no-cache", OPT_FLAG, &f->no_cache, NULL, "always recompute calibration statistics", 0, 0, NULL};
     opts[n++] = (cli_opt){"--out", OPT_OUT, &c.out, "FILE", "pruned model (BSR safetensors; required)", 0, 0, NULL};
     opts[n++] = (cli_opt){"--json", OPT_OUT, &c.report, "FILE", "write the report as JSON ('-': stdout instead of the table; --report is the same)", 0, 0, NULL};
-    opts[n++] = (cli_opt){"--quant", OPT_STR, &f->quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); implies --precision int8", 0, 0, NULL};
+    opts[n++] = (cli_opt){"--quant", OPT_STR, &f->quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); implies --precision int8. codebook:K: each block linear's kept weights on K <= 256 levels shared by its channels (uint8 codes, decoded to FP32 when loaded)", 0, 0, NULL};
     n += prune_rows_runtime(f, opts + n);
     opts[n] = (cli_opt){0};
     const cli_spec spec = {
@@ -125,7 +130,8 @@ int cmd_prune(int argc, char **argv) {
     if (!f->ma.model) return cli_usage_error("--model is required");
     if (isnan(f->p.target_flops)) return cli_usage_error("--target-flops is required");
     if (!c.out) return cli_usage_error("--out is required");
-    if (f->quant && strcmp(f->quant, "int8") != 0) return cli_usage_error("--quant: expected int8, got '%s'", f->quant);
+    if (f->quant && strcmp(f->quant, "int8") != 0 && (c.codebook = cli_codebook_levels(f->quant)) <= 0)
+        return cli_usage_error("--quant: expected int8 or codebook:K with K in 1..256, got '%s'", f->quant);
     lpv_prune_opts resolved;
     if ((rc = prune_flags_prepare(f, &resolved)) != 0) return rc;
     /* prune never packs dense weights into the blocked layout: its dense products are OpenBLAS calls, and

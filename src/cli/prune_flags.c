@@ -117,7 +117,7 @@ static lpv_status flags_to_opts(prune_flags *f, lpv_err *err) {
     if (f->e_dram > 0) p->energy.dram_byte_pj = f->e_dram;
     if (f->e_cache > 0) p->energy.cache_byte_pj = f->e_cache;
     if (f->precision) LPV_TRY(lpv_precision_parse(f->precision, &p->precision, err));
-    if (f->quant) { /* an int8 file runs in int8: its allocation is for int8 */
+    if (f->quant && strcmp(f->quant, "int8") == 0) { /* an int8 file runs in int8: its allocation is for int8 */
         if (f->precision && p->precision != LPV_PREC_INT8)
             return lpv_fail(err, LPV_E_ARG, "--quant int8 writes an int8 model, which runs in int8: --precision %s "
                             "contradicts it", f->precision);

@@ -346,20 +346,20 @@ static lpv_status alloc_weights(lpv_model *m, lpv_err *err) {
     m->cls = alloc_f(m, D);
     m->dist = c->n_prefix == 2 ? alloc_f(m, D) : NULL;
     m->pos = alloc_f(m, (int64_t)c->n_tokens * D);
-    m->patch = (lpv_linear){(int)D, (int)K, alloc_f(m, D * K), alloc_f(m, D), NULL, NULL, {0, 0, 0}};
+    m->patch = (lpv_linear){(int)D, (int)K, alloc_f(m, D * K), alloc_f(m, D), NULL, NULL, {0, 0, 0}, NULL, 0};
     m->norm_w = alloc_f(m, D);
     m->norm_b = alloc_f(m, D);
-    m->head = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}};
+    m->head = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}, NULL, 0};
     if (c->n_outputs == 2)
-        m->head_dist = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}};
+        m->head_dist = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}, NULL, 0};
     if (!m->blocks || !m->cls || !m->pos || !m->patch.w || !m->head.w) goto oom;
     for (int l = 0; l < c->depth; l++) {
         lpv_block *b = &m->blocks[l];
         b->ln1_w = alloc_f(m, D), b->ln1_b = alloc_f(m, D), b->ln2_w = alloc_f(m, D), b->ln2_b = alloc_f(m, D);
-        b->qkv = (lpv_linear){(int)(3 * D), (int)D, alloc_f(m, 3 * D * D), alloc_f(m, 3 * D), NULL, NULL, {0, 0, 0}};
-        b->proj = (lpv_linear){(int)D, (int)D, alloc_f(m, D * D), alloc_f(m, D), NULL, NULL, {0, 0, 0}};
-        b->fc1 = (lpv_linear){(int)F, (int)D, alloc_f(m, F * D), alloc_f(m, F), NULL, NULL, {0, 0, 0}};
-        b->fc2 = (lpv_linear){(int)D, (int)F, alloc_f(m, D * F), alloc_f(m, D), NULL, NULL, {0, 0, 0}};
+        b->qkv = (lpv_linear){(int)(3 * D), (int)D, alloc_f(m, 3 * D * D), alloc_f(m, 3 * D), NULL, NULL, {0, 0, 0}, NULL, 0};
+        b->proj = (lpv_linear){(int)D, (int)D, alloc_f(m, D * D), alloc_f(m, D), NULL, NULL, {0, 0, 0}, NULL, 0};
+        b->fc1 = (lpv_linear){(int)F, (int)D, alloc_f(m, F * D), alloc_f(m, F), NULL, NULL, {0, 0, 0}, NULL, 0};
+        b->fc2 = (lpv_linear){(int)D, (int)F, alloc_f(m, D * F), alloc_f(m, D), NULL, NULL, {0, 0, 0}, NULL, 0};
         if (!b->ln2_b || !b->qkv.b || !b->proj.b || !b->fc1.b || !b->fc2.b) goto oom;
     }
     return LPV_OK;
@@ -480,10 +480,11 @@ static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan
     if (v->ndim != 3)
         return lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected [nnzb, R, C]", label, v->name,
                         lpv_shape_str(sb, sizeof sb, v->ndim, v->shape));
-    int q8 = v->dtype == LPV_DT_I8;
-    if (v->dtype != LPV_DT_F32 && v->dtype != LPV_DT_F16 && v->dtype != LPV_DT_BF16 && !q8)
-        return lpv_fail(err, LPV_E_UNSUPPORTED, "'%s': tensor '%s' has dtype %s, expected F32, F16, BF16 or I8", label,
-                        v->name, lpv_dtype_name(v->dtype));
+    int q8 = v->dtype == LPV_DT_I8, cb = v->dtype == LPV_DT_U8;
+    if (v->dtype != LPV_DT_F32 && v->dtype != LPV_DT_F16 && v->dtype != LPV_DT_BF16 && !q8 && !cb)
+        return lpv_fail(err, LPV_E_UNSUPPORTED, "'%s': tensor '%s' has dtype %s, expected F32, F16, BF16, I8 or U8 codes",
+                        label, v->name, lpv_dtype_name(v->dtype));
+    if (!cb) LPV_TRY(lpv__cb_check_absent(f, it->name, err));
     if (bt->cols->dtype != LPV_DT_I32 && bt->cols->dtype != LPV_DT_I64)
         return lpv_fail(err, LPV_E_FORMAT, "'%s': tensor '%s' has dtype %s, expected I32", label, bt->cols->name,
                         lpv_dtype_name(bt->cols->dtype));
@@ -498,6 +499,7 @@ static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan
     lpv_status st = (!vals || !cols || !rows || !b) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
     if (!st && q8)
         for (uint64_t i = 0; i < v->nelem; i++) vals[i] = (float)((const int8_t *)v->data)[i];
+    else if (!st && cb) st = lpv__cb_decode(m, L, f, it->name, v, vals, used, err);
     else if (!st) st = lpv_st_read_f32(f, v, vals, err);
     if (!st) st = read_index(f, bt->cols, cols, err);
     if (!st) st = read_index(f, bt->rows, rows, err);
@@ -567,6 +569,14 @@ static lpv_status execute_plan(lpv_model *m, const lpv_st_file *f, const char *l
             if (!st) st = lpv__q8_load_input(it->lin, f, it->name, 1, used, err);
             continue;
         }
+        if (t->dtype == LPV_DT_U8 && it->lin && it->ndim == 2) { /* codes of a shared codebook (codebook.c) */
+            sparse[i] = 1; /* decoded here, not read as F32 below */
+            st = lpv__cb_decode(m, it->lin, f, it->name, t, it->dst, used, err);
+            if (!st) st = lpv__q8_load_input(it->lin, f, it->name, 0, used, err);
+            continue;
+        }
+        if (it->lin) st = lpv__cb_check_absent(f, it->name, err);
+        if (st) break;
         if (t->dtype != LPV_DT_F32 && t->dtype != LPV_DT_F16 && t->dtype != LPV_DT_BF16) {
             st = lpv_fail(err, LPV_E_UNSUPPORTED, "'%s': tensor '%s' has dtype %s, expected F32, F16 or BF16", label,
                           it->name, lpv_dtype_name(t->dtype));
@@ -785,6 +795,7 @@ lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err) {
         }
         lpv_bsr *b = L->bsr ? L->bsr : L->blocked;
         LPV_TRY(lpv_bsr_set_int8(b, NULL, NULL, &m->arena, refs[i].name, err));
+        L->codebook = NULL, L->codebook_k = 0; /* int8 weights replace the levels */
         if (L->w) lpv_bsr_to_dense(b, L->w); /* the dense copy holds the dequantized weights too */
         if (!(L->qx.scale > 0)) L->qx.per_token = 1;
     }
@@ -801,6 +812,8 @@ static int any_linear(const lpv_model *m, int (*has)(const lpv_linear *)) {
 }
 
 int lpv_model_has_int8(const lpv_model *m) { return any_linear(m, lpv_linear_has_int8); }
+static int linear_has_codebook(const lpv_linear *L) { return L->codebook != NULL; }
+int lpv_model_has_codebook(const lpv_model *m) { return any_linear(m, linear_has_codebook); }
 
 int lpv_model_has_bf16(const lpv_model *m) { return any_linear(m, lpv_linear_has_bf16); }
 
@@ -970,6 +983,13 @@ static lpv_status add_linear(lpv_st_writer *w, const char *name, const lpv_linea
         tmp->bufs[tmp->n] = NULL;
         return lpv__q8_save(w, name, L, ndim, shape, &tmp->bufs[tmp->n++], err);
     }
+    if (!dense_masked && L->codebook && (L->bsr || L->w)) {
+        if (tmp->n >= (int)(sizeof tmp->bufs / sizeof *tmp->bufs)) return lpv_fail(err, LPV_E_ARG, "too many layers");
+        tmp->bufs[tmp->n] = NULL;
+        int written = 0;
+        LPV_TRY(lpv__cb_save(w, name, L, ndim, shape, &tmp->bufs[tmp->n++], &written, err));
+        if (written) return LPV_OK;
+    }
     if (!L->bsr) {
         if (!L->w) return lpv_fail(err, LPV_E_UNSUPPORTED, "layer '%s' has no weights to save", name);
         return lpv_st_writer_add(w, name, LPV_DT_F32, ndim, shape, L->w, err);
@@ -1061,6 +1081,12 @@ lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_o
                                              "\"uint8, per token at run time\"}",
                                 err);
     }
+    if (st == LPV_OK && !dm && lpv_model_has_codebook(m))
+        st = lpv_st_writer_meta(&w, "lpvit.quant",
+                                "{\"weights\": \"block linears: one codebook of up to 256 levels per layer shared by its "
+                                "channels (1-D k-means), one uint8 code per weight (U8 tensors + .weight_codebook)\", "
+                                "\"inputs\": \"float32\"}",
+                                err);
     for (int i = 0; o && i < o->n_meta && st == LPV_OK; i++)
         st = lpv_st_writer_meta(&w, o->meta_keys[i], o->meta_values[i], err);
     if (st == LPV_OK) st = lpv_st_write(&w, path, err);

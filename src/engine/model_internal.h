@@ -24,4 +24,17 @@ lpv_status lpv__q8_load_input(lpv_linear *L, const lpv_st_file *f, const char *w
 lpv_status lpv__q8_save(lpv_st_writer *w, const char *wname, const lpv_linear *L, int ndim, const int64_t *shape,
                         void **tmp, lpv_err *err);
 
+/* codebook.c. A U8 weight tensor `codes` (dense or BSR values) of wname: its levels from wname's .weight_codebook,
+ * checked (1..256 finite, strictly increasing; every code below their count), decoded into dst (codes->nelem)
+ * and kept in L->codebook (m's arena). */
+lpv_status lpv__cb_decode(lpv_model *m, lpv_linear *L, const lpv_st_file *f, const char *wname,
+                          const lpv_st_tensor *codes, float *dst, unsigned char *used, lpv_err *err);
+/* Fails when wname has a .weight_codebook but its weight is not U8 codes. */
+lpv_status lpv__cb_check_absent(const lpv_st_file *f, const char *wname, lpv_err *err);
+/* Adds L's codes (the shape of its FP32 tensor: (out, in) dense, (nnzb, R, C) BSR values) and levels under
+ * wname when every weight is one of L's levels (*written = 1); else writes nothing (*written = 0: the caller
+ * writes FP32). The codes are malloc'd into *tmp (free it after the write). */
+lpv_status lpv__cb_save(lpv_st_writer *w, const char *wname, const lpv_linear *L, int ndim, const int64_t *shape,
+                        void **tmp, int *written, lpv_err *err);
+
 #endif

@@ -45,7 +45,8 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
     memset(c, 0, sizeof *c);
     c->out = s->out, c->in = s->in, c->tokens = s->tokens * batch, c->R = R, c->C = C, c->n = nd;
     int64_t nw = (int64_t)s->out * s->in;
-    lpv_linear dense = {s->out, s->in, malloc(sizeof(float) * (size_t)nw), malloc(sizeof(float) * (size_t)s->out), NULL, NULL, {0, 0, 0}};
+    lpv_linear dense = {.out = s->out, .in = s->in, .w = malloc(sizeof(float) * (size_t)nw),
+                        .b = malloc(sizeof(float) * (size_t)s->out)};
     if (!dense.w || !dense.b) {
         free(dense.w), free(dense.b);
         return lpv_fail(err, LPV_E_OOM, "out of memory");
@@ -73,7 +74,8 @@ static lpv_status time_shape(lpv_time_curve *c, const lpv_layer_shape *s, int R,
             lpv_bsr_free(&b);
             break;
         }
-        lpv_linear sp = {s->out, s->in, NULL, dense.b, &b, NULL, {1, 0, 0}}; /* int8: inputs per token, as lpvit runs */
+        lpv_linear sp = {.out = s->out, .in = s->in, .b = dense.b, .bsr = &b,
+                         .qx = {1, 0, 0}}; /* int8: inputs per token, as lpvit runs */
         lpv_timing td, ts;
         /* FP32's dense time is OpenBLAS's; BF16 and int8 run a dense layer as that kernel with every block
            (lpv_model_pack_bf16 / _quantize_int8 on a blocked copy), which is their d = 1 point */

@@ -240,6 +240,26 @@ run 0 "$L" export --model "$T/pq8.safetensors" --dense-masked --out "$T/pq8dm.sa
 run 0 "$L" inspect "$T/pq8dm.safetensors"
 ! grep -q ' I8 ' "$T/out" && ok || bad "export --dense-masked of an int8 file kept I8 tensors"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant int4 --out "$T/x.safetensors" --quiet; one_line_err "--quant"
+# a codebook per layer: uint8 codes + levels, inspect says so, eval runs it in FP32 (and in int8), prune writes one
+run 0 "$L" quantize --model "$M" --codebook 16 --out "$T/cb.safetensors" --quiet
+run 0 "$L" inspect "$T/cb.safetensors" --json "$T/icb.json"
+[ "$(lpv_json "$T/icb.json" architecture.codebook.layers architecture.codebook.levels_max)" = "$(printf '%s\n' 8 16)" ] \
+  && ok || bad "inspect of a codebook file: $(lpv_json "$T/icb.json" architecture)"
+run 0 "$L" inspect "$T/cb.safetensors"
+grep -q 'blocks.0.mlp.fc1.weight *U8' "$T/out" && grep -q 'fc1.weight_codebook *F32' "$T/out" && ok || bad "codebook tensors not in the file"
+run 0 "$L" eval --model "$T/cb.safetensors" --heads 2 --imagenet-dir "$MINI" --json "$T/ecb.json" --quiet
+[ "$(lpv_json "$T/ecb.json" precision)" = fp32 ] && ok || bad "eval of a codebook file: $(lpv_json "$T/ecb.json" precision)"
+run 0 "$L" eval --model "$T/cb.safetensors" --heads 2 --imagenet-dir "$MINI" --precision int8 --quiet
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.6 --block 16x16 $C --quant codebook:4 \
+  --out "$T/pcb.safetensors" --report "$T/rcb.json" --quiet
+[ "$(lpv_json "$T/rcb.json" quantization)" = codebook:4 ] && ok || bad "prune --quant codebook:4 report"
+run 0 "$L" inspect "$T/pcb.safetensors"
+grep -q 'bsr_values *U8' "$T/out" && grep -q '^codebook: 8 of' "$T/out" && ok || bad "prune --quant codebook:4 did not write BSR codes"
+run 0 "$L" export --model "$T/pcb.safetensors" --dense-masked --out "$T/pcbdm.safetensors" --quiet
+run 0 "$L" inspect "$T/pcbdm.safetensors"
+! grep -q ' U8 ' "$T/out" && ok || bad "export --dense-masked of a codebook file kept U8 codes"
+run 2 "$L" quantize --model "$M" --codebook 300 --out "$T/x.safetensors" --quiet; one_line_err "--codebook"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant codebook:0 --out "$T/x.safetensors" --quiet; one_line_err "--quant"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --update none --out "$T/x.safetensors" --quiet; one_line_err "--sequential"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --no-sequential --out "$T/x.safetensors" --quiet; one_line_err "contradict"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --permute magic --out "$T/x.safetensors" --quiet; one_line_err "--permute"

@@ -296,8 +296,8 @@ static void fake_quant_case(int out, int in, int T, int per_token, int epi) {
     CHECK_OK(lpv_bsr_set_int8(&blk, NULL, NULL, NULL, "fq", &err), &err);
     float *Wd = malloc(sizeof(float) * out * in);
     lpv_bsr_to_dense(&blk, Wd);
-    lpv_linear L = {out, in, NULL, b, NULL, &blk, {per_token, 0.03f, 40}};
-    lpv_linear R = {out, in, Wd, b, NULL, NULL, {0, 0, 0}};
+    lpv_linear L = {.out = out, .in = in, .b = b, .blocked = &blk, .qx = {per_token, 0.03f, 40}};
+    lpv_linear R = {.out = out, .in = in, .w = Wd, .b = b};
     float *X = malloc(sizeof(float) * in * ld), *Xd = malloc(sizeof(float) * in * ld);
     for (int i = 0; i < in * ld; i++) X[i] = (float)(3.0 * rng_unif() - 1.0);
     uint32_t *X4 = malloc(sizeof(uint32_t) * ((in + 3) / 4) * ld);

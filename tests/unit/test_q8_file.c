@@ -14,6 +14,7 @@
 #include "lpvit/model.h"
 #include "lpvit/safetensors.h"
 #include "test.h"
+#include "test_util.h"
 
 static char dir[] = "/tmp/lpvit_q8file_XXXXXX";
 
@@ -202,51 +203,6 @@ static void bad_files(const char *good, const char *goodp, const char *fp32, con
                  "stray scale");
 }
 
-/* Random byte mutations of a valid int8 file (header and data): a load either succeeds, and then a forward
- * pass runs, or fails with a message. */
-static void mutations(const char *good, const char *bad, uint64_t seed, int n) {
-    FILE *fp = fopen(good, "rb");
-    CHECK(fp != NULL);
-    if (!fp) return;
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *orig = malloc((size_t)size), *buf = malloc((size_t)size);
-    CHECK(fread(orig, 1, (size_t)size, fp) == (size_t)size);
-    fclose(fp);
-    uint64_t hdr = 0;
-    memcpy(&hdr, orig, 8);
-    int loaded = 0, refused = 0;
-    for (int it = 0; it < n; it++) {
-        memcpy(buf, orig, (size_t)size);
-        int k = 1 + (int)(seed % 4);
-        for (int j = 0; j < k; j++) {
-            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-            /* half the mutations in the JSON header, half in the tensors */
-            uint64_t pos = (seed >> 33) % 2 ? 8 + (seed >> 20) % (hdr ? hdr : 1) : (seed >> 20) % (uint64_t)size;
-            buf[pos] = (unsigned char)(seed >> 12);
-        }
-        fp = fopen(bad, "wb");
-        fwrite(buf, 1, (size_t)size, fp);
-        fclose(fp);
-        lpv_model *m = NULL;
-        lpv_err err = {0};
-        lpv_model_opts o = {2, 0, 0};
-        if (lpv_model_load(&m, bad, &o, &err) == LPV_OK) {
-            float l[20];
-            logits(m, l);
-            lpv_model_free(m);
-            loaded++;
-        } else {
-            CHECKF(err.msg[0] != 0, "mutation %d: refused without a message", it);
-            refused++;
-        }
-    }
-    printf("mutations of %s: %d loaded, %d refused with a message\n", good, loaded, refused);
-    CHECK(loaded + refused == n);
-    free(orig), free(buf);
-}
-
 int main(void) {
     CHECK(mkdtemp(dir) != NULL);
     char good[256], goodp[256], fp32[256], bad[256];
@@ -266,8 +222,8 @@ int main(void) {
     CHECK_OK(lpv_model_save(m, fp32, NULL, &err), &err);
     lpv_model_free(m);
     bad_files(good, goodp, fp32, bad);
-    mutations(good, bad, 1, 200);
-    mutations(goodp, bad, 2, 200);
+    test_model_mutations(good, bad, 1, 200);
+    test_model_mutations(goodp, bad, 2, 200);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);

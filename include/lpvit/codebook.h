@@ -1,0 +1,45 @@
+/*
+ * codebook.h — one shared codebook per layer (OPQ's one-shot pruning-quantization idea): every kept weight of
+ * a block linear (qkv, proj, fc1, fc2) is replaced by the nearest of K levels (K <= 256) that all its channels
+ * share, found by 1-D k-means on the layer's kept weights. The file stores one uint8 code per weight and the
+ * K levels; the engine decodes them to FP32 when it loads the file, so the codebook shrinks the file and
+ * costs no speed (nor gains any: no LUT kernel yet).
+ *
+ * On disk, for a linear whose weight tensor is NAME.weight (dense) or NAME.weight.bsr_values (BSR):
+ *     NAME.weight / .bsr_values   U8   codes, the shape of the FP32 tensor they replace, each < K
+ *     NAME.weight_codebook        F32  (K) the levels, finite, strictly increasing, 1 <= K <= 256
+ * Metadata "lpvit.quant" says the same in words. Every reader check is in the loader (model.c).
+ *
+ * Memory: the k-means works in caller-owned buffers plus one malloc'd sorted copy it frees; a model's levels
+ * live in its arena (lpv_linear.codebook).
+ */
+#ifndef LPVIT_CODEBOOK_H
+#define LPVIT_CODEBOOK_H
+
+#include <stdint.h>
+
+#include "lpvit/error.h"
+#include "lpvit/model.h"
+
+#define LPV_CODEBOOK_MAX 256
+
+/* Lloyd's k-means on the n values x (unweighted), from levels at the K quantiles of x, until no level moves
+ * or `iters` rounds. Writes the levels, strictly increasing and distinct, to levels (K) and their count to *k
+ * (< K when x has fewer distinct values). Sorts a copy of x once, then each round costs O(K log n) (prefix
+ * sums between the midpoints). LPV_E_ARG: K outside 1..256, n < 1 or a non-finite value. */
+lpv_status lpv_kmeans1d(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err);
+/* The same rounds by the textbook's O(n K) assignment loop: the reference the fast one is tested against. */
+lpv_status lpv_kmeans1d_ref(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err);
+
+/* The index of the level nearest to v (levels strictly increasing; ties to the lower one). */
+int lpv_codebook_nearest(const float *levels, int k, float v);
+/* codes[i] = the index of the level equal to x[i], for n values; returns how many x[i] are no level at all
+ * (their code is the nearest's). */
+int64_t lpv_codebook_encode(const float *levels, int k, const float *x, int64_t n, uint8_t *codes);
+
+/* Replaces every block linear's weights (dense, or the kept blocks of a BSR layer) by their nearest of its own
+ * K levels, and records the levels (lpv_linear.codebook) so lpv_model_save writes codes. int8 layers are
+ * refused. Call before packing (lpv_model_pack_for): a dense layer's blocked pack is dropped. */
+lpv_status lpv_model_quantize_codebook(lpv_model *m, int K, lpv_err *err);
+
+#endif

@@ -1,0 +1,294 @@
+/*
+ * codebook.c — per-layer shared codebooks (codebook.h): 1-D k-means, the nearest level, and a model's block
+ * linears moved onto their levels. The file side (codes + levels) is in model.c / model_internal.h.
+ */
+#include "lpvit/codebook.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kernels/bsr_internal.h"
+#include "engine/model_internal.h"
+#include "lpvit/linear.h"
+#include "lpvit/log.h"
+
+/* The boundary between levels j and j+1: a value above it belongs to j+1 (so a value on it, to j). One
+   definition for the k-means and the encoder, so a trained layer encodes to the levels it was trained on. */
+static double midpoint(const float *c, int j) { return 0.5 * ((double)c[j] + (double)c[j + 1]); }
+
+int lpv_codebook_nearest(const float *levels, int k, float v) {
+    int lo = 0, hi = k - 1; /* the first level whose upper boundary v does not pass */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if ((double)v > midpoint(levels, mid)) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+int64_t lpv_codebook_encode(const float *levels, int k, const float *x, int64_t n, uint8_t *codes) {
+    int64_t off = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int j = lpv_codebook_nearest(levels, k, x[i]);
+        codes[i] = (uint8_t)j;
+        off += levels[j] != x[i];
+    }
+    return off;
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* The sorted copy of x (malloc'd) after checking the arguments. */
+static lpv_status sorted_copy(const float *x, int64_t n, int K, float **out, lpv_err *err) {
+    if (K < 1 || K > LPV_CODEBOOK_MAX)
+        return lpv_fail(err, LPV_E_ARG, "codebook: %d levels, expected 1..%d", K, LPV_CODEBOOK_MAX);
+    if (n < 1) return lpv_fail(err, LPV_E_ARG, "codebook: no value to fit");
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return lpv_fail(err, LPV_E_ARG, "codebook: value %lld is not finite", (long long)i);
+    float *s = malloc(sizeof(float) * (size_t)n);
+    if (!s) return lpv_fail(err, LPV_E_OOM, "codebook: out of memory for %lld values", (long long)n);
+    memcpy(s, x, sizeof(float) * (size_t)n);
+    qsort(s, (size_t)n, sizeof *s, cmp_float);
+    *out = s;
+    return LPV_OK;
+}
+
+/* Starting levels: the values at the K quantiles of the sorted s, duplicates dropped. Returns their count. */
+static int init_levels(const float *s, int64_t n, int K, float *c) {
+    int k = 0;
+    for (int j = 0; j < K; j++) {
+        float v = s[(int64_t)(((double)j + 0.5) * (double)n / K)];
+        if (k == 0 || v > c[k - 1]) c[k++] = v;
+    }
+    return k;
+}
+
+/* Drops levels equal to the one before (cannot happen after a round, kept as a guard). */
+static int dedupe(float *c, int k) {
+    int m = 0;
+    for (int j = 0; j < k; j++)
+        if (m == 0 || c[j] > c[m - 1]) c[m++] = c[j];
+    return m;
+}
+
+/* First index of the sorted s (n) whose value is above t. */
+static int64_t upper_bound(const float *s, int64_t n, double t) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if ((double)s[mid] > t) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+lpv_status lpv_kmeans1d(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err) {
+    float *s;
+    LPV_TRY(sorted_copy(x, n, K, &s, err));
+    double *P = malloc(sizeof(double) * (size_t)(n + 1)); /* P[i] = s[0] + ... + s[i-1] */
+    if (!P) {
+        free(s);
+        return lpv_fail(err, LPV_E_OOM, "codebook: out of memory for %lld values", (long long)n);
+    }
+    P[0] = 0;
+    for (int64_t i = 0; i < n; i++) P[i + 1] = P[i] + s[i];
+    int kk = init_levels(s, n, K, levels);
+    float next[LPV_CODEBOOK_MAX];
+    for (int it = 0; it < iters; it++) {
+        int64_t lo = 0;
+        for (int j = 0; j < kk; j++) { /* level j owns s[lo, hi): above the boundary below it, up to the next */
+            int64_t hi = j + 1 < kk ? upper_bound(s, n, midpoint(levels, j)) : n;
+            next[j] = hi > lo ? (float)((P[hi] - P[lo]) / (double)(hi - lo)) : levels[j];
+            lo = hi;
+        }
+        if (memcmp(next, levels, sizeof(float) * (size_t)kk) == 0) break;
+        memcpy(levels, next, sizeof(float) * (size_t)kk);
+    }
+    *k = dedupe(levels, kk);
+    free(P);
+    free(s);
+    return LPV_OK;
+}
+
+lpv_status lpv_kmeans1d_ref(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err) {
+    float *s;
+    LPV_TRY(sorted_copy(x, n, K, &s, err));
+    int kk = init_levels(s, n, K, levels);
+    free(s);
+    double sum[LPV_CODEBOOK_MAX];
+    int64_t cnt[LPV_CODEBOOK_MAX];
+    float next[LPV_CODEBOOK_MAX];
+    for (int it = 0; it < iters; it++) {
+        memset(sum, 0, sizeof sum), memset(cnt, 0, sizeof cnt);
+        for (int64_t i = 0; i < n; i++) { /* the nearest level by distance, ties to the lower */
+            int best = 0;
+            for (int j = 1; j < kk; j++)
+                if (fabs((double)x[i] - levels[j]) < fabs((double)x[i] - levels[best])) best = j;
+            sum[best] += x[i], cnt[best]++;
+        }
+        for (int j = 0; j < kk; j++) next[j] = cnt[j] ? (float)(sum[j] / (double)cnt[j]) : levels[j];
+        if (memcmp(next, levels, sizeof(float) * (size_t)kk) == 0) break;
+        memcpy(levels, next, sizeof(float) * (size_t)kk);
+    }
+    *k = dedupe(levels, kk);
+    return LPV_OK;
+}
+
+/* ---- a model's block linears ---- */
+
+static int block_kind(lpv_layer_kind k) {
+    return k == LPV_LK_QKV || k == LPV_LK_PROJ || k == LPV_LK_FC1 || k == LPV_LK_FC2;
+}
+
+/* The in-range values of L's weights (dense: all of w; BSR: the kept blocks without their edge padding), as
+   pointers into the layer, so they can be read and then overwritten. */
+static float **weight_slots(const lpv_linear *L, int64_t *n) {
+    const lpv_bsr *b = L->bsr;
+    int64_t cap = b ? (int64_t)b->nnzb * b->R * b->C : (int64_t)L->out * L->in;
+    float **p = malloc(sizeof(float *) * (size_t)(cap + 1));
+    if (!p) return NULL;
+    int64_t k = 0;
+    if (!b) {
+        for (int64_t i = 0; i < cap; i++) p[k++] = L->w + i;
+    } else {
+        for (int i = 0; i < b->nbr; i++)
+            for (int32_t j = b->row_ptr[i]; j < b->row_ptr[i + 1]; j++)
+                for (int r = 0; r < b->R && i * b->R + r < b->rows; r++)
+                    for (int c = 0; c < b->C && b->col_idx[j] * b->C + c < b->cols; c++)
+                        p[k++] = b->values + (int64_t)j * b->R * b->C + r * b->C + c;
+    }
+    *n = k;
+    return p;
+}
+
+static lpv_status quantize_layer(lpv_model *m, const lpv_layer_ref *ref, int K, lpv_err *err) {
+    lpv_linear *L = ref->lin;
+    if (lpv_linear_has_int8(L))
+        return lpv_fail(err, LPV_E_ARG, "'%s' is int8: a codebook replaces FP32 weights (quantize the FP32 model)",
+                        ref->name);
+    int64_t n = 0;
+    float **slot = weight_slots(L, &n);
+    float *x = slot ? malloc(sizeof(float) * (size_t)(n + 1)) : NULL;
+    float *lv = lpv_arena_alloc(&m->arena, sizeof(float) * LPV_CODEBOOK_MAX);
+    lpv_status st = (!slot || !x || !lv) ? lpv_fail(err, LPV_E_OOM, "out of memory quantizing '%s'", ref->name) : LPV_OK;
+    for (int64_t i = 0; st == LPV_OK && i < n; i++) x[i] = *slot[i];
+    int k = 0;
+    if (st == LPV_OK) st = lpv_kmeans1d(x, n, K, 100, lv, &k, err);
+    if (st == LPV_OK) {
+        for (int64_t i = 0; i < n; i++) *slot[i] = lv[lpv_codebook_nearest(lv, k, x[i])];
+        L->codebook = lv, L->codebook_k = k;
+        if (L->bsr) lpv__bsr_repack(L->bsr); /* the kernel's copy of the values */
+        L->blocked = NULL; /* a pack of the old weights (its memory stays in the arena until the model is freed) */
+    } else {
+        lpv_wrap(err, st, "'%s'", ref->name);
+    }
+    free(x), free(slot);
+    return st;
+}
+
+lpv_status lpv_model_quantize_codebook(lpv_model *m, int K, lpv_err *err) {
+    if (K < 1 || K > LPV_CODEBOOK_MAX)
+        return lpv_fail_param(err, LPV_E_ARG, "codebook", "%d levels, expected 1..%d", K, LPV_CODEBOOK_MAX);
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int nl = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    for (int i = 0; i < nl; i++)
+        if (block_kind(refs[i].kind)) LPV_TRY(quantize_layer(m, &refs[i], K, err));
+    return LPV_OK;
+}
+
+/* ---- in files (model_internal.h) ---- */
+
+/* "blocks.0.attn.qkv.weight" -> "blocks.0.attn.qkv.weight_codebook" */
+static void codebook_name(char *dst, size_t cap, const char *wname) { snprintf(dst, cap, "%s_codebook", wname); }
+
+lpv_status lpv__cb_check_absent(const lpv_st_file *f, const char *wname, lpv_err *err) {
+    char nm[LPV_ST_MAX_NAME + 32];
+    codebook_name(nm, sizeof nm, wname);
+    if (lpv_st_find(f, nm))
+        return lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' has a codebook ('%s') but its weight is not uint8 codes", f->path,
+                        wname, nm);
+    return LPV_OK;
+}
+
+/* The levels tensor of wname, checked, into lv (LPV_CODEBOOK_MAX); *k their count. */
+static lpv_status read_levels(const lpv_st_file *f, const char *wname, unsigned char *used, float *lv, int *k,
+                              lpv_err *err) {
+    char nm[LPV_ST_MAX_NAME + 32], sb[96];
+    codebook_name(nm, sizeof nm, wname);
+    const lpv_st_tensor *t = lpv_st_find(f, nm);
+    if (!t) return lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' is uint8 codes but '%s' is missing", f->path, wname, nm);
+    if (used) used[t - f->t] = 1;
+    if (t->ndim != 1 || t->shape[0] < 1 || t->shape[0] > LPV_CODEBOOK_MAX)
+        return lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected [K] with 1 <= K <= %d", f->path, nm,
+                        lpv_shape_str(sb, sizeof sb, t->ndim, t->shape), LPV_CODEBOOK_MAX);
+    if (t->dtype != LPV_DT_F32)
+        return lpv_fail(err, LPV_E_FORMAT, "'%s': tensor '%s' has dtype %s, expected F32", f->path, nm,
+                        lpv_dtype_name(t->dtype));
+    LPV_TRY(lpv_st_read_f32(f, t, lv, err));
+    *k = (int)t->shape[0];
+    for (int j = 0; j < *k; j++) {
+        if (!isfinite(lv[j]))
+            return lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' level %d is %g, expected finite", f->path, nm, j, (double)lv[j]);
+        if (j > 0 && !(lv[j] > lv[j - 1]))
+            return lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' levels %d and %d are not increasing (%g, %g)", f->path, nm,
+                            j - 1, j, (double)lv[j - 1], (double)lv[j]);
+    }
+    return LPV_OK;
+}
+
+lpv_status lpv__cb_decode(lpv_model *m, lpv_linear *L, const lpv_st_file *f, const char *wname,
+                          const lpv_st_tensor *codes, float *dst, unsigned char *used, lpv_err *err) {
+    float lv[LPV_CODEBOOK_MAX];
+    int k = 0;
+    LPV_TRY(read_levels(f, wname, used, lv, &k, err));
+    const uint8_t *c = codes->data;
+    for (uint64_t i = 0; i < codes->nelem; i++) {
+        if (c[i] >= k)
+            return lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' code %d at index %llu, but the codebook has %d levels", f->path,
+                            codes->name, c[i], (unsigned long long)i, k);
+        dst[i] = lv[c[i]];
+    }
+    float *keep = lpv_arena_alloc(&m->arena, sizeof(float) * (size_t)k);
+    if (!keep) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    memcpy(keep, lv, sizeof(float) * (size_t)k);
+    L->codebook = keep, L->codebook_k = k;
+    return LPV_OK;
+}
+
+lpv_status lpv__cb_save(lpv_st_writer *w, const char *wname, const lpv_linear *L, int ndim, const int64_t *shape,
+                        void **tmp, int *written, lpv_err *err) {
+    *written = 0;
+    const lpv_bsr *b = L->bsr;
+    if (b && (b->rows % b->R || b->cols % b->C)) return LPV_OK; /* edge blocks' zero padding has no code */
+    const float *v = b ? b->values : L->w;
+    int64_t n = b ? (int64_t)b->nnzb * b->R * b->C : (int64_t)L->out * L->in;
+    uint8_t *codes = malloc((size_t)n + 1);
+    if (!codes) return lpv_fail(err, LPV_E_OOM, "out of memory writing '%s'", wname);
+    *tmp = codes;
+    /* the weights changed since the codebook was fitted (a later refit or import): FP32 keeps them exact */
+    int64_t off = lpv_codebook_encode(L->codebook, L->codebook_k, v, n, codes);
+    if (off > 0) {
+        lpv_warn("'%s': %lld weights are not on its codebook any more: written in FP32", wname, (long long)off);
+        return LPV_OK;
+    }
+    char nm[LPV_ST_MAX_NAME + 32];
+    if (b) {
+        snprintf(nm, sizeof nm, "%s.bsr_values", wname);
+        LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_U8, 3, (int64_t[]){b->nnzb, b->R, b->C}, codes, err));
+        snprintf(nm, sizeof nm, "%s.bsr_col_indices", wname);
+        LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_I32, 1, (int64_t[]){b->nnzb}, b->col_idx, err));
+        snprintf(nm, sizeof nm, "%s.bsr_row_ptr", wname);
+        LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_I32, 1, (int64_t[]){(int64_t)b->nbr + 1}, b->row_ptr, err));
+    } else {
+        LPV_TRY(lpv_st_writer_add(w, wname, LPV_DT_U8, ndim, shape, codes, err));
+    }
+    codebook_name(nm, sizeof nm, wname);
+    LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_F32, 1, (int64_t[]){L->codebook_k}, L->codebook, err));
+    *written = 1;
+    return LPV_OK;
+}

@@ -109,6 +109,10 @@ typedef struct {
     const lpv_head_targets *head_targets; /* sequential: the heads' refit matches these, recorded over the same
                                              images, instead of final_target or `dense` (NULL: not used) */
     const char *label;  /* sequential: the progress label ("refit, step 2/4"; NULL: "refit") */
+    /* sequential: memory the dense model's block inputs may take to be kept for every image, so that one
+       dense pass per block serves all its layers instead of a pass per layer (0: a pass per layer). The same
+       weights either way, bit for bit; lpv_prune gives a quarter of the physical memory. */
+    int64_t capture_bytes;
 } lpv_reconstruct_opts;
 
 typedef struct {
@@ -125,6 +129,7 @@ typedef struct {
        calibration images, normalized by the target logits' mean square, before and after the heads' refit */
     int heads_refit;
     double logit_err_before, logit_err_after;
+    int64_t capture_bytes; /* sequential: what the one-pass capture kept (0: a pass per layer) */
 } lpv_reconstruct_info;
 
 /* One layer, fixed mask: W (out, in) dense on entry, repaired on return; b updated when bias != NULL. */

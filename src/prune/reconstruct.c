@@ -394,6 +394,12 @@ static lpv_status check_twin(lpv_model *m, const lpv_model *other, uint8_t *cons
     return LPV_OK;
 }
 
+/* A dense layer input kept for one chunk (the one-pass capture): (in, ld), ncols valid columns. */
+typedef struct {
+    float *x;
+    int ld, ncols;
+} kept;
+
 /* One sequential pass: its inputs, and the scratch it owns (seq_free). */
 typedef struct {
     lpv_model *m;
@@ -413,12 +419,27 @@ typedef struct {
     stream_cache cache;
     seq_tap_ctx tc;
     lpv_model_stats cs;             /* the layer being refit: its pruned-input and cross statistics */
+    /* one dense pass per block (o->capture_bytes): the dense inputs of the block's layers kept for every chunk
+       (keep[j][c], NULL slots recomputed per layer) and the dense stream's next value (next[c], NULL: advanced
+       after the block as before) */
+    kept *keep[4];                  /* (slot) NULL, or (chunk) the slot's dense input per chunk */
+    float **next;
     float *logits, *logits2;        /* (b, classes) each: the heads' pass, the logits' error before/after */
 } seq_run;
+
+static void free_chunks(float **a, int n) {
+    for (int c = 0; a && c < n; c++) free(a[c]);
+    free(a);
+}
 
 static void seq_free(seq_run *S) {
     for (int i = 0; i < S->n; i++)
         if (S->cs.want[i]) lpv_stats_free(&S->cs.st[i]);
+    for (int j = 0; j < 4; j++) {
+        for (int c = 0; S->keep[j] && c < S->cache.n; c++) free(S->keep[j][c].x);
+        free(S->keep[j]);
+    }
+    free_chunks(S->next, S->cache.n);
     cache_free(&S->cache);
     for (int j = 0; j < 4; j++) free(S->tc.buf[j]);
     free(S->logits), free(S->logits2), free(S->full);
@@ -529,6 +550,72 @@ static lpv_status seq_cache_streams(seq_run *S, const lpv_dataset *ds, const lpv
     return st;
 }
 
+/* The one-pass capture's buffers (o->capture_bytes), in the order that saves the most per byte while they
+   fit: the dense stream's next value (D per token: the block's advance pass), proj's and fc1's inputs (D each:
+   their per-layer passes run most of the block), fc2's (mlp: three quarters of the block). qkv's input is
+   LN1's output, cheap to recompute. A slot no block refits is not kept. */
+static lpv_status seq_alloc_keep(seq_run *S, lpv_err *err) {
+    const lpv_config *cfg = &S->m->cfg;
+    int64_t D = cfg->dim, F = cfg->mlp, ld = lpv_round16(S->b * cfg->n_tokens), n = S->cache.n;
+    int64_t used = 0;
+    const int slot[4] = {-1, 1, 2, 3};
+    for (int k = 0; k < 4; k++) {
+        int j = slot[k], wanted = j < 0;
+        for (int l = 0; j >= 0 && l < cfg->depth; l++) wanted |= S->active[lpv_block_layer0(l) + j];
+        if (!wanted) continue;
+        int64_t bytes = (int64_t)sizeof(float) * (j == 3 ? F : D) * ld * n;
+        if (used + bytes > S->o->capture_bytes) break;
+        used += bytes;
+        if (j < 0) {
+            if (!(S->next = calloc((size_t)n, sizeof(float *)))) return lpv_fail(err, LPV_E_OOM, "out of memory");
+            for (int64_t c = 0; c < n; c++)
+                if (!(S->next[c] = malloc(sizeof(float) * (size_t)(D * ld)))) return lpv_fail(err, LPV_E_OOM, "out of memory");
+        } else {
+            if (!(S->keep[j] = calloc((size_t)n, sizeof(kept)))) return lpv_fail(err, LPV_E_OOM, "out of memory");
+            for (int64_t c = 0; c < n; c++)
+                if (!(S->keep[j][c].x = malloc(sizeof(float) * (size_t)((j == 3 ? F : D) * ld))))
+                    return lpv_fail(err, LPV_E_OOM, "out of memory");
+        }
+    }
+    S->ri->capture_bytes = used;
+    return LPV_OK;
+}
+
+typedef struct {
+    seq_run *S;
+    int first, chunk;
+} keep_ctx;
+
+/* The one-pass capture's tap: a refit layer's input, into its slot's buffer for this chunk. */
+static void keep_tap(void *ctx, int layer, const float *X, int ld, int ncols) {
+    keep_ctx *k = ctx;
+    int j = layer - k->first;
+    if (j < 1 || j > 3 || !k->S->keep[j] || !k->S->active[layer]) return;
+    kept *dst = &k->S->keep[j][k->chunk];
+    for (int r = 0; r < k->S->in_of[layer]; r++)
+        memcpy(dst->x + (int64_t)r * ld, X + (int64_t)r * ld, sizeof(float) * (size_t)ncols);
+    dst->ld = ld, dst->ncols = ncols;
+}
+
+/* One dense pass of block l over every chunk: the kept layers' inputs, and the stream's next value. */
+static void seq_dense_pass(seq_run *S, int l) {
+    int any = S->next != NULL;
+    for (int j = 1; j < 4; j++) any |= S->keep[j] && S->active[lpv_block_layer0(l) + j];
+    if (!any) return;
+    const lpv_config *cfg = &S->m->cfg;
+    lpv_workspace *ws = &S->ws;
+    keep_ctx kc = {S, lpv_block_layer0(l), 0};
+    ws->tap = keep_tap, ws->tap_ctx = &kc;
+    for (int c = 0; c < S->cache.n; c++) {
+        size_t bytes = sizeof(float) * (size_t)cfg->dim * (size_t)lpv_round16(S->cache.bsz[c] * cfg->n_tokens);
+        kc.chunk = c;
+        memcpy(ws->x, S->cache.xd[c], bytes);
+        lpv_forward_block(S->dense, ws, l, S->cache.bsz[c]);
+        if (S->next) memcpy(S->next[c], ws->x, bytes);
+    }
+    ws->tap = NULL;
+}
+
 /* Layer i of block l (l == depth: the heads), over this rank's cached images: one capture pass of the target
    on its stream, one accumulating pass of the pruned model on its own, into S->cs.st[i]. */
 static void seq_accumulate(seq_run *S, int l, int i, int first) {
@@ -541,14 +628,18 @@ static void seq_accumulate(seq_run *S, int l, int i, int first) {
     lpv_workspace *ws = &S->ws;
     seq_tap_ctx *tc = &S->tc;
     tc->first = i, tc->count = 1, tc->slot0 = i - first, tc->cross = &S->cs;
+    int j = i - first;
+    kept *k = !heads ? S->keep[j] : NULL; /* the dense pass already ran: no capture pass */
+    float *scratch = tc->buf[j];
     ws->tap = seq_tap, ws->tap_ctx = tc;
     ws->tap_stop = i; /* nothing after this layer's input is needed: ~2x fewer block passes */
     for (int c = 0, off = 0; c < S->cache.n; off += S->cache.bsz[c], c++) {
         int bs = S->cache.bsz[c];
         size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
         tc->capture = 1;
-        if (heads && ht) { /* the head's recorded inputs stand for the capture pass */
-            int j = i - first;
+        if (k) {
+            tc->buf[j] = k[c].x, tc->ld[j] = k[c].ld, tc->ncols[j] = k[c].ncols;
+        } else if (heads && ht) { /* the head's recorded inputs stand for the capture pass */
             for (int d = 0; d < D; d++)
                 memcpy(tc->buf[j] + (int64_t)d * bs, ht->x + ((int64_t)j * D + d) * ht->images + off,
                        sizeof(float) * (size_t)bs);
@@ -564,6 +655,7 @@ static void seq_accumulate(seq_run *S, int l, int i, int first) {
         else lpv_forward_end(S->m, ws, bs, S->logits);
     }
     ws->tap = NULL, ws->tap_stop = -1;
+    tc->buf[j] = scratch;
 }
 
 /* Layer i of block l: its statistics over every rank's images, then its refit from them. */
@@ -610,6 +702,7 @@ static lpv_status seq_block(seq_run *S, int l, lpv_err *err) {
     if (heads && S->heads_active)
         LPV_TRY(logit_error(S->m, src, S->ht, &S->ws, &S->cache, sx, S->logits, S->logits2, &S->ri->logit_err_before,
                             err));
+    if (!heads) seq_dense_pass(S, l);
     for (int i = first; i < first + count; i++)
         if (S->active[i]) LPV_TRY(seq_refit_layer(S, l, i, first, err));
     if (heads) {
@@ -619,7 +712,12 @@ static lpv_status seq_block(seq_run *S, int l, lpv_err *err) {
         return LPV_OK;
     }
     int D = cfg->dim, T = cfg->n_tokens;
-    advance_streams(S->dense, &S->ws, l, &S->cache, S->cache.xd, D, T); /* the dense stream moves to the next block */
+    if (S->next) { /* the dense pass computed the next stream: the two swap */
+        float **t = S->cache.xd;
+        S->cache.xd = S->next, S->next = t;
+    } else {
+        advance_streams(S->dense, &S->ws, l, &S->cache, S->cache.xd, D, T); /* the dense stream moves on */
+    }
     if (S->tt) advance_streams(S->tt, &S->ws, l, &S->cache, S->cache.xt, D, T);
     if (S->tuning) LPV_TRY(tune_block(&S->tuner, S->m, l, &S->cache, S->masks, S->R, S->C, S->ri, err)); /* xt or xd */
     advance_streams(S->m, &S->ws, l, &S->cache, S->cache.xp, D, T); /* the pruned one through the repaired block */
@@ -658,6 +756,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     if (st == LPV_OK) {
         st = seq_alloc(S, (ds->n + S->b - 1) / S->b, err);
         if (st == LPV_OK) st = seq_cache_streams(S, ds, pp, err);
+        if (st == LPV_OK) st = seq_alloc_keep(S, err);
         st = lpv_dist_agree(st, err);
     }
     lpv_progress pr;

@@ -150,8 +150,7 @@ int main(void) {
         lpv_model *p = model();
         float keep = s.st[3].H[5];
         s.st[3].H[5] = NAN;
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 0, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, NULL,
-                                  NULL, NULL};
+        lpv_reconstruct_opts o = {.update = LPV_UPDATE_LSQ, .sequential = 0, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .batch = 5, .refit_heads = 0, .head_damp = 0};
         lpv_reconstruct_info info;
         CHECK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err) == LPV_E_DATA &&
               strstr(err.msg, "not finite"));
@@ -161,8 +160,7 @@ int main(void) {
     double kl[5];
     for (int mode = 0; mode < 5; mode++) { /* masked, bias, lsq, lsq sequential, the same + block tuning */
         lpv_model *p = model();
-        lpv_reconstruct_opts o = {mode == 0 ? LPV_UPDATE_NONE : mode == 1 ? LPV_UPDATE_BIAS : LPV_UPDATE_LSQ, mode >= 3,
-                                  lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, NULL, NULL, NULL};
+        lpv_reconstruct_opts o = {.update = mode == 0 ? LPV_UPDATE_NONE : mode == 1 ? LPV_UPDATE_BIAS : LPV_UPDATE_LSQ, .sequential = mode >= 3, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .batch = 5, .refit_heads = 0, .head_damp = 0};
         if (mode == 4) o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
@@ -202,7 +200,7 @@ int main(void) {
         double klh[2];
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, v, 0.01, NULL, NULL, NULL};
+            lpv_reconstruct_opts o = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .batch = 5, .refit_heads = v, .head_damp = 0.01};
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
             klh[v] = kl_of(p, dl, x, M);
@@ -220,6 +218,30 @@ int main(void) {
         printf("sequential lsq: KL to dense %.5g, with the head refit %.5g\n", klh[0], klh[1]);
         CHECKF(klh[1] < klh[0], "head refit: KL %g not below %g", klh[1], klh[0]);
     }
+    /* one dense pass per block (capture_bytes: all of it, then only the next stream) gives the weights of a
+       pass per layer, bit for bit */
+    for (int budget = 0; budget < 2; budget++) {
+        lpv_model *a = model(), *b2 = model();
+        lpv_reconstruct_opts o = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(),
+                                  .tune = lpv_tune_defaults(), .batch = 5, .refit_heads = 1};
+        lpv_reconstruct_info ia, ib;
+        CHECK_OK(lpv_reconstruct(a, dense, masks, R, C, &s, &ds, &pp, &o, &ia, &err), &err);
+        int64_t stream = (int64_t)sizeof(float) * a->cfg.dim * lpv_round16(5 * a->cfg.n_tokens) * ((M + 4) / 5);
+        o.capture_bytes = budget ? (int64_t)1 << 40 : stream;
+        CHECK_OK(lpv_reconstruct(b2, dense, masks, R, C, &s, &ds, &pp, &o, &ib, &err), &err);
+        CHECKF(ia.capture_bytes == 0 && (budget ? ib.capture_bytes > stream : ib.capture_bytes == stream),
+               "capture kept %lld bytes (budget %d, one stream %lld)", (long long)ib.capture_bytes, budget, (long long)stream);
+        lpv_layer_ref ra[LPV_MAX_LAYERS], rb[LPV_MAX_LAYERS];
+        int nn = lpv_model_layers(a, ra, LPV_MAX_LAYERS);
+        lpv_model_layers(b2, rb, LPV_MAX_LAYERS);
+        for (int i = 0; i < nn; i++) {
+            const lpv_linear *la = ra[i].lin, *lb = rb[i].lin;
+            CHECKF(memcmp(la->w, lb->w, sizeof(float) * (size_t)la->out * la->in) == 0 &&
+                       (!la->b || memcmp(la->b, lb->b, sizeof(float) * (size_t)la->out) == 0),
+                   "%s: one dense pass per block (budget %d) changed the refit", ra[i].name, budget);
+        }
+        lpv_model_free(a), lpv_model_free(b2);
+    }
     /* the sequential refit's target is the dense model's layer on the dense inputs, not what m holds
        (prune --steps refits a model that an earlier step already pruned and refit): with every block
        kept, a model whose weights were all perturbed is brought back to the dense function */
@@ -234,7 +256,7 @@ int main(void) {
                 pr[i].lin->w[q] *= 1.0f + 0.5f * (float)(lpv_rng_uniform(&r) - 0.5);
         }
         double kl_perturbed = kl_of(p, dl, x, M);
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, NULL, NULL, NULL};
+        lpv_reconstruct_opts o = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .batch = 5, .refit_heads = 0, .head_damp = 0};
         lpv_reconstruct_info info;
         CHECK_OK(lpv_reconstruct(p, dense, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
         double kl_refit = kl_of(p, dl, x, M);
@@ -257,7 +279,7 @@ int main(void) {
         double klt[2];
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, NULL, 0, 0, NULL, NULL, NULL};
+            lpv_reconstruct_opts o = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .final_target = v ? dense : NULL, .batch = 5};
             o.tune.epochs = 10, o.tune.batch = 2, o.tune.lr = 1e-3f;
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
@@ -270,7 +292,7 @@ int main(void) {
         /* the heads, without tuning, follow the final target too */
         for (int v = 0; v < 2; v++) {
             lpv_model *p = model();
-            lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), v ? dense : NULL, 5, NULL, 1, 0.01, NULL, NULL, NULL};
+            lpv_reconstruct_opts o = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .final_target = v ? dense : NULL, .batch = 5, .refit_heads = 1, .head_damp = 0.01};
             lpv_reconstruct_info info;
             CHECK_OK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err), &err);
             klt[v] = kl_of(p, dl, x, M);
@@ -285,9 +307,9 @@ int main(void) {
             lpv_head_targets rec;
             memset(&rec, 0, sizeof rec);
             lpv_model *q = model(), *pa = model(), *pb = model();
-            lpv_reconstruct_opts o1 = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 0, 0, &rec, NULL, NULL};
-            lpv_reconstruct_opts oa = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), dense, 5, NULL, 1, 0.01, NULL, NULL, NULL};
-            lpv_reconstruct_opts ob = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), NULL, 5, NULL, 1, 0.01, NULL, &rec, NULL};
+            lpv_reconstruct_opts o1 = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .batch = 5, .record_heads = &rec};
+            lpv_reconstruct_opts oa = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .final_target = dense, .batch = 5, .refit_heads = 1, .head_damp = 0.01};
+            lpv_reconstruct_opts ob = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .batch = 5, .refit_heads = 1, .head_damp = 0.01, .head_targets = &rec};
             lpv_reconstruct_info i1, ia, ib;
             CHECK_OK(lpv_reconstruct(q, dense, masks, R, C, &s, &ds, &pp, &o1, &i1, &err), &err);
             CHECK(rec.images == ds.n && rec.outputs == 1 && rec.dim == dense->cfg.dim && i1.heads_refit == 0);
@@ -327,7 +349,7 @@ int main(void) {
         lpv_model *other;
         CHECK_OK(lpv_model_random(&other, &c2, 3, &err), &err);
         lpv_model *p = model();
-        lpv_reconstruct_opts o = {LPV_UPDATE_LSQ, 1, lpv_recon_defaults(), lpv_tune_defaults(), other, 5, NULL, 0, 0, NULL, NULL, NULL};
+        lpv_reconstruct_opts o = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(), .tune = lpv_tune_defaults(), .final_target = other, .batch = 5};
         o.tune.epochs = 1;
         lpv_reconstruct_info info;
         CHECK(lpv_reconstruct(p, prev, masks, R, C, &s, &ds, &pp, &o, &info, &err) == LPV_E_ARG);

@@ -66,6 +66,9 @@ lpv_status lpv_dist_sum_i64(int64_t *x, int64_t n, lpv_err *err);
 lpv_status lpv_dist_max_i32(int *x, int64_t n, lpv_err *err);
 /* Collective: rank `root`'s bytes into every rank's buf. */
 lpv_status lpv_dist_bcast(void *buf, size_t bytes, int root, lpv_err *err);
+/* Collective: every rank's text (NUL-terminated) joined in rank order into *all (malloc'd, the caller frees it),
+ * on every rank; with one rank a copy of mine. */
+lpv_status lpv_dist_gather_text(const char *mine, char **all, lpv_err *err);
 /* Collective: the largest value over ranks (timings: the slowest rank's wall time). */
 double lpv_dist_max_f64(double v);
 

@@ -43,13 +43,42 @@ static void add_skip(void *ctx, const char *path, const char *reason) {
     cJSON_AddItemToArray((cJSON *)ctx, f);
 }
 
+/* Under mpirun each rank listed the files it skipped: every rank's list, in rank order (the dataset's order,
+   since the shares are contiguous), so the report is the one a single process writes. */
+static lpv_status gather_skips(eval_result *r, lpv_err *err) {
+    if (lpv_dist_size() == 1) return LPV_OK;
+    char *mine = cJSON_PrintUnformatted(r->skipped_list), *all = NULL; /* one line: strings escape newlines */
+    if (!mine) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    size_t n = strlen(mine);
+    char *line = malloc(n + 2);
+    if (line) memcpy(line, mine, n), line[n] = '\n', line[n + 1] = 0;
+    free(mine);
+    lpv_status st = line ? lpv_dist_gather_text(line, &all, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
+    free(line);
+    if (st) return st;
+    cJSON *merged = cJSON_CreateArray();
+    for (char *p = all, *nl; merged && p && *p; p = nl + 1) {
+        if (!(nl = strchr(p, '\n'))) break;
+        *nl = 0;
+        cJSON *a = cJSON_Parse(p), *it;
+        while (a && (it = cJSON_DetachItemFromArray(a, 0)) != NULL) cJSON_AddItemToArray(merged, it);
+        cJSON_Delete(a);
+    }
+    free(all);
+    if (!merged) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    cJSON_Delete(r->skipped_list);
+    r->skipped_list = merged;
+    return LPV_OK;
+}
+
 static lpv_status run_eval(const eval_opts *o, const cli_model *cm, const lpv_dataset *ds, eval_result *r,
                            lpv_err *err) {
     lpv_eval_opts eo = lpv_eval_defaults();
     eo.batch = o->batch, eo.decode_threads = o->decode_threads, eo.strict = o->strict;
     eo.profile = o->profile ? &r->prof : NULL;
     eo.on_skip = add_skip, eo.ctx = r->skipped_list;
-    return lpv_evaluate(cm->model, ds, &cm->pp, &eo, &r->res, err);
+    LPV_TRY(lpv_evaluate(cm->model, ds, &cm->pp, &eo, &r->res, err));
+    return gather_skips(r, err);
 }
 
 static cJSON *profile_json(const lpv_profile *p) {

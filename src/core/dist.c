@@ -203,6 +203,33 @@ lpv_status lpv_dist_bcast(void *buf, size_t bytes, int root, lpv_err *err) {
     return LPV_OK;
 }
 
+lpv_status lpv_dist_gather_text(const char *mine, char **all, lpv_err *err) {
+    size_t n = strlen(mine);
+#ifdef LPVIT_HAVE_MPI
+    if (g_size > 1) {
+        if (n > (size_t)INT_MAX / 2) return lpv_fail(err, LPV_E_ARG, "mpi: %zu bytes of text to gather", n);
+        int len = (int)n, *lens = malloc(sizeof(int) * (size_t)g_size), *offs = malloc(sizeof(int) * (size_t)g_size);
+        int rc = lens && offs ? MPI_Allgather(&len, 1, MPI_INT, lens, 1, MPI_INT, MPI_COMM_WORLD) : MPI_ERR_NO_MEM;
+        int64_t total = 0;
+        for (int r = 0; rc == MPI_SUCCESS && r < g_size; r++) offs[r] = (int)total, total += lens[r];
+        char *buf = rc == MPI_SUCCESS && total < INT_MAX ? malloc((size_t)total + 1) : NULL;
+        if (rc == MPI_SUCCESS && buf)
+            rc = MPI_Allgatherv(mine, len, MPI_CHAR, buf, lens, offs, MPI_CHAR, MPI_COMM_WORLD);
+        free(lens), free(offs);
+        if (rc != MPI_SUCCESS || !buf) {
+            free(buf);
+            return rc != MPI_SUCCESS ? mpi_failed(rc, "MPI_Allgatherv", err) : lpv_fail(err, LPV_E_OOM, "out of memory");
+        }
+        buf[total] = 0;
+        *all = buf;
+        return LPV_OK;
+    }
+#endif
+    if (!(*all = malloc(n + 1))) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    memcpy(*all, mine, n + 1);
+    return LPV_OK;
+}
+
 double lpv_dist_max_f64(double v) {
 #ifdef LPVIT_HAVE_MPI
     if (g_size > 1) {

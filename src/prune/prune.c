@@ -849,6 +849,41 @@ static lpv_status precision_runs_here(const lpv_prune_opts *o, lpv_err *err) {
     return LPV_OK;
 }
 
+/* Under mpirun each rank recorded the images it could not read in its own shares: every rank gets the union,
+   in rank order, as one process would list them (the paths point into the calibration list all ranks hold). */
+static lpv_status merge_skips(run *R, lpv_err *err) {
+    lpv_skips *s = &R->r->skipped;
+    if (lpv_dist_size() == 1) return LPV_OK;
+    size_t len = 1;
+    for (int i = 0; i < s->n; i++) len += strlen(s->paths[i]) + 1;
+    char *mine = malloc(len), *all = NULL, *p = mine;
+    if (!mine) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    for (int i = 0; i < s->n; i++) p += sprintf(p, "%s\n", s->paths[i]);
+    *p = 0;
+    lpv_status st = lpv_dist_gather_text(mine, &all, err);
+    free(mine);
+    if (st) return st;
+    s->n = 0;
+    for (char *line = all, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        *nl = 0;
+        const char *own = NULL; /* this rank's copy of the path */
+        for (int k = 0; k < R->ds.n && !own; k++)
+            if (strcmp(R->ds.items[k].path, line) == 0) own = R->ds.items[k].path;
+        int seen = !own;
+        for (int i = 0; i < s->n && !seen; i++) seen = strcmp(s->paths[i], own) == 0;
+        if (seen) continue;
+        if (s->n == s->cap) {
+            int cap = s->cap ? 2 * s->cap : 16;
+            const char **q = realloc(s->paths, sizeof *q * (size_t)cap);
+            if (!q) break; /* the count is best effort, as the loader's */
+            s->paths = q, s->cap = cap;
+        }
+        s->paths[s->n++] = own;
+    }
+    free(all);
+    return LPV_OK;
+}
+
 lpv_status lpv_prune(lpv_model *m, const lpv_calib_set *calib, const lpv_prune_opts *o, lpv_prune_result *r,
                      lpv_err *err) {
     memset(r, 0, sizeof *r);
@@ -874,6 +909,7 @@ lpv_status lpv_prune(lpv_model *m, const lpv_calib_set *calib, const lpv_prune_o
     if (st == LPV_OK) st = step_resume(&R, &start, err);
     for (int step = start; step < r->n_steps && st == LPV_OK; step++) st = run_step(&R, step, err);
     if (st == LPV_OK) st = finish_layers(&R, err);
+    if (st == LPV_OK) st = merge_skips(&R, err);
     r->stats_from_cache = r->step_from_cache[0];
     run_free(&R);
     r->seconds.total = lpv_now() - t0; /* begin() counts its load part inside it */

@@ -95,6 +95,29 @@ n=$(grep -c '^lpvit: ' "$T/err")
 [ "$n" = 1 ] && ok || bad "a failing rank: $n lpvit lines, expected one: $(grep '^lpvit' "$T/err")"
 [ -z "$(ls -A "$T/outdir")" ] && ok || bad "a failing rank left files: $(ls -A "$T/outdir")"
 
+# skipped files: the reports list every rank's, as one process's do
+"$L" eval "${M[@]}" --imagenet-dir "$T/calib" --threads 1 --json "$T/s1.json" --quiet >/dev/null 2>&1
+"${MPI[@]}" "$L" eval "${M[@]}" --imagenet-dir "$T/calib" --threads 1 --json "$T/s2.json" --quiet >/dev/null 2>&1
+mkdir -p "$T/calib2/n01440764"
+cp "$T/calib/n01440764/"{a.JPEG,b.png,z.JPEG} "$T/calib2/n01440764/"
+cp "$MINI/n01440764/img2.jpg" "$T/calib2/n01440764/c.jpg"
+PS=(prune "${M[@]}" --calib-dir "$T/calib2" --target-flops 0.6 --block 16 --steps 1 --no-cache --quiet --threads 1)
+"$L" "${PS[@]}" --out "$T/s1.safetensors" --json "$T/ps1.json" >/dev/null 2>&1
+"${MPI[@]}" "$L" "${PS[@]}" --out "$T/s2.safetensors" --json "$T/ps2.json" >/dev/null 2>&1
+"$PY" - "$T" <<'EOF2' && ok || bad "skipped files under mpirun differ from one process's"
+import json, os, sys
+t = sys.argv[1]
+ld = lambda f: json.load(open(os.path.join(t, f)))
+e1, e2, p1, p2 = ld("s1.json"), ld("s2.json"), ld("ps1.json"), ld("ps2.json")
+names = lambda l: [os.path.basename(x["file"] if isinstance(x, dict) else x) for x in l]
+ok = names(e1["skipped_files"]) == names(e2["skipped_files"]) == ["y.JPEG", "z.JPEG"] and e2["skipped"] == 2
+ok &= names(p1["calibration"]["skipped_files"]) == names(p2["calibration"]["skipped_files"]) == ["z.JPEG"]
+ok &= p2["calibration"]["images_skipped"] == 1
+if not ok:
+    print(e1["skipped_files"], e2["skipped_files"], p1["calibration"]["skipped_files"], p2["calibration"]["skipped_files"])
+sys.exit(0 if ok else 1)
+EOF2
+
 # eval --strict: rank 1 meets the broken files
 "${MPI[@]}" "$L" eval "${M[@]}" --imagenet-dir "$T/calib" --strict --threads 1 --json "$T/outdir/e.json" \
   >/dev/null 2>"$T/err"

@@ -7,6 +7,7 @@
  * several ranks compute is checked by tests/e2e/mpi_e2e.sh under mpirun.
  */
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lpvit/dataset.h"
@@ -59,6 +60,10 @@ static void test_one_rank(void) {
     CHECK(f[0] == 1.5f && f[1] == -2 && f[2] == 3 && d[0] == 0.25 && d[1] == 7 && i[0] == 5 && i[1] == -6);
     CHECK(m[0] == INT_MIN && m[1] == 4 && m[2] == -1 && strcmp(bytes, "abc") == 0);
     CHECK(lpv_dist_max_f64(2.5) == 2.5);
+    char *all = NULL;
+    CHECK_OK(lpv_dist_gather_text("a\nbc\n", &all, &err), &err);
+    CHECK(all && strcmp(all, "a\nbc\n") == 0);
+    free(all);
     CHECK(lpv_dist_agree(LPV_OK, &err) == LPV_OK && !lpv_dist_agreed());
     lpv_fail(&err, LPV_E_DATA, "broken image 'x'");
     CHECK(lpv_dist_agree(LPV_E_DATA, &err) == LPV_E_DATA && lpv_dist_agreed());

@@ -47,6 +47,9 @@ typedef struct {
     char first_reason[512]; /* the first skip's error, which names the file */
 } lpv_skips;
 
+/* Adds path (borrowed) the first time it is seen; reason (may be NULL) becomes first_reason when the list was
+ * empty. Returns 1 when it was added (best effort: 0 also when the array cannot grow). */
+int lpv_skips_add(lpv_skips *s, const char *path, const char *reason);
 void lpv_skips_free(lpv_skips *s);
 
 typedef struct {

@@ -213,19 +213,23 @@ lpv_status lpv_loader_open(lpv_loader **out, const lpv_dataset *ds, const lpv_pr
     return LPV_OK;
 }
 
-/* Records a failure the first time its file is seen (a linear scan: skips are rare). */
-static void skips_add(lpv_skips *s, const lpv_load_failure *f) {
-    for (int i = 0; i < s->n; i++)
-        if (strcmp(s->paths[i], f->path) == 0) return;
+int lpv_skips_add(lpv_skips *s, const char *path, const char *reason) {
+    for (int i = 0; i < s->n; i++) /* a linear scan: skips are rare */
+        if (strcmp(s->paths[i], path) == 0) return 0;
     if (s->n == s->cap) {
         int cap = s->cap ? 2 * s->cap : 16;
         const char **p = realloc(s->paths, sizeof *p * (size_t)cap);
-        if (!p) return; /* counting is best effort; the pass itself goes on */
+        if (!p) return 0; /* counting is best effort; the pass itself goes on */
         s->paths = p, s->cap = cap;
     }
-    if (!s->n) snprintf(s->first_reason, sizeof s->first_reason, "%s", f->reason);
-    s->paths[s->n++] = f->path;
-    lpv_warn("image skipped: %s", f->reason);
+    if (!s->n && reason) snprintf(s->first_reason, sizeof s->first_reason, "%s", reason);
+    s->paths[s->n++] = path;
+    return 1;
+}
+
+/* Records a failure, and logs it, the first time its file is seen. */
+static void skips_add(lpv_skips *s, const lpv_load_failure *f) {
+    if (lpv_skips_add(s, f->path, f->reason)) lpv_warn("image skipped: %s", f->reason);
 }
 
 void lpv_skips_free(lpv_skips *s) {

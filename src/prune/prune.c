@@ -866,19 +866,11 @@ static lpv_status merge_skips(run *R, lpv_err *err) {
     s->n = 0;
     for (char *line = all, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
         *nl = 0;
-        const char *own = NULL; /* this rank's copy of the path */
-        for (int k = 0; k < R->ds.n && !own; k++)
-            if (strcmp(R->ds.items[k].path, line) == 0) own = R->ds.items[k].path;
-        int seen = !own;
-        for (int i = 0; i < s->n && !seen; i++) seen = strcmp(s->paths[i], own) == 0;
-        if (seen) continue;
-        if (s->n == s->cap) {
-            int cap = s->cap ? 2 * s->cap : 16;
-            const char **q = realloc(s->paths, sizeof *q * (size_t)cap);
-            if (!q) break; /* the count is best effort, as the loader's */
-            s->paths = q, s->cap = cap;
-        }
-        s->paths[s->n++] = own;
+        for (int k = 0; k < R->ds.n; k++) /* this rank's copy of the path */
+            if (strcmp(R->ds.items[k].path, line) == 0) {
+                lpv_skips_add(s, R->ds.items[k].path, NULL);
+                break;
+            }
     }
     free(all);
     return LPV_OK;

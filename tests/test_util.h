@@ -37,6 +37,40 @@ static inline void test_logits(lpv_model *m, const float *x, int B, float *out) 
     lpv_workspace_free(&ws);
 }
 
+/* Copies the safetensors file src to dst (metadata kept) with tensor `name` dropped (data NULL) or replaced by
+ * (dt, ndim, shape, data), plus, when extra is set, a 1-D tensor `extra` of elen values of type edt. */
+static inline void test_st_rewrite(const char *src, const char *dst, const char *name, lpv_dtype dt, int ndim,
+                                   const int64_t *shape, const void *data, const char *extra, lpv_dtype edt,
+                                   int64_t elen, const void *edata) {
+    lpv_st_file f;
+    lpv_err err;
+    CHECK_OK(lpv_st_open(&f, src, &err), &err);
+    lpv_st_writer w;
+    lpv_st_writer_init(&w);
+    for (int i = 0; i < f.n; i++) {
+        const lpv_st_tensor *t = &f.t[i];
+        if (name && strcmp(t->name, name) == 0) {
+            if (data) CHECK_OK(lpv_st_writer_add(&w, t->name, dt, ndim, shape, data, &err), &err);
+        } else CHECK_OK(lpv_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &err), &err);
+    }
+    if (extra) CHECK_OK(lpv_st_writer_add(&w, extra, edt, 1, (int64_t[]){elen}, edata, &err), &err);
+    for (int i = 0; i < f.n_meta; i++) CHECK_OK(lpv_st_writer_meta(&w, f.meta[i].key, f.meta[i].value, &err), &err);
+    CHECK_OK(lpv_st_write(&w, dst, &err), &err);
+    lpv_st_writer_free(&w);
+    lpv_st_close(&f);
+}
+
+/* path must not load as a model, and the error must contain needle (what: the case, for the message). */
+static inline void test_expect_load_error(const char *path, const char *needle, const char *what) {
+    lpv_model *m = NULL;
+    lpv_err err = {0};
+    lpv_model_opts o = {2, 0, 0};
+    lpv_status st = lpv_model_load(&m, path, &o, &err);
+    CHECKF(st != LPV_OK && m == NULL, "%s: loaded", what);
+    CHECKF(strstr(err.msg, needle) != NULL, "%s: '%s' lacks '%s'", what, err.msg, needle);
+    if (m) lpv_model_free(m);
+}
+
 /* Random byte mutations of the valid model file `good` (half in the JSON header, half in the tensors), each
  * written to `bad` and loaded: a load either succeeds, and then a forward pass runs, or fails with a message. */
 static inline void test_model_mutations(const char *good, const char *bad, uint64_t seed, int n) {

@@ -101,22 +101,10 @@ static void test_nearest(void) {
     CHECK(lpv_codebook_encode(lv, 5, x, 4, c) == 1 && c[0] == 3 && c[1] == 0 && c[2] == 3 && c[3] == 4);
 }
 
-static lpv_config tiny_cfg(void) {
-    lpv_config c;
-    memset(&c, 0, sizeof c);
-    c.dim = 64, c.depth = 2, c.heads = 2, c.mlp = 128, c.patch = 16, c.img = 32, c.chans = 3, c.classes = 10;
-    c.n_prefix = 1, c.n_outputs = 1;
-    return c;
-}
-
-static void logits(const lpv_model *m, float *out) {
-    lpv_err err;
+static void logits(lpv_model *m, float *out) {
     float x[2 * 3 * 32 * 32];
     for (int i = 0; i < 2 * 3 * 32 * 32; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
-    lpv_workspace ws;
-    CHECK_OK(lpv_workspace_init_for(&ws, m, 2, &err), &err);
-    CHECK_OK(lpv_forward(m, &ws, x, 2, out, &err), &err);
-    lpv_workspace_free(&ws);
+    test_logits(m, x, 2, out);
 }
 
 static lpv_model *load(const char *path) {
@@ -150,10 +138,8 @@ static int distinct(const float *w, int64_t n) {
 }
 
 static void roundtrip(const char *path, int pruned, int K) {
-    lpv_config c = tiny_cfg();
-    lpv_model *m;
+    lpv_model *m = test_random_model(64, 2, 2, 128, 32, 10, 0, 5);
     lpv_err err;
-    CHECK_OK(lpv_model_random(&m, &c, 5, &err), &err);
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
     for (int i = 0; pruned && i < n; i++) {
@@ -180,7 +166,7 @@ static void roundtrip(const char *path, int pruned, int K) {
         }
         free(w);
     }
-    CHECK(ncb == 4 * c.depth);
+    CHECK(ncb == 4 * m->cfg.depth);
     CHECK_OK(lpv_model_save(m, path, NULL, &err), &err);
     lpv_st_file f;
     CHECK_OK(lpv_st_open(&f, path, &err), &err);
@@ -238,37 +224,6 @@ static void roundtrip(const char *path, int pruned, int K) {
     lpv_model_free(m);
 }
 
-/* Copies src to dst with tensor `name` dropped (data NULL) or replaced (dtype, shape, data), plus one extra. */
-static void rewrite(const char *src, const char *dst, const char *name, lpv_dtype dt, int ndim, const int64_t *shape,
-                    const void *data, const char *extra, lpv_dtype edt, int64_t elen, const void *edata) {
-    lpv_st_file f;
-    lpv_err err;
-    CHECK_OK(lpv_st_open(&f, src, &err), &err);
-    lpv_st_writer w;
-    lpv_st_writer_init(&w);
-    for (int i = 0; i < f.n; i++) {
-        const lpv_st_tensor *t = &f.t[i];
-        if (name && strcmp(t->name, name) == 0) {
-            if (data) CHECK_OK(lpv_st_writer_add(&w, t->name, dt, ndim, shape, data, &err), &err);
-        } else CHECK_OK(lpv_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &err), &err);
-    }
-    if (extra) CHECK_OK(lpv_st_writer_add(&w, extra, edt, 1, (int64_t[]){elen}, edata, &err), &err);
-    for (int i = 0; i < f.n_meta; i++) CHECK_OK(lpv_st_writer_meta(&w, f.meta[i].key, f.meta[i].value, &err), &err);
-    CHECK_OK(lpv_st_write(&w, dst, &err), &err);
-    lpv_st_writer_free(&w);
-    lpv_st_close(&f);
-}
-
-static void expect_error(const char *path, const char *needle, const char *what) {
-    lpv_model *m = NULL;
-    lpv_err err = {0};
-    lpv_model_opts o = {2, 0, 0};
-    lpv_status st = lpv_model_load(&m, path, &o, &err);
-    CHECKF(st != LPV_OK && m == NULL, "%s: loaded", what);
-    CHECKF(strstr(err.msg, needle) != NULL, "%s: '%s' lacks '%s'", what, err.msg, needle);
-    if (m) lpv_model_free(m);
-}
-
 static void bad_files(const char *good, const char *goodp, const char *fp32, const char *bad) {
     const char *CB = "blocks.0.mlp.fc1.weight_codebook";
     lpv_st_file f;
@@ -280,31 +235,31 @@ static void bad_files(const char *good, const char *goodp, const char *fp32, con
     if (t) CHECK_OK(lpv_st_read_f32(&f, t, lv, &err), &err);
     lpv_st_close(&f);
     CHECK(K >= 4);
-    rewrite(good, bad, CB, LPV_DT_F32, 0, NULL, NULL, NULL, 0, 0, NULL);
-    expect_error(bad, "'blocks.0.mlp.fc1.weight' is uint8 codes but 'blocks.0.mlp.fc1.weight_codebook' is missing",
+    test_st_rewrite(good, bad, CB, LPV_DT_F32, 0, NULL, NULL, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.0.mlp.fc1.weight' is uint8 codes but 'blocks.0.mlp.fc1.weight_codebook' is missing",
                  "no codebook");
-    rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){0}, lv, NULL, 0, 0, NULL);
-    expect_error(bad, "tensor 'blocks.0.mlp.fc1.weight_codebook' has shape [0], expected [K]", "empty codebook");
-    rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){257}, lv, NULL, 0, 0, NULL);
-    expect_error(bad, "has shape [257], expected [K] with 1 <= K <= 256", "257 levels");
-    rewrite(good, bad, CB, LPV_DT_I32, 1, (int64_t[]){K}, lv, NULL, 0, 0, NULL);
-    expect_error(bad, "'blocks.0.mlp.fc1.weight_codebook' has dtype I32, expected F32", "int levels");
+    test_st_rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){0}, lv, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "tensor 'blocks.0.mlp.fc1.weight_codebook' has shape [0], expected [K]", "empty codebook");
+    test_st_rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){257}, lv, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "has shape [257], expected [K] with 1 <= K <= 256", "257 levels");
+    test_st_rewrite(good, bad, CB, LPV_DT_I32, 1, (int64_t[]){K}, lv, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.0.mlp.fc1.weight_codebook' has dtype I32, expected F32", "int levels");
     float keep = lv[1];
     lv[1] = NAN;
-    rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){K}, lv, NULL, 0, 0, NULL);
-    expect_error(bad, "blocks.0.mlp.fc1.weight_codebook", "NaN level"); /* the reader or the loader names it */
+    test_st_rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){K}, lv, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "blocks.0.mlp.fc1.weight_codebook", "NaN level"); /* the reader or the loader names it */
     lv[1] = lv[0];
-    rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){K}, lv, NULL, 0, 0, NULL);
-    expect_error(bad, "levels 0 and 1 are not increasing", "repeated level");
+    test_st_rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){K}, lv, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "levels 0 and 1 are not increasing", "repeated level");
     lv[1] = keep;
     /* fewer levels than the codes use: a code past the end */
-    rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){2}, lv, NULL, 0, 0, NULL);
-    expect_error(bad, "but the codebook has 2 levels", "code past the levels");
-    rewrite(goodp, bad, "blocks.1.attn.qkv.weight_codebook", LPV_DT_F32, 1, (int64_t[]){1}, lv, NULL, 0, 0, NULL);
-    expect_error(bad, "'blocks.1.attn.qkv.weight.bsr_values' code", "bsr code past the levels");
+    test_st_rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){2}, lv, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "but the codebook has 2 levels", "code past the levels");
+    test_st_rewrite(goodp, bad, "blocks.1.attn.qkv.weight_codebook", LPV_DT_F32, 1, (int64_t[]){1}, lv, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.1.attn.qkv.weight.bsr_values' code", "bsr code past the levels");
     /* a codebook beside FP32 weights */
-    rewrite(fp32, bad, NULL, 0, 0, NULL, NULL, "blocks.0.attn.proj.weight_codebook", LPV_DT_F32, K, lv);
-    expect_error(bad, "has a codebook ('blocks.0.attn.proj.weight_codebook') but its weight is not uint8 codes",
+    test_st_rewrite(fp32, bad, NULL, 0, 0, NULL, NULL, "blocks.0.attn.proj.weight_codebook", LPV_DT_F32, K, lv);
+    test_expect_load_error(bad, "has a codebook ('blocks.0.attn.proj.weight_codebook') but its weight is not uint8 codes",
                  "stray codebook");
 }
 
@@ -324,10 +279,8 @@ int main(void) {
     roundtrip(goodp, 1, 16);
     roundtrip(bad, 0, 256);
     roundtrip(bad, 1, 3);
-    lpv_config c = tiny_cfg();
-    lpv_model *m;
+    lpv_model *m = test_random_model(64, 2, 2, 128, 32, 10, 0, 5);
     lpv_err err;
-    CHECK_OK(lpv_model_random(&m, &c, 5, &err), &err);
     CHECK_OK(lpv_model_save(m, fp32, NULL, &err), &err);
     lpv_model_free(m);
     bad_files(good, goodp, fp32, bad);

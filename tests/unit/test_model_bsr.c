@@ -129,14 +129,6 @@ static void corrupt(const char *src, const char *dst, const char *name, lpv_dtyp
     lpv_st_close(&f);
 }
 
-static void expect_error(const char *path, const char *needle, const char *what) {
-    lpv_model *m = NULL;
-    lpv_err err = {0};
-    CHECKF(lpv_model_load(&m, path, NULL, &err) != LPV_OK && !m, "%s: loaded", what);
-    CHECKF(strstr(err.msg, needle) != NULL, "%s: '%s' lacks '%s'", what, err.msg, needle);
-    if (m) lpv_model_free(m);
-}
-
 static void test_corrupt_files(void) {
     lpv_model *m = tiny(4, 0);
     lpv_linear *L = &m->blocks[0].fc1; /* (128, 64) at 32x32: 4 x 2 blocks */
@@ -150,26 +142,26 @@ static void test_corrupt_files(void) {
     const char *rp = "blocks.0.mlp.fc1.weight.bsr_row_ptr", *cp = "blocks.0.mlp.fc1.weight.bsr_col_indices";
     int32_t rows_bad[5] = {0, 1, 3, 2, 4}; /* not monotone */
     corrupt(good, bad, rp, LPV_DT_I32, 1, (int64_t[]){5}, rows_bad, NULL);
-    expect_error(bad, "blocks.0.mlp.fc1.weight", "row_ptr not monotone");
+    test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "row_ptr not monotone");
     int32_t rows_short[4] = {0, 1, 3, 4};
     corrupt(good, bad, rp, LPV_DT_I32, 1, (int64_t[]){4}, rows_short, NULL);
-    expect_error(bad, "blocks.0.mlp.fc1.weight", "row_ptr short");
+    test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "row_ptr short");
     int32_t cols_oob[4] = {0, 0, 5, 0}; /* block column 5 of 2 */
     corrupt(good, bad, cp, LPV_DT_I32, 1, (int64_t[]){4}, cols_oob, NULL);
-    expect_error(bad, "blocks.0.mlp.fc1.weight", "column out of range");
+    test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "column out of range");
     int32_t cols_dup[4] = {0, 0, 0, 0}; /* row 1 has blocks 0, 1 -> make it 0, 0 */
     corrupt(good, bad, cp, LPV_DT_I32, 1, (int64_t[]){4}, cols_dup, NULL);
-    expect_error(bad, "blocks.0.mlp.fc1.weight", "unsorted columns");
+    test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "unsorted columns");
     static float vals[4 * 32 * 32];
     corrupt(good, bad, "blocks.0.mlp.fc1.weight.bsr_values", LPV_DT_F32, 3, (int64_t[]){4, 24, 32}, vals, NULL);
-    expect_error(bad, "blocks.0.mlp.fc1.weight", "block rows 24");
+    test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "block rows 24");
     corrupt(good, bad, "blocks.0.mlp.fc1.weight.bsr_values", LPV_DT_F32, 3, (int64_t[]){3, 32, 32}, vals, NULL);
-    expect_error(bad, "blocks.0.mlp.fc1.weight", "values count");
+    test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "values count");
     corrupt(good, bad, NULL, LPV_DT_F32, 0, NULL, NULL, cp);
-    expect_error(bad, "needs all of", "missing col indices");
+    test_expect_load_error(bad, "needs all of", "missing col indices");
     int64_t cols64[4] = {0, 0, 1, 0};
     corrupt(good, bad, cp, LPV_DT_F32, 1, (int64_t[]){4}, cols64, NULL);
-    expect_error(bad, "expected I32", "float indices");
+    test_expect_load_error(bad, "expected I32", "float indices");
     lpv_model_free(m);
 }
 

@@ -11,6 +11,7 @@
 #include "lpvit/model.h"
 #include "lpvit/safetensors.h"
 #include "test.h"
+#include "test_util.h"
 
 static char dir[] = "/tmp/lpvit_model_XXXXXX";
 
@@ -42,16 +43,6 @@ static void rewrite(const char *src, const char *dst, const char *drop, const ch
     CHECK_OK(lpv_st_write(&w, dst, &err), &err);
     lpv_st_writer_free(&w);
     lpv_st_close(&f);
-}
-
-static void expect_load_error(const char *path, const char *needle, const char *what) {
-    lpv_model *m = NULL;
-    lpv_err err = {0};
-    lpv_model_opts o = {2, 0, 0};
-    lpv_status st = lpv_model_load(&m, path, &o, &err);
-    CHECKF(st != LPV_OK && m == NULL, "%s: loaded", what);
-    CHECKF(strstr(err.msg, needle) != NULL, "%s: '%s' lacks '%s'", what, err.msg, needle);
-    if (m) lpv_model_free(m);
 }
 
 static void test_roundtrip(const char *good, int distilled) {
@@ -106,21 +97,21 @@ int main(void) {
     test_roundtrip(goodd, 1);
 
     rewrite(good, bad, "blocks.1.mlp.fc2.bias", NULL, 0, NULL, LPV_DT_F32, NULL);
-    expect_load_error(bad, "missing tensor 'blocks.1.mlp.fc2.bias' (expected shape [32])", "missing");
+    test_expect_load_error(bad, "missing tensor 'blocks.1.mlp.fc2.bias' (expected shape [32])", "missing");
     rewrite(good, bad, NULL, "blocks.1.mlp.fc1.weight", 2, (int64_t[]){65, 32}, LPV_DT_F32, NULL);
-    expect_load_error(bad, "tensor 'blocks.1.mlp.fc1.weight' has shape [65, 32], expected [64, 32]", "misshaped");
+    test_expect_load_error(bad, "tensor 'blocks.1.mlp.fc1.weight' has shape [65, 32], expected [64, 32]", "misshaped");
     rewrite(good, bad, NULL, "blocks.0.attn.proj.weight", 2, (int64_t[]){32, 32}, LPV_DT_I32, NULL);
-    expect_load_error(bad, "dtype I32", "int weight");
+    test_expect_load_error(bad, "dtype I32", "int weight");
     rewrite(good, bad, NULL, NULL, 0, NULL, LPV_DT_F32, "blocks.0.attn.extra");
-    expect_load_error(bad, "unexpected tensor 'blocks.0.attn.extra'", "extra");
+    test_expect_load_error(bad, "unexpected tensor 'blocks.0.attn.extra'", "extra");
     rewrite(good, bad, "cls_token", NULL, 0, NULL, LPV_DT_F32, NULL);
-    expect_load_error(bad, "not a DeiT/ViT checkpoint", "no cls");
+    test_expect_load_error(bad, "not a DeiT/ViT checkpoint", "no cls");
     rewrite(good, bad, NULL, "pos_embed", 3, (int64_t[]){1, 7, 32}, LPV_DT_F32, NULL);
-    expect_load_error(bad, "not a square grid", "pos grid");
+    test_expect_load_error(bad, "not a square grid", "pos grid");
     rewrite(goodd, bad, "head_dist.weight", NULL, 0, NULL, LPV_DT_F32, NULL);
-    expect_load_error(bad, "missing tensor 'head_dist.weight' (expected shape [10, 32])", "half a distillation head");
+    test_expect_load_error(bad, "missing tensor 'head_dist.weight' (expected shape [10, 32])", "half a distillation head");
     rewrite(good, bad, "head.weight", NULL, 0, NULL, LPV_DT_F32, NULL);
-    expect_load_error(bad, "missing tensor 'head.weight'", "no head");
+    test_expect_load_error(bad, "missing tensor 'head.weight'", "no head");
     /* width 32 has no default head count: without config.json or --heads it must say so */
     lpv_model *m = NULL;
     lpv_err err;

@@ -134,72 +134,41 @@ static void roundtrip(const char *path, int pruned, int per_tensor) {
     lpv_model_free(m2);
 }
 
-/* Copies src to dst with tensor `name` dropped (data NULL) or replaced (dtype, shape, data), plus an extra tensor. */
-static void rewrite(const char *src, const char *dst, const char *name, lpv_dtype dt, int ndim, const int64_t *shape,
-                    const void *data, const char *extra, lpv_dtype edt, const void *edata) {
-    lpv_st_file f;
-    lpv_err err;
-    CHECK_OK(lpv_st_open(&f, src, &err), &err);
-    lpv_st_writer w;
-    lpv_st_writer_init(&w);
-    for (int i = 0; i < f.n; i++) {
-        const lpv_st_tensor *t = &f.t[i];
-        if (name && strcmp(t->name, name) == 0) {
-            if (data) CHECK_OK(lpv_st_writer_add(&w, t->name, dt, ndim, shape, data, &err), &err);
-        } else CHECK_OK(lpv_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &err), &err);
-    }
-    if (extra) CHECK_OK(lpv_st_writer_add(&w, extra, edt, 1, (int64_t[]){1}, edata, &err), &err);
-    for (int i = 0; i < f.n_meta; i++) CHECK_OK(lpv_st_writer_meta(&w, f.meta[i].key, f.meta[i].value, &err), &err);
-    CHECK_OK(lpv_st_write(&w, dst, &err), &err);
-    lpv_st_writer_free(&w);
-    lpv_st_close(&f);
-}
-
-static void expect_error(const char *path, const char *needle, const char *what) {
-    lpv_model *m = NULL;
-    lpv_err err = {0};
-    lpv_model_opts o = {2, 0, 0};
-    lpv_status st = lpv_model_load(&m, path, &o, &err);
-    CHECKF(st != LPV_OK && m == NULL, "%s: loaded", what);
-    CHECKF(strstr(err.msg, needle) != NULL, "%s: '%s' lacks '%s'", what, err.msg, needle);
-    if (m) lpv_model_free(m);
-}
-
 static void bad_files(const char *good, const char *goodp, const char *fp32, const char *bad) {
     static float s128[128], one = 1.0f;
     static int32_t zp_bad = 256, zp = 3;
     for (int i = 0; i < 128; i++) s128[i] = 0.01f;
     const char *W = "blocks.0.mlp.fc1.weight_scale";
-    rewrite(good, bad, W, LPV_DT_F32, 0, NULL, NULL, NULL, 0, NULL);
-    expect_error(bad, "'blocks.0.mlp.fc1.weight_scale' is missing", "no weight scale");
-    rewrite(good, bad, W, LPV_DT_F32, 1, (int64_t[]){127}, s128, NULL, 0, NULL);
-    expect_error(bad, "tensor 'blocks.0.mlp.fc1.weight_scale' has shape [127], expected [128]", "short scale");
+    test_st_rewrite(good, bad, W, LPV_DT_F32, 0, NULL, NULL, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.0.mlp.fc1.weight_scale' is missing", "no weight scale");
+    test_st_rewrite(good, bad, W, LPV_DT_F32, 1, (int64_t[]){127}, s128, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "tensor 'blocks.0.mlp.fc1.weight_scale' has shape [127], expected [128]", "short scale");
     const float specials[4] = {0.0f, NAN, INFINITY, -1.0f};
     for (int k = 0; k < 4; k++) {
         s128[5] = specials[k];
-        rewrite(good, bad, W, LPV_DT_F32, 1, (int64_t[]){128}, s128, NULL, 0, NULL);
+        test_st_rewrite(good, bad, W, LPV_DT_F32, 1, (int64_t[]){128}, s128, NULL, 0, 0, NULL);
         /* NaN and infinity are refused by the reader (any float tensor), 0 and -1 by the int8 loader */
-        expect_error(bad, isfinite(specials[k]) ? "weight scale of row 5" : "'blocks.0.mlp.fc1.weight_scale' has a non-finite value",
+        test_expect_load_error(bad, isfinite(specials[k]) ? "weight scale of row 5" : "'blocks.0.mlp.fc1.weight_scale' has a non-finite value",
                      "bad scale value");
         s128[5] = 0.01f;
     }
     /* the pruned file: scales of a BSR int8 weight */
-    rewrite(goodp, bad, "blocks.1.attn.qkv.weight_scale", LPV_DT_F32, 0, NULL, NULL, NULL, 0, NULL);
-    expect_error(bad, "'blocks.1.attn.qkv.weight_scale' is missing", "no bsr weight scale");
+    test_st_rewrite(goodp, bad, "blocks.1.attn.qkv.weight_scale", LPV_DT_F32, 0, NULL, NULL, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.1.attn.qkv.weight_scale' is missing", "no bsr weight scale");
     /* inputs: half a pair, a bad zero point, a bad scale */
-    rewrite(good, bad, NULL, 0, 0, NULL, NULL, "blocks.0.attn.proj.input_scale", LPV_DT_F32, &one);
-    expect_error(bad, "needs both 'blocks.0.attn.proj.input_scale' and 'blocks.0.attn.proj.input_zero_point'", "half pair");
-    rewrite(good, bad, "blocks.1.mlp.fc2.input_zero_point", LPV_DT_I32, 1, (int64_t[]){1}, &zp_bad, NULL, 0, NULL);
-    expect_error(bad, "'blocks.1.mlp.fc2.input_zero_point' is 256, expected 0..255", "zero point");
+    test_st_rewrite(good, bad, NULL, 0, 0, NULL, NULL, "blocks.0.attn.proj.input_scale", LPV_DT_F32, 1, &one);
+    test_expect_load_error(bad, "needs both 'blocks.0.attn.proj.input_scale' and 'blocks.0.attn.proj.input_zero_point'", "half pair");
+    test_st_rewrite(good, bad, "blocks.1.mlp.fc2.input_zero_point", LPV_DT_I32, 1, (int64_t[]){1}, &zp_bad, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.1.mlp.fc2.input_zero_point' is 256, expected 0..255", "zero point");
     const float nan = NAN;
-    rewrite(good, bad, "blocks.1.mlp.fc2.input_scale", LPV_DT_F32, 1, (int64_t[]){1}, &nan, NULL, 0, NULL);
-    expect_error(bad, "'blocks.1.mlp.fc2.input_scale' has a non-finite value (nan)", "input scale");
+    test_st_rewrite(good, bad, "blocks.1.mlp.fc2.input_scale", LPV_DT_F32, 1, (int64_t[]){1}, &nan, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.1.mlp.fc2.input_scale' has a non-finite value (nan)", "input scale");
     const float neg = -0.5f;
-    rewrite(good, bad, "blocks.1.mlp.fc2.input_scale", LPV_DT_F32, 1, (int64_t[]){1}, &neg, NULL, 0, NULL);
-    expect_error(bad, "'blocks.1.mlp.fc2.input_scale' is -0.5, expected finite and > 0", "negative input scale");
+    test_st_rewrite(good, bad, "blocks.1.mlp.fc2.input_scale", LPV_DT_F32, 1, (int64_t[]){1}, &neg, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.1.mlp.fc2.input_scale' is -0.5, expected finite and > 0", "negative input scale");
     /* scales beside an FP32 weight */
-    rewrite(fp32, bad, NULL, 0, 0, NULL, NULL, "blocks.0.attn.qkv.input_zero_point", LPV_DT_I32, &zp);
-    expect_error(bad, "has quantization scales ('blocks.0.attn.qkv.input_zero_point') but its weight is not int8",
+    test_st_rewrite(fp32, bad, NULL, 0, 0, NULL, NULL, "blocks.0.attn.qkv.input_zero_point", LPV_DT_I32, 1, &zp);
+    test_expect_load_error(bad, "has quantization scales ('blocks.0.attn.qkv.input_zero_point') but its weight is not int8",
                  "stray scale");
 }
 

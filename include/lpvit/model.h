@@ -98,11 +98,13 @@ typedef struct {
     int n_meta;                  /* extra __metadata__ entries */
     const char *meta_keys[4];
     const char *meta_values[4];
+    int bf16;                    /* every float tensor as BF16 (nearest, ties to even): half the file */
 } lpv_save_opts;
 
-/* Writes the model with timm names (F32) atomically. Pruned layers go out as
+/* Writes the model with timm names (F32, or BF16 with o->bf16) atomically. Pruned layers go out as
  * <name>.bsr_values / .bsr_col_indices / .bsr_row_ptr unless dense_masked.
- * "lpvit.arch" metadata records heads and eps. Refuses to overwrite the source file. */
+ * "lpvit.arch" metadata records heads and eps. Refuses to overwrite the source file, and refuses bf16 for a
+ * model with int8 or codebook layers unless dense_masked (they would have to be decoded first). */
 lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_opts *o, lpv_err *err);
 /* Replaces a layer's weight by its block-sparse form: blocks R x C, mask (ceil(out/R), ceil(in/C)),
  * nonzero = keep. The BSR arrays live in the model's arena; the dense weight is dropped (w = NULL). */

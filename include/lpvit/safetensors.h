@@ -102,6 +102,7 @@ typedef struct {
     int ndim;
     int64_t shape[LPV_ST_MAX_RANK];
     const void *data; /* borrowed */
+    int from_f32;     /* dtype BF16, data FP32: rounded (nearest, ties to even) as it is written */
 } lpv_st_wtensor;
 
 typedef struct {
@@ -114,6 +115,9 @@ typedef struct {
 void lpv_st_writer_init(lpv_st_writer *w);
 lpv_status lpv_st_writer_add(lpv_st_writer *w, const char *name, lpv_dtype dtype, int ndim,
                              const int64_t *shape, const void *data, lpv_err *err);
+/* Adds FP32 data (borrowed) to be written as a BF16 tensor, each value rounded by lpv_bf16_from_f32. */
+lpv_status lpv_st_writer_add_bf16(lpv_st_writer *w, const char *name, int ndim, const int64_t *shape,
+                                  const float *data, lpv_err *err);
 lpv_status lpv_st_writer_meta(lpv_st_writer *w, const char *key, const char *value, lpv_err *err);
 /* Writes atomically (lpv_atomic_open: temp file + rename); never overwrites `path` with a partial file. */
 lpv_status lpv_st_write(const lpv_st_writer *w, const char *path, lpv_err *err);

@@ -83,7 +83,7 @@ int cmd_create_model(int argc, char **argv) {
     cJSON_AddItemToObject(j, "preprocess", lpv_preproc_json(&pp));
     char *lmeta = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
-    lpv_save_opts so = {0, 2, {"lpvit.random", "lpvit"}, {meta, lmeta ? lmeta : "{}"}};
+    lpv_save_opts so = {0, 2, {"lpvit.random", "lpvit"}, {meta, lmeta ? lmeta : "{}"}, 0};
     st = lpv_model_save(m, out, &so, &err);
     free(lmeta);
     if (!st)

@@ -118,7 +118,7 @@ int cmd_import(int argc, char **argv) {
     if (!st) st = load_weights(model, p, heads, allow_extra, &m, &err);
     if (!st) st = lpv_model_apply_masks(m, p, &err);
     if (!st && !(meta = import_meta(m, p))) st = lpv_fail(&err, LPV_E_OOM, "out of memory");
-    lpv_save_opts so = {0, 1, {"lpvit"}, {meta}};
+    lpv_save_opts so = {0, 1, {"lpvit"}, {meta}, 0};
     if (!st) st = lpv_model_save(m, out, &so, &err);
     if (!st) {
         if (lpv_model_has_int8(p)) lpv_warn("'%s' is int8: the imported weights are FP32 (lpvit quantize makes them int8)", masks);

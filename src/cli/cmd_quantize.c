@@ -79,7 +79,7 @@ int cmd_quantize(int argc, char **argv) {
     if (!st && !meta) st = lpv_fail(&err, LPV_E_OOM, "out of memory");
     const char *keys[2] = {"lpvit.quantized_from", "lpvit"};
     const char *vals[2] = {m->path, meta};
-    lpv_save_opts so = {0, 2, {keys[0], keys[1]}, {vals[0], vals[1]}};
+    lpv_save_opts so = {0, 2, {keys[0], keys[1]}, {vals[0], vals[1]}, 0};
     if (!st) st = lpv_model_save(m, out, &so, &err);
     if (!st && K)
         lpv_info("wrote '%s' (block linears on %d levels per layer; %.1f%% of linear weights kept)", out, K,

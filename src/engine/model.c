@@ -975,9 +975,16 @@ typedef struct {
     int n;
 } dense_tmp;
 
+/* Adds FP32 data as F32, or as BF16 when bf16. */
+static lpv_status add_f32(lpv_st_writer *w, const char *name, int ndim, const int64_t *shape, const float *data, int bf16,
+                          lpv_err *err) {
+    return bf16 ? lpv_st_writer_add_bf16(w, name, ndim, shape, data, err)
+                : lpv_st_writer_add(w, name, LPV_DT_F32, ndim, shape, data, err);
+}
+
 /* Adds one linear weight: dense, densified (dense_masked), or as the three BSR arrays. */
 static lpv_status add_linear(lpv_st_writer *w, const char *name, const lpv_linear *L, int ndim, const int64_t *shape,
-                             int dense_masked, dense_tmp *tmp, lpv_err *err) {
+                             int dense_masked, int bf16, dense_tmp *tmp, lpv_err *err) {
     if (!dense_masked && lpv_linear_has_int8(L)) {
         if (tmp->n >= (int)(sizeof tmp->bufs / sizeof *tmp->bufs)) return lpv_fail(err, LPV_E_ARG, "too many layers");
         tmp->bufs[tmp->n] = NULL;
@@ -992,7 +999,7 @@ static lpv_status add_linear(lpv_st_writer *w, const char *name, const lpv_linea
     }
     if (!L->bsr) {
         if (!L->w) return lpv_fail(err, LPV_E_UNSUPPORTED, "layer '%s' has no weights to save", name);
-        return lpv_st_writer_add(w, name, LPV_DT_F32, ndim, shape, L->w, err);
+        return add_f32(w, name, ndim, shape, L->w, bf16, err);
     }
     const lpv_bsr *b = L->bsr;
     if (dense_masked) {
@@ -1001,11 +1008,11 @@ static lpv_status add_linear(lpv_st_writer *w, const char *name, const lpv_linea
         if (!d) return lpv_fail(err, LPV_E_OOM, "out of memory densifying '%s'", name);
         tmp->bufs[tmp->n++] = d;
         lpv_bsr_to_dense(b, d);
-        return lpv_st_writer_add(w, name, LPV_DT_F32, ndim, shape, d, err);
+        return add_f32(w, name, ndim, shape, d, bf16, err);
     }
     char nm[LPV_ST_MAX_NAME + 32];
     snprintf(nm, sizeof nm, "%s.bsr_values", name);
-    LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_F32, 3, (int64_t[]){b->nnzb, b->R, b->C}, b->values, err));
+    LPV_TRY(add_f32(w, nm, 3, (int64_t[]){b->nnzb, b->R, b->C}, b->values, bf16, err));
     snprintf(nm, sizeof nm, "%s.bsr_col_indices", name);
     LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_I32, 1, (int64_t[]){b->nnzb}, b->col_idx, err));
     snprintf(nm, sizeof nm, "%s.bsr_row_ptr", name);
@@ -1017,7 +1024,10 @@ lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_o
         return lpv_fail(err, LPV_E_ARG, "refusing to overwrite the input model '%s'", path);
     const lpv_config *c = &m->cfg;
     int64_t D = c->dim;
-    int dm = o && o->dense_masked;
+    int dm = o && o->dense_masked, bf = o && o->bf16;
+    if (bf && !dm && (lpv_model_has_int8(m) || lpv_model_has_codebook(m)))
+        return lpv_fail(err, LPV_E_ARG, "'%s' has %s layers: BF16 applies to float weights (decode them with dense_masked)",
+                        m->path, lpv_model_has_int8(m) ? "int8" : "codebook");
     lpv_st_writer w;
     lpv_st_writer_init(&w);
     dense_tmp tmp;
@@ -1026,11 +1036,11 @@ lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_o
     char nm[LPV_ST_MAX_NAME];
 #define ADDT(name, ptr, nd, ...)                                                                       \
     do {                                                                                               \
-        if (st == LPV_OK) st = lpv_st_writer_add(&w, name, LPV_DT_F32, nd, (int64_t[]){__VA_ARGS__}, ptr, err); \
+        if (st == LPV_OK) st = add_f32(&w, name, nd, (int64_t[]){__VA_ARGS__}, ptr, bf, err);              \
     } while (0)
 #define ADDL(name, lin, nd, ...)                                                                       \
     do {                                                                                               \
-        if (st == LPV_OK) st = add_linear(&w, name, lin, nd, (int64_t[]){__VA_ARGS__}, dm, &tmp, err);  \
+        if (st == LPV_OK) st = add_linear(&w, name, lin, nd, (int64_t[]){__VA_ARGS__}, dm, bf, &tmp, err); \
     } while (0)
     ADDT("cls_token", m->cls, 3, 1, 1, D);
     if (m->dist) ADDT("dist_token", m->dist, 3, 1, 1, D);

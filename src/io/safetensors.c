@@ -512,6 +512,13 @@ lpv_status lpv_st_writer_add(lpv_st_writer *w, const char *name, lpv_dtype dtype
     return LPV_OK;
 }
 
+lpv_status lpv_st_writer_add_bf16(lpv_st_writer *w, const char *name, int ndim, const int64_t *shape,
+                                  const float *data, lpv_err *err) {
+    LPV_TRY(lpv_st_writer_add(w, name, LPV_DT_BF16, ndim, shape, data, err));
+    w->t[w->n - 1].from_f32 = 1;
+    return LPV_OK;
+}
+
 lpv_status lpv_st_writer_meta(lpv_st_writer *w, const char *key, const char *value, lpv_err *err) {
     for (int i = 0; i < w->n_meta; i++)
         if (strcmp(w->meta[i].key, key) == 0) {
@@ -546,6 +553,18 @@ static int cmp_write_order(const void *a, const void *b) {
     size_t sx = lpv_dtype_size(x->dtype), sy = lpv_dtype_size(y->dtype);
     if (sx != sy) return sx > sy ? -1 : 1; /* descending alignment keeps every tensor aligned */
     return strcmp(x->name, y->name);
+}
+
+/* n FP32 values to the sink as BF16, a stack buffer at a time (little-endian, like every tensor here). */
+static int sink_bf16(lpv_st_sink sink, void *ctx, const float *x, uint64_t n) {
+    uint16_t buf[4096];
+    for (uint64_t i = 0; i < n;) {
+        size_t k = n - i < 4096 ? (size_t)(n - i) : 4096;
+        for (size_t j = 0; j < k; j++) buf[j] = lpv_bf16_from_f32(x[i + j]);
+        if (sink(ctx, buf, 2 * k)) return -1;
+        i += k;
+    }
+    return 0;
 }
 
 lpv_status lpv_st_write_to(const lpv_st_writer *w, lpv_st_sink sink, void *ctx, const char *name, lpv_err *err) {
@@ -589,7 +608,8 @@ lpv_status lpv_st_write_to(const lpv_st_writer *w, lpv_st_sink sink, void *ctx, 
     int ok = sink(ctx, hdr, 8) == 0 && sink(ctx, json, jl) == 0 && sink(ctx, "       ", padded - jl) == 0;
     for (int i = 0; ok && i < w->n; i++) {
         uint64_t nb = wt_bytes(ord[i]);
-        if (nb) ok = sink(ctx, ord[i]->data, nb) == 0;
+        if (nb && ord[i]->from_f32) ok = sink_bf16(sink, ctx, ord[i]->data, nb / 2) == 0;
+        else if (nb) ok = sink(ctx, ord[i]->data, nb) == 0;
     }
     int e = errno;
     free(json);

@@ -59,7 +59,7 @@ lpv_status lpv_prune_save(const lpv_model *m, const lpv_prune_result *r, const l
     char *meta_txt = cJSON_PrintUnformatted(meta);
     cJSON_Delete(meta);
     if (!meta_txt) return lpv_fail(err, LPV_E_OOM, "out of memory writing '%s'", path);
-    lpv_save_opts sv = {0, 1, {"lpvit"}, {meta_txt}};
+    lpv_save_opts sv = {0, 1, {"lpvit"}, {meta_txt}, 0};
     lpv_status st = lpv_model_save(m, path, &sv, err);
     free(meta_txt);
     return st;

@@ -239,6 +239,13 @@ run 0 "$L" eval --model "$T/pq8.safetensors" --heads 2 --imagenet-dir "$MINI" --
 run 0 "$L" export --model "$T/pq8.safetensors" --dense-masked --out "$T/pq8dm.safetensors" --quiet
 run 0 "$L" inspect "$T/pq8dm.safetensors"
 ! grep -q ' I8 ' "$T/out" && ok || bad "export --dense-masked of an int8 file kept I8 tensors"
+# --dtype bf16: refused for int8 weights as they are (exit 2, one line), written decoded with --dense-masked
+run 2 "$L" export --model "$T/pq8.safetensors" --dtype bf16 --out "$T/pq8bf.safetensors" --quiet; one_line_err "--dense-masked"
+[ ! -e "$T/pq8bf.safetensors" ] && ok || bad "a refused bf16 export left a file"
+run 0 "$L" export --model "$T/pq8.safetensors" --dense-masked --dtype bf16 --out "$T/pq8bf.safetensors" --quiet
+run 0 "$L" inspect "$T/pq8bf.safetensors"
+grep -q ' BF16 ' "$T/out" && ! grep -q ' F32 \| I8 ' "$T/out" && ok || bad "export --dtype bf16 left F32 or I8 tensors"
+run 2 "$L" export --model "$T/pq8.safetensors" --dtype f16 --out "$T/x.safetensors" --quiet; one_line_err "--dtype"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant int4 --out "$T/x.safetensors" --quiet; one_line_err "--quant"
 # a codebook per layer: uint8 codes + levels, inspect says so, eval runs it in FP32 (and in int8), prune writes one
 run 0 "$L" quantize --model "$M" --codebook 16 --out "$T/cb.safetensors" --quiet
@@ -376,6 +383,11 @@ lpv_less 0 "$(lpv_json "$T/b8.json" end_to_end.int8.sparse.speedup_vs_fp32_dense
 run 0 "$L" bench --model "$M" --density 0.5 --block 16x16 --reps 2 --warmup 0 --no-layers --quiet
 run 0 "$L" export --model "$P" --dense-masked --out "$T/masked.safetensors" --quiet
 run 0 "$L" inspect "$T/masked.safetensors"; grep -q "bsr_values" "$T/out" && bad "dense-masked export still has BSR tensors" || ok
+# a BSR export in BF16: pruned layers stay BSR, half the bytes, eval runs it with the same predictions here
+run 0 "$L" export --model "$P" --dtype bf16 --out "$T/pbf.safetensors" --quiet
+run 0 "$L" inspect "$T/pbf.safetensors"; grep -q "bsr_values *BF16" "$T/out" && ok || bad "bf16 export lost its BF16 BSR tensors"
+[ "$(stat -c %s "$T/pbf.safetensors")" -lt "$(( $(stat -c %s "$P") * 6 / 10 ))" ] && ok || bad "bf16 export is not about half the size"
+run 0 "$L" eval --model "$T/pbf.safetensors" --imagenet-dir "$MINI" --json "$T/pbfe.json" --quiet
 run 0 "$L" eval --model "$T/masked.safetensors" --imagenet-dir "$MINI" --json "$T/me.json" --quiet
 [ "$(lpv_json "$T/pe.json" correct_top1 correct_top5)" = "$(lpv_json "$T/me.json" correct_top1 correct_top5)" ] && ok || bad "BSR and dense-masked disagree"
 # speed objectives: a measured time table, reused from a file

@@ -212,7 +212,7 @@ static void roundtrip(const char *path, int pruned, int K) {
         }
         unlink(again);
         /* the dense-masked export is FP32 everywhere */
-        lpv_save_opts so = {1, 0, {NULL}, {NULL}};
+        lpv_save_opts so = {1, 0, {NULL}, {NULL}, 0};
         CHECK_OK(lpv_model_save(m, again, &so, &err), &err);
         CHECK_OK(lpv_st_open(&f, again, &err), &err);
         CHECK(lpv_st_find(&f, "blocks.1.mlp.fc2.weight")->dtype == LPV_DT_F32 &&

@@ -2,9 +2,10 @@
  * test_model_bsr.c — pruned models: a model with BSR layers computes the same
  * logits as its dense-masked twin, survives a save/load round trip in the BSR
  * file format (<name>.bsr_values / .bsr_col_indices / .bsr_row_ptr) and as a
- * dense-masked export, and corrupt BSR tensors are rejected with messages
- * naming the tensor.
+ * dense-masked export and as BF16, and corrupt BSR tensors are rejected with
+ * messages naming the tensor.
  */
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lpvit/bsr.h"
@@ -84,9 +85,9 @@ static void test_roundtrip(int R, int C, int distilled) {
     snprintf(p_bsr, sizeof p_bsr, "%s/pruned.safetensors", dir);
     snprintf(p_dense, sizeof p_dense, "%s/masked.safetensors", dir);
     lpv_err err;
-    lpv_save_opts so = {0, 1, {"lpvit"}, {"{\"format\": \"lpvit-bsr-v1\"}"}};
+    lpv_save_opts so = {0, 1, {"lpvit"}, {"{\"format\": \"lpvit-bsr-v1\"}"}, 0};
     CHECK_OK(lpv_model_save(m, p_bsr, &so, &err), &err);
-    lpv_save_opts sd = {1, 0, {0}, {0}};
+    lpv_save_opts sd = {1, 0, {0}, {0}, 0};
     CHECK_OK(lpv_model_save(m, p_dense, &sd, &err), &err);
 
     lpv_model *mf = NULL, *md = NULL;
@@ -107,6 +108,91 @@ static void test_roundtrip(int R, int C, int distilled) {
     CHECK(memcmp(l_export, l_dense, sizeof l_dense) == 0);
     lpv_model_free(m), lpv_model_free(mf), lpv_model_free(md);
     free(x);
+}
+
+/* Every float the model holds, in save order of its layers' parts we can reach: tokens, biases, norms and each
+ * linear's dense or BSR values. For comparing two models tensor by tensor. */
+static void floats_of(const lpv_model *m, const float **p, size_t *n, int *k) {
+    const lpv_config *c = &m->cfg;
+    *k = 0;
+#define PUT(ptr, len) (p[*k] = (ptr), n[*k] = (size_t)(len), (*k)++)
+    PUT(m->cls, c->dim), PUT(m->pos, (size_t)c->n_tokens * c->dim), PUT(m->norm_w, c->dim), PUT(m->norm_b, c->dim);
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int nl = lpv_model_layers((lpv_model *)m, refs, LPV_MAX_LAYERS);
+    for (int i = 0; i < nl; i++) {
+        const lpv_linear *L = refs[i].lin;
+        if (L->bsr) PUT(L->bsr->values, (size_t)L->bsr->nnzb * L->bsr->R * L->bsr->C);
+        else PUT(L->w, (size_t)L->out * L->in);
+        PUT(L->b, L->out);
+    }
+    for (int l = 0; l < c->depth; l++) PUT(m->blocks[l].ln1_w, c->dim), PUT(m->blocks[l].ln2_b, c->dim);
+#undef PUT
+}
+
+/* export --dtype bf16: every float tensor written as BF16 (nearest, ties to even), pruned layers still BSR; the
+ * file loads back to exactly the rounded values, is about half the size, and its logits stay near the FP32
+ * model's. A model with int8 layers is refused unless dense_masked decodes them. */
+static void test_bf16_save(void) {
+    lpv_model *m = tiny(6, 1);
+    prune_random(m, 16, 16, 3);
+    char p32[128], p16[128], pq[128];
+    snprintf(p32, sizeof p32, "%s/f32.safetensors", dir);
+    snprintf(p16, sizeof p16, "%s/bf16.safetensors", dir);
+    snprintf(pq, sizeof pq, "%s/q8bf16.safetensors", dir);
+    lpv_err err;
+    lpv_save_opts s32 = {0, 0, {0}, {0}, 0}, s16 = {0, 0, {0}, {0}, 1};
+    CHECK_OK(lpv_model_save(m, p32, &s32, &err), &err);
+    CHECK_OK(lpv_model_save(m, p16, &s16, &err), &err);
+    lpv_st_file f;
+    CHECK_OK(lpv_st_open(&f, p16, &err), &err);
+    int nf = 0, nbf = 0;
+    for (int i = 0; i < f.n; i++) nf += f.t[i].dtype == LPV_DT_F32, nbf += f.t[i].dtype == LPV_DT_BF16;
+    CHECKF(nf == 0 && nbf > 20, "%d F32, %d BF16 tensors", nf, nbf);
+    CHECK(lpv_st_find(&f, "blocks.1.mlp.fc2.weight.bsr_values") && lpv_st_find(&f, "blocks.1.mlp.fc2.weight.bsr_values")->dtype == LPV_DT_BF16);
+    lpv_st_close(&f);
+    struct stat a32, a16;
+    CHECK(stat(p32, &a32) == 0 && stat(p16, &a16) == 0);
+    long z32 = (long)a32.st_size, z16 = (long)a16.st_size;
+    CHECKF(z16 < 0.56 * z32 && z16 > 0.44 * z32, "bf16 file %ld bytes vs f32 %ld", z16, z32);
+
+    lpv_model *mb = NULL;
+    CHECK_OK(lpv_model_load(&mb, p16, NULL, &err), &err);
+    if (!mb) return;
+    const float *pa[256], *pb[256];
+    size_t na[256], nb[256];
+    int ka, kb;
+    floats_of(m, pa, na, &ka);
+    floats_of(mb, pb, nb, &kb);
+    CHECK(ka == kb);
+    size_t bad = 0, total = 0;
+    for (int t = 0; t < ka && t < kb; t++) {
+        CHECK(na[t] == nb[t]);
+        for (size_t i = 0; i < na[t] && i < nb[t]; i++, total++)
+            bad += lpv_bf16_to_f32(lpv_bf16_from_f32(pa[t][i])) != pb[t][i];
+    }
+    CHECKF(bad == 0 && total > 10000, "%zu of %zu values not the BF16 rounding of the FP32 model's", bad, total);
+    CHECK(fabs(lpv_model_linear_density(mb) - lpv_model_linear_density(m)) < 1e-12);
+    int B = 2, S = 32;
+    float x[2 * 3 * 32 * 32], l32[2 * 40], l16[2 * 40];
+    lpv_rng r;
+    lpv_rng_seed(&r, 8);
+    for (int i = 0; i < B * 3 * S * S; i++) x[i] = (float)lpv_rng_normal(&r);
+    test_logits(m, x, B, l32);
+    test_logits(mb, x, B, l16);
+    test_diff df = test_compare(l16, l32, (size_t)B * 40, 1e-3);
+    double top = 0;
+    for (int i = 0; i < B * 40; i++) top = fmax(top, fabs(l32[i]));
+    /* BF16 keeps 8 bits of mantissa: every weight within 2^-9 relative, the logits within a few of those */
+    CHECKF(df.max_abs < 0.02 * top && df.max_abs > 0, "bf16 file logits vs fp32: max abs %g of max |logit| %g", df.max_abs,
+           top);
+
+    /* int8 layers: refused as they are, written decoded with dense_masked */
+    CHECK_OK(lpv_model_quantize_int8(m, 16, 16, &err), &err);
+    lpv_save_opts sq = {0, 0, {0}, {0}, 1}, sqd = {1, 0, {0}, {0}, 1};
+    CHECK(lpv_model_save(m, pq, &sq, &err) == LPV_E_ARG && strstr(err.msg, "int8"));
+    CHECK(access(pq, F_OK) != 0);
+    CHECK_OK(lpv_model_save(m, pq, &sqd, &err), &err);
+    lpv_model_free(m), lpv_model_free(mb);
 }
 
 /* Rewrites the pruned file with one BSR tensor replaced by `data` of `shape`. */
@@ -169,6 +255,7 @@ int main(void) {
     CHECK(mkdtemp(dir) != NULL);
     lpv_threads_set(2);
     test_sparsity();
+    test_bf16_save();
     test_roundtrip(16, 16, 0);
     test_roundtrip(32, 16, 1);
     test_roundtrip(8, 64, 0);

@@ -110,7 +110,7 @@ static void roundtrip(const char *path, int pruned, int per_tensor) {
     /* the dense-masked export is the dequantized model in FP32: an FP32 run of the original's dequantized weights */
     char dm[300];
     snprintf(dm, sizeof dm, "%s.dm.safetensors", path);
-    lpv_save_opts so = {1, 0, {NULL}, {NULL}};
+    lpv_save_opts so = {1, 0, {NULL}, {NULL}, 0};
     CHECK_OK(lpv_model_save(m, dm, &so, &err), &err);
     lpv_model *m3 = load(dm);
     if (m3) {

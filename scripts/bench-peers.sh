@@ -28,7 +28,11 @@
 #          --tol T (default 1e-3), --out DIR (default out/bench-peers), --max-busy P (default 25),
 #          --wait-idle S (default 120, --quick 30; 0: never wait), --retries N (default 2, --quick 0), --no-install (do not run scripts/install-deps.sh),
 #          --isa ISA (lpvit's kernels: auto, avx512bf16, avx512, avx2, ref; default auto; ONNX Runtime and PyTorch
-#          cannot be forced, so compare ISAs against them only on a CPU whose best ISA it is)
+#          cannot be forced, so compare ISAs against them only on a CPU whose best ISA it is),
+#          --quant int8 (adds the int8 peers: ONNX Runtime int8 on the same weights quantized by lpvit's rule,
+#          per-row int8 weights and DynamicQuantizeLinear inputs (what its quantize_dynamic writes; the ONNX
+#          from scripts/torch_deit.py onnx --quant int8, its logits checked against the same arithmetic in
+#          PyTorch), and lpvit's int8 dense and pruned models timed with --precision int8 beside FP32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -39,7 +43,7 @@ step() { echo "== $*" >&2; }
 
 orig_args=("$@")
 models=(); threads=$(nproc); batches="1 8"; reps=7; rounds=3; warmup=2; density=0.5; block=32x32
-seed=0; tol=1e-3; out=out/bench-peers; quick=0; install=1; max_busy=25; retries=; wait_idle=; isa=auto
+seed=0; tol=1e-3; out=out/bench-peers; quick=0; install=1; max_busy=25; retries=; wait_idle=; isa=auto; quant=none
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "$me: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -50,6 +54,7 @@ while [ $# -gt 0 ]; do
     --warmup) need "$@"; warmup=$2; shift 2 ;; --density) need "$@"; density=$2; shift 2 ;;
     --block) need "$@"; block=$2; shift 2 ;; --seed) need "$@"; seed=$2; shift 2 ;; --isa) need "$@"; isa=$2; shift 2 ;;
     --tol) need "$@"; tol=$2; shift 2 ;; --out) need "$@"; out=$2; shift 2 ;;
+    --quant) need "$@"; quant=$2; shift 2 ;;
     --max-busy) need "$@"; max_busy=$2; shift 2 ;; --retries) need "$@"; retries=$2; shift 2 ;; --wait-idle) need "$@"; wait_idle=$2; shift 2 ;;
     --quick) quick=1; shift ;; --no-install) install=0; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -60,6 +65,7 @@ if [ "$quick" = 1 ]; then
   [ ${#models[@]} -gt 0 ] || models=(deit_s)
   reps=3; rounds=1; warmup=2; wait_idle=${wait_idle:-30}; retries=${retries:-0}
 fi
+case "$quant" in none|int8) ;; *) echo "$me: --quant takes none or int8, got '$quant'" >&2; exit 2 ;; esac
 for v in threads reps rounds; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$me: --$v must be a positive integer, got '${!v}'" >&2; exit 2; }
 done
@@ -137,6 +143,14 @@ for m in "${models[@]}"; do
     "$py" scripts/torch_deit.py onnx --model "$f" --out "$onnx" --opset 17 2>"$out/models/$tag.export.log" \
       || { cat "$out/models/$tag.export.log" >&2; die "ONNX export of $f failed"; }
   fi
+  if [ "$quant" = int8 ]; then
+    onnx8=$out/models/$tag.int8.onnx
+    if [ ! -f "$onnx8" ] || [ "$f" -nt "$onnx8" ] || [ scripts/torch_deit.py -nt "$onnx8" ]; then
+      step "export $f to ONNX with int8 block linears (MatMulInteger, DynamicQuantizeLinear)"
+      "$py" scripts/torch_deit.py onnx --model "$f" --out "$onnx8" --opset 17 --quant int8 2>"$out/models/$tag.export8.log" \
+        || { cat "$out/models/$tag.export8.log" >&2; die "int8 ONNX export of $f failed"; }
+    fi
+  fi
   files+=("$f"); tags+=("$tag")
 done
 
@@ -158,6 +172,18 @@ for i in "${!tags[@]}"; do
   "$py" $peers/peers.py compare --ref "$out/check/${tag}_lpvit.safetensors" --other "$out/check/${tag}_torch.npy" \
     --tol "$tol" --name "torch_vs_lpvit_$tag" --json "$out/check/check_torch_$tag.json" \
     || die "PyTorch and lpvit disagree on $tag (max abs error above $tol)"
+  if [ "$quant" = int8 ]; then
+    step "logits check: $tag, ONNX Runtime int8 against the same int8 arithmetic in PyTorch"
+    node $peers/ort_bench.js infer --model "$out/models/$tag.int8.onnx" --input "$x" --out "$out/check/${tag}_ort8.safetensors" \
+      --threads "$threads" 2>/dev/null || die "ONNX Runtime failed on $out/models/$tag.int8.onnx"
+    "$py" scripts/torch_deit.py logits --model "$f" --quant int8 --input "$x" --out "$out/check/${tag}_torch8.npy" \
+      --threads "$threads" || die "torch_deit.py logits --quant int8 on $f failed"
+    "$py" $peers/peers.py compare --ref "$out/check/${tag}_ort8.safetensors" --other "$out/check/${tag}_torch8.npy" \
+      --tol "$tol" --name "ort8_vs_torch8_$tag" --json "$out/check/check_ort8_$tag.json" \
+      || die "ONNX Runtime int8 and its PyTorch emulation disagree on $tag (max abs error above $tol)"
+    "$py" $peers/peers.py compare --ref "$out/check/${tag}_lpvit.safetensors" --other "$out/check/${tag}_ort8.safetensors" \
+      --tol 1e9 --name "ort8_vs_lpvit_$tag" --json "$out/check/check_ort8_fp32_$tag.json" >/dev/null
+  fi
 done
 
 # ---- 4. timing, interleaved by round ----
@@ -198,10 +224,13 @@ run_one() { # runtime tag file batch round
   case "$rt" in
     ort) node $peers/ort_bench.js bench --model "$out/models/$tag.onnx" --batch "$B" --threads "$threads" \
            --reps "$reps" --warmup "$warmup" --json "$j" || die "ONNX Runtime bench failed ($tag, batch $B)" ;;
+    ort8) node $peers/ort_bench.js bench --model "$out/models/$tag.int8.onnx" --batch "$B" --threads "$threads" \
+           --reps "$reps" --warmup "$warmup" --json "$j" || die "ONNX Runtime int8 bench failed ($tag, batch $B)" ;;
     torch) env ${torch_env[@]+"${torch_env[@]}"} "$py" scripts/torch_deit.py bench --model "$f" --batch "$B" \
            --threads "$threads" --reps "$reps" --warmup "$warmup" --json "$j" \
            || die "PyTorch bench failed ($tag, batch $B)" ;;
     lpvit) "$L" bench --model "$f" --density "$density" --block "$block" --batch "$B" --threads "$threads" --isa "$isa" \
+           $([ "$quant" = int8 ] && echo --precision int8) \
            --reps "$reps" --warmup "$warmup" --seed "$seed" --no-layers --json "$j" --quiet >/dev/null \
            || die "lpvit bench failed ($tag, batch $B)" ;;
   esac
@@ -209,14 +238,14 @@ run_one() { # runtime tag file batch round
 # CPU ticks: the whole machine's (busy, all) from /proc/stat and this shell's waited-for children.
 sys_ticks() { local a; read -r -a a < <(head -1 /proc/stat); echo "$((a[1]+a[2]+a[3]+a[6]+a[7]+a[8])) $((a[1]+a[2]+a[3]+a[4]+a[5]+a[6]+a[7]+a[8]))"; }
 child_ticks() { local s f; s=$(</proc/$$/stat); s=${s##*) }; read -r -a f <<<"$s"; echo $((f[13] + f[14])); }
-rts=(ort torch lpvit)
+rts=(ort torch lpvit); [ "$quant" = int8 ] && rts+=(ort8)
 : >"$out/runs/other_cpu.tsv"
 for i in "${!tags[@]}"; do
   for B in $batches; do
     for ((r = 1; r <= rounds; r++)); do
       wait_quiet
-      for ((k = 0; k < 3; k++)); do
-        rt=${rts[$(((r - 1 + k) % 3))]}
+      for ((k = 0; k < ${#rts[@]}; k++)); do
+        rt=${rts[$(((r - 1 + k) % ${#rts[@]}))]}
         for ((try = 1; ; try++)); do
           echo "   ${tags[$i]} batch $B round $r/$rounds: $rt" >&2
           read -r b0 a0 < <(sys_ticks); c0=$(child_ticks)

@@ -5,7 +5,15 @@ ONNX (an explicit timm-style block: nn.TransformerEncoderLayer's fused path does
 
   torch_deit.py bench  --model FILE [--threads N] [--batch 1,16] [--reps K] [--warmup W] [--json OUT]
   torch_deit.py logits --model FILE --input X.safetensors --out Y.npy
-  torch_deit.py onnx   --model FILE --out M.onnx [--opset 17]
+  torch_deit.py onnx   --model FILE --out M.onnx [--opset 17] [--quant int8]
+  torch_deit.py logits --model FILE --input X.safetensors --out Y.npy --quant int8
+--quant int8 (the ONNX Runtime int8 peer): every block linear (qkv, proj, fc1, fc2) gets int8 weights by
+lpvit's rule (one symmetric scale per output row, max |w| / 127, round half to even) and uint8 inputs by
+ONNX's DynamicQuantizeLinear (one asymmetric scale per tensor, computed at run time: ONNX Runtime's own
+dynamic quantization, what its quantize_dynamic writes); the ONNX holds DynamicQuantizeLinear ->
+MatMulInteger -> Cast -> Mul -> Add per linear, which ONNX Runtime runs with its int8 GEMM (MLAS: AVX2,
+AVX-512 VNNI, AMX). `logits --quant int8` computes the same arithmetic in PyTorch (integer sums in
+float64, exact) to check ONNX Runtime's logits. Everything else stays FP32, as in lpvit's int8.
 A model spec "random:deit_s" builds random weights of that preset's shape instead of a file
 (torch's RNG: not the weights lpvit create-model writes; export a create-model file to compare).
 Run it with a python3 that imports torch and numpy (Debian's torch imports only under the system
@@ -29,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DT = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+DT = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "I8": np.int8, "U8": np.uint8}
 
 
 def read_safetensors(path):
@@ -102,6 +110,61 @@ class DeiT(nn.Module):
         if self.distilled:
             return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
         return self.head(x[:, 0])
+
+
+def quantize_rows(w):
+    """lpvit's int8 weights (src/engine/bsr_q8.c round_rows): per output row s = max |w| / 127 (1 for a zero
+    row), q = round half to even of w / s in float32, clamped to [-127, 127]."""
+    w = w.detach().float()
+    s = w.abs().amax(dim=1)
+    s = torch.where(s > 0, s / 127.0, torch.ones_like(s))
+    q = torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, s
+
+
+class _DynQuantLinear(torch.autograd.Function):
+    """y = (u - zp) . q^T * (sx * s) + b with (u, sx, zp) = DynamicQuantizeLinear(x): forward in PyTorch,
+    exported as the ONNX ops ONNX Runtime's dynamic quantization writes."""
+
+    @staticmethod
+    def forward(ctx, x, qt, s, b):
+        # ONNX DynamicQuantizeLinear: the range always holds 0; scale = (max - min) / 255;
+        # zp = saturate(round(-min / scale)); u = saturate(round(x / scale) + zp), rounding half to even
+        lo = torch.clamp(x.min(), max=0.0)
+        hi = torch.clamp(x.max(), min=0.0)
+        sx = (hi - lo) / 255.0
+        sx = torch.where(sx > 0, sx, torch.ones_like(sx))
+        zp = torch.clamp(torch.round(-lo / sx), 0, 255)
+        u = torch.clamp(torch.round(x / sx) + zp, 0, 255)
+        acc = (u.double() - zp.double()) @ qt.double()  # exact integer sums
+        return (acc.float() * (sx * s) + b).float()
+
+    @staticmethod
+    def symbolic(g, x, qt, s, b):
+        u, sx, zp = g.op("DynamicQuantizeLinear", x, outputs=3)
+        acc = g.op("MatMulInteger", u, qt, zp)
+        y = g.op("Cast", acc, to_i=1)  # TensorProto.FLOAT
+        return g.op("Add", g.op("Mul", y, g.op("Mul", sx, s)), b)
+
+
+class Int8Linear(nn.Module):
+    def __init__(self, lin):
+        super().__init__()
+        q, s = quantize_rows(lin.weight)
+        self.register_buffer("qt", q.t().contiguous())  # (K, N) int8: MatMulInteger's B
+        self.register_buffer("s", s)
+        self.register_buffer("b", lin.bias.detach().clone())
+
+    def forward(self, x):
+        return _DynQuantLinear.apply(x, self.qt, self.s, self.b)
+
+
+def to_int8(m):
+    """The block linears of model m replaced by Int8Linear, in place."""
+    for blk in m.blocks:
+        for name in ("qkv", "proj", "fc1", "fc2"):
+            setattr(blk, name, Int8Linear(getattr(blk, name)))
+    return m
 
 
 PRESETS = {"deit_t": (192, 3), "deit_s": (384, 6), "deit_b": (768, 12)}
@@ -193,6 +256,8 @@ def cmd_bench(a):
 def cmd_logits(a):
     torch.set_num_threads(a.threads)
     m = load(a.model)
+    if a.quant == "int8":
+        to_int8(m)
     x = torch.from_numpy(read_safetensors(a.input)["input"])
     with torch.no_grad():
         np.save(a.out, m(x).numpy())
@@ -200,6 +265,8 @@ def cmd_logits(a):
 
 def cmd_onnx(a):
     m = load(a.model)
+    if a.quant == "int8":
+        to_int8(m)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     tmp = a.out + ".tmp.onnx"
     with torch.no_grad():
@@ -223,10 +290,12 @@ def main():
     l.add_argument("--input", required=True)
     l.add_argument("--out", required=True)
     l.add_argument("--threads", type=int, default=os.cpu_count())
+    l.add_argument("--quant", choices=["none", "int8"], default="none")
     o = sub.add_parser("onnx")
     o.add_argument("--model", required=True)
     o.add_argument("--out", required=True)
     o.add_argument("--opset", type=int, default=17)
+    o.add_argument("--quant", choices=["none", "int8"], default="none")
     a = p.parse_args()
     {"bench": cmd_bench, "logits": cmd_logits, "onnx": cmd_onnx}[a.cmd](a)
 

@@ -109,11 +109,16 @@ def cmd_table(a):
             d["density"] = j.get("linear_density")
             if "model_pct_peak" in e["dense"]:
                 d.setdefault("dense_pct_peak", []).append(e["dense"]["model_pct_peak"])
+            if "int8" in e:
+                d.setdefault("q8_dense", []).append(e["int8"]["dense"]["median_ms"])
+                d.setdefault("q8_pruned", []).append(e["int8"]["sparse"]["median_ms"])
             env["lpvit"] = j["environment"]
             env["lpvit_peak"] = j.get("peak", {})
         elif rt == "ort":
             d.setdefault("ort", []).append(j["batches"][str(B)]["median_ms"])
             env["ort"] = j
+        elif rt == "ort8":
+            d.setdefault("ort8", []).append(j["batches"][str(B)]["median_ms"])
         elif rt == "torch":
             d.setdefault("torch", []).append(j["batches"][str(B)]["median_ms"])
             env["torch"] = j
@@ -163,6 +168,35 @@ def cmd_table(a):
                                    "lpvit_dense_over_ort": r1, "lpvit_pruned_over_ort": r2,
                                    "pruned_linear_density": d.get("density"),
                                    "lpvit_dense_pct_of_peak": med(d["dense_pct_peak"]) if d.get("dense_pct_peak") else None}
+    if any(runs[k].get("ort8") or runs[k].get("q8_dense") for k in order):
+        print()
+        print("int8 (block linears int8, the rest FP32, in every runtime):")
+        print()
+        print("| model | batch | ONNX Runtime FP32 | ONNX Runtime int8 | lpvit int8 dense | lpvit int8 pruned %g%% | "
+              "ORT int8 speedup over ORT FP32 | lpvit int8 dense / ORT int8 | lpvit int8 pruned / ORT int8 | "
+              "lpvit int8 dense speedup over lpvit FP32 dense | max\\|Δ\\| ORT int8 vs its PyTorch emulation | "
+              "max\\|Δ\\| ORT int8 vs FP32 logits |" % (100 * a.density))
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for key in order:
+            m, B = key
+            d = runs[key]
+            ms = {k: (med(d[k]) if d.get(k) else None) for k in ("ort", "ort8", "dense", "q8_dense", "q8_pruned")}
+            rat = lambda x, y: ("%.2f" % (x / y)) if x and y else "–"
+            ck8, ckf = checks.get("ort8_vs_torch8_%s" % m), checks.get("ort8_vs_lpvit_%s" % m)
+            print("| %s | %d | %s | %s | %s | %s | %sx | %s | %s | %sx | %s | %s |" % (
+                m, B, cell(ms["ort"], B), cell(ms["ort8"], B), cell(ms["q8_dense"], B), cell(ms["q8_pruned"], B),
+                rat(ms["ort"], ms["ort8"]), rat(ms["q8_dense"], ms["ort8"]), rat(ms["q8_pruned"], ms["ort8"]),
+                rat(ms["dense"], ms["q8_dense"]),
+                "%.1e" % ck8["max_abs_err"] if ck8 else "–", "%.1e" % ckf["max_abs_err"] if ckf else "–"))
+            r = summary["%s_b%d" % key]
+            r["ms_per_image"].update({k: (ms[k] / B if ms[k] else None) for k in ("ort8", "q8_dense", "q8_pruned")})
+            r["rounds_ms_per_batch"].update({k: d.get(k) for k in ("ort8", "q8_dense", "q8_pruned")})
+            r["lpvit_int8_dense_over_ort_int8"] = ms["q8_dense"] / ms["ort8"] if ms["q8_dense"] and ms["ort8"] else None
+            r["lpvit_int8_pruned_over_ort_int8"] = ms["q8_pruned"] / ms["ort8"] if ms["q8_pruned"] and ms["ort8"] else None
+        print()
+        print("ONNX Runtime int8: per-row int8 weights (lpvit's rule) and one dynamic uint8 scale per input tensor "
+              "(DynamicQuantizeLinear, ORT's quantize_dynamic scheme); lpvit int8: the same weights, one uint8 scale per "
+              "token. Their logits differ by the input scheme, so the check is against PyTorch running ORT's own arithmetic.")
     print()
     print("Cells: median ms per image · images per second (median over rounds of each round's median). "
           "Ratios are time ratios: below 1 means lpvit is faster than ONNX Runtime. "

@@ -14,6 +14,8 @@ dynamic quantization, what its quantize_dynamic writes); the ONNX holds DynamicQ
 MatMulInteger -> Cast -> Mul -> Add per linear, which ONNX Runtime runs with its int8 GEMM (MLAS: AVX2,
 AVX-512 VNNI, AMX). `logits --quant int8` computes the same arithmetic in PyTorch (integer sums in
 float64, exact) to check ONNX Runtime's logits. Everything else stays FP32, as in lpvit's int8.
+--depth N keeps the first N blocks (the int8 check runs on one block: through 12, float differences of 1e-6
+flip the rounding of some inputs and the flips compound, so whole models agree only to a few % of a logit).
 A model spec "random:deit_s" builds random weights of that preset's shape instead of a file
 (torch's RNG: not the weights lpvit create-model writes; export a create-model file to compare).
 Run it with a python3 that imports torch and numpy (Debian's torch imports only under the system
@@ -256,6 +258,8 @@ def cmd_bench(a):
 def cmd_logits(a):
     torch.set_num_threads(a.threads)
     m = load(a.model)
+    if a.depth:
+        m.blocks = m.blocks[:a.depth]
     if a.quant == "int8":
         to_int8(m)
     x = torch.from_numpy(read_safetensors(a.input)["input"])
@@ -265,6 +269,8 @@ def cmd_logits(a):
 
 def cmd_onnx(a):
     m = load(a.model)
+    if a.depth:
+        m.blocks = m.blocks[:a.depth]
     if a.quant == "int8":
         to_int8(m)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -291,11 +297,13 @@ def main():
     l.add_argument("--out", required=True)
     l.add_argument("--threads", type=int, default=os.cpu_count())
     l.add_argument("--quant", choices=["none", "int8"], default="none")
+    l.add_argument("--depth", type=int, default=0, help="only the first N blocks (0: all)")
     o = sub.add_parser("onnx")
     o.add_argument("--model", required=True)
     o.add_argument("--out", required=True)
     o.add_argument("--opset", type=int, default=17)
     o.add_argument("--quant", choices=["none", "int8"], default="none")
+    o.add_argument("--depth", type=int, default=0, help="only the first N blocks (0: all)")
     a = p.parse_args()
     {"bench": cmd_bench, "logits": cmd_logits, "onnx": cmd_onnx}[a.cmd](a)
 

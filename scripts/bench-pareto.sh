@@ -5,7 +5,7 @@
 # lpvit's FP32 dense model (`lpvit bench`, timed in the same process) and over ONNX Runtime FP32 on the
 # same weights (when scripts/peers/node_modules holds onnxruntime-node: bench-peers.sh installs it), at
 # each batch, the file size, and the prune + quantize wall time. Writes OUT/pareto.md (also printed),
-# OUT/pareto.json and OUT/pareto.svg (top-1 against speedup at the largest batch, one curve per model and
+# OUT/pareto.json and OUT/pareto.svg (top-1 against speedup at the first batch, one curve per model and
 # precision).
 #
 #   scripts/bench-pareto.sh                       # 256 calibration images, targets 0.9 0.8 0.7 0.5, batches 1 8
@@ -13,7 +13,7 @@
 # Options: --data DIR (default $LPVIT_DATA, else ../shared/data), --models "vit_tiny deit_tiny" (or NAME=FILE:
 #          any model file, named NAME in the table),
 #          --targets "0.9 0.8 0.7 0.5", --calib-size N (256), --val-limit N (0: all), --batches "1 8",
-#          --reps K (10), --threads N (all CPUs), --block RxC (32x32), --out DIR (out/bench-pareto), --no-ort,
+#          --reps K (10), --rounds R (3: the timing is repeated R times, medians reported), --threads N (all CPUs), --block RxC (32x32), --out DIR (out/bench-pareto), --no-ort,
 #          --rebench; LPVIT=path/to/lpvit runs that binary instead of building build/lpvit
 # Pruning is `lpvit sweep` (default pipeline: taylor2, sorted channels, sequential refit, 32x32 blocks);
 # the int8 points quantize the pruned FP32 file (per-row int8 weights, per-token uint8 inputs).
@@ -24,7 +24,7 @@ me=bench-pareto.sh
 die() { echo "$me: $*" >&2; exit 1; }
 orig_args=("$@")
 data=""; models="vit_tiny deit_tiny"; targets="0.9 0.8 0.7 0.5"; calib=256; val=0; batches="1 8"; reps=10
-threads=$(nproc); out=out/bench-pareto; ort=1; rebench=0; block=32x32
+threads=$(nproc); out=out/bench-pareto; ort=1; rebench=0; block=32x32; rounds=3
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "$me: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,12 +33,12 @@ while [ $# -gt 0 ]; do
     --val-limit) need "$@"; val=$2; shift 2 ;; --batches) need "$@"; batches=$2; shift 2 ;;
     --reps) need "$@"; reps=$2; shift 2 ;; --threads) need "$@"; threads=$2; shift 2 ;;
     --out) need "$@"; out=$2; shift 2 ;; --no-ort) ort=0; shift ;; --rebench) rebench=1; shift ;;
-    --block) need "$@"; block=$2; shift 2 ;;
+    --block) need "$@"; block=$2; shift 2 ;; --rounds) need "$@"; rounds=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "$me: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-for v in calib reps threads; do
+for v in calib reps threads rounds; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$me: --${v/calib/calib-size} must be a positive integer, got '${!v}'" >&2; exit 2; }
 done
 [[ $val =~ ^[0-9]+$ ]] || { echo "$me: --val-limit must be an integer, got '$val'" >&2; exit 2; }
@@ -104,27 +104,36 @@ for m in $models; do
         --json "$d/int8-$t.eval.json" --quiet >/dev/null || die "lpvit eval $q failed"
     fi
   done
-  # 3. speed: FP32 dense, FP32 pruned, int8 dense, int8 pruned in one bench process per point and batch
-  for B in $batches; do
-    for t in dense $targets; do
-      step "$m $t batch $B: lpvit bench --precision int8"
-      pr=(); [ "$t" = dense ] || pr=(--pruned "$d/sweep/pruned-$t.safetensors")
-      $L bench --model "$f" ${pr[@]+"${pr[@]}"} --precision int8 --batch "$B" --reps "$reps" --warmup 2 --no-layers \
-        --threads "$threads" --json "$d/bench-$t-b$B.json" --quiet >/dev/null || die "lpvit bench ($m $t batch $B) failed"
-    done
-    if [ "$ort" = 1 ]; then
-      onnx=$d/dense.onnx
-      if [ ! -f "$onnx" ] || [ "$f" -nt "$onnx" ]; then
-        step "$m: ONNX export (scripts/torch_deit.py)"
-        "$pyt" scripts/torch_deit.py onnx --model "$f" --out "$onnx" --opset 17 2>"$d/export.log" \
-          || { cat "$d/export.log" >&2; die "ONNX export of $f failed"; }
+  if [ "$ort" = 1 ] && { [ ! -f "$d/dense.onnx" ] || [ "$f" -nt "$d/dense.onnx" ]; }; then
+    step "$m: ONNX export (scripts/torch_deit.py)"
+    "$pyt" scripts/torch_deit.py onnx --model "$f" --out "$d/dense.onnx" --opset 17 2>"$d/export.log" \
+      || { cat "$d/export.log" >&2; die "ONNX export of $f failed"; }
+  fi
+done
+
+# 3. speed: FP32 dense, FP32 pruned, int8 dense, int8 pruned in one bench process per point, batch and round;
+# rounds go over every model and point in turn, so a busy spell of the machine hits one round of each, not all
+rm -f "$out"/*/bench-*.json "$out"/*/ort-b*.json
+for ((r = 1; r <= rounds; r++)); do
+  for m in $models; do
+    m=${m%%=*}; d=$out/$m
+    case "$m" in vit_tiny) f=$data/vit_tiny_patch16_224.safetensors ;; deit_tiny) f=$data/deit_tiny_patch16_224.ln-rounded.safetensors ;; esac
+    for e in $models; do [ "${e%%=*}" = "$m" ] && [ "$e" != "$m" ] && f=${e#*=}; done
+    for B in $batches; do
+      for t in dense $targets; do
+        step "round $r/$rounds: $m $t batch $B: lpvit bench --precision int8"
+        pr=(); [ "$t" = dense ] || pr=(--pruned "$d/sweep/pruned-$t.safetensors")
+        $L bench --model "$f" ${pr[@]+"${pr[@]}"} --precision int8 --batch "$B" --reps "$reps" --warmup 2 --no-layers \
+          --threads "$threads" --json "$d/bench-$t-b$B-r$r.json" --quiet >/dev/null || die "lpvit bench ($m $t batch $B) failed"
+      done
+      if [ "$ort" = 1 ]; then
+        step "round $r/$rounds: $m batch $B: ONNX Runtime FP32"
+        node scripts/peers/ort_bench.js bench --model "$d/dense.onnx" --batch "$B" --threads "$threads" --reps "$reps" --warmup 2 \
+          --json "$d/ort-b$B-r$r.json" || die "ONNX Runtime bench ($m batch $B) failed"
       fi
-      step "$m batch $B: ONNX Runtime FP32"
-      node scripts/peers/ort_bench.js bench --model "$onnx" --batch "$B" --threads "$threads" --reps "$reps" --warmup 2 \
-        --json "$d/ort-b$B.json" || die "ONNX Runtime bench ($m batch $B) failed"
-    fi
+    done
   done
 done
 
-"$py" scripts/pareto.py --dir "$out" --models "${names# }" --targets "$targets" --batches "$batches" \
+"$py" scripts/pareto.py --dir "$out" --models "${names# }" --targets "$targets" --batches "$batches" --rounds "$rounds" \
   --command "scripts/$me${orig_args[*]+ $(printf '%q ' "${orig_args[@]}")}" | tee "$out/pareto.md"

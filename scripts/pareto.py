@@ -4,10 +4,11 @@
   pareto.py --dir OUT --models "vit_tiny deit_tiny" --targets "0.9 0.8 0.7 0.5" --batches "1 8" [--command C]
 
 Reads, per model, OUT/<model>/sweep/sweep.json (FP32 points: top-1, prune wall time), int8-<point>.eval.json,
-int8-<point>.quantize.json, bench-<point>-b<B>.json (lpvit bench --precision int8: FP32 dense, FP32 pruned,
-int8 dense, int8 pruned in one process) and ort-b<B>.json (ONNX Runtime FP32, optional). Prints the markdown
-table, writes OUT/pareto.json and OUT/pareto.svg (top-1 against speedup over lpvit FP32 dense at the largest
-batch; one line per model and precision).
+int8-<point>.quantize.json, bench-<point>-b<B>-r<round>.json (lpvit bench --precision int8: FP32 dense, FP32
+pruned, int8 dense, int8 pruned in one process) and ort-b<B>-r<round>.json (ONNX Runtime FP32, optional).
+Per cell: the median over rounds (a speedup is each round's ratio, measured in one process, then the median). Prints the markdown
+table, writes OUT/pareto.json and OUT/pareto.svg (top-1 against speedup over lpvit FP32 dense at the first batch,
+or --plot-batch; one line per model and precision).
 """
 import argparse, json, os, sys
 
@@ -18,6 +19,12 @@ def load(path):
             return json.load(f)
     except FileNotFoundError:
         return None
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
 def sweep_points(sw):
@@ -39,7 +46,12 @@ def collect(a):
         if sw is None:
             sys.exit("pareto.py: %s/sweep/sweep.json missing (run scripts/bench-pareto.sh)" % d)
         pts = sweep_points(sw)
-        ort = {B: load(os.path.join(d, "ort-b%d.json" % B)) for B in batches}
+        rounds = range(1, a.rounds + 1)
+        ort = {}
+        for B in batches:
+            o = [load(os.path.join(d, "ort-b%d-r%d.json" % (B, r))) for r in rounds]
+            o = [x["batches"][str(B)]["median_ms_per_image"] for x in o if x is not None]
+            ort[B] = median(o) if o else None
         env = None
         for t in ["dense"] + a.targets.split():
             key = "dense" if t == "dense" else "%g" % float(t)
@@ -56,7 +68,8 @@ def collect(a):
             if t == "dense":
                 fp_file = sw.get("model_path") or fp_file
             q8_file = os.path.join(d, "int8-%s.safetensors" % t)
-            bench = {B: load(os.path.join(d, "bench-%s-b%d.json" % (t, B))) for B in batches}
+            bench = {B: [j for j in (load(os.path.join(d, "bench-%s-b%d-r%d.json" % (t, B, r))) for r in rounds) if j]
+                     for B in batches}
             for prec in ("fp32", "int8"):
                 r = {"model": m, "point": t, "precision": prec,
                      "model_flops_kept": p.get("model_flops_kept", 1.0) if t != "dense" else 1.0,
@@ -77,23 +90,28 @@ def collect(a):
                 except (OSError, TypeError):
                     r["file_mb"] = None
                 r["steps_reused"] = reuse
-                r["ms_per_image"], r["speedup"], r["speedup_vs_ort"] = {}, {}, {}
+                r["ms_per_image"], r["speedup"], r["speedup_vs_ort"], r["speedup_range"] = {}, {}, {}, {}
+                r["rounds"] = {}
                 for B in batches:
-                    j = bench[B]
-                    if j is None:
+                    mss, sps = [], []
+                    for j in bench[B]:
+                        env = env or j.get("environment")
+                        e = j["end_to_end"]
+                        base = e["dense"]["ms_per_image"]
+                        if prec == "fp32":
+                            ms = base if t == "dense" else e["sparse"]["ms_per_image"]
+                        else:
+                            ms = e["int8"]["dense" if t == "dense" else "sparse"]["ms_per_image"]
+                        mss.append(ms)
+                        sps.append(base / ms)
+                    if not mss:
                         continue
-                    env = env or j.get("environment")
-                    e = j["end_to_end"]
-                    base = e["dense"]["ms_per_image"]
-                    if prec == "fp32":
-                        ms = base if t == "dense" else e["sparse"]["ms_per_image"]
-                    else:
-                        ms = e["int8"]["dense" if t == "dense" else "sparse"]["ms_per_image"]
-                    r["ms_per_image"][B] = ms
-                    r["speedup"][B] = base / ms
-                    o = ort[B]
-                    if o is not None:
-                        r["speedup_vs_ort"][B] = o["batches"][str(B)]["median_ms_per_image"] / ms
+                    r["rounds"][B] = len(mss)
+                    r["ms_per_image"][B] = median(mss)
+                    r["speedup"][B] = median(sps)
+                    r["speedup_range"][B] = [min(sps), max(sps)]
+                    if ort[B] is not None:
+                        r["speedup_vs_ort"][B] = ort[B] / median(mss)
                 rows.append(r)
     return rows, batches, env
 
@@ -124,9 +142,17 @@ def table(rows, batches, env, a):
     print()
     print("- top-1 / top-5 on every image of imagenet-val-1000 (% of 1000; one image is 0.1 point); Δ against the "
           "same model's FP32 dense top-1.")
+    nr = max([max(r["rounds"].values()) for r in rows if r.get("rounds")] or [0])
     print("- speedup: end to end over lpvit's FP32 dense model, both timed in one `lpvit bench --precision int8` "
-          "process (medians); vs ORT FP32: ONNX Runtime (npm onnxruntime-node, CPU EP, same threads) on the dense "
-          "FP32 weights, timed in its own process right after, median ms per image over the point's.")
+          "process (medians of its passes), the median of %d rounds of that; vs ORT FP32: ONNX Runtime (npm "
+          "onnxruntime-node, CPU EP, same threads) on the dense FP32 weights, timed in its own process in each "
+          "round, its median ms per image over the point's; ms/img: medians over the rounds." % nr)
+    for B in batches:
+        spread = [(r["speedup_range"][B][1] / r["speedup_range"][B][0], r) for r in rows if B in r.get("speedup_range", {})]
+        if spread and nr > 1:
+            w, r = max(spread, key=lambda v: v[0])
+            print("- batch %d: the widest spread between rounds is %s %s %s, %.2fx-%.2fx (every round's speedups are in "
+                  "pareto.json)" % (B, r["model"], r["point"], r["precision"], r["speedup_range"][B][0], r["speedup_range"][B][1]))
     print("- prune + quantize s: the sweep's wall time for that point, plus `lpvit quantize` for int8. The sweep "
           "shares work between targets (last column): a step whose statistics another target computed reads them "
           "from the cache, and a target whose first steps are another's resumes from its checkpoint, so a point "
@@ -141,9 +167,9 @@ def table(rows, batches, env, a):
         print("- command: %s" % a.command)
 
 
-def svg(rows, batches, path):
-    """top-1 against speedup over lpvit FP32 dense at the largest batch: a polyline per model and precision."""
-    B = max(batches)
+def svg(rows, B, path):
+    """top-1 against speedup over lpvit FP32 dense at batch B: a polyline per model and precision, through its
+    points in pruning order (dense, then the targets)."""
     pts = [(r, r["speedup"].get(B)) for r in rows if r["speedup"].get(B)]
     if not pts:
         return
@@ -176,7 +202,7 @@ def svg(rows, batches, path):
             series.append(k)
     for n, k in enumerate(series):
         col = colors[n % len(colors)]
-        sp = sorted([(s, r) for r, s in pts if (r["model"], r["precision"]) == k], key=lambda v: v[0])
+        sp = [(s, r) for r, s in pts if (r["model"], r["precision"]) == k]
         dash = ' stroke-dasharray="5,3"' if k[1] == "int8" else ""
         out.append('<polyline fill="none" stroke="%s" stroke-width="1.5"%s points="%s"/>' % (
             col, dash, " ".join("%.1f,%.1f" % (X(s), Y(r["top1"])) for s, r in sp)))
@@ -200,6 +226,8 @@ def main():
     p.add_argument("--models", required=True)
     p.add_argument("--targets", required=True)
     p.add_argument("--batches", default="1 8")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--plot-batch", type=int, default=0, help="the batch pareto.svg plots (default: the first)")
     p.add_argument("--command", default="")
     a = p.parse_args()
     a.int8_kernel = None
@@ -209,7 +237,7 @@ def main():
     with open(tmp, "w") as f:
         json.dump({"rows": rows, "environment": env, "command": a.command}, f, indent=1)
     os.replace(tmp, os.path.join(a.dir, "pareto.json"))
-    svg(rows, batches, os.path.join(a.dir, "pareto.svg"))
+    svg(rows, a.plot_batch or batches[0], os.path.join(a.dir, "pareto.svg"))
 
 
 if __name__ == "__main__":

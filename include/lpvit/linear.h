@@ -32,6 +32,7 @@ typedef struct lpv_linear {
     const float *codebook; /* (codebook_k) the levels every weight is one of (codebook.h), or NULL; saving
                             * writes codes only when every weight still is one of them */
     int codebook_k;
+    const float *codebook_scale; /* (out) with a codebook: weight = codebook_scale[row] * level, or NULL (= 1) */
 } lpv_linear;
 
 /* Y = epi(W X + b), X (in, T) with row stride ldx, Y (out, T) with row stride ldy.

@@ -23,7 +23,7 @@ static char *quant_meta(lpv_model *m, const lpv_preproc *pp, int K) {
     lpv_err e;
     const char *sha = lpv_model_hash(m, &e);
     cJSON *j = cJSON_CreateObject(), *src = cJSON_AddObjectToObject(j, "source_model");
-    cJSON_AddStringToObject(j, "format", K ? "lpvit-codebook-v1" : "lpvit-int8-v1");
+    cJSON_AddStringToObject(j, "format", K ? "lpvit-codebook-v2" : "lpvit-int8-v1");
     cJSON_AddStringToObject(src, "path", m->path);
     cJSON_AddStringToObject(src, "sha256", sha ? sha : "");
     cJSON_AddStringToObject(src, "arch", m->arch);
@@ -43,7 +43,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--model", OPT_MODEL, &ma.model, "M", "model to quantize: preset, .safetensors (dense or pruned) or HF folder", 0, 0, NULL},
         {"--weights", OPT_IN, &ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
         {"--out", OPT_OUT, &out, "FILE", "output .safetensors (required; never the input)", 0, 0, NULL},
-        {"--codebook", OPT_INT, &K, "K", "instead of int8: each block linear's weights on K levels shared by its channels (1-D k-means), stored as uint8 codes + the K levels and decoded to FP32 when loaded (K <= 256)", 1, 256, NULL},
+        {"--codebook", OPT_INT, &K, "K", "instead of int8: each block linear's weights on K levels shared by its channels, times a scale per row (1-D k-means on w / the row's max |w|), stored as uint8 codes + the K levels + the row scales and decoded to FP32 when loaded (K <= 256)", 1, 256, NULL},
         {"--crop-pct", OPT_DOUBLE, &ma.crop_pct, "F", "preprocessing to record: override the preset's crop_pct", 0.05, 4, NULL},
         {"--interp", OPT_STR, &ma.interp, "I", "preprocessing to record: bicubic or bilinear", 0, 0, NULL},
         {"--mean", OPT_FLOAT3, ma.mean, "a,b,c", "preprocessing to record: normalization mean", 0, 0, &ma.mean_set},

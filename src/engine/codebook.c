@@ -146,24 +146,35 @@ static int block_kind(lpv_layer_kind k) {
 }
 
 /* The in-range values of L's weights (dense: all of w; BSR: the kept blocks without their edge padding), as
-   pointers into the layer, so they can be read and then overwritten. */
-static float **weight_slots(const lpv_linear *L, int64_t *n) {
+   pointers into the layer, so they can be read and then overwritten, and each one's output row (row[k]). */
+static float **weight_slots(const lpv_linear *L, int64_t *n, int32_t **row) {
     const lpv_bsr *b = L->bsr;
     int64_t cap = b ? (int64_t)b->nnzb * b->R * b->C : (int64_t)L->out * L->in;
     float **p = malloc(sizeof(float *) * (size_t)(cap + 1));
-    if (!p) return NULL;
+    int32_t *rw = malloc(sizeof(int32_t) * (size_t)(cap + 1));
+    if (!p || !rw) {
+        free(p), free(rw);
+        return NULL;
+    }
     int64_t k = 0;
     if (!b) {
-        for (int64_t i = 0; i < cap; i++) p[k++] = L->w + i;
+        for (int64_t i = 0; i < cap; i++) rw[k] = (int32_t)(i / L->in), p[k++] = L->w + i;
     } else {
         for (int i = 0; i < b->nbr; i++)
             for (int32_t j = b->row_ptr[i]; j < b->row_ptr[i + 1]; j++)
                 for (int r = 0; r < b->R && i * b->R + r < b->rows; r++)
                     for (int c = 0; c < b->C && b->col_idx[j] * b->C + c < b->cols; c++)
-                        p[k++] = b->values + (int64_t)j * b->R * b->C + r * b->C + c;
+                        rw[k] = i * b->R + r, p[k++] = b->values + (int64_t)j * b->R * b->C + r * b->C + c;
     }
-    *n = k;
+    *n = k, *row = rw;
     return p;
+}
+
+/* Per output row, the largest |w| among the n slotted weights (1 for a row with none or only zeros). */
+static void row_scales(float *const *slot, const int32_t *row, int64_t n, int rows, float *s) {
+    for (int r = 0; r < rows; r++) s[r] = 0.0f;
+    for (int64_t i = 0; i < n; i++) s[row[i]] = fmaxf(s[row[i]], fabsf(*slot[i]));
+    for (int r = 0; r < rows; r++) s[r] = s[r] > 0.0f ? s[r] : 1.0f;
 }
 
 static lpv_status quantize_layer(lpv_model *m, const lpv_layer_ref *ref, int K, lpv_err *err) {
@@ -172,22 +183,27 @@ static lpv_status quantize_layer(lpv_model *m, const lpv_layer_ref *ref, int K, 
         return lpv_fail(err, LPV_E_ARG, "'%s' is int8: a codebook replaces FP32 weights (quantize the FP32 model)",
                         ref->name);
     int64_t n = 0;
-    float **slot = weight_slots(L, &n);
+    int32_t *row = NULL;
+    float **slot = weight_slots(L, &n, &row);
     float *x = slot ? malloc(sizeof(float) * (size_t)(n + 1)) : NULL;
     float *lv = lpv_arena_alloc(&m->arena, sizeof(float) * LPV_CODEBOOK_MAX);
-    lpv_status st = (!slot || !x || !lv) ? lpv_fail(err, LPV_E_OOM, "out of memory quantizing '%s'", ref->name) : LPV_OK;
-    for (int64_t i = 0; st == LPV_OK && i < n; i++) x[i] = *slot[i];
+    float *sc = lpv_arena_alloc(&m->arena, sizeof(float) * (size_t)L->out);
+    lpv_status st = (!slot || !x || !lv || !sc) ? lpv_fail(err, LPV_E_OOM, "out of memory quantizing '%s'", ref->name)
+                                                : LPV_OK;
+    /* the levels are fitted to w / (max |w| of its row): rows of different ranges share them */
+    if (st == LPV_OK) row_scales(slot, row, n, L->out, sc);
+    for (int64_t i = 0; st == LPV_OK && i < n; i++) x[i] = *slot[i] / sc[row[i]];
     int k = 0;
     if (st == LPV_OK) st = lpv_kmeans1d(x, n, K, 100, lv, &k, err);
     if (st == LPV_OK) {
-        for (int64_t i = 0; i < n; i++) *slot[i] = lv[lpv_codebook_nearest(lv, k, x[i])];
-        L->codebook = lv, L->codebook_k = k;
+        for (int64_t i = 0; i < n; i++) *slot[i] = sc[row[i]] * lv[lpv_codebook_nearest(lv, k, x[i])];
+        L->codebook = lv, L->codebook_k = k, L->codebook_scale = sc;
         if (L->bsr) lpv__bsr_repack(L->bsr); /* the kernel's copy of the values */
         L->blocked = NULL; /* a pack of the old weights (its memory stays in the arena until the model is freed) */
     } else {
         lpv_wrap(err, st, "'%s'", ref->name);
     }
-    free(x), free(slot);
+    free(x), free(slot), free(row);
     return st;
 }
 
@@ -241,11 +257,49 @@ static lpv_status read_levels(const lpv_st_file *f, const char *wname, unsigned 
     return LPV_OK;
 }
 
+/* The optional per-row scales of wname's codebook, checked, into the model's arena (L->codebook_scale). */
+static lpv_status read_scales(lpv_model *m, lpv_linear *L, const lpv_st_file *f, const char *wname, unsigned char *used,
+                              lpv_err *err) {
+    char nm[LPV_ST_MAX_NAME + 40], sb[96];
+    snprintf(nm, sizeof nm, "%s_codebook_scale", wname);
+    const lpv_st_tensor *t = lpv_st_find(f, nm);
+    L->codebook_scale = NULL;
+    if (!t) return LPV_OK;
+    if (used) used[t - f->t] = 1;
+    if (t->ndim != 1 || t->shape[0] != L->out)
+        return lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected [%d] (one scale per output row)",
+                        f->path, nm, lpv_shape_str(sb, sizeof sb, t->ndim, t->shape), L->out);
+    if (t->dtype != LPV_DT_F32)
+        return lpv_fail(err, LPV_E_FORMAT, "'%s': tensor '%s' has dtype %s, expected F32", f->path, nm,
+                        lpv_dtype_name(t->dtype));
+    float *sc = lpv_arena_alloc(&m->arena, sizeof(float) * (size_t)L->out);
+    if (!sc) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    LPV_TRY(lpv_st_read_f32(f, t, sc, err));
+    for (int r = 0; r < L->out; r++)
+        if (!(isfinite(sc[r]) && sc[r] > 0.0f))
+            return lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' row %d is %g, expected finite and > 0", f->path, nm, r,
+                            (double)sc[r]);
+    L->codebook_scale = sc;
+    return LPV_OK;
+}
+
+void lpv__cb_scale_bsr(const lpv_linear *L, lpv_bsr *b) {
+    if (!L->codebook_scale) return;
+    for (int i = 0; i < b->nbr; i++)
+        for (int32_t j = b->row_ptr[i]; j < b->row_ptr[i + 1]; j++)
+            for (int r = 0; r < b->R && i * b->R + r < b->rows; r++) {
+                float s = L->codebook_scale[i * b->R + r], *v = b->values + (int64_t)j * b->R * b->C + (int64_t)r * b->C;
+                for (int c = 0; c < b->C; c++) v[c] = s * v[c];
+            }
+    lpv__bsr_repack(b);
+}
+
 lpv_status lpv__cb_decode(lpv_model *m, lpv_linear *L, const lpv_st_file *f, const char *wname,
                           const lpv_st_tensor *codes, float *dst, unsigned char *used, lpv_err *err) {
     float lv[LPV_CODEBOOK_MAX];
     int k = 0;
     LPV_TRY(read_levels(f, wname, used, lv, &k, err));
+    LPV_TRY(read_scales(m, L, f, wname, used, err));
     const uint8_t *c = codes->data;
     for (uint64_t i = 0; i < codes->nelem; i++) {
         if (c[i] >= k)
@@ -257,7 +311,39 @@ lpv_status lpv__cb_decode(lpv_model *m, lpv_linear *L, const lpv_st_file *f, con
     if (!keep) return lpv_fail(err, LPV_E_OOM, "out of memory");
     memcpy(keep, lv, sizeof(float) * (size_t)k);
     L->codebook = keep, L->codebook_k = k;
+    if (L->codebook_scale && codes->ndim == 2) /* dense (out, in); BSR values are scaled by lpv__cb_scale_bsr */
+        for (uint64_t i = 0; i < codes->nelem; i++) dst[i] = L->codebook_scale[i / (uint64_t)L->in] * dst[i];
     return LPV_OK;
+}
+
+/* codes of v (n values: dense (out, in), or BSR values without edge padding) on L's levels and row scales;
+ * returns how many values are not scale * level exactly (their code is the nearest's). */
+static int64_t encode_rows(const lpv_linear *L, const float *v, int64_t n, uint8_t *codes) {
+    const lpv_bsr *b = L->bsr;
+    const float *sc = L->codebook_scale;
+    int64_t off = 0, i = 0;
+    int per_row = b ? b->C : L->in;
+    for (int64_t blk = 0; i < n; blk++) {
+        int row0 = 0;
+        if (b) { /* block blk's block row */
+            int lo = 0, hi = b->nbr - 1;
+            while (lo < hi) {
+                int mid = (lo + hi + 1) / 2;
+                if (b->row_ptr[mid] <= blk) lo = mid;
+                else hi = mid - 1;
+            }
+            row0 = lo * b->R;
+        }
+        int nr = b ? b->R : L->out;
+        for (int r = 0; r < nr && i < n; r++)
+            for (int c = 0; c < per_row; c++, i++) {
+                float s = sc ? sc[row0 + r] : 1.0f;
+                int q = lpv_codebook_nearest(L->codebook, L->codebook_k, v[i] / s);
+                codes[i] = (uint8_t)q;
+                off += s * L->codebook[q] != v[i];
+            }
+    }
+    return off;
 }
 
 lpv_status lpv__cb_save(lpv_st_writer *w, const char *wname, const lpv_linear *L, int ndim, const int64_t *shape,
@@ -271,7 +357,7 @@ lpv_status lpv__cb_save(lpv_st_writer *w, const char *wname, const lpv_linear *L
     if (!codes) return lpv_fail(err, LPV_E_OOM, "out of memory writing '%s'", wname);
     *tmp = codes;
     /* the weights changed since the codebook was fitted (a later refit or import): FP32 keeps them exact */
-    int64_t off = lpv_codebook_encode(L->codebook, L->codebook_k, v, n, codes);
+    int64_t off = encode_rows(L, v, n, codes);
     if (off > 0) {
         lpv_warn("'%s': %lld weights are not on its codebook any more: written in FP32", wname, (long long)off);
         return LPV_OK;
@@ -289,6 +375,10 @@ lpv_status lpv__cb_save(lpv_st_writer *w, const char *wname, const lpv_linear *L
     }
     codebook_name(nm, sizeof nm, wname);
     LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_F32, 1, (int64_t[]){L->codebook_k}, L->codebook, err));
+    if (L->codebook_scale) {
+        snprintf(nm, sizeof nm, "%s_codebook_scale", wname);
+        LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_F32, 1, (int64_t[]){L->out}, L->codebook_scale, err));
+    }
     *written = 1;
     return LPV_OK;
 }

@@ -346,20 +346,20 @@ static lpv_status alloc_weights(lpv_model *m, lpv_err *err) {
     m->cls = alloc_f(m, D);
     m->dist = c->n_prefix == 2 ? alloc_f(m, D) : NULL;
     m->pos = alloc_f(m, (int64_t)c->n_tokens * D);
-    m->patch = (lpv_linear){(int)D, (int)K, alloc_f(m, D * K), alloc_f(m, D), NULL, NULL, {0, 0, 0}, NULL, 0};
+    m->patch = (lpv_linear){(int)D, (int)K, alloc_f(m, D * K), alloc_f(m, D), NULL, NULL, {0, 0, 0}, NULL, 0, NULL};
     m->norm_w = alloc_f(m, D);
     m->norm_b = alloc_f(m, D);
-    m->head = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}, NULL, 0};
+    m->head = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}, NULL, 0, NULL};
     if (c->n_outputs == 2)
-        m->head_dist = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}, NULL, 0};
+        m->head_dist = (lpv_linear){c->classes, (int)D, alloc_f(m, c->classes * D), alloc_f(m, c->classes), NULL, NULL, {0, 0, 0}, NULL, 0, NULL};
     if (!m->blocks || !m->cls || !m->pos || !m->patch.w || !m->head.w) goto oom;
     for (int l = 0; l < c->depth; l++) {
         lpv_block *b = &m->blocks[l];
         b->ln1_w = alloc_f(m, D), b->ln1_b = alloc_f(m, D), b->ln2_w = alloc_f(m, D), b->ln2_b = alloc_f(m, D);
-        b->qkv = (lpv_linear){(int)(3 * D), (int)D, alloc_f(m, 3 * D * D), alloc_f(m, 3 * D), NULL, NULL, {0, 0, 0}, NULL, 0};
-        b->proj = (lpv_linear){(int)D, (int)D, alloc_f(m, D * D), alloc_f(m, D), NULL, NULL, {0, 0, 0}, NULL, 0};
-        b->fc1 = (lpv_linear){(int)F, (int)D, alloc_f(m, F * D), alloc_f(m, F), NULL, NULL, {0, 0, 0}, NULL, 0};
-        b->fc2 = (lpv_linear){(int)D, (int)F, alloc_f(m, D * F), alloc_f(m, D), NULL, NULL, {0, 0, 0}, NULL, 0};
+        b->qkv = (lpv_linear){(int)(3 * D), (int)D, alloc_f(m, 3 * D * D), alloc_f(m, 3 * D), NULL, NULL, {0, 0, 0}, NULL, 0, NULL};
+        b->proj = (lpv_linear){(int)D, (int)D, alloc_f(m, D * D), alloc_f(m, D), NULL, NULL, {0, 0, 0}, NULL, 0, NULL};
+        b->fc1 = (lpv_linear){(int)F, (int)D, alloc_f(m, F * D), alloc_f(m, F), NULL, NULL, {0, 0, 0}, NULL, 0, NULL};
+        b->fc2 = (lpv_linear){(int)D, (int)F, alloc_f(m, D * F), alloc_f(m, D), NULL, NULL, {0, 0, 0}, NULL, 0, NULL};
         if (!b->ln2_b || !b->qkv.b || !b->proj.b || !b->fc1.b || !b->fc2.b) goto oom;
     }
     return LPV_OK;
@@ -515,6 +515,7 @@ static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan
     free(cols);
     free(rows);
     if (!st && q8) st = lpv__q8_set_bsr(m, b, (const int8_t *)v->data, f, it->name, used, err);
+    if (!st && cb) lpv__cb_scale_bsr(L, b);
     if (st) return st;
     L->bsr = b;
     L->w = NULL; /* the dense weight is never materialized for a pruned layer */
@@ -795,7 +796,7 @@ lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err) {
         }
         lpv_bsr *b = L->bsr ? L->bsr : L->blocked;
         LPV_TRY(lpv_bsr_set_int8(b, NULL, NULL, &m->arena, refs[i].name, err));
-        L->codebook = NULL, L->codebook_k = 0; /* int8 weights replace the levels */
+        L->codebook = NULL, L->codebook_k = 0, L->codebook_scale = NULL; /* int8 weights replace the levels */
         if (L->w) lpv_bsr_to_dense(b, L->w); /* the dense copy holds the dequantized weights too */
         if (!(L->qx.scale > 0)) L->qx.per_token = 1;
     }
@@ -1094,7 +1095,8 @@ lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_o
     if (st == LPV_OK && !dm && lpv_model_has_codebook(m))
         st = lpv_st_writer_meta(&w, "lpvit.quant",
                                 "{\"weights\": \"block linears: one codebook of up to 256 levels per layer shared by its "
-                                "channels (1-D k-means), one uint8 code per weight (U8 tensors + .weight_codebook)\", "
+                                "channels (1-D k-means), one uint8 code per weight, times its row's scale (U8 tensors + "
+                                ".weight_codebook + .weight_codebook_scale)\", "
                                 "\"inputs\": \"float32\"}",
                                 err);
     for (int i = 0; o && i < o->n_meta && st == LPV_OK; i++)

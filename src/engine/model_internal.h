@@ -26,9 +26,13 @@ lpv_status lpv__q8_save(lpv_st_writer *w, const char *wname, const lpv_linear *L
 
 /* codebook.c. A U8 weight tensor `codes` (dense or BSR values) of wname: its levels from wname's .weight_codebook,
  * checked (1..256 finite, strictly increasing; every code below their count), decoded into dst (codes->nelem)
- * and kept in L->codebook (m's arena). */
+ * and kept in L->codebook (m's arena); the optional per-row scales (.weight_codebook_scale, [out], finite > 0)
+ * go to L->codebook_scale and multiply a dense layer's rows here (a BSR layer's: lpv__cb_scale_bsr). */
 lpv_status lpv__cb_decode(lpv_model *m, lpv_linear *L, const lpv_st_file *f, const char *wname,
                           const lpv_st_tensor *codes, float *dst, unsigned char *used, lpv_err *err);
+/* A BSR layer decoded from codes: multiplies each row of b's values by L->codebook_scale (when the file had them)
+ * and repacks b. */
+void lpv__cb_scale_bsr(const lpv_linear *L, struct lpv_bsr *b);
 /* Fails when wname has a .weight_codebook but its weight is not U8 codes. */
 lpv_status lpv__cb_check_absent(const lpv_st_file *f, const char *wname, lpv_err *err);
 /* Adds L's codes (the shape of its FP32 tensor: (out, in) dense, (nnzb, R, C) BSR values) and levels under

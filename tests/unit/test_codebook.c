@@ -137,6 +137,24 @@ static int distinct(const float *w, int64_t n) {
     return k;
 }
 
+/* How many of L's weights are not its row's scale times one of its levels (the row of a BSR value from the
+ * block row that holds it). */
+static int64_t off_levels(const lpv_linear *L) {
+    const lpv_bsr *b = L->bsr;
+    int64_t off = 0;
+    int nbr = b ? b->nbr : L->out, R = b ? b->R : 1, C = b ? b->C : L->in;
+    for (int i = 0; i < nbr; i++)
+        for (int32_t j = b ? b->row_ptr[i] : i; j < (b ? b->row_ptr[i + 1] : i + 1); j++)
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) {
+                    float v = (b ? b->values : L->w)[(int64_t)j * R * C + (int64_t)r * C + c];
+                    float sc = L->codebook_scale ? L->codebook_scale[i * R + r] : 1.0f;
+                    int q = lpv_codebook_nearest(L->codebook, L->codebook_k, v / sc);
+                    off += sc * L->codebook[q] != v;
+                }
+    return off;
+}
+
 static void roundtrip(const char *path, int pruned, int K) {
     lpv_model *m = test_random_model(64, 2, 2, 128, 32, 10, 0, 5);
     lpv_err err;
@@ -160,7 +178,9 @@ static void roundtrip(const char *path, int pruned, int K) {
         int d = distinct(w, nw);
         if (refs[i].lin->codebook) {
             ncb++;
-            CHECKF(d <= K && refs[i].lin->codebook_k <= K, "%s: %d distinct weights for K = %d", refs[i].name, d, K);
+            /* rows share the levels, each with its own scale: every weight is scale[row] * level */
+            CHECKF(refs[i].lin->codebook_k <= K && refs[i].lin->codebook_scale && off_levels(refs[i].lin) == 0,
+                   "%s: %lld weights off scale * level for K = %d", refs[i].name, (long long)off_levels(refs[i].lin), K);
         } else {
             CHECKF(d > K, "%s (not a block linear) was quantized", refs[i].name);
         }
@@ -174,6 +194,8 @@ static void roundtrip(const char *path, int pruned, int K) {
     const lpv_st_tensor *t = lpv_st_find(&f, wn), *cb = lpv_st_find(&f, "blocks.1.mlp.fc2.weight_codebook");
     CHECKF(t && t->dtype == LPV_DT_U8, "'%s' is not U8 codes", wn);
     CHECK(cb && cb->dtype == LPV_DT_F32 && cb->ndim == 1 && cb->shape[0] <= K);
+    const lpv_st_tensor *cs = lpv_st_find(&f, "blocks.1.mlp.fc2.weight_codebook_scale");
+    CHECK(cs && cs->dtype == LPV_DT_F32 && cs->ndim == 1 && cs->shape[0] == 64);
     CHECK(lpv_st_find(&f, "head.weight")->dtype == LPV_DT_F32 && lpv_st_meta(&f, "lpvit.quant"));
     lpv_st_close(&f);
     lpv_model *m2 = load(path);
@@ -261,6 +283,28 @@ static void bad_files(const char *good, const char *goodp, const char *fp32, con
     test_st_rewrite(fp32, bad, NULL, 0, 0, NULL, NULL, "blocks.0.attn.proj.weight_codebook", LPV_DT_F32, K, lv);
     test_expect_load_error(bad, "has a codebook ('blocks.0.attn.proj.weight_codebook') but its weight is not uint8 codes",
                  "stray codebook");
+    /* the per-row scales: wrong length, not F32, zero, negative, NaN, infinite */
+    const char *CS = "blocks.0.mlp.fc1.weight_codebook_scale";
+    static float sc[128];
+    for (int r = 0; r < 128; r++) sc[r] = 0.5f;
+    test_st_rewrite(good, bad, CS, LPV_DT_F32, 1, (int64_t[]){127}, sc, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.0.mlp.fc1.weight_codebook_scale' has shape [127], expected [128]", "short scales");
+    test_st_rewrite(good, bad, CS, LPV_DT_I32, 1, (int64_t[]){128}, sc, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "'blocks.0.mlp.fc1.weight_codebook_scale' has dtype I32, expected F32", "int scales");
+    const float badv[4] = {0.0f, -1.0f, NAN, INFINITY};
+    for (int k = 0; k < 4; k++) {
+        sc[7] = badv[k];
+        test_st_rewrite(good, bad, CS, LPV_DT_F32, 1, (int64_t[]){128}, sc, NULL, 0, 0, NULL);
+        test_expect_load_error(bad, "blocks.0.mlp.fc1.weight_codebook_scale", "bad scale");
+    }
+    /* a file of the first format (levels only, no scales) still loads: the weights are the levels */
+    test_st_rewrite(good, bad, CS, LPV_DT_F32, 0, NULL, NULL, NULL, 0, 0, NULL);
+    lpv_model *m = load(bad);
+    if (m) {
+        const lpv_linear *L = &m->blocks[0].fc1;
+        CHECK(!L->codebook_scale && L->codebook && off_levels(L) == 0 && m->blocks[0].qkv.codebook_scale);
+        lpv_model_free(m);
+    }
 }
 
 int main(void) {

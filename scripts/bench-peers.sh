@@ -32,7 +32,9 @@
 #          --quant int8 (adds the int8 peers: ONNX Runtime int8 on the same weights quantized by lpvit's rule,
 #          per-row int8 weights and DynamicQuantizeLinear inputs (what its quantize_dynamic writes; the ONNX
 #          from scripts/torch_deit.py onnx --quant int8, its logits checked against the same arithmetic in
-#          PyTorch), and lpvit's int8 dense and pruned models timed with --precision int8 beside FP32)
+#          PyTorch), and lpvit's int8 dense and pruned models timed with --precision int8 beside FP32),
+#          --precision bf16 (adds lpvit's BF16 dense and pruned models, `lpvit bench --precision bf16` in a run of
+#          its own each round; needs AVX512-BF16: on another CPU the script stops before any timing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -43,7 +45,7 @@ step() { echo "== $*" >&2; }
 
 orig_args=("$@")
 models=(); threads=$(nproc); batches="1 8"; reps=7; rounds=3; warmup=2; density=0.5; block=32x32
-seed=0; tol=1e-3; out=out/bench-peers; quick=0; install=1; max_busy=25; retries=; wait_idle=; isa=auto; quant=none
+seed=0; tol=1e-3; out=out/bench-peers; quick=0; install=1; max_busy=25; retries=; wait_idle=; isa=auto; quant=none; precision=fp32
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "$me: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,7 +56,7 @@ while [ $# -gt 0 ]; do
     --warmup) need "$@"; warmup=$2; shift 2 ;; --density) need "$@"; density=$2; shift 2 ;;
     --block) need "$@"; block=$2; shift 2 ;; --seed) need "$@"; seed=$2; shift 2 ;; --isa) need "$@"; isa=$2; shift 2 ;;
     --tol) need "$@"; tol=$2; shift 2 ;; --out) need "$@"; out=$2; shift 2 ;;
-    --quant) need "$@"; quant=$2; shift 2 ;;
+    --quant) need "$@"; quant=$2; shift 2 ;; --precision) need "$@"; precision=$2; shift 2 ;;
     --max-busy) need "$@"; max_busy=$2; shift 2 ;; --retries) need "$@"; retries=$2; shift 2 ;; --wait-idle) need "$@"; wait_idle=$2; shift 2 ;;
     --quick) quick=1; shift ;; --no-install) install=0; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -66,6 +68,7 @@ if [ "$quick" = 1 ]; then
   reps=3; rounds=1; warmup=2; wait_idle=${wait_idle:-30}; retries=${retries:-0}
 fi
 case "$quant" in none|int8) ;; *) echo "$me: --quant takes none or int8, got '$quant'" >&2; exit 2 ;; esac
+case "$precision" in fp32|bf16) ;; *) echo "$me: --precision takes fp32 or bf16, got '$precision'" >&2; exit 2 ;; esac
 for v in threads reps rounds; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "$me: --$v must be a positive integer, got '${!v}'" >&2; exit 2; }
 done
@@ -116,6 +119,11 @@ step "ONNX Runtime $pinned loads $(sed -n 's/.*"library": "\(.*\)".*/\1/p' "$out
 { read -r core; read -r core_src; read -r build_type; } < <(lpv_json "$out/lpvit_env.json" \
   environment.openblas_core environment.openblas_core_source environment.build) || die "$out/lpvit_env.json lacks the environment"
 [ "$build_type" = Release ] || echo "$me: warning: build/lpvit is a '$build_type' build; timings need Release" >&2
+if [ "$precision" = bf16 ]; then
+  "$L" bench --model deit_t --random-weights --batch 1 --reps 1 --warmup 0 --no-layers --threads "$threads" \
+    --precision bf16 --quiet >/dev/null 2>"$out/bf16_check.log" \
+    || die "--precision bf16: lpvit cannot run BF16 here: $(tail -1 "$out/bf16_check.log")"
+fi
 torch_env=()
 [ "$core_src" = lpvit ] && torch_env=(OPENBLAS_CORETYPE="$core")
 
@@ -242,6 +250,9 @@ run_one() { # runtime tag file batch round
     torch) env ${torch_env[@]+"${torch_env[@]}"} "$py" scripts/torch_deit.py bench --model "$f" --batch "$B" \
            --threads "$threads" --reps "$reps" --warmup "$warmup" --json "$j" \
            || die "PyTorch bench failed ($tag, batch $B)" ;;
+    lpvit16) "$L" bench --model "$f" --density "$density" --block "$block" --batch "$B" --threads "$threads" --isa "$isa" \
+           --precision bf16 --reps "$reps" --warmup "$warmup" --seed "$seed" --no-layers --json "$j" --quiet >/dev/null \
+           || die "lpvit bench --precision bf16 failed ($tag, batch $B)" ;;
     lpvit) "$L" bench --model "$f" --density "$density" --block "$block" --batch "$B" --threads "$threads" --isa "$isa" \
            $([ "$quant" = int8 ] && echo --precision int8) \
            --reps "$reps" --warmup "$warmup" --seed "$seed" --no-layers --json "$j" --quiet >/dev/null \
@@ -251,7 +262,7 @@ run_one() { # runtime tag file batch round
 # CPU ticks: the whole machine's (busy, all) from /proc/stat and this shell's waited-for children.
 sys_ticks() { local a; read -r -a a < <(head -1 /proc/stat); echo "$((a[1]+a[2]+a[3]+a[6]+a[7]+a[8])) $((a[1]+a[2]+a[3]+a[4]+a[5]+a[6]+a[7]+a[8]))"; }
 child_ticks() { local s f; s=$(</proc/$$/stat); s=${s##*) }; read -r -a f <<<"$s"; echo $((f[13] + f[14])); }
-rts=(ort torch lpvit); [ "$quant" = int8 ] && rts+=(ort8)
+rts=(ort torch lpvit); [ "$quant" = int8 ] && rts+=(ort8); [ "$precision" = bf16 ] && rts+=(lpvit16)
 : >"$out/runs/other_cpu.tsv"
 for i in "${!tags[@]}"; do
   for B in $batches; do

@@ -118,6 +118,11 @@ def cmd_table(a):
         elif rt == "ort":
             d.setdefault("ort", []).append(j["batches"][str(B)]["median_ms"])
             env["ort"] = j
+        elif rt == "lpvit16":
+            e = j["end_to_end"]
+            d.setdefault("bf16_dense", []).append(e["bf16"]["dense"]["median_ms"])
+            d.setdefault("bf16_pruned", []).append(e["bf16"]["sparse"]["median_ms"])
+            d.setdefault("bf16_fp32_dense", []).append(e["dense"]["median_ms"])
         elif rt == "ort8":
             d.setdefault("ort8", []).append(j["batches"][str(B)]["median_ms"])
         elif rt == "torch":
@@ -200,6 +205,31 @@ def cmd_table(a):
         print("ONNX Runtime int8: per-row int8 weights (lpvit's rule) and one dynamic uint8 scale per input tensor "
               "(DynamicQuantizeLinear, ORT's quantize_dynamic scheme); lpvit int8: the same weights, one uint8 scale per "
               "token. Their logits differ by the input scheme, so the check is against PyTorch running ORT's own arithmetic.")
+    if any(runs[k].get("bf16_dense") for k in order):
+        print()
+        print("BF16 (lpvit --precision bf16: block linears and attention's products in BF16 with FP32 sums; ONNX Runtime "
+              "has no BF16 path on x86 CPUs, so its FP32 is the peer):")
+        print()
+        print("| model | batch | ONNX Runtime FP32 | lpvit FP32 dense | lpvit BF16 dense | lpvit BF16 pruned %g%% | "
+              "BF16 dense / ORT | BF16 pruned / ORT | BF16 dense speedup over lpvit FP32 dense |" % (100 * a.density))
+        print("|---|---|---|---|---|---|---|---|---|")
+        for key in order:
+            m, B = key
+            d = runs[key]
+            ms = {k: (med(d[k]) if d.get(k) else None) for k in ("ort", "bf16_fp32_dense", "bf16_dense", "bf16_pruned")}
+            rat = lambda x, y: ("%.2f" % (x / y)) if x and y else "–"
+            print("| %s | %d | %s | %s | %s | %s | %s | %s | %sx |" % (
+                m, B, cell(ms["ort"], B), cell(ms["bf16_fp32_dense"], B), cell(ms["bf16_dense"], B),
+                cell(ms["bf16_pruned"], B), rat(ms["bf16_dense"], ms["ort"]), rat(ms["bf16_pruned"], ms["ort"]),
+                rat(ms["bf16_fp32_dense"], ms["bf16_dense"])))
+            r = summary["%s_b%d" % key]
+            r["ms_per_image"].update({k: (ms[k] / B if ms[k] else None) for k in ("bf16_dense", "bf16_pruned")})
+            r["rounds_ms_per_batch"].update({k: d.get(k) for k in ("bf16_dense", "bf16_pruned", "bf16_fp32_dense")})
+            r["lpvit_bf16_dense_over_ort"] = ms["bf16_dense"] / ms["ort"] if ms["bf16_dense"] and ms["ort"] else None
+            r["lpvit_bf16_pruned_over_ort"] = ms["bf16_pruned"] / ms["ort"] if ms["bf16_pruned"] and ms["ort"] else None
+        print()
+        print("lpvit FP32 dense in this table is the BF16 run's own (the same process times both); ratios below 1: "
+              "lpvit faster.")
     print()
     print("Cells: median ms per image · images per second (median over rounds of each round's median). "
           "Ratios are time ratios: below 1 means lpvit is faster than ONNX Runtime. "

@@ -99,7 +99,8 @@ for m in $models; do
       t0=$(now)
       $L quantize --model "$src" --out "$q" --quiet || die "lpvit quantize $src failed"
       t1=$(now)
-      echo "{\"quantize_s\": $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')}" >"$d/int8-$t.quantize.json"
+      echo "{\"quantize_s\": $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')}" >"$d/int8-$t.quantize.json.tmp" \
+        && mv "$d/int8-$t.quantize.json.tmp" "$d/int8-$t.quantize.json"
       $L eval --model "$q" --imagenet-dir "$data/imagenet-val-1000" ${limit[@]+"${limit[@]}"} --threads "$threads" \
         --json "$d/int8-$t.eval.json" --quiet >/dev/null || die "lpvit eval $q failed"
     fi
@@ -136,4 +137,7 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 "$py" scripts/pareto.py --dir "$out" --models "${names# }" --targets "$targets" --batches "$batches" --rounds "$rounds" \
-  --command "scripts/$me${orig_args[*]+ $(printf '%q ' "${orig_args[@]}")}" | tee "$out/pareto.md"
+  --command "scripts/$me${orig_args[*]+ $(printf '%q ' "${orig_args[@]}")}" >"$out/pareto.md.tmp" \
+  || die "scripts/pareto.py failed (does $out hold every target of --targets? a --rebench reuses the sweep's)"
+mv "$out/pareto.md.tmp" "$out/pareto.md"
+cat "$out/pareto.md"

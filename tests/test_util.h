@@ -37,6 +37,23 @@ static inline void test_logits(lpv_model *m, const float *x, int B, float *out) 
     lpv_workspace_free(&ws);
 }
 
+/* Every block linear (not the patch embedding, not the heads) of m made BSR with R x R blocks, block k of
+ * layer i kept unless (k * mul + i) % 3 == 0: about two thirds kept, a different pattern per layer and mul. */
+static inline void test_sparsify_pattern(lpv_model *m, int R, int mul) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    lpv_err err;
+    for (int i = 0; i < n; i++) {
+        lpv_linear *L = refs[i].lin;
+        if (refs[i].kind == LPV_LK_PATCH || refs[i].kind == LPV_LK_HEAD) continue;
+        int nb = (L->out / R) * (L->in / R);
+        uint8_t *mask = malloc((size_t)nb);
+        for (int k = 0; k < nb; k++) mask[k] = (k * mul + i) % 3 != 0;
+        CHECK_OK(lpv_model_sparsify(m, L, R, R, mask, refs[i].name, &err), &err);
+        free(mask);
+    }
+}
+
 /* Copies the safetensors file src to dst (metadata kept) with tensor `name` dropped (data NULL) or replaced by
  * (dt, ndim, shape, data), plus, when extra is set, a 1-D tensor `extra` of elen values of type edt. */
 static inline void test_st_rewrite(const char *src, const char *dst, const char *name, lpv_dtype dt, int ndim,

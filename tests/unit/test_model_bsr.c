@@ -195,26 +195,6 @@ static void test_bf16_save(void) {
     lpv_model_free(m), lpv_model_free(mb);
 }
 
-/* Rewrites the pruned file with one BSR tensor replaced by `data` of `shape`. */
-static void corrupt(const char *src, const char *dst, const char *name, lpv_dtype dt, int ndim, const int64_t *shape,
-                    const void *data, const char *drop) {
-    lpv_st_file f;
-    lpv_err err;
-    CHECK_OK(lpv_st_open(&f, src, &err), &err);
-    lpv_st_writer w;
-    lpv_st_writer_init(&w);
-    for (int i = 0; i < f.n; i++) {
-        const lpv_st_tensor *t = &f.t[i];
-        if (drop && strcmp(t->name, drop) == 0) continue;
-        if (name && strcmp(t->name, name) == 0) CHECK_OK(lpv_st_writer_add(&w, name, dt, ndim, shape, data, &err), &err);
-        else CHECK_OK(lpv_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &err), &err);
-    }
-    for (int i = 0; i < f.n_meta; i++) lpv_st_writer_meta(&w, f.meta[i].key, f.meta[i].value, &err);
-    CHECK_OK(lpv_st_write(&w, dst, &err), &err);
-    lpv_st_writer_free(&w);
-    lpv_st_close(&f);
-}
-
 static void test_corrupt_files(void) {
     lpv_model *m = tiny(4, 0);
     lpv_linear *L = &m->blocks[0].fc1; /* (128, 64) at 32x32: 4 x 2 blocks */
@@ -227,26 +207,26 @@ static void test_corrupt_files(void) {
     CHECK_OK(lpv_model_save(m, good, NULL, &err), &err);
     const char *rp = "blocks.0.mlp.fc1.weight.bsr_row_ptr", *cp = "blocks.0.mlp.fc1.weight.bsr_col_indices";
     int32_t rows_bad[5] = {0, 1, 3, 2, 4}; /* not monotone */
-    corrupt(good, bad, rp, LPV_DT_I32, 1, (int64_t[]){5}, rows_bad, NULL);
+    test_st_rewrite(good, bad, rp, LPV_DT_I32, 1, (int64_t[]){5}, rows_bad, NULL, 0, 0, NULL);
     test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "row_ptr not monotone");
     int32_t rows_short[4] = {0, 1, 3, 4};
-    corrupt(good, bad, rp, LPV_DT_I32, 1, (int64_t[]){4}, rows_short, NULL);
+    test_st_rewrite(good, bad, rp, LPV_DT_I32, 1, (int64_t[]){4}, rows_short, NULL, 0, 0, NULL);
     test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "row_ptr short");
     int32_t cols_oob[4] = {0, 0, 5, 0}; /* block column 5 of 2 */
-    corrupt(good, bad, cp, LPV_DT_I32, 1, (int64_t[]){4}, cols_oob, NULL);
+    test_st_rewrite(good, bad, cp, LPV_DT_I32, 1, (int64_t[]){4}, cols_oob, NULL, 0, 0, NULL);
     test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "column out of range");
     int32_t cols_dup[4] = {0, 0, 0, 0}; /* row 1 has blocks 0, 1 -> make it 0, 0 */
-    corrupt(good, bad, cp, LPV_DT_I32, 1, (int64_t[]){4}, cols_dup, NULL);
+    test_st_rewrite(good, bad, cp, LPV_DT_I32, 1, (int64_t[]){4}, cols_dup, NULL, 0, 0, NULL);
     test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "unsorted columns");
     static float vals[4 * 32 * 32];
-    corrupt(good, bad, "blocks.0.mlp.fc1.weight.bsr_values", LPV_DT_F32, 3, (int64_t[]){4, 24, 32}, vals, NULL);
+    test_st_rewrite(good, bad, "blocks.0.mlp.fc1.weight.bsr_values", LPV_DT_F32, 3, (int64_t[]){4, 24, 32}, vals, NULL, 0, 0, NULL);
     test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "block rows 24");
-    corrupt(good, bad, "blocks.0.mlp.fc1.weight.bsr_values", LPV_DT_F32, 3, (int64_t[]){3, 32, 32}, vals, NULL);
+    test_st_rewrite(good, bad, "blocks.0.mlp.fc1.weight.bsr_values", LPV_DT_F32, 3, (int64_t[]){3, 32, 32}, vals, NULL, 0, 0, NULL);
     test_expect_load_error(bad, "blocks.0.mlp.fc1.weight", "values count");
-    corrupt(good, bad, NULL, LPV_DT_F32, 0, NULL, NULL, cp);
+    test_st_rewrite(good, bad, cp, LPV_DT_F32, 0, NULL, NULL, NULL, 0, 0, NULL); /* dropped */
     test_expect_load_error(bad, "needs all of", "missing col indices");
     int64_t cols64[4] = {0, 0, 1, 0};
-    corrupt(good, bad, cp, LPV_DT_F32, 1, (int64_t[]){4}, cols64, NULL);
+    test_st_rewrite(good, bad, cp, LPV_DT_F32, 1, (int64_t[]){4}, cols64, NULL, 0, 0, NULL);
     test_expect_load_error(bad, "expected I32", "float indices");
     lpv_model_free(m);
 }

@@ -77,19 +77,7 @@ static void roundtrip(const char *path, int pruned, int per_tensor) {
     lpv_model *m;
     lpv_err err;
     CHECK_OK(lpv_model_random(&m, &c, 11, &err), &err);
-    if (pruned) { /* every block linear 16 x 16 blocks, every other one dropped */
-        lpv_layer_ref refs[LPV_MAX_LAYERS];
-        int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
-        for (int i = 0; i < n; i++) {
-            lpv_linear *L = refs[i].lin;
-            if (refs[i].kind == LPV_LK_PATCH || refs[i].kind == LPV_LK_HEAD) continue;
-            int nb = (L->out / 16) * (L->in / 16);
-            uint8_t *mask = malloc(nb);
-            for (int k = 0; k < nb; k++) mask[k] = (k * 7 + i) % 3 != 0;
-            CHECK_OK(lpv_model_sparsify(m, L, 16, 16, mask, refs[i].name, &err), &err);
-            free(mask);
-        }
-    }
+    if (pruned) test_sparsify_pattern(m, 16, 7); /* every block linear 16 x 16 blocks, a third dropped */
     CHECK_OK(lpv_model_quantize_int8(m, 32, 32, &err), &err);
     if (per_tensor) m->blocks[1].fc2.qx = (lpv_qact){0, 0.02f, 9};
     CHECK(lpv_model_has_int8(m));

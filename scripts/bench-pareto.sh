@@ -44,16 +44,17 @@ done
 [[ $val =~ ^[0-9]+$ ]] || { echo "$me: --val-limit must be an integer, got '$val'" >&2; exit 2; }
 for b in $batches; do [[ $b =~ ^[1-9][0-9]*$ ]] || { echo "$me: bad batch '$b' in --batches" >&2; exit 2; }; done
 for t in $targets; do [[ $t =~ ^0?\.[0-9]+$ ]] || { echo "$me: bad target '$t' in --targets (a FLOPs fraction, e.g. 0.7)" >&2; exit 2; }; done
-names=""
+[ -n "$data" ] || data=$(lpv_data_dir) || exit 2
+names=(); files=() # --models as parallel lists: the table's name, the weights file
 for m in $models; do
   case "$m" in
-    vit_tiny|deit_tiny) names="$names $m" ;;
+    vit_tiny) names+=("$m"); files+=("$data/vit_tiny_patch16_224.safetensors") ;;
+    deit_tiny) names+=("$m"); files+=("$data/deit_tiny_patch16_224.ln-rounded.safetensors") ;;
     *=*) [[ ${m%%=*} =~ ^[A-Za-z0-9_.-]+$ ]] || { echo "$me: bad name in --models entry '$m'" >&2; exit 2; }
-         names="$names ${m%%=*}" ;;
+         names+=("${m%%=*}"); files+=("${m#*=}") ;;
     *) echo "$me: unknown --models entry '$m' (vit_tiny, deit_tiny or NAME=FILE)" >&2; exit 2 ;;
   esac
 done
-[ -n "$data" ] || data=$(lpv_data_dir) || exit 2
 py=$(lpv_python numpy) || die "no python3 with numpy (scripts/install-deps.sh)"
 if [ -n "${LPVIT:-}" ]; then
   L=$LPVIT; [ -x "$L" ] || die "LPVIT='$L' is not an executable"
@@ -72,12 +73,8 @@ mkdir -p "$out"
 step() { echo "== $*" >&2; }
 now() { date +%s.%N; }
 
-for m in $models; do
-  case "$m" in
-    vit_tiny) f=$data/vit_tiny_patch16_224.safetensors ;;
-    deit_tiny) f=$data/deit_tiny_patch16_224.ln-rounded.safetensors ;;
-    *) f=${m#*=}; m=${m%%=*} ;;
-  esac
+for k in "${!names[@]}"; do
+  m=${names[$k]}; f=${files[$k]}
   [ -f "$f" ] || die "'$f' not found"
   d=$out/$m; mkdir -p "$d"
   # 1. prune to every target in one sweep (statistics shared), FP32 top-1 and prune wall time per point
@@ -116,10 +113,8 @@ done
 # rounds go over every model and point in turn, so a busy spell of the machine hits one round of each, not all
 rm -f "$out"/*/bench-*.json "$out"/*/ort-b*.json
 for ((r = 1; r <= rounds; r++)); do
-  for m in $models; do
-    m=${m%%=*}; d=$out/$m
-    case "$m" in vit_tiny) f=$data/vit_tiny_patch16_224.safetensors ;; deit_tiny) f=$data/deit_tiny_patch16_224.ln-rounded.safetensors ;; esac
-    for e in $models; do [ "${e%%=*}" = "$m" ] && [ "$e" != "$m" ] && f=${e#*=}; done
+  for k in "${!names[@]}"; do
+    m=${names[$k]}; f=${files[$k]}; d=$out/$m
     for B in $batches; do
       for t in dense $targets; do
         step "round $r/$rounds: $m $t batch $B: lpvit bench --precision int8"
@@ -136,7 +131,7 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
-"$py" scripts/pareto.py --dir "$out" --models "${names# }" --targets "$targets" --batches "$batches" --rounds "$rounds" \
+"$py" scripts/pareto.py --dir "$out" --models "${names[*]}" --targets "$targets" --batches "$batches" --rounds "$rounds" \
   --command "scripts/$me${orig_args[*]+ $(printf '%q ' "${orig_args[@]}")}" >"$out/pareto.md.tmp" \
   || die "scripts/pareto.py failed (does $out hold every target of --targets? a --rebench reuses the sweep's)"
 mv "$out/pareto.md.tmp" "$out/pareto.md"

@@ -255,24 +255,24 @@ def cmd_bench(a):
         print(s)
 
 
-def cmd_logits(a):
-    torch.set_num_threads(a.threads)
+def load_variant(a):
+    """The model of --model, cut to --depth blocks and with --quant applied (logits and onnx)."""
     m = load(a.model)
     if a.depth:
         m.blocks = m.blocks[:a.depth]
-    if a.quant == "int8":
-        to_int8(m)
+    return to_int8(m) if a.quant == "int8" else m
+
+
+def cmd_logits(a):
+    torch.set_num_threads(a.threads)
+    m = load_variant(a)
     x = torch.from_numpy(read_safetensors(a.input)["input"])
     with torch.no_grad():
         np.save(a.out, m(x).numpy())
 
 
 def cmd_onnx(a):
-    m = load(a.model)
-    if a.depth:
-        m.blocks = m.blocks[:a.depth]
-    if a.quant == "int8":
-        to_int8(m)
+    m = load_variant(a)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     tmp = a.out + ".tmp.onnx"
     with torch.no_grad():

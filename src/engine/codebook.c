@@ -316,33 +316,23 @@ lpv_status lpv__cb_decode(lpv_model *m, lpv_linear *L, const lpv_st_file *f, con
     return LPV_OK;
 }
 
-/* codes of v (n values: dense (out, in), or BSR values without edge padding) on L's levels and row scales;
- * returns how many values are not scale * level exactly (their code is the nearest's). */
-static int64_t encode_rows(const lpv_linear *L, const float *v, int64_t n, uint8_t *codes) {
+/* codes of v (L's dense (out, in) weights, or its BSR values, which have no edge padding here) on L's levels and
+ * row scales; returns how many values are not scale * level exactly (their code is the nearest's). */
+static int64_t encode_rows(const lpv_linear *L, const float *v, uint8_t *codes) {
     const lpv_bsr *b = L->bsr;
-    const float *sc = L->codebook_scale;
-    int64_t off = 0, i = 0;
-    int per_row = b ? b->C : L->in;
-    for (int64_t blk = 0; i < n; blk++) {
-        int row0 = 0;
-        if (b) { /* block blk's block row */
-            int lo = 0, hi = b->nbr - 1;
-            while (lo < hi) {
-                int mid = (lo + hi + 1) / 2;
-                if (b->row_ptr[mid] <= blk) lo = mid;
-                else hi = mid - 1;
+    int nbr = b ? b->nbr : L->out, R = b ? b->R : 1, C = b ? b->C : L->in;
+    int64_t off = 0;
+    for (int i = 0; i < nbr; i++) /* dense: one "block" of one row per row */
+        for (int32_t j = b ? b->row_ptr[i] : i; j < (b ? b->row_ptr[i + 1] : i + 1); j++)
+            for (int r = 0; r < R; r++) {
+                float s = L->codebook_scale ? L->codebook_scale[i * R + r] : 1.0f;
+                int64_t at = (int64_t)j * R * C + (int64_t)r * C;
+                for (int c = 0; c < C; c++) {
+                    int q = lpv_codebook_nearest(L->codebook, L->codebook_k, v[at + c] / s);
+                    codes[at + c] = (uint8_t)q;
+                    off += s * L->codebook[q] != v[at + c];
+                }
             }
-            row0 = lo * b->R;
-        }
-        int nr = b ? b->R : L->out;
-        for (int r = 0; r < nr && i < n; r++)
-            for (int c = 0; c < per_row; c++, i++) {
-                float s = sc ? sc[row0 + r] : 1.0f;
-                int q = lpv_codebook_nearest(L->codebook, L->codebook_k, v[i] / s);
-                codes[i] = (uint8_t)q;
-                off += s * L->codebook[q] != v[i];
-            }
-    }
     return off;
 }
 
@@ -357,7 +347,7 @@ lpv_status lpv__cb_save(lpv_st_writer *w, const char *wname, const lpv_linear *L
     if (!codes) return lpv_fail(err, LPV_E_OOM, "out of memory writing '%s'", wname);
     *tmp = codes;
     /* the weights changed since the codebook was fitted (a later refit or import): FP32 keeps them exact */
-    int64_t off = encode_rows(L, v, n, codes);
+    int64_t off = encode_rows(L, v, codes);
     if (off > 0) {
         lpv_warn("'%s': %lld weights are not on its codebook any more: written in FP32", wname, (long long)off);
         return LPV_OK;

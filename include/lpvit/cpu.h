@@ -76,6 +76,10 @@ int lpv_team_size(void);
 
 /* Call first thing in main(); may execv() the program. Returns normally otherwise. */
 void lpv_blas_reexec(int argc, char **argv);
+/* The OPENBLAS_CORETYPE lpv_blas_reexec sets for a CPU whose best ISA is `best` (with or without AVX512-BF16)
+ * when OpenBLAS picked `core`: SkylakeX / Cooperlake on every AVX-512 level (avx512bf16 too) when `core` is not an
+ * AVX-512 core, else NULL (keep it). */
+const char *lpv_blas_core_wanted(lpv_isa best, int avx512_bf16, const char *core);
 const char *lpv_blas_corename(void);
 /* "OpenBLAS 0.3.21 ..." config string. */
 const char *lpv_blas_config(void);

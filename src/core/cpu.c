@@ -148,13 +148,17 @@ static int core_is_avx512(const char *name) {
     return 0;
 }
 
+const char *lpv_blas_core_wanted(lpv_isa best, int avx512_bf16, const char *core) {
+    if (lpv_isa_fp32(best) != LPV_ISA_AVX512 || core_is_avx512(core)) return NULL;
+    return avx512_bf16 ? "Cooperlake" : "SkylakeX";
+}
+
 void lpv_blas_reexec(int argc, char **argv) {
     (void)argc;
     if (getenv("OPENBLAS_CORETYPE") || getenv("LPVIT_NO_REEXEC")) return;
-    if (lpv_isa_best() != LPV_ISA_AVX512) return;
-    if (core_is_avx512(openblas_get_corename())) return;
-    const lpv_cpu_info *c = lpv_cpu();
-    setenv("OPENBLAS_CORETYPE", c->avx512_bf16 ? "Cooperlake" : "SkylakeX", 1);
+    const char *want = lpv_blas_core_wanted(lpv_isa_best(), lpv_cpu()->avx512_bf16, openblas_get_corename());
+    if (!want) return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
     setenv("LPVIT_CORE_SOURCE", "lpvit", 1);
     execv("/proc/self/exe", argv);
     /* exec failed: carry on with the core we have */

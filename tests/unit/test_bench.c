@@ -109,7 +109,26 @@ static void test_cpu_others(void) {
     printf("cpu_others: a child's 0.4 s seen as %.2f s; others while we spun %.2f CPUs\n", child_s, ours);
 }
 
+/* The re-exec's choice: every AVX-512 level gets an AVX-512 OpenBLAS core (8095ae3 made it skip avx512bf16 CPUs,
+ * so Zen 4 and Xeons ran OpenBLAS's AVX2 or SSE3 kernels), nothing below AVX-512 or already on one changes. */
+static int core_is(lpv_isa best, int bf16, const char *core, const char *want) {
+    const char *got = lpv_blas_core_wanted(best, bf16, core);
+    return want ? got && strcmp(got, want) == 0 : got == NULL;
+}
+
+static void test_blas_core(void) {
+    CHECK(core_is(LPV_ISA_AVX512BF16, 1, "Prescott", "Cooperlake"));
+    CHECK(core_is(LPV_ISA_AVX512BF16, 1, "Zen", "Cooperlake"));
+    CHECK(core_is(LPV_ISA_AVX512, 0, "Haswell", "SkylakeX"));
+    CHECK(core_is(LPV_ISA_AVX512, 0, NULL, "SkylakeX"));
+    CHECK(core_is(LPV_ISA_AVX512BF16, 1, "SapphireRapids", NULL));
+    CHECK(core_is(LPV_ISA_AVX512, 0, "SkylakeX", NULL));
+    CHECK(core_is(LPV_ISA_AVX2, 0, "Haswell", NULL));
+    CHECK(core_is(LPV_ISA_REF, 0, "Prescott", NULL));
+}
+
 int main(void) {
+    test_blas_core();
     test_loops();
     test_peak();
     test_cpu_others();

@@ -51,6 +51,19 @@ lpv_status lpv_isa_set(lpv_isa isa, lpv_err *err);
 lpv_status lpv_isa_parse(const char *s, lpv_isa *out, lpv_err *err);
 const char *lpv_isa_name(lpv_isa isa);
 
+/* The cache blocking the BSR kernels plan with (bsr.c holds one table of knobs per profile, each measured on
+ * its CPUs, docs/benchmarks.md#cache-blocking-per-cpu): "zen" (AMD Zen 4: 32 KB L1d, 1 MB L2, the first
+ * tuning; also every non-Intel CPU) and "intel" (Xeon: 48 KB L1d, 2 MB L2, a mesh L3 that is slow to stream
+ * from). Chosen from the vendor; LPVIT_BLOCKING=zen|intel in the environment overrides it (benchmarks A/B
+ * the two; the library ignores an unknown value, lpv_blocking_check_env reports it). Read once, before the
+ * first product. */
+#define LPV_BLOCKING_LIST(X) X(LPV_BLOCKING_ZEN, "zen") X(LPV_BLOCKING_INTEL, "intel")
+typedef enum { LPV_BLOCKING_LIST(LPV_ENUM_VALUE) LPV_BLOCKING_COUNT } lpv_blocking;
+lpv_blocking lpv_blocking_get(void);
+const char *lpv_blocking_name(lpv_blocking b);
+/* Fails naming LPVIT_BLOCKING when it is set to something else than a profile name (the CLI exits 2). */
+lpv_status lpv_blocking_check_env(lpv_err *err);
+
 /* Which kernel a dense model's linears run in the inference commands: lpvit's own blocked kernel
  * (lpv_model_pack_dense, model.h; the library's default) or OpenBLAS. Process-wide, like the ISA.
  * lpv_dense_kernel_auto() is the faster one as measured (docs/benchmarks.md): OpenBLAS when the kernels

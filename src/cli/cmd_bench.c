@@ -465,9 +465,10 @@ int cmd_bench(int argc, char **argv) {
             cli_sparsity_line(bm.sparse, sp, sizeof sp);
             printf("sparse   %s\n%s%s%s", bm.sparse_desc, sp[0] ? "         " : "", sp, sp[0] ? "\n" : "");
         }
-        printf("setup    batch %d, %d threads, isa %s, dense kernel %s, openblas core %s, %d reps after %d warm-up\n",
+        printf("setup    batch %d, %d threads, isa %s, dense kernel %s, blocking %s, openblas core %s, %d reps after %d "
+               "warm-up\n",
                o.batch, lpv_threads_get(), lpv_isa_name(lpv_isa_get()), lpv_dense_kernel_name(lpv_dense_kernel_get()),
-               lpv_blas_corename(), o.reps, o.warmup);
+               lpv_blocking_name(lpv_blocking_get()), lpv_blas_corename(), o.reps, o.warmup);
         if (isfinite(bm.peak.gflops))
             printf("peak     %.1f GFLOP/s measured (%s FMA loops, %d threads; lpvit bench --peak)\n", bm.peak.gflops,
                    lpv_isa_name(bm.peak.isa), bm.peak.threads);

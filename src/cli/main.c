@@ -66,6 +66,11 @@ static int run(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
+    lpv_err berr;
+    if (lpv_blocking_check_env(&berr) != LPV_OK) {
+        fprintf(stderr, "lpvit: %s\n", berr.msg);
+        return 2;
+    }
     if (strcmp(cmd, "help") == 0 && argc >= 3) { /* lpvit help eval = lpvit eval --help */
         for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
             if (strcmp(argv[2], COMMANDS[i].name) == 0) {

@@ -116,6 +116,29 @@ lpv_status lpv_isa_parse(const char *s, lpv_isa *out, lpv_err *err) {
     return LPV_OK;
 }
 
+static const char *const BLOCKING_NAMES[] = {LPV_BLOCKING_LIST(LPV_ENUM_NAME)};
+
+const char *lpv_blocking_name(lpv_blocking b) { return lpv_enum_name(BLOCKING_NAMES, LPV_BLOCKING_COUNT, (int)b); }
+
+lpv_blocking lpv_blocking_get(void) {
+    static int chosen = -1;
+    if (chosen >= 0) return (lpv_blocking)chosen;
+    chosen = strcmp(lpv_cpu()->vendor, "GenuineIntel") == 0 ? LPV_BLOCKING_INTEL : LPV_BLOCKING_ZEN;
+    const char *env = getenv("LPVIT_BLOCKING");
+    int v;
+    if (env && *env && lpv_enum_parse(BLOCKING_NAMES, LPV_BLOCKING_COUNT, "LPVIT_BLOCKING", env, &v, NULL) == LPV_OK)
+        chosen = v;
+    return (lpv_blocking)chosen;
+}
+
+lpv_status lpv_blocking_check_env(lpv_err *err) {
+    const char *env = getenv("LPVIT_BLOCKING");
+    int v;
+    if (env && *env && lpv_enum_parse(BLOCKING_NAMES, LPV_BLOCKING_COUNT, "LPVIT_BLOCKING", env, &v, NULL) != LPV_OK)
+        return lpv_fail_param(err, LPV_E_ARG, "LPVIT_BLOCKING", "expected zen or intel, got '%s'", env);
+    return LPV_OK;
+}
+
 int lpv_threads_get(void) {
     if (g_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -87,6 +87,7 @@ void lpv_report_environment(cJSON *obj) {
     cJSON_AddNumberToObject(e, "ranks", lpv_dist_size());      /* processes of an mpirun job (dist.h) */
     cJSON_AddStringToObject(e, "mpi", lpv_dist_library());
     cJSON_AddStringToObject(e, "dense_kernel", lpv_dense_kernel_name(lpv_dense_kernel_get()));
+    cJSON_AddStringToObject(e, "blocking", lpv_blocking_name(lpv_blocking_get()));
     cJSON_AddStringToObject(e, "openblas_core", lpv_blas_corename());
     cJSON_AddStringToObject(e, "openblas_core_source", lpv_blas_core_source());
     cJSON_AddStringToObject(e, "openblas_config", lpv_blas_config());
@@ -106,10 +107,11 @@ void lpv_environment_line(char *buf, size_t cap) {
     char ranks[64] = "";
     if (lpv_dist_size() > 1) snprintf(ranks, sizeof ranks, " x %d mpi ranks", lpv_dist_size());
     snprintf(buf, cap,
-             "lpvit %s (%s), jpeg %s, cpu '%s', isa %s, %d threads%s, dense kernel %s, openblas core %s (%s), load %s",
+             "lpvit %s (%s), jpeg %s, cpu '%s', isa %s, %d threads%s, dense kernel %s, blocking %s, openblas core %s (%s), "
+             "load %s",
              LPVIT_VERSION, LPVIT_GIT_COMMIT, lpv_image_jpeg_decoder(), c->brand[0] ? c->brand : c->vendor,
              lpv_isa_name(lpv_isa_get()), lpv_threads_get(), ranks, lpv_dense_kernel_name(lpv_dense_kernel_get()),
-             lpv_blas_corename(), lpv_blas_core_source(), la);
+             lpv_blocking_name(lpv_blocking_get()), lpv_blas_corename(), lpv_blas_core_source(), la);
 }
 
 /* Depth-first search for a non-finite number; writes its key path into where. */

@@ -325,6 +325,29 @@ static void test_chunking(void) {
     lpv__bsr_tune = saved;
 }
 
+/* Each CPU's blocking profile plans DeiT-sized products its own way (panels, K chunks, groups streaming X over
+ * all tokens): every kernel still equals the reference under each. Shapes just past each profile's budgets:
+ * K = 768 at d = 0.5 (panels; zen streams), d = 0.1 (intel streams too), K = 3072 (K chunks). */
+static void test_profiles(void) {
+    lpv__bsr_tuning saved = lpv__bsr_tune;
+    for (int b = 0; b < LPV_BLOCKING_COUNT; b++) {
+        lpv__bsr_tune = *lpv__bsr_tuning_of((lpv_blocking)b);
+        kcase kc = {.rows = 64, .cols = 768, .R = 32, .C = 32, .T = 1576, .epi = LPV_EPI_BIAS | LPV_EPI_GELU,
+                    .density = 0.5};
+        run_case(&kc);
+        kc.density = 0.1;
+        run_case(&kc);
+        kc = (kcase){.rows = 16, .cols = 3072, .R = 16, .C = 16, .T = 400, .epi = LPV_EPI_BIAS | LPV_EPI_ACC,
+                     .density = 0.5};
+        run_case(&kc);
+    }
+    lpv__bsr_tune = saved;
+    /* the profile this process chose is one of the tables */
+    CHECK(memcmp(&saved, lpv__bsr_tuning_of(lpv_blocking_get()), sizeof saved) == 0);
+    printf("blocking profiles: %s runs here; zen and intel plans both equal the reference\n",
+           lpv_blocking_name(lpv_blocking_get()));
+}
+
 static void chunking_cases(void) {
     for (int e = 0; e < NEPI; e++) {
         kcase kc = {.rows = 100, .cols = 900, .R = 32, .C = 64, .T = 200, .epi = EPIS[e], .density = 0.25};
@@ -527,5 +550,6 @@ int main(void) {
     test_builders();
     test_kernels();
     test_chunking();
+    test_profiles();
     return test_finish("test_bsr");
 }

@@ -42,7 +42,10 @@ typedef struct {
     int q8_panel_vec;
 } lpv__bsr_tuning;
 
+/* The knobs every plan reads: the profile lpv_blocking_get() names, copied before main() (tests and benchmarks
+ * may change them; lpv__bsr_tuning_of gives a profile's table). */
 extern lpv__bsr_tuning lpv__bsr_tune;
+const lpv__bsr_tuning *lpv__bsr_tuning_of(lpv_blocking b);
 
 /* One 8-row group's blocks of one K chunk, over the token columns of one panel:
  *     Y[rows, cols] (+)= b8 + W_group,chunk · X[chunk, cols], then GELU when asked.

@@ -62,6 +62,11 @@ typedef struct {
 
 lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err);
 
+/* vdpbf16ps's FLOP rate over the FP32 FMA rate on one core, measured in ~10 ms (register-only loops): ~2 where
+ * BF16 pays (Zen 4: 2.0), ~0.5 on Intel Xeons without AMX (measured 0.49: vdpbf16ps issues every other cycle,
+ * so the BF16 kernels run at half the FP32 kernels' rate). NAN when the CPU has no AVX512-BF16. */
+double lpv_bench_bf16_vs_fp32(void);
+
 /* Prunes each linear layer selected by `which` to density d with a uniformly random block mask
  * (exactly round(d * blocks) kept, at least one). which: bit 0 block linears, bit 1 patch embed, bit 2 heads. */
 enum { LPV_SEL_BLOCKS = 1, LPV_SEL_PATCH = 2, LPV_SEL_HEADS = 4 };

@@ -333,6 +333,11 @@ static lpv_status precision(const char *s, int *bf16, lpv_err *err) {
                         "the slow reference kernel)",
                         lpv_isa_name(isa), lpv_isa_name(lpv_isa_best()));
     *bf16 = CLI_BF16;
+    double r = isa == LPV_ISA_REF ? NAN : lpv_bench_bf16_vs_fp32();
+    if (r < 1.1)
+        lpv_warn("--precision bf16: on this cpu vdpbf16ps does %.2fx the FP32 FMA work per cycle (measured), so BF16 "
+                 "runs slower than fp32 here (Intel Xeons need AMX for fast BF16; lpvit has no AMX kernels yet)",
+                 r);
     return LPV_OK;
 }
 

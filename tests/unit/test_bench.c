@@ -127,8 +127,21 @@ static void test_blas_core(void) {
     CHECK(core_is(LPV_ISA_REF, 0, "Prescott", NULL));
 }
 
+/* The BF16/FP32 rate check behind --precision bf16's warning: a plausible ratio where the CPU has AVX512-BF16. */
+static void test_bf16_rate(void) {
+    double r = lpv_bench_bf16_vs_fp32();
+    if (lpv_isa_best() < LPV_ISA_AVX512BF16) {
+        CHECK(isnan(r));
+        printf("SKIP bf16 rate: no avx512_bf16 on this cpu\n");
+        return;
+    }
+    CHECKF(r > 0.2 && r < 4, "vdpbf16ps / FP32 FMA rate %g", r);
+    printf("bf16 rate: vdpbf16ps does %.2fx the FP32 FMA work per cycle here\n", r);
+}
+
 int main(void) {
     test_blas_core();
+    test_bf16_rate();
     test_loops();
     test_peak();
     test_cpu_others();

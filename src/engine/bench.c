@@ -33,12 +33,18 @@ static void fill_normal(float *x, int64_t n, uint64_t seed) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)lpv_rng_normal(&r);
 }
 
+static void *aligned_buf(size_t bytes) {
+    void *p = NULL;
+    return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
+}
+
 lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int lowp, int warmup,
                                  int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err) {
     const lpv_linear *ref = a ? a : b;
     if (!ref || reps < 1 || T < 1) return lpv_fail(err, LPV_E_ARG, "bench: nothing to time");
     int ld = lpv_round16(T);
-    float *X = malloc(sizeof(float) * (size_t)ref->in * ld), *Y = malloc(sizeof(float) * (size_t)ref->out * ld);
+    /* 64-byte aligned like the workspace's arena: a malloc'd X (16 mod 64) splits every vector load in two */
+    float *X = aligned_buf(sizeof(float) * (size_t)ref->in * ld), *Y = aligned_buf(sizeof(float) * (size_t)ref->out * ld);
     double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
     int bf16 = lowp == LPV_BENCH_BF16, q8 = lowp == LPV_BENCH_INT8;
     uint32_t *X2 = bf16 ? malloc(sizeof(uint32_t) * (size_t)((ref->in + 1) / 2) * ld) : NULL;

@@ -19,7 +19,15 @@
 typedef struct {
     double median_ms, min_ms, max_ms;
     int reps;
+    double peak_gflops; /* the clock probe's median over the timed rounds (lpv_bench_set_clock_probe), else NAN */
 } lpv_timing;
+
+/* The clock probe: with isa set (not LPV_ISA_REF), every timed round of lpv_bench_linear_pair and
+ * lpv_bench_forward_pair/_vs_fp32 is followed by a ~1 ms register-only FMA trial on `threads` threads (the
+ * lpv_bench_peak loop), and lpv_timing.peak_gflops is the median of those trials: the peak of the clock the
+ * round ran at. A VM's clock can move by a third with its host's load within a run; a share of this peak
+ * stays comparable where a share of a peak measured once does not. LPV_ISA_REF (the default) turns it off. */
+void lpv_bench_set_clock_probe(lpv_isa isa, int threads);
 
 /* Summarizes n trial times (seconds); the array is sorted in place. */
 lpv_timing lpv_timing_of(double *sec, int n);

@@ -7,6 +7,8 @@
  */
 #include "lpvit/bench.h"
 
+#define LPV_MAX_THREADS_PROBE 1024
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +21,7 @@
 #include "lpvit/rng.h"
 
 lpv_timing lpv_timing_of(double *sec, int n) {
-    lpv_timing t = {NAN, NAN, NAN, n};
+    lpv_timing t = {NAN, NAN, NAN, n, NAN};
     if (n <= 0) return t;
     t.median_ms = 1e3 * lpv_median(sec, n); /* sorts */
     t.min_ms = 1e3 * sec[0];
@@ -31,6 +33,32 @@ static void fill_normal(float *x, int64_t n, uint64_t seed) {
     lpv_rng r;
     lpv_rng_seed(&r, seed);
     for (int64_t i = 0; i < n; i++) x[i] = (float)lpv_rng_normal(&r);
+}
+
+static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate);
+
+static lpv_isa g_probe_isa = LPV_ISA_REF;
+static int g_probe_threads = 1;
+
+void lpv_bench_set_clock_probe(lpv_isa isa, int threads) {
+    g_probe_isa = isa > lpv_isa_best() ? LPV_ISA_REF : isa;
+    g_probe_threads = threads < 1 ? 1 : threads;
+}
+
+/* One probe (GFLOP/s of the whole team), or NAN when the probe is off. ~1 ms: 400k steps of 12 FMAs. */
+static double clock_probe(void) {
+    if (g_probe_isa == LPV_ISA_REF) return NAN;
+    double rate[LPV_MAX_THREADS_PROBE], sum = 0;
+    int nt = g_probe_threads < LPV_MAX_THREADS_PROBE ? g_probe_threads : LPV_MAX_THREADS_PROBE;
+    peak_trial(g_probe_isa, nt, 400000, rate);
+    for (int i = 0; i < nt; i++) sum += rate[i];
+    return sum;
+}
+
+/* The median of n probes (sorted in place), NAN when there are none. */
+static double probe_median(double *p, int n) {
+    if (n <= 0 || isnan(p[0])) return NAN;
+    return lpv_median(p, n);
 }
 
 static void *aligned_buf(size_t bytes) {
@@ -46,12 +74,13 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
     /* 64-byte aligned like the workspace's arena: a malloc'd X (16 mod 64) splits every vector load in two */
     float *X = aligned_buf(sizeof(float) * (size_t)ref->in * ld), *Y = aligned_buf(sizeof(float) * (size_t)ref->out * ld);
     double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
+    double *pk = malloc(sizeof(double) * (size_t)reps);
     int bf16 = lowp == LPV_BENCH_BF16, q8 = lowp == LPV_BENCH_INT8;
     uint32_t *X2 = bf16 ? malloc(sizeof(uint32_t) * (size_t)((ref->in + 1) / 2) * ld) : NULL;
     uint32_t *X4 = q8 ? malloc(sizeof(uint32_t) * (size_t)((ref->in + 3) / 4) * ld) : NULL;
     float *xa = q8 ? malloc(sizeof(float) * (size_t)ld) : NULL, *xc = q8 ? malloc(sizeof(float) * (size_t)ld) : NULL;
-    if (!X || !Y || !sa || !sb || (bf16 && !X2) || (q8 && (!X4 || !xa || !xc))) {
-        free(X), free(Y), free(sa), free(sb), free(X2), free(X4), free(xa), free(xc);
+    if (!X || !Y || !sa || !sb || !pk || (bf16 && !X2) || (q8 && (!X4 || !xa || !xc))) {
+        free(X), free(Y), free(sa), free(sb), free(pk), free(X2), free(X4), free(xa), free(xc);
         return lpv_fail(err, LPV_E_OOM, "out of memory");
     }
     fill_normal(X, (int64_t)ref->in * ld, seed);
@@ -66,10 +95,12 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
             double dt = lpv_now() - t0;
             if (r >= 0) (k ? sb : sa)[r] = dt;
         }
+        if (r >= 0) pk[r] = clock_probe();
     }
-    if (a) *ta = lpv_timing_of(sa, reps);
-    if (b) *tb = lpv_timing_of(sb, reps);
-    free(X), free(Y), free(sa), free(sb), free(X2), free(X4), free(xa), free(xc);
+    double peak = probe_median(pk, reps);
+    if (a) *ta = lpv_timing_of(sa, reps), ta->peak_gflops = peak;
+    if (b) *tb = lpv_timing_of(sb, reps), tb->peak_gflops = peak;
+    free(X), free(Y), free(sa), free(sb), free(pk), free(X2), free(X4), free(xa), free(xc);
     return LPV_OK;
 }
 
@@ -98,9 +129,10 @@ static lpv_status time_pair(const lpv_model *a, int lowa, const lpv_model *b, in
     int64_t per = (int64_t)c->chans * c->img * c->img;
     float *x = malloc(sizeof(float) * (size_t)(per * B)), *logits = malloc(sizeof(float) * (size_t)B * c->classes);
     double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
+    double *pk = malloc(sizeof(double) * (size_t)reps);
     lpv_workspace ws[2];
     int nws = 0;
-    lpv_status st = (!x || !logits || !sa || !sb) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
+    lpv_status st = (!x || !logits || !sa || !sb || !pk) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
     for (int k = 0; k < 2 && st == LPV_OK; k++)
         if ((st = bench_ws(&ws[k], c, B, k ? lowb : lowa, err)) == LPV_OK) nws++;
     if (st == LPV_OK) fill_normal(x, per * B, seed);
@@ -114,13 +146,15 @@ static lpv_status time_pair(const lpv_model *a, int lowa, const lpv_model *b, in
             double dt = lpv_now() - t0;
             if (r >= 0) (k ? sb : sa)[r] = dt;
         }
+        if (r >= 0) pk[r] = clock_probe();
     }
     if (st == LPV_OK) {
-        if (a) *ta = lpv_timing_of(sa, reps);
-        if (b) *tb = lpv_timing_of(sb, reps);
+        double peak = probe_median(pk, reps);
+        if (a) *ta = lpv_timing_of(sa, reps), ta->peak_gflops = peak;
+        if (b) *tb = lpv_timing_of(sb, reps), tb->peak_gflops = peak;
     }
     for (int k = 0; k < nws; k++) lpv_workspace_free(&ws[k]);
-    free(x), free(logits), free(sa), free(sb);
+    free(x), free(logits), free(sa), free(sb), free(pk);
     return st;
 }
 

@@ -14,6 +14,7 @@
 #include "lpvit/cpu.h"
 #include "lpvit/report.h"
 #include "test.h"
+#include "test_util.h"
 
 /* What a loop of `steps` returns: lane 0 of the sum of the 12 chains a_i <- a_i * m + c, a_i(0) = 1.0, 1.1, ..., 2.1. */
 static double expect_sum(int steps, float m, float c, int bf16) {
@@ -139,7 +140,41 @@ static void test_bf16_rate(void) {
     printf("bf16 rate: vdpbf16ps does %.2fx the FP32 FMA work per cycle here\n", r);
 }
 
+/* The clock probe: off, a timing carries no peak; on (a vector ISA), every timing of the pair and of the forward
+ * passes carries the median probe, within a wide band of the one-off peak (a busy host halves either one: seen
+ * 92 against 178 GFLOP/s while CI ran beside it); what it catches is a wrong unit or a probe that never ran. */
+static void test_clock_probe(void) {
+    lpv_model *m = test_random_model(64, 1, 2, 128, 32, 10, 0, 3);
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    lpv_err err;
+    lpv_timing ta, tb;
+    lpv_bench_set_clock_probe(LPV_ISA_REF, 1);
+    CHECK_OK(lpv_bench_linear_pair(refs[1].lin, NULL, 40, LPV_EPI_BIAS, LPV_BENCH_FP32, 0, 3, 1, &ta, &tb, &err), &err);
+    CHECK(isnan(ta.peak_gflops));
+    lpv_isa isa = lpv_isa_fp32(lpv_isa_best());
+    if (isa == LPV_ISA_REF) {
+        printf("SKIP clock probe: no vector ISA on this cpu\n");
+        lpv_model_free(m);
+        return;
+    }
+    lpv_peak pk;
+    CHECK_OK(lpv_bench_peak(isa, 1, &pk, &err), &err);
+    lpv_bench_set_clock_probe(isa, 1);
+    CHECK_OK(lpv_bench_linear_pair(refs[1].lin, refs[2].lin, 40, LPV_EPI_BIAS, LPV_BENCH_FP32, 0, 5, 1, &ta, &tb, &err),
+             &err);
+    CHECKF(ta.peak_gflops > 0.2 * pk.gflops && ta.peak_gflops < 5 * pk.gflops && ta.peak_gflops == tb.peak_gflops,
+           "probe %g and %g against the peak %g", ta.peak_gflops, tb.peak_gflops, pk.gflops);
+    CHECK_OK(lpv_bench_forward_pair(m, NULL, 2, LPV_BENCH_FP32, 0, 3, 1, &ta, NULL, NULL, NULL, &err), &err);
+    CHECKF(ta.peak_gflops > 0.2 * pk.gflops && ta.peak_gflops < 5 * pk.gflops, "forward probe %g against %g",
+           ta.peak_gflops, pk.gflops);
+    printf("clock probe: %.1f GFLOP/s (one-off peak %.1f, 1 thread, %s)\n", ta.peak_gflops, pk.gflops, lpv_isa_name(isa));
+    lpv_bench_set_clock_probe(LPV_ISA_REF, 1);
+    lpv_model_free(m);
+}
+
 int main(void) {
+    test_clock_probe();
     test_blas_core();
     test_bf16_rate();
     test_loops();

@@ -56,7 +56,8 @@ static const lpv__bsr_tuning TUNING[LPV_BLOCKING_COUNT] = {
                           .l1_panel_vec = 3,
                           .q8_l1_x_bytes = 24 << 10,
                           .q8_panel_vec = 3},
-    /* the AVX2 walk's knobs (x_in_l1 plans) are zen's: not measured on an Intel AVX2 core yet */
+    /* the AVX2 walk's knobs (x_in_l1 plans) are zen's: on this Xeon with --isa avx2, 1 MB row blocks, 2-vector
+     * panels or a 16 KB L1 budget for X were 4-14 % slower (A/B as above); an AVX2-only Intel core is unmeasured */
     [LPV_BLOCKING_INTEL] = {.l2_bytes = 1024 << 10,
                             .l1_w_bytes = 4 << 10,
                             .kept_cols = 384,

@@ -97,6 +97,7 @@ typedef struct {
     int steps;                  /* prune in steps towards the target; 0 auto: one per 0.125 of FLOPs removed
                                    with a sequential refit, else 1 */
     int recon_images;           /* images for the refit's statistics; 0: all */
+    int stats_images;           /* images (spread over the list) for the saliency's gradient statistics; 0: all */
     double damp;                /* Hessian damping, a fraction of its mean diagonal, (0, 10) */
     int refit_heads;            /* with a sequential refit, also refit the classifier heads */
     double head_damp;           /* the heads' damping (> 0) */
@@ -162,6 +163,7 @@ typedef struct {
     int refine_rounds;
     lpv_reconstruct_info recon;
     int recon_images;
+    int stats_images;     /* images the gradient statistics ran on */
     /* wall seconds per phase (load and write are the caller's: it may fill them for the report) */
     struct {
         double load, list, permute, stats, saliency, cost, alloc, refine, recon, write, total;

@@ -47,7 +47,7 @@ typedef struct {
     lpv_prune_result *r;
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int nl;
-    lpv_dataset ds, rds;     /* the chosen calibration list; the refit's spread subset of it (views) */
+    lpv_dataset ds, rds, sds; /* the chosen calibration list; the refit's and the statistics' spread subsets (views) */
     lpv_perm perm;
     /* one step's state, rebuilt by each step */
     lpv_calib_stats cs;
@@ -558,15 +558,16 @@ static lpv_status step_update(run *R, int step, lpv_err *err) {
    step targets carries), the inputs' hashes and this build: two runs with equal text make equal steps. */
 static lpv_status step_settings(run *R, lpv_err *err) {
     const lpv_prune_opts *o = R->o;
-    char table[65] = "none", images[65], recon[65];
+    char table[65] = "none", images[65], recon[65], stats[65];
     if (o->cost_table) LPV_TRY(lpv_sha256_file(o->cost_table, table, err));
     lpv_dataset_files_hash(&R->ds, images);
     lpv_dataset_files_hash(&R->rds, recon);
+    lpv_dataset_files_hash(&R->sds, stats);
     const lpv_preproc *pp = R->pp;
     snprintf(R->settings, sizeof R->settings,
              "block %dx%d sal %s alloc %s obj %s lambda %.17g table %s prec %s energy %.17g,%.17g,%.17g refine %d,%d "
              "lpvit %d,%d,%d,%.17g permute %d,%d update %d seq %d damp %.17g heads %d,%.17g tune %d,%.17g,%d "
-             "exclude %s min %.17g loss %d calib %d,%d seed %llu recon %s %d pre %d %.6g %s %.6g,%.6g,%.6g "
+             "exclude %s min %.17g loss %d calib %d,%d seed %llu recon %s %d stats %s %d pre %d %.6g %s %.6g,%.6g,%.6g "
              "%.6g,%.6g,%.6g",
              o->block_R, o->block_C, lpv_saliency_name(o->saliency), lpv_allocator_name(o->allocator),
              lpv_objective_name(o->objective), o->lambda_power, table, lpv_precision_name(o->precision),
@@ -574,7 +575,7 @@ static lpv_status step_settings(run *R, lpv_err *err) {
              o->lpvit_as_released, o->lpvit_h, o->lpvit_power, o->lpvit_smooth, o->permute, o->permute_images,
              o->update, o->sequential, o->damp, o->refit_heads, o->head_damp, o->tune_epochs, o->tune_lr,
              o->tune_batch, o->exclude ? o->exclude : "", o->min_density, o->loss, o->calib_size, o->calib_batch,
-             (unsigned long long)o->seed, recon, R->r->recon_images, pp->img_size, pp->crop_pct,
+             (unsigned long long)o->seed, recon, R->r->recon_images, stats, R->r->stats_images, pp->img_size, pp->crop_pct,
              lpv_interp_name(pp->interp), (double)pp->mean[0], (double)pp->mean[1], (double)pp->mean[2],
              (double)pp->std[0], (double)pp->std[1], (double)pp->std[2]);
     return LPV_OK;
@@ -692,7 +693,7 @@ static lpv_status step_statistics(run *R, int step, lpv_err *err) {
     if (lpv_prune_needs_stats(o)) {
         char label[64];
         snprintf(label, sizeof label, "statistics (step %d/%d)", step + 1, R->r->n_steps);
-        LPV_TRY(get_stats(R, &R->ds, o->saliency == LPV_SAL_FISHER, o->saliency == LPV_SAL_TAYLOR2,
+        LPV_TRY(get_stats(R, &R->sds, o->saliency == LPV_SAL_FISHER, o->saliency == LPV_SAL_TAYLOR2,
                           R->r->n_steps > 1 ? label : "statistics", &R->cs, err));
         R->r->step_from_cache[step] = R->cs.from_cache;
         R->r->samples_used = R->cs.samples, R->r->mean_loss = R->cs.mean_loss; /* the last step's, as reported */
@@ -766,6 +767,11 @@ static lpv_status begin(run *R, const lpv_calib_set *calib, lpv_err *err) {
     LPV_TRY(lpv_dataset_view(&R->rds, &R->ds, err));
     if (R->o->recon_images > 0) lpv_dataset_spread(&R->rds, R->o->recon_images);
     r->recon_images = R->rds.n;
+    /* the gradient statistics' images: a spread subset too (issue 21: the saliency may converge on fewer images
+     * than the refit's least squares needs) */
+    LPV_TRY(lpv_dataset_view(&R->sds, &R->ds, err));
+    if (R->o->stats_images > 0) lpv_dataset_spread(&R->sds, R->o->stats_images);
+    r->stats_images = R->sds.n;
     r->seconds.list = lpv_now() - t;
     return LPV_OK;
 }
@@ -823,7 +829,7 @@ static void run_free(run *R) {
     lpv_model_free(R->dense), lpv_model_free(R->orig);
     lpv_head_targets_free(&R->heads_tgt);
     lpv_perm_free(&R->perm);
-    lpv_dataset_view_free(&R->rds), lpv_dataset_view_free(&R->ds);
+    lpv_dataset_view_free(&R->rds), lpv_dataset_view_free(&R->sds), lpv_dataset_view_free(&R->ds);
 }
 
 /* The refit's target (and the tuning's, with steps): copies of the model as it is before the first step,

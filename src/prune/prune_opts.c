@@ -55,9 +55,10 @@ static lpv_status check_ranges(const lpv_prune_opts *o, lpv_err *err) {
     if (!(o->head_damp > 0)) return lpv_fail_param(err, LPV_E_ARG, "head_damp", "must be above 0, got %g", o->head_damp);
     if (o->steps < 0 || o->steps > LPV_MAX_STEPS)
         return lpv_fail_param(err, LPV_E_ARG, "steps", "expected 0 (auto) .. %d, got %d", LPV_MAX_STEPS, o->steps);
-    if (o->tune_epochs < 0 || o->tune_batch < 1 || o->refine_images < 1 || o->permute_images < 1 || o->recon_images < 0)
+    if (o->tune_epochs < 0 || o->tune_batch < 1 || o->refine_images < 1 || o->permute_images < 1 || o->recon_images < 0 ||
+        o->stats_images < 0)
         return lpv_fail(err, LPV_E_ARG, "negative or zero counts among tune_epochs, tune_batch, refine_images, "
-                                        "permute_images, recon_images");
+                                        "permute_images, recon_images, stats_images");
     if ((unsigned)o->saliency >= LPV_SAL_COUNT || (unsigned)o->objective >= LPV_OBJ_COUNT)
         return lpv_fail(err, LPV_E_ARG, "saliency or objective out of range");
     if ((unsigned)o->precision >= LPV_PREC_COUNT)

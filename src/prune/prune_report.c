@@ -70,6 +70,7 @@ static void add_calibration(cJSON *root, const lpv_prune_result *r) {
     cJSON_AddStringToObject(cal, "dir", r->calib_dir);
     cJSON_AddNumberToObject(cal, "images", r->calib_images);
     cJSON_AddStringToObject(cal, "list_sha256", r->calib_list_sha256);
+    cJSON_AddNumberToObject(cal, "stats_images", r->stats_images);
     cJSON_AddNumberToObject(cal, "samples_used", (double)r->samples_used);
     if (lpv_prune_needs_stats(&r->opts)) cJSON_AddNumberToObject(cal, "mean_loss", r->mean_loss);
     cJSON_AddBoolToObject(cal, "from_cache", r->stats_from_cache); /* the source model's statistics */

@@ -307,7 +307,17 @@ static void test_cache(const lpv_dataset *ds, const run_out *a, const run_out *b
     CHECK(hit.st == LPV_OK && hit.r.stats_from_cache); /* the same inputs as a's first step */
     CHECK(c.st == LPV_OK && !c.r.stats_from_cache);
     CHECK(d.st == LPV_OK && !d.r.stats_from_cache);
-    run_free(&hit), run_free(&c), run_free(&d);
+    /* statistics on half the images: their own cache entry, the refit still on all */
+    lpv_prune_opts half = o;
+    half.stats_images = ds->n / 2;
+    run_out h = prune_on(ds, &half);
+    CHECK_OK(h.st, &h.err);
+    CHECKF(!h.r.stats_from_cache && h.r.stats_images == ds->n / 2 && h.r.samples_used == ds->n / 2 &&
+               h.r.recon_images == ds->n && strcmp(h.r.cache_file, a->r.cache_file) != 0,
+           "stats_images %d: %d statistics images, %lld samples, %d refit images, from cache %d", half.stats_images,
+           h.r.stats_images, (long long)h.r.samples_used, h.r.recon_images, h.r.stats_from_cache);
+    CHECK(hit.r.stats_images == ds->n);
+    run_free(&hit), run_free(&c), run_free(&d), run_free(&h);
 }
 
 /* Step checkpoints: the second run of the same options resumed after step 1 (a ran it and saved it) and came

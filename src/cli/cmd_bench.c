@@ -35,6 +35,7 @@ typedef struct {
     lpv_model *dense, *sparse;
     char dense_desc[1200], sparse_desc[1200];
     lpv_peak peak; /* of the FP32 kernels' ISA, on the bench's threads */
+    lpv_peak peak16; /* --precision bf16 on avx512bf16: the vdpbf16ps loop's, else gflops NAN */
 } bench_models;
 
 static lpv_status load_plain(const char *path, int heads, int allow_extra, lpv_model **m, lpv_err *err) {
@@ -254,8 +255,13 @@ static lpv_status bench_lowp(const bench_opts *o, const bench_models *bm, int lo
 }
 
 /* Per-layer columns of the BF16 or int8 times (lowp), after the FP32 ones. */
+static void rate_json(cJSON *e, const char *key, double g, const lpv_peak *pk);
+static lpv_peak at_clock16(const lpv_peak *pk16, const lpv_peak *pk, const lpv_timing *t);
+
+/* flop_d, flop_s: the dense and the kept work; pk16 (BF16 only) the BF16 unit's peak, pk the FP32 one the clock
+ * probe follows: a BF16 row's share is of the BF16 peak at its clock (scaled by the FP32 probe). */
 static void layer_lowp(int lowp, const lpv_timing *td, const lpv_timing *ts, const lpv_timing *fp32_dense, int has_sparse,
-                       int human, cJSON *e) {
+                       int human, cJSON *e, double flop_d, double flop_s, const lpv_peak *pk16, const lpv_peak *pk) {
     char key[48];
     snprintf(key, sizeof key, "dense_%s", lowp_name(lowp));
     cJSON_AddItemToObject(e, key, timing_json(td));
@@ -267,10 +273,22 @@ static void layer_lowp(int lowp, const lpv_timing *td, const lpv_timing *ts, con
         snprintf(key, sizeof key, "%s_sparse_speedup_vs_fp32_dense", lowp_name(lowp));
         cJSON_AddNumberToObject(e, key, fp32_dense->median_ms / ts->median_ms);
     }
+    lpv_peak p16 = at_clock16(pk16, pk, td);
+    double gd = flop_d / (td->median_ms * 1e6), gs = has_sparse ? flop_s / (ts->median_ms * 1e6) : NAN;
+    if (lowp == LPV_BENCH_BF16 && isfinite(p16.gflops)) {
+        snprintf(key, sizeof key, "dense_%s", lowp_name(lowp));
+        rate_json(e, key, gd, &p16);
+        snprintf(key, sizeof key, "sparse_%s", lowp_name(lowp));
+        if (has_sparse) rate_json(e, key, gs, &p16);
+    }
     if (human) {
         printf(" %9.3f", td->median_ms);
         if (has_sparse) printf(" %9.3f", ts->median_ms);
         printf(" %9.2fx", fp32_dense->median_ms / td->median_ms);
+        if (lowp == LPV_BENCH_BF16 && isfinite(p16.gflops)) {
+            printf(" %5.0f%%", 100 * gd / p16.gflops);
+            if (has_sparse) printf(" %5.0f%%", 100 * gs / p16.gflops);
+        }
     }
 }
 
@@ -299,6 +317,14 @@ static lpv_peak at_clock(const lpv_peak *pk, const lpv_timing *t) {
 static void rate_cols(double g, const lpv_peak *pk) {
     if (isfinite(pk->gflops)) printf(" %7.1f %4.0f%%", g, 100 * g / pk->gflops);
     else printf(" %7.1f %5s", g, "-");
+}
+
+/* The BF16 peak at a timing's clock: pk16 scaled by the FP32 probe over the FP32 peak (one clock moves both). */
+static lpv_peak at_clock16(const lpv_peak *pk16, const lpv_peak *pk, const lpv_timing *t) {
+    lpv_peak p = *pk16;
+    if (isfinite(p.gflops) && isfinite(t->peak_gflops) && isfinite(pk->gflops) && pk->gflops > 0)
+        p.gflops *= t->peak_gflops / pk->gflops, p.per_thread = p.gflops / p.threads;
+    return p;
 }
 
 static cJSON *peak_json(const lpv_peak *p) {
@@ -344,7 +370,9 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, 
                "  %-24s %-11s %7s %9s %9s %8s %7s %5s %7s %5s",
                o->batch, o->reps, lpv_isa_name(bm->peak.isa), "layer", "shape", "density", "dense", "sparse", "speedup",
                "dGF/s", "%pk", "sGF/s", "%pk");
-        if (lowp == LPV_BENCH_BF16) printf(" %9s%s %10s", "dense16", bm->sparse ? "  sparse16" : "", "16 vs 32");
+        if (lowp == LPV_BENCH_BF16)
+            printf(" %9s%s %10s%s%s", "dense16", bm->sparse ? "  sparse16" : "", "16 vs 32",
+                   isfinite(bm->peak16.gflops) ? "  %pk16" : "", isfinite(bm->peak16.gflops) && bm->sparse ? "  %pk16" : "");
         if (lowp == LPV_BENCH_INT8) printf(" %9s%s %10s", "dense8", bm->sparse ? "   sparse8" : "", "8 vs 32");
         printf("\n");
     }
@@ -399,7 +427,7 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, 
             cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
             rate_json(e, "sparse", gs, &pkl);
         }
-        if (in_lowp) layer_lowp(lowp, &td16, &ts16, &td, ls != NULL, human, e);
+        if (in_lowp) layer_lowp(lowp, &td16, &ts16, &td, ls != NULL, human, e, flop_d, flop_s, &bm->peak16, &bm->peak);
         if (human) printf("\n");
         cJSON_AddItemToArray(arr, e);
         if (!human) lpv_progress_update(&pg, i + 1, NULL);
@@ -482,6 +510,9 @@ int cmd_bench(int argc, char **argv) {
     }
     if (st == LPV_OK) st = lpv_bench_peak(lpv_isa_fp32(lpv_isa_get()), lpv_threads_get(), &bm.peak, &err);
     if (st == LPV_OK && isfinite(bm.peak.gflops)) lpv_bench_set_clock_probe(bm.peak.isa, bm.peak.threads);
+    bm.peak16 = (lpv_peak){LPV_ISA_AVX512BF16, lpv_threads_get(), NAN, NAN};
+    if (st == LPV_OK && prec == CLI_BF16 && lpv_isa_get() >= LPV_ISA_AVX512BF16)
+        st = lpv_bench_peak(LPV_ISA_AVX512BF16, lpv_threads_get(), &bm.peak16, &err);
     if (st) {
         lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
         return cli_fail(&err, st);
@@ -504,6 +535,9 @@ int cmd_bench(int argc, char **argv) {
         if (isfinite(bm.peak.gflops))
             printf("peak     %.1f GFLOP/s measured (%s FMA loops, %d threads; lpvit bench --peak)\n", bm.peak.gflops,
                    lpv_isa_name(bm.peak.isa), bm.peak.threads);
+        if (isfinite(bm.peak16.gflops))
+            printf("peak16   %.1f GFLOP/s measured (vdpbf16ps loops, %d threads): %.2fx the FP32 peak\n", bm.peak16.gflops,
+                   bm.peak16.threads, bm.peak16.gflops / bm.peak.gflops);
     }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "dense", bm.dense_desc);
@@ -514,6 +548,7 @@ int cmd_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "warmup", o.warmup);
     cJSON_AddNumberToObject(j, "seed", o.seed);
     cJSON_AddItemToObject(j, "peak", peak_json(&bm.peak));
+    if (isfinite(bm.peak16.gflops)) cJSON_AddItemToObject(j, "peak_bf16", peak_json(&bm.peak16));
     if (bm.sparse) cJSON_AddNumberToObject(j, "linear_density", lpv_model_linear_density(bm.sparse));
     lpv_cpu_snap snap0, snap1;
     lpv_cpu_snap_take(&snap0);

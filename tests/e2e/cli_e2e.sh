@@ -374,6 +374,14 @@ run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --isa ref --precision bf16 --
 lpv_less 0 "$(lpv_json "$T/b16.json" end_to_end.bf16.sparse.speedup_vs_bf16_dense)" \
   && lpv_json_has "$T/b16.json" layers.1.dense_bf16 && ! lpv_json_has "$T/b16.json" layers.0.dense_bf16 \
   && ok || bad "bench --precision bf16: $(lpv_json "$T/b16.json" end_to_end)"
+# on the BF16 unit itself its rows carry a share of the vdpbf16ps peak (a slow unit shows as a high share)
+case " $(lpv_json "$T/b.json" environment.cpu_features) " in
+  *" avx512_bf16 "*)
+    run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --precision bf16 --json "$T/b16v.json" --quiet
+    lpv_less 0 "$(lpv_json "$T/b16v.json" peak_bf16.gflops)" && lpv_less 0 "$(lpv_json "$T/b16v.json" layers.1.dense_bf16_pct_peak)" \
+      && ok || bad "bench --precision bf16: no share of the BF16 peak: $(lpv_json "$T/b16v.json" peak_bf16)" ;;
+  *) echo "skip bench --precision bf16 on avx512bf16: not on this cpu" ;;
+esac
 # --precision int8 adds int8 times per layer (block linears only) and end to end, with speedups over FP32 dense
 run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --precision int8 --json "$T/b8.json" --quiet
 lpv_less 0 "$(lpv_json "$T/b8.json" end_to_end.int8.sparse.speedup_vs_fp32_dense)" \

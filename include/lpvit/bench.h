@@ -69,6 +69,9 @@ typedef struct {
 } lpv_peak;
 
 lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err);
+/* The same for the int8 VNNI unit (vpdpbusd loops; gflops counts int8 operations, a multiply-add being 2), when
+ * the ISA set now runs the VNNI int8 kernel (lpv_q8_kernel_for); else gflops is NAN. isa says avx512. */
+lpv_status lpv_bench_peak_int8(int threads, lpv_peak *out, lpv_err *err);
 
 /* vdpbf16ps's FLOP rate over the FP32 FMA rate on one core, measured in ~10 ms (register-only loops): ~2 where
  * BF16 pays (Zen 4: 2.0), ~0.5 on Intel Xeons without AMX (measured 0.49: vdpbf16ps issues every other cycle,

@@ -35,7 +35,7 @@ typedef struct {
     lpv_model *dense, *sparse;
     char dense_desc[1200], sparse_desc[1200];
     lpv_peak peak; /* of the FP32 kernels' ISA, on the bench's threads */
-    lpv_peak peak16; /* --precision bf16 on avx512bf16: the vdpbf16ps loop's, else gflops NAN */
+    lpv_peak peak16; /* --precision bf16 on avx512bf16: the vdpbf16ps loop's; int8 on VNNI: vpdpbusd's; else NAN */
 } bench_models;
 
 static lpv_status load_plain(const char *path, int heads, int allow_extra, lpv_model **m, lpv_err *err) {
@@ -275,7 +275,7 @@ static void layer_lowp(int lowp, const lpv_timing *td, const lpv_timing *ts, con
     }
     lpv_peak p16 = at_clock16(pk16, pk, td);
     double gd = flop_d / (td->median_ms * 1e6), gs = has_sparse ? flop_s / (ts->median_ms * 1e6) : NAN;
-    if (lowp == LPV_BENCH_BF16 && isfinite(p16.gflops)) {
+    if (isfinite(p16.gflops)) {
         snprintf(key, sizeof key, "dense_%s", lowp_name(lowp));
         rate_json(e, key, gd, &p16);
         snprintf(key, sizeof key, "sparse_%s", lowp_name(lowp));
@@ -285,7 +285,7 @@ static void layer_lowp(int lowp, const lpv_timing *td, const lpv_timing *ts, con
         printf(" %9.3f", td->median_ms);
         if (has_sparse) printf(" %9.3f", ts->median_ms);
         printf(" %9.2fx", fp32_dense->median_ms / td->median_ms);
-        if (lowp == LPV_BENCH_BF16 && isfinite(p16.gflops)) {
+        if (isfinite(p16.gflops)) {
             printf(" %5.0f%%", 100 * gd / p16.gflops);
             if (has_sparse) printf(" %5.0f%%", 100 * gs / p16.gflops);
         }
@@ -373,7 +373,9 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, 
         if (lowp == LPV_BENCH_BF16)
             printf(" %9s%s %10s%s%s", "dense16", bm->sparse ? "  sparse16" : "", "16 vs 32",
                    isfinite(bm->peak16.gflops) ? "  %pk16" : "", isfinite(bm->peak16.gflops) && bm->sparse ? "  %pk16" : "");
-        if (lowp == LPV_BENCH_INT8) printf(" %9s%s %10s", "dense8", bm->sparse ? "   sparse8" : "", "8 vs 32");
+        if (lowp == LPV_BENCH_INT8)
+            printf(" %9s%s %10s%s%s", "dense8", bm->sparse ? "   sparse8" : "", "8 vs 32",
+                   isfinite(bm->peak16.gflops) ? "   %pk8" : "", isfinite(bm->peak16.gflops) && bm->sparse ? "   %pk8" : "");
         printf("\n");
     }
     double sum_d = 0, sum_s = 0;
@@ -513,6 +515,7 @@ int cmd_bench(int argc, char **argv) {
     bm.peak16 = (lpv_peak){LPV_ISA_AVX512BF16, lpv_threads_get(), NAN, NAN};
     if (st == LPV_OK && prec == CLI_BF16 && lpv_isa_get() >= LPV_ISA_AVX512BF16)
         st = lpv_bench_peak(LPV_ISA_AVX512BF16, lpv_threads_get(), &bm.peak16, &err);
+    if (st == LPV_OK && prec == CLI_INT8) st = lpv_bench_peak_int8(lpv_threads_get(), &bm.peak16, &err);
     if (st) {
         lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
         return cli_fail(&err, st);
@@ -535,9 +538,12 @@ int cmd_bench(int argc, char **argv) {
         if (isfinite(bm.peak.gflops))
             printf("peak     %.1f GFLOP/s measured (%s FMA loops, %d threads; lpvit bench --peak)\n", bm.peak.gflops,
                    lpv_isa_name(bm.peak.isa), bm.peak.threads);
-        if (isfinite(bm.peak16.gflops))
+        if (isfinite(bm.peak16.gflops) && prec == CLI_BF16)
             printf("peak16   %.1f GFLOP/s measured (vdpbf16ps loops, %d threads): %.2fx the FP32 peak\n", bm.peak16.gflops,
                    bm.peak16.threads, bm.peak16.gflops / bm.peak.gflops);
+        if (isfinite(bm.peak16.gflops) && prec == CLI_INT8)
+            printf("peak8    %.1f GOP/s measured (vpdpbusd loops, %d threads; a multiply-add is 2 ops): %.2fx the FP32 peak\n",
+                   bm.peak16.gflops, bm.peak16.threads, bm.peak16.gflops / bm.peak.gflops);
     }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "dense", bm.dense_desc);
@@ -548,7 +554,8 @@ int cmd_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "warmup", o.warmup);
     cJSON_AddNumberToObject(j, "seed", o.seed);
     cJSON_AddItemToObject(j, "peak", peak_json(&bm.peak));
-    if (isfinite(bm.peak16.gflops)) cJSON_AddItemToObject(j, "peak_bf16", peak_json(&bm.peak16));
+    if (isfinite(bm.peak16.gflops))
+        cJSON_AddItemToObject(j, prec == CLI_INT8 ? "peak_int8" : "peak_bf16", peak_json(&bm.peak16));
     if (bm.sparse) cJSON_AddNumberToObject(j, "linear_density", lpv_model_linear_density(bm.sparse));
     lpv_cpu_snap snap0, snap1;
     lpv_cpu_snap_take(&snap0);

@@ -170,14 +170,21 @@ lpv_status lpv_bench_forward_vs_fp32(const lpv_model *dense, const lpv_model *b,
 }
 
 /* One trial: every thread runs `steps` x 12 FMA instructions at once and records its own GFLOP/s in rate[]. */
+/* isa PEAK_VNNI: the int8 VNNI loop (int8 ops per second) */
+#define PEAK_VNNI LPV_ISA_COUNT
 static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate) {
-    double flop = (isa == LPV_ISA_AVX2 ? 12.0 * 8 * 2 : isa == LPV_ISA_AVX512 ? 12.0 * 16 * 2 : 12.0 * 16 * 4) * steps;
+    double flop = ((int)isa == PEAK_VNNI       ? 12.0 * 16 * 4 * 2
+                   : isa == LPV_ISA_AVX2   ? 12.0 * 8 * 2
+                   : isa == LPV_ISA_AVX512 ? 12.0 * 16 * 2
+                                           : 12.0 * 16 * 4) *
+                  steps;
     volatile float sink = 0;
 #pragma omp parallel num_threads(threads)
     {
 #pragma omp barrier
         double t0 = lpv_now();
-        float r = isa == LPV_ISA_AVX2     ? lpv__peak_avx2(steps, 0.999999f, 1e-6f)
+        float r = (int)isa == PEAK_VNNI   ? lpv__peak_vnni(steps, 0.999999f, 1e-6f)
+                  : isa == LPV_ISA_AVX2   ? lpv__peak_avx2(steps, 0.999999f, 1e-6f)
                   : isa == LPV_ISA_AVX512 ? lpv__peak_avx512(steps, 0.999999f, 1e-6f)
                                           : lpv__peak_avx512bf16(steps, 0.999999f, 1e-6f);
         rate[omp_get_thread_num()] = flop / (lpv_now() - t0) / 1e9;
@@ -186,10 +193,25 @@ static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate) {
     (void)sink;
 }
 
+static lpv_status peak_of(lpv_isa isa, lpv_isa unit, int threads, lpv_peak *out, lpv_err *err);
+
 lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err) {
     if (isa > lpv_isa_best())
         return lpv_fail_param(err, LPV_E_UNSUPPORTED, "isa", "'%s' is not available on this cpu (best: %s)",
                               lpv_isa_name(isa), lpv_isa_name(lpv_isa_best()));
+    return peak_of(isa, isa, threads, out, err);
+}
+
+lpv_status lpv_bench_peak_int8(int threads, lpv_peak *out, lpv_err *err) {
+    if (lpv_q8_kernel_for(lpv_isa_get()) != LPV_Q8_VNNI) {
+        *out = (lpv_peak){lpv_isa_get(), threads < 1 ? 1 : threads, NAN, NAN};
+        return LPV_OK;
+    }
+    return peak_of(LPV_ISA_AVX512, (lpv_isa)PEAK_VNNI, threads, out, err);
+}
+
+/* The peak of one unit (an ISA's FMA loop, or PEAK_VNNI), reported as isa. */
+static lpv_status peak_of(lpv_isa isa, lpv_isa unit, int threads, lpv_peak *out, lpv_err *err) {
     if (threads < 1) threads = 1;
     *out = (lpv_peak){isa, threads, NAN, NAN};
     if (isa == LPV_ISA_REF) return LPV_OK;
@@ -203,9 +225,9 @@ lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err)
      * lowers a trial, and on a shared 2-vCPU box such a spell can outlast many trials of the whole team, so
      * trials go on (up to 200, ~0.6 s) while one thread's best is still 10 % below another's. */
     int64_t steps = 2000000;
-    peak_trial(isa, threads, steps, rate); /* wakes the threads and the clock up */
+    peak_trial(unit, threads, steps, rate); /* wakes the threads and the clock up */
     for (int t = 0; t < 200; t++) {
-        peak_trial(isa, threads, steps, rate);
+        peak_trial(unit, threads, steps, rate);
         double lo = INFINITY, hi = 0;
         for (int i = 0; i < threads; i++) {
             best[i] = rate[i] > best[i] ? rate[i] : best[i];

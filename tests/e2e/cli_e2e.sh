@@ -382,6 +382,14 @@ case " $(lpv_json "$T/b.json" environment.cpu_features) " in
       && ok || bad "bench --precision bf16: no share of the BF16 peak: $(lpv_json "$T/b16v.json" peak_bf16)" ;;
   *) echo "skip bench --precision bf16 on avx512bf16: not on this cpu" ;;
 esac
+# and int8 rows a share of the vpdpbusd peak where the int8 kernel is VNNI's
+case " $(lpv_json "$T/b.json" environment.cpu_features) " in
+  *" avx512_vnni "*)
+    run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --precision int8 --json "$T/b8v.json" --quiet
+    lpv_less 0 "$(lpv_json "$T/b8v.json" peak_int8.gflops)" && lpv_less 0 "$(lpv_json "$T/b8v.json" layers.1.dense_int8_pct_peak)" \
+      && ok || bad "bench --precision int8: no share of the VNNI peak: $(lpv_json "$T/b8v.json" peak_int8)" ;;
+  *) echo "skip bench --precision int8 on VNNI: not on this cpu" ;;
+esac
 # --precision int8 adds int8 times per layer (block linears only) and end to end, with speedups over FP32 dense
 run 0 "$L" bench --pruned "$P" --reps 1 --warmup 0 --precision int8 --json "$T/b8.json" --quiet
 lpv_less 0 "$(lpv_json "$T/b8.json" end_to_end.int8.sparse.speedup_vs_fp32_dense)" \

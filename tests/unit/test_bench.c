@@ -11,6 +11,7 @@
 
 #include "engine/kernels/bsr_internal.h"
 #include "lpvit/bench.h"
+#include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
 #include "lpvit/report.h"
 #include "test.h"
@@ -173,8 +174,26 @@ static void test_clock_probe(void) {
     lpv_model_free(m);
 }
 
+/* The VNNI unit's peak: int8 ops where the int8 kernel is VNNI's (about 4x the FP32 peak: 2 vpdpbusd a cycle do 4x
+ * the multiply-adds of 2 FMAs; a wide band, the host may move either), NAN elsewhere. */
+static void test_peak_int8(void) {
+    lpv_peak p8, p32;
+    lpv_err err;
+    CHECK_OK(lpv_bench_peak_int8(1, &p8, &err), &err);
+    if (lpv_q8_kernel_for(lpv_isa_get()) != LPV_Q8_VNNI) {
+        CHECK(isnan(p8.gflops));
+        printf("SKIP vnni peak: the int8 kernel here is %s\n", lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())));
+        return;
+    }
+    CHECK_OK(lpv_bench_peak(LPV_ISA_AVX512, 1, &p32, &err), &err);
+    CHECKF(p8.gflops > 1.0 * p32.gflops && p8.gflops < 16 * p32.gflops, "vnni %g GOP/s against fp32 %g GFLOP/s", p8.gflops,
+           p32.gflops);
+    printf("vnni peak: %.1f GOP/s a thread, %.2fx the FP32 FMA peak\n", p8.gflops, p8.gflops / p32.gflops);
+}
+
 int main(void) {
     test_clock_probe();
+    test_peak_int8();
     test_blas_core();
     test_bf16_rate();
     test_loops();

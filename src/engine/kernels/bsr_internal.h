@@ -139,5 +139,6 @@ void lpv__verf_avx2(float *y, const float *x, int64_t n);
 float lpv__peak_avx2(int64_t steps, float m, float c);
 float lpv__peak_avx512(int64_t steps, float m, float c);
 float lpv__peak_avx512bf16(int64_t steps, float m, float c);
+float lpv__peak_vnni(int64_t steps, float m, float c); /* vpdpbusd: int8 ops */
 
 #endif

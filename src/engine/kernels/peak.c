@@ -2,7 +2,8 @@
  * peak.c — register-only FMA loops that measure this machine's arithmetic peak per ISA (lpv_bench_peak):
  * 12 independent accumulator chains, so 2 FMA pipes of latency 4 stay full with room to spare; no memory
  * traffic in the loop. Each returns a value built from every accumulator so none of the work can be dropped.
- * FLOPs per step: AVX2 12 x 8 lanes x 2, AVX-512 12 x 16 x 2, AVX512-BF16 12 x 16 lanes x 2 pairs x 2.
+ * FLOPs per step: AVX2 12 x 8 lanes x 2, AVX-512 12 x 16 x 2, AVX512-BF16 12 x 16 lanes x 2 pairs x 2; int8 ops
+ * (a multiply-add is 2) per step of the VNNI loop: 12 x 16 lanes x 4 bytes x 2.
  */
 #include <stdint.h>
 
@@ -47,4 +48,18 @@ LPV_TARGET_AVX512BF16 float lpv__peak_avx512bf16(int64_t steps, float m, float c
 #undef OP
     __m512 r = SUM12(_mm512_add_ps);
     return _mm512_reduce_add_ps(r);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma"))) float lpv__peak_vnni(int64_t steps,
+                                                                                                         float m,
+                                                                                                         float c) {
+    __m512i vm = _mm512_set1_epi8((char)(m > 0 ? 3 : 1)), vc = _mm512_set1_epi8((char)(c > 0 ? 2 : 1));
+#define SETI(v) _mm512_set1_epi32((int)((v)*10))
+    ACC12(__m512i, SETI);
+#undef SETI
+#define OP(a) _mm512_dpbusd_epi32(a, vm, vc)
+    for (int64_t s = 0; s < steps; s++) STEP12(OP);
+#undef OP
+    __m512i r = SUM12(_mm512_add_epi32);
+    return (float)_mm512_reduce_add_epi32(r);
 }

@@ -53,7 +53,9 @@ LPV_TARGET_AVX512BF16 float lpv__peak_avx512bf16(int64_t steps, float m, float c
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma"))) float lpv__peak_vnni(int64_t steps,
                                                                                                          float m,
                                                                                                          float c) {
-    __m512i vm = _mm512_set1_epi8((char)(m > 0 ? 3 : 1)), vc = _mm512_set1_epi8((char)(c > 0 ? 2 : 1));
+    /* the unsigned operand is 0 at run time (m < 2; the compiler cannot know it): the sums never move, so no lane
+     * wraps, and vpdpbusd's rate does not depend on the data */
+    __m512i vm = _mm512_set1_epi8((char)(m > 2 ? 1 : 0)), vc = _mm512_set1_epi8((char)(c > 0 ? 2 : 1));
 #define SETI(v) _mm512_set1_epi32((int)((v)*10))
     ACC12(__m512i, SETI);
 #undef SETI
@@ -61,5 +63,5 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma"))
     for (int64_t s = 0; s < steps; s++) STEP12(OP);
 #undef OP
     __m512i r = SUM12(_mm512_add_epi32);
-    return (float)_mm512_reduce_add_epi32(r);
+    return _mm512_reduce_add_ps(_mm512_cvtepi32_ps(r)); /* in float: the int reduction is C int arithmetic */
 }

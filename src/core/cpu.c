@@ -120,23 +120,25 @@ static const char *const BLOCKING_NAMES[] = {LPV_BLOCKING_LIST(LPV_ENUM_NAME)};
 
 const char *lpv_blocking_name(lpv_blocking b) { return lpv_enum_name(BLOCKING_NAMES, LPV_BLOCKING_COUNT, (int)b); }
 
+/* LPVIT_BLOCKING's profile into *v; LPV_OK with *v = -1 when it is unset or empty (err may be NULL). */
+static lpv_status blocking_env(int *v, lpv_err *err) {
+    const char *env = getenv("LPVIT_BLOCKING");
+    *v = -1;
+    return env && *env ? lpv_enum_parse(BLOCKING_NAMES, LPV_BLOCKING_COUNT, "LPVIT_BLOCKING", env, v, err) : LPV_OK;
+}
+
 lpv_blocking lpv_blocking_get(void) {
     static int chosen = -1;
     if (chosen >= 0) return (lpv_blocking)chosen;
-    chosen = strcmp(lpv_cpu()->vendor, "GenuineIntel") == 0 ? LPV_BLOCKING_INTEL : LPV_BLOCKING_ZEN;
-    const char *env = getenv("LPVIT_BLOCKING");
     int v;
-    if (env && *env && lpv_enum_parse(BLOCKING_NAMES, LPV_BLOCKING_COUNT, "LPVIT_BLOCKING", env, &v, NULL) == LPV_OK)
-        chosen = v;
-    return (lpv_blocking)chosen;
+    if (blocking_env(&v, NULL) != LPV_OK || v < 0)
+        v = strcmp(lpv_cpu()->vendor, "GenuineIntel") == 0 ? LPV_BLOCKING_INTEL : LPV_BLOCKING_ZEN;
+    return (lpv_blocking)(chosen = v);
 }
 
 lpv_status lpv_blocking_check_env(lpv_err *err) {
-    const char *env = getenv("LPVIT_BLOCKING");
     int v;
-    if (env && *env && lpv_enum_parse(BLOCKING_NAMES, LPV_BLOCKING_COUNT, "LPVIT_BLOCKING", env, &v, NULL) != LPV_OK)
-        return lpv_fail_param(err, LPV_E_ARG, "LPVIT_BLOCKING", "expected zen or intel, got '%s'", env);
-    return LPV_OK;
+    return blocking_env(&v, err);
 }
 
 int lpv_threads_get(void) {

@@ -35,7 +35,7 @@ typedef struct {
     lpv_model *dense, *sparse;
     char dense_desc[1200], sparse_desc[1200];
     lpv_peak peak; /* of the FP32 kernels' ISA, on the bench's threads */
-    lpv_peak peak16; /* --precision bf16 on avx512bf16: the vdpbf16ps loop's; int8 on VNNI: vpdpbusd's; else NAN */
+    lpv_peak peak_lowp; /* --precision bf16 on avx512bf16: the vdpbf16ps loop's; int8 on VNNI: vpdpbusd's; else NAN */
 } bench_models;
 
 static lpv_status load_plain(const char *path, int heads, int allow_extra, lpv_model **m, lpv_err *err) {
@@ -254,14 +254,14 @@ static lpv_status bench_lowp(const bench_opts *o, const bench_models *bm, int lo
     return LPV_OK;
 }
 
-/* Per-layer columns of the BF16 or int8 times (lowp), after the FP32 ones. */
+static double gflops(double flop, const lpv_timing *t) { return flop / (t->median_ms * 1e6); }
 static void rate_json(cJSON *e, const char *key, double g, const lpv_peak *pk);
-static lpv_peak at_clock16(const lpv_peak *pk16, const lpv_peak *pk, const lpv_timing *t);
+static lpv_peak at_clock(const lpv_peak *unit, const lpv_peak *fp32, const lpv_timing *t);
 
-/* flop_d, flop_s: the dense and the kept work; pk16 (BF16 only) the BF16 unit's peak, pk the FP32 one the clock
- * probe follows: a BF16 row's share is of the BF16 peak at its clock (scaled by the FP32 probe). */
+/* Per-layer columns of the BF16 or int8 times (lowp), after the FP32 ones. flop_d, flop_s: the dense and the kept
+ * work; pk_lowp the BF16 or VNNI unit's peak (NAN: none), pk the FP32 one the clock probe follows. */
 static void layer_lowp(int lowp, const lpv_timing *td, const lpv_timing *ts, const lpv_timing *fp32_dense, int has_sparse,
-                       int human, cJSON *e, double flop_d, double flop_s, const lpv_peak *pk16, const lpv_peak *pk) {
+                       int human, cJSON *e, double flop_d, double flop_s, const lpv_peak *pk_lowp, const lpv_peak *pk) {
     char key[48];
     snprintf(key, sizeof key, "dense_%s", lowp_name(lowp));
     cJSON_AddItemToObject(e, key, timing_json(td));
@@ -273,26 +273,24 @@ static void layer_lowp(int lowp, const lpv_timing *td, const lpv_timing *ts, con
         snprintf(key, sizeof key, "%s_sparse_speedup_vs_fp32_dense", lowp_name(lowp));
         cJSON_AddNumberToObject(e, key, fp32_dense->median_ms / ts->median_ms);
     }
-    lpv_peak p16 = at_clock16(pk16, pk, td);
-    double gd = flop_d / (td->median_ms * 1e6), gs = has_sparse ? flop_s / (ts->median_ms * 1e6) : NAN;
-    if (isfinite(p16.gflops)) {
+    lpv_peak pl = at_clock(pk_lowp, pk, td);
+    double gd = gflops(flop_d, td), gs = has_sparse ? gflops(flop_s, ts) : NAN;
+    if (isfinite(pl.gflops)) {
         snprintf(key, sizeof key, "dense_%s", lowp_name(lowp));
-        rate_json(e, key, gd, &p16);
+        rate_json(e, key, gd, &pl);
         snprintf(key, sizeof key, "sparse_%s", lowp_name(lowp));
-        if (has_sparse) rate_json(e, key, gs, &p16);
+        if (has_sparse) rate_json(e, key, gs, &pl);
     }
     if (human) {
         printf(" %9.3f", td->median_ms);
         if (has_sparse) printf(" %9.3f", ts->median_ms);
         printf(" %9.2fx", fp32_dense->median_ms / td->median_ms);
-        if (isfinite(p16.gflops)) {
-            printf(" %5.0f%%", 100 * gd / p16.gflops);
-            if (has_sparse) printf(" %5.0f%%", 100 * gs / p16.gflops);
+        if (isfinite(pl.gflops)) {
+            printf(" %5.0f%%", 100 * gd / pl.gflops);
+            if (has_sparse) printf(" %5.0f%%", 100 * gs / pl.gflops);
         }
     }
 }
-
-static double gflops(double flop, const lpv_timing *t) { return flop / (t->median_ms * 1e6); }
 
 /* The JSON keys <key>_gflops and, with a measured peak, <key>_pct_peak. */
 static void rate_json(cJSON *e, const char *key, double g, const lpv_peak *pk) {
@@ -305,11 +303,13 @@ static void rate_json(cJSON *e, const char *key, double g, const lpv_peak *pk) {
     }
 }
 
-/* The peak at the clock a timing ran at: the clock probe's median (lpv_bench_set_clock_probe) when it ran, else
- * the peak measured at the start. */
-static lpv_peak at_clock(const lpv_peak *pk, const lpv_timing *t) {
-    lpv_peak p = *pk;
-    if (isfinite(pk->gflops) && isfinite(t->peak_gflops)) p.gflops = t->peak_gflops, p.per_thread = t->peak_gflops / p.threads;
+/* A unit's peak at the clock a timing ran at: scaled by the clock probe's median (lpv_bench_set_clock_probe, an
+ * FP32 loop) over the FP32 peak measured at the start, one clock moving every unit; the FP32 peak itself becomes
+ * the probe (the ratio is exactly 1). Unscaled when the probe did not run. */
+static lpv_peak at_clock(const lpv_peak *unit, const lpv_peak *fp32, const lpv_timing *t) {
+    lpv_peak p = *unit;
+    if (isfinite(p.gflops) && isfinite(t->peak_gflops) && isfinite(fp32->gflops) && fp32->gflops > 0)
+        p.gflops = t->peak_gflops * (unit->gflops / fp32->gflops), p.per_thread = p.gflops / p.threads;
     return p;
 }
 
@@ -317,14 +317,6 @@ static lpv_peak at_clock(const lpv_peak *pk, const lpv_timing *t) {
 static void rate_cols(double g, const lpv_peak *pk) {
     if (isfinite(pk->gflops)) printf(" %7.1f %4.0f%%", g, 100 * g / pk->gflops);
     else printf(" %7.1f %5s", g, "-");
-}
-
-/* The BF16 peak at a timing's clock: pk16 scaled by the FP32 probe over the FP32 peak (one clock moves both). */
-static lpv_peak at_clock16(const lpv_peak *pk16, const lpv_peak *pk, const lpv_timing *t) {
-    lpv_peak p = *pk16;
-    if (isfinite(p.gflops) && isfinite(t->peak_gflops) && isfinite(pk->gflops) && pk->gflops > 0)
-        p.gflops *= t->peak_gflops / pk->gflops, p.per_thread = p.gflops / p.threads;
-    return p;
 }
 
 static cJSON *peak_json(const lpv_peak *p) {
@@ -372,10 +364,10 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, 
                "dGF/s", "%pk", "sGF/s", "%pk");
         if (lowp == LPV_BENCH_BF16)
             printf(" %9s%s %10s%s%s", "dense16", bm->sparse ? "  sparse16" : "", "16 vs 32",
-                   isfinite(bm->peak16.gflops) ? "  %pk16" : "", isfinite(bm->peak16.gflops) && bm->sparse ? "  %pk16" : "");
+                   isfinite(bm->peak_lowp.gflops) ? "  %pk16" : "", isfinite(bm->peak_lowp.gflops) && bm->sparse ? "  %pk16" : "");
         if (lowp == LPV_BENCH_INT8)
             printf(" %9s%s %10s%s%s", "dense8", bm->sparse ? "   sparse8" : "", "8 vs 32",
-                   isfinite(bm->peak16.gflops) ? "   %pk8" : "", isfinite(bm->peak16.gflops) && bm->sparse ? "   %pk8" : "");
+                   isfinite(bm->peak_lowp.gflops) ? "   %pk8" : "", isfinite(bm->peak_lowp.gflops) && bm->sparse ? "   %pk8" : "");
         printf("\n");
     }
     double sum_d = 0, sum_s = 0;
@@ -400,7 +392,7 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, 
         snprintf(shape, sizeof shape, "%dx%d", ld->out, ld->in);
         double flop_d = 2.0 * ld->out * ld->in * T, flop_s = flop_d * dens;
         double gd = gflops(flop_d, &td), gs = ls ? gflops(flop_s, &ts) : NAN;
-        lpv_peak pkl = at_clock(&bm->peak, &td);
+        lpv_peak pkl = at_clock(&bm->peak, &bm->peak, &td);
         if (human) {
             if (ls)
                 printf("  %-24s %-11s %7.3f %9.3f %9.3f %7.2fx", rd[i].name, shape, dens, td.median_ms, ts.median_ms,
@@ -429,7 +421,7 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, 
             cJSON_AddNumberToObject(e, "speedup", td.median_ms / ts.median_ms);
             rate_json(e, "sparse", gs, &pkl);
         }
-        if (in_lowp) layer_lowp(lowp, &td16, &ts16, &td, ls != NULL, human, e, flop_d, flop_s, &bm->peak16, &bm->peak);
+        if (in_lowp) layer_lowp(lowp, &td16, &ts16, &td, ls != NULL, human, e, flop_d, flop_s, &bm->peak_lowp, &bm->peak);
         if (human) printf("\n");
         cJSON_AddItemToArray(arr, e);
         if (!human) lpv_progress_update(&pg, i + 1, NULL);
@@ -512,10 +504,10 @@ int cmd_bench(int argc, char **argv) {
     }
     if (st == LPV_OK) st = lpv_bench_peak(lpv_isa_fp32(lpv_isa_get()), lpv_threads_get(), &bm.peak, &err);
     if (st == LPV_OK && isfinite(bm.peak.gflops)) lpv_bench_set_clock_probe(bm.peak.isa, bm.peak.threads);
-    bm.peak16 = (lpv_peak){LPV_ISA_AVX512BF16, lpv_threads_get(), NAN, NAN};
+    bm.peak_lowp = (lpv_peak){LPV_ISA_AVX512BF16, lpv_threads_get(), NAN, NAN};
     if (st == LPV_OK && prec == CLI_BF16 && lpv_isa_get() >= LPV_ISA_AVX512BF16)
-        st = lpv_bench_peak(LPV_ISA_AVX512BF16, lpv_threads_get(), &bm.peak16, &err);
-    if (st == LPV_OK && prec == CLI_INT8) st = lpv_bench_peak_int8(lpv_threads_get(), &bm.peak16, &err);
+        st = lpv_bench_peak(LPV_ISA_AVX512BF16, lpv_threads_get(), &bm.peak_lowp, &err);
+    if (st == LPV_OK && prec == CLI_INT8) st = lpv_bench_peak_int8(lpv_threads_get(), &bm.peak_lowp, &err);
     if (st) {
         lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
         return cli_fail(&err, st);
@@ -538,12 +530,12 @@ int cmd_bench(int argc, char **argv) {
         if (isfinite(bm.peak.gflops))
             printf("peak     %.1f GFLOP/s measured (%s FMA loops, %d threads; lpvit bench --peak)\n", bm.peak.gflops,
                    lpv_isa_name(bm.peak.isa), bm.peak.threads);
-        if (isfinite(bm.peak16.gflops) && prec == CLI_BF16)
-            printf("peak16   %.1f GFLOP/s measured (vdpbf16ps loops, %d threads): %.2fx the FP32 peak\n", bm.peak16.gflops,
-                   bm.peak16.threads, bm.peak16.gflops / bm.peak.gflops);
-        if (isfinite(bm.peak16.gflops) && prec == CLI_INT8)
+        if (isfinite(bm.peak_lowp.gflops) && prec == CLI_BF16)
+            printf("peak16   %.1f GFLOP/s measured (vdpbf16ps loops, %d threads): %.2fx the FP32 peak\n", bm.peak_lowp.gflops,
+                   bm.peak_lowp.threads, bm.peak_lowp.gflops / bm.peak.gflops);
+        if (isfinite(bm.peak_lowp.gflops) && prec == CLI_INT8)
             printf("peak8    %.1f GOP/s measured (vpdpbusd loops, %d threads; a multiply-add is 2 ops): %.2fx the FP32 peak\n",
-                   bm.peak16.gflops, bm.peak16.threads, bm.peak16.gflops / bm.peak.gflops);
+                   bm.peak_lowp.gflops, bm.peak_lowp.threads, bm.peak_lowp.gflops / bm.peak.gflops);
     }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "dense", bm.dense_desc);
@@ -554,8 +546,8 @@ int cmd_bench(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "warmup", o.warmup);
     cJSON_AddNumberToObject(j, "seed", o.seed);
     cJSON_AddItemToObject(j, "peak", peak_json(&bm.peak));
-    if (isfinite(bm.peak16.gflops))
-        cJSON_AddItemToObject(j, prec == CLI_INT8 ? "peak_int8" : "peak_bf16", peak_json(&bm.peak16));
+    if (isfinite(bm.peak_lowp.gflops))
+        cJSON_AddItemToObject(j, prec == CLI_INT8 ? "peak_int8" : "peak_bf16", peak_json(&bm.peak_lowp));
     if (bm.sparse) cJSON_AddNumberToObject(j, "linear_density", lpv_model_linear_density(bm.sparse));
     lpv_cpu_snap snap0, snap1;
     lpv_cpu_snap_take(&snap0);
@@ -571,7 +563,7 @@ int cmd_bench(int argc, char **argv) {
         cJSON *d = e2e_json(&td, o.batch);
         lpv_macs mc = lpv_model_macs(&bm.dense->cfg);
         double g_e2e = gflops(2.0 * (mc.linear_macs + mc.attention_macs) * o.batch, &td);
-        lpv_peak pke = at_clock(&bm.peak, &td);
+        lpv_peak pke = at_clock(&bm.peak, &bm.peak, &td);
         rate_json(d, "model", g_e2e, &pke);
         if (isfinite(td.peak_gflops)) cJSON_AddNumberToObject(d, "peak_at_clock_gflops", td.peak_gflops);
         cJSON_AddItemToObject(d, "profile_ms_per_image", profile_json(&pd));

@@ -157,6 +157,13 @@ static lpv_status get_stats(run *R, const lpv_dataset *ds, int fisher, int block
     return LPV_OK;
 }
 
+/* *v: a view of ds kept to n items spread over it (lpv_dataset_spread); 0 keeps them all. */
+static lpv_status spread_view(lpv_dataset *v, const lpv_dataset *ds, int n, lpv_err *err) {
+    LPV_TRY(lpv_dataset_view(v, ds, err));
+    if (n > 0) lpv_dataset_spread(v, n);
+    return LPV_OK;
+}
+
 /* ---- channel permutation (permute.h) ---- */
 
 /* Importance of every weight of the pruned layers, in the units of the chosen criterion: the diagonal
@@ -172,8 +179,7 @@ static lpv_status element_scores(run *R, float **score, lpv_err *err) {
     memset(&ist, 0, sizeof ist);
     int grad = lpv_prune_needs_stats(o), inputs = o->saliency == LPV_SAL_OBS || o->saliency == LPV_SAL_WANDA;
     lpv_dataset sub;
-    LPV_TRY(lpv_dataset_view(&sub, &R->ds, err));
-    lpv_dataset_spread(&sub, o->permute_images);
+    LPV_TRY(spread_view(&sub, &R->ds, o->permute_images, err));
     lpv_status st = LPV_OK;
     if (grad) {
         st = get_stats(R, &sub, 1, 0, "statistics (channel sort)", &cs, err);
@@ -763,14 +769,11 @@ static lpv_status begin(run *R, const lpv_calib_set *calib, lpv_err *err) {
     } else if (lpv_prune_needs_images(R->o)) {
         return lpv_fail(err, LPV_E_ARG, "these options need calibration images, and none were given");
     }
-    /* the refit's images: a spread subset when recon_images is smaller (the statistics keep the whole list) */
-    LPV_TRY(lpv_dataset_view(&R->rds, &R->ds, err));
-    if (R->o->recon_images > 0) lpv_dataset_spread(&R->rds, R->o->recon_images);
+    /* the refit's images and the gradient statistics' (issue 21: the saliency may converge on fewer images than
+     * the refit's least squares needs): each a spread subset when its option asks for fewer */
+    LPV_TRY(spread_view(&R->rds, &R->ds, R->o->recon_images, err));
     r->recon_images = R->rds.n;
-    /* the gradient statistics' images: a spread subset too (issue 21: the saliency may converge on fewer images
-     * than the refit's least squares needs) */
-    LPV_TRY(lpv_dataset_view(&R->sds, &R->ds, err));
-    if (R->o->stats_images > 0) lpv_dataset_spread(&R->sds, R->o->stats_images);
+    LPV_TRY(spread_view(&R->sds, &R->ds, R->o->stats_images, err));
     r->stats_images = R->sds.n;
     r->seconds.list = lpv_now() - t;
     return LPV_OK;

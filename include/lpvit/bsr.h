@@ -99,6 +99,9 @@ lpv_status lpv_bsr_from_arrays(lpv_bsr *b, int rows, int cols, int R, int C, con
 
 /* W (rows, cols) with zeros in pruned blocks. */
 void lpv_bsr_to_dense(const lpv_bsr *b, float *W);
+/* The kept blocks' values from W (rows, cols) (its pruned blocks are ignored), and the kernels' packs of them
+ * (FP32, and BF16 when there is one; not the int8 weights). */
+void lpv_bsr_set_dense_values(lpv_bsr *b, const float *W);
 /* mask (nbr, nbc): 1 where a block is kept. */
 void lpv_bsr_mask(const lpv_bsr *b, uint8_t *mask);
 /* Kept blocks / all blocks (0 for an empty shape). */
@@ -160,7 +163,8 @@ lpv_q8_kernel lpv_q8_kernel_for(lpv_isa isa);
 const char *lpv_q8_kernel_name(lpv_q8_kernel k);
 
 /* Gives W int8 weights: q (nnzb, R, C) in the order of W->values and scale (rows) when given, else rounds
- * W->values per row (scale = max |w| / 127, q = round-half-even(w / scale); an all-zero row gets scale 1).
+ * W->values per row, q = round-half-even(w / scale) clamped to ±127, with the given scale or, when scale is
+ * NULL, scale = max |w| / 127 (an all-zero row gets scale 1).
  * Every scale must be finite and > 0. W->values become q · scale (what the int8 kernels compute with, and
  * what lpv_bsr_to_dense and the exports see). Arrays go into arena (NULL: W's own; W must own one). */
 lpv_status lpv_bsr_set_int8(lpv_bsr *W, const int8_t *q, const float *scale, lpv_arena *arena, const char *name,

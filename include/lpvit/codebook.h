@@ -41,6 +41,15 @@ int lpv_codebook_nearest(const float *levels, int k, float v);
  * (their code is the nearest's). */
 int64_t lpv_codebook_encode(const float *levels, int k, const float *x, int64_t n, uint8_t *codes);
 
+/* The codebook lpv_model_quantize_codebook fits to one layer's weights (dense, or a BSR layer's kept blocks):
+ * scales (out) = each row's largest |w| (1 for an all-zero row), levels (K) and *k as lpv_kmeans1d gives them
+ * for w / scale. L is not changed. */
+lpv_status lpv_codebook_fit(const lpv_linear *L, int K, float *levels, int *k, float *scales, lpv_err *err);
+/* Puts every weight of L (FP32; dense or kept blocks) on scales[row] * levels[the nearest to w / scales[row]] and
+ * records the codebook (copied into m's arena), so lpv_model_save writes codes; weights already on it stay as
+ * they are. A blocked dense pack is dropped. */
+lpv_status lpv_linear_set_codebook(lpv_model *m, lpv_linear *L, const float *levels, int k, const float *scales,
+                                   const char *name, lpv_err *err);
 /* Replaces every block linear's weights (dense, or the kept blocks of a BSR layer) w by s[row] * (the level
  * nearest to w / s[row]), s[row] = the row's largest |w|, and records levels and scales (lpv_linear.codebook,
  * .codebook_scale) so lpv_model_save writes codes. int8 layers are refused. Call before packing

@@ -56,6 +56,9 @@ void lpv_linear_forward_q8(const lpv_linear *L, const float *X, int ldx, uint32_
 const lpv_bsr *lpv_linear_int8_weights(const lpv_linear *L);
 /* 1 when lpv_linear_int8_weights is not NULL. */
 int lpv_linear_has_int8(const lpv_linear *L);
+/* Replaces an FP32 layer's weights by W (out, in): the dense w and/or the BSR layer's kept blocks (W's pruned
+ * blocks are ignored), repacked; a blocked dense pack is dropped (lpv_model_pack_dense makes it again). */
+void lpv_linear_set_weights(lpv_linear *L, const float *W);
 
 /* Dense path with OpenBLAS, whatever L->bsr says (the baseline bench compares against). */
 void lpv_linear_forward_dense(const lpv_linear *L, const float *X, int ldx, float *Y, int ldy, int T, int epi);

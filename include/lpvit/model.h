@@ -128,6 +128,10 @@ lpv_status lpv_model_pack_bf16(lpv_model *m, int R, int C, lpv_err *err);
  * layer's qx already holds a per-tensor scale (a quantized file's). Patch embedding, heads, LayerNorm,
  * attention and GELU stay FP32. Layers that already have int8 weights are left as they are. */
 lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err);
+/* One layer of it: int8 weights for L (its BSR form, or a blocked R x C copy of its dense weights), rounded with
+ * the given per-row scales (out; NULL: max |w| / 127 per row). */
+lpv_status lpv_linear_quantize_int8(lpv_model *m, lpv_linear *L, const float *scale, int R, int C, const char *name,
+                                    lpv_err *err);
 /* 1 when some layer has int8 weights. */
 int lpv_model_has_int8(const lpv_model *m);
 /* 1 when some layer's weights are on a shared codebook (codebook.h: saved as uint8 codes). */

@@ -264,6 +264,18 @@ void lpv_bsr_to_dense(const lpv_bsr *b, float *W) {
         }
 }
 
+void lpv_bsr_set_dense_values(lpv_bsr *b, const float *W) {
+    int R = b->R, C = b->C;
+    for (int i = 0; i < b->nbr; i++)
+        for (int32_t j = b->row_ptr[i]; j < b->row_ptr[i + 1]; j++) {
+            float *v = b->values + (int64_t)j * R * C;
+            int c0 = b->col_idx[j] * C;
+            for (int r = 0; r < R && i * R + r < b->rows; r++)
+                for (int c = 0; c < C && c0 + c < b->cols; c++) v[r * C + c] = W[(int64_t)(i * R + r) * b->cols + c0 + c];
+        }
+    lpv__bsr_repack(b);
+}
+
 void lpv_bsr_mask(const lpv_bsr *b, uint8_t *mask) {
     memset(mask, 0, (size_t)b->nbr * (size_t)b->nbc);
     for (int i = 0; i < b->nbr; i++)

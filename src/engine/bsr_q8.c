@@ -27,18 +27,18 @@ const char *lpv_q8_kernel_name(lpv_q8_kernel k) {
     return k == LPV_Q8_VNNI ? "avx512vnni" : k == LPV_Q8_AVX2 ? "avx2" : "ref";
 }
 
-/* Per-row scales of W->values (max |w| / 127) into scale, q by round-half-even. */
-static void round_rows(const lpv_bsr *W, int8_t *q, float *scale) {
+/* Per-row scales of W->values (max |w| / 127) into scale unless `given`, q by round-half-even. */
+static void round_rows(const lpv_bsr *W, int8_t *q, float *scale, int given) {
     int R = W->R, C = W->C;
-    for (int r = 0; r < W->rows; r++) scale[r] = 0.0f;
+    for (int r = 0; r < W->rows && !given; r++) scale[r] = 0.0f;
     for (int i = 0; i < W->nbr; i++)
         for (int32_t j = W->row_ptr[i]; j < W->row_ptr[i + 1]; j++)
-            for (int rr = 0; rr < R && i * R + rr < W->rows; rr++) {
+            for (int rr = 0; rr < R && i * R + rr < W->rows && !given; rr++) {
                 const float *v = W->values + (int64_t)j * R * C + (int64_t)rr * C;
                 for (int c = 0; c < C; c++)
                     if (fabsf(v[c]) > scale[i * R + rr]) scale[i * R + rr] = fabsf(v[c]);
             }
-    for (int r = 0; r < W->rows; r++) scale[r] = scale[r] > 0.0f ? scale[r] / 127.0f : 1.0f;
+    for (int r = 0; r < W->rows && !given; r++) scale[r] = scale[r] > 0.0f ? scale[r] / 127.0f : 1.0f;
     for (int i = 0; i < W->nbr; i++)
         for (int32_t j = W->row_ptr[i]; j < W->row_ptr[i + 1]; j++)
             for (int rr = 0; rr < R; rr++) {
@@ -104,7 +104,8 @@ lpv_status lpv_bsr_set_int8(lpv_bsr *W, const int8_t *q, const float *scale, lpv
         memcpy(W->qvalues, q, (size_t)nval);
         memcpy(W->qscale, scale, sizeof(float) * (size_t)W->rows);
     } else {
-        round_rows(W, W->qvalues, W->qscale);
+        if (scale) memcpy(W->qscale, scale, sizeof(float) * (size_t)W->rows);
+        round_rows(W, W->qvalues, W->qscale, scale != NULL);
     }
     /* rows past the matrix's edge: zero weights, scale 0 (their outputs are never stored) */
     for (int r = W->rows; r < rows8; r++) W->qscale[r] = 0.0f;

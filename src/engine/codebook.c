@@ -177,33 +177,55 @@ static void row_scales(float *const *slot, const int32_t *row, int64_t n, int ro
     for (int r = 0; r < rows; r++) s[r] = s[r] > 0.0f ? s[r] : 1.0f;
 }
 
+lpv_status lpv_codebook_fit(const lpv_linear *L, int K, float *levels, int *k, float *scales, lpv_err *err) {
+    if (K < 1 || K > LPV_CODEBOOK_MAX)
+        return lpv_fail_param(err, LPV_E_ARG, "codebook", "%d levels, expected 1..%d", K, LPV_CODEBOOK_MAX);
+    int64_t n = 0;
+    int32_t *row = NULL;
+    float **slot = weight_slots(L, &n, &row);
+    float *x = slot ? malloc(sizeof(float) * (size_t)(n + 1)) : NULL;
+    lpv_status st = (!slot || !x) ? lpv_fail(err, LPV_E_OOM, "out of memory fitting a codebook") : LPV_OK;
+    /* the levels are fitted to w / (max |w| of its row): rows of different ranges share them */
+    if (st == LPV_OK) row_scales(slot, row, n, L->out, scales);
+    for (int64_t i = 0; st == LPV_OK && i < n; i++) x[i] = *slot[i] / scales[row[i]];
+    if (st == LPV_OK) st = lpv_kmeans1d(x, n, K, 100, levels, k, err);
+    free(x), free(slot), free(row);
+    return st;
+}
+
+lpv_status lpv_linear_set_codebook(lpv_model *m, lpv_linear *L, const float *levels, int k, const float *scales,
+                                   const char *name, lpv_err *err) {
+    if (lpv_linear_has_int8(L))
+        return lpv_fail(err, LPV_E_ARG, "'%s' is int8: a codebook replaces FP32 weights (quantize the FP32 model)", name);
+    int64_t n = 0;
+    int32_t *row = NULL;
+    float **slot = weight_slots(L, &n, &row);
+    float *lv = lpv_arena_alloc(&m->arena, sizeof(float) * LPV_CODEBOOK_MAX);
+    float *sc = lpv_arena_alloc(&m->arena, sizeof(float) * (size_t)L->out);
+    if (!slot || !lv || !sc) {
+        free(slot), free(row);
+        return lpv_fail(err, LPV_E_OOM, "out of memory quantizing '%s'", name);
+    }
+    memcpy(lv, levels, sizeof(float) * (size_t)k), memcpy(sc, scales, sizeof(float) * (size_t)L->out);
+    for (int64_t i = 0; i < n; i++) *slot[i] = sc[row[i]] * lv[lpv_codebook_nearest(lv, k, *slot[i] / sc[row[i]])];
+    L->codebook = lv, L->codebook_k = k, L->codebook_scale = sc;
+    if (L->bsr) lpv__bsr_repack(L->bsr); /* the kernel's copy of the values */
+    L->blocked = NULL; /* a pack of the old weights (its memory stays in the arena until the model is freed) */
+    free(slot), free(row);
+    return LPV_OK;
+}
+
 static lpv_status quantize_layer(lpv_model *m, const lpv_layer_ref *ref, int K, lpv_err *err) {
     lpv_linear *L = ref->lin;
     if (lpv_linear_has_int8(L))
         return lpv_fail(err, LPV_E_ARG, "'%s' is int8: a codebook replaces FP32 weights (quantize the FP32 model)",
                         ref->name);
-    int64_t n = 0;
-    int32_t *row = NULL;
-    float **slot = weight_slots(L, &n, &row);
-    float *x = slot ? malloc(sizeof(float) * (size_t)(n + 1)) : NULL;
-    float *lv = lpv_arena_alloc(&m->arena, sizeof(float) * LPV_CODEBOOK_MAX);
-    float *sc = lpv_arena_alloc(&m->arena, sizeof(float) * (size_t)L->out);
-    lpv_status st = (!slot || !x || !lv || !sc) ? lpv_fail(err, LPV_E_OOM, "out of memory quantizing '%s'", ref->name)
-                                                : LPV_OK;
-    /* the levels are fitted to w / (max |w| of its row): rows of different ranges share them */
-    if (st == LPV_OK) row_scales(slot, row, n, L->out, sc);
-    for (int64_t i = 0; st == LPV_OK && i < n; i++) x[i] = *slot[i] / sc[row[i]];
+    float lv[LPV_CODEBOOK_MAX], *sc = malloc(sizeof(float) * (size_t)L->out);
     int k = 0;
-    if (st == LPV_OK) st = lpv_kmeans1d(x, n, K, 100, lv, &k, err);
-    if (st == LPV_OK) {
-        for (int64_t i = 0; i < n; i++) *slot[i] = sc[row[i]] * lv[lpv_codebook_nearest(lv, k, x[i])];
-        L->codebook = lv, L->codebook_k = k, L->codebook_scale = sc;
-        if (L->bsr) lpv__bsr_repack(L->bsr); /* the kernel's copy of the values */
-        L->blocked = NULL; /* a pack of the old weights (its memory stays in the arena until the model is freed) */
-    } else {
-        lpv_wrap(err, st, "'%s'", ref->name);
-    }
-    free(x), free(slot), free(row);
+    lpv_status st = sc ? lpv_codebook_fit(L, K, lv, &k, sc, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
+    if (st == LPV_OK) st = lpv_linear_set_codebook(m, L, lv, k, sc, ref->name, err);
+    else lpv_wrap(err, st, "'%s'", ref->name);
+    free(sc);
     return st;
 }
 

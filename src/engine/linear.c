@@ -91,6 +91,14 @@ static const lpv_bsr *bf16_weights(const lpv_linear *L) {
 
 int lpv_linear_has_bf16(const lpv_linear *L) { return bf16_weights(L) != NULL; }
 
+void lpv_linear_set_weights(lpv_linear *L, const float *W) {
+    LPV_ASSERT(!lpv_linear_has_int8(L));
+    if (L->w) memcpy(L->w, W, sizeof(float) * (size_t)L->out * (size_t)L->in);
+    if (L->bsr) lpv_bsr_set_dense_values(L->bsr, W);
+    L->blocked = NULL; /* a pack of the old weights (its memory stays in the model's arena) */
+}
+
+
 void lpv_linear_forward_bf16(const lpv_linear *L, const uint32_t *X2, int ldx, float *Y, int ldy, int T, int epi) {
     const lpv_bsr *b = bf16_weights(L);
     LPV_ASSERT(b);

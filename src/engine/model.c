@@ -782,24 +782,28 @@ static int block_kind(lpv_layer_kind k) {
     return k == LPV_LK_QKV || k == LPV_LK_PROJ || k == LPV_LK_FC1 || k == LPV_LK_FC2;
 }
 
+lpv_status lpv_linear_quantize_int8(lpv_model *m, lpv_linear *L, const float *scale, int R, int C, const char *name,
+                                    lpv_err *err) {
+    if (!L->bsr && !L->blocked) {
+        lpv_bsr *b = lpv_arena_alloc(&m->arena, sizeof *b);
+        if (!b) return lpv_fail(err, LPV_E_OOM, "out of memory quantizing '%s'", name);
+        LPV_TRY(lpv_bsr_from_dense(b, L->w, L->out, L->in, R, C, NULL, &m->arena, name, err));
+        L->blocked = b;
+    }
+    lpv_bsr *b = L->bsr ? L->bsr : L->blocked;
+    LPV_TRY(lpv_bsr_set_int8(b, NULL, scale, &m->arena, name, err));
+    L->codebook = NULL, L->codebook_k = 0, L->codebook_scale = NULL; /* int8 weights replace the levels */
+    if (L->w) lpv_bsr_to_dense(b, L->w); /* the dense copy holds the dequantized weights too */
+    if (!(L->qx.scale > 0)) L->qx.per_token = 1;
+    return LPV_OK;
+}
+
 lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
-    for (int i = 0; i < n; i++) {
-        lpv_linear *L = refs[i].lin;
-        if (!block_kind(refs[i].kind) || lpv_linear_has_int8(L)) continue;
-        if (!L->bsr && !L->blocked) {
-            lpv_bsr *b = lpv_arena_alloc(&m->arena, sizeof *b);
-            if (!b) return lpv_fail(err, LPV_E_OOM, "out of memory quantizing '%s'", refs[i].name);
-            LPV_TRY(lpv_bsr_from_dense(b, L->w, L->out, L->in, R, C, NULL, &m->arena, refs[i].name, err));
-            L->blocked = b;
-        }
-        lpv_bsr *b = L->bsr ? L->bsr : L->blocked;
-        LPV_TRY(lpv_bsr_set_int8(b, NULL, NULL, &m->arena, refs[i].name, err));
-        L->codebook = NULL, L->codebook_k = 0, L->codebook_scale = NULL; /* int8 weights replace the levels */
-        if (L->w) lpv_bsr_to_dense(b, L->w); /* the dense copy holds the dequantized weights too */
-        if (!(L->qx.scale > 0)) L->qx.per_token = 1;
-    }
+    for (int i = 0; i < n; i++)
+        if (block_kind(refs[i].kind) && !lpv_linear_has_int8(refs[i].lin))
+            LPV_TRY(lpv_linear_quantize_int8(m, refs[i].lin, NULL, R, C, refs[i].name, err));
     return LPV_OK;
 }
 

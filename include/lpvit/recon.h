@@ -120,6 +120,9 @@ lpv_status lpv_stats_sum_ranks(lpv_layer_stats *s, lpv_err *err);
  * n += ncols. X (in, ncols) with row stride ld >= ncols. */
 void lpv_stats_accumulate(lpv_layer_stats *s, const float *X, int ld, int ncols);
 void lpv_stats_accumulate_ref(lpv_layer_stats *s, const float *X, int ld, int ncols);
+/* The same with every column counted w >= 1 times: H += w X Xᵀ, sum += w Σ x, n += w · ncols.
+ * scratch: in · ncols floats. */
+void lpv_stats_accumulate_weighted(lpv_layer_stats *s, const float *X, int ld, int ncols, int w, float *scratch);
 /* Cross mode: X (in, ncols) dense-model inputs, Xt (in, ncols) the pruned
  * model's inputs for the same tokens: H += X̃ X̃ᵀ, G += X X̃ᵀ (sgemm),
  * sum += Σ x̃, sum_dense += Σ x. */
@@ -156,6 +159,39 @@ void lpv_mask_from_order(uint8_t *mask, int nb, const int32_t *order, int k);
 /* b (out) += W_dense mean_x − W_new mean_xt (mean_xt NULL: mean_x); mean_* (in). */
 void lpv_recon_bias(float *b, const float *W_dense, const float *W_new, int out, int in, const double *mean_x,
                     const double *mean_xt);
+/* ---- quantization with error feedback (GPTQ / OBQ, arXiv 2210.17323) ----
+ *
+ * A grid says which values row r of a quantized weight may take: scale[r] · v, with v
+ *   LPV_QGRID_INT     an integer in -qmax..qmax (symmetric int8: qmax = 127), w / scale[r] rounded half to even
+ *                     and clamped: what lpv_bsr_set_int8 computes for the same scale;
+ *   LPV_QGRID_LEVELS  one of levels[0..k) (strictly increasing; a shared codebook), the nearest to w / scale[r]
+ *                     (ties to the lower, lpv_codebook_nearest).
+ * lpv_recon_quant puts every kept weight of W on the grid and every pruned one (mask; NULL = all kept) to 0,
+ * column by column in `order` (a permutation of 0..in-1; NULL = 0, 1, ...), and spreads each column's rounding
+ * error over the columns still to come so that ‖(W − Ŵ) X‖² stays small: the obs sweep above with "round"
+ * in place of "prune" (GPTQ; with a mask, SparseGPT's joint pruning and quantization). order = the columns by
+ * decreasing H_jj is GPTQ's act-order. On return W holds scale[r] · v exactly (float product) or 0. */
+typedef enum { LPV_QGRID_INT = 0, LPV_QGRID_LEVELS = 1 } lpv_qgrid_kind;
+typedef struct {
+    lpv_qgrid_kind kind;
+    const float *scale;  /* (out) finite and > 0 */
+    int qmax;            /* INT */
+    const float *levels; /* LEVELS: (k) */
+    int k;
+} lpv_qgrid;
+
+/* The grid value nearest to w on row `row`. */
+float lpv_qgrid_round(const lpv_qgrid *g, int row, float w);
+/* order (in) <- the columns by decreasing H_jj (ties: lower index first): GPTQ's act-order. */
+void lpv_quant_act_order(const float *H, int in, int32_t *order);
+lpv_status lpv_recon_quant(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                           const lpv_qgrid *g, const int32_t *order, const lpv_recon_opts *o, lpv_recon_info *info,
+                           const char *name, lpv_err *err);
+/* The same sweep in double, one row at a time, no lazy batches. */
+lpv_status lpv_recon_quant_ref(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                               const lpv_qgrid *g, const int32_t *order, const lpv_recon_opts *o,
+                               lpv_recon_info *info, const char *name, lpv_err *err);
+
 /* H is H̃ (upper triangle read), G (in, in) full or NULL (then G = H). o NULL = defaults; info may be NULL. */
 lpv_status lpv_recon_lsq(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H, const float *G,
                          const lpv_recon_opts *o, lpv_recon_info *info, const char *name, lpv_err *err);

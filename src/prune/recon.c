@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lpvit/codebook.h"
 #include "lpvit/cpu.h"
 #include "lpvit/dist.h"
 #include "lpvit/layout.h"
@@ -210,6 +211,22 @@ void lpv_stats_accumulate(lpv_layer_stats *s, const float *X, int ld, int ncols)
     syrk_bands(s->H, s->in, X, ld, ncols);
     row_sums(s->sum, X, s->in, ld, ncols);
     s->n += ncols;
+}
+
+void lpv_stats_accumulate_weighted(lpv_layer_stats *s, const float *X, int ld, int ncols, int w, float *scratch) {
+    LPV_ASSERT(s && s->H && ncols >= 0 && ld >= ncols && w >= 1);
+    if (ncols == 0) return;
+    float r = sqrtf((float)w);
+    for (int i = 0; i < s->in; i++)
+        for (int t = 0; t < ncols; t++) scratch[(int64_t)i * ncols + t] = r * X[(int64_t)i * ld + t];
+    syrk_bands(s->H, s->in, scratch, ncols, ncols); /* (√w X)(√w X)ᵀ = w X Xᵀ */
+    for (int i = 0; i < s->in; i++) {
+        const float *x = X + (int64_t)i * ld;
+        double acc = 0;
+        for (int t = 0; t < ncols; t++) acc += x[t];
+        s->sum[i] += w * acc;
+    }
+    s->n += (int64_t)w * ncols;
 }
 
 void lpv_stats_accumulate_ref(lpv_layer_stats *s, const float *X, int ld, int ncols) {
@@ -838,6 +855,160 @@ lpv_status lpv_recon_obs_ref(float *W, int out, int in, int R, int C, const uint
         for (int j = 0; j < in; j++) wf[j] = (float)w[j];
     }
     free(U), free(w);
+    if (st == LPV_OK) info_set(info, damp, delta, retried);
+    return st;
+}
+
+/* ------------------------------------------------- quantization (GPTQ sweep) */
+
+float lpv_qgrid_round(const lpv_qgrid *g, int row, float w) {
+    float s = g->scale[row];
+    if (g->kind == LPV_QGRID_LEVELS) return s * g->levels[lpv_codebook_nearest(g->levels, g->k, w / s)];
+    float u = nearbyintf(w / s), q = (float)g->qmax;
+    return s * (u > q ? q : u < -q ? -q : u);
+}
+
+static int cmp_diag_desc(const void *a, const void *b) {
+    const double *x = a, *y = b; /* (H_jj, j) pairs */
+    if (x[0] != y[0]) return x[0] < y[0] ? 1 : -1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+void lpv_quant_act_order(const float *H, int in, int32_t *order) {
+    double *p = malloc(sizeof(double) * 2 * (size_t)in);
+    if (!p) { /* no memory for the sort: the natural order is still a valid one */
+        for (int j = 0; j < in; j++) order[j] = j;
+        return;
+    }
+    for (int j = 0; j < in; j++) p[2 * j] = H[(int64_t)j * in + j], p[2 * j + 1] = j;
+    qsort(p, (size_t)in, 2 * sizeof(double), cmp_diag_desc);
+    for (int j = 0; j < in; j++) order[j] = (int32_t)p[2 * j + 1];
+    free(p);
+}
+
+static lpv_status quant_prologue(int out, int in, int R, int C, const float *H, const lpv_qgrid *g,
+                                 const int32_t *order, const lpv_recon_opts *o_, lpv_recon_opts *o, const char *name,
+                                 lpv_err *err) {
+    LPV_TRY(prologue(out, in, R, C, H, o_, o, name, err));
+    if (g->kind == LPV_QGRID_INT ? g->qmax < 1 : (g->k < 1 || !g->levels))
+        return lpv_fail(err, LPV_E_ARG, "quant '%s': empty grid", nm(name));
+    for (int r = 0; r < out; r++)
+        if (!(g->scale[r] > 0.0f) || !isfinite(g->scale[r]))
+            return lpv_fail(err, LPV_E_ARG, "quant '%s': scale of row %d is %g, expected finite and > 0", nm(name), r,
+                            (double)g->scale[r]);
+    if (order) { /* a permutation, or the sweep would skip columns */
+        uint8_t *seen = calloc((size_t)in, 1);
+        if (!seen) return lpv_fail(err, LPV_E_OOM, "out of memory");
+        int ok = 1;
+        for (int j = 0; j < in && ok; j++) ok = order[j] >= 0 && order[j] < in && !seen[order[j]]++;
+        free(seen);
+        if (!ok) return lpv_fail(err, LPV_E_ARG, "quant '%s': column order is not a permutation of 0..%d", nm(name), in - 1);
+    }
+    return LPV_OK;
+}
+
+/* Hp (in, in), upper triangle: H with rows and columns in `order` (H's upper triangle read). */
+static void permute_sym(float *Hp, const float *H, int in, const int32_t *order) {
+    for (int a = 0; a < in; a++)
+        for (int b = a; b < in; b++) {
+            int i = order[a], j = order[b], lo = i < j ? i : j, hi = i < j ? j : i;
+            Hp[(int64_t)a * in + b] = H[(int64_t)lo * in + hi];
+        }
+}
+
+lpv_status lpv_recon_quant(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                           const lpv_qgrid *g, const int32_t *order, const lpv_recon_opts *o_, lpv_recon_info *info,
+                           const char *name, lpv_err *err) {
+    lpv_recon_opts o;
+    LPV_TRY(quant_prologue(out, in, R, C, H, g, order, o_, &o, name, err));
+    int nbc = lpv_ceil_div(in, C), nt = lpv_team_size();
+    if (nt > out) nt = out;
+    size_t nw = (size_t)out * in;
+    float *U = malloc(sizeof(float) * (size_t)in * in);
+    float *E = malloc(sizeof(float) * (size_t)nt * ((out + nt - 1) / nt) * OBS_BATCH);
+    float *Hp = order ? malloc(sizeof(float) * (size_t)in * in) : NULL, *Wp = order ? malloc(sizeof(float) * nw) : W;
+    if (!U || !E || (order && (!Hp || !Wp))) {
+        free(U), free(E), free(Hp);
+        if (order) free(Wp);
+        return lpv_fail(err, LPV_E_OOM, "quant '%s': out of memory for the sweep", nm(name));
+    }
+    if (order) { /* sweep the permuted problem: column j of Wp is column order[j] of W */
+        permute_sym(Hp, H, in, order);
+        for (int i = 0; i < out; i++)
+            for (int j = 0; j < in; j++) Wp[(int64_t)i * in + j] = W[(int64_t)i * in + order[j]];
+    }
+    double damp, delta;
+    int retried;
+    lpv_status st = factor_chain(U, order ? Hp : H, in, 2, &o, &damp, &delta, &retried, name, err);
+    free(Hp);
+    if (st == LPV_OK) {
+#pragma omp parallel num_threads(nt)
+        {
+            int tid = omp_get_thread_num(), per = (out + nt - 1) / nt;
+            int i0 = imin(out, tid * per), i1 = imin(out, i0 + per);
+            float *Et = E + (size_t)tid * per * OBS_BATCH;
+            for (int j0 = 0; j0 < in && i1 > i0; j0 += OBS_BATCH) {
+                int j1 = imin(in, j0 + OBS_BATCH);
+                for (int i = i0; i < i1; i++) {
+                    float *w = Wp + (int64_t)i * in, *e = Et + (int64_t)(i - i0) * OBS_BATCH;
+                    const uint8_t *mrow = mask ? mask + (int64_t)(i / R) * nbc : NULL;
+                    for (int j = j0; j < j1; j++) {
+                        int col = order ? order[j] : j;
+                        float q = !mrow || mrow[col / C] ? lpv_qgrid_round(g, i, w[j]) : 0.0f;
+                        const float *u = U + (int64_t)j * in;
+                        float ej = (w[j] - q) / u[j];
+                        for (int c = j + 1; c < j1; c++) w[c] -= ej * u[c];
+                        w[j] = q;
+                        e[j - j0] = ej;
+                    }
+                }
+                /* Wp[i0:i1, j1:] -= E (rows, bw) · U[j0:j1, j1:] */
+                if (j1 < in)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, in - j1, j1 - j0, -1.0f, Et,
+                                OBS_BATCH, U + (int64_t)j0 * in + j1, in, 1.0f, Wp + (int64_t)i0 * in + j1, in);
+            }
+        }
+        if (order)
+            for (int i = 0; i < out; i++)
+                for (int j = 0; j < in; j++) W[(int64_t)i * in + order[j]] = Wp[(int64_t)i * in + j];
+        info_set(info, damp, delta, retried);
+    }
+    free(U), free(E);
+    if (order) free(Wp);
+    return st;
+}
+
+lpv_status lpv_recon_quant_ref(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                               const lpv_qgrid *g, const int32_t *order, const lpv_recon_opts *o_,
+                               lpv_recon_info *info, const char *name, lpv_err *err) {
+    lpv_recon_opts o;
+    LPV_TRY(quant_prologue(out, in, R, C, H, g, order, o_, &o, name, err));
+    int nbc = lpv_ceil_div(in, C);
+    double *U = malloc(sizeof(double) * (size_t)in * in), *w = malloc(sizeof(double) * (size_t)in);
+    float *Hp = malloc(sizeof(float) * (size_t)in * in);
+    int32_t *ord = malloc(sizeof(int32_t) * (size_t)in);
+    if (!U || !w || !Hp || !ord) {
+        free(U), free(w), free(Hp), free(ord);
+        return lpv_fail(err, LPV_E_OOM, "quant '%s': out of memory for the reference", nm(name));
+    }
+    for (int j = 0; j < in; j++) ord[j] = order ? order[j] : j;
+    permute_sym(Hp, H, in, ord);
+    double damp, delta;
+    int retried;
+    lpv_status st = factor_chain_d(U, Hp, in, 2, &o, &damp, &delta, &retried, name, err);
+    for (int i = 0; i < out && st == LPV_OK; i++) {
+        float *wf = W + (int64_t)i * in;
+        for (int j = 0; j < in; j++) w[j] = wf[ord[j]];
+        for (int j = 0; j < in; j++) {
+            int kept = !mask || mask[(int64_t)(i / R) * nbc + ord[j] / C];
+            float q = kept ? lpv_qgrid_round(g, i, (float)w[j]) : 0.0f;
+            double e = (w[j] - q) / U[(int64_t)j * in + j];
+            for (int c = j + 1; c < in; c++) w[c] -= e * U[(int64_t)j * in + c];
+            w[j] = q;
+        }
+        for (int j = 0; j < in; j++) wf[ord[j]] = (float)w[j];
+    }
+    free(U), free(w), free(Hp), free(ord);
     if (st == LPV_OK) info_set(info, damp, delta, retried);
     return st;
 }

@@ -573,6 +573,125 @@ static void test_obs(lpv_rng *r) {
     }
 }
 
+/* ---- quantization sweep (GPTQ) ---- */
+
+/* Row scales of the int8 grid, max |w| / 127. */
+static void int8_scales(const layer *L, float *sc) {
+    for (int i = 0; i < L->out; i++) {
+        float m = 0;
+        for (int j = 0; j < L->in; j++) m = fmaxf(m, fabsf(L->W[i * L->in + j]));
+        sc[i] = m > 0 ? m / 127.0f : 1.0f;
+    }
+}
+
+/* Every kept weight of V is on g's grid (the grid point lpv_qgrid_round returns for it), every pruned one 0. */
+static int on_grid(const layer *L, const float *V, const uint8_t *mask, const lpv_qgrid *g) {
+    for (int i = 0; i < L->out; i++)
+        for (int j = 0; j < L->in; j++) {
+            float v = V[i * L->in + j];
+            if (mask && !is_kept(L, mask, i, j) ? v != 0.0f : lpv_qgrid_round(g, i, v) != v) return 0;
+        }
+    return 1;
+}
+
+static void test_quant(lpv_rng *r) {
+    int shapes[][4] = {{48, 96, 16, 32}, {50, 300, 16, 32}, {33, 150, 64, 64}};
+    float levels[12];
+    for (int k = 0; k < 12; k++) levels[k] = -1.0f + 2.0f * k / 11 + (k % 3) * 0.03f; /* uneven, increasing */
+    for (int s = 0; s < 3; s++) {
+        layer L = make_layer(shapes[s][0], shapes[s][1], 500, shapes[s][2], shapes[s][3], r);
+        int n = L.out * L.in;
+        uint8_t *mask = random_mask(&L, r);
+        lpv_layer_stats st;
+        stats_of(&st, &L);
+        lpv_err err;
+        lpv_recon_opts o = lpv_recon_defaults();
+        float *sc = malloc(sizeof(float) * L.out), *lsc = malloc(sizeof(float) * L.out);
+        int32_t *ord = malloc(sizeof(int32_t) * L.in);
+        int8_scales(&L, sc);
+        for (int i = 0; i < L.out; i++) lsc[i] = sc[i] * 127.0f; /* codebook rows: scaled by their max |w| */
+        lpv_quant_act_order(st.H, L.in, ord);
+        for (int j = 1; j < L.in; j++) CHECK(st.H[ord[j - 1] * L.in + ord[j - 1]] >= st.H[ord[j] * L.in + ord[j]]);
+        lpv_qgrid grids[2] = {{LPV_QGRID_INT, sc, 127, NULL, 0}, {LPV_QGRID_LEVELS, lsc, 0, levels, 12}};
+        for (int gk = 0; gk < 2; gk++)
+            for (int variant = 0; variant < 3; variant++) { /* index order, act order, act order + mask */
+                const lpv_qgrid *g = &grids[gk];
+                const int32_t *order = variant ? ord : NULL;
+                const uint8_t *mk = variant == 2 ? mask : NULL;
+                float *V = copy_f(L.W, n), *Vr = copy_f(L.W, n), *N = copy_f(L.W, n);
+                CHECK_OK(lpv_recon_quant(V, L.out, L.in, L.R, L.C, mk, st.H, g, order, &o, NULL, "t.q", &err), &err);
+                CHECK_OK(lpv_recon_quant_ref(Vr, L.out, L.in, L.R, L.C, mk, st.H, g, order, &o, NULL, "t.q", &err),
+                         &err);
+                for (int i = 0; i < n; i++) /* round to nearest, pruned blocks to 0 */
+                    N[i] = mk && !is_kept(&L, mk, i / L.in, i % L.in) ? 0.0f : lpv_qgrid_round(g, i / L.in, L.W[i]);
+                double e_q = out_err(&L, L.W, V, NULL, 0), e_r = out_err(&L, L.W, Vr, NULL, 0),
+                       e_n = out_err(&L, L.W, N, NULL, 0);
+                int same = 0;
+                for (int i = 0; i < n; i++) same += V[i] == Vr[i];
+                printf("quant %dx%d %s v%d: nearest %.4g, sweep %.4g, reference %.4g; %.2f%% equal to the reference\n",
+                       L.out, L.in, gk ? "levels" : "int8", variant, e_n, e_q, e_r, 100.0 * same / n);
+                CHECK(on_grid(&L, V, mk, g) && on_grid(&L, Vr, mk, g));
+                /* float vs double sweeps round a rare weight that sits at a grid midpoint differently, and the
+                   row's later columns follow it; the errors they reach must still agree */
+                CHECKF(same >= 0.9 * n, "shape %d grid %d v%d: only %d of %d weights equal", s, gk, variant, same, n);
+                CHECKF(fabs(e_q - e_r) <= 0.02 * e_r, "shape %d grid %d v%d: sweep %.5g vs reference %.5g", s, gk,
+                       variant, e_q, e_r);
+                /* with a mask, the pruning error dominates both; the sweep still repairs part of it */
+                CHECKF(e_q < (mk ? 1.0 : 0.9) * e_n, "shape %d grid %d v%d: sweep %.5g not below nearest %.5g", s, gk,
+                       variant, e_q, e_n);
+                free(V), free(Vr), free(N);
+            }
+        /* uncorrelated inputs (diagonal H): no error can be compensated, the sweep IS round to nearest */
+        float *Hd = calloc((size_t)L.in * L.in, sizeof(float));
+        for (int j = 0; j < L.in; j++) Hd[j * L.in + j] = 1.0f + (float)(j % 7);
+        float *V = copy_f(L.W, n);
+        CHECK_OK(lpv_recon_quant(V, L.out, L.in, L.R, L.C, NULL, Hd, &grids[0], ord, &o, NULL, "t", &err), &err);
+        int exact = 1;
+        for (int i = 0; i < n; i++) exact &= V[i] == lpv_qgrid_round(&grids[0], i / L.in, L.W[i]);
+        CHECK(exact);
+        /* refusals: a zero or NaN scale, an order that is not a permutation */
+        float keep = sc[1];
+        sc[1] = 0.0f;
+        CHECK(lpv_recon_quant(V, L.out, L.in, L.R, L.C, NULL, st.H, &grids[0], NULL, &o, NULL, "t", &err) == LPV_E_ARG);
+        CHECK(strstr(err.msg, "row 1") != NULL);
+        sc[1] = NAN;
+        CHECK(lpv_recon_quant_ref(V, L.out, L.in, L.R, L.C, NULL, st.H, &grids[0], NULL, &o, NULL, "t", &err) ==
+              LPV_E_ARG);
+        sc[1] = keep;
+        int32_t o0 = ord[0];
+        ord[0] = ord[1];
+        CHECK(lpv_recon_quant(V, L.out, L.in, L.R, L.C, NULL, st.H, &grids[0], ord, &o, NULL, "t", &err) == LPV_E_ARG);
+        CHECK(strstr(err.msg, "permutation") != NULL);
+        ord[0] = o0;
+        free(Hd), free(V), free(sc), free(lsc), free(ord), free(mask);
+        lpv_stats_free(&st);
+        free_layer(&L);
+    }
+}
+
+/* Weighted statistics == the plain ones over the columns repeated w times. */
+static void test_weighted(lpv_rng *r) {
+    layer L = make_layer(8, 40, 30, 8, 8, r);
+    int w = 5;
+    lpv_layer_stats a, b;
+    lpv_err err;
+    CHECK_OK(lpv_stats_init(&a, L.in, 0, &err), &err);
+    CHECK_OK(lpv_stats_init(&b, L.in, 0, &err), &err);
+    float *scratch = malloc(sizeof(float) * L.in * L.n);
+    lpv_stats_accumulate_weighted(&a, L.X, L.ld, L.n, w, scratch);
+    for (int k = 0; k < w; k++) lpv_stats_accumulate_ref(&b, L.X, L.ld, L.n);
+    double e = 0, m = 0;
+    for (int i = 0; i < L.in; i++)
+        for (int j = i; j < L.in; j++)
+            e = fmax(e, fabs(a.H[i * L.in + j] - b.H[i * L.in + j])), m = fmax(m, fabs(b.H[i * L.in + j]));
+    CHECKF(e <= 1e-5 * m, "weighted H: %g of %g", e, m);
+    CHECK(a.n == b.n && a.n == (int64_t)w * L.n);
+    CHECK(rel_diff_d(a.sum, b.sum, L.in) < 1e-9);
+    free(scratch);
+    lpv_stats_free(&a), lpv_stats_free(&b);
+    free_layer(&L);
+}
+
 static void test_errors(lpv_rng *r) {
     int out = 16, in = 32;
     float *H = calloc(in * in, sizeof(float)), *W = malloc(sizeof(float) * out * in);
@@ -705,6 +824,8 @@ int main(void) {
     test_sequential(&r);
     test_obs(&r);
     test_errors(&r);
+    test_quant(&r);
+    test_weighted(&r);
     const char *bench = getenv("LPVIT_BENCH");
     if (bench && atoi(bench) > 0) {
         lpv_threads_set(2);

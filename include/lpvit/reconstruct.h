@@ -72,6 +72,12 @@ typedef struct {
     int want[LPV_MAX_LAYERS];               /* statistics gathered for this layer */
     lpv_layer_stats st[LPV_MAX_LAYERS];
     int64_t images;
+    /* lpv_collect_input_stats: each prefix token (cls, dist) of a block linear's input counts this many times
+       (0 or 1: once, like every patch token). The logits read only the cls token, whose features differ from
+       the patches'; with plain token averages a fit may move its error into directions only the cls token
+       uses (GPTQ on ViT-Tiny, 16 levels: 77.0 % top-1 plain, 81.0 % with the cls token weighted as all the
+       patches together, docs/benchmarks.md). */
+    int prefix_weight;
 } lpv_model_stats;
 
 /* H and Σx for every layer with want[i] set, over the dataset's images (batch images per pass). Under mpirun

@@ -17,9 +17,27 @@ LPV_ENUM_FUNCS(lpv_update_kind, lpv_update_name, lpv_update_parse, LPV_UPDATE_LI
 
 /* ---- statistics of the dense model ---- */
 
+/* The tap's context: the statistics, and for the prefix tokens' weight each layer's tokens per image and two
+   (max in, images per pass x prefix tokens) scratch arrays. */
+typedef struct {
+    lpv_model_stats *s;
+    int T, npre, tokens[LPV_MAX_LAYERS];
+    float *cols, *scaled;
+} stats_ctx;
+
 static void stats_tap(void *ctx, int layer, const float *X, int ld, int ncols) {
-    lpv_model_stats *s = ctx;
-    if (layer < s->n && s->want[layer]) lpv_stats_accumulate(&s->st[layer], X, ld, ncols);
+    stats_ctx *c = ctx;
+    lpv_model_stats *s = c->s;
+    if (layer >= s->n || !s->want[layer]) return;
+    lpv_stats_accumulate(&s->st[layer], X, ld, ncols);
+    if (s->prefix_weight <= 1 || c->tokens[layer] != c->T || ncols % c->T) return;
+    /* the prefix columns again, w - 1 more times: column b·T + p is image b's prefix token p */
+    int B = ncols / c->T, np = B * c->npre, in = s->st[layer].in;
+    for (int i = 0; i < in; i++)
+        for (int b = 0; b < B; b++)
+            for (int p = 0; p < c->npre; p++)
+                c->cols[(int64_t)i * np + b * c->npre + p] = X[(int64_t)i * ld + (int64_t)b * c->T + p];
+    lpv_stats_accumulate_weighted(&s->st[layer], c->cols, np, np, s->prefix_weight - 1, c->scaled);
 }
 
 void lpv_model_stats_free(lpv_model_stats *s) {
@@ -31,9 +49,28 @@ void lpv_model_stats_free(lpv_model_stats *s) {
 static lpv_status input_stats_share(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
                                     lpv_skips *skips, lpv_model_stats *s, lpv_err *err) {
     int b = batch < ds->n ? batch : ds->n;
+    stats_ctx c = {s, m->cfg.n_tokens, m->cfg.n_prefix, {0}, NULL, NULL};
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int nl = lpv_model_layers(m, refs, LPV_MAX_LAYERS), in_max = 1;
+    for (int i = 0; i < nl; i++) {
+        c.tokens[i] = refs[i].tokens;
+        if (refs[i].lin->in > in_max) in_max = refs[i].lin->in;
+    }
+    if (s->prefix_weight > 1) {
+        size_t n = (size_t)in_max * b * c.npre + 1;
+        c.cols = malloc(sizeof(float) * n), c.scaled = malloc(sizeof(float) * n);
+        if (!c.cols || !c.scaled) {
+            free(c.cols), free(c.scaled);
+            return lpv_fail(err, LPV_E_OOM, "out of memory");
+        }
+    }
     lpv_workspace ws;
-    LPV_TRY(lpv_workspace_init(&ws, &m->cfg, b, err));
-    ws.tap = stats_tap, ws.tap_ctx = s;
+    lpv_status st0 = lpv_workspace_init(&ws, &m->cfg, b, err);
+    if (st0) {
+        free(c.cols), free(c.scaled);
+        return st0;
+    }
+    ws.tap = stats_tap, ws.tap_ctx = &c;
     float *logits = malloc(sizeof(float) * (size_t)b * m->cfg.classes);
     lpv_loader *L = NULL;
     lpv_loader_opts lo = {b, 1, 0, skips};
@@ -53,7 +90,7 @@ static lpv_status input_stats_share(lpv_model *m, const lpv_dataset *ds, const l
     if (st == LPV_OK) st = lpv_loader_verdict(L, "input statistics", err);
     if (st == LPV_OK) lpv_progress_end(&pr);
     lpv_loader_close(L);
-    free(logits);
+    free(logits), free(c.cols), free(c.scaled);
     lpv_workspace_free(&ws);
     return st;
 }

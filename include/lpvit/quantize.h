@@ -1,0 +1,54 @@
+/*
+ * quantize.h — quantizing a model's block linears (qkv, proj, fc1, fc2) with error feedback: each layer's
+ * weights are put on their grid (int8 with one scale per output row, or a codebook shared by the layer's
+ * channels, codebook.h) by GPTQ's column sweep (recon.h, lpv_recon_quant) under the layer's input statistics
+ * H = Σ x xᵀ, so each rounding error is compensated by the weights not yet rounded instead of being left
+ * where it falls (round to nearest, what lpv_model_quantize_int8 / lpv_model_quantize_codebook do).
+ *
+ * The grids are the round-to-nearest ones: int8 scales max |w| / 127 per row, codebook levels and row scales
+ * from lpv_codebook_fit on the FP32 weights; only which grid point each weight takes changes. A pruned
+ * layer's pruned blocks stay 0 and its kept blocks absorb the errors (the sweep never moves a weight into a
+ * pruned block). With bias correction the mean output error over the calibration inputs becomes 0:
+ * b += (W − Ŵ) E[x].
+ *
+ * Statistics: the FP32 model's inputs of every block linear (reconstruct.h, lpv_collect_input_stats with
+ * want[] set for the block linears; lpv_gptq_want sets it). The caller owns them.
+ * Memory: per layer, two (out, in) weight copies and the sweep's in² scratch, freed before the next layer.
+ */
+#ifndef LPVIT_QUANTIZE_H
+#define LPVIT_QUANTIZE_H
+
+#include "lpvit/error.h"
+#include "lpvit/model.h"
+#include "lpvit/recon.h"
+#include "lpvit/reconstruct.h"
+
+typedef struct {
+    int codebook;        /* 0: int8, one scale per output row; K in 1..256: a codebook of K levels per layer */
+    int act_order;       /* 1: columns by decreasing H_jj (GPTQ's act-order), 0: in index order */
+    int bias;            /* 1: bias correction b += (W − Ŵ) E[x] */
+    lpv_recon_opts recon;/* damping of H (recon.h) */
+} lpv_gptq_opts;
+
+/* {int8, act_order 1, bias 1, lpv_recon_defaults()} */
+lpv_gptq_opts lpv_gptq_defaults(void);
+
+typedef struct {
+    int layers;                                 /* layers quantized */
+    double seconds;
+    double max_damp;                            /* the largest damping a factorization needed */
+    /* per layer (model order), relative output error ‖(W − Ŵ) X‖² / ‖W X‖² over the statistics' inputs:
+       round to nearest on the same grid, and the sweep's (0 for layers that are not block linears) */
+    double err_rtn[LPV_MAX_LAYERS], err_gptq[LPV_MAX_LAYERS];
+} lpv_gptq_info;
+
+/* s->want[i] = 1 for the block linears of m (the layers lpv_model_quantize_gptq needs statistics of). */
+void lpv_gptq_want(lpv_model *m, lpv_model_stats *s);
+
+/* Quantizes every block linear of m (FP32, dense or BSR) as described above. Layers already int8 or without
+ * statistics are refused (LPV_E_ARG), so call it on an FP32 model with lpv_gptq_want's statistics.
+ * Under mpirun every rank computes the same weights from the same summed statistics. */
+lpv_status lpv_model_quantize_gptq(lpv_model *m, const lpv_model_stats *s, const lpv_gptq_opts *o,
+                                   lpv_gptq_info *info, lpv_err *err);
+
+#endif

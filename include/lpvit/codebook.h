@@ -4,11 +4,14 @@
  * its channels share: the scale is the row's largest |w|, the levels are found by 1-D k-means on the layer's
  * kept weights divided by their row's scale (rows of different ranges then share the levels: on ViT-Tiny,
  * K = 16 keeps 79.7 % top-1 this way against 70.9 % for levels fitted to the raw weights). The file stores one
- * uint8 code per weight, the K levels and the row scales; the engine decodes them to FP32 when it loads the
- * file, so the codebook shrinks the file and costs no speed (nor gains any: no LUT kernel yet).
+ * code per weight (a byte; half a byte when K <= 16), the K levels and the row scales; the engine decodes them
+ * to FP32 when it loads the file, so the codebook shrinks the file and costs no speed (nor gains any: no LUT
+ * kernel yet). Which grid point each weight takes: the nearest here; GPTQ's choice in quantize.h.
  *
  * On disk, for a linear whose weight tensor is NAME.weight (dense) or NAME.weight.bsr_values (BSR):
- *     NAME.weight / .bsr_values   U8   codes, the shape of the FP32 tensor they replace, each < K
+ *     NAME.weight / .bsr_values   U8   codes, the shape of the FP32 tensor they replace, each < K; for K <= 16 in a
+ *                                      file whose metadata has "lpvit.codes": "4bit", two codes per byte (low
+ *                                      nibble first) along the last axis, which is then (its length + 1) / 2
  *     NAME.weight_codebook        F32  (K) the levels, finite, strictly increasing, 1 <= K <= 256
  *     NAME.weight_codebook_scale  F32  (out) each row's scale, finite and > 0; absent in files of the first
  *                                      format (levels only: a scale of 1), which still load
@@ -26,6 +29,14 @@
 #include "lpvit/model.h"
 
 #define LPV_CODEBOOK_MAX 256
+#define LPV_CODEBOOK_PACK4_MAX 16   /* codebooks of at most this many levels are saved 4 bits per code */
+#define LPV_CODES_META "lpvit.codes" /* file metadata: "4bit" when such codebooks' codes are packed */
+
+/* Two 4-bit codes per byte, low nibble first: rows of `last` codes (each < 16) become rows of (last + 1) / 2
+ * bytes, the last byte's high nibble 0 when last is odd. packed may be codes itself (it never overtakes). */
+void lpv_codebook_pack4(const uint8_t *codes, int64_t rows, int last, uint8_t *packed);
+/* The inverse. Returns 0, or -1 when a row's padding nibble is not 0 (codes then holds every row before it). */
+int lpv_codebook_unpack4(const uint8_t *packed, int64_t rows, int last, uint8_t *codes);
 
 /* Lloyd's k-means on the n values x (unweighted), from levels at the K quantiles of x, until no level moves
  * or `iters` rounds. Writes the levels, strictly increasing and distinct, to levels (K) and their count to *k

@@ -239,10 +239,44 @@ lpv_status lpv_model_quantize_codebook(lpv_model *m, int K, lpv_err *err) {
     return LPV_OK;
 }
 
+void lpv_codebook_pack4(const uint8_t *codes, int64_t rows, int last, uint8_t *packed) {
+    int half = (last + 1) / 2;
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *c = codes + r * last;
+        uint8_t *p = packed + r * half;
+        for (int j = 0; j < half; j++) { /* writes byte r·half + j after reading codes r·last + 2j, 2j + 1 */
+            uint8_t lo = c[2 * j], hi = 2 * j + 1 < last ? c[2 * j + 1] : 0;
+            p[j] = (uint8_t)((lo & 15) | (hi & 15) << 4);
+        }
+    }
+}
+
+int lpv_codebook_unpack4(const uint8_t *packed, int64_t rows, int last, uint8_t *codes) {
+    int half = (last + 1) / 2;
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *p = packed + r * half;
+        uint8_t *c = codes + r * last;
+        for (int j = 0; j < last; j++) c[j] = j & 1 ? p[j / 2] >> 4 : p[j / 2] & 15;
+        if ((last & 1) && p[half - 1] >> 4) return -1;
+    }
+    return 0;
+}
+
 /* ---- in files (model_internal.h) ---- */
 
 /* "blocks.0.attn.qkv.weight" -> "blocks.0.attn.qkv.weight_codebook" */
 static void codebook_name(char *dst, size_t cap, const char *wname) { snprintf(dst, cap, "%s_codebook", wname); }
+
+int lpv__cb_packed(const lpv_st_file *f, const char *wname) {
+    const char *meta = lpv_st_meta(f, LPV_CODES_META);
+    if (!meta || strcmp(meta, "4bit") != 0) return 0;
+    char nm[LPV_ST_MAX_NAME + 32];
+    codebook_name(nm, sizeof nm, wname);
+    const lpv_st_tensor *t = lpv_st_find(f, nm);
+    /* only a well-formed codebook of more than 16 levels means one code per byte; a missing or broken one is
+       reported by lpv__cb_decode, which reads the levels before any code */
+    return !(t && t->ndim == 1 && t->shape[0] > LPV_CODEBOOK_PACK4_MAX && t->shape[0] <= LPV_CODEBOOK_MAX);
+}
 
 lpv_status lpv__cb_check_absent(const lpv_st_file *f, const char *wname, lpv_err *err) {
     char nm[LPV_ST_MAX_NAME + 32];
@@ -316,25 +350,51 @@ void lpv__cb_scale_bsr(const lpv_linear *L, lpv_bsr *b) {
     lpv__bsr_repack(b);
 }
 
+/* The codes of a 4-bit tensor (rows of `last` codes, (last + 1) / 2 bytes each), unpacked into a malloc'd array. */
+static lpv_status unpack_codes(const lpv_st_file *f, const lpv_st_tensor *codes, int last, uint8_t **out, uint64_t *n,
+                               lpv_err *err) {
+    int64_t half = (last + 1) / 2, rows = half > 0 ? (int64_t)codes->nelem / half : 0;
+    if (last < 1 || rows * half != (int64_t)codes->nelem)
+        return lpv_fail(err, LPV_E_SHAPE, "'%s': '%s' holds %llu bytes, not rows of %lld (4-bit codes of %d)", f->path,
+                        codes->name, (unsigned long long)codes->nelem, (long long)half, last);
+    uint8_t *c = malloc((size_t)(rows * last) + 1);
+    if (!c) return lpv_fail(err, LPV_E_OOM, "out of memory");
+    if (lpv_codebook_unpack4(codes->data, rows, last, c) != 0) {
+        free(c);
+        return lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' has a nonzero padding nibble (4-bit codes of odd length %d)",
+                        f->path, codes->name, last);
+    }
+    *out = c, *n = (uint64_t)(rows * last);
+    return LPV_OK;
+}
+
 lpv_status lpv__cb_decode(lpv_model *m, lpv_linear *L, const lpv_st_file *f, const char *wname,
-                          const lpv_st_tensor *codes, float *dst, unsigned char *used, lpv_err *err) {
+                          const lpv_st_tensor *codes, int last, float *dst, unsigned char *used, lpv_err *err) {
     float lv[LPV_CODEBOOK_MAX];
     int k = 0;
     LPV_TRY(read_levels(f, wname, used, lv, &k, err));
     LPV_TRY(read_scales(m, L, f, wname, used, err));
     const uint8_t *c = codes->data;
-    for (uint64_t i = 0; i < codes->nelem; i++) {
-        if (c[i] >= k)
-            return lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' code %d at index %llu, but the codebook has %d levels", f->path,
-                            codes->name, c[i], (unsigned long long)i, k);
+    uint8_t *unpacked = NULL;
+    uint64_t n = codes->nelem;
+    if (last) LPV_TRY(unpack_codes(f, codes, last, &unpacked, &n, err));
+    if (unpacked) c = unpacked;
+    for (uint64_t i = 0; i < n; i++) {
+        if (c[i] >= k) {
+            lpv_status st = lpv_fail(err, LPV_E_FORMAT, "'%s': '%s' code %d at index %llu, but the codebook has %d levels",
+                                     f->path, codes->name, c[i], (unsigned long long)i, k);
+            free(unpacked);
+            return st;
+        }
         dst[i] = lv[c[i]];
     }
+    free(unpacked);
     float *keep = lpv_arena_alloc(&m->arena, sizeof(float) * (size_t)k);
     if (!keep) return lpv_fail(err, LPV_E_OOM, "out of memory");
     memcpy(keep, lv, sizeof(float) * (size_t)k);
     L->codebook = keep, L->codebook_k = k;
     if (L->codebook_scale && codes->ndim == 2) /* dense (out, in); BSR values are scaled by lpv__cb_scale_bsr */
-        for (uint64_t i = 0; i < codes->nelem; i++) dst[i] = L->codebook_scale[i / (uint64_t)L->in] * dst[i];
+        for (uint64_t i = 0; i < n; i++) dst[i] = L->codebook_scale[i / (uint64_t)L->in] * dst[i];
     return LPV_OK;
 }
 
@@ -375,15 +435,20 @@ lpv_status lpv__cb_save(lpv_st_writer *w, const char *wname, const lpv_linear *L
         return LPV_OK;
     }
     char nm[LPV_ST_MAX_NAME + 32];
+    /* at most 16 levels: two codes per byte along the last axis (lpv_model_save marks the file LPV_CODES_META) */
+    int last = b ? b->C : L->in, pk = L->codebook_k <= LPV_CODEBOOK_PACK4_MAX;
+    if (pk) lpv_codebook_pack4(codes, n / last, last, codes);
+    int64_t lastw = pk ? (last + 1) / 2 : last;
     if (b) {
         snprintf(nm, sizeof nm, "%s.bsr_values", wname);
-        LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_U8, 3, (int64_t[]){b->nnzb, b->R, b->C}, codes, err));
+        LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_U8, 3, (int64_t[]){b->nnzb, b->R, lastw}, codes, err));
         snprintf(nm, sizeof nm, "%s.bsr_col_indices", wname);
         LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_I32, 1, (int64_t[]){b->nnzb}, b->col_idx, err));
         snprintf(nm, sizeof nm, "%s.bsr_row_ptr", wname);
         LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_I32, 1, (int64_t[]){(int64_t)b->nbr + 1}, b->row_ptr, err));
     } else {
-        LPV_TRY(lpv_st_writer_add(w, wname, LPV_DT_U8, ndim, shape, codes, err));
+        LPV_ASSERT(ndim == 2);
+        LPV_TRY(lpv_st_writer_add(w, wname, LPV_DT_U8, 2, (int64_t[]){shape[0], pk ? lastw : shape[1]}, codes, err));
     }
     codebook_name(nm, sizeof nm, wname);
     LPV_TRY(lpv_st_writer_add(w, nm, LPV_DT_F32, 1, (int64_t[]){L->codebook_k}, L->codebook, err));

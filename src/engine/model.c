@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "lpvit/bsr.h"
+#include "lpvit/codebook.h"
 #include "lpvit/fileio.h"
 #include "lpvit/rng.h"
 #include "lpvit/safetensors.h"
@@ -492,14 +493,16 @@ static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan
         return lpv_fail(err, LPV_E_FORMAT, "'%s': tensor '%s' has dtype %s, expected I32", label, bt->rows->name,
                         lpv_dtype_name(bt->rows->dtype));
     lpv_linear *L = it->lin;
-    float *vals = malloc(sizeof(float) * (v->nelem + 1));
+    int pk = cb && lpv__cb_packed(f, it->name); /* 4-bit codes: C = 2 x the last axis */
+    uint64_t nvals = pk ? 2 * v->nelem : v->nelem;
+    float *vals = malloc(sizeof(float) * (nvals + 1));
     int32_t *cols = malloc(sizeof(int32_t) * (bt->cols->nelem + 1));
     int32_t *rows = malloc(sizeof(int32_t) * (bt->rows->nelem + 1));
     lpv_bsr *b = lpv_arena_alloc(&m->arena, sizeof *b);
     lpv_status st = (!vals || !cols || !rows || !b) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
     if (!st && q8)
         for (uint64_t i = 0; i < v->nelem; i++) vals[i] = (float)((const int8_t *)v->data)[i];
-    else if (!st && cb) st = lpv__cb_decode(m, L, f, it->name, v, vals, used, err);
+    else if (!st && cb) st = lpv__cb_decode(m, L, f, it->name, v, pk ? 2 * (int)v->shape[2] : 0, vals, used, err);
     else if (!st) st = lpv_st_read_f32(f, v, vals, err);
     if (!st) st = read_index(f, bt->cols, cols, err);
     if (!st) st = read_index(f, bt->rows, rows, err);
@@ -507,8 +510,9 @@ static lpv_status load_bsr_weight(lpv_model *m, const lpv_st_file *f, const plan
         char name[LPV_ST_MAX_NAME + 1100];
         snprintf(name, sizeof name, "%s: %s", label, it->name); /* bsr.c quotes it */
         int R = v->shape[1] > 0 && v->shape[1] <= 64 ? (int)v->shape[1] : 0;
-        int C = v->shape[2] > 0 && v->shape[2] <= 64 ? (int)v->shape[2] : 0;
-        st = lpv_bsr_from_arrays(b, L->out, L->in, R, C, vals, (int64_t)v->nelem, cols, (int64_t)bt->cols->nelem,
+        int64_t c = pk ? 2 * v->shape[2] : v->shape[2];
+        int C = c > 0 && c <= 64 ? (int)c : 0;
+        st = lpv_bsr_from_arrays(b, L->out, L->in, R, C, vals, (int64_t)nvals, cols, (int64_t)bt->cols->nelem,
                                  rows, (int64_t)bt->rows->nelem, &m->arena, name, err);
     }
     free(vals);
@@ -536,7 +540,7 @@ static lpv_status execute_plan(lpv_model *m, const lpv_st_file *f, const char *l
     for (int i = 0; i < p->n && st == LPV_OK; i++) {
         const plan_item *it = &p->items[i];
         const lpv_st_tensor *t = lpv_st_find(f, it->name);
-        char want[96], got[96];
+        char want[96], got[96], sb2[96];
         lpv_shape_str(want, sizeof want, it->ndim, it->shape);
         bsr_tensors bt;
         if (it->lin && find_bsr(f, it->name, &bt)) {
@@ -557,8 +561,18 @@ static lpv_status execute_plan(lpv_model *m, const lpv_st_file *f, const char *l
             break;
         }
         used[t - f->t] = 1;
+        /* 4-bit codes (codebook.c): two per byte along the last axis */
+        int pk = t->dtype == LPV_DT_U8 && it->lin && it->ndim == 2 && lpv__cb_packed(f, it->name);
         int same = t->ndim == it->ndim;
-        for (int k = 0; same && k < it->ndim; k++) same = t->shape[k] == it->shape[k];
+        for (int k = 0; same && k < it->ndim; k++)
+            same = t->shape[k] == (pk && k == 1 ? (it->shape[k] + 1) / 2 : it->shape[k]);
+        if (!same && pk) {
+            int64_t half[2] = {it->shape[0], (it->shape[1] + 1) / 2};
+            st = lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected %s (4-bit codes of %s)", label,
+                          it->name, lpv_shape_str(got, sizeof got, t->ndim, t->shape),
+                          lpv_shape_str(sb2, sizeof sb2, 2, half), want);
+            break;
+        }
         if (!same) {
             st = lpv_fail(err, LPV_E_SHAPE, "'%s': tensor '%s' has shape %s, expected %s", label, it->name,
                           lpv_shape_str(got, sizeof got, t->ndim, t->shape), want);
@@ -572,7 +586,7 @@ static lpv_status execute_plan(lpv_model *m, const lpv_st_file *f, const char *l
         }
         if (t->dtype == LPV_DT_U8 && it->lin && it->ndim == 2) { /* codes of a shared codebook (codebook.c) */
             sparse[i] = 1; /* decoded here, not read as F32 below */
-            st = lpv__cb_decode(m, it->lin, f, it->name, t, it->dst, used, err);
+            st = lpv__cb_decode(m, it->lin, f, it->name, t, pk ? it->lin->in : 0, it->dst, used, err);
             if (!st) st = lpv__q8_load_input(it->lin, f, it->name, 0, used, err);
             continue;
         }
@@ -1099,10 +1113,12 @@ lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_o
     if (st == LPV_OK && !dm && lpv_model_has_codebook(m))
         st = lpv_st_writer_meta(&w, "lpvit.quant",
                                 "{\"weights\": \"block linears: one codebook of up to 256 levels per layer shared by its "
-                                "channels (1-D k-means), one uint8 code per weight, times its row's scale (U8 tensors + "
-                                ".weight_codebook + .weight_codebook_scale)\", "
+                                "channels (1-D k-means), one code per weight (uint8; two per byte when the codebook "
+                                "has at most 16 levels), times its row's scale (U8 tensors + .weight_codebook + "
+                                ".weight_codebook_scale)\", "
                                 "\"inputs\": \"float32\"}",
                                 err);
+    if (st == LPV_OK && !dm && lpv_model_has_codebook(m)) st = lpv_st_writer_meta(&w, LPV_CODES_META, "4bit", err);
     for (int i = 0; o && i < o->n_meta && st == LPV_OK; i++)
         st = lpv_st_writer_meta(&w, o->meta_keys[i], o->meta_values[i], err);
     if (st == LPV_OK) st = lpv_st_write(&w, path, err);

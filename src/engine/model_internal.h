@@ -29,7 +29,12 @@ lpv_status lpv__q8_save(lpv_st_writer *w, const char *wname, const lpv_linear *L
  * and kept in L->codebook (m's arena); the optional per-row scales (.weight_codebook_scale, [out], finite > 0)
  * go to L->codebook_scale and multiply a dense layer's rows here (a BSR layer's: lpv__cb_scale_bsr). */
 lpv_status lpv__cb_decode(lpv_model *m, lpv_linear *L, const lpv_st_file *f, const char *wname,
-                          const lpv_st_tensor *codes, float *dst, unsigned char *used, lpv_err *err);
+                          const lpv_st_tensor *codes, int last, float *dst, unsigned char *used, lpv_err *err);
+/* 1 when wname's codes are 4-bit (two per byte along the last axis, low nibble first): the file says it packs
+ * (metadata LPV_CODES_META = "4bit") and wname's codebook tensor does not hold 17..256 levels (a missing or
+ * broken one counts as packed: lpv__cb_decode reports it). lpv__cb_decode then takes `last`, the unpacked length
+ * of that axis (0: one code per byte). */
+int lpv__cb_packed(const lpv_st_file *f, const char *wname);
 /* A BSR layer decoded from codes: multiplies each row of b's values by L->codebook_scale (when the file had them)
  * and repacks b. */
 void lpv__cb_scale_bsr(const lpv_linear *L, struct lpv_bsr *b);

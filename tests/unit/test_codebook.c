@@ -101,6 +101,40 @@ static void test_nearest(void) {
     CHECK(lpv_codebook_encode(lv, 5, x, 4, c) == 1 && c[0] == 3 && c[1] == 0 && c[2] == 3 && c[3] == 4);
 }
 
+/* pack4 / unpack4: round trips for odd and even rows, in place, and the padding nibble checked */
+static void test_pack4(void) {
+    uint8_t c[3 * 7], p[3 * 4], u[3 * 7], q[3 * 7];
+    for (int last = 1; last <= 7; last++) {
+        for (int i = 0; i < 3 * last; i++) c[i] = (uint8_t)((i * 7 + last) % 16);
+        lpv_codebook_pack4(c, 3, last, p);
+        CHECK(lpv_codebook_unpack4(p, 3, last, u) == 0 && memcmp(c, u, (size_t)(3 * last)) == 0);
+        memcpy(q, c, sizeof q);
+        lpv_codebook_pack4(q, 3, last, q); /* in place */
+        CHECK(memcmp(q, p, (size_t)(3 * ((last + 1) / 2))) == 0);
+        CHECK(p[0] == (uint8_t)(c[0] | (last > 1 ? c[1] << 4 : 0))); /* low nibble first */
+        if (last & 1) {
+            p[2 * ((last + 1) / 2) - 1] |= 0x10; /* row 1's padding nibble */
+            CHECK(lpv_codebook_unpack4(p, 3, last, u) == -1);
+        }
+    }
+}
+
+/* dst = src without the metadata entry `key` (every tensor as it is). */
+static void drop_meta(const char *src, const char *dst, const char *key) {
+    lpv_st_file f;
+    lpv_err err;
+    CHECK_OK(lpv_st_open(&f, src, &err), &err);
+    lpv_st_writer w;
+    lpv_st_writer_init(&w);
+    for (int i = 0; i < f.n; i++)
+        CHECK_OK(lpv_st_writer_add(&w, f.t[i].name, f.t[i].dtype, f.t[i].ndim, f.t[i].shape, f.t[i].data, &err), &err);
+    for (int i = 0; i < f.n_meta; i++)
+        if (strcmp(f.meta[i].key, key) != 0) CHECK_OK(lpv_st_writer_meta(&w, f.meta[i].key, f.meta[i].value, &err), &err);
+    CHECK_OK(lpv_st_write(&w, dst, &err), &err);
+    lpv_st_writer_free(&w);
+    lpv_st_close(&f);
+}
+
 static void logits(lpv_model *m, float *out) {
     float x[2 * 3 * 32 * 32];
     for (int i = 0; i < 2 * 3 * 32 * 32; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
@@ -186,6 +220,11 @@ static void roundtrip(const char *path, int pruned, int K) {
     const lpv_st_tensor *t = lpv_st_find(&f, wn), *cb = lpv_st_find(&f, "blocks.1.mlp.fc2.weight_codebook");
     CHECKF(t && t->dtype == LPV_DT_U8, "'%s' is not U8 codes", wn);
     CHECK(cb && cb->dtype == LPV_DT_F32 && cb->ndim == 1 && cb->shape[0] <= K);
+    /* up to 16 levels: two codes per byte along the last axis (fc2 is (64, 128); BSR blocks 16 x 16) */
+    int64_t last = pruned ? 16 : 128, got = t ? t->shape[t->ndim - 1] : -1;
+    CHECKF(got == (cb->shape[0] <= 16 ? last / 2 : last), "'%s' last axis %lld for %lld levels", wn, (long long)got,
+           (long long)cb->shape[0]);
+    CHECK(lpv_st_meta(&f, LPV_CODES_META) && strcmp(lpv_st_meta(&f, LPV_CODES_META), "4bit") == 0);
     const lpv_st_tensor *cs = lpv_st_find(&f, "blocks.1.mlp.fc2.weight_codebook_scale");
     CHECK(cs && cs->dtype == LPV_DT_F32 && cs->ndim == 1 && cs->shape[0] == 64);
     CHECK(lpv_st_find(&f, "head.weight")->dtype == LPV_DT_F32 && lpv_st_meta(&f, "lpvit.quant"));
@@ -271,6 +310,16 @@ static void bad_files(const char *good, const char *goodp, const char *fp32, con
     test_expect_load_error(bad, "but the codebook has 2 levels", "code past the levels");
     test_st_rewrite(goodp, bad, "blocks.1.attn.qkv.weight_codebook", LPV_DT_F32, 1, (int64_t[]){1}, lv, NULL, 0, 0, NULL);
     test_expect_load_error(bad, "'blocks.1.attn.qkv.weight.bsr_values' code", "bsr code past the levels");
+    /* 4-bit codes in a file that does not say so: read as one code per byte, the shape cannot match */
+    drop_meta(good, bad, LPV_CODES_META);
+    test_expect_load_error(bad, "tensor 'blocks.0.attn.qkv.weight' has shape [192, 32], expected [192, 64]", "no 4bit mark");
+    drop_meta(goodp, bad, LPV_CODES_META);
+    test_expect_load_error(bad, "blocks.", "no 4bit mark, bsr");
+    /* more than 16 levels beside 4-bit codes: the codes are taken as bytes, the shape cannot match */
+    static float many[40];
+    for (int j = 0; j < 40; j++) many[j] = -1.0f + j * 0.05f;
+    test_st_rewrite(good, bad, CB, LPV_DT_F32, 1, (int64_t[]){40}, many, NULL, 0, 0, NULL);
+    test_expect_load_error(bad, "tensor 'blocks.0.mlp.fc1.weight' has shape [128, 32], expected [128, 64]", "17+ levels");
     /* a codebook beside FP32 weights */
     test_st_rewrite(fp32, bad, NULL, 0, 0, NULL, NULL, "blocks.0.attn.proj.weight_codebook", LPV_DT_F32, K, lv);
     test_expect_load_error(bad, "has a codebook ('blocks.0.attn.proj.weight_codebook') but its weight is not uint8 codes",
@@ -302,6 +351,7 @@ static void bad_files(const char *good, const char *goodp, const char *fp32, con
 int main(void) {
     test_kmeans();
     test_nearest();
+    test_pack4();
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
         return 1;

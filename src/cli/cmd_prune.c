@@ -18,6 +18,7 @@
 #include "lpvit/fileio.h"
 #include "lpvit/log.h"
 #include "lpvit/prune.h"
+#include "lpvit/quantize.h"
 #include "lpvit/report.h"
 
 static void print_table(const lpv_prune_result *r, const char *out) {
@@ -66,7 +67,53 @@ typedef struct {
     prune_flags pf;
     const char *out, *report;
     int codebook; /* --quant codebook:K: K, else 0 */
+    const char *rounding; /* --quant-rounding: gptq or nearest */
+    int quant_images;     /* --quant-images */
 } prune_cmd;
+
+/* --quant on the pruned model: GPTQ under its input statistics over quant_images of the calibration images the
+ * prune chose (its seeded sample of --calib-size), spread over them; or round to nearest (no calibration
+ * folder, or --quant-rounding nearest). *gptq says which ran. */
+static lpv_status quantize_pruned(prune_cmd *c, lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp,
+                                  lpv_gptq_info *gi, int *gptq, lpv_err *err) {
+    prune_flags *f = &c->pf;
+    int K = c->codebook;
+    *gptq = f->calib_dir && strcmp(c->rounding, "gptq") == 0;
+    if (!*gptq) return K ? lpv_model_quantize_codebook(m, K, err) : lpv_model_quantize_int8(m, 32, 32, err);
+    lpv_dataset v;
+    LPV_TRY(lpv_dataset_view(&v, ds, err));
+    lpv_status st = f->p.calib_size < v.n ? lpv_dataset_sample(&v, f->p.calib_size, f->p.seed, err) : LPV_OK;
+    if (st == LPV_OK) lpv_dataset_spread(&v, c->quant_images);
+    lpv_model_stats s;
+    memset(&s, 0, sizeof s);
+    lpv_gptq_want(m, &s);
+    s.prefix_weight = m->cfg.n_tokens - m->cfg.n_prefix; /* the cls token weighs as much as the patches (quantize.h) */
+    lpv_skips sk = {0};
+    lpv_gptq_opts o = lpv_gptq_defaults();
+    o.codebook = K;
+    if (st == LPV_OK && (st = lpv_collect_input_stats(m, &v, pp, 32, &sk, &s, err)) == LPV_OK) {
+        st = lpv_model_quantize_gptq(m, &s, &o, gi, err);
+        lpv_model_stats_free(&s); /* (a failed collection frees them itself) */
+    }
+    lpv_skips_free(&sk);
+    lpv_dataset_view_free(&v);
+    return st;
+}
+
+/* The report's "quantization" entry. */
+static void quant_report(cJSON *rep, const prune_cmd *c, const lpv_gptq_info *gi, int gptq) {
+    cJSON_AddStringToObject(rep, "quantization", c->pf.quant ? c->pf.quant : "none");
+    if (!c->pf.quant) return;
+    cJSON *q = cJSON_AddObjectToObject(rep, "quantization_rounding");
+    cJSON_AddStringToObject(q, "method", gptq ? "gptq" : "nearest");
+    if (!gptq) return;
+    cJSON_AddNumberToObject(q, "images", c->quant_images);
+    cJSON_AddNumberToObject(q, "seconds", gi->seconds);
+    double a = 0, b = 0;
+    for (int i = 0; i < LPV_MAX_LAYERS; i++) a += gi->err_rtn[i], b += gi->err_gptq[i];
+    cJSON_AddNumberToObject(q, "mean_err_nearest", gi->layers ? a / gi->layers : 0);
+    cJSON_AddNumberToObject(q, "mean_err_gptq", gi->layers ? b / gi->layers : 0);
+}
 
 /* Prunes, writes the model and the report; prints the table unless the report goes to stdout. */
 static lpv_status run_prune(prune_cmd *c, cli_model *cm, const lpv_dataset *ds, double t_start, double open_s,
@@ -78,9 +125,10 @@ static lpv_status run_prune(prune_cmd *c, cli_model *cm, const lpv_dataset *ds, 
     lpv_status st = lpv_prune(m, &calib, &f->p, &r, err);
     r.seconds.load += open_s, r.seconds.list += list_s; /* opening the model and listing the folder: the CLI's part */
     double t = lpv_now();
-    int K = c->codebook;
-    if (st == LPV_OK && f->quant && !K) st = lpv_model_quantize_int8(m, 32, 32, err); /* the pruned model, then int8 */
-    if (st == LPV_OK && K) st = lpv_model_quantize_codebook(m, K, err); /* or onto a codebook per layer */
+    int K = c->codebook, gptq = 0;
+    lpv_gptq_info gi;
+    memset(&gi, 0, sizeof gi);
+    if (st == LPV_OK && f->quant) st = quantize_pruned(c, m, ds, &cm->pp, &gi, &gptq, err); /* the pruned model */
     if (st == LPV_OK && lpv_dist_rank() == 0) st = lpv_prune_save(m, &r, &cm->pp, c->out, err); /* one writer */
     st = lpv_dist_agree(st, err); /* under mpirun every rank learns how it went */
     r.seconds.write = lpv_now() - t;
@@ -88,12 +136,14 @@ static lpv_status run_prune(prune_cmd *c, cli_model *cm, const lpv_dataset *ds, 
     if (st == LPV_OK) {
         if (!(c->report && strcmp(c->report, "-") == 0)) {
             print_table(&r, c->out);
-            if (f->quant && !K) printf("quantized       int8 block linears (weights per output row, inputs per token)\n");
-            if (K) printf("quantized       block linears on a codebook of %d levels per layer (uint8 codes)\n", K);
+            const char *how = gptq ? "rounded by gptq" : "rounded to nearest";
+            if (f->quant && !K)
+                printf("quantized       int8 block linears (weights per output row, %s; inputs per token)\n", how);
+            if (K) printf("quantized       block linears on a codebook of %d levels per layer (uint8 codes, %s)\n", K, how);
         }
         if (c->report) {
             cJSON *rep = lpv_prune_report(m, &r, &cm->pp, c->out);
-            cJSON_AddStringToObject(rep, "quantization", f->quant ? f->quant : "none");
+            quant_report(rep, c, &gi, gptq);
             st = cli_json_out(rep, c->report, err);
             cJSON_Delete(rep);
         }
@@ -107,6 +157,7 @@ int cmd_prune(int argc, char **argv) {
     memset(&c, 0, sizeof c);
     prune_flags *f = &c.pf;
     prune_flags_init(f);
+    c.rounding = "gptq", c.quant_images = 256;
     cli_opt opts[3 * PRUNE_ROWS_MAX + 8];
     int n = prune_rows_input(f, opts);
     opts[n++] = (cli_opt){"--target-flops", OPT_DOUBLE, &f->p.target_flops, "r", "keep this fraction of the prunable layers' FLOPs (required)", 0, 0, NULL};
@@ -114,6 +165,8 @@ int cmd_prune(int argc, char **argv) {
     opts[n++] = (cli_opt){"--no-cache", OPT_FLAG, &f->no_cache, NULL, "always recompute calibration statistics", 0, 0, NULL};
     opts[n++] = (cli_opt){"--out", OPT_OUT, &c.out, "FILE", "pruned model (BSR safetensors; required)", 0, 0, NULL};
     opts[n++] = (cli_opt){"--json", OPT_OUT, &c.report, "FILE", "write the report as JSON ('-': stdout instead of the table; --report is the same)", 0, 0, NULL};
+    opts[n++] = (cli_opt){"--quant-rounding", OPT_STR, &c.rounding, "R", "with --quant: gptq (default with a calibration folder: each layer's rounding errors compensated under its input statistics, as lpvit quantize --calib-dir) or nearest", 0, 0, NULL};
+    opts[n++] = (cli_opt){"--quant-images", OPT_INT, &c.quant_images, "N", "with --quant and gptq: calibration images (spread over the prune's) for the input statistics (default 256)", 1, 10000000, NULL};
     opts[n++] = (cli_opt){"--quant", OPT_STR, &f->quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); implies --precision int8. codebook:K: each block linear's kept weights on K <= 256 levels shared by its channels (uint8 codes, decoded to FP32 when loaded)", 0, 0, NULL};
     n += prune_rows_runtime(f, opts + n);
     opts[n] = (cli_opt){0};
@@ -132,6 +185,8 @@ int cmd_prune(int argc, char **argv) {
     if (!c.out) return cli_usage_error("--out is required");
     if (f->quant && strcmp(f->quant, "int8") != 0 && (c.codebook = cli_codebook_levels(f->quant)) <= 0)
         return cli_usage_error("--quant: expected int8 or codebook:K with K in 1..256, got '%s'", f->quant);
+    if (strcmp(c.rounding, "gptq") != 0 && strcmp(c.rounding, "nearest") != 0)
+        return cli_usage_error("--quant-rounding: expected gptq or nearest, got '%s'", c.rounding);
     lpv_prune_opts resolved;
     if ((rc = prune_flags_prepare(f, &resolved)) != 0) return rc;
     /* prune never packs dense weights into the blocked layout: its dense products are OpenBLAS calls, and

@@ -12,8 +12,11 @@
 #include "cli.h"
 #include "cmds.h"
 #include "lpvit/codebook.h"
+#include "lpvit/dataset.h"
+#include "lpvit/fileio.h"
 #include "lpvit/log.h"
 #include "lpvit/model.h"
+#include "lpvit/quantize.h"
 #include "lpvit/report.h"
 
 /* The "lpvit" metadata of the output: the source's when it has one (a pruned file), else where the weights came
@@ -34,22 +37,123 @@ static char *quant_meta(lpv_model *m, const lpv_preproc *pp, int K) {
     return txt;
 }
 
+/* The calibration list (any folder, labels unused), seeded choice of n, sorted. */
+static lpv_status open_calib(lpv_dataset *ds, const char *dir, int n, int seed, lpv_err *err) {
+    if (!lpv_is_dir(dir)) return lpv_fail(err, LPV_E_IO, "--calib-dir '%s' is not a directory", dir);
+    LPV_TRY(lpv_dataset_unlabeled(ds, dir, err));
+    lpv_status st = n < ds->n ? lpv_dataset_sample(ds, n, (uint64_t)seed, err) : LPV_OK;
+    if (st) lpv_dataset_free(ds);
+    return st;
+}
+
+/* Input statistics of every block linear over the calibration images, then the GPTQ sweep. */
+static lpv_status run_gptq(lpv_model *m, const lpv_preproc *pp, const lpv_dataset *ds, const lpv_gptq_opts *o,
+                           int cls_weight, lpv_gptq_info *gi, lpv_skips *skips, lpv_err *err) {
+    lpv_model_stats s;
+    memset(&s, 0, sizeof s);
+    lpv_gptq_want(m, &s);
+    s.prefix_weight = cls_weight;
+    double t0 = lpv_now();
+    LPV_TRY(lpv_collect_input_stats(m, ds, pp, 32, skips, &s, err));
+    lpv_info("input statistics of %lld images in %.1f s", (long long)s.images, lpv_now() - t0);
+    if (skips->n == ds->n) {
+        lpv_model_stats_free(&s);
+        return lpv_fail(err, LPV_E_IO, "--calib-dir: none of the %d images could be read (first: %s)", ds->n,
+                        skips->first_reason);
+    }
+    lpv_status st = lpv_model_quantize_gptq(m, &s, o, gi, err);
+    lpv_model_stats_free(&s);
+    return st;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The sweep's per-layer output errors: one summary line, or the JSON report. */
+static lpv_status print_gptq(const lpv_model *m, const lpv_gptq_info *gi, const lpv_dataset *ds, const lpv_skips *sk,
+                             const char *dir, int seed, const lpv_gptq_opts *o, int cls_weight, int json,
+                             lpv_err *err) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers((lpv_model *)m, refs, LPV_MAX_LAYERS), k = 0;
+    double a[LPV_MAX_LAYERS], b[LPV_MAX_LAYERS];
+    for (int i = 0; i < n; i++)
+        if (gi->err_rtn[i] > 0 || gi->err_gptq[i] > 0) a[k] = gi->err_rtn[i], b[k++] = gi->err_gptq[i];
+    qsort(a, (size_t)k, sizeof *a, cmp_d), qsort(b, (size_t)k, sizeof *b, cmp_d);
+    double ma = k ? a[k / 2] : 0, mb = k ? b[k / 2] : 0;
+    if (!json) {
+        printf("quantized       %d block linears with error feedback (GPTQ, %s order) in %.1f s\n", gi->layers,
+               o->act_order ? "act" : "index", gi->seconds);
+        printf("output error    median over layers, |(W - Wq) X|^2 / |W X|^2: round to nearest %.3g, gptq %.3g "
+               "(%.2fx lower)\n", ma, mb, mb > 0 ? ma / mb : 0);
+        return LPV_OK;
+    }
+    cJSON *root = cJSON_CreateObject(), *cal = cJSON_AddObjectToObject(root, "calibration");
+    char h[65];
+    lpv_dataset_hash(ds, h);
+    cJSON_AddStringToObject(cal, "dir", dir);
+    cJSON_AddNumberToObject(cal, "images", ds->n - sk->n);
+    cJSON_AddNumberToObject(cal, "skipped", sk->n);
+    cJSON_AddNumberToObject(cal, "seed", seed);
+    cJSON_AddStringToObject(cal, "list_sha256", h);
+    cJSON *q = cJSON_AddObjectToObject(root, "gptq");
+    cJSON_AddStringToObject(q, "grid", o->codebook ? "codebook" : "int8");
+    if (o->codebook) cJSON_AddNumberToObject(q, "levels", o->codebook);
+    cJSON_AddStringToObject(q, "order", o->act_order ? "act" : "index");
+    cJSON_AddNumberToObject(q, "cls_weight", cls_weight);
+    cJSON_AddNumberToObject(q, "damp", o->recon.damp);
+    cJSON_AddNumberToObject(q, "max_damp", gi->max_damp);
+    cJSON_AddBoolToObject(q, "bias_correction", o->bias);
+    cJSON_AddNumberToObject(q, "seconds", gi->seconds);
+    cJSON_AddNumberToObject(q, "median_err_rtn", ma);
+    cJSON_AddNumberToObject(q, "median_err_gptq", mb);
+    cJSON *ls = cJSON_AddArrayToObject(q, "layers");
+    for (int i = 0; i < n; i++) {
+        if (!(gi->err_rtn[i] > 0 || gi->err_gptq[i] > 0)) continue;
+        cJSON *l = cJSON_CreateObject();
+        cJSON_AddStringToObject(l, "name", refs[i].name);
+        cJSON_AddNumberToObject(l, "err_rtn", gi->err_rtn[i]);
+        cJSON_AddNumberToObject(l, "err_gptq", gi->err_gptq[i]);
+        cJSON_AddItemToArray(ls, l);
+    }
+    lpv_report_environment(root);
+    char *txt = NULL;
+    lpv_status st = lpv_json_print(root, "stdout", &txt, err);
+    if (st == LPV_OK) fputs(txt, stdout);
+    free(txt);
+    cJSON_Delete(root);
+    return st;
+}
+
 int cmd_quantize(int argc, char **argv) {
     cli_model_args ma;
     cli_model_args_init(&ma);
-    const char *out = NULL;
-    int K = 0;
+    const char *out = NULL, *calib_dir = NULL, *order = "act";
+    int K = 0, calib_size = 256, seed = 0, no_bias = 0, json = 0, cls_weight = 0, threads = 0;
+    const char *isa = NULL;
+    double damp = LPV_RECON_DAMP;
     const cli_opt opts[] = {
         {"--model", OPT_MODEL, &ma.model, "M", "model to quantize: preset, .safetensors (dense or pruned) or HF folder", 0, 0, NULL},
         {"--weights", OPT_IN, &ma.weights, "FILE", "weights for a preset --model", 0, 0, NULL},
         {"--out", OPT_OUT, &out, "FILE", "output .safetensors (required; never the input)", 0, 0, NULL},
         {"--codebook", OPT_INT, &K, "K", "instead of int8: each block linear's weights on K levels shared by its channels, times a scale per row (1-D k-means on w / the row's max |w|), stored as uint8 codes + the K levels + the row scales and decoded to FP32 when loaded (K <= 256)", 1, 256, NULL},
+        {"--calib-dir", OPT_IN, &calib_dir, "DIR", "calibration images (any folder): round with error feedback (GPTQ) under each layer's input statistics instead of to nearest", 0, 0, NULL},
+        {"--calib-size", OPT_INT, &calib_size, "N", "calibration images (seeded choice, sorted; default 256)", 1, 10000000, NULL},
+        {"--seed", OPT_INT, &seed, "S", "seed for the calibration choice", 0, 2147483647, NULL},
+        {"--gptq-order", OPT_STR, &order, "O", "with --calib-dir: act (columns by decreasing input energy, default) or index", 0, 0, NULL},
+        {"--gptq-damp", OPT_DOUBLE, &damp, "F", "with --calib-dir: damping of each layer's H, a fraction of its mean diagonal (default 0.01)", 0, 10, NULL},
+        {"--gptq-cls-weight", OPT_INT, &cls_weight, "W", "with --calib-dir: each image's cls (and dist) token counts W times in the statistics (default: the patch count, so the token the logits read weighs as much as all patches; 1: like any token)", 1, 1000000, NULL},
+        {"--no-bias-correction", OPT_FLAG, &no_bias, NULL, "with --calib-dir: leave the biases as they are (default: b += (W - Wq) E[x])", 0, 0, NULL},
+        {"--json", OPT_FLAG, &json, NULL, "with --calib-dir: the per-layer output errors as JSON on stdout", 0, 0, NULL},
         {"--crop-pct", OPT_DOUBLE, &ma.crop_pct, "F", "preprocessing to record: override the preset's crop_pct", 0.05, 4, NULL},
         {"--interp", OPT_STR, &ma.interp, "I", "preprocessing to record: bicubic or bilinear", 0, 0, NULL},
         {"--mean", OPT_FLOAT3, ma.mean, "a,b,c", "preprocessing to record: normalization mean", 0, 0, &ma.mean_set},
         {"--std", OPT_FLOAT3, ma.std, "a,b,c", "preprocessing to record: normalization std", 0, 0, &ma.std_set},
         CLI_OPT_HEADS(&ma.heads),
         CLI_OPT_ALLOW_EXTRA(&ma.allow_extra),
+        CLI_OPT_THREADS(&threads),
+        CLI_OPT_ISA(&isa),
         CLI_OPT_QUIET(&ma.quiet),
         {0},
     };
@@ -68,13 +172,33 @@ int cmd_quantize(int argc, char **argv) {
     if (!ma.model) return cli_usage_error("--model is required");
     if (!out) return cli_usage_error("--out is required");
     lpv_err err;
+    lpv_status st = cli_runtime(threads, isa, &err);
+    if (st) return cli_fail(&err, st);
     cli_model cm;
     ma.needs_pp = 1;
-    lpv_status st = cli_open_model(&ma, &cm, &err);
+    st = cli_open_model(&ma, &cm, &err);
     if (st) return cli_fail(&err, st);
     lpv_model *m = cm.model;
-    if (lpv_model_has_int8(m) && !K) lpv_warn("'%s' is already int8: its int8 weights are written as they are", m->path);
-    st = K ? lpv_model_quantize_codebook(m, K, &err) : lpv_model_quantize_int8(m, 32, 32, &err);
+    lpv_gptq_opts go = lpv_gptq_defaults();
+    go.codebook = K, go.bias = !no_bias, go.recon.damp = damp;
+    lpv_dataset ds = {0};
+    lpv_skips sk = {0};
+    lpv_gptq_info gi;
+    if (calib_dir) {
+        if (strcmp(order, "act") != 0 && strcmp(order, "index") != 0) {
+            cli_close_model(&cm);
+            return cli_usage_error("--gptq-order: expected act or index, got '%s'", order);
+        }
+        go.act_order = strcmp(order, "act") == 0;
+        if (!cls_weight) cls_weight = m->cfg.n_tokens - m->cfg.n_prefix; /* the patches */
+        if (lpv_model_has_int8(m))
+            st = lpv_fail(&err, LPV_E_ARG, "'%s' is int8 already: --calib-dir quantizes an FP32 model", m->path);
+        else if ((st = open_calib(&ds, calib_dir, calib_size, seed, &err)) == LPV_OK)
+            st = run_gptq(m, &cm.pp, &ds, &go, cls_weight, &gi, &sk, &err);
+    } else {
+        if (lpv_model_has_int8(m) && !K) lpv_warn("'%s' is already int8: its int8 weights are written as they are", m->path);
+        st = K ? lpv_model_quantize_codebook(m, K, &err) : lpv_model_quantize_int8(m, 32, 32, &err);
+    }
     char *meta = st ? NULL : quant_meta(m, &cm.pp, K);
     if (!st && !meta) st = lpv_fail(&err, LPV_E_OOM, "out of memory");
     const char *keys[2] = {"lpvit.quantized_from", "lpvit"};
@@ -87,7 +211,10 @@ int cmd_quantize(int argc, char **argv) {
     else if (!st)
         lpv_info("wrote '%s' (block linears int8, inputs per token; %.1f%% of linear weights kept)", out,
                  100 * lpv_model_linear_density(m));
+    if (!st && calib_dir) st = print_gptq(m, &gi, &ds, &sk, calib_dir, seed, &go, cls_weight, json, &err);
     free(meta);
+    lpv_skips_free(&sk);
+    if (calib_dir) lpv_dataset_free(&ds);
     cli_close_model(&cm);
     return st ? cli_fail(&err, st) : 0;
 }

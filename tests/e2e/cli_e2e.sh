@@ -265,6 +265,26 @@ grep -q 'bsr_values *U8' "$T/out" && grep -q '^codebook: 8 of' "$T/out" && ok ||
 run 0 "$L" export --model "$T/pcb.safetensors" --dense-masked --out "$T/pcbdm.safetensors" --quiet
 run 0 "$L" inspect "$T/pcbdm.safetensors"
 ! grep -q ' U8 ' "$T/out" && ok || bad "export --dense-masked of a codebook file kept U8 codes"
+# GPTQ rounding (--calib-dir): the same grid as round to nearest, a report with every block linear's errors
+run 0 "$L" quantize --model "$M" --heads 2 --codebook 16 --calib-dir "$MINI" --calib-size 6 --json --out "$T/cbg.safetensors" --quiet
+[ "$(lpv_json "$T/out" calibration.images gptq.grid gptq.levels gptq.order)" = "$(printf '%s\n' 6 codebook 16 act)" ] \
+  && [ "$(grep -c '"err_gptq"' "$T/out")" = 8 ] && lpv_less "$(lpv_json "$T/out" gptq.median_err_gptq)" "$(lpv_json "$T/out" gptq.median_err_rtn)" \
+  && ok || bad "quantize --calib-dir report: $(head -c 400 "$T/out")"
+run 0 "$L" inspect "$T/cbg.safetensors"
+grep -q 'blocks.0.mlp.fc1.weight *U8' "$T/out" && ok || bad "a GPTQ codebook file is not codes"
+run 0 "$L" quantize --model "$M" --heads 2 --calib-dir "$MINI" --calib-size 6 --gptq-order index --out "$T/q8g.safetensors"
+grep -q '^output error .*gptq' "$T/out" && ok || bad "quantize --calib-dir summary: $(cat "$T/out")"
+run 0 "$L" eval --model "$T/q8g.safetensors" --heads 2 --imagenet-dir "$MINI" --json "$T/eq8g.json" --quiet
+[ "$(lpv_json "$T/eq8g.json" precision)" = int8 ] && ok || bad "eval of a GPTQ int8 file"
+run 2 "$L" quantize --model "$M" --calib-dir "$MINI" --gptq-order random --out "$T/x.safetensors" --quiet; one_line_err "--gptq-order"
+run 1 "$L" quantize --model "$M" --calib-dir "$T/nope" --out "$T/x.safetensors" --quiet; one_line_err "--calib-dir '$T/nope'"
+run 2 "$L" quantize --model "$T/q8.safetensors" --heads 2 --calib-dir "$MINI" --out "$T/x.safetensors" --quiet; one_line_err "int8 already"
+[ ! -e "$T/x.safetensors" ] && ok || bad "a failed quantize left a file"
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.6 --block 16x16 $C --quant int8 \
+  --quant-images 4 --out "$T/pq8g.safetensors" --report "$T/rq8g.json" --quiet
+[ "$(lpv_json "$T/rq8g.json" quantization_rounding.method quantization_rounding.images)" = "$(printf '%s\n' gptq 4)" ] \
+  && ok || bad "prune --quant int8 with gptq: $(lpv_json "$T/rq8g.json" quantization_rounding)"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant int8 --quant-rounding up --out "$T/x.safetensors" --quiet; one_line_err "--quant-rounding"
 run 2 "$L" quantize --model "$M" --codebook 300 --out "$T/x.safetensors" --quiet; one_line_err "--codebook"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant codebook:0 --out "$T/x.safetensors" --quiet; one_line_err "--quant"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --update none --out "$T/x.safetensors" --quiet; one_line_err "--sequential"

@@ -45,6 +45,13 @@ int lpv_codebook_unpack4(const uint8_t *packed, int64_t rows, int last, uint8_t 
 lpv_status lpv_kmeans1d(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err);
 /* The same rounds by the textbook's O(n K) assignment loop: the reference the fast one is tested against. */
 lpv_status lpv_kmeans1d_ref(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err);
+/* Weighted: each value counts w[i] >= 0 times (w NULL: once; all zero: once each): levels start at the weighted
+ * K quantiles and move to their values' weighted means, i.e. minimize Σ w (x − level)². LPV_E_ARG also for a
+ * negative or non-finite weight. */
+lpv_status lpv_kmeans1d_w(const float *x, const float *w, int64_t n, int K, int iters, float *levels, int *k,
+                          lpv_err *err);
+lpv_status lpv_kmeans1d_w_ref(const float *x, const float *w, int64_t n, int K, int iters, float *levels, int *k,
+                              lpv_err *err);
 
 /* The index of the level nearest to v (levels strictly increasing; ties to the lower one). */
 int lpv_codebook_nearest(const float *levels, int k, float v);
@@ -54,8 +61,11 @@ int64_t lpv_codebook_encode(const float *levels, int k, const float *x, int64_t 
 
 /* The codebook lpv_model_quantize_codebook fits to one layer's weights (dense, or a BSR layer's kept blocks):
  * scales (out) = each row's largest |w| (1 for an all-zero row), levels (K) and *k as lpv_kmeans1d gives them
- * for w / scale. L is not changed. */
-lpv_status lpv_codebook_fit(const lpv_linear *L, int K, float *levels, int *k, float *scales, lpv_err *err);
+ * for w / scale. With col_energy (in), e.g. the diagonal of the input statistics Σ x xᵀ, weight (r, c) counts
+ * scales[r]² · col_energy[c] times (lpv_kmeans1d_w): the expected squared output error its level error causes.
+ * L is not changed. */
+lpv_status lpv_codebook_fit(const lpv_linear *L, int K, const float *col_energy, float *levels, int *k,
+                            float *scales, lpv_err *err);
 /* Puts every weight of L (FP32; dense or kept blocks) on scales[row] * levels[the nearest to w / scales[row]] and
  * records the codebook (copied into m's arena), so lpv_model_save writes codes; weights already on it stay as
  * they are. A blocked dense pack is dropped. */

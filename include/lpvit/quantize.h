@@ -6,7 +6,9 @@
  * where it falls (round to nearest, what lpv_model_quantize_int8 / lpv_model_quantize_codebook do).
  *
  * The grids are the round-to-nearest ones: int8 scales max |w| / 127 per row, codebook levels and row scales
- * from lpv_codebook_fit on the FP32 weights; only which grid point each weight takes changes. A pruned
+ * from lpv_codebook_fit on the FP32 weights (by default weighing each weight by its row scale² × its input's
+ * energy H_jj: ViT-Tiny on 8 levels 75.5 % top-1 against 72.1 % unweighted); only which grid point each weight
+ * takes changes. A pruned
  * layer's pruned blocks stay 0 and its kept blocks absorb the errors (the sweep never moves a weight into a
  * pruned block). With bias correction the mean output error over the calibration inputs becomes 0:
  * b += (W − Ŵ) E[x].
@@ -27,10 +29,11 @@ typedef struct {
     int codebook;        /* 0: int8, one scale per output row; K in 1..256: a codebook of K levels per layer */
     int act_order;       /* 1: columns by decreasing H_jj (GPTQ's act-order), 0: in index order */
     int bias;            /* 1: bias correction b += (W − Ŵ) E[x] */
+    int weighted_fit;    /* codebook: 1 fits the levels weighing each weight by scale² · H_jj (lpv_codebook_fit) */
     lpv_recon_opts recon;/* damping of H (recon.h) */
 } lpv_gptq_opts;
 
-/* {int8, act_order 1, bias 1, lpv_recon_defaults()} */
+/* {int8, act_order 1, bias 1, weighted_fit 1, lpv_recon_defaults()} */
 lpv_gptq_opts lpv_gptq_defaults(void);
 
 typedef struct {

@@ -100,6 +100,7 @@ static lpv_status print_gptq(const lpv_model *m, const lpv_gptq_info *gi, const 
     cJSON *q = cJSON_AddObjectToObject(root, "gptq");
     cJSON_AddStringToObject(q, "grid", o->codebook ? "codebook" : "int8");
     if (o->codebook) cJSON_AddNumberToObject(q, "levels", o->codebook);
+    if (o->codebook) cJSON_AddStringToObject(q, "fit", o->weighted_fit ? "energy" : "plain");
     cJSON_AddStringToObject(q, "order", o->act_order ? "act" : "index");
     cJSON_AddNumberToObject(q, "cls_weight", cls_weight);
     cJSON_AddNumberToObject(q, "damp", o->recon.damp);
@@ -130,7 +131,7 @@ int cmd_quantize(int argc, char **argv) {
     cli_model_args ma;
     cli_model_args_init(&ma);
     const char *out = NULL, *calib_dir = NULL, *order = "act";
-    int K = 0, calib_size = 256, seed = 0, no_bias = 0, json = 0, cls_weight = 0, threads = 0;
+    int K = 0, calib_size = 256, seed = 0, no_bias = 0, json = 0, cls_weight = 0, threads = 0, plain_fit = 0;
     const char *isa = NULL;
     double damp = LPV_RECON_DAMP;
     const cli_opt opts[] = {
@@ -144,6 +145,7 @@ int cmd_quantize(int argc, char **argv) {
         {"--gptq-order", OPT_STR, &order, "O", "with --calib-dir: act (columns by decreasing input energy, default) or index", 0, 0, NULL},
         {"--gptq-damp", OPT_DOUBLE, &damp, "F", "with --calib-dir: damping of each layer's H, a fraction of its mean diagonal (default 0.01)", 0, 10, NULL},
         {"--gptq-cls-weight", OPT_INT, &cls_weight, "W", "with --calib-dir: each image's cls (and dist) token counts W times in the statistics (default: the patch count, so the token the logits read weighs as much as all patches; 1: like any token)", 1, 1000000, NULL},
+        {"--plain-fit", OPT_FLAG, &plain_fit, NULL, "with --calib-dir and --codebook: fit the levels to the weights alone (default: each weight weighs its row scale^2 x its input's energy H_jj)", 0, 0, NULL},
         {"--no-bias-correction", OPT_FLAG, &no_bias, NULL, "with --calib-dir: leave the biases as they are (default: b += (W - Wq) E[x])", 0, 0, NULL},
         {"--json", OPT_FLAG, &json, NULL, "with --calib-dir: the per-layer output errors as JSON on stdout", 0, 0, NULL},
         {"--crop-pct", OPT_DOUBLE, &ma.crop_pct, "F", "preprocessing to record: override the preset's crop_pct", 0.05, 4, NULL},
@@ -180,7 +182,7 @@ int cmd_quantize(int argc, char **argv) {
     if (st) return cli_fail(&err, st);
     lpv_model *m = cm.model;
     lpv_gptq_opts go = lpv_gptq_defaults();
-    go.codebook = K, go.bias = !no_bias, go.recon.damp = damp;
+    go.codebook = K, go.bias = !no_bias, go.recon.damp = damp, go.weighted_fit = !plain_fit;
     lpv_dataset ds = {0};
     lpv_skips sk = {0};
     lpv_gptq_info gi;

@@ -38,31 +38,44 @@ int64_t lpv_codebook_encode(const float *levels, int k, const float *x, int64_t 
     return off;
 }
 
-static int cmp_float(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
+/* A value and its weight, sorted by value. */
+typedef struct {
+    float x, w;
+} wval;
+
+static int cmp_wval(const void *a, const void *b) {
+    float x = ((const wval *)a)->x, y = ((const wval *)b)->x;
     return (x > y) - (x < y);
 }
 
-/* The sorted copy of x (malloc'd) after checking the arguments. */
-static lpv_status sorted_copy(const float *x, int64_t n, int K, float **out, lpv_err *err) {
+/* The sorted (value, weight) pairs (malloc'd; weight 1 when w is NULL) after checking the arguments. */
+static lpv_status sorted_copy(const float *x, const float *w, int64_t n, int K, wval **out, lpv_err *err) {
     if (K < 1 || K > LPV_CODEBOOK_MAX)
         return lpv_fail(err, LPV_E_ARG, "codebook: %d levels, expected 1..%d", K, LPV_CODEBOOK_MAX);
     if (n < 1) return lpv_fail(err, LPV_E_ARG, "codebook: no value to fit");
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) {
         if (!isfinite(x[i])) return lpv_fail(err, LPV_E_ARG, "codebook: value %lld is not finite", (long long)i);
-    float *s = malloc(sizeof(float) * (size_t)n);
+        if (w && !(w[i] >= 0.0f && isfinite(w[i])))
+            return lpv_fail(err, LPV_E_ARG, "codebook: weight %lld is %g, expected finite and >= 0", (long long)i,
+                            (double)w[i]);
+    }
+    wval *s = malloc(sizeof(wval) * (size_t)n);
     if (!s) return lpv_fail(err, LPV_E_OOM, "codebook: out of memory for %lld values", (long long)n);
-    memcpy(s, x, sizeof(float) * (size_t)n);
-    qsort(s, (size_t)n, sizeof *s, cmp_float);
+    for (int64_t i = 0; i < n; i++) s[i] = (wval){x[i], w ? w[i] : 1.0f};
+    qsort(s, (size_t)n, sizeof *s, cmp_wval);
     *out = s;
     return LPV_OK;
 }
 
-/* Starting levels: the values at the K quantiles of the sorted s, duplicates dropped. Returns their count. */
-static int init_levels(const float *s, int64_t n, int K, float *c) {
+/* Starting levels: the values at the K (weighted) quantiles of the sorted s, duplicates dropped. Q: the weights'
+   prefix sums (n + 1). Returns their count. */
+static int init_levels(const wval *s, const double *Q, int64_t n, int K, float *c) {
     int k = 0;
+    int64_t i = 0;
     for (int j = 0; j < K; j++) {
-        float v = s[(int64_t)(((double)j + 0.5) * (double)n / K)];
+        double t = ((double)j + 0.5) * Q[n] / K; /* the first value whose cumulative weight passes t */
+        while (i < n - 1 && Q[i + 1] <= t) i++;
+        float v = s[i].x;
         if (k == 0 || v > c[k - 1]) c[k++] = v;
     }
     return k;
@@ -77,51 +90,71 @@ static int dedupe(float *c, int k) {
 }
 
 /* First index of the sorted s (n) whose value is above t. */
-static int64_t upper_bound(const float *s, int64_t n, double t) {
+static int64_t upper_bound(const wval *s, int64_t n, double t) {
     int64_t lo = 0, hi = n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if ((double)s[mid] > t) hi = mid;
+        if ((double)s[mid].x > t) hi = mid;
         else lo = mid + 1;
     }
     return lo;
 }
 
-lpv_status lpv_kmeans1d(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err) {
-    float *s;
-    LPV_TRY(sorted_copy(x, n, K, &s, err));
-    double *P = malloc(sizeof(double) * (size_t)(n + 1)); /* P[i] = s[0] + ... + s[i-1] */
-    if (!P) {
-        free(s);
+lpv_status lpv_kmeans1d_w(const float *x, const float *w, int64_t n, int K, int iters, float *levels, int *k,
+                          lpv_err *err) {
+    wval *s;
+    LPV_TRY(sorted_copy(x, w, n, K, &s, err));
+    double *P = malloc(sizeof(double) * (size_t)(n + 1)), *Q = malloc(sizeof(double) * (size_t)(n + 1));
+    if (!P || !Q) {
+        free(s), free(P), free(Q);
         return lpv_fail(err, LPV_E_OOM, "codebook: out of memory for %lld values", (long long)n);
     }
-    P[0] = 0;
-    for (int64_t i = 0; i < n; i++) P[i + 1] = P[i] + s[i];
-    int kk = init_levels(s, n, K, levels);
+    P[0] = Q[0] = 0; /* P[i] = Σ w x, Q[i] = Σ w over s[0, i) */
+    for (int64_t i = 0; i < n; i++) P[i + 1] = P[i] + (double)s[i].w * s[i].x, Q[i + 1] = Q[i] + s[i].w;
+    if (!(Q[n] > 0)) { /* all weights zero: the plain fit */
+        for (int64_t i = 0; i < n; i++) P[i + 1] = P[i] + s[i].x, Q[i + 1] = (double)(i + 1);
+    }
+    int kk = init_levels(s, Q, n, K, levels);
     float next[LPV_CODEBOOK_MAX];
     for (int it = 0; it < iters; it++) {
         int64_t lo = 0;
         for (int j = 0; j < kk; j++) { /* level j owns s[lo, hi): above the boundary below it, up to the next */
             int64_t hi = j + 1 < kk ? upper_bound(s, n, midpoint(levels, j)) : n;
-            next[j] = hi > lo ? (float)((P[hi] - P[lo]) / (double)(hi - lo)) : levels[j];
+            double q = Q[hi] - Q[lo];
+            next[j] = q > 0 ? (float)((P[hi] - P[lo]) / q) : levels[j];
             lo = hi;
         }
         if (memcmp(next, levels, sizeof(float) * (size_t)kk) == 0) break;
         memcpy(levels, next, sizeof(float) * (size_t)kk);
     }
     *k = dedupe(levels, kk);
-    free(P);
-    free(s);
+    free(P), free(Q), free(s);
     return LPV_OK;
 }
 
-lpv_status lpv_kmeans1d_ref(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err) {
-    float *s;
-    LPV_TRY(sorted_copy(x, n, K, &s, err));
-    int kk = init_levels(s, n, K, levels);
-    free(s);
-    double sum[LPV_CODEBOOK_MAX];
-    int64_t cnt[LPV_CODEBOOK_MAX];
+lpv_status lpv_kmeans1d(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err) {
+    return lpv_kmeans1d_w(x, NULL, n, K, iters, levels, k, err);
+}
+
+lpv_status lpv_kmeans1d_w_ref(const float *x, const float *w, int64_t n, int K, int iters, float *levels, int *k,
+                              lpv_err *err) {
+    wval *s;
+    LPV_TRY(sorted_copy(x, w, n, K, &s, err));
+    double *Q = malloc(sizeof(double) * (size_t)(n + 1));
+    if (!Q) {
+        free(s);
+        return lpv_fail(err, LPV_E_OOM, "codebook: out of memory");
+    }
+    Q[0] = 0;
+    int plain = 1;
+    for (int64_t i = 0; i < n; i++) Q[i + 1] = Q[i] + s[i].w, plain &= !w;
+    if (!(Q[n] > 0)) { /* all weights zero: the plain fit */
+        for (int64_t i = 0; i < n; i++) Q[i + 1] = (double)(i + 1);
+        plain = 1;
+    }
+    int kk = init_levels(s, Q, n, K, levels);
+    free(s), free(Q);
+    double sum[LPV_CODEBOOK_MAX], cnt[LPV_CODEBOOK_MAX];
     float next[LPV_CODEBOOK_MAX];
     for (int it = 0; it < iters; it++) {
         memset(sum, 0, sizeof sum), memset(cnt, 0, sizeof cnt);
@@ -129,14 +162,19 @@ lpv_status lpv_kmeans1d_ref(const float *x, int64_t n, int K, int iters, float *
             int best = 0;
             for (int j = 1; j < kk; j++)
                 if (fabs((double)x[i] - levels[j]) < fabs((double)x[i] - levels[best])) best = j;
-            sum[best] += x[i], cnt[best]++;
+            double wi = plain ? 1.0 : w[i];
+            sum[best] += wi * x[i], cnt[best] += wi;
         }
-        for (int j = 0; j < kk; j++) next[j] = cnt[j] ? (float)(sum[j] / (double)cnt[j]) : levels[j];
+        for (int j = 0; j < kk; j++) next[j] = cnt[j] > 0 ? (float)(sum[j] / cnt[j]) : levels[j];
         if (memcmp(next, levels, sizeof(float) * (size_t)kk) == 0) break;
         memcpy(levels, next, sizeof(float) * (size_t)kk);
     }
     *k = dedupe(levels, kk);
     return LPV_OK;
+}
+
+lpv_status lpv_kmeans1d_ref(const float *x, int64_t n, int K, int iters, float *levels, int *k, lpv_err *err) {
+    return lpv_kmeans1d_w_ref(x, NULL, n, K, iters, levels, k, err);
 }
 
 /* ---- a model's block linears ---- */
@@ -170,6 +208,23 @@ static float **weight_slots(const lpv_linear *L, int64_t *n, int32_t **row) {
     return p;
 }
 
+/* Each slotted weight's input column, in weight_slots' order (malloc'd; n of them). */
+static int32_t *slot_cols(const lpv_linear *L, int64_t n) {
+    int32_t *col = malloc(sizeof(int32_t) * (size_t)(n + 1));
+    if (!col) return NULL;
+    const lpv_bsr *b = L->bsr;
+    int64_t k = 0;
+    if (!b) {
+        for (int64_t i = 0; i < n; i++) col[i] = (int32_t)(i % L->in);
+        return col;
+    }
+    for (int i = 0; i < b->nbr; i++)
+        for (int32_t j = b->row_ptr[i]; j < b->row_ptr[i + 1]; j++)
+            for (int r = 0; r < b->R && i * b->R + r < b->rows; r++)
+                for (int c = 0; c < b->C && b->col_idx[j] * b->C + c < b->cols; c++) col[k++] = b->col_idx[j] * b->C + c;
+    return col;
+}
+
 /* Per output row, the largest |w| among the n slotted weights (1 for a row with none or only zeros). */
 static void row_scales(float *const *slot, const int32_t *row, int64_t n, int rows, float *s) {
     for (int r = 0; r < rows; r++) s[r] = 0.0f;
@@ -177,19 +232,24 @@ static void row_scales(float *const *slot, const int32_t *row, int64_t n, int ro
     for (int r = 0; r < rows; r++) s[r] = s[r] > 0.0f ? s[r] : 1.0f;
 }
 
-lpv_status lpv_codebook_fit(const lpv_linear *L, int K, float *levels, int *k, float *scales, lpv_err *err) {
+lpv_status lpv_codebook_fit(const lpv_linear *L, int K, const float *col_energy, float *levels, int *k,
+                            float *scales, lpv_err *err) {
     if (K < 1 || K > LPV_CODEBOOK_MAX)
         return lpv_fail_param(err, LPV_E_ARG, "codebook", "%d levels, expected 1..%d", K, LPV_CODEBOOK_MAX);
     int64_t n = 0;
-    int32_t *row = NULL;
+    int32_t *row = NULL, *col = NULL;
     float **slot = weight_slots(L, &n, &row);
-    float *x = slot ? malloc(sizeof(float) * (size_t)(n + 1)) : NULL;
-    lpv_status st = (!slot || !x) ? lpv_fail(err, LPV_E_OOM, "out of memory fitting a codebook") : LPV_OK;
+    float *x = slot ? malloc(sizeof(float) * (size_t)(n + 1)) : NULL, *w = NULL;
+    if (col_energy && slot) w = malloc(sizeof(float) * (size_t)(n + 1)), col = slot_cols(L, n);
+    lpv_status st = (!slot || !x || (col_energy && (!w || !col)))
+                        ? lpv_fail(err, LPV_E_OOM, "out of memory fitting a codebook") : LPV_OK;
     /* the levels are fitted to w / (max |w| of its row): rows of different ranges share them */
     if (st == LPV_OK) row_scales(slot, row, n, L->out, scales);
     for (int64_t i = 0; st == LPV_OK && i < n; i++) x[i] = *slot[i] / scales[row[i]];
-    if (st == LPV_OK) st = lpv_kmeans1d(x, n, K, 100, levels, k, err);
-    free(x), free(slot), free(row);
+    for (int64_t i = 0; st == LPV_OK && w && i < n; i++) /* an error e on w / s moves the output by s·e·x_c */
+        w[i] = scales[row[i]] * scales[row[i]] * fmaxf(col_energy[col[i]], 0.0f);
+    if (st == LPV_OK) st = lpv_kmeans1d_w(x, w, n, K, 100, levels, k, err);
+    free(x), free(w), free(slot), free(row), free(col);
     return st;
 }
 
@@ -222,7 +282,7 @@ static lpv_status quantize_layer(lpv_model *m, const lpv_layer_ref *ref, int K, 
                         ref->name);
     float lv[LPV_CODEBOOK_MAX], *sc = malloc(sizeof(float) * (size_t)L->out);
     int k = 0;
-    lpv_status st = sc ? lpv_codebook_fit(L, K, lv, &k, sc, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
+    lpv_status st = sc ? lpv_codebook_fit(L, K, NULL, lv, &k, sc, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
     if (st == LPV_OK) st = lpv_linear_set_codebook(m, L, lv, k, sc, ref->name, err);
     else lpv_wrap(err, st, "'%s'", ref->name);
     free(sc);

@@ -14,7 +14,7 @@
 #include "lpvit/log.h"
 #include "lpvit/cpu.h"
 
-lpv_gptq_opts lpv_gptq_defaults(void) { return (lpv_gptq_opts){0, 1, 1, lpv_recon_defaults()}; }
+lpv_gptq_opts lpv_gptq_defaults(void) { return (lpv_gptq_opts){0, 1, 1, 1, lpv_recon_defaults()}; }
 
 static int block_linear(lpv_layer_kind k) {
     return k == LPV_LK_QKV || k == LPV_LK_PROJ || k == LPV_LK_FC1 || k == LPV_LK_FC2;
@@ -49,13 +49,14 @@ static void int8_scales(const float *W, int out, int in, float *s) {
 
 typedef struct {
     float *W, *V, *D, *scale; /* (out, in) the layer's FP32 weights, the quantized ones, scratch; (out) */
+    float *diag;              /* (in) H's diagonal */
     uint8_t *mask;            /* (nbr, nbc) of a BSR layer, else NULL */
     int32_t *order;           /* (in) */
     double *mean;             /* (in) E[x] */
 } layer_buf;
 
 static void buf_free(layer_buf *b) {
-    free(b->W), free(b->V), free(b->D), free(b->scale), free(b->mask), free(b->order), free(b->mean);
+    free(b->W), free(b->V), free(b->D), free(b->scale), free(b->mask), free(b->order), free(b->mean), free(b->diag);
     memset(b, 0, sizeof *b);
 }
 
@@ -64,9 +65,9 @@ static lpv_status buf_init(layer_buf *b, const lpv_linear *L, lpv_err *err) {
     memset(b, 0, sizeof *b);
     b->W = malloc(sizeof(float) * n), b->V = malloc(sizeof(float) * n), b->D = malloc(sizeof(float) * n);
     b->scale = malloc(sizeof(float) * (size_t)L->out), b->order = malloc(sizeof(int32_t) * (size_t)L->in);
-    b->mean = malloc(sizeof(double) * (size_t)L->in);
+    b->mean = malloc(sizeof(double) * (size_t)L->in), b->diag = malloc(sizeof(float) * (size_t)L->in);
     if (L->bsr) b->mask = malloc((size_t)L->bsr->nbr * L->bsr->nbc);
-    if (!b->W || !b->V || !b->D || !b->scale || !b->order || !b->mean || (L->bsr && !b->mask)) {
+    if (!b->W || !b->V || !b->D || !b->scale || !b->order || !b->mean || !b->diag || (L->bsr && !b->mask)) {
         buf_free(b);
         return lpv_fail(err, LPV_E_OOM, "out of memory quantizing a %d x %d layer", L->out, L->in);
     }
@@ -85,8 +86,11 @@ static lpv_status quantize_layer(lpv_model *m, const lpv_layer_ref *ref, const l
     int k = 0;
     lpv_qgrid g = {o->codebook ? LPV_QGRID_LEVELS : LPV_QGRID_INT, b.scale, 127, levels, 0};
     lpv_status s = LPV_OK;
-    if (o->codebook) s = lpv_codebook_fit(L, o->codebook, levels, &k, b.scale, err), g.k = k;
+    if (o->codebook && o->weighted_fit) /* the levels weigh each weight by its input's energy H_jj */
+        for (int j = 0; j < in; j++) b.diag[j] = st->H[(int64_t)j * in + j];
+    if (o->codebook) s = lpv_codebook_fit(L, o->codebook, o->weighted_fit ? b.diag : NULL, levels, &k, b.scale, err);
     else int8_scales(b.W, out, in, b.scale);
+    g.k = k;
     /* round to nearest on the same grid: the baseline the report sets the sweep against */
     for (int64_t i = 0; s == LPV_OK && i < (int64_t)out * in; i++)
         b.V[i] = b.W[i] != 0.0f ? lpv_qgrid_round(&g, (int)(i / in), b.W[i]) : 0.0f;

@@ -267,7 +267,7 @@ run 0 "$L" inspect "$T/pcbdm.safetensors"
 ! grep -q ' U8 ' "$T/out" && ok || bad "export --dense-masked of a codebook file kept U8 codes"
 # GPTQ rounding (--calib-dir): the same grid as round to nearest, a report with every block linear's errors
 run 0 "$L" quantize --model "$M" --heads 2 --codebook 16 --calib-dir "$MINI" --calib-size 6 --json --out "$T/cbg.safetensors" --quiet
-[ "$(lpv_json "$T/out" calibration.images gptq.grid gptq.levels gptq.order)" = "$(printf '%s\n' 6 codebook 16 act)" ] \
+[ "$(lpv_json "$T/out" calibration.images gptq.grid gptq.levels gptq.order gptq.fit)" = "$(printf '%s\n' 6 codebook 16 act energy)" ] \
   && [ "$(grep -c '"err_gptq"' "$T/out")" = 8 ] && lpv_less "$(lpv_json "$T/out" gptq.median_err_gptq)" "$(lpv_json "$T/out" gptq.median_err_rtn)" \
   && ok || bad "quantize --calib-dir report: $(head -c 400 "$T/out")"
 run 0 "$L" inspect "$T/cbg.safetensors"

@@ -85,6 +85,53 @@ static void test_kmeans(void) {
     CHECK(lpv_kmeans1d(x, N, 4, 10, lv, &k, &err) == LPV_E_ARG && strstr(err.msg, "value 17 is not finite"));
 }
 
+/* Weighted k-means: equal to its textbook reference; integer weights equal to repeating the values; weights that
+ * favour one region put more levels there; all-zero weights give the plain fit; bad weights refused. */
+static void test_kmeans_weighted(void) {
+    enum { N = 3000 };
+    static float x[N], w[N], xr[4 * N];
+    for (int i = 0; i < N; i++) x[i] = 0.02f * gauss(), w[i] = (float)(uniform() * 3);
+    const int Ks[] = {1, 3, 16, 64};
+    lpv_err err;
+    for (size_t t = 0; t < sizeof Ks / sizeof *Ks; t++) {
+        float a[LPV_CODEBOOK_MAX], b[LPV_CODEBOOK_MAX];
+        int ka = 0, kb = 0;
+        CHECK_OK(lpv_kmeans1d_w(x, w, N, Ks[t], 100, a, &ka, &err), &err);
+        CHECK_OK(lpv_kmeans1d_w_ref(x, w, N, Ks[t], 100, b, &kb, &err), &err);
+        double worst = 0;
+        for (int j = 0; j < ka && j < kb; j++) worst = fmax(worst, fabs((double)a[j] - b[j]));
+        CHECKF(ka == kb && worst <= 1e-7, "K %d: %d vs %d levels, %g apart", Ks[t], ka, kb, worst);
+    }
+    /* weights 1..4 == each value repeated that many times */
+    int n = 0;
+    for (int i = 0; i < N; i++) {
+        w[i] = (float)(1 + i % 4);
+        for (int r = 0; r < 1 + i % 4; r++) xr[n++] = x[i];
+    }
+    float a[16], b[16];
+    int ka, kb;
+    CHECK_OK(lpv_kmeans1d_w(x, w, N, 16, 100, a, &ka, &err), &err);
+    CHECK_OK(lpv_kmeans1d(xr, n, 16, 100, b, &kb, &err), &err);
+    double worst = 0;
+    for (int j = 0; j < 16 && ka == kb; j++) worst = fmax(worst, fabs((double)a[j] - b[j]));
+    CHECKF(ka == kb && worst <= 1e-7, "integer weights vs repeats: %d vs %d levels, %g apart", ka, kb, worst);
+    /* positive values weigh 100x: more of the 16 levels above 0 than the plain fit puts there */
+    for (int i = 0; i < N; i++) w[i] = x[i] > 0 ? 100.0f : 1.0f;
+    CHECK_OK(lpv_kmeans1d_w(x, w, N, 16, 100, a, &ka, &err), &err);
+    CHECK_OK(lpv_kmeans1d(x, N, 16, 100, b, &kb, &err), &err);
+    int pa = 0, pb = 0;
+    for (int j = 0; j < ka; j++) pa += a[j] > 0;
+    for (int j = 0; j < kb; j++) pb += b[j] > 0;
+    CHECKF(pa > pb, "weighted fit: %d positive levels, plain %d", pa, pb);
+    for (int i = 0; i < N; i++) w[i] = 0.0f;
+    CHECK_OK(lpv_kmeans1d_w(x, w, N, 16, 100, a, &ka, &err), &err);
+    CHECK(ka == kb && memcmp(a, b, sizeof(float) * ka) == 0);
+    w[5] = -1.0f;
+    CHECK(lpv_kmeans1d_w(x, w, N, 4, 10, a, &ka, &err) == LPV_E_ARG && strstr(err.msg, "weight 5"));
+    w[5] = NAN;
+    CHECK(lpv_kmeans1d_w(x, w, N, 4, 10, a, &ka, &err) == LPV_E_ARG);
+}
+
 static void test_nearest(void) {
     const float lv[5] = {-1.0f, -0.25f, 0.0f, 0.5f, 2.0f};
     for (int i = 0; i < 2000; i++) {
@@ -350,6 +397,7 @@ static void bad_files(const char *good, const char *goodp, const char *fp32, con
 
 int main(void) {
     test_kmeans();
+    test_kmeans_weighted();
     test_nearest();
     test_pack4();
     if (!mkdtemp(dir)) {

@@ -35,7 +35,8 @@ typedef struct {
     lpv_model *dense, *sparse;
     char dense_desc[1200], sparse_desc[1200];
     lpv_peak peak; /* of the FP32 kernels' ISA, on the bench's threads */
-    lpv_peak peak_lowp; /* --precision bf16 on avx512bf16: the vdpbf16ps loop's; int8 on VNNI: vpdpbusd's; else NAN */
+    lpv_peak peak_lowp; /* --precision bf16 on avx512bf16: the vdpbf16ps loop's; int8: vpdpbusd's (VNNI) or
+                           vpmaddwd + vpaddd's (AVX2); else NAN */
 } bench_models;
 
 static lpv_status load_plain(const char *path, int heads, int allow_extra, lpv_model **m, lpv_err *err) {
@@ -534,8 +535,9 @@ int cmd_bench(int argc, char **argv) {
             printf("peak16   %.1f GFLOP/s measured (vdpbf16ps loops, %d threads): %.2fx the FP32 peak\n", bm.peak_lowp.gflops,
                    bm.peak_lowp.threads, bm.peak_lowp.gflops / bm.peak.gflops);
         if (isfinite(bm.peak_lowp.gflops) && prec == CLI_INT8)
-            printf("peak8    %.1f GOP/s measured (vpdpbusd loops, %d threads; a multiply-add is 2 ops): %.2fx the FP32 peak\n",
-                   bm.peak_lowp.gflops, bm.peak_lowp.threads, bm.peak_lowp.gflops / bm.peak.gflops);
+            printf("peak8    %.1f GOP/s measured (%s loops, %d threads; a multiply-add is 2 ops): %.2fx the FP32 peak\n",
+                   bm.peak_lowp.gflops, bm.peak_lowp.isa == LPV_ISA_AVX2 ? "vpmaddwd + vpaddd" : "vpdpbusd",
+                   bm.peak_lowp.threads, bm.peak_lowp.gflops / bm.peak.gflops);
     }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "dense", bm.dense_desc);

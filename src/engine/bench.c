@@ -170,10 +170,12 @@ lpv_status lpv_bench_forward_vs_fp32(const lpv_model *dense, const lpv_model *b,
 }
 
 /* One trial: every thread runs `steps` x 12 FMA instructions at once and records its own GFLOP/s in rate[]. */
-/* isa PEAK_VNNI: the int8 VNNI loop (int8 ops per second) */
+/* isa PEAK_VNNI / PEAK_MADD16: the int8 VNNI / AVX2 loop (int8 ops per second) */
 #define PEAK_VNNI LPV_ISA_COUNT
+#define PEAK_MADD16 (LPV_ISA_COUNT + 1)
 static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate) {
     double flop = ((int)isa == PEAK_VNNI       ? 12.0 * 16 * 4 * 2
+                   : (int)isa == PEAK_MADD16 ? 12.0 * 8 * 2 * 2
                    : isa == LPV_ISA_AVX2   ? 12.0 * 8 * 2
                    : isa == LPV_ISA_AVX512 ? 12.0 * 16 * 2
                                            : 12.0 * 16 * 4) *
@@ -184,6 +186,7 @@ static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate) {
 #pragma omp barrier
         double t0 = lpv_now();
         float r = (int)isa == PEAK_VNNI   ? lpv__peak_vnni(steps, 0.999999f, 1e-6f)
+                  : (int)isa == PEAK_MADD16 ? lpv__peak_madd16(steps, 0.999999f, 1e-6f)
                   : isa == LPV_ISA_AVX2   ? lpv__peak_avx2(steps, 0.999999f, 1e-6f)
                   : isa == LPV_ISA_AVX512 ? lpv__peak_avx512(steps, 0.999999f, 1e-6f)
                                           : lpv__peak_avx512bf16(steps, 0.999999f, 1e-6f);
@@ -203,14 +206,14 @@ lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err)
 }
 
 lpv_status lpv_bench_peak_int8(int threads, lpv_peak *out, lpv_err *err) {
-    if (lpv_q8_kernel_for(lpv_isa_get()) != LPV_Q8_VNNI) {
-        *out = (lpv_peak){lpv_isa_get(), threads < 1 ? 1 : threads, NAN, NAN};
-        return LPV_OK;
-    }
-    return peak_of(LPV_ISA_AVX512, (lpv_isa)PEAK_VNNI, threads, out, err);
+    lpv_q8_kernel k = lpv_q8_kernel_for(lpv_isa_get());
+    if (k == LPV_Q8_VNNI) return peak_of(LPV_ISA_AVX512, (lpv_isa)PEAK_VNNI, threads, out, err);
+    if (k == LPV_Q8_AVX2) return peak_of(LPV_ISA_AVX2, (lpv_isa)PEAK_MADD16, threads, out, err);
+    *out = (lpv_peak){lpv_isa_get(), threads < 1 ? 1 : threads, NAN, NAN};
+    return LPV_OK;
 }
 
-/* The peak of one unit (an ISA's FMA loop, or PEAK_VNNI), reported as isa. */
+/* The peak of one unit (an ISA's FMA loop, PEAK_VNNI or PEAK_MADD16), reported as isa. */
 static lpv_status peak_of(lpv_isa isa, lpv_isa unit, int threads, lpv_peak *out, lpv_err *err) {
     if (threads < 1) threads = 1;
     *out = (lpv_peak){isa, threads, NAN, NAN};

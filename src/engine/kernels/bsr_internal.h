@@ -140,5 +140,6 @@ float lpv__peak_avx2(int64_t steps, float m, float c);
 float lpv__peak_avx512(int64_t steps, float m, float c);
 float lpv__peak_avx512bf16(int64_t steps, float m, float c);
 float lpv__peak_vnni(int64_t steps, float m, float c); /* vpdpbusd: int8 ops */
+float lpv__peak_madd16(int64_t steps, float m, float c); /* AVX2 vpmaddwd + vpaddd: int8 ops */
 
 #endif

@@ -18,7 +18,6 @@
 #include <string.h>
 
 #include "lpvit/bsr.h"
-#include "lpvit/codebook.h"
 #include "lpvit/fileio.h"
 #include "lpvit/rng.h"
 #include "lpvit/safetensors.h"
@@ -1118,7 +1117,7 @@ lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_o
                                 ".weight_codebook_scale)\", "
                                 "\"inputs\": \"float32\"}",
                                 err);
-    if (st == LPV_OK && !dm && lpv_model_has_codebook(m)) st = lpv_st_writer_meta(&w, LPV_CODES_META, "4bit", err);
+    if (st == LPV_OK && !dm && lpv_model_has_codebook(m)) st = lpv__cb_save_meta(&w, err);
     for (int i = 0; o && i < o->n_meta && st == LPV_OK; i++)
         st = lpv_st_writer_meta(&w, o->meta_keys[i], o->meta_values[i], err);
     if (st == LPV_OK) st = lpv_st_write(&w, path, err);

@@ -35,6 +35,8 @@ lpv_status lpv__cb_decode(lpv_model *m, lpv_linear *L, const lpv_st_file *f, con
  * broken one counts as packed: lpv__cb_decode reports it). lpv__cb_decode then takes `last`, the unpacked length
  * of that axis (0: one code per byte). */
 int lpv__cb_packed(const lpv_st_file *f, const char *wname);
+/* The file-level mark of 4-bit codes (LPV_CODES_META = "4bit"), for a model with a codebook layer. */
+lpv_status lpv__cb_save_meta(lpv_st_writer *w, lpv_err *err);
 /* A BSR layer decoded from codes: multiplies each row of b's values by L->codebook_scale (when the file had them)
  * and repacks b. */
 void lpv__cb_scale_bsr(const lpv_linear *L, struct lpv_bsr *b);

@@ -66,6 +66,9 @@ int64_t lpv_codebook_encode(const float *levels, int k, const float *x, int64_t 
  * L is not changed. */
 lpv_status lpv_codebook_fit(const lpv_linear *L, int K, const float *col_energy, float *levels, int *k,
                             float *scales, lpv_err *err);
+/* The same for a dense W (out, in) whose kept weights are those of mask (R x C blocks; NULL: all). */
+lpv_status lpv_codebook_fit_dense(const float *W, int out, int in, int R, int C, const uint8_t *mask, int K,
+                                  const float *col_energy, float *levels, int *k, float *scales, lpv_err *err);
 /* Puts every weight of L (FP32; dense or kept blocks) on scales[row] * levels[the nearest to w / scales[row]] and
  * records the codebook (copied into m's arena), so lpv_model_save writes codes; weights already on it stay as
  * they are. A blocked dense pack is dropped. */

@@ -8,13 +8,15 @@
  * The grids are the round-to-nearest ones: int8 scales max |w| / 127 per row, codebook levels and row scales
  * from lpv_codebook_fit on the FP32 weights (by default weighing each weight by its row scale² × its input's
  * energy H_jj: ViT-Tiny on 8 levels 75.5 % top-1 against 72.1 % unweighted); only which grid point each weight
- * takes changes. A pruned
- * layer's pruned blocks stay 0 and its kept blocks absorb the errors (the sweep never moves a weight into a
- * pruned block). With bias correction the mean output error over the calibration inputs becomes 0:
- * b += (W − Ŵ) E[x].
+ * takes changes. A pruned layer's pruned blocks stay 0 and its kept blocks absorb the errors (the sweep never
+ * moves a weight into a pruned block). With bias correction the mean output error over the calibration inputs
+ * becomes 0: b += (W − Ŵ) E[x]. One layer's part is recon.h's lpv_gptq_layer.
  *
  * Statistics: the FP32 model's inputs of every block linear (reconstruct.h, lpv_collect_input_stats with
- * want[] set for the block linears; lpv_gptq_want sets it). The caller owns them.
+ * want[] set for the block linears; lpv_gptq_want sets it), one pass; the caller owns them. (Quantizing inside
+ * the pruning's final sequential refit instead, each layer on the refit's statistics of the pruned and already
+ * quantized layers before it, was tried on ViT-Tiny pruned to 0.8 and kept less: 67.4 against 68.6 % top-1 on
+ * 16 levels, 53.9 against 56.5 on 8; docs/benchmarks.md#codebook.)
  * Memory: per layer, two (out, in) weight copies and the sweep's in² scratch, freed before the next layer.
  */
 #ifndef LPVIT_QUANTIZE_H
@@ -26,17 +28,6 @@
 #include "lpvit/reconstruct.h"
 
 typedef struct {
-    int codebook;        /* 0: int8, one scale per output row; K in 1..256: a codebook of K levels per layer */
-    int act_order;       /* 1: columns by decreasing H_jj (GPTQ's act-order), 0: in index order */
-    int bias;            /* 1: bias correction b += (W − Ŵ) E[x] */
-    int weighted_fit;    /* codebook: 1 fits the levels weighing each weight by scale² · H_jj (lpv_codebook_fit) */
-    lpv_recon_opts recon;/* damping of H (recon.h) */
-} lpv_gptq_opts;
-
-/* {int8, act_order 1, bias 1, weighted_fit 1, lpv_recon_defaults()} */
-lpv_gptq_opts lpv_gptq_defaults(void);
-
-typedef struct {
     int layers;                                 /* layers quantized */
     double seconds;
     double max_damp;                            /* the largest damping a factorization needed */
@@ -44,6 +35,9 @@ typedef struct {
        round to nearest on the same grid, and the sweep's (0 for layers that are not block linears) */
     double err_rtn[LPV_MAX_LAYERS], err_gptq[LPV_MAX_LAYERS];
 } lpv_gptq_info;
+
+/* Stores L (FP32 weights already on g, dense or BSR) as the engine's int8 or codebook layer on exactly g. */
+lpv_status lpv_gptq_apply(lpv_model *m, lpv_linear *L, const lpv_gptq_grid *g, const char *name, lpv_err *err);
 
 /* s->want[i] = 1 for the block linears of m (the layers lpv_model_quantize_gptq needs statistics of). */
 void lpv_gptq_want(lpv_model *m, lpv_model_stats *s);

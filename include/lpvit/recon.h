@@ -79,6 +79,7 @@
 
 #include <stdint.h>
 
+#include "lpvit/codebook.h"
 #include "lpvit/error.h"
 
 #define LPV_RECON_DAMP 0.01
@@ -191,6 +192,40 @@ lpv_status lpv_recon_quant(float *W, int out, int in, int R, int C, const uint8_
 lpv_status lpv_recon_quant_ref(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
                                const lpv_qgrid *g, const int32_t *order, const lpv_recon_opts *o,
                                lpv_recon_info *info, const char *name, lpv_err *err);
+
+/* ---- one layer onto a grid: GPTQ (lpv_recon_quant on round to nearest's grid) ---- */
+
+typedef struct lpv_gptq_opts {
+    int codebook;        /* 0: int8, one scale per output row; K in 1..256: a codebook of K levels per layer */
+    int act_order;       /* 1: columns by decreasing H_jj (GPTQ's act-order), 0: in index order */
+    int bias;            /* 1: bias correction b += (W − Ŵ) E[x] */
+    int weighted_fit;    /* codebook: 1 fits the levels weighing each weight by scale² · H_jj (lpv_codebook_fit) */
+    lpv_recon_opts recon;/* damping of H (recon.h) */
+} lpv_gptq_opts;
+
+/* {int8, act_order 1, bias 1, weighted_fit 1, lpv_recon_defaults()} */
+lpv_gptq_opts lpv_gptq_defaults(void);
+
+/* The grid one layer was put on, so that the engine stores it on exactly that grid (lpv_gptq_apply). */
+typedef struct lpv_gptq_grid {
+    int codebook_k;                    /* 0: int8 (scale per row, integers -127..127); else the levels' count */
+    float levels[LPV_CODEBOOK_MAX];
+    float *scale;                      /* (out) malloc'd: int8 max |w| / 127, or the codebook's row scales */
+} lpv_gptq_grid;
+void lpv_gptq_grid_free(lpv_gptq_grid *g);
+
+typedef struct {
+    double err_rtn, err_gptq; /* ‖(W − Ŵ) X‖² / ‖W X‖² under H: round to nearest on the grid, and the sweep */
+    double damp;              /* the damping its factorization needed */
+} lpv_gptq_layer_info;
+
+/* One dense layer W (out, in), mask (R x C blocks, NULL: all kept): its grid from W (int8 rows; or o->codebook
+ * levels from lpv_codebook_fit_dense, weighed by H's diagonal when o->weighted_fit) into *grid (its scale
+ * malloc'd; freed first), then lpv_recon_quant under H (upper triangle) in act-order when o->act_order; W holds
+ * grid values (0 in pruned blocks) on return. b (out) += (W_before − W) mean when o->bias and b, mean (in) given. */
+lpv_status lpv_gptq_layer(float *W, float *b, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                          const double *mean, const lpv_gptq_opts *o, lpv_gptq_grid *grid, lpv_gptq_layer_info *li,
+                          const char *name, lpv_err *err);
 
 /* H is H̃ (upper triangle read), G (in, in) full or NULL (then G = H). o NULL = defaults; info may be NULL. */
 lpv_status lpv_recon_lsq(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H, const float *G,

@@ -208,48 +208,52 @@ static float **weight_slots(const lpv_linear *L, int64_t *n, int32_t **row) {
     return p;
 }
 
-/* Each slotted weight's input column, in weight_slots' order (malloc'd; n of them). */
-static int32_t *slot_cols(const lpv_linear *L, int64_t n) {
-    int32_t *col = malloc(sizeof(int32_t) * (size_t)(n + 1));
-    if (!col) return NULL;
-    const lpv_bsr *b = L->bsr;
-    int64_t k = 0;
-    if (!b) {
-        for (int64_t i = 0; i < n; i++) col[i] = (int32_t)(i % L->in);
-        return col;
+lpv_status lpv_codebook_fit_dense(const float *W, int out, int in, int R, int C, const uint8_t *mask, int K,
+                                  const float *col_energy, float *levels, int *k, float *scales, lpv_err *err) {
+    if (K < 1 || K > LPV_CODEBOOK_MAX)
+        return lpv_fail_param(err, LPV_E_ARG, "codebook", "%d levels, expected 1..%d", K, LPV_CODEBOOK_MAX);
+    int nbc = mask ? (in + C - 1) / C : 0;
+#define KEPT(r, c) (!mask || mask[(int64_t)((r) / R) * nbc + (c) / C])
+    int64_t n = 0;
+    for (int r = 0; r < out; r++) { /* each row's largest kept |w| (1 for a row with none or only zeros) */
+        float m = 0.0f;
+        for (int c = 0; c < in; c++)
+            if (KEPT(r, c)) m = fmaxf(m, fabsf(W[(int64_t)r * in + c])), n++;
+        scales[r] = m > 0.0f ? m : 1.0f;
     }
-    for (int i = 0; i < b->nbr; i++)
-        for (int32_t j = b->row_ptr[i]; j < b->row_ptr[i + 1]; j++)
-            for (int r = 0; r < b->R && i * b->R + r < b->rows; r++)
-                for (int c = 0; c < b->C && b->col_idx[j] * b->C + c < b->cols; c++) col[k++] = b->col_idx[j] * b->C + c;
-    return col;
-}
-
-/* Per output row, the largest |w| among the n slotted weights (1 for a row with none or only zeros). */
-static void row_scales(float *const *slot, const int32_t *row, int64_t n, int rows, float *s) {
-    for (int r = 0; r < rows; r++) s[r] = 0.0f;
-    for (int64_t i = 0; i < n; i++) s[row[i]] = fmaxf(s[row[i]], fabsf(*slot[i]));
-    for (int r = 0; r < rows; r++) s[r] = s[r] > 0.0f ? s[r] : 1.0f;
+    float *x = malloc(sizeof(float) * (size_t)(n + 1)), *w = col_energy ? malloc(sizeof(float) * (size_t)(n + 1)) : NULL;
+    if (!x || (col_energy && !w)) {
+        free(x), free(w);
+        return lpv_fail(err, LPV_E_OOM, "out of memory fitting a codebook");
+    }
+    /* the levels are fitted to w / (max |w| of its row): rows of different ranges share them; an error e on
+       w / s moves the output by s·e·x_c, so with energies each value counts s² · E[x_c²] */
+    int64_t q = 0;
+    for (int r = 0; r < out; r++)
+        for (int c = 0; c < in; c++)
+            if (KEPT(r, c)) {
+                x[q] = W[(int64_t)r * in + c] / scales[r];
+                if (w) w[q] = scales[r] * scales[r] * fmaxf(col_energy[c], 0.0f);
+                q++;
+            }
+#undef KEPT
+    lpv_status st = lpv_kmeans1d_w(x, w, n, K, 100, levels, k, err);
+    free(x), free(w);
+    return st;
 }
 
 lpv_status lpv_codebook_fit(const lpv_linear *L, int K, const float *col_energy, float *levels, int *k,
                             float *scales, lpv_err *err) {
-    if (K < 1 || K > LPV_CODEBOOK_MAX)
-        return lpv_fail_param(err, LPV_E_ARG, "codebook", "%d levels, expected 1..%d", K, LPV_CODEBOOK_MAX);
-    int64_t n = 0;
-    int32_t *row = NULL, *col = NULL;
-    float **slot = weight_slots(L, &n, &row);
-    float *x = slot ? malloc(sizeof(float) * (size_t)(n + 1)) : NULL, *w = NULL;
-    if (col_energy && slot) w = malloc(sizeof(float) * (size_t)(n + 1)), col = slot_cols(L, n);
-    lpv_status st = (!slot || !x || (col_energy && (!w || !col)))
-                        ? lpv_fail(err, LPV_E_OOM, "out of memory fitting a codebook") : LPV_OK;
-    /* the levels are fitted to w / (max |w| of its row): rows of different ranges share them */
-    if (st == LPV_OK) row_scales(slot, row, n, L->out, scales);
-    for (int64_t i = 0; st == LPV_OK && i < n; i++) x[i] = *slot[i] / scales[row[i]];
-    for (int64_t i = 0; st == LPV_OK && w && i < n; i++) /* an error e on w / s moves the output by s·e·x_c */
-        w[i] = scales[row[i]] * scales[row[i]] * fmaxf(col_energy[col[i]], 0.0f);
-    if (st == LPV_OK) st = lpv_kmeans1d_w(x, w, n, K, 100, levels, k, err);
-    free(x), free(w), free(slot), free(row), free(col);
+    if (!L->bsr) return lpv_codebook_fit_dense(L->w, L->out, L->in, 8, 8, NULL, K, col_energy, levels, k, scales, err);
+    const lpv_bsr *b = L->bsr;
+    float *W = malloc(sizeof(float) * (size_t)L->out * L->in + 1);
+    uint8_t *mask = malloc((size_t)b->nbr * b->nbc + 1);
+    lpv_status st = (!W || !mask) ? lpv_fail(err, LPV_E_OOM, "out of memory fitting a codebook") : LPV_OK;
+    if (st == LPV_OK) {
+        lpv_bsr_to_dense(b, W), lpv_bsr_mask(b, mask);
+        st = lpv_codebook_fit_dense(W, L->out, L->in, b->R, b->C, mask, K, col_energy, levels, k, scales, err);
+    }
+    free(W), free(mask);
     return st;
 }
 
@@ -326,6 +330,8 @@ int lpv_codebook_unpack4(const uint8_t *packed, int64_t rows, int last, uint8_t 
 
 /* "blocks.0.attn.qkv.weight" -> "blocks.0.attn.qkv.weight_codebook" */
 static void codebook_name(char *dst, size_t cap, const char *wname) { snprintf(dst, cap, "%s_codebook", wname); }
+
+lpv_status lpv__cb_save_meta(lpv_st_writer *w, lpv_err *err) { return lpv_st_writer_meta(w, LPV_CODES_META, "4bit", err); }
 
 int lpv__cb_packed(const lpv_st_file *f, const char *wname) {
     const char *meta = lpv_st_meta(f, LPV_CODES_META);

@@ -1013,6 +1013,78 @@ lpv_status lpv_recon_quant_ref(float *W, int out, int in, int R, int C, const ui
     return st;
 }
 
+/* ---------------------------------------------------- one layer by GPTQ */
+
+lpv_gptq_opts lpv_gptq_defaults(void) { return (lpv_gptq_opts){0, 1, 1, 1, lpv_recon_defaults()}; }
+
+/* ‖(W − V) X‖² / ‖W X‖² under H (D: (out, in) scratch). */
+static lpv_status rel_err(const float *W, const float *V, int out, int in, const float *H, float *D, double *e,
+                          lpv_err *err) {
+    double num, den;
+    size_t n = (size_t)out * in;
+    for (size_t i = 0; i < n; i++) D[i] = W[i] - V[i];
+    LPV_TRY(lpv_output_energy(D, out, in, H, &num, err));
+    LPV_TRY(lpv_output_energy(W, out, in, H, &den, err));
+    *e = den > 0 ? num / den : 0;
+    return LPV_OK;
+}
+
+/* The int8 grid's row scales: max |w| / 127 (1 for an all-zero row), as lpv_bsr_set_int8 rounds them. */
+static void int8_scales(const float *W, int out, int in, float *s) {
+    for (int r = 0; r < out; r++) {
+        float mx = 0.0f;
+        for (int c = 0; c < in; c++) mx = fmaxf(mx, fabsf(W[(int64_t)r * in + c]));
+        s[r] = mx > 0.0f ? mx / 127.0f : 1.0f;
+    }
+}
+
+void lpv_gptq_grid_free(lpv_gptq_grid *g) {
+    free(g->scale);
+    memset(g, 0, sizeof *g);
+}
+
+lpv_status lpv_gptq_layer(float *W, float *b, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                          const double *mean, const lpv_gptq_opts *o, lpv_gptq_grid *grid, lpv_gptq_layer_info *li,
+                          const char *name, lpv_err *err) {
+    size_t n = (size_t)out * in;
+    lpv_gptq_grid_free(grid);
+    float *W0 = malloc(sizeof(float) * n), *D = malloc(sizeof(float) * n), *diag = malloc(sizeof(float) * (size_t)in);
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)in);
+    grid->scale = malloc(sizeof(float) * (size_t)out);
+    lpv_status s = (!W0 || !D || !diag || !order || !grid->scale)
+                       ? lpv_fail(err, LPV_E_OOM, "out of memory quantizing '%s' (%d x %d)", name, out, in) : LPV_OK;
+    if (s == LPV_OK) memcpy(W0, W, sizeof(float) * n);
+    /* the grid: round to nearest's (int8 rows, or the codebook fitted to the kept weights, each weighed by the
+       output error its rounding causes: scale² · H_jj) */
+    lpv_qgrid g = {o->codebook ? LPV_QGRID_LEVELS : LPV_QGRID_INT, grid->scale, 127, grid->levels, 0};
+    for (int j = 0; s == LPV_OK && j < in; j++) diag[j] = H[(int64_t)j * in + j];
+    if (s == LPV_OK && o->codebook)
+        s = lpv_codebook_fit_dense(W0, out, in, R, C, mask, o->codebook, o->weighted_fit ? diag : NULL, grid->levels,
+                                   &grid->codebook_k, grid->scale, err);
+    else if (s == LPV_OK)
+        int8_scales(W0, out, in, grid->scale);
+    g.k = grid->codebook_k;
+    /* round to nearest on the same grid: the baseline the report sets the sweep against */
+    int nbc = (in + C - 1) / C;
+    for (size_t i = 0; s == LPV_OK && i < n; i++) {
+        int r = (int)(i / in), c = (int)(i % in);
+        int kept = !mask || mask[(int64_t)(r / R) * nbc + c / C];
+        D[i] = kept ? lpv_qgrid_round(&g, r, W0[i]) : 0.0f;
+    }
+    if (s == LPV_OK) s = rel_err(W0, D, out, in, H, D, &li->err_rtn, err);
+    if (s == LPV_OK) {
+        if (o->act_order) lpv_quant_act_order(H, in, order);
+        lpv_recon_info ri = {0};
+        s = lpv_recon_quant(W, out, in, R, C, mask, H, &g, o->act_order ? order : NULL, &o->recon, &ri, name, err);
+        li->damp = ri.damp;
+    }
+    if (s == LPV_OK) s = rel_err(W0, W, out, in, H, D, &li->err_gptq, err);
+    if (s == LPV_OK && o->bias && b && mean) lpv_recon_bias(b, W0, W, out, in, mean, NULL);
+    free(W0), free(D), free(diag), free(order);
+    if (s) lpv_gptq_grid_free(grid);
+    return s;
+}
+
 void lpv_mask_from_order(uint8_t *mask, int nb, const int32_t *order, int k) {
     memset(mask, 1, (size_t)nb);
     for (int q = 0; q < k; q++) mask[order[q]] = 0;

@@ -52,6 +52,19 @@ void lpv_attention_fm_bf16_ref(float *out, const float *qkv, int ld, int B, int 
  * hd % 8 == 0 and T >= 16 (where it pays: below, packing the operands costs more than it saves). Below
  * avx512bf16 attention stays FP32, as before BF16 attention existed. */
 int lpv_attention_bf16_runs(int T, int hd);
+/*
+ * The same with int8 products (an option of the int8 precision: lpv_workspace_use_int8_attention): q, k
+ * symmetric int8 per token (over the head's hd features), v symmetric int8 per feature row (over the image's
+ * T tokens), the unnormalized probabilities e = exp(scale (s - max)) in (0, 1] as round(255 e) in uint8 with
+ * the fixed scale 1/255; q k^T and p v as int32 sums (q shifted by 128 into uint8 for vpdpbusd and corrected);
+ * the scores' scales, the softmax and 1 / sum in FP32. Runs the fused AVX-512 VNNI kernel when
+ * lpv_attention_q8_runs(hd); otherwise it is lpv_attention_fm (FP32, the same bits). Same scratch.
+ * lpv_attention_fm_q8_ref: plain loops with the same quantization, expf (the tests' reference).
+ */
+void lpv_attention_fm_q8(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch);
+void lpv_attention_fm_q8_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads);
+/* 1 when lpv_attention_fm_q8 runs int8: the CPU has AVX-512 VNNI, the ISA is avx512 or above, hd % 8 == 0. */
+int lpv_attention_q8_runs(int hd);
 /* One (image b, head h) with OpenBLAS: S (T, T) = softmax rows of q^T k / sqrt(hd), then out's head rows (hd, T)
  * = v S^T. S is left holding the probabilities (the backward pass keeps them). */
 void lpv_attention_head(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *S);

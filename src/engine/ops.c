@@ -150,9 +150,9 @@ void lpv_softmax_rows_ref(float *x, int n, int len, int ld) {
 
 int64_t lpv_attention_scratch(int T, int hd) {
     int64_t n = (int64_t)T * T + 64; /* OpenBLAS's score matrix */
-    int64_t fused[3] = {lpv__attention_scratch_avx512(T, hd), lpv__attention_scratch_avx2(T, hd),
-                        lpv__attention_scratch_avx512bf16(T, hd)};
-    for (int i = 0; i < 3; i++) n = fused[i] > n ? fused[i] : n;
+    int64_t fused[4] = {lpv__attention_scratch_avx512(T, hd), lpv__attention_scratch_avx2(T, hd),
+                        lpv__attention_scratch_avx512bf16(T, hd), lpv__attention_scratch_q8(T, hd)};
+    for (int i = 0; i < 4; i++) n = fused[i] > n ? fused[i] : n;
     return n;
 }
 
@@ -169,7 +169,7 @@ void lpv_attention_head(float *out, const float *qkv, int ld, int b, int h, int 
 }
 
 /* Which kernel runs every (image, head) of one attention call. */
-typedef enum { ATT_BLAS, ATT_AVX2, ATT_AVX512, ATT_AVX512BF16 } att_kernel;
+typedef enum { ATT_BLAS, ATT_AVX2, ATT_AVX512, ATT_AVX512BF16, ATT_Q8 } att_kernel;
 
 static att_kernel fp32_kernel(int hd) {
     lpv_isa isa = lpv_isa_fp32(lpv_isa_get());
@@ -192,7 +192,8 @@ static void attention_units(float *out, const float *qkv, int ld, int B, int T, 
         for (int i = id; i < n; i += step) {
             int j = i + step < n ? i + step : -1, b = i / heads, h = i % heads;
             int nb = j < 0 ? -1 : j / heads, nh = j < 0 ? 0 : j % heads;
-            if (kern == ATT_AVX512BF16) lpv__attention_head_avx512bf16(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
+            if (kern == ATT_Q8) lpv__attention_head_q8(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
+            else if (kern == ATT_AVX512BF16) lpv__attention_head_avx512bf16(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
             else if (kern == ATT_AVX512) lpv__attention_head_avx512(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
             else if (kern == ATT_AVX2) lpv__attention_head_avx2(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
             else lpv_attention_head(out, qkv, ld, b, h, T, D, hd, S);
@@ -215,6 +216,64 @@ int lpv_attention_bf16_runs(int T, int hd) {
 void lpv_attention_fm_bf16(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch) {
     int hd = D / heads;
     attention_units(out, qkv, ld, B, T, D, heads, scratch, lpv_attention_bf16_runs(T, hd) ? ATT_AVX512BF16 : fp32_kernel(hd));
+}
+
+int lpv_attention_q8_runs(int hd) {
+    return lpv_isa_get() >= LPV_ISA_AVX512 && lpv_cpu()->avx512_vnni && hd % 8 == 0;
+}
+
+void lpv_attention_fm_q8(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch) {
+    int hd = D / heads;
+    attention_units(out, qkv, ld, B, T, D, heads, scratch, lpv_attention_q8_runs(hd) ? ATT_Q8 : fp32_kernel(hd));
+}
+
+/* Symmetric int8 codes of n values x[i·stride] with one scale (max |x| / 127; 0 and codes 0 for all zeros). */
+static float q8_sym(const float *x, int64_t stride, int n, int *c) {
+    float mx = 0.0f;
+    for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(x[i * stride]));
+    float s = mx / 127.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+    for (int i = 0; i < n; i++) {
+        float u = nearbyintf(x[i * stride] * inv);
+        c[i] = u > 127.0f ? 127 : u < -127.0f ? -127 : (int)u;
+    }
+    return s;
+}
+
+void lpv_attention_fm_q8_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads) {
+    int hd = D / heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    int *kc = malloc(sizeof(int) * (size_t)T * hd), *vc = malloc(sizeof(int) * (size_t)T * hd);
+    int *qc = malloc(sizeof(int) * (size_t)hd), *p = malloc(sizeof(int) * (size_t)T);
+    float *sk = malloc(sizeof(float) * (size_t)T), *sv = malloc(sizeof(float) * (size_t)hd);
+    float *s = malloc(sizeof(float) * (size_t)T);
+    if (kc && vc && qc && p && sk && sv && s)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < heads; h++) {
+                const float *q = qkv + (int64_t)h * hd * ld + (int64_t)b * T;
+                const float *k = q + (int64_t)D * ld, *v = q + (int64_t)2 * D * ld;
+                for (int j = 0; j < T; j++) sk[j] = q8_sym(k + j, ld, hd, kc + (int64_t)j * hd); /* per key */
+                for (int d = 0; d < hd; d++) sv[d] = q8_sym(v + (int64_t)d * ld, 1, T, vc + (int64_t)d * T);
+                for (int i = 0; i < T; i++) {
+                    float sq = q8_sym(q + i, ld, hd, qc), mx = -INFINITY, sum = 0.0f;
+                    for (int j = 0; j < T; j++) { /* Σ (q8 + 128) k8 − 128 Σ k8 = Σ q8 k8, as the kernel */
+                        int32_t acc = 0;
+                        for (int d = 0; d < hd; d++) acc += qc[d] * kc[(int64_t)j * hd + d];
+                        s[j] = (float)acc * (sq * sk[j]);
+                        mx = s[j] > mx ? s[j] : mx;
+                    }
+                    for (int j = 0; j < T; j++) {
+                        float e = expf(scale * (s[j] - mx));
+                        sum += e;
+                        p[j] = (int)nearbyintf(255.0f * e);
+                    }
+                    for (int d = 0; d < hd; d++) {
+                        int32_t acc = 0;
+                        for (int j = 0; j < T; j++) acc += p[j] * vc[(int64_t)d * T + j];
+                        out[(int64_t)(h * hd + d) * ld + (int64_t)b * T + i] = (float)acc * (sv[d] / 255.0f) / sum;
+                    }
+                }
+            }
+    free(kc), free(vc), free(qc), free(p), free(sk), free(sv), free(s);
 }
 
 static float bf16_round(float x) { return lpv_bf16_to_f32(lpv_bf16_from_f32(x)); }

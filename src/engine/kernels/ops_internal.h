@@ -30,6 +30,12 @@ void lpv__attention_head_avx512bf16(float *out, const float *qkv, int ld, int b,
                                     float *scratch, int nb, int nh);
 int64_t lpv__attention_scratch_avx512bf16(int T, int hd);
 
+/* The same in int8 (AVX-512 VNNI): q, k per token and v per feature row symmetric int8, the unnormalized
+   probabilities as round(255 e) in u8; int32 sums; hd % 8 == 0; scratch of lpv__attention_scratch_q8(T, hd). */
+void lpv__attention_head_q8(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *scratch,
+                            int nb, int nh);
+int64_t lpv__attention_scratch_q8(int T, int hd);
+
 /* The same on AVX2 for (image b, head h), hd % 4 == 0; scratch of lpv__attention_scratch_avx2(T, hd). */
 void lpv__attention_head_avx2(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *scratch,
                               int nb, int nh);

@@ -723,3 +723,236 @@ T512BF void lpv__attention_head_avx512bf16(float *out, const float *qkv, int ld,
         i0 += nq;
     }
 }
+
+/* ---- int8 attention on AVX-512 VNNI ----
+ *
+ * q k^T and p v as u8 x s8 products with int32 sums (vpdpbusd: four products per 32-bit lane), the softmax in
+ * FP32 between them (att_softmax), the same tiles as lpv__attention_head_avx512:
+ *   k  s8, symmetric per key token (over its hd features): sk[j] = max |k[., j]| / 127;
+ *   q  s8, symmetric per query token, then + 128 into u8 (vpdpbusd's unsigned operand): each sum then holds
+ *      128 · ksum[j] (ksum = Σ_d k8[d][j]) too, taken off before the scales;
+ *   p  exp(s − max) lies in (0, 1]: round(255 e) in u8 with the fixed scale 1/255; the row sums stay FP32;
+ *   v  s8, symmetric per feature row of the head (over its T tokens): sv[d] = max |v[d, .]| / 127.
+ * Scratch (floats): kp (T8 / 8 blocks × hd/4 quads × 8 keys words), sk, ksum (T8), vp (hd rows of T4 bytes),
+ * sv (hd), qp (hd/4 × 32 words), sq (32), pp (T4/4 × 32 words), St (T × ATT_LD); T8, T4: T rounded up.
+ */
+#define TQ8 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
+
+typedef struct {
+    uint32_t *kp, *vp, *qp, *pp;
+    float *sk, *sv, *sq, *St;
+    int32_t *ksum;
+    int T8, T4;
+} q8_att_scratch;
+
+static q8_att_scratch q8_att_layout(float *s, int T, int hd) {
+    q8_att_scratch x;
+    x.T8 = (T + ATT_JB - 1) / ATT_JB * ATT_JB, x.T4 = (T + 3) / 4 * 4;
+    x.kp = (uint32_t *)s, s += (int64_t)x.T8 * hd / 4;
+    x.sk = s, s += x.T8;
+    x.ksum = (int32_t *)s, s += x.T8;
+    x.vp = (uint32_t *)s, s += (int64_t)hd * x.T4 / 4;
+    x.sv = s, s += hd;
+    x.qp = (uint32_t *)s, s += (int64_t)(hd / 4) * ATT_LD;
+    x.sq = s, s += ATT_LD;
+    x.pp = (uint32_t *)s, s += (int64_t)(x.T4 / 4) * ATT_LD;
+    x.St = s;
+    return x;
+}
+
+int64_t lpv__attention_scratch_q8(int T, int hd) {
+    int64_t T8 = (T + ATT_JB - 1) / ATT_JB * ATT_JB, T4 = (T + 3) / 4 * 4;
+    return T8 * hd / 4 + 2 * T8 + hd * T4 / 4 + hd + (int64_t)(hd / 4) * ATT_LD + ATT_LD + T4 / 4 * ATT_LD +
+           (int64_t)T * ATT_LD + 16;
+}
+
+/* Four int32 vectors of values in 0..255 (or s8 as int32) into bytes of one word per lane, d = 0 lowest. */
+LPV_VINLINE TQ8 __m512i q8_bytes4(__m512i a, __m512i b, __m512i c, __m512i d) {
+    const __m512i m = _mm512_set1_epi32(255);
+    a = _mm512_and_si512(a, m), b = _mm512_slli_epi32(_mm512_and_si512(b, m), 8);
+    c = _mm512_slli_epi32(_mm512_and_si512(c, m), 16), d = _mm512_slli_epi32(d, 24);
+    return _mm512_or_si512(_mm512_or_si512(a, b), _mm512_or_si512(c, d));
+}
+
+/* k (hd, T) stride ld -> kp words [T8/8][hd/4][8 keys], sk, ksum; keys >= T: 0. 16 keys a pass. */
+TQ8 static void q8_pack_keys(q8_att_scratch *x, const float *k, int ld, int T, int hd) {
+    for (int j0 = 0; j0 < x->T8; j0 += 16) {
+        int n = T - j0 < 16 ? (T - j0 > 0 ? T - j0 : 0) : 16;
+        __mmask16 m = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1u);
+        __m512 mx = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d++) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, k + (int64_t)d * ld + j0)));
+        __m512 s = _mm512_mul_ps(mx, _mm512_set1_ps(1.0f / 127.0f));
+        __mmask16 nz = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
+        __m512 inv = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), s); /* an all-zero key: codes 0 */
+        __m512i sum = _mm512_setzero_si512();
+        uint32_t w[16];
+        for (int dq = 0; dq < hd / 4; dq++) {
+            __m512i c[4];
+            for (int t = 0; t < 4; t++) {
+                __m512 v = _mm512_maskz_loadu_ps(m, k + (int64_t)(4 * dq + t) * ld + j0);
+                c[t] = _mm512_cvtps_epi32(_mm512_mul_ps(v, inv)); /* |c| <= 127 by the scale */
+                c[t] = _mm512_max_epi32(_mm512_min_epi32(c[t], _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+                sum = _mm512_add_epi32(sum, c[t]);
+            }
+            _mm512_storeu_si512(w, q8_bytes4(c[0], c[1], c[2], c[3]));
+            for (int jj = 0; jj < 16 && j0 + jj < x->T8; jj++) {
+                int j = j0 + jj;
+                x->kp[((int64_t)(j / ATT_JB) * (hd / 4) + dq) * ATT_JB + j % ATT_JB] = w[jj];
+            }
+        }
+        float sb[16];
+        int32_t kb[16];
+        _mm512_storeu_ps(sb, s), _mm512_storeu_si512(kb, sum);
+        for (int jj = 0; jj < 16 && j0 + jj < x->T8; jj++) x->sk[j0 + jj] = sb[jj], x->ksum[j0 + jj] = kb[jj];
+    }
+}
+
+/* v (hd, T) stride ld -> vp rows of T4 s8 bytes (keys >= T: 0), sv; 16 tokens a step. */
+TQ8 static void q8_pack_values(q8_att_scratch *x, const float *v, int ld, int T, int hd) {
+    for (int d = 0; d < hd; d++) {
+        const float *r = v + (int64_t)d * ld;
+        __m512 mx = _mm512_setzero_ps();
+        for (int j = 0; j < T; j += 16) {
+            __mmask16 m = (__mmask16)(T - j >= 16 ? 0xffff : (1u << (T - j)) - 1u);
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, r + j)));
+        }
+        float s = _mm512_reduce_max_ps(mx) / 127.0f;
+        __m512 inv = _mm512_set1_ps(s > 0.0f ? 1.0f / s : 0.0f);
+        int8_t *o = (int8_t *)(x->vp + (int64_t)d * x->T4 / 4);
+        for (int j = T; j < x->T4; j++) o[j] = 0;
+        for (int j = 0; j < T; j += 16) {
+            __mmask16 m = (__mmask16)(T - j >= 16 ? 0xffff : (1u << (T - j)) - 1u);
+            __m512i c = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, r + j), inv));
+            c = _mm512_max_epi32(_mm512_min_epi32(c, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+            _mm512_mask_cvtepi32_storeu_epi8(o + j, m, c);
+        }
+        x->sv[d] = s;
+    }
+}
+
+/* The tile's queries (nv vectors of 16 lanes, lanes past nq masked to 0) -> qp words [hd/4][nv][16] of u8 (+128), sq. */
+LPV_VINLINE TQ8 void q8_pack_queries(q8_att_scratch *x, const float *q, int ld, int hd, int nv, const __mmask16 *qm) {
+    for (int v = 0; v < nv; v++) {
+        __m512 mx = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d++) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(qm[v], q + (int64_t)d * ld + 16 * v)));
+        __m512 s = _mm512_mul_ps(mx, _mm512_set1_ps(1.0f / 127.0f));
+        __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f), s);
+        _mm512_storeu_ps(x->sq + 16 * v, s);
+        for (int dq = 0; dq < hd / 4; dq++) {
+            __m512i c[4];
+            for (int t = 0; t < 4; t++) {
+                __m512 f = _mm512_maskz_loadu_ps(qm[v], q + (int64_t)(4 * dq + t) * ld + 16 * v);
+                __m512i u = _mm512_cvtps_epi32(_mm512_mul_ps(f, inv));
+                u = _mm512_max_epi32(_mm512_min_epi32(u, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+                c[t] = _mm512_add_epi32(u, _mm512_set1_epi32(128));
+            }
+            _mm512_storeu_si512(x->qp + ((int64_t)dq * ATT_QV + v) * 16, q8_bytes4(c[0], c[1], c[2], c[3]));
+        }
+    }
+}
+
+/* Step 1: St (T, ATT_LD) = sq sk (Σ_d u k8 − 128 ksum) for the tile (unscaled by 1/√hd, as att_scores). */
+LPV_VINLINE TQ8 void q8_scores(const q8_att_scratch *x, int T, int hd, int nv) {
+    for (int j0 = 0; j0 < T; j0 += ATT_JB) {
+        __m512i acc[ATT_JB][ATT_QV];
+        for (int jj = 0; jj < ATT_JB; jj++)
+            for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_setzero_si512();
+        const uint32_t *kb = x->kp + (int64_t)(j0 / ATT_JB) * (hd / 4) * ATT_JB;
+        for (int dq = 0; dq < hd / 4; dq++) {
+            __m512i qv[ATT_QV];
+            for (int v = 0; v < nv; v++) qv[v] = _mm512_loadu_si512(x->qp + ((int64_t)dq * ATT_QV + v) * 16);
+            for (int jj = 0; jj < ATT_JB; jj++) {
+                __m512i kw = _mm512_set1_epi32((int)kb[dq * ATT_JB + jj]);
+                for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_dpbusd_epi32(acc[jj][v], qv[v], kw);
+            }
+        }
+        int n = T - j0 < ATT_JB ? T - j0 : ATT_JB;
+        for (int jj = 0; jj < ATT_JB; jj++)
+            for (int v = 0; v < nv; v++)
+                if (jj < n) {
+                    int j = j0 + jj;
+                    __m512i a = _mm512_sub_epi32(acc[jj][v], _mm512_set1_epi32(128 * x->ksum[j]));
+                    __m512 sc = _mm512_mul_ps(_mm512_loadu_ps(x->sq + 16 * v), _mm512_set1_ps(x->sk[j]));
+                    _mm512_storeu_ps(x->St + (int64_t)j * ATT_LD + 16 * v, _mm512_mul_ps(_mm512_cvtepi32_ps(a), sc));
+                }
+    }
+}
+
+/* Step 3: p = round(255 e) packed [T4/4][nv][16] words (keys >= T: 0); out = sv / 255 · Σ_j p v8 · inv. */
+LPV_VINLINE TQ8 void q8_values(const q8_att_scratch *x, float *out, int ld, const float *inv, int T, int hd, int nv,
+                               const __mmask16 *qm) {
+    const __m512 k255 = _mm512_set1_ps(255.0f);
+    for (int jq = 0; jq < x->T4 / 4; jq++)
+        for (int v = 0; v < nv; v++) {
+            __m512i c[4];
+            for (int t = 0; t < 4; t++) {
+                int j = 4 * jq + t;
+                c[t] = j < T ? _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x->St + (int64_t)j * ATT_LD + 16 * v), k255))
+                             : _mm512_setzero_si512();
+            }
+            _mm512_storeu_si512(x->pp + ((int64_t)jq * ATT_QV + v) * 16, q8_bytes4(c[0], c[1], c[2], c[3]));
+        }
+    for (int d0 = 0; d0 < hd; d0 += ATT_JB) {
+        __m512i acc[ATT_JB][ATT_QV];
+        for (int dd = 0; dd < ATT_JB; dd++)
+            for (int v = 0; v < nv; v++) acc[dd][v] = _mm512_setzero_si512();
+        for (int jq = 0; jq < x->T4 / 4; jq++) {
+            __m512i p[ATT_QV];
+            for (int v = 0; v < nv; v++) p[v] = _mm512_loadu_si512(x->pp + ((int64_t)jq * ATT_QV + v) * 16);
+            for (int dd = 0; dd < ATT_JB; dd++) {
+                __m512i vw = _mm512_set1_epi32((int)x->vp[(int64_t)(d0 + dd) * x->T4 / 4 + jq]);
+                for (int v = 0; v < nv; v++) acc[dd][v] = _mm512_dpbusd_epi32(acc[dd][v], p[v], vw);
+            }
+        }
+        for (int dd = 0; dd < ATT_JB; dd++)
+            for (int v = 0; v < nv; v++) {
+                __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[dd][v]), _mm512_set1_ps(x->sv[d0 + dd] / 255.0f));
+                _mm512_mask_storeu_ps(out + (int64_t)(d0 + dd) * ld + 16 * v, qm[v],
+                                      _mm512_mul_ps(r, _mm512_loadu_ps(inv + 16 * v)));
+            }
+    }
+}
+
+#define Q8_STEPS(NV)                                                                                                   \
+    __attribute__((noinline)) TQ8 static void q8_scores##NV(const q8_att_scratch *x, int T, int hd) {                  \
+        q8_scores(x, T, hd, NV);                                                                                       \
+    }                                                                                                                  \
+    __attribute__((noinline)) TQ8 static void q8_values##NV(const q8_att_scratch *x, float *out, int ld,               \
+                                                            const float *inv, int T, int hd, const __mmask16 *qm) {    \
+        q8_values(x, out, ld, inv, T, hd, NV, qm);                                                                     \
+    }                                                                                                                  \
+    TQ8 static void q8_tile##NV(const q8_att_scratch *x, float *o, const float *q, int ld, int T, int hd, float scale, \
+                                int nq) {                                                                              \
+        __mmask16 qm[ATT_QV];                                                                                          \
+        float inv[ATT_LD];                                                                                             \
+        for (int v = 0; v < NV; v++) {                                                                                 \
+            int c = nq - 16 * v;                                                                                       \
+            qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);                                         \
+        }                                                                                                              \
+        q8_pack_queries((q8_att_scratch *)x, q, ld, hd, NV, qm);                                                       \
+        q8_scores##NV(x, T, hd);                                                                                       \
+        att_softmax##NV(x->St, inv, T, scale);                                                                         \
+        q8_values##NV(x, o, ld, inv, T, hd, qm);                                                                       \
+    }
+
+Q8_STEPS(1)
+Q8_STEPS(2)
+
+/* One (image b, head h) in int8; hd % 8 == 0. Tiles of 32 queries and the next unit's prefetch as in
+ * lpv__attention_head_avx512. */
+TQ8 void lpv__attention_head_q8(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
+                                float *scratch, int nb, int nh) {
+    head_operands hop = head_of(out, qkv, ld, b, h, T, D, hd);
+    q8_att_scratch x = q8_att_layout(scratch, T, hd);
+    float scale = 1.0f / sqrtf((float)hd);
+    int ntiles = (T + 31) / 32, tile = 0;
+    q8_pack_keys(&x, hop.k, ld, T, hd);
+    q8_pack_values(&x, hop.v, ld, T, hd);
+    for (int i0 = 0; i0 < T; tile++) {
+        int nq = T - i0 < 32 ? T - i0 : 32;
+        prefetch_next_share(qkv, ld, nb, nh, T, D, hd, tile, ntiles);
+        if (nq > 16) q8_tile2(&x, hop.o + i0, hop.q + i0, ld, T, hd, scale, nq);
+        else q8_tile1(&x, hop.o + i0, hop.q + i0, ld, T, hd, scale, nq);
+        i0 += nq;
+    }
+}

@@ -59,6 +59,8 @@ typedef struct {
     float *xqr;      /* (threads, 2, ld) the int8 fc1's record of its output's range, which fc2's quantizer uses */
     int q8_unfused;  /* 1: fc2's quantizer finds the range itself (tests compare the two; same bytes) */
     int attn_fp32;   /* 1: attention stays FP32 with BF16 on (tests and benchmarks compare the two) */
+    int attn_int8;   /* 1: attention's products in int8 (lpv_attention_fm_q8; FP32 where it cannot run);
+                        set from the model's attn_int8 by lpv_workspace_init_for */
     lpv_profile *profile; /* optional, caller-owned */
     /* optional: called with the input of every linear layer just before it runs;
        layer = index in lpv_model_layers order, X (in, ld) with ncols valid columns */
@@ -79,8 +81,8 @@ lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err);
 /* Turns int8 on: every linear with int8 weights (lpv_model_quantize_int8) runs in int8 (its input quantized
  * into ws->xq first); int8 layers go before BF16 ones when a model has both. */
 lpv_status lpv_workspace_use_int8(lpv_workspace *ws, lpv_err *err);
-/* lpv_workspace_init for m's architecture, with BF16 / int8 on when m has BF16 packs / int8 weights (the
- * inference commands). */
+/* lpv_workspace_init for m's architecture, with BF16 / int8 on when m has BF16 packs / int8 weights, and int8
+ * attention when m->attn_int8 (the inference commands). */
 lpv_status lpv_workspace_init_for(lpv_workspace *ws, const lpv_model *m, int max_batch, lpv_err *err);
 
 /* images (B, C, S, S) → logits (B, classes). B <= ws->max_batch. */

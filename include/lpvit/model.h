@@ -76,6 +76,8 @@ typedef struct lpv_model {
     char src_dtype[8];   /* dtype of the source weights */
     char sha256[65];     /* of the weights file; "" until lpv_model_hash */
     char *lpvit_meta;    /* __metadata__["lpvit"] of a pruned file (arena), or NULL */
+    int attn_int8;       /* 1: workspaces made for it (lpv_workspace_init_for, the bench) run attention's two
+                            products in int8 (ops.h, lpv_attention_fm_q8); a run-time choice, not saved */
 } lpv_model;
 
 typedef struct {

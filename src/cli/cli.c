@@ -16,6 +16,7 @@
 #include "lpvit/forward.h"
 #include "lpvit/ioguard.h"
 #include "lpvit/log.h"
+#include "lpvit/ops.h"
 #include "lpvit/report.h"
 
 /* ---------------------------------------------------------------------------
@@ -352,6 +353,22 @@ lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err) {
     if (!m) return LPV_OK;
     int lowp = bf16 == CLI_INT8 ? LPV_BENCH_INT8 : bf16 == CLI_BF16 ? LPV_BENCH_BF16 : LPV_BENCH_FP32;
     return lpv_model_pack_for(m, lowp, err);
+}
+
+void cli_attention(lpv_model *m, int int8) {
+    if (!m || !int8) return;
+    m->attn_int8 = 1;
+    int hd = m->cfg.dim / m->cfg.heads;
+    if (!lpv_attention_q8_runs(hd))
+        lpv_warn("--int8-attention: the int8 kernel needs AVX-512 VNNI at --isa avx512 or above and a head size that "
+                 "is a multiple of 8 (here %d, isa %s): attention stays FP32", hd, lpv_isa_name(lpv_isa_get()));
+}
+
+const char *cli_attention_name(const lpv_model *m) {
+    int hd = m->cfg.dim / m->cfg.heads;
+    if (m->attn_int8 && lpv_attention_q8_runs(hd)) return "int8";
+    return lpv_model_has_bf16(m) && !lpv_model_has_int8(m) && lpv_attention_bf16_runs(m->cfg.n_tokens, hd) ? "bf16"
+                                                                                                            : "fp32";
 }
 
 /* ---------------------------------------------------------------------------

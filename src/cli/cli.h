@@ -76,6 +76,10 @@ lpv_status cli_engine(int threads, const char *isa, const char *dense_kernel, co
  * layers for the blocked kernel when that is the choice, and its block linears in BF16 or int8 (bf16: a CLI_*
  * code; int8 quantizes the weights per row and the inputs per token unless the file has scales). */
 lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err);
+/* --int8-attention on m (m->attn_int8), with a warning where the int8 kernel cannot run. */
+void cli_attention(lpv_model *m, int int8);
+/* What runs m's attention now: "int8", "bf16" or "fp32" (the reports' "attention"). */
+const char *cli_attention_name(const lpv_model *m);
 
 typedef struct {
     lpv_model *model;
@@ -149,6 +153,7 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
     {"--interp", OPT_STR, &(ma).interp, "I", "resize filter, bicubic or bilinear, PIL-exact (default: the model's)", 0, 0, NULL}, \
     {"--mean", OPT_FLOAT3, (ma).mean, "a,b,c", "normalization mean (default: the model's)", 0, 0, &(ma).mean_set}, \
     {"--std", OPT_FLOAT3, (ma).std, "a,b,c", "normalization std (default: the model's)", 0, 0, &(ma).std_set}
+#define CLI_OPT_INT8_ATTENTION(dst) {"--int8-attention", OPT_FLAG, dst, NULL, "attention's two products in int8 too (q, k per token, v per feature row, the softmax's probabilities in steps of 1/255; AVX-512 VNNI, else it stays FP32); meant with --precision int8", 0, 0, NULL}
 #define CLI_OPT_QUIET(dst) {"--quiet", OPT_FLAG, dst, NULL, "no progress or log lines on stderr", 0, 0, NULL}
 
 #endif

@@ -27,7 +27,7 @@
 typedef struct {
     cli_model_args ma;
     const char *dir, *synsets, *labels, *json, *isa, *dense_kernel, *precision;
-    int batch, threads, limit, strict, profile, decode_threads;
+    int batch, threads, limit, strict, profile, decode_threads, attn8;
 } eval_opts;
 
 typedef struct {
@@ -126,6 +126,7 @@ static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, e
     int q8 = lpv_model_has_int8(m);
     cJSON_AddStringToObject(j, "precision", q8 ? "int8" : lpv_model_has_bf16(m) ? "bf16" : "fp32");
     if (q8) cJSON_AddStringToObject(j, "int8_kernel", lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())));
+    cJSON_AddStringToObject(j, "attention", cli_attention_name(m));
     cJSON_AddNumberToObject(j, "images", (double)r->res.images);
     cJSON_AddNumberToObject(j, "correct_top1", (double)r->res.correct1);
     cJSON_AddNumberToObject(j, "correct_top5", (double)r->res.correct5);
@@ -183,8 +184,8 @@ static void print_table(const eval_opts *o, const cli_model *cm, const lpv_datas
     printf("preprocess  %s [%s]\n", pps, cm->pp_source);
     int q8 = lpv_model_has_int8(cm->model);
     if (q8 || lpv_model_has_bf16(cm->model))
-        printf("precision   %s block linears (qkv, proj, fc1, fc2), the rest FP32; kernel %s\n", q8 ? "int8" : "bf16",
-               q8 ? lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())) : "avx512bf16");
+        printf("precision   %s block linears (qkv, proj, fc1, fc2), attention %s, the rest FP32; kernel %s\n",
+               q8 ? "int8" : "bf16", cli_attention_name(cm->model), q8 ? lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())) : "avx512bf16");
     if (cm->ref.has_preset && !isnan(cm->ref.preset.ref_top1))
         printf("reference   timm %.2f %% top-1 on the full 50k validation set (%s)\n", cm->ref.preset.ref_top1,
                cm->ref.preset.key);
@@ -215,6 +216,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT_ISA(&o.isa),
         CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
         CLI_OPT_PRECISION(&o.precision),
+        CLI_OPT_INT8_ATTENTION(&o.attn8),
         CLI_OPT_QUIET(&o.ma.quiet),
         {0},
     };
@@ -246,6 +248,7 @@ int cmd_eval(int argc, char **argv) {
         cli_close_model(&cm);
         return cli_fail(&err, st);
     }
+    cli_attention(cm.model, o.attn8);
     lpv_dataset ds;
     if ((st = cli_open_labelled(o.dir, o.labels, o.synsets, o.limit, cm.model->cfg.classes, &ds, &err)) != LPV_OK) {
         cli_close_model(&cm);

@@ -134,7 +134,11 @@ static lpv_status time_pair(const lpv_model *a, int lowa, const lpv_model *b, in
     int nws = 0;
     lpv_status st = (!x || !logits || !sa || !sb || !pk) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
     for (int k = 0; k < 2 && st == LPV_OK; k++)
-        if ((st = bench_ws(&ws[k], c, B, k ? lowb : lowa, err)) == LPV_OK) nws++;
+        if ((st = bench_ws(&ws[k], c, B, k ? lowb : lowa, err)) == LPV_OK) {
+            const lpv_model *mk = k ? b : a;
+            ws[k].attn_int8 = mk && mk->attn_int8 && (k ? lowb : lowa) == LPV_BENCH_INT8; /* with int8 only */
+            nws++;
+        }
     if (st == LPV_OK) fill_normal(x, per * B, seed);
     for (int r = -warmup; r < reps && st == LPV_OK; r++) {
         for (int k = 0; k < 2 && st == LPV_OK; k++) {

@@ -64,6 +64,7 @@ lpv_status lpv_workspace_init_for(lpv_workspace *ws, const lpv_model *m, int max
     LPV_TRY(lpv_workspace_init(ws, &m->cfg, max_batch, err));
     lpv_status st = lpv_model_has_bf16(m) ? lpv_workspace_use_bf16(ws, err) : LPV_OK;
     if (st == LPV_OK && lpv_model_has_int8(m)) st = lpv_workspace_use_int8(ws, err);
+    ws->attn_int8 = m->attn_int8;
     if (st) lpv_workspace_free(ws);
     return st;
 }
@@ -173,7 +174,8 @@ static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspa
     if (tap(ws, L0, ws->xn, ld, N)) return;
     run_linear(&blk->qkv, ws->xn, ws, ld, ws->big, N, LPV_EPI_BIAS, tm, r_qkv ? lo : NULL, NULL);
     op_stop(tm, LPV_OP_QKV, linear_flop(&blk->qkv, N));
-    if (ws->xbf && !ws->attn_fp32) lpv_attention_fm_bf16(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
+    if (ws->attn_int8) lpv_attention_fm_q8(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
+    else if (ws->xbf && !ws->attn_fp32) lpv_attention_fm_bf16(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     else lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
     if (tap(ws, L0 + 1, ws->xn, ld, N)) return;

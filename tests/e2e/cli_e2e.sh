@@ -227,6 +227,18 @@ run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --j
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision int8 --json "$T/eq8p.json" --quiet
 [ "$(lpv_json "$T/eq8f.json" precision)" = int8 ] && [ "$(lpv_json "$T/eq8f.json" correct_top5)" = "$(lpv_json "$T/eq8p.json" correct_top5)" ] \
   && ok || bad "eval of the quantized file differs from --precision int8"
+# --int8-attention: attention's products in int8 where AVX-512 VNNI runs them (else FP32, with a warning)
+run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --int8-attention --json "$T/eq8a.json"
+if grep -q avx512_vnni /proc/cpuinfo && [ "$(lpv_json "$T/eq8f.json" int8_kernel)" = avx512vnni ]; then
+  [ "$(lpv_json "$T/eq8a.json" attention)" = int8 ] && ok || bad "eval --int8-attention: $(lpv_json "$T/eq8a.json" attention)"
+else
+  echo "SKIP int8 attention: no AVX-512 VNNI here" >&2
+  [ "$(lpv_json "$T/eq8a.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" && ok || bad "eval --int8-attention fallback"
+fi
+[ "$(lpv_json "$T/eq8f.json" attention)" = fp32 ] && ok || bad "int8 eval without --int8-attention: $(lpv_json "$T/eq8f.json" attention)"
+run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --int8-attention --isa avx2 --json "$T/eq8b.json"
+[ "$(lpv_json "$T/eq8b.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" && ok || bad "--int8-attention under --isa avx2"
+run 2 "$L" bench --model deit_t --random-weights --int8-attention --reps 1 --no-layers --quiet; one_line_err "--precision int8"
 run 2 "$L" quantize --model "$M" --quiet; one_line_err "--out is required"
 run 2 "$L" quantize --model "$M" --out "$M" --quiet; one_line_err "never overwrites an input"
 run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.6 --block 16x16 $C --quant int8 \

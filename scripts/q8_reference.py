@@ -9,8 +9,18 @@ independently of lpvit's C code from the rules in include/lpvit/bsr.h:
            arithmetic, round half to even), the linear sees scale * (u - zp)
   everything else (patch embedding, LayerNorm, attention, GELU, heads) FP32, as timm computes it.
 
-  q8_reference.py logits  --model FP32.safetensors --input REF.safetensors --out LOGITS.safetensors
-  q8_reference.py linears --model FP32.safetensors --out LINEARS.safetensors [--tokens 8]
+  q8_reference.py logits    --model FP32.safetensors --input REF.safetensors --out LOGITS.safetensors
+  q8_reference.py linears   --model FP32.safetensors --out LINEARS.safetensors [--tokens 8]
+  q8_reference.py attention --out ATTENTION.safetensors
+
+attention: the int8 attention of --int8-attention (include/lpvit/ops.h, lpv_attention_fm_q8) on a qkv both
+sides build exactly (attention_input below: 2 images of 37 tokens, width 128, 2 heads of 64), from its rules:
+q and k symmetric int8 per token (scale max |x| / 127 over the head's features, codes round-half-even of
+x * (1 / scale) in float32, clamped to +-127), v the same per feature row over the image's tokens, scores
+sq sk (q8 . k8) with exact integer sums, e = exp(s / sqrt(hd) - max) in float32, p = round(255 e), out =
+(sv / 255) (p . v8) / sum e. Tensors: 'qkv' (384, 74) and 'out' (128, 74), feature-major as lpvit keeps
+them. tests/golden/q8_attention.ref.safetensors was made with
+  /usr/bin/python3 scripts/q8_reference.py attention --out tests/golden/q8_attention.ref.safetensors
 
 logits: the whole model on the 'input' tensor (N, 3, S, S) of --input (the fixtures' *.ref.safetensors).
 Per-token rounding is discontinuous: one FP32 ulp of difference upstream (LayerNorm, attention) can move
@@ -22,7 +32,7 @@ int8 linear's output (bias included). tests/golden/q8_linears.ref.safetensors wa
       --out tests/golden/q8_linears.ref.safetensors
 and test_q8_golden compares lpvit's int8 linears with it. Needs torch + numpy (Debian's python3-torch).
 """
-import argparse, json, os, struct, sys
+import argparse, json, math, os, struct, sys
 
 import numpy as np
 import torch
@@ -97,16 +107,60 @@ def linears(a):
     print("wrote %s: %d linears on %d tokens" % (a.out, len(out), a.tokens))
 
 
+def attention_input(features, tokens):
+    """qkv[f][t] = ((37 f + 101 t) mod 199 - 99) / 64, times 4 where f mod 13 == 0: exact in float32, the same
+    numbers tests/golden/test_attn_q8_golden.c builds."""
+    f = np.arange(features)[:, None]
+    t = np.arange(tokens)[None, :]
+    x = ((37 * f + 101 * t) % 199 - 99) / 64.0
+    return (x * np.where(f % 13 == 0, 4.0, 1.0)).astype(np.float32)
+
+
+def sym8(x, dim):
+    """Symmetric int8 codes along dim: scale = max |x| / 127 (codes 0 for an all-zero vector)."""
+    s = x.abs().amax(dim=dim, keepdim=True) / torch.tensor(127.0, dtype=torch.float32)
+    inv = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
+    return torch.clamp(torch.round(x * inv), -127, 127), s
+
+
+def attention(a):
+    B, T, D, H = 2, 37, 128, 2
+    hd = D // H
+    qkv = torch.from_numpy(attention_input(3 * D, B * T))
+    out = torch.zeros(D, B * T, dtype=torch.float32)
+    for b in range(B):
+        cols = slice(b * T, (b + 1) * T)
+        for h in range(H):
+            q = qkv[h * hd:(h + 1) * hd, cols]                  # (hd, T)
+            k = qkv[D + h * hd:D + (h + 1) * hd, cols]
+            v = qkv[2 * D + h * hd:2 * D + (h + 1) * hd, cols]
+            q8, sq = sym8(q, 0)                                 # per token: over the features
+            k8, sk = sym8(k, 0)
+            v8, sv = sym8(v, 1)                                 # per feature row: over the tokens
+            acc = (q8.double().t() @ k8.double())               # (T queries, T keys), exact integers
+            s = acc.float() * (sq.t() * sk)                     # sq (1, T) -> (T, 1); sk (1, T)
+            e = torch.exp(s * (1.0 / math.sqrt(hd)) - (s.amax(dim=1, keepdim=True) * (1.0 / math.sqrt(hd))))
+            p = torch.round(255.0 * e)
+            y = (p.double() @ v8.double().t()).float()          # (T, hd)
+            out[h * hd:(h + 1) * hd, cols] = (y * (sv.t() / 255.0) / e.sum(dim=1, keepdim=True)).t()
+    write_safetensors(a.out, {"qkv": qkv.numpy(), "out": out.numpy()})
+    print("wrote %s: int8 attention of %d images x %d tokens, width %d, %d heads" % (a.out, B, T, D, H))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["logits", "linears"])
-    ap.add_argument("--model", required=True)
+    ap.add_argument("mode", choices=["logits", "linears", "attention"])
+    ap.add_argument("--model")
     ap.add_argument("--input")
     ap.add_argument("--out", required=True)
     ap.add_argument("--heads", type=int, default=None)
     ap.add_argument("--tokens", type=int, default=8)
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.mode == "attention":
+        return attention(a)
+    if not a.model:
+        ap.error("%s needs --model" % a.mode)
     if a.mode == "linears":
         return linears(a)
     if not a.input:

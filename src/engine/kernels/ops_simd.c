@@ -781,7 +781,7 @@ TQ8 static void q8_pack_keys(q8_att_scratch *x, const float *k, int ld, int T, i
         __mmask16 m = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1u);
         __m512 mx = _mm512_setzero_ps();
         for (int d = 0; d < hd; d++) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, k + (int64_t)d * ld + j0)));
-        __m512 s = _mm512_mul_ps(mx, _mm512_set1_ps(1.0f / 127.0f));
+        __m512 s = _mm512_div_ps(mx, _mm512_set1_ps(127.0f)); /* max |x| / 127, as the rule says */
         __mmask16 nz = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
         __m512 inv = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), s); /* an all-zero key: codes 0 */
         __m512i sum = _mm512_setzero_si512();
@@ -835,7 +835,7 @@ LPV_VINLINE TQ8 void q8_pack_queries(q8_att_scratch *x, const float *q, int ld, 
     for (int v = 0; v < nv; v++) {
         __m512 mx = _mm512_setzero_ps();
         for (int d = 0; d < hd; d++) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(qm[v], q + (int64_t)d * ld + 16 * v)));
-        __m512 s = _mm512_mul_ps(mx, _mm512_set1_ps(1.0f / 127.0f));
+        __m512 s = _mm512_div_ps(mx, _mm512_set1_ps(127.0f)); /* max |x| / 127, as the rule says */
         __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f), s);
         _mm512_storeu_ps(x->sq + 16 * v, s);
         for (int dq = 0; dq < hd / 4; dq++) {

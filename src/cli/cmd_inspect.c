@@ -10,6 +10,7 @@
 #include "lpvit/bsr.h"
 #include "lpvit/linear.h"
 #include "lpvit/log.h"
+#include "lpvit/codebook.h"
 #include "lpvit/model.h"
 #include "lpvit/report.h"
 #include "lpvit/safetensors.h"
@@ -123,6 +124,8 @@ int cmd_inspect(int argc, char **argv) {
     }
     if (!json) printf("%d tensors, %llu bytes of data, header %llu bytes\n", f.n, (unsigned long long)bytes,
                       (unsigned long long)f.header_len);
+    const char *codes = lpv_st_meta(&f, LPV_CODES_META);
+    int packed4 = codes && strcmp(codes, "4bit") == 0; /* codebooks of <= 16 levels stored as 4-bit codes */
     lpv_st_close(&f);
     lpv_model *m = NULL;
     lpv_model_opts mo = {0, 0, 1};
@@ -168,20 +171,23 @@ int cmd_inspect(int argc, char **argv) {
                        n8, nl, n8 - per_tensor, per_tensor);
         }
         /* the layers stored as codes of a shared codebook (decoded to FP32 when loaded) */
-        int ncb = 0, kmin = 0, kmax = 0;
+        int ncb = 0, kmin = 0, kmax = 0, n4 = 0;
         for (int i = 0; i < nl; i++) {
             int k = refs[i].lin->codebook ? refs[i].lin->codebook_k : 0;
             if (!k) continue;
             kmin = ncb ? (k < kmin ? k : kmin) : k, kmax = k > kmax ? k : kmax, ncb++;
+            n4 += packed4 && k <= LPV_CODEBOOK_PACK4_MAX;
         }
         if (ncb) {
             cJSON *q = cJSON_AddObjectToObject(a, "codebook");
             cJSON_AddNumberToObject(q, "layers", ncb);
             cJSON_AddNumberToObject(q, "levels_min", kmin);
             cJSON_AddNumberToObject(q, "levels_max", kmax);
+            cJSON_AddNumberToObject(q, "layers_4bit", n4);
             if (!json)
-                printf("codebook: %d of %d linears as uint8 codes of %d-%d levels shared per layer (run in FP32)\n", ncb,
-                       nl, kmin, kmax);
+                printf("codebook: %d of %d linears as codes of %d-%d levels shared per layer (%d of them 4-bit, the rest "
+                       "a byte per weight; run in FP32)\n",
+                       ncb, nl, kmin, kmax, n4);
         }
         lpv_model_free(m);
     } else if (!json && !quiet) {

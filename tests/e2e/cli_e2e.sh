@@ -262,7 +262,7 @@ run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant int
 # a codebook per layer: uint8 codes + levels, inspect says so, eval runs it in FP32 (and in int8), prune writes one
 run 0 "$L" quantize --model "$M" --codebook 16 --out "$T/cb.safetensors" --quiet
 run 0 "$L" inspect "$T/cb.safetensors" --json "$T/icb.json"
-[ "$(lpv_json "$T/icb.json" architecture.codebook.layers architecture.codebook.levels_max)" = "$(printf '%s\n' 8 16)" ] \
+[ "$(lpv_json "$T/icb.json" architecture.codebook.layers architecture.codebook.levels_max architecture.codebook.layers_4bit)" = "$(printf '%s\n' 8 16 8)" ] \
   && ok || bad "inspect of a codebook file: $(lpv_json "$T/icb.json" architecture)"
 run 0 "$L" inspect "$T/cb.safetensors"
 grep -q 'blocks.0.mlp.fc1.weight *U8' "$T/out" && grep -q 'fc1.weight_codebook *F32' "$T/out" && ok || bad "codebook tensors not in the file"

@@ -163,6 +163,11 @@ int64_t lpv_model_params(const lpv_model *m);
 
 typedef enum { LPV_LK_PATCH, LPV_LK_QKV, LPV_LK_PROJ, LPV_LK_FC1, LPV_LK_FC2, LPV_LK_HEAD, LPV_LK_HEAD_DIST } lpv_layer_kind;
 
+/* 1 for the four linears of a block (qkv, proj, fc1, fc2): the layers int8, BF16 and the codebooks quantize. */
+static inline int lpv_layer_kind_is_block(lpv_layer_kind k) {
+    return k == LPV_LK_QKV || k == LPV_LK_PROJ || k == LPV_LK_FC1 || k == LPV_LK_FC2;
+}
+
 typedef struct {
     char name[64];        /* timm module name, e.g. "blocks.3.attn.qkv" */
     lpv_layer_kind kind;

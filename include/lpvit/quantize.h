@@ -36,10 +36,8 @@ typedef struct {
     double err_rtn[LPV_MAX_LAYERS], err_gptq[LPV_MAX_LAYERS];
 } lpv_gptq_info;
 
-/* Stores L (FP32 weights already on g, dense or BSR) as the engine's int8 or codebook layer on exactly g. */
-lpv_status lpv_gptq_apply(lpv_model *m, lpv_linear *L, const lpv_gptq_grid *g, const char *name, lpv_err *err);
-
-/* s->want[i] = 1 for the block linears of m (the layers lpv_model_quantize_gptq needs statistics of). */
+/* s->want[i] = 1 for the block linears of m (the layers lpv_model_quantize_gptq needs statistics of), and
+ * s->prefix_weight = m's patch count: each image's cls (and dist) token counts as much as all its patches. */
 void lpv_gptq_want(lpv_model *m, lpv_model_stats *s);
 
 /* Quantizes every block linear of m (FP32, dense or BSR) as described above. Layers already int8 or without

@@ -206,7 +206,7 @@ typedef struct lpv_gptq_opts {
 /* {int8, act_order 1, bias 1, weighted_fit 1, lpv_recon_defaults()} */
 lpv_gptq_opts lpv_gptq_defaults(void);
 
-/* The grid one layer was put on, so that the engine stores it on exactly that grid (lpv_gptq_apply). */
+/* The grid one layer was put on, so that the engine stores it on exactly that grid. */
 typedef struct lpv_gptq_grid {
     int codebook_k;                    /* 0: int8 (scale per row, integers -127..127); else the levels' count */
     float levels[LPV_CODEBOOK_MAX];

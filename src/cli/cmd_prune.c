@@ -87,7 +87,6 @@ static lpv_status quantize_pruned(prune_cmd *c, lpv_model *m, const lpv_dataset 
     lpv_model_stats s;
     memset(&s, 0, sizeof s);
     lpv_gptq_want(m, &s);
-    s.prefix_weight = m->cfg.n_tokens - m->cfg.n_prefix; /* the cls token weighs as much as the patches (quantize.h) */
     lpv_skips sk = {0};
     lpv_gptq_opts o = lpv_gptq_defaults();
     o.codebook = K;

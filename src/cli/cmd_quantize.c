@@ -47,28 +47,20 @@ static lpv_status open_calib(lpv_dataset *ds, const char *dir, int n, int seed, 
 }
 
 /* Input statistics of every block linear over the calibration images, then the GPTQ sweep. */
+/* *cls_weight: the prefix tokens' weight in the statistics (0: lpv_gptq_want's default, returned). */
 static lpv_status run_gptq(lpv_model *m, const lpv_preproc *pp, const lpv_dataset *ds, const lpv_gptq_opts *o,
-                           int cls_weight, lpv_gptq_info *gi, lpv_skips *skips, lpv_err *err) {
+                           int *cls_weight, lpv_gptq_info *gi, lpv_skips *skips, lpv_err *err) {
     lpv_model_stats s;
     memset(&s, 0, sizeof s);
     lpv_gptq_want(m, &s);
-    s.prefix_weight = cls_weight;
+    if (*cls_weight) s.prefix_weight = *cls_weight;
+    else *cls_weight = s.prefix_weight;
     double t0 = lpv_now();
-    LPV_TRY(lpv_collect_input_stats(m, ds, pp, 32, skips, &s, err));
+    LPV_TRY(lpv_collect_input_stats(m, ds, pp, 32, skips, &s, err)); /* fails when no image could be read */
     lpv_info("input statistics of %lld images in %.1f s", (long long)s.images, lpv_now() - t0);
-    if (skips->n == ds->n) {
-        lpv_model_stats_free(&s);
-        return lpv_fail(err, LPV_E_IO, "--calib-dir: none of the %d images could be read (first: %s)", ds->n,
-                        skips->first_reason);
-    }
     lpv_status st = lpv_model_quantize_gptq(m, &s, o, gi, err);
     lpv_model_stats_free(&s);
     return st;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 /* The sweep's per-layer output errors: one summary line, or the JSON report. */
@@ -79,9 +71,8 @@ static lpv_status print_gptq(const lpv_model *m, const lpv_gptq_info *gi, const 
     int n = lpv_model_layers((lpv_model *)m, refs, LPV_MAX_LAYERS), k = 0;
     double a[LPV_MAX_LAYERS], b[LPV_MAX_LAYERS];
     for (int i = 0; i < n; i++)
-        if (gi->err_rtn[i] > 0 || gi->err_gptq[i] > 0) a[k] = gi->err_rtn[i], b[k++] = gi->err_gptq[i];
-    qsort(a, (size_t)k, sizeof *a, cmp_d), qsort(b, (size_t)k, sizeof *b, cmp_d);
-    double ma = k ? a[k / 2] : 0, mb = k ? b[k / 2] : 0;
+        if (lpv_layer_kind_is_block(refs[i].kind)) a[k] = gi->err_rtn[i], b[k++] = gi->err_gptq[i];
+    double ma = k ? lpv_median(a, k) : 0, mb = k ? lpv_median(b, k) : 0;
     if (!json) {
         printf("quantized       %d block linears with error feedback (GPTQ, %s order) in %.1f s\n", gi->layers,
                o->act_order ? "act" : "index", gi->seconds);
@@ -111,7 +102,7 @@ static lpv_status print_gptq(const lpv_model *m, const lpv_gptq_info *gi, const 
     cJSON_AddNumberToObject(q, "median_err_gptq", mb);
     cJSON *ls = cJSON_AddArrayToObject(q, "layers");
     for (int i = 0; i < n; i++) {
-        if (!(gi->err_rtn[i] > 0 || gi->err_gptq[i] > 0)) continue;
+        if (!lpv_layer_kind_is_block(refs[i].kind)) continue;
         cJSON *l = cJSON_CreateObject();
         cJSON_AddStringToObject(l, "name", refs[i].name);
         cJSON_AddNumberToObject(l, "err_rtn", gi->err_rtn[i]);
@@ -192,11 +183,10 @@ int cmd_quantize(int argc, char **argv) {
             return cli_usage_error("--gptq-order: expected act or index, got '%s'", order);
         }
         go.act_order = strcmp(order, "act") == 0;
-        if (!cls_weight) cls_weight = m->cfg.n_tokens - m->cfg.n_prefix; /* the patches */
         if (lpv_model_has_int8(m))
             st = lpv_fail(&err, LPV_E_ARG, "'%s' is int8 already: --calib-dir quantizes an FP32 model", m->path);
         else if ((st = open_calib(&ds, calib_dir, calib_size, seed, &err)) == LPV_OK)
-            st = run_gptq(m, &cm.pp, &ds, &go, cls_weight, &gi, &sk, &err);
+            st = run_gptq(m, &cm.pp, &ds, &go, &cls_weight, &gi, &sk, &err);
     } else {
         if (lpv_model_has_int8(m) && !K) lpv_warn("'%s' is already int8: its int8 weights are written as they are", m->path);
         st = K ? lpv_model_quantize_codebook(m, K, &err) : lpv_model_quantize_int8(m, 32, 32, &err);

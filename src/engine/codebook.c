@@ -179,10 +179,6 @@ lpv_status lpv_kmeans1d_ref(const float *x, int64_t n, int K, int iters, float *
 
 /* ---- a model's block linears ---- */
 
-static int block_kind(lpv_layer_kind k) {
-    return k == LPV_LK_QKV || k == LPV_LK_PROJ || k == LPV_LK_FC1 || k == LPV_LK_FC2;
-}
-
 /* The in-range values of L's weights (dense: all of w; BSR: the kept blocks without their edge padding), as
    pointers into the layer, so they can be read and then overwritten, and each one's output row (row[k]). */
 static float **weight_slots(const lpv_linear *L, int64_t *n, int32_t **row) {
@@ -299,7 +295,7 @@ lpv_status lpv_model_quantize_codebook(lpv_model *m, int K, lpv_err *err) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int nl = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
     for (int i = 0; i < nl; i++)
-        if (block_kind(refs[i].kind)) LPV_TRY(quantize_layer(m, &refs[i], K, err));
+        if (lpv_layer_kind_is_block(refs[i].kind)) LPV_TRY(quantize_layer(m, &refs[i], K, err));
     return LPV_OK;
 }
 

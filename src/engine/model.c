@@ -791,10 +791,6 @@ lpv_status lpv_model_pack_bf16(lpv_model *m, int R, int C, lpv_err *err) {
     return LPV_OK;
 }
 
-static int block_kind(lpv_layer_kind k) {
-    return k == LPV_LK_QKV || k == LPV_LK_PROJ || k == LPV_LK_FC1 || k == LPV_LK_FC2;
-}
-
 lpv_status lpv_linear_quantize_int8(lpv_model *m, lpv_linear *L, const float *scale, int R, int C, const char *name,
                                     lpv_err *err) {
     if (!L->bsr && !L->blocked) {
@@ -815,7 +811,7 @@ lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, (int)(sizeof refs / sizeof *refs));
     for (int i = 0; i < n; i++)
-        if (block_kind(refs[i].kind) && !lpv_linear_has_int8(refs[i].lin))
+        if (lpv_layer_kind_is_block(refs[i].kind) && !lpv_linear_has_int8(refs[i].lin))
             LPV_TRY(lpv_linear_quantize_int8(m, refs[i].lin, NULL, R, C, refs[i].name, err));
     return LPV_OK;
 }

@@ -15,14 +15,17 @@
 #include "lpvit/cpu.h"
 
 
-static int block_linear(lpv_layer_kind k) {
-    return k == LPV_LK_QKV || k == LPV_LK_PROJ || k == LPV_LK_FC1 || k == LPV_LK_FC2;
-}
-
 void lpv_gptq_want(lpv_model *m, lpv_model_stats *s) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
-    for (int i = 0; i < n; i++) s->want[i] = block_linear(refs[i].kind);
+    for (int i = 0; i < n; i++) s->want[i] = lpv_layer_kind_is_block(refs[i].kind);
+    s->prefix_weight = m->cfg.n_tokens - m->cfg.n_prefix; /* the cls token weighs as much as the patches */
+}
+
+/* Stores L (FP32 weights already on g, dense or BSR) as the engine's int8 or codebook layer on exactly g. */
+static lpv_status store_on_grid(lpv_model *m, lpv_linear *L, const lpv_gptq_grid *g, const char *name, lpv_err *err) {
+    return g->codebook_k ? lpv_linear_set_codebook(m, L, g->levels, g->codebook_k, g->scale, name, err)
+                         : lpv_linear_quantize_int8(m, L, g->scale, 32, 32, name, err);
 }
 
 /* One block linear of the model (dense or BSR): its dense weights through lpv_gptq_layer, then onto the engine's
@@ -49,17 +52,13 @@ static lpv_status quantize_layer(lpv_model *m, const lpv_layer_ref *ref, const l
     if (s == LPV_OK && lpv_dist_size() > 1 && L->b) s = lpv_dist_bcast(L->b, sizeof(float) * (size_t)out, 0, err);
     if (s == LPV_OK) {
         lpv_linear_set_weights(L, W);
-        s = lpv_gptq_apply(m, L, &g, ref->name, err);
+        s = store_on_grid(m, L, &g, ref->name, err);
     }
     lpv_gptq_grid_free(&g);
     free(W), free(mean), free(mask);
     return s;
 }
 
-lpv_status lpv_gptq_apply(lpv_model *m, lpv_linear *L, const lpv_gptq_grid *g, const char *name, lpv_err *err) {
-    return g->codebook_k ? lpv_linear_set_codebook(m, L, g->levels, g->codebook_k, g->scale, name, err)
-                         : lpv_linear_quantize_int8(m, L, g->scale, 32, 32, name, err);
-}
 
 lpv_status lpv_model_quantize_gptq(lpv_model *m, const lpv_model_stats *s, const lpv_gptq_opts *o,
                                    lpv_gptq_info *info, lpv_err *err) {
@@ -75,7 +74,7 @@ lpv_status lpv_model_quantize_gptq(lpv_model *m, const lpv_model_stats *s, const
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
     for (int i = 0; i < n; i++) {
-        if (!block_linear(refs[i].kind)) continue;
+        if (!lpv_layer_kind_is_block(refs[i].kind)) continue;
         if (lpv_linear_has_int8(refs[i].lin))
             return lpv_fail(err, LPV_E_ARG, "'%s' is int8 already: quantize the FP32 model", refs[i].name);
         if (i >= s->n || !s->want[i] || !s->st[i].H || s->st[i].in != refs[i].lin->in)
@@ -85,7 +84,7 @@ lpv_status lpv_model_quantize_gptq(lpv_model *m, const lpv_model_stats *s, const
     lpv_progress_begin(&bar, n, "quantize");
     lpv_status st = LPV_OK;
     for (int i = 0; i < n && st == LPV_OK; i++) {
-        if (block_linear(refs[i].kind)) {
+        if (lpv_layer_kind_is_block(refs[i].kind)) {
             lpv_gptq_layer_info li = {0};
             st = quantize_layer(m, &refs[i], &s->st[i], o, &li, err);
             info->err_rtn[i] = li.err_rtn, info->err_gptq[i] = li.err_gptq;

@@ -163,16 +163,6 @@ TVNNI void lpv__q8_minmax_avx512(float *lo, float *hi, const float *X, int ld, i
 
 /* ---- AVX2 ---- */
 
-/* acc + vpmaddwd(x, w) as one asm statement: written as intrinsics, gcc reassociates a k-step's two halves into
- * madd + madd before the add (the sums of int32 are associative) and keeps the products live, which needs more
- * than 16 ymm registers and spills accumulators (seen in objdump, gcc 12) */
-LPV_VINLINE T256 __m256i madd_acc(__m256i acc, __m256i x, __m256i w) {
-    __m256i t;
-    __asm__("vpmaddwd %[w], %[x], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
-            : [acc] "+x"(acc), [t] "=&x"(t)
-            : [x] "x"(x), [w] "x"(w));
-    return acc;
-}
 
 /* The MR x NV tile (MR rows, NV = 1..6 vectors of 8 tokens) over the group's widened panel (X16): per quad,
  * for each half (even pairs (u0, u2) then odd pairs (u1, u3), rows 2p and 2p + 1 of X16) MR weight broadcasts
@@ -213,7 +203,7 @@ LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, con
                 for (int j = 0; j < NV; j++) {
                     __m256i x = _mm256_loadu_si256((const __m256i *)(xk + h * ldx + 8 * j));
 #pragma GCC unroll 4
-                    for (int i = 0; i < MR; i++) acc[i][j] = madd_acc(acc[i][j], x, wv[i]);
+                    for (int i = 0; i < MR; i++) acc[i][j] = lpv__madd_acc(acc[i][j], x, wv[i]);
                 }
             }
         }

@@ -52,23 +52,17 @@ LPV_TARGET_AVX512BF16 float lpv__peak_avx512bf16(int64_t steps, float m, float c
     return _mm512_reduce_add_ps(r);
 }
 
-/* acc + vpmaddwd(x, w) as one asm statement, as the AVX2 int8 kernel issues it (bsr_q8.c): with loop-invariant
- * x and w the product cannot be hoisted (the statement writes acc), and no chain runs through vpmaddwd. Written
- * with intrinsics as acc + madd(acc, w) instead, every step waits on the product (5 + 1 cycles a chain) and the
- * loop measured 0.95x the FMA rate on an Intel Xeon where the kernel itself ran at 1.25x and this loop at 1.42x. */
-LPV_VINLINE LPV_TARGET_AVX2 __m256i peak_madd_acc(__m256i acc, __m256i x, __m256i w) {
-    __m256i t;
-    __asm__("vpmaddwd %[w], %[x], %[t]\n\tvpaddd %[t], %[acc], %[acc]" : [acc] "+x"(acc), [t] "=&x"(t) : [x] "x"(x), [w] "x"(w));
-    return acc;
-}
-
+/* The kernel's own step (vmath.h lpv__madd_acc) on loop-invariant x and w: the product cannot be hoisted (the
+ * statement writes acc), and no chain runs through vpmaddwd. Written with intrinsics as acc + madd(acc, w)
+ * instead, every step waits on the product (5 + 1 cycles a chain) and the loop measured 0.95x the FMA rate on
+ * an Intel Xeon where the kernel itself ran at 1.25x and this loop at 1.42x. */
 LPV_TARGET_AVX2 float lpv__peak_madd16(int64_t steps, float m, float c) {
     /* x is 0 at run time (m < 2; the compiler cannot know it): the sums never move, so no lane wraps */
     __m256i x = _mm256_set1_epi16((short)(m > 2 ? 1 : 0)), w = _mm256_set1_epi16((short)(c > 0 ? 3 : 5));
 #define SETI(v) _mm256_set1_epi32((int)((v)*10))
     ACC12(__m256i, SETI);
 #undef SETI
-#define OP(a) peak_madd_acc(a, x, w)
+#define OP(a) lpv__madd_acc(a, x, w)
     for (int64_t s = 0; s < steps; s++) STEP12(OP);
 #undef OP
     __m256i r = SUM12(_mm256_add_epi32);

@@ -305,6 +305,14 @@ LPV_VINLINE LPV_TARGET_AVX512 void att_values(float *out, const float *vh, int l
     }
 }
 
+/* The lanes of a tile's nv query vectors that hold one of its nq queries. */
+static inline void att_query_masks(__mmask16 *qm, int nv, int nq) {
+    for (int v = 0; v < nv; v++) {
+        int c = nq - 16 * v;
+        qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);
+    }
+}
+
 /* Each step is its own function, specialized on nv: inlined into one body,
  * GCC kept softmax constants and the inv vectors live across the AV loop and
  * spilled two of its three St vectors to the stack every key. */
@@ -327,10 +335,7 @@ LPV_VINLINE LPV_TARGET_AVX512 void att_values(float *out, const float *vh, int l
                                                float *St, int T, int hd, float scale, int nq) {                        \
         __mmask16 qm[ATT_QV];                                                                                          \
         float inv[ATT_LD];                                                                                             \
-        for (int v = 0; v < NV; v++) {                                                                                 \
-            int c = nq - 16 * v;                                                                                       \
-            qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);                                         \
-        }                                                                                                              \
+        att_query_masks(qm, NV, nq);                                                                                   \
         att_scores##NV(St, q, ld, kp, T, hd, qm);                                                                      \
         att_softmax##NV(St, inv, T, scale);                                                                            \
         att_values##NV(o, vh, ld, St, inv, T, hd, qm);                                                                 \
@@ -691,10 +696,7 @@ LPV_VINLINE T512BF void bf_values(float *out, int ld, const uint32_t *vp, const 
                                    uint32_t *qp, float *St, int T, int hd, float scale, int nq) {                      \
         __mmask16 qm[ATT_QV];                                                                                          \
         float inv[ATT_LD];                                                                                             \
-        for (int v = 0; v < NV; v++) {                                                                                 \
-            int c = nq - 16 * v;                                                                                       \
-            qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);                                         \
-        }                                                                                                              \
+        att_query_masks(qm, NV, nq);                                                                                   \
         bf_pack_queries(qp, q, ld, hd, NV, qm);                                                                        \
         bf_scores##NV(St, qp, kp, T, hd);                                                                              \
         bf_softmax##NV(St, inv, T, scale);                                                                             \
@@ -921,15 +923,12 @@ LPV_VINLINE TQ8 void q8_values(const q8_att_scratch *x, float *out, int ld, cons
                                                             const float *inv, int T, int hd, const __mmask16 *qm) {    \
         q8_values(x, out, ld, inv, T, hd, NV, qm);                                                                     \
     }                                                                                                                  \
-    TQ8 static void q8_tile##NV(const q8_att_scratch *x, float *o, const float *q, int ld, int T, int hd, float scale, \
+    TQ8 static void q8_tile##NV(q8_att_scratch *x, float *o, const float *q, int ld, int T, int hd, float scale,       \
                                 int nq) {                                                                              \
         __mmask16 qm[ATT_QV];                                                                                          \
         float inv[ATT_LD];                                                                                             \
-        for (int v = 0; v < NV; v++) {                                                                                 \
-            int c = nq - 16 * v;                                                                                       \
-            qm[v] = c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << c) - 1u);                                         \
-        }                                                                                                              \
-        q8_pack_queries((q8_att_scratch *)x, q, ld, hd, NV, qm);                                                       \
+        att_query_masks(qm, NV, nq);                                                                                   \
+        q8_pack_queries(x, q, ld, hd, NV, qm);                                                                         \
         q8_scores##NV(x, T, hd);                                                                                       \
         att_softmax##NV(x->St, inv, T, scale);                                                                         \
         q8_values##NV(x, o, ld, inv, T, hd, qm);                                                                       \

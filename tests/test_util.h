@@ -1,7 +1,7 @@
 /*
  * test_util.h — what several tests build the same way (header-only): a
- * random model of a given shape, a tensor read from a safetensors file
- * as F32 (the fixtures), and what the file tests look at in a folder. Needs
+ * random model of a given shape, the committed mini ImageFolder and its images as one batch, a tensor read
+ * from a safetensors file as F32 (the fixtures), and what the file tests look at in a folder. Needs
  * test.h first.
  */
 #ifndef LPVIT_TEST_UTIL_H
@@ -10,8 +10,10 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include "lpvit/dataset.h"
 #include "lpvit/fileio.h"
 #include "lpvit/forward.h"
+#include "lpvit/loader.h"
 #include "lpvit/model.h"
 #include "lpvit/safetensors.h"
 
@@ -26,6 +28,31 @@ static inline lpv_model *test_random_model(int dim, int depth, int heads, int ml
     lpv_err err;
     CHECK_OK(lpv_model_random(&m, &c, seed, &err), &err);
     return m;
+}
+
+/* The committed mini ImageFolder (tests/data/imagenet-mini, the default class list), preprocessed at img px. */
+static inline void test_mini_set(lpv_dataset *ds, lpv_synsets *syn, lpv_preproc *pp, int img) {
+    lpv_err err;
+    CHECK_OK(lpv_synsets_load(syn, LPVIT_SOURCE_DIR "/models/synset_words.txt", &err), &err);
+    CHECK_OK(lpv_dataset_imagefolder(ds, LPVIT_SOURCE_DIR "/tests/data/imagenet-mini", syn, &err), &err);
+    *pp = lpv_preproc_default();
+    pp->img_size = img;
+}
+
+/* Every image of ds as one batch (malloc'd (n, 3, S, S), S = pp->img_size); *n their count. */
+static inline float *test_all_images(const lpv_dataset *ds, const lpv_preproc *pp, int *n) {
+    lpv_err err;
+    lpv_loader *L;
+    lpv_loader_opts lo = {ds->n, 1, 1, NULL};
+    CHECK_OK(lpv_loader_open(&L, ds, pp, &lo, &err), &err);
+    lpv_batch b;
+    CHECK_OK(lpv_loader_next(L, &b, &err), &err);
+    size_t bytes = sizeof(float) * (size_t)b.n * 3 * pp->img_size * pp->img_size;
+    float *x = malloc(bytes);
+    memcpy(x, b.x, bytes);
+    *n = b.n;
+    lpv_loader_close(L);
+    return x;
 }
 
 /* out (B, classes) <- m's logits for images x (B, 3, S, S). */

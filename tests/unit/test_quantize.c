@@ -15,22 +15,11 @@
 #include "lpvit/cpu.h"
 #include "lpvit/forward.h"
 #include "lpvit/linear.h"
-#include "lpvit/loader.h"
 #include "lpvit/quantize.h"
 #include "lpvit/refine.h"
 #include "lpvit/rng.h"
 #include "test.h"
-
-static lpv_model *model(void) {
-    lpv_config c;
-    memset(&c, 0, sizeof c);
-    c.dim = 64, c.depth = 3, c.heads = 2, c.mlp = 128, c.patch = 16, c.img = 48, c.chans = 3, c.classes = 1000;
-    c.n_prefix = 1, c.n_outputs = 1;
-    lpv_model *m;
-    lpv_err err;
-    CHECK_OK(lpv_model_random(&m, &c, 33, &err), &err);
-    return m;
-}
+#include "test_util.h"
 
 static lpv_model *clone(const lpv_model *m) {
     lpv_model *c;
@@ -51,14 +40,6 @@ static void tap_cls(void *ctx, int layer, const float *X, int ld, int ncols) {
     for (int t = 0; t < ncols; t += c->T)
         for (int i = 0; i < c->in; i++)
             for (int j = 0; j < c->in; j++) c->H[i * c->in + j] += (double)X[(int64_t)i * ld + t] * X[(int64_t)j * ld + t];
-}
-
-static void logits_of(const lpv_model *m, const float *x, int M, float *out) {
-    lpv_workspace ws;
-    lpv_err err;
-    CHECK_OK(lpv_workspace_init(&ws, &m->cfg, M, &err), &err);
-    CHECK_OK(lpv_forward_all(m, &ws, x, M, out, &err), &err);
-    lpv_workspace_free(&ws);
 }
 
 static void collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int w, lpv_model_stats *s) {
@@ -148,7 +129,7 @@ static void test_int8(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp
     /* the logits move less from the FP32 model's than round to nearest's */
     float *l0 = malloc(sizeof(float) * M * 1000), *lg = malloc(sizeof(float) * M * 1000),
           *ln = malloc(sizeof(float) * M * 1000);
-    logits_of(m, x, M, l0), logits_of(g, x, M, lg), logits_of(n, x, M, ln);
+    test_logits(m, x, M, l0), test_logits(g, x, M, lg), test_logits(n, x, M, ln);
     double kg = lpv_mean_kl(l0, lg, M, 1000), kn = lpv_mean_kl(l0, ln, M, 1000);
     printf("int8: KL to FP32, nearest %.3g, gptq %.3g\n", kn, kg);
     CHECKF(kg < kn, "gptq KL %.3g not below nearest %.3g", kg, kn);
@@ -226,7 +207,7 @@ static void test_codebook_bsr(lpv_model *m, const lpv_dataset *ds, const lpv_pre
     CHECK(lpv_model_has_codebook(back));
     float *la = malloc(sizeof(float) * M * 1000), *lb = malloc(sizeof(float) * M * 1000),
           *l0 = malloc(sizeof(float) * M * 1000), *ln = malloc(sizeof(float) * M * 1000);
-    logits_of(g, x, M, la), logits_of(back, x, M, lb), logits_of(p, x, M, l0), logits_of(n, x, M, ln);
+    test_logits(g, x, M, la), test_logits(back, x, M, lb), test_logits(p, x, M, l0), test_logits(n, x, M, ln);
     CHECK(memcmp(la, lb, sizeof(float) * M * 1000) == 0);
     double kg = lpv_mean_kl(l0, la, M, 1000), kn = lpv_mean_kl(l0, ln, M, 1000);
     printf("codebook 8, pruned: KL to FP32, nearest %.3g, gptq %.3g\n", kn, kg);
@@ -240,23 +221,13 @@ static void test_codebook_bsr(lpv_model *m, const lpv_dataset *ds, const lpv_pre
 
 int main(void) {
     lpv_threads_set(2);
-    lpv_err err;
     lpv_synsets syn;
-    CHECK_OK(lpv_synsets_load(&syn, LPVIT_SOURCE_DIR "/models/synset_words.txt", &err), &err);
     lpv_dataset ds;
-    CHECK_OK(lpv_dataset_imagefolder(&ds, LPVIT_SOURCE_DIR "/tests/data/imagenet-mini", &syn, &err), &err);
-    lpv_preproc pp = lpv_preproc_default();
-    pp.img_size = 48;
-    lpv_loader *L;
-    lpv_loader_opts lo = {ds.n, 1, 1, NULL};
-    CHECK_OK(lpv_loader_open(&L, &ds, &pp, &lo, &err), &err);
-    lpv_batch b;
-    CHECK_OK(lpv_loader_next(L, &b, &err), &err);
-    int M = b.n;
-    float *x = malloc(sizeof(float) * (size_t)M * 3 * 48 * 48);
-    memcpy(x, b.x, sizeof(float) * (size_t)M * 3 * 48 * 48);
-    lpv_loader_close(L);
-    lpv_model *m = model();
+    lpv_preproc pp;
+    test_mini_set(&ds, &syn, &pp, 48);
+    int M;
+    float *x = test_all_images(&ds, &pp, &M);
+    lpv_model *m = test_random_model(64, 3, 2, 128, 48, 1000, 0, 33);
     test_prefix_weight(m, &ds, &pp, x, M);
     test_int8(m, &ds, &pp, x, M);
     test_codebook_bsr(m, &ds, &pp, x, M);

@@ -15,6 +15,7 @@
 #include "lpvit/refine.h"
 #include "lpvit/rng.h"
 #include "test.h"
+#include "test_util.h"
 
 static lpv_model *model(void) {
     lpv_config c;
@@ -93,11 +94,9 @@ int main(void) {
     lpv_threads_set(2);
     lpv_err err;
     lpv_synsets syn;
-    CHECK_OK(lpv_synsets_load(&syn, LPVIT_SOURCE_DIR "/models/synset_words.txt", &err), &err);
     lpv_dataset ds;
-    CHECK_OK(lpv_dataset_imagefolder(&ds, LPVIT_SOURCE_DIR "/tests/data/imagenet-mini", &syn, &err), &err);
-    lpv_preproc pp = lpv_preproc_default();
-    pp.img_size = 48;
+    lpv_preproc pp;
+    test_mini_set(&ds, &syn, &pp, 48);
     lpv_model *m = model(), *dense = model();
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
@@ -109,15 +108,8 @@ int main(void) {
     CHECK_OK(lpv_collect_input_stats(m, &ds, &pp, 5, NULL, &s, &err), &err);
     CHECK(s.images == ds.n && s.want[8] && s.st[8].in == 128);
     ref_tap rt = {8, calloc(128 * 128, sizeof(double)), 128};
-    lpv_loader *L;
-    lpv_loader_opts lo = {ds.n, 1, 1, NULL};
-    CHECK_OK(lpv_loader_open(&L, &ds, &pp, &lo, &err), &err);
-    lpv_batch b;
-    CHECK_OK(lpv_loader_next(L, &b, &err), &err);
-    int M = b.n;
-    float *x = malloc(sizeof(float) * (size_t)M * 3 * 48 * 48), *dl = malloc(sizeof(float) * (size_t)M * 1000);
-    memcpy(x, b.x, sizeof(float) * (size_t)M * 3 * 48 * 48);
-    lpv_loader_close(L);
+    int M;
+    float *x = test_all_images(&ds, &pp, &M), *dl = malloc(sizeof(float) * (size_t)M * 1000);
     lpv_workspace ws;
     CHECK_OK(lpv_workspace_init(&ws, &m->cfg, M, &err), &err);
     ws.tap = tap_ref, ws.tap_ctx = &rt;

@@ -64,6 +64,8 @@ lpv_status lpv_dist_sum_i64(int64_t *x, int64_t n, lpv_err *err);
 /* Collective, in place: element-wise maximum (gathers per-rank slots: each rank fills its own, INT_MIN
  * elsewhere). */
 lpv_status lpv_dist_max_i32(int *x, int64_t n, lpv_err *err);
+/* Collective, in place: element-wise maximum of every rank's x (NaN-free input). */
+lpv_status lpv_dist_max_f32(float *x, int64_t n, lpv_err *err);
 /* Collective: rank `root`'s bytes into every rank's buf. */
 lpv_status lpv_dist_bcast(void *buf, size_t bytes, int root, lpv_err *err);
 /* Collective: every rank's text (NUL-terminated) joined in rank order into *all (malloc'd, the caller frees it),

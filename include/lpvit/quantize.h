@@ -24,8 +24,10 @@
 
 #include "lpvit/error.h"
 #include "lpvit/model.h"
+#include "lpvit/actscale.h"
 #include "lpvit/recon.h"
 #include "lpvit/reconstruct.h"
+#include "lpvit/smooth.h"
 
 typedef struct {
     int layers;                                 /* layers quantized */
@@ -45,5 +47,41 @@ void lpv_gptq_want(lpv_model *m, lpv_model_stats *s);
  * Under mpirun every rank computes the same weights from the same summed statistics. */
 lpv_status lpv_model_quantize_gptq(lpv_model *m, const lpv_model_stats *s, const lpv_gptq_opts *o,
                                    lpv_gptq_info *info, lpv_err *err);
+
+/* The whole calibrated quantization, as `lpvit quantize --calib-dir` and `lpvit prune --quant` run it: the input
+ * statistics of every block linear over ds (prefix tokens weighted prefix_weight times, 0: lpv_gptq_want's
+ * default, returned), SmoothQuant when smooth.alpha > 0 (smooth.h; the statistics rescaled, not collected
+ * again), with act != LPV_ACT_TOKEN one more FP32 pass for the static input grids (actscale.h) of the layers
+ * whose kind is in act_kinds (bit 1 << lpv_layer_kind), then GPTQ's sweep (gptq_rounding) or round to nearest
+ * on the same grid. Int8 only for the static grids (a codebook runs in FP32). Collective under mpirun. */
+typedef struct {
+    lpv_gptq_opts gptq;       /* gptq.codebook: K levels, 0 int8 */
+    int gptq_rounding;        /* 0: round to nearest */
+    lpv_smooth_opts smooth;   /* smooth.alpha 0: no smoothing */
+    int prefix_weight;
+    int batch;                /* images per statistics pass (0: 32) */
+    lpv_act_mode act;         /* the inputs' grids: per token at run time (default), or static minmax / mse */
+    unsigned act_kinds;       /* with a static act: which block linears get one (default qkv, proj, fc1, fc2) */
+} lpv_quant_calib_opts;
+
+#define LPV_ACT_KINDS_ALL ((1u << LPV_LK_QKV) | (1u << LPV_LK_PROJ) | (1u << LPV_LK_FC1) | (1u << LPV_LK_FC2))
+
+typedef struct {
+    int64_t images;           /* images the statistics saw */
+    double stats_seconds;
+    lpv_gptq_info gptq;       /* zero unless gptq_rounding */
+    lpv_smooth_info smooth;   /* zero unless smooth.alpha > 0 */
+    int act_layers;           /* layers given a static input grid */
+    /* per layer: the grid, and the squared error per value of quantizing its calibration inputs on it and
+       on the min-max grid (the baseline) */
+    lpv_qact act[LPV_MAX_LAYERS];
+    double act_mse[LPV_MAX_LAYERS], act_mse_minmax[LPV_MAX_LAYERS];
+} lpv_quant_calib_info;
+
+/* {lpv_gptq_defaults(), 1, lpv_smooth_defaults() with alpha 0, 0, 32, LPV_ACT_TOKEN, LPV_ACT_KINDS_ALL} */
+lpv_quant_calib_opts lpv_quant_calib_defaults(void);
+lpv_status lpv_model_quantize_calibrated(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp,
+                                         lpv_quant_calib_opts *o, lpv_quant_calib_info *info, lpv_skips *skips,
+                                         lpv_err *err);
 
 #endif

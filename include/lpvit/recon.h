@@ -18,6 +18,8 @@
  *                 symmetric matrix works as well; lpv_stats_symmetrize mirrors
  *                 it for other users.
  *   sum (in)      Σ x, in double.
+ *   amax (in)     max |x| per feature over the inputs (what SmoothQuant's
+ *                 factors read, smooth.h); of x̃ in cross mode.
  *   G   (in, in)  cross statistics Σ x x̃ᵀ, full (cross mode only).
  * Sequential ("cross") mode: the layer of the pruned model sees x̃ while the
  * dense model's layer saw x for the same token. lpv_stats_accumulate_cross
@@ -89,6 +91,7 @@ typedef struct {
     int in;
     float *H;          /* (in, in) Σ x̃ x̃ᵀ, upper triangle (j >= i) accumulated */
     double *sum;       /* (in) Σ x̃ */
+    float *amax;       /* (in) max |x̃| per feature */
     int64_t n;         /* columns (tokens) accumulated */
     float *G;          /* (in, in) Σ x x̃ᵀ, full; cross mode only, else NULL */
     double *sum_dense; /* (in) Σ x of the dense model; cross mode only, else NULL */
@@ -114,11 +117,11 @@ lpv_recon_opts lpv_recon_defaults(void);
 /* Zeroed statistics for `in` features; cross != 0 also allocates G and sum_dense. */
 lpv_status lpv_stats_init(lpv_layer_stats *s, int in, int cross, lpv_err *err);
 void lpv_stats_free(lpv_layer_stats *s);
-/* Under mpirun (dist.h), collective: every rank's H, sum, n (and G, sum_dense) added, identical on all ranks
- * afterwards; with one rank a no-op. */
+/* Under mpirun (dist.h), collective: every rank's H, sum, n (and G, sum_dense) added, amax the ranks' maximum,
+ * identical on all ranks afterwards; with one rank a no-op. */
 lpv_status lpv_stats_sum_ranks(lpv_layer_stats *s, lpv_err *err);
 /* H += X Xᵀ (upper triangle, ssyrk; row bands over the threads), sum += Σ x,
- * n += ncols. X (in, ncols) with row stride ld >= ncols. */
+ * amax = max(amax, |x|), n += ncols. X (in, ncols) with row stride ld >= ncols. */
 void lpv_stats_accumulate(lpv_layer_stats *s, const float *X, int ld, int ncols);
 void lpv_stats_accumulate_ref(lpv_layer_stats *s, const float *X, int ld, int ncols);
 /* The same with every column counted w >= 1 times: H += w X Xᵀ, sum += w Σ x, n += w · ncols.

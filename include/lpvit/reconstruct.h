@@ -84,6 +84,12 @@ typedef struct {
  * (dist.h), collective: each rank passes its share, every rank gets the sums over all. */
 lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
                                    lpv_skips *skips, lpv_model_stats *s, lpv_err *err);
+/* The pass under it: m's forward over this rank's share of ds (batch images at a time, a progress bar named
+ * what), tap(ctx, layer, X, ld, ncols) on every linear input; *images = the images this rank ran. Collective
+ * (one rank's failure is every rank's); reducing what the tap gathered is the caller's. */
+typedef void (*lpv_tap_fn)(void *ctx, int layer, const float *X, int ld, int ncols);
+lpv_status lpv_tap_pass(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch, lpv_skips *skips,
+                        lpv_tap_fn tap, void *ctx, const char *what, int64_t *images, lpv_err *err);
 void lpv_model_stats_free(lpv_model_stats *s);
 
 /* What the heads' refit needs of its target model, recorded by one sequential pass (the final-norm

@@ -689,6 +689,21 @@ int cli_codebook_levels(const char *s) {
     return end != s + 9 && *end == 0 && k >= 1 && k <= 256 ? (int)k : -1;
 }
 
+unsigned cli_block_kinds(const char *s) {
+    static const struct { const char *name; lpv_layer_kind k; } tab[] = {
+        {"qkv", LPV_LK_QKV}, {"proj", LPV_LK_PROJ}, {"fc1", LPV_LK_FC1}, {"fc2", LPV_LK_FC2}};
+    unsigned out = 0;
+    for (const char *p = s; *p;) {
+        size_t n = strcspn(p, ",");
+        int hit = 0;
+        for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+            if (strlen(tab[i].name) == n && strncmp(p, tab[i].name, n) == 0) out |= 1u << tab[i].k, hit = 1;
+        if (!hit) return 0;
+        p += n + (p[n] == ',');
+    }
+    return out;
+}
+
 void cli_dist_begin(void) {
     g_out.rank = lpv_dist_rank();
     if (g_out.rank == 0) return;

@@ -130,6 +130,9 @@ void cli_output_init(void);
 void cli_quiet(int quiet);
 /* "codebook:K" -> K (1..256), else -1 (prune --quant, quantize --codebook take K itself). */
 int cli_codebook_levels(const char *s);
+/* "qkv,fc1" -> the bits 1 << lpv_layer_kind of those block linears (qkv, proj, fc1, fc2); 0 when empty or a
+ * name is unknown (quantize --act-layers, prune --quant-act-layers). */
+unsigned cli_block_kinds(const char *s);
 /* Under an MPI launcher (dist.h), after lpv_dist_init: a rank other than 0 prints nothing on stdout, only its
  * warnings on stderr (prefixed "rank N"), and its errors only when the failure was its alone. */
 void cli_dist_begin(void);

@@ -69,43 +69,50 @@ typedef struct {
     int codebook; /* --quant codebook:K: K, else 0 */
     const char *rounding; /* --quant-rounding: gptq or nearest */
     int quant_images;     /* --quant-images */
+    double smooth;        /* --quant-smooth: SmoothQuant's alpha, 0 off */
+    lpv_act_mode act;     /* --quant-act */
+    unsigned act_kinds;   /* --quant-act-layers */
 } prune_cmd;
 
-/* --quant on the pruned model: GPTQ under its input statistics over quant_images of the calibration images the
- * prune chose (its seeded sample of --calib-size), spread over them; or round to nearest (no calibration
- * folder, or --quant-rounding nearest). *gptq says which ran. */
+/* --quant on the pruned model: GPTQ (and --quant-smooth) under its input statistics over quant_images of the
+ * calibration images the prune chose (its seeded sample of --calib-size), spread over them; or round to nearest
+ * (no calibration folder, or --quant-rounding nearest without smoothing). */
 static lpv_status quantize_pruned(prune_cmd *c, lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp,
-                                  lpv_gptq_info *gi, int *gptq, lpv_err *err) {
+                                  lpv_quant_calib_opts *qo, lpv_quant_calib_info *qi, lpv_err *err) {
     prune_flags *f = &c->pf;
     int K = c->codebook;
-    *gptq = f->calib_dir && strcmp(c->rounding, "gptq") == 0;
-    if (!*gptq) return K ? lpv_model_quantize_codebook(m, K, err) : lpv_model_quantize_int8(m, 32, 32, err);
+    *qo = lpv_quant_calib_defaults();
+    qo->gptq.codebook = K, qo->gptq_rounding = f->calib_dir && strcmp(c->rounding, "gptq") == 0;
+    qo->smooth.alpha = c->smooth, qo->act = c->act, qo->act_kinds = c->act_kinds;
+    if (!qo->gptq_rounding && !(c->smooth > 0) && c->act == LPV_ACT_TOKEN)
+        return K ? lpv_model_quantize_codebook(m, K, err) : lpv_model_quantize_int8(m, 32, 32, err);
     lpv_dataset v;
     LPV_TRY(lpv_dataset_view(&v, ds, err));
     lpv_status st = f->p.calib_size < v.n ? lpv_dataset_sample(&v, f->p.calib_size, f->p.seed, err) : LPV_OK;
     if (st == LPV_OK) lpv_dataset_spread(&v, c->quant_images);
-    lpv_model_stats s;
-    memset(&s, 0, sizeof s);
-    lpv_gptq_want(m, &s);
     lpv_skips sk = {0};
-    lpv_gptq_opts o = lpv_gptq_defaults();
-    o.codebook = K;
-    if (st == LPV_OK && (st = lpv_collect_input_stats(m, &v, pp, 32, &sk, &s, err)) == LPV_OK) {
-        st = lpv_model_quantize_gptq(m, &s, &o, gi, err);
-        lpv_model_stats_free(&s); /* (a failed collection frees them itself) */
-    }
+    if (st == LPV_OK) st = lpv_model_quantize_calibrated(m, &v, pp, qo, qi, &sk, err);
     lpv_skips_free(&sk);
     lpv_dataset_view_free(&v);
     return st;
 }
 
 /* The report's "quantization" entry. */
-static void quant_report(cJSON *rep, const prune_cmd *c, const lpv_gptq_info *gi, int gptq) {
+static void quant_report(cJSON *rep, lpv_model *m, const prune_cmd *c, const lpv_quant_calib_opts *qo,
+                         const lpv_quant_calib_info *qi) {
     cJSON_AddStringToObject(rep, "quantization", c->pf.quant ? c->pf.quant : "none");
     if (!c->pf.quant) return;
+    cJSON_AddNumberToObject(rep, "quantization_smooth_alpha", qo->smooth.alpha);
+    cJSON_AddStringToObject(rep, "quantization_inputs", lpv_act_mode_name(qo->act));
+    cJSON *al = cJSON_AddArrayToObject(rep, "quantization_static_inputs");
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int nl = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    for (int i = 0; i < nl && qo->act != LPV_ACT_TOKEN; i++)
+        if (qi->act[i].scale > 0) cJSON_AddItemToArray(al, cJSON_CreateString(refs[i].name));
     cJSON *q = cJSON_AddObjectToObject(rep, "quantization_rounding");
-    cJSON_AddStringToObject(q, "method", gptq ? "gptq" : "nearest");
-    if (!gptq) return;
+    cJSON_AddStringToObject(q, "method", qo->gptq_rounding ? "gptq" : "nearest");
+    if (!qo->gptq_rounding) return;
+    const lpv_gptq_info *gi = &qi->gptq;
     cJSON_AddNumberToObject(q, "images", c->quant_images);
     cJSON_AddNumberToObject(q, "seconds", gi->seconds);
     double a = 0, b = 0;
@@ -124,10 +131,12 @@ static lpv_status run_prune(prune_cmd *c, cli_model *cm, const lpv_dataset *ds, 
     lpv_status st = lpv_prune(m, &calib, &f->p, &r, err);
     r.seconds.load += open_s, r.seconds.list += list_s; /* opening the model and listing the folder: the CLI's part */
     double t = lpv_now();
-    int K = c->codebook, gptq = 0;
-    lpv_gptq_info gi;
-    memset(&gi, 0, sizeof gi);
-    if (st == LPV_OK && f->quant) st = quantize_pruned(c, m, ds, &cm->pp, &gi, &gptq, err); /* the pruned model */
+    int K = c->codebook;
+    lpv_quant_calib_opts qo = lpv_quant_calib_defaults();
+    lpv_quant_calib_info qi;
+    memset(&qi, 0, sizeof qi);
+    qo.gptq_rounding = 0;
+    if (st == LPV_OK && f->quant) st = quantize_pruned(c, m, ds, &cm->pp, &qo, &qi, err); /* the pruned model */
     if (st == LPV_OK && lpv_dist_rank() == 0) st = lpv_prune_save(m, &r, &cm->pp, c->out, err); /* one writer */
     st = lpv_dist_agree(st, err); /* under mpirun every rank learns how it went */
     r.seconds.write = lpv_now() - t;
@@ -135,14 +144,17 @@ static lpv_status run_prune(prune_cmd *c, cli_model *cm, const lpv_dataset *ds, 
     if (st == LPV_OK) {
         if (!(c->report && strcmp(c->report, "-") == 0)) {
             print_table(&r, c->out);
-            const char *how = gptq ? "rounded by gptq" : "rounded to nearest";
+            const char *how = qo.gptq_rounding ? (qo.smooth.alpha > 0 ? "smoothed, rounded by gptq" : "rounded by gptq")
+                                               : (qo.smooth.alpha > 0 ? "smoothed, rounded to nearest" : "rounded to nearest");
             if (f->quant && !K)
-                printf("quantized       int8 block linears (weights per output row, %s; inputs per token)\n", how);
+                printf("quantized       int8 block linears (weights per output row, %s; inputs %s)\n", how,
+                       qo.act == LPV_ACT_TOKEN ? "per token" : qi.act_layers == 4 * m->cfg.depth ? "on static grids"
+                                                                                             : "partly on static grids");
             if (K) printf("quantized       block linears on a codebook of %d levels per layer (uint8 codes, %s)\n", K, how);
         }
         if (c->report) {
             cJSON *rep = lpv_prune_report(m, &r, &cm->pp, c->out);
-            quant_report(rep, c, &gi, gptq);
+            quant_report(rep, m, c, &qo, &qi);
             st = cli_json_out(rep, c->report, err);
             cJSON_Delete(rep);
         }
@@ -157,7 +169,8 @@ int cmd_prune(int argc, char **argv) {
     prune_flags *f = &c.pf;
     prune_flags_init(f);
     c.rounding = "gptq", c.quant_images = 256;
-    cli_opt opts[3 * PRUNE_ROWS_MAX + 8];
+    const char *act = "token", *act_layers = "qkv,proj,fc1,fc2";
+    cli_opt opts[3 * PRUNE_ROWS_MAX + 12];
     int n = prune_rows_input(f, opts);
     opts[n++] = (cli_opt){"--target-flops", OPT_DOUBLE, &f->p.target_flops, "r", "keep this fraction of the prunable layers' FLOPs (required)", 0, 0, NULL};
     n += prune_rows_method(f, opts + n);
@@ -165,6 +178,9 @@ int cmd_prune(int argc, char **argv) {
     opts[n++] = (cli_opt){"--out", OPT_OUT, &c.out, "FILE", "pruned model (BSR safetensors; required)", 0, 0, NULL};
     opts[n++] = (cli_opt){"--json", OPT_OUT, &c.report, "FILE", "write the report as JSON ('-': stdout instead of the table; --report is the same)", 0, 0, NULL};
     opts[n++] = (cli_opt){"--quant-rounding", OPT_STR, &c.rounding, "R", "with --quant: gptq (default with a calibration folder: each layer's rounding errors compensated under its input statistics, as lpvit quantize --calib-dir) or nearest", 0, 0, NULL};
+    opts[n++] = (cli_opt){"--quant-smooth", OPT_DOUBLE, &c.smooth, "A", "with --quant int8: SmoothQuant with strength A in (0, 1] before rounding (as lpvit quantize --smooth; needs a calibration folder; default 0: off)", 0, 1, NULL};
+    opts[n++] = (cli_opt){"--quant-act", OPT_STR, &act, "M", "with --quant int8: the inputs' grids, token (per token at run time, default), mse or minmax (one static scale per layer input from the calibration images; as lpvit quantize --act-scales)", 0, 0, NULL};
+    opts[n++] = (cli_opt){"--quant-act-layers", OPT_STR, &act_layers, "LIST", "with a static --quant-act: which block linears (comma list of qkv, proj, fc1, fc2; default all four)", 0, 0, NULL};
     opts[n++] = (cli_opt){"--quant-images", OPT_INT, &c.quant_images, "N", "with --quant and gptq: calibration images (spread over the prune's) for the input statistics (default 256)", 1, 10000000, NULL};
     opts[n++] = (cli_opt){"--quant", OPT_STR, &f->quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); implies --precision int8. codebook:K: each block linear's kept weights on K <= 256 levels shared by its channels (uint8 codes, decoded to FP32 when loaded)", 0, 0, NULL};
     n += prune_rows_runtime(f, opts + n);
@@ -186,6 +202,14 @@ int cmd_prune(int argc, char **argv) {
         return cli_usage_error("--quant: expected int8 or codebook:K with K in 1..256, got '%s'", f->quant);
     if (strcmp(c.rounding, "gptq") != 0 && strcmp(c.rounding, "nearest") != 0)
         return cli_usage_error("--quant-rounding: expected gptq or nearest, got '%s'", c.rounding);
+    if (c.smooth > 0 && (!f->quant || !f->calib_dir))
+        return cli_usage_error("--quant-smooth needs --quant and --calib-dir");
+    lpv_err perr;
+    if (lpv_act_mode_parse(act, &c.act, &perr)) return cli_usage_error("--quant-act: %s", perr.msg);
+    if (c.act != LPV_ACT_TOKEN && (!f->quant || c.codebook || !f->calib_dir))
+        return cli_usage_error("--quant-act %s needs --quant int8 and --calib-dir", act);
+    if (!(c.act_kinds = cli_block_kinds(act_layers)))
+        return cli_usage_error("--quant-act-layers: expected a comma list of qkv, proj, fc1, fc2, got '%s'", act_layers);
     lpv_prune_opts resolved;
     if ((rc = prune_flags_prepare(f, &resolved)) != 0) return rc;
     /* prune never packs dense weights into the blocked layout: its dense products are OpenBLAS calls, and

@@ -29,7 +29,7 @@ static const command COMMANDS[] = {
     {"sweep", cmd_sweep, "prune to several FLOPs targets, evaluate and time each: Pareto table and SVG plots", 0},
     {"eval", cmd_eval, "top-1/top-5 accuracy on an ImageNet folder", 1},
     {"bench", cmd_bench, "dense vs block-sparse speed, per layer and end to end, in one run", 0},
-    {"quantize", cmd_quantize, "write a model's block linears in int8 (W8A8, per-token inputs)", 0},
+    {"quantize", cmd_quantize, "write a model's block linears in int8 (W8A8) or on a shared codebook", 0},
     {"export", cmd_export, "write a pruned model as dense-with-zeros (timm-loadable) or BSR safetensors", 0},
     {"import", cmd_import, "pack fine-tuned dense weights back into a pruned file's BSR structure", 0},
     {"infer", cmd_infer, "logits for a tensor file, or top-5 classes for images", 0},

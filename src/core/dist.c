@@ -190,6 +190,14 @@ lpv_status lpv_dist_max_i32(int *x, int64_t n, lpv_err *err) {
     return LPV_OK;
 }
 
+lpv_status lpv_dist_max_f32(float *x, int64_t n, lpv_err *err) {
+#ifdef LPVIT_HAVE_MPI
+    if (g_size > 1) return reduce_bcast(x, n, MPI_FLOAT, sizeof *x, MPI_MAX, err);
+#endif
+    (void)x, (void)n, (void)err;
+    return LPV_OK;
+}
+
 lpv_status lpv_dist_bcast(void *buf, size_t bytes, int root, lpv_err *err) {
 #ifdef LPVIT_HAVE_MPI
     if (g_size > 1)

@@ -97,3 +97,71 @@ lpv_status lpv_model_quantize_gptq(lpv_model *m, const lpv_model_stats *s, const
     info->seconds = lpv_now() - t0;
     return st;
 }
+
+
+/* The static grids' pass over the (smoothed) FP32 model: the block linears of the kinds asked for. */
+static lpv_status act_collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, const lpv_quant_calib_opts *o,
+                              lpv_act_stats *as, lpv_skips *skips, lpv_err *err) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    for (int i = 0; i < n; i++) as->want[i] = lpv_layer_kind_is_block(refs[i].kind) && (o->act_kinds >> refs[i].kind & 1u);
+    double t0 = lpv_now();
+    LPV_TRY(lpv_act_collect(m, ds, pp, o->batch > 0 ? o->batch : 32, skips, as, err));
+    lpv_info("input ranges of %lld images in %.1f s", (long long)as->images, lpv_now() - t0);
+    return LPV_OK;
+}
+
+/* Each wanted int8 layer's input grid by mode, with its error and the min-max grid's. */
+static void act_apply(lpv_model *m, const lpv_act_stats *as, lpv_act_mode mode, lpv_quant_calib_info *info) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
+    for (int i = 0; i < n; i++) {
+        if (i >= as->n || !as->want[i] || !lpv_linear_has_int8(refs[i].lin)) continue;
+        lpv_qact q = lpv_act_choose(as, i, mode);
+        refs[i].lin->qx = q;
+        info->act[i] = q, info->act_layers++;
+        info->act_mse[i] = lpv_act_mse(as, i, q);
+        info->act_mse_minmax[i] = lpv_act_mse(as, i, lpv_act_grid(as->lo[i], as->hi[i]));
+    }
+}
+
+lpv_quant_calib_opts lpv_quant_calib_defaults(void) {
+    lpv_quant_calib_opts o;
+    memset(&o, 0, sizeof o);
+    o.gptq = lpv_gptq_defaults(), o.gptq_rounding = 1, o.smooth = lpv_smooth_defaults(), o.smooth.alpha = 0;
+    o.batch = 32, o.act = LPV_ACT_TOKEN, o.act_kinds = LPV_ACT_KINDS_ALL;
+    return o;
+}
+
+lpv_status lpv_model_quantize_calibrated(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp,
+                                         lpv_quant_calib_opts *o, lpv_quant_calib_info *info, lpv_skips *skips,
+                                         lpv_err *err) {
+    lpv_quant_calib_info tmp;
+    if (!info) info = &tmp;
+    memset(info, 0, sizeof *info);
+    if (lpv_model_has_int8(m))
+        return lpv_fail(err, LPV_E_ARG, "'%s' is int8 already: calibrated quantization takes an FP32 model", m->path);
+    lpv_model_stats s;
+    memset(&s, 0, sizeof s);
+    lpv_gptq_want(m, &s);
+    if (o->prefix_weight) s.prefix_weight = o->prefix_weight;
+    else o->prefix_weight = s.prefix_weight;
+    double t0 = lpv_now();
+    LPV_TRY(lpv_collect_input_stats(m, ds, pp, o->batch > 0 ? o->batch : 32, skips, &s, err)); /* frees on failure */
+    info->images = s.images, info->stats_seconds = lpv_now() - t0;
+    lpv_info("input statistics of %lld images in %.1f s", (long long)s.images, info->stats_seconds);
+    lpv_status st = o->smooth.alpha > 0 ? lpv_model_smooth(m, &s, &o->smooth, &info->smooth, err) : LPV_OK;
+    lpv_act_stats as;
+    memset(&as, 0, sizeof as);
+    int act = o->act != LPV_ACT_TOKEN;
+    if (act && o->gptq.codebook)
+        st = st ? st : lpv_fail_param(err, LPV_E_ARG, "act", "static input grids are for int8; a codebook runs in FP32");
+    if (st == LPV_OK && act) st = act_collect(m, ds, pp, o, &as, skips, err);
+    if (st == LPV_OK && o->gptq_rounding) st = lpv_model_quantize_gptq(m, &s, &o->gptq, &info->gptq, err);
+    else if (st == LPV_OK)
+        st = o->gptq.codebook ? lpv_model_quantize_codebook(m, o->gptq.codebook, err) : lpv_model_quantize_int8(m, 32, 32, err);
+    if (st == LPV_OK && act) act_apply(m, &as, o->act, info);
+    lpv_act_stats_free(&as);
+    lpv_model_stats_free(&s);
+    return st;
+}

@@ -142,11 +142,12 @@ lpv_status lpv_stats_init(lpv_layer_stats *s, int in, int cross, lpv_err *err) {
     s->in = in;
     s->H = calloc(nn, sizeof(float));
     s->sum = calloc((size_t)in, sizeof(double));
+    s->amax = calloc((size_t)in, sizeof(float));
     if (cross) {
         s->G = calloc(nn, sizeof(float));
         s->sum_dense = calloc((size_t)in, sizeof(double));
     }
-    if (!s->H || !s->sum || (cross && (!s->G || !s->sum_dense))) {
+    if (!s->H || !s->sum || !s->amax || (cross && (!s->G || !s->sum_dense))) {
         lpv_stats_free(s);
         return lpv_fail(err, LPV_E_OOM, "stats: out of memory for %d x %d statistics", in, in);
     }
@@ -154,7 +155,7 @@ lpv_status lpv_stats_init(lpv_layer_stats *s, int in, int cross, lpv_err *err) {
 }
 
 void lpv_stats_free(lpv_layer_stats *s) {
-    free(s->H), free(s->sum), free(s->G), free(s->sum_dense);
+    free(s->H), free(s->sum), free(s->amax), free(s->G), free(s->sum_dense);
     memset(s, 0, sizeof *s);
 }
 
@@ -164,6 +165,7 @@ lpv_status lpv_stats_sum_ranks(lpv_layer_stats *s, lpv_err *err) {
     LPV_TRY(lpv_dist_sum_f32(s->H, nn, err));
     LPV_TRY(lpv_dist_sum_f64(s->sum, s->in, err));
     LPV_TRY(lpv_dist_sum_i64(&s->n, 1, err));
+    LPV_TRY(lpv_dist_max_f32(s->amax, s->in, err));
     if (s->G) LPV_TRY(lpv_dist_sum_f32(s->G, nn, err));
     if (s->sum_dense) LPV_TRY(lpv_dist_sum_f64(s->sum_dense, s->in, err));
     return LPV_OK;
@@ -205,11 +207,22 @@ static void row_sums(double *sum, const float *X, int n, int ld, int ncols) {
     }
 }
 
+/* amax (n) = max(amax, max_t |X[i, t]|) */
+static void row_amax(float *amax, const float *X, int n, int ld, int ncols) {
+    for (int i = 0; i < n; i++) {
+        const float *x = X + (int64_t)i * ld;
+        float m = amax[i];
+        for (int t = 0; t < ncols; t++) m = fmaxf(m, fabsf(x[t]));
+        amax[i] = m;
+    }
+}
+
 void lpv_stats_accumulate(lpv_layer_stats *s, const float *X, int ld, int ncols) {
     LPV_ASSERT(s && s->H && ncols >= 0 && ld >= ncols);
     if (ncols == 0) return;
     syrk_bands(s->H, s->in, X, ld, ncols);
     row_sums(s->sum, X, s->in, ld, ncols);
+    row_amax(s->amax, X, s->in, ld, ncols);
     s->n += ncols;
 }
 
@@ -226,6 +239,7 @@ void lpv_stats_accumulate_weighted(lpv_layer_stats *s, const float *X, int ld, i
         for (int t = 0; t < ncols; t++) acc += x[t];
         s->sum[i] += w * acc;
     }
+    row_amax(s->amax, X, s->in, ld, ncols);
     s->n += (int64_t)w * ncols;
 }
 
@@ -241,7 +255,7 @@ void lpv_stats_accumulate_ref(lpv_layer_stats *s, const float *X, int ld, int nc
             s->H[(int64_t)i * n + j] += (float)acc;
         }
         double acc = 0;
-        for (int t = 0; t < ncols; t++) acc += xi[t];
+        for (int t = 0; t < ncols; t++) acc += xi[t], s->amax[i] = fmaxf(s->amax[i], fabsf(xi[t]));
         s->sum[i] += acc;
     }
     s->n += ncols;
@@ -262,6 +276,7 @@ void lpv_stats_accumulate_cross(lpv_layer_stats *s, const float *X, int ldx, con
     }
     row_sums(s->sum, Xt, n, ldxt, ncols);
     row_sums(s->sum_dense, X, n, ldx, ncols);
+    row_amax(s->amax, Xt, n, ldxt, ncols);
     s->n += ncols;
 }
 
@@ -279,7 +294,7 @@ void lpv_stats_accumulate_cross_ref(lpv_layer_stats *s, const float *X, int ldx,
             if (j >= i) s->H[(int64_t)i * n + j] += (float)h;
         }
         double a = 0, b = 0;
-        for (int t = 0; t < ncols; t++) a += ti[t], b += xi[t];
+        for (int t = 0; t < ncols; t++) a += ti[t], b += xi[t], s->amax[i] = fmaxf(s->amax[i], fabsf(ti[t]));
         s->sum[i] += a;
         s->sum_dense[i] += b;
     }

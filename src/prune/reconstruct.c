@@ -45,7 +45,51 @@ void lpv_model_stats_free(lpv_model_stats *s) {
         if (s->want[i]) lpv_stats_free(&s->st[i]);
 }
 
-/* The forward passes over this rank's share (the whole list with one rank): s->st accumulate through the tap. */
+/* The forward passes over this rank's share (the whole list with one rank), tap called on every linear input. */
+static lpv_status tap_pass_share(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
+                                 lpv_skips *skips, lpv_tap_fn tap, void *ctx, const char *what, int64_t *images,
+                                 lpv_err *err) {
+    int b = batch < ds->n ? batch : ds->n;
+    lpv_workspace ws;
+    LPV_TRY(lpv_workspace_init(&ws, &m->cfg, b, err));
+    ws.tap = tap, ws.tap_ctx = ctx;
+    float *logits = malloc(sizeof(float) * (size_t)b * m->cfg.classes);
+    lpv_loader *L = NULL;
+    lpv_loader_opts lo = {b, 1, 0, skips};
+    lpv_status st = logits ? lpv_loader_open(&L, ds, pp, &lo, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
+    lpv_progress pr;
+    lpv_progress_begin(&pr, ds->n, what);
+    long done = 0;
+    while (st == LPV_OK) {
+        lpv_batch bt;
+        if ((st = lpv_loader_next(L, &bt, err)) != LPV_OK || bt.count == 0) break;
+        done += bt.count;
+        if (bt.n == 0) continue;
+        if ((st = lpv_forward(m, &ws, bt.x, bt.n, logits, err)) != LPV_OK) break;
+        *images += bt.n;
+        lpv_progress_update(&pr, done, NULL);
+    }
+    if (st == LPV_OK) st = lpv_loader_verdict(L, what, err);
+    if (st == LPV_OK) lpv_progress_end(&pr);
+    lpv_loader_close(L);
+    free(logits);
+    lpv_workspace_free(&ws);
+    return st;
+}
+
+lpv_status lpv_tap_pass(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch, lpv_skips *skips,
+                        lpv_tap_fn tap, void *ctx, const char *what, int64_t *images, lpv_err *err) {
+    *images = 0;
+    lpv_dataset mine;
+    int first;
+    lpv_status st = lpv_dataset_share(&mine, ds, &first, err);
+    int viewed = st == LPV_OK;
+    if (st == LPV_OK && mine.n > 0) st = tap_pass_share(m, &mine, pp, batch, skips, tap, ctx, what, images, err);
+    if (viewed) lpv_dataset_view_free(&mine);
+    return lpv_dist_agree(st, err); /* every rank gets here, whatever happened to it */
+}
+
+/* The statistics' tap over this rank's share. */
 static lpv_status input_stats_share(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, int batch,
                                     lpv_skips *skips, lpv_model_stats *s, lpv_err *err) {
     int b = batch < ds->n ? batch : ds->n;
@@ -64,34 +108,8 @@ static lpv_status input_stats_share(lpv_model *m, const lpv_dataset *ds, const l
             return lpv_fail(err, LPV_E_OOM, "out of memory");
         }
     }
-    lpv_workspace ws;
-    lpv_status st0 = lpv_workspace_init(&ws, &m->cfg, b, err);
-    if (st0) {
-        free(c.cols), free(c.scaled);
-        return st0;
-    }
-    ws.tap = stats_tap, ws.tap_ctx = &c;
-    float *logits = malloc(sizeof(float) * (size_t)b * m->cfg.classes);
-    lpv_loader *L = NULL;
-    lpv_loader_opts lo = {b, 1, 0, skips};
-    lpv_status st = logits ? lpv_loader_open(&L, ds, pp, &lo, err) : lpv_fail(err, LPV_E_OOM, "out of memory");
-    lpv_progress pr;
-    lpv_progress_begin(&pr, ds->n, "input statistics");
-    long done = 0;
-    while (st == LPV_OK) {
-        lpv_batch bt;
-        if ((st = lpv_loader_next(L, &bt, err)) != LPV_OK || bt.count == 0) break;
-        done += bt.count;
-        if (bt.n == 0) continue;
-        if ((st = lpv_forward(m, &ws, bt.x, bt.n, logits, err)) != LPV_OK) break;
-        s->images += bt.n;
-        lpv_progress_update(&pr, done, NULL);
-    }
-    if (st == LPV_OK) st = lpv_loader_verdict(L, "input statistics", err);
-    if (st == LPV_OK) lpv_progress_end(&pr);
-    lpv_loader_close(L);
-    free(logits), free(c.cols), free(c.scaled);
-    lpv_workspace_free(&ws);
+    lpv_status st = lpv_tap_pass(m, ds, pp, batch, skips, stats_tap, &c, "input statistics", &s->images, err);
+    free(c.cols), free(c.scaled);
     return st;
 }
 
@@ -120,13 +138,7 @@ lpv_status lpv_collect_input_stats(lpv_model *m, const lpv_dataset *ds, const lp
             return st;
         }
     }
-    lpv_dataset mine;
-    int first;
-    lpv_status st = lpv_dataset_share(&mine, ds, &first, err);
-    int viewed = st == LPV_OK;
-    if (st == LPV_OK && mine.n > 0) st = input_stats_share(m, &mine, pp, batch, skips, s, err);
-    if (viewed) lpv_dataset_view_free(&mine);
-    st = lpv_dist_agree(st, err); /* every rank gets here, whatever happened to it */
+    lpv_status st = input_stats_share(m, ds, pp, batch, skips, s, err); /* collective */
     if (st == LPV_OK) st = input_stats_sum_ranks(s, err);
     if (st) lpv_model_stats_free(s);
     return st;

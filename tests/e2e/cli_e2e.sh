@@ -298,6 +298,31 @@ run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 
   && ok || bad "prune --quant int8 with gptq: $(lpv_json "$T/rq8g.json" quantization_rounding)"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant int8 --quant-rounding up --out "$T/x.safetensors" --quiet; one_line_err "--quant-rounding"
 run 2 "$L" quantize --model "$M" --codebook 300 --out "$T/x.safetensors" --quiet; one_line_err "--codebook"
+# static input grids (--act-scales) and SmoothQuant (--smooth): the report and the file say which inputs are
+# static; usage errors are one line and exit 2
+run 0 "$L" quantize --model "$M" --heads 2 --calib-dir "$MINI" --calib-size 6 --act-scales mse --act-layers qkv,proj,fc1 \
+  --smooth 0.5 --json --out "$T/q8s.safetensors" --quiet
+[ "$(lpv_json "$T/out" inputs.scales smoothing.alpha rounding)" = "$(printf '%s\n' mse 0.5 gptq)" ] \
+  && [ "$(grep -c '"mse_minmax"' "$T/out")" = 6 ] && [ "$(grep -c '"spread_after"' "$T/out")" = 6 ] \
+  && ok || bad "quantize --act-scales --smooth report: $(head -c 400 "$T/out")"
+run 0 "$L" inspect "$T/q8s.safetensors" --json "$T/iq8s.json"
+[ "$(lpv_json "$T/iq8s.json" architecture.int8.inputs_per_tensor architecture.int8.inputs_per_token)" = "$(printf '%s\n' 6 2)" ] \
+  && ok || bad "inspect of a static-input file: $(lpv_json "$T/iq8s.json" architecture.int8)"
+run 0 "$L" eval --model "$T/q8s.safetensors" --heads 2 --imagenet-dir "$MINI" --json "$T/eq8s.json" --quiet
+[ "$(lpv_json "$T/eq8s.json" precision)" = int8 ] && ok || bad "eval of a static-input file"
+run 2 "$L" quantize --model "$M" --smooth 0.5 --out "$T/x.safetensors" --quiet; one_line_err "--smooth needs --calib-dir"
+run 2 "$L" quantize --model "$M" --calib-dir "$MINI" --act-scales p99 --out "$T/x.safetensors" --quiet; one_line_err "--act-scales"
+run 2 "$L" quantize --model "$M" --calib-dir "$MINI" --act-scales mse --act-layers qkv,fc3 --out "$T/x.safetensors" --quiet
+one_line_err "--act-layers"
+run 2 "$L" quantize --model "$M" --calib-dir "$MINI" --act-scales mse --codebook 16 --out "$T/x.safetensors" --quiet
+one_line_err "for int8"
+run 0 "$L" prune --model "$M" --calib-dir "$MINI" --calib-size 8 --target-flops 0.6 --block 16x16 $C --quant int8 \
+  --quant-images 4 --quant-act minmax --quant-smooth 0.8 --out "$T/pq8s.safetensors" --report "$T/rq8s.json" --quiet
+[ "$(lpv_json "$T/rq8s.json" quantization_inputs quantization_smooth_alpha)" = "$(printf '%s\n' minmax 0.8)" ] \
+  && [ "$(lpv_json_len "$T/rq8s.json" quantization_static_inputs)" = 8 ] \
+  && ok || bad "prune --quant-act --quant-smooth report: $(lpv_json "$T/rq8s.json" quantization_inputs quantization_static_inputs)"
+run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant-act mse --out "$T/x.safetensors" --quiet
+one_line_err "--quant-act"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --quant codebook:0 --out "$T/x.safetensors" --quiet; one_line_err "--quant"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --update none --out "$T/x.safetensors" --quiet; one_line_err "--sequential"
 run 2 "$L" prune --model "$M" --calib-dir "$MINI" --target-flops 0.5 --sequential --no-sequential --out "$T/x.safetensors" --quiet; one_line_err "contradict"

@@ -76,6 +76,31 @@ if [ -f "$T/p1.safetensors" ] && [ -f "$T/p2.safetensors" ]; then
     && ok || bad "the 2-rank prune report does not record 2 ranks"
 fi
 
+# ---- prune + int8 with smoothing and static input grids: maxima and histograms over both ranks' images ----
+Q=(prune "${M[@]}" --calib-dir "$MINI" --target-flops 0.8 --block 16 --steps 1 --no-cache --quiet --threads 1 \
+   --quant int8 --quant-smooth 0.5 --quant-act minmax)
+"$L" "${Q[@]}" --out "$T/q1.safetensors" >/dev/null 2>"$T/err" || bad "1-process prune --quant-smooth: $(tail -1 "$T/err")"
+"${MPI[@]}" "$L" "${Q[@]}" --out "$T/q2.safetensors" >/dev/null 2>"$T/err" \
+  && ok || bad "2-rank prune --quant-smooth: $(tail -3 "$T/err")"
+# the smoothing factors (folded into the LayerNorms) and the input grids agree: each rank saw half the images,
+# so a maximum not taken over both would move them by far more; the int8 weights themselves may flip a rounding
+# here and there (GPTQ amplifies the pruned weights' summation-order differences), as they do without smoothing
+if [ -f "$T/q1.safetensors" ] && [ -f "$T/q2.safetensors" ]; then
+  PYTHONPATH="$SRC/scripts" "$PY" - "$T/q1.safetensors" "$T/q2.safetensors" <<'EOF' && ok || bad "2-rank smoothing or input grids differ"
+import sys
+import numpy as np
+import compare_pruned as c
+a, b = c.load(sys.argv[1]), c.load(sys.argv[2])
+ks = [k for k in a if ".norm1." in k or ".norm2." in k or k.endswith(".input_scale")]
+worst = max(np.abs(a[k][1] - b[k][1]).max() / max(np.abs(a[k][1]).max(), 1e-30) for k in ks)
+zp = [k for k in a if k.endswith(".input_zero_point")]
+zdiff = max(np.abs(a[k][1].astype(int) - b[k][1].astype(int)).max() for k in zp)
+print("LayerNorms and input scales: %d tensors, worst relative difference %.2g; zero points within %d" %
+      (len(ks), worst, zdiff))
+sys.exit(not (len(ks) == 16 and len(zp) == 8 and worst < 1e-3 and zdiff <= 1))
+EOF
+fi
+
 # ---- a rank that fails ----
 # the list sorts a.JPEG b.png y.JPEG z.JPEG: rank 1's share is the two broken files, so its statistics pass
 # has no image while rank 0's is fine

@@ -51,14 +51,16 @@ static void test_one_rank(void) {
     double d[2] = {0.25, 7};
     int64_t i[2] = {5, -6};
     int m[3] = {INT_MIN, 4, -1};
+    float fm[2] = {0.5f, 9};
     char bytes[4] = "abc";
     CHECK_OK(lpv_dist_sum_f32(f, 3, &err), &err);
     CHECK_OK(lpv_dist_sum_f64(d, 2, &err), &err);
     CHECK_OK(lpv_dist_sum_i64(i, 2, &err), &err);
     CHECK_OK(lpv_dist_max_i32(m, 3, &err), &err);
+    CHECK_OK(lpv_dist_max_f32(fm, 2, &err), &err);
     CHECK_OK(lpv_dist_bcast(bytes, 4, 0, &err), &err);
     CHECK(f[0] == 1.5f && f[1] == -2 && f[2] == 3 && d[0] == 0.25 && d[1] == 7 && i[0] == 5 && i[1] == -6);
-    CHECK(m[0] == INT_MIN && m[1] == 4 && m[2] == -1 && strcmp(bytes, "abc") == 0);
+    CHECK(m[0] == INT_MIN && m[1] == 4 && m[2] == -1 && strcmp(bytes, "abc") == 0 && fm[0] == 0.5f && fm[1] == 9);
     CHECK(lpv_dist_max_f64(2.5) == 2.5);
     char *all = NULL;
     CHECK_OK(lpv_dist_gather_text("a\nbc\n", &all, &err), &err);

@@ -218,6 +218,10 @@ static void test_stats(lpv_rng *r) {
         }
         CHECKF(mh < 1e-5 && ms < 1e-9 && a.n == n && b.n == n, "in %d: H %.3g sum %.3g", in, mh, ms);
         CHECKF(lower == 0, "in %d: ssyrk touched the lower triangle", in);
+        /* amax: exact (a maximum has no rounding), and the maximum over the raw columns */
+        float am = 0;
+        for (int t = 0; t < n; t++) am = fmaxf(am, fabsf(L.X[3 * ld + t]));
+        CHECK(memcmp(a.amax, b.amax, sizeof(float) * in) == 0 && a.amax[3] == am && am > 0);
 
         /* cross statistics */
         lpv_stats_free(&a), lpv_stats_free(&b);
@@ -248,6 +252,9 @@ static void test_stats(lpv_rng *r) {
         for (int t = 0; t < n; t++) gdef += (double)L.X[5 * ld + t] * Xt[7 * ld + t];
         CHECKF(mg < 1e-5 && mh < 1e-5 && ms < 1e-6, "in %d: cross G %.3g H %.3g sums %.3g", in, mg, mh, ms);
         CHECK(fabs(a.G[5 * in + 7] - gdef) < 1e-3 * (fabs(gdef) + 1));
+        float amt = 0; /* cross mode: amax of the pruned model's inputs x̃ */
+        for (int t = 0; t < n; t++) amt = fmaxf(amt, fabsf(Xt[3 * ld + t]));
+        CHECK(memcmp(a.amax, b.amax, sizeof(float) * in) == 0 && a.amax[3] == amt);
         double *m1 = malloc(sizeof(double) * in), *m2 = malloc(sizeof(double) * in);
         lpv_stats_mean(&a, m1, m2);
         double e1 = 0, e2 = 0;
@@ -687,6 +694,7 @@ static void test_weighted(lpv_rng *r) {
     CHECKF(e <= 1e-5 * m, "weighted H: %g of %g", e, m);
     CHECK(a.n == b.n && a.n == (int64_t)w * L.n);
     CHECK(rel_diff_d(a.sum, b.sum, L.in) < 1e-9);
+    CHECK(memcmp(a.amax, b.amax, sizeof(float) * L.in) == 0); /* the weight does not scale a maximum */
     free(scratch);
     lpv_stats_free(&a), lpv_stats_free(&b);
     free_layer(&L);

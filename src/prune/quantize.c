@@ -101,12 +101,15 @@ lpv_status lpv_model_quantize_gptq(lpv_model *m, const lpv_model_stats *s, const
 
 /* The static grids' pass over the (smoothed) FP32 model: the block linears of the kinds asked for. */
 static lpv_status act_collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, const lpv_quant_calib_opts *o,
-                              lpv_act_stats *as, lpv_skips *skips, lpv_err *err) {
+                              lpv_act_stats *as, lpv_err *err) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
     for (int i = 0; i < n; i++) as->want[i] = lpv_layer_kind_is_block(refs[i].kind) && (o->act_kinds >> refs[i].kind & 1u);
     double t0 = lpv_now();
-    LPV_TRY(lpv_act_collect(m, ds, pp, o->batch > 0 ? o->batch : 32, skips, as, err));
+    lpv_skips again = {0}; /* the statistics' pass counted the unreadable images already */
+    lpv_status st = lpv_act_collect(m, ds, pp, o->batch > 0 ? o->batch : 32, &again, as, err);
+    lpv_skips_free(&again);
+    LPV_TRY(st);
     lpv_info("input ranges of %lld images in %.1f s", (long long)as->images, lpv_now() - t0);
     return LPV_OK;
 }
@@ -141,6 +144,9 @@ lpv_status lpv_model_quantize_calibrated(lpv_model *m, const lpv_dataset *ds, co
     memset(info, 0, sizeof *info);
     if (lpv_model_has_int8(m))
         return lpv_fail(err, LPV_E_ARG, "'%s' is int8 already: calibrated quantization takes an FP32 model", m->path);
+    int act = o->act != LPV_ACT_TOKEN;
+    if (act && o->gptq.codebook)
+        return lpv_fail_param(err, LPV_E_ARG, "act", "static input grids are for int8; a codebook runs in FP32");
     lpv_model_stats s;
     memset(&s, 0, sizeof s);
     lpv_gptq_want(m, &s);
@@ -153,10 +159,7 @@ lpv_status lpv_model_quantize_calibrated(lpv_model *m, const lpv_dataset *ds, co
     lpv_status st = o->smooth.alpha > 0 ? lpv_model_smooth(m, &s, &o->smooth, &info->smooth, err) : LPV_OK;
     lpv_act_stats as;
     memset(&as, 0, sizeof as);
-    int act = o->act != LPV_ACT_TOKEN;
-    if (act && o->gptq.codebook)
-        st = st ? st : lpv_fail_param(err, LPV_E_ARG, "act", "static input grids are for int8; a codebook runs in FP32");
-    if (st == LPV_OK && act) st = act_collect(m, ds, pp, o, &as, skips, err);
+    if (st == LPV_OK && act) st = act_collect(m, ds, pp, o, &as, err);
     if (st == LPV_OK && o->gptq_rounding) st = lpv_model_quantize_gptq(m, &s, &o->gptq, &info->gptq, err);
     else if (st == LPV_OK)
         st = o->gptq.codebook ? lpv_model_quantize_codebook(m, o->gptq.codebook, err) : lpv_model_quantize_int8(m, 32, 32, err);

@@ -310,6 +310,11 @@ run 0 "$L" inspect "$T/q8s.safetensors" --json "$T/iq8s.json"
   && ok || bad "inspect of a static-input file: $(lpv_json "$T/iq8s.json" architecture.int8)"
 run 0 "$L" eval --model "$T/q8s.safetensors" --heads 2 --imagenet-dir "$MINI" --json "$T/eq8s.json" --quiet
 [ "$(lpv_json "$T/eq8s.json" precision)" = int8 ] && ok || bad "eval of a static-input file"
+# an unreadable calibration image is skipped and counted once, though the static grids take a second pass
+mkdir -p "$T/calq" && cp "$SRC/tests/data/flat/"* "$T/calq/" && echo garbage > "$T/calq/zz.JPEG"
+run 0 "$L" quantize --model "$M" --heads 2 --calib-dir "$T/calq" --act-scales minmax --json --out "$T/q8c.safetensors" --quiet
+[ "$(lpv_json "$T/out" calibration.images calibration.skipped)" = "$(printf '%s\n' 12 1)" ] \
+  && ok || bad "quantize --act-scales with a broken image: $(lpv_json "$T/out" calibration)"
 run 2 "$L" quantize --model "$M" --smooth 0.5 --out "$T/x.safetensors" --quiet; one_line_err "--smooth needs --calib-dir"
 run 2 "$L" quantize --model "$M" --calib-dir "$MINI" --act-scales p99 --out "$T/x.safetensors" --quiet; one_line_err "--act-scales"
 run 2 "$L" quantize --model "$M" --calib-dir "$MINI" --act-scales mse --act-layers qkv,fc3 --out "$T/x.safetensors" --quiet

@@ -309,7 +309,7 @@ run 0 "$L" inspect "$T/q8s.safetensors" --json "$T/iq8s.json"
 [ "$(lpv_json "$T/iq8s.json" architecture.int8.inputs_per_tensor architecture.int8.inputs_per_token)" = "$(printf '%s\n' 6 2)" ] \
   && ok || bad "inspect of a static-input file: $(lpv_json "$T/iq8s.json" architecture.int8)"
 run 0 "$L" eval --model "$T/q8s.safetensors" --heads 2 --imagenet-dir "$MINI" --json "$T/eq8s.json" --quiet
-[ "$(lpv_json "$T/eq8s.json" precision)" = int8 ] && ok || bad "eval of a static-input file"
+[ "$(lpv_json "$T/eq8s.json" precision int8_static_inputs)" = "$(printf '%s\n' int8 6)" ] && ok || bad "eval of a static-input file"
 # an unreadable calibration image is skipped and counted once, though the static grids take a second pass
 mkdir -p "$T/calq" && cp "$SRC/tests/data/flat/"* "$T/calq/" && echo garbage > "$T/calq/zz.JPEG"
 run 0 "$L" quantize --model "$M" --heads 2 --calib-dir "$T/calq" --act-scales minmax --json --out "$T/q8c.safetensors" --quiet

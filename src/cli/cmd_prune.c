@@ -169,7 +169,7 @@ int cmd_prune(int argc, char **argv) {
     prune_flags *f = &c.pf;
     prune_flags_init(f);
     c.rounding = "gptq", c.quant_images = 256;
-    const char *act = "token", *act_layers = "qkv,proj,fc1,fc2";
+    const char *act = "token", *act_layers = "qkv,proj,fc1";
     cli_opt opts[3 * PRUNE_ROWS_MAX + 12];
     int n = prune_rows_input(f, opts);
     opts[n++] = (cli_opt){"--target-flops", OPT_DOUBLE, &f->p.target_flops, "r", "keep this fraction of the prunable layers' FLOPs (required)", 0, 0, NULL};
@@ -180,7 +180,7 @@ int cmd_prune(int argc, char **argv) {
     opts[n++] = (cli_opt){"--quant-rounding", OPT_STR, &c.rounding, "R", "with --quant: gptq (default with a calibration folder: each layer's rounding errors compensated under its input statistics, as lpvit quantize --calib-dir) or nearest", 0, 0, NULL};
     opts[n++] = (cli_opt){"--quant-smooth", OPT_DOUBLE, &c.smooth, "A", "with --quant int8: SmoothQuant with strength A in (0, 1] before rounding (as lpvit quantize --smooth; needs a calibration folder; default 0: off)", 0, 1, NULL};
     opts[n++] = (cli_opt){"--quant-act", OPT_STR, &act, "M", "with --quant int8: the inputs' grids, token (per token at run time, default), mse or minmax (one static scale per layer input from the calibration images; as lpvit quantize --act-scales)", 0, 0, NULL};
-    opts[n++] = (cli_opt){"--quant-act-layers", OPT_STR, &act_layers, "LIST", "with a static --quant-act: which block linears (comma list of qkv, proj, fc1, fc2; default all four)", 0, 0, NULL};
+    opts[n++] = (cli_opt){"--quant-act-layers", OPT_STR, &act_layers, "LIST", "with a static --quant-act: which block linears (comma list of qkv, proj, fc1, fc2; the others per token; default qkv,proj,fc1, as lpvit quantize --act-layers)", 0, 0, NULL};
     opts[n++] = (cli_opt){"--quant-images", OPT_INT, &c.quant_images, "N", "with --quant and gptq: calibration images (spread over the prune's) for the input statistics (default 256)", 1, 10000000, NULL};
     opts[n++] = (cli_opt){"--quant", OPT_STR, &f->quant, "Q", "int8: write the pruned model's block linears in int8 (as lpvit quantize does); implies --precision int8. codebook:K: each block linear's kept weights on K <= 256 levels shared by its channels (uint8 codes, decoded to FP32 when loaded)", 0, 0, NULL};
     n += prune_rows_runtime(f, opts + n);

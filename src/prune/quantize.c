@@ -132,7 +132,7 @@ lpv_quant_calib_opts lpv_quant_calib_defaults(void) {
     lpv_quant_calib_opts o;
     memset(&o, 0, sizeof o);
     o.gptq = lpv_gptq_defaults(), o.gptq_rounding = 1, o.smooth = lpv_smooth_defaults(), o.smooth.alpha = 0;
-    o.batch = 32, o.act = LPV_ACT_TOKEN, o.act_kinds = LPV_ACT_KINDS_ALL;
+    o.batch = 32, o.act = LPV_ACT_TOKEN, o.act_kinds = LPV_ACT_KINDS_DEFAULT;
     return o;
 }
 

@@ -18,11 +18,15 @@ All ranges include 0 (lo<=0<=hi) so the zero point is an integer in [0,255].
 Calibration statistics are collected on the FP32 model (no quantization while calibrating).
 
 Results on imagenet-val-1000 are in docs/benchmarks.md (int8 section); it took ~45 min on 2 busy cores.
-usage: /usr/bin/python3 scripts/q8_schemes.py [--schemes s1,s2,...] [--models vit,deit]
+--smooth A: SmoothQuant first (alpha A; lpvit quantize --smooth's rule, written independently): per block, the
+max |x| per channel of qkv's, proj's and fc1's inputs over the calibration images, s = max|x|^A / max|w|^(1-A),
+divided out of norm1 / norm2 and of qkv's v rows, multiplied into the weight columns; the FP32 logits are
+checked unchanged. Results with it: docs/benchmarks.md (int8 section, the PyTorch cross-check).
+usage: /usr/bin/python3 scripts/q8_schemes.py [--schemes s1,s2,...] [--models vit,deit] [--smooth A]
   (data from $LPVIT_DATA, default ../shared/data beside the repository; caches and results.json in
   $LPVIT_Q8_OUT, default /tmp/lpvit-q8-schemes)
 """
-import argparse, glob, json, os, sys, time
+import argparse, copy, glob, json, os, sys, time
 import numpy as np
 import torch
 import torch.nn as nn
@@ -132,9 +136,73 @@ class QLinear(nn.Module):
         return F.linear(x, w, self.lin.bias)
 
 
-def build(key):
+def smooth_model(m, xc, mean, std, alpha):
+    """SmoothQuant-style smoothing of FP32 model m in place (FP32 function unchanged up to rounding).
+    Per block: qkv input (norm1 out), fc1 input (norm2 out), proj input (attention out, via the v rows
+    of qkv). fc2 (GELU output) untouched. Returns {layer: (s_min, s_max, xmax_max/xmax_min-ish info)}."""
+    amax = {}
+    hooks = []
+    for i, b in enumerate(m.blocks):
+        for n in ("qkv", "proj", "fc1"):
+            def hook(mod, inp, key="%d.%s" % (i, n)):
+                a = inp[0].detach().abs().amax(dim=(0, 1))
+                amax[key] = torch.maximum(amax[key], a) if key in amax else a
+            hooks.append(getattr(b, n).register_forward_pre_hook(hook))
+    with torch.no_grad():
+        for i in range(0, len(xc), BATCH):
+            m(to_tensor(xc[i:i + BATCH], mean, std))
+    for h in hooks:
+        h.remove()
+    info = {}
+    with torch.no_grad():
+        for i, b in enumerate(m.blocks):
+            C = b.proj.weight.shape[1]
+            for n in ("qkv", "proj", "fc1"):
+                key = "%d.%s" % (i, n)
+                lin = getattr(b, n)
+                xm = amax[key].double()
+                wm = lin.weight.detach().abs().amax(dim=0).double()
+                sc = xm.pow(alpha) / wm.clamp(min=1e-12).pow(1 - alpha)
+                sc = sc.clamp(1e-5, 1e5)
+                sc = torch.where(xm > 0, sc, torch.ones_like(sc)).float()
+                info[key] = {"s_min": sc.min().item(), "s_max": sc.max().item(),
+                             "s_ratio": (sc.max() / sc.min()).item(),
+                             "xmax_max": xm.max().item(), "xmax_min": xm.min().item(),
+                             "xmax_after_max": (xm.float() / sc).max().item(),
+                             "xmax_after_min": (xm.float() / sc).min().item()}
+                lin.weight.mul_(sc[None, :])
+                if n == "qkv":
+                    b.norm1.weight.div_(sc)
+                    b.norm1.bias.div_(sc)
+                elif n == "fc1":
+                    b.norm2.weight.div_(sc)
+                    b.norm2.bias.div_(sc)
+                else:  # proj: attention output channel j = convex comb. of v channel j
+                    b.qkv.weight[2 * C:3 * C, :].div_(sc[:, None])
+                    b.qkv.bias[2 * C:3 * C].div_(sc)
+    return info
+
+
+def build(key, alpha=0.0, xc=None):
     path, mean, std = MODELS[key]
     m = torch_deit.load(path)
+    if alpha > 0:
+        ref = copy.deepcopy(m)
+        info = smooth_model(m, xc, mean, std, alpha)
+        with torch.no_grad():
+            xt = to_tensor(xc[:8], mean, std)
+            l0, l1 = ref(xt), m(xt)
+        d = (l1 - l0).abs().max().item()
+        print("[%s] smooth alpha=%g: FP32 logits max abs diff %.3e (max |logit| %.2f, rel %.2e), argmax equal %s"
+              % (key, alpha, d, l0.abs().max().item(), d / l0.abs().max().item(),
+                 bool((l0.argmax(1) == l1.argmax(1)).all())), flush=True)
+        json.dump(info, open("%s/smooth_%s.json" % (OUT, key), "w"), indent=1)
+        worst = sorted(info.items(), key=lambda kv: -kv[1]["s_ratio"])[:5]
+        for k, v in worst:
+            print("   %-8s s in [%.3g, %.3g] (ratio %.3g); max|x| in [%.3g, %.3g] -> [%.3g, %.3g]"
+                  % (k, v["s_min"], v["s_max"], v["s_ratio"], v["xmax_min"], v["xmax_max"],
+                     v["xmax_after_min"], v["xmax_after_max"]), flush=True)
+        del ref
     qls = {}
     for i, b in enumerate(m.blocks):
         for n in LINEARS:
@@ -244,6 +312,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--schemes", default=",".join(ALL))
     ap.add_argument("--models", default="vit,deit")
+    ap.add_argument("--smooth", type=float, default=0.0, help="SmoothQuant alpha (0: off)")
     a = ap.parse_args()
     t0 = time.time()
     xv, yv = load_set("imagenet-val-1000")
@@ -254,7 +323,7 @@ def main():
     if os.path.exists(rpath):
         res = json.load(open(rpath))
     for key in a.models.split(","):
-        m, qls, mean, std = build(key)
+        m, qls, mean, std = build(key, a.smooth, xc)
         t = time.time()
         stats = calibrate(m, qls, xc, mean, std)
         json.dump(stats, open("%s/calib_%s.json" % (OUT, key), "w"), indent=1)

@@ -76,6 +76,13 @@ LPV_VINLINE T256 void tile(const lpv__tile *a, const int NV) {
         }
         wk += (int64_t)8 * (C - kn); /* a partial last block keeps its full packed size */
     }
+    /* GELU on the registers, not as a pass over the group's rows afterwards (that pass re-read 8 rows x the
+     * panel from L2): the same lpv__gelu8 on the same sums, so the same bits */
+    if (a->gelu)
+#pragma GCC unroll 2
+        for (int i = 0; i < 2; i++)
+#pragma GCC unroll 6
+            for (int j = 0; j < NV; j++) acc[i][j] = lpv__gelu8(acc[i][j]);
 #pragma GCC unroll 2
     for (int i = 0; i < 2; i++)
         if (i < a->nrows)
@@ -95,7 +102,7 @@ static const lpv__tile_fn tiles[7] = {NULL, tile1, tile2, tile3, tile4, tile5, t
 
 /* The group over its panel: 48-token positions, each run as four row pairs (rows 2p, 2p + 1). */
 T256 void lpv__bsr_group_avx2(const lpv__bsr_group *g) {
-    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8};
+    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8, g->gelu};
     int c1 = 16 * g->v1 + g->tail; /* one past the last valid token */
     for (int c = 16 * g->v0; c < c1; c += 48) {
         int n = c1 - c < 48 ? c1 - c : 48, nv = (n + 7) / 8;
@@ -108,7 +115,6 @@ T256 void lpv__bsr_group_avx2(const lpv__bsr_group *g) {
             tiles[nv](&a);
         }
     }
-    if (g->gelu) lpv__gelu_rows8(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, NULL, NULL);
 }
 
 T256 void lpv__vgelu_avx2(float *x, int64_t n) {

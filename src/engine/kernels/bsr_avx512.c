@@ -135,7 +135,7 @@ __attribute__((noinline)) static T512BF void tile1m_bf16(const lpv__tile *a) { t
 /* One group over the panel's full vectors, the partial one, then GELU: the same for both precisions. */
 LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *wp, lpv__tile_fn t3, lpv__tile_fn t2,
                             lpv__tile_fn t1, lpv__tile_fn t1m) {
-    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, wp, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0};
+    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, wp, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0, 0};
     lpv__run_tiles(&a, X, g->xt0, g->Y, g->v0, g->v1, 16, t3, t2, t1);
     if (g->tail) {
         lpv__tile_at(&a, X, g->xt0, g->Y, 16 * g->v1);

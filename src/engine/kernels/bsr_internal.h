@@ -93,6 +93,7 @@ typedef struct {
     int init_y;
     const float *b;   /* bias per row of the tile */
     unsigned mask;    /* AVX-512: the masked 1-vector tile's valid columns (bits); AVX2: valid lanes of the last vector */
+    int gelu;         /* AVX2 FP32: GELU on the sums before they are stored (the group's last chunk of a GELU product) */
 } lpv__tile;
 
 typedef void (*lpv__tile_fn)(const lpv__tile *a);

@@ -106,7 +106,7 @@ VNNI_FN(vnni1, 1, 0)
 VNNI_FN(vnni1m, 1, 1)
 
 TVNNI void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g) {
-    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, g->wq, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0}, g, 0};
+    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, g->wq, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0, 0}, g, 0};
     lpv__run_tiles(&q.t, g->X4, 0, g->Y, g->v0, g->v1, 16, vnni3, vnni2, vnni1);
     if (g->tail) {
         lpv__tile_at(&q.t, g->X4, 0, g->Y, 16 * g->v1);
@@ -246,7 +246,7 @@ static const lpv__tile_fn q8avx2[7] = {NULL, q8avx2_1, q8avx2_2, q8avx2_3, q8avx
 /* The group over its widened panel (bsr.c's x_in_l1 walk): 48-token positions, each as four row pairs (weights
  * 2p, 2p + 1 of each [8][2] line). */
 T256 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g) {
-    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8}, g, 0};
+    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8, 0}, g, 0};
     int c1 = 16 * g->v1 + g->tail;
     for (int c = 16 * g->v0; c < c1; c += 48) {
         int n = c1 - c < 48 ? c1 - c : 48, nv = (n + 7) / 8;

@@ -14,6 +14,7 @@
 #include "cmds.h"
 #include "lpvit/codebook.h"
 #include "lpvit/dataset.h"
+#include "lpvit/dist.h"
 #include "lpvit/fileio.h"
 #include "lpvit/log.h"
 #include "lpvit/model.h"
@@ -158,7 +159,7 @@ static void gptq_json(cJSON *root, const lpv_quant_calib_opts *c, const lpv_gptq
 /* What the calibrated run did: a summary on stdout, or the JSON report (calibration list, smoothing, the
  * sweep's per-layer output errors). */
 static lpv_status print_calibrated(const lpv_model *m, const lpv_quant_calib_opts *c, const lpv_quant_calib_info *ci,
-                                   const lpv_dataset *ds, const lpv_skips *sk, const char *dir, int seed, int json,
+                                   const lpv_dataset *ds, const char *dir, int seed, int json,
                                    lpv_err *err) {
     const lpv_gptq_info *gi = &ci->gptq;
     lpv_layer_ref refs[LPV_MAX_LAYERS];
@@ -175,8 +176,8 @@ static lpv_status print_calibrated(const lpv_model *m, const lpv_quant_calib_opt
     char h[65];
     lpv_dataset_hash(ds, h);
     cJSON_AddStringToObject(cal, "dir", dir);
-    cJSON_AddNumberToObject(cal, "images", ds->n - sk->n);
-    cJSON_AddNumberToObject(cal, "skipped", sk->n);
+    cJSON_AddNumberToObject(cal, "images", (double)ci->images); /* over every rank under mpirun */
+    cJSON_AddNumberToObject(cal, "skipped", (double)(ds->n - ci->images));
     cJSON_AddNumberToObject(cal, "seed", seed);
     cJSON_AddStringToObject(cal, "list_sha256", h);
     cJSON_AddStringToObject(root, "rounding", c->gptq_rounding ? "gptq" : "nearest");
@@ -286,14 +287,15 @@ int cmd_quantize(int argc, char **argv) {
     const char *keys[2] = {"lpvit.quantized_from", "lpvit"};
     const char *vals[2] = {m->path, meta};
     lpv_save_opts so = {0, 2, {keys[0], keys[1]}, {vals[0], vals[1]}, 0};
-    if (!st) st = lpv_model_save(m, out, &so, &err);
+    if (!st && lpv_dist_rank() == 0) st = lpv_model_save(m, out, &so, &err); /* one writer under mpirun */
+    st = lpv_dist_agree(st, &err);
     if (!st && K)
         lpv_info("wrote '%s' (block linears on %d levels per layer; %.1f%% of linear weights kept)", out, K,
                  100 * lpv_model_linear_density(m));
     else if (!st)
         lpv_info("wrote '%s' (block linears int8, inputs %s; %.1f%% of linear weights kept)", out,
                  c.act == LPV_ACT_TOKEN ? "per token" : "on static grids", 100 * lpv_model_linear_density(m));
-    if (!st && calib_dir) st = print_calibrated(m, &c, &ci, &ds, &sk, calib_dir, seed, json, &err);
+    if (!st && calib_dir) st = print_calibrated(m, &c, &ci, &ds, calib_dir, seed, json, &err);
     free(meta);
     lpv_skips_free(&sk);
     if (calib_dir) lpv_dataset_free(&ds);

@@ -29,7 +29,7 @@ static const command COMMANDS[] = {
     {"sweep", cmd_sweep, "prune to several FLOPs targets, evaluate and time each: Pareto table and SVG plots", 0},
     {"eval", cmd_eval, "top-1/top-5 accuracy on an ImageNet folder", 1},
     {"bench", cmd_bench, "dense vs block-sparse speed, per layer and end to end, in one run", 0},
-    {"quantize", cmd_quantize, "write a model's block linears in int8 (W8A8) or on a shared codebook", 0},
+    {"quantize", cmd_quantize, "write a model's block linears in int8 (W8A8) or on a shared codebook", 1},
     {"export", cmd_export, "write a pruned model as dense-with-zeros (timm-loadable) or BSR safetensors", 0},
     {"import", cmd_import, "pack fine-tuned dense weights back into a pruned file's BSR structure", 0},
     {"infer", cmd_infer, "logits for a tensor file, or top-5 classes for images", 0},
@@ -89,14 +89,14 @@ static int run(int argc, char **argv) {
         lpv_environment_line(env, sizeof env);
         lpv_cpu_features(feat, sizeof feat);
         printf("%s\ncpu features: %s\nmpi: %s%s\n", env, feat, lpv_dist_library(),
-               lpv_dist_built() ? " (mpirun -n R lpvit prune|eval splits the images over R processes)" : "");
+               lpv_dist_built() ? " (mpirun -n R lpvit prune|eval|quantize splits the images over R processes)" : "");
         return 0;
     }
     for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++) {
         if (strcmp(cmd, COMMANDS[i].name) != 0) continue;
         /* every rank would do the whole job and write the same files */
         if (lpv_dist_size() > 1 && !COMMANDS[i].mpi) {
-            fprintf(stderr, "lpvit: %s does not run under mpirun (%d ranks): only prune and eval split their work\n",
+            fprintf(stderr, "lpvit: %s does not run under mpirun (%d ranks): only prune, eval and quantize split their work\n",
                     cmd, lpv_dist_size());
             return 2;
         }

@@ -101,6 +101,32 @@ sys.exit(not (len(ks) == 14 and len(zp) == 6 and worst < 1e-3 and zdiff <= 1))
 EOF
 fi
 
+# ---- quantize: the calibrated pipeline over both ranks' images, one file written, the report's images summed ----
+QZ=(quantize "${M[@]}" --calib-dir "$MINI" --smooth 0.5 --act-scales minmax --threads 1 --quiet --json)
+"$L" "${QZ[@]}" --out "$T/z1.safetensors" >"$T/z1.json" 2>"$T/err" || bad "1-process quantize: $(tail -1 "$T/err")"
+"${MPI[@]}" "$L" "${QZ[@]}" --out "$T/z2.safetensors" >"$T/z2.json" 2>"$T/err" \
+  && ok || bad "2-rank quantize: $(tail -3 "$T/err")"
+if [ -f "$T/z1.safetensors" ] && [ -f "$T/z2.safetensors" ]; then
+  PYTHONPATH="$SRC/scripts" "$PY" - "$T/z1.safetensors" "$T/z2.safetensors" "$T/z1.json" "$T/z2.json" <<'EOF' \
+    && ok || bad "2-rank quantize differs from 1 process"
+import json, sys
+import numpy as np
+import compare_pruned as c
+a, b = c.load(sys.argv[1]), c.load(sys.argv[2])
+ja, jb = (json.load(open(p)) for p in sys.argv[3:5])
+ks = [k for k in a if ".norm1." in k or ".norm2." in k or k.endswith(".input_scale")]
+worst = max(np.abs(a[k][1] - b[k][1]).max() / max(np.abs(a[k][1]).max(), 1e-30) for k in ks)
+w = [k for k in a if a[k][0] == "I8"]
+flips = sum(int((a[k][1] != b[k][1]).sum()) for k in w) / sum(a[k][1].size for k in w)
+print("quantize, 2 ranks: LayerNorms and input scales within %.2g, %.3f %% of int8 weights another step" %
+      (worst, 100 * flips))
+ok = len(ks) == 14 and worst < 1e-4 and flips < 0.01
+ok = ok and ja["calibration"]["images"] == jb["calibration"]["images"] > 0
+ok = ok and ja["environment"]["ranks"] == 1 and jb["environment"]["ranks"] == 2
+sys.exit(not ok)
+EOF
+fi
+
 # ---- a rank that fails ----
 # the list sorts a.JPEG b.png y.JPEG z.JPEG: rank 1's share is the two broken files, so its statistics pass
 # has no image while rank 0's is fine

@@ -136,6 +136,9 @@ lpv_status lpv_linear_quantize_int8(lpv_model *m, lpv_linear *L, const float *sc
                                     lpv_err *err);
 /* 1 when some layer has int8 weights. */
 int lpv_model_has_int8(const lpv_model *m);
+/* *layers = the layers with int8 weights; *static_inputs = those of them whose inputs use a static grid (a file's
+ * input_scale) rather than per-token ranges. */
+void lpv_model_int8_counts(const lpv_model *m, int *layers, int *static_inputs);
 /* 1 when some layer's weights are on a shared codebook (codebook.h: saved as uint8 codes). */
 int lpv_model_has_codebook(const lpv_model *m);
 /* 1 when some layer has a BF16 pack. */

@@ -36,14 +36,6 @@ typedef struct {
     lpv_profile prof;
 } eval_result;
 
-/* int8 block linears whose inputs have a static grid (the file's input_scale) rather than per-token ranges. */
-static int q8_static_inputs(lpv_model *m) {
-    lpv_layer_ref refs[LPV_MAX_LAYERS];
-    int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS), k = 0;
-    for (int i = 0; i < n; i++) k += lpv_linear_has_int8(refs[i].lin) && !refs[i].lin->qx.per_token;
-    return k;
-}
-
 static void add_skip(void *ctx, const char *path, const char *reason) {
     cJSON *f = cJSON_CreateObject();
     cJSON_AddStringToObject(f, "file", path);
@@ -134,7 +126,9 @@ static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, e
     int q8 = lpv_model_has_int8(m);
     cJSON_AddStringToObject(j, "precision", q8 ? "int8" : lpv_model_has_bf16(m) ? "bf16" : "fp32");
     if (q8) cJSON_AddStringToObject(j, "int8_kernel", lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())));
-    if (q8) cJSON_AddNumberToObject(j, "int8_static_inputs", q8_static_inputs(m));
+    int n8, ns;
+    lpv_model_int8_counts(m, &n8, &ns);
+    if (q8) cJSON_AddNumberToObject(j, "int8_static_inputs", ns);
     cJSON_AddStringToObject(j, "attention", cli_attention_name(m));
     cJSON_AddNumberToObject(j, "images", (double)r->res.images);
     cJSON_AddNumberToObject(j, "correct_top1", (double)r->res.correct1);
@@ -195,7 +189,8 @@ static void print_table(const eval_opts *o, const cli_model *cm, const lpv_datas
     if (q8 || lpv_model_has_bf16(cm->model))
         printf("precision   %s block linears (qkv, proj, fc1, fc2), attention %s, the rest FP32; kernel %s\n",
                q8 ? "int8" : "bf16", cli_attention_name(cm->model), q8 ? lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())) : "avx512bf16");
-    int ns = q8 ? q8_static_inputs(cm->model) : 0;
+    int n8, ns;
+    lpv_model_int8_counts(cm->model, &n8, &ns);
     if (ns) printf("inputs      %d int8 layers on static grids from the file, the others per token\n", ns);
     if (cm->ref.has_preset && !isnan(cm->ref.preset.ref_top1))
         printf("reference   timm %.2f %% top-1 on the full 50k validation set (%s)\n", cm->ref.preset.ref_top1,

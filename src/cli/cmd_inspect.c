@@ -156,9 +156,8 @@ int cmd_inspect(int argc, char **argv) {
         }
         /* what runs in int8: the layers with int8 weights, and how their inputs are quantized */
         lpv_layer_ref refs[LPV_MAX_LAYERS];
-        int nl = lpv_model_layers(m, refs, LPV_MAX_LAYERS), n8 = 0, per_tensor = 0;
-        for (int i = 0; i < nl; i++)
-            if (lpv_linear_has_int8(refs[i].lin)) n8++, per_tensor += !refs[i].lin->qx.per_token;
+        int nl = lpv_model_layers(m, refs, LPV_MAX_LAYERS), n8, per_tensor;
+        lpv_model_int8_counts(m, &n8, &per_tensor);
         cJSON_AddStringToObject(a, "precision", n8 ? "int8" : "fp32");
         if (n8) {
             cJSON *q = cJSON_AddObjectToObject(a, "int8");

@@ -826,6 +826,14 @@ static int any_linear(const lpv_model *m, int (*has)(const lpv_linear *)) {
 }
 
 int lpv_model_has_int8(const lpv_model *m) { return any_linear(m, lpv_linear_has_int8); }
+
+void lpv_model_int8_counts(const lpv_model *m, int *layers, int *static_inputs) {
+    lpv_layer_ref refs[LPV_MAX_LAYERS];
+    int n = lpv_model_layers((lpv_model *)m, refs, LPV_MAX_LAYERS);
+    *layers = *static_inputs = 0;
+    for (int i = 0; i < n; i++)
+        if (lpv_linear_has_int8(refs[i].lin)) ++*layers, *static_inputs += !refs[i].lin->qx.per_token;
+}
 static int linear_has_codebook(const lpv_linear *L) { return L->codebook != NULL; }
 int lpv_model_has_codebook(const lpv_model *m) { return any_linear(m, linear_has_codebook); }
 
@@ -1094,10 +1102,8 @@ lpv_status lpv_model_save(const lpv_model *m, const char *path, const lpv_save_o
              c->heads, (double)c->ln_eps, c->patch, c->chans, m->arch);
     if (st == LPV_OK) st = lpv_st_writer_meta(&w, "lpvit.arch", arch, err);
     if (st == LPV_OK && !dm && lpv_model_has_int8(m)) {
-        int per_tensor = 0;
-        lpv_layer_ref refs[LPV_MAX_LAYERS];
-        int nl = lpv_model_layers((lpv_model *)m, refs, LPV_MAX_LAYERS);
-        for (int i = 0; i < nl; i++) per_tensor |= lpv_linear_has_int8(refs[i].lin) && !refs[i].lin->qx.per_token;
+        int n8, per_tensor;
+        lpv_model_int8_counts(m, &n8, &per_tensor);
         st = lpv_st_writer_meta(&w, "lpvit.quant",
                                 per_tensor ? "{\"weights\": \"int8, symmetric, one scale per output row\", \"inputs\": "
                                              "\"uint8, calibrated per-tensor scale and zero point\"}"

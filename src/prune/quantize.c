@@ -101,13 +101,13 @@ lpv_status lpv_model_quantize_gptq(lpv_model *m, const lpv_model_stats *s, const
 
 /* The static grids' pass over the (smoothed) FP32 model: the block linears of the kinds asked for. */
 static lpv_status act_collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, const lpv_quant_calib_opts *o,
-                              lpv_act_stats *as, lpv_err *err) {
+                              int batch, lpv_act_stats *as, lpv_err *err) {
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
     for (int i = 0; i < n; i++) as->want[i] = lpv_layer_kind_is_block(refs[i].kind) && (o->act_kinds >> refs[i].kind & 1u);
     double t0 = lpv_now();
     lpv_skips again = {0}; /* the statistics' pass counted the unreadable images already */
-    lpv_status st = lpv_act_collect(m, ds, pp, o->batch > 0 ? o->batch : 32, &again, as, err);
+    lpv_status st = lpv_act_collect(m, ds, pp, batch, &again, as, err);
     lpv_skips_free(&again);
     LPV_TRY(st);
     lpv_info("input ranges of %lld images in %.1f s", (long long)as->images, lpv_now() - t0);
@@ -152,14 +152,15 @@ lpv_status lpv_model_quantize_calibrated(lpv_model *m, const lpv_dataset *ds, co
     lpv_gptq_want(m, &s);
     if (o->prefix_weight) s.prefix_weight = o->prefix_weight;
     else o->prefix_weight = s.prefix_weight;
+    int batch = o->batch > 0 ? o->batch : 32;
     double t0 = lpv_now();
-    LPV_TRY(lpv_collect_input_stats(m, ds, pp, o->batch > 0 ? o->batch : 32, skips, &s, err)); /* frees on failure */
+    LPV_TRY(lpv_collect_input_stats(m, ds, pp, batch, skips, &s, err)); /* frees on failure */
     info->images = s.images, info->stats_seconds = lpv_now() - t0;
     lpv_info("input statistics of %lld images in %.1f s", (long long)s.images, info->stats_seconds);
     lpv_status st = o->smooth.alpha > 0 ? lpv_model_smooth(m, &s, &o->smooth, &info->smooth, err) : LPV_OK;
     lpv_act_stats as;
     memset(&as, 0, sizeof as);
-    if (st == LPV_OK && act) st = act_collect(m, ds, pp, o, &as, err);
+    if (st == LPV_OK && act) st = act_collect(m, ds, pp, o, batch, &as, err);
     if (st == LPV_OK && o->gptq_rounding) st = lpv_model_quantize_gptq(m, &s, &o->gptq, &info->gptq, err);
     else if (st == LPV_OK)
         st = o->gptq.codebook ? lpv_model_quantize_codebook(m, o->gptq.codebook, err) : lpv_model_quantize_int8(m, 32, 32, err);

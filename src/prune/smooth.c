@@ -99,8 +99,8 @@ static lpv_status scale_layer(lpv_linear *L, const float *cs, int r0, const floa
     return LPV_OK;
 }
 
-static lpv_status check(lpv_model *m, const lpv_model_stats *s, const lpv_layer_ref *refs, int n,
-                        const lpv_smooth_opts *o, lpv_err *err) {
+static lpv_status check(const lpv_model_stats *s, const lpv_layer_ref *refs, int n, const lpv_smooth_opts *o,
+                        lpv_err *err) {
     if (!(o->alpha >= 0 && o->alpha <= 1))
         return lpv_fail_param(err, LPV_E_ARG, "smooth", "alpha %g, expected a number in [0, 1]", o->alpha);
     for (int i = 0; i < n; i++) {
@@ -112,7 +112,6 @@ static lpv_status check(lpv_model *m, const lpv_model_stats *s, const lpv_layer_
         if (need && (i >= s->n || !s->want[i] || !s->st[i].amax || s->st[i].in != refs[i].lin->in))
             return lpv_fail(err, LPV_E_ARG, "'%s': no input statistics to smooth it with", refs[i].name);
     }
-    (void)m;
     return LPV_OK;
 }
 
@@ -156,7 +155,7 @@ lpv_status lpv_model_smooth(lpv_model *m, lpv_model_stats *s, const lpv_smooth_o
     memset(info, 0, sizeof *info);
     lpv_layer_ref refs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(m, refs, LPV_MAX_LAYERS);
-    LPV_TRY(check(m, s, refs, n, o, err));
+    LPV_TRY(check(s, refs, n, o, err));
     int D = m->cfg.dim;
     float *f = malloc(sizeof(float) * 3 * (size_t)D);
     double *scratch = malloc(sizeof(double) * (size_t)D);

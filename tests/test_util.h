@@ -1,6 +1,7 @@
 /*
  * test_util.h — what several tests build the same way (header-only): a
- * random model of a given shape, the committed mini ImageFolder and its images as one batch, a tensor read
+ * random model of a given shape and a checked copy of one, the committed mini ImageFolder and its images as one
+ * batch (test_mini), a tensor read
  * from a safetensors file as F32 (the fixtures), and what the file tests look at in a folder. Needs
  * test.h first.
  */
@@ -53,6 +54,34 @@ static inline float *test_all_images(const lpv_dataset *ds, const lpv_preproc *p
     *n = b.n;
     lpv_loader_close(L);
     return x;
+}
+
+/* The mini set at img px with all its images as one batch x (n of them): what the model-level tests start from. */
+typedef struct {
+    lpv_synsets syn;
+    lpv_dataset ds;
+    lpv_preproc pp;
+    float *x;
+    int n;
+} test_mini;
+
+static inline void test_mini_open(test_mini *t, int img) {
+    test_mini_set(&t->ds, &t->syn, &t->pp, img);
+    t->x = test_all_images(&t->ds, &t->pp, &t->n);
+}
+
+static inline void test_mini_close(test_mini *t) {
+    free(t->x);
+    lpv_dataset_free(&t->ds);
+    lpv_synsets_free(&t->syn);
+}
+
+/* A copy of a dense model (lpv_model_clone), checked. */
+static inline lpv_model *test_clone(const lpv_model *m) {
+    lpv_model *c;
+    lpv_err err;
+    CHECK_OK(lpv_model_clone(&c, m, &err), &err);
+    return c;
 }
 
 /* out (B, classes) <- m's logits for images x (B, 3, S, S). */

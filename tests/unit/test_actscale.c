@@ -110,19 +110,15 @@ static void test_mse(lpv_rng *r) {
 
 static void test_model(void) {
     lpv_threads_set(2);
-    lpv_synsets syn;
-    lpv_dataset ds;
-    lpv_preproc pp;
-    test_mini_set(&ds, &syn, &pp, 48);
-    int M;
-    float *x = test_all_images(&ds, &pp, &M);
+    test_mini t;
+    test_mini_open(&t, 48);
     lpv_model *m = test_random_model(64, 2, 2, 128, 48, 1000, 0, 7);
     lpv_err err;
     lpv_quant_calib_opts o = lpv_quant_calib_defaults();
     o.act = LPV_ACT_MSE, o.act_kinds = (1u << LPV_LK_QKV) | (1u << LPV_LK_FC1) | (1u << LPV_LK_FC2);
     o.batch = 5;
     lpv_quant_calib_info info;
-    CHECK_OK(lpv_model_quantize_calibrated(m, &ds, &pp, &o, &info, NULL, &err), &err);
+    CHECK_OK(lpv_model_quantize_calibrated(m, &t.ds, &t.pp, &o, &info, NULL, &err), &err);
     lpv_layer_ref r[LPV_MAX_LAYERS];
     int nl = lpv_model_layers(m, r, LPV_MAX_LAYERS), ok = 1;
     for (int i = 0; i < nl; i++) {
@@ -147,24 +143,23 @@ static void test_model(void) {
         same &= r[i].lin->qx.per_token == rb[i].lin->qx.per_token && r[i].lin->qx.scale == rb[i].lin->qx.scale &&
                 r[i].lin->qx.zp == rb[i].lin->qx.zp;
     CHECK(same);
-    float *la = malloc(sizeof(float) * M * 1000), *lb = malloc(sizeof(float) * M * 1000);
+    float *la = malloc(sizeof(float) * t.n * 1000), *lb = malloc(sizeof(float) * t.n * 1000);
     lpv_workspace wa, wb;
-    CHECK_OK(lpv_workspace_init_for(&wa, m, M, &err), &err);
-    CHECK_OK(lpv_workspace_init_for(&wb, back, M, &err), &err);
-    CHECK_OK(lpv_forward(m, &wa, x, M, la, &err), &err);
-    CHECK_OK(lpv_forward(back, &wb, x, M, lb, &err), &err);
-    CHECK(memcmp(la, lb, sizeof(float) * M * 1000) == 0);
+    CHECK_OK(lpv_workspace_init_for(&wa, m, t.n, &err), &err);
+    CHECK_OK(lpv_workspace_init_for(&wb, back, t.n, &err), &err);
+    CHECK_OK(lpv_forward(m, &wa, t.x, t.n, la, &err), &err);
+    CHECK_OK(lpv_forward(back, &wb, t.x, t.n, lb, &err), &err);
+    CHECK(memcmp(la, lb, sizeof(float) * t.n * 1000) == 0);
     lpv_workspace_free(&wa), lpv_workspace_free(&wb);
     unlink(path);
     /* refusals: a codebook with a static grid, an int8 model */
     lpv_model *c = test_random_model(64, 2, 2, 128, 48, 1000, 0, 7);
     o.gptq.codebook = 8;
-    CHECK(lpv_model_quantize_calibrated(c, &ds, &pp, &o, NULL, NULL, &err) == LPV_E_ARG && strstr(err.msg, "codebook"));
-    CHECK(lpv_model_quantize_calibrated(m, &ds, &pp, &o, NULL, NULL, &err) == LPV_E_ARG && strstr(err.msg, "int8 already"));
-    free(la), free(lb), free(x);
+    CHECK(lpv_model_quantize_calibrated(c, &t.ds, &t.pp, &o, NULL, NULL, &err) == LPV_E_ARG && strstr(err.msg, "codebook"));
+    CHECK(lpv_model_quantize_calibrated(m, &t.ds, &t.pp, &o, NULL, NULL, &err) == LPV_E_ARG && strstr(err.msg, "int8 already"));
+    free(la), free(lb);
     lpv_model_free(m), lpv_model_free(back), lpv_model_free(c);
-    lpv_dataset_free(&ds);
-    lpv_synsets_free(&syn);
+    test_mini_close(&t);
 }
 
 int main(void) {

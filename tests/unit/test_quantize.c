@@ -21,13 +21,6 @@
 #include "test.h"
 #include "test_util.h"
 
-static lpv_model *clone(const lpv_model *m) {
-    lpv_model *c;
-    lpv_err err;
-    CHECK_OK(lpv_model_clone(&c, m, &err), &err);
-    return c;
-}
-
 /* Σ over images of the cls column's outer product, for one layer, in double. */
 typedef struct {
     int layer, in, T;
@@ -96,7 +89,7 @@ static void test_int8(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp
     lpv_err err;
     lpv_model_stats s;
     collect(m, ds, pp, 0, &s);
-    lpv_model *g = clone(m), *n = clone(m), *nb = clone(m);
+    lpv_model *g = test_clone(m), *n = test_clone(m), *nb = test_clone(m);
     lpv_gptq_opts o = lpv_gptq_defaults(), ob = o;
     ob.bias = 0;
     lpv_gptq_info info, infob;
@@ -135,7 +128,7 @@ static void test_int8(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp
     CHECKF(kg < kn, "gptq KL %.3g not below nearest %.3g", kg, kn);
     /* refusals: an int8 model, a layer without statistics */
     CHECK(lpv_model_quantize_gptq(g, &s, &o, NULL, &err) == LPV_E_ARG && strstr(err.msg, "int8 already"));
-    lpv_model *z = clone(m);
+    lpv_model *z = test_clone(m);
     s.want[6] = 0;
     CHECK(lpv_model_quantize_gptq(z, &s, &o, NULL, &err) == LPV_E_ARG && strstr(err.msg, "no input statistics"));
     s.want[6] = 1;
@@ -146,7 +139,7 @@ static void test_int8(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp
 
 /* A copy of m with the block linears pruned to masks (16 x 16 blocks; NULL: dense). */
 static lpv_model *pruned(const lpv_model *m, uint8_t *const *masks) {
-    lpv_model *p = clone(m);
+    lpv_model *p = test_clone(m);
     lpv_layer_ref r[LPV_MAX_LAYERS];
     int nl = lpv_model_layers(p, r, LPV_MAX_LAYERS);
     lpv_err err;
@@ -221,19 +214,13 @@ static void test_codebook_bsr(lpv_model *m, const lpv_dataset *ds, const lpv_pre
 
 int main(void) {
     lpv_threads_set(2);
-    lpv_synsets syn;
-    lpv_dataset ds;
-    lpv_preproc pp;
-    test_mini_set(&ds, &syn, &pp, 48);
-    int M;
-    float *x = test_all_images(&ds, &pp, &M);
+    test_mini t;
+    test_mini_open(&t, 48);
     lpv_model *m = test_random_model(64, 3, 2, 128, 48, 1000, 0, 33);
-    test_prefix_weight(m, &ds, &pp, x, M);
-    test_int8(m, &ds, &pp, x, M);
-    test_codebook_bsr(m, &ds, &pp, x, M);
+    test_prefix_weight(m, &t.ds, &t.pp, t.x, t.n);
+    test_int8(m, &t.ds, &t.pp, t.x, t.n);
+    test_codebook_bsr(m, &t.ds, &t.pp, t.x, t.n);
     lpv_model_free(m);
-    free(x);
-    lpv_dataset_free(&ds);
-    lpv_synsets_free(&syn);
+    test_mini_close(&t);
     return test_finish("test_quantize");
 }

@@ -20,13 +20,6 @@
 #include "test.h"
 #include "test_util.h"
 
-static lpv_model *clone(const lpv_model *m) {
-    lpv_model *c;
-    lpv_err err;
-    CHECK_OK(lpv_model_clone(&c, m, &err), &err);
-    return c;
-}
-
 static void collect(lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, lpv_model_stats *s) {
     lpv_err err;
     memset(s, 0, sizeof *s);
@@ -117,7 +110,7 @@ static void test_equivalent(lpv_model *m, const lpv_dataset *ds, const lpv_prepr
 static double int8_kl(const lpv_model *p, const lpv_dataset *ds, const lpv_preproc *pp, const float *x, int M,
                       double alpha, double *spread) {
     lpv_err err;
-    lpv_model *q = clone(p);
+    lpv_model *q = test_clone(p);
     float *l0 = malloc(sizeof(float) * M * 1000), *l1 = malloc(sizeof(float) * M * 1000);
     test_logits(q, x, M, l0);
     *spread = 0;
@@ -144,7 +137,7 @@ static double int8_kl(const lpv_model *p, const lpv_dataset *ds, const lpv_prepr
 }
 
 static void test_outliers(const lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp, const float *x, int M) {
-    lpv_model *p = clone(m);
+    lpv_model *p = test_clone(m);
     const int ch[2] = {5, 40};
     plant_outliers(p, ch, 2, 60.0f);
     double sp, sp5, sp8;
@@ -160,7 +153,7 @@ static void test_outliers(const lpv_model *m, const lpv_dataset *ds, const lpv_p
 
 static void test_refusals(const lpv_model *m, const lpv_dataset *ds, const lpv_preproc *pp) {
     lpv_err err;
-    lpv_model *p = clone(m);
+    lpv_model *p = test_clone(m);
     lpv_model_stats s;
     collect(p, ds, pp, &s);
     lpv_smooth_opts o = lpv_smooth_defaults();
@@ -182,23 +175,17 @@ static void test_refusals(const lpv_model *m, const lpv_dataset *ds, const lpv_p
 
 int main(void) {
     lpv_threads_set(2);
-    lpv_synsets syn;
-    lpv_dataset ds;
-    lpv_preproc pp;
-    test_mini_set(&ds, &syn, &pp, 48);
-    int M;
-    float *x = test_all_images(&ds, &pp, &M);
+    test_mini t;
+    test_mini_open(&t, 48);
     lpv_model *m = test_random_model(64, 3, 2, 128, 48, 1000, 0, 33);
     test_factors();
-    lpv_model *d = clone(m), *b = clone(m);
-    test_equivalent(d, &ds, &pp, x, M, "dense");
+    lpv_model *d = test_clone(m), *b = test_clone(m);
+    test_equivalent(d, &t.ds, &t.pp, t.x, t.n, "dense");
     test_sparsify_pattern(b, 16, 7);
-    test_equivalent(b, &ds, &pp, x, M, "bsr 16x16");
-    test_outliers(m, &ds, &pp, x, M);
-    test_refusals(m, &ds, &pp);
+    test_equivalent(b, &t.ds, &t.pp, t.x, t.n, "bsr 16x16");
+    test_outliers(m, &t.ds, &t.pp, t.x, t.n);
+    test_refusals(m, &t.ds, &t.pp);
     lpv_model_free(d), lpv_model_free(b), lpv_model_free(m);
-    free(x);
-    lpv_dataset_free(&ds);
-    lpv_synsets_free(&syn);
+    test_mini_close(&t);
     return test_finish("test_smooth");
 }

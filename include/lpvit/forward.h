@@ -39,6 +39,13 @@ typedef struct {
 
 const char *lpv_op_name(lpv_op op);
 
+/* Resume points of a block (lpv_workspace.resume). What the workspace must hold:
+ *   LPV_RESUME_PROJ  x: the block's input, xn: attention's output (what a block stopped at proj's tap leaves);
+ *                    proj runs first, its tap is not called again
+ *   LPV_RESUME_MLP   x: the stream after attention's residual add (what a block stopped at fc1's or fc2's tap
+ *                    leaves); LayerNorm 2 runs first, then fc1's tap */
+typedef enum { LPV_RESUME_NONE = 0, LPV_RESUME_PROJ = 1, LPV_RESUME_MLP = 2 } lpv_resume;
+
 typedef struct {
     lpv_config cfg;
     int max_batch;
@@ -69,6 +76,10 @@ typedef struct {
     /* >= 0: lpv_forward_block returns right after tapping this layer, skipping the rest of the
        block (ws->x is then NOT the block's output); -1 (the default): run whole blocks */
     int tap_stop;
+    /* where the next lpv_forward_block starts (then back to LPV_RESUME_NONE): the state a stopped block left,
+       put back by the caller, lets it go on without running the block's start again (the sequential refit
+       runs the pruned model one linear further per pass) */
+    lpv_resume resume;
     lpv_arena arena;
 } lpv_workspace;
 

@@ -169,6 +169,11 @@ static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspa
     float *lo = ws->xqr, *hi = ws->xqr ? ws->xqr + ld : NULL;
     int r_qkv = takes_range(&blk->qkv, ws), r_fc1 = takes_range(&blk->fc1, ws);
     int r_fc2 = takes_range(&blk->fc2, ws) && runs_int8(&blk->fc1, ws);
+    /* a resumed block enters at its resume point's label, with the state the caller put back (forward.h) */
+    lpv_resume from = ws->resume;
+    ws->resume = LPV_RESUME_NONE;
+    if (from == LPV_RESUME_PROJ) goto proj;
+    if (from == LPV_RESUME_MLP) goto mlp;
     lpv_layernorm_fm_range(ws->xn, ws->x, blk->ln1_w, blk->ln1_b, D, N, ld, c->ln_eps, r_qkv ? lo : NULL, hi);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0, ws->xn, ld, N)) return;
@@ -179,8 +184,10 @@ static void block_forward(const lpv_block *blk, const lpv_config *c, lpv_workspa
     else lpv_attention_fm(ws->xn, ws->big, ld, B, c->n_tokens, D, c->heads, ws->scratch);
     op_stop(tm, LPV_OP_ATTN, 4.0 * (double)c->n_tokens * c->n_tokens * D * B);
     if (tap(ws, L0 + 1, ws->xn, ld, N)) return;
+proj:
     run_linear(&blk->proj, ws->xn, ws, ld, ws->x, N, LPV_EPI_BIAS | LPV_EPI_ACC, tm, NULL, NULL);
     op_stop(tm, LPV_OP_PROJ, linear_flop(&blk->proj, N));
+mlp:
     lpv_layernorm_fm_range(ws->xn, ws->x, blk->ln2_w, blk->ln2_b, D, N, ld, c->ln_eps, r_fc1 ? lo : NULL, hi);
     op_stop(tm, LPV_OP_LN, 8.0 * D * N);
     if (tap(ws, L0 + 2, ws->xn, ld, N)) return;

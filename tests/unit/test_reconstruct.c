@@ -210,18 +210,22 @@ int main(void) {
         printf("sequential lsq: KL to dense %.5g, with the head refit %.5g\n", klh[0], klh[1]);
         CHECKF(klh[1] < klh[0], "head refit: KL %g not below %g", klh[1], klh[0]);
     }
-    /* one dense pass per block (capture_bytes: all of it, then only the next stream) gives the weights of a
-       pass per layer, bit for bit */
-    for (int budget = 0; budget < 2; budget++) {
+    /* one dense pass per block, and the pruned passes going on from each other (capture_bytes: only the next
+       stream, then it and the pruned state, then all of it; then all of it with block tuning, which rewrites a
+       block after the state was kept) give the weights of a pass per layer, bit for bit */
+    for (int budget = 0; budget < 4; budget++) {
         lpv_model *a = model(), *b2 = model();
         lpv_reconstruct_opts o = {.update = LPV_UPDATE_LSQ, .sequential = 1, .recon = lpv_recon_defaults(),
                                   .tune = lpv_tune_defaults(), .batch = 5, .refit_heads = 1};
+        int cap = budget == 3 ? 2 : budget; /* 0: the next stream, 1: + the pruned state, 2: all */
+        if (budget == 3) o.tune.epochs = 1;
         lpv_reconstruct_info ia, ib;
         CHECK_OK(lpv_reconstruct(a, dense, masks, R, C, &s, &ds, &pp, &o, &ia, &err), &err);
         int64_t stream = (int64_t)sizeof(float) * a->cfg.dim * lpv_round16(5 * a->cfg.n_tokens) * ((M + 4) / 5);
-        o.capture_bytes = budget ? (int64_t)1 << 40 : stream;
+        o.capture_bytes = cap == 2 ? (int64_t)1 << 40 : (cap + 1) * stream;
         CHECK_OK(lpv_reconstruct(b2, dense, masks, R, C, &s, &ds, &pp, &o, &ib, &err), &err);
-        CHECKF(ia.capture_bytes == 0 && (budget ? ib.capture_bytes > stream : ib.capture_bytes == stream),
+        CHECK(budget < 3 || (ia.tuned_blocks > 0 && ib.tuned_blocks == ia.tuned_blocks));
+        CHECKF(ia.capture_bytes == 0 && (cap == 2 ? ib.capture_bytes > 2 * stream : ib.capture_bytes == (cap + 1) * stream),
                "capture kept %lld bytes (budget %d, one stream %lld)", (long long)ib.capture_bytes, budget, (long long)stream);
         lpv_layer_ref ra[LPV_MAX_LAYERS], rb[LPV_MAX_LAYERS];
         int nn = lpv_model_layers(a, ra, LPV_MAX_LAYERS);

@@ -95,6 +95,11 @@ typedef struct {
     int64_t n;         /* columns (tokens) accumulated */
     float *G;          /* (in, in) Σ x x̃ᵀ, full; cross mode only, else NULL */
     double *sum_dense; /* (in) Σ x of the dense model; cross mode only, else NULL */
+    /* projected cross mode instead of G: P = W G = Σ (W x) x̃ᵀ for the target's weights W (out, in). The lsq
+       refit reads G only as W G, and for out < in (fc2: 768 x 3072) P costs W x plus (W x) x̃ᵀ, 4 · out · in
+       flops a token against G's 2 · in². NULL otherwise. */
+    float *P;          /* (out, in) */
+    int out;
 } lpv_layer_stats;
 
 typedef struct {
@@ -116,8 +121,10 @@ lpv_recon_opts lpv_recon_defaults(void);
 
 /* Zeroed statistics for `in` features; cross != 0 also allocates G and sum_dense. */
 lpv_status lpv_stats_init(lpv_layer_stats *s, int in, int cross, lpv_err *err);
+/* Zeroed projected cross statistics (P (out, in) and sum_dense instead of G). */
+lpv_status lpv_stats_init_projected(lpv_layer_stats *s, int in, int out, lpv_err *err);
 void lpv_stats_free(lpv_layer_stats *s);
-/* Under mpirun (dist.h), collective: every rank's H, sum, n (and G, sum_dense) added, amax the ranks' maximum,
+/* Under mpirun (dist.h), collective: every rank's H, sum, n (and G or P, sum_dense) added, amax the ranks' maximum,
  * identical on all ranks afterwards; with one rank a no-op. */
 lpv_status lpv_stats_sum_ranks(lpv_layer_stats *s, lpv_err *err);
 /* H += X Xᵀ (upper triangle, ssyrk; row bands over the threads), sum += Σ x,
@@ -133,6 +140,10 @@ void lpv_stats_accumulate_weighted(lpv_layer_stats *s, const float *X, int ld, i
 void lpv_stats_accumulate_cross(lpv_layer_stats *s, const float *X, int ldx, const float *Xt, int ldxt, int ncols);
 void lpv_stats_accumulate_cross_ref(lpv_layer_stats *s, const float *X, int ldx, const float *Xt, int ldxt,
                                     int ncols);
+/* Projected cross mode: the same with P += (W X) X̃ᵀ in place of G. W (out, in) row-major, the same weights for
+ * every call; scratch: out · ncols floats. */
+void lpv_stats_accumulate_projected(lpv_layer_stats *s, const float *W, const float *X, int ldx, const float *Xt,
+                                    int ldxt, int ncols, float *scratch);
 /* mean (in) = sum / n; mean_dense (in) = sum_dense / n when non-NULL (cross mode). */
 void lpv_stats_mean(const lpv_layer_stats *s, double *mean, double *mean_dense);
 /* Copies H's upper triangle onto its lower triangle. */
@@ -233,6 +244,10 @@ lpv_status lpv_gptq_layer(float *W, float *b, int out, int in, int R, int C, con
 /* H is H̃ (upper triangle read), G (in, in) full or NULL (then G = H). o NULL = defaults; info may be NULL. */
 lpv_status lpv_recon_lsq(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H, const float *G,
                          const lpv_recon_opts *o, lpv_recon_info *info, const char *name, lpv_err *err);
+/* The same from P = W G (out, in) for the W given (lpv_stats_accumulate_projected's, with these weights). */
+lpv_status lpv_recon_lsq_projected(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                                   const float *P, const lpv_recon_opts *o, lpv_recon_info *info, const char *name,
+                                   lpv_err *err);
 lpv_status lpv_recon_lsq_ref(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
                              const float *G, const lpv_recon_opts *o, lpv_recon_info *info, const char *name,
                              lpv_err *err);

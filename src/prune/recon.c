@@ -154,8 +154,24 @@ lpv_status lpv_stats_init(lpv_layer_stats *s, int in, int cross, lpv_err *err) {
     return LPV_OK;
 }
 
+lpv_status lpv_stats_init_projected(lpv_layer_stats *s, int in, int out, lpv_err *err) {
+    LPV_TRY(lpv_stats_init(s, in, 0, err));
+    if (out < 1) {
+        lpv_stats_free(s);
+        return lpv_fail(err, LPV_E_ARG, "stats: expected at least 1 output, got %d", out);
+    }
+    s->out = out;
+    s->P = calloc((size_t)out * (size_t)in, sizeof(float));
+    s->sum_dense = calloc((size_t)in, sizeof(double));
+    if (!s->P || !s->sum_dense) {
+        lpv_stats_free(s);
+        return lpv_fail(err, LPV_E_OOM, "stats: out of memory for %d x %d statistics", out, in);
+    }
+    return LPV_OK;
+}
+
 void lpv_stats_free(lpv_layer_stats *s) {
-    free(s->H), free(s->sum), free(s->amax), free(s->G), free(s->sum_dense);
+    free(s->H), free(s->sum), free(s->amax), free(s->G), free(s->sum_dense), free(s->P);
     memset(s, 0, sizeof *s);
 }
 
@@ -167,6 +183,7 @@ lpv_status lpv_stats_sum_ranks(lpv_layer_stats *s, lpv_err *err) {
     LPV_TRY(lpv_dist_sum_i64(&s->n, 1, err));
     LPV_TRY(lpv_dist_max_f32(s->amax, s->in, err));
     if (s->G) LPV_TRY(lpv_dist_sum_f32(s->G, nn, err));
+    if (s->P) LPV_TRY(lpv_dist_sum_f32(s->P, (int64_t)s->out * s->in, err));
     if (s->sum_dense) LPV_TRY(lpv_dist_sum_f64(s->sum_dense, s->in, err));
     return LPV_OK;
 }
@@ -273,6 +290,30 @@ void lpv_stats_accumulate_cross(lpv_layer_stats *s, const float *X, int ldx, con
         if (r1 > r0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, n, ncols, 1.0f, X + (int64_t)r0 * ldx, ldx,
                         Xt, ldxt, 1.0f, s->G + (int64_t)r0 * n, n);
+    }
+    row_sums(s->sum, Xt, n, ldxt, ncols);
+    row_sums(s->sum_dense, X, n, ldx, ncols);
+    row_amax(s->amax, Xt, n, ldxt, ncols);
+    s->n += ncols;
+}
+
+void lpv_stats_accumulate_projected(lpv_layer_stats *s, const float *W, const float *X, int ldx, const float *Xt,
+                                    int ldxt, int ncols, float *scratch) {
+    LPV_ASSERT(s && s->H && s->P && ncols >= 0 && ldx >= ncols && ldxt >= ncols);
+    if (ncols == 0) return;
+    int n = s->in, out = s->out, nt = lpv_team_size();
+    syrk_bands(s->H, n, Xt, ldxt, ncols);
+    /* per band of output rows: Y (rows, ncols) = W X, then P (rows, in) += Y X̃ᵀ */
+    int nb = (nt > 1 && out >= 64) ? 2 * nt : 1;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int k = 0; k < nb; k++) {
+        int r0 = (int)((int64_t)out * k / nb), r1 = (int)((int64_t)out * (k + 1) / nb);
+        if (r1 <= r0) continue;
+        float *Y = scratch + (int64_t)r0 * ncols;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, ncols, n, 1.0f, W + (int64_t)r0 * n, n, X, ldx,
+                    0.0f, Y, ncols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, n, ncols, 1.0f, Y, ncols, Xt, ldxt, 1.0f,
+                    s->P + (int64_t)r0 * n, n);
     }
     row_sums(s->sum, Xt, n, ldxt, ncols);
     row_sums(s->sum_dense, X, n, ldx, ncols);
@@ -613,8 +654,9 @@ typedef struct {
 } lsq_fail;
 
 /* One block row of lpv_recon_lsq; A (k, k) and Bt (R, k) are the thread's
- * scratch. Returns 0, or the spotrf/spotrs info after the last retry. */
-static int lsq_block_row(float *W, int out, int in, int R, const float *Hf, const float *Gm, int plain,
+ * scratch. Gm: G (in, in), or with projected P = W G (out, in). Returns 0, or the spotrf/spotrs info after
+ * the last retry. */
+static int lsq_block_row(float *W, int out, int in, int R, const float *Hf, const float *Gm, int plain, int projected,
                          const lpv_recon_opts *o, double base, int br, const int *run, int nrun, int k, float *A,
                          float *Bt, double *damp_used, int *retried) {
     int r0 = br * R, nr = imin(R, out - r0), info = 0;
@@ -625,7 +667,10 @@ static int lsq_block_row(float *W, int out, int in, int R, const float *Hf, cons
     }
     if (plain && !o->ridge_zero && k == in) return 0; /* nothing pruned: the optimum is W itself */
     /* Bt (nr, k) = W_r G_{:,K} */
-    for (int q = 0, off = 0; q < nrun; off += run[2 * q + 1], q++)
+    for (int q = 0, off = 0; q < nrun && projected; off += run[2 * q + 1], q++)
+        for (int i = 0; i < nr; i++)
+            memcpy(Bt + (int64_t)i * k + off, Gm + (int64_t)(r0 + i) * in + run[2 * q], sizeof(float) * (size_t)run[2 * q + 1]);
+    for (int q = 0, off = 0; q < nrun && !projected; off += run[2 * q + 1], q++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, run[2 * q + 1], in, 1.0f, W + (int64_t)r0 * in,
                     in, Gm + run[2 * q], in, 0.0f, Bt + off, k);
     double delta = 0;
@@ -667,8 +712,8 @@ static int cmp_i64(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-lpv_status lpv_recon_lsq(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H, const float *G,
-                         const lpv_recon_opts *o_, lpv_recon_info *info, const char *name, lpv_err *err) {
+static lpv_status lsq(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H, const float *G,
+                      int projected, const lpv_recon_opts *o_, lpv_recon_info *info, const char *name, lpv_err *err) {
     lpv_recon_opts o;
     LPV_TRY(prologue(out, in, R, C, H, o_, &o, name, err));
     int nbr = lpv_ceil_div(out, R), nbc = lpv_ceil_div(in, C), nt = lpv_team_size();
@@ -712,7 +757,8 @@ lpv_status lpv_recon_lsq(float *W, int out, int in, int R, int C, const uint8_t 
             if (!A || stop || stop2) continue;
             int br = (int)(order[q] & 0xffffffff), k, nrun = kept_runs(mask, br, nbc, in, C, run, &k), rt;
             double damp;
-            int inf = lsq_block_row(W, out, in, R, Hf, Gm, G == NULL, &o, base, br, run, nrun, k, A, Bt, &damp, &rt);
+            int inf = lsq_block_row(W, out, in, R, Hf, Gm, G == NULL, projected, &o, base, br, run, nrun, k, A, Bt,
+                                    &damp, &rt);
 #pragma omp critical(lpv_recon_lsq)
             {
                 if (inf && fail.br < 0) {
@@ -735,6 +781,18 @@ lpv_status lpv_recon_lsq(float *W, int out, int in, int R, int C, const uint8_t 
                         nm(name), fail.br, fail.k, fail.info, fail.damp, fail.damp * base);
     info_set(info, damp_max, damp_max * base, retried);
     return LPV_OK;
+}
+
+lpv_status lpv_recon_lsq(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H, const float *G,
+                         const lpv_recon_opts *o, lpv_recon_info *info, const char *name, lpv_err *err) {
+    return lsq(W, out, in, R, C, mask, H, G, 0, o, info, name, err);
+}
+
+lpv_status lpv_recon_lsq_projected(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,
+                                   const float *P, const lpv_recon_opts *o, lpv_recon_info *info, const char *name,
+                                   lpv_err *err) {
+    LPV_ASSERT(P);
+    return lsq(W, out, in, R, C, mask, H, P, 1, o, info, name, err);
 }
 
 lpv_status lpv_recon_lsq_ref(float *W, int out, int in, int R, int C, const uint8_t *mask, const float *H,

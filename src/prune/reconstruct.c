@@ -167,12 +167,14 @@ lpv_status lpv_reconstruct_layer(float *W, float *b, int out, int in, int R, int
     lpv_status s = (!W0 || !mx || !mxt) ? lpv_fail(err, LPV_E_OOM, "out of memory") : LPV_OK;
     if (!s) {
         memcpy(W0, W, sizeof(float) * nw);
-        if (u == LPV_UPDATE_LSQ) s = lpv_recon_lsq(W, out, in, R, C, mask, st->H, st->G, o, info, name, err);
+        if (u == LPV_UPDATE_LSQ && st->P) /* P was accumulated with these weights (W G: the refit's target) */
+            s = lpv_recon_lsq_projected(W, out, in, R, C, mask, st->H, st->P, o, info, name, err);
+        else if (u == LPV_UPDATE_LSQ) s = lpv_recon_lsq(W, out, in, R, C, mask, st->H, st->G, o, info, name, err);
         else if (u == LPV_UPDATE_OBS) s = lpv_recon_obs(W, out, in, R, C, mask, st->H, o, info, name, err);
         else lpv_mask_apply(W, out, in, R, C, mask);
     }
     if (!s && b) { /* the mean output error to zero: b += W0 E[x] - W E[x~] */
-        if (st->G) {
+        if (st->sum_dense) {
             lpv_stats_mean(st, mxt, mx);
             lpv_recon_bias(b, W0, W, out, in, mx, mxt);
         } else {
@@ -244,7 +246,9 @@ typedef struct {
     int slot0;             /* buffer of layer `first`: its position in its block (fc2's input is the widest) */
     float *buf[4];         /* dense mode: copies of those layers' inputs */
     int ld[4], ncols[4];
-    lpv_model_stats *cross;/* cross mode: accumulate G, H~ against buf */
+    lpv_model_stats *cross;/* cross mode: accumulate G (or P), H~ against buf */
+    const float *pw;       /* projected statistics (P = W G): the target layer's weights W (out, in) */
+    float *pscratch;       /* and W X: (out, ld) */
     int capture;           /* 1: copy into buf (dense pass), 0: accumulate cross stats (pruned pass) */
     const int *active;     /* per model layer: masked (needs statistics) */
     const int *in;         /* per model layer: input features */
@@ -261,7 +265,9 @@ static void seq_tap(void *ctx, int layer, const float *X, int ld, int ncols) {
         for (int r = 0; r < in; r++) memcpy(c->buf[j] + (int64_t)r * ld, X + (int64_t)r * ld, sizeof(float) * (size_t)ncols);
         c->ld[j] = ld, c->ncols[j] = ncols;
     } else {
-        lpv_stats_accumulate_cross(&c->cross->st[layer], c->buf[j], c->ld[j], X, ld, ncols);
+        lpv_layer_stats *st = &c->cross->st[layer];
+        if (st->P) lpv_stats_accumulate_projected(st, c->pw, c->buf[j], c->ld[j], X, ld, ncols, c->pscratch);
+        else lpv_stats_accumulate_cross(st, c->buf[j], c->ld[j], X, ld, ncols);
     }
 }
 
@@ -496,7 +502,7 @@ static void seq_free(seq_run *S) {
     free_chunks(S->pst, S->cache.n);
     cache_free(&S->cache);
     for (int j = 0; j < 4; j++) free(S->tc.buf[j]);
-    free(S->logits), free(S->logits2), free(S->full);
+    free(S->logits), free(S->logits2), free(S->full), free(S->tc.pscratch);
     if (S->ws_ok) lpv_workspace_free(&S->ws);
     if (S->tuner_ok) lpv_tuner_free(&S->tuner);
 }
@@ -543,6 +549,14 @@ static lpv_status seq_patch(seq_run *S, const lpv_model_stats *stats, lpv_err *e
     return st ? st : bcast_linear(&m->patch, err);
 }
 
+/* Whether layer i's refit statistics are projected (recon.h: P = W G instead of G, for out < in: fc2), i.e. the
+   lsq refit of a block linear whose target weights are at hand. Heads keep G (the recorded ones have no pass). */
+static int projected(const seq_run *S, int i) {
+    const lpv_linear *L = S->refs[i].lin;
+    return i > 0 && i < S->h0 && L->out < L->in && S->o->update == LPV_UPDATE_LSQ && !S->refit[i] &&
+           S->drefs[i].lin->w != NULL;
+}
+
 /* The workspace, the tuner, the capture buffers and the logits' scratch. */
 static lpv_status seq_alloc(seq_run *S, int nch, lpv_err *err) {
     const lpv_config *cfg = &S->m->cfg;
@@ -567,6 +581,10 @@ static lpv_status seq_alloc(seq_run *S, int nch, lpv_err *err) {
     S->logits2 = malloc(sizeof(float) * (size_t)S->b * cfg->classes);
     int ok = c->bsz && c->xd && c->xp && (!S->tt || c->xt) && S->logits && S->logits2;
     for (int j = 0; j < 4; j++) ok &= S->tc.buf[j] != NULL;
+    int64_t pout = 0; /* the projected statistics' scratch: the widest output they are used for */
+    for (int i = 0; i < S->h0; i++)
+        if (S->active[i] && projected(S, i) && S->refs[i].lin->out > pout) pout = S->refs[i].lin->out;
+    if (pout && !(S->tc.pscratch = malloc(sizeof(float) * (size_t)(pout * ldmax)))) ok = 0;
     return ok ? LPV_OK : lpv_fail(err, LPV_E_OOM, "out of memory for the sequential reconstruction");
 }
 
@@ -760,7 +778,10 @@ static lpv_status seq_refit_layer(seq_run *S, int l, int i, int first, lpv_err *
     int D = S->m->cfg.dim, heads = l == S->m->cfg.depth;
     lpv_layer_ref *srefs = heads && S->tt ? S->trefs : S->drefs;
     const lpv_head_targets *ht = S->ht;
-    lpv_status st = lpv_stats_init(&S->cs.st[i], S->refs[i].lin->in, 1, err);
+    const lpv_linear *L = S->refs[i].lin;
+    int proj = projected(S, i);
+    lpv_status st = proj ? lpv_stats_init_projected(&S->cs.st[i], L->in, L->out, err) : lpv_stats_init(&S->cs.st[i], L->in, 1, err);
+    S->tc.pw = proj ? srefs[i].lin->w : NULL;
     if (st == LPV_OK) {
         S->cs.want[i] = 1;
         seq_accumulate(S, l, i, first);

@@ -494,6 +494,39 @@ static void test_sequential(lpv_rng *r) {
         CHECKF(rel_diff(V, cf, n) < 2e-4 && rel_diff(V, Vr, n) < 2e-4, "seq shape %d: vs closed form %.3g, ref %.3g",
                s, rel_diff(V, cf, n), rel_diff(V, Vr, n));
         CHECK(pruned_exactly_zero(&L, V, mask));
+        /* projected statistics (P = W G, two chunks, threaded bands): H and the sums as the cross ones', bit for
+           bit; P against W G in double; the refit from P the refit from G */
+        {
+            lpv_layer_stats ps;
+            float *scratch = malloc(sizeof(float) * (size_t)L.out * L.n), *Vp = copy_f(L.W, n);
+            CHECK_OK(lpv_stats_init_projected(&ps, L.in, L.out, &err), &err);
+            CHECK(ps.P && !ps.G && ps.sum_dense && ps.out == L.out);
+            lpv_stats_accumulate_projected(&ps, L.W, L.X, L.ld, Xt, L.ld, 200, scratch);
+            lpv_stats_accumulate_projected(&ps, L.W, L.X + 200, L.ld, Xt + 200, L.ld, L.n - 200, scratch);
+            lpv_layer_stats cs2;
+            CHECK_OK(lpv_stats_init(&cs2, L.in, 1, &err), &err);
+            lpv_stats_accumulate_cross(&cs2, L.X, L.ld, Xt, L.ld, 200);
+            lpv_stats_accumulate_cross(&cs2, L.X + 200, L.ld, Xt + 200, L.ld, L.n - 200);
+            CHECK(ps.n == L.n && memcmp(ps.H, cs2.H, sizeof(float) * (size_t)L.in * L.in) == 0 &&
+                  memcmp(ps.sum, cs2.sum, sizeof(double) * L.in) == 0 &&
+                  memcmp(ps.sum_dense, cs2.sum_dense, sizeof(double) * L.in) == 0 &&
+                  memcmp(ps.amax, cs2.amax, sizeof(float) * L.in) == 0);
+            double pe = 0, pm = 0;
+            for (int i = 0; i < L.out; i++)
+                for (int j = 0; j < L.in; j++) {
+                    double wg = 0;
+                    for (int k = 0; k < L.in; k++) wg += (double)L.W[i * L.in + k] * cs2.G[k * L.in + j];
+                    pe = fmax(pe, fabs(wg - ps.P[i * L.in + j])), pm = fmax(pm, fabs(wg));
+                }
+            CHECKF(pe <= 1e-5 * pm, "projected P vs W G: %.3g of %.3g", pe, pm);
+            CHECK_OK(lpv_recon_lsq_projected(Vp, L.out, L.in, L.R, L.C, mask, ps.H, ps.P, &o, NULL, "t.proj", &err),
+                     &err);
+            CHECKF(rel_diff(Vp, V, n) < 1e-4 && rel_diff(Vp, cf, n) < 2e-4, "projected lsq: vs G %.3g, closed form %.3g",
+                   rel_diff(Vp, V, n), rel_diff(Vp, cf, n));
+            CHECK(pruned_exactly_zero(&L, Vp, mask));
+            lpv_stats_free(&ps), lpv_stats_free(&cs2);
+            free(scratch), free(Vp);
+        }
         /* it is the optimum of its objective: no worse than plain lsq (fit on X̃ alone) or masked-only */
         CHECK_OK(lpv_recon_lsq(P, L.out, L.in, L.R, L.C, mask, st.H, NULL, &o, NULL, "t.plain", &err), &err);
         lpv_mask_apply(M, L.out, L.in, L.R, L.C, mask);

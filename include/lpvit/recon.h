@@ -144,6 +144,13 @@ void lpv_stats_accumulate_cross_ref(lpv_layer_stats *s, const float *X, int ldx,
  * every call; scratch: out · ncols floats. */
 void lpv_stats_accumulate_projected(lpv_layer_stats *s, const float *W, const float *X, int ldx, const float *Xt,
                                     int ldxt, int ncols, float *scratch);
+/* What the dense side contributes to that, computed ahead (so only W X and Σ x need keeping, not X):
+ * Y (out, ncols) with row stride ldy = W X; xsum (in), when not NULL, = Σ_t x per feature. */
+void lpv_stats_project(const float *W, int out, int in, const float *X, int ldx, int ncols, float *Y, int ldy,
+                       double *xsum);
+/* lpv_stats_accumulate_projected from lpv_stats_project's Y and xsum: the same bits. */
+void lpv_stats_accumulate_projected_y(lpv_layer_stats *s, const float *Y, int ldy, const double *xsum,
+                                      const float *Xt, int ldxt, int ncols);
 /* mean (in) = sum / n; mean_dense (in) = sum_dense / n when non-NULL (cross mode). */
 void lpv_stats_mean(const lpv_layer_stats *s, double *mean, double *mean_dense);
 /* Copies H's upper triangle onto its lower triangle. */

@@ -297,28 +297,57 @@ void lpv_stats_accumulate_cross(lpv_layer_stats *s, const float *X, int ldx, con
     s->n += ncols;
 }
 
-void lpv_stats_accumulate_projected(lpv_layer_stats *s, const float *W, const float *X, int ldx, const float *Xt,
-                                    int ldxt, int ncols, float *scratch) {
-    LPV_ASSERT(s && s->H && s->P && ncols >= 0 && ldx >= ncols && ldxt >= ncols);
+/* Rows [r0, r1) of out in band k of nb (the same split for every caller: the same bits). */
+static int proj_bands(int out) {
+    int nt = lpv_team_size();
+    return (nt > 1 && out >= 64) ? 2 * nt : 1;
+}
+
+void lpv_stats_project(const float *W, int out, int in, const float *X, int ldx, int ncols, float *Y, int ldy,
+                       double *xsum) {
+    LPV_ASSERT(out >= 1 && in >= 1 && ncols >= 0 && ldx >= ncols && ldy >= ncols);
+    if (xsum) {
+        memset(xsum, 0, sizeof(double) * (size_t)in);
+        row_sums(xsum, X, in, ldx, ncols);
+    }
     if (ncols == 0) return;
-    int n = s->in, out = s->out, nt = lpv_team_size();
-    syrk_bands(s->H, n, Xt, ldxt, ncols);
-    /* per band of output rows: Y (rows, ncols) = W X, then P (rows, in) += Y X̃ᵀ */
-    int nb = (nt > 1 && out >= 64) ? 2 * nt : 1;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    int nb = proj_bands(out);
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(dynamic, 1)
     for (int k = 0; k < nb; k++) {
         int r0 = (int)((int64_t)out * k / nb), r1 = (int)((int64_t)out * (k + 1) / nb);
-        if (r1 <= r0) continue;
-        float *Y = scratch + (int64_t)r0 * ncols;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, ncols, n, 1.0f, W + (int64_t)r0 * n, n, X, ldx,
-                    0.0f, Y, ncols);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, n, ncols, 1.0f, Y, ncols, Xt, ldxt, 1.0f,
-                    s->P + (int64_t)r0 * n, n);
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, ncols, in, 1.0f, W + (int64_t)r0 * in, in,
+                        X, ldx, 0.0f, Y + (int64_t)r0 * ldy, ldy);
+    }
+}
+
+void lpv_stats_accumulate_projected_y(lpv_layer_stats *s, const float *Y, int ldy, const double *xsum,
+                                      const float *Xt, int ldxt, int ncols) {
+    LPV_ASSERT(s && s->H && s->P && s->sum_dense && ncols >= 0 && ldy >= ncols && ldxt >= ncols);
+    if (xsum) /* row_sums adds each row's chunk sum once: adding the chunk's sums gives the same bits */
+        for (int i = 0; i < s->in; i++) s->sum_dense[i] += xsum[i];
+    if (ncols == 0) return;
+    int n = s->in, out = s->out, nb = proj_bands(out);
+    syrk_bands(s->H, n, Xt, ldxt, ncols);
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(dynamic, 1)
+    for (int k = 0; k < nb; k++) { /* P (rows, in) += Y X̃ᵀ */
+        int r0 = (int)((int64_t)out * k / nb), r1 = (int)((int64_t)out * (k + 1) / nb);
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, n, ncols, 1.0f, Y + (int64_t)r0 * ldy, ldy,
+                        Xt, ldxt, 1.0f, s->P + (int64_t)r0 * n, n);
     }
     row_sums(s->sum, Xt, n, ldxt, ncols);
-    row_sums(s->sum_dense, X, n, ldx, ncols);
     row_amax(s->amax, Xt, n, ldxt, ncols);
     s->n += ncols;
+}
+
+void lpv_stats_accumulate_projected(lpv_layer_stats *s, const float *W, const float *X, int ldx, const float *Xt,
+                                    int ldxt, int ncols, float *scratch) {
+    LPV_ASSERT(s && s->P && ncols >= 0 && ldx >= ncols && ldxt >= ncols);
+    if (ncols == 0) return;
+    lpv_stats_project(W, s->out, s->in, X, ldx, ncols, scratch, ncols, NULL);
+    row_sums(s->sum_dense, X, s->in, ldx, ncols);
+    lpv_stats_accumulate_projected_y(s, scratch, ncols, NULL, Xt, ldxt, ncols);
 }
 
 void lpv_stats_accumulate_cross_ref(lpv_layer_stats *s, const float *X, int ldx, const float *Xt, int ldxt,

@@ -249,6 +249,7 @@ typedef struct {
     lpv_model_stats *cross;/* cross mode: accumulate G (or P), H~ against buf */
     const float *pw;       /* projected statistics (P = W G): the target layer's weights W (out, in) */
     float *pscratch;       /* and W X: (out, ld) */
+    const double *xsum;    /* NULL, or buf holds the layer's W X already and this its Σ x (kept, fc2) */
     int capture;           /* 1: copy into buf (dense pass), 0: accumulate cross stats (pruned pass) */
     const int *active;     /* per model layer: masked (needs statistics) */
     const int *in;         /* per model layer: input features */
@@ -266,7 +267,8 @@ static void seq_tap(void *ctx, int layer, const float *X, int ld, int ncols) {
         c->ld[j] = ld, c->ncols[j] = ncols;
     } else {
         lpv_layer_stats *st = &c->cross->st[layer];
-        if (st->P) lpv_stats_accumulate_projected(st, c->pw, c->buf[j], c->ld[j], X, ld, ncols, c->pscratch);
+        if (st->P && c->xsum) lpv_stats_accumulate_projected_y(st, c->buf[j], c->ld[j], c->xsum, X, ld, ncols);
+        else if (st->P) lpv_stats_accumulate_projected(st, c->pw, c->buf[j], c->ld[j], X, ld, ncols, c->pscratch);
         else lpv_stats_accumulate_cross(st, c->buf[j], c->ld[j], X, ld, ncols);
     }
 }
@@ -449,9 +451,11 @@ static lpv_status check_twin(lpv_model *m, const lpv_model *other, uint8_t *cons
     return LPV_OK;
 }
 
-/* A dense layer input kept for one chunk (the one-pass capture): (in, ld), ncols valid columns. */
+/* A dense layer input kept for one chunk (the one-pass capture): (in, ld), ncols valid columns. For a layer
+   with projected statistics (fc2) what its refit needs of it instead: x = W x (out, ld) and xsum = Σ x (in). */
 typedef struct {
     float *x;
+    double *xsum;
     int ld, ncols;
 } kept;
 
@@ -482,7 +486,8 @@ typedef struct {
     /* the pruned model's state where its last pass of the block stopped, per chunk (pruned_pass), or NULL:
        every pass runs the block from its start */
     float **pst;
-    lpv_resume pst_at;              /* what pst holds (forward.h's resume points; NONE: nothing yet) */
+    lpv_resume pst_at;
+    int keep_y;                     /* fc2 kept as W x and Σ x (its statistics are projected) */              /* what pst holds (forward.h's resume points; NONE: nothing yet) */
     float *logits, *logits2;        /* (b, classes) each: the heads' pass, the logits' error before/after */
 } seq_run;
 
@@ -495,7 +500,7 @@ static void seq_free(seq_run *S) {
     for (int i = 0; i < S->n; i++)
         if (S->cs.want[i]) lpv_stats_free(&S->cs.st[i]);
     for (int j = 0; j < 4; j++) {
-        for (int c = 0; S->keep[j] && c < S->cache.n; c++) free(S->keep[j][c].x);
+        for (int c = 0; S->keep[j] && c < S->cache.n; c++) free(S->keep[j][c].x), free(S->keep[j][c].xsum);
         free(S->keep[j]);
     }
     free_chunks(S->next, S->cache.n);
@@ -633,8 +638,9 @@ static lpv_status alloc_chunks(float ***a, int64_t n, int64_t floats, lpv_err *e
 /* The one-pass capture's buffers (o->capture_bytes), in the order that saves the most per byte while they
    fit: the dense stream's next value (D per token: the block's advance pass), the pruned model's state between
    its passes (D: its advance and per-layer passes then run each part of the block once, pruned_pass), proj's
-   and fc1's inputs (D each: their per-layer passes run most of the block), fc2's (mlp: three quarters of the
-   block). qkv's input is LN1's output, cheap to recompute. A slot no block refits is not kept. */
+   and fc1's inputs (D each: their per-layer passes run most of the block), fc2's (three quarters of the block;
+   mlp per token, or with projected statistics only W x: D, and Σ x per chunk). qkv's input is LN1's output,
+   cheap to recompute. A slot no block refits is not kept. */
 static lpv_status seq_alloc_keep(seq_run *S, lpv_err *err) {
     const lpv_config *cfg = &S->m->cfg;
     int64_t D = cfg->dim, F = cfg->mlp, ld = lpv_round16(S->b * cfg->n_tokens), n = S->cache.n;
@@ -647,7 +653,8 @@ static lpv_status seq_alloc_keep(seq_run *S, lpv_err *err) {
             for (int q = 1; q < 4; q++) /* the pruned state serves proj's, fc1's and fc2's passes */
                 wanted |= (j == PSTATE || j == q) && S->active[lpv_block_layer0(l) + q];
         if (!wanted) continue;
-        int64_t bytes = (int64_t)sizeof(float) * (j == 3 ? F : D) * ld * n;
+        int ky = j == 3 && S->keep_y, rows = j == 3 && !ky ? (int)F : (int)D;
+        int64_t bytes = (int64_t)sizeof(float) * rows * ld * n + (ky ? (int64_t)sizeof(double) * F * n : 0);
         if (used + bytes > S->o->capture_bytes) break;
         used += bytes;
         if (j == NEXT) {
@@ -657,7 +664,8 @@ static lpv_status seq_alloc_keep(seq_run *S, lpv_err *err) {
         } else {
             if (!(S->keep[j] = calloc((size_t)n, sizeof(kept)))) return lpv_fail(err, LPV_E_OOM, "out of memory");
             for (int64_t c = 0; c < n; c++)
-                if (!(S->keep[j][c].x = malloc(sizeof(float) * (size_t)((j == 3 ? F : D) * ld))))
+                if (!(S->keep[j][c].x = malloc(sizeof(float) * (size_t)(rows * ld))) ||
+                    (ky && !(S->keep[j][c].xsum = malloc(sizeof(double) * (size_t)F))))
                     return lpv_fail(err, LPV_E_OOM, "out of memory");
         }
     }
@@ -676,9 +684,14 @@ static void keep_tap(void *ctx, int layer, const float *X, int ld, int ncols) {
     int j = layer - k->first;
     if (j < 1 || j > 3 || !k->S->keep[j] || !k->S->active[layer]) return;
     kept *dst = &k->S->keep[j][k->chunk];
+    dst->ld = ld, dst->ncols = ncols;
+    if (dst->xsum) { /* fc2 with projected statistics: what they need of its input */
+        const lpv_linear *L = k->S->drefs[layer].lin;
+        lpv_stats_project(L->w, L->out, L->in, X, ld, ncols, dst->x, ld, dst->xsum);
+        return;
+    }
     for (int r = 0; r < k->S->in_of[layer]; r++)
         memcpy(dst->x + (int64_t)r * ld, X + (int64_t)r * ld, sizeof(float) * (size_t)ncols);
-    dst->ld = ld, dst->ncols = ncols;
 }
 
 /* One dense pass of block l over every chunk: the kept layers' inputs, and the stream's next value. */
@@ -748,8 +761,9 @@ static void seq_accumulate(seq_run *S, int l, int i, int first) {
         int bs = S->cache.bsz[c];
         size_t bytes = sizeof(float) * (size_t)D * (size_t)lpv_round16(bs * T);
         tc->capture = 1;
+        tc->xsum = NULL;
         if (k) {
-            tc->buf[j] = k[c].x, tc->ld[j] = k[c].ld, tc->ncols[j] = k[c].ncols;
+            tc->buf[j] = k[c].x, tc->ld[j] = k[c].ld, tc->ncols[j] = k[c].ncols, tc->xsum = k[c].xsum;
         } else if (heads && ht) { /* the head's recorded inputs stand for the capture pass */
             for (int d = 0; d < D; d++)
                 memcpy(tc->buf[j] + (int64_t)d * bs, ht->x + ((int64_t)j * D + d) * ht->images + off,
@@ -770,7 +784,7 @@ static void seq_accumulate(seq_run *S, int l, int i, int first) {
     }
     S->pst_at = now;
     ws->tap = NULL, ws->tap_stop = -1;
-    tc->buf[j] = scratch;
+    tc->buf[j] = scratch, tc->xsum = NULL;
 }
 
 /* Layer i of block l: its statistics over every rank's images, then its refit from them. */
@@ -881,6 +895,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     if (st == LPV_OK) {
         st = seq_alloc(S, (ds->n + S->b - 1) / S->b, err);
         if (st == LPV_OK) st = seq_cache_streams(S, ds, pp, err);
+        S->keep_y = cfg->depth > 0 && projected(S, lpv_block_layer0(0) + 3); /* every block's fc2 is alike */
         if (st == LPV_OK) st = seq_alloc_keep(S, err);
         st = lpv_dist_agree(st, err);
     }

@@ -278,26 +278,33 @@ void lpv_stats_accumulate_ref(lpv_layer_stats *s, const float *X, int ld, int nc
     s->n += ncols;
 }
 
+/* C (M, N) = A op(B) + beta C in nb bands of rows over the team, one single-threaded sgemm each: A (M, K)
+ * row-major, op(B) = B (K, N), or Bᵀ with B (N, K) when tb is CblasTrans. A given nb gives the same bits. */
+static void sgemm_row_bands(int nb, CBLAS_TRANSPOSE tb, int M, int N, int K, const float *A, int lda, const float *B,
+                            int ldb, float beta, float *C, int ldc) {
+#pragma omp parallel for num_threads(lpv_team_size()) schedule(dynamic, 1)
+    for (int k = 0; k < nb; k++) {
+        int r0 = (int)((int64_t)M * k / nb), r1 = (int)((int64_t)M * (k + 1) / nb);
+        if (r1 > r0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, r1 - r0, N, K, 1.0f, A + (int64_t)r0 * lda, lda, B, ldb, beta,
+                        C + (int64_t)r0 * ldc, ldc);
+    }
+}
+
 void lpv_stats_accumulate_cross(lpv_layer_stats *s, const float *X, int ldx, const float *Xt, int ldxt, int ncols) {
     LPV_ASSERT(s && s->H && s->G && ncols >= 0 && ldx >= ncols && ldxt >= ncols);
     if (ncols == 0) return;
     int n = s->in, nt = lpv_team_size();
     syrk_bands(s->H, n, Xt, ldxt, ncols);
-    int nb = (nt > 1 && n >= 256) ? 2 * nt : 1;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int k = 0; k < nb; k++) {
-        int r0 = (int)((int64_t)n * k / nb), r1 = (int)((int64_t)n * (k + 1) / nb);
-        if (r1 > r0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, n, ncols, 1.0f, X + (int64_t)r0 * ldx, ldx,
-                        Xt, ldxt, 1.0f, s->G + (int64_t)r0 * n, n);
-    }
+    sgemm_row_bands((nt > 1 && n >= 256) ? 2 * nt : 1, CblasTrans, n, n, ncols, X, ldx, Xt, ldxt, 1.0f, s->G, n);
     row_sums(s->sum, Xt, n, ldxt, ncols);
     row_sums(s->sum_dense, X, n, ldx, ncols);
     row_amax(s->amax, Xt, n, ldxt, ncols);
     s->n += ncols;
 }
 
-/* Rows [r0, r1) of out in band k of nb (the same split for every caller: the same bits). */
+/* The row bands of the projected statistics' products: one count for lpv_stats_project and
+ * lpv_stats_accumulate_projected_y whoever calls them, so W x is the same bits kept or computed on the fly. */
 static int proj_bands(int out) {
     int nt = lpv_team_size();
     return (nt > 1 && out >= 64) ? 2 * nt : 1;
@@ -311,14 +318,7 @@ void lpv_stats_project(const float *W, int out, int in, const float *X, int ldx,
         row_sums(xsum, X, in, ldx, ncols);
     }
     if (ncols == 0) return;
-    int nb = proj_bands(out);
-#pragma omp parallel for num_threads(lpv_team_size()) schedule(dynamic, 1)
-    for (int k = 0; k < nb; k++) {
-        int r0 = (int)((int64_t)out * k / nb), r1 = (int)((int64_t)out * (k + 1) / nb);
-        if (r1 > r0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, ncols, in, 1.0f, W + (int64_t)r0 * in, in,
-                        X, ldx, 0.0f, Y + (int64_t)r0 * ldy, ldy);
-    }
+    sgemm_row_bands(proj_bands(out), CblasNoTrans, out, ncols, in, W, in, X, ldx, 0.0f, Y, ldy);
 }
 
 void lpv_stats_accumulate_projected_y(lpv_layer_stats *s, const float *Y, int ldy, const double *xsum,
@@ -327,15 +327,9 @@ void lpv_stats_accumulate_projected_y(lpv_layer_stats *s, const float *Y, int ld
     if (xsum) /* row_sums adds each row's chunk sum once: adding the chunk's sums gives the same bits */
         for (int i = 0; i < s->in; i++) s->sum_dense[i] += xsum[i];
     if (ncols == 0) return;
-    int n = s->in, out = s->out, nb = proj_bands(out);
+    int n = s->in, out = s->out;
     syrk_bands(s->H, n, Xt, ldxt, ncols);
-#pragma omp parallel for num_threads(lpv_team_size()) schedule(dynamic, 1)
-    for (int k = 0; k < nb; k++) { /* P (rows, in) += Y X̃ᵀ */
-        int r0 = (int)((int64_t)out * k / nb), r1 = (int)((int64_t)out * (k + 1) / nb);
-        if (r1 > r0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, n, ncols, 1.0f, Y + (int64_t)r0 * ldy, ldy,
-                        Xt, ldxt, 1.0f, s->P + (int64_t)r0 * n, n);
-    }
+    sgemm_row_bands(proj_bands(out), CblasTrans, out, n, ncols, Y, ldy, Xt, ldxt, 1.0f, s->P, n); /* P += Y X̃ᵀ */
     row_sums(s->sum, Xt, n, ldxt, ncols);
     row_amax(s->amax, Xt, n, ldxt, ncols);
     s->n += ncols;

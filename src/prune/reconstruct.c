@@ -486,8 +486,8 @@ typedef struct {
     /* the pruned model's state where its last pass of the block stopped, per chunk (pruned_pass), or NULL:
        every pass runs the block from its start */
     float **pst;
-    lpv_resume pst_at;
-    int keep_y;                     /* fc2 kept as W x and Σ x (its statistics are projected) */              /* what pst holds (forward.h's resume points; NONE: nothing yet) */
+    lpv_resume pst_at;              /* what pst holds (forward.h's resume points; NONE: nothing yet) */
+    int keep_y;                     /* fc2 kept as W x and Σ x (its statistics are projected) */
     float *logits, *logits2;        /* (b, classes) each: the heads' pass, the logits' error before/after */
 } seq_run;
 

@@ -3,7 +3,7 @@
  * in one pass over a calibration set, and their on-disk cache.
  *
  * For every linear layer of the model (lpv_model_layers order):
- *   g  (out, in)  mean over samples of ∂L_n/∂W   (first moment)
+ *   g  (out, in)  mean over samples of ∂L_n/∂W   (first moment), unless no_mean
  *   f  (out, in)  mean over samples of (∂L_n/∂W)² (empirical Fisher diagonal), when asked
  *   bf (nbr, nbc) mean over samples of (Σ_block ∂L_n/∂W ⊙ W)² for R x C blocks, when asked:
  *                 w_bᵀ F_bb w_b with the block's full empirical Fisher, off-diagonal terms included
@@ -13,7 +13,7 @@
  * information, so `kl` uses labels drawn from p_dense (seeded): the "true
  * Fisher" Monte-Carlo estimate.
  *
- * Cache: a zlib (gzip) stream of a safetensors file holding g (and f) under
+ * Cache: a zlib (gzip) stream of a safetensors file holding what was gathered (g, f, bf) under
  * the timm layer names, with the key (lpv_calib_key) in its metadata. The file name
  * is the key's SHA-256. Loading validates like any input (gzip integrity,
  * safetensors rules, the key, every tensor's shape); a file that fails is
@@ -51,12 +51,14 @@ typedef struct {
     uint64_t seed;     /* kl: label sampling */
     lpv_skips *skips;  /* optional: unreadable images are counted here (loader.h) */
     const char *label; /* what the progress reports call this pass (NULL: "statistics") */
+    int no_mean;       /* leave g out (NULL): the caller reads only f or bf; summing g costs a pass over
+                          every weight per image */
 } lpv_calib_opts;
 
 typedef struct {
     int n;                 /* linear layers */
     lpv_layer_ref refs[LPV_MAX_LAYERS];
-    float *g[LPV_MAX_LAYERS];
+    float *g[LPV_MAX_LAYERS]; /* NULL with no_mean */
     float *f[LPV_MAX_LAYERS]; /* NULL without fisher */
     float *bf[LPV_MAX_LAYERS];/* (nbr, nbc) per-block second moments, NULL without block_R */
     int block_R, block_C;

@@ -26,7 +26,8 @@
  *
  * What is accumulated. A call on a batch of B images computes the batch loss
  * L = (1/B) Σ_n L_n, with L_n sample n's own term (see lpv_loss_kind), and
- *   g->param += ∂L/∂param            for every parameter (batch mean)
+ *   g->param += ∂L/∂param            for every parameter (batch mean; under LPV_GRADS_NO_MEAN not the
+ *                                    weights of linears whose per-sample moments are kept)
  *   g->lin.sq += Σ_n (∂L_n/∂W)²       per prunable linear weight, when enabled
  *   g->batches += 1, g->samples += B
  * so after K calls with equal batch sizes, the mean gradient over all samples
@@ -90,7 +91,11 @@ lpv_status lpv_loss_parse(const char *s, lpv_loss_kind *out, lpv_err *err);
 
 /* ---- gradient buffers ---- */
 
-enum { LPV_GRADS_SQ = 1 }; /* also keep Σ_n (∂L_n/∂W)² per prunable linear weight */
+enum {
+    LPV_GRADS_SQ = 1,     /* also keep Σ_n (∂L_n/∂W)² per prunable linear weight */
+    LPV_GRADS_NO_MEAN = 2 /* a linear whose per-sample moments are kept (sq or bsq) leaves w at zero: for callers
+                             that read only the moments (the sum costs a pass over the weight per image) */
+};
 
 typedef struct {
     int out, in;
@@ -98,6 +103,7 @@ typedef struct {
     float *b;  /* (out) */
     float *sq; /* (out, in) Σ_n (∂L_n/∂W)², NULL unless LPV_GRADS_SQ */
     float *bsq;/* (nbr, nbc) Σ_n (Σ_block ∂L_n/∂W ⊙ W)², NULL unless lpv_grads_enable_blocks */
+    int no_mean; /* LPV_GRADS_NO_MEAN: w is not summed when sq or bsq is */
 } lpv_linear_grad;
 
 typedef struct {
@@ -191,7 +197,7 @@ typedef struct {
     float *dpe;        /* (D, ldp) gradient of the patch embeddings */
     float *dhx, *dhxn, *dlt; /* (D, ldh), (D, ldh), (classes, ldh) */
     float *att_scratch;/* per thread lpv_attention_backward_scratch(T) */
-    float *tmp;        /* per-sample weight gradient: max(out*in) floats */
+    float *tmp;        /* per-sample weight gradient and a row per thread: max(out*in) + threads * max(in) floats */
     size_t bytes;      /* total reserved */
     lpv_arena arena;
 } lpv_train_ws;

@@ -65,15 +65,19 @@ void lpv_linear_backward_ref(float *dX, float *dW, float *db, const float *dY, c
 /*
  * Per-sample weight gradients: S samples of `cols` consecutive columns each. With
  * G_s = dY_s X_sᵀ (sample s's columns only): dW += Σ_s G_s, sq += Σ_s (scale·G_s)²,
- * db += row sums of dY (db may be NULL). tmp: out*in floats.
+ * db += row sums of dY (db and dW may be NULL: dW NULL skips the sum). tmp: out*in floats.
  */
 void lpv_linear_backward_persample(float *dW, float *db, float *sq, float *tmp, const float *dY, const float *X,
                                    int out, int in, int S, int cols, int ld, float scale);
 /* The same, plus per-block second moments when bsq != NULL: for every sample n and every R x C block b of W,
  * bsq[b] += (scale · Σ_{ij in b} G_n,ij W_ij)², G_n the sample's gradient — the exact empirical-Fisher
- * quadratic form of zeroing the block (within-block correlations included). sq may be NULL. */
+ * quadratic form of zeroing the block (within-block correlations included). sq may be NULL. With bsq, tmp
+ * holds lpv_persample_tmp_floats(out, in, threads) floats for a team of `threads`. Each block's sum is
+ * taken column by column in float over its R rows, then across its columns in double. */
 void lpv_linear_backward_persample_blocks(float *dW, float *db, float *sq, float *bsq, const float *W, int R, int C,
                                           float *tmp, const float *dY, const float *X, int out, int in, int S, int cols,
                                           int ld, float scale);
+/* The scratch lpv_linear_backward_persample_blocks needs: the gradient, and one weight row per thread. */
+int64_t lpv_persample_tmp_floats(int out, int in, int threads);
 
 #endif

@@ -37,9 +37,9 @@ void lpv_calib_key(char *key, size_t cap, const char *model_sha, const char *ima
     lpv_cache_build_id(id, sizeof id);
     snprintf(key, cap,
              "{\"format\": \"%s\", \"lpvit\": \"%s\", \"model_sha256\": \"%s\", \"images_sha256\": \"%s\", "
-             "\"loss\": \"%s\", \"fisher\": %d, \"blocks\": \"%dx%d\", \"batch\": %d, \"seed\": %llu, "
+             "\"loss\": \"%s\", \"mean\": %d, \"fisher\": %d, \"blocks\": \"%dx%d\", \"batch\": %d, \"seed\": %llu, "
              "\"preprocess\": \"%d %.6g %s %.6g,%.6g,%.6g %.6g,%.6g,%.6g\"}",
-             CALIB_FORMAT, id, model_sha, images_sha, lpv_loss_name(o->loss), o->fisher,
+             CALIB_FORMAT, id, model_sha, images_sha, lpv_loss_name(o->loss), !o->no_mean, o->fisher,
              o->block_R, o->block_C, o->batch, (unsigned long long)o->seed, pp->img_size, pp->crop_pct,
              lpv_interp_name(pp->interp), (double)pp->mean[0], (double)pp->mean[1], (double)pp->mean[2],
              (double)pp->std[0], (double)pp->std[1], (double)pp->std[2]);
@@ -56,11 +56,11 @@ static lpv_status stats_alloc(lpv_calib_stats *s, lpv_model *m, const lpv_calib_
     for (int i = 0; i < s->n; i++) {
         const lpv_linear *L = s->refs[i].lin;
         size_t bytes = sizeof(float) * (size_t)L->out * (size_t)L->in;
-        s->g[i] = lpv_arena_alloc(&s->arena, bytes);
+        s->g[i] = o->no_mean ? NULL : lpv_arena_alloc(&s->arena, bytes);
         s->f[i] = o->fisher ? lpv_arena_alloc(&s->arena, bytes) : NULL;
         s->bf[i] = o->block_R ? lpv_arena_alloc(&s->arena, sizeof(float) * (size_t)n_blocks(L, o->block_R, o->block_C))
                               : NULL;
-        if (!s->g[i] || (o->fisher && !s->f[i]) || (o->block_R && !s->bf[i]))
+        if ((!o->no_mean && !s->g[i]) || (o->fisher && !s->f[i]) || (o->block_R && !s->bf[i]))
             return lpv_fail(err, LPV_E_OOM, "out of memory for calibration statistics");
     }
     return LPV_OK;
@@ -112,7 +112,8 @@ static void add_batch(lpv_calib_stats *s, const lpv_grads *g, const lpv_calib_op
         lpv_linear_grad *lg = lpv_grads_linear((lpv_grads *)g, s->refs[i].kind, s->refs[i].block);
         int64_t nw = (int64_t)lg->out * lg->in;
         float *dst = s->g[i];
-        for (int64_t q = 0; q < nw; q++) dst[q] += (float)n * lg->w[q];
+        if (dst)
+            for (int64_t q = 0; q < nw; q++) dst[q] += (float)n * lg->w[q];
         if (o->fisher)
             for (int64_t q = 0; q < nw; q++) s->f[i][q] += lg->sq[q];
         if (o->block_R) {
@@ -131,7 +132,8 @@ static lpv_status collect_share(lpv_model *m, const lpv_dataset *ds, int first, 
     lpv_train_ws ws;
     lpv_grads g;
     LPV_TRY(lpv_train_ws_init(&ws, &m->cfg, batch, err));
-    lpv_status st = lpv_grads_init(&g, &m->cfg, o->fisher ? LPV_GRADS_SQ : 0, err);
+    int flags = (o->fisher ? LPV_GRADS_SQ : 0) | (o->no_mean ? LPV_GRADS_NO_MEAN : 0);
+    lpv_status st = lpv_grads_init(&g, &m->cfg, flags, err);
     if (st) {
         lpv_train_ws_free(&ws);
         return st;
@@ -175,7 +177,7 @@ static lpv_status sum_ranks(lpv_calib_stats *s, const lpv_calib_opts *o, double 
     if (lpv_dist_size() == 1) return LPV_OK;
     for (int i = 0; i < s->n; i++) {
         int64_t nw = (int64_t)s->refs[i].lin->out * s->refs[i].lin->in;
-        LPV_TRY(lpv_dist_sum_f32(s->g[i], nw, err));
+        if (s->g[i]) LPV_TRY(lpv_dist_sum_f32(s->g[i], nw, err));
         if (o->fisher) LPV_TRY(lpv_dist_sum_f32(s->f[i], nw, err));
         if (o->block_R) LPV_TRY(lpv_dist_sum_f32(s->bf[i], n_blocks(s->refs[i].lin, o->block_R, o->block_C), err));
     }
@@ -204,7 +206,8 @@ lpv_status lpv_calib_collect(lpv_model *m, const lpv_dataset *ds, const lpv_prep
         float inv = 1.0f / (float)s->samples;
         for (int i = 0; i < s->n; i++) {
             int64_t nw = (int64_t)s->refs[i].lin->out * s->refs[i].lin->in;
-            for (int64_t q = 0; q < nw; q++) s->g[i][q] *= inv;
+            if (s->g[i])
+                for (int64_t q = 0; q < nw; q++) s->g[i][q] *= inv;
             if (o->fisher)
                 for (int64_t q = 0; q < nw; q++) s->f[i][q] *= inv;
             if (o->block_R)
@@ -293,7 +296,7 @@ lpv_status lpv_calib_save(const lpv_calib_stats *s, const char *path, lpv_err *e
         char nm[96];
         int64_t shape[2] = {s->refs[i].lin->out, s->refs[i].lin->in};
         snprintf(nm, sizeof nm, "g.%s", s->refs[i].name);
-        st = lpv_st_writer_add(&w, nm, LPV_DT_F32, 2, shape, s->g[i], err);
+        if (s->g[i]) st = lpv_st_writer_add(&w, nm, LPV_DT_F32, 2, shape, s->g[i], err);
         if (st == LPV_OK && s->f[i]) {
             snprintf(nm, sizeof nm, "f.%s", s->refs[i].name);
             st = lpv_st_writer_add(&w, nm, LPV_DT_F32, 2, shape, s->f[i], err);

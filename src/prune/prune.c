@@ -108,7 +108,7 @@ static uint8_t *mask_of(const lpv_layer_sal *s, int k) {
 
 /* ---- statistics, with the cache ---- */
 
-static lpv_status get_stats(run *R, const lpv_dataset *ds, int fisher, int blocks, const char *label,
+static lpv_status get_stats(run *R, const lpv_dataset *ds, int mean, int fisher, int blocks, const char *label,
                             lpv_calib_stats *out, lpv_err *err) {
     const lpv_prune_opts *o = R->o;
     const char *msha = lpv_model_hash(R->m, err);
@@ -116,7 +116,7 @@ static lpv_status get_stats(run *R, const lpv_dataset *ds, int fisher, int block
     char images_sha[65];
     lpv_dataset_files_hash(ds, images_sha);
     lpv_calib_opts co = {o->loss, fisher, blocks ? o->block_R : 0, blocks ? o->block_C : 0, o->calib_batch, o->seed,
-                         &R->r->skipped, label};
+                         &R->r->skipped, label, !mean};
     char key[1024], path[2048] = "";
     lpv_calib_key(key, sizeof key, msha, images_sha, &co, R->pp);
     if (o->cache_dir) {
@@ -182,7 +182,7 @@ static lpv_status element_scores(run *R, float **score, lpv_err *err) {
     LPV_TRY(spread_view(&sub, &R->ds, o->permute_images, err));
     lpv_status st = LPV_OK;
     if (grad) {
-        st = get_stats(R, &sub, 1, 0, "statistics (channel sort)", &cs, err);
+        st = get_stats(R, &sub, o->saliency == LPV_SAL_LPVIT, 1, 0, "statistics (channel sort)", &cs, err);
     } else if (inputs) {
         for (int i = 0; i < R->nl; i++) ist.want[i] = !excluded(R->refs[i].name, o->exclude);
         st = lpv_collect_input_stats(R->m, &sub, R->pp, 32, &R->r->skipped, &ist, err);
@@ -249,17 +249,22 @@ static lpv_status input_block_scores(run *R, int i, lpv_sal_inputs *in, double *
     return lpv_output_energy(L->w, L->out, L->in, H, &in->norm, err);
 }
 
+/* Whether a step's saliency reads the mean gradient g. The first-order term only means something for a loss
+   with its own target (ce with labels, LPViT's mean-sq); for self-ce and kl the target is the dense model's
+   output, where the gradient points toward overconfidence, not toward preserving the function. So the
+   default taylor2 with self-ce reads only the block moments, and its statistics skip g. */
+static int step_reads_mean(const lpv_prune_opts *o) {
+    int first_order = o->loss == LPV_LOSS_CE || o->loss == LPV_LOSS_MEAN_SQ;
+    return o->saliency != LPV_SAL_TAYLOR2 || first_order;
+}
+
 static lpv_status layer_saliency(run *R, int i, player *q, lpv_err *err) {
     const lpv_prune_opts *o = R->o;
     memcpy(q->sal.name, R->refs[i].name, sizeof q->sal.name);
     q->idx = i;
     q->sal.kind = R->refs[i].kind;
     q->sal.tokens = R->refs[i].tokens;
-    /* the first-order term only means something for a loss with its own target (ce with labels, LPViT's
-       mean-sq); for self-ce and kl the target is the dense model's output, where the gradient points toward
-       overconfidence, not toward preserving the function */
-    int first_order = o->loss == LPV_LOSS_CE || o->loss == LPV_LOSS_MEAN_SQ, stats = lpv_prune_needs_stats(o);
-    const float *g = stats && (o->saliency != LPV_SAL_TAYLOR2 || first_order) ? R->cs.g[i] : NULL;
+    const float *g = lpv_prune_needs_stats(o) && step_reads_mean(o) ? R->cs.g[i] : NULL;
     lpv_sal_inputs in = {R->refs[i].lin->w, g, o->saliency == LPV_SAL_FISHER ? R->cs.f[i] : NULL,
                          o->saliency == LPV_SAL_TAYLOR2 ? R->cs.bf[i] : NULL, NULL, 0};
     double *bscore = NULL;
@@ -699,7 +704,7 @@ static lpv_status step_statistics(run *R, int step, lpv_err *err) {
     if (lpv_prune_needs_stats(o)) {
         char label[64];
         snprintf(label, sizeof label, "statistics (step %d/%d)", step + 1, R->r->n_steps);
-        LPV_TRY(get_stats(R, &R->sds, o->saliency == LPV_SAL_FISHER, o->saliency == LPV_SAL_TAYLOR2,
+        LPV_TRY(get_stats(R, &R->sds, step_reads_mean(o), o->saliency == LPV_SAL_FISHER, o->saliency == LPV_SAL_TAYLOR2,
                           R->r->n_steps > 1 ? label : "statistics", &R->cs, err));
         R->r->step_from_cache[step] = R->cs.from_cache;
         R->r->samples_used = R->cs.samples, R->r->mean_loss = R->cs.mean_loss; /* the last step's, as reported */

@@ -98,6 +98,7 @@ static float *carve(carver *cv, int64_t n) {
 
 static void carve_linear(carver *cv, lpv_linear_grad *lg, int out, int in, int sq) {
     lg->out = out, lg->in = in;
+    lg->no_mean = (cv->g->flags & LPV_GRADS_NO_MEAN) != 0;
     lg->w = carve(cv, (int64_t)out * in);
     lg->b = carve(cv, out);
     lg->sq = NULL;
@@ -288,7 +289,8 @@ lpv_status lpv_train_ws_init(lpv_train_ws *ws, const lpv_config *cfg, int max_ba
     ws->ldp_max = lpv_round16(max_batch * (int)G2);
     ws->ldh_max = lpv_round16(max_batch * cfg->n_outputs);
     int64_t ld = ws->ld_max, ldp = ws->ldp_max, ldh = ws->ldh_max;
-    ws->tmp_floats = max_i64(max_i64(3 * D * D, F * D), max_i64(D * K, C * D));
+    /* the largest weight's per-sample gradient, and a weight row per thread (lpv_persample_tmp_floats) */
+    ws->tmp_floats = max_i64(max_i64(3 * D * D, F * D), max_i64(D * K, C * D)) + ws->threads * max_i64(max_i64(D, F), K);
     lpv_arena *a = &ws->arena;
     lpv_arena_init(a, 1 << 20);
     size_t f = sizeof(float);
@@ -427,11 +429,12 @@ static void forward_saved(const lpv_model *m, lpv_train_ws *ws, const float *ima
 static void linear_bwd(lpv_train_ws *ws, lpv_linear_grad *lg, float *dX, const float *dY, const float *X,
                        const lpv_linear *L, int N, int ld, int S, int cols, int dx_acc, int R, int C) {
     if (dX) lpv_linear_backward(dX, NULL, NULL, dY, X, L->w, L->out, L->in, N, ld, dx_acc);
+    float *dW = lg->no_mean ? NULL : lg->w; /* only with per-sample moments: the plain path below always sums */
     if (lg->bsq)
-        lpv_linear_backward_persample_blocks(lg->w, lg->b, lg->sq, lg->bsq, L->w, R, C, ws->tmp, dY, X, L->out, L->in,
+        lpv_linear_backward_persample_blocks(dW, lg->b, lg->sq, lg->bsq, L->w, R, C, ws->tmp, dY, X, L->out, L->in,
                                              S, cols, ld, (float)S);
     else if (lg->sq)
-        lpv_linear_backward_persample(lg->w, lg->b, lg->sq, ws->tmp, dY, X, L->out, L->in, S, cols, ld, (float)S);
+        lpv_linear_backward_persample(dW, lg->b, lg->sq, ws->tmp, dY, X, L->out, L->in, S, cols, ld, (float)S);
     else
         lpv_linear_backward(NULL, lg->w, lg->b, dY, X, NULL, L->out, L->in, N, ld, 0);
 }

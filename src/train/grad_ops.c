@@ -209,15 +209,16 @@ static inline void gelu_parts(float v, float *cdf_out, float *e_out) {
     *e_out = e;
 }
 
-/* The row loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (GCC
-   target_clones; -std=c11 keeps FMA contraction off, so every clone gives the same bits). */
+/* The row loops (GELU here, the per-sample moments below) are compiled for AVX-512, AVX2 and baseline x86-64
+   and picked at load time (GCC target_clones; -std=c11 keeps FMA contraction off, so every clone gives the
+   same bits). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LPV_NO_CLONES)
-#define GELU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define ROW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
-#define GELU_CLONES
+#define ROW_CLONES
 #endif
 
-GELU_CLONES static void gelu_forward_row(float *restrict y, const float *restrict x, int n) {
+ROW_CLONES static void gelu_forward_row(float *restrict y, const float *restrict x, int n) {
     for (int t = 0; t < n; t++) {
         float cdf, e;
         gelu_parts(x[t], &cdf, &e);
@@ -225,7 +226,7 @@ GELU_CLONES static void gelu_forward_row(float *restrict y, const float *restric
     }
 }
 
-GELU_CLONES static void gelu_backward_row(float *restrict dx, float *restrict y, const float *restrict x, int n) {
+ROW_CLONES static void gelu_backward_row(float *restrict dx, float *restrict y, const float *restrict x, int n) {
     for (int t = 0; t < n; t++) {
         float v = x[t], cdf, e;
         gelu_parts(v, &cdf, &e);
@@ -234,7 +235,7 @@ GELU_CLONES static void gelu_backward_row(float *restrict dx, float *restrict y,
     }
 }
 
-GELU_CLONES static void gelu_backward_row_noy(float *restrict dx, const float *restrict x, int n) {
+ROW_CLONES static void gelu_backward_row_noy(float *restrict dx, const float *restrict x, int n) {
     for (int t = 0; t < n; t++) {
         float v = x[t], cdf, e;
         gelu_parts(v, &cdf, &e);
@@ -429,6 +430,30 @@ void lpv_linear_backward_persample(float *dW, float *db, float *sq, float *tmp, 
     lpv_linear_backward_persample_blocks(dW, db, sq, NULL, NULL, 16, 16, tmp, dY, X, out, in, S, cols, ld, scale);
 }
 
+/* One row g of a sample's gradient G_s (in floats) into the accumulators: dw += g, q += s2 g², part += g ⊙ w
+   (any of dw, q, part may be NULL). part collects a block row's products column by column; the block sums
+   are taken once per block row (block_row_moments), so this loop has no horizontal reduction. */
+ROW_CLONES static void moment_row(float *restrict dw, float *restrict q, float *restrict part, const float *restrict g,
+                                  const float *restrict w, float s2, int in) {
+    if (dw)
+        for (int c = 0; c < in; c++) dw[c] += g[c];
+    if (q)
+        for (int c = 0; c < in; c++) q[c] += s2 * (g[c] * g[c]);
+    if (part)
+        for (int c = 0; c < in; c++) part[c] += g[c] * w[c];
+}
+
+/* bsq[bc] += s2 · (Σ_{c in block bc} part[c])² for one block row; part is zeroed for the next. */
+static void block_row_moments(float *bsq, float *part, int in, int C, float s2) {
+    for (int c0 = 0, bc = 0; c0 < in; c0 += C, bc++) {
+        int c1 = c0 + C < in ? c0 + C : in;
+        double dot = 0;
+        for (int c = c0; c < c1; c++) dot += part[c];
+        bsq[bc] += (float)(s2 * dot * dot);
+    }
+    memset(part, 0, sizeof(float) * (size_t)in);
+}
+
 void lpv_linear_backward_persample_blocks(float *dW, float *db, float *sq, float *bsq, const float *W, int R, int C,
                                           float *tmp, const float *dY, const float *X, int out, int in, int S, int cols,
                                           int ld, float scale) {
@@ -440,32 +465,27 @@ void lpv_linear_backward_persample_blocks(float *dW, float *db, float *sq, float
     {
         int r0, r1;
         team_rows(out, align, &r0, &r1);
+        /* this thread's block-row column products, after the out x in gradient in tmp */
+        float *part = bsq ? tmp + (int64_t)out * in + (int64_t)omp_get_thread_num() * in : NULL;
+        if (part) memset(part, 0, sizeof(float) * (size_t)in);
         if (r1 > r0) {
             float *tm = tmp + (int64_t)r0 * in;
-            int64_t n = (int64_t)(r1 - r0) * in;
-            float *w = dW + (int64_t)r0 * in, *q = sq ? sq + (int64_t)r0 * in : NULL;
             for (int s = 0; s < S; s++) {
                 int64_t c0 = (int64_t)s * cols;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, in, cols, 1.0f,
                             dY + (int64_t)r0 * ld + c0, ld, X + c0, ld, 0.0f, tm, in);
-                for (int64_t i = 0; i < n; i++) w[i] += tm[i];
-                if (q)
-                    for (int64_t i = 0; i < n; i++) q[i] += s2 * (tm[i] * tm[i]);
-                if (bsq)
-                    for (int br = r0 / R; br * R < r1; br++) {
-                        int rb0 = br * R, rb1 = rb0 + R < out ? rb0 + R : out;
-                        for (int bc = 0; bc < nbc; bc++) {
-                            int cb0 = bc * C, cb1 = cb0 + C < in ? cb0 + C : in;
-                            double dot = 0;
-                            for (int r = rb0; r < rb1; r++) {
-                                const float *gr = tmp + (int64_t)r * in, *wr = W + (int64_t)r * in;
-                                for (int c = cb0; c < cb1; c++) dot += (double)gr[c] * wr[c];
-                            }
-                            bsq[(int64_t)br * nbc + bc] += (float)(s2 * dot * dot);
-                        }
-                    }
+                for (int r = r0; r < r1; r++) {
+                    int64_t o = (int64_t)r * in;
+                    moment_row(dW ? dW + o : NULL, sq ? sq + o : NULL, part, tmp + o, W ? W + o : NULL, s2, in);
+                    if (part && ((r + 1) % R == 0 || r + 1 == r1))
+                        block_row_moments(bsq + (int64_t)(r / R) * nbc, part, in, C, s2);
+                }
             }
             if (db) bias_rows(db, dY, r0, r1, S * cols, ld);
         }
     }
+}
+
+int64_t lpv_persample_tmp_floats(int out, int in, int threads) {
+    return (int64_t)out * in + (int64_t)threads * in;
 }

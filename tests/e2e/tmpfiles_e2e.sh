@@ -110,9 +110,11 @@ touch -d '3 days ago' "$C/calib-00bb.lpvc.raw.$$"
 touch "$C/calib-00cc.lpvc.tmp.$$" # a live writer's, recent: kept
 # interrupted during the cache save: the statistics are gathered, then the cache file is written
 # (the first file prune writes in the cache folder), then pruning goes on. The save first removes
-# the stale temps, so the leftovers check covers those too.
+# the stale temps, so the leftovers check covers those too. fisher's statistics hold two weight-sized
+# tensors a layer (mean gradient and squares): a write long enough to catch.
 prune_args=(prune --model "$SM" --heads 6 --calib-dir "$MINI" --calib-size 4 --calib-batch 4 --target-flops 0.7
-  --block 16x16 --update none --permute none --refine 0 --cache-dir "$C" --out "$T/pruned.safetensors" --quiet)
+  --block 16x16 --saliency fisher --update none --permute none --refine 0 --cache-dir "$C"
+  --out "$T/pruned.safetensors" --quiet)
 for sig in INT; do
   tries=0
   while :; do

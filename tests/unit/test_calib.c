@@ -39,6 +39,7 @@ static void test_key_inputs(const lpv_dataset *ds, const lpv_calib_opts *o0, con
     MISSES("the model", model = "othersha");
     MISSES("the loss", o.loss = LPV_LOSS_KL);
     MISSES("the Fisher flag", o.fisher = !o.fisher);
+    MISSES("the mean gradient's flag", o.no_mean = !o.no_mean);
     MISSES("the block shape", o.block_R = 32);
     MISSES("the batch", o.batch += 1);
     MISSES("the seed", o.seed += 1);
@@ -92,7 +93,7 @@ int main(void) {
     lpv_preproc pp = lpv_preproc_default();
     pp.img_size = 32;
     int R = 16, C = 16;
-    lpv_calib_opts o = {LPV_LOSS_SELF_CE, 1, R, C, 5, 0, NULL, NULL};
+    lpv_calib_opts o = {LPV_LOSS_SELF_CE, 1, R, C, 5, 0, NULL, NULL, 0};
     lpv_calib_stats s;
     CHECK_OK(lpv_calib_collect(m, &ds, &pp, &o, &s, &err), &err);
     CHECK(s.samples == ds.n && s.n == 1 + 4 * 2 + 1);
@@ -155,6 +156,20 @@ int main(void) {
     lpv_train_ws_free(&ws);
     lpv_loader_close(L);
 
+    /* without the mean gradient: no g, and the moments bit for bit the same (they never read it) */
+    lpv_calib_opts on = o;
+    on.no_mean = 1;
+    lpv_calib_stats sn;
+    CHECK_OK(lpv_calib_collect(m, &ds, &pp, &on, &sn, &err), &err);
+    CHECK(sn.samples == s.samples && sn.mean_loss == s.mean_loss);
+    for (int i = 0; i < s.n; i++) {
+        const lpv_linear *W = s.refs[i].lin;
+        int64_t nw = (int64_t)W->out * W->in, nb = (int64_t)((W->out + R - 1) / R) * ((W->in + C - 1) / C);
+        CHECKF(sn.g[i] == NULL && memcmp(sn.f[i], s.f[i], sizeof(float) * (size_t)nw) == 0 &&
+                   memcmp(sn.bf[i], s.bf[i], sizeof(float) * (size_t)nb) == 0,
+               "%s: no_mean changed the moments", s.refs[i].name);
+    }
+
     /* cache round trip */
     char dir[] = "/tmp/lpvit_calib_XXXXXX", path[128], bad[160];
     CHECK(mkdtemp(dir) != NULL);
@@ -190,6 +205,20 @@ int main(void) {
         CHECK(memcmp(t.g[i], s.g[i], sizeof(float) * (size_t)nw) == 0 && memcmp(t.f[i], s.f[i], sizeof(float) * (size_t)nw) == 0);
     }
     lpv_calib_free(&t);
+    /* statistics without g round-trip too, under their own key */
+    char keyn[1024], pathn[160];
+    snprintf(pathn, sizeof pathn, "%s/n.lpvc", dir);
+    lpv_calib_key(keyn, sizeof keyn, "modelsha", list, &on, &pp);
+    snprintf(sn.key, sizeof sn.key, "%s", keyn);
+    CHECK_OK(lpv_calib_save(&sn, pathn, &err), &err);
+    CHECK(lpv_calib_load(&t, m, pathn, key, &o, &err) == LPV_E_FORMAT); /* the mean's key does not take it */
+    CHECK_OK(lpv_calib_load(&t, m, pathn, keyn, &on, &err), &err);
+    for (int i = 0; i < s.n; i++) {
+        int64_t nw = (int64_t)s.refs[i].lin->out * s.refs[i].lin->in;
+        CHECK(t.g[i] == NULL && memcmp(t.f[i], sn.f[i], sizeof(float) * (size_t)nw) == 0);
+    }
+    lpv_calib_free(&t);
+    lpv_calib_free(&sn);
     /* another key (other model hash) is refused */
     char key2[1024];
     lpv_calib_key(key2, sizeof key2, "othersha", list, &o, &pp);

@@ -64,7 +64,7 @@ static int count_selected(const lpv_calib_entry *v, int n, const lpv_calib_selec
 int main(void) {
     lpv_err err;
     CHECK(mkdtemp(dir) != NULL);
-    lpv_calib_opts o = {LPV_LOSS_SELF_CE, 1, 16, 16, 5, 0, NULL, NULL};
+    lpv_calib_opts o = {LPV_LOSS_SELF_CE, 1, 16, 16, 5, 0, NULL, NULL, 0};
     lpv_preproc pp = lpv_preproc_default();
     char key[1024], other[1024];
     lpv_calib_key(key, sizeof key, "aa11bb22cc33", "dd44ee55ff66", &o, &pp);

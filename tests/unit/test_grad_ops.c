@@ -194,6 +194,39 @@ static void test_linear(int out, int in, int S, int cols, int extra_ld) {
     free(X), free(dY), free(W), free(dW), free(sq), free(db), free(dW2), free(sq2), free(db2), free(tmp), free(gs);
 }
 
+/* Per-sample block moments against a double-precision reference: bsq[b] += (scale Σ_b G_s ⊙ W)², with and
+   without the gradient sum (dW NULL), blocks cut by the edges (out, in not multiples of R, C). */
+static void test_persample_blocks(int out, int in, int S, int cols, int R, int C) {
+    int N = S * cols, ld = lpv_round16(N), nbr = (out + R - 1) / R, nbc = (in + C - 1) / C;
+    float *X = mat(in, N, ld, 1.0f, 0.0f), *dY = mat(out, N, ld, 1.0f, 0.0f), *W = mat(out, in, in, 1.0f, 0.0f);
+    float scale = (float)S, *tmp = malloc(sizeof(float) * (size_t)lpv_persample_tmp_floats(out, in, lpv_threads_get()));
+    float *gs = malloc(sizeof(float) * (size_t)out * in), *bref = calloc((size_t)nbr * nbc, sizeof(float));
+    for (int s = 0; s < S; s++) {
+        memset(gs, 0, sizeof(float) * (size_t)out * in);
+        lpv_linear_backward_ref(NULL, gs, NULL, dY + (int64_t)s * cols, X + (int64_t)s * cols, W, out, in, cols, ld, 0);
+        for (int br = 0; br < nbr; br++)
+            for (int bc = 0; bc < nbc; bc++) {
+                double dot = 0;
+                for (int r = br * R; r < (br + 1) * R && r < out; r++)
+                    for (int c = bc * C; c < (bc + 1) * C && c < in; c++)
+                        dot += (double)gs[(int64_t)r * in + c] * W[(int64_t)r * in + c];
+                bref[br * nbc + bc] += (float)((double)scale * scale * dot * dot);
+            }
+    }
+    float *dW = mat(out, in, in, 0.5f, 0), *dW2 = dup(dW, (size_t)out * in);
+    lpv_linear_backward_ref(NULL, dW2, NULL, dY, X, W, out, in, N, ld, 0);
+    for (int with_dw = 0; with_dw <= 1; with_dw++) {
+        float *bsq = calloc((size_t)nbr * nbc, sizeof(float)), *db = calloc((size_t)out, sizeof(float));
+        float *dw = with_dw ? dup(dW, (size_t)out * in) : NULL;
+        lpv_linear_backward_persample_blocks(dw, db, NULL, bsq, W, R, C, tmp, dY, X, out, in, S, cols, ld, scale);
+        double eb = rel_err(bsq, bref, nbr, nbc, nbc, NULL), ew = dw ? rel_err(dw, dW2, out, in, in, NULL) : 0;
+        CHECKF(eb <= TOL && ew <= TOL, "per-sample blocks %dx%d S=%d cols=%d %dx%d dW %d: bsq %.3g dW %.3g", out, in, S,
+               cols, R, C, with_dw, eb, ew);
+        free(bsq), free(db), free(dw);
+    }
+    free(X), free(dY), free(W), free(tmp), free(gs), free(bref), free(dW), free(dW2);
+}
+
 int main(void) {
     for (int threads = 1; threads <= 2; threads++) {
         lpv_threads_set(threads);
@@ -211,6 +244,9 @@ int main(void) {
         test_linear(48, 64, 2, 50, 16);
         test_linear(10, 16, 4, 1, 0);
         test_linear(70, 33, 1, 5, 0);
+        test_persample_blocks(64, 96, 3, 17, 32, 32);
+        test_persample_blocks(70, 45, 2, 9, 16, 16);
+        test_persample_blocks(40, 24, 4, 5, 8, 16);
     }
     return test_finish("test_grad_ops");
 }

@@ -104,6 +104,8 @@ typedef struct {
     int tune_epochs;            /* block-wise tuning in the final step (0: off; needs a sequential refit) */
     double tune_lr;             /* > 0 */
     int tune_batch;
+    int refit_dense;            /* 1: the refit multiplies the zeros (OpenBLAS on every pass) instead of running its
+                                   target and its refit layers as BSR; a check of those packs, the same masks */
 } lpv_prune_opts;
 
 /* Every default, as `lpvit prune` uses them (target_flops NaN: the caller must set it). */

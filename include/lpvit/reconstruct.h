@@ -125,6 +125,10 @@ typedef struct {
        dense pass per block serves all its layers instead of a pass per layer (0: a pass per layer). The same
        weights either way, bit for bit; lpv_prune gives a quarter of the physical memory. */
     int64_t capture_bytes;
+    /* sequential: 1 runs the pruned model's passes dense, multiplying its pruned blocks' zeros. By default each
+       refit layer is packed as BSR for the rest of its block's passes (not with block tuning or the reference
+       ISA); the packs are gone when lpv_reconstruct returns. Weights within float rounding of each other. */
+    int no_pack;
 } lpv_reconstruct_opts;
 
 typedef struct {

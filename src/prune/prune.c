@@ -63,6 +63,8 @@ typedef struct {
     /* across steps */
     uint8_t *masks[LPV_MAX_LAYERS], *prev[LPV_MAX_LAYERS];
     lpv_model *dense, *orig; /* the refit's target; the tuning's (the input model, with --steps) */
+    lpv_arena tpacks;        /* the target's kernel packs during a refit (pack_target) */
+    int tpacked;
     lpv_head_targets heads_tgt;
     /* step checkpoints (prune_step.c) */
     int checkpoints;         /* 1: saved after each step but the last, and looked for before the first */
@@ -525,6 +527,53 @@ static int64_t capture_budget(void) {
     return pages > 0 && size > 0 ? (int64_t)pages * size / 4 : 0;
 }
 
+/* ---- the refit's target, packed for its passes ---- */
+
+/* mask (nbr, nbc): 1 where block (br, bc) of W (out, in) holds a nonzero. */
+static void nonzero_blocks(const float *W, int out, int in, int R, int C, uint8_t *mask) {
+    int nbc = (in + C - 1) / C;
+    memset(mask, 0, (size_t)((out + R - 1) / R) * (size_t)nbc);
+    for (int r = 0; r < out; r++)
+        for (int c = 0; c < in; c++)
+            if (W[(int64_t)r * in + c] != 0) mask[(r / R) * nbc + c / C] = 1;
+}
+
+/* The refit runs its target (the input model, or the step before's pruned one) once per block over every
+   image: its block linears run lpvit's own kernels, BSR over the blocks that hold a nonzero (the step before's
+   pruned blocks are exact zeros) or the blocked dense pack when all do, instead of OpenBLAS on every zero.
+   Same function, another summation order. The packs live in R->tpacks until unpack_target. */
+static lpv_status pack_target(run *R, lpv_err *err) {
+    if (!R->dense || lpv_isa_get() == LPV_ISA_REF) return LPV_OK;
+    lpv_layer_ref dr[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(R->dense, dr, LPV_MAX_LAYERS), R_ = R->o->block_R, C = R->o->block_C;
+    lpv_arena_init(&R->tpacks, 1 << 20);
+    R->tpacked = 1;
+    for (int i = 0; i < n; i++) {
+        lpv_linear *L = dr[i].lin;
+        if (!lpv_layer_kind_is_block(dr[i].kind) || !L->w || L->bsr || L->blocked) continue;
+        int64_t nb = lpv_nblocks(L->out, L->in, R_, C), kept = 0;
+        uint8_t *mask = lpv_arena_alloc(&R->tpacks, (size_t)nb);
+        lpv_bsr *b = lpv_arena_alloc(&R->tpacks, sizeof *b);
+        if (!mask || !b) return lpv_fail(err, LPV_E_OOM, "out of memory packing the refit's target");
+        nonzero_blocks(L->w, L->out, L->in, R_, C, mask);
+        for (int64_t q = 0; q < nb; q++) kept += mask[q];
+        LPV_TRY(lpv_bsr_from_dense(b, L->w, L->out, L->in, R_, C, kept < nb ? mask : NULL, &R->tpacks, dr[i].name, err));
+        if (kept < nb) L->bsr = b;
+        else L->blocked = b;
+    }
+    return LPV_OK;
+}
+
+static void unpack_target(run *R) {
+    if (!R->tpacked) return;
+    lpv_layer_ref dr[LPV_MAX_LAYERS];
+    int n = lpv_model_layers(R->dense, dr, LPV_MAX_LAYERS);
+    for (int i = 0; i < n; i++)
+        if (lpv_layer_kind_is_block(dr[i].kind)) dr[i].lin->bsr = NULL, dr[i].lin->blocked = NULL;
+    lpv_arena_free(&R->tpacks);
+    R->tpacked = 0;
+}
+
 static lpv_status step_update(run *R, int step, lpv_err *err) {
     const lpv_prune_opts *o = R->o;
     int last = step == R->r->n_steps - 1;
@@ -556,7 +605,12 @@ static lpv_status step_update(run *R, int step, lpv_err *err) {
     ro.tune.lr = (float)o->tune_lr, ro.tune.batch = o->tune_batch, ro.tune.seed = o->seed;
     lpv_reconstruct_info si;
     lpv_reconstruct_info *acc = &R->r->recon;
-    LPV_TRY(lpv_reconstruct(R->m, R->dense, R->masks, o->block_R, o->block_C, &R->ist, &R->rds, R->pp, &ro, &si, err));
+    ro.no_pack = o->refit_dense;
+    lpv_status st = o->sequential && !o->refit_dense ? pack_target(R, err) : LPV_OK;
+    if (st == LPV_OK)
+        st = lpv_reconstruct(R->m, R->dense, R->masks, o->block_R, o->block_C, &R->ist, &R->rds, R->pp, &ro, &si, err);
+    unpack_target(R); /* the next step copies weights into the target, and its packs would be stale */
+    if (st) return st;
     if (si.max_damp < acc->max_damp) si.max_damp = acc->max_damp;
     si.retried += acc->retried;
     *acc = si;
@@ -579,7 +633,7 @@ static lpv_status step_settings(run *R, lpv_err *err) {
              "block %dx%d sal %s alloc %s obj %s lambda %.17g table %s prec %s energy %.17g,%.17g,%.17g refine %d,%d "
              "lpvit %d,%d,%d,%.17g permute %d,%d update %d seq %d damp %.17g heads %d,%.17g tune %d,%.17g,%d "
              "exclude %s min %.17g loss %d calib %d,%d seed %llu recon %s %d stats %s %d pre %d %.6g %s %.6g,%.6g,%.6g "
-             "%.6g,%.6g,%.6g",
+             "%.6g,%.6g,%.6g refit_dense %d",
              o->block_R, o->block_C, lpv_saliency_name(o->saliency), lpv_allocator_name(o->allocator),
              lpv_objective_name(o->objective), o->lambda_power, table, lpv_precision_name(o->precision),
              o->energy.mac_pj, o->energy.dram_byte_pj, o->energy.cache_byte_pj, o->refine, o->refine_images,
@@ -588,7 +642,7 @@ static lpv_status step_settings(run *R, lpv_err *err) {
              o->tune_batch, o->exclude ? o->exclude : "", o->min_density, o->loss, o->calib_size, o->calib_batch,
              (unsigned long long)o->seed, recon, R->r->recon_images, stats, R->r->stats_images, pp->img_size, pp->crop_pct,
              lpv_interp_name(pp->interp), (double)pp->mean[0], (double)pp->mean[1], (double)pp->mean[2],
-             (double)pp->std[0], (double)pp->std[1], (double)pp->std[2]);
+             (double)pp->std[0], (double)pp->std[1], (double)pp->std[2], o->refit_dense);
     return LPV_OK;
 }
 
@@ -830,6 +884,7 @@ static lpv_status finish_layers(run *R, lpv_err *err) {
 }
 
 static void run_free(run *R) {
+    unpack_target(R);
     lpv_calib_free(&R->cs), lpv_model_stats_free(&R->ist), lpv_time_table_free(&R->tt);
     lpv_arena_free(&R->work);
     free(R->pl), free(R->al), free(R->k);

@@ -489,6 +489,11 @@ typedef struct {
     lpv_resume pst_at;              /* what pst holds (forward.h's resume points; NONE: nothing yet) */
     int keep_y;                     /* fc2 kept as W x and Σ x (its statistics are projected) */
     float *logits, *logits2;        /* (b, classes) each: the heads' pass, the logits' error before/after */
+    /* the block's refit layers in BSR form (seq_pack) while its pruned passes run: they skip the pruned blocks
+       instead of multiplying their zeros. One block's packs at a time, in their own arena. */
+    int packing;
+    lpv_arena packs;
+    lpv_bsr *packed[4];             /* the block's layers this pass set L->bsr on, by slot */
 } seq_run;
 
 static void free_chunks(float **a, int n) {
@@ -496,7 +501,33 @@ static void free_chunks(float **a, int n) {
     free(a);
 }
 
+/* Drops the block's packs: its layers run dense again (the prune goes on with L->w alone). */
+static void seq_unpack(seq_run *S, int l) {
+    for (int j = 0; j < 4; j++)
+        if (S->packed[j]) S->refs[lpv_block_layer0(l) + j].lin->bsr = NULL, S->packed[j] = NULL;
+    lpv_arena_free(&S->packs);
+    lpv_arena_init(&S->packs, 1 << 20);
+}
+
+/* Layer i (slot j of block l) is refit: its later pruned passes run its kept blocks only. Not under the reference
+   ISA (its BSR kernel is no faster than BLAS), and not with block tuning (its gradients need the dense form). */
+static lpv_status seq_pack(seq_run *S, int l, int i, lpv_err *err) {
+    lpv_linear *L = S->refs[i].lin;
+    int j = i - lpv_block_layer0(l);
+    if (!S->packing || l >= S->m->cfg.depth || !S->mk[i] || L->bsr) return LPV_OK;
+    lpv_bsr *b = lpv_arena_alloc(&S->packs, sizeof *b);
+    if (!b) return lpv_fail(err, LPV_E_OOM, "out of memory packing '%s'", S->refs[i].name);
+    LPV_TRY(lpv_bsr_from_dense(b, L->w, L->out, L->in, S->R, S->C, S->mk[i], &S->packs, S->refs[i].name, err));
+    L->bsr = b, S->packed[j] = b;
+    return LPV_OK;
+}
+
 static void seq_free(seq_run *S) {
+    for (int j = 0; j < 4; j++)
+        if (S->packed[j]) /* an error left a block packed: find its layer by the pointer */
+            for (int i = 0; i < S->n; i++)
+                if (S->refs[i].lin->bsr == S->packed[j]) S->refs[i].lin->bsr = NULL;
+    lpv_arena_free(&S->packs);
     for (int i = 0; i < S->n; i++)
         if (S->cs.want[i]) lpv_stats_free(&S->cs.st[i]);
     for (int j = 0; j < 4; j++) {
@@ -819,7 +850,7 @@ static lpv_status seq_refit_layer(seq_run *S, int l, int i, int first, lpv_err *
     lpv_update_kind u = S->refit[i] ? LPV_UPDATE_LSQ : S->o->update;
     LPV_TRY(update_layer(S->refs, i, S->mk[i], S->R, S->C, &S->cs, u, &ro, S->ri, err));
     S->ri->heads_refit += S->refit[i];
-    return LPV_OK;
+    return seq_pack(S, l, i, err);
 }
 
 /* Block l (l == depth: the heads), one sublayer at a time, in order: each is fitted on the inputs that the
@@ -860,6 +891,7 @@ static lpv_status seq_block(seq_run *S, int l, lpv_err *err) {
         pruned_pass(S, l, 4, c, S->cache.bsz[c]);
         memcpy(S->cache.xp[c], S->ws.x, sizeof(float) * (size_t)D * (size_t)lpv_round16(S->cache.bsz[c] * T));
     }
+    seq_unpack(S, l); /* the block never runs again in this refit */
     return LPV_OK;
 }
 
@@ -885,6 +917,8 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     S->m = m, S->dense = dense, S->masks = masks, S->R = R, S->C = C, S->o = o, S->ri = ri;
     S->b = o->batch < ds->n ? o->batch : ds->n;
     S->tuning = o->tune.epochs > 0;
+    S->packing = !S->tuning && !o->no_pack && lpv_isa_get() != LPV_ISA_REF;
+    lpv_arena_init(&S->packs, 1 << 20);
     S->ht = o->refit_heads ? o->head_targets : NULL;
     if ((S->tuning || (o->refit_heads && !S->ht)) && o->final_target && o->final_target != dense) S->tt = o->final_target;
     S->n = lpv_model_layers(m, S->refs, LPV_MAX_LAYERS), S->h0 = lpv_block_layer0(cfg->depth);

@@ -126,10 +126,16 @@ typedef struct {
        weights either way, bit for bit; lpv_prune gives a quarter of the physical memory. */
     int64_t capture_bytes;
     /* sequential: 1 runs the pruned model's passes dense, multiplying its pruned blocks' zeros. By default each
-       refit layer is packed as BSR for the rest of its block's passes (not with block tuning or the reference
-       ISA); the packs are gone when lpv_reconstruct returns. Weights within float rounding of each other. */
+       refit layer is packed as BSR for the rest of its block's passes (not with block tuning, nor where
+       lpv_refit_packs_pay says no); the packs are gone when lpv_reconstruct returns. Weights within float
+       rounding of each other. */
     int no_pack;
 } lpv_reconstruct_opts;
+
+/* Whether the refit's passes run faster on lpvit's packed kernels than on OpenBLAS over the dense weights: not
+   under the reference ISA, and not where OpenBLAS's AVX2 sgemm beats lpvit's AVX2 kernel (lpv_dense_kernel_auto,
+   cpu.h), since a pass at density 0.5-0.9 on a kernel at half OpenBLAS's rate would be slower. */
+int lpv_refit_packs_pay(void);
 
 typedef struct {
     double seconds;

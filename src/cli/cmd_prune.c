@@ -212,8 +212,8 @@ int cmd_prune(int argc, char **argv) {
         return cli_usage_error("--quant-act-layers: expected a comma list of qkv, proj, fc1, fc2, got '%s'", act_layers);
     lpv_prune_opts resolved;
     if ((rc = prune_flags_prepare(f, &resolved)) != 0) return rc;
-    /* prune never packs dense weights into the blocked layout: its dense products are OpenBLAS calls, and
-     * the report's environment should say so (it said "blocked", the library's default) */
+    /* prune's dense products (gradients, Gram matrices) are OpenBLAS calls, and the report's environment says
+     * so; only the refit's forward passes run lpvit's packs, where lpv_dense_kernel_auto says they win */
     lpv_dense_kernel_set(LPV_DENSE_BLAS);
     double t_start = lpv_now();
     cli_model cm;

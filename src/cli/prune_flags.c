@@ -68,6 +68,7 @@ int prune_rows_method(prune_flags *f, cli_opt *rows) {
         {"--recon-images", OPT_INT, &f->p.recon_images, "N", "calibration images for input statistics (default: all)", 1, 10000000, NULL},
         {"--stats-images", OPT_INT, &f->p.stats_images, "N", "calibration images (spread over the list) for the saliency's gradient statistics (default: all)", 1, 10000000, NULL},
         {"--damp", OPT_DOUBLE, &f->p.damp, "x", "Hessian damping, a fraction of its mean diagonal", 0, 0, NULL},
+        {"--refit-dense", OPT_FLAG, &f->p.refit_dense, NULL, "run the refit's passes on OpenBLAS over every weight, zeros included, instead of lpvit's packed kernels (a check: the same blocks, weights within float rounding)", 0, 0, NULL},
         {"--no-refit-heads", OPT_FLAG, &f->no_refit_heads, NULL, "keep the classifier heads as they are (by default a sequential refit also refits them, least squares towards the input model's logits)", 0, 0, NULL},
         {"--head-damp", OPT_DOUBLE, &f->p.head_damp, "x", "damping of the heads' refit, a fraction of its mean diagonal (one token per image: stronger than --damp)", 0, 0, NULL},
         {"--seed", OPT_INT, &f->seed, "S", "seed for calibration choice and sampling", 0, 2147483647, NULL},

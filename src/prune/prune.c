@@ -541,9 +541,10 @@ static void nonzero_blocks(const float *W, int out, int in, int R, int C, uint8_
 /* The refit runs its target (the input model, or the step before's pruned one) once per block over every
    image: its block linears run lpvit's own kernels, BSR over the blocks that hold a nonzero (the step before's
    pruned blocks are exact zeros) or the blocked dense pack when all do, instead of OpenBLAS on every zero.
-   Same function, another summation order. The packs live in R->tpacks until unpack_target. */
+   Same function, another summation order. The packs live in R->tpacks until unpack_target. Only where lpvit's
+   kernels beat OpenBLAS (lpv_refit_packs_pay). */
 static lpv_status pack_target(run *R, lpv_err *err) {
-    if (!R->dense || lpv_isa_get() == LPV_ISA_REF) return LPV_OK;
+    if (!R->dense || !lpv_refit_packs_pay()) return LPV_OK;
     lpv_layer_ref dr[LPV_MAX_LAYERS];
     int n = lpv_model_layers(R->dense, dr, LPV_MAX_LAYERS), R_ = R->o->block_R, C = R->o->block_C;
     lpv_arena_init(&R->tpacks, 1 << 20);

@@ -154,8 +154,11 @@ static void add_reconstruction(cJSON *root, const lpv_prune_result *r) {
     cJSON_AddNumberToObject(ru, "max_damp_used", ri->max_damp);
     cJSON_AddNumberToObject(ru, "factorizations_retried", ri->retried);
     cJSON_AddNumberToObject(ru, "seconds", r->seconds.recon);
-    if (o->sequential) /* the dense block inputs kept for one dense pass per block (0: a pass per layer) */
+    if (o->sequential) { /* the dense block inputs kept for one dense pass per block (0: a pass per layer) */
         cJSON_AddNumberToObject(ru, "capture_bytes", (double)ri->capture_bytes);
+        /* the passes on lpvit's packs (BSR where pruned), or on OpenBLAS over every weight (--refit-dense) */
+        cJSON_AddBoolToObject(ru, "packed_passes", !o->refit_dense && lpv_refit_packs_pay());
+    }
     if (!o->sequential) {
         cJSON *le = cJSON_AddArrayToObject(ru, "relative_output_error");
         for (int i = 0; i < r->n_layers; i++) {

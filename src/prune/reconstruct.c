@@ -509,8 +509,12 @@ static void seq_unpack(seq_run *S, int l) {
     lpv_arena_init(&S->packs, 1 << 20);
 }
 
-/* Layer i (slot j of block l) is refit: its later pruned passes run its kept blocks only. Not under the reference
-   ISA (its BSR kernel is no faster than BLAS), and not with block tuning (its gradients need the dense form). */
+int lpv_refit_packs_pay(void) {
+    return lpv_isa_get() != LPV_ISA_REF && lpv_dense_kernel_auto() == LPV_DENSE_BLOCKED;
+}
+
+/* Layer i (slot j of block l) is refit: its later pruned passes run its kept blocks only. Not where the packs do
+   not pay (lpv_refit_packs_pay), and not with block tuning (its gradients need the dense form). */
 static lpv_status seq_pack(seq_run *S, int l, int i, lpv_err *err) {
     lpv_linear *L = S->refs[i].lin;
     int j = i - lpv_block_layer0(l);
@@ -917,7 +921,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     S->m = m, S->dense = dense, S->masks = masks, S->R = R, S->C = C, S->o = o, S->ri = ri;
     S->b = o->batch < ds->n ? o->batch : ds->n;
     S->tuning = o->tune.epochs > 0;
-    S->packing = !S->tuning && !o->no_pack && lpv_isa_get() != LPV_ISA_REF;
+    S->packing = !S->tuning && !o->no_pack && lpv_refit_packs_pay();
     lpv_arena_init(&S->packs, 1 << 20);
     S->ht = o->refit_heads ? o->head_targets : NULL;
     if ((S->tuning || (o->refit_heads && !S->ht)) && o->final_target && o->final_target != dense) S->tt = o->final_target;

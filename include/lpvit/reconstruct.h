@@ -152,6 +152,7 @@ typedef struct {
     int heads_refit;
     double logit_err_before, logit_err_after;
     int64_t capture_bytes; /* sequential: what the one-pass capture kept (0: a pass per layer) */
+    int packed;               /* sequential: the pruned model's passes ran its refit layers as BSR (no_pack) */
 } lpv_reconstruct_info;
 
 /* One layer, fixed mask: W (out, in) dense on entry, repaired on return; b updated when bias != NULL. */

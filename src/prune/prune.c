@@ -551,7 +551,8 @@ static lpv_status pack_target(run *R, lpv_err *err) {
     R->tpacked = 1;
     for (int i = 0; i < n; i++) {
         lpv_linear *L = dr[i].lin;
-        if (!lpv_layer_kind_is_block(dr[i].kind) || !L->w || L->bsr || L->blocked) continue;
+        if (!lpv_layer_kind_is_block(dr[i].kind)) continue;
+        LPV_ASSERT(L->w && !L->bsr && !L->blocked); /* the target is load_targets' dense clone, unpacked */
         int64_t nb = lpv_nblocks(L->out, L->in, R_, C), kept = 0;
         uint8_t *mask = lpv_arena_alloc(&R->tpacks, (size_t)nb);
         lpv_bsr *b = lpv_arena_alloc(&R->tpacks, sizeof *b);

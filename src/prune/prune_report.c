@@ -156,8 +156,8 @@ static void add_reconstruction(cJSON *root, const lpv_prune_result *r) {
     cJSON_AddNumberToObject(ru, "seconds", r->seconds.recon);
     if (o->sequential) { /* the dense block inputs kept for one dense pass per block (0: a pass per layer) */
         cJSON_AddNumberToObject(ru, "capture_bytes", (double)ri->capture_bytes);
-        /* the passes on lpvit's packs (BSR where pruned), or on OpenBLAS over every weight (--refit-dense) */
-        cJSON_AddBoolToObject(ru, "packed_passes", !o->refit_dense && lpv_refit_packs_pay());
+        /* the pruned model's passes on BSR packs, or on OpenBLAS over every weight (--refit-dense, tuning) */
+        cJSON_AddBoolToObject(ru, "packed_passes", ri->packed);
     }
     if (!o->sequential) {
         cJSON *le = cJSON_AddArrayToObject(ru, "relative_output_error");

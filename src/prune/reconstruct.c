@@ -493,7 +493,7 @@ typedef struct {
        instead of multiplying their zeros. One block's packs at a time, in their own arena. */
     int packing;
     lpv_arena packs;
-    lpv_bsr *packed[4];             /* the block's layers this pass set L->bsr on, by slot */
+    lpv_linear *packed[4];          /* the block's layers this pass set L->bsr on, by slot */
 } seq_run;
 
 static void free_chunks(float **a, int n) {
@@ -502,9 +502,9 @@ static void free_chunks(float **a, int n) {
 }
 
 /* Drops the block's packs: its layers run dense again (the prune goes on with L->w alone). */
-static void seq_unpack(seq_run *S, int l) {
+static void seq_unpack(seq_run *S) {
     for (int j = 0; j < 4; j++)
-        if (S->packed[j]) S->refs[lpv_block_layer0(l) + j].lin->bsr = NULL, S->packed[j] = NULL;
+        if (S->packed[j]) S->packed[j]->bsr = NULL, S->packed[j] = NULL;
     lpv_arena_free(&S->packs);
     lpv_arena_init(&S->packs, 1 << 20);
 }
@@ -522,15 +522,12 @@ static lpv_status seq_pack(seq_run *S, int l, int i, lpv_err *err) {
     lpv_bsr *b = lpv_arena_alloc(&S->packs, sizeof *b);
     if (!b) return lpv_fail(err, LPV_E_OOM, "out of memory packing '%s'", S->refs[i].name);
     LPV_TRY(lpv_bsr_from_dense(b, L->w, L->out, L->in, S->R, S->C, S->mk[i], &S->packs, S->refs[i].name, err));
-    L->bsr = b, S->packed[j] = b;
+    L->bsr = b, S->packed[j] = L;
     return LPV_OK;
 }
 
 static void seq_free(seq_run *S) {
-    for (int j = 0; j < 4; j++)
-        if (S->packed[j]) /* an error left a block packed: find its layer by the pointer */
-            for (int i = 0; i < S->n; i++)
-                if (S->refs[i].lin->bsr == S->packed[j]) S->refs[i].lin->bsr = NULL;
+    seq_unpack(S); /* after an error a block may still be packed */
     lpv_arena_free(&S->packs);
     for (int i = 0; i < S->n; i++)
         if (S->cs.want[i]) lpv_stats_free(&S->cs.st[i]);
@@ -895,7 +892,7 @@ static lpv_status seq_block(seq_run *S, int l, lpv_err *err) {
         pruned_pass(S, l, 4, c, S->cache.bsz[c]);
         memcpy(S->cache.xp[c], S->ws.x, sizeof(float) * (size_t)D * (size_t)lpv_round16(S->cache.bsz[c] * T));
     }
-    seq_unpack(S, l); /* the block never runs again in this refit */
+    seq_unpack(S); /* the block never runs again in this refit */
     return LPV_OK;
 }
 
@@ -921,7 +918,7 @@ static lpv_status reconstruct_sequential(lpv_model *m, const lpv_model *dense, u
     S->m = m, S->dense = dense, S->masks = masks, S->R = R, S->C = C, S->o = o, S->ri = ri;
     S->b = o->batch < ds->n ? o->batch : ds->n;
     S->tuning = o->tune.epochs > 0;
-    S->packing = !S->tuning && !o->no_pack && lpv_refit_packs_pay();
+    S->packing = ri->packed = !S->tuning && !o->no_pack && lpv_refit_packs_pay();
     lpv_arena_init(&S->packs, 1 << 20);
     S->ht = o->refit_heads ? o->head_targets : NULL;
     if ((S->tuning || (o->refit_heads && !S->ht)) && o->final_target && o->final_target != dense) S->tt = o->final_target;

@@ -289,8 +289,12 @@ lpv_status lpv_train_ws_init(lpv_train_ws *ws, const lpv_config *cfg, int max_ba
     ws->ldp_max = lpv_round16(max_batch * (int)G2);
     ws->ldh_max = lpv_round16(max_batch * cfg->n_outputs);
     int64_t ld = ws->ld_max, ldp = ws->ldp_max, ldh = ws->ldh_max;
-    /* the largest weight's per-sample gradient, and a weight row per thread (lpv_persample_tmp_floats) */
-    ws->tmp_floats = max_i64(max_i64(3 * D * D, F * D), max_i64(D * K, C * D)) + ws->threads * max_i64(max_i64(D, F), K);
+    /* the per-sample gradient scratch of the largest linear: qkv, proj, fc1, fc2, patch, head */
+    int shape[5][2] = {{3 * cfg->dim, cfg->dim}, {cfg->mlp, cfg->dim}, {cfg->dim, cfg->mlp}, {cfg->dim, (int)K},
+                       {cfg->classes, cfg->dim}};
+    ws->tmp_floats = 0;
+    for (int i = 0; i < 5; i++)
+        ws->tmp_floats = max_i64(ws->tmp_floats, lpv_persample_tmp_floats(shape[i][0], shape[i][1], ws->threads));
     lpv_arena *a = &ws->arena;
     lpv_arena_init(a, 1 << 20);
     size_t f = sizeof(float);

@@ -336,6 +336,7 @@ static void test_refit_packs(const lpv_dataset *ds, const run_out *a) {
     /* 8.4e-4 on AVX-512 after two steps of least squares; a wrong pack (a stale weight, a dropped block) is O(1) */
     CHECKF(diff >= 0 && diff < 5e-3, "refit packs: masks differ or weights moved by %g", diff);
     CHECK(lpv_refit_packs_pay() ? diff > 0 : diff == 0); /* the packs ran (another summation order) or not */
+    CHECK(a->r.recon.packed == lpv_refit_packs_pay() && !d.r.recon.packed); /* and the report says which */
     run_free(&d);
 }
 

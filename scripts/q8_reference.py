@@ -6,11 +6,12 @@ independently of lpvit's C code from the rules in include/lpvit/bsr.h:
            clamped to [-127, 127]; the linear uses q * scale
   inputs:  per token, lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 if hi == lo),
            zp = clamp(round(-lo / scale), 0, 255), u = clamp(round(x * (1 / scale)) + zp, 0, 255) (float32
-           arithmetic, round half to even), the linear sees scale * (u - zp)
+           arithmetic, round half to even), the linear sees scale * (u - zp); with --levels 127 (the grid of
+           lpvit's AVX2 int8 kernel, whose vpmaddubsw would saturate on 8-bit inputs) 127 replaces 255
   everything else (patch embedding, LayerNorm, attention, GELU, heads) FP32, as timm computes it.
 
   q8_reference.py logits    --model FP32.safetensors --input REF.safetensors --out LOGITS.safetensors
-  q8_reference.py linears   --model FP32.safetensors --out LINEARS.safetensors [--tokens 8]
+  q8_reference.py linears   --model FP32.safetensors --out LINEARS.safetensors [--tokens 8] [--levels 255|127]
   q8_reference.py attention --out ATTENTION.safetensors
 
 attention: the int8 attention of --int8-attention (include/lpvit/ops.h, lpv_attention_fm_q8) on a qkv both
@@ -30,7 +31,8 @@ rationals with outliers), so the quantized inputs are the same bytes: tensor NAM
 int8 linear's output (bias included). tests/golden/q8_linears.ref.safetensors was made with
   /usr/bin/python3 scripts/q8_reference.py linears --model ../shared/fixtures/timm_deit_tiny_d2.safetensors \\
       --out tests/golden/q8_linears.ref.safetensors
-and test_q8_golden compares lpvit's int8 linears with it. Needs torch + numpy (Debian's python3-torch).
+and tests/golden/q8_linears_l127.ref.safetensors with the same command plus --levels 127; test_q8_golden
+compares lpvit's int8 linears with the one of each kernel's grid. Needs torch + numpy (Debian's python3-torch).
 """
 import argparse, json, math, os, struct, sys
 
@@ -49,15 +51,19 @@ def quantize_weight(w):
     return q * s
 
 
+LEVELS = 255  # the input grid: 255, or 127 (--levels)
+
+
 def fake_quant_tokens(x):
     # x (..., features): each token (row) its own range
+    n = float(LEVELS)
     lo = torch.clamp(x.amin(dim=-1, keepdim=True), max=0.0)
     hi = torch.clamp(x.amax(dim=-1, keepdim=True), min=0.0)
-    s = torch.where(hi > lo, (hi - lo) / 255.0, torch.ones_like(hi))
-    zp = torch.clamp(torch.round(-lo / s), 0, 255)
+    s = torch.where(hi > lo, (hi - lo) / n, torch.ones_like(hi))
+    zp = torch.clamp(torch.round(-lo / s), 0, n)
     inv = 1.0 / s
     v = torch.clamp(x * inv, -512.0, 512.0)
-    u = torch.clamp(torch.round(v) + zp, 0, 255)
+    u = torch.clamp(torch.round(v) + zp, 0, n)
     return s * (u - zp)
 
 
@@ -155,7 +161,10 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--heads", type=int, default=None)
     ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--levels", type=int, choices=[255, 127], default=255)
     a = ap.parse_args()
+    global LEVELS
+    LEVELS = a.levels
     torch.set_num_threads(1)
     if a.mode == "attention":
         return attention(a)

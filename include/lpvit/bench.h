@@ -70,8 +70,9 @@ typedef struct {
 
 lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err);
 /* The same for the int8 kernel the ISA set now runs (lpv_q8_kernel_for; gflops counts int8 operations, a
- * multiply-add being 2): VNNI, vpdpbusd loops (isa says avx512); AVX2, vpmaddwd + vpaddd loops as its kernel
- * issues them per pair of int8 products (isa says avx2; about 2x the FP32 FMA peak); the reference: gflops NAN. */
+ * multiply-add being 2): VNNI, vpdpbusd loops (isa says avx512); AVX-VNNI, vpdpbusd on ymm (isa says avxvnni);
+ * AVX2, vpmaddubsw + vpmaddwd + vpaddd as its kernel issues them per 32 products (isa says avx2); the
+ * reference: gflops NAN. */
 lpv_status lpv_bench_peak_int8(int threads, lpv_peak *out, lpv_err *err);
 
 /* vdpbf16ps's FLOP rate over the FP32 FMA rate on one core, measured in ~10 ms (register-only loops): ~2 where

@@ -67,8 +67,7 @@ typedef struct lpv_bsr {
     int8_t *qvalues;    /* (nnzb, R, C) like values; values then hold qvalues · qscale[row] */
     float *qscale;      /* (8 · ngroups) per output row, > 0; 0 past the last row */
     float *qsum;        /* (8 · ngroups) Σ_k qvalues of the row (exact in float) */
-    uint32_t *packed_q8;  /* (nnzb·R·C/4) packed's order, [C/4][8] quads: byte j = q[r][4p + j] (VNNI) */
-    uint32_t *packed_q16; /* (nnzb·R·C/2) [C/4][8][2] int16 pairs (q[4p], q[4p+2]), (q[4p+1], q[4p+3]) (AVX2) */
+    uint32_t *packed_q8;  /* (nnzb·R·C/4) packed's order, [C/4][8] quads: byte j = q[r][4p + j] (every int8 kernel) */
     int ngran;          /* ceil(cols / LPV_BSR_KGRAN) */
     int32_t *gran_ptr;  /* (nbr, ngran + 1): first block of a row at or after granule g */
     int ngroups;        /* 8-row groups holding at least one dense row */
@@ -148,19 +147,24 @@ void lpv_bsr_matmul_bf16_isa(const lpv_bsr *W, const float *bias, const uint32_t
 /* ---- int8: uint8 activations × int8 weights, exact int32 sums ----
  * Weights: symmetric per output row, w[r][k] ≈ qscale[r] · q[r][k], q in [-128, 127] (lpvit writes
  * [-127, 127]). Activations: uint8 with a zero point, per tensor or per token column:
- *     x[k][t] ≈ xa[t] · (u[k][t] − zp[t]),   u in [0, 255];   xc[t] = xa[t] · zp[t]
+ *     x[k][t] ≈ xa[t] · (u[k][t] − zp[t]),   u in [0, N];   xc[t] = xa[t] · zp[t]
+ * N = lpv_q8_levels of the kernel: 255, or 127 for the AVX2 kernel (see below)
  * stored as "quads" along K: X4 (ceil(K / 4), ldx) uint32, byte j of X4[p][t] = u[4p + j][t] (0 past K).
  * The product, with acc[r][t] = Σ_k q[r][k] · u[k][t] in int32 (exact):
  *     Y[r][t] = epi( qscale[r] · (xa[t] · acc[r][t] − xc[t] · qsum[r]) + b[r] )
  * in FP32, per K chunk (a later chunk adds qscale[r] · xa[t] · acc_chunk). Kernels: the plain-loop
- * reference, AVX2 (q and u widened to int16 pairs, vpmaddwd: no int16 saturation, unlike vpmaddubsw) and
- * AVX-512 VNNI (vpdpbusd), all with the same int32 sums; lpv_q8_kernel says which an ISA runs.
+ * reference, AVX2 (vpmaddubsw: it sums two u8·s8 products into a saturating int16, so its inputs have 127
+ * levels, 127·128·2 < 2^15), AVX-VNNI (vpdpbusd on ymm, 8 tokens a vector) and AVX-512 VNNI (vpdpbusd on
+ * zmm), all with the reference's int32 sums on the same bytes; lpv_q8_kernel says which an ISA runs, and the
+ * quantizers below write the grid of that ISA's kernel (a kernel given bytes past its N is wrong, not unsafe).
  * xa and xc have one entry per readable token column (round16(T) when ldx allows, as X). */
-typedef enum { LPV_Q8_REF = 0, LPV_Q8_AVX2 = 1, LPV_Q8_VNNI = 2 } lpv_q8_kernel;
-/* The int8 kernel an ISA level runs: VNNI at avx512 and above when the CPU has avx512_vnni, else AVX2 at
- * avx2 and above, else the reference. */
+typedef enum { LPV_Q8_REF = 0, LPV_Q8_AVX2 = 1, LPV_Q8_VNNI = 2, LPV_Q8_AVXVNNI = 3 } lpv_q8_kernel;
+/* The int8 kernel an ISA level runs: VNNI at avx512 and above when the CPU has avx512_vnni, else AVX-VNNI at
+ * avxvnni and above when it has avx_vnni, else AVX2 at avx2 and above, else the reference. */
 lpv_q8_kernel lpv_q8_kernel_for(lpv_isa isa);
 const char *lpv_q8_kernel_name(lpv_q8_kernel k);
+/* N, the largest input byte the kernel takes: 127 for LPV_Q8_AVX2, else 255. */
+int lpv_q8_levels(lpv_q8_kernel k);
 
 /* Gives W int8 weights: q (nnzb, R, C) in the order of W->values and scale (rows) when given, else rounds
  * W->values per row, q = round-half-even(w / scale) clamped to ±127, with the given scale or, when scale is
@@ -177,10 +181,12 @@ typedef struct {
     int zp;         /* per tensor: in [0, 255] */
 } lpv_qact;
 
-/* X4 (ceil(K / 4), ld), xa, xc (readable columns) <- X (K, T) with row stride ld, by q:
- *     u = clamp(round-half-even(x · (1 / scale)) + zp, 0, 255)
- * per token: lo = min(0, min_k x), hi = max(0, max_k x), scale = (hi − lo) / 255 (1 when hi == lo),
- * zp = clamp(round(−lo / scale), 0, 255). ISA from lpv_isa_get(); every ISA gives the same bytes. */
+/* X4 (ceil(K / 4), ld), xa, xc (readable columns) <- X (K, T) with row stride ld, by q, on the N levels of the
+ * ISA's int8 kernel (lpv_q8_levels):
+ *     u = clamp(round-half-even(x · (1 / scale)) + zp, 0, N)
+ * per token: lo = min(0, min_k x), hi = max(0, max_k x), scale = (hi − lo) / N (1 when hi == lo),
+ * zp = clamp(round(−lo / scale), 0, N); per tensor at N = 127: scale · 255 / 127, zp = round(zp · 127 / 255).
+ * ISA from lpv_isa_get(); every ISA with the same N gives the reference's bytes. */
 void lpv_q8_quantize_x(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T, const lpv_qact *q);
 void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
                            const lpv_qact *q, lpv_isa isa);

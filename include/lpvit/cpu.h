@@ -23,17 +23,23 @@
 #include "lpvit/error.h"
 #include "lpvit/names.h"
 
-/* Ordered levels: each runs every kernel of the levels below it. avx512bf16 adds the BF16 dot product
- * (vdpbf16ps) to avx512; its FP32 kernels are avx512's (lpv_isa_fp32). */
-#define LPV_ISA_LIST(X) \
-    X(LPV_ISA_REF, "ref") X(LPV_ISA_AVX2, "avx2") X(LPV_ISA_AVX512, "avx512") X(LPV_ISA_AVX512BF16, "avx512bf16")
+/* Ordered levels: each runs every kernel of the levels below it that the CPU has. avx512bf16 adds the BF16 dot
+ * product (vdpbf16ps) to avx512; its FP32 kernels are avx512's (lpv_isa_fp32). avxvnni is avx2 plus the VEX
+ * int8 dot product (vpdpbusd on ymm: Intel client cores from Alder Lake, Zen 5): its FP32 kernels are avx2's and
+ * only int8 products differ. It is not implied by the levels above it (Zen 4 and Skylake-X have avx512 without
+ * it), so a level is runnable when lpv_isa_supported says so, not merely when it is <= lpv_isa_best(). */
+#define LPV_ISA_LIST(X)                                                                                      \
+    X(LPV_ISA_REF, "ref") X(LPV_ISA_AVX2, "avx2") X(LPV_ISA_AVXVNNI, "avxvnni") X(LPV_ISA_AVX512, "avx512") \
+    X(LPV_ISA_AVX512BF16, "avx512bf16")
 typedef enum { LPV_ISA_LIST(LPV_ENUM_VALUE) LPV_ISA_COUNT } lpv_isa;
 
-/* The FP32 kernel family an ISA level runs (avx512bf16 -> avx512). */
-static inline lpv_isa lpv_isa_fp32(lpv_isa isa) { return isa > LPV_ISA_AVX512 ? LPV_ISA_AVX512 : isa; }
+/* The FP32 kernel family an ISA level runs (avx512bf16 -> avx512, avxvnni -> avx2). */
+static inline lpv_isa lpv_isa_fp32(lpv_isa isa) {
+    return isa > LPV_ISA_AVX512 ? LPV_ISA_AVX512 : isa == LPV_ISA_AVXVNNI ? LPV_ISA_AVX2 : isa;
+}
 
 typedef struct {
-    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512_bf16, avx512_vnni;
+    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512dq, avx512_bf16, avx512_vnni, avx_vnni;
     int amx_tile, amx_bf16, amx_int8; /* found; no lpvit kernel uses AMX yet */
     int os_avx, os_avx512; /* XCR0 says the OS saves the registers */
     int os_amx;            /* XCR0 says the OS saves the tile state (Linux still wants ARCH_REQ_XCOMP_PERM) */
@@ -45,6 +51,8 @@ typedef struct {
 const lpv_cpu_info *lpv_cpu(void);
 /* The best ISA this CPU + OS can run. */
 lpv_isa lpv_isa_best(void);
+/* 1 when this CPU + OS can run the level's kernels. */
+int lpv_isa_supported(lpv_isa isa);
 lpv_isa lpv_isa_get(void);
 /* Fails when the CPU cannot run the requested ISA. */
 lpv_status lpv_isa_set(lpv_isa isa, lpv_err *err);

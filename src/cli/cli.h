@@ -144,7 +144,7 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
 
 /* Standard option rows shared by several commands. */
 #define CLI_OPT_THREADS(dst) {"--threads", OPT_INT, dst, "N", "threads for all compute, at most 2 x OpenBLAS's MAX_THREADS (128 with Debian's) (default: all CPUs)", 0, 4096, NULL}
-#define CLI_OPT_ISA(dst) {"--isa", OPT_STR, dst, "ISA", "kernel ISA: auto, avx512bf16, avx512, avx2, ref (default auto: the best the CPU has)", 0, 0, NULL}
+#define CLI_OPT_ISA(dst) {"--isa", OPT_STR, dst, "ISA", "kernel ISA: auto, avx512bf16, avx512, avxvnni, avx2, ref (default auto: the best the CPU has)", 0, 0, NULL}
 #define CLI_OPT_DENSE_KERNEL(dst) {"--dense-kernel", OPT_STR, dst, "K", "dense layers: auto (openblas on AVX2 when OpenBLAS runs an AVX2 core, else blocked), blocked (lpvit's kernel) or openblas (default auto)", 0, 0, NULL}
 #define CLI_OPT_PRECISION(dst) {"--precision", OPT_STR, dst, "P", "fp32; bf16: the block linears in BF16 (FP32 sums; needs AVX512-BF16); int8: the block linears in int8 (weights per row, inputs per token; patch embedding, heads, attention, LayerNorm, GELU stay FP32) (default fp32)", 0, 0, NULL}
 #define CLI_OPT_ALLOW_EXTRA(dst) {"--allow-extra", OPT_FLAG, dst, NULL, "load a file that has tensors the architecture does not use (ignored)", 0, 0, NULL}

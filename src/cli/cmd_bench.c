@@ -37,7 +37,7 @@ typedef struct {
     char dense_desc[1200], sparse_desc[1200];
     lpv_peak peak; /* of the FP32 kernels' ISA, on the bench's threads */
     lpv_peak peak_lowp; /* --precision bf16 on avx512bf16: the vdpbf16ps loop's; int8: vpdpbusd's (VNNI) or
-                           vpmaddwd + vpaddd's (AVX2); else NAN */
+                           vpdpbusd ymm (AVX-VNNI) or vpmaddubsw + vpmaddwd + vpaddd (AVX2); else NAN */
 } bench_models;
 
 static lpv_status load_plain(const char *path, int heads, int allow_extra, lpv_model **m, lpv_err *err) {
@@ -343,6 +343,7 @@ static int run_peak(const bench_opts *o) {
     lpv_status st = LPV_OK;
     for (int i = LPV_ISA_AVX2; i <= (int)lpv_isa_best() && st == LPV_OK; i++) {
         lpv_peak p;
+        if (i == LPV_ISA_AVXVNNI || !lpv_isa_supported((lpv_isa)i)) continue; /* avxvnni's FMAs are avx2's */
         if ((st = lpv_bench_peak((lpv_isa)i, lpv_threads_get(), &p, &err)) != LPV_OK) break;
         cJSON_AddItemToArray(arr, peak_json(&p));
         if (human) printf("  %-12s %10.1f %12.1f\n", lpv_isa_name(p.isa), p.gflops, p.per_thread);
@@ -540,7 +541,7 @@ int cmd_bench(int argc, char **argv) {
                    bm.peak_lowp.threads, bm.peak_lowp.gflops / bm.peak.gflops);
         if (isfinite(bm.peak_lowp.gflops) && prec == CLI_INT8)
             printf("peak8    %.1f GOP/s measured (%s loops, %d threads; a multiply-add is 2 ops): %.2fx the FP32 peak\n",
-                   bm.peak_lowp.gflops, bm.peak_lowp.isa == LPV_ISA_AVX2 ? "vpmaddwd + vpaddd" : "vpdpbusd",
+                   bm.peak_lowp.gflops, bm.peak_lowp.isa == LPV_ISA_AVX2 ? "vpmaddubsw + vpmaddwd + vpaddd" : bm.peak_lowp.isa == LPV_ISA_AVXVNNI ? "vpdpbusd ymm" : "vpdpbusd",
                    bm.peak_lowp.threads, bm.peak_lowp.gflops / bm.peak.gflops);
     }
     cJSON *j = cJSON_CreateObject();

@@ -62,7 +62,10 @@ const lpv_cpu_info *lpv_cpu(void) {
         g_cpu.amx_tile = (d >> 24) & 1;
         g_cpu.amx_int8 = (d >> 25) & 1;
     }
-    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) g_cpu.avx512_bf16 = (a >> 5) & 1;
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+        g_cpu.avx_vnni = (a >> 4) & 1;
+        g_cpu.avx512_bf16 = (a >> 5) & 1;
+    }
     unsigned ext = __get_cpuid_max(0x80000000, NULL);
     if (ext >= 0x80000004) {
         unsigned *p = (unsigned *)g_cpu.brand;
@@ -78,12 +81,23 @@ const lpv_cpu_info *lpv_cpu(void) {
     return &g_cpu;
 }
 
-lpv_isa lpv_isa_best(void) {
+int lpv_isa_supported(lpv_isa isa) {
     const lpv_cpu_info *c = lpv_cpu();
-    int avx512 = c->os_avx512 && c->avx512f && c->avx512bw && c->avx512vl && c->avx512dq && c->fma;
-    if (avx512 && c->avx512_bf16) return LPV_ISA_AVX512BF16;
-    if (avx512) return LPV_ISA_AVX512;
-    if (c->os_avx && c->avx2 && c->fma) return LPV_ISA_AVX2;
+    int avx2 = c->os_avx && c->avx2 && c->fma;
+    int avx512 = avx2 && c->os_avx512 && c->avx512f && c->avx512bw && c->avx512vl && c->avx512dq;
+    switch (isa) {
+    case LPV_ISA_REF: return 1;
+    case LPV_ISA_AVX2: return avx2;
+    case LPV_ISA_AVXVNNI: return avx2 && c->avx_vnni;
+    case LPV_ISA_AVX512: return avx512;
+    case LPV_ISA_AVX512BF16: return avx512 && c->avx512_bf16;
+    default: return 0;
+    }
+}
+
+lpv_isa lpv_isa_best(void) {
+    for (int i = LPV_ISA_COUNT - 1; i > LPV_ISA_REF; i--)
+        if (lpv_isa_supported((lpv_isa)i)) return (lpv_isa)i;
     return LPV_ISA_REF;
 }
 
@@ -93,7 +107,7 @@ lpv_isa lpv_isa_get(void) {
 }
 
 lpv_status lpv_isa_set(lpv_isa isa, lpv_err *err) {
-    if (isa > lpv_isa_best())
+    if (isa > lpv_isa_best() || !lpv_isa_supported(isa))
         return lpv_fail(err, LPV_E_UNSUPPORTED, "isa '%s' is not supported by this cpu (best: '%s')", lpv_isa_name(isa),
                         lpv_isa_name(lpv_isa_best()));
     g_isa = (int)isa;
@@ -111,7 +125,7 @@ lpv_status lpv_isa_parse(const char *s, lpv_isa *out, lpv_err *err) {
     }
     int v;
     if (lpv_enum_parse(ISA_NAMES, LPV_ISA_COUNT, "isa", s, &v, NULL) != LPV_OK)
-        return lpv_fail_param(err, LPV_E_ARG, "isa", "expected auto, ref, avx2, avx512 or avx512bf16, got '%s'", s);
+        return lpv_fail_param(err, LPV_E_ARG, "isa", "expected auto, ref, avx2, avxvnni, avx512 or avx512bf16, got '%s'", s);
     *out = (lpv_isa)v;
     return LPV_OK;
 }
@@ -229,7 +243,7 @@ void lpv_cpu_features(char *buf, size_t cap) {
         int on;
         const char *name;
     } f[] = {{c->avx2, "avx2"},           {c->fma, "fma"},           {c->avx512f, "avx512f"},
-             {c->avx512bw, "avx512bw"},   {c->avx512vl, "avx512vl"}, {c->avx512_vnni, "avx512_vnni"},
+             {c->avx512bw, "avx512bw"},   {c->avx512vl, "avx512vl"}, {c->avx512_vnni, "avx512_vnni"}, {c->avx_vnni, "avx_vnni"},
              {c->avx512_bf16, "avx512_bf16"}, {c->amx_tile, "amx_tile"}, {c->amx_bf16, "amx_bf16"},
              {c->amx_int8, "amx_int8"}};
     size_t n = 0;

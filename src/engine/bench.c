@@ -174,12 +174,14 @@ lpv_status lpv_bench_forward_vs_fp32(const lpv_model *dense, const lpv_model *b,
 }
 
 /* One trial: every thread runs `steps` x 12 FMA instructions at once and records its own GFLOP/s in rate[]. */
-/* isa PEAK_VNNI / PEAK_MADD16: the int8 VNNI / AVX2 loop (int8 ops per second) */
+/* isa PEAK_VNNI / PEAK_MADDUBS: the int8 VNNI / AVX2 loop (int8 ops per second) */
 #define PEAK_VNNI LPV_ISA_COUNT
-#define PEAK_MADD16 (LPV_ISA_COUNT + 1)
+#define PEAK_MADDUBS (LPV_ISA_COUNT + 1)
+#define PEAK_AVXVNNI (LPV_ISA_COUNT + 2)
 static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate) {
     double flop = ((int)isa == PEAK_VNNI       ? 12.0 * 16 * 4 * 2
-                   : (int)isa == PEAK_MADD16 ? 12.0 * 8 * 2 * 2
+                   : (int)isa == PEAK_AVXVNNI ? 12.0 * 8 * 4 * 2
+                   : (int)isa == PEAK_MADDUBS ? 12.0 * 8 * 4 * 2
                    : isa == LPV_ISA_AVX2   ? 12.0 * 8 * 2
                    : isa == LPV_ISA_AVX512 ? 12.0 * 16 * 2
                                            : 12.0 * 16 * 4) *
@@ -190,7 +192,8 @@ static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate) {
 #pragma omp barrier
         double t0 = lpv_now();
         float r = (int)isa == PEAK_VNNI   ? lpv__peak_vnni(steps, 0.999999f, 1e-6f)
-                  : (int)isa == PEAK_MADD16 ? lpv__peak_madd16(steps, 0.999999f, 1e-6f)
+                  : (int)isa == PEAK_AVXVNNI ? lpv__peak_avxvnni(steps, 0.999999f, 1e-6f)
+                  : (int)isa == PEAK_MADDUBS ? lpv__peak_maddubs(steps, 0.999999f, 1e-6f)
                   : isa == LPV_ISA_AVX2   ? lpv__peak_avx2(steps, 0.999999f, 1e-6f)
                   : isa == LPV_ISA_AVX512 ? lpv__peak_avx512(steps, 0.999999f, 1e-6f)
                                           : lpv__peak_avx512bf16(steps, 0.999999f, 1e-6f);
@@ -203,21 +206,22 @@ static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate) {
 static lpv_status peak_of(lpv_isa isa, lpv_isa unit, int threads, lpv_peak *out, lpv_err *err);
 
 lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err) {
-    if (isa > lpv_isa_best())
+    if (isa > lpv_isa_best() || !lpv_isa_supported(isa))
         return lpv_fail_param(err, LPV_E_UNSUPPORTED, "isa", "'%s' is not available on this cpu (best: %s)",
                               lpv_isa_name(isa), lpv_isa_name(lpv_isa_best()));
-    return peak_of(isa, isa, threads, out, err);
+    return peak_of(isa, isa == LPV_ISA_AVXVNNI ? LPV_ISA_AVX2 : isa, threads, out, err); /* its FMAs are avx2's */
 }
 
 lpv_status lpv_bench_peak_int8(int threads, lpv_peak *out, lpv_err *err) {
     lpv_q8_kernel k = lpv_q8_kernel_for(lpv_isa_get());
     if (k == LPV_Q8_VNNI) return peak_of(LPV_ISA_AVX512, (lpv_isa)PEAK_VNNI, threads, out, err);
-    if (k == LPV_Q8_AVX2) return peak_of(LPV_ISA_AVX2, (lpv_isa)PEAK_MADD16, threads, out, err);
+    if (k == LPV_Q8_AVXVNNI) return peak_of(LPV_ISA_AVXVNNI, (lpv_isa)PEAK_AVXVNNI, threads, out, err);
+    if (k == LPV_Q8_AVX2) return peak_of(LPV_ISA_AVX2, (lpv_isa)PEAK_MADDUBS, threads, out, err);
     *out = (lpv_peak){lpv_isa_get(), threads < 1 ? 1 : threads, NAN, NAN};
     return LPV_OK;
 }
 
-/* The peak of one unit (an ISA's FMA loop, PEAK_VNNI or PEAK_MADD16), reported as isa. */
+/* The peak of one unit (an ISA's FMA loop, PEAK_VNNI, PEAK_AVXVNNI or PEAK_MADDUBS), reported as isa. */
 static lpv_status peak_of(lpv_isa isa, lpv_isa unit, int threads, lpv_peak *out, lpv_err *err) {
     if (threads < 1) threads = 1;
     *out = (lpv_peak){isa, threads, NAN, NAN};

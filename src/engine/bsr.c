@@ -22,8 +22,8 @@
  *    groups, X of one chunk × panel copied to a contiguous per-thread buffer
  *    that stays in L1 for every group of the row block, whose weights of the
  *    chunk stay in L2 (plan_blocking_l1; measured on Zen 4, `--isa avx2`,
- *    DeiT-B shapes: ~75 -> ~90 GFLOP/s a core). The int8 AVX2 kernel walks
- *    the same way, its panel widened to int16 pairs (pack_panel_q16).
+ *    DeiT-B shapes: ~75 -> ~90 GFLOP/s a core). The int8 AVX2 and AVX-VNNI
+ *    kernels walk the same way on a copy of the panel's quads (pack_panel_q8).
  */
 #include "lpvit/bsr.h"
 #include "lpvit/safetensors.h"
@@ -350,7 +350,7 @@ static _Thread_local _Alignas(64) float xpack[XPACK_BYTES / sizeof(float)];
 
 /* The x_in_l1 plan: panels of l1_panel_vec vectors, the K chunk whose X over one panel fits l1_x_bytes, and
  * row blocks whose kept weights of one chunk fit l2_w_bytes. eb: bytes of an input element in the packed panel
- * and in the packed weights (FP32: 4; int8 AVX2: 2, int16 pairs both). */
+ * and in the packed weights (FP32: 4; int8 AVX2 and AVX-VNNI: 1, quads). */
 static void plan_blocking_l1(const lpv_bsr *W, int ngroups, int nvec, int eb, lpv__bsr_plan *p) {
     const lpv__bsr_tuning *t = &lpv__bsr_tune;
     const int vg = 16 * eb * LPV_BSR_KGRAN; /* bytes of one vector × granule of X */
@@ -497,21 +497,21 @@ static void pack_panel(simd_walk *w, const float *X, int64_t ldx, int k0, int k1
     a->X = xpack, a->ldx = ld, a->k0 = k0, a->xt0 = t0;
 }
 
-/* The int8 AVX2 form of pack_panel: quad rows [k0 / 4, ceil(k1 / 4)) of the panel's columns of X4, each widened
- * into two rows of int16 pairs (lpv__q8_widen_avx2), so that the kernel's k-steps are a load and a vpmaddwd
- * each, with no unpacking left inside the tile (X4's columns past a partial vector's tail are zeroed). */
-static void pack_panel_q16(simd_walk *w, const uint32_t *X4, int64_t ldx, int k0, int k1) {
+/* The int8 form of pack_panel (AVX2, AVX-VNNI): quad rows [k0 / 4, ceil(k1 / 4)) of the panel's columns of X4. */
+static void pack_panel_q8(simd_walk *w, const uint32_t *X4, int64_t ldx, int k0, int k1) {
     lpv__bsr_group *a = &w->a;
     uint32_t *xp = (uint32_t *)xpack;
     int t0 = 16 * a->v0, n = 16 * (a->v1 - a->v0) + a->tail, ld = 16 * (a->v1 - a->v0) + (a->tail ? 16 : 0);
     int p0 = k0 / 4, p1 = (k1 + 3) / 4;
-    LPV_ASSERT(k0 % 4 == 0 && (int64_t)(p1 - p0) * 2 * ld * (int64_t)sizeof(uint32_t) <= XPACK_BYTES);
+    LPV_ASSERT(k0 % 4 == 0 && (int64_t)(p1 - p0) * ld * (int64_t)sizeof(uint32_t) <= XPACK_BYTES);
     for (int p = p0; p < p1; p++) {
         const uint32_t *src = X4 + (int64_t)p * ldx + t0;
+        uint32_t *dst = xp + (int64_t)(p - p0) * ld;
         for (int c = ld; c < 2 * ld; c += 16) _mm_prefetch((const char *)(src + c), _MM_HINT_T1);
-        lpv__q8_widen_avx2(xp + (int64_t)(p - p0) * 2 * ld, ld, src, n);
+        memcpy(dst, src, sizeof(uint32_t) * (size_t)n);
+        if (n < ld) memset(dst + n, 0, sizeof(uint32_t) * (size_t)(ld - n));
     }
-    a->X16 = xp, a->ldx = ld, a->k0 = k0, a->xt0 = t0;
+    a->Xp = xp, a->ldx = ld, a->k0 = k0, a->xt0 = t0;
 }
 
 /* Group g's blocks of granules [gl, gh): [*bs, *be) in col_idx; returns where their packed weights start
@@ -537,7 +537,7 @@ static void walk_group(simd_walk *w, int g, int gl, int gh) {
     a->nrows = W->rows - 8 * g < 8 ? W->rows - 8 * g : 8;
     a->wp = W->packed + off;
     a->wp2 = W->packed_bf16 ? W->packed_bf16 + off / 2 : NULL;
-    a->wq = w->q8 == LPV_Q8_VNNI ? W->packed_q8 + off / 4 : w->q8 == LPV_Q8_AVX2 ? W->packed_q16 + off / 2 : NULL;
+    a->wq = w->q8 ? W->packed_q8 + off / 4 : NULL;
     if (w->q8) a->ws8 = W->qscale + 8 * g, a->wsum8 = first ? W->qsum + 8 * g : zeros;
     a->ci = W->col_idx + bs;
     a->nb = be - bs;
@@ -557,8 +557,8 @@ static void walk_group(simd_walk *w, int g, int gl, int gh) {
 static void prefetch_w(const simd_walk *w, int g, int gl, int gh) {
     int32_t bs, be;
     int64_t off = group_chunk(w->W, g, gl, gh, &bs, &be);
-    int eb = w->q8 == LPV_Q8_AVX2 ? 2 : (int)sizeof(float); /* packed_q16: 2 bytes a weight */
-    const char *p = w->q8 == LPV_Q8_AVX2 ? (const char *)(w->W->packed_q16 + off / 2) : (const char *)(w->W->packed + off);
+    int eb = w->q8 ? 1 : (int)sizeof(float); /* packed_q8: a byte a weight */
+    const char *p = w->q8 ? (const char *)(w->W->packed_q8 + off / 4) : (const char *)(w->W->packed + off);
     int64_t n = (int64_t)(be - bs) * 8 * w->W->C * eb;
     for (int64_t c = 0; c < n && c < 1024; c += 64) _mm_prefetch(p + c, _MM_HINT_T0);
 }
@@ -566,12 +566,11 @@ static void prefetch_w(const simd_walk *w, int g, int gl, int gh) {
 /* The driver every SIMD kernel shares; each 8-row group's blocks of one K chunk over one token panel run by
  * the ISA's micro-kernel, in the plan's order (lpv__bsr_plan.x_in_l1). */
 static void part_simd(const lpv_bsr *W, const float *bias, const operand *o, int ldx, float *Y, int ldy, int epi,
-                      const lpv__bsr_plan *p, lpv__bsr_group_fn run, float *cmin,
-                      float *cmax) {
+                      const lpv__bsr_plan *p, lpv__bsr_group_fn run, lpv_q8_kernel q8, float *cmin, float *cmax) {
     const float *X = o->X;
     simd_walk w = {.W = W, .bias = bias, .Y = Y, .run = run};
     w.acc_mode = (epi & LPV_EPI_ACC) != 0, w.gelu = (epi & LPV_EPI_GELU) != 0;
-    w.q8 = o->X4 ? (run == lpv__bsr_group_q8_vnni ? LPV_Q8_VNNI : LPV_Q8_AVX2) : LPV_Q8_REF;
+    w.q8 = o->X4 ? q8 : LPV_Q8_REF;
     w.a.X4 = o->X4, w.a.xa = o->xa, w.a.xc = o->xc, w.a.cmin = cmin, w.a.cmax = cmax;
     w.a.X = X, w.a.X2 = o->X2, w.a.ldx = ldx, w.a.ldy = ldy, w.a.C = W->C, w.a.K = W->cols;
     const int ngran = W->ngran, cg = p->chunk_gran, pvw = p->panel_vec;
@@ -586,7 +585,7 @@ static void part_simd(const lpv_bsr *W, const float *bias, const operand *o, int
                 int re = rb + p->rowblock < p->g1 ? rb + p->rowblock : p->g1;
                 for (int q = 0; q < np; q++) {
                     walk_panel(&w, p, p->v0 + nv * q / np, p->v0 + nv * (q + 1) / np);
-                    if (w.q8 == LPV_Q8_AVX2) pack_panel_q16(&w, o->X4, ldx, gl * LPV_BSR_KGRAN, k1);
+                    if (w.q8) pack_panel_q8(&w, o->X4, ldx, gl * LPV_BSR_KGRAN, k1);
                     else pack_panel(&w, X, ldx, gl * LPV_BSR_KGRAN, k1);
                     for (int g = rb; g < re; g++) {
                         if (g + 1 < re) prefetch_w(&w, g + 1, gl, gh);
@@ -649,20 +648,24 @@ static void part(const lpv_bsr *W, const float *bias, const operand *o, int ldx,
     if (!(epi & LPV_EPI_BIAS)) bias = NULL;
     lpv_isa fp32 = lpv_isa_fp32(isa);
     lpv__bsr_plan p;
-    /* x_in_l1 walks: the FP32 AVX2 kernel (float panels) and the int8 AVX2 one (int16-pair panels) */
-    int x_in_l1 = o->X && fp32 == LPV_ISA_AVX2 ? (int)sizeof(float) : o->X4 && lpv_q8_kernel_for(isa) == LPV_Q8_AVX2 ? 2 : 0;
+    /* x_in_l1 walks: the FP32 AVX2 kernel (float panels), the int8 AVX2 and AVX-VNNI ones (quad panels) */
+    lpv_q8_kernel k8 = o->X4 ? lpv_q8_kernel_for(isa) : LPV_Q8_REF;
+    int x_in_l1 = o->X && fp32 == LPV_ISA_AVX2 ? (int)sizeof(float) : k8 == LPV_Q8_AVX2 || k8 == LPV_Q8_AVXVNNI ? 1 : 0;
     make_plan(W, ldx, ldy, T, tid, nthreads, x_in_l1, o->X4 ? 1 : 4, &p);
     if (p.g0 >= p.g1 || p.v0 >= p.v1) return;
     if (o->X4) {
-        lpv_q8_kernel k = lpv_q8_kernel_for(isa);
         float *cmin = o->range ? o->range + (int64_t)2 * tid * ldy : NULL, *cmax = cmin ? cmin + ldy : NULL;
-        if (k == LPV_Q8_REF) part_ref_q8(W, bias, o, ldx, Y, ldy, T, epi, &p, cmin, cmax);
-        else part_simd(W, bias, o, ldx, Y, ldy, epi, &p, k == LPV_Q8_VNNI ? lpv__bsr_group_q8_vnni : lpv__bsr_group_q8_avx2,
-                       cmin, cmax);
+        lpv__bsr_group_fn fn = k8 == LPV_Q8_VNNI      ? lpv__bsr_group_q8_vnni
+                               : k8 == LPV_Q8_AVXVNNI ? lpv__bsr_group_q8_avxvnni
+                                                      : lpv__bsr_group_q8_avx2;
+        if (k8 == LPV_Q8_REF) part_ref_q8(W, bias, o, ldx, Y, ldy, T, epi, &p, cmin, cmax);
+        else part_simd(W, bias, o, ldx, Y, ldy, epi, &p, fn, k8, cmin, cmax);
     } else if (o->X2 && isa >= LPV_ISA_AVX512BF16)
-        part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512bf16, NULL, NULL);
-    else if (o->X && fp32 == LPV_ISA_AVX512) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512, NULL, NULL);
-    else if (o->X && fp32 == LPV_ISA_AVX2) part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2, NULL, NULL);
+        part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512bf16, LPV_Q8_REF, NULL, NULL);
+    else if (o->X && fp32 == LPV_ISA_AVX512)
+        part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx512, LPV_Q8_REF, NULL, NULL);
+    else if (o->X && fp32 == LPV_ISA_AVX2)
+        part_simd(W, bias, o, ldx, Y, ldy, epi, &p, lpv__bsr_group_avx2, LPV_Q8_REF, NULL, NULL);
     else part_ref(W, bias, o->X, o->X2, ldx, Y, ldy, T, epi, &p);
 }
 
@@ -689,7 +692,7 @@ static void run(const lpv_bsr *W, const float *bias, const operand *o, int ldx, 
 
 void lpv_bsr_matmul_q8_isa(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa, const float *xc,
                            int ldx, float *Y, int ldy, int T, int epi, lpv_isa isa, int nthreads) {
-    LPV_ASSERT(W->packed_q8 && W->packed_q16 && X4 && xa && xc);
+    LPV_ASSERT(W->packed_q8 && X4 && xa && xc);
     operand o = {.X4 = X4, .xa = xa, .xc = xc};
     run(W, bias, &o, ldx, Y, ldy, T, epi, isa, nthreads);
 }
@@ -697,7 +700,7 @@ void lpv_bsr_matmul_q8_isa(const lpv_bsr *W, const float *bias, const uint32_t *
 void lpv_bsr_matmul_q8_range_isa(const lpv_bsr *W, const float *bias, const uint32_t *X4, const float *xa,
                                  const float *xc, int ldx, float *Y, int ldy, int T, int epi, float *range, lpv_isa isa,
                                  int nthreads) {
-    LPV_ASSERT(W->packed_q8 && W->packed_q16 && X4 && xa && xc && range && (epi & LPV_EPI_GELU));
+    LPV_ASSERT(W->packed_q8 && X4 && xa && xc && range && (epi & LPV_EPI_GELU));
     operand o = {.X4 = X4, .xa = xa, .xc = xc, .range = range};
     run(W, bias, &o, ldx, Y, ldy, T, epi, isa, nthreads);
 }

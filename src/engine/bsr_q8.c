@@ -3,12 +3,13 @@
  * quantizer that feeds the int8 kernels (see the int8 part of include/lpvit/bsr.h; the product's
  * walk and reference are in bsr.c, the vector kernels in kernels/bsr_q8_*.c).
  *
- * Quantizing activations is two steps for every ISA:
- *   1. per column t: xa[t] = scale, xc[t] = scale · zp (per tensor: the given pair; per token: from
- *      the column's range, found by a min/max pass);
- *   2. u = clamp(rint(clamp(x · (1 / xa[t]), ±512)) + rint(xc[t] / xa[t]), 0, 255)
+ * Quantizing activations is two steps for every ISA, on the kernel's grid of N = lpv_q8_levels levels
+ * (255; 127 for the AVX2 kernel):
+ *   1. per column t: xa[t] = scale, xc[t] = scale · zp (per tensor: the given pair, mapped onto N levels;
+ *      per token: from the column's range, found by a min/max pass);
+ *   2. u = clamp(rint(clamp(x · (1 / xa[t]), ±512)) + rint(xc[t] / xa[t]), 0, N)
  * so the vector quantizers only redo step 2's arithmetic (one correctly rounded multiply, one
- * round-to-nearest-even, integer clamps: no FMA to contract, same bytes on every ISA).
+ * round-to-nearest-even, integer clamps: no FMA to contract, the reference's bytes on every ISA).
  */
 #include "lpvit/bsr.h"
 
@@ -19,12 +20,15 @@
 
 lpv_q8_kernel lpv_q8_kernel_for(lpv_isa isa) {
     if (isa >= LPV_ISA_AVX512 && lpv_cpu()->avx512_vnni) return LPV_Q8_VNNI;
+    if (isa >= LPV_ISA_AVXVNNI && lpv_cpu()->avx_vnni) return LPV_Q8_AVXVNNI;
     if (isa >= LPV_ISA_AVX2) return LPV_Q8_AVX2;
     return LPV_Q8_REF;
 }
 
+int lpv_q8_levels(lpv_q8_kernel k) { return k == LPV_Q8_AVX2 ? 127 : 255; }
+
 const char *lpv_q8_kernel_name(lpv_q8_kernel k) {
-    return k == LPV_Q8_VNNI ? "avx512vnni" : k == LPV_Q8_AVX2 ? "avx2" : "ref";
+    return k == LPV_Q8_VNNI ? "avx512vnni" : k == LPV_Q8_AVXVNNI ? "avxvnni" : k == LPV_Q8_AVX2 ? "avx2" : "ref";
 }
 
 /* Per-row scales of W->values (max |w| / 127) into scale unless `given`, q by round-half-even. */
@@ -52,8 +56,8 @@ static void round_rows(const lpv_bsr *W, int8_t *q, float *scale, int given) {
             }
 }
 
-/* packed_q8 / packed_q16 from qvalues, in packed's block order (bsr.c): per block row, per 8-row
- * slice, per block, k-quads [C/4][8]. */
+/* packed_q8 from qvalues, in packed's block order (bsr.c): per block row, per 8-row slice, per block,
+ * k-quads [C/4][8]. */
 static void pack_q(lpv_bsr *W) {
     int R = W->R, C = W->C, gpb = R / 8;
     for (int i = 0; i < W->nbr; i++) {
@@ -62,14 +66,12 @@ static void pack_q(lpv_bsr *W) {
             for (int32_t j = 0; j < nb; j++) {
                 const int8_t *src = W->qvalues + (int64_t)(rp + j) * R * C + (int64_t)s * 8 * C;
                 int64_t off = (int64_t)rp * R * C + ((int64_t)s * nb + j) * 8 * C; /* elements, as packed */
-                uint32_t *d8 = W->packed_q8 + off / 4, *d16 = W->packed_q16 + off / 2;
+                uint32_t *d8 = W->packed_q8 + off / 4;
                 for (int p = 0; p < C / 4; p++)
                     for (int r = 0; r < 8; r++) {
                         const int8_t *q = src + r * C + 4 * p;
                         d8[p * 8 + r] = (uint32_t)(uint8_t)q[0] | (uint32_t)(uint8_t)q[1] << 8 |
                                         (uint32_t)(uint8_t)q[2] << 16 | (uint32_t)(uint8_t)q[3] << 24;
-                        d16[(p * 8 + r) * 2] = (uint32_t)(uint16_t)q[0] | (uint32_t)(uint16_t)q[2] << 16;
-                        d16[(p * 8 + r) * 2 + 1] = (uint32_t)(uint16_t)q[1] | (uint32_t)(uint16_t)q[3] << 16;
                     }
             }
     }
@@ -94,9 +96,8 @@ lpv_status lpv_bsr_set_int8(lpv_bsr *W, const int8_t *q, const float *scale, lpv
         W->qscale = lpv_arena_alloc(arena, sizeof(float) * (size_t)rows8);
         W->qsum = lpv_arena_alloc(arena, sizeof(float) * (size_t)rows8);
         W->packed_q8 = lpv_arena_alloc(arena, (size_t)nval + 64);
-        W->packed_q16 = lpv_arena_alloc(arena, 2 * (size_t)nval + 64);
-        if (!W->qvalues || !W->qscale || !W->qsum || !W->packed_q8 || !W->packed_q16) {
-            W->qvalues = NULL, W->qscale = W->qsum = NULL, W->packed_q8 = W->packed_q16 = NULL;
+        if (!W->qvalues || !W->qscale || !W->qsum || !W->packed_q8) {
+            W->qvalues = NULL, W->qscale = W->qsum = NULL, W->packed_q8 = NULL;
             return lpv_fail(err, LPV_E_OOM, "'%s': cannot allocate the int8 weights (%lld values)", n, (long long)nval);
         }
     }
@@ -138,15 +139,19 @@ lpv_status lpv_bsr_set_int8(lpv_bsr *W, const int8_t *q, const float *scale, lpv
 /* Step 1 for columns [0, n) of X (already offset to the block's first column). Per token, a vector min/max
  * pass (minmax) leaves each column's min in xa and max in xc first. */
 static void column_params(float *xa, float *xc, const float *X, int ld, int K, int n, const lpv_qact *q,
-                          lpv_q8_kernel k, const float *lo, const float *hi) {
-    if (!q->per_token) {
-        for (int t = 0; t < n; t++) xa[t] = q->scale, xc[t] = q->scale * (float)q->zp;
+                          lpv_q8_kernel k, int levels, const float *lo, const float *hi) {
+    const float top = (float)levels;
+    if (!q->per_token) { /* a 255-level grid onto `top` levels: the same range, coarser steps */
+        float s = top < 255.0f ? q->scale * (255.0f / top) : q->scale;
+        float zp = top < 255.0f ? nearbyintf((float)q->zp * (top / 255.0f)) : (float)q->zp;
+        zp = zp > top ? top : zp < 0.0f ? 0.0f : zp;
+        for (int t = 0; t < n; t++) xa[t] = s, xc[t] = s * zp;
         return;
     }
     if (lo) /* the range is given (the producer recorded it) */
         for (int t = 0; t < n; t++) xa[t] = lo[t], xc[t] = hi[t];
     else if (k == LPV_Q8_VNNI) lpv__q8_minmax_avx512(xa, xc, X, ld, K, n);
-    else if (k == LPV_Q8_AVX2) lpv__q8_minmax_avx2(xa, xc, X, ld, K, n);
+    else if (k == LPV_Q8_AVX2 || k == LPV_Q8_AVXVNNI) lpv__q8_minmax_avx2(xa, xc, X, ld, K, n);
     else {
         for (int t = 0; t < n; t++) xa[t] = 0.0f, xc[t] = 0.0f; /* the range always holds 0 */
         for (int r = 0; r < K; r++) {
@@ -159,15 +164,15 @@ static void column_params(float *xa, float *xc, const float *X, int ld, int K, i
     }
     for (int t = 0; t < n; t++) {
         float a = xa[t], b = xc[t]; /* the column's min and max */
-        float s = b > a && isfinite(b - a) ? (b - a) / 255.0f : 1.0f;
+        float s = b > a && isfinite(b - a) ? (b - a) / top : 1.0f;
         float zp = nearbyintf(-a / s);
-        zp = zp > 255.0f ? 255.0f : zp < 0.0f ? 0.0f : zp;
+        zp = zp > top ? top : zp < 0.0f ? 0.0f : zp;
         xa[t] = s, xc[t] = s * zp;
     }
 }
 
 /* Step 2, scalar: every quad row of X4, columns [0, n) (pointers at the block's first column). */
-static void quantize_ref(uint32_t *X4, const float *xa, const float *xc, const float *X, int ld, int K, int n) {
+static void quantize_ref(uint32_t *X4, const float *xa, const float *xc, const float *X, int ld, int K, int n, int top) {
     for (int p = 0; p < (K + 3) / 4; p++) {
         uint32_t *o = X4 + (int64_t)p * ld;
         for (int t = 0; t < n; t++) {
@@ -178,7 +183,7 @@ static void quantize_ref(uint32_t *X4, const float *xa, const float *xc, const f
                 float v = X[(int64_t)(4 * p + j) * ld + t] * inv;
                 v = fmaxf(v, -512.0f), v = fminf(v, 512.0f); /* NaN -> -512 (so u = 0) */
                 int u = (int)nearbyintf(v) + zp;
-                u = u < 0 ? 0 : u > 255 ? 255 : u;
+                u = u < 0 ? 0 : u > top ? top : u;
                 word |= (uint32_t)u << (8 * j);
             }
             o[t] = word;
@@ -191,7 +196,7 @@ static void quantize_ref(uint32_t *X4, const float *xa, const float *xc, const f
 /* Each thread takes one contiguous range of columns and streams its part of every row twice (min/max, then
  * quantize): narrow column blocks would touch a new page per row (measured 2x slower at K = 3072). */
 static void quantize(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T, const lpv_qact *q,
-                     lpv_isa isa, const float *lo, const float *hi) {
+                     lpv_isa isa, int levels, const float *lo, const float *hi) {
     LPV_ASSERT(isa <= lpv_isa_best() && T >= 1 && ld >= T && K >= 1);
     int n = lpv_round16(T) <= ld ? lpv_round16(T) : T, np = (K + 3) / 4, nt = lpv_team_size();
     int bw = lpv_round16((n + nt - 1) / nt), nb = (n + bw - 1) / bw;
@@ -199,9 +204,9 @@ static void quantize(uint32_t *X4, float *xa, float *xc, const float *X, int ld,
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int b = 0; b < nb; b++) {
         int t0 = b * bw, nc = n - t0 < bw ? n - t0 : bw;
-        column_params(xa + t0, xc + t0, X + t0, ld, K, nc, q, k, lo ? lo + t0 : NULL, hi ? hi + t0 : NULL);
+        column_params(xa + t0, xc + t0, X + t0, ld, K, nc, q, k, levels, lo ? lo + t0 : NULL, hi ? hi + t0 : NULL);
         if (k == LPV_Q8_REF) {
-            quantize_ref(X4 + t0, xa + t0, xc + t0, X + t0, ld, K, nc);
+            quantize_ref(X4 + t0, xa + t0, xc + t0, X + t0, ld, K, nc, levels);
             continue;
         }
         /* sub-blocks of QSUB columns: their 1 / scale and zero point once (two divisions), then every quad row;
@@ -214,8 +219,8 @@ static void quantize(uint32_t *X4, float *xa, float *xc, const float *X, int ld,
                 int nk = K - 4 * p < 4 ? K - 4 * p : 4;
                 uint32_t *o = X4 + (int64_t)p * ld + s0;
                 const float *x = X + (int64_t)(4 * p) * ld + s0;
-                if (k == LPV_Q8_VNNI) lpv__q8_quantize_avx512(o, inv, zp, x, ld, nk, ns);
-                else lpv__q8_quantize_avx2(o, inv, zp, x, ld, nk, ns);
+                if (k == LPV_Q8_VNNI) lpv__q8_quantize_avx512(o, inv, zp, x, ld, nk, ns, levels);
+                else lpv__q8_quantize_avx2(o, inv, zp, x, ld, nk, ns, levels);
             }
         }
     }
@@ -223,13 +228,20 @@ static void quantize(uint32_t *X4, float *xa, float *xc, const float *X, int ld,
 
 void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
                            const lpv_qact *q, lpv_isa isa) {
-    quantize(X4, xa, xc, X, ld, K, T, q, isa, NULL, NULL);
+    quantize(X4, xa, xc, X, ld, K, T, q, isa, lpv_q8_levels(lpv_q8_kernel_for(isa)), NULL, NULL);
+}
+
+void lpv__q8_quantize_levels(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
+                             const lpv_qact *q, lpv_isa isa, int levels) {
+    LPV_ASSERT(levels == 127 || levels == 255);
+    quantize(X4, xa, xc, X, ld, K, T, q, isa, levels, NULL, NULL);
 }
 
 void lpv_q8_quantize_x_range(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
                              const float *lo, const float *hi) {
     static const lpv_qact per_token = {1, 0.0f, 0};
-    quantize(X4, xa, xc, X, ld, K, T, &per_token, lpv_isa_get(), lo, hi);
+    lpv_isa isa = lpv_isa_get();
+    quantize(X4, xa, xc, X, ld, K, T, &per_token, isa, lpv_q8_levels(lpv_q8_kernel_for(isa)), lo, hi);
 }
 
 void lpv_q8_quantize_x(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T, const lpv_qact *q) {

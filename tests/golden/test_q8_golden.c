@@ -1,7 +1,8 @@
 /*
  * test_q8_golden.c — lpvit's int8 linears compute what an independent PyTorch fake quantization of the same
  * rules computes (scripts/q8_reference.py linears; its output is committed as
- * tests/golden/q8_linears.ref.safetensors): every block linear of the 2-layer random DeiT-Tiny fixture,
+ * tests/golden/q8_linears.ref.safetensors, and q8_linears_l127.ref.safetensors for the AVX2 kernel's 127-level
+ * input grid): every block linear of the 2-layer random DeiT-Tiny fixture,
  * quantized by lpv_model_quantize_int8 (weights per row, round half to even; inputs per token), on 8 tokens
  * of an input both sides build exactly (dyadic rationals with outlier channels), with every int8 kernel the
  * CPU has and 1 and 2 threads. Tolerance 1e-5 of the output's scale (the int32 sums are exact; only the
@@ -35,8 +36,9 @@ int main(void) {
     if (!shared) return TEST_SKIP;
     lpv_model *m = test_load_fixture(shared, "fixtures/timm_deit_tiny_d2.safetensors");
     if (!m) return test_finish("test_q8_golden");
-    lpv_st_file ref;
-    test_open_st(&ref, LPVIT_SOURCE_DIR, "tests/golden/q8_linears.ref.safetensors");
+    lpv_st_file ref255, ref127;
+    test_open_st(&ref255, LPVIT_SOURCE_DIR, "tests/golden/q8_linears.ref.safetensors");
+    test_open_st(&ref127, LPVIT_SOURCE_DIR, "tests/golden/q8_linears_l127.ref.safetensors");
     lpv_err err;
     /* the FP32 outputs first, to show how far int8 moves them */
     lpv_layer_ref refs[LPV_MAX_LAYERS];
@@ -53,9 +55,9 @@ int main(void) {
         lpv_linear_forward_ref(L, X, ld, Y32 + (int64_t)i * 3072 * ld, ld, NTOK, LPV_EPI_BIAS);
     }
     CHECK_OK(lpv_model_quantize_int8(m, 32, 32, &err), &err);
-    lpv_isa isas[3] = {LPV_ISA_REF, LPV_ISA_AVX2, LPV_ISA_AVX512};
-    for (int ii = 0; ii < 3; ii++) {
-        if (isas[ii] > lpv_isa_best()) {
+    lpv_isa isas[4] = {LPV_ISA_REF, LPV_ISA_AVX2, LPV_ISA_AVXVNNI, LPV_ISA_AVX512};
+    for (int ii = 0; ii < 4; ii++) {
+        if (!lpv_isa_supported(isas[ii])) {
             printf("skipped: --isa %s (not on this cpu)\n", lpv_isa_name(isas[ii]));
             continue;
         }
@@ -67,7 +69,8 @@ int main(void) {
                 if (refs[i].kind == LPV_LK_PATCH || refs[i].kind == LPV_LK_HEAD) continue;
                 const char *name = refs[i].name;
                 int64_t nw = 0;
-                float *want = test_read_tensor(&ref, name, &nw);
+                lpv_st_file *ref = lpv_q8_levels(lpv_q8_kernel_for(isas[ii])) == 127 ? &ref127 : &ref255;
+                float *want = test_read_tensor(ref, name, &nw);
                 CHECKF(want && nw == (int64_t)NTOK * L->out, "reference lacks '%s' (%d x %d)", name, NTOK, L->out);
                 if (!want) continue;
                 linear_input(X, L->in, ld);
@@ -96,7 +99,8 @@ int main(void) {
     }
     CHECK(checked >= 8);
     free(X), free(Y), free(Y32), free(X4), free(xa), free(xc);
-    lpv_st_close(&ref);
+    lpv_st_close(&ref255);
+    lpv_st_close(&ref127);
     lpv_model_free(m);
     return test_finish("test_q8_golden");
 }

@@ -1,14 +1,15 @@
 /*
  * test_q8.c — the int8 BSR product and the activation quantizer.
  *
- *  - Exactness: with unit scales and no bias, every int8 kernel (ref, AVX2, AVX-512 VNNI; what the CPU
- *    lacks is skipped and said so) on 1 and 2 threads returns Σ q·u bit for bit, against int64 sums
+ *  - Exactness: with unit scales and no bias, every int8 kernel (ref, AVX2, AVX-VNNI, AVX-512 VNNI; what the
+ *    CPU lacks is skipped and said so) on 1 and 2 threads returns Σ q·u bit for bit, against int64 sums
  *    computed here from the dense weights, for all 16 block shapes, partial edge blocks, densities 0..1,
- *    T with and without padding, forced K chunks, and bytes at the extremes (q = ±127/-128, u = 255).
+ *    T with and without padding, forced K chunks, and bytes at the extremes of the kernel's grid (q = ±127/-128,
+ *    u = 255, or 127 for AVX2, whose vpmaddubsw would saturate beyond).
  *  - Epilogue: real scales, zero points per token, bias, ACC and GELU agree with the reference within
  *    2e-6 of the magnitude of the terms.
- *  - Quantizer: every ISA writes the same quads and scales as the reference (per tensor, per token,
- *    NaN / Inf / huge inputs, odd K); the dequantized values are within half a step of x.
+ *  - Quantizer: every ISA writes the same quads and scales as the reference on its grid (255 levels, 127 for
+ *    AVX2; per tensor, per token, NaN / Inf / huge inputs, odd K); dequantized values are within half a step.
  *  - Weights: lpv_bsr_set_int8 rounds per row, keeps q·scale in values, rejects 0 / NaN / Inf scales.
  */
 #include <stdint.h>
@@ -61,6 +62,13 @@ static void make_w(lpv_bsr *b, int8_t *Wq, int rows, int cols, int R, int C, dou
 
 static uint8_t ubyte(const uint32_t *X4, int ld, int k, int t) { return (uint8_t)(X4[(int64_t)(k / 4) * ld + t] >> (8 * (k % 4))); }
 
+/* X4 as the ISA's kernel takes it: bytes on its grid (AVX2: 0..127, each byte's top bit cleared), in Xi. */
+static const uint32_t *on_grid(uint32_t *Xi, const uint32_t *X4, int64_t n, lpv_isa isa) {
+    if (lpv_q8_levels(lpv_q8_kernel_for(isa)) == 255) return X4;
+    for (int64_t i = 0; i < n; i++) Xi[i] = X4[i] & 0x7f7f7f7fu;
+    return Xi;
+}
+
 /* Unit scales, no bias: every kernel's Y == Σ q·u exactly. */
 static void exact_case(int rows, int cols, int R, int C, int T, double d) {
     lpv_bsr b;
@@ -75,16 +83,18 @@ static void exact_case(int rows, int cols, int R, int C, int T, double d) {
     for (int t = 0; t < ld; t++) /* bytes past K are 0 by the format */
         for (int k = cols; k < 4 * nq; k++) X4[(int64_t)(k / 4) * ld + t] &= ~(0xffu << (8 * (k % 4)));
     float *xa = malloc(sizeof(float) * ld), *xc = malloc(sizeof(float) * ld), *Y = malloc(sizeof(float) * rows * ld);
+    uint32_t *Xg = malloc(sizeof(uint32_t) * (size_t)nq * ld);
     for (int t = 0; t < ld; t++) xa[t] = 1.0f, xc[t] = 0.0f;
     int bad = 0;
     for (int ii = 0; ii < n_isas; ii++)
         for (int nt = 1; nt <= 2; nt++) {
+            const uint32_t *Xi = on_grid(Xg, X4, (int64_t)nq * ld, isas[ii]);
             for (int64_t i = 0; i < (int64_t)rows * ld; i++) Y[i] = -1e30f;
-            lpv_bsr_matmul_q8_isa(&b, NULL, X4, xa, xc, ld, Y, ld, T, 0, isas[ii], nt);
+            lpv_bsr_matmul_q8_isa(&b, NULL, Xi, xa, xc, ld, Y, ld, T, 0, isas[ii], nt);
             for (int r = 0; r < rows; r++)
                 for (int t = 0; t < T; t++) {
                     int64_t acc = 0;
-                    for (int k = 0; k < cols; k++) acc += (int64_t)Wq[(int64_t)r * cols + k] * ubyte(X4, ld, k, t);
+                    for (int k = 0; k < cols; k++) acc += (int64_t)Wq[(int64_t)r * cols + k] * ubyte(Xi, ld, k, t);
                     if (Y[(int64_t)r * ld + t] != (float)acc && bad++ < 3)
                         fprintf(stderr, "q8 %s nt=%d %dx%d block %dx%d T=%d d=%.2f: Y[%d][%d] = %.1f, expected %lld\n",
                                 lpv_q8_kernel_name(lpv_q8_kernel_for(isas[ii])), nt, rows, cols, R, C, T, d, r, t,
@@ -93,7 +103,7 @@ static void exact_case(int rows, int cols, int R, int C, int T, double d) {
         }
     CHECKF(bad == 0, "%d int8 sums differ (%dx%d block %dx%d T=%d)", bad, rows, cols, R, C, T);
     lpv_bsr_free(&b);
-    free(Wq), free(X4), free(xa), free(xc), free(Y);
+    free(Wq), free(X4), free(Xg), free(xa), free(xc), free(Y);
 }
 
 static void test_exact(void) {
@@ -161,10 +171,14 @@ static void epilogue_case(int rows, int cols, int R, int C, int T, double d, int
             if (e > worst_ref) worst_ref = e;
         }
     CHECKF(worst_ref <= 2e-6, "q8 reference vs double: %.3g (%dx%d T=%d epi=%d)", worst_ref, rows, cols, T, epi);
+    uint32_t *Xg = malloc(sizeof(uint32_t) * (size_t)nq * ld);
     for (int ii = 1; ii < n_isas; ii++)
         for (int nt = 1; nt <= 2; nt++) {
+            const uint32_t *Xi = on_grid(Xg, X4, (int64_t)nq * ld, isas[ii]);
+            memcpy(Yr, Y0, sizeof(float) * rows * ld); /* the reference on the kernel's bytes */
+            lpv_bsr_matmul_q8_isa(&b, bias, Xi, xa, xc, ld, Yr, ld, T, epi, LPV_ISA_REF, 1);
             memcpy(Y, Y0, sizeof(float) * rows * ld);
-            lpv_bsr_matmul_q8_isa(&b, bias, X4, xa, xc, ld, Y, ld, T, epi, isas[ii], nt);
+            lpv_bsr_matmul_q8_isa(&b, bias, Xi, xa, xc, ld, Y, ld, T, epi, isas[ii], nt);
             for (int r = 0; r < rows; r++)
                 for (int t = 0; t < T; t++) {
                     double mag = 1.0 + fabs(Yr[(int64_t)r * ld + t]) + (epi & LPV_EPI_ACC ? fabs(Y0[(int64_t)r * ld + t]) : 0);
@@ -174,7 +188,7 @@ static void epilogue_case(int rows, int cols, int R, int C, int T, double d, int
         }
     CHECKF(worst <= 2e-6, "q8 kernels vs reference: %.3g (%dx%d T=%d epi=%d)", worst, rows, cols, T, epi);
     lpv_bsr_free(&b);
-    free(Wq), free(s), free(bias), free(X4), free(xa), free(xc), free(Y0), free(Yr), free(Y);
+    free(Wq), free(s), free(bias), free(X4), free(Xg), free(xa), free(xc), free(Y0), free(Yr), free(Y);
 }
 
 static void test_epilogue(void) {
@@ -204,8 +218,9 @@ static void quant_case(int K, int T, int ld, int per_token, int specials) {
     lpv_qact q = {per_token, 0.02f, 37};
     uint32_t *ref = calloc((size_t)nq * ld, 4), *got = calloc((size_t)nq * ld, 4);
     float *xa0 = calloc(ld, 4), *xc0 = calloc(ld, 4), *xa = calloc(ld, 4), *xc = calloc(ld, 4);
-    lpv_q8_quantize_x_isa(ref, xa0, xc0, X, ld, K, T, &q, LPV_ISA_REF);
     for (int ii = 1; ii < n_isas; ii++) {
+        int levels = lpv_q8_levels(lpv_q8_kernel_for(isas[ii]));
+        lpv__q8_quantize_levels(ref, xa0, xc0, X, ld, K, T, &q, LPV_ISA_REF, levels);
         memset(got, 0xab, (size_t)nq * ld * 4);
         lpv_q8_quantize_x_isa(got, xa, xc, X, ld, K, T, &q, isas[ii]);
         int bad = 0;
@@ -214,6 +229,8 @@ static void quant_case(int K, int T, int ld, int per_token, int specials) {
         for (int t = 0; t < n; t++) bad += memcmp(&xa[t], &xa0[t], 4) != 0 || memcmp(&xc[t], &xc0[t], 4) != 0;
         CHECKF(bad == 0, "quantizer %s: %d words differ (K=%d T=%d per_token=%d)", lpv_isa_name(isas[ii]), bad, K, T, per_token);
     }
+    for (int levels = 127; levels <= 255; levels += 128) { /* each grid's reference against x */
+    lpv__q8_quantize_levels(ref, xa0, xc0, X, ld, K, T, &q, LPV_ISA_REF, levels);
     if (!specials) {
         double worst = 0;
         for (int k = 0; k < K; k++)
@@ -221,9 +238,10 @@ static void quant_case(int K, int T, int ld, int per_token, int specials) {
                 double zp = nearbyint(xc0[t] / xa0[t]);
                 double v = xa0[t] * (ubyte(ref, ld, k, t) - zp), x = X[(int64_t)k * ld + t];
                 double e = fabs(v - x) / xa0[t];
-                if ((x - xa0[t] * (0 - zp)) >= 0 && (x - xa0[t] * (255 - zp)) <= 0 && e > worst) worst = e;
+                if ((x - xa0[t] * (0 - zp)) >= 0 && (x - xa0[t] * (levels - zp)) <= 0 && e > worst) worst = e;
             }
-        CHECKF(worst <= 0.5 + 1e-4, "quantizer: %.3g steps from x (K=%d T=%d per_token=%d)", worst, K, T, per_token);
+        CHECKF(worst <= 0.5 + 1e-4, "quantizer (%d levels): %.3g steps from x (K=%d T=%d per_token=%d)", levels, worst, K, T,
+               per_token);
         if (per_token) { /* the per-token range always covers the column: nothing clipped */
             int clipped = 0;
             for (int k = 0; k < K; k++)
@@ -235,6 +253,7 @@ static void quant_case(int K, int T, int ld, int per_token, int specials) {
         }
     } else {
         CHECKF(ubyte(ref, ld, 0, 3) == (per_token ? ubyte(ref, ld, 0, 3) : 0), "NaN should quantize to 0");
+    }
     }
     free(X), free(ref), free(got), free(xa0), free(xc0), free(xa), free(xc);
 }
@@ -344,9 +363,11 @@ static void range_case(int rows, int cols, int T, double d) {
     float *range = malloc(sizeof(float) * 2 * ld * 2), *ya = malloc(sizeof(float) * ld), *yc = malloc(sizeof(float) * ld),
           *yb = malloc(sizeof(float) * ld), *yd = malloc(sizeof(float) * ld);
     for (int t = 0; t < ld; t++) xa[t] = (float)(0.01 * (0.5 + rng_unif())), xc[t] = xa[t] * (float)(rng_u64() % 256);
+    uint32_t *Xg = malloc(sizeof(uint32_t) * (size_t)nq * ld);
     for (int ii = 0; ii < n_isas; ii++)
         for (int nt = 1; nt <= 2; nt++) {
-            lpv_bsr_matmul_q8_range_isa(&b, bias, X4, xa, xc, ld, Y, ld, T, LPV_EPI_BIAS | LPV_EPI_GELU, range, isas[ii], nt);
+            const uint32_t *Xi = on_grid(Xg, X4, (int64_t)nq * ld, isas[ii]);
+            lpv_bsr_matmul_q8_range_isa(&b, bias, Xi, xa, xc, ld, Y, ld, T, LPV_EPI_BIAS | LPV_EPI_GELU, range, isas[ii], nt);
             int bad = 0;
             for (int t = 0; t < T; t++) {
                 float lo = 0, hi = 0;
@@ -366,8 +387,8 @@ static void range_case(int rows, int cols, int T, double d) {
             CHECKF(bad == 0, "quantizing with the recorded range (%s nt=%d): %d words differ", lpv_isa_name(isas[ii]), nt, bad);
         }
     lpv_bsr_free(&b);
-    free(Wq), free(s), free(bias), free(X4), free(A), free(B), free(xa), free(xc), free(Y), free(range), free(ya), free(yc),
-        free(yb), free(yd);
+    free(Wq), free(s), free(bias), free(X4), free(Xg), free(A), free(B), free(xa), free(xc), free(Y), free(range), free(ya),
+        free(yc), free(yb), free(yd);
 }
 
 static void test_range(void) {
@@ -383,6 +404,8 @@ int main(void) {
     isas[n_isas++] = LPV_ISA_REF;
     if (lpv_isa_best() >= LPV_ISA_AVX2) isas[n_isas++] = LPV_ISA_AVX2;
     else printf("skipped: the avx2 int8 kernel (this cpu has no avx2)\n");
+    if (lpv_isa_supported(LPV_ISA_AVXVNNI)) isas[n_isas++] = LPV_ISA_AVXVNNI;
+    else printf("skipped: the avx-vnni int8 kernel (this cpu has no avx_vnni)\n");
     if (lpv_isa_best() >= LPV_ISA_AVX512 && lpv_cpu()->avx512_vnni) isas[n_isas++] = LPV_ISA_AVX512;
     else printf("skipped: the avx512 vnni int8 kernel (this cpu has no avx512_vnni)\n");
     for (int i = 0; i < n_isas; i++) printf("int8 kernel: %s\n", lpv_q8_kernel_name(lpv_q8_kernel_for(isas[i])));

@@ -38,7 +38,7 @@ typedef struct {
     int64_t l1_x_bytes;/* x_in_l1 plans: X (chunk × panel) budget */
     int64_t l2_w_bytes;/* x_in_l1 plans: kept weights of a row block's chunk */
     int l1_panel_vec;  /* x_in_l1 plans: panel width in vectors (>= 1) */
-    int64_t q8_l1_x_bytes; /* the same two for the int8 AVX2 kernel's plans (its panel holds int16 pairs) */
+    int64_t q8_l1_x_bytes; /* the same two for the int8 AVX2 and AVX-VNNI kernels' plans (a panel of quads) */
     int q8_panel_vec;
 } lpv__bsr_tuning;
 
@@ -54,17 +54,17 @@ typedef struct {
     const float *X;    /* (cols, ld ldx): row k holds input k0 + k from token column xt0 */
     const uint32_t *X2;/* BF16: (ceil(cols / 2), ld ldx) pairs at token column 0, else NULL */
     const uint32_t *X4;/* int8: (ceil(cols / 4), ld ldx) quads at token column 0, else NULL */
-    const uint32_t *X16;/* int8 AVX2: the panel's quads widened to int16 pairs (lpv__q8_widen_avx2), rows
-                         * 2p, 2p + 1 for quad p of input k0 + 4p, ld ldx, from token column xt0 */
+    const uint32_t *Xp;/* int8 AVX2 / AVX-VNNI: the panel's copy of X4's quad rows, row p for inputs k0 + 4p..,
+                        * ld ldx, from token column xt0 */
     const float *xa, *xc; /* int8: per token column (from column 0): activation scale, scale · zero point */
     const float *ws8;  /* int8: (8) weight scale per row */
     const float *wsum8;/* int8: (8) Σ_k q per row: zeros when not the first chunk */
     float *Y;          /* at the group's first row, token column 0 */
     int64_t ldx, ldy;
-    int k0, xt0;       /* first input row and token column X (X16) holds (0, 0 unless X is a packed panel) */
+    int k0, xt0;       /* first input row and token column X (Xp) holds (0, 0 unless X is a packed panel) */
     const float *wp;   /* the group's packed weights of the chunk's first block: per block [C][8] */
     const uint32_t *wp2; /* BF16: the same in packed_bf16, per block [C/2][8] pairs */
-    const uint32_t *wq;  /* int8: the same in packed_q8 ([C/4][8] quads) or packed_q16 ([C/4][8][2] pairs) */
+    const uint32_t *wq;  /* int8: the same in packed_q8 ([C/4][8] quads) */
     const int32_t *ci; /* col_idx of that block */
     int nb;            /* blocks in the chunk */
     int C, K;          /* block columns; input features (the last block may be partial) */
@@ -122,16 +122,20 @@ void lpv__bsr_group_avx2(const lpv__bsr_group *g);
 void lpv__bsr_repack(lpv_bsr *b);
 void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g);
 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g);
+void lpv__bsr_group_q8_avxvnni(const lpv__bsr_group *g);
 /* Step 2 of the activation quantizer (bsr_q8.c): nk (1..4) rows of X (row stride ld) into one row of quads o,
  * columns [0, n), with the columns' 1 / scale and zero point (a whole number, as float). */
-void lpv__q8_quantize_avx512(uint32_t *o, const float *inv, const float *zp, const float *X, int ld, int nk, int n);
-void lpv__q8_quantize_avx2(uint32_t *o, const float *inv, const float *zp, const float *X, int ld, int nk, int n);
+void lpv__q8_quantize_avx512(uint32_t *o, const float *inv, const float *zp, const float *X, int ld, int nk, int n,
+                             int levels);
+void lpv__q8_quantize_avx2(uint32_t *o, const float *inv, const float *zp, const float *X, int ld, int nk, int n,
+                           int levels); /* u clamped to [0, levels] */
+/* lpv_q8_quantize_x_isa on a grid of `levels` (127 or 255) whatever the ISA's kernel reads: tests compare every
+ * quantizer with the reference at each grid. */
+void lpv__q8_quantize_levels(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
+                             const lpv_qact *q, lpv_isa isa, int levels);
 /* Per column of X (K rows, stride ld, columns [0, n)): lo[t] = min(0, min_k x), hi[t] = max(0, max_k x), NaN ignored. */
 void lpv__q8_minmax_avx512(float *lo, float *hi, const float *X, int ld, int K, int n);
 void lpv__q8_minmax_avx2(float *lo, float *hi, const float *X, int ld, int K, int n);
-/* One quad row q (columns [0, n)) as the AVX2 int8 kernel's two int16-pair rows: o[t] = (u0, u2) = q[t] & 0x00ff00ff,
- * o[ld + t] = (u1, u3) = (q[t] >> 8) & 0x00ff00ff; columns [n, ld) of both rows are zeroed. */
-void lpv__q8_widen_avx2(uint32_t *o, int64_t ld, const uint32_t *q, int n);
 void lpv__vgelu_avx512(float *x, int64_t n);
 void lpv__vgelu_avx2(float *x, int64_t n);
 void lpv__verf_avx512(float *y, const float *x, int64_t n);
@@ -141,6 +145,7 @@ float lpv__peak_avx2(int64_t steps, float m, float c);
 float lpv__peak_avx512(int64_t steps, float m, float c);
 float lpv__peak_avx512bf16(int64_t steps, float m, float c);
 float lpv__peak_vnni(int64_t steps, float m, float c); /* vpdpbusd: int8 ops */
-float lpv__peak_madd16(int64_t steps, float m, float c); /* AVX2 vpmaddwd + vpaddd: int8 ops */
+float lpv__peak_maddubs(int64_t steps, float m, float c); /* AVX2 vpmaddubsw + vpmaddwd + vpaddd: int8 ops */
+float lpv__peak_avxvnni(int64_t steps, float m, float c); /* vpdpbusd on ymm: int8 ops */
 
 #endif

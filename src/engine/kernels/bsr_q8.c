@@ -7,14 +7,12 @@
  *     y = (float(acc) · xa[t] − xc[t] · qsum[r]) · qscale[r] + b[r]   (+ Y when accumulating)
  * VNNI (8 rows × 1..3 zmm of 16 tokens): per k-quad, NV loads of X4 and 8 weight broadcasts feed
  *   8·NV vpdpbusd (u8 × s8, four products summed into each int32 lane: 4x the FP32 FMA's work).
- * AVX2 (2 rows × 1..6 ymm of 8 tokens, bsr.c's x_in_l1 walk): no u8 × s8 instruction adds without
- *   saturating (vpmaddubsw sums two u8·s8 products into int16: 255·127·2 overflows), so activations and
- *   weights are multiplied as int16 pairs by vpmaddwd, whose int32 pair sums cannot overflow. The walk
- *   widens each panel's quads once into an L1 buffer (X16: per quad, a row of (u[k], u[k+2]) = quad &
- *   0x00ff00ff and a row of (u[k+1], u[k+3]) = quad >> 8 per 16-bit lane), shared by every group of a row
- *   block; the weights come as the matching pairs (packed_q16). A k-quad of the tile is then, per half,
- *   2 broadcasts + 6 loads + 12 vpmaddwd + 12 vpaddd on 12 accumulators (16 ymm registers in all), about
- *   twice the MACs of the FP32 tile's 12 FMAs per k-step. The int32 sums are the VNNI kernel's exactly.
+ * AVX2 and AVX-VNNI (2 rows × 1..6 ymm of 8 tokens, bsr.c's x_in_l1 walk over a copy of the panel's quads):
+ *   AVX-VNNI's vpdpbusd on ymm is VNNI's on half the width. AVX2 has no u8 × s8 instruction that sums into
+ *   int32: vpmaddubsw sums two u8·s8 products into a saturating int16 (255·128·2 overflows it), so the AVX2
+ *   kernel's inputs have 127 levels (lpv_q8_levels: u in [0, 127], 127·128·2 = 32512 fits) and a k-quad is
+ *   vpmaddubsw, vpmaddwd by ones (the two int16 pair sums into int32) and vpaddd: 3 ops for 32 multiply-adds,
+ *   where an FP32 FMA does 8. Exact: its int32 sums are the reference's on the same bytes.
  */
 #include <stdint.h>
 
@@ -120,9 +118,9 @@ TVNNI void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g) {
 
 /* Step 2 of the quantizer (bsr_q8.c) for nk (1..4) rows of X into one row of quads, columns [0, n). */
 TVNNI void lpv__q8_quantize_avx512(uint32_t *o, const float *inv_t, const float *zp_t, const float *X, int ld, int nk,
-                                   int n) {
+                                   int n, int levels) {
     const __m512 lo = _mm512_set1_ps(-512.0f), hi = _mm512_set1_ps(512.0f);
-    const __m512i z = _mm512_setzero_si512(), top = _mm512_set1_epi32(255);
+    const __m512i z = _mm512_setzero_si512(), top = _mm512_set1_epi32(levels);
     for (int t = 0; t < n; t += 16) {
         __mmask16 m = n - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - t)) - 1);
         __m512 inv = _mm512_maskz_loadu_ps(m, inv_t + t);
@@ -164,55 +162,15 @@ TVNNI void lpv__q8_minmax_avx512(float *lo, float *hi, const float *X, int ld, i
 /* ---- AVX2 ---- */
 
 
-/* The MR x NV tile (MR rows, NV = 1..6 vectors of 8 tokens) over the group's widened panel (X16): per quad,
- * for each half (even pairs (u0, u2) then odd pairs (u1, u3), rows 2p and 2p + 1 of X16) MR weight broadcasts
- * and NV loads feed MR·NV vpmaddwd + vpaddd. The last vector's Y columns are masked when a->mask < 8 (the
- * panel's X16 is zero-padded, so its loads need no mask). MR = 2, NV = 6 fills the 16 ymm registers (12
- * accumulators, 2 weights, x, the product); measured on Zen 4 against 2 x 4 and 4 x 2 (slower: more loads and
- * broadcasts per vpmaddwd) and 4 x 3 (17 registers: spills). */
 #define Q8_MR 2
-LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, const int NV) {
-    const int MR = Q8_MR;
-    __m256i acc[Q8_MR][6];
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 6
-        for (int j = 0; j < NV; j++) acc[i][j] = _mm256_setzero_si256();
-    const int64_t ldx = a->ldx, ldy = a->ldy;
-    const uint32_t *w = a->wp;
-    const int C = a->C;
-    /* the next row tile's Y (the group walks its row tiles in order, then the next group's) */
-    for (int i = MR; i < 2 * MR; i++)
-        for (int j = 0; j < NV; j += 2) _mm_prefetch((const char *)(a->Y + i * ldy + 8 * j), _MM_HINT_T0);
-    /* runs of blocks in consecutive block columns (all of them in a dense row) are one loop: their packed
-     * [C/4][8][2] pairs and their X16 rows follow each other (only a row's last block can be partial) */
-    for (int b = 0; b < a->nb;) {
-        int c0 = a->ci[b] * C, e = b + 1;
-        while (e < a->nb && a->ci[e] == a->ci[e - 1] + 1) e++;
-        int c1 = a->ci[e - 1] * C + C < a->K ? a->ci[e - 1] * C + C : a->K, nq = (c1 - c0 + 3) / 4;
-        const uint32_t *xk = (const uint32_t *)a->X + (int64_t)((c0 - a->k0) / 4) * 2 * ldx, *wk = w;
-        w += (int64_t)4 * C * (e - b), b = e;
-        for (int k = 0; k < nq; k++, xk += 2 * ldx, wk += 16) {
-            _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) { /* h = 0: (u0, u2) x (q0, q2); 1: (u1, u3) x (q1, q3) */
-                __m256i wv[4];
-#pragma GCC unroll 4
-                for (int i = 0; i < MR; i++) wv[i] = _mm256_set1_epi32((int)wk[2 * i + h]);
-#pragma GCC unroll 6
-                for (int j = 0; j < NV; j++) {
-                    __m256i x = _mm256_loadu_si256((const __m256i *)(xk + h * ldx + 8 * j));
-#pragma GCC unroll 4
-                    for (int i = 0; i < MR; i++) acc[i][j] = lpv__madd_acc(acc[i][j], x, wv[i]);
-                }
-            }
-        }
-    }
-    const int64_t col = ((const q8_tile *)a)->col;
+
+/* The epilogue of bsr.h on the MR x NV tile's int32 sums (the tile's xa, xc: columns col.. of the group's). */
+LPV_VINLINE T256 void epilogue_avx2(const lpv__tile *a, const lpv__bsr_group *g, __m256i acc[][6], const int NV) {
+    const int64_t col = ((const q8_tile *)a)->col, ldy = a->ldy;
     const int masked = a->mask < 8;
     const __m256i m = lpv__lane_mask8((int)a->mask);
 #pragma GCC unroll 4
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < Q8_MR; i++) {
         if (i >= a->nrows) break;
         const int r = (int)(a->b - g->b8) + i; /* the tile's rows inside the group */
         __m256 ws = _mm256_set1_ps(g->ws8[r]), sum = _mm256_set1_ps(g->wsum8[r]), bv = _mm256_set1_ps(a->b[i]);
@@ -231,39 +189,90 @@ LPV_VINLINE T256 void tile_avx2(const lpv__tile *a, const lpv__bsr_group *g, con
     }
 }
 
-#define AVX2_FN(n)                                                                             \
-    __attribute__((noinline)) static T256 void q8avx2_##n(const lpv__tile *a) {                \
-        tile_avx2(a, ((const q8_tile *)a)->g, n);                                              \
-    }
-AVX2_FN(1)
-AVX2_FN(2)
-AVX2_FN(3)
-AVX2_FN(4)
-AVX2_FN(5)
-AVX2_FN(6)
-static const lpv__tile_fn q8avx2[7] = {NULL, q8avx2_1, q8avx2_2, q8avx2_3, q8avx2_4, q8avx2_5, q8avx2_6};
-
-/* The group over its widened panel (bsr.c's x_in_l1 walk): 48-token positions, each as four row pairs (weights
- * 2p, 2p + 1 of each [8][2] line). */
-T256 void lpv__bsr_group_q8_avx2(const lpv__bsr_group *g) {
-    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8, 0}, g, 0};
-    int c1 = 16 * g->v1 + g->tail;
-    for (int c = 16 * g->v0; c < c1; c += 48) {
-        int n = c1 - c < 48 ? c1 - c : 48, nv = (n + 7) / 8;
-        q.t.mask = (unsigned)(n - 8 * (nv - 1));
-        lpv__tile_at(&q.t, g->X16, g->xt0, g->Y, c);
-        q.col = c;
-        float *Yc = q.t.Y;
-        for (int p = 0; Q8_MR * p < g->nrows; p++) {
-            q.t.nrows = g->nrows - Q8_MR * p < Q8_MR ? g->nrows - Q8_MR * p : Q8_MR;
-            q.t.wp = g->wq + 2 * Q8_MR * p, q.t.b = g->b8 + Q8_MR * p, q.t.Y = Yc + (int64_t)Q8_MR * p * g->ldy;
-            q8avx2[nv](&q.t);
-        }
-    }
-    if (g->gelu)
-        lpv__gelu_rows8(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, g->cmin ? g->cmin + 16 * g->v0 : NULL,
-                     g->cmax ? g->cmax + 16 * g->v0 : NULL);
+/* The k-quad step of one accumulator: acc += Σ_j x.byte[4l + j] · w.byte[j] per 32-bit lane l (x unsigned, w
+ * signed). AVX2: vpmaddubsw (u8 · s8 pairs into int16; no saturation while x <= 127), vpmaddwd by ones, vpaddd.
+ * Inline asm keeps gcc from reassociating the int32 adds across k-steps, which keeps products live and spills
+ * accumulators (as lpv__madd_acc, vmath.h); ones is a memory operand: the tile's 12 accumulators, 2 weights, x
+ * and the product already fill the 16 ymm registers. */
+static const int16_t ONES16[16] __attribute__((aligned(32))) = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+LPV_VINLINE T256 __m256i dot4_avx2(__m256i acc, __m256i x, __m256i w) {
+    __m256i t;
+    __asm__("vpmaddubsw %[w], %[x], %[t]\n\tvpmaddwd %[one], %[t], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
+            : [acc] "+x"(acc), [t] "=&x"(t)
+            : [x] "x"(x), [w] "x"(w), [one] "m"(*(const __m256i *)ONES16));
+    return acc;
 }
+
+#define TAVXVNNI __attribute__((target("avx2,fma,avxvnni")))
+LPV_VINLINE TAVXVNNI __m256i dot4_avxvnni(__m256i acc, __m256i x, __m256i w) { return _mm256_dpbusd_avx_epi32(acc, x, w); }
+
+/* The Q8_MR x NV tile (NV = 1..6 vectors of 8 tokens) over the group's quad panel (Xp, zero-padded past the
+ * tokens, so its loads need no mask; the last vector's Y columns are masked when a->mask < 8): per k-quad, Q8_MR
+ * weight broadcasts (a quad line of packed_q8 holds the group's 8 rows) and NV loads feed Q8_MR·NV DOT4 steps.
+ * 2 x 6 fills the 16 ymm registers (12 accumulators, 2 weights, x, the product); measured on Zen 4 for the
+ * int16 kernel this replaced against 2 x 4 and 4 x 2 (slower: more loads and broadcasts a step) and 4 x 3
+ * (spills). Defined once per instruction set (TARGET, DOT4) by Q8Y_KERNEL. */
+#define Q8Y_KERNEL(SUF, TARGET, DOT4)                                                                                 \
+    LPV_VINLINE TARGET void tile_##SUF(const lpv__tile *a, const lpv__bsr_group *g, const int NV) {                  \
+        __m256i acc[Q8_MR][6];                                                                                        \
+        _Pragma("GCC unroll 4") for (int i = 0; i < Q8_MR; i++) _Pragma("GCC unroll 6") for (int j = 0; j < NV; j++) \
+            acc[i][j] = _mm256_setzero_si256();                                                                       \
+        const int64_t ldx = a->ldx, ldy = a->ldy;                                                                     \
+        const uint32_t *w = a->wp;                                                                                    \
+        const int C = a->C;                                                                                           \
+        /* the next row tile's Y (the group walks its row tiles in order, then the next group's) */                  \
+        for (int i = Q8_MR; i < 2 * Q8_MR; i++)                                                                       \
+            for (int j = 0; j < NV; j += 2) _mm_prefetch((const char *)(a->Y + i * ldy + 8 * j), _MM_HINT_T0);       \
+        /* runs of blocks in consecutive block columns (all of a dense row) are one loop: their [C/4][8] quads and    \
+         * their panel rows follow each other (only a row's last block can be partial) */                            \
+        for (int b = 0; b < a->nb;) {                                                                                 \
+            int c0 = a->ci[b] * C, e = b + 1;                                                                         \
+            while (e < a->nb && a->ci[e] == a->ci[e - 1] + 1) e++;                                                    \
+            int c1 = a->ci[e - 1] * C + C < a->K ? a->ci[e - 1] * C + C : a->K, nq = (c1 - c0 + 3) / 4;               \
+            const uint32_t *xk = (const uint32_t *)a->X + (int64_t)((c0 - a->k0) / 4) * ldx, *wk = w;                 \
+            w += (int64_t)2 * C * (e - b), b = e;                                                                     \
+            _Pragma("GCC unroll 2") for (int k = 0; k < nq; k++, xk += ldx, wk += 8) {                                \
+                _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */                       \
+                __m256i wv[Q8_MR];                                                                                    \
+                _Pragma("GCC unroll 4") for (int i = 0; i < Q8_MR; i++) wv[i] = _mm256_set1_epi32((int)wk[i]);        \
+                _Pragma("GCC unroll 6") for (int j = 0; j < NV; j++) {                                                \
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(xk + 8 * j));                                    \
+                    _Pragma("GCC unroll 4") for (int i = 0; i < Q8_MR; i++) acc[i][j] = DOT4(acc[i][j], x, wv[i]);   \
+                }                                                                                                     \
+            }                                                                                                         \
+        }                                                                                                             \
+        epilogue_avx2(a, g, acc, NV);                                                                                 \
+    }                                                                                                                 \
+    __attribute__((noinline)) static TARGET void SUF##_1(const lpv__tile *a) { tile_##SUF(a, ((const q8_tile *)a)->g, 1); } \
+    __attribute__((noinline)) static TARGET void SUF##_2(const lpv__tile *a) { tile_##SUF(a, ((const q8_tile *)a)->g, 2); } \
+    __attribute__((noinline)) static TARGET void SUF##_3(const lpv__tile *a) { tile_##SUF(a, ((const q8_tile *)a)->g, 3); } \
+    __attribute__((noinline)) static TARGET void SUF##_4(const lpv__tile *a) { tile_##SUF(a, ((const q8_tile *)a)->g, 4); } \
+    __attribute__((noinline)) static TARGET void SUF##_5(const lpv__tile *a) { tile_##SUF(a, ((const q8_tile *)a)->g, 5); } \
+    __attribute__((noinline)) static TARGET void SUF##_6(const lpv__tile *a) { tile_##SUF(a, ((const q8_tile *)a)->g, 6); } \
+    static const lpv__tile_fn SUF##_tiles[7] = {NULL, SUF##_1, SUF##_2, SUF##_3, SUF##_4, SUF##_5, SUF##_6};         \
+    /* The group over its panel: 48-token positions, each as four row pairs. */                                       \
+    TARGET void lpv__bsr_group_##SUF(const lpv__bsr_group *g) {                                                       \
+        q8_tile q = {{NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8, 0}, g, 0}; \
+        int c1 = 16 * g->v1 + g->tail;                                                                                \
+        for (int c = 16 * g->v0; c < c1; c += 48) {                                                                   \
+            int n = c1 - c < 48 ? c1 - c : 48, nv = (n + 7) / 8;                                                      \
+            q.t.mask = (unsigned)(n - 8 * (nv - 1));                                                                  \
+            lpv__tile_at(&q.t, g->Xp, g->xt0, g->Y, c);                                                               \
+            q.col = c;                                                                                                \
+            float *Yc = q.t.Y;                                                                                        \
+            for (int p = 0; Q8_MR * p < g->nrows; p++) {                                                              \
+                q.t.nrows = g->nrows - Q8_MR * p < Q8_MR ? g->nrows - Q8_MR * p : Q8_MR;                              \
+                q.t.wp = g->wq + Q8_MR * p, q.t.b = g->b8 + Q8_MR * p, q.t.Y = Yc + (int64_t)Q8_MR * p * g->ldy;     \
+                SUF##_tiles[nv](&q.t);                                                                                \
+            }                                                                                                         \
+        }                                                                                                             \
+        if (g->gelu)                                                                                                  \
+            lpv__gelu_rows8(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail,                     \
+                            g->cmin ? g->cmin + 16 * g->v0 : NULL, g->cmax ? g->cmax + 16 * g->v0 : NULL);            \
+    }
+
+Q8Y_KERNEL(q8_avx2, T256, dot4_avx2)
+Q8Y_KERNEL(q8_avxvnni, TAVXVNNI, dot4_avxvnni)
 
 /* As lpv__q8_minmax_avx512: row by row. */
 T256 void lpv__q8_minmax_avx2(float *lo, float *hi, const float *X, int ld, int K, int n) {
@@ -283,22 +292,10 @@ T256 void lpv__q8_minmax_avx2(float *lo, float *hi, const float *X, int ld, int 
     }
 }
 
-/* Two int16-pair rows from one quad row (bsr_internal.h). */
-T256 void lpv__q8_widen_avx2(uint32_t *o, int64_t ld, const uint32_t *q, int n) {
-    const __m256i lo8 = _mm256_set1_epi32(0x00ff00ff);
-    int t = 0;
-    for (; t + 8 <= n; t += 8) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(q + t));
-        _mm256_storeu_si256((__m256i *)(o + t), _mm256_and_si256(x, lo8));
-        _mm256_storeu_si256((__m256i *)(o + ld + t), _mm256_srli_epi16(x, 8));
-    }
-    for (; t < n; t++) o[t] = q[t] & 0x00ff00ffu, o[ld + t] = (q[t] >> 8) & 0x00ff00ffu;
-    for (; t < ld; t++) o[t] = 0, o[ld + t] = 0;
-}
-
-T256 void lpv__q8_quantize_avx2(uint32_t *o, const float *inv_t, const float *zp_t, const float *X, int ld, int nk, int n) {
+T256 void lpv__q8_quantize_avx2(uint32_t *o, const float *inv_t, const float *zp_t, const float *X, int ld, int nk, int n,
+                                 int levels) {
     const __m256 lo = _mm256_set1_ps(-512.0f), hi = _mm256_set1_ps(512.0f);
-    const __m256i z = _mm256_setzero_si256(), top = _mm256_set1_epi32(255);
+    const __m256i z = _mm256_setzero_si256(), top = _mm256_set1_epi32(levels);
     int t = 0;
     for (; t + 8 <= n; t += 8) {
         __m256 inv = _mm256_loadu_ps(inv_t + t);
@@ -319,7 +316,7 @@ T256 void lpv__q8_quantize_avx2(uint32_t *o, const float *inv_t, const float *zp
             float v = X[(int64_t)j * ld + t] * inv_t[t];
             v = fmaxf(v, -512.0f), v = fminf(v, 512.0f);
             int u = (int)nearbyintf(v) + (int)zp_t[t];
-            u = u < 0 ? 0 : u > 255 ? 255 : u;
+            u = u < 0 ? 0 : u > levels ? levels : u;
             word |= (uint32_t)u << (8 * j);
         }
         o[t] = word;

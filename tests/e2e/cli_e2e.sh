@@ -103,13 +103,18 @@ else
   run 1 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision bf16 --quiet; one_line_err "--precision bf16 needs isa avx512bf16"
 fi
 run 2 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision fp16 --quiet; one_line_err "--precision: expected fp32, bf16 or int8"
-# --precision int8: every ISA runs it (reference, AVX2, AVX-512 VNNI), with the same int32 sums
+# --precision int8: every ISA runs it (reference, AVX2, AVX-VNNI, AVX-512 VNNI). The 255-level kernels have the
+# reference's int32 sums; AVX2's inputs have 127 levels (bsr.h), so its count may move by an image.
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --isa ref --precision int8 --json "$T/eqr.json" --quiet
 [ "$(lpv_json "$T/eqr.json" precision)" = int8 ] && [ "$(lpv_json "$T/eqr.json" images)" = 12 ] && ok || bad "eval --precision int8 (ref)"
-for isa in avx2 avx512; do
-  if "$L" --version | grep -q "${isa/avx512/avx512f}"; then
+for isa in avx2 avxvnni avx512; do
+  feature=$isa; [ $isa = avx512 ] && feature=avx512f; [ $isa = avxvnni ] && feature=avx_vnni
+  if "$L" --version | grep -qw "$feature"; then
     run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --isa $isa --precision int8 --json "$T/eq.json" --quiet
-    [ "$(lpv_json "$T/eq.json" correct_top5)" = "$(lpv_json "$T/eqr.json" correct_top5)" ] && ok || bad "eval --precision int8 --isa $isa differs from ref"
+    got=$(lpv_json "$T/eq.json" correct_top5) want=$(lpv_json "$T/eqr.json" correct_top5) slack=0
+    [ $isa = avx2 ] && slack=1
+    [ "$(lpv_json "$T/eq.json" environment.isa)" = $isa ] && [ $((got > want ? got - want : want - got)) -le $slack ] \
+      && ok || bad "eval --precision int8 --isa $isa: top-5 count $got, the reference's $want"
   else echo "skip int8 eval --isa $isa: not on this cpu"; fi
 done
 

@@ -57,13 +57,14 @@ int lpv_attention_bf16_runs(int T, int hd);
  * symmetric int8 per token (over the head's hd features), v symmetric int8 per feature row (over the image's
  * T tokens), the unnormalized probabilities e = exp(scale (s - max)) in (0, 1] as round(255 e) in uint8 with
  * the fixed scale 1/255; q k^T and p v as int32 sums (q shifted by 128 into uint8 for vpdpbusd and corrected);
- * the scores' scales, the softmax and 1 / sum in FP32. Runs the fused AVX-512 VNNI kernel when
+ * the scores' scales, the softmax and 1 / sum in FP32. Runs the fused AVX-512 VNNI or AVX-VNNI kernel when
  * lpv_attention_q8_runs(hd); otherwise it is lpv_attention_fm (FP32, the same bits). Same scratch.
  * lpv_attention_fm_q8_ref: plain loops with the same quantization, expf (the tests' reference).
  */
 void lpv_attention_fm_q8(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch);
 void lpv_attention_fm_q8_ref(float *out, const float *qkv, int ld, int B, int T, int D, int heads);
-/* 1 when lpv_attention_fm_q8 runs int8: the CPU has AVX-512 VNNI, the ISA is avx512 or above, hd % 8 == 0. */
+/* 1 when lpv_attention_fm_q8 runs int8: the ISA's int8 kernel (lpv_q8_kernel_for) is AVX-512 VNNI and hd % 8 == 0,
+ * or AVX-VNNI and hd % 4 == 0 (the AVX2 kernel's 127-level grid has no int8 attention). */
 int lpv_attention_q8_runs(int hd);
 /* One (image b, head h) with OpenBLAS: S (T, T) = softmax rows of q^T k / sqrt(hd), then out's head rows (hd, T)
  * = v S^T. S is left holding the probabilities (the backward pass keeps them). */

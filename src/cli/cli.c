@@ -360,8 +360,9 @@ void cli_attention(lpv_model *m, int int8) {
     m->attn_int8 = 1;
     int hd = m->cfg.dim / m->cfg.heads;
     if (!lpv_attention_q8_runs(hd))
-        lpv_warn("--int8-attention: the int8 kernel needs AVX-512 VNNI at --isa avx512 or above and a head size that "
-                 "is a multiple of 8 (here %d, isa %s): attention stays FP32", hd, lpv_isa_name(lpv_isa_get()));
+        lpv_warn("--int8-attention: the int8 kernel needs AVX-512 VNNI (--isa avx512 or above, a head size that is a "
+                 "multiple of 8) or AVX-VNNI (--isa avxvnni, a multiple of 4) (here %d, isa %s): attention stays FP32",
+                 hd, lpv_isa_name(lpv_isa_get()));
 }
 
 const char *cli_attention_name(const lpv_model *m) {

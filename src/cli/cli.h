@@ -156,7 +156,7 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
     {"--interp", OPT_STR, &(ma).interp, "I", "resize filter, bicubic or bilinear, PIL-exact (default: the model's)", 0, 0, NULL}, \
     {"--mean", OPT_FLOAT3, (ma).mean, "a,b,c", "normalization mean (default: the model's)", 0, 0, &(ma).mean_set}, \
     {"--std", OPT_FLOAT3, (ma).std, "a,b,c", "normalization std (default: the model's)", 0, 0, &(ma).std_set}
-#define CLI_OPT_INT8_ATTENTION(dst) {"--int8-attention", OPT_FLAG, dst, NULL, "attention's two products in int8 too (q, k per token, v per feature row, the softmax's probabilities in steps of 1/255; AVX-512 VNNI, else it stays FP32); meant with --precision int8", 0, 0, NULL}
+#define CLI_OPT_INT8_ATTENTION(dst) {"--int8-attention", OPT_FLAG, dst, NULL, "attention's two products in int8 too (q, k per token, v per feature row, the softmax's probabilities in steps of 1/255; AVX-512 VNNI or AVX-VNNI, else it stays FP32); meant with --precision int8", 0, 0, NULL}
 #define CLI_OPT_QUIET(dst) {"--quiet", OPT_FLAG, dst, NULL, "no progress or log lines on stderr", 0, 0, NULL}
 
 #endif

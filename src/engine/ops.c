@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lpvit/bsr.h"
 #include "lpvit/cpu.h"
 #include "lpvit/layout.h"
 #include "lpvit/safetensors.h"
@@ -150,9 +151,10 @@ void lpv_softmax_rows_ref(float *x, int n, int len, int ld) {
 
 int64_t lpv_attention_scratch(int T, int hd) {
     int64_t n = (int64_t)T * T + 64; /* OpenBLAS's score matrix */
-    int64_t fused[4] = {lpv__attention_scratch_avx512(T, hd), lpv__attention_scratch_avx2(T, hd),
-                        lpv__attention_scratch_avx512bf16(T, hd), lpv__attention_scratch_q8(T, hd)};
-    for (int i = 0; i < 4; i++) n = fused[i] > n ? fused[i] : n;
+    int64_t fused[5] = {lpv__attention_scratch_avx512(T, hd), lpv__attention_scratch_avx2(T, hd),
+                        lpv__attention_scratch_avx512bf16(T, hd), lpv__attention_scratch_q8(T, hd),
+                        lpv__attention_scratch_q8y(T, hd)};
+    for (int i = 0; i < 5; i++) n = fused[i] > n ? fused[i] : n;
     return n;
 }
 
@@ -169,7 +171,7 @@ void lpv_attention_head(float *out, const float *qkv, int ld, int b, int h, int 
 }
 
 /* Which kernel runs every (image, head) of one attention call. */
-typedef enum { ATT_BLAS, ATT_AVX2, ATT_AVX512, ATT_AVX512BF16, ATT_Q8 } att_kernel;
+typedef enum { ATT_BLAS, ATT_AVX2, ATT_AVX512, ATT_AVX512BF16, ATT_Q8, ATT_Q8Y } att_kernel;
 
 static att_kernel fp32_kernel(int hd) {
     lpv_isa isa = lpv_isa_fp32(lpv_isa_get());
@@ -193,6 +195,7 @@ static void attention_units(float *out, const float *qkv, int ld, int B, int T, 
             int j = i + step < n ? i + step : -1, b = i / heads, h = i % heads;
             int nb = j < 0 ? -1 : j / heads, nh = j < 0 ? 0 : j % heads;
             if (kern == ATT_Q8) lpv__attention_head_q8(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
+            else if (kern == ATT_Q8Y) lpv__attention_head_q8y(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
             else if (kern == ATT_AVX512BF16) lpv__attention_head_avx512bf16(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
             else if (kern == ATT_AVX512) lpv__attention_head_avx512(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
             else if (kern == ATT_AVX2) lpv__attention_head_avx2(out, qkv, ld, b, h, T, D, hd, S, nb, nh);
@@ -218,13 +221,21 @@ void lpv_attention_fm_bf16(float *out, const float *qkv, int ld, int B, int T, i
     attention_units(out, qkv, ld, B, T, D, heads, scratch, lpv_attention_bf16_runs(T, hd) ? ATT_AVX512BF16 : fp32_kernel(hd));
 }
 
+/* The int8 attention kernel of the ISA's int8 kernel (the 127-level AVX2 one has none), or the FP32 one. */
+static att_kernel q8_kernel(int hd) {
+    lpv_q8_kernel k = lpv_q8_kernel_for(lpv_isa_get());
+    if (k == LPV_Q8_VNNI && hd % 8 == 0) return ATT_Q8;
+    if (k == LPV_Q8_AVXVNNI && hd % 4 == 0) return ATT_Q8Y;
+    return fp32_kernel(hd);
+}
+
 int lpv_attention_q8_runs(int hd) {
-    return lpv_isa_get() >= LPV_ISA_AVX512 && lpv_cpu()->avx512_vnni && hd % 8 == 0;
+    att_kernel k = q8_kernel(hd);
+    return k == ATT_Q8 || k == ATT_Q8Y;
 }
 
 void lpv_attention_fm_q8(float *out, const float *qkv, int ld, int B, int T, int D, int heads, float *scratch) {
-    int hd = D / heads;
-    attention_units(out, qkv, ld, B, T, D, heads, scratch, lpv_attention_q8_runs(hd) ? ATT_Q8 : fp32_kernel(hd));
+    attention_units(out, qkv, ld, B, T, D, heads, scratch, q8_kernel(D / heads));
 }
 
 /* Symmetric int8 codes of n values x[i·stride] with one scale (max |x| / 127; 0 and codes 0 for all zeros). */

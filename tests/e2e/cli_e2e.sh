@@ -232,14 +232,20 @@ run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --j
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision int8 --json "$T/eq8p.json" --quiet
 [ "$(lpv_json "$T/eq8f.json" precision)" = int8 ] && [ "$(lpv_json "$T/eq8f.json" correct_top5)" = "$(lpv_json "$T/eq8p.json" correct_top5)" ] \
   && ok || bad "eval of the quantized file differs from --precision int8"
-# --int8-attention: attention's products in int8 where AVX-512 VNNI runs them (else FP32, with a warning)
+# --int8-attention: attention's products in int8 where AVX-512 VNNI or AVX-VNNI runs them (else FP32, with a warning)
 run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --int8-attention --json "$T/eq8a.json"
-if grep -q avx512_vnni /proc/cpuinfo && [ "$(lpv_json "$T/eq8f.json" int8_kernel)" = avx512vnni ]; then
-  [ "$(lpv_json "$T/eq8a.json" attention)" = int8 ] && ok || bad "eval --int8-attention: $(lpv_json "$T/eq8a.json" attention)"
-else
-  echo "SKIP int8 attention: no AVX-512 VNNI here" >&2
-  [ "$(lpv_json "$T/eq8a.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" && ok || bad "eval --int8-attention fallback"
-fi
+case "$(lpv_json "$T/eq8f.json" int8_kernel)" in
+  avx512vnni | avxvnni)
+    [ "$(lpv_json "$T/eq8a.json" attention)" = int8 ] && ok || bad "eval --int8-attention: $(lpv_json "$T/eq8a.json" attention)" ;;
+  *)
+    echo "SKIP int8 attention: no AVX-512 VNNI or AVX-VNNI here" >&2
+    [ "$(lpv_json "$T/eq8a.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" && ok || bad "eval --int8-attention fallback" ;;
+esac
+if "$L" --version | grep -qw avx_vnni; then # the AVX-VNNI kernel under its own level
+  run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --int8-attention --isa avxvnni --json "$T/eq8v.json" --quiet
+  [ "$(lpv_json "$T/eq8v.json" attention)" = int8 ] && [ "$(lpv_json "$T/eq8v.json" int8_kernel)" = avxvnni ] \
+    && ok || bad "--int8-attention --isa avxvnni: $(lpv_json "$T/eq8v.json" attention) $(lpv_json "$T/eq8v.json" int8_kernel)"
+else echo "SKIP int8 attention --isa avxvnni: no AVX-VNNI here" >&2; fi
 [ "$(lpv_json "$T/eq8f.json" attention)" = fp32 ] && ok || bad "int8 eval without --int8-attention: $(lpv_json "$T/eq8f.json" attention)"
 run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --int8-attention --isa avx2 --json "$T/eq8b.json"
 [ "$(lpv_json "$T/eq8b.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" && ok || bad "--int8-attention under --isa avx2"

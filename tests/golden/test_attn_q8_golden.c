@@ -3,7 +3,8 @@
  * reference) computes what an independent PyTorch version of the same rules computes
  * (scripts/q8_reference.py attention; its output is committed as tests/golden/q8_attention.ref.safetensors):
  * 2 images of 37 tokens, width 128, 2 heads of 64, on a qkv both sides build exactly (dyadic rationals with
- * outlier features, also stored in the file and checked equal here), 1 and 2 threads.
+ * outlier features, also stored in the file and checked equal here), each int8 kernel the CPU has (AVX-512
+ * VNNI, AVX-VNNI), 1 and 2 threads.
  * The int8 codes and their integer sums are the same on both sides; exp (float32 in PyTorch, lpvit's own
  * polynomial in the kernel, expf in the reference) and the order of a few FP32 products are not, so a
  * probability 255 e at a rounding midpoint may go the other way: bounds as in test_attn_q8, in units of
@@ -66,20 +67,27 @@ int main(void) {
     errs(out, want, vmax, &mx, &mean);
     printf("lpvit's int8 reference vs PyTorch: max %.3g mean %.3g\n", mx, mean);
     CHECKF(mx <= 3.0 / 255 && mean <= 1e-5, "int8 reference vs PyTorch: max %.3g mean %.3g", mx, mean);
-    if (!lpv_attention_q8_runs(D / H)) {
-        printf("SKIP int8 attention kernel: needs AVX-512 VNNI (isa %s)\n", lpv_isa_name(lpv_isa_get()));
-    } else {
+    /* each int8 attention kernel the CPU has, under the ISA level that runs it */
+    const lpv_isa levels[2] = {LPV_ISA_AVX512, LPV_ISA_AVXVNNI};
+    lpv_isa keep = lpv_isa_get();
+    for (int li = 0; li < 2; li++) {
+        if (!lpv_isa_supported(levels[li]) || lpv_isa_set(levels[li], NULL) != LPV_OK || !lpv_attention_q8_runs(D / H)) {
+            printf("SKIP the int8 attention kernel of isa %s: not on this cpu\n", lpv_isa_name(levels[li]));
+            continue;
+        }
         float *scr = malloc(sizeof(float) * (size_t)lpv_attention_scratch(T, D / H) * 2);
         for (int nt = 1; nt <= 2; nt++) {
             lpv_threads_set(nt);
             lpv_attention_fm_q8(out, qkv, LD, B, T, D, H, scr);
             errs(out, want, vmax, &mx, &mean);
-            printf("int8 kernel (%d threads) vs PyTorch: max %.3g mean %.3g\n", nt, mx, mean);
-            CHECKF(mx <= 3.0 / 255 && mean <= 1e-5, "int8 kernel vs PyTorch (%d threads): max %.3g mean %.3g", nt, mx,
+            printf("int8 kernel of isa %s (%d threads) vs PyTorch: max %.3g mean %.3g\n", lpv_isa_name(levels[li]), nt, mx,
                    mean);
+            CHECKF(mx <= 3.0 / 255 && mean <= 1e-5, "int8 kernel of isa %s vs PyTorch (%d threads): max %.3g mean %.3g",
+                   lpv_isa_name(levels[li]), nt, mx, mean);
         }
         free(scr);
     }
+    lpv_isa_set(keep, NULL);
     free(qkv_ref), free(want);
     lpv_st_close(&ref);
     return test_finish("test_attn_q8_golden");

@@ -1,15 +1,15 @@
 /*
  * test_attn_q8.c — int8 attention (lpv_attention_fm_q8, an option of --precision int8):
- *   - the fused AVX-512 VNNI kernel agrees with the plain-loop reference (the same int8 codes and integer sums;
- *     they differ only in exp and the order of FP32 products, so a probability at a rounding midpoint of
- *     255 e may go the other way) on ViT-Tiny's shape (T 197, hd 64), DeiT's distilled T 198, hd 32 and 8,
- *     odd T (1, 5, 17, 33), padded ld, 1 and 2 threads;
+ *   - the fused AVX-512 VNNI and AVX-VNNI kernels agree with the plain-loop reference (the same int8 codes and
+ *     integer sums; they differ only in exp and the order of FP32 products, so a probability at a rounding
+ *     midpoint of 255 e may go the other way) on ViT-Tiny's shape (T 197, hd 64), DeiT's distilled T 198, hd 32,
+ *     12 (AVX-VNNI only: hd % 4) and 8, odd T (1, 5, 17, 33), padded ld, 1 and 2 threads;
  *   - int8 attention stays within FP32_TOL of FP32 attention (the double reference);
- *   - where lpv_attention_q8_runs is 0 (hd % 8, an ISA below avx512, no VNNI) it is lpv_attention_fm bit for bit.
+ *   - where lpv_attention_q8_runs is 0 (hd, the AVX2 int8 kernel, no VNNI) it is lpv_attention_fm bit for bit.
  * Errors are |out - want| / max |v| (outputs are convex mixtures of v's rows).
  * The forward pass: a workspace of a model with attn_int8 (lpv_workspace_init_for) runs it: logits within a
  * few percent of FP32 attention's, and other bits where VNNI runs (the same bits where it cannot).
- * Without AVX-512 VNNI the kernel checks print SKIP and why; the reference and the fallback still run.
+ * A kernel the CPU lacks prints SKIP and why; the reference and the fallback still run.
  */
 #include <string.h>
 
@@ -120,18 +120,34 @@ static void test_forward(int vnni) {
 int main(void) {
     lpv_rng r;
     lpv_rng_seed(&r, 88);
-    int vnni = lpv_isa_best() >= LPV_ISA_AVX512 && lpv_cpu()->avx512_vnni;
-    if (!vnni) printf("SKIP int8 attention kernel: this cpu has no AVX-512 VNNI (the fallback is checked)\n");
     const att_case cases[] = {
         {2, 197, 192, 3, 0, 1.2f}, {1, 198, 192, 6, 5, 1.5f}, {3, 17, 64, 8, 0, 1.0f},
         {2, 33, 128, 2, 3, 2.0f},  {4, 5, 64, 2, 0, 1.0f},    {2, 1, 64, 1, 0, 1.0f},
-        {1, 50, 60, 6, 0, 1.0f}, /* hd 10: not a multiple of 8, FP32 */
+        {1, 50, 60, 6, 0, 1.0f},   /* hd 10: FP32 on both */
+        {2, 21, 96, 8, 2, 1.0f},   /* hd 12: AVX-VNNI (hd % 4) runs it, AVX-512 VNNI (hd % 8) falls back */
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_case(&cases[i], &r, vnni);
-    test_forward(vnni);
-    /* below avx512 the int8 attention is FP32 attention, bit for bit */
     lpv_err err;
     lpv_isa keep = lpv_isa_get();
+    /* each int8 attention kernel the CPU has, under the ISA level that picks it */
+    const struct {
+        lpv_isa isa;
+        int have;
+        const char *name;
+    } kernels[2] = {{LPV_ISA_AVX512, lpv_isa_supported(LPV_ISA_AVX512) && lpv_cpu()->avx512_vnni, "avx-512 vnni"},
+                    {LPV_ISA_AVXVNNI, lpv_isa_supported(LPV_ISA_AVXVNNI), "avx-vnni"}};
+    for (int k = 0; k < 2; k++) {
+        if (!kernels[k].have) {
+            printf("SKIP the %s int8 attention kernel: not on this cpu (the fallback is checked)\n", kernels[k].name);
+            continue;
+        }
+        CHECK_OK(lpv_isa_set(kernels[k].isa, &err), &err);
+        CHECK(lpv_attention_q8_runs(64) && lpv_attention_q8_runs(12) == (kernels[k].isa == LPV_ISA_AVXVNNI));
+        printf("int8 attention kernel: %s\n", kernels[k].name);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_case(&cases[i], &r, 1);
+        test_forward(1);
+    }
+    CHECK_OK(lpv_isa_set(keep, &err), &err);
+    /* with the AVX2 int8 kernel (127 levels, no int8 attention) it is FP32 attention, bit for bit */
     if (lpv_isa_best() >= LPV_ISA_AVX2) {
         CHECK_OK(lpv_isa_set(LPV_ISA_AVX2, &err), &err);
         CHECK(!lpv_attention_q8_runs(64));

@@ -36,6 +36,12 @@ void lpv__attention_head_q8(float *out, const float *qkv, int ld, int b, int h, 
                             int nb, int nh);
 int64_t lpv__attention_scratch_q8(int T, int hd);
 
+/* The same rules on AVX-VNNI (vpdpbusd on ymm), the AVX2 kernel's tiles; hd % 4 == 0; scratch of
+   lpv__attention_scratch_q8y(T, hd). */
+void lpv__attention_head_q8y(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *scratch,
+                             int nb, int nh);
+int64_t lpv__attention_scratch_q8y(int T, int hd);
+
 /* The same on AVX2 for (image b, head h), hd % 4 == 0; scratch of lpv__attention_scratch_avx2(T, hd). */
 void lpv__attention_head_avx2(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd, float *scratch,
                               int nb, int nh);

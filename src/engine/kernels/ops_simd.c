@@ -9,6 +9,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "ops_internal.h"
 #include "vmath.h"
@@ -952,6 +953,234 @@ TQ8 void lpv__attention_head_q8(float *out, const float *qkv, int ld, int b, int
         prefetch_next_share(qkv, ld, nb, nh, T, D, hd, tile, ntiles);
         if (nq > 16) q8_tile2(&x, hop.o + i0, hop.q + i0, ld, T, hd, scale, nq);
         else q8_tile1(&x, hop.o + i0, hop.q + i0, ld, T, hd, scale, nq);
+        i0 += nq;
+    }
+}
+
+/* ---- int8 attention on AVX-VNNI (vpdpbusd on ymm) ----
+ *
+ * The rules and scratch of the AVX-512 VNNI kernel above (the same codes, scales and int32 sums, so the same
+ * outputs up to the FP32 epilogue's order) on the AVX2 kernel's tiles: 8-lane vectors, query tiles of up to
+ * A2_QV vectors (24 queries), key blocks of A2_JB (4 keys x 3 vectors = 12 accumulators), the score tile
+ * St (T, A2_LD) and its softmax (a2_softmax). Scratch (floats): kp (T4 / 4 blocks x hd/4 quads x 4 keys
+ * words), sk, ksum (T4), vp (hd rows of T4 bytes), sv (hd), qp (hd/4 x 24 words), sq (24), pp (T4/4 x 24
+ * words), St (T x A2_LD); T4: T rounded up to 4.
+ */
+#define TQ8Y __attribute__((target("avx2,fma,avxvnni")))
+
+static q8_att_scratch q8y_layout(float *s, int T, int hd) {
+    q8_att_scratch x;
+    x.T8 = (T + 3) / 4 * 4, x.T4 = x.T8; /* keys are packed in blocks of A2_JB = 4 */
+    x.kp = (uint32_t *)s, s += (int64_t)x.T4 * hd / 4;
+    x.sk = s, s += x.T4;
+    x.ksum = (int32_t *)s, s += x.T4;
+    x.vp = (uint32_t *)s, s += (int64_t)hd * x.T4 / 4;
+    x.sv = s, s += hd;
+    x.qp = (uint32_t *)s, s += (int64_t)(hd / 4) * A2_LD;
+    x.sq = s, s += A2_LD;
+    x.pp = (uint32_t *)s, s += (int64_t)(x.T4 / 4) * A2_LD;
+    x.St = s;
+    return x;
+}
+
+int64_t lpv__attention_scratch_q8y(int T, int hd) {
+    int64_t T4 = (T + 3) / 4 * 4;
+    return T4 * hd / 4 + 2 * T4 + hd * T4 / 4 + hd + (int64_t)(hd / 4) * A2_LD + A2_LD + T4 / 4 * A2_LD +
+           (int64_t)T * A2_LD + 8;
+}
+
+LPV_VINLINE TQ8Y __m256i q8y_bytes4(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i m = _mm256_set1_epi32(255);
+    a = _mm256_and_si256(a, m), b = _mm256_slli_epi32(_mm256_and_si256(b, m), 8);
+    c = _mm256_slli_epi32(_mm256_and_si256(c, m), 16), d = _mm256_slli_epi32(d, 24);
+    return _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d));
+}
+
+LPV_VINLINE TQ8Y __m256i q8y_code(__m256 v, __m256 inv) { /* clamp(round(v · inv), ±127) */
+    __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(v, inv));
+    return _mm256_max_epi32(_mm256_min_epi32(c, _mm256_set1_epi32(127)), _mm256_set1_epi32(-127));
+}
+
+LPV_VINLINE TQ8Y __m256 q8y_abs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+
+/* max |x| / 127 per lane and its inverse (0 where the scale is 0: codes 0), as the rule says */
+LPV_VINLINE TQ8Y void q8y_scale(__m256 mx, __m256 *s, __m256 *inv) {
+    *s = _mm256_div_ps(mx, _mm256_set1_ps(127.0f));
+    __m256 nz = _mm256_cmp_ps(*s, _mm256_setzero_ps(), _CMP_GT_OQ);
+    *inv = _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.0f), *s));
+}
+
+/* k (hd, T) stride ld -> kp words [T4/4][hd/4][4 keys], sk, ksum; keys >= T: 0. 8 keys a pass. */
+TQ8Y static void q8y_pack_keys(q8_att_scratch *x, const float *k, int ld, int T, int hd) {
+    for (int j0 = 0; j0 < x->T4; j0 += 8) {
+        __m256i m = lpv__lane_mask8(T - j0);
+        __m256 mx = _mm256_setzero_ps(), s, inv;
+        for (int d = 0; d < hd; d++) mx = _mm256_max_ps(mx, q8y_abs(_mm256_maskload_ps(k + (int64_t)d * ld + j0, m)));
+        q8y_scale(mx, &s, &inv);
+        __m256i sum = _mm256_setzero_si256();
+        uint32_t w[8];
+        for (int dq = 0; dq < hd / 4; dq++) {
+            __m256i c[4];
+            for (int t = 0; t < 4; t++) {
+                c[t] = q8y_code(_mm256_maskload_ps(k + (int64_t)(4 * dq + t) * ld + j0, m), inv);
+                sum = _mm256_add_epi32(sum, c[t]);
+            }
+            _mm256_storeu_si256((__m256i *)w, q8y_bytes4(c[0], c[1], c[2], c[3]));
+            for (int jj = 0; jj < 8 && j0 + jj < x->T4; jj++) {
+                int j = j0 + jj;
+                x->kp[((int64_t)(j / A2_JB) * (hd / 4) + dq) * A2_JB + j % A2_JB] = w[jj];
+            }
+        }
+        float sb[8];
+        int32_t kb[8];
+        _mm256_storeu_ps(sb, s), _mm256_storeu_si256((__m256i *)kb, sum);
+        for (int jj = 0; jj < 8 && j0 + jj < x->T4; jj++) x->sk[j0 + jj] = sb[jj], x->ksum[j0 + jj] = kb[jj];
+    }
+}
+
+/* v (hd, T) stride ld -> vp rows of T4 s8 bytes (keys >= T: 0), sv; 8 tokens a step. */
+TQ8Y static void q8y_pack_values(q8_att_scratch *x, const float *v, int ld, int T, int hd) {
+    for (int d = 0; d < hd; d++) {
+        const float *r = v + (int64_t)d * ld;
+        __m256 mx = _mm256_setzero_ps();
+        for (int j = 0; j < T; j += 8) mx = _mm256_max_ps(mx, q8y_abs(_mm256_maskload_ps(r + j, lpv__lane_mask8(T - j))));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        float s = _mm_cvtss_f32(h) / 127.0f;
+        __m256 inv = _mm256_set1_ps(s > 0.0f ? 1.0f / s : 0.0f);
+        int8_t *o = (int8_t *)(x->vp + (int64_t)d * x->T4 / 4);
+        for (int j = 0; j < T; j += 8) {
+            __m256i c = q8y_code(_mm256_maskload_ps(r + j, lpv__lane_mask8(T - j)), inv);
+            __m128i p = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+            p = _mm_packs_epi16(p, p); /* bytes 0..7: the 8 codes (|c| <= 127: no saturation) */
+            int8_t b8[16];
+            _mm_storeu_si128((__m128i *)b8, p);
+            int n = T - j < 8 ? T - j : 8;
+            memcpy(o + j, b8, (size_t)n);
+        }
+        for (int j = T; j < x->T4; j++) o[j] = 0;
+        x->sv[d] = s;
+    }
+}
+
+/* The tile's queries (nv vectors of 8 lanes, lanes past nq 0) -> qp words [hd/4][A2_QV][8] of u8 (+128), sq. */
+LPV_VINLINE TQ8Y void q8y_pack_queries(q8_att_scratch *x, const float *q, int ld, int hd, int nv, const __m256i *qm) {
+    for (int v = 0; v < nv; v++) {
+        __m256 mx = _mm256_setzero_ps(), s, inv;
+        for (int d = 0; d < hd; d++) mx = _mm256_max_ps(mx, q8y_abs(_mm256_maskload_ps(q + (int64_t)d * ld + 8 * v, qm[v])));
+        q8y_scale(mx, &s, &inv);
+        _mm256_storeu_ps(x->sq + 8 * v, s);
+        for (int dq = 0; dq < hd / 4; dq++) {
+            __m256i c[4];
+            for (int t = 0; t < 4; t++)
+                c[t] = _mm256_add_epi32(q8y_code(_mm256_maskload_ps(q + (int64_t)(4 * dq + t) * ld + 8 * v, qm[v]), inv),
+                                        _mm256_set1_epi32(128));
+            _mm256_storeu_si256((__m256i *)(x->qp + ((int64_t)dq * A2_QV + v) * 8), q8y_bytes4(c[0], c[1], c[2], c[3]));
+        }
+    }
+}
+
+/* Step 1: St (T, A2_LD) = sq sk (Σ_d u k8 − 128 ksum) for the tile (unscaled by 1/√hd, as a2_scores). */
+LPV_VINLINE TQ8Y void q8y_scores(const q8_att_scratch *x, int T, int hd, int nv) {
+    for (int j0 = 0; j0 < T; j0 += A2_JB) {
+        __m256i acc[A2_JB][A2_QV];
+        for (int jj = 0; jj < A2_JB; jj++)
+            for (int v = 0; v < nv; v++) acc[jj][v] = _mm256_setzero_si256();
+        const uint32_t *kb = x->kp + (int64_t)(j0 / A2_JB) * (hd / 4) * A2_JB;
+        for (int dq = 0; dq < hd / 4; dq++) {
+            __m256i qv[A2_QV];
+            for (int v = 0; v < nv; v++) qv[v] = _mm256_loadu_si256((const __m256i *)(x->qp + ((int64_t)dq * A2_QV + v) * 8));
+            for (int jj = 0; jj < A2_JB; jj++) {
+                __m256i kw = _mm256_set1_epi32((int)kb[dq * A2_JB + jj]);
+                for (int v = 0; v < nv; v++) acc[jj][v] = _mm256_dpbusd_avx_epi32(acc[jj][v], qv[v], kw);
+            }
+        }
+        int n = T - j0 < A2_JB ? T - j0 : A2_JB;
+        for (int jj = 0; jj < A2_JB; jj++)
+            for (int v = 0; v < nv; v++)
+                if (jj < n) {
+                    int j = j0 + jj;
+                    __m256i a = _mm256_sub_epi32(acc[jj][v], _mm256_set1_epi32(128 * x->ksum[j]));
+                    __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(x->sq + 8 * v), _mm256_set1_ps(x->sk[j]));
+                    _mm256_storeu_ps(x->St + (int64_t)j * A2_LD + 8 * v, _mm256_mul_ps(_mm256_cvtepi32_ps(a), sc));
+                }
+    }
+}
+
+/* Step 3: p = round(255 e) packed [T4/4][A2_QV][8] words (keys >= T: 0); out = sv / 255 · Σ_j p v8 · inv. */
+LPV_VINLINE TQ8Y void q8y_values(const q8_att_scratch *x, float *out, int ld, const float *inv, int T, int hd, int nv,
+                                 const __m256i *qm) {
+    const __m256 k255 = _mm256_set1_ps(255.0f);
+    for (int jq = 0; jq < x->T4 / 4; jq++)
+        for (int v = 0; v < nv; v++) {
+            __m256i c[4];
+            for (int t = 0; t < 4; t++) {
+                int j = 4 * jq + t;
+                c[t] = j < T ? _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x->St + (int64_t)j * A2_LD + 8 * v), k255))
+                             : _mm256_setzero_si256();
+            }
+            _mm256_storeu_si256((__m256i *)(x->pp + ((int64_t)jq * A2_QV + v) * 8), q8y_bytes4(c[0], c[1], c[2], c[3]));
+        }
+    for (int d0 = 0; d0 < hd; d0 += A2_JB) {
+        __m256i acc[A2_JB][A2_QV];
+        for (int dd = 0; dd < A2_JB; dd++)
+            for (int v = 0; v < nv; v++) acc[dd][v] = _mm256_setzero_si256();
+        for (int jq = 0; jq < x->T4 / 4; jq++) {
+            __m256i p[A2_QV];
+            for (int v = 0; v < nv; v++) p[v] = _mm256_loadu_si256((const __m256i *)(x->pp + ((int64_t)jq * A2_QV + v) * 8));
+            for (int dd = 0; dd < A2_JB; dd++) {
+                __m256i vw = _mm256_set1_epi32((int)x->vp[(int64_t)(d0 + dd) * x->T4 / 4 + jq]);
+                for (int v = 0; v < nv; v++) acc[dd][v] = _mm256_dpbusd_avx_epi32(acc[dd][v], p[v], vw);
+            }
+        }
+        for (int dd = 0; dd < A2_JB; dd++)
+            for (int v = 0; v < nv; v++) {
+                __m256 r = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[dd][v]), _mm256_set1_ps(x->sv[d0 + dd] / 255.0f));
+                _mm256_maskstore_ps(out + (int64_t)(d0 + dd) * ld + 8 * v, qm[v], _mm256_mul_ps(r, _mm256_loadu_ps(inv + 8 * v)));
+            }
+    }
+}
+
+#define Q8Y_STEPS(NV)                                                                                                  \
+    __attribute__((noinline)) TQ8Y static void q8y_scores##NV(const q8_att_scratch *x, int T, int hd) {                \
+        q8y_scores(x, T, hd, NV);                                                                                      \
+    }                                                                                                                  \
+    __attribute__((noinline)) TQ8Y static void q8y_values##NV(const q8_att_scratch *x, float *out, int ld,             \
+                                                              const float *inv, int T, int hd, const __m256i *qm) {    \
+        q8y_values(x, out, ld, inv, T, hd, NV, qm);                                                                    \
+    }                                                                                                                  \
+    TQ8Y static void q8y_tile##NV(q8_att_scratch *x, float *o, const float *q, int ld, int T, int hd, float scale,     \
+                                  int nq) {                                                                            \
+        __m256i qm[A2_QV];                                                                                             \
+        float inv[A2_LD];                                                                                              \
+        for (int v = 0; v < NV; v++) qm[v] = lpv__lane_mask8(nq - 8 * v);                                              \
+        q8y_pack_queries(x, q, ld, hd, NV, qm);                                                                        \
+        q8y_scores##NV(x, T, hd);                                                                                      \
+        a2_softmax##NV(x->St, inv, T, scale);                                                                          \
+        q8y_values##NV(x, o, ld, inv, T, hd, qm);                                                                      \
+    }
+
+Q8Y_STEPS(1)
+Q8Y_STEPS(2)
+Q8Y_STEPS(3)
+
+/* One (image b, head h) in int8 on AVX-VNNI; hd % 4 == 0. Query tiles of up to 24 and the next unit's prefetch
+ * as in lpv__attention_head_avx2. */
+TQ8Y void lpv__attention_head_q8y(float *out, const float *qkv, int ld, int b, int h, int T, int D, int hd,
+                                  float *scratch, int nb, int nh) {
+    head_operands hop = head_of(out, qkv, ld, b, h, T, D, hd);
+    q8_att_scratch x = q8y_layout(scratch, T, hd);
+    float scale = 1.0f / sqrtf((float)hd);
+    int ntiles = (T + A2_LD - 1) / A2_LD, tile = 0;
+    q8y_pack_keys(&x, hop.k, ld, T, hd);
+    q8y_pack_values(&x, hop.v, ld, T, hd);
+    for (int i0 = 0; i0 < T; tile++) {
+        int nq = T - i0 < A2_LD ? T - i0 : A2_LD;
+        prefetch_next_share(qkv, ld, nb, nh, T, D, hd, tile, ntiles);
+        if (nq > 16) q8y_tile3(&x, hop.o + i0, hop.q + i0, ld, T, hd, scale, nq);
+        else if (nq > 8) q8y_tile2(&x, hop.o + i0, hop.q + i0, ld, T, hd, scale, nq);
+        else q8y_tile1(&x, hop.o + i0, hop.q + i0, ld, T, hd, scale, nq);
         i0 += nq;
     }
 }

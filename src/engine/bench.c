@@ -41,7 +41,7 @@ static lpv_isa g_probe_isa = LPV_ISA_REF;
 static int g_probe_threads = 1;
 
 void lpv_bench_set_clock_probe(lpv_isa isa, int threads) {
-    g_probe_isa = isa > lpv_isa_best() ? LPV_ISA_REF : isa;
+    g_probe_isa = !lpv_isa_supported(isa) ? LPV_ISA_REF : isa;
     g_probe_threads = threads < 1 ? 1 : threads;
 }
 
@@ -179,6 +179,10 @@ lpv_status lpv_bench_forward_vs_fp32(const lpv_model *dense, const lpv_model *b,
 #define PEAK_MADDUBS (LPV_ISA_COUNT + 1)
 #define PEAK_AVXVNNI (LPV_ISA_COUNT + 2)
 static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate) {
+    if (isa == LPV_ISA_AVXVNNI) isa = LPV_ISA_AVX2; /* its FMAs are avx2's */
+    /* each FP32 level has its own loop below (the last one avx512bf16's) */
+    LPV_ASSERT((int)isa >= PEAK_VNNI || ((isa == LPV_ISA_AVX2 || isa == LPV_ISA_AVX512 || isa == LPV_ISA_AVX512BF16) &&
+                                         lpv_isa_supported(isa)));
     double flop = ((int)isa == PEAK_VNNI       ? 12.0 * 16 * 4 * 2
                    : (int)isa == PEAK_AVXVNNI ? 12.0 * 8 * 4 * 2
                    : (int)isa == PEAK_MADDUBS ? 12.0 * 8 * 4 * 2

@@ -170,6 +170,13 @@ static void test_clock_probe(void) {
     CHECKF(ta.peak_gflops > 0.2 * pk.gflops && ta.peak_gflops < 5 * pk.gflops, "forward probe %g against %g",
            ta.peak_gflops, pk.gflops);
     printf("clock probe: %.1f GFLOP/s (one-off peak %.1f, 1 thread, %s)\n", ta.peak_gflops, pk.gflops, lpv_isa_name(isa));
+    if (lpv_isa_supported(LPV_ISA_AVXVNNI)) { /* avxvnni's FMAs are avx2's: its probe runs the avx2 loop */
+        CHECK_OK(lpv_bench_peak(LPV_ISA_AVX2, 1, &pk, &err), &err);
+        lpv_bench_set_clock_probe(LPV_ISA_AVXVNNI, 1);
+        CHECK_OK(lpv_bench_linear_pair(refs[1].lin, NULL, 40, LPV_EPI_BIAS, LPV_BENCH_FP32, 0, 3, 1, &ta, &tb, &err), &err);
+        CHECKF(ta.peak_gflops > 0.2 * pk.gflops && ta.peak_gflops < 5 * pk.gflops, "avxvnni probe %g against the avx2 peak %g",
+               ta.peak_gflops, pk.gflops);
+    } else printf("SKIP avxvnni clock probe: no AVX-VNNI here\n");
     lpv_bench_set_clock_probe(LPV_ISA_REF, 1);
     lpv_model_free(m);
 }

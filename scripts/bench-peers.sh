@@ -27,7 +27,7 @@
 #          --warmup W (default 2), --density d (default 0.5), --block RxC (default 32x32), --seed S,
 #          --tol T (default 1e-3), --out DIR (default out/bench-peers), --max-busy P (default 25),
 #          --wait-idle S (default 120, --quick 30; 0: never wait), --retries N (default 2, --quick 0), --no-install (do not run scripts/install-deps.sh),
-#          --isa ISA (lpvit's kernels: auto, avx512bf16, avx512, avx2, ref; default auto; ONNX Runtime and PyTorch
+#          --isa ISA (lpvit's kernels: auto, avx512bf16, avx512, avxvnni, avx2, ref; default auto; ONNX Runtime and PyTorch
 #          cannot be forced, so compare ISAs against them only on a CPU whose best ISA it is),
 #          --quant int8 (adds the int8 peers: ONNX Runtime int8 on the same weights quantized by lpvit's rule,
 #          per-row int8 weights and DynamicQuantizeLinear inputs (what its quantize_dynamic writes; the ONNX

@@ -51,8 +51,9 @@ void lpv_act_stats_free(lpv_act_stats *s);
 /* Adds X (in, ncols; row stride ld) to layer i's histogram and range (what the forward tap does). */
 void lpv_act_accumulate(lpv_act_stats *s, int i, const float *X, int ld, int in, int ncols);
 
-/* The uint8 grid of a range (lo <= 0 <= hi), as the per-token quantizer makes it: scale (hi − lo) / 255 (1 when
- * hi == lo), zero point round(−lo / scale) in [0, 255]. */
+/* The 255-level uint8 grid of a range (lo <= 0 <= hi), as the per-token quantizer of the 255-level kernels makes it:
+ * scale (hi − lo) / 255 (1 when hi == lo), zero point round(−lo / scale) in [0, 255]. Static grids are chosen and
+ * stored on 255 levels; the AVX2 kernel (127 levels, lpv_q8_levels) runs them as the same range, steps twice as wide. */
 lpv_qact lpv_act_grid(float lo, float hi);
 /* Squared error of quantizing layer i's recorded inputs on grid q (histogram bin centres), per value. */
 double lpv_act_mse(const lpv_act_stats *s, int i, lpv_qact q);

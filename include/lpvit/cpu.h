@@ -25,7 +25,7 @@
 
 /* Ordered levels: each runs every kernel of the levels below it that the CPU has. avx512bf16 adds the BF16 dot
  * product (vdpbf16ps) to avx512; its FP32 kernels are avx512's (lpv_isa_fp32). avxvnni is avx2 plus the VEX
- * int8 dot product (vpdpbusd on ymm: Intel client cores from Alder Lake, Zen 5): its FP32 kernels are avx2's and
+ * int8 dot product (vpdpbusd on ymm: Intel client cores from Alder Lake on; Zen 5): its FP32 kernels are avx2's and
  * only int8 products differ. It is not implied by the levels above it (Zen 4 and Skylake-X have avx512 without
  * it), so a level is runnable when lpv_isa_supported says so, not merely when it is <= lpv_isa_best(). */
 #define LPV_ISA_LIST(X)                                                                                      \

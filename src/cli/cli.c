@@ -322,7 +322,7 @@ static lpv_status dense_kernel(const char *s, lpv_err *err) {
 static lpv_status precision(const char *s, int *bf16, lpv_err *err) {
     *bf16 = CLI_FP32;
     if (!s || strcmp(s, "fp32") == 0) return LPV_OK;
-    if (strcmp(s, "int8") == 0) { /* every ISA runs it: VNNI, AVX2 or the reference */
+    if (strcmp(s, "int8") == 0) { /* every ISA runs it: AVX-512 VNNI, AVX-VNNI, AVX2 or the reference */
         *bf16 = CLI_INT8;
         return LPV_OK;
     }

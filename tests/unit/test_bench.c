@@ -181,9 +181,10 @@ static void test_clock_probe(void) {
     lpv_model_free(m);
 }
 
-/* The int8 unit's peak: int8 ops where the int8 kernel is VNNI's (about 4x the FP32 peak: 2 vpdpbusd a cycle do 4x
- * the multiply-adds of 2 FMAs) or AVX2's (about 2x: a vpmaddwd does 16 multiply-adds, twice an FMA's 8, beside a
- * vpaddd); wide bands, the host may move either. NAN under the reference kernel. Every int8 kernel the CPU has. */
+/* The int8 unit's peak: int8 ops where the int8 kernel is VNNI's or AVX-VNNI's (up to 4x the FP32 peak: a vpdpbusd
+ * does 4x an FMA's multiply-adds) or AVX2's (up to 2x: vpmaddubsw + vpmaddwd + vpaddd do 32 multiply-adds on the two
+ * multiply pipes two FMAs use for 16); wide bands, the host may move either. NAN under the reference kernel. Every
+ * int8 kernel the CPU has. */
 static void test_peak_int8(void) {
     const lpv_isa isas[] = {LPV_ISA_REF, LPV_ISA_AVX2, LPV_ISA_AVXVNNI, LPV_ISA_AVX512};
     lpv_isa keep = lpv_isa_get();

@@ -324,6 +324,12 @@ static void fake_quant_case(int out, int in, int T, int per_token, int epi) {
     float *Y = malloc(sizeof(float) * out * ld), *Yr = malloc(sizeof(float) * out * ld);
     for (int i = 0; i < out * ld; i++) Y[i] = Yr[i] = (float)rng_unif();
     lpv_linear_forward_q8(&L, X, ld, X4, xa, xc, Y, ld, T, epi);
+    int top = 0, levels = lpv_q8_levels(lpv_q8_kernel_for(lpv_isa_get())); /* the bytes the kernel was given */
+    for (int k = 0; k < in; k++)
+        for (int t = 0; t < T; t++) top = ubyte(X4, ld, k, t) > top ? ubyte(X4, ld, k, t) : top;
+    /* per token each column's range fills the grid; per tensor it lies inside it */
+    CHECKF(per_token ? top == levels : top <= levels, "isa %s: input bytes up to %d on a grid of %d levels (per_token %d)",
+           lpv_isa_name(lpv_isa_get()), top, levels, per_token);
     for (int k = 0; k < in; k++)
         for (int t = 0; t < ld; t++) Xd[k * ld + t] = xa[t] * (float)((int)ubyte(X4, ld, k, t) - (int)nearbyintf(xc[t] / xa[t]));
     lpv_linear_forward_ref(&R, Xd, ld, Yr, ld, T, epi);
@@ -339,12 +345,20 @@ static void fake_quant_case(int out, int in, int T, int per_token, int epi) {
     free(W), free(b), free(Wd), free(X), free(Xd), free(X4), free(xa), free(xc), free(Y), free(Yr);
 }
 
+/* Through lpv_linear_forward_q8 (quantizer, then product) under every ISA: each quantizes onto its own kernel's
+ * grid. */
 static void test_fake_quant(void) {
-    for (int pt = 0; pt <= 1; pt++) {
-        fake_quant_case(96, 192, 197, pt, LPV_EPI_BIAS);
-        fake_quant_case(64, 256, 50, pt, LPV_EPI_BIAS | LPV_EPI_GELU);
-        fake_quant_case(64, 128, 23, pt, LPV_EPI_BIAS | LPV_EPI_ACC);
+    lpv_err err;
+    lpv_isa keep = lpv_isa_get();
+    for (int ii = 0; ii < n_isas; ii++) {
+        CHECK_OK(lpv_isa_set(isas[ii], &err), &err);
+        for (int pt = 0; pt <= 1; pt++) {
+            fake_quant_case(96, 192, 197, pt, LPV_EPI_BIAS);
+            fake_quant_case(64, 256, 50, pt, LPV_EPI_BIAS | LPV_EPI_GELU);
+            fake_quant_case(64, 128, 23, pt, LPV_EPI_BIAS | LPV_EPI_ACC);
+        }
     }
+    CHECK_OK(lpv_isa_set(keep, &err), &err);
 }
 
 /* A GELU product that records its output's range: the range is each column's min / max with 0, exactly, and the
@@ -379,8 +393,11 @@ static void range_case(int rows, int cols, int T, double d) {
             }
             CHECKF(bad == 0, "range %s nt=%d (%dx%d T=%d): %d columns differ", lpv_isa_name(isas[ii]), nt, rows, cols, T, bad);
             lpv_qact pt = {1, 0, 0};
-            lpv_q8_quantize_x_isa(A, ya, yc, Y, ld, rows, T, &pt, lpv_isa_get());
+            lpv_isa keep = lpv_isa_get();
+            lpv_isa_set(isas[ii], NULL); /* the recorded range on this ISA's grid */
+            lpv_q8_quantize_x_isa(A, ya, yc, Y, ld, rows, T, &pt, isas[ii]);
             lpv_q8_quantize_x_range(B, yb, yd, Y, ld, rows, T, range, range + ld);
+            lpv_isa_set(keep, NULL);
             for (int p = 0; p < nrq; p++)
                 for (int t = 0; t < T; t++) bad += A[(int64_t)p * ld + t] != B[(int64_t)p * ld + t];
             for (int t = 0; t < T; t++) bad += ya[t] != yb[t] || yc[t] != yd[t];

@@ -1,6 +1,6 @@
 /*
  * bsr_avx2.c — AVX2+FMA BSR kernel and vector GELU/erf loops (dispatched from
- * bsr.c when lpv_isa_get() == LPV_ISA_AVX2; every function here carries the
+ * bsr.c when lpv_isa_fp32(lpv_isa_get()) == LPV_ISA_AVX2 (avx2, avxvnni); every function here carries the
  * AVX2 target attribute).
  *
  * The AVX2 walk is bsr.c's x_in_l1 order: X arrives as a packed panel (the K

@@ -192,7 +192,7 @@ LPV_VINLINE T256 void epilogue_avx2(const lpv__tile *a, const lpv__bsr_group *g,
 /* The k-quad step of one accumulator: acc += Σ_j x.byte[4l + j] · w.byte[j] per 32-bit lane l (x unsigned, w
  * signed). AVX2: vpmaddubsw (u8 · s8 pairs into int16; no saturation while x <= 127), vpmaddwd by ones, vpaddd.
  * Inline asm keeps gcc from reassociating the int32 adds across k-steps, which keeps products live and spills
- * accumulators (as lpv__madd_acc, vmath.h); ones is a memory operand: the tile's 12 accumulators, 2 weights, x
+ * accumulators (seen with the int16 kernel this replaced, gcc 12); ones is a memory operand: the tile's 12 accumulators, 2 weights, x
  * and the product already fill the 16 ymm registers. */
 static const int16_t ONES16[16] __attribute__((aligned(32))) = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 LPV_VINLINE T256 __m256i dot4_avx2(__m256i acc, __m256i x, __m256i w) {

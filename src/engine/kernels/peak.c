@@ -3,9 +3,9 @@
  * 12 independent accumulator chains, so 2 FMA pipes of latency 4 stay full with room to spare; no memory
  * traffic in the loop. Each returns a value built from every accumulator so none of the work can be dropped.
  * FLOPs per step: AVX2 12 x 8 lanes x 2, AVX-512 12 x 16 x 2, AVX512-BF16 12 x 16 lanes x 2 pairs x 2; int8 ops
- * (a multiply-add is 2) per step of the VNNI loop: 12 x 16 lanes x 4 bytes x 2; of the AVX2 int8 loop, which
- * runs what the AVX2 int8 kernel runs per pair of int8 products (vpmaddwd on int16, then vpaddd into the sums):
- * 12 x 8 lanes x 2 pairs x 2.
+ * (a multiply-add is 2) per step of the VNNI loop: 12 x 16 lanes x 4 bytes x 2; of the AVX-VNNI loop 12 x 8 x 4
+ * x 2; of the AVX2 int8 loop, which runs the AVX2 int8 kernel's step (vpmaddubsw, vpmaddwd by ones, vpaddd:
+ * 4 products a lane), 12 x 8 x 4 x 2.
  */
 #include <stdint.h>
 

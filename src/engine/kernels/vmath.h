@@ -179,18 +179,6 @@ static inline float lpv__gelu_s(float x) {
 /* ---------------------------------------------------------------------------
  * AVX2 + FMA, 8 lanes. */
 
-/* acc + vpmaddwd(x, w) as one asm statement, the AVX2 int8 kernel's step (bsr_q8.c) and the loop that
- * measures its peak (peak.c). Written as intrinsics, gcc reassociates a k-step's two halves into madd + madd
- * before the add (the sums of int32 are associative) and keeps the products live, which needs more than 16 ymm
- * registers and spills accumulators (seen in objdump, gcc 12). */
-LPV_VINLINE LPV_TARGET_AVX2 __m256i lpv__madd_acc(__m256i acc, __m256i x, __m256i w) {
-    __m256i t;
-    __asm__("vpmaddwd %[w], %[x], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
-            : [acc] "+x"(acc), [t] "=&x"(t)
-            : [x] "x"(x), [w] "x"(w));
-    return acc;
-}
-
 /* The first n lanes (n <= 0: none, n >= 8: all), for vmaskmov loads and stores. */
 LPV_VINLINE LPV_TARGET_AVX2 __m256i lpv__lane_mask8(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

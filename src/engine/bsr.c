@@ -45,10 +45,7 @@
  *    groups under 4 KB (d <~ 0.15 at K = 768) do it; a group's chunk of weights stays at 384 kept columns
  *    (12 KB: in L1 beside the X stream) and the panel takes half the larger L2. On the DeiT-B forward pass,
  *    batch 8, 50 % of 32x32 blocks kept: 96 -> 71 ms per image, the dense model unchanged (within noise),
- *    DeiT-S and ViT-Tiny 4-6 % faster sparse; BF16 and int8 VNNI unchanged. The int8 VNNI tile's X there comes
- *    4 quad rows ahead into L1 (vnni_pf_rows) instead of the next tile's columns into L2: the four DeiT-B int8
- *    products 9-10 % faster dense, 3 % at d = 0.5 (interleaved in one process, four runs); zen keeps the
- *    L2 prefetch it was tuned with. */
+ *    DeiT-S and ViT-Tiny 4-6 % faster sparse; BF16 and int8 VNNI unchanged. */
 /* What both tables share: the thread split's group cost and the x_in_l1 walk's knobs (AVX2 FP32 and int8).
  * Those are zen's on Intel too: on this Xeon with --isa avx2, 1 MB row blocks, 2-vector panels or a 16 KB L1
  * budget for X were 4-14 % slower (A/B as above); an AVX2-only Intel core is unmeasured. */
@@ -56,8 +53,8 @@
     .alpha = 6, .l1_x_bytes = 24 << 10, .l2_w_bytes = 384 << 10, .l1_panel_vec = 3, .q8_l1_x_bytes = 24 << 10, \
     .q8_panel_vec = 3
 static const lpv__bsr_tuning TUNING[LPV_BLOCKING_COUNT] = {
-    [LPV_BLOCKING_ZEN] = {.l2_bytes = 512 << 10, .l1_w_bytes = 16 << 10, .kept_cols = 1024, .vnni_pf_rows = 0, SHARED_KNOBS},
-    [LPV_BLOCKING_INTEL] = {.l2_bytes = 1024 << 10, .l1_w_bytes = 4 << 10, .kept_cols = 384, .vnni_pf_rows = 4, SHARED_KNOBS},
+    [LPV_BLOCKING_ZEN] = {.l2_bytes = 512 << 10, .l1_w_bytes = 16 << 10, .kept_cols = 1024, SHARED_KNOBS},
+    [LPV_BLOCKING_INTEL] = {.l2_bytes = 1024 << 10, .l1_w_bytes = 4 << 10, .kept_cols = 384, SHARED_KNOBS},
 };
 #undef SHARED_KNOBS
 

@@ -40,8 +40,6 @@ typedef struct {
     int l1_panel_vec;  /* x_in_l1 plans: panel width in vectors (>= 1) */
     int64_t q8_l1_x_bytes; /* the same two for the int8 AVX2 and AVX-VNNI kernels' plans (a panel of quads) */
     int q8_panel_vec;
-    int vnni_pf_rows;  /* AVX-512 VNNI tile: prefetch X this many quad rows ahead into L1 (0: the next tile's
-                        * columns of the current row into L2 instead) */
 } lpv__bsr_tuning;
 
 /* The knobs every plan reads: the profile lpv_blocking_get() names, copied before main() (tests and benchmarks

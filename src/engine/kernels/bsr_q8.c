@@ -42,7 +42,7 @@ LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, co
         for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_si512();
     const int64_t ldx = a->ldx;
     const uint32_t *w = a->wp, *X = a->X;
-    const int C = a->C, pf = lpv__bsr_tune.vnni_pf_rows;
+    const int C = a->C;
     for (int b = 0; b < a->nb; b++, w += 2 * C) { /* a block's [C/4][8] quads */
         int c0 = a->ci[b] * C;
         int kn = a->K - c0 < C ? a->K - c0 : C, nq = (kn + 3) / 4;
@@ -52,13 +52,8 @@ LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, co
             __m512i x[3];
 #pragma GCC unroll 3
             for (int j = 0; j < NV; j++) x[j] = ldq(xk + 16 * j, MASKED && j == NV - 1, m);
-            if (pf) { /* X pf quad rows ahead into L1 (a prefetch never faults past the end) */
 #pragma GCC unroll 3
-                for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xk + pf * ldx + 16 * j), _MM_HINT_T0);
-            } else { /* the next tile's columns of this row into L2 */
-#pragma GCC unroll 3
-                for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xk + 16 * NV + 16 * j), _MM_HINT_T1);
-            }
+            for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xk + 16 * NV + 16 * j), _MM_HINT_T1);
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512i wv = _mm512_set1_epi32((int)wk[i]);

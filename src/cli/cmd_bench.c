@@ -332,7 +332,37 @@ static cJSON *peak_json(const lpv_peak *p) {
     return o;
 }
 
-/* --peak: every vector ISA the CPU has, FMA throughput on the bench's threads. */
+/* The int8 units' peaks after the FP32 ones: each int8 kernel the CPU has (AVX2's vpmaddubsw loop, AVX-VNNI's and
+ * AVX-512 VNNI's vpdpbusd), under the ISA level that runs it, into arr as {"kernel", "threads", "gops", ...}. */
+static lpv_status int8_peaks(cJSON *arr, int human, lpv_err *err) {
+    static const lpv_isa levels[3] = {LPV_ISA_AVX2, LPV_ISA_AVXVNNI, LPV_ISA_AVX512};
+    lpv_isa keep = lpv_isa_get();
+    lpv_q8_kernel seen[3];
+    int nseen = 0;
+    lpv_status st = LPV_OK;
+    for (int i = 0; i < 3 && st == LPV_OK; i++) {
+        if (!lpv_isa_supported(levels[i]) || lpv_isa_set(levels[i], err) != LPV_OK) continue;
+        lpv_q8_kernel k = lpv_q8_kernel_for(levels[i]);
+        int dup = 0;
+        for (int s = 0; s < nseen; s++) dup |= seen[s] == k;
+        if (dup || k == LPV_Q8_REF) continue; /* avx512 without avx512_vnni runs the AVX2 kernel */
+        seen[nseen++] = k;
+        lpv_peak p;
+        if ((st = lpv_bench_peak_int8(lpv_threads_get(), &p, err)) != LPV_OK) break;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "kernel", lpv_q8_kernel_name(k));
+        cJSON_AddStringToObject(o, "isa", lpv_isa_name(levels[i]));
+        cJSON_AddNumberToObject(o, "threads", p.threads);
+        cJSON_AddNumberToObject(o, "gops", p.gflops);
+        cJSON_AddNumberToObject(o, "gops_per_thread", p.per_thread);
+        cJSON_AddItemToArray(arr, o);
+        if (human) printf("  %-12s %10.1f %12.1f\n", lpv_q8_kernel_name(k), p.gflops, p.per_thread);
+    }
+    lpv_isa_set(keep, NULL);
+    return st;
+}
+
+/* --peak: every vector ISA the CPU has, FMA throughput on the bench's threads, then the int8 units'. */
 static int run_peak(const bench_opts *o) {
     lpv_err err;
     int human = !(o->json && strcmp(o->json, "-") == 0);
@@ -349,6 +379,12 @@ static int run_peak(const bench_opts *o) {
         if (human) printf("  %-12s %10.1f %12.1f\n", lpv_isa_name(p.isa), p.gflops, p.per_thread);
     }
     if (st == LPV_OK && lpv_isa_best() < LPV_ISA_AVX2 && human) printf("  (no AVX2: only the reference kernels run)\n");
+    if (st == LPV_OK && lpv_isa_best() >= LPV_ISA_AVX2) {
+        if (human)
+            printf("int8 units (the int8 kernels' own loops; a multiply-add is 2 ops)\n  %-12s %10s %12s\n", "kernel",
+                   "GOP/s", "per thread");
+        st = int8_peaks(cJSON_AddArrayToObject(j, "int8_peaks"), human, &err);
+    }
     lpv_report_environment(j);
     if (st == LPV_OK && o->json) st = cli_json_out(j, o->json, &err);
     cJSON_Delete(j);

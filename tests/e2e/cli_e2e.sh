@@ -437,6 +437,10 @@ fi
 run 0 "$L" bench --peak --threads 1 --json "$T/pk.json"
 [ "$vec" = 0 ] || { lpv_less 0 "$(lpv_json "$T/pk.json" peaks.0.gflops)" \
   && [ "$(lpv_json "$T/pk.json" peaks.0.isa)" = avx2 ] && grep -q "^  avx2 " "$T/out"; } && ok || bad "bench --peak"
+# the int8 units after the FP32 ones, AVX2's loop first (a multiply-add is 2 ops: it runs 1-2x the FMA peak)
+[ "$vec" = 0 ] || { [ "$(lpv_json "$T/pk.json" int8_peaks.0.kernel)" = avx2 ] \
+  && lpv_less "$(lpv_json "$T/pk.json" peaks.0.gflops)" "$(awk -v g="$(lpv_json "$T/pk.json" int8_peaks.0.gops)" 'BEGIN { print 2 * g }')" \
+  && grep -q "^int8 units" "$T/out"; } && ok || bad "bench --peak: int8 units $(lpv_json "$T/pk.json" int8_peaks)"
 run 2 "$L" bench --peak --model "$M"; one_line_err "--peak runs alone"
 # a preset names the model bench times: vit_tiny's shapes are deit_tiny's, so the file alone can't tell
 run 0 "$L" create-model --preset vit_tiny --seed 3 --out "$T/vt.safetensors" --quiet

@@ -107,7 +107,7 @@ lpv_isa lpv_isa_get(void) {
 }
 
 lpv_status lpv_isa_set(lpv_isa isa, lpv_err *err) {
-    if (isa > lpv_isa_best() || !lpv_isa_supported(isa))
+    if (!lpv_isa_supported(isa))
         return lpv_fail(err, LPV_E_UNSUPPORTED, "isa '%s' is not supported by this cpu (best: '%s')", lpv_isa_name(isa),
                         lpv_isa_name(lpv_isa_best()));
     g_isa = (int)isa;

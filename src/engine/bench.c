@@ -210,10 +210,10 @@ static void peak_trial(lpv_isa isa, int threads, int64_t steps, double *rate) {
 static lpv_status peak_of(lpv_isa isa, lpv_isa unit, int threads, lpv_peak *out, lpv_err *err);
 
 lpv_status lpv_bench_peak(lpv_isa isa, int threads, lpv_peak *out, lpv_err *err) {
-    if (isa > lpv_isa_best() || !lpv_isa_supported(isa))
+    if (!lpv_isa_supported(isa))
         return lpv_fail_param(err, LPV_E_UNSUPPORTED, "isa", "'%s' is not available on this cpu (best: %s)",
                               lpv_isa_name(isa), lpv_isa_name(lpv_isa_best()));
-    return peak_of(isa, isa == LPV_ISA_AVXVNNI ? LPV_ISA_AVX2 : isa, threads, out, err); /* its FMAs are avx2's */
+    return peak_of(isa, isa, threads, out, err);
 }
 
 lpv_status lpv_bench_peak_int8(int threads, lpv_peak *out, lpv_err *err) {

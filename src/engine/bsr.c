@@ -480,38 +480,35 @@ static void walk_panel(simd_walk *w, const lpv__bsr_plan *p, int pv0, int pv1) {
     w->a.v0 = pv0, w->a.v1 = has_tail ? pv1 - 1 : pv1, w->a.tail = has_tail ? p->tail : 0;
 }
 
-/* Copies X rows [k0, k1) of the panel's columns into xpack (ld: the panel's width) and points the group at
- * it; columns past a partial vector's tail are zeroed, never read from X. */
+/* Rows [r0, r1) of the panel's columns of a matrix of 4-byte elements (floats or int8 quads; row stride ldx)
+ * into xpack, rows contiguous at stride ld; columns past a partial vector's tail are zeroed, never read. */
+static void copy_panel(const void *M, int64_t ldx, int r0, int r1, int t0, int n, int ld) {
+    LPV_ASSERT((int64_t)(r1 - r0) * ld * 4 <= XPACK_BYTES);
+    for (int r = r0; r < r1; r++) {
+        char *dst = (char *)xpack + (int64_t)(r - r0) * ld * 4;
+        const char *src = (const char *)M + ((int64_t)r * ldx + t0) * 4;
+        for (int c = ld; c < 2 * ld; c += 16) /* the next panel's part of the row: in L2 when it is packed */
+            _mm_prefetch(src + (int64_t)c * 4, _MM_HINT_T1);
+        memcpy(dst, src, 4 * (size_t)n);
+        if (n < ld) memset(dst + (int64_t)n * 4, 0, 4 * (size_t)(ld - n));
+    }
+}
+
+/* Copies X rows [k0, k1) of the panel's columns into xpack (ld: the panel's width) and points the group at it. */
 static void pack_panel(simd_walk *w, const float *X, int64_t ldx, int k0, int k1) {
     lpv__bsr_group *a = &w->a;
     int t0 = 16 * a->v0, n = 16 * (a->v1 - a->v0) + a->tail, ld = 16 * (a->v1 - a->v0) + (a->tail ? 16 : 0);
-    LPV_ASSERT((int64_t)(k1 - k0) * ld * (int64_t)sizeof(float) <= XPACK_BYTES);
-    for (int k = k0; k < k1; k++) {
-        float *dst = xpack + (int64_t)(k - k0) * ld;
-        const float *src = X + (int64_t)k * ldx + t0;
-        for (int c = ld; c < 2 * ld; c += 16) /* the next panel's part of the row: in L2 when it is packed */
-            _mm_prefetch((const char *)(src + c), _MM_HINT_T1);
-        memcpy(dst, src, sizeof(float) * (size_t)n);
-        if (n < ld) memset(dst + n, 0, sizeof(float) * (size_t)(ld - n));
-    }
+    copy_panel(X, ldx, k0, k1, t0, n, ld);
     a->X = xpack, a->ldx = ld, a->k0 = k0, a->xt0 = t0;
 }
 
 /* The int8 form of pack_panel (AVX2, AVX-VNNI): quad rows [k0 / 4, ceil(k1 / 4)) of the panel's columns of X4. */
 static void pack_panel_q8(simd_walk *w, const uint32_t *X4, int64_t ldx, int k0, int k1) {
     lpv__bsr_group *a = &w->a;
-    uint32_t *xp = (uint32_t *)xpack;
     int t0 = 16 * a->v0, n = 16 * (a->v1 - a->v0) + a->tail, ld = 16 * (a->v1 - a->v0) + (a->tail ? 16 : 0);
-    int p0 = k0 / 4, p1 = (k1 + 3) / 4;
-    LPV_ASSERT(k0 % 4 == 0 && (int64_t)(p1 - p0) * ld * (int64_t)sizeof(uint32_t) <= XPACK_BYTES);
-    for (int p = p0; p < p1; p++) {
-        const uint32_t *src = X4 + (int64_t)p * ldx + t0;
-        uint32_t *dst = xp + (int64_t)(p - p0) * ld;
-        for (int c = ld; c < 2 * ld; c += 16) _mm_prefetch((const char *)(src + c), _MM_HINT_T1);
-        memcpy(dst, src, sizeof(uint32_t) * (size_t)n);
-        if (n < ld) memset(dst + n, 0, sizeof(uint32_t) * (size_t)(ld - n));
-    }
-    a->Xp = xp, a->ldx = ld, a->k0 = k0, a->xt0 = t0;
+    LPV_ASSERT(k0 % 4 == 0);
+    copy_panel(X4, ldx, k0 / 4, (k1 + 3) / 4, t0, n, ld);
+    a->Xp = (const uint32_t *)xpack, a->ldx = ld, a->k0 = k0, a->xt0 = t0;
 }
 
 /* Group g's blocks of granules [gl, gh): [*bs, *be) in col_idx; returns where their packed weights start

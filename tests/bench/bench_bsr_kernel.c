@@ -44,14 +44,7 @@
 
 #define MAXL 16
 
-static uint64_t rs = 12345;
-static uint64_t rnd(void) {
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return rs;
-}
-static float rndf(void) { return (float)((double)(rnd() >> 11) / 9007199254740992.0 * 2.0 - 1.0); }
+static uint64_t rs = 12345; /* bench_rnd's state */
 
 /* CPU seconds used by everything (from /proc/stat) and by this process. */
 static double cpu_all(void) {
@@ -69,11 +62,6 @@ static double cpu_self(void) {
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
            1e-6 * (double)ru.ru_stime.tv_usec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 typedef struct {
@@ -182,12 +170,12 @@ int main(int argc, char **argv) {
         if (only_layer && strcmp(only_layer, L->layer)) continue;
         int mi = L->model[0] == 'B';
         float *W = malloc(sizeof(float) * L->out * L->in);
-        for (int64_t i = 0; i < (int64_t)L->out * L->in; i++) W[i] = rndf();
+        for (int64_t i = 0; i < (int64_t)L->out * L->in; i++) W[i] = bench_rndf(&rs);
         for (int ti = 0; ti < nT; ti++) {
             int T = Ts[ti], ld = lpv_round16(T);
             float *X = aligned_alloc(64, sizeof(float) * (size_t)L->in * ld);
             float *Y = aligned_alloc(64, sizeof(float) * (size_t)L->out * ld);
-            for (int64_t i = 0; i < (int64_t)L->in * ld; i++) X[i] = rndf();
+            for (int64_t i = 0; i < (int64_t)L->in * ld; i++) X[i] = bench_rndf(&rs);
             uint32_t *X2 = aligned_alloc(64, sizeof(uint32_t) * (size_t)((L->in + 1) / 2) * ld);
             dense_prob dp = {W, X, Y, L->out, L->in, T, ld};
             double flops = 2.0 * L->out * L->in * T;
@@ -210,7 +198,7 @@ int main(int argc, char **argv) {
                         } while (lpv_now() - t0 < 2e-3);
                         s[r] = (lpv_now() - t0) / inner;
                     }
-                    qsort(s, (size_t)nrep, sizeof *s, cmp_d);
+                    qsort(s, (size_t)nrep, sizeof *s, bench_cmp_d);
                     blas_native = s[nrep / 2];
                     openblas_set_num_threads(1);
                     usleep(300000);
@@ -233,7 +221,7 @@ int main(int argc, char **argv) {
                         int keep = (int)(d * nbl + 0.5);
                         for (int i = 0; i < nbl; i++) perm[i] = i;
                         for (int i = nbl - 1; i > 0; i--) {
-                            int j = (int)(rnd() % (uint64_t)(i + 1)), tmp = perm[i];
+                            int j = (int)(bench_rnd(&rs) % (uint64_t)(i + 1)), tmp = perm[i];
                             perm[i] = perm[j];
                             perm[j] = tmp;
                         }
@@ -272,8 +260,8 @@ int main(int argc, char **argv) {
                             sd[r] = (a1 - a0) / inner;
                             sb[r] = (a2 - a1) / inner;
                         }
-                        qsort(sd, (size_t)nrep, sizeof *sd, cmp_d);
-                        qsort(sb, (size_t)nrep, sizeof *sb, cmp_d);
+                        qsort(sd, (size_t)nrep, sizeof *sd, bench_cmp_d);
+                        qsort(sb, (size_t)nrep, sizeof *sb, bench_cmp_d);
                         double tdense = sd[nrep / 2] < blas_native ? sd[nrep / 2] : blas_native;
                         double tb = sb[nrep / 2];
                         double sp = tdense / tb;

@@ -27,18 +27,7 @@ static const char *KNAME[NK] = {"fp32 avx2", "fp32 avx512", "int8 avx2", "int8 a
 static const lpv_isa KISA[NK] = {LPV_ISA_AVX2, LPV_ISA_AVX512, LPV_ISA_AVX2, LPV_ISA_AVXVNNI, LPV_ISA_AVX512};
 static const int KQ8[NK] = {0, 0, 1, 1, 1};
 
-static uint64_t rs = 88172645463325252ull;
-static uint64_t rnd(void) {
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return rs;
-}
-static float rndf(void) { return (float)((double)(rnd() >> 11) / 9007199254740992.0 * 2.0 - 1.0); }
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+static uint64_t rs = 88172645463325252ull; /* bench_rnd's state */
 
 /* A kernel runs here when the CPU has its ISA and, for int8, the ISA picks that kernel. */
 static int runs(int k) {
@@ -88,15 +77,15 @@ int main(int argc, char **argv) {
         float *W = malloc(sizeof(float) * O * I), *X = malloc(sizeof(float) * (size_t)I * ld);
         float *Y = malloc(sizeof(float) * (size_t)O * ld), *xa = malloc(sizeof(float) * ld), *xc = malloc(sizeof(float) * ld);
         uint32_t *X4 = malloc(sizeof(uint32_t) * (size_t)nq * ld);
-        for (int64_t i = 0; i < (int64_t)O * I; i++) W[i] = 0.05f * rndf();
-        for (int64_t i = 0; i < (int64_t)I * ld; i++) X[i] = rndf();
+        for (int64_t i = 0; i < (int64_t)O * I; i++) W[i] = 0.05f * bench_rndf(&rs);
+        for (int64_t i = 0; i < (int64_t)I * ld; i++) X[i] = bench_rndf(&rs);
         for (int di = 0; di < nd; di++) {
             int nbl = (O / 32) * (I / 32), keep = (int)(dens[di] * nbl + 0.5);
             uint8_t *mask = calloc((size_t)nbl, 1);
             int *perm = malloc(sizeof(int) * nbl);
             for (int i = 0; i < nbl; i++) perm[i] = i;
             for (int i = nbl - 1; i > 0; i--) {
-                int j = (int)(rnd() % (uint64_t)(i + 1)), t = perm[i];
+                int j = (int)(bench_rnd(&rs) % (uint64_t)(i + 1)), t = perm[i];
                 perm[i] = perm[j], perm[j] = t;
             }
             for (int i = 0; i < keep; i++) mask[perm[i]] = 1;
@@ -125,7 +114,7 @@ int main(int argc, char **argv) {
             printf("| %s %dx%d | %.2f |", L[l].name, O, I, dens[di]);
             for (int k = 0; k < NK; k++) {
                 if (!runs(k)) continue;
-                qsort(s[k], (size_t)reps, sizeof(double), cmp_d);
+                qsort(s[k], (size_t)reps, sizeof(double), bench_cmp_d);
                 printf(" %.3f |", s[k][reps / 2]);
                 sum[di][k] += s[k][reps / 2];
             }

@@ -1,12 +1,30 @@
 /*
- * bench_util.h — what the hand-run benchmarks (bench_bsr_kernel, bench_attention) share, header-only:
- * comma-separated number lists from the command line ("1,8", "1,0.5").
+ * bench_util.h — what the hand-run benchmarks (bench_bsr_kernel, bench_q8_kernel, bench_attention) share,
+ * header-only: comma-separated number lists from the command line ("1,8", "1,0.5"), a xorshift generator with
+ * the state in the caller, and qsort's comparison of doubles.
  */
 #ifndef LPVIT_BENCH_UTIL_H
 #define LPVIT_BENCH_UTIL_H
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* xorshift64: the next value of the state *s (non-zero). */
+static inline uint64_t bench_rnd(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Uniform in [-1, 1). */
+static inline float bench_rndf(uint64_t *s) { return (float)((double)(bench_rnd(s) >> 11) / 9007199254740992.0 * 2.0 - 1.0); }
+
+static inline int bench_cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 
 /* Up to max integers of "a,b,c" into out; returns how many. */
 static inline int bench_list_i(const char *s, int *out, int max) {

@@ -190,19 +190,7 @@ LPV_VINLINE T256 void epilogue_avx2(const lpv__tile *a, const lpv__bsr_group *g,
 }
 
 /* The k-quad step of one accumulator: acc += Σ_j x.byte[4l + j] · w.byte[j] per 32-bit lane l (x unsigned, w
- * signed). AVX2: vpmaddubsw (u8 · s8 pairs into int16; no saturation while x <= 127), vpmaddwd by ones, vpaddd.
- * Inline asm keeps gcc from reassociating the int32 adds across k-steps, which keeps products live and spills
- * accumulators (seen with the int16 kernel this replaced, gcc 12); ones is a memory operand: the tile's 12 accumulators, 2 weights, x
- * and the product already fill the 16 ymm registers. */
-static const int16_t ONES16[16] __attribute__((aligned(32))) = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-LPV_VINLINE T256 __m256i dot4_avx2(__m256i acc, __m256i x, __m256i w) {
-    __m256i t;
-    __asm__("vpmaddubsw %[w], %[x], %[t]\n\tvpmaddwd %[one], %[t], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
-            : [acc] "+x"(acc), [t] "=&x"(t)
-            : [x] "x"(x), [w] "x"(w), [one] "m"(*(const __m256i *)ONES16));
-    return acc;
-}
-
+ * signed). AVX2: lpv__dot4_u7 (vmath.h); AVX-VNNI: vpdpbusd. */
 #define TAVXVNNI __attribute__((target("avx2,fma,avxvnni")))
 LPV_VINLINE TAVXVNNI __m256i dot4_avxvnni(__m256i acc, __m256i x, __m256i w) { return _mm256_dpbusd_avx_epi32(acc, x, w); }
 
@@ -271,7 +259,7 @@ LPV_VINLINE TAVXVNNI __m256i dot4_avxvnni(__m256i acc, __m256i x, __m256i w) { r
                             g->cmin ? g->cmin + 16 * g->v0 : NULL, g->cmax ? g->cmax + 16 * g->v0 : NULL);            \
     }
 
-Q8Y_KERNEL(q8_avx2, T256, dot4_avx2)
+Q8Y_KERNEL(q8_avx2, T256, lpv__dot4_u7)
 Q8Y_KERNEL(q8_avxvnni, TAVXVNNI, dot4_avxvnni)
 
 /* As lpv__q8_minmax_avx512: row by row. */

@@ -52,31 +52,25 @@ LPV_TARGET_AVX512BF16 float lpv__peak_avx512bf16(int64_t steps, float m, float c
     return _mm512_reduce_add_ps(r);
 }
 
-/* The AVX2 int8 kernel's step (bsr_q8.c dot4_avx2: vpmaddubsw, vpmaddwd by ones, vpaddd; 32 multiply-adds) on
- * loop-invariant x and w, in the kernel's inline asm so that no chain runs through the products. */
-static const int16_t ONES16[16] __attribute__((aligned(32))) = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-LPV_VINLINE LPV_TARGET_AVX2 __m256i dot4_step(__m256i acc, __m256i x, __m256i w) {
-    __m256i t;
-    __asm__("vpmaddubsw %[w], %[x], %[t]\n\tvpmaddwd %[one], %[t], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
-            : [acc] "+x"(acc), [t] "=&x"(t)
-            : [x] "x"(x), [w] "x"(w), [one] "m"(*(const __m256i *)ONES16));
-    return acc;
+/* The int32 lanes of r summed in float (an int reduction would be C int arithmetic). */
+LPV_VINLINE LPV_TARGET_AVX2 float hsum_epi32_8(__m256i r) {
+    __m256 f = _mm256_cvtepi32_ps(r);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
 }
 
+/* The AVX2 int8 kernel's step (lpv__dot4_u7: 32 multiply-adds) on loop-invariant x and w. */
 LPV_TARGET_AVX2 float lpv__peak_maddubs(int64_t steps, float m, float c) {
     /* x is 0 at run time (m < 2; the compiler cannot know it): the sums never move, so no lane wraps */
     __m256i x = _mm256_set1_epi8((char)(m > 2 ? 1 : 0)), w = _mm256_set1_epi8((char)(c > 0 ? 3 : 5));
 #define SETI(v) _mm256_set1_epi32((int)((v)*10))
     ACC12(__m256i, SETI);
 #undef SETI
-#define OP(a) dot4_step(a, x, w)
+#define OP(a) lpv__dot4_u7(a, x, w)
     for (int64_t s = 0; s < steps; s++) STEP12(OP);
 #undef OP
-    __m256i r = SUM12(_mm256_add_epi32);
-    __m256 f = _mm256_cvtepi32_ps(r); /* in float: an int reduction would be C int arithmetic */
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+    return hsum_epi32_8(SUM12(_mm256_add_epi32));
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma"))) float lpv__peak_vnni(int64_t steps,
@@ -104,9 +98,5 @@ __attribute__((target("avx2,fma,avxvnni"))) float lpv__peak_avxvnni(int64_t step
 #define OP(a) _mm256_dpbusd_avx_epi32(a, vm, vc)
     for (int64_t s = 0; s < steps; s++) STEP12(OP);
 #undef OP
-    __m256i r = SUM12(_mm256_add_epi32);
-    __m256 f = _mm256_cvtepi32_ps(r);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+    return hsum_epi32_8(SUM12(_mm256_add_epi32));
 }

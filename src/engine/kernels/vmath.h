@@ -184,20 +184,49 @@ LPV_VINLINE LPV_TARGET_AVX2 __m256i lpv__lane_mask8(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__exp_neg8(__m256 a) {
-    __m256 keep = _mm256_cmp_ps(a, _mm256_set1_ps(LPV_EXP_MIN), _CMP_GE_OQ);
-    a = _mm256_max_ps(a, _mm256_set1_ps(LPV_EXP_MIN));
+/* exp(a) = 2^n · e^r: n = round(a·log2 e), r = a - n·ln 2 in two parts (Cody-Waite), as lpv__exp_reduce16. */
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__exp_reduce8(__m256 a, __m256 *n_out) {
     __m256 n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(LPV_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LPV_EXP_C1), a);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LPV_EXP_C2), r);
+    *n_out = n;
+    return _mm256_fnmadd_ps(n, _mm256_set1_ps(LPV_EXP_C2), r);
+}
+
+/* e^r for the reduced argument, |r| <= ln 2 / 2 (the polynomial of lpv__exp_poly16). */
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__exp_poly8(__m256 r) {
     __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(LPV_EXP_Q0), r, _mm256_set1_ps(LPV_EXP_Q1));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q3));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q4));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q5));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+    return _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+}
+
+/* 2^n for whole n in the normal range, from its exponent bits. */
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__pow2n8(__m256 n) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+}
+
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__exp_neg8(__m256 a) {
+    __m256 keep = _mm256_cmp_ps(a, _mm256_set1_ps(LPV_EXP_MIN), _CMP_GE_OQ);
+    a = _mm256_max_ps(a, _mm256_set1_ps(LPV_EXP_MIN));
+    __m256 n, r = lpv__exp_reduce8(a, &n);
+    return _mm256_and_ps(_mm256_mul_ps(lpv__exp_poly8(r), lpv__pow2n8(n)), keep);
+}
+
+/* The AVX2 int8 kernel's k-quad step (bsr_q8.c) and the loop that measures its peak (peak.c): acc += Σ_j
+ * x.byte[4l + j] · w.byte[j] per 32-bit lane l (x unsigned, w signed) by vpmaddubsw (u8 · s8 pairs into int16;
+ * no saturation while x <= 127), vpmaddwd by ones, vpaddd. Inline asm keeps gcc from reassociating the int32
+ * adds across k-steps, which keeps products live and spills accumulators (seen with the int16 kernel it
+ * replaced, gcc 12); ones is a memory operand: the tile's 12 accumulators, 2 weights, x and the product already
+ * fill the 16 ymm registers. */
+static const int16_t LPV_ONES16[16] __attribute__((aligned(32))) = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+LPV_VINLINE LPV_TARGET_AVX2 __m256i lpv__dot4_u7(__m256i acc, __m256i x, __m256i w) {
+    __m256i t;
+    __asm__("vpmaddubsw %[w], %[x], %[t]\n\tvpmaddwd %[one], %[t], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
+            : [acc] "+x"(acc), [t] "=&x"(t)
+            : [x] "x"(x), [w] "x"(w), [one] "m"(*(const __m256i *)LPV_ONES16));
+    return acc;
 }
 
 LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__erf_small8(__m256 z) {
@@ -261,19 +290,9 @@ LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__gelu8(__m256 x) {
     /* exp(-x²/2), x² = hi + lo: a = -hi/2 (exact) reduced, -lo/2 added to the reduced argument; a >= -78.2, so
      * 2^n is a normal float made from its exponent bits */
     __m256 hi = _mm256_mul_ps(xc, xc), lo = _mm256_fmsub_ps(xc, xc, hi);
-    __m256 a = _mm256_mul_ps(hi, _mm256_set1_ps(-0.5f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(LPV_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LPV_EXP_C1), a);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LPV_EXP_C2), r);
+    __m256 n, r = lpv__exp_reduce8(_mm256_mul_ps(hi, _mm256_set1_ps(-0.5f)), &n);
     r = _mm256_fnmadd_ps(lo, _mm256_set1_ps(0.5f), r);
-    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(LPV_EXP_Q0), r, _mm256_set1_ps(LPV_EXP_Q1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(LPV_EXP_Q5));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
-    __m256 q = _mm256_mul_ps(_mm256_mul_ps(p, two_n), e);
+    __m256 q = _mm256_mul_ps(_mm256_mul_ps(lpv__exp_poly8(r), lpv__pow2n8(n)), e);
     __m256 far = _mm256_cmp_ps(x, _mm256_set1_ps(-LPV_GELU_XMAX), _CMP_LT_OQ); /* gelu = -0 there */
     q = _mm256_andnot_ps(far, q);
     __m256 g = _mm256_fnmadd_ps(ax, q, _mm256_max_ps(_mm256_setzero_ps(), x));

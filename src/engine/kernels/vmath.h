@@ -268,7 +268,8 @@ LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__erf8(__m256 x) {
 /* GELU on 8 lanes, lpv__gelu16_exp's formula (0.5 folded into G, the lo part of x² in the exp's reduced argument)
  * with no blend: gelu = max(0, x) - |xc|·q for every x (x > 0: x - x·q; x <= 0: x·q), q = Φ(-|xc|); past -XMAX
  * q is zeroed and the sign set (-0), past +XMAX x - 12.5·q rounds to x. vblendvps is 3 uops on Intel cores: on
- * the 2-vCPU Xeon of docs/benchmarks.md this form takes 0.90 ns a value (L2-resident), the blend one before 1.37.
+ * the 2-vCPU Xeon of docs/benchmarks.md this form takes 0.89-0.90 ns a value (build/tests/bench_gelu), the blend
+ * one before 1.37.
  * NaN: max(0, x) and the clamps keep it (they return their second operand). */
 LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__gelu8(__m256 x) {
     const __m256 sign = _mm256_set1_ps(-0.0f);

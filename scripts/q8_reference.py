@@ -8,11 +8,17 @@ independently of lpvit's C code from the rules in include/lpvit/bsr.h:
            zp = clamp(round(-lo / scale), 0, 255), u = clamp(round(x * (1 / scale)) + zp, 0, 255) (float32
            arithmetic, round half to even), the linear sees scale * (u - zp); with --levels 127 (the grid of
            lpvit's AVX2 int8 kernel, whose vpmaddubsw would saturate on 8-bit inputs) 127 replaces 255
-  everything else (patch embedding, LayerNorm, attention, GELU, heads) FP32, as timm computes it.
+  everything else (patch embedding, LayerNorm, attention, GELU, heads) FP32, as timm computes it; with
+  --int8-attention, attention's two products by the int8 rules below (lpvit's default with VNNI).
 
   q8_reference.py logits    --model FP32.safetensors --input REF.safetensors --out LOGITS.safetensors
   q8_reference.py linears   --model FP32.safetensors --out LINEARS.safetensors [--tokens 8] [--levels 255|127]
   q8_reference.py attention --out ATTENTION.safetensors
+  q8_reference.py val       --model FP32.safetensors --data DIR [--mean a b c --std a b c] [--int8-attention]
+
+val: top-1 / top-5 of the fake-quantized model on an image folder of the imagenet-val-1000 layout (timm's
+preprocessing, scripts/q8_schemes.py's; mean/std default 0.5), one JSON line: the PyTorch side of
+`lpvit eval --precision int8 [--attention fp32]` (docs/benchmarks.md, int8 attention).
 
 attention: the int8 attention of --int8-attention (include/lpvit/ops.h, lpv_attention_fm_q8) on a qkv both
 sides build exactly (attention_input below: 2 images of 37 tokens, width 128, 2 heads of 64), from its rules:
@@ -129,6 +135,32 @@ def sym8(x, dim):
     return torch.clamp(torch.round(x * inv), -127, 127), s
 
 
+def attention_q8(q, k, v):
+    """lpvit's int8 attention on q, k, v (..., T, hd) of one image's heads: q and k symmetric int8 per token
+    (over the head's features), v per feature (over the tokens), exact integer sums (float64), e = exp(s /
+    sqrt(hd) - max) in float32, p = round(255 e), out = (sv / 255) (p . v8) / sum e."""
+    hd = q.shape[-1]
+    q8, sq = sym8(q, -1)                                         # sq (..., T, 1)
+    k8, sk = sym8(k, -1)
+    v8, sv = sym8(v, -2)                                         # sv (..., 1, hd)
+    s = (q8.double() @ k8.double().transpose(-2, -1)).float() * (sq * sk.transpose(-2, -1))
+    r = 1.0 / math.sqrt(hd)
+    e = torch.exp(s * r - s.amax(dim=-1, keepdim=True) * r)
+    p = torch.round(255.0 * e)
+    y = (p.double() @ v8.double()).float()                      # (..., T, hd)
+    return y * (sv / 255.0) / e.sum(dim=-1, keepdim=True)
+
+
+def block_forward_q8(self, x):
+    """torch_deit.Block.forward with attention_q8 in place of the FP32 attention."""
+    B, T, D = x.shape
+    hd = D // self.H
+    qkv = self.qkv(self.norm1(x)).reshape(B, T, 3, self.H, hd).permute(2, 0, 3, 1, 4)
+    y = attention_q8(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(B, T, D)
+    x = x + self.proj(y)
+    return x + self.fc2(nn.functional.gelu(self.fc1(self.norm2(x))))
+
+
 def attention(a):
     B, T, D, H = 2, 37, 128, 2
     hd = D // H
@@ -137,28 +169,54 @@ def attention(a):
     for b in range(B):
         cols = slice(b * T, (b + 1) * T)
         for h in range(H):
-            q = qkv[h * hd:(h + 1) * hd, cols]                  # (hd, T)
-            k = qkv[D + h * hd:D + (h + 1) * hd, cols]
-            v = qkv[2 * D + h * hd:2 * D + (h + 1) * hd, cols]
-            q8, sq = sym8(q, 0)                                 # per token: over the features
-            k8, sk = sym8(k, 0)
-            v8, sv = sym8(v, 1)                                 # per feature row: over the tokens
-            acc = (q8.double().t() @ k8.double())               # (T queries, T keys), exact integers
-            s = acc.float() * (sq.t() * sk)                     # sq (1, T) -> (T, 1); sk (1, T)
-            e = torch.exp(s * (1.0 / math.sqrt(hd)) - (s.amax(dim=1, keepdim=True) * (1.0 / math.sqrt(hd))))
-            p = torch.round(255.0 * e)
-            y = (p.double() @ v8.double().t()).float()          # (T, hd)
-            out[h * hd:(h + 1) * hd, cols] = (y * (sv.t() / 255.0) / e.sum(dim=1, keepdim=True)).t()
+            q = qkv[h * hd:(h + 1) * hd, cols].t()              # (T, hd)
+            k = qkv[D + h * hd:D + (h + 1) * hd, cols].t()
+            v = qkv[2 * D + h * hd:2 * D + (h + 1) * hd, cols].t()
+            out[h * hd:(h + 1) * hd, cols] = attention_q8(q, k, v).t()
     write_safetensors(a.out, {"qkv": qkv.numpy(), "out": out.numpy()})
     print("wrote %s: int8 attention of %d images x %d tokens, width %d, %d heads" % (a.out, B, T, D, H))
 
 
+def quantized_model(a):
+    """The FP32 model of --model with the four block linears fake-quantized (and attention, --int8-attention)."""
+    m = load(a.model, a.heads)
+    for b in m.blocks:
+        for name in ("qkv", "proj", "fc1", "fc2"):
+            setattr(b, name, QLinear(getattr(b, name)))
+        if a.int8_attention:
+            b.forward = block_forward_q8.__get__(b)
+    return m
+
+
+def val(a):
+    """top-1 / top-5 on the --data folder (the imagenet-val-1000 layout), timm's preprocessing (q8_schemes)."""
+    import q8_schemes
+    mean, std = (0.5,) * 3, (0.5,) * 3
+    if a.mean:
+        mean, std = tuple(a.mean), tuple(a.std)
+    x, y = q8_schemes.load_set(os.path.basename(os.path.normpath(a.data)))
+    m = quantized_model(a)
+    n1 = n5 = 0
+    with torch.no_grad():
+        for i in range(0, len(x), 50):
+            t5 = m(q8_schemes.to_tensor(x[i:i + 50], mean, std)).topk(5, dim=1).indices
+            yy = torch.from_numpy(y[i:i + 50])
+            n1 += int((t5[:, 0] == yy).sum())
+            n5 += int((t5 == yy[:, None]).any(dim=1).sum())
+    print(json.dumps({"model": a.model, "levels": LEVELS, "int8_attention": bool(a.int8_attention),
+                      "images": len(y), "top1": 100.0 * n1 / len(y), "top5": 100.0 * n5 / len(y)}))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["logits", "linears", "attention"])
+    ap.add_argument("mode", choices=["logits", "linears", "attention", "val"])
     ap.add_argument("--model")
     ap.add_argument("--input")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--int8-attention", action="store_true")
+    ap.add_argument("--data", help="val: the image folder (imagenet-val-1000 layout)")
+    ap.add_argument("--mean", type=float, nargs=3)
+    ap.add_argument("--std", type=float, nargs=3)
     ap.add_argument("--heads", type=int, default=None)
     ap.add_argument("--tokens", type=int, default=8)
     ap.add_argument("--levels", type=int, choices=[255, 127], default=255)
@@ -166,24 +224,26 @@ def main():
     global LEVELS
     LEVELS = a.levels
     torch.set_num_threads(1)
+    if a.mode != "val" and not a.out:
+        ap.error("%s needs --out" % a.mode)
     if a.mode == "attention":
         return attention(a)
     if not a.model:
         ap.error("%s needs --model" % a.mode)
     if a.mode == "linears":
         return linears(a)
+    if a.mode == "val":
+        if not a.data:
+            ap.error("val needs --data")
+        return val(a)
     if not a.input:
         ap.error("logits needs --input")
-    m = load(a.model, a.heads)
-    for b in m.blocks:
-        for name in ("qkv", "proj", "fc1", "fc2"):
-            setattr(b, name, QLinear(getattr(b, name)))
+    m = quantized_model(a)
     x = torch.from_numpy(read_safetensors(a.input)["input"])
     with torch.no_grad():
         y = m(x).numpy()
     write_safetensors(a.out, {"logits": y})
     print("wrote %s: logits %s" % (a.out, y.shape))
-
 
 if __name__ == "__main__":
     main()

@@ -78,6 +78,7 @@ typedef struct lpv_model {
     char *lpvit_meta;    /* __metadata__["lpvit"] of a pruned file (arena), or NULL */
     int attn_int8;       /* 1: workspaces made for it (lpv_workspace_init_for, the bench) run attention's two
                             products in int8 (ops.h, lpv_attention_fm_q8); a run-time choice, not saved */
+    int attn_fp32;       /* 1: and attention in FP32 even with BF16 linears (the CLI's --attention fp32) */
 } lpv_model;
 
 typedef struct {

@@ -76,8 +76,11 @@ lpv_status cli_engine(int threads, const char *isa, const char *dense_kernel, co
  * layers for the blocked kernel when that is the choice, and its block linears in BF16 or int8 (bf16: a CLI_*
  * code; int8 quantizes the weights per row and the inputs per token unless the file has scales). */
 lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err);
-/* --int8-attention on m (m->attn_int8), with a warning where the int8 kernel cannot run. */
-void cli_attention(lpv_model *m, int int8);
+/* --attention MODE (NULL: auto) and --int8-attention (int8: the same as --attention int8) on m, after
+ * cli_pack: auto runs attention's products in int8 when m's block linears are int8 and an int8 attention
+ * kernel runs on this ISA and head size (else as the linears: BF16 or FP32); int8 asks for it, with a warning
+ * where it cannot run; fp32 keeps FP32 whatever the linears. A bad or contradictory value: LPV_E_ARG. */
+lpv_status cli_attention(lpv_model *m, const char *mode, int int8, lpv_err *err);
 /* What runs m's attention now: "int8", "bf16" or "fp32" (the reports' "attention"). */
 const char *cli_attention_name(const lpv_model *m);
 
@@ -146,7 +149,7 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
 #define CLI_OPT_THREADS(dst) {"--threads", OPT_INT, dst, "N", "threads for all compute, at most 2 x OpenBLAS's MAX_THREADS (128 with Debian's) (default: all CPUs)", 0, 4096, NULL}
 #define CLI_OPT_ISA(dst) {"--isa", OPT_STR, dst, "ISA", "kernel ISA: auto, avx512bf16, avx512, avxvnni, avx2, ref (default auto: the best the CPU has)", 0, 0, NULL}
 #define CLI_OPT_DENSE_KERNEL(dst) {"--dense-kernel", OPT_STR, dst, "K", "dense layers: auto (openblas on AVX2 when OpenBLAS runs an AVX2 core, else blocked), blocked (lpvit's kernel) or openblas (default auto)", 0, 0, NULL}
-#define CLI_OPT_PRECISION(dst) {"--precision", OPT_STR, dst, "P", "fp32; bf16: the block linears in BF16 (FP32 sums; needs AVX512-BF16); int8: the block linears in int8 (weights per row, inputs per token; patch embedding, heads, attention, LayerNorm, GELU stay FP32) (default fp32)", 0, 0, NULL}
+#define CLI_OPT_PRECISION(dst) {"--precision", OPT_STR, dst, "P", "fp32; bf16: the block linears in BF16 (FP32 sums; needs AVX512-BF16); int8: the block linears in int8 (weights per row, inputs per token) and attention's products too where a kernel runs them (--attention); patch embedding, heads, softmax, LayerNorm, GELU stay FP32 (default fp32)", 0, 0, NULL}
 #define CLI_OPT_ALLOW_EXTRA(dst) {"--allow-extra", OPT_FLAG, dst, NULL, "load a file that has tensors the architecture does not use (ignored)", 0, 0, NULL}
 #define CLI_OPT_HEADS(dst) {"--heads", OPT_INT, dst, "H", "attention heads when the file does not say (default: the file's)", 1, 1024, NULL}
 /* The preprocessing flags of every command that reads images (ma: a cli_model_args); timm's spellings
@@ -156,7 +159,8 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
     {"--interp", OPT_STR, &(ma).interp, "I", "resize filter, bicubic or bilinear, PIL-exact (default: the model's)", 0, 0, NULL}, \
     {"--mean", OPT_FLOAT3, (ma).mean, "a,b,c", "normalization mean (default: the model's)", 0, 0, &(ma).mean_set}, \
     {"--std", OPT_FLOAT3, (ma).std, "a,b,c", "normalization std (default: the model's)", 0, 0, &(ma).std_set}
-#define CLI_OPT_INT8_ATTENTION(dst) {"--int8-attention", OPT_FLAG, dst, NULL, "attention's two products in int8 too (q, k per token, v per feature row, the softmax's probabilities in steps of 1/255; AVX-512 VNNI or AVX-VNNI, else it stays FP32); meant with --precision int8", 0, 0, NULL}
+#define CLI_OPT_ATTENTION(dst) {"--attention", OPT_STR, dst, "A", "attention's two products: auto (int8 when the block linears run in int8 and the CPU has AVX-512 VNNI or AVX-VNNI, BF16 with BF16 linears, else FP32), fp32, or int8 (q, k per token, v per feature row, the softmax's probabilities in steps of 1/255; warns and stays FP32 where no int8 kernel runs) (default auto)", 0, 0, NULL}
+#define CLI_OPT_INT8_ATTENTION(dst) {"--int8-attention", OPT_FLAG, dst, NULL, "the same as --attention int8", 0, 0, NULL}
 #define CLI_OPT_QUIET(dst) {"--quiet", OPT_FLAG, dst, NULL, "no progress or log lines on stderr", 0, 0, NULL}
 
 #endif

@@ -29,7 +29,8 @@ typedef struct {
     const char *pruned, *block, *json, *isa, *out, *dense_kernel, *precision;
     double density;
     int random_weights, batch, threads, reps, warmup, seed, no_layers, include_patch, include_heads, calibrate, peak;
-    int attn8; /* --int8-attention: the int8 end-to-end runs' attention in int8 too */
+    int attn8;             /* --int8-attention: --attention int8 */
+    const char *attention; /* --attention: auto (int8 in the int8 runs where a kernel runs), fp32, int8 */
 } bench_opts;
 
 typedef struct {
@@ -500,6 +501,7 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT_ISA(&o.isa),
         CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
         {"--precision", OPT_STR, &o.precision, "P", "fp32; bf16 or int8: also time both models per layer and end to end with their block linears in BF16 (needs AVX512-BF16) or int8, beside FP32; with --calibrate, the kernels the table times (for lpvit prune --precision)", 0, 0, NULL},
+        CLI_OPT_ATTENTION(&o.attention),
         CLI_OPT_INT8_ATTENTION(&o.attn8),
         CLI_OPT_QUIET(&o.ma.quiet),
         {0},
@@ -538,8 +540,10 @@ int cmd_bench(int argc, char **argv) {
     /* both sides get the fastest dense path for their dense layers: the baseline is not a straw man */
     if (st == LPV_OK) st = cli_pack(bm.dense, prec, &err);
     if (st == LPV_OK) st = cli_pack(bm.sparse, prec, &err);
-    if (st == LPV_OK && o.attn8 && prec != CLI_INT8) st = lpv_fail(&err, LPV_E_ARG, "--int8-attention goes with --precision int8");
-    if (st == LPV_OK) cli_attention(bm.dense, o.attn8), cli_attention(bm.sparse, o.attn8);
+    int ask8 = o.attn8 || (o.attention && !strcmp(o.attention, "int8"));
+    if (st == LPV_OK && ask8 && prec != CLI_INT8) st = lpv_fail(&err, LPV_E_ARG, "--attention int8 goes with --precision int8");
+    if (st == LPV_OK) st = cli_attention(bm.dense, o.attention, o.attn8, &err);
+    if (st == LPV_OK) st = cli_attention(bm.sparse, o.attention, o.attn8, &err);
     if (st) {
         lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
         return cli_fail(&err, st);

@@ -26,7 +26,7 @@
 
 typedef struct {
     cli_model_args ma;
-    const char *dir, *synsets, *labels, *json, *isa, *dense_kernel, *precision;
+    const char *dir, *synsets, *labels, *json, *isa, *dense_kernel, *precision, *attention;
     int batch, threads, limit, strict, profile, decode_threads, attn8;
 } eval_opts;
 
@@ -222,6 +222,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT_ISA(&o.isa),
         CLI_OPT_DENSE_KERNEL(&o.dense_kernel),
         CLI_OPT_PRECISION(&o.precision),
+        CLI_OPT_ATTENTION(&o.attention),
         CLI_OPT_INT8_ATTENTION(&o.attn8),
         CLI_OPT_QUIET(&o.ma.quiet),
         {0},
@@ -250,11 +251,10 @@ int cmd_eval(int argc, char **argv) {
     cli_model cm;
     o.ma.needs_pp = 1;
     if ((st = cli_open_model(&o.ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
-    if ((st = cli_pack(cm.model, bf16, &err)) != LPV_OK) {
+    if ((st = cli_pack(cm.model, bf16, &err)) != LPV_OK || (st = cli_attention(cm.model, o.attention, o.attn8, &err))) {
         cli_close_model(&cm);
         return cli_fail(&err, st);
     }
-    cli_attention(cm.model, o.attn8);
     lpv_dataset ds;
     if ((st = cli_open_labelled(o.dir, o.labels, o.synsets, o.limit, cm.model->cfg.classes, &ds, &err)) != LPV_OK) {
         cli_close_model(&cm);

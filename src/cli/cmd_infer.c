@@ -157,7 +157,7 @@ int cmd_infer(int argc, char **argv) {
     cli_model_args ma;
     cli_model_args_init(&ma);
     const char *input = NULL, *out = NULL, *isa = NULL, *synsets = NULL, *json = NULL, *dense_kernel = NULL;
-    const char *precision = NULL;
+    const char *precision = NULL, *attention = NULL;
     int threads = 0, batch = 16, bf16 = 0, attn8 = 0;
     const cli_opt opts[] = {
         {"--model", OPT_MODEL, &ma.model, "M", "preset name, .safetensors file or Hugging Face folder", 0, 0, NULL},
@@ -174,6 +174,7 @@ int cmd_infer(int argc, char **argv) {
         CLI_OPT_ISA(&isa),
         CLI_OPT_DENSE_KERNEL(&dense_kernel),
         CLI_OPT_PRECISION(&precision),
+        CLI_OPT_ATTENTION(&attention),
         CLI_OPT_INT8_ATTENTION(&attn8),
         CLI_OPT_QUIET(&ma.quiet),
         {0},
@@ -196,8 +197,8 @@ int cmd_infer(int argc, char **argv) {
     cli_model cm;
     ma.needs_pp = !input;
     if ((st = cli_open_model(&ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
-    cli_attention(cm.model, attn8);
-    if ((st = cli_pack(cm.model, bf16, &err)) == LPV_OK)
+    if ((st = cli_pack(cm.model, bf16, &err)) == LPV_OK) st = cli_attention(cm.model, attention, attn8, &err);
+    if (st == LPV_OK)
         st = input ? infer_tensor(&cm, input, out, batch, &err) : infer_images(&cm, pos, npos, batch, synsets, json, &err);
     cli_close_model(&cm);
     return st ? cli_fail(&err, st) : 0;

@@ -235,7 +235,8 @@ int cmd_quantize(int argc, char **argv) {
                            "output row (I8 tensors + .weight_scale), inputs uint8 with each token's own scale and zero "
                            "point, found at run time (no calibration needed; --act-scales mse with --calib-dir: one "
                            "static grid per layer input instead). The patch embedding, heads, LayerNorm, "
-                           "attention and GELU stay FP32. Pruned layers stay block sparse. The file records the "
+                           "softmax and GELU stay FP32; eval/infer/bench run attention's two products in int8 where "
+                           "the CPU has VNNI (--attention). Pruned layers stay block sparse. The file records the "
                            "preprocessing, so eval/infer/bench run it with no flags. --codebook K writes codes of a "
                            "per-layer codebook instead (a smaller file that runs in FP32).",
                            opts, 0, 0, 0};

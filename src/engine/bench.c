@@ -137,6 +137,7 @@ static lpv_status time_pair(const lpv_model *a, int lowa, const lpv_model *b, in
         if ((st = bench_ws(&ws[k], c, B, k ? lowb : lowa, err)) == LPV_OK) {
             const lpv_model *mk = k ? b : a;
             ws[k].attn_int8 = mk && mk->attn_int8 && (k ? lowb : lowa) == LPV_BENCH_INT8; /* with int8 only */
+            ws[k].attn_fp32 = mk && mk->attn_fp32;
             nws++;
         }
     if (st == LPV_OK) fill_normal(x, per * B, seed);

@@ -65,6 +65,7 @@ lpv_status lpv_workspace_init_for(lpv_workspace *ws, const lpv_model *m, int max
     lpv_status st = lpv_model_has_bf16(m) ? lpv_workspace_use_bf16(ws, err) : LPV_OK;
     if (st == LPV_OK && lpv_model_has_int8(m)) st = lpv_workspace_use_int8(ws, err);
     ws->attn_int8 = m->attn_int8;
+    ws->attn_fp32 = m->attn_fp32;
     if (st) lpv_workspace_free(ws);
     return st;
 }

@@ -232,23 +232,32 @@ run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --j
 run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision int8 --json "$T/eq8p.json" --quiet
 [ "$(lpv_json "$T/eq8f.json" precision)" = int8 ] && [ "$(lpv_json "$T/eq8f.json" correct_top5)" = "$(lpv_json "$T/eq8p.json" correct_top5)" ] \
   && ok || bad "eval of the quantized file differs from --precision int8"
-# --int8-attention: attention's products in int8 where AVX-512 VNNI or AVX-VNNI runs them (else FP32, with a warning)
+# --attention auto (the default): attention's products in int8 with int8 linears where AVX-512 VNNI or
+# AVX-VNNI runs them, else FP32 silently; --attention int8 (= --int8-attention) warns where it cannot run
 run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --int8-attention --json "$T/eq8a.json"
+run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --attention fp32 --json "$T/eq8n.json" --quiet
+[ "$(lpv_json "$T/eq8n.json" attention)" = fp32 ] && ok || bad "eval --attention fp32: $(lpv_json "$T/eq8n.json" attention)"
 case "$(lpv_json "$T/eq8f.json" int8_kernel)" in
   avx512vnni | avxvnni)
-    [ "$(lpv_json "$T/eq8a.json" attention)" = int8 ] && ok || bad "eval --int8-attention: $(lpv_json "$T/eq8a.json" attention)" ;;
+    [ "$(lpv_json "$T/eq8a.json" attention)" = int8 ] && [ "$(lpv_json "$T/eq8f.json" attention)" = int8 ] \
+      && [ "$(lpv_json "$T/eq8p.json" attention)" = int8 ] \
+      && ok || bad "int8 attention by default and with --int8-attention: $(lpv_json "$T/eq8f.json" attention) $(lpv_json "$T/eq8a.json" attention)" ;;
   *)
     echo "SKIP int8 attention: no AVX-512 VNNI or AVX-VNNI here" >&2
-    [ "$(lpv_json "$T/eq8a.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" && ok || bad "eval --int8-attention fallback" ;;
+    [ "$(lpv_json "$T/eq8a.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" \
+      && [ "$(lpv_json "$T/eq8f.json" attention)" = fp32 ] && ok || bad "eval --int8-attention fallback" ;;
 esac
 if "$L" --version | grep -qw avx_vnni; then # the AVX-VNNI kernel under its own level
-  run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --int8-attention --isa avxvnni --json "$T/eq8v.json" --quiet
+  run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --isa avxvnni --json "$T/eq8v.json" --quiet
   [ "$(lpv_json "$T/eq8v.json" attention)" = int8 ] && [ "$(lpv_json "$T/eq8v.json" int8_kernel)" = avxvnni ] \
-    && ok || bad "--int8-attention --isa avxvnni: $(lpv_json "$T/eq8v.json" attention) $(lpv_json "$T/eq8v.json" int8_kernel)"
+    && ok || bad "int8 attention --isa avxvnni: $(lpv_json "$T/eq8v.json" attention) $(lpv_json "$T/eq8v.json" int8_kernel)"
 else echo "SKIP int8 attention --isa avxvnni: no AVX-VNNI here" >&2; fi
-[ "$(lpv_json "$T/eq8f.json" attention)" = fp32 ] && ok || bad "int8 eval without --int8-attention: $(lpv_json "$T/eq8f.json" attention)"
-run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --int8-attention --isa avx2 --json "$T/eq8b.json"
-[ "$(lpv_json "$T/eq8b.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" && ok || bad "--int8-attention under --isa avx2"
+run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --isa avx2 --json "$T/eq8c.json"
+[ "$(lpv_json "$T/eq8c.json" attention)" = fp32 ] && ! grep -q "attention stays FP32" "$T/err" && ok || bad "default attention under --isa avx2"
+run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --attention int8 --isa avx2 --json "$T/eq8b.json"
+[ "$(lpv_json "$T/eq8b.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" && ok || bad "--attention int8 under --isa avx2"
+run 2 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --attention int4 --quiet; one_line_err "expected auto, fp32 or int8"
+run 2 "$L" infer --model "$T/q8.safetensors" --heads 2 --int8-attention --attention fp32 "$MINI"/*/*.JPEG --quiet; one_line_err "disagree"
 run 2 "$L" bench --model deit_t --random-weights --int8-attention --reps 1 --no-layers --quiet; one_line_err "--precision int8"
 run 2 "$L" quantize --model "$M" --quiet; one_line_err "--out is required"
 run 2 "$L" quantize --model "$M" --out "$M" --quiet; one_line_err "never overwrites an input"

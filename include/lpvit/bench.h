@@ -20,6 +20,8 @@ typedef struct {
     double median_ms, min_ms, max_ms;
     int reps;
     double peak_gflops; /* the clock probe's median over the timed rounds (lpv_bench_set_clock_probe), else NAN */
+    double product_ms;  /* int8 layers of lpv_bench_linear_pair: the median of the product alone, without the
+                           quantization of its input (median_ms has both); else NAN (0 in a zeroed struct) */
 } lpv_timing;
 
 /* The clock probe: with isa set (not LPV_ISA_REF), every timed round of lpv_bench_linear_pair and
@@ -43,7 +45,8 @@ lpv_status lpv_model_pack_for(lpv_model *m, int lowp, lpv_err *err);
 
 /* Times `a` and `b` (either may be NULL) interleaved: Y = epi(L X + b) on T token columns. lowp (LPV_BENCH_*):
  * a layer with a BF16 pack / int8 weights runs in that precision, the conversion or quantization of X inside
- * the timing (as the forward pass does). */
+ * the timing (median_ms); an int8 layer's product is also timed alone (product_ms), as the forward pass's
+ * profile counts it (its quantization there is an op of its own, the same work at any density). */
 lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int lowp, int warmup,
                                  int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err);
 

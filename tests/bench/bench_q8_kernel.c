@@ -11,7 +11,11 @@
  * product, then the sums over the four layers and the ratios that matter (int8 vs FP32 of the same vector width,
  * density 0.5 vs 1 per kernel).
  *
- *     bench_q8_kernel [--T 1576] [--threads 2] [--reps 9] [--density 1,0.5]
+ * --contiguous keeps the same number of blocks per row, all in one run of adjacent block columns (the
+ * kernels' best case: one run of quads per row) instead of a random mask: the gap between the two is what
+ * the kernels pay for walking scattered blocks.
+ *
+ *     bench_q8_kernel [--T 1576] [--threads 2] [--reps 9] [--density 1,0.5] [--contiguous]
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -38,7 +42,7 @@ static int runs(int k) {
 }
 
 int main(int argc, char **argv) {
-    int T = 1576, nt = 2, reps = 9, nd = 2;
+    int T = 1576, nt = 2, reps = 9, nd = 2, contiguous = 0;
     double dens[MAXD] = {1.0, 0.5};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -46,8 +50,9 @@ int main(int argc, char **argv) {
         else if (v && !strcmp(a, "--threads")) nt = atoi(v), i++;
         else if (v && !strcmp(a, "--reps")) reps = atoi(v), i++;
         else if (v && !strcmp(a, "--density")) nd = bench_list_d(v, dens, MAXD), i++;
+        else if (!strcmp(a, "--contiguous")) contiguous = 1;
         else {
-            fprintf(stderr, "usage: bench_q8_kernel [--T 1576] [--threads 2] [--reps 9] [--density 1,0.5]\n");
+            fprintf(stderr, "usage: bench_q8_kernel [--T 1576] [--threads 2] [--reps 9] [--density 1,0.5] [--contiguous]\n");
             return 2;
         }
     }
@@ -60,8 +65,8 @@ int main(int argc, char **argv) {
         int out, in;
     } L[4] = {{"qkv", 2304, 768}, {"proj", 768, 768}, {"fc1", 3072, 768}, {"fc2", 768, 3072}};
     lpv_threads_set(nt);
-    printf("# bench_q8_kernel: cpu '%s', T %d, %d threads, 32x32 blocks, median of %d interleaved rounds (ms)\n",
-           lpv_cpu()->brand, T, nt, reps);
+    printf("# bench_q8_kernel: cpu '%s', T %d, %d threads, 32x32 blocks (%s), median of %d interleaved rounds (ms)\n",
+           lpv_cpu()->brand, T, nt, contiguous ? "one run per row" : "random", reps);
     for (int k = 0; k < NK; k++)
         if (!runs(k)) printf("# skipped: %s (not on this cpu)\n", KNAME[k]);
     printf("\n| layer | d |");
@@ -89,6 +94,10 @@ int main(int argc, char **argv) {
                 perm[i] = perm[j], perm[j] = t;
             }
             for (int i = 0; i < keep; i++) mask[perm[i]] = 1;
+            if (contiguous) { /* the same count per row (rounded), the row's first block columns */
+                int nbc = I / 32, per = (int)(dens[di] * nbc + 0.5);
+                for (int i = 0; i < nbl; i++) mask[i] = i % nbc < per;
+            }
             lpv_bsr b;
             lpv_err err;
             if (lpv_bsr_from_dense(&b, W, O, I, 32, 32, mask, NULL, L[l].name, &err) ||

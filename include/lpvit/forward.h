@@ -67,7 +67,7 @@ typedef struct {
     int q8_unfused;  /* 1: fc2's quantizer finds the range itself (tests compare the two; same bytes) */
     int attn_fp32;   /* 1: attention stays FP32 with BF16 on (tests and benchmarks compare the two) */
     int attn_int8;   /* 1: attention's products in int8 (lpv_attention_fm_q8; FP32 where it cannot run);
-                        set from the model's attn_int8 by lpv_workspace_init_for */
+                        set from the model's attention by lpv_workspace_init_for (lpv_attention_int8_for) */
     lpv_profile *profile; /* optional, caller-owned */
     /* optional: called with the input of every linear layer just before it runs;
        layer = index in lpv_model_layers order, X (in, ld) with ncols valid columns */
@@ -92,9 +92,16 @@ lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err);
 /* Turns int8 on: every linear with int8 weights (lpv_model_quantize_int8) runs in int8 (its input quantized
  * into ws->xq first); int8 layers go before BF16 ones when a model has both. */
 lpv_status lpv_workspace_use_int8(lpv_workspace *ws, lpv_err *err);
-/* lpv_workspace_init for m's architecture, with BF16 / int8 on when m has BF16 packs / int8 weights, and int8
- * attention when m->attn_int8 (the inference commands). */
+/* lpv_workspace_init for m's architecture, with BF16 / int8 on when m has BF16 packs / int8 weights, and
+ * attention as m->attention says (attn_int8 = lpv_attention_int8_for(m, has int8 weights), attn_fp32 when
+ * LPV_ATTN_FP32). */
 lpv_status lpv_workspace_init_for(lpv_workspace *ws, const lpv_model *m, int max_batch, lpv_err *err);
+/* 1 when m's attention runs in int8 in a workspace whose block linears run in int8 (int8_linears) or not:
+ * LPV_ATTN_INT8 always, LPV_ATTN_AUTO with int8 linears where lpv_attention_q8_runs(head size). */
+int lpv_attention_int8_for(const lpv_model *m, int int8_linears);
+/* What runs m's attention in a workspace made for it now (lpv_workspace_init_for): "int8", "bf16" or "fp32"
+ * (the reports' "attention"). */
+const char *lpv_model_attention_name(const lpv_model *m);
 
 /* images (B, C, S, S) → logits (B, classes). B <= ws->max_batch. */
 lpv_status lpv_forward(const lpv_model *m, lpv_workspace *ws, const float *images, int B, float *logits,

@@ -60,6 +60,11 @@ typedef struct {
     lpv_linear fc2;       /* (D, F) */
 } lpv_block;
 
+/* Attention's two products: AUTO (0, the default) as the block linears run: int8 when they are int8 and an
+ * int8 attention kernel runs here (lpv_attention_q8_runs), BF16 when they are BF16 and its kernel runs, else
+ * FP32; FP32 always; INT8 whatever the linears (FP32 where no int8 kernel runs). */
+typedef enum { LPV_ATTN_AUTO = 0, LPV_ATTN_FP32, LPV_ATTN_INT8 } lpv_attention;
+
 typedef struct lpv_model {
     lpv_config cfg;
     float *cls;          /* (D) */
@@ -76,9 +81,8 @@ typedef struct lpv_model {
     char src_dtype[8];   /* dtype of the source weights */
     char sha256[65];     /* of the weights file; "" until lpv_model_hash */
     char *lpvit_meta;    /* __metadata__["lpvit"] of a pruned file (arena), or NULL */
-    int attn_int8;       /* 1: workspaces made for it (lpv_workspace_init_for, the bench) run attention's two
-                            products in int8 (ops.h, lpv_attention_fm_q8); a run-time choice, not saved */
-    int attn_fp32;       /* 1: and attention in FP32 even with BF16 linears (the CLI's --attention fp32) */
+    lpv_attention attention; /* how workspaces made for it (lpv_workspace_init_for, the bench) run attention's two
+                                products (lpv_attention_int8_for, forward.h); a run-time choice, not saved */
 } lpv_model;
 
 typedef struct {

@@ -68,6 +68,7 @@ typedef struct {
     int stat_steps, stat_cached; /* statistics passes of the prune; how many came from the cache */
     int steps_resumed;        /* steps restored from an earlier run's checkpoints (prune.h) */
     int pareto;               /* no other point has both higher top-1 and higher speedup */
+    char attention[8];        /* what ran its attention in the evaluation (lpv_model_attention_name) */
     char model_file[1100];    /* "" when not saved */
     double *density;          /* (n_layers) kept weights per prunable layer; NULL for dense */
     cJSON *prune_report;      /* lpv_prune_report of this point; NULL for dense */

@@ -363,8 +363,7 @@ lpv_status cli_attention(lpv_model *m, const char *mode, int int8, lpv_err *err)
         return lpv_fail(err, LPV_E_ARG, "--int8-attention and --attention %s disagree", mode);
     if (!m) return LPV_OK;
     int hd = m->cfg.dim / m->cfg.heads, runs = lpv_attention_q8_runs(hd);
-    m->attn_fp32 = !strcmp(mode, "fp32");
-    m->attn_int8 = !strcmp(mode, "int8") || (!strcmp(mode, "auto") && lpv_model_has_int8(m) && runs);
+    m->attention = !strcmp(mode, "fp32") ? LPV_ATTN_FP32 : !strcmp(mode, "int8") ? LPV_ATTN_INT8 : LPV_ATTN_AUTO;
     if (!strcmp(mode, "int8") && !runs)
         lpv_warn("--attention int8: the int8 kernel needs AVX-512 VNNI (--isa avx512 or above, a head size that is a "
                  "multiple of 8) or AVX-VNNI (--isa avxvnni, a multiple of 4) (here %d, isa %s): attention stays FP32",
@@ -372,13 +371,7 @@ lpv_status cli_attention(lpv_model *m, const char *mode, int int8, lpv_err *err)
     return LPV_OK;
 }
 
-const char *cli_attention_name(const lpv_model *m) {
-    int hd = m->cfg.dim / m->cfg.heads;
-    if (m->attn_int8 && lpv_attention_q8_runs(hd)) return "int8";
-    if (m->attn_fp32) return "fp32";
-    return lpv_model_has_bf16(m) && !lpv_model_has_int8(m) && lpv_attention_bf16_runs(m->cfg.n_tokens, hd) ? "bf16"
-                                                                                                            : "fp32";
-}
+const char *cli_attention_name(const lpv_model *m) { return lpv_model_attention_name(m); }
 
 /* ---------------------------------------------------------------------------
  * Models and preprocessing

@@ -23,7 +23,7 @@
 
 typedef struct {
     prune_flags pf;
-    const char *targets, *val_dir, *labels, *out_dir, *json, *dense_kernel;
+    const char *targets, *val_dir, *labels, *out_dir, *json, *dense_kernel, *attention;
     int limit, no_models, eval_batch, bench_batch, reps, decode_threads;
     double t[LPV_SWEEP_MAX_TARGETS];
     int n_t;
@@ -111,6 +111,11 @@ static lpv_status run_sweep(sweep_cmd *c, const lpv_prune_opts *resolved, lpv_er
     cli_model cm;
     f->ma.needs_pp = 1;
     LPV_TRY(cli_open_model(&f->ma, &cm, err));
+    lpv_status sa = cli_attention(cm.model, c->attention, 0, err); /* every point's clone runs it */
+    if (sa) {
+        cli_close_model(&cm);
+        return sa;
+    }
     lpv_dataset cal, val;
     memset(&cal, 0, sizeof cal), memset(&val, 0, sizeof val);
     lpv_status st = LPV_OK;
@@ -161,6 +166,7 @@ int cmd_sweep(int argc, char **argv) {
     opts[n++] = (cli_opt){"--reps", OPT_INT, &c.reps, "N", "timed forward passes per model and point (after 2 warm-up passes)", 1, 100000, NULL};
     n += prune_rows_runtime(f, opts + n);
     opts[n++] = (cli_opt)CLI_OPT_DENSE_KERNEL(&c.dense_kernel);
+    opts[n++] = (cli_opt)CLI_OPT_ATTENTION(&c.attention);
     opts[n] = (cli_opt){0};
     const cli_spec spec = {
         "lpvit sweep --model M --calib-dir DIR --imagenet-dir DIR --targets 0.9,0.8,0.7 --out-dir DIR [options]",
@@ -184,6 +190,7 @@ int cmd_sweep(int argc, char **argv) {
     lpv_err err;
     int lowp; /* the points run as eval and bench would run them: the same dense kernel choice and precision check */
     lpv_status st = cli_engine(f->threads, f->isa, c.dense_kernel, f->precision, &lowp, &err);
+    if (st == LPV_OK) st = cli_attention(NULL, c.attention, 0, &err); /* the value alone, before any work */
     if (st) return cli_fail(&err, st);
     if (!lpv_is_dir(c.val_dir)) return cli_usage_error("--imagenet-dir '%s' is not a directory", c.val_dir);
     if ((rc = prepare_out_dir(&c, &spec, pos, npos)) != 0) return rc;

@@ -141,8 +141,8 @@ static lpv_status time_pair(const lpv_model *a, int lowa, const lpv_model *b, in
     for (int k = 0; k < 2 && st == LPV_OK; k++)
         if ((st = bench_ws(&ws[k], c, B, k ? lowb : lowa, err)) == LPV_OK) {
             const lpv_model *mk = k ? b : a;
-            ws[k].attn_int8 = mk && mk->attn_int8 && (k ? lowb : lowa) == LPV_BENCH_INT8; /* with int8 only */
-            ws[k].attn_fp32 = mk && mk->attn_fp32;
+            ws[k].attn_int8 = mk && (k ? lowb : lowa) == LPV_BENCH_INT8 && lpv_attention_int8_for(mk, 1); /* int8 runs only */
+            ws[k].attn_fp32 = mk && mk->attention == LPV_ATTN_FP32;
             nws++;
         }
     if (st == LPV_OK) fill_normal(x, per * B, seed);

@@ -64,10 +64,22 @@ lpv_status lpv_workspace_init_for(lpv_workspace *ws, const lpv_model *m, int max
     LPV_TRY(lpv_workspace_init(ws, &m->cfg, max_batch, err));
     lpv_status st = lpv_model_has_bf16(m) ? lpv_workspace_use_bf16(ws, err) : LPV_OK;
     if (st == LPV_OK && lpv_model_has_int8(m)) st = lpv_workspace_use_int8(ws, err);
-    ws->attn_int8 = m->attn_int8;
-    ws->attn_fp32 = m->attn_fp32;
+    ws->attn_int8 = lpv_attention_int8_for(m, lpv_model_has_int8(m));
+    ws->attn_fp32 = m->attention == LPV_ATTN_FP32;
     if (st) lpv_workspace_free(ws);
     return st;
+}
+
+int lpv_attention_int8_for(const lpv_model *m, int int8_linears) {
+    if (m->attention == LPV_ATTN_INT8) return 1;
+    return m->attention == LPV_ATTN_AUTO && int8_linears && lpv_attention_q8_runs(m->cfg.dim / m->cfg.heads);
+}
+
+const char *lpv_model_attention_name(const lpv_model *m) {
+    int hd = m->cfg.dim / m->cfg.heads, q8 = lpv_model_has_int8(m);
+    if (lpv_attention_int8_for(m, q8) && lpv_attention_q8_runs(hd)) return "int8";
+    if (m->attention == LPV_ATTN_FP32) return "fp32";
+    return lpv_model_has_bf16(m) && !q8 && lpv_attention_bf16_runs(m->cfg.n_tokens, hd) ? "bf16" : "fp32";
 }
 
 lpv_status lpv_workspace_use_bf16(lpv_workspace *ws, lpv_err *err) {

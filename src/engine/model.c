@@ -965,6 +965,7 @@ lpv_status lpv_model_clone(lpv_model **out, const lpv_model *src, lpv_err *err) 
     lpv_model *m = calloc(1, sizeof *m);
     if (!m) return lpv_fail(err, LPV_E_OOM, "out of memory");
     m->cfg = src->cfg;
+    m->attention = src->attention;
     memcpy(m->path, src->path, sizeof m->path), memcpy(m->arch, src->arch, sizeof m->arch);
     memcpy(m->src_dtype, src->src_dtype, sizeof m->src_dtype), memcpy(m->sha256, src->sha256, sizeof m->sha256);
     lpv_arena_init(&m->arena, 1 << 20);

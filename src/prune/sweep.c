@@ -51,6 +51,7 @@ static lpv_status eval_point(lpv_model *m, const lpv_dataset *val, const lpv_pre
     lpv_eval_opts eo = lpv_eval_defaults();
     eo.batch = o->eval_batch, eo.decode_threads = o->decode_threads, eo.label = label;
     lpv_eval_result er;
+    snprintf(pt->attention, sizeof pt->attention, "%s", lpv_model_attention_name(m));
     double t = lpv_now();
     LPV_TRY(lpv_evaluate(m, val, pp, &eo, &er, err));
     pt->seconds_eval = lpv_now() - t;

@@ -70,6 +70,7 @@ static cJSON *point_json(const lpv_sweep_result *r, const lpv_sweep_point *p) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "kind", p->kind);
     cJSON_AddStringToObject(j, "precision", lpv_precision_name(p->precision));
+    cJSON_AddStringToObject(j, "attention", p->attention);
     cJSON_AddNumberToObject(j, "target_flops", p->target);
     cJSON_AddNumberToObject(j, "flops_kept", p->flops_kept);
     cJSON_AddNumberToObject(j, "model_flops_kept", p->model_flops_kept);

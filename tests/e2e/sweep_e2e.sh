@@ -105,6 +105,20 @@ p = json.load(open(sys.argv[1]))["points"]
 assert all(x["statistics"]["from_cache"] == x["statistics"]["steps"] for x in p[1:]), [x["statistics"] for x in p[1:]]
 ' "$T/again.json" && ok || bad "second run recomputed statistics"
 
+# int8 points: attention in int8 with their int8 linears where VNNI runs it (lpvit eval's default), and
+# the JSON says which ran
+if run_sweep "$T/out3" --targets 0.8 --precision int8 --no-models --json "$T/q8.json" >/dev/null 2>"$T/err3"; then ok
+else bad "int8 sweep exited $?: $(tail -2 "$T/err3")"; fi
+want=fp32
+"$L" --version | grep -qw 'avx512_vnni\|avx_vnni' && want=int8
+"$PY" - "$T/q8.json" "$want" <<'PYEOF' && ok || bad "int8 sweep's attention (expected $want)"
+import json, sys
+p = json.load(open(sys.argv[1]))["points"]
+got = [(x["kind"], x["precision"], x["attention"]) for x in p]
+w = sys.argv[2]
+assert got == [("dense", "fp32", "fp32"), ("dense", "int8", w), ("pruned", "int8", w)], got
+PYEOF
+
 # ---- refused before any work ----
 refused() { # name, expected text, args...
   local name=$1 want=$2; shift 2
@@ -118,6 +132,7 @@ refused "target above 1" "--targets: expected FLOPs fractions in (0, 1)" "${base
 refused "target twice" "0.8 is given twice" "${base[@]}" --targets 0.8,0.8 --out-dir "$T/o3"
 refused "no out-dir" "--out-dir is required" "${base[@]}" --targets 0.8
 refused "no targets" "--targets is required" "${base[@]}" --out-dir "$T/o3"
+refused "bad attention" "expected auto, fp32 or int8" "${base[@]}" --targets 0.8 --attention int4 --out-dir "$T/o3"
 [ ! -e "$T/o3" ] && ok || bad "a refused run created its output folder"
 cp -r "$MINI" "$T/val"
 refused "out-dir inside the validation set" "is inside the input folder" --model "$T/m.safetensors" \

@@ -103,7 +103,7 @@ static void test_forward(int vnni) {
     lpv_err err;
     lpv_workspace ws;
     for (int k = 0; k < 2; k++) {
-        m->attn_int8 = k;
+        m->attention = k ? LPV_ATTN_INT8 : LPV_ATTN_FP32;
         CHECK_OK(lpv_workspace_init_for(&ws, m, 2, &err), &err);
         CHECK(ws.attn_int8 == k);
         CHECK_OK(lpv_forward(m, &ws, x, 2, k ? b : a, &err), &err);
@@ -114,6 +114,20 @@ static void test_forward(int vnni) {
     printf("forward with int8 attention: logits within %.3g of FP32 attention's (max %.3g)\n", d, mx);
     CHECKF(d <= 0.05 * mx, "int8 attention moved the logits by %g of %g", d, mx);
     CHECK(vnni ? d > 0 : d == 0);
+    /* the default (LPV_ATTN_AUTO) follows the linears: FP32 with FP32 ones, int8 with int8 ones where the
+     * kernel runs; LPV_ATTN_FP32 keeps FP32 with int8 linears */
+    m->attention = LPV_ATTN_AUTO;
+    CHECK_OK(lpv_workspace_init_for(&ws, m, 2, &err), &err);
+    CHECK(ws.attn_int8 == 0 && ws.attn_fp32 == 0);
+    lpv_workspace_free(&ws);
+    CHECK_OK(lpv_model_quantize_int8(m, 32, 32, &err), &err);
+    CHECK_OK(lpv_workspace_init_for(&ws, m, 2, &err), &err);
+    CHECK(ws.attn_int8 == lpv_attention_q8_runs(32) && lpv_attention_int8_for(m, 1) == ws.attn_int8);
+    lpv_workspace_free(&ws);
+    m->attention = LPV_ATTN_FP32;
+    CHECK_OK(lpv_workspace_init_for(&ws, m, 2, &err), &err);
+    CHECK(ws.attn_int8 == 0 && ws.attn_fp32 == 1 && lpv_attention_int8_for(m, 1) == 0);
+    lpv_workspace_free(&ws);
     lpv_model_free(m);
 }
 

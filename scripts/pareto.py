@@ -158,7 +158,8 @@ def table(rows, batches, env, a):
           "from the cache, and a target whose first steps are another's resumes from its checkpoint, so a point "
           "pruned alone (`lpvit prune`) takes longer: it computes every step's statistics itself.")
     print("- int8: the block linears' weights int8 per output row, their inputs uint8 per token at run time; "
-          "patch embedding, attention, LayerNorm, GELU and the heads FP32.")
+          "attention's two products int8 where the CPU has VNNI (lpvit's default; the report's int8_attention), "
+          "patch embedding, softmax, LayerNorm, GELU and the heads FP32.")
     if env:
         print("- CPU %s (%s), %s threads, lpvit %s (%s), ISA %s, int8 kernel %s" % (
             env.get("cpu", "?"), env.get("cpu_features", "?"), env.get("threads", "?"), env.get("lpvit", "?"),

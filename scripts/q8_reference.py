@@ -17,7 +17,8 @@ independently of lpvit's C code from the rules in include/lpvit/bsr.h:
   q8_reference.py val       --model FP32.safetensors --data DIR [--mean a b c --std a b c] [--int8-attention]
 
 val: top-1 / top-5 of the fake-quantized model on an image folder of the imagenet-val-1000 layout (timm's
-preprocessing, scripts/q8_schemes.py's; mean/std default 0.5), one JSON line: the PyTorch side of
+preprocessing, scripts/q8_schemes.py's; mean/std default 0.5; the decoded images are cached in
+$LPVIT_Q8_OUT under the folder's name), one JSON line: the PyTorch side of
 `lpvit eval --precision int8 [--attention fp32]` (docs/benchmarks.md, int8 attention).
 
 attention: the int8 attention of --int8-attention (include/lpvit/ops.h, lpv_attention_fm_q8) on a qkv both
@@ -194,7 +195,9 @@ def val(a):
     mean, std = (0.5,) * 3, (0.5,) * 3
     if a.mean:
         mean, std = tuple(a.mean), tuple(a.std)
-    x, y = q8_schemes.load_set(os.path.basename(os.path.normpath(a.data)))
+    data = os.path.abspath(a.data)
+    q8_schemes.D = os.path.dirname(data)  # load_set reads D/<name>/*/*.JPEG; its cache is named by the folder
+    x, y = q8_schemes.load_set(os.path.basename(data))
     m = quantized_model(a)
     n1 = n5 = 0
     with torch.no_grad():
@@ -235,6 +238,8 @@ def main():
     if a.mode == "val":
         if not a.data:
             ap.error("val needs --data")
+        if (a.mean is None) != (a.std is None):
+            ap.error("--mean and --std go together")
         return val(a)
     if not a.input:
         ap.error("logits needs --input")

@@ -133,7 +133,8 @@ lpv_status lpv_model_pack_bf16(lpv_model *m, int R, int C, lpv_err *err);
  * per output row, round to nearest) in its BSR form or in a blocked copy of its dense weights (R x C blocks, all
  * kept); its FP32 values become the dequantized ones. Inputs are quantized per token at run time unless a
  * layer's qx already holds a per-tensor scale (a quantized file's). Patch embedding, heads, LayerNorm,
- * attention and GELU stay FP32. Layers that already have int8 weights are left as they are. */
+ * softmax and GELU stay FP32; attention's products follow m->attention (int8 by default where a kernel runs
+ * them, forward.h lpv_attention_int8_for). Layers that already have int8 weights are left as they are. */
 lpv_status lpv_model_quantize_int8(lpv_model *m, int R, int C, lpv_err *err);
 /* One layer of it: int8 weights for L (its BSR form, or a blocked R x C copy of its dense weights), rounded with
  * the given per-row scales (out; NULL: max |w| / 127 per row). */

@@ -53,7 +53,8 @@ void lpv_attention_fm_bf16_ref(float *out, const float *qkv, int ld, int B, int 
  * avx512bf16 attention stays FP32, as before BF16 attention existed. */
 int lpv_attention_bf16_runs(int T, int hd);
 /*
- * The same with int8 products (an option of the int8 precision: lpv_workspace_use_int8_attention): q, k
+ * The same with int8 products (the int8 precision's attention where this runs: lpv_model.attention,
+ * lpv_attention_int8_for in forward.h): q, k
  * symmetric int8 per token (over the head's hd features), v symmetric int8 per feature row (over the image's
  * T tokens), the unnormalized probabilities e = exp(scale (s - max)) in (0, 1] as round(255 e) in uint8 with
  * the fixed scale 1/255; q k^T and p v as int32 sums (q shifted by 128 into uint8 for vpdpbusd and corrected);

@@ -159,7 +159,7 @@ lpv_status cli_json_out(const cJSON *root, const char *path, lpv_err *err);
     {"--interp", OPT_STR, &(ma).interp, "I", "resize filter, bicubic or bilinear, PIL-exact (default: the model's)", 0, 0, NULL}, \
     {"--mean", OPT_FLOAT3, (ma).mean, "a,b,c", "normalization mean (default: the model's)", 0, 0, &(ma).mean_set}, \
     {"--std", OPT_FLOAT3, (ma).std, "a,b,c", "normalization std (default: the model's)", 0, 0, &(ma).std_set}
-#define CLI_OPT_ATTENTION(dst) {"--attention", OPT_STR, dst, "A", "attention's two products: auto (int8 when the block linears run in int8 and the CPU has AVX-512 VNNI or AVX-VNNI, BF16 with BF16 linears, else FP32), fp32, or int8 (q, k per token, v per feature row, the softmax's probabilities in steps of 1/255; warns and stays FP32 where no int8 kernel runs) (default auto)", 0, 0, NULL}
+#define CLI_OPT_ATTENTION(dst) {"--attention", OPT_STR, dst, "A", "attention's two products: auto (int8 when the block linears run in int8 and the ISA has an int8 attention kernel: AVX-512 VNNI with a head size that is a multiple of 8, or AVX-VNNI with a multiple of 4; BF16 with BF16 linears; else FP32), fp32, or int8 (bench and sweep: with --precision int8 only) (q, k per token, v per feature row, the softmax's probabilities in steps of 1/255; warns and stays FP32 where no int8 kernel runs) (default auto)", 0, 0, NULL}
 #define CLI_OPT_INT8_ATTENTION(dst) {"--int8-attention", OPT_FLAG, dst, NULL, "the same as --attention int8", 0, 0, NULL}
 #define CLI_OPT_QUIET(dst) {"--quiet", OPT_FLAG, dst, NULL, "no progress or log lines on stderr", 0, 0, NULL}
 

@@ -243,6 +243,7 @@ int cmd_eval(int argc, char **argv) {
     lpv_err err;
     int bf16 = 0;
     lpv_status st = cli_engine(o.threads, o.isa, o.dense_kernel, o.precision, &bf16, &err);
+    if (st == LPV_OK) st = cli_attention(NULL, o.attention, o.attn8, &err); /* the value alone, before the model */
     if (st) return cli_fail(&err, st);
     if (!lpv_is_dir(o.dir)) {
         lpv_fail(&err, LPV_E_IO, "--imagenet-dir '%s' is not a directory", o.dir);

@@ -193,6 +193,7 @@ int cmd_infer(int argc, char **argv) {
     if (!input && !npos) return cli_usage_error("nothing to do: give --input X --out Y, or image files");
     lpv_err err;
     lpv_status st = cli_engine(threads, isa, dense_kernel, precision, &bf16, &err);
+    if (st == LPV_OK) st = cli_attention(NULL, attention, attn8, &err); /* the value alone, before the model */
     if (st) return cli_fail(&err, st);
     cli_model cm;
     ma.needs_pp = !input;

@@ -191,6 +191,8 @@ int cmd_sweep(int argc, char **argv) {
     int lowp; /* the points run as eval and bench would run them: the same dense kernel choice and precision check */
     lpv_status st = cli_engine(f->threads, f->isa, c.dense_kernel, f->precision, &lowp, &err);
     if (st == LPV_OK) st = cli_attention(NULL, c.attention, 0, &err); /* the value alone, before any work */
+    if (st == LPV_OK && c.attention && !strcmp(c.attention, "int8") && lowp != CLI_INT8)
+        st = lpv_fail(&err, LPV_E_ARG, "--attention int8 goes with --precision int8 (the FP32 points keep FP32 attention)");
     if (st) return cli_fail(&err, st);
     if (!lpv_is_dir(c.val_dir)) return cli_usage_error("--imagenet-dir '%s' is not a directory", c.val_dir);
     if ((rc = prepare_out_dir(&c, &spec, pos, npos)) != 0) return rc;

@@ -172,6 +172,8 @@ static lpv_status sweep_points(const lpv_model *src, const lpv_calib_set *calib,
     lpv_precision prec = o->prune.precision;
     lpv_model *dense;
     LPV_TRY(lpv_model_clone(&dense, src, err));
+    /* the FP32 reference runs FP32 attention whatever the points run (bench's FP32 runs do the same) */
+    dense->attention = src->attention == LPV_ATTN_INT8 ? LPV_ATTN_AUTO : src->attention;
     lpv_status st = lpv_model_pack_for(dense, LPV_BENCH_FP32, err);
     /* the reference: dense FP32, timed alone */
     lpv_sweep_point *pt = &r->points[r->n_points++];

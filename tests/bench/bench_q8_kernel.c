@@ -11,9 +11,10 @@
  * product, then the sums over the four layers and the ratios that matter (int8 vs FP32 of the same vector width,
  * density 0.5 vs 1 per kernel).
  *
- * --contiguous keeps the same number of blocks per row, all in one run of adjacent block columns (the
- * kernels' best case: one run of quads per row) instead of a random mask: the gap between the two is what
- * the kernels pay for walking scattered blocks.
+ * --contiguous keeps the same number of blocks per row, all in one run of adjacent block columns (two where
+ * it wraps past the last column), each row's run starting where the row before's ended (so all of X is read,
+ * as with a random mask) instead of a random mask: the gap between the two is what the kernels pay for
+ * walking scattered blocks.
  *
  *     bench_q8_kernel [--T 1576] [--threads 2] [--reps 9] [--density 1,0.5] [--contiguous]
  */
@@ -94,9 +95,10 @@ int main(int argc, char **argv) {
                 perm[i] = perm[j], perm[j] = t;
             }
             for (int i = 0; i < keep; i++) mask[perm[i]] = 1;
-            if (contiguous) { /* the same count per row (rounded), the row's first block columns */
+            if (contiguous) { /* the same count per row (rounded) in adjacent block columns, each row's run
+                                 * starting where the row before ended, so that all of X is read as with a random mask */
                 int nbc = I / 32, per = (int)(dens[di] * nbc + 0.5);
-                for (int i = 0; i < nbl; i++) mask[i] = i % nbc < per;
+                for (int i = 0; i < nbl; i++) mask[i] = (i % nbc - (i / nbc) * per % nbc + nbc) % nbc < per;
             }
             lpv_bsr b;
             lpv_err err;

@@ -235,8 +235,6 @@ run 0 "$L" eval --model "$M" --heads 2 --imagenet-dir "$MINI" --precision int8 -
 # --attention auto (the default): attention's products in int8 with int8 linears where AVX-512 VNNI or
 # AVX-VNNI runs them, else FP32 silently; --attention int8 (= --int8-attention) warns where it cannot run
 run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --int8-attention --json "$T/eq8a.json"
-run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --attention fp32 --json "$T/eq8n.json" --quiet
-[ "$(lpv_json "$T/eq8n.json" attention)" = fp32 ] && ok || bad "eval --attention fp32: $(lpv_json "$T/eq8n.json" attention)"
 case "$(lpv_json "$T/eq8f.json" int8_kernel)" in
   avx512vnni | avxvnni)
     [ "$(lpv_json "$T/eq8a.json" attention)" = int8 ] && [ "$(lpv_json "$T/eq8f.json" attention)" = int8 ] \
@@ -247,6 +245,8 @@ case "$(lpv_json "$T/eq8f.json" int8_kernel)" in
     [ "$(lpv_json "$T/eq8a.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" \
       && [ "$(lpv_json "$T/eq8f.json" attention)" = fp32 ] && ok || bad "eval --int8-attention fallback" ;;
 esac
+run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --attention fp32 --json "$T/eq8n.json" --quiet
+[ "$(lpv_json "$T/eq8n.json" attention)" = fp32 ] && ok || bad "eval --attention fp32: $(lpv_json "$T/eq8n.json" attention)"
 if "$L" --version | grep -qw avx_vnni; then # the AVX-VNNI kernel under its own level
   run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --isa avxvnni --json "$T/eq8v.json" --quiet
   [ "$(lpv_json "$T/eq8v.json" attention)" = int8 ] && [ "$(lpv_json "$T/eq8v.json" int8_kernel)" = avxvnni ] \
@@ -258,6 +258,8 @@ run 0 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --a
 [ "$(lpv_json "$T/eq8b.json" attention)" = fp32 ] && grep -q "attention stays FP32" "$T/err" && ok || bad "--attention int8 under --isa avx2"
 run 2 "$L" eval --model "$T/q8.safetensors" --heads 2 --imagenet-dir "$MINI" --attention int4 --quiet; one_line_err "expected auto, fp32 or int8"
 run 2 "$L" infer --model "$T/q8.safetensors" --heads 2 --int8-attention --attention fp32 "$MINI"/*/*.JPEG --quiet; one_line_err "disagree"
+run 2 "$L" bench --peak --attention int8 --quiet; one_line_err "--precision int8"
+run 2 "$L" bench --peak --attention bogus --quiet; one_line_err "expected auto, fp32 or int8"
 run 2 "$L" bench --model deit_t --random-weights --int8-attention --reps 1 --no-layers --quiet; one_line_err "--precision int8"
 run 2 "$L" quantize --model "$M" --quiet; one_line_err "--out is required"
 run 2 "$L" quantize --model "$M" --out "$M" --quiet; one_line_err "never overwrites an input"

@@ -133,6 +133,7 @@ refused "target twice" "0.8 is given twice" "${base[@]}" --targets 0.8,0.8 --out
 refused "no out-dir" "--out-dir is required" "${base[@]}" --targets 0.8
 refused "no targets" "--targets is required" "${base[@]}" --out-dir "$T/o3"
 refused "bad attention" "expected auto, fp32 or int8" "${base[@]}" --targets 0.8 --attention int4 --out-dir "$T/o3"
+refused "int8 attention, fp32 points" "goes with --precision int8" "${base[@]}" --targets 0.8 --attention int8 --out-dir "$T/o3"
 [ ! -e "$T/o3" ] && ok || bad "a refused run created its output folder"
 cp -r "$MINI" "$T/val"
 refused "out-dir inside the validation set" "is inside the input folder" --model "$T/m.safetensors" \

@@ -200,6 +200,16 @@ LPV_VINLINE TAVXVNNI __m256i dot4_avxvnni(__m256i acc, __m256i x, __m256i w) { r
  * 2 x 6 fills the 16 ymm registers (12 accumulators, 2 weights, x, the product); measured on Zen 4 for the
  * int16 kernel this replaced against 2 x 4 and 4 x 2 (slower: more loads and broadcasts a step) and 4 x 3
  * (spills). Defined once per instruction set (TARGET, DOT4) by Q8Y_KERNEL. */
+/* One k-quad of the tile: Q8_MR weight broadcasts, NV panel loads, Q8_MR·NV DOT4 steps (xk, wk: the quad). */
+#define Q8Y_STEP(DOT4)                                                                                                \
+    {                                                                                                                 \
+        __m256i wv[Q8_MR];                                                                                            \
+        _Pragma("GCC unroll 4") for (int i = 0; i < Q8_MR; i++) wv[i] = _mm256_set1_epi32((int)wk[i]);                \
+        _Pragma("GCC unroll 6") for (int j = 0; j < NV; j++) {                                                        \
+            __m256i x = _mm256_loadu_si256((const __m256i *)(xk + 8 * j));                                            \
+            _Pragma("GCC unroll 4") for (int i = 0; i < Q8_MR; i++) acc[i][j] = DOT4(acc[i][j], x, wv[i]);           \
+        }                                                                                                             \
+    }
 #define Q8Y_KERNEL(SUF, TARGET, DOT4)                                                                                 \
     LPV_VINLINE TARGET void tile_##SUF(const lpv__tile *a, const lpv__bsr_group *g, const int NV) {                  \
         __m256i acc[Q8_MR][6];                                                                                        \
@@ -211,24 +221,32 @@ LPV_VINLINE TAVXVNNI __m256i dot4_avxvnni(__m256i acc, __m256i x, __m256i w) { r
         /* the next row tile's Y (the group walks its row tiles in order, then the next group's) */                  \
         for (int i = Q8_MR; i < 2 * Q8_MR; i++)                                                                       \
             for (int j = 0; j < NV; j += 2) _mm_prefetch((const char *)(a->Y + i * ldy + 8 * j), _MM_HINT_T0);       \
-        /* runs of blocks in consecutive block columns (all of a dense row) are one loop: their [C/4][8] quads and    \
-         * their panel rows follow each other (only a row's last block can be partial) */                            \
-        for (int b = 0; b < a->nb;) {                                                                                 \
-            int c0 = a->ci[b] * C, e = b + 1;                                                                         \
-            while (e < a->nb && a->ci[e] == a->ci[e - 1] + 1) e++;                                                    \
-            int c1 = a->ci[e - 1] * C + C < a->K ? a->ci[e - 1] * C + C : a->K, nq = (c1 - c0 + 3) / 4;               \
-            const uint32_t *xk = (const uint32_t *)a->X + (int64_t)((c0 - a->k0) / 4) * ldx, *wk = w;                 \
-            w += (int64_t)2 * C * (e - b), b = e;                                                                     \
-            _Pragma("GCC unroll 2") for (int k = 0; k < nq; k++, xk += ldx, wk += 8) {                                \
-                _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */                       \
-                __m256i wv[Q8_MR];                                                                                    \
-                _Pragma("GCC unroll 4") for (int i = 0; i < Q8_MR; i++) wv[i] = _mm256_set1_epi32((int)wk[i]);        \
-                _Pragma("GCC unroll 6") for (int j = 0; j < NV; j++) {                                                \
-                    __m256i x = _mm256_loadu_si256((const __m256i *)(xk + 8 * j));                                    \
-                    _Pragma("GCC unroll 4") for (int i = 0; i < Q8_MR; i++) acc[i][j] = DOT4(acc[i][j], x, wv[i]);   \
+        if (C == 32 && a->K % 32 == 0 && a->nb > 1 && a->ci[a->nb - 1] - a->ci[0] != a->nb - 1) {                   \
+            /* scattered whole 32-wide blocks, one at a time, 8 quads unrolled: no run to find and no trip count  \
+             * that varies from run to run (their branches mispredict on a random mask); blocks that are all       \
+             * adjacent (a dense row) keep the single run below */                                                   \
+            const uint32_t *X0 = (const uint32_t *)a->X - (int64_t)(a->k0 / 4) * ldx;                                \
+            for (int b = 0; b < a->nb; b++) {                                                                         \
+                const uint32_t *xk = X0 + (int64_t)a->ci[b] * 8 * ldx, *wk = w + (int64_t)64 * b;                   \
+                _Pragma("GCC unroll 8") for (int u = 0; u < 8; u++, xk += ldx, wk += 8) {                             \
+                    if (!(u & 1)) _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* a line: 2 quads */         \
+                    Q8Y_STEP(DOT4)                                                                                    \
                 }                                                                                                     \
             }                                                                                                         \
-        }                                                                                                             \
+        } else                                                                                                        \
+            /* runs of blocks in consecutive block columns (all of a dense row) are one loop: their [C/4][8] quads  \
+             * and their panel rows follow each other (only a row's last block can be partial) */                    \
+            for (int b = 0; b < a->nb;) {                                                                             \
+                int c0 = a->ci[b] * C, e = b + 1;                                                                     \
+                while (e < a->nb && a->ci[e] == a->ci[e - 1] + 1) e++;                                                \
+                int c1 = a->ci[e - 1] * C + C < a->K ? a->ci[e - 1] * C + C : a->K, nq = (c1 - c0 + 3) / 4;           \
+                const uint32_t *xk = (const uint32_t *)a->X + (int64_t)((c0 - a->k0) / 4) * ldx, *wk = w;             \
+                w += (int64_t)2 * C * (e - b), b = e;                                                                 \
+                _Pragma("GCC unroll 2") for (int k = 0; k < nq; k++, xk += ldx, wk += 8) {                            \
+                    _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */                   \
+                    Q8Y_STEP(DOT4)                                                                                    \
+                }                                                                                                     \
+            }                                                                                                         \
         epilogue_avx2(a, g, acc, NV);                                                                                 \
     }                                                                                                                 \
     __attribute__((noinline)) static TARGET void SUF##_1(const lpv__tile *a) { tile_##SUF(a, ((const q8_tile *)a)->g, 1); } \

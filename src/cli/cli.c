@@ -355,23 +355,25 @@ lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err) {
     return lpv_model_pack_for(m, lowp, err);
 }
 
-lpv_status cli_attention(lpv_model *m, const char *mode, int int8, lpv_err *err) {
+lpv_status cli_attention_mode(const char *mode, int int8, lpv_attention *out, lpv_err *err) {
     if (!mode) mode = int8 ? "int8" : "auto";
-    if (strcmp(mode, "auto") && strcmp(mode, "fp32") && strcmp(mode, "int8"))
-        return lpv_fail(err, LPV_E_ARG, "--attention: expected auto, fp32 or int8, got '%s'", mode);
-    if (int8 && strcmp(mode, "int8"))
-        return lpv_fail(err, LPV_E_ARG, "--int8-attention and --attention %s disagree", mode);
-    if (!m) return LPV_OK;
-    int hd = m->cfg.dim / m->cfg.heads, runs = lpv_attention_q8_runs(hd);
-    m->attention = !strcmp(mode, "fp32") ? LPV_ATTN_FP32 : !strcmp(mode, "int8") ? LPV_ATTN_INT8 : LPV_ATTN_AUTO;
-    if (!strcmp(mode, "int8") && !runs)
-        lpv_warn("--attention int8: the int8 kernel needs AVX-512 VNNI (--isa avx512 or above, a head size that is a "
-                 "multiple of 8) or AVX-VNNI (--isa avxvnni, a multiple of 4) (here %d, isa %s): attention stays FP32",
-                 hd, lpv_isa_name(lpv_isa_get()));
+    if (!strcmp(mode, "auto")) *out = LPV_ATTN_AUTO;
+    else if (!strcmp(mode, "fp32")) *out = LPV_ATTN_FP32;
+    else if (!strcmp(mode, "int8")) *out = LPV_ATTN_INT8;
+    else return lpv_fail(err, LPV_E_ARG, "--attention: expected auto, fp32 or int8, got '%s'", mode);
+    if (int8 && *out != LPV_ATTN_INT8) return lpv_fail(err, LPV_E_ARG, "--int8-attention and --attention %s disagree", mode);
     return LPV_OK;
 }
 
-const char *cli_attention_name(const lpv_model *m) { return lpv_model_attention_name(m); }
+void cli_attention(lpv_model *m, lpv_attention a) {
+    if (!m) return;
+    m->attention = a;
+    int hd = m->cfg.dim / m->cfg.heads;
+    if (a == LPV_ATTN_INT8 && !lpv_attention_q8_runs(hd))
+        lpv_warn("--attention int8: the int8 kernel needs AVX-512 VNNI (--isa avx512 or above, a head size that is a "
+                 "multiple of 8) or AVX-VNNI (--isa avxvnni, a multiple of 4) (here %d, isa %s): attention stays FP32",
+                 hd, lpv_isa_name(lpv_isa_get()));
+}
 
 /* ---------------------------------------------------------------------------
  * Models and preprocessing

@@ -76,13 +76,12 @@ lpv_status cli_engine(int threads, const char *isa, const char *dense_kernel, co
  * layers for the blocked kernel when that is the choice, and its block linears in BF16 or int8 (bf16: a CLI_*
  * code; int8 quantizes the weights per row and the inputs per token unless the file has scales). */
 lpv_status cli_pack(lpv_model *m, int bf16, lpv_err *err);
-/* --attention MODE (NULL: auto) and --int8-attention (int8: the same as --attention int8) on m, after
- * cli_pack: auto runs attention's products in int8 when m's block linears are int8 and an int8 attention
- * kernel runs on this ISA and head size (else as the linears: BF16 or FP32); int8 asks for it, with a warning
- * where it cannot run; fp32 keeps FP32 whatever the linears. A bad or contradictory value: LPV_E_ARG. */
-lpv_status cli_attention(lpv_model *m, const char *mode, int int8, lpv_err *err);
-/* What runs m's attention now: "int8", "bf16" or "fp32" (the reports' "attention"). */
-const char *cli_attention_name(const lpv_model *m);
+/* --attention MODE (NULL: auto) and --int8-attention (int8: the same as --attention int8) as an lpv_attention
+ * (model.h): checked once, before any work; a bad or contradictory value is LPV_E_ARG. */
+lpv_status cli_attention_mode(const char *mode, int int8, lpv_attention *out, lpv_err *err);
+/* Sets m's attention (NULL m: nothing), warning where LPV_ATTN_INT8 cannot run on this ISA and head size.
+ * What runs is resolved per workspace (forward.h, lpv_attention_int8_for; lpv_model_attention_name names it). */
+void cli_attention(lpv_model *m, lpv_attention a);
 
 typedef struct {
     lpv_model *model;

@@ -244,7 +244,7 @@ static lpv_status bench_lowp(const bench_opts *o, const bench_models *bm, int lo
     }
     if (human) {
         printf("\nend to end in %s (block linears; attention %s; batch %d, median of %d)\n" E2E_HEADER " %14s\n",
-               lowp == LPV_BENCH_INT8 ? "int8" : "BF16", cli_attention_name(bm->dense), o->batch, o->reps, "", "ms/batch",
+               lowp == LPV_BENCH_INT8 ? "int8" : "BF16", lpv_model_attention_name(bm->dense), o->batch, o->reps, "", "ms/batch",
                "ms/image", "min-max ms/img", "images/s", "vs fp32 dense");
         e2e_row("dense", &td, o->batch);
         printf(" %13.2fx\n", fp32_dense->median_ms / td.median_ms);
@@ -543,9 +543,10 @@ int cmd_bench(int argc, char **argv) {
     lpv_err err;
     int prec = 0;
     lpv_status st = cli_engine(o.threads, o.isa, o.dense_kernel, o.precision, &prec, &err);
-    if (st == LPV_OK) st = cli_attention(NULL, o.attention, o.attn8, &err); /* the values alone, before any work */
-    int ask8 = o.attn8 || (o.attention && !strcmp(o.attention, "int8"));
-    if (st == LPV_OK && ask8 && prec != CLI_INT8) st = lpv_fail(&err, LPV_E_ARG, "--attention int8 goes with --precision int8");
+    lpv_attention att = LPV_ATTN_AUTO;
+    if (st == LPV_OK) st = cli_attention_mode(o.attention, o.attn8, &att, &err);
+    if (st == LPV_OK && att == LPV_ATTN_INT8 && prec != CLI_INT8)
+        st = lpv_fail(&err, LPV_E_ARG, "--attention int8 goes with --precision int8");
     if (st) return cli_fail(&err, st);
     if (o.peak) return run_peak(&o);
     bench_models bm;
@@ -561,8 +562,7 @@ int cmd_bench(int argc, char **argv) {
     /* both sides get the fastest dense path for their dense layers: the baseline is not a straw man */
     if (st == LPV_OK) st = cli_pack(bm.dense, prec, &err);
     if (st == LPV_OK) st = cli_pack(bm.sparse, prec, &err);
-    if (st == LPV_OK) st = cli_attention(bm.dense, o.attention, o.attn8, &err);
-    if (st == LPV_OK) st = cli_attention(bm.sparse, o.attention, o.attn8, &err);
+    if (st == LPV_OK) cli_attention(bm.dense, att), cli_attention(bm.sparse, att);
     if (st) {
         lpv_model_free(bm.dense), lpv_model_free(bm.sparse);
         return cli_fail(&err, st);
@@ -605,7 +605,7 @@ int cmd_bench(int argc, char **argv) {
     }
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "dense", bm.dense_desc);
-    if (prec == CLI_INT8) cJSON_AddStringToObject(j, "int8_attention", cli_attention_name(bm.dense));
+    if (prec == CLI_INT8) cJSON_AddStringToObject(j, "int8_attention", lpv_model_attention_name(bm.dense));
     if (bm.sparse) cJSON_AddStringToObject(j, "sparse", bm.sparse_desc);
     if (bm.sparse) cJSON_AddItemToObject(j, "sparsity", cli_sparsity_json(bm.sparse));
     cJSON_AddNumberToObject(j, "batch", o.batch);

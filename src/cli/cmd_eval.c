@@ -129,7 +129,7 @@ static cJSON *report(const eval_opts *o, cli_model *cm, const lpv_dataset *ds, e
     int n8, ns;
     lpv_model_int8_counts(m, &n8, &ns);
     if (q8) cJSON_AddNumberToObject(j, "int8_static_inputs", ns);
-    cJSON_AddStringToObject(j, "attention", cli_attention_name(m));
+    cJSON_AddStringToObject(j, "attention", lpv_model_attention_name(m));
     cJSON_AddNumberToObject(j, "images", (double)r->res.images);
     cJSON_AddNumberToObject(j, "correct_top1", (double)r->res.correct1);
     cJSON_AddNumberToObject(j, "correct_top5", (double)r->res.correct5);
@@ -188,7 +188,7 @@ static void print_table(const eval_opts *o, const cli_model *cm, const lpv_datas
     int q8 = lpv_model_has_int8(cm->model);
     if (q8 || lpv_model_has_bf16(cm->model))
         printf("precision   %s block linears (qkv, proj, fc1, fc2), attention %s, the rest FP32; kernel %s\n",
-               q8 ? "int8" : "bf16", cli_attention_name(cm->model), q8 ? lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())) : "avx512bf16");
+               q8 ? "int8" : "bf16", lpv_model_attention_name(cm->model), q8 ? lpv_q8_kernel_name(lpv_q8_kernel_for(lpv_isa_get())) : "avx512bf16");
     int n8, ns;
     lpv_model_int8_counts(cm->model, &n8, &ns);
     if (ns) printf("inputs      %d int8 layers on static grids from the file, the others per token\n", ns);
@@ -243,7 +243,8 @@ int cmd_eval(int argc, char **argv) {
     lpv_err err;
     int bf16 = 0;
     lpv_status st = cli_engine(o.threads, o.isa, o.dense_kernel, o.precision, &bf16, &err);
-    if (st == LPV_OK) st = cli_attention(NULL, o.attention, o.attn8, &err); /* the value alone, before the model */
+    lpv_attention att = LPV_ATTN_AUTO;
+    if (st == LPV_OK) st = cli_attention_mode(o.attention, o.attn8, &att, &err); /* before the model */
     if (st) return cli_fail(&err, st);
     if (!lpv_is_dir(o.dir)) {
         lpv_fail(&err, LPV_E_IO, "--imagenet-dir '%s' is not a directory", o.dir);
@@ -252,10 +253,11 @@ int cmd_eval(int argc, char **argv) {
     cli_model cm;
     o.ma.needs_pp = 1;
     if ((st = cli_open_model(&o.ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
-    if ((st = cli_pack(cm.model, bf16, &err)) != LPV_OK || (st = cli_attention(cm.model, o.attention, o.attn8, &err))) {
+    if ((st = cli_pack(cm.model, bf16, &err)) != LPV_OK) {
         cli_close_model(&cm);
         return cli_fail(&err, st);
     }
+    cli_attention(cm.model, att);
     lpv_dataset ds;
     if ((st = cli_open_labelled(o.dir, o.labels, o.synsets, o.limit, cm.model->cfg.classes, &ds, &err)) != LPV_OK) {
         cli_close_model(&cm);

@@ -193,14 +193,16 @@ int cmd_infer(int argc, char **argv) {
     if (!input && !npos) return cli_usage_error("nothing to do: give --input X --out Y, or image files");
     lpv_err err;
     lpv_status st = cli_engine(threads, isa, dense_kernel, precision, &bf16, &err);
-    if (st == LPV_OK) st = cli_attention(NULL, attention, attn8, &err); /* the value alone, before the model */
+    lpv_attention att = LPV_ATTN_AUTO;
+    if (st == LPV_OK) st = cli_attention_mode(attention, attn8, &att, &err); /* before the model */
     if (st) return cli_fail(&err, st);
     cli_model cm;
     ma.needs_pp = !input;
     if ((st = cli_open_model(&ma, &cm, &err)) != LPV_OK) return cli_fail(&err, st);
-    if ((st = cli_pack(cm.model, bf16, &err)) == LPV_OK) st = cli_attention(cm.model, attention, attn8, &err);
-    if (st == LPV_OK)
+    if ((st = cli_pack(cm.model, bf16, &err)) == LPV_OK) {
+        cli_attention(cm.model, att);
         st = input ? infer_tensor(&cm, input, out, batch, &err) : infer_images(&cm, pos, npos, batch, synsets, json, &err);
+    }
     cli_close_model(&cm);
     return st ? cli_fail(&err, st) : 0;
 }

@@ -24,6 +24,7 @@
 typedef struct {
     prune_flags pf;
     const char *targets, *val_dir, *labels, *out_dir, *json, *dense_kernel, *attention;
+    lpv_attention att; /* --attention, checked */
     int limit, no_models, eval_batch, bench_batch, reps, decode_threads;
     double t[LPV_SWEEP_MAX_TARGETS];
     int n_t;
@@ -111,11 +112,7 @@ static lpv_status run_sweep(sweep_cmd *c, const lpv_prune_opts *resolved, lpv_er
     cli_model cm;
     f->ma.needs_pp = 1;
     LPV_TRY(cli_open_model(&f->ma, &cm, err));
-    lpv_status sa = cli_attention(cm.model, c->attention, 0, err); /* every point's clone runs it */
-    if (sa) {
-        cli_close_model(&cm);
-        return sa;
-    }
+    cli_attention(cm.model, c->att); /* every point's clone runs it */
     lpv_dataset cal, val;
     memset(&cal, 0, sizeof cal), memset(&val, 0, sizeof val);
     lpv_status st = LPV_OK;
@@ -190,8 +187,8 @@ int cmd_sweep(int argc, char **argv) {
     lpv_err err;
     int lowp; /* the points run as eval and bench would run them: the same dense kernel choice and precision check */
     lpv_status st = cli_engine(f->threads, f->isa, c.dense_kernel, f->precision, &lowp, &err);
-    if (st == LPV_OK) st = cli_attention(NULL, c.attention, 0, &err); /* the value alone, before any work */
-    if (st == LPV_OK && c.attention && !strcmp(c.attention, "int8") && lowp != CLI_INT8)
+    if (st == LPV_OK) st = cli_attention_mode(c.attention, 0, &c.att, &err); /* before any work */
+    if (st == LPV_OK && c.att == LPV_ATTN_INT8 && lowp != CLI_INT8)
         st = lpv_fail(&err, LPV_E_ARG, "--attention int8 goes with --precision int8 (the FP32 points keep FP32 attention)");
     if (st) return cli_fail(&err, st);
     if (!lpv_is_dir(c.val_dir)) return cli_usage_error("--imagenet-dir '%s' is not a directory", c.val_dir);

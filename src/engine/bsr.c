@@ -53,8 +53,8 @@
     .alpha = 6, .l1_x_bytes = 24 << 10, .l2_w_bytes = 384 << 10, .l1_panel_vec = 3, .q8_l1_x_bytes = 24 << 10, \
     .q8_panel_vec = 3
 static const lpv__bsr_tuning TUNING[LPV_BLOCKING_COUNT] = {
-    [LPV_BLOCKING_ZEN] = {.l2_bytes = 512 << 10, .l1_w_bytes = 16 << 10, .kept_cols = 1024, SHARED_KNOBS},
-    [LPV_BLOCKING_INTEL] = {.l2_bytes = 1024 << 10, .l1_w_bytes = 4 << 10, .kept_cols = 384, SHARED_KNOBS},
+    [LPV_BLOCKING_ZEN] = {.l2_bytes = 512 << 10, .l1_w_bytes = 16 << 10, .kept_cols = 1024, .avx2_rows = 2, SHARED_KNOBS},
+    [LPV_BLOCKING_INTEL] = {.l2_bytes = 1024 << 10, .l1_w_bytes = 4 << 10, .kept_cols = 384, .avx2_rows = 4, SHARED_KNOBS},
 };
 #undef SHARED_KNOBS
 

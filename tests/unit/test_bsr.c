@@ -556,6 +556,25 @@ static void test_vmath(void) {
     free(y);
 }
 
+/* The AVX2 FP32 kernel has two register tiles, 2 x 6 (the zen profile) and 4 x 3 (intel): the cases above ran
+ * the one this CPU's profile picks, here every kernel and chunking case runs on the other. */
+static void test_avx2_tiles(void) {
+    if (lpv_isa_best() < LPV_ISA_AVX2) return;
+    lpv__bsr_tuning saved = lpv__bsr_tune;
+    lpv_isa keep[3];
+    int keep_n = n_isas;
+    memcpy(keep, isas, sizeof keep);
+    int keep_bf16 = have_bf16;
+    isas[0] = LPV_ISA_AVX2, n_isas = 1, have_bf16 = 0; /* the BF16 kernel ran above */
+    lpv__bsr_tune.avx2_rows = saved.avx2_rows == 4 ? 2 : 4;
+    test_kernels();
+    test_chunking();
+    printf("avx2 tiles: the %d-row tile too equals the reference (this cpu's profile runs %d rows)\n",
+           lpv__bsr_tune.avx2_rows, saved.avx2_rows);
+    lpv__bsr_tune = saved;
+    memcpy(isas, keep, sizeof keep), n_isas = keep_n, have_bf16 = keep_bf16;
+}
+
 int main(void) {
     isas[n_isas++] = LPV_ISA_REF;
     if (lpv_isa_best() >= LPV_ISA_AVX2) isas[n_isas++] = LPV_ISA_AVX2;
@@ -570,5 +589,6 @@ int main(void) {
     test_kernels();
     test_chunking();
     test_profiles();
+    test_avx2_tiles();
     return test_finish("test_bsr");
 }

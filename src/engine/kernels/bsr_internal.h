@@ -40,6 +40,7 @@ typedef struct {
     int l1_panel_vec;  /* x_in_l1 plans: panel width in vectors (>= 1) */
     int64_t q8_l1_x_bytes; /* the same two for the int8 AVX2 and AVX-VNNI kernels' plans (a panel of quads) */
     int q8_panel_vec;
+    int avx2_rows;     /* the FP32 AVX2 register tile: 2 rows x 6 ymm, or 4 rows x 3 ymm */
 } lpv__bsr_tuning;
 
 /* The knobs every plan reads: the profile lpv_blocking_get() names, copied before main() (tests and benchmarks
@@ -79,7 +80,8 @@ typedef struct {
 
 typedef void (*lpv__bsr_group_fn)(const lpv__bsr_group *g);
 
-/* One register tile of a group: 8 rows x 1..3 zmm vectors of tokens (AVX-512), 2 rows x 1..6 ymm (AVX2). */
+/* One register tile of a group: 8 rows x 1..3 zmm vectors of tokens (AVX-512), 2 rows x 1..6
+ * or 4 rows x 1..3 ymm (AVX2 FP32, lpv__bsr_tuning.avx2_rows). */
 typedef struct {
     const void *X;    /* at the tile's first column: floats, or BF16 pairs (4 bytes a token either way) */
     float *Y;         /* at the tile's first row and column */

@@ -86,8 +86,8 @@ static void report(const char *name, int batch, samples *s) {
 static void bench_op(const char *name, int B, int T, int D, int heads, int depth, int reps) {
     int ld = (B * T + 15) & ~15;
     int64_t n = (int64_t)D * ld;
-    float *qkv = malloc(sizeof(float) * 3 * (size_t)n), *out = malloc(sizeof(float) * (size_t)n);
-    float *scratch = malloc(sizeof(float) * (size_t)lpv_attention_scratch(T, D / heads) * lpv_threads_get());
+    float *qkv = bench_alloc(sizeof(float) * 3 * (size_t)n), *out = bench_alloc(sizeof(float) * (size_t)n);
+    float *scratch = bench_alloc(sizeof(float) * (size_t)lpv_attention_scratch(T, D / heads) * lpv_threads_get());
     lpv_rng r;
     lpv_rng_seed(&r, 1);
     for (int64_t i = 0; i < 3 * n; i++) qkv[i] = 1.5f * (float)lpv_rng_normal(&r);

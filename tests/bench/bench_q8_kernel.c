@@ -80,9 +80,9 @@ int main(int argc, char **argv) {
     static double sum[MAXD][NK];
     for (int l = 0; l < 4; l++) {
         int O = L[l].out, I = L[l].in, ld = lpv_round16(T), nq = (I + 3) / 4;
-        float *W = malloc(sizeof(float) * O * I), *X = malloc(sizeof(float) * (size_t)I * ld);
-        float *Y = malloc(sizeof(float) * (size_t)O * ld), *xa = malloc(sizeof(float) * ld), *xc = malloc(sizeof(float) * ld);
-        uint32_t *X4 = malloc(sizeof(uint32_t) * (size_t)nq * ld);
+        float *W = malloc(sizeof(float) * O * I), *X = bench_alloc(sizeof(float) * (size_t)I * ld);
+        float *Y = bench_alloc(sizeof(float) * (size_t)O * ld), *xa = bench_alloc(sizeof(float) * ld), *xc = bench_alloc(sizeof(float) * ld);
+        uint32_t *X4 = bench_alloc(sizeof(uint32_t) * (size_t)nq * ld);
         for (int64_t i = 0; i < (int64_t)O * I; i++) W[i] = 0.05f * bench_rndf(&rs);
         for (int64_t i = 0; i < (int64_t)I * ld; i++) X[i] = bench_rndf(&rs);
         for (int di = 0; di < nd; di++) {

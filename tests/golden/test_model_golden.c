@@ -3,7 +3,9 @@
  * transformers compute: logits of the 2-layer random DeiT-Tiny fixtures
  * (timm and HF names, plain and distilled) match the reference logits made by
  * timm 1.0 / transformers 5 to max abs error <= 1e-4, with 1 and 2 threads
- * and with batches split differently.
+ * and with batches split differently: through OpenBLAS, then through lpvit's
+ * blocked kernels on every FP32 kernel ISA this CPU runs (ref, avx2, avx512;
+ * the others are printed as skipped).
  */
 #include "lpvit/cpu.h"
 #include "lpvit/forward.h"
@@ -29,9 +31,17 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
     if (!input || !want) goto out;
     float *got = calloc((size_t)nlog, sizeof(float));
     int per_img = 3 * 224 * 224;
-    /* OpenBLAS first, then lpvit's blocked kernel on the same dense weights (what eval runs) */
-    for (int pass = 0; pass < 4; pass++) {
+    /* OpenBLAS first, then lpvit's blocked kernel on the same dense weights (what eval runs), per ISA */
+    static const lpv_isa isas[] = {LPV_ISA_AVX512, LPV_ISA_AVX2, LPV_ISA_REF};
+    lpv_isa keep = lpv_isa_get();
+    for (int pass = 0; pass < 8; pass++) {
         int threads = 1 + (pass & 1), blocked = pass >= 2;
+        lpv_isa isa = blocked ? isas[(pass - 2) / 2] : keep;
+        if (!lpv_isa_supported(isa)) {
+            if (pass & 1) printf("SKIP %s: the blocked kernel of isa %s (not on this cpu)\n", model_rel, lpv_isa_name(isa));
+            continue;
+        }
+        CHECK_OK(lpv_isa_set(isa, &err), &err);
         lpv_threads_set(threads);
         if (blocked) CHECK_OK(lpv_model_pack_dense(m, 32, 32, &err), &err);
         CHECK(!blocked || lpv_isa_get() == LPV_ISA_REF || m->blocks[0].fc1.blocked != NULL);
@@ -43,13 +53,15 @@ static void check_fixture(const char *shared, const char *model_rel, const char 
             if (split < 4)
                 CHECK_OK(lpv_forward(m, &ws, input + (int64_t)split * per_img, 4 - split, got + split * 1000, &err), &err);
             test_diff d = test_compare(got, want, (size_t)nlog, 1e-3);
-            printf("%-45s threads=%d split=%d %-8s max_abs=%.3g max_rel=%.3g\n", model_rel, threads, split,
-                   blocked ? "blocked" : "openblas", d.max_abs, d.max_rel);
-            CHECKF(d.max_abs <= 1e-4, "%s: logits max abs error %.3g > 1e-4 (at %zu: %g vs %g)", model_rel, d.max_abs,
-                   d.at, (double)got[d.at], (double)want[d.at]);
+            printf("%-45s threads=%d split=%d %-8s %-6s max_abs=%.3g max_rel=%.3g\n", model_rel, threads, split,
+                   blocked ? "blocked" : "openblas", lpv_isa_name(isa), d.max_abs, d.max_rel);
+            CHECKF(d.max_abs <= 1e-4, "%s (%s, isa %s): logits max abs error %.3g > 1e-4 (at %zu: %g vs %g)", model_rel,
+                   blocked ? "blocked" : "openblas", lpv_isa_name(isa), d.max_abs, d.at, (double)got[d.at],
+                   (double)want[d.at]);
             lpv_workspace_free(&ws);
         }
     }
+    lpv_isa_set(keep, NULL);
     free(got);
 out:
     free(input);

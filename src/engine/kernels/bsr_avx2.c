@@ -46,21 +46,23 @@ LPV_VINLINE T256 void step(__m256 acc[4][6], const float *wk, const float *xk, c
     }
 }
 
-/* The 2-row tile's k-steps over the chunk's blocks. */
+/* The 2-row tile's k-steps over the chunk's blocks (all adjacent: one run, as kloop4). */
 LPV_VINLINE T256 void kloop2(__m256 acc[4][6], const lpv__tile *a, const int NV) {
     const float *wk = a->wp;
     const int64_t ldx = a->ldx;
     const int C = a->C;
-    for (int b = 0; b < a->nb; b++) {
+    const int one_run = a->nb > 0 && a->ci[a->nb - 1] - a->ci[0] == a->nb - 1;
+    const int nrun = one_run ? 1 : a->nb, span = one_run ? a->nb * C : C;
+    for (int b = 0; b < nrun; b++) {
         int c0 = a->ci[b] * C;
-        int kn = a->K - c0 < C ? a->K - c0 : C;
+        int kn = a->K - c0 < span ? a->K - c0 : span;
         const float *xk = (const float *)a->X + (int64_t)(c0 - a->k0) * ldx;
 #pragma GCC unroll 2
         for (int k = 0; k < kn; k++, xk += ldx, wk += 8) {
             _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */
             step(acc, wk, xk, NV);
         }
-        wk += (int64_t)8 * (C - kn); /* a partial last block keeps its full packed size */
+        wk += (int64_t)8 * (span - kn); /* a partial last block keeps its full packed size */
     }
 }
 

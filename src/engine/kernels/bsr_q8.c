@@ -43,9 +43,12 @@ LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, co
     const int64_t ldx = a->ldx;
     const uint32_t *w = a->wp, *X = a->X;
     const int C = a->C;
-    for (int b = 0; b < a->nb; b++, w += 2 * C) { /* a block's [C/4][8] quads */
+    /* blocks that are all adjacent (dense rows) as one run: their quads and panel rows follow each other */
+    const int one_run = a->nb > 0 && a->ci[a->nb - 1] - a->ci[0] == a->nb - 1;
+    const int nrun = one_run ? 1 : a->nb, span = one_run ? a->nb * C : C;
+    for (int b = 0; b < nrun; b++, w += 2 * span) { /* a block's [C/4][8] quads */
         int c0 = a->ci[b] * C;
-        int kn = a->K - c0 < C ? a->K - c0 : C, nq = (kn + 3) / 4;
+        int kn = a->K - c0 < span ? a->K - c0 : span, nq = (kn + 3) / 4;
         const uint32_t *xk = X + (int64_t)(c0 / 4) * ldx, *wk = w;
 #pragma GCC unroll 2
         for (int k = 0; k < nq; k++, xk += ldx, wk += 8) {

@@ -46,26 +46,6 @@ LPV_VINLINE T256 void step(__m256 acc[4][6], const float *wk, const float *xk, c
     }
 }
 
-/* The 2-row tile's k-steps over the chunk's blocks (all adjacent: one run, as kloop4). */
-LPV_VINLINE T256 void kloop2(__m256 acc[4][6], const lpv__tile *a, const int NV) {
-    const float *wk = a->wp;
-    const int64_t ldx = a->ldx;
-    const int C = a->C;
-    const int one_run = a->nb > 0 && a->ci[a->nb - 1] - a->ci[0] == a->nb - 1;
-    const int nrun = one_run ? 1 : a->nb, span = one_run ? a->nb * C : C;
-    for (int b = 0; b < nrun; b++) {
-        int c0 = a->ci[b] * C;
-        int kn = a->K - c0 < span ? a->K - c0 : span;
-        const float *xk = (const float *)a->X + (int64_t)(c0 - a->k0) * ldx;
-#pragma GCC unroll 2
-        for (int k = 0; k < kn; k++, xk += ldx, wk += 8) {
-            _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */
-            step(acc, wk, xk, NV);
-        }
-        wk += (int64_t)8 * (span - kn); /* a partial last block keeps its full packed size */
-    }
-}
-
 /* One k-step of the 4-row tile: the NV vectors of X row xk held, one broadcast at a time (12 + 3 + 1
  * registers at NV = 3). */
 LPV_VINLINE T256 void step4(__m256 acc[4][6], const float *wk, const float *xk, const int NV) {
@@ -127,25 +107,26 @@ LPV_VINLINE T256 void kloop4x3_asm(__m256 acc[4][6], const float **wk, const flo
 }
 #undef K4_STEP
 
-/* The 4-row tile's k-steps over the chunk's blocks. */
-LPV_VINLINE T256 void kloop4(__m256 acc[4][6], const lpv__tile *a, const int NV) {
+/* The RR × NV tile's k-steps over the chunk's blocks. Blocks that are all adjacent (dense rows) run as one
+ * run: their X rows and packed weights follow each other, and stopping every 32 k-steps cost 5 %; scattered
+ * ones one at a time (merging the shorter runs of sparse rows measured no faster at d = 0.5). The full-width
+ * 4-row tile takes its four-step trips in assembly, the rest in C. */
+LPV_VINLINE T256 void kloop(__m256 acc[4][6], const lpv__tile *a, const int RR, const int NV) {
     const float *wk = a->wp;
     const int64_t ldx = a->ldx;
     const int C = a->C;
-    /* blocks that are all adjacent (dense rows) as one run: their X rows and packed weights follow each other,
-     * and stopping every 32 k-steps cost 5 %; scattered ones one at a time (merging the shorter runs of sparse
-     * rows measured no faster at d = 0.5) */
     const int one_run = a->nb > 0 && a->ci[a->nb - 1] - a->ci[0] == a->nb - 1;
     const int nrun = one_run ? 1 : a->nb, span = one_run ? a->nb * C : C;
     for (int b = 0; b < nrun; b++) {
         int c0 = a->ci[b] * C;
         int kn = a->K - c0 < span ? a->K - c0 : span, k = 0;
         const float *xk = (const float *)a->X + (int64_t)(c0 - a->k0) * ldx;
-        if (NV == 3 && kn >= 4) kloop4x3_asm(acc, &wk, &xk, ldx, kn / 4), k = kn & ~3;
+        if (RR == 4 && NV == 3 && kn >= 4) kloop4x3_asm(acc, &wk, &xk, ldx, kn / 4), k = kn & ~3;
 #pragma GCC unroll 2
         for (; k < kn; k++, xk += ldx, wk += 8) {
-            _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0);
-            step4(acc, wk, xk, NV);
+            _mm_prefetch((const char *)(wk + 256), _MM_HINT_T0); /* weights come from L2 */
+            if (RR == 2) step(acc, wk, xk, NV);
+            else step4(acc, wk, xk, NV);
         }
         wk += (int64_t)8 * (span - kn); /* a partial last block keeps its full packed size */
     }
@@ -172,8 +153,7 @@ LPV_VINLINE T256 void tile(const lpv__tile *a, const int RR, const int NV) {
             acc[i][j] = v;
         }
     }
-    if (RR == 2) kloop2(acc, a, NV);
-    else kloop4(acc, a, NV);
+    kloop(acc, a, RR, NV);
     /* GELU on the registers, not as a pass over the group's rows afterwards (that pass re-read 8 rows x the
      * panel from L2): the same lpv__gelu8 on the same sums, so the same bits */
     if (a->gelu)

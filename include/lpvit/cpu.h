@@ -61,11 +61,12 @@ const char *lpv_isa_name(lpv_isa isa);
 
 /* The cache blocking the BSR kernels plan with (bsr.c holds one table of knobs per profile, each measured on
  * its CPUs, docs/benchmarks.md#cache-blocking-per-cpu): "zen" (AMD Zen 4: 32 KB L1d, 1 MB L2, the first
- * tuning; also every non-Intel CPU) and "intel" (Xeon: 48 KB L1d, 2 MB L2, a mesh L3 that is slow to stream
- * from). Chosen from the vendor; LPVIT_BLOCKING=zen|intel in the environment overrides it (benchmarks A/B
- * the two; the library ignores an unknown value, lpv_blocking_check_env reports it). Read once, before the
- * first product. */
-#define LPV_BLOCKING_LIST(X) X(LPV_BLOCKING_ZEN, "zen") X(LPV_BLOCKING_INTEL, "intel")
+ * tuning; also every non-Intel CPU but Zen 5), "intel" (Xeon: 48 KB L1d, 2 MB L2, a mesh L3 that is slow to
+ * stream from) and "zen5" (AMD family 26 on: zen's caches with full-width AVX-512, whose tiles prefetch the
+ * next group's weights instead of the next tile's X). Chosen from the vendor and family;
+ * LPVIT_BLOCKING=zen|intel|zen5 in the environment overrides it (benchmarks A/B them; the library ignores an
+ * unknown value, lpv_blocking_check_env reports it). Read once, before the first product. */
+#define LPV_BLOCKING_LIST(X) X(LPV_BLOCKING_ZEN, "zen") X(LPV_BLOCKING_INTEL, "intel") X(LPV_BLOCKING_ZEN5, "zen5")
 typedef enum { LPV_BLOCKING_LIST(LPV_ENUM_VALUE) LPV_BLOCKING_COUNT } lpv_blocking;
 lpv_blocking lpv_blocking_get(void);
 const char *lpv_blocking_name(lpv_blocking b);

@@ -146,7 +146,9 @@ lpv_blocking lpv_blocking_get(void) {
     if (chosen >= 0) return (lpv_blocking)chosen;
     int v;
     if (blocking_env(&v, NULL) != LPV_OK || v < 0)
-        v = strcmp(lpv_cpu()->vendor, "GenuineIntel") == 0 ? LPV_BLOCKING_INTEL : LPV_BLOCKING_ZEN;
+        v = strcmp(lpv_cpu()->vendor, "GenuineIntel") == 0                                   ? LPV_BLOCKING_INTEL
+            : strcmp(lpv_cpu()->vendor, "AuthenticAMD") == 0 && lpv_cpu()->family >= 26 ? LPV_BLOCKING_ZEN5
+                                                                                          : LPV_BLOCKING_ZEN;
     return (lpv_blocking)(chosen = v);
 }
 

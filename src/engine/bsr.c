@@ -53,8 +53,12 @@
     .alpha = 6, .l1_x_bytes = 24 << 10, .l2_w_bytes = 384 << 10, .l1_panel_vec = 3, .q8_l1_x_bytes = 24 << 10, \
     .q8_panel_vec = 3
 static const lpv__bsr_tuning TUNING[LPV_BLOCKING_COUNT] = {
-    [LPV_BLOCKING_ZEN] = {.l2_bytes = 512 << 10, .l1_w_bytes = 16 << 10, .kept_cols = 1024, .avx2_rows = 2, SHARED_KNOBS},
-    [LPV_BLOCKING_INTEL] = {.l2_bytes = 1024 << 10, .l1_w_bytes = 4 << 10, .kept_cols = 384, .avx2_rows = 4, SHARED_KNOBS},
+    [LPV_BLOCKING_ZEN] = {.l2_bytes = 512 << 10, .l1_w_bytes = 16 << 10, .kept_cols = 1024, .avx2_rows = 2,
+                          .avx512_pf = LPV_PF_NEXT_X, SHARED_KNOBS},
+    [LPV_BLOCKING_INTEL] = {.l2_bytes = 1024 << 10, .l1_w_bytes = 4 << 10, .kept_cols = 384, .avx2_rows = 4,
+                            .avx512_pf = LPV_PF_NEXT_X, SHARED_KNOBS},
+    [LPV_BLOCKING_ZEN5] = {.l2_bytes = 512 << 10, .l1_w_bytes = 16 << 10, .kept_cols = 1024, .avx2_rows = 2,
+                           .avx512_pf = LPV_PF_NEXT_W, SHARED_KNOBS},
 };
 #undef SHARED_KNOBS
 
@@ -522,8 +526,9 @@ static int64_t group_chunk(const lpv_bsr *W, int g, int gl, int gh, int32_t *bs,
     return (int64_t)rp * R * C + ((int64_t)s * nbt + (*bs - rp)) * 8 * C;
 }
 
-/* Group g's blocks of granules [gl, gh) over the current panel. */
-static void walk_group(simd_walk *w, int g, int gl, int gh) {
+/* Group g's blocks of granules [gl, gh) over the current panel; `next` (-1: none) is the group the walk runs
+ * after it, on the same granules, whose weights the kernel may prefetch. */
+static void walk_group(simd_walk *w, int g, int next, int gl, int gh) {
     static const float zeros[8];
     const lpv_bsr *W = w->W;
     int first = gl == 0, last = gh == W->ngran;
@@ -531,6 +536,8 @@ static void walk_group(simd_walk *w, int g, int gl, int gh) {
     int64_t off = group_chunk(W, g, gl, gh, &bs, &be);
     if (!first && bs == be && !(last && w->gelu)) return;
     lpv__bsr_group *a = &w->a;
+    int32_t nbs, nbe;
+    a->wnext = next >= 0 ? group_chunk(W, next, gl, gh, &nbs, &nbe) - off : 0;
     a->nrows = W->rows - 8 * g < 8 ? W->rows - 8 * g : 8;
     a->wp = W->packed + off;
     a->wp2 = W->packed_bf16 ? W->packed_bf16 + off / 2 : NULL;
@@ -586,7 +593,7 @@ static void part_simd(const lpv_bsr *W, const float *bias, const operand *o, int
                     else pack_panel(&w, X, ldx, gl * LPV_BSR_KGRAN, k1);
                     for (int g = rb; g < re; g++) {
                         if (g + 1 < re) prefetch_w(&w, g + 1, gl, gh);
-                        walk_group(&w, g, gl, gh);
+                        walk_group(&w, g, -1, gl, gh);
                     }
                 }
             }
@@ -597,7 +604,7 @@ static void part_simd(const lpv_bsr *W, const float *bias, const operand *o, int
         walk_panel(&w, p, pv0, pv0 + pvw < p->v1 ? pv0 + pvw : p->v1);
         for (int gl = 0; gl < ngran; gl += cg) {
             int gh = gl + cg < ngran ? gl + cg : ngran;
-            for (int g = p->g0; g < p->g1; g++) walk_group(&w, g, gl, gh);
+            for (int g = p->g0; g < p->g1; g++) walk_group(&w, g, g + 1 < p->g1 ? g + 1 : -1, gl, gh);
         }
     }
 }

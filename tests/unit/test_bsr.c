@@ -575,6 +575,28 @@ static void test_avx2_tiles(void) {
     memcpy(isas, keep, sizeof keep), n_isas = keep_n, have_bf16 = keep_bf16;
 }
 
+/* The AVX-512 FP32 and BF16 tiles come in two prefetch instantiations (lpv__bsr_tuning.avx512_pf: the next tile's
+ * X on zen and intel, the next group's weights on zen5): the cases above ran this CPU's, here the other. */
+static void test_avx512_prefetch(void) {
+    if (lpv_isa_best() < LPV_ISA_AVX512) {
+        printf("SKIP avx512 prefetch variants: not supported by this cpu\n");
+        return;
+    }
+    lpv__bsr_tuning saved = lpv__bsr_tune;
+    lpv_isa keep[3];
+    int keep_n = n_isas;
+    memcpy(keep, isas, sizeof keep);
+    isas[0] = LPV_ISA_AVX512, n_isas = 1;
+    lpv__bsr_tune.avx512_pf = saved.avx512_pf == LPV_PF_NEXT_W ? LPV_PF_NEXT_X : LPV_PF_NEXT_W;
+    test_kernels();
+    test_chunking();
+    printf("avx512 tiles: the %s-prefetch instantiation too equals the reference%s (this cpu's profile: %s)\n",
+           lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W ? "weights" : "x", have_bf16 ? ", fp32 and bf16" : "",
+           saved.avx512_pf == LPV_PF_NEXT_W ? "weights" : "x");
+    lpv__bsr_tune = saved;
+    memcpy(isas, keep, sizeof keep), n_isas = keep_n;
+}
+
 int main(void) {
     isas[n_isas++] = LPV_ISA_REF;
     if (lpv_isa_best() >= LPV_ISA_AVX2) isas[n_isas++] = LPV_ISA_AVX2;
@@ -590,5 +612,6 @@ int main(void) {
     test_chunking();
     test_profiles();
     test_avx2_tiles();
+    test_avx512_prefetch();
     return test_finish("test_bsr");
 }

@@ -417,6 +417,24 @@ static void test_range(void) {
     lpv__bsr_tune = saved;
 }
 
+/* The VNNI tile comes in two prefetch instantiations (lpv__bsr_tuning.avx512_pf): the cases above ran this CPU
+ * profile's, here the other's, bit for bit against the reference too. */
+static void test_vnni_prefetch(void) {
+    if (!(lpv_isa_best() >= LPV_ISA_AVX512 && lpv_cpu()->avx512_vnni)) return; /* main said it is skipped */
+    lpv__bsr_tuning saved = lpv__bsr_tune;
+    lpv_isa keep[4];
+    int keep_n = n_isas;
+    memcpy(keep, isas, sizeof keep);
+    isas[0] = LPV_ISA_AVX512, n_isas = 1;
+    lpv__bsr_tune.avx512_pf = saved.avx512_pf == LPV_PF_NEXT_W ? LPV_PF_NEXT_X : LPV_PF_NEXT_W;
+    test_exact();
+    test_epilogue();
+    printf("avx512 vnni: the %s-prefetch tiles too equal the reference (this cpu's profile: %s)\n",
+           lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W ? "weights" : "x", saved.avx512_pf == LPV_PF_NEXT_W ? "weights" : "x");
+    lpv__bsr_tune = saved;
+    memcpy(isas, keep, sizeof keep), n_isas = keep_n;
+}
+
 int main(void) {
     isas[n_isas++] = LPV_ISA_REF;
     if (lpv_isa_best() >= LPV_ISA_AVX2) isas[n_isas++] = LPV_ISA_AVX2;
@@ -432,5 +450,6 @@ int main(void) {
     test_weights();
     test_fake_quant();
     test_range();
+    test_vnni_prefetch();
     return test_finish("test_q8");
 }

@@ -218,7 +218,7 @@ static T256 void group_rows4(lpv__tile *a, const lpv__bsr_group *g, int c0, int 
 
 /* The group over its panel, in the profile's tile (lpv__bsr_tune.avx2_rows). */
 T256 void lpv__bsr_group_avx2(const lpv__bsr_group *g) {
-    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8, g->gelu};
+    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8, g->gelu, 0};
     int c0 = 16 * g->v0, c1 = 16 * g->v1 + g->tail; /* the panel's first and one past its last valid token */
     if (lpv__bsr_tune.avx2_rows == 4) group_rows4(&a, g, c0, c1);
     else group_rows2(&a, g, c0, c1);

@@ -12,6 +12,15 @@
  * the epilogue is a store, plus GELU on the last chunk. The walk over panels,
  * chunks and groups is bsr.c's, shared with the AVX2 kernel.
  *
+ * Each k-step also prefetches into L2, one of two things (lpv__bsr_tune.avx512_pf, per blocking profile; two
+ * instantiations, so the hot loop reads no knob):
+ *  - LPV_PF_NEXT_X (zen = Zen 4, intel): the group's next tile's X, which otherwise comes from L3 at every
+ *    block's jump into a new row;
+ *  - LPV_PF_NEXT_W (zen5): a line of the next group's weights. On Zen 5 (full-width AVX-512, 2 x 512-bit
+ *    FMA a cycle) the group's first tile otherwise waits on its weights from L3 or memory, and the X prefetch
+ *    costs more than it saves: DeiT-B, 2 threads, dense 113-120 -> 86-91 ms/image at batch 8, 115-140 ->
+ *    93-98 at batch 1 (docs/benchmarks.md#zen-5).
+ *
  * The BF16 tile (avx512bf16) is the same tile on BF16 pairs: vdpbf16ps does
  * two input columns per instruction, so the FP32 rate doubles (Zen 4: 117 vs
  * 234 GFLOP/s per core, register-only loops). Its functions carry the
@@ -57,8 +66,19 @@ LPV_VINLINE T512 void tile_store(__m512 acc[8][3], const lpv__tile *a, const int
             for (int j = 0; j < NV; j++) st_v(a->Y + i * a->ldy + 16 * j, acc[i][j], MASKED && j == NV - 1, m);
 }
 
-/* The 8 × NV tile; NV and MASKED (last vector partial) are compile-time. */
-LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m) {
+/* The prefetch of one k-step (see the top): the next tile's X at row xk, or the next group's weights at wk. */
+#define PREFETCH_STEP(PF, xk, wk, NV)                                                                     \
+    do {                                                                                                  \
+        if ((PF) == LPV_PF_NEXT_X) {                                                                      \
+            _Pragma("GCC unroll 3") for (int j = 0; j < (NV); j++)                                        \
+                _mm_prefetch((const char *)((xk) + 16 * (NV) + 16 * j), _MM_HINT_T1);                     \
+        } else {                                                                                          \
+            _mm_prefetch((const char *)((wk) + a->wnext), _MM_HINT_T1);                                   \
+        }                                                                                                 \
+    } while (0)
+
+/* The 8 × NV tile; NV, MASKED (last vector partial) and PF (what it prefetches) are compile-time. */
+LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m, const int PF) {
     __m512 acc[8][3];
     const int64_t ldx = a->ldx;
     tile_init(acc, a, NV, MASKED, m);
@@ -74,11 +94,7 @@ LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, _
             __m512 x[3];
 #pragma GCC unroll 3
             for (int j = 0; j < NV; j++) x[j] = ld_v(xk + 16 * j, MASKED && j == NV - 1, m);
-            /* X of the group's next tile (same rows, next 16·NV columns): it is
-             * this tile's successor, or the first tile of the next panel, whose
-             * rows would otherwise come from L3 at every block's jump */
-#pragma GCC unroll 3
-            for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xk + 16 * NV + 16 * j), _MM_HINT_T1);
+            PREFETCH_STEP(PF, xk, wk, NV);
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512 wv = _mm512_set1_ps(wk[i]);
@@ -90,15 +106,26 @@ LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, _
     tile_store(acc, a, NV, MASKED, m);
 }
 
-__attribute__((noinline)) static T512 void tile3(const lpv__tile *a) { tile(a, 3, 0, 0xffff); }
-__attribute__((noinline)) static T512 void tile2(const lpv__tile *a) { tile(a, 2, 0, 0xffff); }
-__attribute__((noinline)) static T512 void tile1(const lpv__tile *a) { tile(a, 1, 0, 0xffff); }
-__attribute__((noinline)) static T512 void tile1m(const lpv__tile *a) { tile(a, 1, 1, (__mmask16)a->mask); }
+/* tiles named t<NV>[m]_<PF> (x: LPV_PF_NEXT_X, w: LPV_PF_NEXT_W) */
+#define TILES(fn, T, tile, sfx)                                                                                 \
+    __attribute__((noinline)) static T void fn##3_x##sfx(const lpv__tile *a) { tile(a, 3, 0, 0xffff, LPV_PF_NEXT_X); } \
+    __attribute__((noinline)) static T void fn##2_x##sfx(const lpv__tile *a) { tile(a, 2, 0, 0xffff, LPV_PF_NEXT_X); } \
+    __attribute__((noinline)) static T void fn##1_x##sfx(const lpv__tile *a) { tile(a, 1, 0, 0xffff, LPV_PF_NEXT_X); } \
+    __attribute__((noinline)) static T void fn##1m_x##sfx(const lpv__tile *a) {                               \
+        tile(a, 1, 1, (__mmask16)a->mask, LPV_PF_NEXT_X);                                                     \
+    }                                                                                                         \
+    __attribute__((noinline)) static T void fn##3_w##sfx(const lpv__tile *a) { tile(a, 3, 0, 0xffff, LPV_PF_NEXT_W); } \
+    __attribute__((noinline)) static T void fn##2_w##sfx(const lpv__tile *a) { tile(a, 2, 0, 0xffff, LPV_PF_NEXT_W); } \
+    __attribute__((noinline)) static T void fn##1_w##sfx(const lpv__tile *a) { tile(a, 1, 0, 0xffff, LPV_PF_NEXT_W); } \
+    __attribute__((noinline)) static T void fn##1m_w##sfx(const lpv__tile *a) {                               \
+        tile(a, 1, 1, (__mmask16)a->mask, LPV_PF_NEXT_W);                                                     \
+    }
+TILES(tile, T512, tile, )
 
 /* The BF16 tile: the same walk, one K pair per step. X holds pairs (bf16(x[k]) | bf16(x[k+1]) << 16 per
  * token), the weights pairs per row; vdpbf16ps adds w[k]·x[k] + w[k+1]·x[k+1] into each FP32 lane, so a
  * step does twice an FP32 step's work for the same instructions. */
-LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m) {
+LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m, const int PF) {
     __m512 acc[8][3];
     const int64_t ldx = a->ldx;
     tile_init(acc, a, NV, MASKED, m);
@@ -114,8 +141,7 @@ LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MA
             __m512bh x[3];
 #pragma GCC unroll 3
             for (int j = 0; j < NV; j++) x[j] = (__m512bh)ld_v((const float *)(xk + 16 * j), MASKED && j == NV - 1, m);
-#pragma GCC unroll 3
-            for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xk + 16 * NV + 16 * j), _MM_HINT_T1);
+            PREFETCH_STEP(PF, xk, wk, NV);
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512bh wv = (__m512bh)_mm512_set1_epi32((int)wk[i]);
@@ -127,15 +153,15 @@ LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MA
     tile_store(acc, a, NV, MASKED, m);
 }
 
-__attribute__((noinline)) static T512BF void tile3_bf16(const lpv__tile *a) { tile_bf16(a, 3, 0, 0xffff); }
-__attribute__((noinline)) static T512BF void tile2_bf16(const lpv__tile *a) { tile_bf16(a, 2, 0, 0xffff); }
-__attribute__((noinline)) static T512BF void tile1_bf16(const lpv__tile *a) { tile_bf16(a, 1, 0, 0xffff); }
-__attribute__((noinline)) static T512BF void tile1m_bf16(const lpv__tile *a) { tile_bf16(a, 1, 1, (__mmask16)a->mask); }
+TILES(tile, T512BF, tile_bf16, _bf16)
+#undef TILES
 
-/* One group over the panel's full vectors, the partial one, then GELU: the same for both precisions. */
-LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *wp, lpv__tile_fn t3, lpv__tile_fn t2,
-                            lpv__tile_fn t1, lpv__tile_fn t1m) {
-    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, wp, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0, 0};
+/* One group over the panel's full vectors, the partial one, then GELU: the same for both precisions. wdiv:
+ * floats of packed per weight element of wp (FP32 1, BF16 pairs 2). */
+LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *wp, int wdiv, lpv__tile_fn t3,
+                            lpv__tile_fn t2, lpv__tile_fn t1, lpv__tile_fn t1m) {
+    lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, wp, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0, 0,
+                   g->wnext / wdiv};
     lpv__run_tiles(&a, X, g->xt0, g->Y, g->v0, g->v1, 16, t3, t2, t1);
     if (g->tail) {
         lpv__tile_at(&a, X, g->xt0, g->Y, 16 * g->v1);
@@ -145,10 +171,15 @@ LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *
     if (g->gelu) lpv__gelu_rows16(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, NULL, NULL);
 }
 
-T512 void lpv__bsr_group_avx512(const lpv__bsr_group *g) { group(g, g->X, g->wp, tile3, tile2, tile1, tile1m); }
+T512 void lpv__bsr_group_avx512(const lpv__bsr_group *g) {
+    if (lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W) group(g, g->X, g->wp, 1, tile3_w, tile2_w, tile1_w, tile1m_w);
+    else group(g, g->X, g->wp, 1, tile3_x, tile2_x, tile1_x, tile1m_x);
+}
 
 T512 void lpv__bsr_group_avx512bf16(const lpv__bsr_group *g) {
-    group(g, g->X2, g->wp2, tile3_bf16, tile2_bf16, tile1_bf16, tile1m_bf16);
+    if (lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W)
+        group(g, g->X2, g->wp2, 2, tile3_w_bf16, tile2_w_bf16, tile1_w_bf16, tile1m_w_bf16);
+    else group(g, g->X2, g->wp2, 2, tile3_x_bf16, tile2_x_bf16, tile1_x_bf16, tile1m_x_bf16);
 }
 
 /* Round to nearest even into the high 16 bits (NaN: a quiet NaN, never an Inf or a sign flip). */

@@ -41,7 +41,10 @@ typedef struct {
     int64_t q8_l1_x_bytes; /* the same two for the int8 AVX2 and AVX-VNNI kernels' plans (a panel of quads) */
     int q8_panel_vec;
     int avx2_rows;     /* the FP32 AVX2 register tile: 2 rows x 6 ymm, or 4 rows x 3 ymm */
+    int avx512_pf;     /* what the AVX-512 FP32 / BF16 tiles prefetch each k-step: LPV_PF_NEXT_X (the group's next
+                        * tile's X, into L2) or LPV_PF_NEXT_W (the next group's weights, into L2) */
 } lpv__bsr_tuning;
+enum { LPV_PF_NEXT_X = 0, LPV_PF_NEXT_W = 1 };
 
 /* The knobs every plan reads: the profile lpv_blocking_get() names, copied before main() (tests and benchmarks
  * may change them; lpv__bsr_tuning_of gives a profile's table). */
@@ -74,6 +77,8 @@ typedef struct {
     const float *b8;   /* (8) bias per row: zeros when none or not the first chunk */
     int v0, v1, tail;
     int gelu;          /* GELU on the group's rows afterwards (the last chunk of a GELU product) */
+    int64_t wnext;     /* where the walk's next group's weights of its chunk start, from wp, in floats of packed
+                        * (BF16 pairs and int8 quads: /2, /4 as for wp2, wq); 0 when this is the thread's last */
     float *cmin, *cmax;/* GELU products that record their output's range: this thread's running min / max per
                         * token column (from column 0), updated with the GELU values; else NULL */
 } lpv__bsr_group;
@@ -96,6 +101,7 @@ typedef struct {
     const float *b;   /* bias per row of the tile */
     unsigned mask;    /* AVX-512: the masked 1-vector tile's valid columns (bits); AVX2: valid lanes of the last vector */
     int gelu;         /* AVX2 FP32: GELU on the sums before they are stored (the group's last chunk of a GELU product) */
+    int64_t wnext;    /* AVX-512 LPV_PF_NEXT_W: the next group's weights, from wp, in the tile's weight elements */
 } lpv__tile;
 
 typedef void (*lpv__tile_fn)(const lpv__tile *a);

@@ -32,15 +32,20 @@ LPV_VINLINE TVNNI __m512 ldf(const float *p, int masked, __mmask16 m) {
     return masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
 }
 
-/* One k-quad of the 8 x NV tile at panel row xk, weights quad line wk: NV loads (and the next tile's X
- * prefetched), 8 broadcasts, 8·NV vpdpbusd. */
+/* One k-quad of the 8 x NV tile at panel row xk, weights quad line wk: NV loads, 8 broadcasts, 8·NV vpdpbusd,
+ * and a prefetch into L2 as the FP32 tile's (bsr_avx512.c, lpv__bsr_tune.avx512_pf): the next tile's X, or the
+ * next group's weights (zen5: DeiT-B int8, 2 threads, batch 1 dense 33-36 -> 26-31 ms/image, pruned 50 %
+ * 19-25 -> 17-21; batch 8 equal within noise). */
 #define VNNI_STEP()                                                                                        \
     do {                                                                                                   \
         __m512i x[3];                                                                                      \
         _Pragma("GCC unroll 3") for (int j = 0; j < NV; j++) x[j] = ldq(xk + 16 * j, MASKED && j == NV - 1, m); \
-        /* X of the group's next tile (same rows, next columns) */                                          \
-        _Pragma("GCC unroll 3") for (int j = 0; j < NV; j++)                                               \
-            _mm_prefetch((const char *)(xk + 16 * NV + 16 * j), _MM_HINT_T1);                               \
+        if (PF == LPV_PF_NEXT_X) {                                                                         \
+            _Pragma("GCC unroll 3") for (int j = 0; j < NV; j++)                                           \
+                _mm_prefetch((const char *)(xk + 16 * NV + 16 * j), _MM_HINT_T1);                           \
+        } else {                                                                                           \
+            _mm_prefetch((const char *)(wk + a->wnext), _MM_HINT_T1);                                      \
+        }                                                                                                  \
         _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {                                              \
             __m512i wv = _mm512_set1_epi32((int)wk[i]);                                                    \
             _Pragma("GCC unroll 3") for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], x[j], wv); \
@@ -49,7 +54,7 @@ LPV_VINLINE TVNNI __m512 ldf(const float *p, int masked, __mmask16 m) {
 
 /* The 8 x NV tile: int32 sums over the group's blocks of the chunk, then the epilogue. */
 LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, const int NV, const int MASKED,
-                                 __mmask16 m) {
+                                 __mmask16 m, const int PF) {
     __m512i acc[8][3];
 #pragma GCC unroll 8
     for (int i = 0; i < 8; i++)
@@ -108,23 +113,31 @@ typedef struct {
     int64_t col; /* AVX2: the tile's first token column (xa, xc index) */
 } q8_tile;
 
-#define VNNI_FN(name, NV, MASKED)                                                        \
-    __attribute__((noinline)) static TVNNI void name(const lpv__tile *a) {              \
-        const q8_tile *q = (const q8_tile *)a;                                          \
-        tile_vnni(a, q->g, NV, MASKED, MASKED ? (__mmask16)a->mask : (__mmask16)0xffff); \
+#define VNNI_FN(name, NV, MASKED, PF)                                                        \
+    __attribute__((noinline)) static TVNNI void name(const lpv__tile *a) {                  \
+        const q8_tile *q = (const q8_tile *)a;                                              \
+        tile_vnni(a, q->g, NV, MASKED, MASKED ? (__mmask16)a->mask : (__mmask16)0xffff, PF); \
     }
-VNNI_FN(vnni3, 3, 0)
-VNNI_FN(vnni2, 2, 0)
-VNNI_FN(vnni1, 1, 0)
-VNNI_FN(vnni1m, 1, 1)
+VNNI_FN(vnni3_x, 3, 0, LPV_PF_NEXT_X)
+VNNI_FN(vnni2_x, 2, 0, LPV_PF_NEXT_X)
+VNNI_FN(vnni1_x, 1, 0, LPV_PF_NEXT_X)
+VNNI_FN(vnni1m_x, 1, 1, LPV_PF_NEXT_X)
+VNNI_FN(vnni3_w, 3, 0, LPV_PF_NEXT_W)
+VNNI_FN(vnni2_w, 2, 0, LPV_PF_NEXT_W)
+VNNI_FN(vnni1_w, 1, 0, LPV_PF_NEXT_W)
+VNNI_FN(vnni1m_w, 1, 1, LPV_PF_NEXT_W)
 
 TVNNI void lpv__bsr_group_q8_vnni(const lpv__bsr_group *g) {
-    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, g->wq, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0, 0}, g, 0};
-    lpv__run_tiles(&q.t, g->X4, 0, g->Y, g->v0, g->v1, 16, vnni3, vnni2, vnni1);
+    q8_tile q = {{NULL, NULL, g->ldx, g->ldy, 0, g->wq, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0, 0,
+                  g->wnext / 4},
+                 g, 0};
+    const int pw = lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W;
+    lpv__run_tiles(&q.t, g->X4, 0, g->Y, g->v0, g->v1, 16, pw ? vnni3_w : vnni3_x, pw ? vnni2_w : vnni2_x,
+                   pw ? vnni1_w : vnni1_x);
     if (g->tail) {
         lpv__tile_at(&q.t, g->X4, 0, g->Y, 16 * g->v1);
         q.t.mask = (1u << g->tail) - 1;
-        vnni1m(&q.t);
+        (pw ? vnni1m_w : vnni1m_x)(&q.t);
     }
     if (g->gelu)
         lpv__gelu_rows16(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, g->cmin ? g->cmin + 16 * g->v0 : NULL,
@@ -273,7 +286,7 @@ LPV_VINLINE TAVXVNNI __m256i dot4_avxvnni(__m256i acc, __m256i x, __m256i w) { r
     static const lpv__tile_fn SUF##_tiles[7] = {NULL, SUF##_1, SUF##_2, SUF##_3, SUF##_4, SUF##_5, SUF##_6};         \
     /* The group over its panel: 48-token positions, each as four row pairs. */                                       \
     TARGET void lpv__bsr_group_##SUF(const lpv__bsr_group *g) {                                                       \
-        q8_tile q = {{NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8, 0}, g, 0}; \
+        q8_tile q = {{NULL, NULL, g->ldx, g->ldy, g->k0, NULL, g->ci, g->nb, g->C, g->K, 0, g->init_y, NULL, 8, 0, 0}, g, 0}; \
         int c1 = 16 * g->v1 + g->tail;                                                                                \
         for (int c = 16 * g->v0; c < c1; c += 48) {                                                                   \
             int n = c1 - c < 48 ? c1 - c : 48, nv = (n + 7) / 8;                                                      \

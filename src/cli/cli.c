@@ -616,6 +616,14 @@ static struct {
     int last_quarter;
 } g_out;
 
+void cli_warn_blas_core(const char *what) {
+    const char *want = lpv_blas_core_wanted(lpv_isa_best(), lpv_cpu()->avx512_bf16, lpv_blas_corename());
+    if (want && strcmp(lpv_blas_core_source(), "env") == 0)
+        lpv_warn("OPENBLAS_CORETYPE=%s keeps OpenBLAS on its non-AVX-512 kernels on this AVX-512 cpu: %s runs its "
+                 "OpenBLAS products at about half speed (unset it, or set OPENBLAS_CORETYPE=%s)",
+                 getenv("OPENBLAS_CORETYPE"), what, want);
+}
+
 static void clear_bar(void) {
     if (g_out.bar_shown) fputs("\r\033[K", stderr);
     g_out.bar_shown = 0;

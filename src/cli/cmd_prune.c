@@ -215,6 +215,7 @@ int cmd_prune(int argc, char **argv) {
     /* prune's dense products (gradients, Gram matrices) are OpenBLAS calls, and the report's environment says
      * so; only the refit's forward passes run lpvit's packs, where lpv_dense_kernel_auto says they win */
     lpv_dense_kernel_set(LPV_DENSE_BLAS);
+    cli_warn_blas_core("prune");
     double t_start = lpv_now();
     cli_model cm;
     lpv_err err;

@@ -273,6 +273,7 @@ int cmd_quantize(int argc, char **argv) {
     lpv_dataset ds = {0};
     lpv_skips sk = {0};
     if (calib_dir) {
+        cli_warn_blas_core("quantize --calib-dir");
         c.gptq.act_order = strcmp(order, "act") == 0;
         c.gptq_rounding = strcmp(rounding, "gptq") == 0;
         if (lpv_model_has_int8(m))

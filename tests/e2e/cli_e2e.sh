@@ -211,6 +211,18 @@ done
 run 0 "$L" prune --model "$M" --calib-dir "$SRC/tests/data/flat" --calib-size 8 --target-flops 0.6 --no-cache \
   --out "$T/pflat.safetensors" --report "$T/rflat.json" --quiet
 [ "$(lpv_json "$T/rflat.json" calibration.images)" = 8 ] && ok || bad "prune from a flat folder: $(lpv_json "$T/rflat.json" calibration.images) images"
+# an OPENBLAS_CORETYPE the user set is kept; on an AVX-512 cpu a non-AVX-512 core gets one warning line
+if grep -qw avx512f /proc/cpuinfo; then
+  for core in Haswell SkylakeX; do
+    OPENBLAS_CORETYPE=$core run 0 "$L" prune --model "$M" --calib-dir "$SRC/tests/data/flat" --calib-size 4 --target-flops 0.6 \
+      --no-cache --out "$T/pcore.safetensors" --report "$T/rcore.json"
+    n=$(grep -c "warning: OPENBLAS_CORETYPE=$core keeps OpenBLAS on its non-AVX-512 kernels" "$T/err")
+    if [ $core = Haswell ]; then [ "$n" = 1 ] && ok || bad "OPENBLAS_CORETYPE=Haswell: expected one warning, got $n"
+    else [ "$n" = 0 ] && ok || bad "OPENBLAS_CORETYPE=SkylakeX warned: $(grep warning "$T/err" | head -2)"; fi
+  done
+else
+  echo "skip: OPENBLAS_CORETYPE warning (this cpu has no avx512f)"
+fi
 # every step is announced, the first one too (step 1/N never printed)
 run 0 "$L" prune --model "$M" --calib-dir "$SRC/tests/data/flat" --calib-size 8 --target-flops 0.6 --steps 2 --no-cache \
   --out "$T/pflat2.safetensors"

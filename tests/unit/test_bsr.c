@@ -20,6 +20,7 @@
 #include "lpvit/linear.h"
 #include "lpvit/safetensors.h"
 #include "test.h"
+#include "test_kernels.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rng_u64(void) {
@@ -577,24 +578,19 @@ static void test_avx2_tiles(void) {
 
 /* The AVX-512 FP32 and BF16 tiles come in two prefetch instantiations (lpv__bsr_tuning.avx512_pf: the next tile's
  * X on zen and intel, the next group's weights on zen5): the cases above ran this CPU's, here the other. */
+static void kernel_cases(void) {
+    test_kernels();
+    test_chunking();
+}
+
 static void test_avx512_prefetch(void) {
     if (lpv_isa_best() < LPV_ISA_AVX512) {
         printf("SKIP avx512 prefetch variants: not supported by this cpu\n");
         return;
     }
-    lpv__bsr_tuning saved = lpv__bsr_tune;
-    lpv_isa keep[3];
-    int keep_n = n_isas;
-    memcpy(keep, isas, sizeof keep);
-    isas[0] = LPV_ISA_AVX512, n_isas = 1;
-    lpv__bsr_tune.avx512_pf = saved.avx512_pf == LPV_PF_NEXT_W ? LPV_PF_NEXT_X : LPV_PF_NEXT_W;
-    test_kernels();
-    test_chunking();
+    int ran = test_other_prefetch(isas, &n_isas, LPV_ISA_AVX512, kernel_cases);
     printf("avx512 tiles: the %s-prefetch instantiation too equals the reference%s (this cpu's profile: %s)\n",
-           lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W ? "weights" : "x", have_bf16 ? ", fp32 and bf16" : "",
-           saved.avx512_pf == LPV_PF_NEXT_W ? "weights" : "x");
-    lpv__bsr_tune = saved;
-    memcpy(isas, keep, sizeof keep), n_isas = keep_n;
+           test_prefetch_name(ran), have_bf16 ? ", fp32 and bf16" : "", test_prefetch_name(lpv__bsr_tune.avx512_pf));
 }
 
 int main(void) {

@@ -19,6 +19,7 @@
 #include "lpvit/cpu.h"
 #include "lpvit/linear.h"
 #include "test.h"
+#include "test_kernels.h"
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 static uint64_t rng_u64(void) {
@@ -419,20 +420,16 @@ static void test_range(void) {
 
 /* The VNNI tile comes in two prefetch instantiations (lpv__bsr_tuning.avx512_pf): the cases above ran this CPU
  * profile's, here the other's, bit for bit against the reference too. */
-static void test_vnni_prefetch(void) {
-    if (!(lpv_isa_best() >= LPV_ISA_AVX512 && lpv_cpu()->avx512_vnni)) return; /* main said it is skipped */
-    lpv__bsr_tuning saved = lpv__bsr_tune;
-    lpv_isa keep[4];
-    int keep_n = n_isas;
-    memcpy(keep, isas, sizeof keep);
-    isas[0] = LPV_ISA_AVX512, n_isas = 1;
-    lpv__bsr_tune.avx512_pf = saved.avx512_pf == LPV_PF_NEXT_W ? LPV_PF_NEXT_X : LPV_PF_NEXT_W;
+static void exact_cases(void) {
     test_exact();
     test_epilogue();
+}
+
+static void test_vnni_prefetch(void) {
+    if (!(lpv_isa_best() >= LPV_ISA_AVX512 && lpv_cpu()->avx512_vnni)) return; /* main said it is skipped */
+    int ran = test_other_prefetch(isas, &n_isas, LPV_ISA_AVX512, exact_cases);
     printf("avx512 vnni: the %s-prefetch tiles too equal the reference (this cpu's profile: %s)\n",
-           lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W ? "weights" : "x", saved.avx512_pf == LPV_PF_NEXT_W ? "weights" : "x");
-    lpv__bsr_tune = saved;
-    memcpy(isas, keep, sizeof keep), n_isas = keep_n;
+           test_prefetch_name(ran), test_prefetch_name(lpv__bsr_tune.avx512_pf));
 }
 
 int main(void) {

@@ -59,7 +59,7 @@ int cli_guard_paths(const cli_spec *spec, char **pos, int npos, const char *extr
  * (err->param, "min_density") is said as its flag ("--min-density: ..." or "... (see --min-density)"). */
 int cli_fail(const lpv_err *err, lpv_status st);
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Warns (once) when OPENBLAS_CORETYPE, set by the user, keeps OpenBLAS on a non-AVX-512 core although the CPU has
+/* Warns when OPENBLAS_CORETYPE, set by the user, keeps OpenBLAS on a non-AVX-512 core although the CPU has
  * AVX-512 (lpvit then does not re-execute itself): `what` runs its OpenBLAS products at about half speed. */
 void cli_warn_blas_core(const char *what);
 

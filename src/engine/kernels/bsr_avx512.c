@@ -18,8 +18,8 @@
  *    block's jump into a new row;
  *  - LPV_PF_NEXT_W (zen5): a line of the next group's weights. On Zen 5 (full-width AVX-512, 2 x 512-bit
  *    FMA a cycle) the group's first tile otherwise waits on its weights from L3 or memory, and the X prefetch
- *    costs more than it saves: DeiT-B, 2 threads, dense 113-120 -> 86-91 ms/image at batch 8, 115-140 ->
- *    93-98 at batch 1 (docs/benchmarks.md#zen-5).
+ *    costs more than it saves: DeiT-B, 2 threads, dense 97-120 -> 85-97 ms/image at batch 8, 112-140 ->
+ *    86-98 at batch 1 (docs/benchmarks.md#on-amd-zen-5).
  *
  * The BF16 tile (avx512bf16) is the same tile on BF16 pairs: vdpbf16ps does
  * two input columns per instruction, so the FP32 rate doubles (Zen 4: 117 vs
@@ -66,17 +66,6 @@ LPV_VINLINE T512 void tile_store(__m512 acc[8][3], const lpv__tile *a, const int
             for (int j = 0; j < NV; j++) st_v(a->Y + i * a->ldy + 16 * j, acc[i][j], MASKED && j == NV - 1, m);
 }
 
-/* The prefetch of one k-step (see the top): the next tile's X at row xk, or the next group's weights at wk. */
-#define PREFETCH_STEP(PF, xk, wk, NV)                                                                     \
-    do {                                                                                                  \
-        if ((PF) == LPV_PF_NEXT_X) {                                                                      \
-            _Pragma("GCC unroll 3") for (int j = 0; j < (NV); j++)                                        \
-                _mm_prefetch((const char *)((xk) + 16 * (NV) + 16 * j), _MM_HINT_T1);                     \
-        } else {                                                                                          \
-            _mm_prefetch((const char *)((wk) + a->wnext), _MM_HINT_T1);                                   \
-        }                                                                                                 \
-    } while (0)
-
 /* The 8 × NV tile; NV, MASKED (last vector partial) and PF (what it prefetches) are compile-time. */
 LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m, const int PF) {
     __m512 acc[8][3];
@@ -94,7 +83,7 @@ LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, _
             __m512 x[3];
 #pragma GCC unroll 3
             for (int j = 0; j < NV; j++) x[j] = ld_v(xk + 16 * j, MASKED && j == NV - 1, m);
-            PREFETCH_STEP(PF, xk, wk, NV);
+            lpv__prefetch_step(PF, xk + 16 * NV, NV, wk + a->wnext);
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512 wv = _mm512_set1_ps(wk[i]);
@@ -141,7 +130,7 @@ LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MA
             __m512bh x[3];
 #pragma GCC unroll 3
             for (int j = 0; j < NV; j++) x[j] = (__m512bh)ld_v((const float *)(xk + 16 * j), MASKED && j == NV - 1, m);
-            PREFETCH_STEP(PF, xk, wk, NV);
+            lpv__prefetch_step(PF, xk + 16 * NV, NV, wk + a->wnext);
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512bh wv = (__m512bh)_mm512_set1_epi32((int)wk[i]);

@@ -13,6 +13,7 @@
 #define LPVIT_BSR_INTERNAL_H
 
 #include <stdint.h>
+#include <xmmintrin.h>
 
 #include "lpvit/bsr.h"
 
@@ -41,10 +42,22 @@ typedef struct {
     int64_t q8_l1_x_bytes; /* the same two for the int8 AVX2 and AVX-VNNI kernels' plans (a panel of quads) */
     int q8_panel_vec;
     int avx2_rows;     /* the FP32 AVX2 register tile: 2 rows x 6 ymm, or 4 rows x 3 ymm */
-    int avx512_pf;     /* what the AVX-512 FP32 / BF16 tiles prefetch each k-step: LPV_PF_NEXT_X (the group's next
-                        * tile's X, into L2) or LPV_PF_NEXT_W (the next group's weights, into L2) */
+    int avx512_pf;     /* what the AVX-512 tiles (FP32, BF16, int8 VNNI) prefetch each k-step: LPV_PF_NEXT_X (the
+                        * group's next tile's X, into L2) or LPV_PF_NEXT_W (the next group's weights, into L2) */
 } lpv__bsr_tuning;
 enum { LPV_PF_NEXT_X = 0, LPV_PF_NEXT_W = 1 };
+
+/* The prefetch of one AVX-512 k-step (pf: LPV_PF_*, a compile-time constant in every caller): the nv 64-byte
+ * lines of X at x_next (the next tile's, same row), or the line of weights at w_next (the next group's). */
+static inline __attribute__((always_inline)) void lpv__prefetch_step(int pf, const void *x_next, int nv,
+                                                                     const void *w_next) {
+    if (pf == LPV_PF_NEXT_X) {
+#pragma GCC unroll 3
+        for (int j = 0; j < nv; j++) _mm_prefetch((const char *)x_next + 64 * j, _MM_HINT_T1);
+    } else {
+        _mm_prefetch((const char *)w_next, _MM_HINT_T1);
+    }
+}
 
 /* The knobs every plan reads: the profile lpv_blocking_get() names, copied before main() (tests and benchmarks
  * may change them; lpv__bsr_tuning_of gives a profile's table). */
@@ -78,7 +91,8 @@ typedef struct {
     int v0, v1, tail;
     int gelu;          /* GELU on the group's rows afterwards (the last chunk of a GELU product) */
     int64_t wnext;     /* where the walk's next group's weights of its chunk start, from wp, in floats of packed
-                        * (BF16 pairs and int8 quads: /2, /4 as for wp2, wq); 0 when this is the thread's last */
+                        * (BF16 pairs and int8 quads: /2, /4 as for wp2, wq); 0 when no group follows on these
+                        * granules (the prefetch then asks for the group's own lines) */
     float *cmin, *cmax;/* GELU products that record their output's range: this thread's running min / max per
                         * token column (from column 0), updated with the GELU values; else NULL */
 } lpv__bsr_group;

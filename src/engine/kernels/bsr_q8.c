@@ -40,12 +40,7 @@ LPV_VINLINE TVNNI __m512 ldf(const float *p, int masked, __mmask16 m) {
     do {                                                                                                   \
         __m512i x[3];                                                                                      \
         _Pragma("GCC unroll 3") for (int j = 0; j < NV; j++) x[j] = ldq(xk + 16 * j, MASKED && j == NV - 1, m); \
-        if (PF == LPV_PF_NEXT_X) {                                                                         \
-            _Pragma("GCC unroll 3") for (int j = 0; j < NV; j++)                                           \
-                _mm_prefetch((const char *)(xk + 16 * NV + 16 * j), _MM_HINT_T1);                           \
-        } else {                                                                                           \
-            _mm_prefetch((const char *)(wk + a->wnext), _MM_HINT_T1);                                      \
-        }                                                                                                  \
+        lpv__prefetch_step(PF, xk + 16 * NV, NV, wk + a->wnext);                                           \
         _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {                                              \
             __m512i wv = _mm512_set1_epi32((int)wk[i]);                                                    \
             _Pragma("GCC unroll 3") for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], x[j], wv); \

@@ -12,8 +12,9 @@
  * the epilogue is a store, plus GELU on the last chunk. The walk over panels,
  * chunks and groups is bsr.c's, shared with the AVX2 kernel.
  *
- * Each k-step also prefetches into L2, one of two things (lpv__bsr_tune.avx512_pf, per blocking profile; two
- * instantiations, so the hot loop reads no knob):
+ * Each k-step also prefetches into L2, one of two things (lpv__bsr_tune.avx512_pf, per blocking profile; an
+ * instantiation each, so the hot loop reads no knob; and one each for groups of scattered blocks, whose k-steps
+ * also prefetch the next block's X, tile_k):
  *  - LPV_PF_NEXT_X (zen = Zen 4, intel): the group's next tile's X, which otherwise comes from L3 at every
  *    block's jump into a new row;
  *  - LPV_PF_NEXT_W (zen5): a line of the next group's weights. On Zen 5 (full-width AVX-512, 2 x 512-bit
@@ -66,15 +67,13 @@ LPV_VINLINE T512 void tile_store(__m512 acc[8][3], const lpv__tile *a, const int
             for (int j = 0; j < NV; j++) st_v(a->Y + i * a->ldy + 16 * j, acc[i][j], MASKED && j == NV - 1, m);
 }
 
-/* The blocks of a tile are scattered when they are not one run of adjacent block columns (a dense row's are). */
-static inline int scattered(const lpv__tile *a) { return a->nb > 1 && a->ci[a->nb - 1] - a->ci[0] != a->nb - 1; }
-
-/* The k-steps of the 8 × NV tile over its blocks. BPF (scattered blocks): each k-step also asks for the same
- * row of the next block's X into L1, as the int8 tile does (bsr_q8.c): the hardware's stride prefetch loses the
- * stream at every jump. Zen 5, 2 threads, T = 1576, d = 0.5 (bench_bsr_kernel --model B, 3 alternating rounds):
- * the four products' sum 8-10 % faster, 1.70-1.73x -> 1.86-1.92x the d = 1 time; T = 197 unchanged. A run of
- * adjacent blocks goes without (the hardware streams it; a dense product's time is unchanged). The BF16 tile
- * keeps none: there its dense products ran 5 % slower with the two loops, the sparse ones no faster. */
+/* The k-steps of the 8 × NV tile over its blocks. BPF (a group of scattered blocks): each k-step also asks for
+ * the same row of the next block's X into L1, as the int8 tile does (bsr_q8.c): the hardware's stride prefetch
+ * loses the stream at every jump. Zen 5, 2 threads, T = 1576, d = 0.5 (bench_bsr_kernel --model B, 3 alternating
+ * rounds), the four products' sum: FP32 7-10 % faster at 32x32 (1.70-1.73x -> 1.85-1.92x the d = 1 time) and
+ * 7 % at 16x16; BF16 11 % at 16x16, unchanged at 32x32; T = 197 unchanged. A group of adjacent blocks (dense
+ * rows) runs the tiles without it (the hardware streams those), as separate functions: with both loops in one
+ * function the dense BF16 and 16x16 FP32 products ran 5 % slower. */
 LPV_VINLINE T512 void tile_k(__m512 acc[8][3], const lpv__tile *a, const int NV, const int MASKED, __mmask16 m,
                              const int PF, const int BPF) {
     const int64_t ldx = a->ldx;
@@ -107,44 +106,47 @@ LPV_VINLINE T512 void tile_k(__m512 acc[8][3], const lpv__tile *a, const int NV,
     }
 }
 
-/* The 8 × NV tile; NV, MASKED (last vector partial) and PF (what it prefetches) are compile-time. */
-LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m, const int PF) {
+/* The 8 × NV tile; NV, MASKED (last vector partial), PF (what it prefetches) and BPF are compile-time. */
+LPV_VINLINE T512 void tile(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m, const int PF,
+                           const int BPF) {
     __m512 acc[8][3];
     tile_init(acc, a, NV, MASKED, m);
-    if (scattered(a)) tile_k(acc, a, NV, MASKED, m, PF, 1);
-    else tile_k(acc, a, NV, MASKED, m, PF, 0);
+    tile_k(acc, a, NV, MASKED, m, PF, BPF);
     tile_store(acc, a, NV, MASKED, m);
 }
 
-/* tiles named t<NV>[m]_<PF> (x: LPV_PF_NEXT_X, w: LPV_PF_NEXT_W) */
-#define TILES(fn, T, tile, sfx)                                                                                 \
-    __attribute__((noinline)) static T void fn##3_x##sfx(const lpv__tile *a) { tile(a, 3, 0, 0xffff, LPV_PF_NEXT_X); } \
-    __attribute__((noinline)) static T void fn##2_x##sfx(const lpv__tile *a) { tile(a, 2, 0, 0xffff, LPV_PF_NEXT_X); } \
-    __attribute__((noinline)) static T void fn##1_x##sfx(const lpv__tile *a) { tile(a, 1, 0, 0xffff, LPV_PF_NEXT_X); } \
-    __attribute__((noinline)) static T void fn##1m_x##sfx(const lpv__tile *a) {                               \
-        tile(a, 1, 1, (__mmask16)a->mask, LPV_PF_NEXT_X);                                                     \
-    }                                                                                                         \
-    __attribute__((noinline)) static T void fn##3_w##sfx(const lpv__tile *a) { tile(a, 3, 0, 0xffff, LPV_PF_NEXT_W); } \
-    __attribute__((noinline)) static T void fn##2_w##sfx(const lpv__tile *a) { tile(a, 2, 0, 0xffff, LPV_PF_NEXT_W); } \
-    __attribute__((noinline)) static T void fn##1_w##sfx(const lpv__tile *a) { tile(a, 1, 0, 0xffff, LPV_PF_NEXT_W); } \
-    __attribute__((noinline)) static T void fn##1m_w##sfx(const lpv__tile *a) {                               \
-        tile(a, 1, 1, (__mmask16)a->mask, LPV_PF_NEXT_W);                                                     \
-    }
-TILES(tile, T512, tile, )
+/* One instantiation of the tiles for a (PF, BPF): 3, 2 and 1 vectors, and 1 masked. Separate functions, so a
+ * dense group's tiles run the same code whether or not the scattered ones prefetch. */
+typedef struct {
+    lpv__tile_fn t3, t2, t1, t1m;
+} tile_set;
+
+#define TILE_SET(name, T, tile, PF, BPF)                                                                       \
+    __attribute__((noinline)) static T void name##_3(const lpv__tile *a) { tile(a, 3, 0, 0xffff, PF, BPF); } \
+    __attribute__((noinline)) static T void name##_2(const lpv__tile *a) { tile(a, 2, 0, 0xffff, PF, BPF); } \
+    __attribute__((noinline)) static T void name##_1(const lpv__tile *a) { tile(a, 1, 0, 0xffff, PF, BPF); } \
+    __attribute__((noinline)) static T void name##_1m(const lpv__tile *a) {                                 \
+        tile(a, 1, 1, (__mmask16)a->mask, PF, BPF);                                                         \
+    }                                                                                                       \
+    static const tile_set name = {name##_3, name##_2, name##_1, name##_1m};
+TILE_SET(fp32_x, T512, tile, LPV_PF_NEXT_X, 0)
+TILE_SET(fp32_x_scat, T512, tile, LPV_PF_NEXT_X, 1)
+TILE_SET(fp32_w, T512, tile, LPV_PF_NEXT_W, 0)
+TILE_SET(fp32_w_scat, T512, tile, LPV_PF_NEXT_W, 1)
 
 /* The BF16 tile: the same walk, one K pair per step. X holds pairs (bf16(x[k]) | bf16(x[k+1]) << 16 per
  * token), the weights pairs per row; vdpbf16ps adds w[k]·x[k] + w[k+1]·x[k+1] into each FP32 lane, so a
  * step does twice an FP32 step's work for the same instructions. */
-LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m, const int PF) {
-    __m512 acc[8][3];
+LPV_VINLINE T512BF void tile_k_bf16(__m512 acc[8][3], const lpv__tile *a, const int NV, const int MASKED, __mmask16 m,
+                                    const int PF, const int BPF) {
     const int64_t ldx = a->ldx;
-    tile_init(acc, a, NV, MASKED, m);
     const uint32_t *w = a->wp, *X = a->X;
     const int C = a->C;
     for (int b = 0; b < a->nb; b++, w += 4 * C) {
         int c0 = a->ci[b] * C;
         int kn = a->K - c0 < C ? a->K - c0 : C, np = (kn + 1) / 2;
         const uint32_t *xk = X + (int64_t)((c0 - a->k0) / 2) * ldx;
+        const uint32_t *xn = BPF ? X + (int64_t)((a->ci[b + 1 < a->nb ? b + 1 : b] * C - a->k0) / 2) * ldx : NULL;
         const uint32_t *wk = w;
 #pragma GCC unroll 2
         for (int k = 0; k < np; k++, xk += ldx, wk += 8) {
@@ -152,6 +154,11 @@ LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MA
 #pragma GCC unroll 3
             for (int j = 0; j < NV; j++) x[j] = (__m512bh)ld_v((const float *)(xk + 16 * j), MASKED && j == NV - 1, m);
             lpv__prefetch_step(PF, xk + 16 * NV, NV, wk + a->wnext);
+            if (BPF) { /* as the FP32 tile's */
+#pragma GCC unroll 3
+                for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xn + 16 * j), _MM_HINT_T0);
+                xn += ldx;
+            }
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512bh wv = (__m512bh)_mm512_set1_epi32((int)wk[i]);
@@ -160,36 +167,49 @@ LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MA
             }
         }
     }
+}
+
+LPV_VINLINE T512BF void tile_bf16(const lpv__tile *a, const int NV, const int MASKED, __mmask16 m, const int PF,
+                                  const int BPF) {
+    __m512 acc[8][3];
+    tile_init(acc, a, NV, MASKED, m);
+    tile_k_bf16(acc, a, NV, MASKED, m, PF, BPF);
     tile_store(acc, a, NV, MASKED, m);
 }
 
-TILES(tile, T512BF, tile_bf16, _bf16)
-#undef TILES
+TILE_SET(bf16_x, T512BF, tile_bf16, LPV_PF_NEXT_X, 0)
+TILE_SET(bf16_x_scat, T512BF, tile_bf16, LPV_PF_NEXT_X, 1)
+TILE_SET(bf16_w, T512BF, tile_bf16, LPV_PF_NEXT_W, 0)
+TILE_SET(bf16_w_scat, T512BF, tile_bf16, LPV_PF_NEXT_W, 1)
+#undef TILE_SET
 
 /* One group over the panel's full vectors, the partial one, then GELU: the same for both precisions. wdiv:
  * floats of packed per weight element of wp (FP32 1, BF16 pairs 2). */
-LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *wp, int wdiv, lpv__tile_fn t3,
-                            lpv__tile_fn t2, lpv__tile_fn t1, lpv__tile_fn t1m) {
+LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *wp, int wdiv, const tile_set *t) {
     lpv__tile a = {NULL, NULL, g->ldx, g->ldy, g->k0, wp, g->ci, g->nb, g->C, g->K, g->nrows, g->init_y, g->b8, 0, 0,
                    g->wnext / wdiv};
-    lpv__run_tiles(&a, X, g->xt0, g->Y, g->v0, g->v1, 16, t3, t2, t1);
+    lpv__run_tiles(&a, X, g->xt0, g->Y, g->v0, g->v1, 16, t->t3, t->t2, t->t1);
     if (g->tail) {
         lpv__tile_at(&a, X, g->xt0, g->Y, 16 * g->v1);
         a.mask = (1u << g->tail) - 1;
-        t1m(&a);
+        t->t1m(&a);
     }
     if (g->gelu) lpv__gelu_rows16(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, NULL, NULL);
 }
 
+/* A group's blocks are scattered when they are not one run of adjacent block columns (a dense row's are). */
+static inline int scattered(const lpv__bsr_group *g) { return g->nb > 1 && g->ci[g->nb - 1] - g->ci[0] != g->nb - 1; }
+
+/* [prefetch of the profile: 0 next X, 1 next weights][scattered blocks] */
+static const tile_set *const FP32_TILES[2][2] = {{&fp32_x, &fp32_x_scat}, {&fp32_w, &fp32_w_scat}};
+static const tile_set *const BF16_TILES[2][2] = {{&bf16_x, &bf16_x_scat}, {&bf16_w, &bf16_w_scat}};
+
 T512 void lpv__bsr_group_avx512(const lpv__bsr_group *g) {
-    if (lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W) group(g, g->X, g->wp, 1, tile3_w, tile2_w, tile1_w, tile1m_w);
-    else group(g, g->X, g->wp, 1, tile3_x, tile2_x, tile1_x, tile1m_x);
+    group(g, g->X, g->wp, 1, FP32_TILES[lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W][scattered(g)]);
 }
 
 T512 void lpv__bsr_group_avx512bf16(const lpv__bsr_group *g) {
-    if (lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W)
-        group(g, g->X2, g->wp2, 2, tile3_w_bf16, tile2_w_bf16, tile1_w_bf16, tile1m_w_bf16);
-    else group(g, g->X2, g->wp2, 2, tile3_x_bf16, tile2_x_bf16, tile1_x_bf16, tile1m_x_bf16);
+    group(g, g->X2, g->wp2, 2, BF16_TILES[lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W][scattered(g)]);
 }
 
 /* Round to nearest even into the high 16 bits (NaN: a quiet NaN, never an Inf or a sign flip). */

@@ -2,7 +2,7 @@
  * bench_q8_kernel.c — every int8 BSR kernel this CPU has beside the FP32 kernels, on the DeiT-B linear shapes
  * (not a ctest test; built as build/tests/bench_q8_kernel).
  *
- * Problem, feature-major as in the engine: Y (out, T) = W (out, in) · X (in, T), no epilogue, 32x32 blocks, a
+ * Problem, feature-major as in the engine: Y (out, T) = W (out, in) · X (in, T), no epilogue, BxB blocks (--block, 32), a
  * uniformly random block mask keeping round(d · nblocks) blocks. The int8 kernels get X quantized once, on their
  * own grid, outside the timing (lpvit bench times the quantizer too): what is timed is the product alone.
  * Rows: FP32 avx2, FP32 avx512, int8 avx2 (vpmaddubsw, 127-level inputs), int8 avxvnni (vpdpbusd ymm), int8
@@ -16,7 +16,7 @@
  * as with a random mask) instead of a random mask: the gap between the two is what the kernels pay for
  * walking scattered blocks.
  *
- *     bench_q8_kernel [--T 1576] [--threads 2] [--reps 9] [--density 1,0.5] [--contiguous]
+ *     bench_q8_kernel [--T 1576] [--threads 2] [--reps 9] [--density 1,0.5] [--block 32] [--contiguous]
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -43,7 +43,7 @@ static int runs(int k) {
 }
 
 int main(int argc, char **argv) {
-    int T = 1576, nt = 2, reps = 9, nd = 2, contiguous = 0;
+    int T = 1576, nt = 2, reps = 9, nd = 2, contiguous = 0, B = 32;
     double dens[MAXD] = {1.0, 0.5};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -51,14 +51,15 @@ int main(int argc, char **argv) {
         else if (v && !strcmp(a, "--threads")) nt = atoi(v), i++;
         else if (v && !strcmp(a, "--reps")) reps = atoi(v), i++;
         else if (v && !strcmp(a, "--density")) nd = bench_list_d(v, dens, MAXD), i++;
+        else if (v && !strcmp(a, "--block")) B = atoi(v), i++;
         else if (!strcmp(a, "--contiguous")) contiguous = 1;
         else {
-            fprintf(stderr, "usage: bench_q8_kernel [--T 1576] [--threads 2] [--reps 9] [--density 1,0.5] [--contiguous]\n");
+            fprintf(stderr, "usage: bench_q8_kernel [--T 1576] [--threads 2] [--reps 9] [--density 1,0.5] [--block 32] [--contiguous]\n");
             return 2;
         }
     }
-    if (T < 1 || nt < 1 || reps < 1 || reps > MAXR || nd < 1) {
-        fprintf(stderr, "bench_q8_kernel: T, threads >= 1, reps in 1..%d, at least one density\n", MAXR);
+    if (T < 1 || nt < 1 || reps < 1 || reps > MAXR || nd < 1 || (B != 8 && B != 16 && B != 32 && B != 64)) {
+        fprintf(stderr, "bench_q8_kernel: T, threads >= 1, reps in 1..%d, at least one density, block 8, 16, 32 or 64\n", MAXR);
         return 2;
     }
     static const struct {
@@ -66,8 +67,8 @@ int main(int argc, char **argv) {
         int out, in;
     } L[4] = {{"qkv", 2304, 768}, {"proj", 768, 768}, {"fc1", 3072, 768}, {"fc2", 768, 3072}};
     lpv_threads_set(nt);
-    printf("# bench_q8_kernel: cpu '%s', T %d, %d threads, 32x32 blocks (%s), median of %d interleaved rounds (ms)\n",
-           lpv_cpu()->brand, T, nt, contiguous ? "one run per row" : "random", reps);
+    printf("# bench_q8_kernel: cpu '%s', T %d, %d threads, %dx%d blocks (%s), median of %d interleaved rounds (ms)\n",
+           lpv_cpu()->brand, T, nt, B, B, contiguous ? "one run per row" : "random", reps);
     for (int k = 0; k < NK; k++)
         if (!runs(k)) printf("# skipped: %s (not on this cpu)\n", KNAME[k]);
     printf("\n| layer | d |");
@@ -86,7 +87,7 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; i < (int64_t)O * I; i++) W[i] = 0.05f * bench_rndf(&rs);
         for (int64_t i = 0; i < (int64_t)I * ld; i++) X[i] = bench_rndf(&rs);
         for (int di = 0; di < nd; di++) {
-            int nbl = (O / 32) * (I / 32), keep = (int)(dens[di] * nbl + 0.5);
+            int nbl = (O / B) * (I / B), keep = (int)(dens[di] * nbl + 0.5);
             uint8_t *mask = calloc((size_t)nbl, 1);
             int *perm = malloc(sizeof(int) * nbl);
             for (int i = 0; i < nbl; i++) perm[i] = i;
@@ -97,12 +98,12 @@ int main(int argc, char **argv) {
             for (int i = 0; i < keep; i++) mask[perm[i]] = 1;
             if (contiguous) { /* the same count per row (rounded) in adjacent block columns, each row's run
                                  * starting where the row before ended, so that all of X is read as with a random mask */
-                int nbc = I / 32, per = (int)(dens[di] * nbc + 0.5);
+                int nbc = I / B, per = (int)(dens[di] * nbc + 0.5);
                 for (int i = 0; i < nbl; i++) mask[i] = (i % nbc - (i / nbc) * per % nbc + nbc) % nbc < per;
             }
             lpv_bsr b;
             lpv_err err;
-            if (lpv_bsr_from_dense(&b, W, O, I, 32, 32, mask, NULL, L[l].name, &err) ||
+            if (lpv_bsr_from_dense(&b, W, O, I, B, B, mask, NULL, L[l].name, &err) ||
                 lpv_bsr_set_int8(&b, NULL, NULL, NULL, L[l].name, &err)) {
                 fprintf(stderr, "bench_q8_kernel: %s\n", err.msg);
                 return 1;

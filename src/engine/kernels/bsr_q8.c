@@ -63,7 +63,8 @@ LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, co
      * k-step asking for the next block's X row into L1: at every jump the hardware's stride prefetch has lost
      * the stream, and the block's 8 k-steps are too few to hide the misses (Zen 5, bench_q8_kernel, DeiT-B
      * shapes, d = 0.5: the four products 1.72-1.74x -> 1.84-1.86x faster than dense int8; with every block
-     * reading the same, L1-resident rows, 1.97x) */
+     * reading the same, L1-resident rows, 1.97x). The loop below for other widths prefetches nothing: at 16x16
+     * the same prefetch made the products 12 % slower (bench_q8_kernel --block 16, d = 0.5: 7.9 -> 8.8 ms) */
     const int one_run = a->nb > 0 && a->ci[a->nb - 1] - a->ci[0] == a->nb - 1;
     if (!one_run && C == 32 && a->K % 32 == 0) {
         for (int b = 0; b < a->nb; b++) {

@@ -115,7 +115,7 @@ LPV_VINLINE T256 void kloop(__m256 acc[4][6], const lpv__tile *a, const int RR, 
     const float *wk = a->wp;
     const int64_t ldx = a->ldx;
     const int C = a->C;
-    const int one_run = a->nb > 0 && a->ci[a->nb - 1] - a->ci[0] == a->nb - 1;
+    const int one_run = lpv__one_run(a->ci, a->nb);
     const int nrun = one_run ? 1 : a->nb, span = one_run ? a->nb * C : C;
     for (int b = 0; b < nrun; b++) {
         int c0 = a->ci[b] * C;

@@ -68,8 +68,7 @@ LPV_VINLINE T512 void tile_store(__m512 acc[8][3], const lpv__tile *a, const int
 }
 
 /* The k-steps of the 8 × NV tile over its blocks. BPF (a group of scattered blocks): each k-step also asks for
- * the same row of the next block's X into L1, as the int8 tile does (bsr_q8.c): the hardware's stride prefetch
- * loses the stream at every jump. Zen 5, 2 threads, T = 1576, d = 0.5 (bench_bsr_kernel --model B, 3 alternating
+ * the same row of the next block's X into L1 (lpv__prefetch_row_l1), as the int8 tile does. Zen 5, 2 threads, T = 1576, d = 0.5 (bench_bsr_kernel --model B, 3 alternating
  * rounds), the four products' sum: FP32 7-10 % faster at 32x32 (1.70-1.73x -> 1.85-1.92x the d = 1 time) and
  * 7 % at 16x16; BF16 11 % at 16x16, unchanged at 32x32; T = 197 unchanged. A group of adjacent blocks (dense
  * rows) runs the tiles without it (the hardware streams those), as separate functions: with both loops in one
@@ -91,11 +90,7 @@ LPV_VINLINE T512 void tile_k(__m512 acc[8][3], const lpv__tile *a, const int NV,
 #pragma GCC unroll 3
             for (int j = 0; j < NV; j++) x[j] = ld_v(xk + 16 * j, MASKED && j == NV - 1, m);
             lpv__prefetch_step(PF, xk + 16 * NV, NV, wk + a->wnext);
-            if (BPF) {
-#pragma GCC unroll 3
-                for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xn + 16 * j), _MM_HINT_T0);
-                xn += ldx;
-            }
+            if (BPF) lpv__prefetch_row_l1(xn, NV), xn += ldx;
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512 wv = _mm512_set1_ps(wk[i]);
@@ -154,11 +149,7 @@ LPV_VINLINE T512BF void tile_k_bf16(__m512 acc[8][3], const lpv__tile *a, const 
 #pragma GCC unroll 3
             for (int j = 0; j < NV; j++) x[j] = (__m512bh)ld_v((const float *)(xk + 16 * j), MASKED && j == NV - 1, m);
             lpv__prefetch_step(PF, xk + 16 * NV, NV, wk + a->wnext);
-            if (BPF) { /* as the FP32 tile's */
-#pragma GCC unroll 3
-                for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xn + 16 * j), _MM_HINT_T0);
-                xn += ldx;
-            }
+            if (BPF) lpv__prefetch_row_l1(xn, NV), xn += ldx;
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512bh wv = (__m512bh)_mm512_set1_epi32((int)wk[i]);
@@ -198,7 +189,7 @@ LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *
 }
 
 /* A group's blocks are scattered when they are not one run of adjacent block columns (a dense row's are). */
-static inline int scattered(const lpv__bsr_group *g) { return g->nb > 1 && g->ci[g->nb - 1] - g->ci[0] != g->nb - 1; }
+static inline int scattered(const lpv__bsr_group *g) { return g->nb > 1 && !lpv__one_run(g->ci, g->nb); }
 
 /* [prefetch of the profile: 0 next X, 1 next weights][scattered blocks] */
 static const tile_set *const FP32_TILES[2][2] = {{&fp32_x, &fp32_x_scat}, {&fp32_w, &fp32_w_scat}};

@@ -59,6 +59,18 @@ static inline __attribute__((always_inline)) void lpv__prefetch_step(int pf, con
     }
 }
 
+/* 1 when a group's nb blocks (block columns ci, ascending) are one run of adjacent columns, as a dense row's are:
+ * the kernels walk such blocks as one span of k-steps, scattered ones block by block. */
+static inline int lpv__one_run(const int32_t *ci, int nb) { return nb > 0 && ci[nb - 1] - ci[0] == nb - 1; }
+
+/* The nv 64-byte lines of X at p into L1: each k-step of an AVX-512 tile over scattered blocks asks for the same
+ * row of the next block, since at every jump the hardware's stride prefetch has lost the stream and a block's
+ * k-steps are too few to hide the misses (measured per kernel where it is called). */
+static inline __attribute__((always_inline)) void lpv__prefetch_row_l1(const void *p, int nv) {
+#pragma GCC unroll 3
+    for (int j = 0; j < nv; j++) _mm_prefetch((const char *)p + 64 * j, _MM_HINT_T0);
+}
+
 /* The knobs every plan reads: the profile lpv_blocking_get() names, copied before main() (tests and benchmarks
  * may change them; lpv__bsr_tuning_of gives a profile's table). */
 extern lpv__bsr_tuning lpv__bsr_tune;

@@ -65,7 +65,7 @@ LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, co
      * shapes, d = 0.5: the four products 1.72-1.74x -> 1.84-1.86x faster than dense int8; with every block
      * reading the same, L1-resident rows, 1.97x). The loop below for other widths prefetches nothing: at 16x16
      * the same prefetch made the products 12 % slower (bench_q8_kernel --block 16, d = 0.5: 7.9 -> 8.8 ms) */
-    const int one_run = a->nb > 0 && a->ci[a->nb - 1] - a->ci[0] == a->nb - 1;
+    const int one_run = lpv__one_run(a->ci, a->nb);
     if (!one_run && C == 32 && a->K % 32 == 0) {
         for (int b = 0; b < a->nb; b++) {
             const uint32_t *xk = X + (int64_t)a->ci[b] * 8 * ldx, *wk = w + (int64_t)64 * b;
@@ -73,8 +73,7 @@ LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, co
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++, xk += ldx, wk += 8, xn += ldx) {
                 VNNI_STEP();
-#pragma GCC unroll 3
-                for (int j = 0; j < NV; j++) _mm_prefetch((const char *)(xn + 16 * j), _MM_HINT_T0);
+                lpv__prefetch_row_l1(xn, NV);
             }
         }
     } else {
@@ -254,7 +253,7 @@ LPV_VINLINE TAVXVNNI __m256i dot4_avxvnni(__m256i acc, __m256i x, __m256i w) { r
         /* the next row tile's Y (the group walks its row tiles in order, then the next group's) */                  \
         for (int i = Q8_MR; i < 2 * Q8_MR; i++)                                                                       \
             for (int j = 0; j < NV; j += 2) _mm_prefetch((const char *)(a->Y + i * ldy + 8 * j), _MM_HINT_T0);       \
-        if (C == 32 && a->K % 32 == 0 && a->nb > 1 && a->ci[a->nb - 1] - a->ci[0] != a->nb - 1) {                   \
+        if (C == 32 && a->K % 32 == 0 && a->nb > 1 && !lpv__one_run(a->ci, a->nb)) {                                 \
             /* scattered whole 32-wide blocks, one at a time, 8 quads unrolled: no run to find and no trip count  \
              * that varies from run to run (their branches mispredict on a random mask); blocks that are all       \
              * adjacent (a dense row) keep the single run below */                                                   \

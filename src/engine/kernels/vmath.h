@@ -29,7 +29,9 @@
  *   For |x| < 6, lpv__gelu16 skips the exp: Φ(-|x|) comes from 32 degree-6
  *   pieces fit to relative error 1.2e-7 (coefficients chosen per lane by a
  *   permute), ~18 cycles per 16 values; a vector with any |x| >= 5.99 or NaN
- *   takes lpv__gelu16_exp.
+ *   takes lpv__gelu16_exp. lpv__gelu8 does the same below 4 with 8 degree-7
+ *   pieces (AVX2's vpermps picks from 8 entries; rel. err 2.2e-7), else
+ *   lpv__gelu8_exp, the exp formula without blends.
  * Measured over every 97th float in [-10, 10] against double erf/erfc:
  * |erf - erf_double| <= 7.5e-8 (erff: 5.2e-8); GELU relative error <= 5.7e-7
  * wherever |gelu| > 1e-30, absolute <= 3.9e-7 (tests/test_bsr.c checks both).
@@ -265,13 +267,13 @@ LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__erf8(__m256 x) {
     return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
-/* GELU on 8 lanes, lpv__gelu16_exp's formula (0.5 folded into G, the lo part of x² in the exp's reduced argument)
+/* GELU on 8 lanes for every x (lpv__gelu8 below takes it for |x| >= 4 and NaN), lpv__gelu16_exp's formula (0.5 folded into G, the lo part of x² in the exp's reduced argument)
  * with no blend: gelu = max(0, x) - |xc|·q for every x (x > 0: x - x·q; x <= 0: x·q), q = Φ(-|xc|); past -XMAX
  * q is zeroed and the sign set (-0), past +XMAX x - 12.5·q rounds to x. vblendvps is 3 uops on Intel cores: on
  * the 2-vCPU Xeon of docs/benchmarks.md this form takes 0.89-0.90 ns a value (build/tests/bench_gelu), the blend
  * one before 1.37.
  * NaN: max(0, x) and the clamps keep it (they return their second operand). */
-LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__gelu8(__m256 x) {
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__gelu8_exp(__m256 x) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 xc = _mm256_min_ps(_mm256_set1_ps(LPV_GELU_XMAX), _mm256_max_ps(_mm256_set1_ps(-LPV_GELU_XMAX), x));
     __m256 ax = _mm256_andnot_ps(sign, xc);
@@ -298,6 +300,45 @@ LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__gelu8(__m256 x) {
     q = _mm256_andnot_ps(far, q);
     __m256 g = _mm256_fnmadd_ps(ax, q, _mm256_max_ps(_mm256_setzero_ps(), x));
     return _mm256_or_ps(g, _mm256_and_ps(far, sign));
+}
+
+/* The exp form out of line, for lpv__gelu8's rare vectors: inlined into every register tile (bsr_avx2.c runs
+ * GELU on 12 accumulators) it would be copied 12 times for 1 vector in 15. */
+__attribute__((noinline, unused)) static LPV_TARGET_AVX2 __m256 lpv__gelu8_far(__m256 x) { return lpv__gelu8_exp(x); }
+
+/* GELU for |x| < 4 without exp, as lpv__gelu16 does below 6 but with the one-register permute AVX2 has:
+   Φ(-|x|) from 8 degree-7 pieces of width 1/2 in u = 4|x| - (2i + 1) in [-1, 1), i = floor(2|x|), each
+   coefficient picked per lane by vpermps (fit to relative error 1e-7 with float coefficients, 2.2e-7 after
+   float Horner). A vector with any |x| >= 4 or NaN takes the exp form. On the real DeiT-Tiny and ViT-Tiny,
+   6-7 % of fc1's 8-token vectors hold such a value (5 images, every block); the form takes 0.31 ns a value
+   against the exp form's 0.70 on AMD Zen 5 (one thread, values in [-4, 4): build/tests/bench_gelu). */
+static const float LPV_GELU8_PW0[8] __attribute__((aligned(32))) = {4.012936652e-01f, 2.266273499e-01f, 1.056497768e-01f, 4.005915672e-02f, 1.222447306e-02f, 2.979763318e-03f, 5.770250573e-04f, 8.841728413e-05f};
+static const float LPV_GELU8_PW1[8] __attribute__((aligned(32))) = {-9.666702896e-02f, -7.528436184e-02f, -4.566227272e-02f, -2.156933025e-02f, -7.934913039e-03f, -2.273390768e-03f, -5.072620115e-04f, -8.814891771e-05f};
+static const float LPV_GELU8_PW2[8] __attribute__((aligned(32))) = {3.020846751e-03f, 7.057907060e-03f, 7.134730462e-03f, 4.718291108e-03f, 2.231694292e-03f, 7.814784185e-04f, 2.060750267e-04f, 4.131978494e-05f};
+static const float LPV_GELU8_PW3[8] __attribute__((aligned(32))) = {9.440116119e-04f, 3.430928045e-04f, -2.675514261e-04f, -4.634003853e-04f, -3.357869864e-04f, -1.554078626e-04f, -5.052813867e-05f, -1.199420149e-05f};
+static const float LPV_GELU8_PW4[8] __attribute__((aligned(32))) = {-4.622241249e-05f, -8.959585102e-05f, -5.341926590e-05f, 1.533082013e-06f, 2.397309254e-05f, 1.856899871e-05f, 8.117502148e-06f, 2.380779506e-06f};
+static const float LPV_GELU8_PW5[8] __attribute__((aligned(32))) = {-8.262681149e-06f, 1.440582906e-07f, 5.845043233e-06f, 4.205359801e-06f, 4.503638991e-07f, -1.094548225e-06f, -8.450849691e-07f, -3.339991110e-07f};
+static const float LPV_GELU8_PW6[8] __attribute__((aligned(32))) = {4.718628190e-07f, 7.328938523e-07f, 1.427725209e-07f, -3.144461402e-07f, -2.413917457e-07f, -2.881804662e-08f, 4.598223313e-08f, 3.230836043e-08f};
+static const float LPV_GELU8_PW7[8] __attribute__((aligned(32))) = {4.878233639e-08f, -2.122713916e-08f, -4.841875523e-08f, -9.288465996e-09f, 1.636199443e-08f, 9.278037005e-09f, 7.475065567e-10f, -1.795884663e-09f};
+
+LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__gelu8(__m256 x) {
+    __m256 z = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(z, _mm256_set1_ps(4.0f), _CMP_NLT_UQ))) return lpv__gelu8_far(x);
+    __m256i i = _mm256_cvttps_epi32(_mm256_add_ps(z, z));
+    /* exact: 4|x| and 2i + 1 are floats within a factor 16 of each other */
+    __m256 u = _mm256_fmsub_ps(z, _mm256_set1_ps(4.0f),
+                               _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(2.0f), _mm256_set1_ps(1.0f)));
+#define LPV_PW8(k) _mm256_permutevar8x32_ps(_mm256_load_ps(LPV_GELU8_PW##k), i)
+    __m256 q = _mm256_fmadd_ps(LPV_PW8(7), u, LPV_PW8(6));
+    q = _mm256_fmadd_ps(q, u, LPV_PW8(5));
+    q = _mm256_fmadd_ps(q, u, LPV_PW8(4));
+    q = _mm256_fmadd_ps(q, u, LPV_PW8(3));
+    q = _mm256_fmadd_ps(q, u, LPV_PW8(2));
+    q = _mm256_fmadd_ps(q, u, LPV_PW8(1));
+    q = _mm256_fmadd_ps(q, u, LPV_PW8(0));
+#undef LPV_PW8
+    /* max(0, x) - |x|·q, as in lpv__gelu8_exp (±0 keep their sign) */
+    return _mm256_fnmadd_ps(z, q, _mm256_max_ps(_mm256_setzero_ps(), x));
 }
 
 /* ---------------------------------------------------------------------------

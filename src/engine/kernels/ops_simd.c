@@ -146,53 +146,71 @@ LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, cons
     }
 }
 
-/* The same three passes on 8-column strips (AVX2), the last strip masked. */
-LPV_TARGET_AVX2 static void layernorm_strip8(float *y, const float *x, const float *w, const float *b, int D, int ld,
-                                             int n, float eps, float *lo, float *hi) {
+/* The same three passes on 8-column strips (AVX2), the last strip masked: vmaskmovps only there (full = 0), as
+ * each masked load costs more than a plain one (AMD Zen 5: the attention's took ~20 % of its time). */
+#define LN8_LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
+LPV_VINLINE LPV_TARGET_AVX2 void layernorm_strip8(float *y, const float *x, const float *w, const float *b, int D,
+                                                  int ld, int n, int full, float eps, float *lo, float *hi) {
     const __m256i m = lpv__lane_mask8(n);
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int d = 0;
     for (; d + 4 <= D; d += 4) {
         const float *xr = x + (long)d * ld;
-        s0 = _mm256_add_ps(s0, _mm256_maskload_ps(xr, m));
-        s1 = _mm256_add_ps(s1, _mm256_maskload_ps(xr + ld, m));
-        s2 = _mm256_add_ps(s2, _mm256_maskload_ps(xr + 2L * ld, m));
-        s3 = _mm256_add_ps(s3, _mm256_maskload_ps(xr + 3L * ld, m));
+        s0 = _mm256_add_ps(s0, LN8_LD(xr));
+        s1 = _mm256_add_ps(s1, LN8_LD(xr + ld));
+        s2 = _mm256_add_ps(s2, LN8_LD(xr + 2L * ld));
+        s3 = _mm256_add_ps(s3, LN8_LD(xr + 3L * ld));
     }
-    for (; d < D; d++) s0 = _mm256_add_ps(s0, _mm256_maskload_ps(x + (long)d * ld, m));
+    for (; d < D; d++) s0 = _mm256_add_ps(s0, LN8_LD(x + (long)d * ld));
     __m256 invD = _mm256_set1_ps(1.0f / (float)D);
     __m256 mean = _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)), invD);
     s0 = s1 = s2 = s3 = _mm256_setzero_ps();
     for (d = 0; d + 4 <= D; d += 4) {
         const float *xr = x + (long)d * ld;
-        __m256 c0 = _mm256_sub_ps(_mm256_maskload_ps(xr, m), mean);
-        __m256 c1 = _mm256_sub_ps(_mm256_maskload_ps(xr + ld, m), mean);
-        __m256 c2 = _mm256_sub_ps(_mm256_maskload_ps(xr + 2L * ld, m), mean);
-        __m256 c3 = _mm256_sub_ps(_mm256_maskload_ps(xr + 3L * ld, m), mean);
+        __m256 c0 = _mm256_sub_ps(LN8_LD(xr), mean);
+        __m256 c1 = _mm256_sub_ps(LN8_LD(xr + ld), mean);
+        __m256 c2 = _mm256_sub_ps(LN8_LD(xr + 2L * ld), mean);
+        __m256 c3 = _mm256_sub_ps(LN8_LD(xr + 3L * ld), mean);
         s0 = _mm256_fmadd_ps(c0, c0, s0), s1 = _mm256_fmadd_ps(c1, c1, s1);
         s2 = _mm256_fmadd_ps(c2, c2, s2), s3 = _mm256_fmadd_ps(c3, c3, s3);
     }
     for (; d < D; d++) {
-        __m256 c = _mm256_sub_ps(_mm256_maskload_ps(x + (long)d * ld, m), mean);
+        __m256 c = _mm256_sub_ps(LN8_LD(x + (long)d * ld), mean);
         s0 = _mm256_fmadd_ps(c, c, s0);
     }
     __m256 var = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
     __m256 rstd = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(_mm256_fmadd_ps(var, invD, _mm256_set1_ps(eps))));
     __m256 mn = _mm256_setzero_ps(), mx = mn;
     for (d = 0; d < D; d++) {
-        __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(x + (long)d * ld, m), mean), rstd);
+        __m256 c = _mm256_mul_ps(_mm256_sub_ps(LN8_LD(x + (long)d * ld), mean), rstd);
         __m256 v = _mm256_fmadd_ps(c, _mm256_set1_ps(w[d]), _mm256_set1_ps(b[d]));
-        _mm256_maskstore_ps(y + (long)d * ld, m, v);
+        if (full) _mm256_storeu_ps(y + (long)d * ld, v);
+        else _mm256_maskstore_ps(y + (long)d * ld, m, v);
         if (lo) mn = _mm256_min_ps(v, mn), mx = _mm256_max_ps(v, mx); /* the running value wins against a NaN */
     }
     if (lo) _mm256_maskstore_ps(lo, m, mn), _mm256_maskstore_ps(hi, m, mx);
 }
+#undef LN8_LD
+
+__attribute__((noinline)) LPV_TARGET_AVX2 static void layernorm_strip8_full(float *y, const float *x, const float *w,
+                                                                          const float *b, int D, int ld, float eps,
+                                                                          float *lo, float *hi) {
+    layernorm_strip8(y, x, w, b, D, ld, 8, 1, eps, lo, hi);
+}
+
+__attribute__((noinline)) LPV_TARGET_AVX2 static void layernorm_strip8_tail(float *y, const float *x, const float *w,
+                                                                          const float *b, int D, int ld, int n,
+                                                                          float eps, float *lo, float *hi) {
+    layernorm_strip8(y, x, w, b, D, ld, n, 0, eps, lo, hi);
+}
 
 LPV_TARGET_AVX2 void lpv__layernorm_band_avx2(float *y, const float *x, const float *w, const float *b, int D, int t0,
                                               int n, int ld, float eps, float *lo, float *hi) {
-    for (int j = 0; j < n; j += 8)
-        layernorm_strip8(y + t0 + j, x + t0 + j, w, b, D, ld, n - j < 8 ? n - j : 8, eps, lo ? lo + t0 + j : NULL,
-                         hi ? hi + t0 + j : NULL);
+    for (int j = 0; j < n; j += 8) {
+        float *l = lo ? lo + t0 + j : NULL, *h = hi ? hi + t0 + j : NULL;
+        if (n - j >= 8) layernorm_strip8_full(y + t0 + j, x + t0 + j, w, b, D, ld, eps, l, h);
+        else layernorm_strip8_tail(y + t0 + j, x + t0 + j, w, b, D, ld, n - j, eps, l, h);
+    }
 }
 
 /* ---- fused attention, one (image, head) ----
@@ -418,9 +436,11 @@ LPV_TARGET_AVX2 static void a2_pack_keys(float *kp, const float *k, int ld, int 
     }
 }
 
-/* Step 1: St (T, A2_LD) = k^T q for the tile; q (hd, .) stride ld at the tile's first query. */
+/* Step 1: St (T, A2_LD) = k^T q for the tile; q (hd, .) stride ld at the tile's first query. full: all nv * 8
+ * queries are there, so q loads need no mask (vmaskmovps in this loop made the whole attention ~20 % slower on
+ * AMD Zen 5). */
 LPV_VINLINE LPV_TARGET_AVX2 void a2_scores(float *St, const float *q, int ld, const float *kp, int T, int hd, int nv,
-                                           const __m256i *qm) {
+                                           int full, const __m256i *qm) {
     for (int j0 = 0; j0 < T; j0 += A2_JB) {
         __m256 acc[A2_JB][A2_QV];
         for (int jj = 0; jj < A2_JB; jj++)
@@ -428,7 +448,8 @@ LPV_VINLINE LPV_TARGET_AVX2 void a2_scores(float *St, const float *q, int ld, co
         const float *kb = kp + (int64_t)j0 * hd;
         for (int d = 0; d < hd; d++) {
             __m256 qv[A2_QV];
-            for (int v = 0; v < nv; v++) qv[v] = _mm256_maskload_ps(q + (int64_t)d * ld + 8 * v, qm[v]);
+            for (int v = 0; v < nv; v++)
+                qv[v] = full ? _mm256_loadu_ps(q + (int64_t)d * ld + 8 * v) : _mm256_maskload_ps(q + (int64_t)d * ld + 8 * v, qm[v]);
             for (int jj = 0; jj < A2_JB; jj++) {
                 __m256 kj = _mm256_broadcast_ss(kb + d * A2_JB + jj);
                 for (int v = 0; v < nv; v++) acc[jj][v] = _mm256_fmadd_ps(kj, qv[v], acc[jj][v]);
@@ -460,7 +481,7 @@ LPV_VINLINE LPV_TARGET_AVX2 void a2_softmax(float *St, float *inv, int T, float 
 
 /* Step 3: out (hd, .) stride ld at the tile's first query = v St * inv. */
 LPV_VINLINE LPV_TARGET_AVX2 void a2_values(float *out, const float *vh, int ld, const float *St, const float *inv, int T,
-                                           int hd, int nv, const __m256i *qm) {
+                                           int hd, int nv, int full, const __m256i *qm) {
     for (int d0 = 0; d0 < hd; d0 += A2_JB) {
         __m256 acc[A2_JB][A2_QV];
         for (int dd = 0; dd < A2_JB; dd++)
@@ -475,40 +496,45 @@ LPV_VINLINE LPV_TARGET_AVX2 void a2_values(float *out, const float *vh, int ld, 
             }
         }
         for (int dd = 0; dd < A2_JB; dd++)
-            for (int v = 0; v < nv; v++)
-                _mm256_maskstore_ps(out + (int64_t)(d0 + dd) * ld + 8 * v, qm[v],
-                                    _mm256_mul_ps(acc[dd][v], _mm256_loadu_ps(inv + 8 * v)));
+            for (int v = 0; v < nv; v++) {
+                float *o = out + (int64_t)(d0 + dd) * ld + 8 * v;
+                __m256 r = _mm256_mul_ps(acc[dd][v], _mm256_loadu_ps(inv + 8 * v));
+                if (full) _mm256_storeu_ps(o, r);
+                else _mm256_maskstore_ps(o, qm[v], r);
+            }
     }
 }
 
-/* As for AVX-512, each step its own function specialized on nv. */
-#define A2_STEPS(NV)                                                                                                   \
-    __attribute__((noinline)) LPV_TARGET_AVX2 static void a2_scores##NV(float *St, const float *q, int ld,             \
-                                                                        const float *kp, int T, int hd,                \
-                                                                        const __m256i *qm) {                           \
-        a2_scores(St, q, ld, kp, T, hd, NV, qm);                                                                       \
+/* As for AVX-512, each step its own function specialized on nv, and on full (every query of the tile there:
+ * the q loads and out stores unmasked; name suffix f). */
+#define A2_STEPS(NV, FULL, SFX)                                                                                        \
+    __attribute__((noinline)) LPV_TARGET_AVX2 static void a2_scores##SFX(float *St, const float *q, int ld,            \
+                                                                         const float *kp, int T, int hd,               \
+                                                                         const __m256i *qm) {                          \
+        a2_scores(St, q, ld, kp, T, hd, NV, FULL, qm);                                                                 \
     }                                                                                                                  \
-    __attribute__((noinline)) LPV_TARGET_AVX2 static void a2_softmax##NV(float *St, float *inv, int T, float scale) {  \
+    __attribute__((noinline)) LPV_TARGET_AVX2 static void a2_softmax##SFX(float *St, float *inv, int T, float scale) { \
         a2_softmax(St, inv, T, scale, NV);                                                                             \
     }                                                                                                                  \
-    __attribute__((noinline)) LPV_TARGET_AVX2 static void a2_values##NV(float *out, const float *vh, int ld,           \
-                                                                        const float *St, const float *inv, int T,      \
-                                                                        int hd, const __m256i *qm) {                   \
-        a2_values(out, vh, ld, St, inv, T, hd, NV, qm);                                                                \
+    __attribute__((noinline)) LPV_TARGET_AVX2 static void a2_values##SFX(float *out, const float *vh, int ld,          \
+                                                                         const float *St, const float *inv, int T,     \
+                                                                         int hd, const __m256i *qm) {                  \
+        a2_values(out, vh, ld, St, inv, T, hd, NV, FULL, qm);                                                          \
     }                                                                                                                  \
-    LPV_TARGET_AVX2 static void a2_tile##NV(float *o, const float *q, const float *vh, int ld, const float *kp,         \
-                                            float *St, int T, int hd, float scale, int nq) {                           \
+    LPV_TARGET_AVX2 static void a2_tile##SFX(float *o, const float *q, const float *vh, int ld, const float *kp,        \
+                                             float *St, int T, int hd, float scale, int nq) {                          \
         __m256i qm[A2_QV];                                                                                             \
         float inv[A2_LD];                                                                                              \
-        for (int v = 0; v < NV; v++) qm[v] = lpv__lane_mask8(nq - 8 * v);                                              \
-        a2_scores##NV(St, q, ld, kp, T, hd, qm);                                                                       \
-        a2_softmax##NV(St, inv, T, scale);                                                                             \
-        a2_values##NV(o, vh, ld, St, inv, T, hd, qm);                                                                  \
+        for (int v = 0; v < NV; v++) qm[v] = lpv__lane_mask8(nq - 8 * v);                                             \
+        a2_scores##SFX(St, q, ld, kp, T, hd, qm);                                                                      \
+        a2_softmax##SFX(St, inv, T, scale);                                                                            \
+        a2_values##SFX(o, vh, ld, St, inv, T, hd, qm);                                                                 \
     }
 
-A2_STEPS(1)
-A2_STEPS(2)
-A2_STEPS(3)
+A2_STEPS(1, 0, 1)
+A2_STEPS(2, 0, 2)
+A2_STEPS(3, 0, 3)
+A2_STEPS(3, 1, 3f)
 
 /* One (image b, head h); hd % 4 == 0. Query tiles of up to 24. (nb, nh), when nb >= 0, is the unit this
  * thread runs next: its q/k/v rows are prefetched a slice per tile, as in the AVX-512 kernel. */
@@ -522,7 +548,8 @@ LPV_TARGET_AVX2 void lpv__attention_head_avx2(float *out, const float *qkv, int 
     for (int i0 = 0; i0 < T; tile++) {
         int nq = T - i0 < A2_LD ? T - i0 : A2_LD;
         prefetch_next_share(qkv, ld, nb, nh, T, D, hd, tile, ntiles);
-        if (nq > 16) a2_tile3(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
+        if (nq == A2_LD) a2_tile3f(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
+        else if (nq > 16) a2_tile3(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
         else if (nq > 8) a2_tile2(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
         else a2_tile1(x.o + i0, x.q + i0, x.v, ld, kp, St, T, hd, scale, nq);
         i0 += nq;

@@ -43,10 +43,19 @@ enum { LPV_BENCH_FP32 = 0, LPV_BENCH_BF16 = 1, LPV_BENCH_INT8 = 2 };
  * (LPV_BENCH_INT8; the inputs per token at run time). */
 lpv_status lpv_model_pack_for(lpv_model *m, int lowp, lpv_err *err);
 
-/* Times `a` and `b` (either may be NULL) interleaved: Y = epi(L X + b) on T token columns. lowp (LPV_BENCH_*):
- * a layer with a BF16 pack / int8 weights runs in that precision, the conversion or quantization of X inside
- * the timing (median_ms); an int8 layer's product is also timed alone (product_ms), as the forward pass's
- * profile counts it (its quantization there is an op of its own, the same work at any density). */
+/* With LPV_BENCH_INT8, how the forward pass feeds an int8 layer whose inputs are quantized per token (OR them
+ * into lowp): RANGE_IN, the op that wrote X recorded its per-token range (LayerNorm before qkv and fc1, fc1's
+ * GELU before an int8 fc2), so the quantizer skips its min/max pass; RANGE_OUT, the product records its own
+ * output's range for the next layer (fc1 before an int8 fc2, lpv_bsr_matmul_q8_range). Without them the
+ * quantizer finds the range itself and the product records nothing (proj's input, and the allocator's cost
+ * tables, which time shapes, not layers). */
+enum { LPV_BENCH_Q8_RANGE_IN = 4, LPV_BENCH_Q8_RANGE_OUT = 8 };
+
+/* Times `a` and `b` (either may be NULL) interleaved: Y = epi(L X + b) on T token columns. lowp (LPV_BENCH_*,
+ * int8 with the flags above): a layer with a BF16 pack / int8 weights runs in that precision, the conversion or
+ * quantization of X inside the timing (median_ms); an int8 layer's product is also timed alone (product_ms), as
+ * the forward pass's profile counts it (its quantization there is an op of its own, the same work at any
+ * density). */
 lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int lowp, int warmup,
                                  int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err);
 

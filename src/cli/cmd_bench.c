@@ -406,6 +406,22 @@ static int run_peak(const bench_opts *o) {
     return st ? cli_fail(&err, st) : 0;
 }
 
+/* int8 only: how the forward pass feeds layer i its per-token range (block_forward in forward.c): LayerNorm
+ * records it for qkv and fc1, fc1's GELU product for fc2 when fc1 runs int8 (and then records it, the
+ * RANGE_OUT); proj's quantizer finds its own. */
+static int q8_ranges(const lpv_layer_ref *r, int n, int i, int lowp) {
+    if (lowp != LPV_BENCH_INT8) return 0;
+    int next_fc2 = i + 1 < n && r[i + 1].kind == LPV_LK_FC2 && lpv_linear_has_int8(r[i + 1].lin) &&
+                   r[i + 1].lin->qx.per_token;
+    int prev_fc1 = i > 0 && r[i - 1].kind == LPV_LK_FC1 && lpv_linear_has_int8(r[i - 1].lin);
+    switch (r[i].kind) {
+    case LPV_LK_QKV: return LPV_BENCH_Q8_RANGE_IN;
+    case LPV_LK_FC1: return LPV_BENCH_Q8_RANGE_IN | (next_fc2 ? LPV_BENCH_Q8_RANGE_OUT : 0);
+    case LPV_LK_FC2: return prev_fc1 ? LPV_BENCH_Q8_RANGE_IN : 0;
+    default: return 0;
+    }
+}
+
 static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, cJSON *arr, int human, lpv_err *err) {
     lpv_layer_ref rd[LPV_MAX_LAYERS], rs[LPV_MAX_LAYERS];
     int n = lpv_model_layers(bm->dense, rd, LPV_MAX_LAYERS);
@@ -438,8 +454,8 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, 
         lpv_timing td16, ts16 = {NAN, NAN, NAN, 0, NAN, NAN};
         int in_lowp = lowp == LPV_BENCH_BF16 ? lpv_linear_has_bf16(ld) : lowp == LPV_BENCH_INT8 && lpv_linear_has_int8(ld);
         if (in_lowp)
-            LPV_TRY(lpv_bench_linear_pair(ld, ls, T, epi, lowp, o->warmup, o->reps, (uint64_t)o->seed + (uint64_t)i, &td16,
-                                          &ts16, err));
+            LPV_TRY(lpv_bench_linear_pair(ld, ls, T, epi, lowp | q8_ranges(rd, n, i, lowp), o->warmup, o->reps,
+                                          (uint64_t)o->seed + (uint64_t)i, &td16, &ts16, err));
         double dens = ls ? lpv_linear_density(ls) : 1.0;
         sum_d += td.median_ms;
         if (ls) sum_s += ts.median_ms;
@@ -485,8 +501,8 @@ static lpv_status bench_layers(const bench_opts *o, bench_models *bm, int lowp, 
     if (human && bm->sparse)
         printf("  %-24s %-11s %7s %9.3f %9.3f %7.2fx\n", "all linear layers", "", "", sum_d, sum_s, sum_d / sum_s);
     if (human && bm->sparse && lowp == LPV_BENCH_INT8)
-        printf("  int8 times include quantizing the layer's input; sp8/d8: int8 sparse vs int8 dense, prod: their "
-               "products alone\n");
+        printf("  int8 times include quantizing the layer's input as the forward pass does (qkv, fc1, fc2: range from "
+               "the op before); sp8/d8: int8 sparse vs int8 dense, prod: their products alone\n");
     return LPV_OK;
 }
 

@@ -66,6 +66,18 @@ static void *aligned_buf(size_t bytes) {
     return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
 }
 
+/* lo[t] = min(0, min_k X[k][t]), hi[t] = max(0, max_k X[k][t]) over the readable columns (what LayerNorm and the
+ * GELU epilogue record for the int8 quantizer). */
+static void column_range(float *lo, float *hi, const float *X, int ld, int K, int T) {
+    int n = lpv_round16(T) <= ld ? lpv_round16(T) : T;
+    for (int t = 0; t < n; t++) lo[t] = 0.0f, hi[t] = 0.0f;
+    for (int k = 0; k < K; k++)
+        for (int t = 0; t < n; t++) {
+            float v = X[(int64_t)k * ld + t];
+            lo[t] = v < lo[t] ? v : lo[t], hi[t] = v > hi[t] ? v : hi[t];
+        }
+}
+
 lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int lowp, int warmup,
                                  int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err) {
     const lpv_linear *ref = a ? a : b;
@@ -77,25 +89,35 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
     double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
     double *pk = malloc(sizeof(double) * (size_t)reps);
     double *qa = malloc(sizeof(double) * (size_t)reps), *qb = malloc(sizeof(double) * (size_t)reps);
-    int bf16 = lowp == LPV_BENCH_BF16, q8 = lowp == LPV_BENCH_INT8, qn[2] = {0, 0};
+    int prec = lowp & 3, bf16 = prec == LPV_BENCH_BF16, q8 = prec == LPV_BENCH_INT8, qn[2] = {0, 0};
+    int rin = q8 && (lowp & LPV_BENCH_Q8_RANGE_IN), rout = q8 && (lowp & LPV_BENCH_Q8_RANGE_OUT);
     uint32_t *X2 = bf16 ? aligned_buf(sizeof(uint32_t) * (size_t)((ref->in + 1) / 2) * ld) : NULL;
     uint32_t *X4 = q8 ? aligned_buf(sizeof(uint32_t) * (size_t)((ref->in + 3) / 4) * ld) : NULL;
     float *xa = q8 ? aligned_buf(sizeof(float) * (size_t)ld) : NULL, *xc = q8 ? aligned_buf(sizeof(float) * (size_t)ld) : NULL;
-    if (!X || !Y || !sa || !sb || !pk || !qa || !qb || (bf16 && !X2) || (q8 && (!X4 || !xa || !xc))) {
+    /* rin: X's per-token range (lo | hi), as the producer would have recorded it; rout: the product's scratch */
+    float *rng_in = rin ? aligned_buf(sizeof(float) * 2 * (size_t)ld) : NULL;
+    float *rng_out = rout ? aligned_buf(sizeof(float) * 2 * (size_t)ld * (size_t)lpv_threads_get()) : NULL;
+    if (!X || !Y || !sa || !sb || !pk || !qa || !qb || (bf16 && !X2) || (q8 && (!X4 || !xa || !xc)) || (rin && !rng_in) ||
+        (rout && !rng_out)) {
         free(X), free(Y), free(sa), free(sb), free(pk), free(qa), free(qb), free(X2), free(X4), free(xa), free(xc);
+        free(rng_in), free(rng_out);
         return lpv_fail(err, LPV_E_OOM, "out of memory");
     }
     fill_normal(X, (int64_t)ref->in * ld, seed);
+    if (rin) column_range(rng_in, rng_in + ld, X, ld, ref->in, T);
     memset(Y, 0, sizeof(float) * (size_t)ref->out * ld);
     for (int r = -warmup; r < reps; r++) {
         for (int k = 0; k < 2; k++) {
             const lpv_linear *L = k ? b : a;
             if (!L) continue;
             double t0 = lpv_now(), tq = NAN;
-            if (q8 && lpv_linear_has_int8(L)) { /* lpv_linear_forward_q8, its two steps timed apart */
-                lpv_q8_quantize_x(X4, xa, xc, X, ld, L->in, T, &L->qx);
+            if (q8 && lpv_linear_has_int8(L)) { /* the forward pass's run_linear, its two steps timed apart */
+                if (rin && L->qx.per_token) lpv_q8_quantize_x_range(X4, xa, xc, X, ld, L->in, T, rng_in, rng_in + ld);
+                else lpv_q8_quantize_x(X4, xa, xc, X, ld, L->in, T, &L->qx);
                 tq = lpv_now();
-                lpv_bsr_matmul_q8(lpv_linear_int8_weights(L), L->b, X4, xa, xc, ld, Y, ld, T, epi);
+                const lpv_bsr *W = lpv_linear_int8_weights(L);
+                if (rout && (epi & LPV_EPI_GELU)) lpv_bsr_matmul_q8_range(W, L->b, X4, xa, xc, ld, Y, ld, T, epi, rng_out);
+                else lpv_bsr_matmul_q8(W, L->b, X4, xa, xc, ld, Y, ld, T, epi);
             } else lpv_linear_forward_pick(L, X, X2, ld, Y, ld, T, epi);
             double t1 = lpv_now();
             if (r >= 0) (k ? sb : sa)[r] = t1 - t0;
@@ -107,6 +129,7 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
     if (a) *ta = lpv_timing_of(sa, reps), ta->peak_gflops = peak, ta->product_ms = qn[0] ? 1e3 * lpv_median(qa, qn[0]) : NAN;
     if (b) *tb = lpv_timing_of(sb, reps), tb->peak_gflops = peak, tb->product_ms = qn[1] ? 1e3 * lpv_median(qb, qn[1]) : NAN;
     free(X), free(Y), free(sa), free(sb), free(pk), free(qa), free(qb), free(X2), free(X4), free(xa), free(xc);
+    free(rng_in), free(rng_out);
     return LPV_OK;
 }
 

@@ -232,6 +232,13 @@ static void test_int8_product_time(void) {
                  &err);
         CHECKF(ta.product_ms > 0 && ta.product_ms <= ta.median_ms && tb.product_ms > 0 && tb.product_ms <= tb.median_ms,
                "%s: product %g of %g ms, %g of %g", refs[i].name, ta.product_ms, ta.median_ms, tb.product_ms, tb.median_ms);
+        /* the forward pass's feeding (cmd_bench's flags): the range given, and fc1 recording its output's */
+        int fc1 = refs[i].kind == LPV_LK_FC1, epi = fc1 ? LPV_EPI_BIAS | LPV_EPI_GELU : LPV_EPI_BIAS;
+        int flags = LPV_BENCH_Q8_RANGE_IN | (fc1 ? LPV_BENCH_Q8_RANGE_OUT : 0);
+        CHECK_OK(lpv_bench_linear_pair(refs[i].lin, refs[i].lin, 40, epi, LPV_BENCH_INT8 | flags, 0, 3, 1, &ta, &tb, &err),
+                 &err);
+        CHECKF(ta.product_ms > 0 && ta.product_ms <= ta.median_ms && isfinite(tb.median_ms), "%s with ranges: %g of %g ms",
+               refs[i].name, ta.product_ms, ta.median_ms);
         CHECK_OK(lpv_bench_linear_pair(refs[i].lin, NULL, 40, LPV_EPI_BIAS, LPV_BENCH_FP32, 0, 3, 1, &ta, &tb, &err), &err);
         CHECK(isnan(ta.product_ms));
     }

@@ -796,6 +796,15 @@ int64_t lpv__attention_scratch_q8(int T, int hd) {
            (int64_t)T * ATT_LD + 16;
 }
 
+/* acc += Σ of four u · s8 byte products per lane (vpdpbusd). Inline asm ties acc to the instruction's
+ * destination: with the intrinsic, gcc 12 kept the scores' and values' 16 accumulators in two register sets
+ * and copied each one back and forth around every vpdpbusd, some through the stack (34 moves per 16
+ * vpdpbusd in the inner loops), which made this attention slower than the BF16 one on Zen 5. */
+LPV_VINLINE TQ8 __m512i q8_dot(__m512i acc, __m512i u, __m512i s) {
+    __asm__("vpdpbusd %[s], %[u], %[acc]" : [acc] "+v"(acc) : [u] "v"(u), [s] "v"(s));
+    return acc;
+}
+
 /* Four int32 vectors of values in 0..255 (or s8 as int32) into bytes of one word per lane, d = 0 lowest. */
 LPV_VINLINE TQ8 __m512i q8_bytes4(__m512i a, __m512i b, __m512i c, __m512i d) {
     const __m512i m = _mm512_set1_epi32(255);
@@ -893,7 +902,7 @@ LPV_VINLINE TQ8 void q8_scores(const q8_att_scratch *x, int T, int hd, int nv) {
             for (int v = 0; v < nv; v++) qv[v] = _mm512_loadu_si512(x->qp + ((int64_t)dq * ATT_QV + v) * 16);
             for (int jj = 0; jj < ATT_JB; jj++) {
                 __m512i kw = _mm512_set1_epi32((int)kb[dq * ATT_JB + jj]);
-                for (int v = 0; v < nv; v++) acc[jj][v] = _mm512_dpbusd_epi32(acc[jj][v], qv[v], kw);
+                for (int v = 0; v < nv; v++) acc[jj][v] = q8_dot(acc[jj][v], qv[v], kw);
             }
         }
         int n = T - j0 < ATT_JB ? T - j0 : ATT_JB;
@@ -931,7 +940,7 @@ LPV_VINLINE TQ8 void q8_values(const q8_att_scratch *x, float *out, int ld, cons
             for (int v = 0; v < nv; v++) p[v] = _mm512_loadu_si512(x->pp + ((int64_t)jq * ATT_QV + v) * 16);
             for (int dd = 0; dd < ATT_JB; dd++) {
                 __m512i vw = _mm512_set1_epi32((int)x->vp[(int64_t)(d0 + dd) * x->T4 / 4 + jq]);
-                for (int v = 0; v < nv; v++) acc[dd][v] = _mm512_dpbusd_epi32(acc[dd][v], p[v], vw);
+                for (int v = 0; v < nv; v++) acc[dd][v] = q8_dot(acc[dd][v], p[v], vw);
             }
         }
         for (int dd = 0; dd < ATT_JB; dd++)
@@ -994,6 +1003,12 @@ TQ8 void lpv__attention_head_q8(float *out, const float *qkv, int ld, int b, int
  * words), St (T x A2_LD); T4: T rounded up to 4.
  */
 #define TQ8Y __attribute__((target("avx2,fma,avxvnni")))
+
+/* q8_dot on ymm (AVX-VNNI's {vex} vpdpbusd), for the same reason. */
+LPV_VINLINE TQ8Y __m256i q8y_dot(__m256i acc, __m256i u, __m256i s) {
+    __asm__("%{vex%} vpdpbusd %[s], %[u], %[acc]" : [acc] "+x"(acc) : [u] "x"(u), [s] "x"(s));
+    return acc;
+}
 
 static q8_att_scratch q8y_layout(float *s, int T, int hd) {
     q8_att_scratch x;
@@ -1120,7 +1135,7 @@ LPV_VINLINE TQ8Y void q8y_scores(const q8_att_scratch *x, int T, int hd, int nv)
             for (int v = 0; v < nv; v++) qv[v] = _mm256_loadu_si256((const __m256i *)(x->qp + ((int64_t)dq * A2_QV + v) * 8));
             for (int jj = 0; jj < A2_JB; jj++) {
                 __m256i kw = _mm256_set1_epi32((int)kb[dq * A2_JB + jj]);
-                for (int v = 0; v < nv; v++) acc[jj][v] = _mm256_dpbusd_avx_epi32(acc[jj][v], qv[v], kw);
+                for (int v = 0; v < nv; v++) acc[jj][v] = q8y_dot(acc[jj][v], qv[v], kw);
             }
         }
         int n = T - j0 < A2_JB ? T - j0 : A2_JB;
@@ -1158,7 +1173,7 @@ LPV_VINLINE TQ8Y void q8y_values(const q8_att_scratch *x, float *out, int ld, co
             for (int v = 0; v < nv; v++) p[v] = _mm256_loadu_si256((const __m256i *)(x->pp + ((int64_t)jq * A2_QV + v) * 8));
             for (int dd = 0; dd < A2_JB; dd++) {
                 __m256i vw = _mm256_set1_epi32((int)x->vp[(int64_t)(d0 + dd) * x->T4 / 4 + jq]);
-                for (int v = 0; v < nv; v++) acc[dd][v] = _mm256_dpbusd_avx_epi32(acc[dd][v], p[v], vw);
+                for (int v = 0; v < nv; v++) acc[dd][v] = q8y_dot(acc[dd][v], p[v], vw);
             }
         }
         for (int dd = 0; dd < A2_JB; dd++)

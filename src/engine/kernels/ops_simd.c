@@ -824,7 +824,6 @@ TQ8 static void q8_pack_keys(q8_att_scratch *x, const float *k, int ld, int T, i
         __mmask16 nz = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_GT_OQ);
         __m512 inv = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), s); /* an all-zero key: codes 0 */
         __m512i sum = _mm512_setzero_si512();
-        uint32_t w[16];
         for (int dq = 0; dq < hd / 4; dq++) {
             __m512i c[4];
             for (int t = 0; t < 4; t++) {
@@ -833,11 +832,12 @@ TQ8 static void q8_pack_keys(q8_att_scratch *x, const float *k, int ld, int T, i
                 c[t] = _mm512_max_epi32(_mm512_min_epi32(c[t], _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
                 sum = _mm512_add_epi32(sum, c[t]);
             }
-            _mm512_storeu_si512(w, q8_bytes4(c[0], c[1], c[2], c[3]));
-            for (int jj = 0; jj < 16 && j0 + jj < x->T8; jj++) {
-                int j = j0 + jj;
-                x->kp[((int64_t)(j / ATT_JB) * (hd / 4) + dq) * ATT_JB + j % ATT_JB] = w[jj];
-            }
+            /* keys j0..j0+7 and j0+8..j0+15 are two blocks of ATT_JB (= 8) keys: one 8-word store into each */
+            __m512i wq = q8_bytes4(c[0], c[1], c[2], c[3]);
+            uint32_t *dst = x->kp + ((int64_t)(j0 / ATT_JB) * (hd / 4) + dq) * ATT_JB;
+            _mm256_storeu_si256((__m256i *)dst, _mm512_castsi512_si256(wq));
+            if (j0 + ATT_JB < x->T8)
+                _mm256_storeu_si256((__m256i *)(dst + (int64_t)(hd / 4) * ATT_JB), _mm512_extracti64x4_epi64(wq, 1));
         }
         float sb[16];
         int32_t kb[16];

@@ -147,7 +147,8 @@ LPV_TARGET_AVX512 void lpv__layernorm_band_avx512(float *y, const float *x, cons
 }
 
 /* The same three passes on 8-column strips (AVX2), the last strip masked: vmaskmovps only there (full = 0), as
- * each masked load costs more than a plain one (AMD Zen 5: the attention's took ~20 % of its time). */
+ * a masked load costs more than a plain one (the AVX2 attention's took 8-20 % of its time on AMD Zen 5; this
+ * op's share of the forward is too small to time the change apart). */
 #define LN8_LD(p) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m))
 LPV_VINLINE LPV_TARGET_AVX2 void layernorm_strip8(float *y, const float *x, const float *w, const float *b, int D,
                                                   int ld, int n, int full, float eps, float *lo, float *hi) {
@@ -448,8 +449,10 @@ LPV_VINLINE LPV_TARGET_AVX2 void a2_scores(float *St, const float *q, int ld, co
         const float *kb = kp + (int64_t)j0 * hd;
         for (int d = 0; d < hd; d++) {
             __m256 qv[A2_QV];
-            for (int v = 0; v < nv; v++)
-                qv[v] = full ? _mm256_loadu_ps(q + (int64_t)d * ld + 8 * v) : _mm256_maskload_ps(q + (int64_t)d * ld + 8 * v, qm[v]);
+            for (int v = 0; v < nv; v++) {
+                const float *qd = q + (int64_t)d * ld + 8 * v;
+                qv[v] = full ? _mm256_loadu_ps(qd) : _mm256_maskload_ps(qd, qm[v]);
+            }
             for (int jj = 0; jj < A2_JB; jj++) {
                 __m256 kj = _mm256_broadcast_ss(kb + d * A2_JB + jj);
                 for (int v = 0; v < nv; v++) acc[jj][v] = _mm256_fmadd_ps(kj, qv[v], acc[jj][v]);

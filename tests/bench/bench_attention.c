@@ -9,12 +9,14 @@
  *            and in BF16, as lpvit bench --precision bf16 runs them) with ws.attn_fp32 = 1 and 0,
  *            interleaved the same way.
  *   sweep    (--sweep) the op alone at batch 1 over T = 1 .. 394 and hd 32 / 64 (4 heads): where BF16 pays.
+ *   --int8   the op (and the sweep) FP32 against lpv_attention_fm_q8 instead of BF16 (the int8 precision's
+ *            attention: AVX-512 VNNI, or AVX-VNNI under --isa avxvnni); not with --forward.
  * Reports ms per image (median, and min-max over the samples) and the BF16 speedup as the median of the
  * per-sample ratios fp32 / bf16 (min-max), with the load average before and after: on a shared machine
  * only ratios from one run mean much.
  *
  *     bench_attention [--model vit_t,deit_s,deit_b] [--batch 1,8] [--threads 2] [--reps 11] [--forward] [--sweep]
- *                     [--cpu-time]
+ *                     [--cpu-time] [--int8] [--isa avx512|avxvnni|...]
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +37,8 @@
 /* --cpu-time: the process's CPU seconds instead of wall seconds. With --threads 1 that is the one thread's
  * compute time, which a busy neighbour on the other core barely moves. */
 static int use_cpu_time;
+/* --int8: the second variant is the int8 attention, not the BF16 one. */
+static int use_int8;
 
 static double now(void) {
     if (!use_cpu_time) return lpv_now();
@@ -67,7 +71,7 @@ static void loadavg(char *buf, size_t cap) {
     if (f) fclose(f);
 }
 
-/* Per-image ms of both variants (a: fp32, b: bf16) and the per-sample ratios a / b. */
+/* Per-image ms of both variants (a: fp32, b: bf16 or int8) and the per-sample ratios a / b. */
 typedef struct {
     double a[64], b[64], r[64];
     int n;
@@ -100,7 +104,8 @@ static void bench_op(const char *name, int B, int T, int D, int heads, int depth
         for (int k = 0; k < 2; k++) {
             t0 = now();
             for (int j = 0; j < inner; j++)
-                (k ? lpv_attention_fm_bf16 : lpv_attention_fm)(out, qkv, ld, B, T, D, heads, scratch);
+                (!k ? lpv_attention_fm : use_int8 ? lpv_attention_fm_q8 : lpv_attention_fm_bf16)(out, qkv, ld, B, T, D,
+                                                                                                 heads, scratch);
             double ms = 1e3 * (now() - t0) / inner / B * depth;
             if (i >= 0) (k ? s.b : s.a)[i] = ms;
         }
@@ -159,24 +164,35 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--forward")) forward = 1;
         else if (!strcmp(argv[i], "--sweep")) sweep = 1;
         else if (!strcmp(argv[i], "--cpu-time")) use_cpu_time = 1;
-        else {
+        else if (!strcmp(argv[i], "--int8")) use_int8 = 1;
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            lpv_isa isa;
+            lpv_err err;
+            if (lpv_isa_parse(argv[++i], &isa, &err) || lpv_isa_set(isa, &err)) return fprintf(stderr, "%s\n", err.msg), 2;
+        } else {
             fprintf(stderr, "usage: bench_attention [--model vit_t,deit_s,deit_b] [--batch 1,8] [--threads 2] "
-                            "[--reps 11] [--forward] [--sweep] [--cpu-time]\n");
+                            "[--reps 11] [--forward] [--sweep] [--cpu-time] [--int8] [--isa NAME]\n");
             return 2;
         }
     }
+    if (use_int8 && forward) return fprintf(stderr, "bench_attention: --int8 times the op only, not --forward\n"), 2;
     reps = reps < 1 ? 1 : reps > 64 ? 64 : reps;
     lpv_threads_set(threads);
-    if (lpv_isa_best() < LPV_ISA_AVX512BF16) {
-        printf("no avx512_bf16 on this cpu (best isa %s): BF16 attention is the FP32 one here\n",
-               lpv_isa_name(lpv_isa_best()));
+    if (use_int8 && !lpv_attention_q8_runs(64)) {
+        printf("no int8 attention at isa %s (it needs AVX-512 VNNI or AVX-VNNI): it is the FP32 one here\n",
+               lpv_isa_name(lpv_isa_get()));
+        return 0;
+    }
+    if (!use_int8 && lpv_isa_get() < LPV_ISA_AVX512BF16) {
+        printf("no avx512_bf16 at isa %s: BF16 attention is the FP32 one here\n", lpv_isa_name(lpv_isa_get()));
         return 0;
     }
     char load[128];
     loadavg(load, sizeof load);
     printf("cpu %s, %d threads, %d samples, %s time; loadavg before: %s\n\n", lpv_cpu()->brand, threads, reps,
            use_cpu_time ? "cpu" : "wall", load);
-    printf("| what | batch | FP32 attention ms/img | BF16 attention ms/img | BF16 speedup |\n|---|---|---|---|---|\n");
+    const char *lowp = use_int8 ? "int8" : "BF16";
+    printf("| what | batch | FP32 attention ms/img | %s attention ms/img | %s speedup |\n|---|---|---|---|---|\n", lowp, lowp);
     char *save = NULL;
     for (char *name = strtok_r(models_arg, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
         lpv_preset p;

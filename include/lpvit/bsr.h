@@ -196,6 +196,9 @@ void lpv_q8_quantize_x_isa(uint32_t *X4, float *xa, float *xc, const float *X, i
  * are X's column min / max with 0. */
 void lpv_q8_quantize_x_range(uint32_t *X4, float *xa, float *xc, const float *X, int ld, int K, int T,
                              const float *lo, const float *hi);
+/* lo[t] = min(0, min_k X[k][t]) and hi[t] = max(0, max_k X[k][t]) per readable column (NaN ignored): the range
+ * lpv_q8_quantize_x_range takes, as the per-token quantizer finds it (ISA from lpv_isa_get()). */
+void lpv_q8_column_range(float *lo, float *hi, const float *X, int ld, int K, int T);
 
 /* Y (rows, T) = epi(...) as above; W must have int8 weights. Same threading and epilogue rules as
  * lpv_bsr_matmul. */

@@ -66,18 +66,6 @@ static void *aligned_buf(size_t bytes) {
     return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
 }
 
-/* lo[t] = min(0, min_k X[k][t]), hi[t] = max(0, max_k X[k][t]) over the readable columns (what LayerNorm and the
- * GELU epilogue record for the int8 quantizer). */
-static void column_range(float *lo, float *hi, const float *X, int ld, int K, int T) {
-    int n = lpv_round16(T) <= ld ? lpv_round16(T) : T;
-    for (int t = 0; t < n; t++) lo[t] = 0.0f, hi[t] = 0.0f;
-    for (int k = 0; k < K; k++)
-        for (int t = 0; t < n; t++) {
-            float v = X[(int64_t)k * ld + t];
-            lo[t] = v < lo[t] ? v : lo[t], hi[t] = v > hi[t] ? v : hi[t];
-        }
-}
-
 lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T, int epi, int lowp, int warmup,
                                  int reps, uint64_t seed, lpv_timing *ta, lpv_timing *tb, lpv_err *err) {
     const lpv_linear *ref = a ? a : b;
@@ -89,7 +77,8 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
     double *sa = malloc(sizeof(double) * (size_t)reps), *sb = malloc(sizeof(double) * (size_t)reps);
     double *pk = malloc(sizeof(double) * (size_t)reps);
     double *qa = malloc(sizeof(double) * (size_t)reps), *qb = malloc(sizeof(double) * (size_t)reps);
-    int prec = lowp & 3, bf16 = prec == LPV_BENCH_BF16, q8 = prec == LPV_BENCH_INT8, qn[2] = {0, 0};
+    int prec = lowp & ~(LPV_BENCH_Q8_RANGE_IN | LPV_BENCH_Q8_RANGE_OUT), qn[2] = {0, 0};
+    int bf16 = prec == LPV_BENCH_BF16, q8 = prec == LPV_BENCH_INT8;
     int rin = q8 && (lowp & LPV_BENCH_Q8_RANGE_IN), rout = q8 && (lowp & LPV_BENCH_Q8_RANGE_OUT);
     uint32_t *X2 = bf16 ? aligned_buf(sizeof(uint32_t) * (size_t)((ref->in + 1) / 2) * ld) : NULL;
     uint32_t *X4 = q8 ? aligned_buf(sizeof(uint32_t) * (size_t)((ref->in + 3) / 4) * ld) : NULL;
@@ -104,7 +93,7 @@ lpv_status lpv_bench_linear_pair(const lpv_linear *a, const lpv_linear *b, int T
         return lpv_fail(err, LPV_E_OOM, "out of memory");
     }
     fill_normal(X, (int64_t)ref->in * ld, seed);
-    if (rin) column_range(rng_in, rng_in + ld, X, ld, ref->in, T);
+    if (rin) lpv_q8_column_range(rng_in, rng_in + ld, X, ld, ref->in, T);
     memset(Y, 0, sizeof(float) * (size_t)ref->out * ld);
     for (int r = -warmup; r < reps; r++) {
         for (int k = 0; k < 2; k++) {

@@ -136,6 +136,32 @@ lpv_status lpv_bsr_set_int8(lpv_bsr *W, const int8_t *q, const float *scale, lpv
 /* ---------------------------------------------------------------------------
  * Activations. */
 
+/* lo[t] = min(0, min_r X[r][t]), hi[t] = max(0, max_r X[r][t]) for columns [0, n), on int8 kernel k's vector pass
+ * (the same values on every kernel). */
+static void minmax(float *lo, float *hi, const float *X, int ld, int K, int n, lpv_q8_kernel k) {
+    if (k == LPV_Q8_VNNI) {
+        lpv__q8_minmax_avx512(lo, hi, X, ld, K, n);
+        return;
+    }
+    if (k == LPV_Q8_AVX2 || k == LPV_Q8_AVXVNNI) {
+        lpv__q8_minmax_avx2(lo, hi, X, ld, K, n);
+        return;
+    }
+    for (int t = 0; t < n; t++) lo[t] = 0.0f, hi[t] = 0.0f; /* the range always holds 0 */
+    for (int r = 0; r < K; r++) {
+        const float *x = X + (int64_t)r * ld;
+        for (int t = 0; t < n; t++) {
+            lo[t] = x[t] < lo[t] ? x[t] : lo[t]; /* a NaN never replaces the running value */
+            hi[t] = x[t] > hi[t] ? x[t] : hi[t];
+        }
+    }
+}
+
+void lpv_q8_column_range(float *lo, float *hi, const float *X, int ld, int K, int T) {
+    LPV_ASSERT(T >= 1 && ld >= T && K >= 1);
+    minmax(lo, hi, X, ld, K, lpv_round16(T) <= ld ? lpv_round16(T) : T, lpv_q8_kernel_for(lpv_isa_get()));
+}
+
 /* Step 1 for columns [0, n) of X (already offset to the block's first column). Per token, a vector min/max
  * pass (minmax) leaves each column's min in xa and max in xc first. */
 static void column_params(float *xa, float *xc, const float *X, int ld, int K, int n, const lpv_qact *q,
@@ -150,18 +176,7 @@ static void column_params(float *xa, float *xc, const float *X, int ld, int K, i
     }
     if (lo) /* the range is given (the producer recorded it) */
         for (int t = 0; t < n; t++) xa[t] = lo[t], xc[t] = hi[t];
-    else if (k == LPV_Q8_VNNI) lpv__q8_minmax_avx512(xa, xc, X, ld, K, n);
-    else if (k == LPV_Q8_AVX2 || k == LPV_Q8_AVXVNNI) lpv__q8_minmax_avx2(xa, xc, X, ld, K, n);
-    else {
-        for (int t = 0; t < n; t++) xa[t] = 0.0f, xc[t] = 0.0f; /* the range always holds 0 */
-        for (int r = 0; r < K; r++) {
-            const float *x = X + (int64_t)r * ld;
-            for (int t = 0; t < n; t++) {
-                xa[t] = x[t] < xa[t] ? x[t] : xa[t]; /* a NaN never replaces the running value */
-                xc[t] = x[t] > xc[t] ? x[t] : xc[t];
-            }
-        }
-    }
+    else minmax(xa, xc, X, ld, K, n, k);
     for (int t = 0; t < n; t++) {
         float a = xa[t], b = xc[t]; /* the column's min and max */
         float s = b > a && isfinite(b - a) ? (b - a) / top : 1.0f;

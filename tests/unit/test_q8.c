@@ -397,6 +397,11 @@ static void range_case(int rows, int cols, int T, double d) {
             lpv_isa keep = lpv_isa_get();
             lpv_isa_set(isas[ii], NULL); /* the recorded range on this ISA's grid */
             lpv_q8_quantize_x_isa(A, ya, yc, Y, ld, rows, T, &pt, isas[ii]);
+            /* the range found again from Y (yb, yd as scratch): the same as the product recorded */
+            lpv_q8_column_range(yb, yd, Y, ld, rows, T);
+            int rbad = 0;
+            for (int t = 0; t < T; t++) rbad += yb[t] != range[t] || yd[t] != range[ld + t];
+            CHECKF(rbad == 0, "lpv_q8_column_range %s nt=%d: %d columns differ", lpv_isa_name(isas[ii]), nt, rbad);
             lpv_q8_quantize_x_range(B, yb, yd, Y, ld, rows, T, range, range + ld);
             lpv_isa_set(keep, NULL);
             for (int p = 0; p < nrq; p++)

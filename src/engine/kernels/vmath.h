@@ -267,9 +267,10 @@ LPV_VINLINE LPV_TARGET_AVX2 __m256 lpv__erf8(__m256 x) {
     return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
-/* GELU on 8 lanes for every x (lpv__gelu8 below takes it for |x| >= 4 and NaN), lpv__gelu16_exp's formula (0.5 folded into G, the lo part of x² in the exp's reduced argument)
- * with no blend: gelu = max(0, x) - |xc|·q for every x (x > 0: x - x·q; x <= 0: x·q), q = Φ(-|xc|); past -XMAX
- * q is zeroed and the sign set (-0), past +XMAX x - 12.5·q rounds to x. vblendvps is 3 uops on Intel cores: on
+/* GELU on 8 lanes for every x (lpv__gelu8 below takes it for |x| >= 4 and NaN), lpv__gelu16_exp's formula (0.5
+ * folded into G, the lo part of x² in the exp's reduced argument) with no blend: gelu = max(0, x) - |xc|·q for
+ * every x (x > 0: x - x·q; x <= 0: x·q), q = Φ(-|xc|); past -XMAX q is zeroed and the sign set (-0), past +XMAX
+ * x - 12.5·q rounds to x. vblendvps is 3 uops on Intel cores: on
  * the 2-vCPU Xeon of docs/benchmarks.md this form takes 0.89-0.90 ns a value (build/tests/bench_gelu), the blend
  * one before 1.37.
  * NaN: max(0, x) and the clamps keep it (they return their second operand). */
@@ -310,8 +311,8 @@ __attribute__((noinline, unused)) static LPV_TARGET_AVX2 __m256 lpv__gelu8_far(_
    Φ(-|x|) from 8 degree-7 pieces of width 1/2 in u = 4|x| - (2i + 1) in [-1, 1), i = floor(2|x|), each
    coefficient picked per lane by vpermps (fit to relative error 1e-7 with float coefficients, 2.2e-7 after
    float Horner). A vector with any |x| >= 4 or NaN takes the exp form. On the real DeiT-Tiny and ViT-Tiny,
-   6-7 % of fc1's 8-token vectors hold such a value (5 images, every block); the form takes 0.31 ns a value
-   against the exp form's 0.70 on AMD Zen 5 (one thread, values in [-4, 4): build/tests/bench_gelu). */
+   6-7 % of fc1's 8-token vectors hold such a value (5 images, every block); the form takes 0.27-0.28 ns a value
+   against the exp form's 0.70-0.73 on AMD Zen 5 (one thread, values in [-4, 4): build/tests/bench_gelu). */
 static const float LPV_GELU8_PW0[8] __attribute__((aligned(32))) = {4.012936652e-01f, 2.266273499e-01f, 1.056497768e-01f, 4.005915672e-02f, 1.222447306e-02f, 2.979763318e-03f, 5.770250573e-04f, 8.841728413e-05f};
 static const float LPV_GELU8_PW1[8] __attribute__((aligned(32))) = {-9.666702896e-02f, -7.528436184e-02f, -4.566227272e-02f, -2.156933025e-02f, -7.934913039e-03f, -2.273390768e-03f, -5.072620115e-04f, -8.814891771e-05f};
 static const float LPV_GELU8_PW2[8] __attribute__((aligned(32))) = {3.020846751e-03f, 7.057907060e-03f, 7.134730462e-03f, 4.718291108e-03f, 2.231694292e-03f, 7.814784185e-04f, 2.060750267e-04f, 4.131978494e-05f};

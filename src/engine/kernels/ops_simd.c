@@ -1063,18 +1063,19 @@ TQ8Y static void q8y_pack_keys(q8_att_scratch *x, const float *k, int ld, int T,
         for (int d = 0; d < hd; d++) mx = _mm256_max_ps(mx, q8y_abs(_mm256_maskload_ps(k + (int64_t)d * ld + j0, m)));
         q8y_scale(mx, &s, &inv);
         __m256i sum = _mm256_setzero_si256();
-        uint32_t w[8];
         for (int dq = 0; dq < hd / 4; dq++) {
             __m256i c[4];
             for (int t = 0; t < 4; t++) {
                 c[t] = q8y_code(_mm256_maskload_ps(k + (int64_t)(4 * dq + t) * ld + j0, m), inv);
                 sum = _mm256_add_epi32(sum, c[t]);
             }
-            _mm256_storeu_si256((__m256i *)w, q8y_bytes4(c[0], c[1], c[2], c[3]));
-            for (int jj = 0; jj < 8 && j0 + jj < x->T4; jj++) {
-                int j = j0 + jj;
-                x->kp[((int64_t)(j / A2_JB) * (hd / 4) + dq) * A2_JB + j % A2_JB] = w[jj];
-            }
+            /* keys j0..j0+3 and j0+4..j0+7 are two blocks of A2_JB (= 4) keys: one 4-word store into each, as in
+             * q8_pack_keys */
+            __m256i wq = q8y_bytes4(c[0], c[1], c[2], c[3]);
+            uint32_t *dst = x->kp + ((int64_t)(j0 / A2_JB) * (hd / 4) + dq) * A2_JB;
+            _mm_storeu_si128((__m128i *)dst, _mm256_castsi256_si128(wq));
+            if (j0 + A2_JB < x->T4)
+                _mm_storeu_si128((__m128i *)(dst + (int64_t)(hd / 4) * A2_JB), _mm256_extracti128_si256(wq, 1));
         }
         float sb[8];
         int32_t kb[8];

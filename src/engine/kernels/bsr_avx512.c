@@ -68,8 +68,8 @@ LPV_VINLINE T512 void tile_store(__m512 acc[8][3], const lpv__tile *a, const int
 }
 
 /* The k-steps of the 8 × NV tile over its blocks. BPF (a group of scattered blocks): each k-step also asks for
- * the same row of the next block's X into L1 (lpv__prefetch_row_l1), as the int8 tile does. Zen 5, 2 threads, T = 1576, d = 0.5 (bench_bsr_kernel --model B, 3 alternating
- * rounds), the four products' sum: FP32 7-10 % faster at 32x32 (1.70-1.73x -> 1.85-1.92x the d = 1 time) and
+ * the same row of the next block's X into L1 (lpv__prefetch_row_l1), as the int8 tile does. Zen 5, 2 threads,
+ * T = 1576, d = 0.5 (bench_bsr_kernel --model B, 3 alternating rounds), the four products' sum: FP32 7-10 % faster at 32x32 (1.70-1.73x -> 1.85-1.92x the d = 1 time) and
  * 7 % at 16x16; BF16 11 % at 16x16, unchanged at 32x32; T = 197 unchanged. A group of adjacent blocks (dense
  * rows) runs the tiles without it (the hardware streams those), as separate functions: with both loops in one
  * function the dense BF16 and 16x16 FP32 products ran 5 % slower. */
@@ -82,7 +82,7 @@ LPV_VINLINE T512 void tile_k(__m512 acc[8][3], const lpv__tile *a, const int NV,
         int c0 = a->ci[b] * C;
         int kn = a->K - c0 < C ? a->K - c0 : C;
         const float *xk = X + (int64_t)(c0 - a->k0) * ldx;
-        const float *xn = BPF ? X + (int64_t)(a->ci[b + 1 < a->nb ? b + 1 : b] * C - a->k0) * ldx : NULL;
+        const float *xn = BPF ? X + (int64_t)(lpv__next_ci(a->ci, a->nb, b) * C - a->k0) * ldx : NULL;
         const float *wk = w;
 #pragma GCC unroll 2
         for (int k = 0; k < kn; k++, xk += ldx, wk += 8) {
@@ -141,7 +141,7 @@ LPV_VINLINE T512BF void tile_k_bf16(__m512 acc[8][3], const lpv__tile *a, const 
         int c0 = a->ci[b] * C;
         int kn = a->K - c0 < C ? a->K - c0 : C, np = (kn + 1) / 2;
         const uint32_t *xk = X + (int64_t)((c0 - a->k0) / 2) * ldx;
-        const uint32_t *xn = BPF ? X + (int64_t)((a->ci[b + 1 < a->nb ? b + 1 : b] * C - a->k0) / 2) * ldx : NULL;
+        const uint32_t *xn = BPF ? X + (int64_t)((lpv__next_ci(a->ci, a->nb, b) * C - a->k0) / 2) * ldx : NULL;
         const uint32_t *wk = w;
 #pragma GCC unroll 2
         for (int k = 0; k < np; k++, xk += ldx, wk += 8) {
@@ -188,19 +188,16 @@ LPV_VINLINE T512 void group(const lpv__bsr_group *g, const void *X, const void *
     if (g->gelu) lpv__gelu_rows16(g->Y + 16 * g->v0, g->ldy, g->nrows, (g->v1 - g->v0) * 16 + g->tail, NULL, NULL);
 }
 
-/* A group's blocks are scattered when they are not one run of adjacent block columns (a dense row's are). */
-static inline int scattered(const lpv__bsr_group *g) { return g->nb > 1 && !lpv__one_run(g->ci, g->nb); }
-
 /* [prefetch of the profile: 0 next X, 1 next weights][scattered blocks] */
 static const tile_set *const FP32_TILES[2][2] = {{&fp32_x, &fp32_x_scat}, {&fp32_w, &fp32_w_scat}};
 static const tile_set *const BF16_TILES[2][2] = {{&bf16_x, &bf16_x_scat}, {&bf16_w, &bf16_w_scat}};
 
 T512 void lpv__bsr_group_avx512(const lpv__bsr_group *g) {
-    group(g, g->X, g->wp, 1, FP32_TILES[lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W][scattered(g)]);
+    group(g, g->X, g->wp, 1, FP32_TILES[lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W][lpv__scattered(g->ci, g->nb)]);
 }
 
 T512 void lpv__bsr_group_avx512bf16(const lpv__bsr_group *g) {
-    group(g, g->X2, g->wp2, 2, BF16_TILES[lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W][scattered(g)]);
+    group(g, g->X2, g->wp2, 2, BF16_TILES[lpv__bsr_tune.avx512_pf == LPV_PF_NEXT_W][lpv__scattered(g->ci, g->nb)]);
 }
 
 /* Round to nearest even into the high 16 bits (NaN: a quiet NaN, never an Inf or a sign flip). */

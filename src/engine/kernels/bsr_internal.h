@@ -63,6 +63,12 @@ static inline __attribute__((always_inline)) void lpv__prefetch_step(int pf, con
  * the kernels walk such blocks as one span of k-steps, scattered ones block by block. */
 static inline int lpv__one_run(const int32_t *ci, int nb) { return nb > 0 && ci[nb - 1] - ci[0] == nb - 1; }
 
+/* 1 when they are scattered instead: more than one block, not one run (the tiles that prefetch the next block). */
+static inline int lpv__scattered(const int32_t *ci, int nb) { return nb > 1 && !lpv__one_run(ci, nb); }
+
+/* The block column after block b (b's own for the last block): the one whose X rows such a tile prefetches. */
+static inline int32_t lpv__next_ci(const int32_t *ci, int nb, int b) { return ci[b + 1 < nb ? b + 1 : b]; }
+
 /* The nv 64-byte lines of X at p into L1: each k-step of an AVX-512 tile over scattered blocks asks for the same
  * row of the next block, since at every jump the hardware's stride prefetch has lost the stream and a block's
  * k-steps are too few to hide the misses (measured per kernel where it is called). */

@@ -69,7 +69,7 @@ LPV_VINLINE TVNNI void tile_vnni(const lpv__tile *a, const lpv__bsr_group *g, co
     if (!one_run && C == 32 && a->K % 32 == 0) {
         for (int b = 0; b < a->nb; b++) {
             const uint32_t *xk = X + (int64_t)a->ci[b] * 8 * ldx, *wk = w + (int64_t)64 * b;
-            const uint32_t *xn = X + (int64_t)a->ci[b + 1 < a->nb ? b + 1 : b] * 8 * ldx;
+            const uint32_t *xn = X + (int64_t)lpv__next_ci(a->ci, a->nb, b) * 8 * ldx;
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++, xk += ldx, wk += 8, xn += ldx) {
                 VNNI_STEP();
@@ -253,7 +253,7 @@ LPV_VINLINE TAVXVNNI __m256i dot4_avxvnni(__m256i acc, __m256i x, __m256i w) { r
         /* the next row tile's Y (the group walks its row tiles in order, then the next group's) */                  \
         for (int i = Q8_MR; i < 2 * Q8_MR; i++)                                                                       \
             for (int j = 0; j < NV; j += 2) _mm_prefetch((const char *)(a->Y + i * ldy + 8 * j), _MM_HINT_T0);       \
-        if (C == 32 && a->K % 32 == 0 && a->nb > 1 && !lpv__one_run(a->ci, a->nb)) {                                 \
+        if (C == 32 && a->K % 32 == 0 && lpv__scattered(a->ci, a->nb)) {                                             \
             /* scattered whole 32-wide blocks, one at a time, 8 quads unrolled: no run to find and no trip count  \
              * that varies from run to run (their branches mispredict on a random mask); blocks that are all       \
              * adjacent (a dense row) keep the single run below */                                                   \
